@@ -1,0 +1,33 @@
+# The two commands of the README: `make run` (the default pipeline) and `make test` (the test suite).
+# Each creates or updates .venv from this project's own files first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+CORES ?= 2
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	# torch first, pinned: the CPU wheel on disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results .snakemake report.html

@@ -1,0 +1,5 @@
+import sys
+
+from amcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""Neural potentials ``s_theta(x, t)`` (AM) and vector fields ``v_theta(x, t)`` (Flow Matching)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+class TimeEmbedding(nn.Module):
+    """``t`` and a few sinusoidal features of it: lets a small MLP bend quickly in time."""
+
+    def __init__(self, n_frequencies: int, t_min: float, t_max: float) -> None:
+        super().__init__()
+        span = max(t_max - t_min, 1e-12)
+        self.register_buffer("t_min", torch.tensor(float(t_min)))
+        self.register_buffer("span", torch.tensor(float(span)))
+        self.register_buffer("freqs", math.pi * torch.arange(1, n_frequencies + 1, dtype=torch.float32))
+
+    @property
+    def dim(self) -> int:
+        return 1 + 2 * len(self.freqs)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        u = (t - self.t_min) / self.span
+        angles = u[..., None] * self.freqs
+        return torch.cat([u[..., None], torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class MLPField(nn.Module):
+    """MLP of ``(x, embed(t))`` with ``out_dim`` outputs: 1 for a potential, ``d`` for a vector field."""
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        t_range: tuple[float, float],
+        width: int = 128,
+        depth: int = 3,
+        activation: str = "silu",
+        time_frequencies: int = 4,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        self.embed = TimeEmbedding(time_frequencies, *t_range)
+        layers: list[nn.Module] = []
+        n_in = dim + self.embed.dim
+        for _ in range(depth):
+            layers += [nn.Linear(n_in, width), ACTIVATIONS[activation]()]
+            n_in = width
+        layers.append(nn.Linear(n_in, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(torch.cat([x, self.embed(t)], dim=-1))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+def potential_velocity(potential: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``grad_x s(x, t)``: the AM velocity, without building a graph for the parameters."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(potential(x, t).sum(), x)
+    return grad

@@ -1,0 +1,115 @@
+"""The canonical snapshot store: one zarr v3 group, written through xarray, ragged along ``obs``.
+
+Snapshot ``k`` is ``x[offsets[k]:offsets[k + 1]]`` observed at ``t_values[k]``. The store is written to a
+temporary sibling and renamed when complete, so an interrupted write never looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+CHUNK_BYTES = 8 * 2**20
+ZSTD = zarr.codecs.ZstdCodec(level=3)
+
+
+@dataclass
+class Snapshots:
+    """Observations sorted by time, with the boundaries of each snapshot."""
+
+    x: np.ndarray
+    t_values: np.ndarray
+    offsets: np.ndarray
+    attrs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_labels(cls, x: np.ndarray, time: np.ndarray, attrs: dict | None = None) -> Snapshots:
+        """Group rows by their time label (stable sort), as the store lays them out."""
+        order = np.argsort(time, kind="stable")
+        t_values, counts = np.unique(time[order], return_counts=True)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        return cls(np.ascontiguousarray(x[order], dtype=np.float32), t_values, offsets, dict(attrs or {}))
+
+    @property
+    def n_snapshots(self) -> int:
+        return len(self.t_values)
+
+    @property
+    def dim(self) -> int:
+        return self.x.shape[1]
+
+    def snapshot(self, k: int) -> np.ndarray:
+        return self.x[self.offsets[k] : self.offsets[k + 1]]
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def summary(self) -> dict:
+        """Cells per time, dimension and per-feature statistics: what a user checks first."""
+        return {
+            "n_obs": int(self.x.shape[0]),
+            "n_features": int(self.dim),
+            "times": [float(t) for t in self.t_values],
+            "cells_per_time": [int(c) for c in self.counts()],
+            "feature_mean": [float(v) for v in self.x.mean(axis=0)],
+            "feature_std": [float(v) for v in self.x.std(axis=0)],
+        }
+
+
+def write_store(path: str | Path, snaps: Snapshots, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Write ``snaps`` as a zarr v3 store at ``path``, atomically (temporary path, then rename)."""
+    path = Path(path)
+    rows_per_chunk = max(1, chunk_bytes // (4 * max(1, snaps.dim)))
+    ds = xr.Dataset(
+        {
+            "x": (("obs", "feature"), snaps.x),
+            "time": (("obs",), np.repeat(snaps.t_values, snaps.counts()).astype(np.float64)),
+            "t_values": (("snapshot",), snaps.t_values.astype(np.float64)),
+            "offsets": (("boundary",), snaps.offsets.astype(np.int64)),
+        },
+        attrs={key: json.dumps(value) for key, value in snaps.attrs.items()},
+    )
+    compressors = [ZSTD]
+    encoding = {
+        "x": {"chunks": (min(rows_per_chunk, len(snaps.x)) or 1, snaps.dim), "compressors": compressors},
+        "time": {"chunks": (min(rows_per_chunk, len(snaps.x)) or 1,), "compressors": compressors},
+    }
+    write_dataset_atomic(ds, path, encoding)
+
+
+def write_dataset_atomic(ds: xr.Dataset, path: str | Path, encoding: dict) -> None:
+    """Write ``ds`` as zarr v3 to a temporary sibling, then rename it to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_store(path: str | Path) -> Snapshots:
+    """Load a whole store into memory (the fast path for data that fits)."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise FileNotFoundError(f"{path}: not a snapshot store (no zarr.json); run the prepare stage first")
+    with xr.open_zarr(path, consolidated=False) as ds:
+        missing = {"x", "t_values", "offsets"} - set(ds.variables)
+        if missing:
+            raise KeyError(f"{path}: snapshot store lacks {sorted(missing)}")
+        attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
+        return Snapshots(
+            ds["x"].values.astype(np.float32, copy=False),
+            ds["t_values"].values,
+            ds["offsets"].values,
+            attrs,
+        )

@@ -1,0 +1,18 @@
+rule train:
+    """Fit one model (AM potential or Flow Matching field) on the snapshot store."""
+    input:
+        store=rules.prepare.output.store,
+    output:
+        checkpoint=f"{OUT}/models/{{model}}/model.pt",
+        loss=f"{OUT}/models/{{model}}/loss.csv",
+    params:
+        train=lambda wc: as_arg({**config["models"][wc.model], "threads": config["threads"]}),
+        tags=lambda wc: stage_tags("train", model=wc.model),
+    threads: config["threads"]
+    log:
+        f"{OUT}/logs/train_{{model}}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "amcore train --store {input.store} --params {params.train} --checkpoint {output.checkpoint}"
+        " --loss-csv {output.loss} --results-dir {RESULTS} --tags {params.tags} 2>&1 | tee {log}"
