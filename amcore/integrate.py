@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from amcore.store import ZSTD, write_dataset_atomic
+from amcore.store import ZSTD, open_zarr, write_dataset_atomic
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,5 +55,5 @@ def write_trajectories(path: str | Path, x: np.ndarray, grid: np.ndarray, observ
 
 
 def read_trajectories(path: str | Path) -> xr.Dataset:
-    with xr.open_zarr(path, consolidated=False) as ds:
+    with open_zarr(path) as ds:
         return ds.load()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,12 +98,19 @@ def write_dataset_atomic(ds: xr.Dataset, path: str | Path, encoding: dict) -> No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def open_zarr(path: str | Path) -> xr.Dataset:
+    """Open a zarr group lazily; Snakemake's timestamp file inside directory outputs is not a zarr node."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return xr.open_zarr(path, consolidated=False)
+
+
 def read_store(path: str | Path) -> Snapshots:
     """Load a whole store into memory (the fast path for data that fits)."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path}: not a snapshot store (no zarr.json); run the prepare stage first")
-    with xr.open_zarr(path, consolidated=False) as ds:
+    with open_zarr(path) as ds:
         missing = {"x", "t_values", "offsets"} - set(ds.variables)
         if missing:
             raise KeyError(f"{path}: snapshot store lacks {sorted(missing)}")

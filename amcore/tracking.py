@@ -115,7 +115,7 @@ class StageRun:
         self.client = _client(self.state["uri"])
         run = self.client.create_run(
             self.state["experiment_id"],
-            run_name=self.stage,
+            run_name="/".join([self.stage, *(v for k, v in self.tags.items() if k.startswith("snakemake.wildcard."))]),
             tags={"mlflow.parentRunId": self.state["parent_run_id"], **self.tags},
         )
         self.run_id = run.info.run_id

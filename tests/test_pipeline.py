@@ -1,0 +1,159 @@
+"""The whole pipeline, for real: Snakemake, the amcore CLI, zarr stores and an MLflow backend."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import BIN, cli_env, snakemake
+from mlflow.tracking import MlflowClient
+
+from amcore.integrate import read_trajectories
+from amcore.store import read_store
+
+STAGES = ["evaluate", "integrate", "prepare", "train"]
+
+
+def check_outputs(workdir: Path, config: dict) -> dict:
+    out = workdir / "results" / config["experiment"]
+    snaps = read_store(out / "data" / "store.zarr")
+    n = config["dataset"]["n_per_time"]
+    assert snaps.t_values.tolist() == config["dataset"]["times"]
+    assert snaps.counts().tolist() == [n] * len(config["dataset"]["times"])
+    traj = read_trajectories(out / "models" / "am" / "trajectories.zarr")
+    steps = config["integrate"]["steps_per_interval"] * (len(snaps.t_values) - 1) + 1
+    assert traj["x"].shape == (steps, n, 2)
+    assert traj["time"].values[traj["observed"].values].tolist() == config["dataset"]["times"]
+    metrics = json.loads((out / "models" / "am" / "metrics.json").read_text())
+    assert set(metrics["w1"]) == {"0.5", "1"}
+    assert all(math.isfinite(v) for v in metrics["w1"].values())
+    # Even a few hundred steps move the cloud: W1 at t=1 without motion is ~4 (the mean shifts by 4+).
+    assert metrics["w1_mean"] < 1.5
+    assert 0 <= metrics["velocity_rel_error"] < 0.6
+    for name in ("marginals", "trajectories", "loss"):
+        assert (out / "models" / "am" / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "comparison.csv").read_text().startswith("model,metric,time,value")
+    return metrics
+
+
+def check_tracking(uri: str, config: dict, metrics: dict) -> None:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("amcore")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("amcore.kind") == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert sorted(r.data.tags["amcore.stage"] for r in children) == STAGES
+    assert all(r.info.status == "FINISHED" for r in children)
+    by_stage = {r.data.tags["amcore.stage"]: r for r in children}
+    train = by_stage["train"]
+    model_cfg = config["models"]["am"]
+    history = client.get_metric_history(train.info.run_id, "loss")
+    assert [m.step for m in history] == list(range(50, model_cfg["steps"] + 1, 50))
+    assert train.data.params["steps"] == str(model_cfg["steps"])
+    assert train.data.tags["snakemake.wildcard.model"] == "am"
+    evaluate = by_stage["evaluate"]
+    assert evaluate.data.metrics["w1_mean"] == pytest.approx(metrics["w1_mean"])
+    assert "metrics.json" in [a.path for a in client.list_artifacts(evaluate.info.run_id)]
+    assert by_stage["prepare"].data.metrics["n_obs"] == 3 * config["dataset"]["n_per_time"]
+
+
+def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
+    result = snakemake(tmp_path, tiny_config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = check_outputs(tmp_path, tiny_config)
+    check_tracking(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", tiny_config, metrics)
+
+    # Incremental: nothing changed, nothing to do.
+    again = snakemake(tmp_path, tiny_config, "--dry-run")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # A training parameter changed: train and everything after it, never prepare.
+    changed = copy.deepcopy(tiny_config)
+    changed["models"]["am"]["lr"] = 1e-3
+    plan = snakemake(tmp_path, changed, "--dry-run")
+    text = plan.stdout + plan.stderr
+    assert plan.returncode == 0, text[-3000:]
+    for rule in ("train", "integrate", "evaluate"):
+        assert f"rule {rule}:" in text
+    assert "rule prepare:" not in text
+
+    # The report shows the plots.
+    report = subprocess.run(
+        [str(BIN / "snakemake"), "--snakefile", str(Path(__file__).parents[1] / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
+         "--report", str(tmp_path / "report.html")],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"modles": {}}, "modles"),
+        ({"models": {"am": {"objective": "am", "steps": -5}}}, "-5"),
+        ({"models": {"am": {"objective": "am", "learning_rate": 0.1}}}, "learning_rate"),
+        ({"dataset": {"source": "simulate", "n_per_time": "many"}}, "many"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, message):
+    config = {**tiny_config, **patch}
+    result = snakemake(tmp_path, config)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists(), "nothing may be written for a refused config"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on 127.0.0.1 with its own sqlite backend and artifact store."""
+    port = _free_port()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+           "--artifacts-destination", str(server_dir / "artifacts")]  # fmt: skip
+    log = open(server_dir / "server.log", "w")
+    proc = subprocess.Popen(cmd, cwd=server_dir, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start: {(server_dir / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_tiny_pipeline_against_a_real_mlflow_server(tmp_path, tiny_config, mlflow_server):
+    workdir = tmp_path / "work"
+    result = snakemake(workdir, tiny_config, env=cli_env(MLFLOW_TRACKING_URI=mlflow_server))
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = check_outputs(workdir, tiny_config)
+    check_tracking(mlflow_server, tiny_config, metrics)
+    assert not (workdir / "results" / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must win over the default"
