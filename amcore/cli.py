@@ -30,27 +30,12 @@ def _write_json(path: str | Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def cmd_track(args: argparse.Namespace) -> None:
-    from amcore import tracking
-
-    if args.action == "start":
-        uri = tracking.resolve_uri(args.uri, args.results_dir)
-        try:
-            state = tracking.start_parent(uri, args.experiment, args.results_dir, args.tags)
-        except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
-            print(f"amcore: MLflow at {uri} unavailable ({err}); this run is not tracked", file=sys.stderr)
-            return
-        print(f"amcore: MLflow parent run {state['parent_run_id']} at {uri}", file=sys.stderr)
-    else:
-        tracking.end_parent(args.results_dir, args.status)
-
-
 def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.prepare import build_snapshots
     from amcore.store import write_store
     from amcore.tracking import StageRun
 
-    with StageRun(args.results_dir, "prepare", args.tags, args.dataset) as run:
+    with StageRun("prepare", args.tags, args.dataset) as run:
         snaps = build_snapshots(args.dataset)
         summary = snaps.summary()
         write_store(args.out, snaps)
@@ -72,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from amcore.train import TrainConfig, train
 
     cfg = TrainConfig(**args.params)
-    with StageRun(args.results_dir, "train", args.tags, args.params) as run:
+    with StageRun("train", args.tags, args.params) as run:
         snaps = read_store(args.store)
 
         def on_metrics(step: int, metrics: dict) -> None:
@@ -98,7 +83,7 @@ def cmd_integrate(args: argparse.Namespace) -> None:
     from amcore.tracking import StageRun
     from amcore.train import load_model, velocity_fn
 
-    with StageRun(args.results_dir, "integrate", args.tags, args.params) as run:
+    with StageRun("integrate", args.tags, args.params) as run:
         snaps = read_store(args.store)
         model, payload = load_model(args.checkpoint)
         grid, observed = time_grid(snaps.t_values, args.params["steps_per_interval"])
@@ -122,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     params = args.params
     plots_dir = Path(args.plots)
-    with StageRun(args.results_dir, "evaluate", args.tags, params) as run:
+    with StageRun("evaluate", args.tags, params) as run:
         snaps = read_store(args.store)
         traj = read_trajectories(args.trajectories)
         predicted = traj["x"].values[traj["observed"].values]
@@ -194,7 +179,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     table.to_csv(tmp, index=False)
     os.replace(tmp, args.table)
     plots.metric_by_time(Path(args.figure), times, series, "W1 (pushed vs observed)", "models side by side")
-    tracking.log_to_parent(args.results_dir, [args.table, args.figure])
+    tracking.log_to_parent([args.table, args.figure])
     means = table[table["time"].isna()].pivot(index="model", columns="metric", values="value")
     print(means.to_string(float_format=lambda v: f"{v:.4g}"), file=sys.stderr)
 
@@ -205,16 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--results-dir", default="results", help="where the MLflow state file lives")
         p.add_argument("--tags", type=_json, default={}, help="MLflow tags of the stage run (JSON)")
         p.set_defaults(func=func)
         return p
-
-    p = stage("track", cmd_track, "open or close the MLflow parent run of a pipeline invocation")
-    p.add_argument("action", choices=["start", "end"])
-    p.add_argument("--uri", default=None, help="tracking URI (MLFLOW_TRACKING_URI wins when set)")
-    p.add_argument("--experiment", default="amcore")
-    p.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
 
     p = stage("prepare", cmd_prepare, "write the canonical snapshot store")
     p.add_argument("--dataset", type=_json, required=True, help="the config's dataset section (JSON)")

@@ -1,19 +1,21 @@
 """MLflow tracking: one parent run per pipeline invocation, one child run per stage (DESIGN §5).
 
-The parent run is created once, before any job starts, and its id is written to a small state file that
-every stage reads. Tracking is best effort: when the backend fails, the stage carries on, keeps its
-metrics, retries at the end and says so. Metrics also always land in the stage's own output files.
+The parent run is created once, before any job starts (Snakemake's ``onstart``), and its coordinates
+are exported as environment variables that every job inherits, locally or through a cluster executor.
+Tracking is best effort: when the backend fails, the stage carries on, keeps its metrics, retries at the
+end and says so. Metrics also always land in the stage's own output files.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-STATE_FILE = "mlflow_run.json"
+ENV_URI = "AMCORE_MLFLOW_URI"
+ENV_EXPERIMENT = "AMCORE_MLFLOW_EXPERIMENT_ID"
+ENV_PARENT = "AMCORE_MLFLOW_PARENT_RUN_ID"
 
 
 def resolve_uri(config_uri: str | None, results_dir: str | Path) -> str:
@@ -31,26 +33,33 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def start_parent(uri: str, experiment: str, results_dir: str | Path, tags: dict[str, str]) -> dict:
-    """Create (once) the backend and the experiment, open the parent run, write the state file."""
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / STATE_FILE).unlink(missing_ok=True)
-    client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        location = (results_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-        experiment_id = client.create_experiment(experiment, artifact_location=location)
-    else:
-        experiment_id = found.experiment_id
-    run = client.create_run(experiment_id, run_name="pipeline", tags={"amcore.kind": "pipeline", **tags})
-    state = {"uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
-    (results_dir / STATE_FILE).write_text(json.dumps(state))
-    return state
+def start_parent(uri: str, experiment: str, results_dir: str | Path, tags: dict[str, str]) -> None:
+    """Create (once) the backend and the experiment, open the parent run and export its coordinates.
+
+    An unreachable backend is reported and leaves the pipeline untracked rather than stopped.
+    """
+    for key in (ENV_URI, ENV_EXPERIMENT, ENV_PARENT):
+        os.environ.pop(key, None)
+    try:
+        client = _client(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if uri.startswith("sqlite:"):
+                location = (Path(results_dir) / "mlartifacts").resolve().as_uri()
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+        run = client.create_run(experiment_id, run_name="pipeline", tags={"amcore.kind": "pipeline", **tags})
+    except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
+        print(f"amcore: MLflow at {uri} unavailable ({err}); this invocation is not tracked", file=sys.stderr)
+        return
+    os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id})
+    print(f"amcore: MLflow parent run {run.info.run_id} at {uri}", file=sys.stderr)
 
 
-def end_parent(results_dir: str | Path, status: str) -> None:
-    state = _read_state(results_dir)
+def end_parent(status: str) -> None:
+    state = _read_state()
     if state:
         try:
             _client(state["uri"]).set_terminated(state["parent_run_id"], status=status)
@@ -58,9 +67,9 @@ def end_parent(results_dir: str | Path, status: str) -> None:
             print(f"amcore: could not close the MLflow parent run ({err})", file=sys.stderr)
 
 
-def log_to_parent(results_dir: str | Path, paths: list[str]) -> None:
+def log_to_parent(paths: list[str]) -> None:
     """Attach files that summarise the whole invocation to the parent run (best effort)."""
-    state = _read_state(results_dir)
+    state = _read_state()
     if not state:
         return
     try:
@@ -71,16 +80,21 @@ def log_to_parent(results_dir: str | Path, paths: list[str]) -> None:
         print(f"amcore: could not attach {paths} to the MLflow parent run ({err})", file=sys.stderr)
 
 
-def _read_state(results_dir: str | Path) -> dict | None:
-    path = Path(results_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+def _read_state() -> dict | None:
+    if not os.environ.get(ENV_PARENT):
+        return None
+    return {
+        "uri": os.environ[ENV_URI],
+        "experiment_id": os.environ[ENV_EXPERIMENT],
+        "parent_run_id": os.environ[ENV_PARENT],
+    }
 
 
 class StageRun:
     """A child run for one stage; every call is best effort and buffered until the backend answers."""
 
-    def __init__(self, results_dir: str | Path, stage: str, tags: dict[str, str], params: dict) -> None:
-        self.state = _read_state(results_dir)
+    def __init__(self, stage: str, tags: dict[str, str], params: dict) -> None:
+        self.state = _read_state()
         self.stage = stage
         self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **tags}
         self.params = _flatten(params)
@@ -89,7 +103,7 @@ class StageRun:
         self.artifacts: list[tuple[str, str | None]] = []
         self.failed = False
         if self.state is None:
-            print(f"amcore: no {STATE_FILE} under {results_dir}; stage {stage} is not tracked", file=sys.stderr)
+            print(f"amcore: no MLflow parent run ({ENV_PARENT} unset); stage {stage} is not tracked", file=sys.stderr)
 
     def __enter__(self) -> StageRun:
         self._try(self._open)

@@ -11,14 +11,18 @@ def stage_tags(rule, **wildcards):
 
 
 def start_tracking():
-    """Create the MLflow backend and parent run once, before any job starts (sqlite creation races)."""
-    shell(
-        "amcore track start --results-dir {RESULTS} --experiment {exp} {uri} --tags {tags}",
-        exp=shlex.quote(config["mlflow"]["experiment"]),
-        uri=f"--uri {shlex.quote(config['mlflow']['tracking_uri'])}" if config["mlflow"]["tracking_uri"] else "",
-        tags=as_arg({"amcore.experiment": config["experiment"]}),
-    )
+    """Create the MLflow backend and parent run once, before any job starts (sqlite creation races).
+
+    Its coordinates go to environment variables that every job inherits.
+    """
+    from amcore import tracking
+
+    uri = tracking.resolve_uri(config["mlflow"]["tracking_uri"], RESULTS)
+    tags = {"amcore.experiment": config["experiment"]}
+    tracking.start_parent(uri, config["mlflow"]["experiment"], RESULTS, tags)
 
 
 def end_tracking(status):
-    shell("amcore track end --results-dir {RESULTS} --status {status}")
+    from amcore import tracking
+
+    tracking.end_parent(status)

@@ -36,7 +36,7 @@ rule evaluate:
     shell:
         "amcore evaluate --model {wildcards.model} --store {input.store} --checkpoint {input.checkpoint}"
         " --trajectories {input.trajectories} --loss-csv {input.loss} --params {params.evaluate}"
-        " --metrics {output.metrics} --plots {params.plots} --results-dir {RESULTS} --tags {params.tags}"
+        " --metrics {output.metrics} --plots {params.plots} --tags {params.tags}"
         " 2>&1 | tee {log}"
 
 
@@ -53,4 +53,4 @@ rule compare:
         "../../environment.yml"
     shell:
         "amcore compare --metrics {input.metrics} --table {output.table} --figure {output.figure}"
-        " --results-dir {RESULTS} 2>&1 | tee {log}"
+        " 2>&1 | tee {log}"

@@ -14,4 +14,4 @@ rule integrate:
         "../../environment.yml"
     shell:
         "amcore integrate --store {input.store} --checkpoint {input.checkpoint} --params {params.integrate}"
-        " --out {output.trajectories} --results-dir {RESULTS} --tags {params.tags} 2>&1 | tee {log}"
+        " --out {output.trajectories} --tags {params.tags} 2>&1 | tee {log}"

@@ -12,4 +12,4 @@ rule prepare:
         "../../environment.yml"
     shell:
         "amcore prepare --dataset {params.dataset} --out {output.store} --summary {output.summary}"
-        " --results-dir {RESULTS} --tags {params.tags} 2>&1 | tee {log}"
+        " --tags {params.tags} 2>&1 | tee {log}"

@@ -15,4 +15,4 @@ rule train:
         "../../environment.yml"
     shell:
         "amcore train --store {input.store} --params {params.train} --checkpoint {output.checkpoint}"
-        " --loss-csv {output.loss} --results-dir {RESULTS} --tags {params.tags} 2>&1 | tee {log}"
+        " --loss-csv {output.loss} --tags {params.tags} 2>&1 | tee {log}"
