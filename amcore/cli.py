@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from amcore.readers import InputError
 
 
@@ -78,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_integrate(args: argparse.Namespace) -> None:
     import torch
 
-    from amcore.integrate import integrate_ode, time_grid, write_trajectories
+    from amcore import integrate
+    from amcore.losses import ObjectiveSpec
     from amcore.store import read_store
     from amcore.tracking import StageRun
     from amcore.train import load_model, velocity_fn
@@ -86,61 +85,73 @@ def cmd_integrate(args: argparse.Namespace) -> None:
     with StageRun("integrate", args.tags, args.params) as run:
         snaps = read_store(args.store)
         model, payload = load_model(args.checkpoint)
-        grid, observed = time_grid(snaps.t_values, args.params["steps_per_interval"])
+        objective, cfg = payload["objective"], payload["config"]
+        grid, observed = integrate.time_grid(snaps.t_values, args.params["steps_per_interval"])
         x0 = torch.as_tensor(snaps.snapshot(0))
-        traj = integrate_ode(velocity_fn(model, payload["objective"]), x0, grid)
-        write_trajectories(args.out, traj, grid, observed)
+        flow = velocity_fn(model, objective)
+        method = args.params.get("method", "auto")
+        if method == "auto":
+            method = {"eam": "sde", "uam": "weighted"}.get(objective, "rk4")
+        weight = None
+        if method == "sde":
+            spec = ObjectiveSpec(kind="eam", sigma=cfg["sigma"], sigma_final=cfg["sigma_final"])
+            duration = grid[-1] - grid[0]
+
+            def sigma(t: float) -> float:
+                return float(spec.sigma_at(torch.tensor((t - grid[0]) / duration)))
+
+            gen = torch.Generator().manual_seed(args.params.get("seed", 0))
+            traj = integrate.integrate_sde(flow, x0, grid, sigma, gen)
+        elif method == "weighted":
+
+            def growth(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return cfg["growth"] * model(x, t)
+
+            traj, weight = integrate.integrate_weighted(flow, growth, x0, grid)
+        elif method == "dopri5":
+            traj, accepted = integrate.integrate_adaptive(flow, x0, grid)
+            run.log_metrics({"accepted_steps": accepted})
+        else:
+            traj = integrate.integrate_ode(flow, x0, grid)
+        integrate.write_trajectories(args.out, traj, grid, observed, weight)
         run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0]})
-    print(f"amcore integrate: {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr)
+    print(
+        f"amcore integrate ({method}): {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
-    import torch
 
-    from amcore import metrics, plots
+    from amcore import plots
+    from amcore.evaluate import score_marginals, score_truth
     from amcore.integrate import read_trajectories
     from amcore.prepare import ground_truth
     from amcore.store import read_store
     from amcore.tracking import StageRun
-    from amcore.train import load_model, velocity_fn
+    from amcore.train import load_model
 
     params = args.params
     plots_dir = Path(args.plots)
     with StageRun("evaluate", args.tags, params) as run:
         snaps = read_store(args.store)
         traj = read_trajectories(args.trajectories)
-        predicted = traj["x"].values[traj["observed"].values]
+        observed = traj["observed"].values
+        predicted = traj["x"].values[observed]
+        weights = traj["weight"].values[observed] if "weight" in traj else None
         model, payload = load_model(args.checkpoint)
-        times = [float(t) for t in snaps.t_values]
-        truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
-        result: dict = {"model": args.model, "objective": payload["objective"], "w1": {}, "mmd": {}}
-        for k in range(1, len(times)):
-            key = f"{times[k]:g}"
-            result["w1"][key] = metrics.wasserstein1(predicted[k], truth[k], params["max_exact_size"])
-            result["mmd"][key] = metrics.mmd_rbf(predicted[k], truth[k], max_size=params["max_exact_size"])
-        result["w1_mean"] = float(np.mean(list(result["w1"].values())))
-        result["mmd_mean"] = float(np.mean(list(result["mmd"].values())))
+        result: dict = {"model": args.model, "objective": payload["objective"]}
+        result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
         simulator = ground_truth(snaps)
         if simulator is not None:
-            velocity = velocity_fn(model, payload["objective"])
-            rng = np.random.default_rng(params["seed"])
-            err = norm = 0.0
-            by_time, floor = {}, []
-            for k, t in enumerate(times):
-                xs = simulator.sample(t, params["truth_samples"], rng)
-                learned = velocity(torch.as_tensor(xs, dtype=torch.float32), torch.full((len(xs),), t))
-                e, n = metrics.relative_l2(learned.detach().numpy(), simulator.velocity(xs, t))
-                by_time[f"{t:g}"] = float(np.sqrt(e / n))
-                err, norm = err + e, norm + n
-                if k > 0:
-                    fresh = simulator.sample(t, len(truth[k]), rng)
-                    floor.append(metrics.wasserstein1(fresh, truth[k], params["max_exact_size"]))
-            result["velocity_rel_error"] = float(np.sqrt(err / norm))
-            result["velocity_rel_error_by_time"] = by_time
-            result["w1_noise_floor_mean"] = float(np.mean(floor))
+            result |= score_truth(
+                simulator, snaps, model, payload, params["truth_samples"], params["max_exact_size"], params["seed"]
+            )
 
         plots_dir.mkdir(parents=True, exist_ok=True)
+        times = [float(t) for t in snaps.t_values]
+        truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
         title = f"{args.model} ({payload['objective'].upper()})"
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")

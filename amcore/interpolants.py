@@ -1,8 +1,10 @@
 """Samples of the path ``q_t`` between sparse snapshots (DESIGN §2).
 
 Between consecutive observed times ``t_k < t_{k+1}``, pairs ``(x_a, x_b)`` drawn from a coupling of the two
-marginals are interpolated linearly: ``x_t = (1 - tau) x_a + tau x_b``. The exact-OT coupling is solved
-once per pair of neighbouring snapshots and then sampled, so no transport problem sits in the hot loop.
+marginals are interpolated linearly: ``x_t = (1 - tau) x_a + tau x_b``. An OT coupling (exact, or
+entropic: the Schrödinger bridge's static coupling when ``reg = 2 sigma^2 (t_b - t_a)``) is solved once per
+pair of neighbouring snapshots and then sampled, so no transport problem sits in the hot loop. For eAM a
+Brownian bridge ``sigma sqrt((t - t_a)(t_b - t)/(t_b - t_a)) eps`` is added to the interpolation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 
 from amcore.store import Snapshots
 
-COUPLINGS = ("independent", "ot")
+COUPLINGS = ("independent", "ot", "entropic")
 
 
 def ot_pairs(
@@ -33,6 +35,26 @@ def ot_pairs(
     return ia[rows], ib[cols], weights / weights.sum()
 
 
+def entropic_pairs(
+    xa: np.ndarray, xb: np.ndarray, reg: float, max_size: int, draws: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``draws`` partners per row drawn from the entropic OT plan (log-domain Sinkhorn, torch backend).
+
+    The plan is dense; sampling it once keeps ``len(xa) * draws`` equally weighted pairs in memory instead.
+    """
+    ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
+    ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
+    a, b = torch.as_tensor(xa[ia], dtype=torch.float64), torch.as_tensor(xb[ib], dtype=torch.float64)
+    cost = torch.cdist(a, b).pow(2)
+    plan = ot.sinkhorn(ot.unif(len(ia), type_as=cost), ot.unif(len(ib), type_as=cost), cost, reg,
+                       method="sinkhorn_log", numItermax=5000, stopThr=1e-7)  # fmt: skip
+    conditional = (plan / plan.sum(1, keepdim=True)).cumsum(1)
+    u = torch.as_tensor(rng.random((len(ia), draws)), dtype=torch.float64)
+    cols = torch.searchsorted(conditional, u).clamp_max(len(ib) - 1).numpy()
+    rows = np.repeat(np.arange(len(ia)), draws)
+    return ia[rows], ib[cols.reshape(-1)], np.full(len(rows), 1.0 / len(rows))
+
+
 class SnapshotPath:
     """Draws ``(t, x_t, u_t)`` along the interpolated path; ``u_t`` is the pair's straight-line velocity."""
 
@@ -43,6 +65,9 @@ class SnapshotPath:
         ot_max_size: int = 5000,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        sigma: float = 0.0,
+        entropic_reg: float | None = None,
+        entropic_draws: int = 16,
     ) -> None:
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
@@ -55,11 +80,22 @@ class SnapshotPath:
         self.offsets = torch.as_tensor(snaps.offsets, device=self.device)
         self.counts = self.offsets.diff()
         self.t0, self.t1 = float(snaps.t_values[0]), float(snaps.t_values[-1])
-        if coupling == "ot":
+        self.sigma = float(sigma)
+        masses = snaps.masses()
+        self.log_mass = torch.as_tensor(np.log(masses / masses[0]), dtype=torch.float32, device=self.device)
+        if coupling == "entropic" and entropic_reg is None and self.sigma <= 0:
+            raise ValueError("coupling 'entropic' needs entropic_reg, or sigma > 0 to use 2 sigma^2 (t_b - t_a)")
+        if coupling != "independent":
             rng = np.random.default_rng(seed)
             pair_a, pair_b, cum = [], [], []
             for k in range(snaps.n_snapshots - 1):
-                ia, ib, w = ot_pairs(snaps.snapshot(k), snaps.snapshot(k + 1), ot_max_size, rng)
+                xa, xb = snaps.snapshot(k), snaps.snapshot(k + 1)
+                if coupling == "ot":
+                    ia, ib, w = ot_pairs(xa, xb, ot_max_size, rng)
+                else:
+                    gap = float(snaps.t_values[k + 1] - snaps.t_values[k])
+                    reg = entropic_reg if entropic_reg is not None else 2 * self.sigma**2 * gap
+                    ia, ib, w = entropic_pairs(xa, xb, reg, ot_max_size, entropic_draws, rng)
                 pair_a.append(ia + snaps.offsets[k])
                 pair_b.append(ib + snaps.offsets[k + 1])
                 # Cumulative weights shifted by k: one searchsorted finds interval and pair at once.
@@ -79,15 +115,22 @@ class SnapshotPath:
         """A uniformly random row of snapshot ``k`` (elementwise)."""
         return self.offsets[k] + (self._uniform(len(k), gen) * self.counts[k]).long().clamp_max(self.counts[k] - 1)
 
-    def sample_times(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """Stratified uniform times on ``[t0, tK]``: same density as uniform, lower variance."""
-        strata = (torch.arange(n, device=self.device) + self._uniform(n, gen)) / n
-        return self.t0 + self.duration * strata[torch.randperm(n, generator=gen, device=self.device)]
+    def interval(self, t: torch.Tensor) -> torch.Tensor:
+        """Index ``k`` of the observed interval ``[t_k, t_{k+1}]`` holding each ``t``."""
+        return (torch.searchsorted(self.t_values, t, right=True) - 1).clamp(0, len(self.t_values) - 2)
 
-    def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.sample_times(n, gen)
-        k = (torch.searchsorted(self.t_values, t, right=True) - 1).clamp(0, len(self.t_values) - 2)
-        if self.coupling == "ot":
+    def mass(self, t: torch.Tensor) -> torch.Tensor:
+        """Total mass at ``t`` relative to the first time, log-linear between observed times."""
+        k = self.interval(t)
+        ta, tb = self.t_values[k], self.t_values[k + 1]
+        tau = (t - ta) / (tb - ta)
+        return torch.exp((1 - tau) * self.log_mass[k] + tau * self.log_mass[k + 1])
+
+    def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x_t`` on the interpolated path (Brownian bridge when ``sigma > 0``) and the pair's velocity."""
+        n = len(t)
+        k = self.interval(t)
+        if self.coupling != "independent":
             j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen) * (1 - 1e-6))
             ia, ib = self.pair_a[j], self.pair_b[j]
         else:
@@ -95,7 +138,11 @@ class SnapshotPath:
         ta, tb = self.t_values[k], self.t_values[k + 1]
         tau = ((t - ta) / (tb - ta))[:, None]
         xa, xb = self.x[ia], self.x[ib]
-        return t, (1 - tau) * xa + tau * xb, (xb - xa) / (tb - ta)[:, None]
+        xt = (1 - tau) * xa + tau * xb
+        if self.sigma > 0:
+            bridge_std = self.sigma * torch.sqrt(((t - ta) * (tb - t) / (tb - ta)).clamp_min(0))[:, None]
+            xt = xt + bridge_std * torch.randn(xt.shape, generator=gen, device=self.device)
+        return xt, (xb - xa) / (tb - ta)[:, None]
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of the first and the last observed marginal (AM's boundary terms)."""

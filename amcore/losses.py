@@ -1,36 +1,102 @@
-"""Training objectives: Action Matching and the Flow Matching baseline (DESIGN §1)."""
+"""Training objectives (DESIGN §1): Action Matching (AM), entropic AM (eAM), unbalanced AM (uAM), Flow Matching.
+
+All AM variants minimise ``w(t0) M_0 E_0[s] - w(tK) M_K E_K[s] + int M_t E_t[w (d_t s + 1/2 |grad s|^2 + extra)
++ w' s] dt`` with ``extra = 1/2 sigma_t^2 lap s`` (eAM) or ``1/2 lam s^2`` (uAM, whose ``M_t`` is the mass of
+the unnormalised measure; ``M_t = 1`` otherwise). ``w`` is an optional time weight, equivalent at the optimum.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from amcore.interpolants import SnapshotPath
+from amcore.timesampling import TimeSampler
+
+OBJECTIVES = ("am", "eam", "uam", "fm")
 
 
-def am_loss(potential: nn.Module, path: SnapshotPath, batch: int, gen: torch.Generator) -> torch.Tensor:
-    """``E_{t0}[s] - E_{tK}[s] + (tK - t0) E_{t~U}[ 1/2 |grad s|^2 + d_t s ]`` by Monte Carlo.
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What the loss needs beyond the model and the data."""
 
-    Minimised by the potential whose gradient carries the path of marginals with the least kinetic action.
-    ``grad s`` and ``d_t s`` come from one backward pass with a graph kept for the parameter gradient.
-    """
-    t, xt, _ = path.sample(batch, gen)
-    x_first, x_last = path.sample_endpoints(batch, gen)
+    kind: str = "am"
+    sigma: float = 0.0
+    sigma_final: float | None = None
+    growth: float = 1.0
+    laplacian: str = "auto"
+    exact_trace_max_dim: int = 10
+    probes: int = 1
+    time_weight: str = "none"
+
+    def sigma_at(self, u: torch.Tensor) -> torch.Tensor:
+        """``sigma_t`` at relative time ``u in [0, 1]``: constant, or linear to ``sigma_final``."""
+        end = self.sigma if self.sigma_final is None else self.sigma_final
+        return self.sigma + (end - self.sigma) * u
+
+    def weight(self, u: torch.Tensor, duration: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``w`` and ``dw/dt``; ``linear`` is the reference code's ``w = 1 - u``."""
+        if self.time_weight == "linear":
+            return 1 - u, torch.full_like(u, -1.0 / duration)
+        return torch.ones_like(u), torch.zeros_like(u)
+
+
+def laplacian(grad: torch.Tensor, x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generator) -> torch.Tensor:
+    """``lap s`` from ``grad s`` (graph kept): exact trace for small ``d``, Hutchinson with Rademacher probes above."""
+    dim = x.shape[-1]
+    exact = spec.laplacian == "exact" or (spec.laplacian == "auto" and dim <= spec.exact_trace_max_dim)
+    if exact:
+        rows = [torch.autograd.grad(grad[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(dim)]
+        return torch.stack(rows, dim=-1).sum(-1)
+    total = torch.zeros(len(x), device=x.device)
+    for _ in range(spec.probes):
+        eps = torch.randint(0, 2, x.shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1
+        hvp = torch.autograd.grad((grad * eps).sum(), x, create_graph=True)[0]
+        total = total + (hvp * eps).sum(-1)
+    return total / spec.probes
+
+
+def action_loss(
+    potential: nn.Module,
+    path: SnapshotPath,
+    batch: int,
+    gen: torch.Generator,
+    spec: ObjectiveSpec,
+    times: TimeSampler,
+) -> torch.Tensor:
+    """The AM / eAM / uAM objective by Monte Carlo over time (``times``) and the interpolated path."""
+    t, inv_density = times.sample(batch, gen)
+    xt, _ = path.sample_at(t, gen)
     xt.requires_grad_(True)
     t.requires_grad_(True)
     s = potential(xt, t)
-    ds_dx, ds_dt = torch.autograd.grad(s.sum(), (xt, t), create_graph=True)
-    integrand = 0.5 * ds_dx.pow(2).sum(-1) + ds_dt
-    t_first = torch.full((batch,), path.t0, device=xt.device)
-    t_last = torch.full((batch,), path.t1, device=xt.device)
-    boundary = potential(x_first, t_first).mean() - potential(x_last, t_last).mean()
-    return boundary + path.duration * integrand.mean()
+    ds_dx, ds_dt = torch.autograd.grad(s.sum(), (xt, t), create_graph=True, materialize_grads=True)
+    u = (t.detach() - path.t0) / path.duration
+    w, dw = spec.weight(u, path.duration)
+    inner = ds_dt + 0.5 * ds_dx.pow(2).sum(-1)
+    if spec.kind == "eam":
+        inner = inner + 0.5 * spec.sigma_at(u).pow(2) * laplacian(ds_dx, xt, spec, gen)
+    if spec.kind == "uam":
+        inner = inner + 0.5 * spec.growth * s.pow(2)
+    integrand = w * inner + dw * s
+    if spec.kind == "uam":
+        integrand = integrand * path.mass(t.detach())
+    times.update(t.detach(), integrand.detach())
+
+    x_first, x_last = path.sample_endpoints(batch, gen)
+    ends = torch.tensor([0.0, 1.0])
+    (w0, w1), _ = spec.weight(ends, path.duration)
+    m0, m1 = (1.0, float(path.mass(torch.tensor([path.t1])))) if spec.kind == "uam" else (1.0, 1.0)
+    s_first = potential(x_first, torch.full((batch,), path.t0))
+    s_last = potential(x_last, torch.full((batch,), path.t1))
+    boundary = w0 * m0 * s_first.mean() - w1 * m1 * s_last.mean()
+    return boundary + (integrand * inv_density).mean()
 
 
-def fm_loss(field: nn.Module, path: SnapshotPath, batch: int, gen: torch.Generator) -> torch.Tensor:
+def fm_loss(field: nn.Module, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:
     """Conditional Flow Matching: regress ``v(x_t, t)`` on the pair's straight-line velocity."""
-    t, xt, target = path.sample(batch, gen)
+    t, _ = times.sample(batch, gen)
+    xt, target = path.sample_at(t, gen)
     return (field(xt, t) - target).pow(2).sum(-1).mean()
-
-
-LOSSES = {"am": am_loss, "fm": fm_loss}

@@ -60,6 +60,32 @@ class MLPField(nn.Module):
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
+HEADS = ("scalar", "quadratic", "inner")
+
+
+class Potential(nn.Module):
+    """A scalar potential ``s(x, t)`` with one of three heads on an MLP.
+
+    ``scalar``: the MLP's single output. ``quadratic``: ``1/2 |x - h(x, t)|^2`` and ``inner``: ``<h(x, t), x>``
+    with ``h`` a vector-valued MLP; both build in the near-quadratic growth of typical AM potentials.
+    """
+
+    def __init__(self, dim: int, t_range: tuple[float, float], head: str = "scalar", **mlp) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown potential head {head!r}; expected one of {HEADS}")
+        self.head = head
+        self.net = MLPField(dim, 1 if head == "scalar" else dim, t_range, **mlp)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.head == "scalar":
+            return self.net(x, t)
+        h = self.net(x, t)
+        if self.head == "quadratic":
+            return 0.5 * (x - h).pow(2).sum(-1)
+        return (h * x).sum(-1)
+
+
 def potential_velocity(potential: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``grad_x s(x, t)``: the AM velocity, without building a graph for the parameters."""
     with torch.enable_grad():

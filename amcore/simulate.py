@@ -74,22 +74,121 @@ class GaussianPath:
         return self.mean_velocity(t) + (x - self.mean(t)) @ self.rate_matrix().T
 
 
-SIMULATORS = {"gaussian_path": GaussianPath}
+@dataclass(frozen=True)
+class OrnsteinUhlenbeck:
+    """``dX = -A (X - mu) dt + sigma dW`` from ``N(m0, diag(s0^2))``, ``A = diag(rates)`` symmetric.
+
+    The drift ``-A (x - mu)`` is a gradient field, so it is the one entropic AM identifies with this
+    ``sigma``. Marginals are Gaussian with closed-form mean and (diagonal) covariance.
+    """
+
+    dim: int = 2
+    rates: tuple[float, ...] = (1.5, 0.75)
+    center: tuple[float, ...] = (0.0, 0.0)
+    start: tuple[float, ...] = (3.0, -2.0)
+    start_scale: tuple[float, ...] = (0.3, 0.5)
+    sigma: float = 1.0
+
+    def _vec(self, values: tuple[float, ...]) -> np.ndarray:
+        return np.array([values[i % len(values)] for i in range(self.dim)], dtype=np.float64)
+
+    def mean(self, t: float) -> np.ndarray:
+        decay = np.exp(-self._vec(self.rates) * t)
+        return self._vec(self.center) + decay * (self._vec(self.start) - self._vec(self.center))
+
+    def std(self, t: float) -> np.ndarray:
+        a = self._vec(self.rates)
+        var = np.exp(-2 * a * t) * self._vec(self.start_scale) ** 2 + self.sigma**2 * (1 - np.exp(-2 * a * t)) / (2 * a)
+        return np.sqrt(var)
+
+    def sample(self, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.mean(t) + rng.standard_normal((n, self.dim)) * self.std(t)
+
+    def drift(self, x: np.ndarray, t: float) -> np.ndarray:
+        return -(x - self._vec(self.center)) * self._vec(self.rates)
 
 
-def make_simulator(name: str, params: dict) -> GaussianPath:
-    """Build a simulator from its config name and parameters (without the sampling keys)."""
+@dataclass(frozen=True)
+class GrowingGaussian:
+    """Mass ``m_t`` of a Gaussian moving at constant speed ``c`` that grows at rate ``g = lam (c.x + k)``.
+
+    ``q_t = m_t N(mu_t, diag(scale^2))`` with ``mu_t = mu_0 + (I + lam Sigma) c t`` and
+    ``d log m / dt = lam (c . mu_t + k)`` solves ``d_t q + div(q c) = lam s q`` for ``s(x) = c.x + k``
+    exactly: the potential uAM identifies, with no free constant.
+    """
+
+    dim: int = 2
+    speed: tuple[float, ...] = (1.0, 0.5)
+    growth: float = 0.5
+    offset: float = 0.5
+    scale: tuple[float, ...] = (0.5, 0.5)
+
+    def _vec(self, values: tuple[float, ...]) -> np.ndarray:
+        return np.array([values[i % len(values)] for i in range(self.dim)], dtype=np.float64)
+
+    def mean(self, t: float) -> np.ndarray:
+        c, var = self._vec(self.speed), self._vec(self.scale) ** 2
+        return (1 + self.growth * var) * c * t
+
+    def log_mass(self, t: float) -> float:
+        """``log m_t - log m_0``: the integral of ``lam (c . mu_s + k)`` over ``[0, t]``."""
+        c, var = self._vec(self.speed), self._vec(self.scale) ** 2
+        return float(self.growth * (self.offset * t + 0.5 * t**2 * np.sum(c * (1 + self.growth * var) * c)))
+
+    def sample(self, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.mean(t) + rng.standard_normal((n, self.dim)) * self._vec(self.scale)
+
+    def potential(self, x: np.ndarray, t: float) -> np.ndarray:
+        return x @ self._vec(self.speed) + self.offset
+
+    def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
+        return np.broadcast_to(self._vec(self.speed), x.shape).copy()
+
+    def growth_rate(self, x: np.ndarray, t: float) -> np.ndarray:
+        return self.growth * self.potential(x, t)
+
+
+Simulator = GaussianPath | OrnsteinUhlenbeck | GrowingGaussian
+SIMULATORS = {
+    "gaussian_path": GaussianPath,
+    "ornstein_uhlenbeck": OrnsteinUhlenbeck,
+    "growing_gaussian": GrowingGaussian,
+}
+
+
+def make_simulator(name: str, params: dict) -> Simulator:
+    """Build a simulator from its config name and parameters."""
     if name not in SIMULATORS:
         raise ValueError(f"unknown simulator {name!r}; expected one of {sorted(SIMULATORS)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    accepted = set(SIMULATORS[name].__dataclass_fields__)
+    if set(kwargs) - accepted:
+        raise ValueError(
+            f"dataset.params: {sorted(set(kwargs) - accepted)} not parameters of {name}; it takes {sorted(accepted)}"
+        )
     return SIMULATORS[name](**kwargs)
 
 
 def simulate_snapshots(
-    simulator: GaussianPath, times: list[float], n_per_time: int, seed: int
+    simulator: Simulator, times: list[float], n_per_time: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Independent samples at each time: ``(x, time)`` sorted by time, as a real time course would be."""
+    """Independent samples at each time, sorted by time, as a real time course would be.
+
+    For a growing population the count at ``t`` is ``n_per_time * m_t / m_0``: the mass is in the counts.
+    """
     rng = np.random.default_rng(seed)
-    xs = [simulator.sample(t, n_per_time, rng) for t in times]
-    time = np.repeat(np.asarray(times, dtype=np.float64), n_per_time)
+    counts = [n_per_time] * len(times)
+    if isinstance(simulator, GrowingGaussian):
+        counts = [int(round(n_per_time * np.exp(simulator.log_mass(t) - simulator.log_mass(times[0])))) for t in times]
+    xs = [simulator.sample(t, n, rng) for t, n in zip(times, counts, strict=True)]
+    time = np.repeat(np.asarray(times, dtype=np.float64), counts)
     return np.concatenate(xs).astype(np.float32), time
+
+
+def truth_fields(simulator: Simulator, x: np.ndarray, t: float) -> dict[str, np.ndarray]:
+    """The analytic fields a learned model is checked against, by the name metrics.json reports."""
+    if isinstance(simulator, OrnsteinUhlenbeck):
+        return {"drift": simulator.drift(x, t)}
+    if isinstance(simulator, GrowingGaussian):
+        return {"velocity": simulator.velocity(x, t), "growth": simulator.growth_rate(x, t)}
+    return {"velocity": simulator.velocity(x, t)}

@@ -29,14 +29,18 @@ class Snapshots:
     t_values: np.ndarray
     offsets: np.ndarray
     attrs: dict = field(default_factory=dict)
+    weights: np.ndarray | None = None
 
     @classmethod
-    def from_labels(cls, x: np.ndarray, time: np.ndarray, attrs: dict | None = None) -> Snapshots:
+    def from_labels(
+        cls, x: np.ndarray, time: np.ndarray, attrs: dict | None = None, weights: np.ndarray | None = None
+    ) -> Snapshots:
         """Group rows by their time label (stable sort), as the store lays them out."""
         order = np.argsort(time, kind="stable")
         t_values, counts = np.unique(time[order], return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        return cls(np.ascontiguousarray(x[order], dtype=np.float32), t_values, offsets, dict(attrs or {}))
+        x = np.ascontiguousarray(x[order], dtype=np.float32)
+        return cls(x, t_values, offsets, dict(attrs or {}), None if weights is None else weights[order])
 
     @property
     def n_snapshots(self) -> int:
@@ -51,6 +55,12 @@ class Snapshots:
 
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def masses(self) -> np.ndarray:
+        """Total mass per snapshot: the counts, or the sum of per-observation weights when given."""
+        if self.weights is None:
+            return self.counts().astype(np.float64)
+        return np.add.reduceat(self.weights.astype(np.float64), self.offsets[:-1])
 
     def summary(self) -> dict:
         """Cells per time, dimension and per-feature statistics: what a user checks first."""
@@ -77,6 +87,8 @@ def write_store(path: str | Path, snaps: Snapshots, chunk_bytes: int = CHUNK_BYT
         },
         attrs={key: json.dumps(value) for key, value in snaps.attrs.items()},
     )
+    if snaps.weights is not None:
+        ds["mass"] = ("obs",), snaps.weights.astype(np.float64)
     compressors = [ZSTD]
     encoding = {
         "x": {"chunks": (min(rows_per_chunk, len(snaps.x)) or 1, snaps.dim), "compressors": compressors},
@@ -120,4 +132,5 @@ def read_store(path: str | Path) -> Snapshots:
             ds["t_values"].values,
             ds["offsets"].values,
             attrs,
+            ds["mass"].values if "mass" in ds else None,
         )

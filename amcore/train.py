@@ -17,13 +17,16 @@ from torch import nn
 from tqdm import tqdm
 
 from amcore.interpolants import SnapshotPath
-from amcore.losses import LOSSES
-from amcore.potentials import MLPField, potential_velocity
+from amcore.losses import OBJECTIVES, ObjectiveSpec, action_loss, fm_loss
+from amcore.potentials import MLPField, Potential, potential_velocity
 from amcore.store import Snapshots
+from amcore.timesampling import TimeSampler
 
 
 @dataclass
 class TrainConfig:
+    """Everything a training run depends on; the config's ``models.<name>`` section, flat."""
+
     objective: str = "am"
     coupling: str = "ot"
     steps: int = 4000
@@ -31,25 +34,46 @@ class TrainConfig:
     lr: float = 1e-3
     lr_final: float = 1e-5
     ema_decay: float = 0.999
+    head: str = "scalar"
     width: int = 128
     depth: int = 3
     activation: str = "silu"
     time_frequencies: int = 4
+    time_sampling: str = "stratified"
+    time_weight: str = "none"
+    sigma: float = 0.0
+    sigma_final: float | None = None
+    growth: float = 1.0
+    laplacian: str = "auto"
+    exact_trace_max_dim: int = 10
+    probes: int = 1
     ot_max_size: int = 5000
+    entropic_reg: float | None = None
+    entropic_draws: int = 16
     seed: int = 0
     threads: int = 0
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        if self.objective not in LOSSES:
-            raise ValueError(f"unknown objective {self.objective!r}; expected one of {sorted(LOSSES)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
+        if self.objective == "eam" and self.sigma <= 0:
+            raise ValueError("objective 'eam' needs sigma > 0 (the diffusion of dX = grad s dt + sigma dW)")
+
+    def spec(self) -> ObjectiveSpec:
+        return ObjectiveSpec(
+            self.objective, self.sigma, self.sigma_final, self.growth, self.laplacian,
+            self.exact_trace_max_dim, self.probes, self.time_weight,
+        )  # fmt: skip
 
 
-def build_model(model_args: dict) -> MLPField:
-    """Rebuild a model from the arguments stored in its checkpoint."""
+def build_model(model_args: dict) -> nn.Module:
+    """Rebuild a model from the arguments stored in its checkpoint: a potential, or a field for FM."""
     args = dict(model_args)
     args["t_range"] = tuple(args["t_range"])
-    return MLPField(**args)
+    if args.pop("kind") == "field":
+        return MLPField(**args)
+    return Potential(**args)
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -59,7 +83,7 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_model(path: str | Path) -> tuple[MLPField, dict]:
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """The EMA weights of a finished training and its checkpoint metadata."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(payload["model_args"])
@@ -85,20 +109,21 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    path = SnapshotPath(snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed)
-    model_args = {
-        "dim": snaps.dim,
-        "out_dim": 1 if cfg.objective == "am" else snaps.dim,
-        "t_range": [path.t0, path.t1],
-        "width": cfg.width,
-        "depth": cfg.depth,
-        "activation": cfg.activation,
-        "time_frequencies": cfg.time_frequencies,
-    }
+    path = SnapshotPath(
+        snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
+        entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
+    )  # fmt: skip
+    mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
+    mlp["time_frequencies"] = cfg.time_frequencies
+    if cfg.objective == "fm":
+        model_args = {"kind": "field", "dim": snaps.dim, "out_dim": snaps.dim, "t_range": [path.t0, path.t1], **mlp}
+    else:
+        model_args = {"kind": "potential", "dim": snaps.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
     model = build_model(model_args)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss_fn = LOSSES[cfg.objective]
+    spec = cfg.spec()
+    times = TimeSampler(cfg.time_sampling, path.t0, path.t1)
 
     interactive = sys.stderr.isatty()
     bar = tqdm(total=cfg.steps, desc=f"train {cfg.objective}", disable=not interactive, file=sys.stderr)
@@ -107,7 +132,10 @@ def train(
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
-        loss = loss_fn(model, path, cfg.batch_size, gen)
+        if cfg.objective == "fm":
+            loss = fm_loss(model, path, cfg.batch_size, gen, times)
+        else:
+            loss = action_loss(model, path, cfg.batch_size, gen, spec, times)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -158,7 +186,7 @@ def write_loss_csv(path: str | Path, history: list[tuple[int, float]]) -> None:
 
 
 def velocity_fn(model: nn.Module, objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The learned velocity: ``grad_x s`` for AM, the field itself for Flow Matching."""
-    if objective == "am":
-        return lambda x, t: potential_velocity(model, x, t)
-    return lambda x, t: model(x, t)
+    """The learned velocity (or drift, for eAM): ``grad_x s`` for AM variants, the field itself for FM."""
+    if objective == "fm":
+        return lambda x, t: model(x, t)
+    return lambda x, t: potential_velocity(model, x, t)

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from amcore.interpolants import SnapshotPath, ot_pairs
+from amcore.interpolants import SnapshotPath, entropic_pairs, ot_pairs
 from amcore.store import Snapshots
 
 
@@ -27,7 +27,8 @@ def test_samples_lie_on_segments_between_neighbouring_snapshots():
     for coupling in ("independent", "ot"):
         path = SnapshotPath(snaps, coupling=coupling)
         gen = torch.Generator().manual_seed(0)
-        t, xt, u = path.sample(2000, gen)
+        t = 3.0 * torch.rand(2000, generator=gen)
+        xt, u = path.sample_at(t, gen)
         assert t.min() >= 0.0 and t.max() <= 3.0
         # Going back along the pair's velocity to the left observed time lands on a cell of that time.
         k = (torch.searchsorted(path.t_values, t, right=True) - 1).clamp(0, 1)
@@ -37,8 +38,26 @@ def test_samples_lie_on_segments_between_neighbouring_snapshots():
         assert dist.max() < 1e-4, coupling
 
 
-def test_stratified_times_cover_the_interval_evenly():
-    path = SnapshotPath(_snaps(), coupling="independent")
-    t = path.sample_times(1000, torch.Generator().manual_seed(0))
-    counts = torch.histc(t, bins=10, min=0.0, max=3.0)
-    assert torch.all(counts == 100)
+def test_entropic_pairs_sit_between_exact_ot_and_independent():
+    rng = np.random.default_rng(3)
+    xa, xb = rng.standard_normal((50, 2)), rng.standard_normal((50, 2)) + 1.0
+    ia, ib, _ = ot_pairs(xa, xb, max_size=100, rng=rng)
+    exact = dict(zip(ia, ib, strict=True))
+    sharp_a, sharp_b, _ = entropic_pairs(xa, xb, reg=0.1, max_size=100, draws=16, rng=rng)
+    agree = np.mean([exact[i] == j for i, j in zip(sharp_a, sharp_b, strict=True)])
+    # Independent pairs would agree with the OT partner 1 time in 50; a small reg keeps most of the plan.
+    assert agree > 0.3
+    # A large regularisation approaches the independent coupling: partners spread over many cells.
+    blur_a, blur_b, w = entropic_pairs(xa, xb, reg=100.0, max_size=100, draws=64, rng=rng)
+    assert len(np.unique(blur_b[blur_a == 0])) > 20 and np.isclose(w.sum(), 1.0)
+
+
+def test_brownian_bridge_adds_the_bridge_variance():
+    """Between identical snapshots (x_a = x_b), x_t - x_a has variance sigma^2 (t - t_a)(t_b - t)/(t_b - t_a)."""
+    x = np.zeros((500, 1), dtype=np.float32)
+    snaps = Snapshots.from_labels(np.concatenate([x, x]), np.repeat([0.0, 2.0], 500))
+    path = SnapshotPath(snaps, coupling="ot", sigma=0.7)
+    xt, _ = path.sample_at(torch.full((20000,), 0.5), torch.Generator().manual_seed(0))
+    expected = 0.7**2 * 0.5 * 1.5 / 2.0
+    # 20000 samples: the variance estimate's relative standard error is sqrt(2/20000) = 1 %; allow 5 %.
+    assert abs(xt.var().item() / expected - 1) < 0.05
