@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     log_every: int = 50
+    checkpoint_every: int = 500
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -97,6 +98,20 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * progress))
 
 
+RESUME_IGNORES = ("threads", "log_every", "checkpoint_every")
+
+
+def partial_path(checkpoint: str | Path) -> Path:
+    """Where a running training keeps its resumable state: beside, never instead of, the final checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".partial")
+
+
+def _same_run(saved: dict, cfg: TrainConfig) -> bool:
+    current = asdict(cfg)
+    return all(saved.get(k) == v for k, v in current.items() if k not in RESUME_IGNORES)
+
+
 def train(
     snaps: Snapshots,
     cfg: TrainConfig,
@@ -104,7 +119,12 @@ def train(
     loss_csv: str | Path,
     on_metrics: Callable[[int, dict], None] | None = None,
 ) -> dict:
-    """Fit the model of ``cfg.objective`` on ``snaps``; returns summary metrics of the run."""
+    """Fit the model of ``cfg.objective`` on ``snaps``; returns summary metrics of the run.
+
+    Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
+    history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
+    with the same parameters as an uninterrupted run.
+    """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -124,12 +144,43 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     spec = cfg.spec()
     times = TimeSampler(cfg.time_sampling, path.t0, path.t1)
+    history: list[tuple[int, float]] = []
+    first_step, running = 0, 0.0
+
+    partial = partial_path(checkpoint)
+    if partial.exists():
+        saved = torch.load(partial, map_location="cpu", weights_only=True)
+        if _same_run(saved["config"], cfg):
+            model.load_state_dict(saved["model"])
+            ema.load_state_dict(saved["ema"])
+            optimizer.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"])
+            times.second_moment, times.seen = saved["time_sampler"]
+            history = [tuple(row) for row in saved["history"]]
+            first_step, running = saved["step"], saved["running"]
+            print(f"amcore train: resuming from step {first_step} ({partial})", file=sys.stderr)
+        else:
+            print(f"amcore train: {partial} is from another configuration; starting afresh", file=sys.stderr)
+
+    def state(step: int) -> dict:
+        return {
+            "objective": cfg.objective,
+            "model_args": model_args,
+            "config": asdict(cfg),
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(),
+            "time_sampler": (times.second_moment, times.seen),
+            "history": history,
+            "running": running,
+        }
 
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=cfg.steps, desc=f"train {cfg.objective}", disable=not interactive, file=sys.stderr)
-    history: list[tuple[int, float]] = []
-    running, start = 0.0, time.perf_counter()
-    for step in range(cfg.steps):
+    bar = tqdm(total=cfg.steps, initial=first_step, desc=f"train {cfg.objective}", disable=not interactive)
+    start = time.perf_counter()
+    for step in range(first_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
         if cfg.objective == "fm":
@@ -155,24 +206,17 @@ def train(
             if not interactive:
                 elapsed = time.perf_counter() - start
                 print(f"step {step + 1}/{cfg.steps}  loss {history[-1][1]:.5g}  {elapsed:.0f}s", file=sys.stderr)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(partial, state(step + 1))
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start
 
-    save_checkpoint(
-        Path(checkpoint),
-        {
-            "objective": cfg.objective,
-            "model_args": model_args,
-            "ema": ema.state_dict(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": cfg.steps,
-            "config": asdict(cfg),
-        },
-    )
+    save_checkpoint(Path(checkpoint), state(cfg.steps))
     write_loss_csv(loss_csv, history)
-    return {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": cfg.steps / seconds}
+    partial.unlink(missing_ok=True)
+    done = cfg.steps - first_step
+    return {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
 
 
 def write_loss_csv(path: str | Path, history: list[tuple[int, float]]) -> None:

@@ -157,3 +157,29 @@ def test_tiny_pipeline_against_a_real_mlflow_server(tmp_path, tiny_config, mlflo
     metrics = check_outputs(workdir, tiny_config)
     check_tracking(mlflow_server, tiny_config, metrics)
     assert not (workdir / "results" / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must win over the default"
+
+
+@pytest.mark.parametrize(
+    "simulator, model, expected",
+    [
+        ("ornstein_uhlenbeck", {"objective": "eam", "sigma": 1.0, "coupling": "entropic"}, "drift_rel_error"),
+        ("growing_gaussian", {"objective": "uam", "growth": 0.5}, "growth_rel_error"),
+    ],
+)
+def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tiny_config, simulator, model, expected):
+    config = copy.deepcopy(tiny_config)
+    config["dataset"]["simulator"] = simulator
+    config["models"] = {"m": {**tiny_config["models"]["am"], **model}}
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "results" / "tiny" / "models" / "m"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["objective"] == model["objective"]
+    # A few hundred steps: far from converged, but clearly better than an untrained field (error ~1).
+    assert 0 <= metrics[expected] < 0.6
+    traj = read_trajectories(out / "trajectories.zarr")
+    if model["objective"] == "uam":
+        assert "weight" in traj and set(metrics["mass_rel_error"]) == {"0.5", "1"}
+        assert metrics["mass_rel_error_mean"] < 0.3
+    log = (tmp_path / "results" / "tiny" / "logs" / "integrate_m.log").read_text()
+    assert ("(sde)" if model["objective"] == "eam" else "(weighted)") in log

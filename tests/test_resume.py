@@ -1,0 +1,61 @@
+"""A training killed part-way (a real SIGKILL to a real process) resumes to the same parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import torch
+from conftest import BIN, cli_env
+
+from amcore.simulate import GaussianPath, simulate_snapshots
+from amcore.store import Snapshots, write_store
+from amcore.train import partial_path
+
+PARAMS = {"steps": 600, "checkpoint_every": 25, "batch_size": 128, "width": 32, "depth": 2, "threads": 1, "seed": 3}
+
+
+def _train_cmd(store, out):
+    return [str(BIN / "amcore"), "train", "--store", str(store), "--params", json.dumps(PARAMS),
+            "--checkpoint", str(out / "model.pt"), "--loss-csv", str(out / "loss.csv")]  # fmt: skip
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir()
+    killed.mkdir()
+    subprocess.run(_train_cmd(store, straight), env=cli_env(), check=True, capture_output=True, timeout=300)
+
+    proc = subprocess.Popen(_train_cmd(store, killed), env=cli_env(), stderr=subprocess.PIPE, text=True)
+    partial = partial_path(killed / "model.pt")
+    deadline = time.monotonic() + 240
+    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= 200):
+        assert proc.poll() is None, "training ended before it could be killed: make it longer"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(partial, weights_only=True)["step"]
+    assert killed_at < PARAMS["steps"] and not (killed / "model.pt").exists(), "a killed job must not look finished"
+
+    resumed = subprocess.run(_train_cmd(store, killed), env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from step {killed_at}" in resumed.stderr
+    assert not partial.exists()
+    a = torch.load(straight / "model.pt", weights_only=True)
+    b = torch.load(killed / "model.pt", weights_only=True)
+    for key in ("model", "ema"):
+        for name in a[key]:
+            torch.testing.assert_close(b[key][name], a[key][name], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        np.loadtxt(killed / "loss.csv", delimiter=",", skiprows=1),
+        np.loadtxt(straight / "loss.csv", delimiter=",", skiprows=1),
+        rtol=1e-6,
+    )
