@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
+
+# A dead server must fail fast: MLflow's defaults retry for minutes per call.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 ENV_URI = "AMCORE_MLFLOW_URI"
 ENV_EXPERIMENT = "AMCORE_MLFLOW_EXPERIMENT_ID"
@@ -91,9 +96,11 @@ def _read_state() -> dict | None:
 
 
 class StageRun:
-    """A child run for one stage; every call is best effort and buffered until the backend answers."""
+    """A child run for one stage. Metrics are queued and sent by a background thread, so a slow or dead
+    backend never stalls the stage; what is still queued at the end gets one bounded last try, and the
+    stage says how many values did not arrive (its output files hold them all)."""
 
-    def __init__(self, stage: str, tags: dict[str, str], params: dict) -> None:
+    def __init__(self, stage: str, tags: dict[str, str], params: dict, final_wait_s: float = 60.0) -> None:
         self.state = _read_state()
         self.stage = stage
         self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **tags}
@@ -101,27 +108,51 @@ class StageRun:
         self.run_id: str | None = None
         self.pending: list = []
         self.artifacts: list[tuple[str, str | None]] = []
-        self.failed = False
+        self.failures = 0
+        self.final_wait_s = final_wait_s
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sender, name=f"mlflow-{stage}", daemon=True)
         if self.state is None:
             print(f"amcore: no MLflow parent run ({ENV_PARENT} unset); stage {stage} is not tracked", file=sys.stderr)
 
     def __enter__(self) -> StageRun:
-        self._try(self._open)
+        if self.state is not None:
+            self._thread.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.flush()
+        if self.state is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        deadline = time.monotonic() + self.final_wait_s
+        while time.monotonic() < deadline and not self._attempt(self._send_pending):
+            time.sleep(2.0)
         for path, subdir in self.artifacts:
-            self._try(lambda p=path, s=subdir: self._log_artifact(p, s))
+            self._attempt(lambda p=path, s=subdir: self._log_artifact(p, s))
         status = "FAILED" if exc_type else "FINISHED"
         if self.run_id:
-            self._try(lambda: self.client.set_terminated(self.run_id, status=status))
-        if self.pending or self.failed:
+            self._attempt(lambda: self.client.set_terminated(self.run_id, status=status))
+        if self.pending or self.run_id is None:
             print(
-                f"amcore: MLflow unreachable for stage {self.stage}; {len(self.pending)} metric values "
-                "were not sent (they are in the stage's output files)",
+                f"amcore: MLflow did not take {len(self.pending)} metric values of stage {self.stage}; "
+                "the stage's output files hold them all",
                 file=sys.stderr,
             )
+        elif self.failures:
+            print(f"amcore: MLflow recovered; every metric of stage {self.stage} arrived", file=sys.stderr)
+
+    def _sender(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=backoff)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            backoff = 1.0 if self._attempt(self._send_pending) else min(30.0, backoff * 2)
 
     def _open(self) -> None:
         from mlflow.entities import Param, RunTag
@@ -132,43 +163,45 @@ class StageRun:
             run_name="/".join([self.stage, *(v for k, v in self.tags.items() if k.startswith("snakemake.wildcard."))]),
             tags={"mlflow.parentRunId": self.state["parent_run_id"], **self.tags},
         )
-        self.run_id = run.info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]
         for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i : i + 100])
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in self.tags.items()])
+            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
+        self.client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in self.tags.items()])
+        self.run_id = run.info.run_id
 
-    def _try(self, action) -> bool:
-        if self.state is None:
-            return False
+    def _send_pending(self) -> None:
+        while True:
+            with self._lock:
+                batch = self.pending[:1000]
+            if not batch:
+                return
+            self.client.log_batch(self.run_id, metrics=batch)
+            with self._lock:
+                del self.pending[: len(batch)]
+
+    def _attempt(self, action) -> bool:
+        """Run ``action`` (opening the run first if needed); report the first failure only."""
         try:
-            if self.run_id is None and action != self._open:
+            if self.run_id is None:
                 self._open()
             action()
             return True
         except Exception as err:  # noqa: BLE001 - tracking must never fail the stage
-            if not self.failed:
-                print(f"amcore: MLflow call failed for stage {self.stage} ({err}); continuing", file=sys.stderr)
-            self.failed = True
+            if not self.failures:
+                print(f"amcore: MLflow call failed for stage {self.stage} ({err}); carrying on", file=sys.stderr)
+            self.failures += 1
             return False
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with self._lock:
+            self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
     def flush(self) -> None:
-        """Send buffered metrics; on failure they stay buffered for the next flush."""
-        if not self.pending:
-            return
-
-        def send() -> None:
-            while self.pending:
-                self.client.log_batch(self.run_id, metrics=self.pending[:1000])
-                del self.pending[:1000]
-
-        self._try(send)
+        """Ask the sender thread to send what is queued; returns at once."""
+        self._wake.set()
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         self.artifacts.append((str(path), subdir))

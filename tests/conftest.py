@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,49 @@ def snakemake(workdir: Path, config: dict, *args: str, env: dict | None = None) 
 @pytest.fixture
 def tiny_config() -> dict:
     return yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 with its own sqlite backend; can be stopped and restarted."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--artifacts-destination", str(self.root / "artifacts")]  # fmt: skip
+        log = open(self.root / "server.log", "a")
+        self.proc = subprocess.Popen(cmd, cwd=self.root, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-server")
+    server.start()
+    yield server
+    server.stop()

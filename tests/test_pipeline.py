@@ -5,10 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -114,43 +111,8 @@ def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, mess
     assert not (tmp_path / "results").exists(), "nothing may be written for a refused config"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` on 127.0.0.1 with its own sqlite backend and artifact store."""
-    port = _free_port()
-    server_dir = tmp_path / "server"
-    server_dir.mkdir()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-           "--artifacts-destination", str(server_dir / "artifacts")]  # fmt: skip
-    log = open(server_dir / "server.log", "w")
-    proc = subprocess.Popen(cmd, cwd=server_dir, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(server_dir / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-
-
 def test_tiny_pipeline_against_a_real_mlflow_server(tmp_path, tiny_config, mlflow_server):
+    mlflow_server = mlflow_server.uri
     workdir = tmp_path / "work"
     result = snakemake(workdir, tiny_config, env=cli_env(MLFLOW_TRACKING_URI=mlflow_server))
     assert result.returncode == 0, result.stderr[-4000:]

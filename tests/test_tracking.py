@@ -1,0 +1,49 @@
+"""Tracking never costs a training: a real mlflow server stopped mid-run, then brought back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from conftest import BIN, cli_env
+from mlflow.tracking import MlflowClient
+
+from amcore import tracking
+from amcore.simulate import GaussianPath, simulate_snapshots
+from amcore.store import Snapshots, write_store
+
+
+def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, mlflow_server, monkeypatch):
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 200, seed=0)
+    write_store(tmp_path / "store.zarr", Snapshots.from_labels(x, t))
+    for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
+        monkeypatch.delenv(key, raising=False)
+    tracking.start_parent(mlflow_server.uri, "outage", tmp_path, {})
+    env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
+    params = {"steps": 1200, "log_every": 10, "batch_size": 64, "width": 32, "depth": 2, "threads": 1}
+    cmd = [str(BIN / "amcore"), "train", "--store", str(tmp_path / "store.zarr"), "--params", json.dumps(params),
+           "--checkpoint", str(tmp_path / "model.pt"), "--loss-csv", str(tmp_path / "loss.csv")]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("outage").experiment_id
+
+    def logged_steps() -> int:
+        runs = client.search_runs([experiment], "tags.`amcore.stage` = 'train'")
+        return len(client.get_metric_history(runs[0].info.run_id, "loss")) if runs else 0
+
+    deadline = time.monotonic() + 120
+    while logged_steps() == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "no metric reached the server"
+        time.sleep(0.2)
+    mlflow_server.stop()
+    time.sleep(4)  # the training goes on without a tracker
+    assert proc.poll() is None, "training must keep running while the tracker is down"
+    mlflow_server.start()
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "MLflow call failed" in stderr and "every metric of stage train arrived" in stderr
+    assert logged_steps() == params["steps"] // params["log_every"]
+    assert (tmp_path / "model.pt").exists()
