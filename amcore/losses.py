@@ -86,11 +86,11 @@ def action_loss(
     times.update(t.detach(), integrand.detach())
 
     x_first, x_last = path.sample_endpoints(batch, gen)
-    ends = torch.tensor([0.0, 1.0])
+    ends = torch.tensor([0.0, 1.0], device=xt.device)
     (w0, w1), _ = spec.weight(ends, path.duration)
-    m0, m1 = (1.0, float(path.mass(torch.tensor([path.t1])))) if spec.kind == "uam" else (1.0, 1.0)
-    s_first = potential(x_first, torch.full((batch,), path.t0))
-    s_last = potential(x_last, torch.full((batch,), path.t1))
+    m0, m1 = (1.0, float(path.mass(torch.tensor([path.t1], device=xt.device)))) if spec.kind == "uam" else (1.0, 1.0)
+    s_first = potential(x_first, torch.full((batch,), path.t0, device=xt.device))
+    s_last = potential(x_last, torch.full((batch,), path.t1, device=xt.device))
     boundary = w0 * m0 * s_first.mean() - w1 * m1 * s_last.mean()
     return boundary + (integrand * inv_density).mean()
 

@@ -18,26 +18,30 @@ class TimeSampler:
     constant densities; half of the mass stays uniform so no bin is ever starved.
     """
 
-    def __init__(self, kind: str, t0: float, t1: float, bins: int = 20, momentum: float = 0.99) -> None:
+    def __init__(
+        self, kind: str, t0: float, t1: float, bins: int = 20, momentum: float = 0.99, device: str = "cpu"
+    ) -> None:
         if kind not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {kind!r}; expected one of {TIME_SAMPLINGS}")
         self.kind, self.t0, self.duration = kind, t0, t1 - t0
         self.bins, self.momentum = bins, momentum
-        self.second_moment = torch.ones(bins)
-        self.seen = torch.zeros(bins, dtype=torch.bool)
+        self.device = torch.device(device)
+        self.second_moment = torch.ones(bins, device=self.device)
+        self.seen = torch.zeros(bins, dtype=torch.bool, device=self.device)
 
     def probabilities(self) -> torch.Tensor:
         rms = self.second_moment.sqrt()
         return 0.5 * rms / rms.sum() + 0.5 / self.bins
 
     def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        u = torch.rand(n, generator=gen)
+        dev = self.device
+        u = torch.rand(n, generator=gen, device=dev)
         if self.kind == "uniform":
-            return self.t0 + self.duration * u, torch.full((n,), self.duration)
+            return self.t0 + self.duration * u, torch.full((n,), self.duration, device=dev)
         if self.kind == "stratified":
-            strata = (torch.arange(n) + u) / n
-            t = self.t0 + self.duration * strata[torch.randperm(n, generator=gen)]
-            return t, torch.full((n,), self.duration)
+            strata = (torch.arange(n, device=dev) + u) / n
+            t = self.t0 + self.duration * strata[torch.randperm(n, generator=gen, device=dev)]
+            return t, torch.full((n,), self.duration, device=dev)
         probs = self.probabilities()
         b = torch.multinomial(probs, n, replacement=True, generator=gen)
         t = self.t0 + self.duration * (b + u) / self.bins
@@ -48,8 +52,8 @@ class TimeSampler:
         if self.kind != "importance":
             return
         b = ((t - self.t0) / self.duration * self.bins).long().clamp(0, self.bins - 1)
-        sums = torch.zeros(self.bins).index_add_(0, b, values.double().pow(2).float())
-        counts = torch.zeros(self.bins).index_add_(0, b, torch.ones_like(values))
+        sums = torch.zeros(self.bins, device=self.device).index_add_(0, b, values.double().pow(2).float())
+        counts = torch.zeros(self.bins, device=self.device).index_add_(0, b, torch.ones_like(values))
         hit = counts > 0
         batch_moment = sums[hit] / counts[hit]
         # The first visit replaces the flat prior; later visits are averaged with momentum.

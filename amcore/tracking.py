@@ -101,7 +101,8 @@ class StageRun:
     stage says how many values did not arrive (its output files hold them all)."""
 
     def __init__(self, stage: str, tags: dict[str, str], params: dict, final_wait_s: float = 60.0) -> None:
-        self.state = _read_state()
+        # Under torchrun only rank 0 reports: one stage, one run.
+        self.state = _read_state() if int(os.environ.get("RANK", "0")) == 0 else None
         self.stage = stage
         self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **tags}
         self.params = _flatten(params)
@@ -114,7 +115,7 @@ class StageRun:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sender, name=f"mlflow-{stage}", daemon=True)
-        if self.state is None:
+        if self.state is None and int(os.environ.get("RANK", "0")) == 0:
             print(f"amcore: no MLflow parent run ({ENV_PARENT} unset); stage {stage} is not tracked", file=sys.stderr)
 
     def __enter__(self) -> StageRun:

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.interpolants import SnapshotPath
@@ -52,6 +54,7 @@ class TrainConfig:
     entropic_draws: int = 16
     seed: int = 0
     threads: int = 0
+    streams: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
 
@@ -99,6 +102,48 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
 
 
 RESUME_IGNORES = ("threads", "log_every", "checkpoint_every")
+STREAM_SEED_STRIDE = 1_000_003
+
+
+class Cluster:
+    """This process's place in a ``torchrun`` job (or a lone process): rank, world size, device.
+
+    Gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPUs).
+    """
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor) / self.world
+
+    def gather(self, items: list) -> list:
+        """Every rank's ``items``, concatenated in rank order."""
+        if self.world == 1:
+            return items
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, items)
+        return [item for part in gathered for item in part]
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def partial_path(checkpoint: str | Path) -> Path:
@@ -127,10 +172,22 @@ def train(
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    cluster = Cluster()
+    # The global batch is ``streams`` sub-batches, each from its own seeded generator; each rank draws its
+    # share. One process with streams=N therefore takes exactly the steps of N ranks.
+    streams = cfg.streams or cluster.world
+    if streams % cluster.world or cfg.batch_size % streams:
+        raise ValueError(
+            f"streams ({streams}) must be a multiple of the {cluster.world} processes and divide batch_size "
+            f"({cfg.batch_size})"
+        )
+    mine = range(cluster.rank * streams // cluster.world, (cluster.rank + 1) * streams // cluster.world)
+    gens = [torch.Generator(cluster.device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in mine]
+    sub_batch = cfg.batch_size // streams
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     path = SnapshotPath(
-        snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
+        snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
+        sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
         entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
     )  # fmt: skip
     mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
@@ -139,22 +196,24 @@ def train(
         model_args = {"kind": "field", "dim": snaps.dim, "out_dim": snaps.dim, "t_range": [path.t0, path.t1], **mlp}
     else:
         model_args = {"kind": "potential", "dim": snaps.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
-    model = build_model(model_args)
+    model = build_model(model_args).to(cluster.device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    net = DistributedDataParallel(model) if cluster.world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     spec = cfg.spec()
-    times = TimeSampler(cfg.time_sampling, path.t0, path.t1)
+    times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
     history: list[tuple[int, float]] = []
     first_step, running = 0, 0.0
 
     partial = partial_path(checkpoint)
     if partial.exists():
-        saved = torch.load(partial, map_location="cpu", weights_only=True)
-        if _same_run(saved["config"], cfg):
+        saved = torch.load(partial, map_location=cluster.device, weights_only=True)
+        if _same_run(saved["config"], cfg) and len(saved["generators"]) == streams:
             model.load_state_dict(saved["model"])
             ema.load_state_dict(saved["ema"])
             optimizer.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
+            for gen, s in zip(gens, mine, strict=True):
+                gen.set_state(saved["generators"][s].cpu())
             times.second_moment, times.seen = saved["time_sampler"]
             history = [tuple(row) for row in saved["history"]]
             first_step, running = saved["step"], saved["running"]
@@ -163,6 +222,7 @@ def train(
             print(f"amcore train: {partial} is from another configuration; starting afresh", file=sys.stderr)
 
     def state(step: int) -> dict:
+        generators = cluster.gather([gen.get_state() for gen in gens])
         return {
             "objective": cfg.objective,
             "model_args": model_args,
@@ -171,22 +231,28 @@ def train(
             "model": model.state_dict(),
             "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "generator": gen.get_state(),
+            "generators": generators,
             "time_sampler": (times.second_moment, times.seen),
             "history": history,
             "running": running,
         }
 
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=cfg.steps, initial=first_step, desc=f"train {cfg.objective}", disable=not interactive)
+    verbose = cluster.leader
+    bar = tqdm(
+        total=cfg.steps, initial=first_step, desc=f"train {cfg.objective}", disable=not (interactive and verbose)
+    )
     start = time.perf_counter()
     for step in range(first_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
-        if cfg.objective == "fm":
-            loss = fm_loss(model, path, cfg.batch_size, gen, times)
-        else:
-            loss = action_loss(model, path, cfg.batch_size, gen, spec, times)
+        parts = [
+            fm_loss(net, path, sub_batch, gen, times)
+            if cfg.objective == "fm"
+            else action_loss(net, path, sub_batch, gen, spec, times)
+            for gen in gens
+        ]
+        loss = torch.stack(parts).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -198,23 +264,28 @@ def train(
         running += loss.item()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             n = (step % cfg.log_every) + 1
-            history.append((step + 1, running / n))
+            history.append((step + 1, cluster.mean(running) / n))
             running = 0.0
-            if on_metrics:
+            if on_metrics and verbose:
                 on_metrics(step + 1, {"loss": history[-1][1]})
             bar.set_postfix(loss=f"{history[-1][1]:.4g}")
-            if not interactive:
+            if verbose and not interactive:
                 elapsed = time.perf_counter() - start
                 print(f"step {step + 1}/{cfg.steps}  loss {history[-1][1]:.5g}  {elapsed:.0f}s", file=sys.stderr)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(partial, state(step + 1))
+            payload = state(step + 1)
+            if cluster.leader:
+                save_checkpoint(partial, payload)
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start
 
-    save_checkpoint(Path(checkpoint), state(cfg.steps))
-    write_loss_csv(loss_csv, history)
-    partial.unlink(missing_ok=True)
+    payload = state(cfg.steps)
+    if cluster.leader:
+        save_checkpoint(Path(checkpoint), payload)
+        write_loss_csv(loss_csv, history)
+        partial.unlink(missing_ok=True)
+    cluster.close()
     done = cfg.steps - first_step
     return {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
 
