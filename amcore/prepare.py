@@ -42,7 +42,7 @@ def build_snapshots(
         truth = {"simulator": spec["simulator"], "params": asdict(simulator)}
         snaps = Snapshots.from_labels(x, t, {"provenance": provenance, "ground_truth": truth})
         _check_times(snaps.t_values, holdout, "dataset")
-        fitted = None
+        snaps.attrs["preprocess"] = {"config": config}
     else:
         x, time, provenance = read_dataset(spec)
         _check_times(np.unique(time), holdout, provenance["path"])
@@ -54,8 +54,8 @@ def build_snapshots(
         t_values, counts = np.unique(time, return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         snaps = Snapshots(x, t_values, offsets, {"provenance": {"source": spec["source"], **provenance}})
+        snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()
     snaps.attrs["holdout_times"] = holdout
-    snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()
     return snaps
 
 

@@ -113,17 +113,14 @@ def fit(x: da.Array, time: np.ndarray, holdout_times: list[float], config: dict)
     n_fit = int(train.sum())
     fit_times = [float(t) for t in np.unique(time[train])]
     xt = x[train].astype(np.float64)
-    needs_stats = config["select"] == "top_variance" or config["standardize"] or config["pca"] or config["whiten"]
-    mean = variance = None
-    if needs_stats:
-        mean, variance = dask.compute(xt.mean(axis=0), xt.var(axis=0))
+    variance = xt.var(axis=0).compute() if config["select"] == "top_variance" else None
     indices = _selection(config, x.shape[1], variance)
     fitted = Preprocessing(config, fit_times, n_fit, indices)
     if indices is not None:
         xt = xt[:, indices]
-        mean, variance = (None, None) if mean is None else (mean[indices], variance[indices])
     if not (config["standardize"] or config["pca"] or config["whiten"]):
         return fitted
+    mean, variance = dask.compute(xt.mean(axis=0), xt.var(axis=0))
     fitted.mean = mean
     if config["standardize"]:
         std = np.sqrt(variance)
@@ -134,10 +131,13 @@ def fit(x: da.Array, time: np.ndarray, holdout_times: list[float], config: dict)
         if not 1 <= k <= min(n_dims, n_fit - 1):
             raise InputError(f"preprocess.pca: {k} components from {n_fit} cells x {n_dims} features")
         z = (xt - fitted.mean) / (1.0 if fitted.scale is None else fitted.scale)
+        # compute=True persists the thin (cells, k + 10) range-finder iterates: each pass then streams the
+        # chunks of z once instead of one graph holding z in memory for all of them. Signs are coerced, so
+        # refits agree.
         _, s, v = da.linalg.svd_compressed(
-            z.rechunk({1: -1}), k, iterator="QR", n_power_iter=POWER_ITERATIONS, seed=config["seed"]
+            z.rechunk({1: -1}), k, iterator="QR", n_power_iter=POWER_ITERATIONS, seed=config["seed"], compute=True
         )
-        s, v = dask.compute(s, v)  # signs coerced by dask, so refits agree
+        s, v = dask.compute(s, v)
         fitted.components = v
         fitted.explained_variance = s**2 / (n_fit - 1)
     return fitted
