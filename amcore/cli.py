@@ -33,10 +33,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.store import write_store
     from amcore.tracking import StageRun
 
-    with StageRun("prepare", args.tags, args.dataset) as run:
-        snaps = build_snapshots(args.dataset)
+    params = {**args.dataset, "preprocess": args.preprocess, "holdout_times": args.holdout_times}
+    with StageRun("prepare", args.tags, params) as run:
+        snaps = build_snapshots(args.dataset, args.preprocess, args.holdout_times)
+        dropped = snaps.attrs["provenance"].get("dropped_nonfinite", 0)
+        if dropped:
+            print(f"amcore prepare: dropped {dropped} rows with NaN or inf values", file=sys.stderr)
         summary = snaps.summary()
-        write_store(args.out, snaps)
+        write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))
         _write_json(args.summary, summary)
         run.log_metrics(
             {"n_obs": summary["n_obs"], "n_features": summary["n_features"], "n_times": len(summary["times"])}
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=_json, required=True, help="the config's dataset section (JSON)")
     p.add_argument("--out", required=True, help="snapshot store (.zarr)")
     p.add_argument("--summary", required=True, help="summary JSON")
+    p.add_argument("--preprocess", type=_json, default={}, help="the config's preprocess section (JSON)")
+    p.add_argument("--holdout-times", type=float, nargs="*", default=[], help="times left out of any fitting")
 
     p = stage("train", cmd_train, "fit an AM potential or a Flow Matching field")
     p.add_argument("--store", required=True)

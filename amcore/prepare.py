@@ -2,49 +2,60 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 
-from amcore.readers import InputError, read_npz
+import numpy as np
+
+from amcore import preprocess
+from amcore.readers import InputError, read_dataset
 from amcore.simulate import make_simulator, simulate_snapshots
 from amcore.store import Snapshots
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _check_times(t_values: np.ndarray, holdout_times: list[float], where: str) -> None:
+    """At least two time points, held-out times that exist, and two times left to train on."""
+    if len(t_values) < 2:
+        raise InputError(f"{where}: found {len(t_values)} time point(s) {t_values.tolist()}; at least two are needed")
+    absent = [t for t in holdout_times if t not in t_values]
+    if absent:
+        raise InputError(f"holdout_times: {absent} are not observed times; the data has {t_values.tolist()}")
+    if len(t_values) - len(set(holdout_times)) < 2:
+        raise InputError(f"holdout_times: {holdout_times} leave fewer than two of {t_values.tolist()} to train on")
 
 
-def build_snapshots(spec: dict) -> Snapshots:
-    """Simulate or read the dataset that ``spec`` (the config's ``dataset`` section) describes."""
-    source = spec["source"]
-    if source == "simulate":
+def build_snapshots(
+    spec: dict, preprocess_config: dict | None = None, holdout_times: list[float] | None = None
+) -> Snapshots:
+    """Simulate or read the dataset that ``spec`` (the config's ``dataset`` section) describes, then preprocess.
+
+    Preprocessing is fitted on the cells whose time is not in ``holdout_times`` and applied to all of them.
+    """
+    config = preprocess.resolve(preprocess_config)
+    holdout = sorted(float(t) for t in holdout_times or [])
+    if spec["source"] == "simulate":
+        if not preprocess.is_identity(config):
+            raise InputError("preprocess: the simulate source's ground truth is in raw coordinates; no steps allowed")
         simulator = make_simulator(spec["simulator"], spec.get("params", {}))
         times = [float(t) for t in spec["times"]]
         x, t = simulate_snapshots(simulator, times, spec["n_per_time"], spec["seed"])
         provenance = {"source": "simulate", "simulator": spec["simulator"], "seed": spec["seed"]}
         truth = {"simulator": spec["simulator"], "params": asdict(simulator)}
-        attrs = {"provenance": provenance, "ground_truth": truth}
-    elif source == "npz":
-        x, t = read_npz(spec["path"], spec.get("x_key", "X"), spec.get("t_key", "t"))
-        if spec.get("features"):
-            x = x[:, : spec["features"]]
-        provenance = {
-            "source": "npz",
-            "path": spec["path"],
-            "sha256": file_sha256(spec["path"]),
-            "reader": {"x_key": spec.get("x_key", "X"), "t_key": spec.get("t_key", "t")},
-        }
-        attrs = {"provenance": provenance}
+        snaps = Snapshots.from_labels(x, t, {"provenance": provenance, "ground_truth": truth})
+        _check_times(snaps.t_values, holdout, "dataset")
+        snaps.attrs["preprocess"] = {"config": config}
     else:
-        raise InputError(f"dataset.source: unknown source {source!r}; expected 'simulate' or 'npz'")
-    snaps = Snapshots.from_labels(x, t, attrs)
-    if snaps.n_snapshots < 2:
-        raise InputError(f"dataset: found {snaps.n_snapshots} time point(s); at least two are needed")
-    snaps.attrs["holdout_times"] = []
+        x, time, provenance = read_dataset(spec)
+        _check_times(np.unique(time), holdout, provenance["path"])
+        fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
+        if fitted is not None:
+            x = fitted.transform(x)
+        if np.any(np.diff(time) < 0):
+            x = x[np.argsort(time, kind="stable")]
+        t_values, counts = np.unique(time, return_counts=True)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        snaps = Snapshots(x, t_values, offsets, {"provenance": {"source": spec["source"], **provenance}})
+        snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()
+    snaps.attrs["holdout_times"] = holdout
     return snaps
 
 

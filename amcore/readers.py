@@ -1,38 +1,368 @@
-"""Readers turning a user's file into ``(x, time)`` arrays, with errors that name the file and key."""
+"""Readers turning a user's files into ``(x, time)`` arrays, with errors that name the file and key.
+
+Each format reader returns ``(x, labels, info)``: ``x`` a dask array ``(cells, features)`` chunked along cells
+(read lazily where the format allows, so later passes stay out of core), ``labels`` the raw time label of each
+cell (``None`` when the reader was asked for none) and ``info`` what it read, for provenance. ``read_dataset``
+turns labels into float64 times (numbers as they are, text only through ``time_map``) and refuses, or drops,
+non-finite rows.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
+import pandas as pd
+
+READ_CHUNK_BYTES = 64 * 2**20
+FORMATS = {"npz": ".npz", "h5ad": ".h5ad", "csv": ".csv", "parquet": ".parquet", "netcdf": ".nc", "zarr": ".zarr"}
+DEFAULT_TIME_PATTERN = r"[-+]?\d*\.?\d+"
+
+Read = tuple[da.Array, np.ndarray | None, dict]
 
 
 class InputError(ValueError):
     """Bad user input: the message names the file, the key and what was expected."""
 
 
-def read_npz(path: str | Path, x_key: str = "X", t_key: str = "t") -> tuple[np.ndarray, np.ndarray]:
+def obs_chunk_rows(n_features: int) -> int:
+    """Rows per dask chunk: about 64 MB of float64 per chunk bounds the memory of every pass."""
+    return max(1, READ_CHUNK_BYTES // (8 * max(1, n_features)))
+
+
+def _chunked(x, path: Path, key: str) -> da.Array:
+    """A 2-d numeric array (numpy, scipy sparse or dask) as a dense dask array chunked along rows only."""
+    if len(x.shape) != 2:
+        raise InputError(f"{path}: key {key!r} must be 2-d (cells, features), got shape {tuple(x.shape)}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"{path}: key {key!r} must hold numbers, got dtype {x.dtype}")
+    if not isinstance(x, da.Array):
+        x = da.from_array(x, chunks=(obs_chunk_rows(x.shape[1]), -1), asarray=False)
+    dense = x.map_blocks(
+        lambda block: block.toarray() if hasattr(block, "toarray") else np.asarray(block),
+        dtype=x.dtype,
+        meta=np.empty((0, 0), dtype=x.dtype),
+    )
+    return dense.rechunk((obs_chunk_rows(x.shape[1]), -1))
+
+
+def _check_rows(path: Path, x: da.Array, x_key: str, labels: np.ndarray | None, t_key: str | None) -> None:
+    if labels is not None and len(labels) != x.shape[0]:
+        raise InputError(f"{path}: key {t_key!r} has {len(labels)} labels but {x_key!r} has {x.shape[0]} rows")
+
+
+def read_npz(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
     """An ``.npz`` holding a ``(cells, features)`` matrix and one time label per cell."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError) as err:
         raise InputError(f"{path}: not a readable .npz archive ({err})") from err
     with archive:
         for key in (x_key, t_key):
-            if key not in archive.files:
+            if key is not None and key not in archive.files:
                 raise InputError(f"{path}: key {key!r} missing; the archive holds {sorted(archive.files)}")
-        x, t = np.asarray(archive[x_key]), np.asarray(archive[t_key]).reshape(-1)
-    if x.ndim != 2:
-        raise InputError(f"{path}: key {x_key!r} must be 2-d (cells, features), got shape {x.shape}")
-    if len(t) != len(x):
-        raise InputError(f"{path}: key {t_key!r} has {len(t)} labels but {x_key!r} has {len(x)} rows")
-    if not np.issubdtype(t.dtype, np.number):
-        raise InputError(f"{path}: key {t_key!r} must hold numeric times, got dtype {t.dtype}")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise InputError(f"{path}: key {x_key!r} has {bad} rows with NaN or inf values")
-    return x.astype(np.float32), t.astype(np.float64)
+        x = _chunked(np.asarray(archive[x_key]), path, x_key)
+        labels = None if t_key is None else np.asarray(archive[t_key]).reshape(-1)
+    _check_rows(path, x, x_key, labels, t_key)
+    return x, labels, {"x_key": x_key, "t_key": t_key}
+
+
+def read_h5ad(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
+    """AnnData: features from ``X``, ``layers/<name>`` or ``obsm/<name>`` (dense or sparse), time from ``obs``."""
+    import anndata.experimental
+    import h5py
+    from anndata.io import read_elem
+
+    if not h5py.is_hdf5(path):
+        raise InputError(f"{path}: not an AnnData .h5ad file (not HDF5)")
+    with h5py.File(path, "r") as handle:
+        group, _, name = x_key.partition("/")
+        if group not in ("X", "layers", "obsm") or (group == "X") == bool(name):
+            raise InputError(f"{path}: x_key {x_key!r} must be 'X', 'layers/<name>' or 'obsm/<name>'")
+        if x_key not in handle:
+            found = ["X"] if "X" in handle else []
+            found += [f"{g}/{k}" for g in ("layers", "obsm") if g in handle for k in handle[g]]
+            raise InputError(f"{path}: key {x_key!r} missing; the file holds {found}")
+        elem = handle[x_key]
+        encoding = elem.attrs.get("encoding-type", "array")
+        if encoding not in ("array", "csr_matrix", "csc_matrix"):
+            raise InputError(f"{path}: key {x_key!r} is a {encoding}; expected a dense or sparse matrix")
+        if encoding == "csc_matrix":
+            matrix = read_elem(elem).tocsr()  # column-major storage cannot be read by rows
+        else:
+            rows = obs_chunk_rows(int(elem.attrs["shape"][1]) if encoding != "array" else elem.shape[1])
+            matrix = anndata.experimental.read_elem_lazy(elem, chunks=(rows, -1))
+        x = _chunked(matrix, path, x_key)
+        labels = None
+        if t_key is not None:
+            obs = handle["obs"]
+            if t_key not in obs or t_key == obs.attrs.get("_index"):
+                columns = list(obs.attrs.get("column-order", []))
+                raise InputError(f"{path}: obs column {t_key!r} missing; obs has columns {columns}")
+            labels = np.asarray(read_elem(obs[t_key]))
+    _check_rows(path, x, x_key, labels, t_key)
+    return x, labels, {"x_key": x_key, "t_key": t_key}
+
+
+def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str] | None) -> Read:
+    """A time column and feature columns (all numeric columns but the time by default) of a data frame."""
+    columns = [str(c) for c in frame.columns]
+    if t_key is not None and t_key not in columns:
+        raise InputError(f"{path}: time column {t_key!r} missing; the file has columns {columns[:20]}")
+    types = pd.api.types
+    numeric = {
+        str(c) for c, dtype in frame.dtypes.items() if types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
+    }
+    if feature_columns:
+        missing = [c for c in feature_columns if c not in columns]
+        if missing:
+            raise InputError(f"{path}: feature columns {missing} missing; the file has columns {columns[:20]}")
+        text = [c for c in feature_columns if c not in numeric]
+        if text:
+            raise InputError(f"{path}: feature columns {text} are not numeric")
+        features = list(feature_columns)
+    else:
+        features = [c for c in columns if c in numeric and c != t_key]
+        if not features:
+            raise InputError(f"{path}: no numeric feature columns besides the time column {t_key!r}")
+    if isinstance(frame, pd.DataFrame):
+        x, labels = frame[features].to_numpy(), None if t_key is None else frame[t_key].to_numpy()
+    else:
+        x, labels = frame[features].to_dask_array(lengths=True), None
+        if t_key is not None:
+            labels = frame[t_key].compute().to_numpy()
+    return _chunked(x, path, "feature columns"), labels, {"t_key": t_key, "feature_columns": features}
+
+
+def read_csv(path: Path, t_key: str | None = "t", feature_columns: list[str] | None = None) -> Read:
+    """A CSV with a header: one row per cell (read into memory: text is for small data)."""
+    try:
+        frame = pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{path}: not a readable CSV file ({err})") from err
+    return _read_frame(path, frame, t_key, feature_columns)
+
+
+def read_parquet(path: Path, t_key: str | None = "t", feature_columns: list[str] | None = None) -> Read:
+    """A Parquet file (or folder of parts), read lazily by row groups through dask."""
+    import dask.dataframe as dd
+
+    try:
+        frame = dd.read_parquet(path)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[-1]})") from err
+    return _read_frame(path, frame, t_key, feature_columns)
+
+
+def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
+    """A data variable with dims (obs, feature) and a time variable along obs, from an xarray dataset."""
+    if x_key not in ds.variables:
+        raise InputError(f"{path}: variable {x_key!r} missing; data variables are {sorted(map(str, ds.data_vars))}")
+    var = ds[x_key]
+    if var.ndim != 2:
+        raise InputError(f"{path}: variable {x_key!r} must have 2 dims (obs, feature), got {var.dims}")
+    labels = None
+    if t_key is not None:
+        if t_key not in ds.variables:
+            raise InputError(f"{path}: time variable {t_key!r} missing; variables are {sorted(map(str, ds.variables))}")
+        time = ds[t_key]
+        if time.ndim != 1 or time.dims[0] not in var.dims:
+            raise InputError(f"{path}: time variable {t_key!r} must be 1-d along a dim of {x_key!r} {var.dims}")
+        var = var.transpose(time.dims[0], ...)
+        labels = time.values
+    data = var.data if isinstance(var.data, da.Array) else np.asarray(var.data)
+    return _chunked(data, path, x_key), labels, {"x_key": x_key, "t_key": t_key, "obs_dim": str(var.dims[0])}
+
+
+def read_netcdf(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
+    """NetCDF (4 or 3) through xarray, lazily."""
+    import xarray as xr
+
+    try:
+        ds = xr.open_dataset(path, chunks={})
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: not a readable NetCDF file ({str(err).splitlines()[0]})") from err
+    return _read_xarray(path, ds, x_key, t_key)
+
+
+def read_zarr(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
+    """A zarr group (v2 or v3) through xarray, lazily."""
+    import xarray as xr
+
+    try:
+        ds = xr.open_zarr(path, consolidated=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: not a readable zarr group ({err})") from err
+    return _read_xarray(path, ds, x_key, t_key)
+
+
+READERS: dict[str, Callable[..., Read]] = {
+    "npz": read_npz,
+    "h5ad": read_h5ad,
+    "csv": read_csv,
+    "parquet": read_parquet,
+    "netcdf": read_netcdf,
+    "zarr": read_zarr,
+}
+OPTIONS = {
+    "npz": ("x_key", "t_key"),
+    "h5ad": ("x_key", "t_key"),
+    "csv": ("t_key", "feature_columns"),
+    "parquet": ("t_key", "feature_columns"),
+    "netcdf": ("x_key", "t_key"),
+    "zarr": ("x_key", "t_key"),
+}
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_directory(
+    path: Path,
+    fmt: str | None = None,
+    file_times: dict | None = None,
+    time_pattern: str = DEFAULT_TIME_PATTERN,
+    **options,
+) -> Read:
+    """A folder with one file per time point; the time comes from ``file_times`` or from the file name."""
+    if not path.is_dir():
+        raise InputError(f"{path}: source 'directory' needs a folder")
+    if fmt is None:
+        suffixes = {p.suffix for p in path.iterdir() if p.suffix in FORMATS.values()}
+        if len(suffixes) != 1:
+            raise InputError(f"{path}: cannot tell the file format from suffixes {sorted(suffixes)}; set format")
+        fmt = next(f for f, s in FORMATS.items() if s in suffixes)
+    if file_times:
+        files = [path / name for name in file_times]
+        missing = [p.name for p in files if not p.exists()]
+        if missing:
+            raise InputError(f"{path}: files {missing} named in file_times do not exist")
+        labels = list(file_times.values())
+    else:
+        files = sorted(p for p in path.iterdir() if p.suffix == FORMATS[fmt])
+        pattern = re.compile(time_pattern)
+        labels = []
+        for file in files:
+            match = pattern.search(file.stem)
+            if match is None:
+                raise InputError(f"{file}: no time in the file name (time_pattern {time_pattern!r})")
+            labels.append(_number_or_text(match.group(1) if pattern.groups else match.group(0)))
+    if not files:
+        raise InputError(f"{path}: no {FORMATS[fmt]} files")
+    blocks, rows = [], {}
+    for file in files:
+        kwargs = {k: v for k, v in options.items() if k in OPTIONS[fmt] and k != "t_key"}
+        x, _, info = READERS[fmt](file, t_key=None, **kwargs)
+        if blocks and x.shape[1] != blocks[0].shape[1]:
+            raise InputError(
+                f"{file}: {x.shape[1]} features but {files[0].name} has {blocks[0].shape[1]}; "
+                "every file of a directory must have the same features"
+            )
+        blocks.append(x)
+        rows[file.name] = int(x.shape[0])
+    per_row = np.repeat(np.array(labels, dtype=object), list(rows.values()))
+    info = {**info, "t_key": None, "format": fmt, "files": rows}
+    return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
+
+
+def _label_text(label) -> str:
+    """A label as it is looked up in ``time_map``: text as is, numbers without a trailing ``.0``."""
+    if isinstance(label, (float, np.floating)):
+        return np.format_float_positional(float(label), trim="-")
+    return str(label)
+
+
+def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarray:
+    """Float64 times from labels: numbers stay, text goes through ``time_map``; unknown text is an error."""
+    if not time_map and np.issubdtype(labels.dtype, np.number):
+        return labels.astype(np.float64)
+    codes, uniques = pd.factorize(labels)
+    uniques = np.asarray(uniques).tolist()
+    if time_map:
+        unknown = [u for u in uniques if _label_text(u) not in time_map]
+        if unknown:
+            raise InputError(f"{where}: labels {unknown[:10]} are not in time_map (keys {sorted(time_map)})")
+        values = [float(time_map[_label_text(u)]) for u in uniques]
+    else:
+        text = [u for u in uniques if isinstance(u, (str, bytes, bool, np.bool_))]
+        if text:
+            raise InputError(
+                f"{where}: time labels must be numbers, found {text[:10]}; give dataset.time_map, "
+                f"e.g. {{{text[0]!r}: 0.0, ...}}"
+            )
+        values = [float(u) for u in uniques]
+    return np.append(np.asarray(values, dtype=np.float64), np.nan)[codes]  # code -1 (a missing label): NaN
+
+
+def content_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of every file under a folder (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(2**20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_of_row(row: int, path: Path, info: dict) -> Path:
+    """The file holding ``row``: the input itself, or one file of a directory."""
+    if "files" not in info:
+        return path
+    ends = np.cumsum(list(info["files"].values()))
+    return path / list(info["files"])[int(np.searchsorted(ends, row, side="right"))]
+
+
+def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
+    """Read the file source that ``spec`` (the config's ``dataset`` section) describes: float32 x, float64 times."""
+    source = spec["source"]
+    if "path" not in spec:
+        raise InputError(f"dataset.path: source {source!r} needs a path")
+    path = Path(spec["path"])
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    options = {k: spec[k] for k in ("x_key", "t_key", "feature_columns") if spec.get(k) is not None}
+    if source == "directory":
+        directory = {k: spec[k] for k in ("file_times", "time_pattern") if spec.get(k)}
+        x, labels, info = read_directory(path, spec.get("format"), **directory, **options)
+        info |= directory
+        where = f"{path}: file_times" if spec.get("file_times") else f"{path}: file names"
+    elif source in READERS:
+        x, labels, info = READERS[source](path, **{k: v for k, v in options.items() if k in OPTIONS[source]})
+        where = f"{path}: key {info['t_key']!r}"
+    else:
+        raise InputError(f"dataset.source: unknown source {source!r}; expected simulate or one of {sorted(READERS)}")
+    time_map = spec.get("time_map") or {}
+    time = to_times(labels, time_map, where)
+    bad_x = (~da.isfinite(x)).any(axis=1).compute()
+    bad = bad_x | ~np.isfinite(time)
+    n_bad = int(bad.sum())
+    if n_bad and not spec.get("drop_nonfinite", False):
+        row = int(np.argmax(bad))
+        key = info["t_key"]
+        if bad_x[row]:
+            column = int(np.argmin(np.isfinite(x[row].compute())))
+            key = info["feature_columns"][column] if "feature_columns" in info else info["x_key"]
+        raise InputError(
+            f"{_file_of_row(row, path, info)}: key {key!r} has NaN or inf values in {n_bad} rows; "
+            "set dataset.drop_nonfinite: true to drop them"
+        )
+    if n_bad:
+        x, time = x[~bad], time[~bad]
+    empty = sorted(label for label, t in time_map.items() if not np.any(time == float(t)))
+    if empty:
+        raise InputError(f"{where}: time_map labels {empty} have no cells; each listed time point needs cells")
+    info |= {"time_map": time_map, "drop_nonfinite": bool(spec.get("drop_nonfinite", False))}
+    x = x.astype(np.float32)
+    return x, time, {"path": str(path), "sha256": content_sha256(path), "reader": info, "dropped_nonfinite": n_bad}

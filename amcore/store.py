@@ -13,6 +13,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -23,9 +25,9 @@ ZSTD = zarr.codecs.ZstdCodec(level=3)
 
 @dataclass
 class Snapshots:
-    """Observations sorted by time, with the boundaries of each snapshot."""
+    """Observations sorted by time, with the boundaries of each snapshot; ``x`` may be a lazy dask array."""
 
-    x: np.ndarray
+    x: np.ndarray | da.Array
     t_values: np.ndarray
     offsets: np.ndarray
     attrs: dict = field(default_factory=dict)
@@ -63,14 +65,15 @@ class Snapshots:
         return np.add.reduceat(self.weights.astype(np.float64), self.offsets[:-1])
 
     def summary(self) -> dict:
-        """Cells per time, dimension and per-feature statistics: what a user checks first."""
+        """Cells per time, dimension and per-feature statistics: what a user checks first (one pass over x)."""
+        mean, std = dask.compute(self.x.mean(axis=0), self.x.std(axis=0))
         return {
             "n_obs": int(self.x.shape[0]),
             "n_features": int(self.dim),
             "times": [float(t) for t in self.t_values],
             "cells_per_time": [int(c) for c in self.counts()],
-            "feature_mean": [float(v) for v in self.x.mean(axis=0)],
-            "feature_std": [float(v) for v in self.x.std(axis=0)],
+            "feature_mean": [float(v) for v in mean],
+            "feature_std": [float(v) for v in std],
         }
 
 
@@ -78,9 +81,10 @@ def write_store(path: str | Path, snaps: Snapshots, chunk_bytes: int = CHUNK_BYT
     """Write ``snaps`` as a zarr v3 store at ``path``, atomically (temporary path, then rename)."""
     path = Path(path)
     rows_per_chunk = max(1, chunk_bytes // (4 * max(1, snaps.dim)))
+    x = snaps.x.rechunk((rows_per_chunk, -1)) if isinstance(snaps.x, da.Array) else snaps.x  # dask chunks = zarr's
     ds = xr.Dataset(
         {
-            "x": (("obs", "feature"), snaps.x),
+            "x": (("obs", "feature"), x),
             "time": (("obs",), np.repeat(snaps.t_values, snaps.counts()).astype(np.float64)),
             "t_values": (("snapshot",), snaps.t_values.astype(np.float64)),
             "offsets": (("boundary",), snaps.offsets.astype(np.int64)),

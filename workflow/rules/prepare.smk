@@ -1,15 +1,18 @@
 rule prepare:
-    """Simulate or read the dataset and write the canonical zarr snapshot store."""
+    """Simulate or read the dataset, preprocess it (fitted on training times only), write the zarr snapshot store."""
     output:
         store=directory(f"{OUT}/data/store.zarr"),
         summary=f"{OUT}/data/summary.json",
     params:
         dataset=as_arg(config["dataset"]),
+        preprocess=as_arg(config["preprocess"]),
+        holdout=" ".join(repr(float(t)) for t in config["holdout_times"]),
         tags=stage_tags("prepare"),
     log:
         f"{OUT}/logs/prepare.log",
     conda:
         "../../environment.yml"
     shell:
-        "amcore prepare --dataset {params.dataset} --out {output.store} --summary {output.summary}"
+        "amcore prepare --dataset {params.dataset} --preprocess {params.preprocess}"
+        " --holdout-times {params.holdout} --out {output.store} --summary {output.summary}"
         " --tags {params.tags} 2>&1 | tee {log}"

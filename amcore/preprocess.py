@@ -1,0 +1,143 @@
+"""Feature selection, standardisation, PCA and whitening, fitted on training times only, out of core with dask.
+
+Every statistic (feature variances, means, scales, principal components) comes from the cells whose time is
+not held out, so a held-out time cannot leak into the coordinates the model is trained and scored in; every
+cell, held out or not, is then transformed the same way. Steps run in this order: select, centre and scale,
+project on the principal components, whiten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from amcore.readers import InputError
+
+DEFAULTS = {
+    "select": "all",
+    "n_features": None,
+    "indices": [],
+    "standardize": False,
+    "pca": None,
+    "whiten": False,
+    "seed": 0,
+}
+POWER_ITERATIONS = 4  # QR-normalised: exact to float64 rounding even for the smallest kept component
+
+
+@dataclass
+class Preprocessing:
+    """Fitted parameters; ``None`` marks a step that is not applied."""
+
+    config: dict
+    fit_times: list[float]
+    n_fit: int
+    indices: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    components: np.ndarray | None = None
+    explained_variance: np.ndarray | None = None
+
+    def transform(self, x: da.Array) -> da.Array:
+        """Apply the fitted steps lazily, chunk by chunk; float32 out."""
+        if self.indices is not None:
+            x = x[:, self.indices]
+        if self.mean is not None:
+            x = x.astype(np.float64) - self.mean
+        if self.scale is not None:
+            x = x / self.scale
+        if self.components is not None:
+            x = x @ self.components.T
+            if self.config["whiten"]:
+                x = x / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
+        return x.astype(np.float32)
+
+    def to_json(self) -> dict:
+        """Plain lists and numbers, for the store's attrs."""
+
+        def plain(value: np.ndarray | None) -> list | None:
+            return None if value is None else value.tolist()
+
+        return {
+            "config": self.config,
+            "fit_times": self.fit_times,
+            "n_fit": self.n_fit,
+            "indices": plain(self.indices),
+            "mean": plain(self.mean),
+            "scale": plain(self.scale),
+            "components": plain(self.components),
+            "explained_variance": plain(self.explained_variance),
+        }
+
+
+def resolve(config: dict | None) -> dict:
+    """The preprocessing config with defaults filled in; unknown keys are refused."""
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"preprocess: unknown keys {unknown}; expected some of {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **config}
+
+
+def is_identity(config: dict) -> bool:
+    """True when no step would change the data (then nothing is fitted)."""
+    return config["select"] == "all" and not (config["standardize"] or config["pca"] or config["whiten"])
+
+
+def _selection(config: dict, n_features: int, variance: np.ndarray | None) -> np.ndarray | None:
+    select, k = config["select"], config["n_features"]
+    if select == "all":
+        return None
+    if select in ("first", "top_variance") and not (isinstance(k, int) and 1 <= k <= n_features):
+        raise InputError(f"preprocess.n_features: select {select!r} needs 1 <= n_features <= {n_features}, got {k}")
+    if select == "first":
+        return np.arange(k)
+    if select == "top_variance":
+        return np.sort(np.argsort(-variance, kind="stable")[:k])
+    if select == "indices":
+        indices = np.asarray(config["indices"], dtype=np.int64)
+        if len(indices) == 0 or indices.min() < 0 or indices.max() >= n_features:
+            raise InputError(f"preprocess.indices: need indices in [0, {n_features}), got {config['indices']}")
+        if len(np.unique(indices)) != len(indices):
+            raise InputError(f"preprocess.indices: repeated indices in {config['indices']}")
+        return indices
+    raise InputError(f"preprocess.select: unknown {select!r}; expected all, first, indices or top_variance")
+
+
+def fit(x: da.Array, time: np.ndarray, holdout_times: list[float], config: dict) -> Preprocessing:
+    """Fit the configured steps on the rows of ``x`` whose ``time`` is not in ``holdout_times``."""
+    train = ~np.isin(time, holdout_times)
+    n_fit = int(train.sum())
+    fit_times = [float(t) for t in np.unique(time[train])]
+    xt = x[train].astype(np.float64)
+    variance = xt.var(axis=0).compute() if config["select"] == "top_variance" else None
+    indices = _selection(config, x.shape[1], variance)
+    fitted = Preprocessing(config, fit_times, n_fit, indices)
+    if indices is not None:
+        xt = xt[:, indices]
+    if not (config["standardize"] or config["pca"] or config["whiten"]):
+        return fitted
+    mean, variance = dask.compute(xt.mean(axis=0), xt.var(axis=0))
+    fitted.mean = mean
+    if config["standardize"]:
+        std = np.sqrt(variance)
+        fitted.scale = np.where(std > 0, std, 1.0)  # a constant feature stays constant instead of dividing by 0
+    if config["pca"] or config["whiten"]:
+        n_dims = xt.shape[1]
+        k = config["pca"] or n_dims
+        if not 1 <= k <= min(n_dims, n_fit - 1):
+            raise InputError(f"preprocess.pca: {k} components from {n_fit} cells x {n_dims} features")
+        z = (xt - fitted.mean) / (1.0 if fitted.scale is None else fitted.scale)
+        # compute=True persists the thin (cells, k + 10) range-finder iterates: each pass then streams the
+        # chunks of z once instead of one graph holding z in memory for all of them. Signs are coerced, so
+        # refits agree.
+        _, s, v = da.linalg.svd_compressed(
+            z.rechunk({1: -1}), k, iterator="QR", n_power_iter=POWER_ITERATIONS, seed=config["seed"], compute=True
+        )
+        s, v = dask.compute(s, v)
+        fitted.components = v
+        fitted.explained_variance = s**2 / (n_fit - 1)
+    return fitted

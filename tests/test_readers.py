@@ -1,0 +1,307 @@
+"""Every reader on a real file written by the library users use, and every bad input refused with a clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import xarray as xr
+from conftest import cli_env
+
+from amcore.prepare import build_snapshots
+from amcore.readers import InputError
+from amcore.store import read_store, write_store
+
+TIMES = [0.0, 0.5, 2.0]
+LABELS = {"day0": 0.0, "day1": 0.5, "day4": 2.0}
+
+
+@pytest.fixture
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """Cells at three times in shuffled order, so the store must regroup them."""
+    rng = np.random.default_rng(0)
+    t = rng.permutation(np.repeat(TIMES, [7, 9, 8]))
+    x = (rng.standard_normal((len(t), 5)) + t[:, None]).astype(np.float32)
+    return x, t
+
+
+def text_labels(t: np.ndarray) -> np.ndarray:
+    inverse = {v: k for k, v in LABELS.items()}
+    return np.array([inverse[v] for v in t])
+
+
+def check_round_trip(tmp_path: Path, spec: dict, x: np.ndarray, t: np.ndarray) -> dict:
+    """Through the store on disk: each snapshot holds exactly that time's rows, in input order."""
+    snaps = build_snapshots(spec)
+    write_store(tmp_path / "store.zarr", snaps)
+    back = read_store(tmp_path / "store.zarr")
+    assert back.t_values.tolist() == sorted(set(t.tolist()))
+    for k, tk in enumerate(back.t_values):
+        np.testing.assert_array_equal(back.snapshot(k), x[t == tk])
+    assert back.x.dtype == np.float32
+    return back.attrs["provenance"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_npz_round_trip_records_provenance(tmp_path, data):
+    x, t = data
+    np.savez(tmp_path / "in.npz", X=x, t=t)
+    provenance = check_round_trip(tmp_path, {"source": "npz", "path": str(tmp_path / "in.npz")}, x, t)
+    assert provenance["sha256"] == sha256(tmp_path / "in.npz")
+    assert provenance["reader"]["x_key"] == "X" and provenance["dropped_nonfinite"] == 0
+
+
+@pytest.mark.parametrize("x_key", ["X", "X-csr", "X-csc", "layers/counts", "obsm/X_pca"])
+def test_h5ad_round_trip(tmp_path, data, x_key):
+    x, t = data
+    matrix = {"X": x, "X-csr": sp.csr_matrix(x), "X-csc": sp.csc_matrix(x)}.get(x_key, np.zeros_like(x))
+    obs = pd.DataFrame({"day": pd.Categorical(text_labels(t)), "t": t}, index=[f"c{i}" for i in range(len(t))])
+    adata = ad.AnnData(X=matrix, obs=obs)
+    adata.layers["counts"] = x
+    adata.obsm["X_pca"] = x[:, :3].astype(np.float64)
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    spec = {"source": "h5ad", "path": str(tmp_path / "in.h5ad"), "x_key": x_key.split("-")[0], "t_key": "day"}
+    expected = x[:, :3] if x_key == "obsm/X_pca" else x
+    provenance = check_round_trip(tmp_path, {**spec, "time_map": LABELS}, expected, t)
+    assert provenance["reader"]["time_map"] == LABELS
+    check_round_trip(tmp_path, {**spec, "t_key": "t"}, expected, t)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_take_numeric_columns_or_the_given_ones(tmp_path, data, fmt):
+    x, t = data
+    frame = pd.DataFrame(x, columns=[f"g{i}" for i in range(x.shape[1])])
+    frame.insert(0, "cell", [f"c{i}" for i in range(len(t))])
+    frame["time"] = t
+    path = tmp_path / f"in.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    spec = {"source": fmt, "path": str(path), "t_key": "time"}
+    provenance = check_round_trip(tmp_path, spec, x, t)
+    assert provenance["reader"]["feature_columns"] == [f"g{i}" for i in range(x.shape[1])], "text column skipped"
+    check_round_trip(tmp_path, {**spec, "feature_columns": ["g3", "g1"]}, x[:, [3, 1]], t)
+    frame["time"] = text_labels(t)
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    check_round_trip(tmp_path, {**spec, "time_map": LABELS}, x, t)
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_xarray_formats_find_obs_by_the_time_variable(tmp_path, data, fmt):
+    x, t = data
+    ds = xr.Dataset({"expr": (("cell", "gene"), x)}, coords={"day": ("cell", t)})
+    ds = ds.transpose("gene", "cell")  # stored feature-major: the time variable says which dim is obs
+    path = tmp_path / ("in.nc" if fmt == "netcdf" else "in.zarr")
+    ds.to_netcdf(path) if fmt == "netcdf" else ds.to_zarr(path, zarr_format=3, consolidated=False)
+    provenance = check_round_trip(tmp_path, {"source": fmt, "path": str(path), "x_key": "expr", "t_key": "day"}, x, t)
+    assert provenance["reader"]["obs_dim"] == "cell"
+    assert len(provenance["sha256"]) == 64
+
+
+def test_directory_times_from_names_or_a_mapping(tmp_path, data):
+    x, t = data
+    folder = tmp_path / "per_time"
+    folder.mkdir()
+    for label, tk in LABELS.items():
+        frame = pd.DataFrame(x[t == tk], columns=[f"g{i}" for i in range(x.shape[1])])
+        frame.to_csv(folder / f"{label}.csv", index=False)
+    spec = {"source": "directory", "path": str(folder), "time_pattern": r"(day\d+)", "time_map": LABELS}
+    provenance = check_round_trip(tmp_path / "a", spec, x, t)
+    assert provenance["reader"]["files"] == {"day0.csv": 7, "day1.csv": 9, "day4.csv": 8}
+    # Times parsed from the numbers in the names (days, not the mapped times).
+    parsed = {0.0: 0.0, 0.5: 1.0, 2.0: 4.0}
+    check_round_trip(tmp_path / "b", {"source": "directory", "path": str(folder)}, x, np.vectorize(parsed.get)(t))
+    mapping = {"file_times": {f"{label}.csv": tk for label, tk in LABELS.items()}}
+    check_round_trip(tmp_path / "c", {"source": "directory", "path": str(folder), **mapping}, x, t)
+
+
+def test_directory_of_h5ad_files(tmp_path, data):
+    x, t = data
+    folder = tmp_path / "per_time"
+    folder.mkdir()
+    for tk in TIMES:
+        ad.AnnData(X=sp.csr_matrix(x[t == tk])).write_h5ad(folder / f"t{tk}.h5ad")
+    check_round_trip(tmp_path, {"source": "directory", "path": str(folder), "t_key": "unused"}, x, t)
+
+
+# --- bad input: each refused with the file, the key and what was expected -------------------------------------
+
+
+def write_npz(tmp_path: Path, x: np.ndarray, t: np.ndarray) -> str:
+    path = tmp_path / "in.npz"
+    np.savez(path, X=x, t=t)
+    return str(path)
+
+
+def test_nonfinite_rows_are_refused_or_dropped_and_counted(tmp_path, data):
+    x, t = data
+    x[[2, 5], 1] = [np.nan, np.inf]
+    spec = {"source": "npz", "path": write_npz(tmp_path, x, t)}
+    with pytest.raises(InputError, match=r"in\.npz: key 'X' has NaN or inf values in 2 rows.*drop_nonfinite"):
+        build_snapshots(spec)
+    snaps = build_snapshots({**spec, "drop_nonfinite": True})
+    assert snaps.attrs["provenance"]["dropped_nonfinite"] == 2
+    assert snaps.x.shape[0] == len(t) - 2 and np.isfinite(snaps.x.compute()).all()
+
+
+def test_nonfinite_values_in_a_csv_name_the_column(tmp_path, data):
+    x, t = data
+    frame = pd.DataFrame(x, columns=list("abcde")).assign(t=t)
+    frame.loc[3, "t"] = np.nan
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    spec = {"source": "csv", "path": str(tmp_path / "in.csv")}
+    with pytest.raises(InputError, match=r"in\.csv: key 't' has NaN or inf values in 1 rows"):
+        build_snapshots(spec)
+    frame.loc[1, "c"] = -np.inf
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(InputError, match=r"in\.csv: key 'c' has NaN or inf values in 2 rows"):
+        build_snapshots(spec)
+
+
+def test_bad_value_in_one_file_of_a_directory_names_that_file(tmp_path, data):
+    x, t = data
+    for k, tk in enumerate(TIMES):
+        block = x[t == tk].copy()
+        if k == 1:
+            block[-1, 0] = np.inf
+        np.savez(tmp_path / f"t{tk}.npz", X=block)
+    with pytest.raises(InputError, match=r"t0\.5\.npz: key 'X' has NaN or inf"):
+        build_snapshots({"source": "directory", "path": str(tmp_path)})
+
+
+def test_a_single_time_point_is_refused(tmp_path, data):
+    x, _ = data
+    with pytest.raises(InputError, match=r"in\.npz: found 1 time point"):
+        build_snapshots({"source": "npz", "path": write_npz(tmp_path, x, np.ones(len(x)))})
+
+
+def test_a_time_map_label_without_cells_is_refused(tmp_path, data):
+    x, t = data
+    spec = {"source": "npz", "path": write_npz(tmp_path, x, text_labels(t)), "time_map": {**LABELS, "day9": 9}}
+    with pytest.raises(InputError, match=r"in\.npz: key 't'.*\['day9'\] have no cells"):
+        build_snapshots(spec)
+
+
+def test_text_times_need_a_mapping_that_covers_them(tmp_path, data):
+    x, t = data
+    spec = {"source": "npz", "path": write_npz(tmp_path, x, text_labels(t))}
+    with pytest.raises(InputError, match=r"in\.npz: key 't': time labels must be numbers.*time_map"):
+        build_snapshots(spec)
+    with pytest.raises(InputError, match=r"labels \['day4'\] are not in time_map"):
+        build_snapshots({**spec, "time_map": {"day0": 0, "day1": 1}})
+
+
+def test_directory_files_must_share_feature_dims(tmp_path, data):
+    x, t = data
+    np.savez(tmp_path / "t0.npz", X=x[t == 0.0])
+    np.savez(tmp_path / "t1.npz", X=x[t == 0.5][:, :3])
+    with pytest.raises(InputError, match=r"t1\.npz: 3 features but t0\.npz has 5"):
+        build_snapshots({"source": "directory", "path": str(tmp_path)})
+
+
+def test_missing_keys_and_columns_are_named(tmp_path, data):
+    x, t = data
+    npz = write_npz(tmp_path, x, t)
+    ad.AnnData(X=x, obs=pd.DataFrame({"t": t}, index=[str(i) for i in range(len(t))])).write_h5ad(tmp_path / "a.h5ad")
+    pd.DataFrame(x, columns=list("abcde")).assign(t=t).to_csv(tmp_path / "a.csv", index=False)
+    xr.Dataset({"X": (("obs", "f"), x)}, coords={"t": ("obs", t)}).to_netcdf(tmp_path / "a.nc")
+    cases = [
+        ({"source": "npz", "path": npz, "x_key": "counts"}, r"in\.npz: key 'counts' missing.*\['X', 't'\]"),
+        ({"source": "h5ad", "path": str(tmp_path / "a.h5ad"), "t_key": "day"}, r"a\.h5ad: obs column 'day' missing"),
+        ({"source": "h5ad", "path": str(tmp_path / "a.h5ad"), "x_key": "layers/raw"}, r"'layers/raw' missing"),
+        ({"source": "csv", "path": str(tmp_path / "a.csv"), "t_key": "day"}, r"a\.csv: time column 'day' missing"),
+        ({"source": "csv", "path": str(tmp_path / "a.csv"), "feature_columns": ["a", "z"]}, r"columns \['z'\] missing"),
+        ({"source": "netcdf", "path": str(tmp_path / "a.nc"), "x_key": "Y"}, r"a\.nc: variable 'Y' missing"),
+        ({"source": "netcdf", "path": str(tmp_path / "a.nc"), "t_key": "day"}, r"time variable 'day' missing"),
+        ({"source": "npz", "path": str(tmp_path / "nope.npz")}, r"nope\.npz: file not found"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(InputError, match=message):
+            build_snapshots(spec)
+
+
+@pytest.mark.parametrize(
+    "source, name, message",
+    [
+        ("h5ad", "a.h5ad", "not an AnnData .h5ad file"),
+        ("npz", "a.npz", "not a readable .npz archive"),
+        ("parquet", "a.parquet", "not a readable Parquet file"),
+        ("netcdf", "a.nc", "not a readable NetCDF file"),
+        ("zarr", "a.zarr", "not a readable zarr group"),
+        ("csv", "a.csv", "not a readable CSV file"),
+    ],
+)
+def test_a_file_that_is_not_what_its_extension_says(tmp_path, source, name, message):
+    path = tmp_path / name
+    if source == "csv":
+        path.write_bytes(bytes(range(256)) * 4)
+    else:
+        path.write_text("cell,time\nc1,0\n")
+    with pytest.raises(InputError, match=rf"{name}: {message}"):
+        build_snapshots({"source": source, "path": str(path)})
+
+
+def test_holdout_times_must_be_observed_and_leave_two_to_train(tmp_path, data):
+    x, t = data
+    spec = {"source": "npz", "path": write_npz(tmp_path, x, t)}
+    with pytest.raises(InputError, match=r"holdout_times: \[1\.0\] are not observed times"):
+        build_snapshots(spec, holdout_times=[1.0])
+    with pytest.raises(InputError, match="leave fewer than two"):
+        build_snapshots(spec, holdout_times=[0.0, 2.0])
+    assert build_snapshots(spec, holdout_times=[0.5]).attrs["holdout_times"] == [0.5]
+
+
+# --- the real CLI ---------------------------------------------------------------------------------------------
+
+
+def prepare_cli(tmp_path: Path, dataset: dict, *extra: str) -> subprocess.CompletedProcess:
+    out = ["--out", str(tmp_path / "out" / "store.zarr"), "--summary", str(tmp_path / "out" / "summary.json")]
+    (tmp_path / "out").mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "amcore", "prepare", "--dataset", json.dumps(dataset), *out, *extra]
+    return subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [("text_h5ad", r"fake\.h5ad: not an AnnData"), ("nan_npz", r"in\.npz: key 'X' has NaN or inf values in 1 rows")],
+)
+def test_cli_refuses_bad_input_with_exit_2_and_writes_nothing(tmp_path, data, case, message):
+    x, t = data
+    if case == "text_h5ad":
+        (tmp_path / "fake.h5ad").write_text("not hdf5\n")
+        dataset = {"source": "h5ad", "path": str(tmp_path / "fake.h5ad")}
+    else:
+        x[4, 2] = np.nan
+        dataset = {"source": "npz", "path": write_npz(tmp_path, x, t)}
+    result = prepare_cli(tmp_path, dataset)
+    assert result.returncode == 2, result.stderr
+    assert "amcore prepare: error:" in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert list((tmp_path / "out").iterdir()) == [], "no store, summary or temporary file may be left"
+
+
+def test_cli_drops_nonfinite_preprocesses_and_chunks_the_store(tmp_path, data):
+    x, t = data
+    x[4, 2] = np.inf
+    dataset = {"source": "npz", "path": write_npz(tmp_path, x, t), "drop_nonfinite": True, "chunk_mb": 1e-4}
+    result = prepare_cli(tmp_path, dataset, "--preprocess", '{"standardize": true}', "--holdout-times", "2.0")
+    assert result.returncode == 0, result.stderr
+    assert "dropped 1 rows with NaN or inf values" in result.stderr
+    store = tmp_path / "out" / "store.zarr"
+    attrs = read_store(store).attrs
+    assert attrs["provenance"]["dropped_nonfinite"] == 1 and attrs["holdout_times"] == [2.0]
+    assert attrs["preprocess"]["fit_times"] == [0.0, 0.5] and attrs["preprocess"]["n_fit"] == 16 - (t[4] != 2.0)
+    chunk_rows = json.loads((store / "x" / "zarr.json").read_text())["chunk_grid"]["configuration"]["chunk_shape"]
+    assert chunk_rows == [int(1e-4 * 2**20) // (4 * 5), 5]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sum(summary["cells_per_time"]) == len(t) - 1
