@@ -49,7 +49,12 @@ def build_snapshots(
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
             x = fitted.transform(x)
-        snaps = Snapshots.from_labels(x, time, {"provenance": {"source": spec["source"], **provenance}})
+        # x may be a lazy dask array (out of core): sort only when needed, and never through numpy.
+        if np.any(np.diff(time) < 0):
+            x = x[np.argsort(time, kind="stable")]
+        t_values, counts = np.unique(time, return_counts=True)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        snaps = Snapshots(x, t_values, offsets, {"provenance": {"source": spec["source"], **provenance}})
         snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()
     snaps.attrs["holdout_times"] = holdout
     return snaps
