@@ -13,6 +13,7 @@ import numpy as np
 import ot
 import torch
 
+from amcore.simulate import GrowingGaussian, Simulator
 from amcore.store import Snapshots
 
 COUPLINGS = ("independent", "ot", "entropic")
@@ -80,6 +81,7 @@ class SnapshotPath:
         self.offsets = torch.as_tensor(snaps.offsets, device=self.device)
         self.counts = self.offsets.diff()
         self.t0, self.t1 = float(snaps.t_values[0]), float(snaps.t_values[-1])
+        self.dim = snaps.dim
         self.sigma = float(sigma)
         masses = snaps.masses()
         self.log_mass = torch.as_tensor(np.log(masses / masses[0]), dtype=torch.float32, device=self.device)
@@ -149,3 +151,38 @@ class SnapshotPath:
         last = len(self.t_values) - 1
         first = torch.zeros(n, dtype=torch.long, device=self.device)
         return self.x[self._rows(first, gen)], self.x[self._rows(first + last, gen)]
+
+
+class MarginalPath:
+    """The exact marginals ``p_t`` of a simulator at every ``t``: the path with no interpolation error.
+
+    Same interface as ``SnapshotPath``; it isolates what the loss and the network can learn from what
+    sparse, finite snapshots allow, and is what the analytic acceptance tests train on.
+    """
+
+    coupling = "exact"
+
+    def __init__(self, simulator: Simulator, t0: float, t1: float) -> None:
+        self.simulator, self.t0, self.t1, self.device = simulator, float(t0), float(t1), torch.device("cpu")
+        self.dim = simulator.dim
+
+    @property
+    def duration(self) -> float:
+        return self.t1 - self.t0
+
+    def _draw(self, t: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        return torch.as_tensor(self.simulator.sample_times(t, rng), dtype=torch.float32)
+
+    def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._draw(t.detach().double().numpy(), gen)
+        return x, torch.full_like(x, float("nan"))
+
+    def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._draw(np.full(n, self.t0), gen), self._draw(np.full(n, self.t1), gen)
+
+    def mass(self, t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.simulator, GrowingGaussian):
+            return torch.ones_like(t)
+        log_mass = np.vectorize(self.simulator.log_mass)(t.detach().double().numpy())
+        return torch.as_tensor(np.exp(log_mass - self.simulator.log_mass(self.t0)), dtype=torch.float32)

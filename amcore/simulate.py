@@ -69,6 +69,13 @@ class GaussianPath:
         z = rng.standard_normal((n, self.dim))
         return self.mean(t) + z @ self.transform(t).T
 
+    def sample_times(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One sample of ``p_t`` for each entry of ``t``."""
+        rot = self._rotation()
+        a = self._scales(self.scale_start) ** (1 - t[:, None]) * self._scales(self.scale_end) ** t[:, None]
+        z = rng.standard_normal((len(t), self.dim))
+        return self.mean(t[:, None]) + (a * (z @ rot)) @ rot.T
+
     def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
         """The analytic velocity ``v(x, t)`` at points ``x`` of shape ``(n, dim)``."""
         return self.mean_velocity(t) + (x - self.mean(t)) @ self.rate_matrix().T
@@ -104,6 +111,10 @@ class OrnsteinUhlenbeck:
     def sample(self, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.mean(t) + rng.standard_normal((n, self.dim)) * self.std(t)
 
+    def sample_times(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One sample of ``p_t`` for each entry of ``t``."""
+        return self.mean(t[:, None]) + rng.standard_normal((len(t), self.dim)) * self.std(t[:, None])
+
     def drift(self, x: np.ndarray, t: float) -> np.ndarray:
         return -(x - self._vec(self.center)) * self._vec(self.rates)
 
@@ -137,6 +148,10 @@ class GrowingGaussian:
 
     def sample(self, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.mean(t) + rng.standard_normal((n, self.dim)) * self._vec(self.scale)
+
+    def sample_times(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One sample of ``p_t`` for each entry of ``t``."""
+        return self.mean(t[:, None]) + rng.standard_normal((len(t), self.dim)) * self._vec(self.scale)
 
     def potential(self, x: np.ndarray, t: float) -> np.ndarray:
         return x @ self._vec(self.speed) + self.offset

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from amcore.interpolants import SnapshotPath
+from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, action_loss, fm_loss
 from amcore.potentials import MLPField, Potential, potential_velocity
 from amcore.store import Snapshots
@@ -158,13 +158,14 @@ def _same_run(saved: dict, cfg: TrainConfig) -> bool:
 
 
 def train(
-    snaps: Snapshots,
+    snaps: Snapshots | None,
     cfg: TrainConfig,
     checkpoint: str | Path,
     loss_csv: str | Path,
     on_metrics: Callable[[int, dict], None] | None = None,
+    path: SnapshotPath | MarginalPath | None = None,
 ) -> dict:
-    """Fit the model of ``cfg.objective`` on ``snaps``; returns summary metrics of the run.
+    """Fit the model of ``cfg.objective`` on ``snaps`` (or on ``path`` when given); returns summary metrics.
 
     Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
@@ -185,7 +186,7 @@ def train(
     gens = [torch.Generator(cluster.device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in mine]
     sub_batch = cfg.batch_size // streams
     torch.manual_seed(cfg.seed)
-    path = SnapshotPath(
+    path = path or SnapshotPath(
         snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
         sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
         entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
@@ -193,9 +194,9 @@ def train(
     mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
     mlp["time_frequencies"] = cfg.time_frequencies
     if cfg.objective == "fm":
-        model_args = {"kind": "field", "dim": snaps.dim, "out_dim": snaps.dim, "t_range": [path.t0, path.t1], **mlp}
+        model_args = {"kind": "field", "dim": path.dim, "out_dim": path.dim, "t_range": [path.t0, path.t1], **mlp}
     else:
-        model_args = {"kind": "potential", "dim": snaps.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
+        model_args = {"kind": "potential", "dim": path.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
     model = build_model(model_args).to(cluster.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     net = DistributedDataParallel(model) if cluster.world > 1 else model

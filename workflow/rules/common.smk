@@ -10,6 +10,14 @@ def stage_tags(rule, **wildcards):
     return as_arg({"snakemake.rule": rule, **{f"snakemake.wildcard.{k}": v for k, v in wildcards.items()}})
 
 
+def launcher(wildcards, resources):
+    """torchrun with one process per GPU (NCCL), or `train_processes` gloo processes on CPUs; none for one."""
+    n = resources.gpu if resources.gpu > 0 else config["train_processes"]
+    if n <= 1:
+        return ""
+    return f"torchrun --standalone --nproc_per_node={n} --no-python"
+
+
 def start_tracking():
     """Create the MLflow backend and parent run once, before any job starts (sqlite creation races).
 
