@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 run.flush()
 
         summary = train(snaps, cfg, args.checkpoint, args.loss_csv, on_metrics)
-        run.log_metrics(summary)
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
         run.log_artifact(args.checkpoint, "model")
         run.log_artifact(args.loss_csv)
     print(

@@ -64,6 +64,16 @@ class Snapshots:
             return self.counts().astype(np.float64)
         return np.add.reduceat(self.weights.astype(np.float64), self.offsets[:-1])
 
+    def drop_times(self, times) -> Snapshots:
+        """These snapshots without the given times (held-out times must never reach training)."""
+        drop = {float(t) for t in times}
+        keep = [k for k, t in enumerate(self.t_values) if float(t) not in drop]
+        rows = np.concatenate([np.arange(self.offsets[k], self.offsets[k + 1]) for k in keep])
+        counts = np.array([self.offsets[k + 1] - self.offsets[k] for k in keep])
+        weights = None if self.weights is None else self.weights[rows]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        return Snapshots(self.x[rows], self.t_values[keep], offsets, dict(self.attrs), weights)
+
     def summary(self) -> dict:
         """Cells per time, dimension and per-feature statistics: what a user checks first (one pass over x)."""
         mean, std = dask.compute(self.x.mean(axis=0), self.x.std(axis=0))

@@ -186,6 +186,8 @@ def train(
     gens = [torch.Generator(cluster.device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in mine]
     sub_batch = cfg.batch_size // streams
     torch.manual_seed(cfg.seed)
+    if path is None:
+        snaps = snaps.drop_times(snaps.attrs.get("holdout_times", []))
     path = path or SnapshotPath(
         snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
         sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
@@ -288,7 +290,10 @@ def train(
         partial.unlink(missing_ok=True)
     cluster.close()
     done = cfg.steps - first_step
-    return {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
+    summary = {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
+    if isinstance(path, SnapshotPath):
+        summary["train_times"] = [round(float(t), 6) for t in path.t_values]
+    return summary
 
 
 def write_loss_csv(path: str | Path, history: list[tuple[int, float]]) -> None:

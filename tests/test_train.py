@@ -52,3 +52,18 @@ def test_training_is_reproducible(tmp_path, gaussian_snaps):
     b = torch.load(tmp_path / "b.pt", weights_only=True)["ema"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps):
+    sim, times, snaps = gaussian_snaps
+    held = Snapshots(snaps.x, snaps.t_values, snaps.offsets, {"holdout_times": [0.4]})
+    # Make the held-out cells absurd: if they leaked into training the loss would explode.
+    lo, hi = held.offsets[2], held.offsets[3]
+    held.x = held.x.copy()
+    held.x[lo:hi] = 1e6
+    cfg = TrainConfig(steps=20, batch_size=64, width=16, depth=2, log_every=10)
+    summary = train(held, cfg, tmp_path / "m.pt", tmp_path / "loss.csv")
+    assert summary["train_times"] == [0.0, 0.2, 0.6, 0.8, 1.0]
+    assert abs(summary["final_loss"]) < 1e3
+    kept = held.drop_times([0.4])
+    assert kept.counts().tolist() == [1000] * 5 and kept.x.max() < 1e3
