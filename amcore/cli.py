@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -28,13 +29,26 @@ def _write_json(path: str | Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _dask_client(address: str | None):
+    """Run dask work on an existing distributed scheduler when one is given; dask's local one otherwise."""
+    if not address:
+        yield None
+        return
+    from dask.distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        print(f"amcore prepare: dask work on the scheduler at {address}", file=sys.stderr)
+        yield client
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.prepare import build_snapshots
     from amcore.store import write_store
     from amcore.tracking import StageRun
 
     params = {**args.dataset, "preprocess": args.preprocess, "holdout_times": args.holdout_times}
-    with StageRun("prepare", args.tags, params) as run:
+    with StageRun("prepare", args.tags, params) as run, _dask_client(args.dask_scheduler):
         snaps = build_snapshots(args.dataset, args.preprocess, args.holdout_times)
         dropped = snaps.attrs["provenance"].get("dropped_nonfinite", 0)
         if dropped:
@@ -215,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="summary JSON")
     p.add_argument("--preprocess", type=_json, default={}, help="the config's preprocess section (JSON)")
     p.add_argument("--holdout-times", type=float, nargs="*", default=[], help="times left out of any fitting")
+    p.add_argument("--dask-scheduler", default=None, help="address of a dask distributed scheduler (tcp://host:port)")
 
     p = stage("train", cmd_train, "fit an AM potential or a Flow Matching field")
     p.add_argument("--store", required=True)

@@ -7,6 +7,7 @@ rule prepare:
         dataset=as_arg(config["dataset"]),
         preprocess=as_arg(config["preprocess"]),
         holdout=" ".join(repr(float(t)) for t in config["holdout_times"]),
+        scheduler=f"--dask-scheduler {shlex.quote(config['dask_scheduler'])}" if config["dask_scheduler"] else "",
         tags=stage_tags("prepare"),
     log:
         f"{OUT}/logs/prepare.log",
@@ -15,4 +16,4 @@ rule prepare:
     shell:
         "amcore prepare --dataset {params.dataset} --preprocess {params.preprocess}"
         " --holdout-times {params.holdout} --out {output.store} --summary {output.summary}"
-        " --tags {params.tags} 2>&1 | tee {log}"
+        " {params.scheduler} --tags {params.tags} 2>&1 | tee {log}"
