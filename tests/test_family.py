@@ -48,17 +48,10 @@ def fit_exact(tmp_path, case: str, dim: int, steps: int):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_each_variant_learns_its_analytic_field_in_2d(tmp_path, case):
-    error, tol = fit_exact(tmp_path, case, dim=2, steps=800)
-    print(f"{case} d=2: relative error {error:.4f}")
-    assert error < tol, f"{case}: relative error {error:.4f} above {tol}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_each_variant_learns_its_analytic_field_in_10d(tmp_path, case):
-    error, tol = fit_exact(tmp_path, case, dim=10, steps=2000)
-    print(f"{case} d=10: relative error {error:.4f}")
+@pytest.mark.parametrize("dim, steps", [(2, 800), pytest.param(10, 2000, marks=pytest.mark.slow)])
+def test_each_variant_learns_its_analytic_field(tmp_path, case, dim, steps):
+    error, tol = fit_exact(tmp_path, case, dim=dim, steps=steps)
+    print(f"{case} d={dim}: relative error {error:.4f}")
     assert error < tol, f"{case}: relative error {error:.4f} above {tol}"
 
 
