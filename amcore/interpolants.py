@@ -117,6 +117,11 @@ class SnapshotPath:
         """A uniformly random row of snapshot ``k`` (elementwise)."""
         return self.offsets[k] + (self._uniform(len(k), gen) * self.counts[k]).long().clamp_max(self.counts[k] - 1)
 
+    def fingerprint(self) -> str:
+        """Identifies the data (times, counts, a checksum of the values) for resuming a training."""
+        total = float(self.x.double().sum())
+        return f"{self.t_values.tolist()}|{self.counts.tolist()}|{total:.10e}"
+
     def interval(self, t: torch.Tensor) -> torch.Tensor:
         """Index ``k`` of the observed interval ``[t_k, t_{k+1}]`` holding each ``t``."""
         return (torch.searchsorted(self.t_values, t, right=True) - 1).clamp(0, len(self.t_values) - 2)
@@ -180,6 +185,9 @@ class MarginalPath:
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self._draw(np.full(n, self.t0), gen), self._draw(np.full(n, self.t1), gen)
+
+    def fingerprint(self) -> str:
+        return repr(self.simulator)
 
     def mass(self, t: torch.Tensor) -> torch.Tensor:
         if not isinstance(self.simulator, GrowingGaussian):

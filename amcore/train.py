@@ -187,12 +187,14 @@ def train(
     sub_batch = cfg.batch_size // streams
     torch.manual_seed(cfg.seed)
     if path is None:
-        snaps = snaps.drop_times(snaps.attrs.get("holdout_times", []))
-    path = path or SnapshotPath(
-        snaps, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
-        sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
-        entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
-    )  # fmt: skip
+        training = snaps.drop_times(snaps.attrs.get("holdout_times", []))
+        path = SnapshotPath(
+            training, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
+            sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
+            entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
+        )  # fmt: skip
+    # A partial checkpoint resumes only the same configuration on the same data.
+    data_key = path.fingerprint()
     mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
     mlp["time_frequencies"] = cfg.time_frequencies
     if cfg.objective == "fm":
@@ -211,7 +213,7 @@ def train(
     partial = partial_path(checkpoint)
     if partial.exists():
         saved = torch.load(partial, map_location=cluster.device, weights_only=True)
-        if _same_run(saved["config"], cfg) and len(saved["generators"]) == streams:
+        if _same_run(saved["config"], cfg) and saved["data"] == data_key and len(saved["generators"]) == streams:
             model.load_state_dict(saved["model"])
             ema.load_state_dict(saved["ema"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -222,7 +224,7 @@ def train(
             first_step, running = saved["step"], saved["running"]
             print(f"amcore train: resuming from step {first_step} ({partial})", file=sys.stderr)
         else:
-            print(f"amcore train: {partial} is from another configuration; starting afresh", file=sys.stderr)
+            print(f"amcore train: {partial} is from another configuration or data; starting afresh", file=sys.stderr)
 
     def state(step: int) -> dict:
         generators = cluster.gather([gen.get_state() for gen in gens])
@@ -230,6 +232,7 @@ def train(
             "objective": cfg.objective,
             "model_args": model_args,
             "config": asdict(cfg),
+            "data": data_key,
             "step": step,
             "model": model.state_dict(),
             "ema": ema.state_dict(),

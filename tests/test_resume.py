@@ -59,3 +59,21 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
         np.loadtxt(straight / "loss.csv", delimiter=",", skiprows=1),
         rtol=1e-6,
     )
+
+
+def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):
+    from amcore.train import TrainConfig, train
+
+    def snaps(seed):
+        x, t = simulate_snapshots(GaussianPath(), [0.0, 1.0], 100, seed=seed)
+        return Snapshots.from_labels(x, t)
+
+    cfg = TrainConfig(steps=20, batch_size=32, width=8, depth=1, log_every=10, threads=1)
+    train(snaps(0), cfg, tmp_path / "a.pt", tmp_path / "a.csv")
+    payload = torch.load(tmp_path / "a.pt", weights_only=True)
+    payload["step"] = 10
+    for name, data_seed in (("same", 0), ("other", 1)):
+        torch.save(payload, partial_path(tmp_path / f"{name}.pt"))
+        train(snaps(data_seed), cfg, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv")
+    err = capsys.readouterr().err
+    assert "resuming from step 10" in err and "from another configuration or data; starting afresh" in err
