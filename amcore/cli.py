@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from amcore.readers import InputError
 
 
@@ -173,6 +175,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         title = f"{args.model} ({payload['objective'].upper()})"
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
+        if snaps.dim >= 2:
+            from amcore.evaluate import learned_fields
+            from amcore.simulate import truth_fields
+
+            field = "drift" if payload["objective"] == "eam" else "velocity"
+            true_field = None
+            if simulator is not None and field in truth_fields(simulator, snaps.x[:1].astype(np.float64), times[0]):
+                true_field = lambda x, t: truth_fields(simulator, x, t)[field]  # noqa: E731
+            plots.velocity_field(
+                plots_dir / "velocity.png",
+                lambda x, t: learned_fields(model, payload, x, t)[field],
+                true_field,
+                times,
+                snaps.x,
+                f"{title}: learned {field}",
+            )
+        else:
+            plots.loss_curve(plots_dir / "velocity.png", np.zeros(1), np.zeros(1), "1-d data: no field to draw")
         loss = pd.read_csv(args.loss_csv)
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)

@@ -76,3 +76,35 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str) -> None:
+    """Arrows of the learned field (and, in grey, the true one when known) at three times.
+
+    A grid over the first two dimensions of ``x``, other coordinates at their mean; ``learned(points, t)``
+    and ``truth(points, t)`` return vectors whose first two components are drawn.
+    """
+    picks = [times[0], times[len(times) // 2], times[-1]]
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 15), np.linspace(lo[1], hi[1], 15))
+    grid = np.tile(x.mean(axis=0), (gx.size, 1)).astype(np.float64)
+    grid[:, 0], grid[:, 1] = gx.ravel(), gy.ravel()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
+    for ax, t in zip(axes, picks, strict=True):
+        v = learned(grid, t)
+        # One arrow scale for learned and true: the longest learned arrow spans one grid cell.
+        arrows = {
+            "scale_units": "xy",
+            "angles": "xy",
+            "scale": np.linalg.norm(v[:, :2], axis=1).max() / (gx[0, 1] - gx[0, 0]),
+        }
+        if truth is not None:
+            u = truth(grid, t)
+            ax.quiver(grid[:, 0], grid[:, 1], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
+        ax.quiver(grid[:, 0], grid[:, 1], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned", **arrows)
+        ax.set_title(f"t = {t:.3g}", fontsize=9)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -34,7 +34,7 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     # Even a few hundred steps move the cloud: W1 at t=1 without motion is ~4 (the mean shifts by 4+).
     assert metrics["w1_mean"] < 1.5
     assert 0 <= metrics["velocity_rel_error"] < 0.6
-    for name in ("marginals", "trajectories", "loss"):
+    for name in ("marginals", "trajectories", "velocity", "loss"):
         assert (out / "models" / "am" / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "comparison.csv").read_text().startswith("model,metric,time,value")
     return metrics

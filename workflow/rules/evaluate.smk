@@ -19,6 +19,12 @@ rule evaluate:
             category="Trajectories",
             labels={"model": "{model}"},
         ),
+        velocity=report(
+            f"{OUT}/models/{{model}}/plots/velocity.png",
+            caption="../report/velocity.rst",
+            category="Velocity field",
+            labels={"model": "{model}"},
+        ),
         loss=report(
             f"{OUT}/models/{{model}}/plots/loss.png",
             caption="../report/loss.rst",
