@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -65,10 +65,9 @@ class TrainConfig:
             raise ValueError("objective 'eam' needs sigma > 0 (the diffusion of dX = grad s dt + sigma dW)")
 
     def spec(self) -> ObjectiveSpec:
-        return ObjectiveSpec(
-            self.objective, self.sigma, self.sigma_final, self.growth, self.laplacian,
-            self.exact_trace_max_dim, self.probes, self.time_weight,
-        )  # fmt: skip
+        """The loss's settings, taken by name from this flat config (``kind`` is ``objective``)."""
+        names = [f.name for f in fields(ObjectiveSpec) if f.name != "kind"]
+        return ObjectiveSpec(kind=self.objective, **{name: getattr(self, name) for name in names})
 
 
 def build_model(model_args: dict) -> nn.Module:
