@@ -13,9 +13,27 @@ configfile: "config/config.yaml"
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
+if config.get("data"):
+    config["dataset"]["path"] = config["data"]  # `--config data=PATH` runs the same protocol on other data
+
 RESULTS = config["results_dir"]
 OUT = f"{RESULTS}/{config['experiment']}"
 MODELS = sorted(config["models"])
+SEEDS = [str(seed) for seed in config["seeds"]]
+# Leave one time out: one prepared store and one set of models per held-out time; "none" trains on all.
+HOLDOUTS = [f"{float(t):g}" for t in config["holdout_times"]] or ["none"]
+BASELINES = config["baselines"] if config["holdout_times"] else []
+if set(MODELS) & set(BASELINES):
+    raise ValueError(f"models {sorted(set(MODELS) & set(BASELINES))} are named like baselines; rename them")
+SPLIT = f"{OUT}/holdout-{{holdout}}"
+RUN = f"{SPLIT}/{{model}}/seed-{{seed}}"
+
+
+wildcard_constraints:
+    holdout=r"none|[-+0-9.eE]+",
+    seed=r"\d+",
+    model="|".join(MODELS),
+    baseline="|".join(BASELINES) or "(?!)",
 
 
 include: "workflow/rules/common.smk"
@@ -27,8 +45,8 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        expand(f"{OUT}/models/{{model}}/metrics.json", model=MODELS),
-        f"{OUT}/comparison.csv",
+        expand(f"{RUN}/metrics.json", holdout=HOLDOUTS, model=MODELS, seed=SEEDS),
+        rules.table.output,
     default_target: True
 
 

@@ -93,52 +93,115 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_integrate(args: argparse.Namespace) -> None:
+def _push(model, payload: dict, x0, grid, params: dict) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    """Integrate the learned flow from ``x0`` along ``grid``: ``(x, weight or None, method, metrics)``.
+
+    ``auto`` picks Euler-Maruyama for eAM, weighted particles for uAM and RK4 otherwise.
+    """
     import torch
 
     from amcore import integrate
     from amcore.losses import ObjectiveSpec
+    from amcore.train import velocity_fn
+
+    objective, cfg = payload["objective"], payload["config"]
+    flow = velocity_fn(model, objective)
+    method = params.get("method", "auto")
+    if method == "auto":
+        method = {"eam": "sde", "uam": "weighted"}.get(objective, "rk4")
+    if method == "sde":
+        spec = ObjectiveSpec(kind="eam", sigma=cfg["sigma"], sigma_final=cfg["sigma_final"])
+        t0, t1 = payload["model_args"]["t_range"]  # sigma's schedule runs over the training times
+        duration = t1 - t0
+
+        def sigma(t: float) -> float:
+            return float(spec.sigma_at(torch.tensor((t - t0) / duration)))
+
+        gen = torch.Generator().manual_seed(params.get("seed", 0))
+        return integrate.integrate_sde(flow, x0, grid, sigma, gen), None, method, {}
+    if method == "weighted":
+
+        def growth(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return cfg["growth"] * model(x, t)
+
+        traj, weight = integrate.integrate_weighted(flow, growth, x0, grid)
+        return traj, weight, method, {}
+    if method == "dopri5":
+        traj, accepted = integrate.integrate_adaptive(flow, x0, grid)
+        return traj, None, method, {"accepted_steps": accepted}
+    return integrate.integrate_ode(flow, x0, grid), None, method, {}
+
+
+def cmd_integrate(args: argparse.Namespace) -> None:
+    import torch
+
+    from amcore import integrate
     from amcore.store import read_store
     from amcore.tracking import StageRun
-    from amcore.train import load_model, velocity_fn
+    from amcore.train import load_model
 
     with StageRun("integrate", args.tags, args.params) as run:
         snaps = read_store(args.store)
         model, payload = load_model(args.checkpoint)
-        objective, cfg = payload["objective"], payload["config"]
         grid, observed = integrate.time_grid(snaps.t_values, args.params["steps_per_interval"])
         x0 = torch.as_tensor(snaps.snapshot(0))
-        flow = velocity_fn(model, objective)
-        method = args.params.get("method", "auto")
-        if method == "auto":
-            method = {"eam": "sde", "uam": "weighted"}.get(objective, "rk4")
-        weight = None
-        if method == "sde":
-            spec = ObjectiveSpec(kind="eam", sigma=cfg["sigma"], sigma_final=cfg["sigma_final"])
-            duration = grid[-1] - grid[0]
-
-            def sigma(t: float) -> float:
-                return float(spec.sigma_at(torch.tensor((t - grid[0]) / duration)))
-
-            gen = torch.Generator().manual_seed(args.params.get("seed", 0))
-            traj = integrate.integrate_sde(flow, x0, grid, sigma, gen)
-        elif method == "weighted":
-
-            def growth(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return cfg["growth"] * model(x, t)
-
-            traj, weight = integrate.integrate_weighted(flow, growth, x0, grid)
-        elif method == "dopri5":
-            traj, accepted = integrate.integrate_adaptive(flow, x0, grid)
-            run.log_metrics({"accepted_steps": accepted})
-        else:
-            traj = integrate.integrate_ode(flow, x0, grid)
+        traj, weight, method, extra = _push(model, payload, x0, grid, args.params)
         integrate.write_trajectories(args.out, traj, grid, observed, weight)
-        run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0]})
+        run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0], **extra})
     print(
         f"amcore integrate ({method}): {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr
     )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """All cells of the time before the held-out one, pushed to it by a model or a baseline."""
+    import torch
+
+    from amcore import holdout
+    from amcore.store import read_store
+    from amcore.tracking import StageRun
+    from amcore.train import load_model
+
+    if (args.checkpoint is None) == (args.baseline is None):
+        raise ValueError("predict needs exactly one of --checkpoint and --baseline")
+    with StageRun("predict", args.tags, {**args.params, "holdout": args.holdout}) as run:
+        snaps = read_store(args.store)
+        prev, k, _ = holdout.bracket(snaps, args.holdout)
+        if args.baseline:
+            x, weight = holdout.baseline(args.baseline, snaps, args.holdout)
+            method = args.baseline
+        else:
+            model, payload = load_model(args.checkpoint)
+            t_prev = float(snaps.t_values[prev])
+            grid = np.linspace(t_prev, args.holdout, args.params["steps_per_interval"] + 1)
+            traj, weights, method, _ = _push(model, payload, torch.as_tensor(snaps.snapshot(prev)), grid, args.params)
+            x = traj[-1]
+            weight = np.full(len(x), 1.0 / len(x)) if weights is None else weights[-1] / weights[-1].sum()
+        holdout.write_prediction(args.out, x, weight, {"holdout": args.holdout, "start": float(snaps.t_values[prev])})
+        run.log_metrics({"n_particles": len(x)})
+    print(f"amcore predict ({method}): {len(x)} cells at t = {args.holdout:g} -> {args.out}", file=sys.stderr)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    """W1, W2, MMD and energy distance between a prediction and all cells of the held-out time."""
+    from amcore import holdout
+    from amcore.evaluate import distances
+    from amcore.store import read_store
+    from amcore.tracking import StageRun
+
+    with StageRun("score", args.tags, args.params) as run:
+        snaps = read_store(args.store)
+        x, weight, attrs = holdout.read_prediction(args.prediction)
+        _, k, _ = holdout.bracket(snaps, attrs["holdout"])
+        observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
+        scores = distances(x, observed, weight, args.params["max_exact_size"], args.params["seed"])
+        result = {"method": args.method, "holdout": f"{attrs['holdout']:g}", "seed": args.seed, "table": scores}
+        _write_json(args.out, result)
+        run.log_metrics(scores)
+        run.log_artifact(args.out)
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in scores.items())
+    print(f"amcore score {args.method} at t = {attrs['holdout']:g}: {summary}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -163,6 +226,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model, payload = load_model(args.checkpoint)
         result: dict = {"model": args.model, "objective": payload["objective"]}
         result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
+        # The table's row for a run without held-out time: each distance averaged over the observed times.
+        names = [name for name in result if isinstance(result[name], dict) and name != "mass_rel_error"]
+        table = {name: result[f"{name}_mean"] for name in names}
+        result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         if simulator is not None:
             result |= score_truth(
@@ -205,32 +272,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"amcore evaluate {args.model}: {summary}", file=sys.stderr)
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
-    import pandas as pd
-
+def cmd_table(args: argparse.Namespace) -> None:
+    """One long table (method, holdout, seed, metric, value), its mean ± std rendering, and figures."""
     from amcore import plots, tracking
+    from amcore import table as tables
 
-    rows, series = [], {}
-    for path in args.metrics:
-        result = json.loads(Path(path).read_text())
-        for metric in ("w1", "mmd"):
-            rows += [
-                {"model": result["model"], "metric": metric, "time": float(t), "value": v}
-                for t, v in result[metric].items()
-            ]
-        for key, value in result.items():
-            if isinstance(value, float):
-                rows.append({"model": result["model"], "metric": key, "time": float("nan"), "value": value})
-        series[result["model"]] = list(result["w1"].values())
-        times = [float(t) for t in result["w1"]]
-    table = pd.DataFrame(rows)
-    tmp = Path(args.table).with_name(f".{Path(args.table).name}.tmp-{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, args.table)
-    plots.metric_by_time(Path(args.figure), times, series, "W1 (pushed vs observed)", "models side by side")
-    tracking.log_to_parent([args.table, args.figure])
-    means = table[table["time"].isna()].pivot(index="model", columns="metric", values="value")
-    print(means.to_string(float_format=lambda v: f"{v:.4g}"), file=sys.stderr)
+    results = [json.loads(Path(path).read_text()) for path in args.results]
+    table = tables.long_table(results)
+    tables.write_csv(table, args.table)
+    markdown = tables.markdown(table)
+    tmp = Path(args.markdown).with_name(f".{Path(args.markdown).name}.tmp-{os.getpid()}")
+    tmp.write_text(markdown)
+    os.replace(tmp, args.markdown)
+    if (table["holdout"] == "none").all():
+        series = {r["method"]: list(r["w1"].values()) for r in results if "w1" in r}
+        times = [float(t) for t in next(r["w1"] for r in results if "w1" in r)]
+        plots.metric_by_time(Path(args.figure), times, series, "W1 (pushed from the first time vs observed)", "")
+    else:
+        plots.holdout_bars(Path(args.figure), tables.summary(table, "w1"), "W1 at the held-out time")
+    artifacts = [args.table, args.markdown, args.figure]
+    if args.predictions_figure:
+        plots.holdout_panels(Path(args.predictions_figure), tables.load_panels(args.panels["panels"]))
+        artifacts.append(args.predictions_figure)
+    tracking.log_to_parent(artifacts)
+    print(markdown, file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,8 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_json, required=True)
     p.add_argument("--out", required=True, help="trajectories (.zarr)")
 
+    p = stage("predict", cmd_predict, "push all cells of the previous time to a held-out time (model or baseline)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--holdout", type=float, required=True, help="the held-out time")
+    p.add_argument("--checkpoint", default=None, help="a trained model")
+    p.add_argument("--baseline", default=None, help="or a baseline: copy_prev, ot_displacement")
+    p.add_argument("--params", type=_json, required=True, help="the config's integrate section (JSON)")
+    p.add_argument("--out", required=True, help="prediction (.zarr)")
+
+    p = stage("score", cmd_score, "distances between a prediction and the held-out cells")
+    p.add_argument("--store", required=True)
+    p.add_argument("--prediction", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", default="", help="training seed ('' for deterministic baselines)")
+    p.add_argument("--params", type=_json, required=True, help="the config's evaluate section (JSON)")
+    p.add_argument("--out", required=True, help="scores JSON")
+
     p = stage("evaluate", cmd_evaluate, "score pushed samples and the learned velocity; draw plots")
     p.add_argument("--model", required=True, help="model name, for titles and metrics.json")
+    p.add_argument("--holdout", default="none", help="the split's held-out time, for the table")
+    p.add_argument("--seed", default="", help="the training seed, for the table")
     p.add_argument("--store", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--trajectories", required=True)
@@ -273,10 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True)
     p.add_argument("--plots", required=True, help="directory for PNG plots")
 
-    p = stage("compare", cmd_compare, "tabulate and plot the metrics of several models side by side")
-    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files")
-    p.add_argument("--table", required=True, help="output CSV: model, metric, time, value")
-    p.add_argument("--figure", required=True, help="output PNG")
+    p = stage("table", cmd_table, "every method, held-out time and seed in one table, with figures")
+    p.add_argument("--results", nargs="+", required=True, help="metrics.json (no held-out time) and scores JSON")
+    p.add_argument("--table", required=True, help="output CSV: method, holdout, seed, metric, value")
+    p.add_argument("--markdown", required=True, help="output markdown: mean ± std over seeds")
+    p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
+    p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
+    p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
     return parser
 
 

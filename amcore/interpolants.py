@@ -5,18 +5,31 @@ marginals are interpolated linearly: ``x_t = (1 - tau) x_a + tau x_b``. An OT co
 entropic: the Schrödinger bridge's static coupling when ``reg = 2 sigma^2 (t_b - t_a)``) is solved once per
 pair of neighbouring snapshots and then sampled, so no transport problem sits in the hot loop. For eAM a
 Brownian bridge ``sigma sqrt((t - t_a)(t_b - t)/(t_b - t_a)) eps`` is added to the interpolation.
+
+A straight segment between two snapshots ignores what the other observed times say about the path. The
+``spline`` interpolation glues the OT plans of neighbouring snapshots into chains ``(x_0, ..., x_K)`` through
+every observed marginal and interpolates each chain by a cubic spline, relaxed towards the piecewise-linear
+path by a tension ``lam`` (``x_t = (1 - lam) linear + lam natural cubic``). Both are linear in the chain's
+points, so ``x_t = sum_k w_k(t) x_k`` with weights that depend on the observed times only. At observed times
+the path still passes through the observed cells, so its marginals are the snapshots exactly.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import ot
 import torch
+from scipy.interpolate import CubicSpline
 
 from amcore.simulate import GrowingGaussian, Simulator
 from amcore.store import Snapshots
 
 COUPLINGS = ("independent", "ot", "entropic")
+INTERPOLATIONS = ("linear", "spline")
+TENSIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+TENSION_CV_SIZE = 1000
 
 
 def ot_pairs(
@@ -56,8 +69,79 @@ def entropic_pairs(
     return ia[rows], ib[cols.reshape(-1)], np.full(len(rows), 1.0 / len(rows))
 
 
+def spline_coefficients(knots: np.ndarray, tension: float) -> np.ndarray:
+    """``c[k, p, j]``: on ``[t_k, t_{k+1}]`` the weight of knot ``j`` is ``sum_p c[k, p, j] (t - t_k)^(3 - p)``.
+
+    The natural cubic spline's cardinal functions, mixed with the piecewise-linear hat functions.
+    """
+    knots = np.asarray(knots, dtype=np.float64)
+    n = len(knots)
+    gaps = np.diff(knots)
+    linear = np.zeros((n - 1, 4, n))
+    linear[np.arange(n - 1), 3, np.arange(n - 1)] = 1.0
+    linear[np.arange(n - 1), 2, np.arange(n - 1)] = -1.0 / gaps
+    linear[np.arange(n - 1), 2, np.arange(1, n)] = 1.0 / gaps
+    if n < 3 or tension == 0:
+        return linear
+    cubic = CubicSpline(knots, np.eye(n), axis=0, bc_type="natural").c.transpose(1, 0, 2)
+    return (1 - tension) * linear + tension * cubic
+
+
+def spline_weights(coef: np.ndarray, knots: np.ndarray, t: float) -> np.ndarray:
+    """The knot weights ``w(t)`` of :func:`spline_coefficients` at one time (NumPy, for evaluation)."""
+    k = int(np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 2))
+    return coef[k].T @ (t - knots[k]) ** np.arange(3, -1, -1)
+
+
+def chain_rows(clouds: list[np.ndarray], n_chains: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_chains, K)`` row indices: Markov chains through the exact OT plans of neighbouring clouds.
+
+    The first row is uniform on the first cloud and each step draws the next row from the plan's
+    conditional, so the chains' ``k``-th points are distributed as cloud ``k``. Between equally sized,
+    uniformly weighted clouds the plans are permutations and the chains are deterministic.
+    """
+    n0 = len(clouds[0])
+    rows = [np.arange(n0) if n_chains == n0 else rng.integers(0, n0, n_chains)]
+    for a, b in zip(clouds[:-1], clouds[1:], strict=True):
+        ia, ib, w = ot_pairs(a, b, max(len(a), len(b)), rng)
+        order = np.lexsort((ib, ia))
+        ia, ib, w = ia[order], ib[order], w[order]
+        row_total = np.bincount(ia, w, len(a))
+        within = np.cumsum(w) - np.repeat(np.cumsum(row_total) - row_total, np.bincount(ia, minlength=len(a)))
+        keys = ia + np.minimum(within / row_total[ia], 1.0)
+        pick = np.searchsorted(keys, rows[-1] + rng.random(n_chains) * (1 - 1e-9))
+        rows.append(ib[np.minimum(pick, len(ib) - 1)])
+    return np.stack(rows, axis=1)
+
+
+def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.Generator) -> tuple[float, dict]:
+    """The tension whose spline best predicts each interior observed time left out in turn (exact W1).
+
+    Only the given (training) clouds are used: each interior one is dropped, chains are rebuilt through the
+    others, and the interpolated chains at its time are compared with its cells. With fewer than four
+    times no time can be left out informatively, and the natural cubic spline (tension 1) is used.
+    """
+    from amcore.metrics import wasserstein
+
+    if len(clouds) < 4:
+        return 1.0, {}
+    clouds = [c if len(c) <= TENSION_CV_SIZE else c[rng.choice(len(c), TENSION_CV_SIZE, replace=False)] for c in clouds]
+    scores = {lam: [] for lam in TENSIONS}
+    for j in range(1, len(clouds) - 1):
+        keep = [i for i in range(len(clouds)) if i != j]
+        sub = [clouds[i] for i in keep]
+        rows = chain_rows(sub, max(len(c) for c in sub), rng)
+        points = np.stack([sub[i][rows[:, i]] for i in range(len(sub))], axis=1)
+        for lam in TENSIONS:
+            w = spline_weights(spline_coefficients(knots[keep], lam), knots[keep], float(knots[j]))
+            predicted = np.einsum("k,nkd->nd", w, points)
+            scores[lam].append(wasserstein(predicted, clouds[j], p=1)[0])
+    mean = {lam: float(np.mean(v)) for lam, v in scores.items()}
+    return min(mean, key=mean.get), mean
+
+
 class SnapshotPath:
-    """Draws ``(t, x_t, u_t)`` along the interpolated path; ``u_t`` is the pair's straight-line velocity."""
+    """Draws ``(t, x_t, u_t)`` along the interpolated path; ``u_t = d x_t / dt`` (straight-line or spline)."""
 
     def __init__(
         self,
@@ -69,9 +153,15 @@ class SnapshotPath:
         sigma: float = 0.0,
         entropic_reg: float | None = None,
         entropic_draws: int = 16,
+        interpolation: str = "linear",
+        tension: float | str = 1.0,
     ) -> None:
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+        if interpolation == "spline" and coupling != "ot":
+            raise ValueError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not {coupling!r}")
         if snaps.n_snapshots < 2:
             raise ValueError(f"need at least two observed times to learn a flow, got {snaps.n_snapshots}")
         self.coupling = coupling
@@ -87,7 +177,10 @@ class SnapshotPath:
         self.log_mass = torch.as_tensor(np.log(masses / masses[0]), dtype=torch.float32, device=self.device)
         if coupling == "entropic" and entropic_reg is None and self.sigma <= 0:
             raise ValueError("coupling 'entropic' needs entropic_reg, or sigma > 0 to use 2 sigma^2 (t_b - t_a)")
-        if coupling != "independent":
+        self.interpolation = interpolation
+        if interpolation == "spline":
+            self._build_chains(snaps, ot_max_size, tension, np.random.default_rng(seed))
+        elif coupling != "independent":
             rng = np.random.default_rng(seed)
             pair_a, pair_b, cum = [], [], []
             for k in range(snaps.n_snapshots - 1):
@@ -105,6 +198,25 @@ class SnapshotPath:
             self.pair_a = torch.as_tensor(np.concatenate(pair_a), device=self.device)
             self.pair_b = torch.as_tensor(np.concatenate(pair_b), device=self.device)
             self.cum_weights = torch.as_tensor(np.concatenate(cum), device=self.device)
+
+    def _build_chains(self, snaps: Snapshots, max_size: int, tension: float | str, rng: np.random.Generator) -> None:
+        """Chains through every snapshot (each subsampled once to ``max_size``) and the spline's coefficients."""
+        subsets = [
+            np.arange(c) if c <= max_size else np.sort(rng.choice(c, max_size, replace=False)) for c in snaps.counts()
+        ]
+        clouds = [np.asarray(snaps.snapshot(k))[idx].astype(np.float64) for k, idx in enumerate(subsets)]
+        knots = np.asarray(snaps.t_values, dtype=np.float64)
+        if tension == "auto":
+            tension, scores = choose_tension(clouds, knots, rng)
+            if scores:
+                table = ", ".join(f"{lam:g}: {w:.4g}" for lam, w in scores.items())
+                print(f"amcore: spline tension {tension:g} (W1, each interior time left out: {table})", file=sys.stderr)
+        self.tension = float(tension)
+        rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
+        rows = np.stack([snaps.offsets[k] + subsets[k][rows[:, k]] for k in range(len(subsets))], axis=1)
+        self.chains = torch.as_tensor(rows, device=self.device)
+        coef = spline_coefficients(knots, self.tension)
+        self.coef = torch.as_tensor(coef, dtype=torch.float32, device=self.device)
 
     @property
     def duration(self) -> float:
@@ -134,22 +246,38 @@ class SnapshotPath:
         return torch.exp((1 - tau) * self.log_mass[k] + tau * self.log_mass[k + 1])
 
     def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x_t`` on the interpolated path (Brownian bridge when ``sigma > 0``) and the pair's velocity."""
+        """``x_t`` on the interpolated path (Brownian bridge when ``sigma > 0``) and its velocity ``d x_t / dt``."""
         n = len(t)
         k = self.interval(t)
+        ta, tb = self.t_values[k], self.t_values[k + 1]
+        if self.interpolation == "spline":
+            chain = self.chains[(self._uniform(n, gen) * len(self.chains)).long().clamp_max(len(self.chains) - 1)]
+            s = (t - ta)[:, None]
+            one, zero = torch.ones_like(s), torch.zeros_like(s)
+            coef = self.coef[k]
+            w = torch.einsum("np,npk->nk", torch.cat([s**3, s**2, s, one], 1), coef)
+            dw = torch.einsum("np,npk->nk", torch.cat([3 * s**2, 2 * s, one, zero], 1), coef)
+            points = self.x[chain]
+            xt, u = torch.einsum("nk,nkd->nd", w, points), torch.einsum("nk,nkd->nd", dw, points)
+            return self._bridge(xt, t, ta, tb, gen), u
         if self.coupling != "independent":
             j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen) * (1 - 1e-6))
             ia, ib = self.pair_a[j], self.pair_b[j]
         else:
             ia, ib = self._rows(k, gen), self._rows(k + 1, gen)
-        ta, tb = self.t_values[k], self.t_values[k + 1]
         tau = ((t - ta) / (tb - ta))[:, None]
         xa, xb = self.x[ia], self.x[ib]
         xt = (1 - tau) * xa + tau * xb
-        if self.sigma > 0:
-            bridge_std = self.sigma * torch.sqrt(((t - ta) * (tb - t) / (tb - ta)).clamp_min(0))[:, None]
-            xt = xt + bridge_std * torch.randn(xt.shape, generator=gen, device=self.device)
-        return xt, (xb - xa) / (tb - ta)[:, None]
+        return self._bridge(xt, t, ta, tb, gen), (xb - xa) / (tb - ta)[:, None]
+
+    def _bridge(
+        self, xt: torch.Tensor, t: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        """Add the Brownian bridge of the interval (eAM); ``xt`` itself when ``sigma`` is 0."""
+        if self.sigma <= 0:
+            return xt
+        bridge_std = self.sigma * torch.sqrt(((t - ta) * (tb - t) / (tb - ta)).clamp_min(0))[:, None]
+        return xt + bridge_std * torch.randn(xt.shape, generator=gen, device=self.device)
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of the first and the last observed marginal (AM's boundary terms)."""

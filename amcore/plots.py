@@ -78,6 +78,54 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
     plt.close(fig)
 
 
+def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str) -> None:
+    """Bars per held-out time (and their mean), one per method, with the spread over seeds."""
+    groups = list(dict.fromkeys(h for cols in summary.values() for h in cols))
+    width = 0.8 / max(1, len(summary))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.6 * len(groups), 3.8))
+    for i, (method, cols) in enumerate(summary.items()):
+        pos = [g for g, h in enumerate(groups) if h in cols]
+        values = [cols[groups[g]] for g in pos]
+        means = [v.mean() for v in values]
+        errs = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
+        ax.bar(np.array(pos) + (i - (len(summary) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=method)
+    ax.set_xticks(range(len(groups)), [h if h == "mean" else f"t = {h}" for h in groups])
+    lows = [v.mean() for cols in summary.values() for v in cols.values()]
+    ax.set_ylim(0.9 * min(lows), 1.04 * max(lows))
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None:
+    """Observed vs predicted cells at each held-out time (columns) for each method (rows), first two axes.
+
+    Weighted predictions (displacement interpolation, uAM) are drawn by resampling ``n_points`` by weight.
+    """
+    methods = list(dict.fromkeys(p["method"] for p in panels))
+    holdouts = list(dict.fromkeys(p["holdout"] for p in panels))
+    fig, axes = plt.subplots(
+        len(methods), len(holdouts), figsize=(2.8 * len(holdouts), 2.6 * len(methods)), squeeze=False,
+        sharex="col", sharey="col",
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for p in panels:
+        ax = axes[methods.index(p["method"]), holdouts.index(p["holdout"])]
+        a = _project(p["observed"])
+        idx = rng.choice(len(p["predicted"]), n_points, p=p["weight"] / p["weight"].sum())
+        b = _project(p["predicted"][idx])
+        ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="held-out cells", rasterized=True)
+        ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
+        ax.set_title(f"{p['method']}, t = {p['holdout']}", fontsize=8)
+    axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str) -> None:
     """Arrows of the learned field (and, in grey, the true one when known) at three times.
 

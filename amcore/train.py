@@ -31,6 +31,8 @@ class TrainConfig:
 
     objective: str = "am"
     coupling: str = "ot"
+    interpolation: str = "linear"
+    tension: float | str = 1.0
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -191,6 +193,7 @@ def train(
             training, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
             sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
             entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
+            interpolation=cfg.interpolation, tension=cfg.tension,
         )  # fmt: skip
     # A partial checkpoint resumes only the same configuration on the same data.
     data_key = path.fingerprint()
@@ -295,6 +298,8 @@ def train(
     summary = {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
     if isinstance(path, SnapshotPath):
         summary["train_times"] = [round(float(t), 6) for t in path.t_values]
+        if path.interpolation == "spline":
+            summary["spline_tension"] = path.tension
     return summary
 
 

@@ -1,24 +1,46 @@
 import numpy as np
 import pytest
 
-from amcore.metrics import mmd_rbf, relative_l2, wasserstein1
+from amcore.metrics import energy_distance, mmd_rbf, relative_l2, wasserstein
 
 
-def test_w1_of_a_translated_cloud_is_the_shift():
-    """W1(mu, mu + c) = |c| exactly: the identity coupling is optimal for a pure translation."""
+def test_w1_and_w2_of_a_translated_cloud_are_the_shift():
+    """W_p(mu, mu + c) = |c| exactly for every p: the identity coupling is optimal for a pure translation."""
     x = np.random.default_rng(0).standard_normal((300, 2))
     shift = np.array([0.3, -0.4])
-    assert wasserstein1(x, x + shift) == pytest.approx(0.5, abs=1e-9)
-    assert wasserstein1(x, x) == pytest.approx(0.0, abs=1e-6)  # sqrt of rounding in ot.dist
+    assert wasserstein(x, x + shift, p=1) == (pytest.approx(0.5, abs=1e-9), "w1")
+    assert wasserstein(x, x + shift, p=2) == (pytest.approx(0.5, abs=1e-9), "w2")
+    assert wasserstein(x, x)[0] == pytest.approx(0.0, abs=1e-6)  # sqrt of rounding in ot.dist
 
 
-def test_w1_subsamples_above_the_exact_limit():
-    """Above the limit each side is subsampled; for a point mass and its translate W1 stays exact."""
-    x = np.zeros((400, 2))
-    assert wasserstein1(x, x + 1.0, max_size=100) == pytest.approx(np.sqrt(2), abs=1e-9)
-    # Two disjoint subsamples of one cloud: a small but non-zero distance, the sampling noise.
-    y = np.random.default_rng(1).standard_normal((4000, 2))
-    assert 0 < wasserstein1(y, y, max_size=500) < 0.3
+def test_w1_and_w2_differ_as_the_math_says():
+    """Two points at 0 against one at 0 and one at 3 (1-d): half the mass moves 3, so W1 = 1.5, W2 = sqrt(4.5)."""
+    a, b = np.array([[0.0], [0.0]]), np.array([[0.0], [3.0]])
+    assert wasserstein(a, b, p=1)[0] == pytest.approx(1.5)
+    assert wasserstein(a, b, p=2)[0] == pytest.approx(np.sqrt(4.5))
+    # Weights: all of a's mass on one point, b's on 3 with weight 0.25: W1 = 0.75.
+    assert wasserstein(a, b, p=1, wb=np.array([0.75, 0.25]))[0] == pytest.approx(0.75)
+
+
+def test_sliced_wasserstein_above_the_exact_limit_says_so():
+    """Above the size limit the sliced distance is used and named; for a shift along an axis in 1-d it is exact."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((400, 1))
+    value, name = wasserstein(x, x + 2.0, p=1, max_size=100)
+    assert name == "sliced_w1" and value == pytest.approx(2.0, abs=1e-9)
+    # In d dimensions a shift c projects to |<c, theta>|, whose mean over the sphere is |c| * E|theta_1| < |c|.
+    y = rng.standard_normal((400, 5))
+    value, name = wasserstein(y, y + np.array([1.0, 0, 0, 0, 0]), p=2, max_size=100, projections=4000)
+    # E[theta_1^2] = 1/d exactly for a uniform direction: sliced W2 = 1/sqrt(5) up to Monte Carlo (4000 dirs).
+    assert name == "sliced_w2" and value == pytest.approx(1 / np.sqrt(5), rel=0.05)
+
+
+def test_energy_distance_known_values():
+    """Between point masses at 0 and at c: 2|c| - 0 - 0; between equal clouds: 0."""
+    assert energy_distance(np.zeros((3, 2)), np.full((4, 2), 1.0)) == pytest.approx(2 * np.sqrt(2))
+    x = np.random.default_rng(2).standard_normal((200, 3))
+    assert energy_distance(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert energy_distance(x, x + 1.0) > 0.5
 
 
 def test_mmd_separates_distributions():

@@ -34,3 +34,27 @@ def end_tracking(status):
     from amcore import tracking
 
     tracking.end_parent(status)
+
+
+def table_inputs():
+    """The table's rows: each model's mean distances without held-out time, scores at each held-out time."""
+    if not config["holdout_times"]:
+        return expand(f"{RUN}/metrics.json", holdout="none", model=MODELS, seed=SEEDS)
+    runs = expand(f"{RUN}/scores.json", holdout=HOLDOUTS, model=MODELS, seed=SEEDS)
+    return runs + expand(f"{SPLIT}/{{baseline}}/scores.json", holdout=HOLDOUTS, baseline=BASELINES)
+
+
+def prediction_panels():
+    """Held-out predictions drawn beside the held-out cells: each model's first seed and each baseline."""
+    if not config["holdout_times"]:
+        return []
+    panels = []
+    for holdout in HOLDOUTS:
+        store = f"{OUT}/holdout-{holdout}/data/store.zarr"
+        for model in MODELS:
+            prediction = f"{OUT}/holdout-{holdout}/{model}/seed-{SEEDS[0]}/prediction.zarr"
+            panels.append({"method": model, "holdout": holdout, "store": store, "prediction": prediction})
+        for baseline in BASELINES:
+            prediction = f"{OUT}/holdout-{holdout}/{baseline}/prediction.zarr"
+            panels.append({"method": baseline, "holdout": holdout, "store": store, "prediction": prediction})
+    return panels

@@ -1,62 +1,101 @@
+def plot_output(name, caption, category):
+    return report(
+        f"{RUN}/plots/{name}.png",
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="held-out t = {holdout}",
+        labels={"model": "{model}", "seed": "{seed}"},
+    )
+
+
 rule evaluate:
-    """W1 and MMD per observed time, velocity error against an analytic answer, and plots."""
+    """W1, W2, MMD and energy per observed time, velocity error against an analytic answer, and plots."""
     input:
         store=rules.prepare.output.store,
         checkpoint=rules.train.output.checkpoint,
         loss=rules.train.output.loss,
         trajectories=rules.integrate.output.trajectories,
     output:
-        metrics=f"{OUT}/models/{{model}}/metrics.json",
-        marginals=report(
-            f"{OUT}/models/{{model}}/plots/marginals.png",
-            caption="../report/marginals.rst",
-            category="Marginals",
-            labels={"model": "{model}"},
-        ),
-        trajectories=report(
-            f"{OUT}/models/{{model}}/plots/trajectories.png",
-            caption="../report/trajectories.rst",
-            category="Trajectories",
-            labels={"model": "{model}"},
-        ),
-        velocity=report(
-            f"{OUT}/models/{{model}}/plots/velocity.png",
-            caption="../report/velocity.rst",
-            category="Velocity field",
-            labels={"model": "{model}"},
-        ),
-        loss=report(
-            f"{OUT}/models/{{model}}/plots/loss.png",
-            caption="../report/loss.rst",
-            category="Training loss",
-            labels={"model": "{model}"},
-        ),
+        metrics=f"{RUN}/metrics.json",
+        marginals=plot_output("marginals", "marginals", "Marginals"),
+        trajectories=plot_output("trajectories", "trajectories", "Trajectories"),
+        velocity=plot_output("velocity", "velocity", "Velocity field"),
+        loss=plot_output("loss", "loss", "Training loss"),
     params:
         evaluate=as_arg(config["evaluate"]),
-        plots=lambda wc: f"{OUT}/models/{wc.model}/plots",
-        tags=lambda wc: stage_tags("evaluate", model=wc.model),
+        plots=lambda wc: f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/plots",
+        tags=lambda wc: stage_tags("evaluate", holdout=wc.holdout, model=wc.model, seed=wc.seed),
     log:
-        f"{OUT}/logs/evaluate_{{model}}.log",
+        f"{OUT}/logs/evaluate_{{holdout}}_{{model}}_{{seed}}.log",
     conda:
         "../../environment.yml"
     shell:
-        "amcore evaluate --model {wildcards.model} --store {input.store} --checkpoint {input.checkpoint}"
-        " --trajectories {input.trajectories} --loss-csv {input.loss} --params {params.evaluate}"
-        " --metrics {output.metrics} --plots {params.plots} --tags {params.tags}"
-        " 2>&1 | tee {log}"
+        "amcore evaluate --model {wildcards.model} --holdout {wildcards.holdout} --seed {wildcards.seed}"
+        " --store {input.store} --checkpoint {input.checkpoint} --trajectories {input.trajectories}"
+        " --loss-csv {input.loss} --params {params.evaluate} --metrics {output.metrics} --plots {params.plots}"
+        " --tags {params.tags} 2>&1 | tee {log}"
 
 
-rule compare:
-    """All models side by side: one table and one W1-per-time figure, attached to the parent run."""
+rule score_model:
+    """Distances between a model's prediction and all cells of the held-out time."""
     input:
-        metrics=expand(f"{OUT}/models/{{model}}/metrics.json", model=MODELS),
+        store=rules.prepare.output.store,
+        prediction=rules.predict_model.output.prediction,
     output:
-        table=report(f"{OUT}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
-        figure=report(f"{OUT}/comparison.png", caption="../report/comparison.rst", category="Comparison"),
+        scores=f"{RUN}/scores.json",
+    params:
+        evaluate=as_arg(config["evaluate"]),
+        tags=lambda wc: stage_tags("score", holdout=wc.holdout, model=wc.model, seed=wc.seed),
     log:
-        f"{OUT}/logs/compare.log",
+        f"{OUT}/logs/score_{{holdout}}_{{model}}_{{seed}}.log",
     conda:
         "../../environment.yml"
     shell:
-        "amcore compare --metrics {input.metrics} --table {output.table} --figure {output.figure}"
+        "amcore score --store {input.store} --prediction {input.prediction} --method {wildcards.model}"
+        " --seed {wildcards.seed} --params {params.evaluate} --out {output.scores} --tags {params.tags}"
         " 2>&1 | tee {log}"
+
+
+rule score_baseline:
+    """Distances between a baseline's prediction and all cells of the held-out time."""
+    input:
+        store=rules.prepare.output.store,
+        prediction=rules.predict_baseline.output.prediction,
+    output:
+        scores=f"{SPLIT}/{{baseline}}/scores.json",
+    params:
+        evaluate=as_arg(config["evaluate"]),
+        tags=lambda wc: stage_tags("score", holdout=wc.holdout, model=wc.baseline),
+    log:
+        f"{OUT}/logs/score_{{holdout}}_{{baseline}}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "amcore score --store {input.store} --prediction {input.prediction} --method {wildcards.baseline}"
+        " --params {params.evaluate} --out {output.scores} --tags {params.tags} 2>&1 | tee {log}"
+
+
+rule table:
+    """Every method, held-out time and seed in results/<experiment>/table.csv, table.md and figures."""
+    input:
+        results=table_inputs(),
+        predictions=[panel["prediction"] for panel in prediction_panels()],
+    output:
+        table=report(f"{OUT}/table.csv", caption="../report/table.rst", category="Table"),
+        markdown=report(f"{OUT}/table.md", caption="../report/table.rst", category="Table"),
+        figure=report(f"{OUT}/table.png", caption="../report/table.rst", category="Table"),
+        **(
+            {"panels": report(f"{OUT}/predictions.png", caption="../report/predictions.rst", category="Table")}
+            if config["holdout_times"]
+            else {}
+        ),
+    params:
+        panels=as_arg({"panels": prediction_panels()}),
+        panels_arg=lambda wc, output: f"--predictions-figure {output.panels}" if "panels" in output.keys() else "",
+    log:
+        f"{OUT}/logs/table.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "amcore table --results {input.results} --table {output.table} --markdown {output.markdown}"
+        " --figure {output.figure} --panels {params.panels} {params.panels_arg} 2>&1 | tee {log}"

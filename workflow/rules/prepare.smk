@@ -1,16 +1,16 @@
 rule prepare:
-    """Simulate or read the dataset, preprocess it (fitted on training times only), write the zarr snapshot store."""
+    """Simulate or read the dataset, preprocess it (fitted without the held-out time), write the zarr store."""
     output:
-        store=directory(f"{OUT}/data/store.zarr"),
-        summary=f"{OUT}/data/summary.json",
+        store=directory(f"{SPLIT}/data/store.zarr"),
+        summary=f"{SPLIT}/data/summary.json",
     params:
         dataset=as_arg(config["dataset"]),
         preprocess=as_arg(config["preprocess"]),
-        holdout=" ".join(repr(float(t)) for t in config["holdout_times"]),
+        holdout=lambda wc: "" if wc.holdout == "none" else wc.holdout,
         scheduler=f"--dask-scheduler {shlex.quote(config['dask_scheduler'])}" if config["dask_scheduler"] else "",
-        tags=stage_tags("prepare"),
+        tags=lambda wc: stage_tags("prepare", holdout=wc.holdout),
     log:
-        f"{OUT}/logs/prepare.log",
+        f"{OUT}/logs/prepare_{{holdout}}.log",
     conda:
         "../../environment.yml"
     shell:

@@ -1,19 +1,19 @@
 rule train:
-    """Fit one model (AM/eAM/uAM potential or Flow Matching field) on the snapshot store."""
+    """Fit one model (AM/eAM/uAM potential or Flow Matching field) with one seed on one split's store."""
     input:
         store=rules.prepare.output.store,
     output:
-        checkpoint=f"{OUT}/models/{{model}}/model.pt",
-        loss=f"{OUT}/models/{{model}}/loss.csv",
+        checkpoint=f"{RUN}/model.pt",
+        loss=f"{RUN}/loss.csv",
     params:
-        train=lambda wc: as_arg({**config["models"][wc.model], "threads": config["threads"]}),
+        train=lambda wc: as_arg({**config["models"][wc.model], "threads": config["threads"], "seed": int(wc.seed)}),
         launcher=launcher,
-        tags=lambda wc: stage_tags("train", model=wc.model),
+        tags=lambda wc: stage_tags("train", holdout=wc.holdout, model=wc.model, seed=wc.seed),
     threads: config["threads"] * max(1, config["train_processes"])
     resources:
         gpu=config["gpus"],
     log:
-        f"{OUT}/logs/train_{{model}}.log",
+        f"{OUT}/logs/train_{{holdout}}_{{model}}_{{seed}}.log",
     conda:
         "../../environment.yml"
     shell:

@@ -1,0 +1,81 @@
+"""Leave one time out: predict a snapshot the model never saw, and the simple answers to beat.
+
+The held-out time ``t_k`` must be interior: every method starts from **all** cells of the previous observed
+time ``t_{k-1}`` and the displacement baseline also needs the next one, ``t_{k+1}``. Its cells stay in the
+store (transformed with parameters fitted without them) only to score the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import ot
+import xarray as xr
+
+from amcore.readers import InputError
+from amcore.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
+
+BASELINES = ("copy_prev", "ot_displacement")
+
+
+def bracket(snaps: Snapshots, holdout: float) -> tuple[int, int, int]:
+    """Indices ``(k - 1, k, k + 1)`` of the held-out time and its observed neighbours in the store."""
+    times = [float(t) for t in snaps.t_values]
+    if holdout not in times:
+        raise InputError(f"held-out time {holdout:g} is not an observed time; the store has {times}")
+    k = times.index(holdout)
+    if k == 0 or k == len(times) - 1:
+        raise InputError(
+            f"held-out time {holdout:g} must be interior (a previous time to start from and a next one for the "
+            f"displacement baseline); the observed times are {times}"
+        )
+    return k - 1, k, k + 1
+
+
+def copy_prev(snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of the previous time, unchanged: the prediction of a population that does not move."""
+    prev, _, _ = bracket(snaps, holdout)
+    x = np.asarray(snaps.snapshot(prev), dtype=np.float64)
+    return x, np.full(len(x), 1.0 / len(x))
+
+
+def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """McCann's displacement interpolation between the bracketing snapshots at the held-out time.
+
+    The exact OT plan (squared Euclidean cost) between all cells of ``t_{k-1}`` and ``t_{k+1}``, and one
+    weighted point ``(1 - tau) x_i + tau y_j`` per pair in its support (no resampling).
+    """
+    prev, k, nxt = bracket(snaps, holdout)
+    a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
+    if max(len(a), len(b)) > max_size:
+        raise InputError(
+            f"ot_displacement: {len(a)} and {len(b)} cells exceed the exact solver's limit of {max_size} per side"
+        )
+    plan = ot.emd(ot.unif(len(a)), ot.unif(len(b)), ot.dist(a, b), numItermax=10_000_000)
+    rows, cols = np.nonzero(plan > 0)
+    t_prev, t_next = float(snaps.t_values[prev]), float(snaps.t_values[nxt])
+    tau = (holdout - t_prev) / (t_next - t_prev)
+    weights = plan[rows, cols]
+    return (1 - tau) * a[rows] + tau * b[cols], weights / weights.sum()
+
+
+def baseline(name: str, snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
+    return copy_prev(snaps, holdout) if name == "copy_prev" else ot_displacement(snaps, holdout)
+
+
+def write_prediction(path, x: np.ndarray, weight: np.ndarray, attrs: dict) -> None:
+    """The predicted cells at the held-out time, ``x(particle, feature)`` and ``weight(particle)``, atomically."""
+    ds = xr.Dataset(
+        {"x": (("particle", "feature"), x.astype(np.float32)), "weight": (("particle",), weight.astype(np.float64))},
+        attrs={key: json.dumps(value) for key, value in attrs.items()},
+    )
+    write_dataset_atomic(ds, path, {"x": {"compressors": [ZSTD]}})
+
+
+def read_prediction(path) -> tuple[np.ndarray, np.ndarray, dict]:
+    with open_zarr(path) as ds:
+        attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
+        return ds["x"].values.astype(np.float64), ds["weight"].values, attrs

@@ -1,0 +1,86 @@
+"""The experiment's table: every method, held-out time and seed in one long CSV, and its mean ± std view."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amcore.holdout import read_prediction
+from amcore.store import read_store
+
+COLUMNS = ["method", "holdout", "seed", "metric", "value"]
+
+
+def long_table(results: list[dict]) -> pd.DataFrame:
+    """Rows ``(method, holdout, seed, metric, value)`` from each result's ``table`` section.
+
+    ``seed`` is empty for deterministic baselines; ``holdout`` is ``none`` when no time was held out.
+    """
+    rows = [
+        {"method": r["method"], "holdout": r["holdout"], "seed": r["seed"], "metric": metric, "value": value}
+        for r in results
+        for metric, value in r["table"].items()
+    ]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    order = {name: i for i, name in enumerate(dict.fromkeys(table["method"]))}
+    key = table["holdout"].map(lambda h: -np.inf if h == "none" else float(h))
+    table = table.assign(_h=key, _m=table["method"].map(order))
+    return table.sort_values(["metric", "_h", "_m", "seed"]).drop(columns=["_h", "_m"]).reset_index(drop=True)
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _cell(values: np.ndarray) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{values.mean():.4g} ± {values.std(ddof=1):.2g}"
+
+
+def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]]:
+    """``{method: {holdout: values over seeds}}`` plus a ``mean`` column: each seed's mean over held-out times."""
+    part = table[table["metric"] == metric]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for method, rows in part.groupby("method", sort=False):
+        cols = {h: g["value"].to_numpy() for h, g in rows.groupby("holdout", sort=False)}
+        if len(cols) > 1:
+            cols["mean"] = rows.groupby("seed", sort=False)["value"].mean().to_numpy()
+        out[method] = cols
+    return out
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
+    lines = ["Mean ± standard deviation over training seeds (baselines are deterministic: one value).", ""]
+    for metric in dict.fromkeys(table["metric"]):
+        cols = summary(table, metric)
+        holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
+        header = ["method", *[h if h in ("none", "mean") else f"t = {h}" for h in holdouts]]
+        lines += [f"### {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method, c in cols.items():
+            cells = [_cell(c[h]) if h in c else "—" for h in holdouts]
+            lines.append("| " + " | ".join([method, *cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_panels(panels: list[dict]) -> list[dict]:
+    """Observed and predicted cells of each ``{method, holdout, store, prediction}`` for the figure."""
+    stores: dict[str, tuple] = {}
+    loaded = []
+    for panel in panels:
+        if panel["store"] not in stores:
+            stores[panel["store"]] = read_store(panel["store"])
+        snaps = stores[panel["store"]]
+        x, weight, attrs = read_prediction(panel["prediction"])
+        k = [float(t) for t in snaps.t_values].index(float(attrs["holdout"]))
+        observed = np.asarray(snaps.snapshot(k))
+        loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight})
+    return loaded
