@@ -70,13 +70,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from amcore.store import read_store
+    from amcore.store import open_store
     from amcore.tracking import StageRun
     from amcore.train import TrainConfig, train
 
     cfg = TrainConfig(**args.params)
     with StageRun("train", args.tags, args.params) as run:
-        snaps = read_store(args.store)
+        snaps = open_store(args.store)  # lazily: train loads it, or streams it when it exceeds in_memory_max_mb
 
         def on_metrics(step: int, metrics: dict) -> None:
             run.log_metrics(metrics, step)

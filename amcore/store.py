@@ -74,6 +74,11 @@ class Snapshots:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return Snapshots(self.x[rows], self.t_values[keep], offsets, dict(self.attrs), weights)
 
+    def in_memory(self) -> Snapshots:
+        """These snapshots with ``x`` and the weights loaded (a no-op when they already are)."""
+        x, weights = dask.compute(self.x, self.weights)
+        return Snapshots(x, self.t_values, self.offsets, self.attrs, weights)
+
     def summary(self) -> dict:
         """Cells per time, dimension and per-feature statistics: what a user checks first (one pass over x)."""
         mean, std = dask.compute(self.x.mean(axis=0), self.x.std(axis=0))
@@ -131,20 +136,20 @@ def open_zarr(path: str | Path) -> xr.Dataset:
         return xr.open_zarr(path, consolidated=False)
 
 
-def read_store(path: str | Path) -> Snapshots:
-    """Load a whole store into memory (the fast path for data that fits)."""
+def open_store(path: str | Path) -> Snapshots:
+    """Open a store lazily: ``x`` (and ``mass``) stay dask arrays chunked as on disk, so nothing big is read yet."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path}: not a snapshot store (no zarr.json); run the prepare stage first")
-    with open_zarr(path) as ds:
-        missing = {"x", "t_values", "offsets"} - set(ds.variables)
-        if missing:
-            raise KeyError(f"{path}: snapshot store lacks {sorted(missing)}")
-        attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
-        return Snapshots(
-            ds["x"].values.astype(np.float32, copy=False),
-            ds["t_values"].values,
-            ds["offsets"].values,
-            attrs,
-            ds["mass"].values if "mass" in ds else None,
-        )
+    ds = open_zarr(path)
+    missing = {"x", "t_values", "offsets"} - set(ds.variables)
+    if missing:
+        raise KeyError(f"{path}: snapshot store lacks {sorted(missing)}")
+    attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
+    weights = ds["mass"].data if "mass" in ds else None
+    return Snapshots(ds["x"].data.astype(np.float32), ds["t_values"].values, ds["offsets"].values, attrs, weights)
+
+
+def read_store(path: str | Path) -> Snapshots:
+    """Load a whole store into memory (the fast path for data that fits)."""
+    return open_store(path).in_memory()
