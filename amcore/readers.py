@@ -72,6 +72,40 @@ def read_npz(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
     return x, labels, {"x_key": x_key, "t_key": t_key}
 
 
+class NpyRows:
+    """A ``.npy`` file, memory-mapped afresh on each read: tiny to pickle, so dask workers open it themselves."""
+
+    def __init__(self, path: Path) -> None:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.path, self.shape, self.dtype, self.ndim = str(path), array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)[key]
+
+
+def read_npy(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
+    """A folder of raw ``.npy`` files: ``<x_key>.npy`` (cells, features), memory-mapped, and ``<t_key>.npy``.
+
+    The raw format numpy writes fastest: no archive to unpack, read by rows straight from the page cache.
+    """
+    if not path.is_dir():
+        raise InputError(f"{path}: source 'npy' needs a folder holding {x_key}.npy and {t_key}.npy")
+    files = {}
+    for key in (x_key, t_key):
+        if key is not None and not (path / f"{key}.npy").is_file():
+            found = sorted(p.stem for p in path.glob("*.npy"))
+            raise InputError(f"{path}: {key}.npy missing (key {key!r}); the folder holds .npy files for {found}")
+        files[key] = path / f"{key}.npy"
+    try:
+        x = NpyRows(files[x_key])
+        labels = None if t_key is None else np.load(files[t_key], allow_pickle=False).reshape(-1)
+    except ValueError as err:
+        raise InputError(f"{path}: not a readable .npy file ({err})") from err
+    x = _chunked(x, files[x_key], x_key)
+    _check_rows(path, x, x_key, labels, t_key)
+    return x, labels, {"x_key": x_key, "t_key": t_key}
+
+
 def read_h5ad(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
     """AnnData: features from ``X``, ``layers/<name>`` or ``obsm/<name>`` (dense or sparse), time from ``obs``."""
     import anndata.experimental
@@ -203,6 +237,7 @@ def read_zarr(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
 
 READERS: dict[str, Callable[..., Read]] = {
     "npz": read_npz,
+    "npy": read_npy,
     "h5ad": read_h5ad,
     "csv": read_csv,
     "parquet": read_parquet,
@@ -211,6 +246,7 @@ READERS: dict[str, Callable[..., Read]] = {
 }
 OPTIONS = {
     "npz": ("x_key", "t_key"),
+    "npy": ("x_key", "t_key"),
     "h5ad": ("x_key", "t_key"),
     "csv": ("t_key", "feature_columns"),
     "parquet": ("t_key", "feature_columns"),
