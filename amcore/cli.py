@@ -55,8 +55,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         dropped = snaps.attrs["provenance"].get("dropped_nonfinite", 0)
         if dropped:
             print(f"amcore prepare: dropped {dropped} rows with NaN or inf values", file=sys.stderr)
-        summary = snaps.summary()
-        write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))
+        summary = write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))  # one pass over x
         _write_json(args.summary, summary)
         run.log_metrics(
             {"n_obs": summary["n_obs"], "n_features": summary["n_features"], "n_times": len(summary["times"])}

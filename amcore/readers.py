@@ -13,6 +13,7 @@ import hashlib
 import re
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask.array as da
@@ -379,6 +380,15 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
         where = f"{path}: key {info['t_key']!r}"
     else:
         raise InputError(f"dataset.source: unknown source {source!r}; expected simulate or one of {sorted(READERS)}")
+    # The content hash reads every byte once more: let it run beside the finiteness pass instead of after it.
+    with ThreadPoolExecutor(1) as pool:
+        sha256 = pool.submit(content_sha256, path)
+        x, time, n_bad, info = _finite_rows(x, labels, spec, path, info, where)
+    return x, time, {"path": str(path), "sha256": sha256.result(), "reader": info, "dropped_nonfinite": n_bad}
+
+
+def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: dict, where: str):
+    """Times from labels, and the rows with NaN or inf refused (or dropped when ``drop_nonfinite``)."""
     time_map = spec.get("time_map") or {}
     time = to_times(labels, time_map, where)
     bad_x = (~da.isfinite(x)).any(axis=1).compute()
@@ -400,5 +410,4 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
     if empty:
         raise InputError(f"{where}: time_map labels {empty} have no cells; each listed time point needs cells")
     info |= {"time_map": time_map, "drop_nonfinite": bool(spec.get("drop_nonfinite", False))}
-    x = x.astype(np.float32)
-    return x, time, {"path": str(path), "sha256": content_sha256(path), "reader": info, "dropped_nonfinite": n_bad}
+    return x.astype(np.float32), time, n_bad, info

@@ -41,11 +41,15 @@ def load_training(snaps: Snapshots) -> Snapshots:
         return snaps.drop_times(snaps.attrs.get("holdout_times", []))
     keep = _training_snapshots(snaps)
     parts = [slice(snaps.offsets[k], snaps.offsets[k + 1]) for k in keep]
-    x = da.concatenate([snaps.x[p] for p in parts])
-    weights = None if snaps.weights is None else da.concatenate([snaps.weights[p] for p in parts])
-    x, weights = dask.compute(x, weights)
     offsets = np.concatenate([[0], np.cumsum([p.stop - p.start for p in parts])])
-    return Snapshots(x, snaps.t_values[keep], offsets, dict(snaps.attrs), weights)
+    sources = [da.concatenate([snaps.x[p] for p in parts])]
+    targets = [np.empty((offsets[-1], snaps.dim), dtype=np.float32)]
+    if snaps.weights is not None:
+        sources.append(da.concatenate([snaps.weights[p] for p in parts]))
+        targets.append(np.empty(offsets[-1], dtype=np.float64))
+    da.store(sources, targets, lock=False)  # chunk by chunk into place: no second copy of the whole array
+    weights = targets[1] if snaps.weights is not None else None
+    return Snapshots(targets[0], snaps.t_values[keep], offsets, dict(snaps.attrs), weights)
 
 
 class StreamingPath:
