@@ -55,8 +55,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         dropped = snaps.attrs["provenance"].get("dropped_nonfinite", 0)
         if dropped:
             print(f"amcore prepare: dropped {dropped} rows with NaN or inf values", file=sys.stderr)
-        summary = snaps.summary()
-        write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))
+        summary = write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))  # one pass over x
         _write_json(args.summary, summary)
         run.log_metrics(
             {"n_obs": summary["n_obs"], "n_features": summary["n_features"], "n_times": len(summary["times"])}
@@ -70,13 +69,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from amcore.store import read_store
+    from amcore.store import open_store
     from amcore.tracking import StageRun
     from amcore.train import TrainConfig, train
 
     cfg = TrainConfig(**args.params)
     with StageRun("train", args.tags, args.params) as run:
-        snaps = read_store(args.store)
+        snaps = open_store(args.store)  # lazily: train loads it, or streams it when it exceeds in_memory_max_mb
 
         def on_metrics(step: int, metrics: dict) -> None:
             run.log_metrics(metrics, step)

@@ -13,6 +13,7 @@ import hashlib
 import re
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask.array as da
@@ -68,6 +69,40 @@ def read_npz(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
                 raise InputError(f"{path}: key {key!r} missing; the archive holds {sorted(archive.files)}")
         x = _chunked(np.asarray(archive[x_key]), path, x_key)
         labels = None if t_key is None else np.asarray(archive[t_key]).reshape(-1)
+    _check_rows(path, x, x_key, labels, t_key)
+    return x, labels, {"x_key": x_key, "t_key": t_key}
+
+
+class NpyRows:
+    """A ``.npy`` file, memory-mapped afresh on each read: tiny to pickle, so dask workers open it themselves."""
+
+    def __init__(self, path: Path) -> None:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.path, self.shape, self.dtype, self.ndim = str(path), array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)[key]
+
+
+def read_npy(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
+    """A folder of raw ``.npy`` files: ``<x_key>.npy`` (cells, features), memory-mapped, and ``<t_key>.npy``.
+
+    The raw format numpy writes fastest: no archive to unpack, read by rows straight from the page cache.
+    """
+    if not path.is_dir():
+        raise InputError(f"{path}: source 'npy' needs a folder holding {x_key}.npy and {t_key}.npy")
+    files = {}
+    for key in (x_key, t_key):
+        if key is not None and not (path / f"{key}.npy").is_file():
+            found = sorted(p.stem for p in path.glob("*.npy"))
+            raise InputError(f"{path}: {key}.npy missing (key {key!r}); the folder holds .npy files for {found}")
+        files[key] = path / f"{key}.npy"
+    try:
+        x = NpyRows(files[x_key])
+        labels = None if t_key is None else np.load(files[t_key], allow_pickle=False).reshape(-1)
+    except ValueError as err:
+        raise InputError(f"{path}: not a readable .npy file ({err})") from err
+    x = _chunked(x, files[x_key], x_key)
     _check_rows(path, x, x_key, labels, t_key)
     return x, labels, {"x_key": x_key, "t_key": t_key}
 
@@ -203,6 +238,7 @@ def read_zarr(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
 
 READERS: dict[str, Callable[..., Read]] = {
     "npz": read_npz,
+    "npy": read_npy,
     "h5ad": read_h5ad,
     "csv": read_csv,
     "parquet": read_parquet,
@@ -211,6 +247,7 @@ READERS: dict[str, Callable[..., Read]] = {
 }
 OPTIONS = {
     "npz": ("x_key", "t_key"),
+    "npy": ("x_key", "t_key"),
     "h5ad": ("x_key", "t_key"),
     "csv": ("t_key", "feature_columns"),
     "parquet": ("t_key", "feature_columns"),
@@ -343,6 +380,15 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
         where = f"{path}: key {info['t_key']!r}"
     else:
         raise InputError(f"dataset.source: unknown source {source!r}; expected simulate or one of {sorted(READERS)}")
+    # The content hash reads every byte once more: let it run beside the finiteness pass instead of after it.
+    with ThreadPoolExecutor(1) as pool:
+        sha256 = pool.submit(content_sha256, path)
+        x, time, n_bad, info = _finite_rows(x, labels, spec, path, info, where)
+    return x, time, {"path": str(path), "sha256": sha256.result(), "reader": info, "dropped_nonfinite": n_bad}
+
+
+def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: dict, where: str):
+    """Times from labels, and the rows with NaN or inf refused (or dropped when ``drop_nonfinite``)."""
     time_map = spec.get("time_map") or {}
     time = to_times(labels, time_map, where)
     bad_x = (~da.isfinite(x)).any(axis=1).compute()
@@ -364,5 +410,4 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
     if empty:
         raise InputError(f"{where}: time_map labels {empty} have no cells; each listed time point needs cells")
     info |= {"time_map": time_map, "drop_nonfinite": bool(spec.get("drop_nonfinite", False))}
-    x = x.astype(np.float32)
-    return x, time, {"path": str(path), "sha256": content_sha256(path), "reader": info, "dropped_nonfinite": n_bad}
+    return x.astype(np.float32), time, n_bad, info

@@ -194,6 +194,8 @@ class StageRun:
             return False
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.state is None:
+            return  # untracked: importing mlflow (seconds) to queue values never sent would only cost time
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -22,6 +22,7 @@ from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, action_loss, fm_loss
 from amcore.potentials import MLPField, Potential, potential_velocity
 from amcore.store import Snapshots
+from amcore.stream import StreamingPath, training_path
 from amcore.timesampling import TimeSampler
 
 
@@ -59,6 +60,8 @@ class TrainConfig:
     streams: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
+    in_memory_max_mb: float = 2048
+    stream_refresh_every: int = 1000
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -187,14 +190,18 @@ def train(
     gens = [torch.Generator(cluster.device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in mine]
     sub_batch = cfg.batch_size // streams
     torch.manual_seed(cfg.seed)
-    if path is None:
-        training = snaps.drop_times(snaps.attrs.get("holdout_times", []))
-        path = SnapshotPath(
-            training, cfg.coupling, cfg.ot_max_size, seed=cfg.seed, device=cluster.device,
+
+    def snapshot_path(training: Snapshots, seed: int) -> SnapshotPath:
+        return SnapshotPath(
+            training, cfg.coupling, cfg.ot_max_size, seed=seed, device=cluster.device,
             sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
             entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
             interpolation=cfg.interpolation, tension=cfg.tension,
         )  # fmt: skip
+
+    if path is None:
+        path = training_path(snaps, snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size, cfg.stream_refresh_every,
+                             cfg.seed, cluster.rank)  # fmt: skip
     # A partial checkpoint resumes only the same configuration on the same data.
     data_key = path.fingerprint()
     mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
@@ -252,6 +259,8 @@ def train(
     )
     start = time.perf_counter()
     for step in range(first_step, cfg.steps):
+        if isinstance(path, StreamingPath):
+            path.seek(step)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
         parts = [
@@ -296,7 +305,7 @@ def train(
     cluster.close()
     done = cfg.steps - first_step
     summary = {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
-    if isinstance(path, SnapshotPath):
+    if isinstance(path, (SnapshotPath, StreamingPath)):
         summary["train_times"] = [round(float(t), 6) for t in path.t_values]
         if path.interpolation == "spline":
             summary["spline_tension"] = path.tension

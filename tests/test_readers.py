@@ -63,6 +63,22 @@ def test_npz_round_trip_records_provenance(tmp_path, data):
     assert provenance["reader"]["x_key"] == "X" and provenance["dropped_nonfinite"] == 0
 
 
+def test_npy_folder_is_memory_mapped_and_named_keys_are_checked(tmp_path, data):
+    x, t = data
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    np.save(folder / "counts.npy", x)
+    np.save(folder / "day.npy", t)
+    spec = {"source": "npy", "path": str(folder), "x_key": "counts", "t_key": "day"}
+    provenance = check_round_trip(tmp_path, spec, x, t)
+    assert provenance["reader"] == {"x_key": "counts", "t_key": "day", "time_map": {}, "drop_nonfinite": False}
+    with pytest.raises(InputError, match=r"raw: X\.npy missing \(key 'X'\).*\['counts', 'day'\]"):
+        build_snapshots({"source": "npy", "path": str(folder)})
+    (folder / "X.npy").write_text("not numpy")
+    with pytest.raises(InputError, match=r"raw: not a readable \.npy file"):
+        build_snapshots({**spec, "x_key": "X"})
+
+
 @pytest.mark.parametrize("x_key", ["X", "X-csr", "X-csc", "layers/counts", "obsm/X_pca"])
 def test_h5ad_round_trip(tmp_path, data, x_key):
     x, t = data

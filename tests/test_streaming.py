@@ -1,0 +1,112 @@
+"""Streaming training from a zarr store larger than the memory budget (forced here by a tiny budget)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import BIN, cli_env
+
+from amcore.interpolants import SnapshotPath
+from amcore.simulate import GaussianPath, simulate_snapshots
+from amcore.store import Snapshots, open_store, write_store
+from amcore.stream import StreamingPath, training_bytes
+from amcore.train import TrainConfig, partial_path, train
+
+TIMES = [0.0, 0.5, 1.0, 1.5]
+ROWS, CHUNK_ROWS, RESIDENT = 300, 50, 40  # chunks never straddle two snapshots: 300 = 6 x 50
+HELD = 2  # index of the held-out time 1.0
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Four snapshots of distinct 2-d rows; the held-out one's chunks are garbage that no codec can decode."""
+    x, t = simulate_snapshots(GaussianPath(), TIMES, ROWS, seed=0)
+    snaps = Snapshots.from_labels(x, t, {"holdout_times": [TIMES[HELD]]})
+    path = tmp_path_factory.mktemp("stream") / "store.zarr"
+    write_store(path, snaps, chunk_bytes=CHUNK_ROWS * 2 * 4)
+    for c in range(HELD * ROWS // CHUNK_ROWS, (HELD + 1) * ROWS // CHUNK_ROWS):
+        (path / "x" / "c" / str(c) / "0").write_bytes(b"not a zstd frame")
+    return path, snaps
+
+
+def _streaming(path, budget_rows, seed=0, rank=0):
+    def build(snaps, path_seed):
+        return SnapshotPath(snaps, "ot", RESIDENT, seed=path_seed)
+
+    return StreamingPath(open_store(path), build, RESIDENT, 10, budget_rows * 2 * 4, seed, rank)
+
+
+def _rows(a: np.ndarray) -> set:
+    return set(map(tuple, a.tolist()))
+
+
+def test_resident_rows_are_rows_of_their_time_and_memory_stays_in_budget(store):
+    path, snaps = store
+    budget = 200  # rows: 3 times x 40 resident rows plus one chunk of 50, far below the 900 training rows
+    stream = _streaming(path, budget)
+    for refresh in range(3):
+        before = stream.rows_read
+        resident = stream.sample(refresh)
+        assert stream.rows_read - before < 3 * ROWS, "a refresh reads a few chunks, never whole snapshots"
+        assert resident.t_values.tolist() == [0.0, 0.5, 1.5]
+        for j, k in enumerate([0, 1, 3]):
+            rows = _rows(resident.snapshot(j))
+            assert len(rows) == RESIDENT and rows <= _rows(snaps.snapshot(k))
+        # Each resident snapshot carries its whole snapshot's mass (uAM's growth sees the store's counts).
+        np.testing.assert_allclose(resident.masses(), [ROWS] * 3)
+    assert stream.peak_rows <= budget
+
+
+def test_samples_differ_by_rank_and_refresh_and_reproduce(store):
+    path, _ = store
+    first = _streaming(path, 300)
+    samples = {(r, k): _streaming(path, 300, rank=r).sample(k).x for r in (0, 1) for k in (0, 1)}
+    np.testing.assert_array_equal(first.sample(1).x, samples[0, 1])
+    keys = list(samples)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            assert not np.array_equal(samples[a], samples[b]), f"{a} and {b} drew the same rows"
+
+
+def test_budget_below_one_chunk_is_refused(store):
+    path, _ = store
+    with pytest.raises(ValueError, match="in_memory_max_mb"):
+        _streaming(path, 3 * RESIDENT + 10)
+
+
+def test_streamed_training_resumes_to_the_uninterrupted_result(tmp_path, store):
+    path, snaps = store
+    cfg = TrainConfig(steps=60, batch_size=64, width=16, depth=2, ot_max_size=RESIDENT, log_every=10,
+                      checkpoint_every=30, stream_refresh_every=20, threads=1, seed=2,
+                      in_memory_max_mb=300 * 2 * 4 / 2**20)  # fmt: skip
+    assert training_bytes(snaps) > cfg.in_memory_max_mb * 2**20
+    summary = train(open_store(path), cfg, tmp_path / "a.pt", tmp_path / "a.csv")
+    assert summary["train_times"] == [0.0, 0.5, 1.5] and abs(summary["final_loss"]) < 1e2
+
+    def crash(step, _):
+        if step == 40:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(open_store(path), cfg, tmp_path / "b.pt", tmp_path / "b.csv", on_metrics=crash)
+    assert torch.load(partial_path(tmp_path / "b.pt"), weights_only=True)["step"] == 30  # inside refresh 1
+    train(open_store(path), cfg, tmp_path / "b.pt", tmp_path / "b.csv")
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=True)["ema"] for n in "ab")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+
+
+def test_cli_streams_a_store_over_the_budget_and_loads_one_under_it(tmp_path, store):
+    path, _ = store
+    for budget, expected in ((0.002, "streaming from the store"), (1.0, "data in memory")):
+        params = {"steps": 20, "batch_size": 32, "width": 8, "depth": 1, "ot_max_size": RESIDENT, "threads": 1,
+                  "in_memory_max_mb": budget}  # fmt: skip
+        cmd = [str(BIN / "amcore"), "train", "--store", str(path), "--params", json.dumps(params),
+               "--checkpoint", str(tmp_path / "m.pt"), "--loss-csv", str(tmp_path / "l.csv")]  # fmt: skip
+        done = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert expected in done.stderr
