@@ -45,7 +45,7 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        expand(f"{RUN}/metrics.json", holdout=HOLDOUTS, model=MODELS, seed=SEEDS),
+        evaluated_runs(),
         rules.table.output,
     default_target: True
 

@@ -133,9 +133,10 @@ def _push(model, payload: dict, x0, grid, params: dict) -> tuple[np.ndarray, np.
 
 
 def cmd_integrate(args: argparse.Namespace) -> None:
+    """Push the first time's cells to every observed time; with a held-out time, also the previous time's to it."""
     import torch
 
-    from amcore import integrate
+    from amcore import holdout, integrate
     from amcore.store import read_store
     from amcore.tracking import StageRun
     from amcore.train import load_model
@@ -146,61 +147,68 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         grid, observed = integrate.time_grid(snaps.t_values, args.params["steps_per_interval"])
         x0 = torch.as_tensor(snaps.snapshot(0))
         traj, weight, method, extra = _push(model, payload, x0, grid, args.params)
-        integrate.write_trajectories(args.out, traj, grid, observed, weight)
+        prediction = None
+        for held_out in snaps.attrs.get("holdout_times", []):
+            prev, _, _ = holdout.bracket(snaps, held_out)
+            start = float(snaps.t_values[prev])
+            local = np.linspace(start, held_out, args.params["steps_per_interval"] + 1)
+            cells, weights, _, _ = _push(model, payload, torch.as_tensor(snaps.snapshot(prev)), local, args.params)
+            w = np.full(cells.shape[1], 1.0) if weights is None else weights[-1]
+            prediction = holdout.prediction_variables(cells[-1], w, held_out, start)
+            print(f"amcore integrate: {cells.shape[1]} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
+        integrate.write_trajectories(args.out, traj, grid, observed, weight, prediction)
         run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0], **extra})
     print(
         f"amcore integrate ({method}): {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr
     )
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    """All cells of the time before the held-out one, pushed to it by a model or a baseline."""
-    import torch
-
+def cmd_baseline(args: argparse.Namespace) -> None:
+    """A simple answer at the held-out time, stored like a model's prediction."""
     from amcore import holdout
     from amcore.store import read_store
     from amcore.tracking import StageRun
-    from amcore.train import load_model
 
-    if (args.checkpoint is None) == (args.baseline is None):
-        raise ValueError("predict needs exactly one of --checkpoint and --baseline")
-    with StageRun("predict", args.tags, {**args.params, "holdout": args.holdout}) as run:
+    with StageRun("baseline", args.tags, {"baseline": args.name, "holdout": args.holdout}) as run:
         snaps = read_store(args.store)
-        prev, k, _ = holdout.bracket(snaps, args.holdout)
-        if args.baseline:
-            x, weight = holdout.baseline(args.baseline, snaps, args.holdout)
-            method = args.baseline
-        else:
-            model, payload = load_model(args.checkpoint)
-            t_prev = float(snaps.t_values[prev])
-            grid = np.linspace(t_prev, args.holdout, args.params["steps_per_interval"] + 1)
-            traj, weights, method, _ = _push(model, payload, torch.as_tensor(snaps.snapshot(prev)), grid, args.params)
-            x = traj[-1]
-            weight = np.full(len(x), 1.0 / len(x)) if weights is None else weights[-1] / weights[-1].sum()
-        holdout.write_prediction(args.out, x, weight, {"holdout": args.holdout, "start": float(snaps.t_values[prev])})
+        prev, _, _ = holdout.bracket(snaps, args.holdout)
+        x, weight = holdout.baseline(args.name, snaps, args.holdout)
+        holdout.write_prediction(args.out, x, weight, args.holdout, float(snaps.t_values[prev]))
         run.log_metrics({"n_particles": len(x)})
-    print(f"amcore predict ({method}): {len(x)} cells at t = {args.holdout:g} -> {args.out}", file=sys.stderr)
+    print(f"amcore baseline {args.name}: {len(x)} cells at t = {args.holdout:g} -> {args.out}", file=sys.stderr)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    """W1, W2, MMD and energy distance between a prediction and all cells of the held-out time."""
+    """W1, W2, MMD and energy distance between each prediction and all cells of the held-out time."""
     from amcore import holdout
     from amcore.evaluate import distances
     from amcore.store import read_store
     from amcore.tracking import StageRun
 
+    results = []
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
-        x, weight, attrs = holdout.read_prediction(args.prediction)
-        _, k, _ = holdout.bracket(snaps, attrs["holdout"])
-        observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
-        scores = distances(x, observed, weight, args.params["max_exact_size"], args.params["seed"])
-        result = {"method": args.method, "holdout": f"{attrs['holdout']:g}", "seed": args.seed, "table": scores}
-        _write_json(args.out, result)
-        run.log_metrics(scores)
+        for entry in args.predictions["predictions"]:
+            x, weight, held_out = holdout.read_prediction(entry["path"])
+            _, k, _ = holdout.bracket(snaps, held_out)
+            observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
+            scores = distances(x, observed, weight, args.params["max_exact_size"], args.params["seed"])
+            row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
+            results.append(row)
+            run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
+            summary = ", ".join(f"{name}={v:.4g}" for name, v in scores.items())
+            print(f"amcore score {entry['method']} (seed {entry['seed'] or '-'}) at t = {held_out:g}: {summary}",
+                  file=sys.stderr)  # fmt: skip
+        _write_json(args.out, {"results": results})
         run.log_artifact(args.out)
-    summary = ", ".join(f"{k}={v:.4g}" for k, v in scores.items())
-    print(f"amcore score {args.method} at t = {attrs['holdout']:g}: {summary}", file=sys.stderr)
+
+
+def _potential(model, x: np.ndarray, t: float) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        return model(xt, torch.full((len(x),), float(t))).numpy()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -256,6 +264,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 times,
                 snaps.x,
                 f"{title}: learned {field}",
+                potential=None if payload["objective"] == "fm" else lambda x, t: _potential(model, x, t),
             )
         else:
             plots.loss_curve(plots_dir / "velocity.png", np.zeros(1), np.zeros(1), "1-d data: no field to draw")
@@ -276,7 +285,10 @@ def cmd_table(args: argparse.Namespace) -> None:
     from amcore import plots, tracking
     from amcore import table as tables
 
-    results = [json.loads(Path(path).read_text()) for path in args.results]
+    results = []
+    for path in args.results:
+        loaded = json.loads(Path(path).read_text())
+        results += loaded["results"] if "results" in loaded else [loaded]
     table = tables.long_table(results)
     tables.write_csv(table, args.table)
     markdown = tables.markdown(table)
@@ -327,19 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_json, required=True)
     p.add_argument("--out", required=True, help="trajectories (.zarr)")
 
-    p = stage("predict", cmd_predict, "push all cells of the previous time to a held-out time (model or baseline)")
+    p = stage("baseline", cmd_baseline, "a baseline's prediction at a held-out time")
     p.add_argument("--store", required=True)
     p.add_argument("--holdout", type=float, required=True, help="the held-out time")
-    p.add_argument("--checkpoint", default=None, help="a trained model")
-    p.add_argument("--baseline", default=None, help="or a baseline: copy_prev, ot_displacement")
-    p.add_argument("--params", type=_json, required=True, help="the config's integrate section (JSON)")
+    p.add_argument("--name", required=True, help="copy_prev or ot_displacement")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 
-    p = stage("score", cmd_score, "distances between a prediction and the held-out cells")
+    p = stage("score", cmd_score, "distances between predictions and the cells of their held-out time")
     p.add_argument("--store", required=True)
-    p.add_argument("--prediction", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", default="", help="training seed ('' for deterministic baselines)")
+    p.add_argument("--predictions", type=_json, required=True, help='{"predictions": [{"method", "seed", "path"}]}')
     p.add_argument("--params", type=_json, required=True, help="the config's evaluate section (JSON)")
     p.add_argument("--out", required=True, help="scores JSON")
 

@@ -66,16 +66,27 @@ def baseline(name: str, snaps: Snapshots, holdout: float) -> tuple[np.ndarray, n
     return copy_prev(snaps, holdout) if name == "copy_prev" else ot_displacement(snaps, holdout)
 
 
-def write_prediction(path, x: np.ndarray, weight: np.ndarray, attrs: dict) -> None:
-    """The predicted cells at the held-out time, ``x(particle, feature)`` and ``weight(particle)``, atomically."""
-    ds = xr.Dataset(
-        {"x": (("particle", "feature"), x.astype(np.float32)), "weight": (("particle",), weight.astype(np.float64))},
-        attrs={key: json.dumps(value) for key, value in attrs.items()},
+def prediction_variables(x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> xr.Dataset:
+    """The prediction at a held-out time as ``holdout_x(holdout_particle, feature)`` and its weights.
+
+    Models carry it inside their trajectories store, baselines in a store of their own; both read alike.
+    """
+    return xr.Dataset(
+        {
+            "holdout_x": (("holdout_particle", "feature"), x.astype(np.float32)),
+            "holdout_weight": (("holdout_particle",), (weight / weight.sum()).astype(np.float64)),
+        },
+        attrs={"holdout": json.dumps(float(holdout)), "holdout_start": json.dumps(float(start))},
     )
-    write_dataset_atomic(ds, path, {"x": {"compressors": [ZSTD]}})
 
 
-def read_prediction(path) -> tuple[np.ndarray, np.ndarray, dict]:
+def write_prediction(path, x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> None:
+    write_dataset_atomic(prediction_variables(x, weight, holdout, start), path, {"holdout_x": {"compressors": [ZSTD]}})
+
+
+def read_prediction(path) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(x, weight, held-out time)`` from a baseline's prediction or a model's trajectories store."""
     with open_zarr(path) as ds:
-        attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
-        return ds["x"].values.astype(np.float64), ds["weight"].values, attrs
+        if "holdout_x" not in ds:
+            raise KeyError(f"{path}: no prediction at a held-out time (holdout_x); was a time held out?")
+        return ds["holdout_x"].values.astype(np.float64), ds["holdout_weight"].values, json.loads(ds.attrs["holdout"])

@@ -126,9 +126,14 @@ def integrate_weighted(
 
 
 def write_trajectories(
-    path: str | Path, x: np.ndarray, grid: np.ndarray, observed: np.ndarray, weight: np.ndarray | None = None
+    path: str | Path,
+    x: np.ndarray,
+    grid: np.ndarray,
+    observed: np.ndarray,
+    weight: np.ndarray | None = None,
+    extra: xr.Dataset | None = None,
 ) -> None:
-    """``x(step, particle, feature)``, ``time(step)`` and, for uAM, ``weight(step, particle)``, atomically."""
+    """``x(step, particle, feature)``, ``time(step)``, for uAM ``weight(step, particle)``, and ``extra``, atomically."""
     path = Path(path)
     ds = xr.Dataset(
         {"x": (("step", "particle", "feature"), x), "observed": (("step",), observed)},
@@ -136,6 +141,8 @@ def write_trajectories(
     )
     if weight is not None:
         ds["weight"] = ("step", "particle"), weight.astype(np.float32)
+    if extra is not None:
+        ds = ds.merge(extra, combine_attrs="no_conflicts")
     write_dataset_atomic(ds, path, {"x": {"compressors": [ZSTD]}})
 
 

@@ -126,11 +126,12 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None
     plt.close(fig)
 
 
-def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str) -> None:
+def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None) -> None:
     """Arrows of the learned field (and, in grey, the true one when known) at three times.
 
     A grid over the first two dimensions of ``x``, other coordinates at their mean; ``learned(points, t)``
-    and ``truth(points, t)`` return vectors whose first two components are drawn.
+    and ``truth(points, t)`` return vectors whose first two components are drawn. ``potential(points, t)``
+    (AM's ``s``) is drawn as filled contours beneath: the arrows climb it.
     """
     picks = [times[0], times[len(times) // 2], times[-1]]
     lo, hi = x.min(axis=0), x.max(axis=0)
@@ -140,6 +141,9 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
     for ax, t in zip(axes, picks, strict=True):
         v = learned(grid, t)
+        if potential is not None:
+            levels = ax.contourf(gx, gy, potential(grid, t).reshape(gx.shape), levels=14, cmap="Greys", alpha=0.5)
+            fig.colorbar(levels, ax=ax, shrink=0.8, label="potential s")
         # One arrow scale for learned and true: the longest learned arrow spans one grid cell.
         arrows = {
             "scale_units": "xy",

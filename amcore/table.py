@@ -12,6 +12,7 @@ from amcore.holdout import read_prediction
 from amcore.store import read_store
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
+METRIC_ORDER = ("w1", "sliced_w1", "w2", "sliced_w2", "mmd", "energy")
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -27,8 +28,10 @@ def long_table(results: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {name: i for i, name in enumerate(dict.fromkeys(table["method"]))}
     key = table["holdout"].map(lambda h: -np.inf if h == "none" else float(h))
-    table = table.assign(_h=key, _m=table["method"].map(order))
-    return table.sort_values(["metric", "_h", "_m", "seed"]).drop(columns=["_h", "_m"]).reset_index(drop=True)
+    metric = table["metric"].map(lambda m: METRIC_ORDER.index(m) if m in METRIC_ORDER else len(METRIC_ORDER))
+    table = table.assign(_k=metric, _h=key, _m=table["method"].map(order))
+    columns = ["_k", "metric", "_h", "_m", "seed"]
+    return table.sort_values(columns).drop(columns=["_k", "_h", "_m"]).reset_index(drop=True)
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> None:
@@ -79,8 +82,8 @@ def load_panels(panels: list[dict]) -> list[dict]:
         if panel["store"] not in stores:
             stores[panel["store"]] = read_store(panel["store"])
         snaps = stores[panel["store"]]
-        x, weight, attrs = read_prediction(panel["prediction"])
-        k = [float(t) for t in snaps.t_values].index(float(attrs["holdout"]))
+        x, weight, held_out = read_prediction(panel["prediction"])
+        k = [float(t) for t in snaps.t_values].index(held_out)
         observed = np.asarray(snaps.snapshot(k))
         loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight})
     return loaded

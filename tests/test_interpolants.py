@@ -1,7 +1,16 @@
 import numpy as np
+import pytest
 import torch
 
-from amcore.interpolants import SnapshotPath, entropic_pairs, ot_pairs
+from amcore.interpolants import (
+    SnapshotPath,
+    chain_rows,
+    choose_tension,
+    entropic_pairs,
+    ot_pairs,
+    spline_coefficients,
+    spline_weights,
+)
 from amcore.store import Snapshots
 
 
@@ -61,3 +70,62 @@ def test_brownian_bridge_adds_the_bridge_variance():
     expected = 0.7**2 * 0.5 * 1.5 / 2.0
     # 20000 samples: the variance estimate's relative standard error is sqrt(2/20000) = 1 %; allow 5 %.
     assert abs(xt.var().item() / expected - 1) < 0.05
+
+
+def test_spline_weights_reproduce_straight_lines_at_every_tension():
+    """Both the hat functions and the natural cubic's cardinal functions reproduce affine motion exactly."""
+    knots = np.array([0.0, 0.5, 2.0, 3.0, 5.0])
+    for tension in (0.0, 0.5, 1.0):
+        coef = spline_coefficients(knots, tension)
+        for t in np.linspace(0, 5, 23):
+            w = spline_weights(coef, knots, t)
+            assert w.sum() == pytest.approx(1.0) and w @ knots == pytest.approx(t)
+        # At the knots the path is the chain's point itself: the weight vector is one-hot.
+        np.testing.assert_allclose(spline_weights(coef, knots, 2.0), [0, 0, 1, 0, 0], atol=1e-12)
+
+
+def test_spline_path_passes_through_every_snapshot_and_follows_chains():
+    snaps = _snaps(times=(0.0, 1.0, 3.0, 4.0))
+    path = SnapshotPath(snaps, coupling="ot", interpolation="spline", tension=1.0)
+    gen = torch.Generator().manual_seed(0)
+    for k, t in enumerate(snaps.t_values):
+        xt, _ = path.sample_at(torch.full((3000,), float(t)), gen)
+        cells = torch.as_tensor(snaps.snapshot(k))
+        # Each sample is one of the cells of that time (the chains' k-th points are the snapshot).
+        # float32 weights: the one-hot weight vector at a knot is exact to a few ulps.
+        assert (xt[:, None] - cells[None]).norm(dim=-1).min(dim=1).values.max() < 1e-4
+    # Equal sizes: the chains are permutations, every cell of every time is on exactly one chain.
+    for k in range(snaps.n_snapshots):
+        assert sorted(path.chains[:, k].tolist()) == list(range(snaps.offsets[k], snaps.offsets[k + 1]))
+    # The velocity is the time derivative of the position along the chain (finite difference check).
+    t = torch.full((1,), 2.0)
+    chain = path.chains[:1]
+    path.chains = chain
+    x1, u = path.sample_at(t, gen)
+    x2, _ = path.sample_at(t + 1e-3, gen)
+    torch.testing.assert_close((x2 - x1) / 1e-3, u, atol=2e-2, rtol=1e-2)
+
+
+def test_chains_preserve_unequal_marginals():
+    """Markov chains through the OT plans: each time's chain points are distributed as its snapshot."""
+    rng = np.random.default_rng(2)
+    clouds = [rng.standard_normal((n, 2)) + k for k, n in enumerate((40, 80, 20))]
+    rows = chain_rows(clouds, 8000, rng)
+    for k, cloud in enumerate(clouds):
+        freq = np.bincount(rows[:, k], minlength=len(cloud)) / len(rows)
+        # Multinomial counts: each frequency 1/n with std sqrt(1/(n * 8000)) <= 0.0016; allow 5 std.
+        assert np.abs(freq - 1 / len(cloud)).max() < 5 * np.sqrt(1 / (len(cloud) * 8000))
+
+
+def test_auto_tension_prefers_the_spline_on_a_curved_path():
+    """Clouds translated along a parabola: left-out times are predicted better by the cubic spline."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((200, 2)) * 0.3
+    knots = np.arange(6.0)
+    clouds = [base + np.array([t, 0.5 * t**2]) for t in knots]
+    tension, scores = choose_tension(clouds, knots, rng)
+    assert tension >= 0.75 and scores[1.0] < scores[0.0]
+    # On straight, uniform motion every tension interpolates exactly.
+    straight = [base + np.array([t, 0.0]) for t in knots]
+    _, scores = choose_tension(straight, knots, rng)
+    assert max(scores.values()) < 1e-6

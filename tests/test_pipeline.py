@@ -8,6 +8,7 @@ import math
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import BIN, cli_env, snakemake
 from mlflow.tracking import MlflowClient
@@ -18,25 +19,35 @@ from amcore.store import read_store
 STAGES = ["evaluate", "integrate", "prepare", "train"]
 
 
+def run_dir(workdir: Path, config: dict, model: str = "am", holdout: str = "none", seed: int = 0) -> Path:
+    return workdir / "results" / config["experiment"] / f"holdout-{holdout}" / model / f"seed-{seed}"
+
+
 def check_outputs(workdir: Path, config: dict) -> dict:
     out = workdir / "results" / config["experiment"]
-    snaps = read_store(out / "data" / "store.zarr")
+    run = run_dir(workdir, config)
+    snaps = read_store(out / "holdout-none" / "data" / "store.zarr")
     n = config["dataset"]["n_per_time"]
     assert snaps.t_values.tolist() == config["dataset"]["times"]
     assert snaps.counts().tolist() == [n] * len(config["dataset"]["times"])
-    traj = read_trajectories(out / "models" / "am" / "trajectories.zarr")
+    traj = read_trajectories(run / "trajectories.zarr")
     steps = config["integrate"]["steps_per_interval"] * (len(snaps.t_values) - 1) + 1
     assert traj["x"].shape == (steps, n, 2)
     assert traj["time"].values[traj["observed"].values].tolist() == config["dataset"]["times"]
-    metrics = json.loads((out / "models" / "am" / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["w1"]) == {"0.5", "1"}
     assert all(math.isfinite(v) for v in metrics["w1"].values())
     # Even a few hundred steps move the cloud: W1 at t=1 without motion is ~4 (the mean shifts by 4+).
     assert metrics["w1_mean"] < 1.5
     assert 0 <= metrics["velocity_rel_error"] < 0.6
     for name in ("marginals", "trajectories", "velocity", "loss"):
-        assert (out / "models" / "am" / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "comparison.csv").read_text().startswith("model,metric,time,value")
+        assert (run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(out / "table.csv", keep_default_na=False)
+    assert list(table.columns) == ["method", "holdout", "seed", "metric", "value"]
+    # No held-out time: one row per metric, each the mean over the observed times after the first.
+    rows = table.set_index("metric")["value"]
+    assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and set(rows.index) == {"w1", "w2", "mmd", "energy"}
+    assert (table["holdout"] == "none").all() and (table["method"] == "am").all()
     return metrics
 
 
@@ -134,7 +145,7 @@ def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tin
     config["models"] = {"m": {**tiny_config["models"]["am"], **model}}
     result = snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-4000:]
-    out = tmp_path / "results" / "tiny" / "models" / "m"
+    out = run_dir(tmp_path, config, "m")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["objective"] == model["objective"]
     # A few hundred steps: far from converged, but clearly better than an untrained field (error ~1).
@@ -143,5 +154,36 @@ def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tin
     if model["objective"] == "uam":
         assert "weight" in traj and set(metrics["mass_rel_error"]) == {"0.5", "1"}
         assert metrics["mass_rel_error_mean"] < 0.3
-    log = (tmp_path / "results" / "tiny" / "logs" / "integrate_m.log").read_text()
+    log = (tmp_path / "results" / "tiny" / "logs" / "integrate_none_m_0.log").read_text()
     assert ("(sde)" if model["objective"] == "eam" else "(weighted)") in log
+
+
+def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
+    """One store and one model per held-out time and seed; baselines and models scored in one table."""
+    config = copy.deepcopy(tiny_config)
+    config["dataset"]["times"] = [0.0, 0.25, 0.5, 0.75, 1.0]
+    config["holdout_times"] = [0.25, 0.5]
+    config["seeds"] = [0, 1]
+    config["models"]["am"] |= {"steps": 200, "interpolation": "spline", "tension": "auto"}
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "results" / "tiny"
+    for holdout in ("0.25", "0.5"):
+        snaps = read_store(out / f"holdout-{holdout}" / "data" / "store.zarr")
+        assert snaps.attrs["holdout_times"] == [float(holdout)]  # recorded, so training drops it
+        traj = read_trajectories(run_dir(tmp_path, config, holdout=holdout, seed=1) / "trajectories.zarr")
+        # All cells of the previous time were pushed to the held-out time.
+        assert traj["holdout_x"].shape == (config["dataset"]["n_per_time"], 2)
+    table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
+    w1 = table[table["metric"] == "w1"]
+    assert sorted(set(zip(w1["method"], w1["holdout"], w1["seed"], strict=True))) == sorted(
+        [("am", h, s) for h in ("0.25", "0.5") for s in ("0", "1")]
+        + [(b, h, "") for b in ("copy_prev", "ot_displacement") for h in ("0.25", "0.5")]
+    )
+    assert set(table["metric"]) == {"w1", "w2", "mmd", "energy"}
+    value = w1.set_index(["method", "holdout"])["value"]
+    # The cloud moves: not moving at all is far worse than interpolating between the bracketing times.
+    assert value[("copy_prev", "0.5")] > 2 * value[("ot_displacement", "0.5")]
+    markdown = (out / "table.md").read_text()
+    assert "### w1" in markdown and "| am |" in markdown and " ± " in markdown
+    assert (out / "predictions.png").read_bytes()[:4] == b"\x89PNG"

@@ -36,25 +36,38 @@ def end_tracking(status):
     tracking.end_parent(status)
 
 
-def table_inputs():
-    """The table's rows: each model's mean distances without held-out time, scores at each held-out time."""
+def held_out_predictions(holdout):
+    """What is scored at one held-out time: every model and seed (inside its trajectories), every baseline."""
+    runs = [
+        {"method": model, "seed": seed, "path": f"{OUT}/holdout-{holdout}/{model}/seed-{seed}/trajectories.zarr"}
+        for model in MODELS
+        for seed in SEEDS
+    ]
+    return runs + [
+        {"method": name, "seed": "", "path": f"{OUT}/holdout-{holdout}/{name}/prediction.zarr"} for name in BASELINES
+    ]
+
+
+def evaluated_runs():
+    """Runs drawn and scored from the first time: every seed without held-out time (they make the table),
+    the first seed per held-out time (the table scores the held-out time itself)."""
     if not config["holdout_times"]:
         return expand(f"{RUN}/metrics.json", holdout="none", model=MODELS, seed=SEEDS)
-    runs = expand(f"{RUN}/scores.json", holdout=HOLDOUTS, model=MODELS, seed=SEEDS)
-    return runs + expand(f"{SPLIT}/{{baseline}}/scores.json", holdout=HOLDOUTS, baseline=BASELINES)
+    return expand(f"{RUN}/metrics.json", holdout=HOLDOUTS, model=MODELS, seed=SEEDS[0])
+
+
+def table_inputs():
+    """The table's rows: mean distances of each run without held-out time, or the scores at each held-out time."""
+    if not config["holdout_times"]:
+        return evaluated_runs()
+    return expand(f"{SPLIT}/scores.json", holdout=HOLDOUTS)
 
 
 def prediction_panels():
     """Held-out predictions drawn beside the held-out cells: each model's first seed and each baseline."""
-    if not config["holdout_times"]:
-        return []
-    panels = []
-    for holdout in HOLDOUTS:
-        store = f"{OUT}/holdout-{holdout}/data/store.zarr"
-        for model in MODELS:
-            prediction = f"{OUT}/holdout-{holdout}/{model}/seed-{SEEDS[0]}/prediction.zarr"
-            panels.append({"method": model, "holdout": holdout, "store": store, "prediction": prediction})
-        for baseline in BASELINES:
-            prediction = f"{OUT}/holdout-{holdout}/{baseline}/prediction.zarr"
-            panels.append({"method": baseline, "holdout": holdout, "store": store, "prediction": prediction})
-    return panels
+    return [
+        {**entry, "holdout": holdout, "prediction": entry["path"], "store": f"{OUT}/holdout-{holdout}/data/store.zarr"}
+        for holdout in (HOLDOUTS if config["holdout_times"] else [])
+        for entry in held_out_predictions(holdout)
+        if entry["seed"] in ("", SEEDS[0])
+    ]

@@ -36,43 +36,24 @@ rule evaluate:
         " --tags {params.tags} 2>&1 | tee {log}"
 
 
-rule score_model:
-    """Distances between a model's prediction and all cells of the held-out time."""
+rule score:
+    """W1, W2, MMD and energy distance between every prediction (models, seeds, baselines) and all held-out cells."""
     input:
         store=rules.prepare.output.store,
-        prediction=rules.predict_model.output.prediction,
+        predictions=lambda wc: [entry["path"] for entry in held_out_predictions(wc.holdout)],
     output:
-        scores=f"{RUN}/scores.json",
+        scores=f"{SPLIT}/scores.json",
     params:
+        predictions=lambda wc: as_arg({"predictions": held_out_predictions(wc.holdout)}),
         evaluate=as_arg(config["evaluate"]),
-        tags=lambda wc: stage_tags("score", holdout=wc.holdout, model=wc.model, seed=wc.seed),
+        tags=lambda wc: stage_tags("score", holdout=wc.holdout),
     log:
-        f"{OUT}/logs/score_{{holdout}}_{{model}}_{{seed}}.log",
+        f"{OUT}/logs/score_{{holdout}}.log",
     conda:
         "../../environment.yml"
     shell:
-        "amcore score --store {input.store} --prediction {input.prediction} --method {wildcards.model}"
-        " --seed {wildcards.seed} --params {params.evaluate} --out {output.scores} --tags {params.tags}"
-        " 2>&1 | tee {log}"
-
-
-rule score_baseline:
-    """Distances between a baseline's prediction and all cells of the held-out time."""
-    input:
-        store=rules.prepare.output.store,
-        prediction=rules.predict_baseline.output.prediction,
-    output:
-        scores=f"{SPLIT}/{{baseline}}/scores.json",
-    params:
-        evaluate=as_arg(config["evaluate"]),
-        tags=lambda wc: stage_tags("score", holdout=wc.holdout, model=wc.baseline),
-    log:
-        f"{OUT}/logs/score_{{holdout}}_{{baseline}}.log",
-    conda:
-        "../../environment.yml"
-    shell:
-        "amcore score --store {input.store} --prediction {input.prediction} --method {wildcards.baseline}"
-        " --params {params.evaluate} --out {output.scores} --tags {params.tags} 2>&1 | tee {log}"
+        "amcore score --store {input.store} --predictions {params.predictions} --params {params.evaluate}"
+        " --out {output.scores} --tags {params.tags} 2>&1 | tee {log}"
 
 
 rule table:

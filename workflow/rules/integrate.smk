@@ -1,5 +1,6 @@
 rule integrate:
-    """Push every cell of the first time through the learned flow to each observed time."""
+    """Push every cell of the first time to each observed time; with a held-out time, all cells of the previous
+    time to it too (the prediction that is scored)."""
     input:
         store=rules.prepare.output.store,
         checkpoint=rules.train.output.checkpoint,
@@ -17,38 +18,18 @@ rule integrate:
         " --out {output.trajectories} --tags {params.tags} 2>&1 | tee {log}"
 
 
-rule predict_model:
-    """Push all cells of the time before the held-out one to the held-out time with a trained model."""
-    input:
-        store=rules.prepare.output.store,
-        checkpoint=rules.train.output.checkpoint,
-    output:
-        prediction=directory(f"{RUN}/prediction.zarr"),
-    params:
-        integrate=as_arg(config["integrate"]),
-        tags=lambda wc: stage_tags("predict", holdout=wc.holdout, model=wc.model, seed=wc.seed),
-    log:
-        f"{OUT}/logs/predict_{{holdout}}_{{model}}_{{seed}}.log",
-    conda:
-        "../../environment.yml"
-    shell:
-        "amcore predict --store {input.store} --holdout {wildcards.holdout} --checkpoint {input.checkpoint}"
-        " --params {params.integrate} --out {output.prediction} --tags {params.tags} 2>&1 | tee {log}"
-
-
-rule predict_baseline:
+rule baseline:
     """The simple answers at the held-out time: the previous cells unchanged, or displacement interpolation."""
     input:
         store=rules.prepare.output.store,
     output:
         prediction=directory(f"{SPLIT}/{{baseline}}/prediction.zarr"),
     params:
-        integrate=as_arg(config["integrate"]),
-        tags=lambda wc: stage_tags("predict", holdout=wc.holdout, model=wc.baseline),
+        tags=lambda wc: stage_tags("baseline", holdout=wc.holdout, model=wc.baseline),
     log:
-        f"{OUT}/logs/predict_{{holdout}}_{{baseline}}.log",
+        f"{OUT}/logs/baseline_{{holdout}}_{{baseline}}.log",
     conda:
         "../../environment.yml"
     shell:
-        "amcore predict --store {input.store} --holdout {wildcards.holdout} --baseline {wildcards.baseline}"
-        " --params {params.integrate} --out {output.prediction} --tags {params.tags} 2>&1 | tee {log}"
+        "amcore baseline --store {input.store} --holdout {wildcards.holdout} --name {wildcards.baseline}"
+        " --out {output.prediction} --tags {params.tags} 2>&1 | tee {log}"

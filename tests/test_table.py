@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from amcore.table import long_table, markdown, summary
+
+
+def _results():
+    rows = []
+    for seed, (a, b) in enumerate([(1.0, 2.0), (3.0, 4.0)]):
+        rows.append({"method": "am", "holdout": "1", "seed": str(seed), "table": {"w1": a, "mmd": 0.1}})
+        rows.append({"method": "am", "holdout": "2", "seed": str(seed), "table": {"w1": b, "mmd": 0.2}})
+    rows.append({"method": "copy_prev", "holdout": "1", "seed": "", "table": {"w1": 5.0, "mmd": 0.5}})
+    rows.append({"method": "copy_prev", "holdout": "2", "seed": "", "table": {"w1": 7.0, "mmd": 0.7}})
+    return rows
+
+
+def test_long_table_has_one_row_per_method_holdout_seed_metric():
+    table = long_table(_results())
+    assert list(table.columns) == ["method", "holdout", "seed", "metric", "value"]
+    assert len(table) == 12 and table["metric"].iloc[0] == "w1"  # w1 first, whatever the input order
+
+
+def test_mean_and_sample_std_over_seeds():
+    cols = summary(long_table(_results()), "w1")
+    np.testing.assert_array_equal(cols["am"]["1"], [1.0, 3.0])
+    # The mean column: each seed's mean over held-out times (1.5 and 3.5), then mean ± std over seeds.
+    np.testing.assert_array_equal(cols["am"]["mean"], [1.5, 3.5])
+    np.testing.assert_array_equal(cols["copy_prev"]["mean"], [6.0])
+    text = markdown(long_table(_results()))
+    # Sample std of (1, 3) is sqrt(2) = 1.414; of (1.5, 3.5) also sqrt(2).
+    assert "| am | 2 ± 1.4 | 3 ± 1.4 | 2.5 ± 1.4 |" in text
+    assert "| copy_prev | 5 | 7 | 6 |" in text
+    assert text.index("### w1") < text.index("### mmd")
+    assert pytest.approx(np.sqrt(2), abs=0.05) == 1.4
