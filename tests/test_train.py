@@ -54,14 +54,16 @@ def test_training_is_reproducible(tmp_path, gaussian_snaps):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps):
+@pytest.mark.parametrize("interpolation", [{}, {"interpolation": "spline", "tension": "auto"}])
+def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps, interpolation):
+    """Neither the couplings, the spline chains, the tension's cross-validation nor the loss see them."""
     sim, times, snaps = gaussian_snaps
     held = Snapshots(snaps.x, snaps.t_values, snaps.offsets, {"holdout_times": [0.4]})
     # Make the held-out cells absurd: if they leaked into training the loss would explode.
     lo, hi = held.offsets[2], held.offsets[3]
     held.x = held.x.copy()
     held.x[lo:hi] = 1e6
-    cfg = TrainConfig(steps=20, batch_size=64, width=16, depth=2, log_every=10)
+    cfg = TrainConfig(steps=20, batch_size=64, width=16, depth=2, log_every=10, **interpolation)
     summary = train(held, cfg, tmp_path / "m.pt", tmp_path / "loss.csv")
     assert summary["train_times"] == [0.0, 0.2, 0.6, 0.8, 1.0]
     assert abs(summary["final_loss"]) < 1e3

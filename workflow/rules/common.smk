@@ -36,6 +36,17 @@ def end_tracking(status):
     tracking.end_parent(status)
 
 
+def plot_output(name, caption, category):
+    """A per-run plot in the report, grouped by held-out time and labelled by model and seed."""
+    return report(
+        f"{RUN}/plots/{name}.png",
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="held-out t = {holdout}",
+        labels={"model": "{model}", "seed": "{seed}"},
+    )
+
+
 def held_out_predictions(holdout):
     """What is scored at one held-out time: every model and seed (inside its trajectories), every baseline."""
     runs = [

@@ -1,13 +1,3 @@
-def plot_output(name, caption, category):
-    return report(
-        f"{RUN}/plots/{name}.png",
-        caption=f"../report/{caption}.rst",
-        category=category,
-        subcategory="held-out t = {holdout}",
-        labels={"model": "{model}", "seed": "{seed}"},
-    )
-
-
 rule evaluate:
     """W1, W2, MMD and energy per observed time, velocity error against an analytic answer, and plots."""
     input:
