@@ -27,7 +27,7 @@ class ObjectiveSpec:
     sigma_final: float | None = None
     growth: float = 1.0
     laplacian: str = "auto"
-    exact_trace_max_dim: int = 10
+    exact_trace_max_dim: int = 1
     probes: int = 1
     time_weight: str = "none"
 

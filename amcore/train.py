@@ -51,7 +51,7 @@ class TrainConfig:
     sigma_final: float | None = None
     growth: float = 1.0
     laplacian: str = "auto"
-    exact_trace_max_dim: int = 10
+    exact_trace_max_dim: int = 1
     probes: int = 1
     ot_max_size: int = 5000
     entropic_reg: float | None = None
