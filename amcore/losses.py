@@ -27,7 +27,7 @@ class ObjectiveSpec:
     sigma_final: float | None = None
     growth: float = 1.0
     laplacian: str = "auto"
-    exact_trace_max_dim: int = 10
+    exact_trace_max_dim: int = 1
     probes: int = 1
     time_weight: str = "none"
 
@@ -43,19 +43,30 @@ class ObjectiveSpec:
         return torch.ones_like(u), torch.zeros_like(u)
 
 
-def laplacian(grad: torch.Tensor, x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generator) -> torch.Tensor:
-    """``lap s`` from ``grad s`` (graph kept): exact trace for small ``d``, Hutchinson with Rademacher probes above."""
+def exact_trace(spec: ObjectiveSpec, dim: int) -> bool:
+    """Whether eAM takes the exact trace of the Hessian (else the Hutchinson estimate)."""
+    return spec.laplacian == "exact" or (spec.laplacian == "auto" and dim <= spec.exact_trace_max_dim)
+
+
+def laplacian_tangents(x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """Directions ``e_k`` (``K x B x d``) and a scale with ``lap s = scale * sum_k e_k^T (hess s) e_k``.
+
+    The ``d`` unit vectors (exact trace: ``d`` Hessian-vector products) for small ``d``, else ``probes`` Rademacher
+    probes (Hutchinson: unbiased, ``probes`` products, variance ``2 sum_{i != j} H_ij^2 / probes`` per sample).
+    """
     dim = x.shape[-1]
-    exact = spec.laplacian == "exact" or (spec.laplacian == "auto" and dim <= spec.exact_trace_max_dim)
-    if exact:
-        rows = [torch.autograd.grad(grad[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(dim)]
-        return torch.stack(rows, dim=-1).sum(-1)
-    total = torch.zeros(len(x), device=x.device)
-    for _ in range(spec.probes):
-        eps = torch.randint(0, 2, x.shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1
-        hvp = torch.autograd.grad((grad * eps).sum(), x, create_graph=True)[0]
-        total = total + (hvp * eps).sum(-1)
-    return total / spec.probes
+    if exact_trace(spec, dim):
+        return torch.eye(dim, device=x.device, dtype=x.dtype)[:, None, :].expand(dim, *x.shape), 1.0
+    probes = torch.randint(0, 2, (spec.probes, *x.shape), generator=gen, device=x.device).to(x.dtype) * 2 - 1
+    return probes, 1.0 / spec.probes
+
+
+def laplacian(grad: torch.Tensor, x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generator) -> torch.Tensor:
+    """``lap s`` from ``grad s`` (graph kept), one reverse Hessian-vector product per direction of
+    ``laplacian_tangents``."""
+    tangents, scale = laplacian_tangents(x, spec, gen)
+    hvps = (torch.autograd.grad((grad * e).sum(), x, create_graph=True)[0] * e for e in tangents)
+    return scale * sum(hvp.sum(-1) for hvp in hvps)
 
 
 def action_loss(

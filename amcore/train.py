@@ -19,8 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.interpolants import MarginalPath, SnapshotPath
-from amcore.losses import OBJECTIVES, ObjectiveSpec, action_loss, fm_loss
+from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
 from amcore.potentials import MLPField, Potential, potential_velocity
+from amcore.speed import action_step, autocast, cpu_threads, set_precision
 from amcore.store import Snapshots
 from amcore.stream import StreamingPath, training_path
 from amcore.timesampling import TimeSampler
@@ -50,13 +51,17 @@ class TrainConfig:
     sigma_final: float | None = None
     growth: float = 1.0
     laplacian: str = "auto"
-    exact_trace_max_dim: int = 10
+    exact_trace_max_dim: int = 1
     probes: int = 1
     ot_max_size: int = 5000
     entropic_reg: float | None = None
     entropic_draws: int = 16
     seed: int = 0
     threads: int = 0
+    fused: bool = True
+    compile: bool = False
+    tf32: bool = False
+    bf16: bool = False
     streams: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
@@ -175,9 +180,9 @@ def train(
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
     with the same parameters as an uninterrupted run.
     """
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cpu_threads(cfg.threads))
     cluster = Cluster()
+    set_precision(cluster.device, cfg.tf32)
     # The global batch is ``streams`` sub-batches, each from its own seeded generator; each rank draws its
     # share. One process with streams=N therefore takes exactly the steps of N ranks.
     streams = cfg.streams or cluster.world
@@ -215,6 +220,7 @@ def train(
     net = DistributedDataParallel(model) if cluster.world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     spec = cfg.spec()
+    action = action_step(net, model, spec, cfg.fused, cfg.compile)
     times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
     history: list[tuple[int, float]] = []
     first_step, running = 0, 0.0
@@ -263,12 +269,13 @@ def train(
             path.seek(step)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
-        parts = [
-            fm_loss(net, path, sub_batch, gen, times)
-            if cfg.objective == "fm"
-            else action_loss(net, path, sub_batch, gen, spec, times)
-            for gen in gens
-        ]
+        with autocast(cluster.device, cfg.bf16):
+            parts = [
+                fm_loss(net, path, sub_batch, gen, times)
+                if cfg.objective == "fm"
+                else action(path, sub_batch, gen, times)
+                for gen in gens
+            ]
         loss = torch.stack(parts).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

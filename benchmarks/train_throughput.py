@@ -1,12 +1,16 @@
 """Samples per second of one full training step (loss, gradients, Adam) for AM and eAM.
 
-amcore's step (``losses.action_loss``: stratified times, one grad for ``(grad_x s, d_t s)``, exact trace or
-Hutchinson Laplacian) beside a straightforward double-backward step written here, on the same data, model
-and batch, measured side by side in one run. MLP of 4 hidden layers of 256, batch 1024, d in {2, 5, 50}.
+amcore's step as training runs it with the default settings (``speed.action_step``: the fused ``torch.func``
+loss, or with ``--compile`` the same compiled by inductor) beside a straightforward double-backward step
+written here (``autograd.grad(..., create_graph=True)`` then ``backward``), on the same data, model and batch,
+measured side by side in one run. MLP of 4 hidden layers of 256, batch 1024, d in {2, 5, 50}. Both sides
+estimate the eAM Laplacian the same way, the library's default for that d (column ``lap``): the exact trace
+(one Hessian-vector product per dimension) or Hutchinson with Rademacher probes (unbiased; ``hutch1``: one).
 
-    python benchmarks/train_throughput.py [--steps 30] [--threads N]
+    python benchmarks/train_throughput.py [--steps 10] [--threads N] [--compile]
 
-The last line reads ``speedup_vs_baseline=<x>``: the smallest ratio over the cases.
+Then a line ``eam_over_am_cost=<x>`` (the largest eAM/AM step-time ratio of the library) and, last,
+``speedup_vs_baseline=<x>``: the smallest library/baseline ratio over the cases.
 """
 
 from __future__ import annotations
@@ -18,17 +22,19 @@ import numpy as np
 import torch
 
 from amcore.interpolants import SnapshotPath
-from amcore.losses import ObjectiveSpec, action_loss
+from amcore.losses import ObjectiveSpec, exact_trace
 from amcore.potentials import Potential
 from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.speed import action_step
 from amcore.store import Snapshots
 from amcore.timesampling import TimeSampler
+from amcore.train import TrainConfig
 
 BATCH, WIDTH, DEPTH = 1024, 256, 4
 
 
-def baseline_loss(model, path, batch, gen, sigma):
-    """The textbook form: sample, grad with create_graph, explicit Laplacian by a loop over dimensions."""
+def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
+    """The textbook form: sample, grad with create_graph, the Laplacian estimate by double backward."""
     t = path.t0 + path.duration * torch.rand(batch, generator=gen)
     x, _ = path.sample_at(t, gen)
     x.requires_grad_(True)
@@ -37,28 +43,34 @@ def baseline_loss(model, path, batch, gen, sigma):
     gx = torch.autograd.grad(s.sum(), x, create_graph=True)[0]
     gt = torch.autograd.grad(s.sum(), t, create_graph=True)[0]
     inner = gt + 0.5 * gx.pow(2).sum(-1)
-    if sigma > 0:
+    if spec.kind == "eam" and exact_trace(spec, x.shape[1]):
         lap = sum(torch.autograd.grad(gx[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(x.shape[1]))
-        inner = inner + 0.5 * sigma**2 * lap
+        inner = inner + 0.5 * spec.sigma**2 * lap
+    elif spec.kind == "eam":
+        probes = torch.randint(0, 2, (spec.probes, *x.shape), generator=gen).float() * 2 - 1
+        lap = sum((torch.autograd.grad((gx * e).sum(), x, create_graph=True)[0] * e).sum(-1) for e in probes)
+        inner = inner + 0.5 * spec.sigma**2 * lap / spec.probes
     x0, x1 = path.sample_endpoints(batch, gen)
     s0 = model(x0, torch.full((batch,), path.t0))
     s1 = model(x1, torch.full((batch,), path.t1))
     return s0.mean() - s1.mean() + path.duration * inner.mean()
 
 
-def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec):
+def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool):
     """One full training step of implementation ``name`` on a fresh model."""
     torch.manual_seed(0)
     model = Potential(path.dim, (0.0, 1.0), width=WIDTH, depth=DEPTH)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
     times = TimeSampler("stratified", 0.0, 1.0)
+    defaults = TrainConfig()
+    library = action_step(model, model, spec, defaults.fused, compile or defaults.compile)
 
     def step() -> None:
         if name == "amcore":
-            loss = action_loss(model, path, BATCH, gen, spec, times)
+            loss = library(path, BATCH, gen, times)
         else:
-            loss = baseline_loss(model, path, BATCH, gen, spec.sigma)
+            loss = baseline_loss(model, path, BATCH, gen, spec)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -66,41 +78,59 @@ def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec):
     return step
 
 
-def rate(step, steps: int) -> float:
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH / (time.perf_counter() - start)
+def rates(steps: dict, n: int, rounds: int = 3) -> dict[str, float]:
+    """Samples per second of each step, the best of ``rounds`` interleaved rounds of ``n`` steps: other load on
+    the machine only ever slows a round down, and interleaving exposes both sides to the same load."""
+    for step in steps.values():
+        for _ in range(2):
+            step()
+    best = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(n):
+                step()
+            best[name] = max(best[name], n * BATCH / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10, help="steps per round (3 rounds)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="the library's step with compile: true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    library = "compiled (inductor)" if args.compile else "default settings"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, MLP {DEPTH}x{WIDTH}")
-    print(f"{'variant':8} {'d':>3} {'amcore/s':>10} {'baseline/s':>11} {'speedup':>8} {'eam/am cost':>12}")
-    ratios, am_rate = [], {}
+    print(f"amcore: {library}")
+    print(f"{'variant':8} {'d':>3} {'lap':>7} {'amcore/s':>10} {'baseline/s':>11} {'speedup':>8} {'eam/am cost':>12}")
+    ratios, costs, am_rate = [], [], {}
     for dim in (2, 5, 50):
         x, t = simulate_snapshots(OrnsteinUhlenbeck(dim=dim), [0.0, 0.5, 1.0], 4096, seed=0)
         path = SnapshotPath(Snapshots.from_labels(x, t), coupling="independent")
         for kind in ("am", "eam"):
-            spec = ObjectiveSpec(kind, sigma=1.0 if kind == "eam" else 0.0, laplacian="auto")
-            results = {}
-            for name in ("amcore", "baseline"):
-                results[name] = rate(make_step(name, path, spec), args.steps)
+            spec = TrainConfig(objective=kind, sigma=1.0 if kind == "eam" else 0.0).spec()
+            lap = "-" if kind == "am" else "exact" if exact_trace(spec, dim) else f"hutch{spec.probes}"
+            steps = {name: make_step(name, path, spec, args.compile) for name in ("amcore", "baseline")}
+            start = time.perf_counter()
+            steps["amcore"]()
+            if args.compile:
+                print(f"  (first compiled step, compilation included: {time.perf_counter() - start:.1f} s)")
+            results = rates(steps, args.steps)
             ratio = results["amcore"] / results["baseline"]
             ratios.append(ratio)
             if kind == "am":
                 am_rate[dim] = results["amcore"]
             cost = am_rate[dim] / results["amcore"] if kind == "eam" else 1.0
+            if kind == "eam":
+                costs.append(cost)
             print(
-                f"{kind:8} {dim:>3} {results['amcore']:>10.0f} {results['baseline']:>11.0f} {ratio:>8.2f} {cost:>12.2f}"
+                f"{kind:8} {dim:>3} {lap:>7} {results['amcore']:>10.0f} {results['baseline']:>11.0f} "
+                f"{ratio:>8.2f} {cost:>12.2f}"
             )
+    print(f"eam_over_am_cost={max(costs):.2f}")
     print(f"speedup_vs_baseline={min(ratios):.2f}")
 
 

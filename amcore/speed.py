@@ -1,0 +1,143 @@
+"""The training step's speed levers (DESIGN §6): one fused ``torch.func`` computation of the AM terms, optional
+``torch.compile``, GPU precision (TF32, bf16 autocast) and CPU threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import grad, vjp
+
+from amcore.interpolants import SnapshotPath
+from amcore.losses import ObjectiveSpec, action_loss, laplacian_tangents
+from amcore.timesampling import TimeSampler
+
+LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tensor]
+
+
+def potential_terms(
+    potential: nn.Module, x: torch.Tensor, t: torch.Tensor, tangents: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``s``, ``grad_x s``, ``d_t s`` and ``sum_k e_k^T (hess_x s) e_k`` over ``tangents`` (``K x B x d``).
+
+    One reverse pass gives both first derivatives; each tangent costs one Hessian-vector product, reverse over
+    reverse, which on CPU was faster than forward over reverse (and inductor compiles it; the ``jvp`` form hit
+    a ZeroTensor error under vmap). Rows are independent, so gradients of sums are per-row gradients.
+    """
+
+    def value(x: torch.Tensor, t: torch.Tensor):
+        s = potential(x, t)
+        return s.sum(), s
+
+    def first(x: torch.Tensor):
+        (gx, gt), s = grad(value, argnums=(0, 1), has_aux=True)(x, t)
+        return gx, (gt, s)
+
+    if tangents is None:
+        gx, (gt, s) = first(x)
+        return s, gx, gt, None
+    gx, hvp, (gt, s) = vjp(first, x, has_aux=True)
+    quad = sum((hvp(e)[0] * e).sum(-1) for e in tangents)
+    return s, gx, gt, quad
+
+
+class FusedActionLoss:
+    """``losses.action_loss`` with the derivatives from ``potential_terms``, the two boundary terms from one forward
+    pass, and the whole loss optionally compiled by inductor (``torch.compile`` cannot compile ``autograd.grad``
+    with ``create_graph``; it can compile this form).
+
+    It draws from ``gen`` exactly what ``action_loss`` draws, in the same order: both give the same loss and
+    parameter gradients up to float rounding (tests/test_fused.py).
+    """
+
+    def __init__(self, potential: nn.Module, spec: ObjectiveSpec, compile: bool = False) -> None:
+        self.potential, self.spec = potential, spec
+        self.loss = torch.compile(self._loss, backend="inductor") if compile else self._loss
+
+    def _loss(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        tangents: torch.Tensor | None,
+        lap_weight: torch.Tensor,
+        w: torch.Tensor,
+        dw: torch.Tensor,
+        mass: torch.Tensor,
+        inv_density: torch.Tensor,
+        x_ends: torch.Tensor,
+        t_ends: torch.Tensor,
+        end_weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s, gx, gt, quad = potential_terms(self.potential, x, t, tangents)
+        inner = gt + 0.5 * gx.pow(2).sum(-1)
+        if quad is not None:
+            inner = inner + lap_weight * quad
+        if self.spec.kind == "uam":
+            inner = inner + 0.5 * self.spec.growth * s.pow(2)
+        integrand = (w * inner + dw * s) * mass
+        s_ends = self.potential(x_ends, t_ends).view(2, -1).mean(-1)
+        boundary = end_weights[0] * s_ends[0] - end_weights[1] * s_ends[1]
+        return boundary + (integrand * inv_density).mean(), integrand.detach()
+
+    def __call__(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:
+        spec, dev = self.spec, times.device
+        t, inv_density = times.sample(batch, gen)
+        x, _ = path.sample_at(t, gen)
+        tangents, lap_weight = None, torch.zeros((), device=dev)
+        u = (t - path.t0) / path.duration
+        if spec.kind == "eam":
+            tangents, scale = laplacian_tangents(x, spec, gen)
+            lap_weight = 0.5 * spec.sigma_at(u).pow(2) * scale
+        x_first, x_last = path.sample_endpoints(batch, gen)
+        w, dw = spec.weight(u, path.duration)
+        ones = torch.ones((), device=dev)
+        mass, m1 = (
+            (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
+        )
+        (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
+        t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
+        loss, integrand = self.loss(
+            x, t, tangents, lap_weight, w, dw, mass, inv_density, torch.cat([x_first, x_last]), t_ends,
+            torch.stack([w0, w1 * m1]),
+        )  # fmt: skip
+        times.update(t, integrand)
+        return loss
+
+
+def action_step(net: nn.Module, model: nn.Module, spec: ObjectiveSpec, fused: bool, compile: bool) -> LossFn:
+    """The AM loss the training loop calls: fused (optionally compiled) on ``model``, or the reference
+    ``action_loss`` on ``net``; under DistributedDataParallel (``net is not model``) always the reference, because
+    DDP's gradient hooks need its own forward, which ``torch.func`` cannot wrap.
+    """
+    if fused and net is model:
+        return FusedActionLoss(model, spec, compile)
+    if compile:
+        raise ValueError("compile needs the fused loss in one process (fused: true, no DistributedDataParallel)")
+    return lambda path, batch, gen, times: action_loss(net, path, batch, gen, spec, times)
+
+
+def cpu_threads(requested: int) -> int:
+    """Threads for this process: ``requested``, or (0) the cores it may run on shared by the local processes.
+
+    torchrun sets ``OMP_NUM_THREADS=1``, so leaving torch's default would run every rank on one core.
+    """
+    if requested > 0:
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // local)
+
+
+def set_precision(device: torch.device, tf32: bool) -> None:
+    """TF32 matmuls on CUDA when asked (10-bit mantissa inputs: faster, off by default because AM's loss is a
+    difference of large terms; not validated here); no effect on CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """bf16 autocast for the loss on CUDA when asked (unvalidated without a GPU, hence opt-in); a no-op on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
