@@ -314,8 +314,8 @@ def train(
     summary = {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
     if isinstance(path, (SnapshotPath, StreamingPath)):
         summary["train_times"] = [round(float(t), 6) for t in path.t_values]
-        if path.interpolation == "spline":
-            summary["spline_tension"] = path.tension
+        if cfg.interpolation == "spline":
+            summary["spline_tension"] = getattr(path, "tension", cfg.tension)
     return summary
 
 
