@@ -65,7 +65,8 @@ def markdown(table: pd.DataFrame) -> str:
     for metric in dict.fromkeys(table["metric"]):
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
-        header = ["method", *[h if h in ("none", "mean") else f"t = {h}" for h in holdouts]]
+        names = {"none": "mean over observed times (none held out)", "mean": "mean"}
+        header = ["method", *[names.get(h, f"t = {h}") for h in holdouts]]
         lines += [f"### {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, c in cols.items():
             cells = [_cell(c[h]) if h in c else "—" for h in holdouts]
