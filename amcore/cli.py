@@ -148,7 +148,10 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         x0 = torch.as_tensor(snaps.snapshot(0))
         traj, weight, method, extra = _push(model, payload, x0, grid, args.params)
         prediction = None
-        for held_out in snaps.attrs.get("holdout_times", []):
+        held_out_times = snaps.attrs.get("holdout_times", [])
+        if len(held_out_times) > 1:
+            raise ValueError(f"{args.store}: one held-out time per store (the pipeline's splits), got {held_out_times}")
+        for held_out in held_out_times:
             prev, _, _ = holdout.bracket(snaps, held_out)
             start = float(snaps.t_values[prev])
             local = np.linspace(start, held_out, args.params["steps_per_interval"] + 1)

@@ -46,7 +46,7 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) ->
     The exact OT plan (squared Euclidean cost) between all cells of ``t_{k-1}`` and ``t_{k+1}``, and one
     weighted point ``(1 - tau) x_i + tau y_j`` per pair in its support (no resampling).
     """
-    prev, k, nxt = bracket(snaps, holdout)
+    prev, _, nxt = bracket(snaps, holdout)
     a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
     if max(len(a), len(b)) > max_size:
         raise InputError(
