@@ -24,11 +24,16 @@ def _json(text: str) -> dict:
     return value
 
 
-def _write_json(path: str | Path, payload: dict) -> None:
+def _write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary sibling, then rename: a killed job never leaves a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: str | Path, payload: dict) -> None:
+    _write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -293,11 +298,9 @@ def cmd_table(args: argparse.Namespace) -> None:
         loaded = json.loads(Path(path).read_text())
         results += loaded["results"] if "results" in loaded else [loaded]
     table = tables.long_table(results)
-    tables.write_csv(table, args.table)
     markdown = tables.markdown(table)
-    tmp = Path(args.markdown).with_name(f".{Path(args.markdown).name}.tmp-{os.getpid()}")
-    tmp.write_text(markdown)
-    os.replace(tmp, args.markdown)
+    _write_text(args.table, table.to_csv(index=False))
+    _write_text(args.markdown, markdown)
     if (table["holdout"] == "none").all():
         series = {r["method"]: list(r["w1"].values()) for r in results if "w1" in r}
         times = [float(t) for t in next(r["w1"] for r in results if "w1" in r)]

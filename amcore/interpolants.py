@@ -23,6 +23,7 @@ import ot
 import torch
 from scipy.interpolate import CubicSpline
 
+from amcore.metrics import wasserstein
 from amcore.simulate import GrowingGaussian, Simulator
 from amcore.store import Snapshots
 
@@ -121,8 +122,6 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
     others, and the interpolated chains at its time are compared with its cells. With fewer than four
     times no time can be left out informatively, and the natural cubic spline (tension 1) is used.
     """
-    from amcore.metrics import wasserstein
-
     if len(clouds) < 4:
         return 1.0, {}
     clouds = [c if len(c) <= TENSION_CV_SIZE else c[rng.choice(len(c), TENSION_CV_SIZE, replace=False)] for c in clouds]
@@ -230,8 +229,11 @@ class SnapshotPath:
         return self.offsets[k] + (self._uniform(len(k), gen) * self.counts[k]).long().clamp_max(self.counts[k] - 1)
 
     def fingerprint(self) -> str:
-        """Identifies the data (times, counts, a checksum of the values) for resuming a training."""
-        total = float(self.x.double().sum())
+        """Identifies the data (times, counts, a checksum of the values) for resuming a training.
+
+        Summed in float64 block by block: a float64 copy of the whole array would double the memory.
+        """
+        total = sum(float(block.sum(dtype=torch.float64)) for block in self.x.split(1 << 18))
         return f"{self.t_values.tolist()}|{self.counts.tolist()}|{total:.10e}"
 
     def interval(self, t: torch.Tensor) -> torch.Tensor:

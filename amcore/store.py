@@ -67,10 +67,14 @@ class Snapshots:
             return self.counts().astype(np.float64)
         return np.add.reduceat(self.weights.astype(np.float64), self.offsets[:-1])
 
+    def kept(self, times) -> list[int]:
+        """Indices of the snapshots whose time is not among ``times`` (the held-out ones)."""
+        drop = {float(t) for t in times}
+        return [k for k, t in enumerate(self.t_values) if float(t) not in drop]
+
     def drop_times(self, times) -> Snapshots:
         """These snapshots without the given times (held-out times must never reach training)."""
-        drop = {float(t) for t in times}
-        keep = [k for k, t in enumerate(self.t_values) if float(t) not in drop]
+        keep = self.kept(times)
         rows = np.concatenate([np.arange(self.offsets[k], self.offsets[k + 1]) for k in keep])
         counts = np.array([self.offsets[k + 1] - self.offsets[k] for k in keep])
         weights = None if self.weights is None else self.weights[rows]

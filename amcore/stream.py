@@ -25,8 +25,7 @@ CHUNKS_PER_TIME = 4  # chunks read per time and refresh: rows from several place
 
 
 def _training_snapshots(snaps: Snapshots) -> list[int]:
-    holdout = {float(t) for t in snaps.attrs.get("holdout_times", [])}
-    return [k for k, t in enumerate(snaps.t_values) if float(t) not in holdout]
+    return snaps.kept(snaps.attrs.get("holdout_times", []))
 
 
 def training_bytes(snaps: Snapshots) -> int:

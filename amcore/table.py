@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -32,13 +29,6 @@ def long_table(results: list[dict]) -> pd.DataFrame:
     table = table.assign(_k=metric, _h=key, _m=table["method"].map(order))
     columns = ["_k", "metric", "_h", "_m", "seed"]
     return table.sort_values(columns).drop(columns=["_k", "_h", "_m"]).reset_index(drop=True)
-
-
-def write_csv(table: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _cell(values: np.ndarray) -> str:
