@@ -1,5 +1,6 @@
-"""The training step's speed levers (DESIGN §6): one fused ``torch.func`` computation of the AM terms, optional
-``torch.compile``, GPU precision (TF32, bf16 autocast) and CPU threads.
+"""The training step's speed levers (DESIGN §6): one fused computation of the AM terms (hand-derived for the
+default MLP potential, ``torch.func`` for other models), optional ``torch.compile``, GPU precision (TF32, bf16
+autocast) and CPU threads.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.func import grad, vjp
+from torch.nn.parallel import DistributedDataParallel
 
+from amcore import mlp_terms
 from amcore.interpolants import SnapshotPath
 from amcore.losses import ObjectiveSpec, action_loss, laplacian_tangents
 from amcore.timesampling import TimeSampler
@@ -21,7 +24,8 @@ LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tenso
 def potential_terms(
     potential: nn.Module, x: torch.Tensor, t: torch.Tensor, tangents: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``s``, ``grad_x s``, ``d_t s`` and ``sum_k e_k^T (hess_x s) e_k`` over ``tangents`` (``K x B x d``).
+    """``s``, ``grad_x s``, ``d_t s`` and ``sum_k e_k^T (hess_x s) e_k`` over ``tangents`` (``K x B x d``) for any
+    potential (``mlp_terms`` covers the default one faster).
 
     One reverse pass gives both first derivatives; each tangent costs one Hessian-vector product, reverse over
     reverse, which on CPU was faster than forward over reverse (and inductor compiles it; the ``jvp`` form hit
@@ -45,16 +49,22 @@ def potential_terms(
 
 
 class FusedActionLoss:
-    """``losses.action_loss`` with the derivatives from ``potential_terms``, the two boundary terms from one forward
-    pass, and the whole loss optionally compiled by inductor (``torch.compile`` cannot compile ``autograd.grad``
-    with ``create_graph``; it can compile this form).
+    """``losses.action_loss`` with the derivatives and both boundary terms from ``mlp_terms`` (the default potential)
+    or from ``potential_terms`` (any other), the latter optionally compiled by inductor (``torch.compile`` cannot
+    compile ``autograd.grad`` with ``create_graph``; it can compile this form).
 
     It draws from ``gen`` exactly what ``action_loss`` draws, in the same order: both give the same loss and
     parameter gradients up to float rounding (tests/test_fused.py).
     """
 
-    def __init__(self, potential: nn.Module, spec: ObjectiveSpec, compile: bool = False) -> None:
+    def __init__(
+        self, potential: nn.Module, spec: ObjectiveSpec, compile: bool = False, terms: nn.Module | None = None
+    ) -> None:
+        """``terms``: the ``mlp_terms.ActionTerms`` module to call, e.g. wrapped in DistributedDataParallel."""
         self.potential, self.spec = potential, spec
+        if terms is None and not compile and mlp_terms.supports(potential):
+            terms = mlp_terms.ActionTerms(potential)
+        self.terms, self.by_hand = terms, terms is not None
         self.loss = torch.compile(self._loss, backend="inductor") if compile else self._loss
 
     def _loss(
@@ -71,14 +81,18 @@ class FusedActionLoss:
         t_ends: torch.Tensor,
         end_weights: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        s, gx, gt, quad = potential_terms(self.potential, x, t, tangents)
+        if self.by_hand:
+            s, gx, gt, quad, s_ends = self.terms(x, t, tangents, x_ends, t_ends)
+        else:
+            s, gx, gt, quad = potential_terms(self.potential, x, t, tangents)
+            s_ends = self.potential(x_ends, t_ends)
         inner = gt + 0.5 * gx.pow(2).sum(-1)
         if quad is not None:
             inner = inner + lap_weight * quad
         if self.spec.kind == "uam":
             inner = inner + 0.5 * self.spec.growth * s.pow(2)
         integrand = (w * inner + dw * s) * mass
-        s_ends = self.potential(x_ends, t_ends).view(2, -1).mean(-1)
+        s_ends = s_ends.view(2, -1).mean(-1)
         boundary = end_weights[0] * s_ends[0] - end_weights[1] * s_ends[1]
         return boundary + (integrand * inv_density).mean(), integrand.detach()
 
@@ -107,15 +121,21 @@ class FusedActionLoss:
         return loss
 
 
-def action_step(net: nn.Module, model: nn.Module, spec: ObjectiveSpec, fused: bool, compile: bool) -> LossFn:
-    """The AM loss the training loop calls: fused (optionally compiled) on ``model``, or the reference
-    ``action_loss`` on ``net``; under DistributedDataParallel (``net is not model``) always the reference, because
-    DDP's gradient hooks need its own forward, which ``torch.func`` cannot wrap.
+def action_step(model: nn.Module, spec: ObjectiveSpec, fused: bool, compile: bool, distributed: bool) -> LossFn:
+    """The AM loss the training loop calls: fused (optionally compiled), or the reference ``action_loss``.
+
+    Under DistributedDataParallel the loss must run through the forward of the module DDP wraps, whose hooks
+    all-reduce the gradients: the hand-derived terms are such a module; the ``torch.func`` form is not, so other
+    potentials take the reference loss on ``DDP(model)`` there.
     """
-    if fused and net is model:
+    ddp = DistributedDataParallel if distributed else (lambda module: module)
+    if fused and not compile and mlp_terms.supports(model):
+        return FusedActionLoss(model, spec, terms=ddp(mlp_terms.ActionTerms(model)))
+    if fused and not distributed:
         return FusedActionLoss(model, spec, compile)
     if compile:
         raise ValueError("compile needs the fused loss in one process (fused: true, no DistributedDataParallel)")
+    net = ddp(model)
     return lambda path, batch, gen, times: action_loss(net, path, batch, gen, spec, times)
 
 

@@ -217,10 +217,10 @@ def train(
         model_args = {"kind": "potential", "dim": path.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
     model = build_model(model_args).to(cluster.device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    net = DistributedDataParallel(model) if cluster.world > 1 else model
+    net = DistributedDataParallel(model) if cluster.world > 1 and cfg.objective == "fm" else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     spec = cfg.spec()
-    action = action_step(net, model, spec, cfg.fused, cfg.compile)
+    action = action_step(model, spec, cfg.fused, cfg.compile, distributed=cluster.world > 1)
     times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
     history: list[tuple[int, float]] = []
     first_step, running = 0, 0.0

@@ -64,7 +64,7 @@ def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool)
     gen = torch.Generator().manual_seed(0)
     times = TimeSampler("stratified", 0.0, 1.0)
     defaults = TrainConfig()
-    library = action_step(model, model, spec, defaults.fused, compile or defaults.compile)
+    library = action_step(model, spec, defaults.fused, compile or defaults.compile, distributed=False)
 
     def step() -> None:
         if name == "amcore":

@@ -36,9 +36,9 @@ def path():
     return SnapshotPath(Snapshots.from_labels(x, t), coupling="independent")
 
 
-def loss_and_grads(path, spec, fused: bool, compile: bool = False, steps: int = 1):
+def loss_and_grads(path, spec, fused: bool, compile: bool = False, steps: int = 1, head: str = "quadratic"):
     torch.manual_seed(0)
-    model = Potential(path.dim, (path.t0, path.t1), head="quadratic", width=32, depth=2)
+    model = Potential(path.dim, (path.t0, path.t1), head=head, width=32, depth=2)
     gen = torch.Generator().manual_seed(1)
     times = TimeSampler("importance", path.t0, path.t1)
     fn = FusedActionLoss(model, spec, compile) if fused else None
@@ -57,11 +57,15 @@ def assert_same(a, b):
     torch.testing.assert_close(moment_a, moment_b, rtol=1e-4, atol=0)
 
 
+@pytest.mark.parametrize("head", ["quadratic", "scalar"])
 @pytest.mark.parametrize("case", sorted(SPECS))
-def test_fused_loss_matches_the_reference(path, case):
-    """Two steps: the second also checks that the importance sampler was fed the same integrand."""
+def test_fused_loss_matches_the_reference(path, case, head):
+    """Two steps: the second also checks that the importance sampler was fed the same integrand. The quadratic
+    head takes the ``torch.func`` form, the scalar head the hand-derived passes of ``mlp_terms``."""
+    assert FusedActionLoss(Potential(3, (0.0, 1.0), head=head), SPECS[case]).by_hand == (head == "scalar")
     assert_same(
-        loss_and_grads(path, SPECS[case], fused=True, steps=2), loss_and_grads(path, SPECS[case], False, steps=2)
+        loss_and_grads(path, SPECS[case], fused=True, steps=2, head=head),
+        loss_and_grads(path, SPECS[case], False, steps=2, head=head),
     )
 
 
