@@ -60,11 +60,9 @@ class FusedActionLoss:
     def __init__(
         self, potential: nn.Module, spec: ObjectiveSpec, compile: bool = False, terms: nn.Module | None = None
     ) -> None:
-        """``terms``: the ``mlp_terms.ActionTerms`` module to call, e.g. wrapped in DistributedDataParallel."""
-        self.potential, self.spec = potential, spec
-        if terms is None and not compile and mlp_terms.supports(potential):
-            terms = mlp_terms.ActionTerms(potential)
-        self.terms, self.by_hand = terms, terms is not None
+        """``terms``: an ``mlp_terms.ActionTerms`` of ``potential`` (possibly wrapped in DistributedDataParallel) to
+        take the hand-derived terms from; without it, the ``torch.func`` form."""
+        self.potential, self.spec, self.terms = potential, spec, terms
         self.loss = torch.compile(self._loss, backend="inductor") if compile else self._loss
 
     def _loss(
@@ -81,7 +79,7 @@ class FusedActionLoss:
         t_ends: torch.Tensor,
         end_weights: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.by_hand:
+        if self.terms is not None:
             s, gx, gt, quad, s_ends = self.terms(x, t, tangents, x_ends, t_ends)
         else:
             s, gx, gt, quad = potential_terms(self.potential, x, t, tangents)

@@ -1,21 +1,29 @@
 """Samples per second of one full training step (loss, gradients, Adam) for AM and eAM.
 
-amcore's step as training runs it with the default settings (``speed.action_step``: the fused ``torch.func``
-loss, or with ``--compile`` the same compiled by inductor) beside a straightforward double-backward step
-written here (``autograd.grad(..., create_graph=True)`` then ``backward``), on the same data, model and batch,
-measured side by side in one run. MLP of 4 hidden layers of 256, batch 1024, d in {2, 5, 50}. Both sides
-estimate the eAM Laplacian the same way, the library's default for that d (column ``lap``): the exact trace
-(one Hessian-vector product per dimension) or Hutchinson with Rademacher probes (unbiased; ``hutch1``: one).
+Three implementations on the same data, model and batch, measured side by side in one run:
 
-    python benchmarks/train_throughput.py [--steps 10] [--threads N] [--compile]
+- ``amcore``: the step as training runs it with the default settings (``speed.action_step``: for the default
+  potential, the hand-derived terms of ``mlp_terms``; with ``--compile``, the ``torch.func`` form compiled);
+- ``torch.func``: the library's fused form for other potentials (the default step before ``mlp_terms``);
+- ``baseline``: a straightforward double-backward step written here (``autograd.grad(..., create_graph=True)``
+  then ``backward``).
 
-Then a line ``eam_over_am_cost=<x>`` (the largest eAM/AM step-time ratio of the library) and, last,
-``speedup_vs_baseline=<x>``: the smallest library/baseline ratio over the cases.
+MLP of 4 hidden layers of 256, batch 1024, d in {2, 5, 50}. All estimate the eAM Laplacian the same way, the
+library's default for that d (column ``lap``): the exact trace or Hutchinson with Rademacher probes (``hutch1``:
+one probe).
+
+    python benchmarks/train_throughput.py [--steps 10] [--threads N] [--compile] [--tuned-malloc]
+
+``--tuned-malloc`` makes glibc's malloc keep freed memory for the whole process (both sides): under the default
+settings every large temporary tensor is a fresh ``mmap`` whose pages fault in again, which costs the baseline
+(more temporaries) much more than amcore. Then a line ``eam_over_am_cost=<x>`` (the largest eAM/AM step-time
+ratio of amcore) and, last, ``speedup_vs_baseline=<x>``: the smallest amcore/baseline ratio over the cases.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import time
 
 import numpy as np
@@ -25,12 +33,14 @@ from amcore.interpolants import SnapshotPath
 from amcore.losses import ObjectiveSpec, exact_trace
 from amcore.potentials import Potential
 from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.speed import action_step
+from amcore.speed import FusedActionLoss, action_step
 from amcore.store import Snapshots
 from amcore.timesampling import TimeSampler
 from amcore.train import TrainConfig
 
 BATCH, WIDTH, DEPTH = 1024, 256, 4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+IMPLEMENTATIONS = ("amcore", "torch.func", "baseline")
 
 
 def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
@@ -56,6 +66,13 @@ def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
     return s0.mean() - s1.mean() + path.duration * inner.mean()
 
 
+def tune_malloc() -> None:
+    """glibc: serve allocations below 256 MiB from the heap and keep up to 1 GiB of it when freed."""
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(M_MMAP_THRESHOLD, 1 << 28)):
+        raise RuntimeError("mallopt refused the settings")
+
+
 def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool):
     """One full training step of implementation ``name`` on a fresh model."""
     torch.manual_seed(0)
@@ -65,10 +82,13 @@ def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool)
     times = TimeSampler("stratified", 0.0, 1.0)
     defaults = TrainConfig()
     library = action_step(model, spec, defaults.fused, compile or defaults.compile, distributed=False)
+    fused = FusedActionLoss(model, spec)
 
     def step() -> None:
         if name == "amcore":
             loss = library(path, BATCH, gen, times)
+        elif name == "torch.func":
+            loss = fused(path, BATCH, gen, times)
         else:
             loss = baseline_loss(model, path, BATCH, gen, spec)
         opt.zero_grad(set_to_none=True)
@@ -99,13 +119,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per round (3 rounds)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="the library's step with compile: true")
+    parser.add_argument("--tuned-malloc", action="store_true", help="glibc malloc keeps freed memory (both sides)")
     args = parser.parse_args()
+    if args.tuned_malloc:
+        tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     library = "compiled (inductor)" if args.compile else "default settings"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, MLP {DEPTH}x{WIDTH}")
-    print(f"amcore: {library}")
-    print(f"{'variant':8} {'d':>3} {'lap':>7} {'amcore/s':>10} {'baseline/s':>11} {'speedup':>8} {'eam/am cost':>12}")
+    print(f"amcore: {library}; malloc: {'tuned' if args.tuned_malloc else 'glibc defaults'}")
+    print(
+        f"{'variant':8} {'d':>3} {'lap':>7} {'amcore/s':>10} {'torch.func/s':>13} {'baseline/s':>11} {'speedup':>8} "
+        f"{'eam/am cost':>12}"
+    )
     ratios, costs, am_rate = [], [], {}
     for dim in (2, 5, 50):
         x, t = simulate_snapshots(OrnsteinUhlenbeck(dim=dim), [0.0, 0.5, 1.0], 4096, seed=0)
@@ -113,7 +139,7 @@ def main() -> None:
         for kind in ("am", "eam"):
             spec = TrainConfig(objective=kind, sigma=1.0 if kind == "eam" else 0.0).spec()
             lap = "-" if kind == "am" else "exact" if exact_trace(spec, dim) else f"hutch{spec.probes}"
-            steps = {name: make_step(name, path, spec, args.compile) for name in ("amcore", "baseline")}
+            steps = {name: make_step(name, path, spec, args.compile) for name in IMPLEMENTATIONS}
             start = time.perf_counter()
             steps["amcore"]()
             if args.compile:
@@ -127,8 +153,8 @@ def main() -> None:
             if kind == "eam":
                 costs.append(cost)
             print(
-                f"{kind:8} {dim:>3} {lap:>7} {results['amcore']:>10.0f} {results['baseline']:>11.0f} "
-                f"{ratio:>8.2f} {cost:>12.2f}"
+                f"{kind:8} {dim:>3} {lap:>7} {results['amcore']:>10.0f} {results['torch.func']:>13.0f} "
+                f"{results['baseline']:>11.0f} {ratio:>8.2f} {cost:>12.2f}"
             )
     print(f"eam_over_am_cost={max(costs):.2f}")
     print(f"speedup_vs_baseline={min(ratios):.2f}")

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from amcore import mlp_terms
 from amcore.interpolants import SnapshotPath
 from amcore.losses import ObjectiveSpec, action_loss
 from amcore.potentials import Potential
 from amcore.simulate import GrowingGaussian, simulate_snapshots
-from amcore.speed import FusedActionLoss, autocast
+from amcore.speed import FusedActionLoss, action_step, autocast
 from amcore.store import Snapshots
 from amcore.timesampling import TimeSampler
 from amcore.train import TrainConfig, train
@@ -41,7 +42,8 @@ def loss_and_grads(path, spec, fused: bool, compile: bool = False, steps: int = 
     model = Potential(path.dim, (path.t0, path.t1), head=head, width=32, depth=2)
     gen = torch.Generator().manual_seed(1)
     times = TimeSampler("importance", path.t0, path.t1)
-    fn = FusedActionLoss(model, spec, compile) if fused else None
+    terms = mlp_terms.ActionTerms(model) if fused and head == "scalar" and not compile else None
+    fn = FusedActionLoss(model, spec, compile, terms) if fused else None
     for _ in range(steps):
         model.zero_grad()
         loss = fn(path, 256, gen, times) if fused else action_loss(model, path, 256, gen, spec, times)
@@ -62,7 +64,6 @@ def assert_same(a, b):
 def test_fused_loss_matches_the_reference(path, case, head):
     """Two steps: the second also checks that the importance sampler was fed the same integrand. The quadratic
     head takes the ``torch.func`` form, the scalar head the hand-derived passes of ``mlp_terms``."""
-    assert FusedActionLoss(Potential(3, (0.0, 1.0), head=head), SPECS[case]).by_hand == (head == "scalar")
     assert_same(
         loss_and_grads(path, SPECS[case], fused=True, steps=2, head=head),
         loss_and_grads(path, SPECS[case], False, steps=2, head=head),
@@ -100,3 +101,10 @@ def test_short_training_is_the_same_fused_or_not(tmp_path, path):
         weights[fused] = torch.load(tmp_path / f"{fused}.pt", weights_only=True)["model"]
     for key, value in weights[True].items():
         torch.testing.assert_close(value, weights[False][key], rtol=0, atol=1e-5)
+
+
+def test_training_takes_the_hand_derived_terms_where_they_apply():
+    spec = SPECS["am"]
+    assert action_step(Potential(3, (0.0, 1.0)), spec, fused=True, compile=False, distributed=False).terms is not None
+    quadratic = Potential(3, (0.0, 1.0), head="quadratic")
+    assert action_step(quadratic, spec, fused=True, compile=False, distributed=False).terms is None
