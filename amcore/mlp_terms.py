@@ -76,7 +76,10 @@ def supports(potential: nn.Module) -> bool:
     in its default form (Softplus with beta 1, exact GELU)."""
     if not isinstance(potential, Potential) or potential.head != "scalar" or not isinstance(potential.net, MLPField):
         return False
-    for layer in potential.net.net[1::2]:
+    activations = potential.net.net[1::2]
+    if not activations:
+        return False
+    for layer in activations:
         if type(layer) not in DERIVATIVES:
             return False
         if isinstance(layer, nn.Softplus) and (layer.beta != 1 or layer.threshold < 20):

@@ -44,14 +44,14 @@ IMPLEMENTATIONS = ("amcore", "torch.func", "baseline")
 
 
 def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
-    """The textbook form: sample, grad with create_graph, the Laplacian estimate by double backward."""
+    """The textbook form: sample, one grad in (x, t) with create_graph, the Laplacian estimate by double
+    backward."""
     t = path.t0 + path.duration * torch.rand(batch, generator=gen)
     x, _ = path.sample_at(t, gen)
     x.requires_grad_(True)
     t.requires_grad_(True)
     s = model(x, t)
-    gx = torch.autograd.grad(s.sum(), x, create_graph=True)[0]
-    gt = torch.autograd.grad(s.sum(), t, create_graph=True)[0]
+    gx, gt = torch.autograd.grad(s.sum(), (x, t), create_graph=True)
     inner = gt + 0.5 * gx.pow(2).sum(-1)
     if spec.kind == "eam" and exact_trace(spec, x.shape[1]):
         lap = sum(torch.autograd.grad(gx[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(x.shape[1]))

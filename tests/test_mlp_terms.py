@@ -24,12 +24,13 @@ def reference_terms(model, x, t, tangents, x_ends, t_ends):
     return s, gx, gt, quad, model(x_ends, t_ends)
 
 
-@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize(("depth", "frequencies"), [(1, 0), (3, 4)])
 @pytest.mark.parametrize("activation", ["silu", "tanh", "softplus", "gelu"])
-def test_terms_and_parameter_gradients_match_autograd(activation, depth):
+def test_terms_and_parameter_gradients_match_autograd(activation, depth, frequencies):
     torch.manual_seed(0)
     dim, n = 3, 11
-    model = Potential(dim, (0.5, 2.0), width=16, depth=depth, activation=activation).double()
+    model = Potential(dim, (0.5, 2.0), width=16, depth=depth, activation=activation, time_frequencies=frequencies)
+    model = model.double()
     assert mlp_terms.supports(model)
     x, t = torch.randn(n, dim, dtype=torch.float64), 0.5 + 1.5 * torch.rand(n, dtype=torch.float64)
     tangents = torch.randn(2, n, dim, dtype=torch.float64)
@@ -60,6 +61,7 @@ def test_supports_only_what_it_derives():
     assert mlp_terms.supports(Potential(2, (0.0, 1.0)))
     assert not mlp_terms.supports(Potential(2, (0.0, 1.0), head="quadratic"))
     assert not mlp_terms.supports(Potential(2, (0.0, 1.0), head="inner"))
+    assert not mlp_terms.supports(Potential(2, (0.0, 1.0), depth=0))
     approximate = Potential(2, (0.0, 1.0), activation="gelu")
     approximate.net.net[1].approximate = "tanh"
     sharper = Potential(2, (0.0, 1.0), activation="softplus")
