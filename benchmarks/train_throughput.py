@@ -18,6 +18,8 @@ one probe).
 settings every large temporary tensor is a fresh ``mmap`` whose pages fault in again, which costs the baseline
 (more temporaries) much more than amcore. Then a line ``eam_over_am_cost=<x>`` (the largest eAM/AM step-time
 ratio of amcore) and, last, ``speedup_vs_baseline=<x>``: the smallest amcore/baseline ratio over the cases.
+Column ``bound`` (AM): the baseline's time over that of the step's matrix products alone (``am_products``), the
+speedup a step with no work besides those products would reach.
 """
 
 from __future__ import annotations
@@ -98,6 +100,28 @@ def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool)
     return step
 
 
+def am_products(dim: int):
+    """Only the matrix products of one AM step, back to back on random operands of the same shapes: forward on the
+    interior and the 2B boundary rows, the reverse pass, and the adjoint of all three (input and weight
+    gradients). Any implementation of the AM gradient by reverse mode does these; their time bounds the step's."""
+    width, first = WIDTH, dim + 9  # the MLP's input: x and 9 time features
+    shapes = []
+    for rows in (BATCH, 2 * BATCH):  # forward, input adjoints and weight gradients of the forward pass
+        shapes += [(rows, first, width)] + [(rows, width, width)] * (DEPTH - 1)
+        shapes += [(rows, width, width)] * (DEPTH - 1) + [(width, rows, first)] + [(width, rows, width)] * (DEPTH - 1)
+    # reverse pass, its adjoint (one product per layer) and its weight gradients
+    shapes += [(BATCH, width, width)] * (DEPTH - 1) + [(BATCH, width, first)]
+    shapes += [(BATCH, first, width)] + [(BATCH, width, width)] * (DEPTH - 1)
+    shapes += [(width, BATCH, first)] + [(width, BATCH, width)] * (DEPTH - 1)
+    operands = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+
+    def step() -> None:
+        for a, b in operands:
+            a @ b
+
+    return step
+
+
 def rates(steps: dict, n: int, rounds: int = 3) -> dict[str, float]:
     """Samples per second of each step, the best of ``rounds`` interleaved rounds of ``n`` steps: other load on
     the machine only ever slows a round down, and interleaving exposes both sides to the same load."""
@@ -130,7 +154,7 @@ def main() -> None:
     print(f"amcore: {library}; malloc: {'tuned' if args.tuned_malloc else 'glibc defaults'}")
     print(
         f"{'variant':8} {'d':>3} {'lap':>7} {'amcore/s':>10} {'torch.func/s':>13} {'baseline/s':>11} {'speedup':>8} "
-        f"{'eam/am cost':>12}"
+        f"{'bound':>6} {'eam/am cost':>12}"
     )
     ratios, costs, am_rate = [], [], {}
     for dim in (2, 5, 50):
@@ -140,6 +164,8 @@ def main() -> None:
             spec = TrainConfig(objective=kind, sigma=1.0 if kind == "eam" else 0.0).spec()
             lap = "-" if kind == "am" else "exact" if exact_trace(spec, dim) else f"hutch{spec.probes}"
             steps = {name: make_step(name, path, spec, args.compile) for name in IMPLEMENTATIONS}
+            if kind == "am":
+                steps["products"] = am_products(dim)
             start = time.perf_counter()
             steps["amcore"]()
             if args.compile:
@@ -152,9 +178,10 @@ def main() -> None:
             cost = am_rate[dim] / results["amcore"] if kind == "eam" else 1.0
             if kind == "eam":
                 costs.append(cost)
+            bound = f"{results['products'] / results['baseline']:>6.2f}" if kind == "am" else f"{'':>6}"
             print(
                 f"{kind:8} {dim:>3} {lap:>7} {results['amcore']:>10.0f} {results['torch.func']:>13.0f} "
-                f"{results['baseline']:>11.0f} {ratio:>8.2f} {cost:>12.2f}"
+                f"{results['baseline']:>11.0f} {ratio:>8.2f} {bound} {cost:>12.2f}"
             )
     print(f"eam_over_am_cost={max(costs):.2f}")
     print(f"speedup_vs_baseline={min(ratios):.2f}")
