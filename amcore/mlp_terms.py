@@ -120,14 +120,6 @@ class ActionTerms(nn.Module):
         return action_terms(self.potential, x, t, tangents, x_ends, t_ends)
 
 
-def _time_slope(embed: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """``d embed(t) / dt`` from ``embed(t) = [tau, sin(f tau), cos(f tau)]``: the chain rule's last factor for
-    ``d_t s``."""
-    freqs = embed.freqs
-    sin, cos = features[:, 1 : 1 + len(freqs)], features[:, 1 + len(freqs) :]
-    return torch.cat([torch.ones_like(features[:, :1]), freqs * cos, -freqs * sin], 1) / embed.span
-
-
 class _ActionTerms(torch.autograd.Function):
     """Forward: the MLP on the interior and the boundary rows, the reverse pass and (eAM) the forward tangents on
     the interior rows. Backward: their adjoint, by hand.
@@ -145,7 +137,7 @@ class _ActionTerms(torch.autograd.Function):
         n, dim = x.shape
         eam = probes.numel() > 0
         features = embed(t)
-        time_slope = _time_slope(embed, features)
+        time_slope = embed.slope(features)
         h, h_ends = torch.cat([x, features], 1), torch.cat([x_ends, embed(t_ends)], 1)
         inputs, end_inputs, slopes, end_slopes, curvatures, thirds = [h], [h_ends], [], [], [], []
         for weight, bias in zip(weights[:hidden], biases[:hidden], strict=True):

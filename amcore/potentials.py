@@ -29,6 +29,13 @@ class TimeEmbedding(nn.Module):
         angles = u[..., None] * self.freqs
         return torch.cat([u[..., None], torch.sin(angles), torch.cos(angles)], dim=-1)
 
+    def slope(self, features: torch.Tensor) -> torch.Tensor:
+        """``d embed(t) / dt`` from ``features = embed(t)`` (no second evaluation of sin and cos)."""
+        n = len(self.freqs)
+        sin, cos = features[..., 1 : 1 + n], features[..., 1 + n :]
+        ones = torch.ones_like(features[..., :1])
+        return torch.cat([ones, self.freqs * cos, -self.freqs * sin], dim=-1) / self.span
+
 
 class MLPField(nn.Module):
     """MLP of ``(x, embed(t))`` with ``out_dim`` outputs: 1 for a potential, ``d`` for a vector field."""
