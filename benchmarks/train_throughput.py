@@ -6,13 +6,14 @@ Three implementations on the same data, model and batch, measured side by side i
   potential, the hand-derived terms of ``mlp_terms``; with ``--compile``, the ``torch.func`` form compiled);
 - ``torch.func``: the library's fused form for other potentials (the default step before ``mlp_terms``);
 - ``baseline``: a straightforward double-backward step written here (``autograd.grad(..., create_graph=True)``
-  then ``backward``).
+  then ``backward``), with PyTorch's default Adam; the other two use the training loop's (``train.adam``).
 
-MLP of 4 hidden layers of 256, batch 1024, d in {2, 5, 50}. All estimate the eAM Laplacian the same way, the
-library's default for that d (column ``lap``): the exact trace or Hutchinson with Rademacher probes (``hutch1``:
-one probe).
+MLP of 4 hidden layers of 256, batch 1024 (``--batch``), d in {2, 5, 50}, on the CPU or ``--device cuda``. All
+estimate the eAM Laplacian the same way, the library's default for that d (column ``lap``): the exact trace or
+Hutchinson with Rademacher probes (``hutch1``: one probe).
 
     python benchmarks/train_throughput.py [--steps 10] [--threads N] [--compile] [--tuned-malloc]
+                                          [--device cuda] [--batch 1024] [--tf32]
 
 ``--tuned-malloc`` makes glibc's malloc keep freed memory for the whole process (both sides): under the default
 settings every large temporary tensor is a fresh ``mmap`` whose pages fault in again, which costs the baseline
@@ -35,12 +36,12 @@ from amcore.interpolants import SnapshotPath
 from amcore.losses import ObjectiveSpec, exact_trace
 from amcore.potentials import Potential
 from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.speed import FusedActionLoss, action_step
+from amcore.speed import FusedActionLoss, action_step, set_precision
 from amcore.store import Snapshots
 from amcore.timesampling import TimeSampler
-from amcore.train import TrainConfig
+from amcore.train import TrainConfig, adam
 
-BATCH, WIDTH, DEPTH = 1024, 256, 4
+WIDTH, DEPTH = 256, 4
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 IMPLEMENTATIONS = ("amcore", "torch.func", "baseline")
 
@@ -48,7 +49,8 @@ IMPLEMENTATIONS = ("amcore", "torch.func", "baseline")
 def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
     """The textbook form: sample, one grad in (x, t) with create_graph, the Laplacian estimate by double
     backward."""
-    t = path.t0 + path.duration * torch.rand(batch, generator=gen)
+    dev = path.device
+    t = path.t0 + path.duration * torch.rand(batch, generator=gen, device=dev)
     x, _ = path.sample_at(t, gen)
     x.requires_grad_(True)
     t.requires_grad_(True)
@@ -59,12 +61,12 @@ def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
         lap = sum(torch.autograd.grad(gx[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(x.shape[1]))
         inner = inner + 0.5 * spec.sigma**2 * lap
     elif spec.kind == "eam":
-        probes = torch.randint(0, 2, (spec.probes, *x.shape), generator=gen).float() * 2 - 1
+        probes = torch.randint(0, 2, (spec.probes, *x.shape), generator=gen, device=dev).float() * 2 - 1
         lap = sum((torch.autograd.grad((gx * e).sum(), x, create_graph=True)[0] * e).sum(-1) for e in probes)
         inner = inner + 0.5 * spec.sigma**2 * lap / spec.probes
     x0, x1 = path.sample_endpoints(batch, gen)
-    s0 = model(x0, torch.full((batch,), path.t0))
-    s1 = model(x1, torch.full((batch,), path.t1))
+    s0 = model(x0, torch.full((batch,), path.t0, device=dev))
+    s1 = model(x1, torch.full((batch,), path.t1, device=dev))
     return s0.mean() - s1.mean() + path.duration * inner.mean()
 
 
@@ -75,24 +77,25 @@ def tune_malloc() -> None:
         raise RuntimeError("mallopt refused the settings")
 
 
-def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool):
-    """One full training step of implementation ``name`` on a fresh model."""
+def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool, batch: int):
+    """One full training step of implementation ``name`` on a fresh model, on the path's device."""
     torch.manual_seed(0)
-    model = Potential(path.dim, (0.0, 1.0), width=WIDTH, depth=DEPTH)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-    times = TimeSampler("stratified", 0.0, 1.0)
+    dev = path.device
+    model = Potential(path.dim, (0.0, 1.0), width=WIDTH, depth=DEPTH).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if name == "baseline" else adam(model, 1e-4)
+    gen = torch.Generator(dev).manual_seed(0)
+    times = TimeSampler("stratified", 0.0, 1.0, device=dev)
     defaults = TrainConfig()
     library = action_step(model, spec, defaults.fused, compile or defaults.compile, distributed=False)
     fused = FusedActionLoss(model, spec)
 
     def step() -> None:
         if name == "amcore":
-            loss = library(path, BATCH, gen, times)
+            loss = library(path, batch, gen, times)
         elif name == "torch.func":
-            loss = fused(path, BATCH, gen, times)
+            loss = fused(path, batch, gen, times)
         else:
-            loss = baseline_loss(model, path, BATCH, gen, spec)
+            loss = baseline_loss(model, path, batch, gen, spec)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,20 +103,20 @@ def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool)
     return step
 
 
-def am_products(dim: int):
+def am_products(dim: int, batch: int, device: torch.device):
     """Only the matrix products of one AM step, back to back on random operands of the same shapes: forward on the
     interior and the 2B boundary rows, the reverse pass, and the adjoint of all three (input and weight
     gradients). Any implementation of the AM gradient by reverse mode does these; their time bounds the step's."""
     width, first = WIDTH, dim + 9  # the MLP's input: x and 9 time features
     shapes = []
-    for rows in (BATCH, 2 * BATCH):  # forward, input adjoints and weight gradients of the forward pass
+    for rows in (batch, 2 * batch):  # forward, input adjoints and weight gradients of the forward pass
         shapes += [(rows, first, width)] + [(rows, width, width)] * (DEPTH - 1)
         shapes += [(rows, width, width)] * (DEPTH - 1) + [(width, rows, first)] + [(width, rows, width)] * (DEPTH - 1)
     # reverse pass, its adjoint (one product per layer) and its weight gradients
-    shapes += [(BATCH, width, width)] * (DEPTH - 1) + [(BATCH, width, first)]
-    shapes += [(BATCH, first, width)] + [(BATCH, width, width)] * (DEPTH - 1)
-    shapes += [(width, BATCH, first)] + [(width, BATCH, width)] * (DEPTH - 1)
-    operands = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+    shapes += [(batch, width, width)] * (DEPTH - 1) + [(batch, width, first)]
+    shapes += [(batch, first, width)] + [(batch, width, width)] * (DEPTH - 1)
+    shapes += [(width, batch, first)] + [(width, batch, width)] * (DEPTH - 1)
+    operands = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in shapes]
 
     def step() -> None:
         for a, b in operands:
@@ -122,19 +125,22 @@ def am_products(dim: int):
     return step
 
 
-def rates(steps: dict, n: int, rounds: int = 3) -> dict[str, float]:
+def rates(steps: dict, n: int, batch: int, sync, rounds: int = 3) -> dict[str, float]:
     """Samples per second of each step, the best of ``rounds`` interleaved rounds of ``n`` steps: other load on
-    the machine only ever slows a round down, and interleaving exposes both sides to the same load."""
+    the machine only ever slows a round down, and interleaving exposes both sides to the same load. ``sync``
+    waits for queued GPU work, which a CUDA step returns before it has run."""
     for step in steps.values():
         for _ in range(2):
             step()
     best = dict.fromkeys(steps, 0.0)
     for _ in range(rounds):
         for name, step in steps.items():
+            sync()
             start = time.perf_counter()
             for _ in range(n):
                 step()
-            best[name] = max(best[name], n * BATCH / (time.perf_counter() - start))
+            sync()
+            best[name] = max(best[name], n * batch / (time.perf_counter() - start))
     return best
 
 
@@ -144,13 +150,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="the library's step with compile: true")
     parser.add_argument("--tuned-malloc", action="store_true", help="glibc malloc keeps freed memory (both sides)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--batch", type=int, default=1024, help="rows per group (interior, each boundary)")
+    parser.add_argument("--tf32", action="store_true", help="TF32 matrix products on CUDA (both sides)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.tuned_malloc:
         tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_precision(device, args.tf32)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     library = "compiled (inductor)" if args.compile else "default settings"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, MLP {DEPTH}x{WIDTH}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    precision = "TF32" if args.tf32 and device.type == "cuda" else "float32"
+    print(f"torch {torch.__version__}, {where}, {precision}, batch {args.batch}, MLP {DEPTH}x{WIDTH}")
     print(f"amcore: {library}; malloc: {'tuned' if args.tuned_malloc else 'glibc defaults'}")
     print(
         f"{'variant':8} {'d':>3} {'lap':>7} {'amcore/s':>10} {'torch.func/s':>13} {'baseline/s':>11} {'speedup':>8} "
@@ -159,18 +173,19 @@ def main() -> None:
     ratios, costs, am_rate = [], [], {}
     for dim in (2, 5, 50):
         x, t = simulate_snapshots(OrnsteinUhlenbeck(dim=dim), [0.0, 0.5, 1.0], 4096, seed=0)
-        path = SnapshotPath(Snapshots.from_labels(x, t), coupling="independent")
+        path = SnapshotPath(Snapshots.from_labels(x, t), coupling="independent", device=device)
         for kind in ("am", "eam"):
             spec = TrainConfig(objective=kind, sigma=1.0 if kind == "eam" else 0.0).spec()
             lap = "-" if kind == "am" else "exact" if exact_trace(spec, dim) else f"hutch{spec.probes}"
-            steps = {name: make_step(name, path, spec, args.compile) for name in IMPLEMENTATIONS}
+            steps = {name: make_step(name, path, spec, args.compile, args.batch) for name in IMPLEMENTATIONS}
             if kind == "am":
-                steps["products"] = am_products(dim)
+                steps["products"] = am_products(dim, args.batch, device)
             start = time.perf_counter()
             steps["amcore"]()
+            sync()
             if args.compile:
                 print(f"  (first compiled step, compilation included: {time.perf_counter() - start:.1f} s)")
-            results = rates(steps, args.steps)
+            results = rates(steps, args.steps, args.batch, sync)
             ratio = results["amcore"] / results["baseline"]
             ratios.append(ratio)
             if kind == "am":

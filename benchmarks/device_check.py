@@ -1,0 +1,191 @@
+"""Correctness and precision of the training step on a CUDA GPU, against float64 on the CPU.
+
+For the default potential (scalar head, MLP 4x256) after a short float32 training on the GPU, on fixed batches
+(d = 5, AM and eAM with the exact Laplacian), it reports the relative error of the loss and of the parameter
+gradient of:
+
+- ``fp32``: the hand-derived terms (``mlp_terms``) in float32, TF32 off;
+- ``tf32``: the same with TF32 matrix products;
+- ``func-fp32`` / ``func-bf16``: the ``torch.func`` form (the path of other potentials) in float32 and under bf16
+  autocast;
+- ``compiled``: the ``torch.func`` form compiled by inductor, against its eager float32 gradient;
+- ``ddp-nccl``: 20 training steps through DistributedDataParallel over NCCL (one process group of world size 1)
+  against the same 20 steps without DDP (largest parameter difference).
+
+A precision error only matters against the minibatch noise the optimizer sees anyway: column ``/noise`` divides
+the gradient error by the spread of float64 gradients over 8 independent batches (``|g_i - mean| / |mean|``,
+averaged). Well under 0.1 means the precision costs nothing that sampling does not already cost 10 times over.
+
+    python benchmarks/device_check.py [--json FILE] [--device cuda]
+
+``--device cpu`` runs the same on the CPU (gloo for DDP; TF32 is then a no-op): a smoke test of the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+from amcore import mlp_terms
+from amcore.interpolants import SnapshotPath
+from amcore.losses import laplacian_tangents
+from amcore.potentials import Potential
+from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.speed import FusedActionLoss, action_step, set_precision
+from amcore.store import Snapshots
+from amcore.timesampling import TimeSampler
+from amcore.train import TrainConfig
+
+DIM, BATCH, NOISE_BATCHES = 5, 1024, 8
+
+
+def fixed_batch(path: SnapshotPath, spec, seed: int) -> dict[str, torch.Tensor]:
+    """One minibatch's inputs to ``FusedActionLoss.loss``, drawn on the CPU in float64."""
+    gen = torch.Generator().manual_seed(seed)
+    t, inv_density = TimeSampler("uniform", path.t0, path.t1).sample(BATCH, gen)
+    x, _ = path.sample_at(t, gen)
+    tangents, lap_weight = None, torch.zeros(())
+    u = (t - path.t0) / path.duration
+    if spec.kind == "eam":
+        tangents, scale = laplacian_tangents(x, spec, gen)
+        lap_weight = 0.5 * spec.sigma_at(u).pow(2) * scale
+    w, dw = spec.weight(u, path.duration)
+    x_first, x_last = path.sample_endpoints(BATCH, gen)
+    (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0]), path.duration)
+    t_ends = torch.cat([torch.full((BATCH,), path.t0), torch.full((BATCH,), path.t1)])
+    batch = dict(
+        x=x, t=t, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw, mass=torch.ones(()), inv_density=inv_density,
+        x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1]),
+    )  # fmt: skip
+    return {k: (v.double() if v is not None and v.is_floating_point() else v) for k, v in batch.items()}
+
+
+def loss_and_grad(model, spec, batch, device, dtype, hand: bool, compile: bool = False, bf16: bool = False):
+    """Loss and flat parameter gradient of one form of the AM loss on ``batch``, in ``dtype`` on ``device``."""
+    model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    terms = mlp_terms.ActionTerms(model) if hand else None
+    fused = FusedActionLoss(model, spec, compile=compile, terms=terms)
+    inputs = {k: (v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) if v is not None else v)
+              for k, v in batch.items()}  # fmt: skip
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, _ = fused.loss(**inputs)
+    loss.backward()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    return loss.detach().double().cpu(), grad.double().cpu()
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def trained_model(path_gpu: SnapshotPath, spec, device, steps: int = 300) -> Potential:
+    """A potential after ``steps`` float32 steps on the GPU: precision is judged on realistic weights."""
+    torch.manual_seed(0)
+    model = Potential(DIM, (path_gpu.t0, path_gpu.t1), width=256, depth=4).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = action_step(model, spec, fused=True, compile=False, distributed=False)
+    gen, times = (
+        torch.Generator(device).manual_seed(0),
+        TimeSampler("stratified", path_gpu.t0, path_gpu.t1, device=device),
+    )
+    for _ in range(steps):
+        loss = step(path_gpu, BATCH, gen, times)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.cpu()
+
+
+def ddp_difference(model: Potential, path_gpu: SnapshotPath, spec, device, steps: int = 20) -> float:
+    """Largest parameter difference after ``steps`` steps through DDP (NCCL on CUDA, world size 1) and without."""
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    if device.type == "cuda":
+        dist.init_process_group("nccl", rank=0, world_size=1, device_id=device)
+    else:
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        finals = []
+        for distributed in (True, False):
+            replica = copy.deepcopy(model).to(device)
+            opt = torch.optim.Adam(replica.parameters(), lr=1e-3)
+            step = action_step(replica, spec, fused=True, compile=False, distributed=distributed)
+            gen = torch.Generator(device).manual_seed(1)
+            times = TimeSampler("stratified", path_gpu.t0, path_gpu.t1, device=device)
+            for _ in range(steps):
+                loss = step(path_gpu, BATCH, gen, times)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            finals.append(torch.cat([p.detach().reshape(-1) for p in replica.parameters()]))
+        return float((finals[0] - finals[1]).abs().max())
+    finally:
+        dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    gpu, cpu = torch.device(args.device), torch.device("cpu")
+    if gpu.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("device_check: no CUDA device visible (--device cpu runs the script's smoke test)")
+    name = torch.cuda.get_device_name(gpu) if gpu.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {name}, d={DIM}, batch {BATCH}, MLP 4x256")
+    x, t = simulate_snapshots(OrnsteinUhlenbeck(dim=DIM), [0.0, 0.5, 1.0], 4096, seed=0)
+    snaps = Snapshots.from_labels(x, t)
+    path_cpu = SnapshotPath(snaps, coupling="independent")
+    path_gpu = SnapshotPath(snaps, coupling="independent", device=gpu)
+    report: dict[str, dict] = {}
+    print(f"{'objective':9} {'form':10} {'loss err':>9} {'grad err':>9} {'/noise':>7}")
+    for kind in ("am", "eam"):
+        spec = TrainConfig(objective=kind, sigma=1.0 if kind == "eam" else 0.0).spec()
+        set_precision(gpu, tf32=False)
+        start = time.perf_counter()
+        model = trained_model(path_gpu, spec, gpu)
+        print(f"  ({kind}: 300 float32 training steps on {gpu.type} in {time.perf_counter() - start:.1f} s)")
+        batches = [fixed_batch(path_cpu, spec, seed) for seed in range(NOISE_BATCHES)]
+        exact = [loss_and_grad(model, spec, b, cpu, torch.float64, hand=True) for b in batches]
+        mean = torch.stack([g for _, g in exact]).mean(0)
+        noise = sum(relative(g, mean) for _, g in exact) / NOISE_BATCHES
+        loss64, grad64 = exact[0]
+        forms = {
+            "fp32": dict(hand=True),
+            "tf32": dict(hand=True, tf32=True),
+            "func-fp32": dict(hand=False),
+            "func-bf16": dict(hand=False, bf16=True),
+        }
+        results = {"minibatch_noise": noise}
+        for name, form in forms.items():
+            set_precision(gpu, tf32=form.pop("tf32", False))
+            loss, grad = loss_and_grad(model, spec, batches[0], gpu, torch.float32, **form)
+            results[name] = {"loss": abs(float(loss - loss64)) / abs(float(loss64)), "grad": relative(grad, grad64)}
+        set_precision(gpu, tf32=False)
+        start = time.perf_counter()
+        _, compiled = loss_and_grad(model, spec, batches[0], gpu, torch.float32, hand=False, compile=True)
+        _, eager = loss_and_grad(model, spec, batches[0], gpu, torch.float32, hand=False)
+        results["compiled"] = {"grad_vs_eager": relative(compiled, eager), "seconds": time.perf_counter() - start}
+        for name in forms:
+            err = results[name]
+            print(f"{kind:9} {name:10} {err['loss']:>9.1e} {err['grad']:>9.1e} {err['grad'] / noise:>7.3f}")
+        print(f"{kind:9} {'compiled':10} {'':>9} {results['compiled']['grad_vs_eager']:>9.1e} (vs eager float32)")
+        print(f"{kind:9} minibatch gradient noise (float64, {NOISE_BATCHES} batches): {noise:.3f}")
+        if kind == "am":
+            results["ddp_nccl_max_param_diff"] = ddp_difference(model, path_gpu, spec, gpu)
+            print(f"{kind:9} ddp          largest parameter difference after 20 steps: "
+                  f"{results['ddp_nccl_max_param_diff']:.1e}")  # fmt: skip
+        report[kind] = results
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

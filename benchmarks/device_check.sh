@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every GPU check of the training stage in one run: about 6 minutes on one H200, so it fits the device tool's
+# 15 minutes a session with room for a rerun. Logs and JSON go to $OUT (the device tool's) or ./device-check.
+#
+#   1. benchmarks/device_check.py: correctness and precision (fp32, TF32, bf16, compiled, DDP over NCCL)
+#   2. benchmarks/train_throughput.py on the GPU: float32 and TF32 at batch 1024, float32 at batch 16384
+#   3. the training stage as the pipeline runs it: `amcore prepare`, then `torchrun ... amcore train` on the GPU
+#
+# The device image has torch, numpy, scipy, pandas and xarray, but not zarr, dask or POT, and no package index.
+# On a machine with PyPI, `bash benchmarks/device_check.sh --fetch-wheels` puts them into .whl (git-ignored);
+# then run, with the device tool: command `bash benchmarks/device_check.sh`, carry [".whl"], timeout_s 540.
+set -euo pipefail
+
+# The versions of environment.yml's solve here that the checks import, for CPython 3.12 on x86-64 Linux.
+WHEELS=(zarr==3.1.6 numcodecs==0.16.6 google-crc32c==1.9.0 donfig==0.8.1.post1 dask==2026.8.0 partd==1.4.2
+        locket==1.0.0 importlib_metadata==9.1.0 POT==0.9.7.post1 xarray==2026.9.0)
+
+if [[ "${1:-}" == "--fetch-wheels" ]]; then
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "${WHEELS[@]}"
+    exit 0
+fi
+
+out=${OUT:-device-check}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+
+echo "== 1. correctness and precision"
+python3 benchmarks/device_check.py --json "$out/precision.json" 2>&1 | tee "$out/precision.log"
+
+echo "== 2. throughput"
+for flags in "" "--tf32" "--batch 16384"; do
+    # shellcheck disable=SC2086
+    python3 benchmarks/train_throughput.py --device cuda --steps 20 $flags 2>&1 | tee -a "$out/throughput.log"
+done
+
+echo "== 3. the training stage through the CLI (torchrun, one process on the GPU)"
+work=$(mktemp -d)
+python3 -m amcore prepare --out "$work/store.zarr" --summary "$work/summary.json" \
+    --dataset '{"source": "simulate", "simulator": "gaussian_path", "params": {"dim": 2},
+                "times": [0.0, 0.25, 0.5, 0.75, 1.0], "n_per_time": 2000, "seed": 0}'
+torchrun --standalone --nproc_per_node=1 -m amcore train --store "$work/store.zarr" \
+    --params '{"objective": "am", "steps": 2000, "batch_size": 4096, "width": 256, "depth": 4}' \
+    --checkpoint "$work/model.pt" --loss-csv "$work/loss.csv" 2>&1 | tail -n 5 | tee "$out/train.log"
+cp "$work/loss.csv" "$out/train_loss.csv"
