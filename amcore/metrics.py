@@ -73,7 +73,7 @@ def mmd_rbf(
     wa: np.ndarray | None = None,
     wb: np.ndarray | None = None,
 ) -> float:
-    """Squared MMD with a sum of RBF kernels at ``scales`` times the pooled median distance.
+    """Squared MMD with the mean of RBF kernels at ``scales`` times the pooled median distance.
 
     Unbiased (diagonals left out) for uniform weights; ``wa``/``wb`` weight the points (uAM particles).
     """

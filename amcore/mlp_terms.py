@@ -10,7 +10,8 @@ For ``s = w_o . h_L + b_o``, ``h_l = phi(z_l)``, ``z_l = W_l h_{l-1} + b_l``, ``
 
 It does the matrix products autograd would and far fewer elementwise kernels: ``phi``, ``phi'``, ``phi''`` share
 one sigmoid (tanh, erf) per layer and are computed once, mostly in place. On one CPU thread that made the AM step
-about 1.05-1.25x and the eAM step 1.35-1.45x faster than the ``torch.func`` form (``benchmarks/train_throughput.py``).
+about 1.1x and the eAM step 1.2-1.5x faster than the ``torch.func`` form (``benchmarks/train_throughput.py``;
+figures in the README's "Training speed").
 ``tests/test_mlp_terms.py`` checks every output and every gradient against autograd in float64.
 """
 

@@ -11,7 +11,7 @@
 # then run, with the device tool: command `bash benchmarks/device_check.sh`, carry [".whl"], timeout_s 540.
 set -euo pipefail
 
-# The versions of environment.yml's solve here that the checks import, for CPython 3.12 on x86-64 Linux.
+# The versions this project's environment resolves to here, as wheels for the device image's CPython 3.12.
 WHEELS=(zarr==3.1.6 numcodecs==0.16.6 google-crc32c==1.9.0 donfig==0.8.1.post1 dask==2026.8.0 partd==1.4.2
         locket==1.0.0 importlib_metadata==9.1.0 POT==0.9.7.post1 xarray==2026.9.0)
 
