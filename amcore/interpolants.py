@@ -225,8 +225,10 @@ class SnapshotPath:
         return torch.rand(n, generator=gen, device=self.device)
 
     def _rows(self, k: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """A uniformly random row of snapshot ``k`` (elementwise)."""
-        return self.offsets[k] + (self._uniform(len(k), gen) * self.counts[k]).long().clamp_max(self.counts[k] - 1)
+        """A uniformly random row of snapshot ``k`` (elementwise); float64, because a float32 uniform times a count
+        above 2^24 skips rows."""
+        u = torch.rand(len(k), generator=gen, device=self.device, dtype=torch.float64)
+        return self.offsets[k] + (u * self.counts[k]).long().clamp_max(self.counts[k] - 1)
 
     def fingerprint(self) -> str:
         """Identifies the data (times, counts, a checksum of the values) for resuming a training.
@@ -263,7 +265,8 @@ class SnapshotPath:
             xt, u = torch.einsum("nk,nkd->nd", w, points), torch.einsum("nk,nkd->nd", dw, points)
             return self._bridge(xt, t, ta, tb, gen), u
         if self.coupling != "independent":
-            j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen) * (1 - 1e-6))
+            # In float64: in float32 a key k + u, k >= 32, can round up to k + 1 and land in the next interval.
+            j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen).double() * (1 - 1e-6))
             ia, ib = self.pair_a[j], self.pair_b[j]
         else:
             ia, ib = self._rows(k, gen), self._rows(k + 1, gen)
@@ -292,13 +295,12 @@ class MarginalPath:
     """The exact marginals ``p_t`` of a simulator at every ``t``: the path with no interpolation error.
 
     Same interface as ``SnapshotPath``; it isolates what the loss and the network can learn from what
-    sparse, finite snapshots allow, and is what the analytic acceptance tests train on.
+    sparse, finite snapshots allow, and is what the analytic acceptance tests train on. The simulator draws on
+    the CPU (numpy); samples land on the device of the generator that seeds them.
     """
 
-    coupling = "exact"
-
     def __init__(self, simulator: Simulator, t0: float, t1: float) -> None:
-        self.simulator, self.t0, self.t1, self.device = simulator, float(t0), float(t1), torch.device("cpu")
+        self.simulator, self.t0, self.t1 = simulator, float(t0), float(t1)
         self.dim = simulator.dim
 
     @property
@@ -306,11 +308,11 @@ class MarginalPath:
         return self.t1 - self.t0
 
     def _draw(self, t: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
-        return torch.as_tensor(self.simulator.sample_times(t, rng), dtype=torch.float32)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device)))
+        return torch.as_tensor(self.simulator.sample_times(t, rng), dtype=torch.float32, device=gen.device)
 
     def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._draw(t.detach().double().numpy(), gen)
+        x = self._draw(t.detach().cpu().double().numpy(), gen)
         return x, torch.full_like(x, float("nan"))
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,5 +324,7 @@ class MarginalPath:
     def mass(self, t: torch.Tensor) -> torch.Tensor:
         if not isinstance(self.simulator, GrowingGaussian):
             return torch.ones_like(t)
-        log_mass = np.vectorize(self.simulator.log_mass)(t.detach().double().numpy())
-        return torch.as_tensor(np.exp(log_mass - self.simulator.log_mass(self.t0)), dtype=torch.float32)
+        log_mass = np.vectorize(self.simulator.log_mass)(t.detach().cpu().double().numpy())
+        return torch.as_tensor(
+            np.exp(log_mass - self.simulator.log_mass(self.t0)), dtype=torch.float32, device=t.device
+        )

@@ -96,7 +96,7 @@ class StreamingPath:
         self._fingerprint = self.current.fingerprint()
         first = self.current
         self.t0, self.t1, self.dim, self.device = first.t0, first.t1, first.dim, first.device
-        self.coupling, self.t_values = first.coupling, first.t_values
+        self.t_values = first.t_values
 
     @staticmethod
     def _pieces(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, int]]:
@@ -156,9 +156,6 @@ class StreamingPath:
     def fingerprint(self) -> str:
         """The data's identity for resuming: the first refresh's sample (a fixed function of the store)."""
         return f"stream|{self._fingerprint}"
-
-    def interval(self, t: torch.Tensor) -> torch.Tensor:
-        return self.current.interval(t)
 
     def mass(self, t: torch.Tensor) -> torch.Tensor:
         return self.current.mass(t)

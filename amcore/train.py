@@ -227,7 +227,8 @@ def train(
     net = DistributedDataParallel(model) if cluster.world > 1 and cfg.objective == "fm" else model
     optimizer = adam(model, cfg.lr)
     spec = cfg.spec()
-    action = action_step(model, spec, cfg.fused, cfg.compile, distributed=cluster.world > 1)
+    # FM's loss is first order: fused and compile concern the AM objectives only.
+    action = None if cfg.objective == "fm" else action_step(model, spec, cfg.fused, cfg.compile, cluster.world > 1)
     times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
     history: list[tuple[int, float]] = []
     first_step, running = 0, 0.0

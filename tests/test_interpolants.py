@@ -129,3 +129,20 @@ def test_auto_tension_prefers_the_spline_on_a_curved_path():
     straight = [base + np.array([t, 0.0]) for t in knots]
     _, scores = choose_tension(straight, knots, rng)
     assert max(scores.values()) < 1e-6
+
+
+def test_pair_draws_stay_in_their_interval_with_many_times():
+    """The largest float32 uniform must still pick a pair of its own interval: with 40 times the search key
+    k + u once rounded (float32) to k + 1, a pair of the next interval, or past the end in the last one."""
+    rng = np.random.default_rng(0)
+    times = np.arange(40, dtype=np.float64)
+    # 300 rows a time: the 300 OT weights 1/300 add up to 1 - 4e-15, so an interval's last key is just under k + 1.
+    x = np.concatenate([0.1 * rng.standard_normal((300, 1)) + 10 * k for k in range(40)]).astype(np.float32)
+    path = SnapshotPath(Snapshots.from_labels(x, np.repeat(times, 300)), coupling="ot")
+    assert path.cum_weights[-1] < 39
+    path._uniform = lambda n, gen: torch.full((n,), 1 - 2**-24)  # the largest value torch.rand returns
+    t = torch.tensor([38.5, 37.5, 33.5, 0.5])
+    xt, u = path.sample_at(t, torch.Generator().manual_seed(0))
+    # Snapshot k sits at 10 k: on a segment of the right interval x_t is 10 t give or take the spread (0.1).
+    assert ((xt[:, 0] - 10 * t).abs() < 1).all()
+    assert ((u - 10).abs() < 1).all()
