@@ -21,7 +21,8 @@ OUT = f"{RESULTS}/{config['experiment']}"
 MODELS = sorted(config["models"])
 SEEDS = [str(seed) for seed in config["seeds"]]
 # Leave one time out: one prepared store and one set of models per held-out time; "none" trains on all.
-HOLDOUTS = [f"{float(t):g}" for t in config["holdout_times"]] or ["none"]
+# Labels read back as the very time (repr, not :g, whose 6 digits turn 1.2345678 into a time that is not there).
+HOLDOUTS = [repr(float(t)).removesuffix(".0") for t in config["holdout_times"]] or ["none"]
 BASELINES = config["baselines"] if config["holdout_times"] else []
 if set(MODELS) & set(BASELINES):
     raise ValueError(f"models {sorted(set(MODELS) & set(BASELINES))} are named like baselines; rename them")

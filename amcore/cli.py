@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from amcore.atomic import replacing
 from amcore.readers import InputError
 
 
@@ -25,11 +25,8 @@ def _json(text: str) -> dict:
 
 
 def _write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary sibling, then rename: a killed job never leaves a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def _write_json(path: str | Path, payload: dict) -> None:

@@ -104,7 +104,7 @@ def integrate_sde(
     out[0] = x.cpu().numpy()
     for i in range(1, len(grid)):
         ta, h = float(grid[i - 1]), float(grid[i] - grid[i - 1])
-        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
         x = (x + h * drift(x, _at(ta, x)) + sigma(ta) * np.sqrt(h) * noise).detach()
         out[i] = x.cpu().numpy()
     return out
@@ -120,7 +120,7 @@ def integrate_weighted(
         x = z[:, :dim]
         return torch.cat([velocity(x, t), growth(x, t)[:, None]], dim=1)
 
-    z = torch.cat([x0, torch.zeros(len(x0), 1, dtype=x0.dtype)], dim=1)
+    z = torch.cat([x0, x0.new_zeros(len(x0), 1)], dim=1)
     traj = integrate_ode(augmented, z, grid)
     return traj[..., :dim], np.exp(traj[..., dim])
 

@@ -10,6 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from amcore.atomic import replacing  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """PNG outputs of rules appear whole or not at all, like every other output."""
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+
 
 def _project(x: np.ndarray) -> np.ndarray:
     return x[:, :2] if x.shape[1] >= 2 else np.column_stack([x[:, 0], np.zeros(len(x))])
@@ -31,8 +40,7 @@ def marginals(path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], 
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def trajectories(path: Path, traj: np.ndarray, truth: list[np.ndarray], title: str, n_paths: int = 200) -> None:
@@ -48,8 +56,7 @@ def trajectories(path: Path, traj: np.ndarray, truth: list[np.ndarray], title: s
         ax.plot(p[:, 0], p[:, 1], lw=0.6, color="black", alpha=0.5)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def loss_curve(path: Path, steps: np.ndarray, loss: np.ndarray, title: str) -> None:
@@ -60,8 +67,7 @@ def loss_curve(path: Path, steps: np.ndarray, loss: np.ndarray, title: str) -> N
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: str, title: str) -> None:
@@ -74,8 +80,7 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str) -> None:
@@ -96,8 +101,7 @@ def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None:
@@ -122,8 +126,7 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None
         ax.set_title(f"{p['method']}, t = {p['holdout']}", fontsize=8)
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None) -> None:
@@ -158,5 +161,4 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)

@@ -7,8 +7,6 @@ temporary sibling and renamed when complete, so an interrupted write never looks
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,8 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+
+from amcore.atomic import replacing
 
 CHUNK_BYTES = 8 * 2**20
 ZSTD = zarr.codecs.ZstdCodec(level=3)
@@ -145,16 +145,9 @@ def write_dataset_atomic(ds: xr.Dataset, path: str | Path, encoding: dict, along
     ``alongside(write)``, when given, runs the dask work ``write`` together with its own (one pass over the
     shared inputs) and its result is returned.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with replacing(path) as tmp:
         write = ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
         result = alongside(write) if alongside else dask.compute(write)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return result if alongside else None
 
 

@@ -106,7 +106,8 @@ class StageRun:
         self.stage = stage
         self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **tags}
         self.params = _flatten(params)
-        self.run_id: str | None = None
+        self.run_id: str | None = None  # set once the run exists with its parameters and tags
+        self._created: str | None = None  # the run, from its creation on: a retry never creates a second one
         self.pending: list = []
         self.artifacts: list[tuple[str, str | None]] = []
         self.failures = 0
@@ -135,8 +136,8 @@ class StageRun:
         for path, subdir in self.artifacts:
             self._attempt(lambda p=path, s=subdir: self._log_artifact(p, s))
         status = "FAILED" if exc_type else "FINISHED"
-        if self.run_id:
-            self._attempt(lambda: self.client.set_terminated(self.run_id, status=status))
+        if self._created:
+            self._attempt(lambda: self.client.set_terminated(self._created, status=status))
         if self.pending or self.run_id is None:
             print(
                 f"amcore: MLflow did not take {len(self.pending)} metric values of stage {self.stage}; "
@@ -158,17 +159,19 @@ class StageRun:
     def _open(self) -> None:
         from mlflow.entities import Param, RunTag
 
-        self.client = _client(self.state["uri"])
-        run = self.client.create_run(
-            self.state["experiment_id"],
-            run_name="/".join([self.stage, *(v for k, v in self.tags.items() if k.startswith("snakemake.wildcard."))]),
-            tags={"mlflow.parentRunId": self.state["parent_run_id"], **self.tags},
-        )
-        params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]
+        if self._created is None:
+            self.client = _client(self.state["uri"])
+            wildcards = [v for k, v in self.tags.items() if k.startswith("snakemake.wildcard.")]
+            self._created = self.client.create_run(
+                self.state["experiment_id"],
+                run_name="/".join([self.stage, *wildcards]),
+                tags={"mlflow.parentRunId": self.state["parent_run_id"], **self.tags},
+            ).info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]  # the same values again on a retry
         for i in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
-        self.client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in self.tags.items()])
-        self.run_id = run.info.run_id
+            self.client.log_batch(self._created, params=params[i : i + 100])
+        self.client.log_batch(self._created, tags=[RunTag(k, str(v)) for k, v in self.tags.items()])
+        self.run_id = self._created
 
     def _send_pending(self) -> None:
         while True:

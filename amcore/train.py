@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from amcore.atomic import replacing
 from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
 from amcore.potentials import MLPField, Potential, potential_velocity
@@ -90,10 +91,9 @@ def build_model(model_args: dict) -> nn.Module:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """``torch.save`` to a temporary sibling, then rename: a killed job never leaves a half checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """A killed job never leaves a half checkpoint (``atomic.replacing``)."""
+    with replacing(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
@@ -203,13 +203,19 @@ def train(
     sub_batch = cfg.batch_size // streams
     torch.manual_seed(cfg.seed)
 
+    tension = cfg.tension
+
     def snapshot_path(training: Snapshots, seed: int) -> SnapshotPath:
-        return SnapshotPath(
+        # tension "auto" is decided on the first build: a streamed path's refreshes keep it (no re-selection).
+        nonlocal tension
+        built = SnapshotPath(
             training, cfg.coupling, cfg.ot_max_size, seed=seed, device=cluster.device,
             sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
             entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
-            interpolation=cfg.interpolation, tension=cfg.tension,
+            interpolation=cfg.interpolation, tension=tension,
         )  # fmt: skip
+        tension = getattr(built, "tension", tension)
+        return built
 
     if path is None:
         path = training_path(snaps, snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size, cfg.stream_refresh_every,
@@ -323,18 +329,15 @@ def train(
     if isinstance(path, (SnapshotPath, StreamingPath)):
         summary["train_times"] = [round(float(t), 6) for t in path.t_values]
         if cfg.interpolation == "spline":
-            summary["spline_tension"] = getattr(path, "tension", cfg.tension)
+            summary["spline_tension"] = tension
     return summary
 
 
 def write_loss_csv(path: str | Path, history: list[tuple[int, float]]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as handle:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "loss"])
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def velocity_fn(model: nn.Module, objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

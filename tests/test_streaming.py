@@ -110,3 +110,16 @@ def test_cli_streams_a_store_over_the_budget_and_loads_one_under_it(tmp_path, st
         done = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert expected in done.stderr
+
+
+def test_streamed_spline_chooses_its_tension_once(tmp_path, capfd):
+    """tension: auto cross-validates on the first resident sample only; every refresh keeps that value."""
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.25, 0.5, 0.75, 1.0], ROWS, seed=0)
+    path = tmp_path / "store.zarr"
+    write_store(path, Snapshots.from_labels(x, t), chunk_bytes=CHUNK_ROWS * 2 * 4)
+    cfg = TrainConfig(steps=40, batch_size=32, width=16, depth=2, ot_max_size=RESIDENT, log_every=10,
+                      stream_refresh_every=10, threads=1, interpolation="spline", tension="auto",
+                      in_memory_max_mb=300 * 2 * 4 / 2**20)  # fmt: skip
+    summary = train(open_store(path), cfg, tmp_path / "m.pt", tmp_path / "m.csv")
+    assert isinstance(summary["spline_tension"], float) and 0 <= summary["spline_tension"] <= 1
+    assert capfd.readouterr().err.count("amcore: spline tension") == 1  # 4 refreshes, one choice
