@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from amcore.atomic import replacing
-from amcore.readers import InputError
+from amcore.errors import InputError
 
 
 def _json(text: str) -> dict:
@@ -103,7 +103,7 @@ def _push(model, payload: dict, x0, grid, params: dict) -> tuple[np.ndarray, np.
 
     from amcore import integrate
     from amcore.losses import ObjectiveSpec
-    from amcore.train import velocity_fn
+    from amcore.potentials import velocity_fn
 
     objective, cfg = payload["objective"], payload["config"]
     flow = velocity_fn(model, objective)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from amcore import metrics
+from amcore.potentials import velocity_fn
 from amcore.simulate import Simulator, truth_fields
 from amcore.store import Snapshots
-from amcore.train import velocity_fn
 
 
 def learned_fields(model: nn.Module, payload: dict, x: np.ndarray, t: float) -> dict[str, np.ndarray]:

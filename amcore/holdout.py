@@ -13,7 +13,7 @@ import numpy as np
 import ot
 import xarray as xr
 
-from amcore.readers import InputError
+from amcore.errors import InputError
 from amcore.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 
 BASELINES = ("copy_prev", "ot_displacement")

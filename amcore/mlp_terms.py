@@ -8,10 +8,11 @@ For ``s = w_o . h_L + b_o``, ``h_l = phi(z_l)``, ``z_l = W_l h_{l-1} + b_l``, ``
   ``e``, where a Hessian-vector product would run a reverse pass over the reverse pass;
 - the adjoint of all of that, written out, for the parameter gradients.
 
-It does the matrix products autograd would and far fewer elementwise kernels: ``phi``, ``phi'``, ``phi''`` share
-one sigmoid (tanh, erf) per layer and are computed once, mostly in place. On one CPU thread that made the AM step
-about 1.1x and the eAM step 1.2-1.5x faster than the ``torch.func`` form (``benchmarks/train_throughput.py``;
-figures in the README's "Training speed").
+It does the matrix products autograd would and far fewer elementwise kernels: a layer's ``phi``, ``phi'`` and
+``phi''`` come from one or two transcendentals (SiLU: a sigmoid; tanh: a tanh; softplus: softplus and a sigmoid;
+GELU: erf and exp) and are computed once, mostly in place. On one CPU thread that made the AM step about 1.1x and
+the eAM step 1.2-1.5x faster than the ``torch.func`` form (``benchmarks/train_throughput.py``; figures in the
+README's "Training speed").
 ``tests/test_mlp_terms.py`` checks every output and every gradient against autograd in float64.
 """
 
@@ -68,7 +69,7 @@ def _gelu(z: torch.Tensor, order: int) -> list[torch.Tensor]:
     return out
 
 
-# phi and its first ``order`` derivatives at z (order 1, 2 or 3), sharing one transcendental.
+# phi and its first ``order`` derivatives at z (order 1, 2 or 3), from as few transcendentals as each needs.
 DERIVATIVES = {nn.SiLU: _silu, nn.Tanh: _tanh, nn.Softplus: _softplus, nn.GELU: _gelu}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -99,3 +100,10 @@ def potential_velocity(potential: nn.Module, x: torch.Tensor, t: torch.Tensor) -
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(potential(x, t).sum(), x)
     return grad
+
+
+def velocity_fn(model: nn.Module, objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The learned velocity (or drift, for eAM): ``grad_x s`` for AM variants, the field itself for FM."""
+    if objective == "fm":
+        return lambda x, t: model(x, t)
+    return lambda x, t: potential_velocity(model, x, t)

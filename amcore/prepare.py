@@ -7,7 +7,8 @@ from dataclasses import asdict
 import numpy as np
 
 from amcore import preprocess
-from amcore.readers import InputError, read_dataset
+from amcore.errors import InputError
+from amcore.readers import read_dataset
 from amcore.simulate import make_simulator, simulate_snapshots
 from amcore.store import Snapshots
 

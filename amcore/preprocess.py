@@ -14,7 +14,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from amcore.readers import InputError
+from amcore.errors import InputError
 
 DEFAULTS = {
     "select": "all",

@@ -20,15 +20,13 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from amcore.errors import InputError
+
 READ_CHUNK_BYTES = 64 * 2**20
 FORMATS = {"npz": ".npz", "h5ad": ".h5ad", "csv": ".csv", "parquet": ".parquet", "netcdf": ".nc", "zarr": ".zarr"}
 DEFAULT_TIME_PATTERN = r"[-+]?\d*\.?\d+"
 
 Read = tuple[da.Array, np.ndarray | None, dict]
-
-
-class InputError(ValueError):
-    """Bad user input: the message names the file, the key and what was expected."""
 
 
 def obs_chunk_rows(n_features: int) -> int:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from amcore.atomic import replacing
 from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
-from amcore.potentials import MLPField, Potential, potential_velocity
+from amcore.potentials import MLPField, Potential
 from amcore.speed import action_step, autocast, cpu_threads, set_precision
 from amcore.store import Snapshots
 from amcore.stream import StreamingPath, training_path
@@ -338,10 +338,3 @@ def write_loss_csv(path: str | Path, history: list[tuple[int, float]]) -> None:
         writer = csv.writer(handle)
         writer.writerow(["step", "loss"])
         writer.writerows(history)
-
-
-def velocity_fn(model: nn.Module, objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The learned velocity (or drift, for eAM): ``grad_x s`` for AM variants, the field itself for FM."""
-    if objective == "fm":
-        return lambda x, t: model(x, t)
-    return lambda x, t: potential_velocity(model, x, t)

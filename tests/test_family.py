@@ -16,9 +16,10 @@ import torch
 from amcore.evaluate import learned_fields, score_marginals, score_truth
 from amcore.integrate import integrate_ode, time_grid
 from amcore.interpolants import MarginalPath
+from amcore.potentials import velocity_fn
 from amcore.simulate import GaussianPath, make_simulator, simulate_snapshots, truth_fields
 from amcore.store import Snapshots
-from amcore.train import TrainConfig, load_model, train, velocity_fn
+from amcore.train import TrainConfig, load_model, train
 
 CASES = {
     # simulator, objective, the field checked, tolerance, extra training options

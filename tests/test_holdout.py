@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from amcore.errors import InputError
 from amcore.holdout import bracket, copy_prev, ot_displacement, read_prediction, write_prediction
 from amcore.metrics import wasserstein
-from amcore.readers import InputError
 from amcore.store import Snapshots
 
 

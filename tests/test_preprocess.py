@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from amcore import preprocess
+from amcore.errors import InputError
 from amcore.prepare import build_snapshots
-from amcore.readers import InputError
 from amcore.store import read_store, write_store
 
 # Feature scales far apart, so the principal axes are well separated and a randomized SVD recovers them exactly.

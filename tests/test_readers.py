@@ -17,8 +17,8 @@ import scipy.sparse as sp
 import xarray as xr
 from conftest import cli_env
 
+from amcore.errors import InputError
 from amcore.prepare import build_snapshots
-from amcore.readers import InputError
 from amcore.store import read_store, write_store
 
 TIMES = [0.0, 0.5, 2.0]

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from amcore.potentials import velocity_fn
 from amcore.simulate import GaussianPath, simulate_snapshots
 from amcore.store import Snapshots
-from amcore.train import TrainConfig, load_model, train, velocity_fn
+from amcore.train import TrainConfig, load_model, train
 
 
 def velocity_error(sim, model, objective, times, n=2000, seed=5):
