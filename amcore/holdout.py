@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import ot
 import xarray as xr
 
 from amcore.errors import InputError
+from amcore.interpolants import ot_pairs
 from amcore.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 
 BASELINES = ("copy_prev", "ot_displacement")
@@ -52,12 +52,10 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) ->
         raise InputError(
             f"ot_displacement: {len(a)} and {len(b)} cells exceed the exact solver's limit of {max_size} per side"
         )
-    plan = ot.emd(ot.unif(len(a)), ot.unif(len(b)), ot.dist(a, b), numItermax=10_000_000)
-    rows, cols = np.nonzero(plan > 0)
+    rows, cols, weights = ot_pairs(a, b, max_size, np.random.default_rng(0))  # within max_size: no subsampling
     t_prev, t_next = float(snaps.t_values[prev]), float(snaps.t_values[nxt])
     tau = (holdout - t_prev) / (t_next - t_prev)
-    weights = plan[rows, cols]
-    return (1 - tau) * a[rows] + tau * b[cols], weights / weights.sum()
+    return (1 - tau) * a[rows] + tau * b[cols], weights
 
 
 def baseline(name: str, snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]:
