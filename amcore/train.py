@@ -237,7 +237,9 @@ def train(
     action = None if cfg.objective == "fm" else action_step(model, spec, cfg.fused, cfg.compile, cluster.world > 1)
     times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
     history: list[tuple[int, float]] = []
-    first_step, running = 0, 0.0
+    # The loss summed since the last log line stays on the device: reading it every step (.item()) would make each
+    # GPU step wait for the previous one; float64, as a Python float sum would be.
+    first_step, running = 0, torch.zeros((), dtype=torch.float64, device=cluster.device)
 
     partial = partial_path(checkpoint)
     if partial.exists():
@@ -250,7 +252,8 @@ def train(
                 gen.set_state(saved["generators"][s].cpu())
             times.second_moment, times.seen = saved["time_sampler"]
             history = [tuple(row) for row in saved["history"]]
-            first_step, running = saved["step"], saved["running"]
+            first_step = saved["step"]
+            running.fill_(saved["running"])
             print(f"amcore train: resuming from step {first_step} ({partial})", file=sys.stderr)
         else:
             print(f"amcore train: {partial} is from another configuration or data; starting afresh", file=sys.stderr)
@@ -269,7 +272,7 @@ def train(
             "generators": generators,
             "time_sampler": (times.second_moment, times.seen),
             "history": history,
-            "running": running,
+            "running": float(running),
         }
 
     interactive = sys.stderr.isatty()
@@ -299,11 +302,11 @@ def train(
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - decay)
-        running += loss.item()
+        running += loss.detach()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             n = (step % cfg.log_every) + 1
-            history.append((step + 1, cluster.mean(running) / n))
-            running = 0.0
+            history.append((step + 1, cluster.mean(float(running)) / n))
+            running.zero_()
             if on_metrics and verbose:
                 on_metrics(step + 1, {"loss": history[-1][1]})
             bar.set_postfix(loss=f"{history[-1][1]:.4g}")
