@@ -55,8 +55,11 @@ class TimeSampler:
         sums = torch.zeros(self.bins, device=self.device).index_add_(0, b, values.double().pow(2).float())
         counts = torch.zeros(self.bins, device=self.device).index_add_(0, b, torch.ones_like(values))
         hit = counts > 0
-        batch_moment = sums[hit] / counts[hit]
-        # The first visit replaces the flat prior; later visits are averaged with momentum.
-        old = torch.where(self.seen[hit], self.second_moment[hit], batch_moment)
-        self.second_moment[hit] = self.momentum * old + (1 - self.momentum) * batch_moment
+        batch_moment = sums / counts.clamp_min(1)
+        # The first visit replaces the flat prior; later visits are averaged with momentum. Masks by torch.where,
+        # not boolean indexing, which would make a GPU wait for the step to finish.
+        old = torch.where(self.seen, self.second_moment, batch_moment)
+        self.second_moment = torch.where(
+            hit, self.momentum * old + (1 - self.momentum) * batch_moment, self.second_moment
+        )
         self.seen |= hit
