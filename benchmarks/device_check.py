@@ -9,6 +9,8 @@ the loss and of the parameter gradient of:
 - ``func-fp32`` / ``func-bf16``: the ``torch.func`` form (the path of other potentials) in float32 and under bf16
   autocast;
 - ``compiled``: the ``torch.func`` form compiled by inductor, against its eager float32 gradient;
+- ``step_sync``: whether a training step (AM, fused Adam) makes the host wait for the GPU (CUDA's sync debug
+  mode), which would keep it from queueing the next step ahead;
 - ``ddp``: 20 training steps through DistributedDataParallel over NCCL (one process group of world size 1)
   against the same 20 steps without DDP (largest parameter difference).
 
@@ -41,7 +43,7 @@ from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
 from amcore.speed import FusedActionLoss, action_step, set_precision
 from amcore.store import Snapshots
 from amcore.timesampling import TimeSampler
-from amcore.train import TrainConfig
+from amcore.train import TrainConfig, adam
 
 DIM, BATCH, NOISE_BATCHES = 5, 1024, 8
 
@@ -101,6 +103,31 @@ def trained_model(path_gpu: SnapshotPath, spec, device, steps: int = 300) -> Pot
         loss.backward()
         opt.step()
     return model.cpu()
+
+
+def step_sync(model: Potential, path_gpu: SnapshotPath, spec, device) -> str:
+    """``none`` when three training steps (loss, backward, fused Adam) never make the host wait for the GPU,
+    else the first complaint of CUDA's sync debug mode: a waiting step cannot queue the next one ahead."""
+    if device.type != "cuda":
+        return "n/a (CPU)"
+    replica = copy.deepcopy(model).to(device)
+    opt = adam(replica, 1e-3)
+    step = action_step(replica, spec, fused=True, compile=False, distributed=False)
+    gen = torch.Generator(device).manual_seed(2)
+    times = TimeSampler("stratified", path_gpu.t0, path_gpu.t1, device=device)
+    for sync_mode in ("default", "error"):  # the first round initialises lazily, which may sync
+        torch.cuda.set_sync_debug_mode(sync_mode)
+        try:
+            for _ in range(3):
+                loss = step(path_gpu, BATCH, gen, times)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        except RuntimeError as err:
+            return str(err).splitlines()[0]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return "none"
 
 
 def ddp_difference(model: Potential, path_gpu: SnapshotPath, spec, device, steps: int = 20) -> float:
@@ -179,6 +206,8 @@ def main() -> None:
         print(f"{kind:9} {'compiled':10} {'':>9} {results['compiled']['grad_vs_eager']:>9.1e} (vs eager float32)")
         print(f"{kind:9} minibatch gradient noise (float64, {NOISE_BATCHES} batches): {noise:.3f}")
         if kind == "am":
+            results["step_sync"] = step_sync(model, path_gpu, spec, gpu)
+            print(f"{kind:9} host waits for the GPU within a training step: {results['step_sync']}")
             results["ddp_max_param_diff"] = ddp_difference(model, path_gpu, spec, gpu)
             print(f"{kind:9} ddp          largest parameter difference after 20 steps: "
                   f"{results['ddp_max_param_diff']:.1e}")  # fmt: skip
