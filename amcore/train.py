@@ -190,6 +190,10 @@ def train(
     torch.set_num_threads(cpu_threads(cfg.threads))
     cluster = Cluster()
     set_precision(cluster.device, cfg.tf32)
+    if cluster.leader:  # on a cluster, the first thing to check: did the job get the GPU it asked for?
+        dev = cluster.device
+        where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads each"
+        print(f"amcore train: {cluster.world} process(es) on {dev.type} ({where})", file=sys.stderr)
     # The global batch is ``streams`` sub-batches, each from its own seeded generator; each rank draws its
     # share. One process with streams=N therefore takes exactly the steps of N ranks.
     streams = cfg.streams or cluster.world
