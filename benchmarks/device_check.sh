@@ -7,7 +7,7 @@
 #   3. the training stage as the pipeline runs it: `amcore prepare`, then `torchrun ... amcore train` on the GPU
 #
 # The device image has torch, numpy, scipy, pandas and xarray, but not zarr, dask or POT, and no package index.
-# On a machine with PyPI, `bash benchmarks/device_check.sh --fetch-wheels` puts them into .whl (git-ignored);
+# On a machine with PyPI, `bash benchmarks/device_check.sh --fetch-wheels` puts them into .whl (ignored by git);
 # then run, with the device tool: command `bash benchmarks/device_check.sh`, carry [".whl"], timeout_s 540.
 set -euo pipefail
 
@@ -16,7 +16,6 @@ WHEELS=(zarr==3.1.6 numcodecs==0.16.6 google-crc32c==1.9.0 donfig==0.8.1.post1 d
         locket==1.0.0 importlib_metadata==9.1.0 POT==0.9.7.post1 xarray==2026.9.0)
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .whl "${WHEELS[@]}"
