@@ -87,21 +87,28 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def trainer(model: Potential, path: SnapshotPath, spec, device, seed: int, distributed: bool = False):
+    """``run(n)``: ``n`` training steps of ``model`` as the training loop takes them (library loss, fused Adam)."""
+    opt = adam(model, 1e-3)
+    step = action_step(model, spec, fused=True, compile=False, distributed=distributed)
+    gen = torch.Generator(device).manual_seed(seed)
+    times = TimeSampler("stratified", path.t0, path.t1, device=device)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            loss = step(path, BATCH, gen, times)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return run
+
+
 def trained_model(path_gpu: SnapshotPath, spec, device, steps: int = 300) -> Potential:
     """A potential after ``steps`` float32 steps on the GPU: precision is judged on realistic weights."""
     torch.manual_seed(0)
     model = Potential(DIM, (path_gpu.t0, path_gpu.t1), width=256, depth=4).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    step = action_step(model, spec, fused=True, compile=False, distributed=False)
-    gen, times = (
-        torch.Generator(device).manual_seed(0),
-        TimeSampler("stratified", path_gpu.t0, path_gpu.t1, device=device),
-    )
-    for _ in range(steps):
-        loss = step(path_gpu, BATCH, gen, times)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    trainer(model, path_gpu, spec, device, seed=0)(steps)
     return model.cpu()
 
 
@@ -110,19 +117,11 @@ def step_sync(model: Potential, path_gpu: SnapshotPath, spec, device) -> str:
     else the first complaint of CUDA's sync debug mode: a waiting step cannot queue the next one ahead."""
     if device.type != "cuda":
         return "n/a (CPU)"
-    replica = copy.deepcopy(model).to(device)
-    opt = adam(replica, 1e-3)
-    step = action_step(replica, spec, fused=True, compile=False, distributed=False)
-    gen = torch.Generator(device).manual_seed(2)
-    times = TimeSampler("stratified", path_gpu.t0, path_gpu.t1, device=device)
+    run = trainer(copy.deepcopy(model).to(device), path_gpu, spec, device, seed=2)
     for sync_mode in ("default", "error"):  # the first round initialises lazily, which may sync
         torch.cuda.set_sync_debug_mode(sync_mode)
         try:
-            for _ in range(3):
-                loss = step(path_gpu, BATCH, gen, times)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            run(3)
         except RuntimeError as err:
             return str(err).splitlines()[0]
         finally:
@@ -142,15 +141,7 @@ def ddp_difference(model: Potential, path_gpu: SnapshotPath, spec, device, steps
         finals = []
         for distributed in (True, False):
             replica = copy.deepcopy(model).to(device)
-            opt = torch.optim.Adam(replica.parameters(), lr=1e-3)
-            step = action_step(replica, spec, fused=True, compile=False, distributed=distributed)
-            gen = torch.Generator(device).manual_seed(1)
-            times = TimeSampler("stratified", path_gpu.t0, path_gpu.t1, device=device)
-            for _ in range(steps):
-                loss = step(path_gpu, BATCH, gen, times)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            trainer(replica, path_gpu, spec, device, seed=1, distributed=distributed)(steps)
             finals.append(torch.cat([p.detach().reshape(-1) for p in replica.parameters()]))
         return float((finals[0] - finals[1]).abs().max())
     finally:
