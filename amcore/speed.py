@@ -1,11 +1,13 @@
 """The training step's speed levers (DESIGN §6): one fused computation of the AM terms (hand-derived for the
 default MLP potential, ``torch.func`` for other models), optional ``torch.compile``, GPU precision (TF32, bf16
-autocast) and CPU threads.
+autocast), CPU threads and the memory a step frees.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 from collections.abc import Callable
 
 import torch
@@ -146,6 +148,24 @@ def cpu_threads(requested: int) -> int:
         return requested
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, len(os.sched_getaffinity(0)) // local)
+
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(trim_mb: int = 1024, mmap_mb: int = 64) -> bool:
+    """Let glibc keep the memory a training step frees (up to ``trim_mb``) for the next step; False elsewhere.
+
+    Under glibc's defaults the step's megabyte-sized temporaries go back to the kernel when the step ends and
+    fault in again page by page in the next one: on one CPU thread, thousands of faults and about 10 ms of kernel
+    time in an 80 ms AM step (batch 1024). Allocations below ``mmap_mb`` come from the heap, and the process keeps
+    what it has freed: its peak memory, reached in every step anyway, does not change.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, trim_mb << 20) and libc.mallopt(M_MMAP_THRESHOLD, mmap_mb << 20))
 
 
 def set_precision(device: torch.device, tf32: bool) -> None:

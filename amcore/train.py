@@ -22,7 +22,7 @@ from amcore.atomic import replacing
 from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
 from amcore.potentials import MLPField, Potential
-from amcore.speed import action_step, autocast, cpu_threads, set_precision
+from amcore.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.store import Snapshots
 from amcore.stream import StreamingPath, training_path
 from amcore.timesampling import TimeSampler
@@ -188,6 +188,7 @@ def train(
     with the same parameters as an uninterrupted run.
     """
     torch.set_num_threads(cpu_threads(cfg.threads))
+    keep_freed_memory()
     cluster = Cluster()
     set_precision(cluster.device, cfg.tf32)
     if cluster.leader:  # on a cluster, the first thing to check: did the job get the GPU it asked for?

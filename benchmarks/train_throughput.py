@@ -12,12 +12,12 @@ MLP of 4 hidden layers of 256, batch 1024 (``--batch``), d in {2, 5, 50}, on the
 estimate the eAM Laplacian the same way, the library's default for that d (column ``lap``): the exact trace or
 Hutchinson with Rademacher probes (``hutch1``: one probe).
 
-    python benchmarks/train_throughput.py [--steps 10] [--threads N] [--compile] [--tuned-malloc]
+    python benchmarks/train_throughput.py [--steps 10] [--threads N] [--compile] [--glibc-malloc]
                                           [--device cuda] [--batch 1024] [--tf32]
 
-``--tuned-malloc`` makes glibc's malloc keep freed memory for the whole process (both sides): under the default
-settings every large temporary tensor is a fresh ``mmap`` whose pages fault in again, which costs the baseline
-(more temporaries) much more than amcore. Then a line ``eam_over_am_cost=<x>`` (the largest eAM/AM step-time
+The process keeps the memory a step frees, as training does (``speed.keep_freed_memory``, for both sides: it is a
+setting of the process); ``--glibc-malloc`` leaves glibc's defaults, under which the step's large temporaries fault
+in again page by page in every step. After the table, a line ``eam_over_am_cost=<x>`` (the largest eAM/AM step-time
 ratio of amcore) and, last, ``speedup_vs_baseline=<x>``: the smallest amcore/baseline ratio over the cases.
 Column ``bound`` (AM): the baseline's time over that of the step's matrix products alone (``am_products``), the
 speedup a step with no work besides those products would reach.
@@ -26,7 +26,6 @@ speedup a step with no work besides those products would reach.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import time
 
 import numpy as np
@@ -36,13 +35,12 @@ from amcore.interpolants import SnapshotPath
 from amcore.losses import ObjectiveSpec, exact_trace
 from amcore.potentials import Potential
 from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.speed import FusedActionLoss, action_step, set_precision
+from amcore.speed import FusedActionLoss, action_step, keep_freed_memory, set_precision
 from amcore.store import Snapshots
 from amcore.timesampling import TimeSampler
 from amcore.train import TrainConfig, adam
 
 WIDTH, DEPTH = 256, 4
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 IMPLEMENTATIONS = ("amcore", "torch.func", "baseline")
 
 
@@ -68,13 +66,6 @@ def baseline_loss(model, path, batch, gen, spec: ObjectiveSpec):
     s0 = model(x0, torch.full((batch,), path.t0, device=dev))
     s1 = model(x1, torch.full((batch,), path.t1, device=dev))
     return s0.mean() - s1.mean() + path.duration * inner.mean()
-
-
-def tune_malloc() -> None:
-    """glibc: serve allocations below 256 MiB from the heap and keep up to 1 GiB of it when freed."""
-    libc = ctypes.CDLL("libc.so.6")
-    if not (libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(M_MMAP_THRESHOLD, 1 << 28)):
-        raise RuntimeError("mallopt refused the settings")
 
 
 def make_step(name: str, path: SnapshotPath, spec: ObjectiveSpec, compile: bool, batch: int):
@@ -149,14 +140,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per round (3 rounds)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="the library's step with compile: true")
-    parser.add_argument("--tuned-malloc", action="store_true", help="glibc malloc keeps freed memory (both sides)")
+    parser.add_argument("--glibc-malloc", action="store_true", help="glibc's defaults: freed memory goes back")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--batch", type=int, default=1024, help="rows per group (interior, each boundary)")
     parser.add_argument("--tf32", action="store_true", help="TF32 matrix products on CUDA (both sides)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if args.tuned_malloc:
-        tune_malloc()
+    kept = not args.glibc_malloc and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     set_precision(device, args.tf32)
@@ -165,7 +155,7 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     precision = "TF32" if args.tf32 and device.type == "cuda" else "float32"
     print(f"torch {torch.__version__}, {where}, {precision}, batch {args.batch}, MLP {DEPTH}x{WIDTH}")
-    print(f"amcore: {library}; malloc: {'tuned' if args.tuned_malloc else 'glibc defaults'}")
+    print(f"amcore: {library}; freed memory: {'kept (as in training)' if kept else 'malloc defaults'}")
     print(
         f"{'variant':8} {'d':>3} {'lap':>7} {'amcore/s':>10} {'torch.func/s':>13} {'baseline/s':>11} {'speedup':>8} "
         f"{'bound':>6} {'eam/am cost':>12}"
