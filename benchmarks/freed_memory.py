@@ -20,37 +20,27 @@ import subprocess
 import sys
 import time
 
+import torch
+from train_throughput import make_step  # this folder is on sys.path when run as a script
+
+from amcore.interpolants import SnapshotPath
+from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.speed import keep_freed_memory
+from amcore.store import Snapshots
+from amcore.train import TrainConfig
+
 MODES = ("defaults", "kept")
 
 
 def worker(mode: str, kind: str, steps: int) -> None:
-    """Run ``steps`` training steps after 3 warm-up steps; print their mean costs as JSON."""
-    import torch
-
-    from amcore.interpolants import SnapshotPath
-    from amcore.potentials import Potential
-    from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-    from amcore.speed import action_step, keep_freed_memory
-    from amcore.store import Snapshots
-    from amcore.timesampling import TimeSampler
-    from amcore.train import TrainConfig, adam
-
+    """Run ``steps`` training steps of amcore after 3 warm-up steps; print their mean costs as JSON."""
     torch.set_num_threads(1)
     if mode == "kept" and not keep_freed_memory():
         sys.exit("keep_freed_memory needs glibc's malloc")
-    torch.manual_seed(0)
     x, t = simulate_snapshots(OrnsteinUhlenbeck(dim=5), [0.0, 0.5, 1.0], 2048, seed=0)
     path = SnapshotPath(Snapshots.from_labels(x, t), coupling="independent")
-    model = Potential(5, (0.0, 1.0), width=256, depth=4)
     spec = TrainConfig(objective=kind, sigma=1.0 if kind == "eam" else 0.0).spec()
-    loss_fn = action_step(model, spec, fused=True, compile=False, distributed=False)
-    opt, gen, times = adam(model, 1e-4), torch.Generator().manual_seed(0), TimeSampler("stratified", 0.0, 1.0)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(path, 1024, gen, times).backward()
-        opt.step()
-
+    step = make_step("amcore", path, spec, compile=False, batch=1024)
     for _ in range(3):
         step()
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
