@@ -96,7 +96,8 @@ class FusedActionLoss:
         boundary = end_weights[0] * s_ends[0] - end_weights[1] * s_ends[1]
         return boundary + (integrand * inv_density).mean(), integrand.detach()
 
-    def __call__(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:
+    def draw(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> dict:
+        """One minibatch's inputs to ``loss``, drawn from ``gen`` in ``action_loss``'s order."""
         spec, dev = self.spec, times.device
         t, inv_density = times.sample(batch, gen)
         x, _ = path.sample_at(t, gen)
@@ -113,11 +114,15 @@ class FusedActionLoss:
         )
         (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
         t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
-        loss, integrand = self.loss(
-            x, t, tangents, lap_weight, w, dw, mass, inv_density, torch.cat([x_first, x_last]), t_ends,
-            torch.stack([w0, w1 * m1]),
+        return dict(
+            x=x, t=t, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw, mass=mass, inv_density=inv_density,
+            x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
         )  # fmt: skip
-        times.update(t, integrand)
+
+    def __call__(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:
+        inputs = self.draw(path, batch, gen, times)
+        loss, integrand = self.loss(**inputs)
+        times.update(inputs["t"], integrand)
         return loss
 
 

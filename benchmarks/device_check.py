@@ -37,7 +37,6 @@ import torch.distributed as dist
 
 from amcore import mlp_terms
 from amcore.interpolants import SnapshotPath
-from amcore.losses import laplacian_tangents
 from amcore.potentials import Potential
 from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
 from amcore.speed import FusedActionLoss, action_step, set_precision
@@ -49,23 +48,9 @@ DIM, BATCH, NOISE_BATCHES = 5, 1024, 8
 
 
 def fixed_batch(path: SnapshotPath, spec, seed: int) -> dict[str, torch.Tensor]:
-    """One minibatch's inputs to ``FusedActionLoss.loss``, drawn on the CPU in float64."""
-    gen = torch.Generator().manual_seed(seed)
-    t, inv_density = TimeSampler("uniform", path.t0, path.t1).sample(BATCH, gen)
-    x, _ = path.sample_at(t, gen)
-    tangents, lap_weight = None, torch.zeros(())
-    u = (t - path.t0) / path.duration
-    if spec.kind == "eam":
-        tangents, scale = laplacian_tangents(x, spec, gen)
-        lap_weight = 0.5 * spec.sigma_at(u).pow(2) * scale
-    w, dw = spec.weight(u, path.duration)
-    x_first, x_last = path.sample_endpoints(BATCH, gen)
-    (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0]), path.duration)
-    t_ends = torch.cat([torch.full((BATCH,), path.t0), torch.full((BATCH,), path.t1)])
-    batch = dict(
-        x=x, t=t, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw, mass=torch.ones(()), inv_density=inv_density,
-        x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1]),
-    )  # fmt: skip
+    """One minibatch's inputs to ``FusedActionLoss.loss``, drawn on the CPU as training draws them, in float64."""
+    times = TimeSampler("uniform", path.t0, path.t1)
+    batch = FusedActionLoss(None, spec).draw(path, BATCH, torch.Generator().manual_seed(seed), times)
     return {k: (v.double() if v is not None and v.is_floating_point() else v) for k, v in batch.items()}
 
 
