@@ -2,15 +2,29 @@
 
 A killed or failing job leaves either the previous file or none, never one that looks finished; the rename is
 atomic within a file system.
+
+A job killed outright (SIGKILL, or SIGTERM from Snakemake) cannot remove its temporary itself, and its rerun
+writes under another name (the PID differs), so each write first removes the temporaries of the same output
+whose writer is dead. Liveness is judged by PID on this host: a temporary is kept while a process of that PID
+runs here, and removed otherwise, even when its writer was another host's job still running on a shared file
+system. Two live jobs writing the same output are already a conflict (Snakemake never schedules one output
+twice, and locks its working directory against a second instance), so this only assumes what the workflow
+guarantees.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def temporary_name(path: Path, pid: int) -> Path:
+    """The temporary sibling the process ``pid`` writes ``path`` to: hidden, same suffix."""
+    return path.with_name(f".{path.stem}.tmp-{pid}{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -18,7 +32,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` (same suffix, so writers that go by it still work) to write a file
     or a directory to; on a clean exit it replaces ``path``, otherwise it is removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    remove_stale_temporaries(path)
+    tmp = temporary_name(path, os.getpid())
     _remove(tmp)
     try:
         yield tmp
@@ -27,6 +42,35 @@ def replacing(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` left by writers no longer running on this host; returns them."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.tmp-(\d+){re.escape(path.suffix)}")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):  # no parent folder yet: nothing stale either
+        for sibling in path.parent.iterdir():
+            match = pattern.fullmatch(sibling.name)
+            if match and not _running(int(match.group(1))):
+                _remove(sibling)
+                removed.append(sibling)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (this one included); unknown PIDs count as running."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return True  # never a writer's PID; os.kill(0, ...) would address a whole process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a PID: leave it alone
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -9,10 +9,13 @@ non-finite rows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,8 +28,78 @@ from amcore.errors import InputError
 READ_CHUNK_BYTES = 64 * 2**20
 FORMATS = {"npz": ".npz", "h5ad": ".h5ad", "csv": ".csv", "parquet": ".parquet", "netcdf": ".nc", "zarr": ".zarr"}
 DEFAULT_TIME_PATTERN = r"[-+]?\d*\.?\d+"
+EXPECTED = {
+    "npz": "a .npz archive",
+    "npy": "a .npy file",
+    "h5ad": "an AnnData .h5ad file",
+    "csv": "a CSV file",
+    "parquet": "a Parquet file",
+    "netcdf": "a NetCDF file",
+    "zarr": "a zarr group",
+}
+# What the libraries raise on a truncated or damaged file, while opening it or while reading its data (zarr's
+# zstd codec raises RuntimeError, pyarrow's ArrowInvalid is a ValueError, h5py's errors are OSError or KeyError).
+READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, KeyError, IndexError, zipfile.BadZipFile, zlib.error)
+GiB = 2**30
 
 Read = tuple[da.Array, np.ndarray | None, dict]
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: ``MemAvailable`` (Linux; physical memory elsewhere), or less when
+    the memory limit of its cgroup (v2: a SLURM job, a container) leaves less room."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(re.search(r"^MemAvailable:\s+(\d+) kB$", meminfo, re.MULTILINE).group(1)) * 1024
+    except (OSError, AttributeError):
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    room = _cgroup_room()
+    return max(0, available if room is None else min(available, room))
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup v2 memory limit; ``None`` without a limit (or without cgroup v2)."""
+    try:
+        name = re.search(r"^0::/(.*)$", Path("/proc/self/cgroup").read_text(), re.MULTILINE).group(1)
+        group = Path("/sys/fs/cgroup", name)
+        limit = (group / "memory.max").read_text().strip()
+        return int(limit) - int((group / "memory.current").read_text()) if limit.isdigit() else None
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def format_bytes(size: float) -> str:
+    """A size for a message: GiB with one decimal, MiB below a tenth of a GiB."""
+    return f"{size / GiB:.1f} GiB" if size >= GiB / 10 else f"{size / 2**20:.1f} MiB"
+
+
+def _not_readable(path: Path, fmt: str, err: BaseException) -> InputError:
+    what = EXPECTED[fmt].split(" ", 1)[1]
+    detail = (str(err).strip().splitlines() or [""])[0][:300]
+    return InputError(f"{path}: not a readable {what}, truncated or damaged? ({type(err).__name__}: {detail})")
+
+
+def _check_not_empty(path: Path, fmt: str) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes); expected {EXPECTED[fmt]}")
+
+
+@contextlib.contextmanager
+def _reading(path: Path, fmt: str) -> Iterator[None]:
+    """Turn what a library raises on a truncated or damaged file into an ``InputError`` naming it and its format."""
+    try:
+        yield
+    except InputError:
+        raise
+    except READ_ERRORS as err:
+        raise _not_readable(path, fmt, err) from err
+
+
+def _read(fmt: str, path: Path, **options) -> Read:
+    """One file (or folder) in one format: an empty or unreadable one is refused with its name and format."""
+    _check_not_empty(path, fmt)
+    with _reading(path, fmt):
+        return READERS[fmt](path, **options)
 
 
 def obs_chunk_rows(n_features: int) -> int:
@@ -59,16 +132,35 @@ def read_npz(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
     """An ``.npz`` holding a ``(cells, features)`` matrix and one time label per cell."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError) as err:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise InputError(f"{path}: not a readable .npz archive ({err})") from err
     with archive:
         for key in (x_key, t_key):
             if key is not None and key not in archive.files:
                 raise InputError(f"{path}: key {key!r} missing; the archive holds {sorted(archive.files)}")
+        _check_npz_fits(archive, path, x_key)
         x = _chunked(np.asarray(archive[x_key]), path, x_key)
         labels = None if t_key is None else np.asarray(archive[t_key]).reshape(-1)
     _check_rows(path, x, x_key, labels, t_key)
     return x, labels, {"x_key": x_key, "t_key": t_key}
+
+
+def _check_npz_fits(archive, path: Path, key: str) -> None:
+    """A ``.npz`` member is read whole: refuse one larger than the memory available before reading it."""
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _, dtype = read_header[version](member)
+    except KeyError:  # a header version this check does not read: loading the member will tell
+        return
+    need, available = int(np.prod(shape, dtype=np.float64) * dtype.itemsize), available_memory()
+    if need > available:
+        raise InputError(
+            f"{path}: key {key!r} is {shape} {dtype}, {format_bytes(need)} read whole, more than the "
+            f"{format_bytes(available)} of memory available; expected data that fits, or save it as a folder of "
+            ".npy files (source npy), which is read by rows out of core"
+        )
 
 
 class NpyRows:
@@ -95,12 +187,14 @@ def read_npy(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
             found = sorted(p.stem for p in path.glob("*.npy"))
             raise InputError(f"{path}: {key}.npy missing (key {key!r}); the folder holds .npy files for {found}")
         files[key] = path / f"{key}.npy"
-    try:
-        x = NpyRows(files[x_key])
-        labels = None if t_key is None else np.load(files[t_key], allow_pickle=False).reshape(-1)
-    except ValueError as err:
-        raise InputError(f"{path}: not a readable .npy file ({err})") from err
-    x = _chunked(x, files[x_key], x_key)
+    for file in files.values():
+        _check_not_empty(file, "npy")
+    with _reading(files[x_key], "npy"):
+        x = _chunked(NpyRows(files[x_key]), files[x_key], x_key)
+    labels = None
+    if t_key is not None:
+        with _reading(files[t_key], "npy"):
+            labels = np.load(files[t_key], allow_pickle=False).reshape(-1)
     _check_rows(path, x, x_key, labels, t_key)
     return x, labels, {"x_key": x_key, "t_key": t_key}
 
@@ -178,7 +272,18 @@ def read_csv(path: Path, t_key: str | None = "t", feature_columns: list[str] | N
         frame = pd.read_csv(path)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputError(f"{path}: not a readable CSV file ({err})") from err
+    if len(frame) and frame.iloc[-1].isna().any() and not _ends_with_line_break(path):
+        raise InputError(
+            f"{path}: the last row lacks values and no line break ends the file: truncated? Expected a complete "
+            "CSV file (each row with every column, the last one ending in a line break)"
+        )
     return _read_frame(path, frame, t_key, feature_columns)
+
+
+def _ends_with_line_break(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) in (b"\n", b"\r")
 
 
 def read_parquet(path: Path, t_key: str | None = "t", feature_columns: list[str] | None = None) -> Read:
@@ -296,7 +401,7 @@ def read_directory(
     blocks, rows = [], {}
     for file in files:
         kwargs = {k: v for k, v in options.items() if k in OPTIONS[fmt] and k != "t_key"}
-        x, _, info = READERS[fmt](file, t_key=None, **kwargs)
+        x, _, info = _read(fmt, file, t_key=None, **kwargs)
         if blocks and x.shape[1] != blocks[0].shape[1]:
             raise InputError(
                 f"{file}: {x.shape[1]} features but {files[0].name} has {blocks[0].shape[1]}; "
@@ -374,15 +479,35 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
         info |= directory
         where = f"{path}: file_times" if spec.get("file_times") else f"{path}: file names"
     elif source in READERS:
-        x, labels, info = READERS[source](path, **{k: v for k, v in options.items() if k in OPTIONS[source]})
+        x, labels, info = _read(source, path, **{k: v for k, v in options.items() if k in OPTIONS[source]})
         where = f"{path}: key {info['t_key']!r}"
     else:
         raise InputError(f"dataset.source: unknown source {source!r}; expected simulate or one of {sorted(READERS)}")
     # The content hash reads every byte once more: let it run beside the finiteness pass instead of after it.
     with ThreadPoolExecutor(1) as pool:
         sha256 = pool.submit(content_sha256, path)
-        x, time, n_bad, info = _finite_rows(x, labels, spec, path, info, where)
+        try:  # the first pass over every value: a damaged chunk shows here, before anything is written
+            x, time, n_bad, info = _finite_rows(x, labels, spec, path, info, where)
+        except InputError:
+            raise
+        except READ_ERRORS as err:
+            raise _unreadable_file(path, source, info, options, err) from err
     return x, time, {"path": str(path), "sha256": sha256.result(), "reader": info, "dropped_nonfinite": n_bad}
+
+
+def _unreadable_file(path: Path, source: str, info: dict, options: dict, err: BaseException) -> InputError:
+    """The error for data that failed to read: in a directory, each file is read again to name the damaged one."""
+    if "files" not in info:
+        return _not_readable(path, source, err)
+    fmt = info["format"]
+    kwargs = {k: v for k, v in options.items() if k in OPTIONS[fmt] and k != "t_key"}
+    for name in info["files"]:
+        try:
+            with _reading(path / name, fmt):
+                _read(fmt, path / name, t_key=None, **kwargs)[0].sum().compute()
+        except InputError as found:
+            return found
+    return _not_readable(path, fmt, err)
 
 
 def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: dict, where: str):

@@ -184,20 +184,29 @@ def make_simulator(name: str, params: dict) -> Simulator:
     return SIMULATORS[name](**kwargs)
 
 
+def snapshot_counts(simulator: Simulator, times: list[float], n_per_time: int) -> list[int]:
+    """Cells per time: ``n_per_time`` each, or ``n_per_time * m_t / m_0`` for a growing population."""
+    if isinstance(simulator, GrowingGaussian):
+        return [int(round(n_per_time * np.exp(simulator.log_mass(t) - simulator.log_mass(times[0])))) for t in times]
+    return [n_per_time] * len(times)
+
+
 def simulate_snapshots(
     simulator: Simulator, times: list[float], n_per_time: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Independent samples at each time, sorted by time, as a real time course would be.
 
     For a growing population the count at ``t`` is ``n_per_time * m_t / m_0``: the mass is in the counts.
+    Each time's float64 samples are cast into one float32 array as they come: memory holds the float32 cells
+    and a single time's float64 samples, not every sample twice more.
     """
     rng = np.random.default_rng(seed)
-    counts = [n_per_time] * len(times)
-    if isinstance(simulator, GrowingGaussian):
-        counts = [int(round(n_per_time * np.exp(simulator.log_mass(t) - simulator.log_mass(times[0])))) for t in times]
-    xs = [simulator.sample(t, n, rng) for t, n in zip(times, counts, strict=True)]
-    time = np.repeat(np.asarray(times, dtype=np.float64), counts)
-    return np.concatenate(xs).astype(np.float32), time
+    counts = snapshot_counts(simulator, times, n_per_time)
+    x = np.empty((sum(counts), simulator.dim), dtype=np.float32)
+    ends = np.cumsum(counts)
+    for t, n, end in zip(times, counts, ends, strict=True):
+        x[end - n : end] = simulator.sample(t, n, rng)
+    return x, np.repeat(np.asarray(times, dtype=np.float64), counts)
 
 
 def truth_fields(simulator: Simulator, x: np.ndarray, t: float) -> dict[str, np.ndarray]:

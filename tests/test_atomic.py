@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
-from amcore.atomic import replacing
+from amcore.atomic import remove_stale_temporaries, replacing
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
@@ -27,3 +33,59 @@ def test_a_directory_replaces_the_previous_one_and_the_suffix_survives(tmp_path)
         (tmp / "fresh").write_text("y")
     assert sorted(p.name for p in target.iterdir()) == ["fresh"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.zarr"]
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    """A job killed outright leaves its temporary; the rerun (another PID) removes it before writing."""
+    dead, live = dead_pid(), os.getppid()
+    stale = tmp_path / f".store.tmp-{dead}.zarr"
+    stale.mkdir()
+    (stale / "chunk").write_bytes(b"half")
+    stale_file = tmp_path / f".summary.tmp-{dead}.json"
+    stale_file.write_text("{")
+    running = tmp_path / f".store.tmp-{live}.zarr"
+    running.mkdir()
+    others = [
+        tmp_path / f".store.tmp-{dead}.json",
+        tmp_path / f".store2.tmp-{dead}.zarr",
+        tmp_path / "store.tmp-1.zarr",
+    ]
+    for other in others:  # temporaries of other outputs, and a file that only looks like one
+        other.write_text("keep")
+    with replacing(tmp_path / "store.zarr") as tmp:
+        assert not stale.exists(), "the dead writer's temporary is removed before writing"
+        tmp.mkdir()
+    with replacing(tmp_path / "summary.json") as tmp:
+        tmp.write_text("{}")
+    assert not stale_file.exists()
+    assert running.is_dir() and (tmp_path / "store.zarr").is_dir()
+    assert all(other.read_text() == "keep" for other in others)
+    assert remove_stale_temporaries(tmp_path / "missing" / "store.zarr") == []
+
+
+def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    target, started = tmp_path / "data" / "store.zarr", tmp_path / "started"
+    target.parent.mkdir()
+    code = (
+        "import sys, time; from pathlib import Path; from amcore.atomic import replacing\n"
+        "with replacing(sys.argv[1]) as tmp:\n"
+        "    tmp.mkdir(); (tmp / 'chunk').write_bytes(b'x'); Path(sys.argv[2]).touch(); time.sleep(120)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target), str(started)])
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert writer.poll() is None and time.monotonic() < deadline, "the writer did not start"
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)  # as Snakemake's kill of a job's process group, or the OOM killer
+    writer.wait()
+    assert [p.name for p in target.parent.iterdir()] == [f".store.tmp-{writer.pid}.zarr"]
+    with replacing(target) as tmp:
+        tmp.mkdir()
+    assert [p.name for p in target.parent.iterdir()] == ["store.zarr"]

@@ -60,20 +60,22 @@ def test_a_held_out_time_leaks_into_no_fitted_parameter(cells):
 
 def test_the_store_keeps_held_out_cells_transformed_with_training_parameters(tmp_path, cells):
     x, t = cells
+    t = np.where(t == 2.0, 1.5, t)  # a held-out time must be interior: between the training times 0 and 2
+    t = np.where(t == 1.0, 2.0, t)
     np.savez(tmp_path / "in.npz", X=x, t=t)
-    snaps = build_snapshots({"source": "npz", "path": str(tmp_path / "in.npz")}, FULL, [2.0])
+    snaps = build_snapshots({"source": "npz", "path": str(tmp_path / "in.npz")}, FULL, [1.5])
     write_store(tmp_path / "s.zarr", snaps)
     back = read_store(tmp_path / "s.zarr")
-    assert back.attrs["holdout_times"] == [2.0]
+    assert back.attrs["holdout_times"] == [1.5]
     params = back.attrs["preprocess"]
-    train_only = preprocess.fit(chunked(x[t != 2.0]), t[t != 2.0], [], config(**FULL))
+    train_only = preprocess.fit(chunked(x[t != 1.5]), t[t != 1.5], [], config(**FULL))
     assert params["indices"] == train_only.indices.tolist()
     np.testing.assert_allclose(params["mean"], train_only.mean, rtol=1e-9)
     np.testing.assert_allclose(params["components"], train_only.components, atol=1e-9)
-    assert back.counts().tolist() == [200, 200, 150], "held-out cells stay in the store"
-    expected = train_only.transform(chunked(x[t == 2.0])).compute()
-    np.testing.assert_allclose(back.snapshot(2), expected, rtol=1e-5)
-    training = np.concatenate([back.snapshot(0), back.snapshot(1)])
+    assert back.counts().tolist() == [200, 150, 200], "held-out cells stay in the store"
+    expected = train_only.transform(chunked(x[t == 1.5])).compute()
+    np.testing.assert_allclose(back.snapshot(1), expected, rtol=1e-5)
+    training = np.concatenate([back.snapshot(0), back.snapshot(2)])
     np.testing.assert_allclose(np.cov(training.T), np.eye(2), atol=1e-4)  # whitened on the training cells only
 
 

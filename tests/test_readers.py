@@ -75,7 +75,7 @@ def test_npy_folder_is_memory_mapped_and_named_keys_are_checked(tmp_path, data):
     with pytest.raises(InputError, match=r"raw: X\.npy missing \(key 'X'\).*\['counts', 'day'\]"):
         build_snapshots({"source": "npy", "path": str(folder)})
     (folder / "X.npy").write_text("not numpy")
-    with pytest.raises(InputError, match=r"raw: not a readable \.npy file"):
+    with pytest.raises(InputError, match=r"raw/X\.npy: not a readable \.npy file"):
         build_snapshots({**spec, "x_key": "X"})
 
 
@@ -267,13 +267,15 @@ def test_a_file_that_is_not_what_its_extension_says(tmp_path, source, name, mess
         build_snapshots({"source": source, "path": str(path)})
 
 
-def test_holdout_times_must_be_observed_and_leave_two_to_train(tmp_path, data):
+def test_holdout_times_must_be_interior_observed_times(tmp_path, data):
     x, t = data
     spec = {"source": "npz", "path": write_npz(tmp_path, x, t)}
     with pytest.raises(InputError, match=r"holdout_times: \[1\.0\] are not observed times"):
         build_snapshots(spec, holdout_times=[1.0])
-    with pytest.raises(InputError, match="leave fewer than two"):
-        build_snapshots(spec, holdout_times=[0.0, 2.0])
+    # The first or the last time: no previous time to predict it from, or no next one for the baselines.
+    for held, ends in (([0.0], "0.0"), ([2.0], "2.0"), ([2.0, 0.5, 0.0], "0.0, 2.0")):
+        with pytest.raises(InputError, match=rf"holdout_times: \[{ends}\] must be interior.*of \[0\.0, 0\.5, 2\.0\]"):
+            build_snapshots(spec, holdout_times=held)
     assert build_snapshots(spec, holdout_times=[0.5]).attrs["holdout_times"] == [0.5]
 
 
@@ -310,13 +312,13 @@ def test_cli_drops_nonfinite_preprocesses_and_chunks_the_store(tmp_path, data):
     x, t = data
     x[4, 2] = np.inf
     dataset = {"source": "npz", "path": write_npz(tmp_path, x, t), "drop_nonfinite": True, "chunk_mb": 1e-4}
-    result = prepare_cli(tmp_path, dataset, "--preprocess", '{"standardize": true}', "--holdout-times", "2.0")
+    result = prepare_cli(tmp_path, dataset, "--preprocess", '{"standardize": true}', "--holdout-times", "0.5")
     assert result.returncode == 0, result.stderr
     assert "dropped 1 rows with NaN or inf values" in result.stderr
     store = tmp_path / "out" / "store.zarr"
     attrs = read_store(store).attrs
-    assert attrs["provenance"]["dropped_nonfinite"] == 1 and attrs["holdout_times"] == [2.0]
-    assert attrs["preprocess"]["fit_times"] == [0.0, 0.5] and attrs["preprocess"]["n_fit"] == 16 - (t[4] != 2.0)
+    assert attrs["provenance"]["dropped_nonfinite"] == 1 and attrs["holdout_times"] == [0.5]
+    assert attrs["preprocess"]["fit_times"] == [0.0, 2.0] and attrs["preprocess"]["n_fit"] == 15 - (t[4] != 0.5)
     chunk_rows = json.loads((store / "x" / "zarr.json").read_text())["chunk_grid"]["configuration"]["chunk_shape"]
     assert chunk_rows == [int(1e-4 * 2**20) // (4 * 5), 5]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
