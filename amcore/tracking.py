@@ -8,10 +8,12 @@ end and says so. Metrics also always land in the stage's own output files.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 # A dead server must fail fast: MLflow's defaults retry for minutes per call.
@@ -46,21 +48,67 @@ def start_parent(uri: str, experiment: str, results_dir: str | Path, tags: dict[
     for key in (ENV_URI, ENV_EXPERIMENT, ENV_PARENT):
         os.environ.pop(key, None)
     try:
-        client = _client(uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
+        from mlflow.tracking import MlflowClient  # before the lock: the import takes seconds
+
+        with _creation_lock(uri):
+            client = MlflowClient(tracking_uri=uri)  # opening a sqlite store creates and migrates its schema
             location = None
             if uri.startswith("sqlite:"):
                 location = (Path(results_dir) / "mlartifacts").resolve().as_uri()
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-        else:
-            experiment_id = found.experiment_id
+            experiment_id = _experiment_id(client, experiment, location)
         run = client.create_run(experiment_id, run_name="pipeline", tags={"amcore.kind": "pipeline", **tags})
     except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
         print(f"amcore: MLflow at {uri} unavailable ({err}); this invocation is not tracked", file=sys.stderr)
         return
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id})
     print(f"amcore: MLflow parent run {run.info.run_id} at {uri}", file=sys.stderr)
+
+
+@contextmanager
+def _creation_lock(uri: str, timeout_s: float = 300.0):
+    """Hold ``<db>.lock`` beside a sqlite database: MLflow creates and migrates its schema on first use, and
+    pipelines started together on a fresh file race on it ("duplicate column name"). Servers need no lock."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path}.lock held for more than {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        yield  # closing the file releases the lock, also when the body raises
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite URI; None for other backends and in-memory databases."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _experiment_id(client, name: str, artifact_location: str | None) -> str:
+    """Find or create the experiment; another invocation may create it between the two (any backend)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def end_parent(status: str) -> None:

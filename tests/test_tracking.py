@@ -1,4 +1,4 @@
-"""Tracking never costs a training: a real mlflow server stopped mid-run, then brought back."""
+"""Tracking never costs a training or an invocation: a tracker stopped mid-run, pipelines racing on one database."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import subprocess
 import time
 
-from conftest import BIN, cli_env
+import yaml
+from conftest import BIN, ROOT, cli_env
 from mlflow.tracking import MlflowClient
 
 from amcore import tracking
@@ -47,3 +48,33 @@ def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, mlflo
     assert "MLflow call failed" in stderr and "every metric of stage train arrived" in stderr
     assert logged_steps() == params["steps"] // params["log_every"]
     assert (tmp_path / "model.pt").exists()
+
+
+def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_config):
+    """Three invocations creating one sqlite database at once: each gets its parent run, none is untracked."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tiny_config["dataset"]["n_per_time"] = 100
+    tiny_config["mlflow"] = {"tracking_uri": uri, "experiment": "race"}
+    procs = []
+    for i in range(3):
+        workdir = tmp_path / f"work{i}"
+        workdir.mkdir()
+        (workdir / "config.yaml").write_text(yaml.safe_dump({**tiny_config, "experiment": f"race{i}"}))
+        cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(workdir / "config.yaml"), "--cores", "1", "--until", "prepare"]  # fmt: skip
+        with open(workdir / "snakemake.log", "w") as log:
+            procs.append(subprocess.Popen(cmd, cwd=workdir, env=cli_env(), stdout=log, stderr=subprocess.STDOUT))
+    for i, proc in enumerate(procs):
+        proc.wait(timeout=300)
+        output = (tmp_path / f"work{i}" / "snakemake.log").read_text()
+        assert proc.returncode == 0, output[-3000:]
+        assert "not tracked" not in output, output[-3000:]
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("race").experiment_id
+    parents = client.search_runs([experiment], "tags.`amcore.kind` = 'pipeline'")
+    assert sorted(run.data.tags["amcore.experiment"] for run in parents) == ["race0", "race1", "race2"]
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        assert [run.data.tags["amcore.stage"] for run in children] == ["prepare"]
