@@ -1,9 +1,13 @@
 # The two commands of the README: `make run` (the default pipeline) and `make test` (the test suite).
-# Each creates or updates .venv from this project's own files first.
+# Each creates or updates .venv from this project's own files first, and runs with .venv/bin first on PATH (the
+# rules call the `amcore` CLI), so neither needs an activated venv. Another config, extra Snakemake arguments:
+#   make run CONFIG=config/eb_leaveout.yaml ARGS='--config data=my.npz'
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CORES ?= 2
+CONFIG ?= config/config.yaml
+ARGS ?=
 export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install clean
@@ -19,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -13,6 +13,17 @@ configfile: "config/config.yaml"
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
+# Held-out times are checked against the simulated times before any job: an end time has no previous (or next)
+# observed time to predict it from. The times of the user's data are checked by `amcore prepare`.
+if config["dataset"]["source"] == "simulate":
+    _times = sorted(float(t) for t in config["dataset"]["times"])
+    _bad = [t for t in config["holdout_times"] if float(t) not in _times[1:-1]]
+    if _bad:
+        raise ValueError(
+            f"holdout_times: {_bad} are not interior observed times of dataset.times {_times}: a held-out time must "
+            "be one of the simulated times, neither the first nor the last"
+        )
+
 if config.get("data"):
     config["dataset"]["path"] = config["data"]  # `--config data=PATH` runs the same protocol on other data
 

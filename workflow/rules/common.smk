@@ -1,4 +1,6 @@
 # Helpers shared by the rules: JSON arguments for the amcore CLI and the MLflow parent run.
+# Every path and wildcard reaches the shell quoted: `{output.store:q}` in the commands (a list is quoted item by
+# item), shlex.quote in params that build arguments; as_arg's JSON is quoted already (never add :q to it).
 
 
 def as_arg(value):

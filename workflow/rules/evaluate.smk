@@ -20,10 +20,10 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "amcore evaluate --model {wildcards.model} --holdout {wildcards.holdout} --seed {wildcards.seed}"
-        " --store {input.store} --checkpoint {input.checkpoint} --trajectories {input.trajectories}"
-        " --loss-csv {input.loss} --params {params.evaluate} --metrics {output.metrics} --plots {params.plots}"
-        " --tags {params.tags} 2>&1 | tee {log}"
+        "amcore evaluate --model {wildcards.model:q} --holdout {wildcards.holdout:q} --seed {wildcards.seed:q}"
+        " --store {input.store:q} --checkpoint {input.checkpoint:q} --trajectories {input.trajectories:q}"
+        " --loss-csv {input.loss:q} --params {params.evaluate} --metrics {output.metrics:q} --plots {params.plots:q}"
+        " --tags {params.tags} 2>&1 | tee {log:q}"
 
 
 rule score:
@@ -42,8 +42,8 @@ rule score:
     conda:
         "../../environment.yml"
     shell:
-        "amcore score --store {input.store} --predictions {params.predictions} --params {params.evaluate}"
-        " --out {output.scores} --tags {params.tags} 2>&1 | tee {log}"
+        "amcore score --store {input.store:q} --predictions {params.predictions} --params {params.evaluate}"
+        " --out {output.scores:q} --tags {params.tags} 2>&1 | tee {log:q}"
 
 
 rule table:
@@ -62,11 +62,13 @@ rule table:
         ),
     params:
         panels=as_arg({"panels": prediction_panels()}),
-        panels_arg=lambda wc, output: f"--predictions-figure {output.panels}" if "panels" in output.keys() else "",
+        panels_arg=lambda wc, output: (
+            f"--predictions-figure {shlex.quote(output.panels)}" if "panels" in output.keys() else ""
+        ),
     log:
         f"{OUT}/logs/table.log",
     conda:
         "../../environment.yml"
     shell:
-        "amcore table --results {input.results} --table {output.table} --markdown {output.markdown}"
-        " --figure {output.figure} --panels {params.panels} {params.panels_arg} 2>&1 | tee {log}"
+        "amcore table --results {input.results:q} --table {output.table:q} --markdown {output.markdown:q}"
+        " --figure {output.figure:q} --panels {params.panels} {params.panels_arg} 2>&1 | tee {log:q}"

@@ -14,8 +14,8 @@ rule integrate:
     conda:
         "../../environment.yml"
     shell:
-        "amcore integrate --store {input.store} --checkpoint {input.checkpoint} --params {params.integrate}"
-        " --out {output.trajectories} --tags {params.tags} 2>&1 | tee {log}"
+        "amcore integrate --store {input.store:q} --checkpoint {input.checkpoint:q} --params {params.integrate}"
+        " --out {output.trajectories:q} --tags {params.tags} 2>&1 | tee {log:q}"
 
 
 rule baseline:
@@ -31,5 +31,5 @@ rule baseline:
     conda:
         "../../environment.yml"
     shell:
-        "amcore baseline --store {input.store} --holdout {wildcards.holdout} --name {wildcards.baseline}"
-        " --out {output.prediction} --tags {params.tags} 2>&1 | tee {log}"
+        "amcore baseline --store {input.store:q} --holdout {wildcards.holdout:q} --name {wildcards.baseline:q}"
+        " --out {output.prediction:q} --tags {params.tags} 2>&1 | tee {log:q}"

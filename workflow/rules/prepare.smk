@@ -15,5 +15,5 @@ rule prepare:
         "../../environment.yml"
     shell:
         "amcore prepare --dataset {params.dataset} --preprocess {params.preprocess}"
-        " --holdout-times {params.holdout} --out {output.store} --summary {output.summary}"
-        " {params.scheduler} --tags {params.tags} 2>&1 | tee {log}"
+        " --holdout-times {params.holdout:q} --out {output.store:q} --summary {output.summary:q}"
+        " {params.scheduler} --tags {params.tags} 2>&1 | tee {log:q}"

@@ -17,5 +17,5 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} amcore train --store {input.store} --params {params.train}"
-        " --checkpoint {output.checkpoint} --loss-csv {output.loss} --tags {params.tags} 2>&1 | tee {log}"
+        "{params.launcher} amcore train --store {input.store:q} --params {params.train}"
+        " --checkpoint {output.checkpoint:q} --loss-csv {output.loss:q} --tags {params.tags} 2>&1 | tee {log:q}"
