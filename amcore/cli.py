@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from amcore.atomic import replacing
-from amcore.errors import InputError
+from amcore.errors import InputError, TrainingDiverged
 
 
 def _json(text: str) -> dict:
@@ -162,7 +162,11 @@ def cmd_integrate(args: argparse.Namespace) -> None:
             prediction = holdout.prediction_variables(cells[-1], w, held_out, start)
             print(f"amcore integrate: {cells.shape[1]} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         integrate.write_trajectories(args.out, traj, grid, observed, weight, prediction)
-        run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0], **extra})
+        lost = integrate.nonfinite_particles(traj)
+        if lost:
+            print(f"amcore integrate: {lost} of {traj.shape[1]} particles became NaN or inf (evaluate marks the run "
+                  "as failed)", file=sys.stderr)  # fmt: skip
+        run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0], "nonfinite_particles": lost, **extra})
     print(
         f"amcore integrate ({method}): {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr
     )
@@ -198,6 +202,7 @@ def cmd_score(args: argparse.Namespace) -> None:
             _, k, _ = holdout.bracket(snaps, held_out)
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
             scores = distances(x, observed, weight, args.params["max_exact_size"], args.params["seed"])
+            _warn_failed(f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x))
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -206,6 +211,13 @@ def cmd_score(args: argparse.Namespace) -> None:
                   file=sys.stderr)  # fmt: skip
         _write_json(args.out, {"results": results})
         run.log_artifact(args.out)
+
+
+def _warn_failed(who: str, nonfinite: int, total: int) -> None:
+    """Say loudly that a prediction failed: its distances are NaN, and the table marks it."""
+    if nonfinite:
+        print(f"{who}: FAILED: {nonfinite} of {total} predicted cells are NaN or inf; every distance is NaN",
+              file=sys.stderr)  # fmt: skip
 
 
 def _potential(model, x: np.ndarray, t: float) -> np.ndarray:
@@ -239,8 +251,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result: dict = {"model": args.model, "objective": payload["objective"]}
         result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
         # The table's row for a run without held-out time: each distance averaged over the observed times.
-        names = [name for name in result if isinstance(result[name], dict) and name != "mass_rel_error"]
-        table = {name: result[f"{name}_mean"] for name in names}
+        names = [
+            name for name in result if isinstance(result[name], dict) and name not in ("mass_rel_error", "nonfinite")
+        ]
+        table = {name: result[f"{name}_mean"] for name in names} | {"nonfinite": result["nonfinite_max"]}
+        _warn_failed(f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1])
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         if simulator is not None:
@@ -276,7 +291,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         loss = pd.read_csv(args.loss_csv)
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
-        run.log_metrics({k: v for k, v in result.items() if isinstance(v, float)})
+        run.log_metrics(
+            {k: v for k, v in result.items() if isinstance(v, float)} | {"nonfinite_max": result["nonfinite_max"]}
+        )
         for k, t in enumerate(times[1:], start=1):
             run.log_metrics({"w1_by_time": result["w1"][f"{t:g}"], "mmd_by_time": result["mmd"][f"{t:g}"]}, k)
         run.log_artifact(args.metrics)
@@ -310,6 +327,12 @@ def cmd_table(args: argparse.Namespace) -> None:
         artifacts.append(args.predictions_figure)
     tracking.log_to_parent(artifacts)
     print(markdown, file=sys.stderr)
+    failed = tables.failures(table)
+    if len(failed):
+        where = args.markdown
+        print(
+            f"amcore table: {len(failed)} prediction(s) FAILED (NaN or inf cells), marked in {where}", file=sys.stderr
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"amcore {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"amcore {args.command}: error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -1,5 +1,11 @@
-"""The error every stage raises for bad user input; the CLI turns it into a message and exit status 2."""
+"""The errors a stage raises that a user can act on; the CLI turns each into a message and a non-zero exit."""
 
 
 class InputError(ValueError):
     """Bad user input: the message names the file, the key and what was expected."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite or left the scale the data allow: the model's numbers would mean nothing.
+
+    The CLI turns it into a message and exit status 3."""

@@ -33,21 +33,29 @@ def distances(
     """The table's metrics between predicted (optionally weighted) and observed cells.
 
     ``w1``/``w2`` exact up to ``max_size`` cells per side (``sliced_w1``/``sliced_w2`` above), squared MMD
-    with a multi-bandwidth RBF kernel, and the energy distance.
+    with a multi-bandwidth RBF kernel, the energy distance, and ``nonfinite``: the number of predicted cells
+    with a NaN or inf coordinate (or weight). A prediction with any such cell failed: every distance is NaN.
     """
+    bad = metrics.nonfinite_rows(predicted, weights)
+    if bad:
+        sliced = "sliced_" if max(len(predicted), len(observed)) > max_size else ""
+        nan = float("nan")
+        return {f"{sliced}w1": nan, f"{sliced}w2": nan, "mmd": nan, "energy": nan, "nonfinite": bad}
     result = {}
     for p in (1, 2):
         value, name = metrics.wasserstein(predicted, observed, p, max_size, seed, wa=weights)
         result[name] = value
     result["mmd"] = metrics.mmd_rbf(predicted, observed, max_size=max_size, seed=seed, wa=weights)
     result["energy"] = metrics.energy_distance(predicted, observed, max_size, seed, wa=weights)
+    result["nonfinite"] = 0
     return result
 
 
 def score_marginals(
     snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, max_size: int, seed: int
 ) -> dict:
-    """Each distance at each observed time after the first, their means, and the mass error of weighted particles."""
+    """Each distance at each observed time after the first, their means (NaN when a time failed), the most
+    non-finite pushed cells at any time (``nonfinite_max``), and the mass error of weighted particles."""
     result: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
     for k in range(1, snaps.n_snapshots):
@@ -58,7 +66,11 @@ def score_marginals(
         if w is not None:
             result.setdefault("mass_rel_error", {})[key] = float(abs(w.mean() - masses[k]) / masses[k])
     for name in list(result):
-        result[f"{name}_mean"] = float(np.mean(list(result[name].values())))
+        values = list(result[name].values())
+        if name == "nonfinite":  # the same particles at every time: a cell lost once stays lost
+            result["nonfinite_max"] = int(max(values))
+        else:
+            result[f"{name}_mean"] = float(np.mean(values))
     return result
 
 

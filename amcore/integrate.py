@@ -27,6 +27,11 @@ def time_grid(t_values: np.ndarray, steps_per_interval: int) -> tuple[np.ndarray
     return grid, observed
 
 
+def nonfinite_particles(traj: np.ndarray) -> int:
+    """Particles of ``traj(step, particle, feature)`` with a NaN or inf coordinate at any step."""
+    return int((~np.isfinite(traj).all(axis=(0, 2))).sum())
+
+
 def _at(t: float, like: torch.Tensor) -> torch.Tensor:
     return torch.full((len(like),), float(t), dtype=like.dtype, device=like.device)
 
@@ -76,6 +81,7 @@ def integrate_adaptive(
     x = x0.clone()
     out[0] = x.cpu().numpy()
     h, accepted = float(grid[1] - grid[0]) / 4, 0
+    min_step = 1e-9 * abs(float(grid[-1] - grid[0]))
     for i in range(1, len(grid)):
         t, t_end = float(grid[i - 1]), float(grid[i])
         while t < t_end - 1e-12:
@@ -87,10 +93,14 @@ def integrate_adaptive(
             x5 = x + h * sum(b * kj for b, kj in zip(_DP_B5, k, strict=True))
             x4 = x + h * sum(b * kj for b, kj in zip(_DP_B4, k, strict=True))
             scale = atol + rtol * torch.maximum(x.abs(), x5.abs())
-            err = float(((x5 - x4) / scale).pow(2).mean().sqrt())
+            # Particles already lost (NaN or inf) are carried, not controlled: their error would shrink h forever.
+            live = torch.isfinite(x).all(1)
+            err = float(((x5 - x4)[live] / scale[live]).pow(2).mean().sqrt()) if live.any() else 0.0
+            if not np.isfinite(err) and h <= min_step:
+                err = 0.0  # a particle leaves for infinity however small the step: let it go, the caller counts it
             if err <= 1.0:
                 x, t, accepted = x5, t + h, accepted + 1
-            h *= min(5.0, max(0.2, 0.9 * (err + 1e-12) ** -0.2))
+            h *= min(5.0, max(0.2, 0.9 * (err + 1e-12) ** -0.2)) if np.isfinite(err) else 0.2
         out[i] = x.cpu().numpy()
     return out, accepted
 

@@ -7,6 +7,27 @@ import ot
 import torch
 
 
+class NonFiniteError(ValueError):
+    """A point cloud with NaN or inf coordinates or weights: no distance to it is a number to report."""
+
+
+def nonfinite_rows(x: np.ndarray, w: np.ndarray | None = None) -> int:
+    """How many points have a NaN or inf coordinate (or weight)."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if w is not None:
+        bad |= ~np.isfinite(w)
+    return int(bad.sum())
+
+
+def _require_finite(*clouds: tuple[np.ndarray, np.ndarray | None]) -> None:
+    """Refuse non-finite input: POT's network simplex returns 0 for a NaN cost (a diverged prediction would
+    score as a perfect one), and torch's kernels return NaN without a word."""
+    for x, w in clouds:
+        bad = nonfinite_rows(x, w)
+        if bad:
+            raise NonFiniteError(f"{bad} of {len(x)} points have NaN or inf coordinates or weights")
+
+
 def _subsample(x: np.ndarray, w: np.ndarray | None, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """At most ``n`` points and their normalised weights (uniform when ``w`` is None)."""
     idx = np.arange(len(x)) if len(x) <= n else rng.choice(len(x), n, replace=False)
@@ -29,7 +50,9 @@ def wasserstein(
     Exact (POT's network simplex, ``O(n^3)``) up to ``max_size`` points per side, named ``w1``/``w2``;
     above it the sliced distance over ``projections`` random directions, named ``sliced_w1``/``sliced_w2``
     (smaller than W_p by about ``sqrt(d)``: never compare it with an exact value).
+    Raises ``NonFiniteError`` on NaN or inf points or weights.
     """
+    _require_finite((a, wa), (b, wb))
     if max(len(a), len(b)) > max_size:
         pa = None if wa is None else wa / wa.sum()
         pb = None if wb is None else wb / wb.sum()
@@ -55,7 +78,9 @@ def energy_distance(
     """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between the weighted empirical measures.
 
     Zero only for equal measures; above ``max_size`` points per side both are subsampled to that size.
+    Raises ``NonFiniteError`` on NaN or inf points or weights.
     """
+    _require_finite((a, wa), (b, wb))
     rng = np.random.default_rng(seed)
     (xa, pa), (xb, pb) = _subsample(a, wa, max_size, rng), _subsample(b, wb, max_size, rng)
     x, y = torch.as_tensor(xa), torch.as_tensor(xb)
@@ -76,7 +101,9 @@ def mmd_rbf(
     """Squared MMD with the mean of RBF kernels at ``scales`` times the pooled median distance.
 
     Unbiased (diagonals left out) for uniform weights; ``wa``/``wb`` weight the points (uAM particles).
+    Raises ``NonFiniteError`` on NaN or inf points or weights.
     """
+    _require_finite((a, wa), (b, wb))
     rng = np.random.default_rng(seed)
     (xa, pa), (xb, pb) = _subsample(a, wa, max_size, rng), _subsample(b, wb, max_size, rng)
     x, y = torch.as_tensor(xa), torch.as_tensor(xb)

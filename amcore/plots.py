@@ -93,10 +93,15 @@ def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: 
         values = [cols[groups[g]] for g in pos]
         means = [v.mean() for v in values]
         errs = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
-        ax.bar(np.array(pos) + (i - (len(summary) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=method)
+        x = np.array(pos) + (i - (len(summary) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=errs, capsize=2, label=method)
+        for xi, m in zip(x, means, strict=True):
+            if not np.isfinite(m):  # a failed prediction (NaN cells) has no bar: say so where it would stand
+                ax.text(xi, 0.5, "failed", rotation=90, ha="center", va="center", transform=ax.get_xaxis_transform())
     ax.set_xticks(range(len(groups)), [h if h == "mean" else f"t = {h}" for h in groups])
-    lows = [v.mean() for cols in summary.values() for v in cols.values()]
-    ax.set_ylim(0.9 * min(lows), 1.04 * max(lows))
+    lows = [m for cols in summary.values() for v in cols.values() if np.isfinite(m := v.mean())]
+    if lows:
+        ax.set_ylim(0.9 * min(lows), 1.04 * max(lows))
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncols=2)
@@ -119,11 +124,16 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None
     for p in panels:
         ax = axes[methods.index(p["method"]), holdouts.index(p["holdout"])]
         a = _project(p["observed"])
-        idx = rng.choice(len(p["predicted"]), n_points, p=p["weight"] / p["weight"].sum())
-        b = _project(p["predicted"][idx])
         ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="held-out cells", rasterized=True)
-        ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
-        ax.set_title(f"{p['method']}, t = {p['holdout']}", fontsize=8)
+        finite = np.isfinite(p["predicted"]).all(1) & np.isfinite(p["weight"])
+        title = f"{p['method']}, t = {p['holdout']}"
+        if finite.any():
+            weight = p["weight"][finite]
+            b = _project(p["predicted"][finite][rng.choice(finite.sum(), n_points, p=weight / weight.sum())])
+            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
+        if not finite.all():
+            title += f": FAILED ({(~finite).sum()} NaN/inf cells)"
+        ax.set_title(title, fontsize=8)
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.tight_layout()
     _save(fig, path, dpi=100)

@@ -9,7 +9,7 @@ from amcore.holdout import read_prediction
 from amcore.store import read_store
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = ("w1", "sliced_w1", "w2", "sliced_w2", "mmd", "energy")
+METRIC_ORDER = ("w1", "sliced_w1", "w2", "sliced_w2", "mmd", "energy", "nonfinite")
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -32,9 +32,20 @@ def long_table(results: list[dict]) -> pd.DataFrame:
 
 
 def _cell(values: np.ndarray) -> str:
+    """Mean ± std over seeds; a seed whose prediction had non-finite cells has NaN distances and is never averaged
+    into a number."""
+    failed = int(np.isnan(values).sum())
+    if failed:
+        return "FAILED" if failed == len(values) else f"FAILED ({failed} of {len(values)} seeds)"
     if len(values) == 1:
         return f"{values[0]:.4g}"
     return f"{values.mean():.4g} ± {values.std(ddof=1):.2g}"
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose prediction had NaN or inf cells: ``method, holdout, seed, value`` (how many cells)."""
+    part = table[(table["metric"] == "nonfinite") & (table["value"] > 0)]
+    return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
 
 
 def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]]:
@@ -44,7 +55,9 @@ def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]
     for method, rows in part.groupby("method", sort=False):
         cols = {h: g["value"].to_numpy() for h, g in rows.groupby("holdout", sort=False)}
         if len(cols) > 1:
-            cols["mean"] = rows.groupby("seed", sort=False)["value"].mean().to_numpy()
+            # NaN (a failed prediction) propagates: pandas' mean would skip it and average the other times.
+            by_seed = rows.groupby("seed", sort=False)["value"]
+            cols["mean"] = by_seed.agg(lambda v: float(np.mean(v.to_numpy()))).to_numpy()
         out[method] = cols
     return out
 
@@ -52,6 +65,14 @@ def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]
 def markdown(table: pd.DataFrame) -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
     lines = ["Mean ± standard deviation over training seeds (baselines are deterministic: one value).", ""]
+    failed = failures(table)
+    if len(failed):
+        lines += ["**FAILED predictions** (NaN or inf cells; their distances are NaN, never scored):", ""]
+        lines += [
+            f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
+            for r in failed.itertuples()
+        ]
+        lines.append("")
     for metric in dict.fromkeys(table["metric"]):
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.atomic import replacing
+from amcore.errors import TrainingDiverged
 from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
 from amcore.potentials import MLPField, Potential
@@ -68,6 +69,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     in_memory_max_mb: float = 2048
     stream_refresh_every: int = 1000
+    divergence_factor: float = 100.0
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -79,6 +81,40 @@ class TrainConfig:
         """The loss's settings, taken by name from this flat config (``kind`` is ``objective``)."""
         names = [f.name for f in fields(ObjectiveSpec) if f.name != "kind"]
         return ObjectiveSpec(kind=self.objective, **{name: getattr(self, name) for name in names})
+
+
+def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
+    """A scale the loss of a converging run stays within, from samples of the path at its observed times.
+
+    ``A = sum_k (|mu_{k+1} - mu_k|^2 + var_k + var_{k+1}) / dt_k`` is the kinetic action of straight lines between
+    independently paired cells, an upper bound on the action of the exact-OT (geodesic) path; AM's population
+    optimum is ``-A_flow / 2`` with ``A_flow`` the action of the flow through the path's marginals. Flow Matching's
+    loss is a mean squared speed (``A / duration``); eAM's drift adds about ``sigma^4 d^2 / var`` per unit time (the
+    score term of a Gaussian); uAM weights everything by the relative mass. A run whose loss goes orders of
+    magnitude beyond this is exploiting finite samples (an objective unbounded below between or at the sampled
+    cells), not learning the flow.
+    """
+    gen = torch.Generator(getattr(path, "device", None) or "cpu").manual_seed(seed)
+    t_values = getattr(path, "t_values", None)
+    grid = torch.linspace(path.t0, path.t1, 5) if t_values is None else torch.as_tensor(t_values).float().cpu()
+    means, variances, masses = [], [], []
+    for t in grid.tolist():
+        times = torch.full((1024,), t, device=gen.device)
+        x, _ = path.sample_at(times, gen)
+        x = x.double()
+        means.append(x.mean(0))
+        variances.append(float(x.var(0).sum()))
+        masses.append(float(path.mass(times[:1]).max()))
+    action = sum(
+        (float((means[j + 1] - means[j]).pow(2).sum()) + variances[j] + variances[j + 1]) / float(grid[j + 1] - grid[j])
+        for j in range(len(grid) - 1)
+    )
+    if objective == "fm":
+        return action / path.duration
+    if objective == "eam":
+        dim = means[0].numel()
+        action += path.duration * sigma**4 * dim**2 / max(min(variances), 1e-12)
+    return 0.5 * action * max(masses)
 
 
 def build_model(model_args: dict) -> nn.Module:
@@ -241,6 +277,7 @@ def train(
     # FM's loss is first order: fused and compile concern the AM objectives only.
     action = None if cfg.objective == "fm" else action_step(model, spec, cfg.fused, cfg.compile, cluster.world > 1)
     times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
+    scale = kinetic_scale(path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
     history: list[tuple[int, float]] = []
     # The loss summed since the last log line stays on the device: reading it every step (.item()) would make each
     # GPU step wait for the previous one; float64, as a Python float sum would be.
@@ -315,6 +352,14 @@ def train(
             if on_metrics and verbose:
                 on_metrics(step + 1, {"loss": history[-1][1]})
             bar.set_postfix(loss=f"{history[-1][1]:.4g}")
+            problem = divergence(history, scale, cfg.divergence_factor)
+            if problem:
+                bar.close()
+                if on_metrics and verbose:
+                    on_metrics(step + 1, {"diverged_at_step": step + 1})
+                partial.unlink(missing_ok=True)  # resuming it would only diverge again
+                cluster.close()
+                raise TrainingDiverged(f"{cfg.objective} training stopped at step {step + 1}: {problem}")
             if verbose and not interactive:
                 elapsed = time.perf_counter() - start
                 print(f"step {step + 1}/{cfg.steps}  loss {history[-1][1]:.5g}  {elapsed:.0f}s", file=sys.stderr)
@@ -339,6 +384,27 @@ def train(
         if cfg.interpolation == "spline":
             summary["spline_tension"] = tension
     return summary
+
+
+def divergence(history: list[tuple[int, float]], scale: float, factor: float) -> str | None:
+    """Why the last logged loss cannot belong to a converging run, or None.
+
+    Non-finite, or ``|loss| > factor * max(scale, |first logged loss|)`` with ``scale`` from ``kinetic_scale``:
+    a converging AM loss stays within a few times that scale, one exploiting finite samples runs off by orders of
+    magnitude (seen: -3.7e6 on 70-cell snapshots). ``factor`` 0 turns the check off (non-finite still stops).
+    """
+    loss = history[-1][1]
+    if not math.isfinite(loss):
+        return f"the loss is {loss} (NaN or inf): lower lr, or check the data's scale"
+    reference = max(scale, abs(history[0][1]))
+    if factor > 0 and abs(loss) > factor * reference:
+        return (
+            f"the loss {loss:.4g} is beyond {factor:g} x {reference:.3g}, the scale the data's kinetic action allows: "
+            "the objective is being exploited between or at the sampled cells (too few cells per time, an unbounded "
+            "head such as 'quadratic', or too high a learning rate); try head 'scalar', a lower lr or fewer steps "
+            "(divergence_factor sets the threshold)"
+        )
+    return None
 
 
 def write_loss_csv(path: str | Path, history: list[tuple[int, float]]) -> None:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from amcore.metrics import energy_distance, mmd_rbf, relative_l2, wasserstein
+from amcore.evaluate import distances
+from amcore.metrics import NonFiniteError, energy_distance, mmd_rbf, relative_l2, wasserstein
 
 
 def test_w1_and_w2_of_a_translated_cloud_are_the_shift():
@@ -55,3 +56,29 @@ def test_mmd_separates_distributions():
 def test_relative_l2():
     err, norm = relative_l2(np.array([[1.0, 1.0]]), np.array([[1.0, 0.0]]))
     assert (err, norm) == (1.0, 1.0)
+
+
+def _clouds_with_nan(bad_rows=(3, 17)):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 2)), rng.normal(size=(50, 2))
+    a[list(bad_rows), 0] = [np.nan, np.inf][: len(bad_rows)]
+    return a, b
+
+
+@pytest.mark.parametrize("metric", [wasserstein, mmd_rbf, energy_distance])
+def test_every_metric_refuses_non_finite_points(metric):
+    """POT's network simplex returns 0 for a NaN cost: a diverged prediction would score as a perfect one."""
+    a, b = _clouds_with_nan()
+    with pytest.raises(NonFiniteError, match="2 of 60 points"):
+        metric(a, b)
+    with pytest.raises(NonFiniteError, match="1 of 50 points"):
+        metric(b[:60].copy(), b, wa=np.r_[np.ones(49), np.nan])
+
+
+def test_a_failed_prediction_scores_nan_with_its_count():
+    a, b = _clouds_with_nan()
+    failed = distances(a, b, None, max_size=5000, seed=0)
+    assert failed["nonfinite"] == 2
+    assert all(np.isnan(failed[name]) for name in ("w1", "w2", "mmd", "energy"))
+    fine = distances(np.nan_to_num(a, nan=0.0, posinf=0.0), b, None, max_size=5000, seed=0)
+    assert fine["nonfinite"] == 0 and all(np.isfinite(fine[name]) and fine[name] >= 0 for name in ("w1", "w2"))

@@ -46,7 +46,8 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     assert list(table.columns) == ["method", "holdout", "seed", "metric", "value"]
     # No held-out time: one row per metric, each the mean over the observed times after the first.
     rows = table.set_index("metric")["value"]
-    assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and set(rows.index) == {"w1", "w2", "mmd", "energy"}
+    assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and set(rows.index) == {"w1", "w2", "mmd", "energy", "nonfinite"}
+    assert rows["nonfinite"] == 0
     assert (table["holdout"] == "none").all() and (table["method"] == "am").all()
     return metrics
 
@@ -180,10 +181,43 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
         [("am", h, s) for h in ("0.25", "0.5") for s in ("0", "1")]
         + [(b, h, "") for b in ("copy_prev", "ot_displacement") for h in ("0.25", "0.5")]
     )
-    assert set(table["metric"]) == {"w1", "w2", "mmd", "energy"}
+    assert set(table["metric"]) == {"w1", "w2", "mmd", "energy", "nonfinite"}
+    assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     value = {(m, h): v for m, h, v in zip(w1["method"], w1["holdout"], w1["value"], strict=True)}
     # The cloud moves: not moving at all is far worse than interpolating between the bracketing times.
     assert value[("copy_prev", "0.5")] > 2 * value[("ot_displacement", "0.5")]
     markdown = (out / "table.md").read_text()
     assert "### w1" in markdown and "| am |" in markdown and " ± " in markdown
     assert (out / "predictions.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_model_that_outputs_nan_is_marked_failed_never_scored(tmp_path, tiny_config):
+    """The trap: POT scores a NaN prediction W1 = 0, the best in the table. Poison a trained model's weights,
+    rerun (Snakemake redoes integrate, evaluate, score and table): the run is reported as failed everywhere."""
+    import torch
+
+    config = copy.deepcopy(tiny_config)
+    config["holdout_times"], config["seeds"], config["baselines"] = [0.5], [0], ["copy_prev"]
+    config["models"]["am"]["steps"] = 100
+    assert snakemake(tmp_path, config).returncode == 0
+    checkpoint = run_dir(tmp_path, config, holdout="0.5") / "model.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    for weights in (payload["ema"], payload["model"]):
+        next(iter(weights.values())).fill_(float("nan"))
+    torch.save(payload, checkpoint)
+
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    said = result.stdout + result.stderr  # the jobs' output, as the user sees it
+    assert "amcore score am (seed 0): FAILED: 300 of 300 predicted cells are NaN or inf" in said
+    assert "amcore table: 1 prediction(s) FAILED" in said
+    metrics = json.loads((checkpoint.parent / "metrics.json").read_text())
+    assert metrics["nonfinite_max"] == 300 and math.isnan(metrics["w1_mean"]) and math.isnan(metrics["w1"]["1"])
+    out = tmp_path / "results" / "tiny"
+    table = pd.read_csv(out / "table.csv", dtype={"holdout": str, "seed": str})
+    am = table[table["method"] == "am"].set_index("metric")["value"]
+    assert am["nonfinite"] == 300 and am[["w1", "w2", "mmd", "energy"]].isna().all()
+    baseline = table[table["method"] == "copy_prev"].set_index("metric")["value"]
+    assert baseline["nonfinite"] == 0 and baseline["w1"] > 0  # the others are still scored
+    markdown = (out / "table.md").read_text()
+    assert "- am, held-out 0.5, seed 0: 300 cells" in markdown and "| am | FAILED |" in markdown

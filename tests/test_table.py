@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from amcore.table import long_table, markdown, summary
+from amcore.table import failures, long_table, markdown, summary
 
 
 def _results():
@@ -32,3 +32,16 @@ def test_mean_and_sample_std_over_seeds():
     assert "| copy_prev | 5 | 7 | 6 |" in text
     assert text.index("### w1") < text.index("### mmd")
     assert pytest.approx(np.sqrt(2), abs=0.05) == 1.4
+
+
+def test_a_failed_seed_is_marked_never_averaged_away():
+    """A prediction with NaN cells has NaN distances: the table says FAILED and no mean skips over it."""
+    rows = _results()
+    rows[3]["table"] = {"w1": float("nan"), "mmd": float("nan"), "nonfinite": 7}  # am, held-out 2, seed 1
+    table = long_table(rows)
+    cols = summary(table, "w1")
+    assert np.isnan(cols["am"]["2"][1]) and np.isnan(cols["am"]["mean"][1]) and cols["am"]["mean"][0] == 1.5
+    text = markdown(table)
+    assert "| am | 2 ± 1.4 | FAILED (1 of 2 seeds) | FAILED (1 of 2 seeds) |" in text
+    assert "**FAILED predictions**" in text and "- am, held-out 2, seed 1: 7 cells" in text
+    assert failures(table)[["method", "holdout", "seed"]].values.tolist() == [["am", "2", "1"]]

@@ -70,3 +70,48 @@ def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps, interpola
     assert abs(summary["final_loss"]) < 1e3
     kept = held.drop_times([0.4])
     assert kept.counts().tolist() == [1000] * 5 and kept.x.max() < 1e3
+
+
+def test_divergence_rule():
+    """Non-finite always stops; |loss| beyond factor x max(scale, |first loss|) stops; a loss inside it never."""
+    from amcore.train import divergence
+
+    assert "NaN" in divergence([(50, -1.0), (100, float("nan"))], scale=1.0, factor=100)
+    assert "inf" in divergence([(50, -1.0), (100, float("-inf"))], scale=1.0, factor=0)
+    assert "beyond 100 x 2" in divergence([(50, -2.0), (100, -201.0)], scale=1.0, factor=100)
+    assert divergence([(50, -2.0), (100, -199.0)], scale=1.0, factor=100) is None
+    assert divergence([(50, -2.0), (100, -3.7e6)], scale=1.0, factor=0) is None
+
+
+def test_kinetic_scale_bounds_the_analytic_action_and_a_converged_loss(tmp_path, gaussian_snaps):
+    """The scale is half the action of independently paired straight lines: at least half the true flow's action
+    (the geodesic path's is smaller still), and AM's loss converges near minus half the flow's action, inside it."""
+    from amcore.interpolants import SnapshotPath
+    from amcore.train import kinetic_scale
+
+    sim, times, snaps = gaussian_snaps
+    scale = kinetic_scale(SnapshotPath(snaps), "am", 0.0, seed=0)
+    rng = np.random.default_rng(0)
+    grid = np.linspace(0, 1, 201)
+    speed = [(sim.velocity(sim.sample(t, 4000, rng), t) ** 2).sum(1).mean() for t in grid]
+    action = float(np.trapezoid(speed, grid))
+    assert 0.5 * action < scale < 5 * action  # a bound, and not a vacuous one
+    cfg = TrainConfig(steps=600, batch_size=256, lr=3e-3, seed=0, log_every=100)
+    summary = train(snaps, cfg, tmp_path / "m.pt", tmp_path / "loss.csv")
+    assert -scale < summary["final_loss"] < 0
+
+
+def test_training_that_diverges_stops_with_a_clear_error_and_no_model(tmp_path, gaussian_snaps):
+    """With the threshold below any loss the check trips at the first log line (after a partial checkpoint): the
+    error names the step, nothing
+    looks finished, and the tracker is told."""
+    from amcore.errors import TrainingDiverged
+
+    _, _, snaps = gaussian_snaps
+    cfg = TrainConfig(steps=200, batch_size=64, width=16, depth=2, log_every=20, checkpoint_every=10,
+                      divergence_factor=1e-9)  # fmt: skip
+    told = []
+    with pytest.raises(TrainingDiverged, match="stopped at step 20: the loss .* is beyond"):
+        train(snaps, cfg, tmp_path / "m.pt", tmp_path / "loss.csv", lambda step, m: told.append((step, m)))
+    assert told[-1] == (20, {"diverged_at_step": 20})
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no loss file, no partial state to resume into
