@@ -1,3 +1,32 @@
-"""amcore: learn population dynamics from unpaired time snapshots with Action Matching."""
+"""amcore: learn population dynamics from unpaired time snapshots with Action Matching.
+
+The public API; each name is imported on first use, so the command line starts without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "load": "amcore.model",
+    "TrainedModel": "amcore.model",
+    "Trajectories": "amcore.model",
+    "train": "amcore.train",
+    "TrainConfig": "amcore.train",
+    "Snapshots": "amcore.store",
+    "read_store": "amcore.store",
+    "open_store": "amcore.store",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'amcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

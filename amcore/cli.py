@@ -94,61 +94,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
-def _push(model, payload: dict, x0, grid, params: dict) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    """Integrate the learned flow from ``x0`` along ``grid``: ``(x, weight or None, method, metrics)``.
-
-    ``auto`` picks Euler-Maruyama for eAM, weighted particles for uAM and RK4 otherwise.
-    """
-    import torch
-
-    from amcore import integrate
-    from amcore.losses import ObjectiveSpec
-    from amcore.potentials import velocity_fn
-
-    objective, cfg = payload["objective"], payload["config"]
-    flow = velocity_fn(model, objective)
-    method = params.get("method", "auto")
-    if method == "auto":
-        method = {"eam": "sde", "uam": "weighted"}.get(objective, "rk4")
-    if method == "sde":
-        spec = ObjectiveSpec(kind="eam", sigma=cfg["sigma"], sigma_final=cfg["sigma_final"])
-        t0, t1 = payload["model_args"]["t_range"]  # sigma's schedule runs over the training times
-        duration = t1 - t0
-
-        def sigma(t: float) -> float:
-            return float(spec.sigma_at(torch.tensor((t - t0) / duration)))
-
-        gen = torch.Generator().manual_seed(params.get("seed", 0))
-        return integrate.integrate_sde(flow, x0, grid, sigma, gen), None, method, {}
-    if method == "weighted":
-
-        def growth(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return cfg["growth"] * model(x, t)
-
-        traj, weight = integrate.integrate_weighted(flow, growth, x0, grid)
-        return traj, weight, method, {}
-    if method == "dopri5":
-        traj, accepted = integrate.integrate_adaptive(flow, x0, grid)
-        return traj, None, method, {"accepted_steps": accepted}
-    return integrate.integrate_ode(flow, x0, grid), None, method, {}
-
-
 def cmd_integrate(args: argparse.Namespace) -> None:
     """Push the first time's cells to every observed time; with a held-out time, also the previous time's to it."""
-    import torch
-
     from amcore import holdout, integrate
+    from amcore.model import load
     from amcore.store import read_store
     from amcore.tracking import StageRun
-    from amcore.train import load_model
 
     with StageRun("integrate", args.tags, args.params) as run:
         snaps = read_store(args.store)
-        model, payload = load_model(args.checkpoint)
-        grid, observed = integrate.time_grid(snaps.t_values, args.params["steps_per_interval"])
-        x0 = torch.as_tensor(snaps.snapshot(0))
-        traj, weight, method, extra = _push(model, payload, x0, grid, args.params)
+        model = load(args.checkpoint)
+        steps, method, seed = (
+            args.params["steps_per_interval"],
+            args.params.get("method", "auto"),
+            args.params.get("seed", 0),
+        )
+        pushed = model.trajectories(snaps.snapshot(0), snaps.t_values, steps, method, seed)
+        traj, grid, weight, method = pushed.x, pushed.time, pushed.weight, pushed.method
+        _, observed = integrate.time_grid(snaps.t_values, steps)
         prediction = None
         held_out_times = snaps.attrs.get("holdout_times", [])
         if len(held_out_times) > 1:
@@ -156,17 +119,17 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         for held_out in held_out_times:
             prev, _, _ = holdout.bracket(snaps, held_out)
             start = float(snaps.t_values[prev])
-            local = np.linspace(start, held_out, args.params["steps_per_interval"] + 1)
-            cells, weights, _, _ = _push(model, payload, torch.as_tensor(snaps.snapshot(prev)), local, args.params)
-            w = np.full(cells.shape[1], 1.0) if weights is None else weights[-1]
-            prediction = holdout.prediction_variables(cells[-1], w, held_out, start)
-            print(f"amcore integrate: {cells.shape[1]} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
+            cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True)
+            prediction = holdout.prediction_variables(cells, w, held_out, start)
+            print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         integrate.write_trajectories(args.out, traj, grid, observed, weight, prediction)
         lost = integrate.nonfinite_particles(traj)
         if lost:
             print(f"amcore integrate: {lost} of {traj.shape[1]} particles became NaN or inf (evaluate marks the run "
                   "as failed)", file=sys.stderr)  # fmt: skip
-        run.log_metrics({"n_particles": traj.shape[1], "n_steps": traj.shape[0], "nonfinite_particles": lost, **extra})
+        run.log_metrics(
+            {"n_particles": traj.shape[1], "n_steps": traj.shape[0], "nonfinite_particles": lost, **pushed.info}
+        )
     print(
         f"amcore integrate ({method}): {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr
     )
@@ -220,24 +183,16 @@ def _warn_failed(who: str, nonfinite: int, total: int) -> None:
               file=sys.stderr)  # fmt: skip
 
 
-def _potential(model, x: np.ndarray, t: float) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        xt = torch.as_tensor(x, dtype=torch.float32)
-        return model(xt, torch.full((len(x),), float(t))).numpy()
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from amcore import plots
     from amcore.evaluate import score_marginals, score_truth
     from amcore.integrate import read_trajectories
+    from amcore.model import load
     from amcore.prepare import ground_truth
     from amcore.store import read_store
     from amcore.tracking import StageRun
-    from amcore.train import load_model
 
     params = args.params
     plots_dir = Path(args.plots)
@@ -247,8 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         observed = traj["observed"].values
         predicted = traj["x"].values[observed]
         weights = traj["weight"].values[observed] if "weight" in traj else None
-        model, payload = load_model(args.checkpoint)
-        result: dict = {"model": args.model, "objective": payload["objective"]}
+        model = load(args.checkpoint)
+        result: dict = {"model": args.model, "objective": model.objective}
         result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
         # The table's row for a run without held-out time: each distance averaged over the observed times.
         names = [
@@ -260,31 +215,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         simulator = ground_truth(snaps)
         if simulator is not None:
             result |= score_truth(
-                simulator, snaps, model, payload, params["truth_samples"], params["max_exact_size"], params["seed"]
+                simulator, snaps, model, params["truth_samples"], params["max_exact_size"], params["seed"]
             )
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]
         truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
-        title = f"{args.model} ({payload['objective'].upper()})"
+        title = f"{args.model} ({model.objective.upper()})"
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
         if snaps.dim >= 2:
-            from amcore.evaluate import learned_fields
             from amcore.simulate import truth_fields
 
-            field = "drift" if payload["objective"] == "eam" else "velocity"
+            field = "drift" if model.objective == "eam" else "velocity"
             true_field = None
             if simulator is not None and field in truth_fields(simulator, snaps.x[:1].astype(np.float64), times[0]):
                 true_field = lambda x, t: truth_fields(simulator, x, t)[field]  # noqa: E731
             plots.velocity_field(
                 plots_dir / "velocity.png",
-                lambda x, t: learned_fields(model, payload, x, t)[field],
+                lambda x, t: model.fields(x, t)[field],
                 true_field,
                 times,
                 snaps.x,
                 f"{title}: learned {field}",
-                potential=None if payload["objective"] == "fm" else lambda x, t: _potential(model, x, t),
+                potential=None if model.objective == "fm" else model.potential,
             )
         else:
             plots.loss_curve(plots_dir / "velocity.png", np.zeros(1), np.zeros(1), "1-d data: no field to draw")

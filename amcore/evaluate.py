@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
 
 from amcore import metrics
-from amcore.potentials import velocity_fn
+from amcore.model import TrainedModel
 from amcore.simulate import Simulator, truth_fields
 from amcore.store import Snapshots
-
-
-def learned_fields(model: nn.Module, payload: dict, x: np.ndarray, t: float) -> dict[str, np.ndarray]:
-    """The fields a model defines, named as the simulators name their truths."""
-    objective = payload["objective"]
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    tt = torch.full((len(x),), float(t))
-    flow = velocity_fn(model, objective)(xt, tt).detach().numpy()
-    if objective == "eam":
-        return {"drift": flow}
-    fields = {"velocity": flow}
-    if objective == "uam":
-        with torch.no_grad():
-            fields["growth"] = payload["config"]["growth"] * model(xt, tt).numpy()
-    return fields
 
 
 def distances(
@@ -74,9 +57,7 @@ def score_marginals(
     return result
 
 
-def score_truth(
-    simulator: Simulator, snaps: Snapshots, model: nn.Module, payload: dict, n: int, max_size: int, seed: int
-) -> dict:
+def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: int, max_size: int, seed: int) -> dict:
     """Relative L2 error under ``p_t`` of each learned field against the truth, on fresh samples.
 
     Also the W1 between the observed snapshot and a fresh sample of the same size: the noise floor below
@@ -89,7 +70,7 @@ def score_truth(
     for k, t in enumerate(snaps.t_values):
         x = simulator.sample(float(t), n, rng)
         truth = truth_fields(simulator, x, float(t))
-        learned = learned_fields(model, payload, x, float(t))
+        learned = model.fields(x, float(t))
         for name in truth.keys() & learned.keys():
             err, norm = metrics.relative_l2(learned[name], truth[name])
             total = sums.setdefault(name, [0.0, 0.0])

@@ -22,7 +22,7 @@ from amcore.atomic import replacing
 from amcore.errors import TrainingDiverged
 from amcore.interpolants import MarginalPath, SnapshotPath
 from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
-from amcore.potentials import MLPField, Potential
+from amcore.model import build_network
 from amcore.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.store import Snapshots
 from amcore.stream import StreamingPath, training_path
@@ -117,28 +117,10 @@ def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
     return 0.5 * action * max(masses)
 
 
-def build_model(model_args: dict) -> nn.Module:
-    """Rebuild a model from the arguments stored in its checkpoint: a potential, or a field for FM."""
-    args = dict(model_args)
-    args["t_range"] = tuple(args["t_range"])
-    if args.pop("kind") == "field":
-        return MLPField(**args)
-    return Potential(**args)
-
-
 def save_checkpoint(path: Path, payload: dict) -> None:
     """A killed job never leaves a half checkpoint (``atomic.replacing``)."""
     with replacing(path) as tmp:
         torch.save(payload, tmp)
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict]:
-    """The EMA weights of a finished training and its checkpoint metadata."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(payload["model_args"])
-    model.load_state_dict(payload["ema"])
-    model.eval()
-    return model, payload
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:
@@ -269,7 +251,7 @@ def train(
         model_args = {"kind": "field", "dim": path.dim, "out_dim": path.dim, "t_range": [path.t0, path.t1], **mlp}
     else:
         model_args = {"kind": "potential", "dim": path.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
-    model = build_model(model_args).to(cluster.device)
+    model = build_network(model_args).to(cluster.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     net = DistributedDataParallel(model) if cluster.world > 1 and cfg.objective == "fm" else model
     optimizer = adam(model, cfg.lr)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from amcore.evaluate import learned_fields, score_marginals, score_truth
-from amcore.integrate import integrate_ode, time_grid
+import amcore
+from amcore.evaluate import score_marginals, score_truth
+from amcore.integrate import time_grid
 from amcore.interpolants import MarginalPath
-from amcore.potentials import velocity_fn
 from amcore.simulate import GaussianPath, make_simulator, simulate_snapshots, truth_fields
 from amcore.store import Snapshots
-from amcore.train import TrainConfig, load_model, train
+from amcore.train import TrainConfig, train
 
 CASES = {
     # simulator, objective, the field checked, tolerance, extra training options
@@ -29,12 +28,12 @@ CASES = {
 }
 
 
-def pooled_error(sim, model, payload, field: str, seed: int = 1) -> float:
+def pooled_error(sim, model, field: str, seed: int = 1) -> float:
     rng = np.random.default_rng(seed)
     err = norm = 0.0
     for t in np.linspace(0.0, 1.0, 11):
         x = sim.sample(t, 3000, rng)
-        diff = learned_fields(model, payload, x, t)[field] - truth_fields(sim, x, t)[field]
+        diff = model.fields(x, t)[field] - truth_fields(sim, x, t)[field]
         err, norm = err + (diff**2).sum(), norm + (truth_fields(sim, x, t)[field] ** 2).sum()
     return float(np.sqrt(err / norm))
 
@@ -44,8 +43,7 @@ def fit_exact(tmp_path, case: str, dim: int, steps: int):
     sim = make_simulator(name, {"dim": dim})
     cfg = TrainConfig(objective=objective, steps=steps, lr=2e-3, seed=0, log_every=100, **extra)
     train(None, cfg, tmp_path / "m.pt", tmp_path / "loss.csv", path=MarginalPath(sim, 0.0, 1.0))
-    model, payload = load_model(tmp_path / "m.pt")
-    return pooled_error(sim, model, payload, field), tol
+    return pooled_error(sim, amcore.load(tmp_path / "m.pt"), field), tol
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -66,10 +64,10 @@ def test_am_from_sparse_snapshots_pushes_samples_to_the_noise_floor(tmp_path):
     x, t = simulate_snapshots(sim, times, 2000, seed=0)
     snaps = Snapshots.from_labels(x, t)
     train(snaps, TrainConfig(steps=6000, seed=0, log_every=500), tmp_path / "m.pt", tmp_path / "loss.csv")
-    model, payload = load_model(tmp_path / "m.pt")
-    grid, observed = time_grid(snaps.t_values, 10)
-    pushed = integrate_ode(velocity_fn(model, "am"), torch.as_tensor(snaps.snapshot(0)), grid)[observed]
+    model = amcore.load(tmp_path / "m.pt")
+    _, observed = time_grid(snaps.t_values, 10)
+    pushed = model.trajectories(snaps.snapshot(0), snaps.t_values, 10).x[observed]
     marginals = score_marginals(snaps, pushed, None, max_size=5000, seed=0)
-    truth = score_truth(sim, snaps, model, payload, 4000, 5000, seed=1)
+    truth = score_truth(sim, snaps, model, 4000, 5000, seed=1)
     assert marginals["w1_mean"] < 1.5 * truth["w1_noise_floor_mean"]
     assert truth["velocity_rel_error"] < 0.10

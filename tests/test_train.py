@@ -2,16 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from amcore.potentials import velocity_fn
+import amcore
 from amcore.simulate import GaussianPath, simulate_snapshots
 from amcore.store import Snapshots
-from amcore.train import TrainConfig, load_model, train
+from amcore.train import TrainConfig, train
 
 
-def velocity_error(sim, model, objective, times, n=2000, seed=5):
+def velocity_error(sim, model, times, n=2000, seed=5):
     """Pooled relative L2 error of the learned velocity under p_t at ``times``."""
     rng = np.random.default_rng(seed)
-    field = velocity_fn(model, objective)
+    field = model.flow
     err = norm = 0.0
     for t in times:
         x = sim.sample(t, n, rng)
@@ -38,9 +38,9 @@ def test_short_training_learns_the_analytic_velocity(tmp_path, gaussian_snaps, o
     sim, times, snaps = gaussian_snaps
     cfg = TrainConfig(objective=objective, steps=1500, batch_size=256, lr=3e-3, seed=0, log_every=100)
     summary = train(snaps, cfg, tmp_path / "m.pt", tmp_path / "loss.csv")
-    model, payload = load_model(tmp_path / "m.pt")
-    assert payload["step"] == 1500 and np.isfinite(summary["final_loss"])
-    assert velocity_error(sim, model, objective, times) < 0.25
+    model = amcore.load(tmp_path / "m.pt")
+    assert model.info["step"] == 1500 and np.isfinite(summary["final_loss"])
+    assert velocity_error(sim, model, times) < 0.25
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.csv", "m.pt"]
 
 

@@ -1,0 +1,188 @@
+"""A trained model as a Python object: what every stage after training, and every user, works with.
+
+``amcore.load(path)`` reads a checkpoint (or an MLflow model) into a ``TrainedModel`` that knows its objective,
+time range, features and settings, and answers in numpy: ``velocity`` (AM, uAM, FM), ``drift`` (eAM),
+``potential`` (the AM variants), ``growth_rate`` (uAM), ``push`` and ``trajectories`` (with the integrator that
+fits the objective). Nothing else reads a checkpoint's dictionary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from amcore import integrate
+from amcore.losses import ObjectiveSpec
+from amcore.potentials import MLPField, Potential, velocity_fn
+
+METHODS = ("auto", "rk4", "dopri5", "sde", "weighted")
+
+
+def build_network(model_args: dict) -> nn.Module:
+    """The network a checkpoint's ``model_args`` describe: a potential, or a vector field for FM."""
+    args = dict(model_args)
+    args["t_range"] = tuple(args["t_range"])
+    if args.pop("kind") == "field":
+        return MLPField(**args)
+    return Potential(**args)
+
+
+@dataclass
+class Trajectories:
+    """Particles pushed along ``time``: ``x(step, particle, feature)``, ``weight(step, particle)`` for uAM."""
+
+    x: np.ndarray
+    time: np.ndarray
+    weight: np.ndarray | None
+    method: str
+    info: dict
+
+
+class TrainedModel:
+    """A trained AM / eAM / uAM potential or Flow Matching field (its EMA weights), ready to use.
+
+    ``x`` is ``(cells, features)`` (numpy or torch), ``t`` a number or one time per cell; results are numpy.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        objective: str,
+        config: dict,
+        model_args: dict,
+        feature_names: list[str] | None = None,
+        info: dict | None = None,
+    ) -> None:
+        self.network = network.eval().requires_grad_(False)
+        self.objective = objective
+        self.config = dict(config)
+        self.model_args = dict(model_args)
+        self.t_range = (float(model_args["t_range"][0]), float(model_args["t_range"][1]))
+        self.dim = int(model_args["dim"])
+        self.feature_names = list(feature_names) if feature_names else [f"x{i}" for i in range(self.dim)]
+        self.info = dict(info or {})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> TrainedModel:
+        """The finished training at ``path`` (``weights_only`` loading: a checkpoint runs no code)."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        network = build_network(payload["model_args"])
+        network.load_state_dict(payload["ema"])
+        info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path)}
+        return cls(
+            network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info
+        )
+
+    def __repr__(self) -> str:
+        t0, t1 = self.t_range
+        return (
+            f"TrainedModel({self.objective}, {self.dim} features, t in [{t0:g}, {t1:g}], step {self.info.get('step')})"
+        )
+
+    # -- fields ------------------------------------------------------------------------------------------------
+    def _inputs(self, x, t) -> tuple[torch.Tensor, torch.Tensor]:
+        xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+        if xt.ndim != 2 or xt.shape[1] != self.dim:
+            raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
+        tt = torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t, dtype=torch.float32)
+        return xt, tt.expand(len(xt)).contiguous() if tt.ndim == 0 else tt
+
+    def _require(self, allowed: tuple[str, ...], what: str) -> None:
+        if self.objective not in allowed:
+            raise ValueError(f"a {self.objective.upper()} model has no {what} (only {', '.join(allowed)} models)")
+
+    @property
+    def flow(self):
+        """The torch field the particles follow (``velocity`` or eAM's ``drift``), for the integrators."""
+        return velocity_fn(self.network, self.objective)
+
+    def _field(self, x, t) -> np.ndarray:
+        return self.flow(*self._inputs(x, t)).detach().numpy()
+
+    def velocity(self, x, t) -> np.ndarray:
+        """The velocity ``v(x, t)`` of the learned flow: ``grad s`` (AM, uAM), the field itself (FM)."""
+        self._require(("am", "uam", "fm"), "deterministic velocity: eAM learns the SDE's drift()")
+        return self._field(x, t)
+
+    def drift(self, x, t) -> np.ndarray:
+        """The drift ``grad s`` of eAM's SDE ``dX = grad s dt + sigma_t dW``."""
+        self._require(("eam",), "drift")
+        return self._field(x, t)
+
+    def potential(self, x, t) -> np.ndarray:
+        """The potential ``s(x, t)``; AM and eAM identify it up to a function of time, uAM exactly."""
+        self._require(("am", "eam", "uam"), "potential: Flow Matching learns a vector field")
+        with torch.no_grad():
+            return self.network(*self._inputs(x, t)).numpy()
+
+    def growth_rate(self, x, t) -> np.ndarray:
+        """uAM's per-cell growth rate ``growth * s(x, t)`` (``d log mass / dt``)."""
+        self._require(("uam",), "growth rate")
+        return self.config["growth"] * self.potential(x, t)
+
+    def fields(self, x, t) -> dict[str, np.ndarray]:
+        """Every field this model defines, named as the simulators name their truths."""
+        out = {"drift" if self.objective == "eam" else "velocity": self._field(x, t)}
+        if self.objective == "uam":
+            out["growth"] = self.growth_rate(x, t)
+        return out
+
+    def sigma(self, t: float) -> float:
+        """eAM's noise level ``sigma_t`` (its schedule runs over the training time range); 0 otherwise."""
+        if self.objective != "eam":
+            return 0.0
+        spec = ObjectiveSpec(kind="eam", sigma=self.config["sigma"], sigma_final=self.config["sigma_final"])
+        t0, t1 = self.t_range
+        return float(spec.sigma_at(torch.tensor((float(t) - t0) / (t1 - t0))))
+
+    # -- integration -------------------------------------------------------------------------------------------
+    def trajectories(
+        self, x0, times, steps_per_interval: int = 20, method: str = "auto", seed: int = 0
+    ) -> Trajectories:
+        """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
+
+        ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``),
+        RK4 otherwise; ``dopri5`` is adaptive. ``x`` holds every sub-step; ``time`` says when.
+        """
+        if method not in METHODS:
+            raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
+        if method == "auto":
+            method = {"eam": "sde", "uam": "weighted"}.get(self.objective, "rk4")
+        grid, _ = integrate.time_grid(np.asarray(times, dtype=np.float64), steps_per_interval)
+        x, _ = self._inputs(x0, times[0])
+        weight, info = None, {}
+        if method == "sde":
+            gen = torch.Generator().manual_seed(seed)
+            traj = integrate.integrate_sde(self.flow, x, grid, self.sigma, gen)
+        elif method == "weighted":
+            self._require(("uam",), "growth to weight particles by")
+
+            def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return self.config["growth"] * self.network(points, t)
+
+            traj, weight = integrate.integrate_weighted(self.flow, growth, x, grid)
+        elif method == "dopri5":
+            traj, info["accepted_steps"] = integrate.integrate_adaptive(self.flow, x, grid)
+        else:
+            traj = integrate.integrate_ode(self.flow, x, grid)
+        return Trajectories(traj, grid, weight, method, info)
+
+    def push(
+        self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False
+    ):
+        """The cells ``x`` observed at ``t0``, moved to ``t1``; with ``with_weights``, also uAM's particle weights
+        (ones for the other objectives)."""
+        traj = self.trajectories(x, [t0, t1], steps, method, seed)
+        if not with_weights:
+            return traj.x[-1]
+        return traj.x[-1], np.ones(traj.x.shape[1]) if traj.weight is None else traj.weight[-1]
+
+
+def load(path: str | Path) -> TrainedModel:
+    """A trained model from its checkpoint (``model.pt``)."""
+    return TrainedModel.from_checkpoint(path)

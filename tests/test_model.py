@@ -1,0 +1,78 @@
+"""The trained model as a Python object: numpy in, numpy out, the fields its objective defines, and pushes."""
+
+import numpy as np
+import pytest
+import torch
+
+import amcore
+from amcore.simulate import GaussianPath, GrowingGaussian, simulate_snapshots
+from amcore.store import Snapshots
+from amcore.train import TrainConfig, train
+
+
+def _trained(tmp_path, objective: str, simulator=None, **extra) -> amcore.TrainedModel:
+    sim = simulator or GaussianPath()
+    x, t = simulate_snapshots(sim, [0.0, 0.5, 1.0], 300, seed=0)
+    cfg = TrainConfig(objective=objective, steps=60, batch_size=64, width=16, depth=2, log_every=20, **extra)
+    train(Snapshots.from_labels(x, t), cfg, tmp_path / f"{objective}.pt", tmp_path / f"{objective}.csv")
+    return amcore.load(tmp_path / f"{objective}.pt")
+
+
+def test_am_model_answers_in_numpy_whatever_it_is_given(tmp_path):
+    model = _trained(tmp_path, "am")
+    assert model.objective == "am" and model.dim == 2 and model.t_range == (0.0, 1.0)
+    assert model.feature_names == ["x0", "x1"] and model.info["step"] == 60
+    x = np.random.default_rng(0).normal(size=(7, 2))
+    v = model.velocity(x, 0.3)
+    assert isinstance(v, np.ndarray) and v.shape == (7, 2) and v.dtype == np.float32
+    np.testing.assert_array_equal(v, model.velocity(torch.as_tensor(x), torch.full((7,), 0.3)))
+    np.testing.assert_array_equal(v, model.velocity(x.tolist(), np.full(7, 0.3)))
+    # The velocity is the gradient of the potential (central differences, float32 rounding on s of order 1).
+    h, s = 1e-2, model.potential
+    grad0 = (s(x + [h, 0], 0.3) - s(x - [h, 0], 0.3)) / (2 * h)
+    np.testing.assert_allclose(v[:, 0], grad0, atol=5e-3)
+    with pytest.raises(ValueError, match="no drift"):
+        model.drift(x, 0.3)
+    with pytest.raises(ValueError, match=r"x must be \(cells, 2\)"):
+        model.velocity(x[:, :1], 0.3)
+
+
+def test_push_is_the_last_step_of_the_trajectories_and_moves_by_the_velocity(tmp_path):
+    model = _trained(tmp_path, "am")
+    x0 = np.random.default_rng(1).normal(size=(50, 2))
+    traj = model.trajectories(x0, [0.0, 0.5, 1.0], steps_per_interval=10)
+    assert traj.x.shape == (21, 50, 2) and traj.method == "rk4" and traj.weight is None
+    np.testing.assert_allclose(traj.time[[0, 10, 20]], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(model.push(x0, 0.0, 1.0, steps=20), traj.x[-1], atol=1e-5)
+    # A tiny step moves each cell by dt * v (first order).
+    dt = 1e-3
+    np.testing.assert_allclose((model.push(x0, 0.2, 0.2 + dt, steps=1) - x0) / dt, model.velocity(x0, 0.2), atol=1e-2)
+
+
+def test_each_objective_offers_its_own_fields(tmp_path):
+    x = np.random.default_rng(2).normal(size=(9, 2))
+    fm = _trained(tmp_path, "fm")
+    assert fm.velocity(x, 0.5).shape == (9, 2)
+    with pytest.raises(ValueError, match="no potential"):
+        fm.potential(x, 0.5)
+    eam = _trained(tmp_path, "eam", sigma=0.5, sigma_final=0.1)
+    assert eam.drift(x, 0.5).shape == (9, 2) and eam.sigma(0.0) == 0.5 and eam.sigma(1.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="drift"):
+        eam.velocity(x, 0.5)
+    pushed = eam.trajectories(x, [0.0, 1.0], 10, seed=3)
+    assert pushed.method == "sde"
+    np.testing.assert_array_equal(pushed.x, eam.trajectories(x, [0.0, 1.0], 10, seed=3).x)  # seeded noise
+    assert not np.array_equal(pushed.x, eam.trajectories(x, [0.0, 1.0], 10, seed=4).x)
+    uam = _trained(tmp_path, "uam", simulator=GrowingGaussian(), growth=2.0)
+    np.testing.assert_allclose(uam.growth_rate(x, 0.5), 2.0 * uam.potential(x, 0.5), rtol=1e-6)
+    cells, weights = uam.push(x, 0.0, 1.0, steps=10, with_weights=True)
+    traj = uam.trajectories(x, [0.0, 1.0], 10)
+    assert traj.method == "weighted" and cells.shape == (9, 2)
+    np.testing.assert_allclose(weights, traj.weight[-1])
+
+
+def test_the_checkpoint_loads_without_running_code(tmp_path):
+    """``weights_only`` loading: a checkpoint is tensors and plain values, never a pickle that runs code."""
+    _trained(tmp_path, "am")
+    payload = torch.load(tmp_path / "am.pt", weights_only=True)
+    assert payload["objective"] == "am"
