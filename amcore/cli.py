@@ -289,6 +289,20 @@ def cmd_table(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_datasets(args: argparse.Namespace) -> None:
+    """List the named public datasets, or download, check and convert one."""
+    from amcore import datasets
+
+    if args.action == "list":
+        for spec in datasets.DATASETS.values():
+            print(f"{spec.name}\t{spec.file}\t{spec.description} ({spec.license})")
+        return
+    if not args.name:
+        raise InputError(f"amcore datasets fetch: which dataset? one of {sorted(datasets.DATASETS)}")
+    path = datasets.fetch(args.name, args.to)
+    print(f"amcore datasets: {args.name} -> {path}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -350,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
+    p = sub.add_parser("datasets", help="public datasets by name: list them, or fetch one into a folder")
+    p.set_defaults(func=cmd_datasets)
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("name", nargs="?", help="the dataset to fetch (see `amcore datasets list`)")
+    p.add_argument("--to", default="data", help="folder to write the converted npz to (default: data)")
     return parser
 
 
