@@ -53,12 +53,14 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/integrate.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
     input:
         evaluated_runs(),
         rules.table.output,
+        exports(),
     default_target: True
 
 

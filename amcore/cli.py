@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         summary = train(snaps, cfg, args.checkpoint, args.loss_csv, on_metrics)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
-        run.log_artifact(args.checkpoint, "model")
+        run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint
         run.log_artifact(args.loss_csv)
     print(
         f"amcore train: {cfg.steps} steps in {summary['train_seconds']:.1f}s, final loss {summary['final_loss']:.5g}",
@@ -303,6 +303,35 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     print(f"amcore datasets: {args.name} -> {path}", file=sys.stderr)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """The split's cells as AnnData with each model's fields at them; with a held-out time, its predictions too."""
+    from amcore import export
+    from amcore.tracking import StageRun
+
+    checkpoints = args.models["models"]
+    entries = (args.predictions or {}).get("predictions", [])
+    if bool(entries) != bool(args.predictions_out):
+        raise ValueError("--predictions (a non-empty list) and --predictions-out go together")
+    params = {"store": args.store, "models": {m["model"]: {"seed": m.get("seed", ""), "path": m["path"]}
+                                              for m in checkpoints}}  # fmt: skip
+    with StageRun("export", args.tags, params) as run:
+        run.flush()  # the run opens in the background while the fields are computed: its id goes into uns
+        cells = export.cells(args.store, checkpoints)
+        ids = export.mlflow_ids(run)
+        cells.uns["amcore"]["mlflow"] = ids
+        export.write(cells, args.out)
+        metrics = {"n_obs": cells.n_obs, "n_features": cells.n_vars, "n_models": len(checkpoints)}
+        if args.predictions_out:
+            predicted = export.predictions(args.store, entries, list(cells.var_names))
+            predicted.uns["amcore"]["mlflow"] = ids
+            export.write(predicted, args.predictions_out)
+            metrics["n_predicted"] = int((predicted.obs["method"] != "observed").sum())
+        run.log_metrics(metrics)
+    also = f" and {len(entries)} predictions -> {args.predictions_out}" if args.predictions_out else ""
+    print(f"amcore export: {cells.n_obs} cells x {cells.n_vars} features, {len(checkpoints)} model(s) -> "
+          f"{args.out}{also}", file=sys.stderr)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -364,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
+
+    p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
+    p.add_argument("--store", required=True)
+    p.add_argument("--models", type=_json, default={"models": []}, help='{"models": [{"model", "seed", "path"}]}')
+    p.add_argument("--out", required=True, help="cells (.h5ad)")
+    p.add_argument("--predictions", type=_json, default=None, help='{"predictions": [{"method", "seed", "path"}]}')
+    p.add_argument("--predictions-out", default=None, help="held-out predictions (.h5ad)")
+
     p = sub.add_parser("datasets", help="public datasets by name: list them, or fetch one into a folder")
     p.set_defaults(func=cmd_datasets)
     p.add_argument("action", choices=["list", "fetch"])

@@ -2,9 +2,12 @@
 
 Between consecutive observed times ``t_k < t_{k+1}``, pairs ``(x_a, x_b)`` drawn from a coupling of the two
 marginals are interpolated linearly: ``x_t = (1 - tau) x_a + tau x_b``. An OT coupling (exact, or
-entropic: the Schrödinger bridge's static coupling when ``reg = 2 sigma^2 (t_b - t_a)``) is solved once per
-pair of neighbouring snapshots and then sampled, so no transport problem sits in the hot loop. For eAM a
-Brownian bridge ``sigma sqrt((t - t_a)(t_b - t)/(t_b - t_a)) eps`` is added to the interpolation.
+entropic: the Schrödinger bridge's static coupling when ``reg = 2 V(t_a, t_b)``) is solved once per pair of
+neighbouring snapshots and then sampled, so no transport problem sits in the hot loop. For eAM the pair is
+joined by the Brownian bridge of ``dX = sigma_t dW`` (the same ``sigma_t`` schedule as the loss and the SDE
+integrator, :class:`NoiseSchedule`): with ``V(a, b) = int_a^b sigma_s^2 ds``, ``tau = V(t_a, t) / V(t_a, t_b)``
+and noise of variance ``V(t_a, t) V(t, t_b) / V(t_a, t_b)``; for a constant ``sigma`` these are the straight
+line and ``sigma^2 (t - t_a)(t_b - t)/(t_b - t_a)``, and ``2 V = 2 sigma^2 (t_b - t_a)``.
 
 A straight segment between two snapshots ignores what the other observed times say about the path. The
 ``spline`` interpolation glues the OT plans of neighbouring snapshots into chains ``(x_0, ..., x_K)`` through
@@ -17,6 +20,7 @@ the path still passes through the observed cells, so its marginals are the snaps
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import ot
@@ -31,6 +35,33 @@ COUPLINGS = ("independent", "ot", "entropic")
 INTERPOLATIONS = ("linear", "spline")
 TENSIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TENSION_CV_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """eAM's ``sigma_t``: linear in the relative time ``u = (t - t0) / (t1 - t0)`` from ``sigma`` (``u = 0``) to
+    ``sigma_final`` (``u = 1``; constant when None). The one schedule of the loss, the path and the integrator."""
+
+    sigma: float = 0.0
+    sigma_final: float | None = None
+
+    @property
+    def end(self) -> float:
+        return self.sigma if self.sigma_final is None else self.sigma_final
+
+    @property
+    def active(self) -> bool:
+        return self.sigma != 0 or self.end != 0
+
+    def at(self, u):
+        """``sigma_t`` at relative time ``u`` (a float, array or tensor)."""
+        return self.sigma + (self.end - self.sigma) * u
+
+    def variance(self, ua, ub, duration: float):
+        """``V = int sigma_t^2 dt`` between relative times ``ua <= ub`` (``t = t0 + u * duration``); exact, as
+        ``sigma_t`` is linear: ``duration (ub - ua) (sigma_a^2 + sigma_a sigma_b + sigma_b^2) / 3``."""
+        sa, sb = self.at(ua), self.at(ub)
+        return duration * (ub - ua) * (sa * sa + sa * sb + sb * sb) / 3
 
 
 def ot_pairs(
@@ -154,7 +185,9 @@ class SnapshotPath:
         entropic_draws: int = 16,
         interpolation: str = "linear",
         tension: float | str = 1.0,
+        sigma_final: float | None = None,
     ) -> None:
+        """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise)."""
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
         if interpolation not in INTERPOLATIONS:
@@ -171,11 +204,15 @@ class SnapshotPath:
         self.counts = self.offsets.diff()
         self.t0, self.t1 = float(snaps.t_values[0]), float(snaps.t_values[-1])
         self.dim = snaps.dim
-        self.sigma = float(sigma)
+        self.noise = NoiseSchedule(float(sigma), None if sigma_final is None else float(sigma_final))
         masses = snaps.masses()
         self.log_mass = torch.as_tensor(np.log(masses / masses[0]), dtype=torch.float32, device=self.device)
-        if coupling == "entropic" and entropic_reg is None and self.sigma <= 0:
-            raise ValueError("coupling 'entropic' needs entropic_reg, or sigma > 0 to use 2 sigma^2 (t_b - t_a)")
+        if coupling == "entropic" and entropic_reg is None and not self.noise.active:
+            raise ValueError(
+                "coupling 'entropic' needs entropic_reg, or sigma > 0 to use the Schrödinger bridge's "
+                "2 int_{t_a}^{t_b} sigma_t^2 dt"
+            )
+        self.entropic_regs: list[float] = []
         self.interpolation = interpolation
         if interpolation == "spline":
             self._build_chains(snaps, ot_max_size, tension, np.random.default_rng(seed))
@@ -187,8 +224,9 @@ class SnapshotPath:
                 if coupling == "ot":
                     ia, ib, w = ot_pairs(xa, xb, ot_max_size, rng)
                 else:
-                    gap = float(snaps.t_values[k + 1] - snaps.t_values[k])
-                    reg = entropic_reg if entropic_reg is not None else 2 * self.sigma**2 * gap
+                    ua, ub = (self._relative(float(snaps.t_values[j])) for j in (k, k + 1))
+                    reg = entropic_reg if entropic_reg is not None else 2 * self.noise.variance(ua, ub, self.duration)
+                    self.entropic_regs.append(float(reg))
                     ia, ib, w = entropic_pairs(xa, xb, reg, ot_max_size, entropic_draws, rng)
                 pair_a.append(ia + snaps.offsets[k])
                 pair_b.append(ib + snaps.offsets[k + 1])
@@ -221,6 +259,15 @@ class SnapshotPath:
     def duration(self) -> float:
         return self.t1 - self.t0
 
+    @property
+    def sigma(self) -> float:
+        """``sigma_t`` at the first time (the schedule is ``noise``)."""
+        return self.noise.sigma
+
+    def _relative(self, t):
+        """``u = (t - t0) / (t1 - t0)``, the schedule's (and the loss's) relative time."""
+        return (t - self.t0) / self.duration
+
     def _uniform(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.rand(n, generator=gen, device=self.device)
 
@@ -250,7 +297,8 @@ class SnapshotPath:
         return torch.exp((1 - tau) * self.log_mass[k] + tau * self.log_mass[k + 1])
 
     def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x_t`` on the interpolated path (Brownian bridge when ``sigma > 0``) and its velocity ``d x_t / dt``."""
+        """``x_t`` on the interpolated path (Brownian bridge when ``sigma_t`` is not 0) and the velocity of its mean
+        ``d E[x_t | x_a, x_b] / dt``."""
         n = len(t)
         k = self.interval(t)
         ta, tb = self.t_values[k], self.t_values[k + 1]
@@ -263,26 +311,35 @@ class SnapshotPath:
             dw = torch.einsum("np,npk->nk", torch.cat([3 * s**2, 2 * s, one, zero], 1), coef)
             points = self.x[chain]
             xt, u = torch.einsum("nk,nkd->nd", w, points), torch.einsum("nk,nkd->nd", dw, points)
-            return self._bridge(xt, t, ta, tb, gen), u
+            return xt + self._bridge_noise(xt, t, ta, tb, gen), u
         if self.coupling != "independent":
             # In float64: in float32 a key k + u, k >= 32, can round up to k + 1 and land in the next interval.
             j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen).double() * (1 - 1e-6))
             ia, ib = self.pair_a[j], self.pair_b[j]
         else:
             ia, ib = self._rows(k, gen), self._rows(k + 1, gen)
-        tau = ((t - ta) / (tb - ta))[:, None]
         xa, xb = self.x[ia], self.x[ib]
+        if not self.noise.active:
+            tau = ((t - ta) / (tb - ta))[:, None]
+            return (1 - tau) * xa + tau * xb, (xb - xa) / (tb - ta)[:, None]
+        # The bridge of dX = sigma_t dW runs on the clock V: its mean is at tau = V(t_a, t) / V(t_a, t_b).
+        total = self.noise.variance(self._relative(ta), self._relative(tb), self.duration).clamp_min(1e-30)
+        tau = (self.noise.variance(self._relative(ta), self._relative(t), self.duration) / total)[:, None]
+        rate = (self.noise.at(self._relative(t)).pow(2) / total)[:, None]
         xt = (1 - tau) * xa + tau * xb
-        return self._bridge(xt, t, ta, tb, gen), (xb - xa) / (tb - ta)[:, None]
+        return xt + self._bridge_noise(xt, t, ta, tb, gen), rate * (xb - xa)
 
-    def _bridge(
+    def _bridge_noise(
         self, xt: torch.Tensor, t: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, gen: torch.Generator
-    ) -> torch.Tensor:
-        """Add the Brownian bridge of the interval (eAM); ``xt`` itself when ``sigma`` is 0."""
-        if self.sigma <= 0:
-            return xt
-        bridge_std = self.sigma * torch.sqrt(((t - ta) * (tb - t) / (tb - ta)).clamp_min(0))[:, None]
-        return xt + bridge_std * torch.randn(xt.shape, generator=gen, device=self.device)
+    ) -> torch.Tensor | float:
+        """The Brownian bridge's noise, variance ``V(t_a, t) V(t, t_b) / V(t_a, t_b)`` per coordinate (eAM); 0 when
+        ``sigma_t`` is 0 throughout."""
+        if not self.noise.active:
+            return 0.0
+        ua, u, ub = self._relative(ta), self._relative(t), self._relative(tb)
+        before, after = self.noise.variance(ua, u, self.duration), self.noise.variance(u, ub, self.duration)
+        var = (before * after / (before + after).clamp_min(1e-30)).clamp_min(0)
+        return var.sqrt()[:, None] * torch.randn(xt.shape, generator=gen, device=self.device)
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of the first and the last observed marginal (AM's boundary terms)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from amcore.interpolants import SnapshotPath
+from amcore.interpolants import NoiseSchedule, SnapshotPath
 from amcore.timesampling import TimeSampler
 
 OBJECTIVES = ("am", "eam", "uam", "fm")
@@ -31,10 +31,14 @@ class ObjectiveSpec:
     probes: int = 1
     time_weight: str = "none"
 
+    @property
+    def noise(self) -> NoiseSchedule:
+        """eAM's ``sigma_t`` schedule, shared with the path's Brownian bridge and entropic coupling."""
+        return NoiseSchedule(self.sigma, self.sigma_final)
+
     def sigma_at(self, u: torch.Tensor) -> torch.Tensor:
         """``sigma_t`` at relative time ``u in [0, 1]``: constant, or linear to ``sigma_final``."""
-        end = self.sigma if self.sigma_final is None else self.sigma_final
-        return self.sigma + (end - self.sigma) * u
+        return self.noise.at(u)
 
     def weight(self, u: torch.Tensor, duration: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``w`` and ``dw/dt``; ``linear`` is the reference code's ``w = 1 - u``."""

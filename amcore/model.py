@@ -184,5 +184,15 @@ class TrainedModel:
 
 
 def load(path: str | Path) -> TrainedModel:
-    """A trained model from its checkpoint (``model.pt``)."""
+    """A trained model from its checkpoint (``model.pt``) or from an MLflow model: ``runs:/<run_id>/model``,
+    ``models:/<model_id>``, ``models:/<name>/<version>`` or a local MLflow model directory (it has an ``MLmodel``).
+
+    URIs resolve as ``mlflow.pyfunc.load_model`` resolves them: against MLflow's tracking URI
+    (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``).
+    """
+    text = str(path)
+    if text.startswith(("runs:/", "models:/")) or (Path(text) / "MLmodel").is_file():
+        from amcore.mlflow_model import load_trained  # imports mlflow (seconds): only for MLflow models
+
+        return load_trained(text)
     return TrainedModel.from_checkpoint(path)

@@ -78,20 +78,36 @@ def build_snapshots(
         _check_times(snaps.t_values, holdout, "dataset")
         snaps.attrs["preprocess"] = {"config": config}
     else:
-        x, time, provenance = read_dataset(spec)
+        x, time, provenance, rows = read_dataset(spec)
+        names = provenance["reader"].pop("feature_names", None) or provenance["reader"].get("feature_columns")
         _check_times(np.unique(time), holdout, provenance["path"])
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
             x = fitted.transform(x)
         # x may be a lazy dask array (out of core): sort only when needed, and never through numpy.
         if np.any(np.diff(time) < 0):
-            x = x[np.argsort(time, kind="stable")]
+            order = np.argsort(time, kind="stable")
+            x, rows = x[order], rows[order]
         t_values, counts = np.unique(time, return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        snaps = Snapshots(x, t_values, offsets, {"provenance": {"source": spec["source"], **provenance}})
+        attrs = {"provenance": {"source": spec["source"], **provenance}}
+        snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows)  # rows: what export maps cells back with
         snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()
+        names = feature_names(names, fitted, x.shape[1])
+        if names:
+            snaps.attrs["feature_names"] = names
     snaps.attrs["holdout_times"] = holdout
     return snaps
+
+
+def feature_names(names: list[str] | None, fitted, n_features: int) -> list[str] | None:
+    """The store's feature names: the input's (h5ad var_names, csv/parquet columns) after ``select``; ``PC1``,
+    ``PC2``, ... after ``pca`` or ``whiten``; ``None`` when the input names none."""
+    if fitted is not None and fitted.components is not None:
+        names = [f"PC{i + 1}" for i in range(len(fitted.components))]
+    elif names and fitted is not None and fitted.indices is not None:
+        names = [names[i] for i in fitted.indices]
+    return [str(name) for name in names] if names and len(names) == n_features else None
 
 
 def ground_truth(snaps: Snapshots):

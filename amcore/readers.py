@@ -232,8 +232,13 @@ def read_h5ad(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
                 columns = list(obs.attrs.get("column-order", []))
                 raise InputError(f"{path}: obs column {t_key!r} missing; obs has columns {columns}")
             labels = np.asarray(read_elem(obs[t_key]))
+        info = {"x_key": x_key, "t_key": t_key}
+        var = handle.get("var")
+        index = None if var is None else var.attrs.get("_index")
+        if group != "obsm" and index is not None and index in var:  # var_names name the columns of X and layers
+            info["feature_names"] = [str(name) for name in read_elem(var[index])]
     _check_rows(path, x, x_key, labels, t_key)
-    return x, labels, {"x_key": x_key, "t_key": t_key}
+    return x, labels, info
 
 
 def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str] | None) -> Read:
@@ -464,8 +469,9 @@ def _file_of_row(row: int, path: Path, info: dict) -> Path:
     return path / list(info["files"])[int(np.searchsorted(ends, row, side="right"))]
 
 
-def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
-    """Read the file source that ``spec`` (the config's ``dataset`` section) describes: float32 x, float64 times."""
+def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict, np.ndarray]:
+    """Read the file source that ``spec`` (the config's ``dataset`` section) describes: float32 x, float64 times,
+    provenance, and each row's row number in the input (rows with NaN or inf dropped leave gaps)."""
     source = spec["source"]
     if "path" not in spec:
         raise InputError(f"dataset.path: source {source!r} needs a path")
@@ -487,12 +493,13 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict]:
     with ThreadPoolExecutor(1) as pool:
         sha256 = pool.submit(content_sha256, path)
         try:  # the first pass over every value: a damaged chunk shows here, before anything is written
-            x, time, n_bad, info = _finite_rows(x, labels, spec, path, info, where)
+            x, time, n_bad, info, rows = _finite_rows(x, labels, spec, path, info, where)
         except InputError:
             raise
         except READ_ERRORS as err:
             raise _unreadable_file(path, source, info, options, err) from err
-    return x, time, {"path": str(path), "sha256": sha256.result(), "reader": info, "dropped_nonfinite": n_bad}
+    provenance = {"path": str(path), "sha256": sha256.result(), "reader": info, "dropped_nonfinite": n_bad}
+    return x, time, provenance, rows
 
 
 def _unreadable_file(path: Path, source: str, info: dict, options: dict, err: BaseException) -> InputError:
@@ -527,10 +534,11 @@ def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: 
             f"{_file_of_row(row, path, info)}: key {key!r} has NaN or inf values in {n_bad} rows; "
             "set dataset.drop_nonfinite: true to drop them"
         )
+    rows = np.flatnonzero(~bad)
     if n_bad:
         x, time = x[~bad], time[~bad]
     empty = sorted(label for label, t in time_map.items() if not np.any(time == float(t)))
     if empty:
         raise InputError(f"{where}: time_map labels {empty} have no cells; each listed time point needs cells")
     info |= {"time_map": time_map, "drop_nonfinite": bool(spec.get("drop_nonfinite", False))}
-    return x.astype(np.float32), time, n_bad, info
+    return x.astype(np.float32), time, n_bad, info, rows

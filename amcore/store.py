@@ -35,6 +35,7 @@ class Snapshots:
     offsets: np.ndarray
     attrs: dict = field(default_factory=dict)
     weights: np.ndarray | None = None
+    obs_index: np.ndarray | None = None  # each row's row number in the input (what prepare read), when known
 
     @classmethod
     def from_labels(
@@ -45,7 +46,7 @@ class Snapshots:
         t_values, counts = np.unique(time[order], return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         x = np.ascontiguousarray(x[order], dtype=np.float32)
-        return cls(x, t_values, offsets, dict(attrs or {}), None if weights is None else weights[order])
+        return cls(x, t_values, offsets, dict(attrs or {}), None if weights is None else weights[order], order)
 
     @property
     def n_snapshots(self) -> int:
@@ -83,8 +84,8 @@ class Snapshots:
 
     def in_memory(self) -> Snapshots:
         """These snapshots with ``x`` and the weights loaded (a no-op when they already are)."""
-        x, weights = dask.compute(self.x, self.weights)
-        return Snapshots(x, self.t_values, self.offsets, self.attrs, weights)
+        x, weights, obs_index = dask.compute(self.x, self.weights, self.obs_index)
+        return Snapshots(x, self.t_values, self.offsets, self.attrs, weights, obs_index)
 
     def summary(self, *also) -> dict:
         """Cells per time, dimension and per-feature statistics: what a user checks first.
@@ -130,11 +131,15 @@ def write_store(path: str | Path, snaps: Snapshots, chunk_bytes: int = CHUNK_BYT
     )
     if snaps.weights is not None:
         ds["mass"] = ("obs",), snaps.weights.astype(np.float64)
+    if snaps.obs_index is not None:
+        ds["obs_index"] = ("obs",), snaps.obs_index.astype(np.int64)
     sample = np.asarray(x[: min(rows_per_chunk, SAMPLE_BYTES // (4 * max(1, snaps.dim)) + 1)])
     encoding = {
         "x": {"chunks": (min(rows_per_chunk, len(snaps.x)) or 1, snaps.dim), "compressors": compressors_for(sample)},
         "time": {"chunks": (min(rows_per_chunk, len(snaps.x)) or 1,), "compressors": [ZSTD]},
     }
+    if "obs_index" in ds:
+        encoding["obs_index"] = encoding["time"]
     snaps = Snapshots(x, snaps.t_values, snaps.offsets, snaps.attrs, snaps.weights)
     return write_dataset_atomic(ds, path, encoding, snaps.summary)
 
@@ -169,7 +174,9 @@ def open_store(path: str | Path) -> Snapshots:
         raise KeyError(f"{path}: snapshot store lacks {sorted(missing)}")
     attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
     weights = ds["mass"].data if "mass" in ds else None
-    return Snapshots(ds["x"].data.astype(np.float32), ds["t_values"].values, ds["offsets"].values, attrs, weights)
+    obs_index = ds["obs_index"].data if "obs_index" in ds else None
+    x = ds["x"].data.astype(np.float32)
+    return Snapshots(x, ds["t_values"].values, ds["offsets"].values, attrs, weights, obs_index)
 
 
 def read_store(path: str | Path) -> Snapshots:

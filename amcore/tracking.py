@@ -19,6 +19,8 @@ from pathlib import Path
 # A dead server must fail fast: MLflow's defaults retry for minutes per call.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# Stage logs are files: no progress bars when MLflow copies a model's files.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 ENV_URI = "AMCORE_MLFLOW_URI"
 ENV_EXPERIMENT = "AMCORE_MLFLOW_EXPERIMENT_ID"
@@ -158,6 +160,7 @@ class StageRun:
         self._created: str | None = None  # the run, from its creation on: a retry never creates a second one
         self.pending: list = []
         self.artifacts: list[tuple[str, str | None]] = []
+        self.models: list[tuple[str, str]] = []  # (checkpoint, name): MLflow models logged at the end
         self.failures = 0
         self.final_wait_s = final_wait_s
         self._lock = threading.Lock()
@@ -183,6 +186,8 @@ class StageRun:
             time.sleep(2.0)
         for path, subdir in self.artifacts:
             self._attempt(lambda p=path, s=subdir: self._log_artifact(p, s))
+        for checkpoint, name in self.models:
+            self._attempt(lambda c=checkpoint, n=name: self._log_model(c, n))
         status = "FAILED" if exc_type else "FINISHED"
         if self._created:
             self._attempt(lambda: self.client.set_terminated(self._created, status=status))
@@ -265,6 +270,22 @@ class StageRun:
             self.client.log_artifacts(self.run_id, path, subdir)
         else:
             self.client.log_artifact(self.run_id, path, subdir)
+
+    def log_model(self, checkpoint: str | Path, name: str = "model") -> None:
+        """Log the checkpoint as an MLflow model (a pyfunc) named ``name``, at the end like the artifacts:
+        ``runs:/<run_id>/<name>`` loads it, with ``mlflow.pyfunc.load_model`` or ``amcore.load``."""
+        self.models.append((str(checkpoint), name))
+
+    def _log_model(self, checkpoint: str, name: str) -> None:
+        started = time.monotonic()
+        from amcore.mlflow_model import log_model
+
+        model_id = log_model(self.client, self.run_id, checkpoint, name)
+        print(
+            f"amcore: MLflow model runs:/{self.run_id}/{name} (models:/{model_id}) logged in "
+            f"{time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+        )
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from amcore.interpolants import (
+    NoiseSchedule,
     SnapshotPath,
     chain_rows,
     choose_tension,
@@ -11,6 +12,7 @@ from amcore.interpolants import (
     spline_coefficients,
     spline_weights,
 )
+from amcore.losses import ObjectiveSpec
 from amcore.store import Snapshots
 
 
@@ -70,6 +72,70 @@ def test_brownian_bridge_adds_the_bridge_variance():
     expected = 0.7**2 * 0.5 * 1.5 / 2.0
     # 20000 samples: the variance estimate's relative standard error is sqrt(2/20000) = 1 %; allow 5 %.
     assert abs(xt.var().item() / expected - 1) < 0.05
+
+
+def _quadrature_v(spec: ObjectiveSpec, t0: float, t1: float, a: float, b: float) -> float:
+    """``V(a, b) = int_a^b sigma_t^2 dt`` by the trapezoid rule on the loss's own schedule (``spec.sigma_at``),
+    independently of the path's closed form; 20001 nodes on a quadratic integrand: error ~1e-9."""
+    grid = np.linspace(a, b, 20001)
+    sigma = spec.sigma_at(torch.as_tensor((grid - t0) / (t1 - t0), dtype=torch.float64)).numpy()
+    return float(np.trapezoid(sigma**2, grid))
+
+
+def test_time_varying_bridge_follows_the_loss_schedule():
+    """With sigma_t linear from sigma to sigma_final (the loss's and the SDE's schedule), the bridge of dX = sigma_t dW
+    pinned at x_a (t_a) and x_b (t_b) is Gaussian with mean x_a + V(t_a, t)/V(t_a, t_b) (x_b - x_a) and variance
+    V(t_a, t) V(t, t_b) / V(t_a, t_b) per coordinate, V(a, b) = int_a^b sigma_s^2 ds (conditioning W_t on W_{t_b}).
+
+    Times 0, 1, 3 and sigma 1.2 -> 0.2: at t = 2 the variance is 0.112 and tau 0.777, where a constant sigma = 1.2
+    (the old bridge) gives 0.72 and 0.5.
+    """
+    spec = ObjectiveSpec("eam", sigma=1.2, sigma_final=0.2)
+    times, a, b = (0.0, 1.0, 3.0), np.array([1.0, -1.0]), np.array([5.0, 2.0])
+    x = np.stack([np.zeros((4, 2)), np.tile(a, (4, 1)), np.tile(b, (4, 1))]).reshape(-1, 2).astype(np.float32)
+    snaps = Snapshots.from_labels(x, np.repeat(times, 4))
+    path = SnapshotPath(snaps, coupling="ot", sigma=spec.sigma, sigma_final=spec.sigma_final)
+    u = torch.linspace(0, 1, 11)
+    torch.testing.assert_close(path.noise.at(u), spec.sigma_at(u))  # one schedule for path and loss
+
+    n = 100_000
+    xt, _ = path.sample_at(torch.full((n,), 2.0), torch.Generator().manual_seed(0))
+    xt = xt.double().numpy()
+    before, after = _quadrature_v(spec, 0, 3, 1, 2), _quadrature_v(spec, 0, 3, 2, 3)
+    var = before * after / (before + after)
+    mean = a + before / (before + after) * (b - a)
+    # Mean: standard error sqrt(var / n) = 0.0011 per coordinate; allow 6 of them (the old tau is off by 1.1).
+    np.testing.assert_allclose(xt.mean(0), mean, atol=6 * np.sqrt(var / n))
+    # Variance of 2 n Gaussian values: relative standard error sqrt(2 / (2 n)) = 0.32 %; allow 2 % (6 of them).
+    assert abs(xt.var(0).mean() / var - 1) < 0.02, (xt.var(0), var)
+    # At the observed times the path is exactly the observed cells: no noise left.
+    ends, _ = path.sample_at(torch.tensor([1.0, 3.0]), torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(ends.numpy(), np.stack([a, b]), atol=1e-5)
+
+
+@pytest.mark.parametrize("sigma_final", [None, 0.2, 1.5])
+def test_entropic_reg_is_twice_the_bridge_variance_of_each_interval(sigma_final):
+    """The Schrödinger bridge's static coupling for dX = sigma_t dW is entropic OT with reg 2 V(t_a, t_b): per
+    interval, from the same schedule (2 sigma^2 (t_b - t_a) for a constant sigma)."""
+    spec = ObjectiveSpec("eam", sigma=0.8, sigma_final=sigma_final)
+    snaps = _snaps(n=32, times=(0.0, 1.0, 3.0))
+    path = SnapshotPath(snaps, coupling="entropic", sigma=spec.sigma, sigma_final=sigma_final, entropic_draws=2)
+    expected = [2 * _quadrature_v(spec, 0, 3, 0, 1), 2 * _quadrature_v(spec, 0, 3, 1, 3)]
+    np.testing.assert_allclose(path.entropic_regs, expected, rtol=1e-6)
+    if sigma_final is None:
+        np.testing.assert_allclose(path.entropic_regs, [2 * 0.8**2 * 1, 2 * 0.8**2 * 2], rtol=1e-12)
+    # An explicit entropic_reg still wins.
+    fixed = SnapshotPath(snaps, coupling="entropic", sigma=0.8, sigma_final=sigma_final, entropic_reg=0.3)
+    assert fixed.entropic_regs == [0.3, 0.3]
+
+
+def test_noise_schedule_integral_is_exact():
+    """The closed form of V for a linear sigma_t against the trapezoid rule, including a schedule through 0."""
+    for schedule in (NoiseSchedule(0.7), NoiseSchedule(1.2, 0.2), NoiseSchedule(0.0, 2.0), NoiseSchedule(1.0, 0.0)):
+        spec = ObjectiveSpec("eam", sigma=schedule.sigma, sigma_final=schedule.sigma_final)
+        for lo, hi in ((0.0, 1.0), (0.25, 0.6), (0.9, 1.0)):
+            closed = schedule.variance(lo, hi, 2.5)
+            assert closed == pytest.approx(_quadrature_v(spec, 0.0, 2.5, 2.5 * lo, 2.5 * hi), rel=1e-7)
 
 
 def test_spline_weights_reproduce_straight_lines_at_every_tension():

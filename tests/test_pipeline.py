@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from amcore.integrate import read_trajectories
 from amcore.store import read_store
 
-STAGES = ["evaluate", "integrate", "prepare", "train"]
+STAGES = ["evaluate", "export", "integrate", "prepare", "train"]
 
 
 def run_dir(workdir: Path, config: dict, model: str = "am", holdout: str = "none", seed: int = 0) -> Path:
@@ -39,7 +39,9 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     assert all(math.isfinite(v) for v in metrics["w1"].values())
     # Even a few hundred steps move the cloud: W1 at t=1 without motion is ~4 (the mean shifts by 4+).
     assert metrics["w1_mean"] < 1.5
-    assert 0 <= metrics["velocity_rel_error"] < 0.6
+    # Measured on this tiny config (400 steps, 300 cells a time): 0.26 (seed 0), 0.27, 0.27, 0.31 (seeds 1-3); an
+    # untrained field is ~1.0. 0.4 leaves a third above the worst seed seen and still needs the flow learnt.
+    assert 0 <= metrics["velocity_rel_error"] < 0.4
     for name in ("marginals", "trajectories", "velocity", "loss"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "table.csv", keep_default_na=False)
@@ -149,8 +151,9 @@ def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tin
     out = run_dir(tmp_path, config, "m")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["objective"] == model["objective"]
-    # A few hundred steps: far from converged, but clearly better than an untrained field (error ~1).
-    assert 0 <= metrics[expected] < 0.6
+    # A few hundred steps: far from converged, but clearly better than an untrained field (error ~1). Measured
+    # (seeds 0-3): eAM drift 0.19, 0.21, 0.19, 0.18; uAM growth 0.16, 0.14, 0.19, 0.16. 0.3 is 40 % above the worst.
+    assert 0 <= metrics[expected] < 0.3
     traj = read_trajectories(out / "trajectories.zarr")
     if model["objective"] == "uam":
         assert "weight" in traj and set(metrics["mass_rel_error"]) == {"0.5", "1"}

@@ -16,9 +16,9 @@ SPACED = "my results"
 # Every option of the amcore CLI that takes a path, and the rules whose commands must all show up in the plan.
 PATH_OPTIONS = {
     "--out", "--summary", "--store", "--checkpoint", "--loss-csv", "--trajectories", "--metrics", "--plots",
-    "--table", "--markdown", "--figure", "--predictions-figure",
+    "--table", "--markdown", "--figure", "--predictions-figure", "--predictions-out",
 }  # fmt: skip
-RULES = {"prepare", "train", "integrate", "baseline", "score", "evaluate", "table"}
+RULES = {"prepare", "train", "integrate", "baseline", "score", "evaluate", "table", "export"}
 
 
 def written(workdir: Path) -> list[str]:

@@ -84,3 +84,24 @@ def prediction_panels():
         for entry in held_out_predictions(holdout)
         if entry["seed"] in ("", SEEDS[0])
     ]
+
+
+def exported_models(holdout):
+    """The checkpoints whose fields `export` writes at every cell of a split: each model's first seed."""
+    return [
+        {"model": model, "seed": SEEDS[0], "path": f"{OUT}/holdout-{holdout}/{model}/seed-{SEEDS[0]}/model.pt"}
+        for model in MODELS
+    ]
+
+
+def exported_predictions(holdout):
+    """The predictions `export` gathers at a held-out time: every model and seed, every baseline (none without)."""
+    return held_out_predictions(holdout) if holdout != "none" else []
+
+
+def exports():
+    """One export.h5ad per split, and predictions.h5ad per held-out time."""
+    files = expand(f"{SPLIT}/export.h5ad", holdout=HOLDOUTS)
+    if config["holdout_times"]:
+        files += expand(f"{SPLIT}/predictions.h5ad", holdout=HOLDOUTS)
+    return files

@@ -1,0 +1,134 @@
+"""Review fixes of issue 14: one sigma_t schedule for eAM's path, loss and SDE; growth > 0 for uAM; sigma refused
+where nothing uses it; no promise of per-cell mass weights that no reader produces."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+from snakemake.utils import validate
+
+import amcore.train
+from amcore.interpolants import NoiseSchedule, SnapshotPath
+from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.store import Snapshots
+from amcore.train import TrainConfig, train
+
+SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def schema_refuses(model: dict) -> str | None:
+    """The schema's message for a config with this one model, or None when it is accepted."""
+    try:
+        validate({"dataset": {"source": "simulate"}, "models": {"m": model}}, SCHEMA)
+    except Exception as err:  # snakemake wraps jsonschema's ValidationError in a WorkflowError
+        return str(err)
+    return None
+
+
+# --- 1. eAM: the path's Brownian bridge and entropic reg follow the loss's sigma_t schedule -------------------
+
+
+def test_training_builds_its_path_with_the_loss_schedule(tmp_path, monkeypatch):
+    """train's snapshot_path hands sigma and sigma_final to the path: bridge and entropic reg use sigma_t, not the
+    constant sigma (before: sigma only, so with sigma_final 0.2 the reg of [0.5, 1] was 2 * 1.0 * 0.5 = 1 instead
+    of 2 V = 0.37)."""
+    built: list[SnapshotPath] = []
+
+    class Recording(SnapshotPath):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(amcore.train, "SnapshotPath", Recording)
+    x, t = simulate_snapshots(OrnsteinUhlenbeck(sigma=1.0), [0.0, 0.5, 1.0], 40, seed=0)
+    cfg = TrainConfig(objective="eam", sigma=1.0, sigma_final=0.2, coupling="entropic", entropic_draws=2, steps=2,
+                      batch_size=16, width=8, depth=1, log_every=1, divergence_factor=0)  # fmt: skip
+    train(Snapshots.from_labels(x, t), cfg, tmp_path / "m.pt", tmp_path / "loss.csv")
+    (path,) = built
+    assert path.noise == NoiseSchedule(1.0, 0.2) == cfg.spec().noise
+    u = torch.linspace(0, 1, 5)
+    torch.testing.assert_close(path.noise.at(u), cfg.spec().sigma_at(u))  # the loss's sigma_t
+    # sigma_t = 1 - 0.8 u on [0, 1]: V(0, .5) = .5 (1 + .6 + .36) / 3, V(.5, 1) = .5 (.36 + .12 + .04) / 3.
+    np.testing.assert_allclose(path.entropic_regs, [2 * 0.5 * 1.96 / 3, 2 * 0.5 * 0.52 / 3], rtol=1e-6)
+
+
+def test_plain_am_and_fm_paths_carry_no_noise(tmp_path, monkeypatch):
+    built: list[SnapshotPath] = []
+
+    class Recording(SnapshotPath):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(amcore.train, "SnapshotPath", Recording)
+    x, t = simulate_snapshots(OrnsteinUhlenbeck(sigma=1.0), [0.0, 0.5, 1.0], 40, seed=0)
+    for objective in ("am", "fm"):
+        cfg = TrainConfig(objective=objective, steps=1, batch_size=16, width=8, depth=1, log_every=1)
+        train(Snapshots.from_labels(x, t), cfg, tmp_path / f"{objective}.pt", tmp_path / f"{objective}.csv")
+    assert [p.noise.active for p in built] == [False, False]
+
+
+# --- 2. uAM: growth <= 0 makes the loss unbounded below -----------------------------------------------------
+
+
+@pytest.mark.parametrize("growth", [0.0, -0.5, math.nan])
+def test_nonpositive_growth_is_refused_by_the_library(growth):
+    with pytest.raises(ValueError, match=r"growth must be > 0.*unbounded below"):
+        TrainConfig(objective="uam", growth=growth)
+
+
+@pytest.mark.parametrize("growth", [0, -1.5])
+def test_nonpositive_growth_is_refused_by_the_schema(growth):
+    message = schema_refuses({"objective": "uam", "growth": growth})
+    assert message is not None and "growth" in message and "less than or equal to the minimum of 0" in message
+    assert schema_refuses({"objective": "uam", "growth": 0.5}) is None
+
+
+# --- 3. per-cell mass weights: not promised, since no reader produces them ------------------------------------
+
+
+def test_readme_promises_no_per_cell_mass_weights():
+    """No reader reads a weight column and sampling, couplings and boundary terms use the counts: the README says
+    the mass is the number of cells (before: "mass = counts, or `mass` weights")."""
+    readme = (ROOT / "README.md").read_text()
+    assert "`mass` weights" not in readme
+    uam = next(line for line in readme.splitlines() if line.strip().startswith("| `uam` |"))
+    assert "mass = the number of cells at each time" in uam
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    assert not any("mass" in key or "weight" in key for key in schema["properties"]["dataset"]["properties"])
+
+
+# --- 4. sigma on a model that has no diffusion --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective", ["am", "uam", "fm"])
+@pytest.mark.parametrize("setting", [{"sigma": 0.5}, {"sigma_final": 0.2}, {"sigma": 0.5, "sigma_final": 0.1}])
+def test_sigma_without_eam_is_refused(objective, setting):
+    with pytest.raises(ValueError, match=rf"sigma / sigma_final .* objective '{objective}' has none"):
+        TrainConfig(objective=objective, **setting)
+    message = schema_refuses({"objective": objective, **setting})
+    assert message is not None and ("sigma" in message)
+
+
+def test_sigma_is_accepted_where_it_means_something():
+    TrainConfig(objective="eam", sigma=0.5, sigma_final=0.1)
+    TrainConfig(objective="am", sigma=0.0)  # the default, as the benchmarks spell it
+    assert schema_refuses({"objective": "eam", "sigma": 0.5, "sigma_final": 0.1}) is None
+    assert schema_refuses({"objective": "am"}) is None
+    with pytest.raises(ValueError, match="sigma_final must be >= 0"):
+        TrainConfig(objective="eam", sigma=0.5, sigma_final=-0.1)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_pass_the_new_checks(config):
+    """Every shipped model validates and builds its TrainConfig (no sigma on am/uam/fm, no growth <= 0)."""
+    loaded = yaml.safe_load(config.read_text())
+    validate(loaded, SCHEMA)
+    for params in loaded["models"].values():
+        TrainConfig(**params)
