@@ -30,8 +30,9 @@ def temporary_name(path: Path, pid: int) -> Path:
 @contextlib.contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` (same suffix, so writers that go by it still work) to write a file
-    or a directory to; on a clean exit it replaces ``path``, otherwise it is removed."""
+    or a directory to (its folder is created); on a clean exit it replaces ``path``, otherwise it is removed."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = temporary_name(path, os.getpid())
     _remove(tmp)

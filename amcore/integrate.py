@@ -1,4 +1,4 @@
-"""Push particles through a learned flow and keep the trajectories (DESIGN §4).
+"""Push particles through a learned flow and keep the trajectories.
 
 ODE (fixed-step RK4, or adaptive Dormand-Prince) for AM and FM, Euler-Maruyama for eAM's SDE, and weighted
 particles for uAM (``d log w / dt = lam s(x, t)`` integrated beside ``x``). Everything is batched.

@@ -1,4 +1,4 @@
-"""Samples of the path ``q_t`` between sparse snapshots (DESIGN §2).
+"""Samples of the path ``q_t`` between sparse snapshots.
 
 Between consecutive observed times ``t_k < t_{k+1}``, pairs ``(x_a, x_b)`` drawn from a coupling of the two
 marginals are interpolated linearly: ``x_t = (1 - tau) x_a + tau x_b``. An OT coupling (exact, or

@@ -1,4 +1,4 @@
-"""Training objectives (DESIGN §1): Action Matching (AM), entropic AM (eAM), unbalanced AM (uAM), Flow Matching.
+"""Training objectives: Action Matching (AM), entropic AM (eAM), unbalanced AM (uAM), Flow Matching.
 
 All AM variants minimise ``w(t0) M_0 E_0[s] - w(tK) M_K E_K[s] + int M_t E_t[w (d_t s + 1/2 |grad s|^2 + extra)
 + w' s] dt`` with ``extra = 1/2 sigma_t^2 lap s`` (eAM) or ``1/2 lam s^2`` (uAM, whose ``M_t`` is the mass of

@@ -1,4 +1,4 @@
-"""The AM terms of the default potential (scalar head on an MLP) from hand-derived passes (DESIGN §6).
+"""The AM terms of the default potential (scalar head on an MLP) from hand-derived passes.
 
 For ``s = w_o . h_L + b_o``, ``h_l = phi(z_l)``, ``z_l = W_l h_{l-1} + b_l``, ``h_0 = [x, embed(t)]``:
 

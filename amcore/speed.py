@@ -1,4 +1,4 @@
-"""The training step's speed levers (DESIGN §6): one fused computation of the AM terms (hand-derived for the
+"""The training step's speed levers: one fused computation of the AM terms (hand-derived for the
 default MLP potential, ``torch.func`` for other models), optional ``torch.compile``, GPU precision (TF32, bf16
 autocast), CPU threads and the memory a step frees.
 """

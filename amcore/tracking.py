@@ -1,4 +1,4 @@
-"""MLflow tracking: one parent run per pipeline invocation, one child run per stage (DESIGN §5).
+"""MLflow tracking: one parent run per pipeline invocation, one child run per stage.
 
 The parent run is created once, before any job starts (Snakemake's ``onstart``), and its coordinates
 are exported as environment variables that every job inherits, locally or through a cluster executor.

@@ -205,6 +205,140 @@ def _same_run(saved: dict, cfg: TrainConfig) -> bool:
     return all(saved.get(k) == v for k, v in current.items() if k not in RESUME_IGNORES)
 
 
+class Run:
+    """One training's state, built once: the data path, the networks, the optimiser, the random streams and the
+    loss history; ``state`` is what a checkpoint holds and ``resume`` reads it back."""
+
+    def __init__(self, snaps: Snapshots | None, cfg: TrainConfig, path: SnapshotPath | MarginalPath | None) -> None:
+        self.cfg, self.cluster = cfg, Cluster()
+        device = self.cluster.device
+        set_precision(device, cfg.tf32)
+        if self.cluster.leader:  # on a cluster, the first thing to check: did the job get the GPU it asked for?
+            threads = f"{torch.get_num_threads()} threads each"
+            where = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
+            print(f"amcore train: {self.cluster.world} process(es) on {device.type} ({where})", file=sys.stderr)
+        # The global batch is ``streams`` sub-batches, each from its own seeded generator; each rank draws its
+        # share. One process with streams=N therefore takes exactly the steps of N ranks.
+        self.streams = cfg.streams or self.cluster.world
+        world, rank = self.cluster.world, self.cluster.rank
+        if self.streams % world or cfg.batch_size % self.streams:
+            raise ValueError(
+                f"streams ({self.streams}) must be a multiple of the {world} processes and divide batch_size "
+                f"({cfg.batch_size})"
+            )
+        self.mine = range(rank * self.streams // world, (rank + 1) * self.streams // world)
+        self.gens = [torch.Generator(device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in self.mine]
+        self.sub_batch = cfg.batch_size // self.streams
+        torch.manual_seed(cfg.seed)
+        self.tension = cfg.tension
+        self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
+                                          cfg.stream_refresh_every, cfg.seed, rank)  # fmt: skip
+        self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
+        self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
+        mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
+        mlp |= {"dim": self.path.dim, "t_range": [self.path.t0, self.path.t1], "time_frequencies": cfg.time_frequencies}
+        fm = cfg.objective == "fm"
+        head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
+        self.model_args = {**head, **mlp}
+        self.model = build_network(self.model_args).to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.net = DistributedDataParallel(self.model) if world > 1 and fm else self.model
+        self.optimizer = adam(self.model, cfg.lr)
+        # FM's loss is first order: fused and compile concern the AM objectives only.
+        self.action = None if fm else action_step(self.model, cfg.spec(), cfg.fused, cfg.compile, world > 1)
+        self.times = TimeSampler(cfg.time_sampling, self.path.t0, self.path.t1, device=device)
+        self.scale = kinetic_scale(self.path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
+        self.history: list[tuple[int, float]] = []
+        # The loss summed since the last log line stays on the device: reading it every step (.item()) would make
+        # each GPU step wait for the previous one; float64, as a Python float sum would be.
+        self.first_step, self.running = 0, torch.zeros((), dtype=torch.float64, device=device)
+
+    def _snapshot_path(self, training: Snapshots, seed: int) -> SnapshotPath:
+        """The path between the snapshots; tension "auto" is decided on the first build (a streamed path's
+        refreshes keep it)."""
+        cfg, eam = self.cfg, self.cfg.objective == "eam"
+        built = SnapshotPath(
+            training, cfg.coupling, cfg.ot_max_size, seed=seed, device=self.cluster.device,
+            # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
+            sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
+            entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
+            interpolation=cfg.interpolation, tension=self.tension,
+        )  # fmt: skip
+        self.tension = getattr(built, "tension", self.tension)
+        return built
+
+    def resume(self, partial: Path) -> None:
+        """Continue from ``partial`` when it holds this configuration on this data; start afresh otherwise."""
+        if not partial.exists():
+            return
+        saved = torch.load(partial, map_location=self.cluster.device, weights_only=True)
+        same = _same_run(saved["config"], self.cfg) and saved["data"] == self.data_key
+        if not (same and len(saved["generators"]) == self.streams):
+            print(f"amcore train: {partial} is from another configuration or data; starting afresh", file=sys.stderr)
+            return
+        self.model.load_state_dict(saved["model"])
+        self.ema.load_state_dict(saved["ema"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        for gen, s in zip(self.gens, self.mine, strict=True):
+            gen.set_state(saved["generators"][s].cpu())
+        self.times.second_moment, self.times.seen = saved["time_sampler"]
+        self.history = [tuple(row) for row in saved["history"]]
+        self.first_step = saved["step"]
+        self.running.fill_(saved["running"])
+        print(f"amcore train: resuming from step {self.first_step} ({partial})", file=sys.stderr)
+
+    def state(self, step: int) -> dict:
+        """Everything a checkpoint holds (every rank's generators gathered)."""
+        return {
+            "objective": self.cfg.objective, "model_args": self.model_args, "config": asdict(self.cfg),
+            "feature_names": self.feature_names, "data": self.data_key, "step": step,
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
+            "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
+            "running": float(self.running),
+        }  # fmt: skip
+
+    def step(self, step: int) -> None:
+        """One optimiser step on the global batch, then the EMA (with warm-up: early averages do not drag the
+        initial weights along in short runs)."""
+        cfg = self.cfg
+        if isinstance(self.path, StreamingPath):
+            self.path.seek(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cosine_lr(step, cfg)
+        with autocast(self.cluster.device, cfg.bf16):
+            parts = [
+                fm_loss(self.net, self.path, self.sub_batch, gen, self.times)
+                if self.action is None
+                else self.action(self.path, self.sub_batch, gen, self.times)
+                for gen in self.gens
+            ]
+        loss = torch.stack(parts).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - decay)
+        self.running += loss.detach()
+
+    def log(self, step: int, on_metrics: Callable[[int, dict], None] | None, partial: Path) -> float:
+        """Close the log interval ending after ``step``: its mean loss over every rank goes to the history and
+        ``on_metrics``; a diverged loss stops the training (``TrainingDiverged``) and removes ``partial``."""
+        n = (step % self.cfg.log_every) + 1
+        self.history.append((step + 1, self.cluster.mean(float(self.running)) / n))
+        self.running.zero_()
+        report = on_metrics if on_metrics and self.cluster.leader else lambda step, metrics: None
+        report(step + 1, {"loss": self.history[-1][1]})
+        if problem := divergence(self.history, self.scale, self.cfg.divergence_factor):
+            report(step + 1, {"diverged_at_step": step + 1})
+            partial.unlink(missing_ok=True)  # resuming it would only diverge again
+            self.cluster.close()
+            raise TrainingDiverged(f"{self.cfg.objective} training stopped at step {step + 1}: {problem}")
+        return self.history[-1][1]
+
+
 def train(
     snaps: Snapshots | None,
     cfg: TrainConfig,
@@ -217,170 +351,51 @@ def train(
 
     Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
-    with the same parameters as an uninterrupted run.
+    with the same parameters as an uninterrupted run. A loss that turns non-finite or diverges raises
+    ``TrainingDiverged`` and leaves nothing behind.
     """
     torch.set_num_threads(cpu_threads(cfg.threads))
     keep_freed_memory()
-    cluster = Cluster()
-    set_precision(cluster.device, cfg.tf32)
-    if cluster.leader:  # on a cluster, the first thing to check: did the job get the GPU it asked for?
-        dev = cluster.device
-        where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads each"
-        print(f"amcore train: {cluster.world} process(es) on {dev.type} ({where})", file=sys.stderr)
-    # The global batch is ``streams`` sub-batches, each from its own seeded generator; each rank draws its
-    # share. One process with streams=N therefore takes exactly the steps of N ranks.
-    streams = cfg.streams or cluster.world
-    if streams % cluster.world or cfg.batch_size % streams:
-        raise ValueError(
-            f"streams ({streams}) must be a multiple of the {cluster.world} processes and divide batch_size "
-            f"({cfg.batch_size})"
-        )
-    mine = range(cluster.rank * streams // cluster.world, (cluster.rank + 1) * streams // cluster.world)
-    gens = [torch.Generator(cluster.device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in mine]
-    sub_batch = cfg.batch_size // streams
-    torch.manual_seed(cfg.seed)
-
-    tension = cfg.tension
-
-    def snapshot_path(training: Snapshots, seed: int) -> SnapshotPath:
-        # tension "auto" is decided on the first build: a streamed path's refreshes keep it (no re-selection).
-        nonlocal tension
-        built = SnapshotPath(
-            training, cfg.coupling, cfg.ot_max_size, seed=seed, device=cluster.device,
-            # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
-            sigma=cfg.sigma if cfg.objective == "eam" else 0.0,
-            sigma_final=cfg.sigma_final if cfg.objective == "eam" else None,
-            entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
-            interpolation=cfg.interpolation, tension=tension,
-        )  # fmt: skip
-        tension = getattr(built, "tension", tension)
-        return built
-
-    if path is None:
-        path = training_path(snaps, snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size, cfg.stream_refresh_every,
-                             cfg.seed, cluster.rank)  # fmt: skip
-    # A partial checkpoint resumes only the same configuration on the same data.
-    data_key = path.fingerprint()
-    mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
-    mlp["time_frequencies"] = cfg.time_frequencies
-    if cfg.objective == "fm":
-        model_args = {"kind": "field", "dim": path.dim, "out_dim": path.dim, "t_range": [path.t0, path.t1], **mlp}
-    else:
-        model_args = {"kind": "potential", "dim": path.dim, "t_range": [path.t0, path.t1], "head": cfg.head, **mlp}
-    model = build_network(model_args).to(cluster.device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    net = DistributedDataParallel(model) if cluster.world > 1 and cfg.objective == "fm" else model
-    optimizer = adam(model, cfg.lr)
-    spec = cfg.spec()
-    # FM's loss is first order: fused and compile concern the AM objectives only.
-    action = None if cfg.objective == "fm" else action_step(model, spec, cfg.fused, cfg.compile, cluster.world > 1)
-    times = TimeSampler(cfg.time_sampling, path.t0, path.t1, device=cluster.device)
-    scale = kinetic_scale(path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
-    history: list[tuple[int, float]] = []
-    # The loss summed since the last log line stays on the device: reading it every step (.item()) would make each
-    # GPU step wait for the previous one; float64, as a Python float sum would be.
-    first_step, running = 0, torch.zeros((), dtype=torch.float64, device=cluster.device)
-
-    partial = partial_path(checkpoint)
-    if partial.exists():
-        saved = torch.load(partial, map_location=cluster.device, weights_only=True)
-        if _same_run(saved["config"], cfg) and saved["data"] == data_key and len(saved["generators"]) == streams:
-            model.load_state_dict(saved["model"])
-            ema.load_state_dict(saved["ema"])
-            optimizer.load_state_dict(saved["optimizer"])
-            for gen, s in zip(gens, mine, strict=True):
-                gen.set_state(saved["generators"][s].cpu())
-            times.second_moment, times.seen = saved["time_sampler"]
-            history = [tuple(row) for row in saved["history"]]
-            first_step = saved["step"]
-            running.fill_(saved["running"])
-            print(f"amcore train: resuming from step {first_step} ({partial})", file=sys.stderr)
-        else:
-            print(f"amcore train: {partial} is from another configuration or data; starting afresh", file=sys.stderr)
-
-    def state(step: int) -> dict:
-        generators = cluster.gather([gen.get_state() for gen in gens])
-        return {
-            "objective": cfg.objective,
-            "model_args": model_args,
-            "config": asdict(cfg),
-            "data": data_key,
-            "step": step,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generators": generators,
-            "time_sampler": (times.second_moment, times.seen),
-            "history": history,
-            "running": float(running),
-        }
-
+    run = Run(snaps, cfg, path)
+    leader, partial = run.cluster.leader, partial_path(checkpoint)
+    run.resume(partial)
     interactive = sys.stderr.isatty()
-    verbose = cluster.leader
     bar = tqdm(
-        total=cfg.steps, initial=first_step, desc=f"train {cfg.objective}", disable=not (interactive and verbose)
+        total=cfg.steps, initial=run.first_step, desc=f"train {cfg.objective}", disable=not (interactive and leader)
     )
     start = time.perf_counter()
-    for step in range(first_step, cfg.steps):
-        if isinstance(path, StreamingPath):
-            path.seek(step)
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, cfg)
-        with autocast(cluster.device, cfg.bf16):
-            parts = [
-                fm_loss(net, path, sub_batch, gen, times)
-                if cfg.objective == "fm"
-                else action(path, sub_batch, gen, times)
-                for gen in gens
-            ]
-        loss = torch.stack(parts).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        # EMA with warm-up: early averages do not drag the initial weights along in short runs.
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - decay)
-        running += loss.detach()
+    for step in range(run.first_step, cfg.steps):
+        run.step(step)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            n = (step % cfg.log_every) + 1
-            history.append((step + 1, cluster.mean(float(running)) / n))
-            running.zero_()
-            if on_metrics and verbose:
-                on_metrics(step + 1, {"loss": history[-1][1]})
-            bar.set_postfix(loss=f"{history[-1][1]:.4g}")
-            problem = divergence(history, scale, cfg.divergence_factor)
-            if problem:
-                bar.close()
-                if on_metrics and verbose:
-                    on_metrics(step + 1, {"diverged_at_step": step + 1})
-                partial.unlink(missing_ok=True)  # resuming it would only diverge again
-                cluster.close()
-                raise TrainingDiverged(f"{cfg.objective} training stopped at step {step + 1}: {problem}")
-            if verbose and not interactive:
-                elapsed = time.perf_counter() - start
-                print(f"step {step + 1}/{cfg.steps}  loss {history[-1][1]:.5g}  {elapsed:.0f}s", file=sys.stderr)
+            loss = run.log(step, on_metrics, partial)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            if leader and not interactive:
+                print(
+                    f"step {step + 1}/{cfg.steps}  loss {loss:.5g}  {time.perf_counter() - start:.0f}s", file=sys.stderr
+                )
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            payload = state(step + 1)
-            if cluster.leader:
+            payload = run.state(step + 1)
+            if leader:
                 save_checkpoint(partial, payload)
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start
-
-    payload = state(cfg.steps)
-    if cluster.leader:
+    payload = run.state(cfg.steps)
+    if leader:
         save_checkpoint(Path(checkpoint), payload)
-        write_loss_csv(loss_csv, history)
+        write_loss_csv(loss_csv, run.history)
         partial.unlink(missing_ok=True)
-    cluster.close()
-    done = cfg.steps - first_step
-    summary = {"train_seconds": seconds, "final_loss": history[-1][1], "steps_per_second": done / max(seconds, 1e-9)}
-    if isinstance(path, (SnapshotPath, StreamingPath)):
-        summary["train_times"] = [round(float(t), 6) for t in path.t_values]
+    run.cluster.close()
+    done = cfg.steps - run.first_step
+    summary = {
+        "train_seconds": seconds,
+        "final_loss": run.history[-1][1],
+        "steps_per_second": done / max(seconds, 1e-9),
+    }
+    if isinstance(run.path, (SnapshotPath, StreamingPath)):
+        summary["train_times"] = [round(float(t), 6) for t in run.path.t_values]
         if cfg.interpolation == "spline":
-            summary["spline_tension"] = tension
+            summary["spline_tension"] = run.tension
     return summary
 
 

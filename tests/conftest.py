@@ -44,6 +44,17 @@ def snakemake(workdir: Path, config: dict, *args: str, env: dict | None = None) 
     return subprocess.run(cmd, cwd=workdir, env=env or cli_env(), capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_tracking_coordinates():
+    """``tracking.start_parent`` exports the parent run's coordinates into ``os.environ``; a test that calls it
+    must not hand them on: later CLI calls would report to its stopped server and wait out their retries."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("AMCORE_MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("AMCORE_MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def tiny_config() -> dict:
     return yaml.safe_load(yaml.safe_dump(TINY_CONFIG))

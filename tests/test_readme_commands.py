@@ -1,4 +1,4 @@
-"""The README's shell commands work as written from a fresh shell: no activated venv, PATH=/usr/bin:/bin.
+"""The shell commands of the README and the docs work as written from a fresh shell: no activated venv, PATH=/usr/bin:/bin.
 
 The rules call the `amcore` CLI from PATH, so `.venv/bin/snakemake ...` without the venv activated failed every
 job with `amcore: command not found`. A dry run executes no command, so the real check runs a README command
@@ -27,8 +27,8 @@ COPY_IGNORE = shutil.ignore_patterns(
 
 
 def readme_blocks() -> list[list[str]]:
-    """The commands of each ```bash block of the README, comments dropped, `&&` chains split."""
-    text = (ROOT / "README.md").read_text()
+    """The commands of each ```bash block of the README and the docs, comments dropped, `&&` chains split."""
+    text = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     blocks = []
     for body in re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
         commands = []

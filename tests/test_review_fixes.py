@@ -94,9 +94,9 @@ def test_nonpositive_growth_is_refused_by_the_schema(growth):
 
 
 def test_readme_promises_no_per_cell_mass_weights():
-    """No reader reads a weight column and sampling, couplings and boundary terms use the counts: the README says
+    """No reader reads a weight column and sampling, couplings and boundary terms use the counts: the docs say
     the mass is the number of cells (before: "mass = counts, or `mass` weights")."""
-    readme = (ROOT / "README.md").read_text()
+    readme = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     assert "`mass` weights" not in readme
     uam = next(line for line in readme.splitlines() if line.strip().startswith("| `uam` |"))
     assert "mass = the number of cells at each time" in uam
