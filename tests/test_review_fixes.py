@@ -34,10 +34,9 @@ def schema_refuses(model: dict) -> str | None:
 # --- 1. eAM: the path's Brownian bridge and entropic reg follow the loss's sigma_t schedule -------------------
 
 
-def test_training_builds_its_path_with_the_loss_schedule(tmp_path, monkeypatch):
-    """train's snapshot_path hands sigma and sigma_final to the path: bridge and entropic reg use sigma_t, not the
-    constant sigma (before: sigma only, so with sigma_final 0.2 the reg of [0.5, 1] was 2 * 1.0 * 0.5 = 1 instead
-    of 2 V = 0.37)."""
+@pytest.fixture
+def built_paths(monkeypatch) -> list[SnapshotPath]:
+    """Every SnapshotPath that training builds, in order."""
     built: list[SnapshotPath] = []
 
     class Recording(SnapshotPath):
@@ -46,11 +45,18 @@ def test_training_builds_its_path_with_the_loss_schedule(tmp_path, monkeypatch):
             built.append(self)
 
     monkeypatch.setattr(amcore.train, "SnapshotPath", Recording)
+    return built
+
+
+def test_training_builds_its_path_with_the_loss_schedule(tmp_path, built_paths):
+    """train's snapshot_path hands sigma and sigma_final to the path: bridge and entropic reg use sigma_t, not the
+    constant sigma (before: sigma only, so with sigma_final 0.2 the reg of [0.5, 1] was 2 * 1.0 * 0.5 = 1 instead
+    of 2 V = 0.37)."""
     x, t = simulate_snapshots(OrnsteinUhlenbeck(sigma=1.0), [0.0, 0.5, 1.0], 40, seed=0)
     cfg = TrainConfig(objective="eam", sigma=1.0, sigma_final=0.2, coupling="entropic", entropic_draws=2, steps=2,
                       batch_size=16, width=8, depth=1, log_every=1, divergence_factor=0)  # fmt: skip
     train(Snapshots.from_labels(x, t), cfg, tmp_path / "m.pt", tmp_path / "loss.csv")
-    (path,) = built
+    (path,) = built_paths
     assert path.noise == NoiseSchedule(1.0, 0.2) == cfg.spec().noise
     u = torch.linspace(0, 1, 5)
     torch.testing.assert_close(path.noise.at(u), cfg.spec().sigma_at(u))  # the loss's sigma_t
@@ -58,20 +64,12 @@ def test_training_builds_its_path_with_the_loss_schedule(tmp_path, monkeypatch):
     np.testing.assert_allclose(path.entropic_regs, [2 * 0.5 * 1.96 / 3, 2 * 0.5 * 0.52 / 3], rtol=1e-6)
 
 
-def test_plain_am_and_fm_paths_carry_no_noise(tmp_path, monkeypatch):
-    built: list[SnapshotPath] = []
-
-    class Recording(SnapshotPath):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    monkeypatch.setattr(amcore.train, "SnapshotPath", Recording)
+def test_plain_am_and_fm_paths_carry_no_noise(tmp_path, built_paths):
     x, t = simulate_snapshots(OrnsteinUhlenbeck(sigma=1.0), [0.0, 0.5, 1.0], 40, seed=0)
     for objective in ("am", "fm"):
         cfg = TrainConfig(objective=objective, steps=1, batch_size=16, width=8, depth=1, log_every=1)
         train(Snapshots.from_labels(x, t), cfg, tmp_path / f"{objective}.pt", tmp_path / f"{objective}.csv")
-    assert [p.noise.active for p in built] == [False, False]
+    assert [p.noise.active for p in built_paths] == [False, False]
 
 
 # --- 2. uAM: growth <= 0 makes the loss unbounded below -----------------------------------------------------
