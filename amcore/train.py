@@ -405,9 +405,10 @@ def divergence(history: list[tuple[int, float]], scale: float, factor: float) ->
     Non-finite, or ``|loss| > factor * max(scale, |first logged loss|)`` with ``scale`` from ``kinetic_scale``: the
     population AM loss is bounded below by ``-scale`` (straight lines between independent pairs carry at least the
     action of any gradient flow through the path's marginals), so a loss many times beyond it is the objective
-    exploited between or at finite samples (seen: -843 against a scale of 15 on 60-cell snapshots with the
-    quadratic head, -3.7e6 elsewhere). The default 10 leaves room for minibatch noise and spline paths that bend
-    more than straight lines. ``factor`` 0 turns the check off (non-finite still stops).
+    exploited between or at finite samples (seen on 60-80-cell snapshots, scale 14.8: -843 by step 3800 with the
+    quadratic head, -175 by step 2500 with the scalar one; -3.7e6 elsewhere). The default 10 leaves room for
+    minibatch noise and spline paths that bend more than straight lines. ``factor`` 0 turns the check off
+    (non-finite still stops).
     """
     loss = history[-1][1]
     if not math.isfinite(loss):
@@ -417,7 +418,7 @@ def divergence(history: list[tuple[int, float]], scale: float, factor: float) ->
         return (
             f"the loss {loss:.4g} is beyond {factor:g} x {reference:.3g}, the scale the data's kinetic action allows: "
             "the objective is being exploited between or at the sampled cells (too few cells per time, an unbounded "
-            "head such as 'quadratic', or too high a learning rate); try head 'scalar', a lower lr or fewer steps "
+            "head such as 'quadratic', or too high a learning rate); try a lower lr or fewer steps "
             "(divergence_factor sets the threshold)"
         )
     return None

@@ -1,4 +1,4 @@
-"""The shell commands of the README and the docs work as written from a fresh shell: no activated venv, PATH=/usr/bin:/bin.
+"""The shell commands of the README and the docs work as written from a fresh shell (no venv, PATH=/usr/bin:/bin).
 
 The rules call the `amcore` CLI from PATH, so `.venv/bin/snakemake ...` without the venv activated failed every
 job with `amcore: command not found`. A dry run executes no command, so the real check runs a README command
