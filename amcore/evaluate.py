@@ -17,13 +17,13 @@ def distances(
 
     ``w1``/``w2`` exact up to ``max_size`` cells per side (``sliced_w1``/``sliced_w2`` above), squared MMD
     with a multi-bandwidth RBF kernel, the energy distance, and ``nonfinite``: the number of predicted cells
-    with a NaN or inf coordinate (or weight). A prediction with any such cell failed: every distance is NaN.
+    with a NaN or inf coordinate (or weight; every cell when the weights sum to zero). A prediction with any such
+    cell failed: every distance is NaN.
     """
-    bad = metrics.nonfinite_rows(predicted, weights)
+    bad = metrics.lost_rows(predicted, weights)
     if bad:
-        sliced = "sliced_" if max(len(predicted), len(observed)) > max_size else ""
-        nan = float("nan")
-        return {f"{sliced}w1": nan, f"{sliced}w2": nan, "mmd": nan, "energy": nan, "nonfinite": bad}
+        names = [metrics.wasserstein_name(len(predicted), len(observed), p, max_size) for p in (1, 2)]
+        return {**dict.fromkeys([*names, "mmd", "energy"], float("nan")), "nonfinite": bad}
     result = {}
     for p in (1, 2):
         value, name = metrics.wasserstein(predicted, observed, p, max_size, seed, wa=weights)

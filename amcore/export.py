@@ -29,8 +29,6 @@ import pandas as pd
 from amcore.atomic import replacing
 from amcore.errors import InputError
 
-BATCH_ROWS = 2**16  # cells per forward pass: bounds the memory of the fields, not of X
-
 
 def _text(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
@@ -115,19 +113,15 @@ def _var_names(snaps, models: list) -> list[str]:
 
 
 def _fields(model, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-    """Velocity (or drift), potential and growth rate of ``model`` at each cell at its own time, in batches."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(x), BATCH_ROWS):
-        xb, tb = x[start : start + BATCH_ROWS], t[start : start + BATCH_ROWS]
-        found = model.fields(xb, tb)
-        batch = {"velocity": found.get("velocity", found.get("drift"))}
-        if model.objective != "fm":
-            batch["potential"] = np.ravel(model.potential(xb, tb))
-        if "growth" in found:
-            batch["growth_rate"] = np.ravel(found["growth"])
-        for key, value in batch.items():
-            parts.setdefault(key, []).append(value)
-    return {key: np.concatenate(values) for key, values in parts.items()}
+    """Velocity (or drift), potential and growth rate of ``model`` at each cell at its own time."""
+    found = model.fields(x, t, with_potential=True)
+    out = {"velocity": found.get("velocity", found.get("drift"))}
+    out |= {
+        name: np.ravel(found[key])
+        for key, name in (("potential", "potential"), ("growth", "growth_rate"))
+        if key in found
+    }
+    return out
 
 
 def _provenance(snaps, store: str | Path) -> dict:

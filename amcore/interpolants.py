@@ -311,7 +311,10 @@ class SnapshotPath:
             dw = torch.einsum("np,npk->nk", torch.cat([3 * s**2, 2 * s, one, zero], 1), coef)
             points = self.x[chain]
             xt, u = torch.einsum("nk,nkd->nd", w, points), torch.einsum("nk,nkd->nd", dw, points)
-            return xt + self._bridge_noise(xt, t, ta, tb, gen), u
+            if self.noise.active:
+                _, _, std = self._bridge(t, ta, tb)
+                xt = xt + std * torch.randn(xt.shape, generator=gen, device=self.device)
+            return xt, u
         if self.coupling != "independent":
             # In float64: in float32 a key k + u, k >= 32, can round up to k + 1 and land in the next interval.
             j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen).double() * (1 - 1e-6))
@@ -322,24 +325,21 @@ class SnapshotPath:
         if not self.noise.active:
             tau = ((t - ta) / (tb - ta))[:, None]
             return (1 - tau) * xa + tau * xb, (xb - xa) / (tb - ta)[:, None]
-        # The bridge of dX = sigma_t dW runs on the clock V: its mean is at tau = V(t_a, t) / V(t_a, t_b).
-        total = self.noise.variance(self._relative(ta), self._relative(tb), self.duration).clamp_min(1e-30)
-        tau = (self.noise.variance(self._relative(ta), self._relative(t), self.duration) / total)[:, None]
-        rate = (self.noise.at(self._relative(t)).pow(2) / total)[:, None]
+        tau, rate, std = self._bridge(t, ta, tb)
         xt = (1 - tau) * xa + tau * xb
-        return xt + self._bridge_noise(xt, t, ta, tb, gen), rate * (xb - xa)
+        return xt + std * torch.randn(xt.shape, generator=gen, device=self.device), rate * (xb - xa)
 
-    def _bridge_noise(
-        self, xt: torch.Tensor, t: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, gen: torch.Generator
-    ) -> torch.Tensor | float:
-        """The Brownian bridge's noise, variance ``V(t_a, t) V(t, t_b) / V(t_a, t_b)`` per coordinate (eAM); 0 when
-        ``sigma_t`` is 0 throughout."""
-        if not self.noise.active:
-            return 0.0
+    def _bridge(
+        self, t: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The Brownian bridge of ``dX = sigma_t dW`` from ``t_a`` to ``t_b`` at ``t`` (columns): the weight ``tau`` of
+        ``x_b`` in its mean (it runs on the clock ``V``: ``V(t_a, t) / V(t_a, t_b)``), ``d tau / dt``, and its std
+        ``sqrt(V(t_a, t) V(t, t_b) / V(t_a, t_b))`` per coordinate."""
         ua, u, ub = self._relative(ta), self._relative(t), self._relative(tb)
         before, after = self.noise.variance(ua, u, self.duration), self.noise.variance(u, ub, self.duration)
-        var = (before * after / (before + after).clamp_min(1e-30)).clamp_min(0)
-        return var.sqrt()[:, None] * torch.randn(xt.shape, generator=gen, device=self.device)
+        total = (before + after).clamp_min(1e-30)
+        rate = self.noise.at(u).pow(2) / total
+        return (before / total)[:, None], rate[:, None], (before * after / total).clamp_min(0).sqrt()[:, None]
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples of the first and the last observed marginal (AM's boundary terms)."""

@@ -11,21 +11,29 @@ class NonFiniteError(ValueError):
     """A point cloud with NaN or inf coordinates or weights: no distance to it is a number to report."""
 
 
-def nonfinite_rows(x: np.ndarray, w: np.ndarray | None = None) -> int:
-    """How many points have a NaN or inf coordinate (or weight)."""
+def lost_rows(x: np.ndarray, w: np.ndarray | None = None) -> int:
+    """How many points carry no number: NaN or inf coordinates or weights, or every point when the weights sum
+    to zero (uAM weights that all underflowed), which no distance can be normalised by."""
     bad = ~np.isfinite(x).all(axis=1)
     if w is not None:
         bad |= ~np.isfinite(w)
+        if not bad.any() and not w.sum() > 0:
+            return len(x)
     return int(bad.sum())
 
 
 def _require_finite(*clouds: tuple[np.ndarray, np.ndarray | None]) -> None:
-    """Refuse non-finite input: POT's network simplex returns 0 for a NaN cost (a diverged prediction would
-    score as a perfect one), and torch's kernels return NaN without a word."""
+    """Refuse input with no number to it: POT's network simplex returns 0 for a NaN cost (a diverged prediction
+    would score as a perfect one), and torch's kernels return NaN without a word."""
     for x, w in clouds:
-        bad = nonfinite_rows(x, w)
+        bad = lost_rows(x, w)
         if bad:
-            raise NonFiniteError(f"{bad} of {len(x)} points have NaN or inf coordinates or weights")
+            raise NonFiniteError(f"{bad} of {len(x)} points have NaN or inf coordinates or weights (or no weight)")
+
+
+def wasserstein_name(n_a: int, n_b: int, p: int, max_size: int) -> str:
+    """``w<p>`` when computed exactly, ``sliced_w<p>`` above ``max_size`` points on either side."""
+    return f"sliced_w{p}" if max(n_a, n_b) > max_size else f"w{p}"
 
 
 def _subsample(x: np.ndarray, w: np.ndarray | None, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -53,18 +61,19 @@ def wasserstein(
     Raises ``NonFiniteError`` on NaN or inf points or weights.
     """
     _require_finite((a, wa), (b, wb))
-    if max(len(a), len(b)) > max_size:
+    name = wasserstein_name(len(a), len(b), p, max_size)
+    if name.startswith("sliced"):
         pa = None if wa is None else wa / wa.sum()
         pb = None if wb is None else wb / wb.sum()
         value = ot.sliced_wasserstein_distance(
             a.astype(np.float64), b.astype(np.float64), pa, pb, n_projections=projections, p=p, seed=seed
         )
-        return float(value), f"sliced_w{p}"
+        return float(value), name
     pa = ot.unif(len(a)) if wa is None else wa.astype(np.float64) / wa.sum()
     pb = ot.unif(len(b)) if wb is None else wb.astype(np.float64) / wb.sum()
     cost = ot.dist(a.astype(np.float64), b.astype(np.float64), metric="euclidean")
     value = ot.emd2(pa, pb, cost**p, numItermax=10_000_000)
-    return float(max(value, 0.0) ** (1 / p)), f"w{p}"
+    return float(max(value, 0.0) ** (1 / p)), name
 
 
 def energy_distance(

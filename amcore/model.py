@@ -20,6 +20,7 @@ from amcore.losses import ObjectiveSpec
 from amcore.potentials import MLPField, Potential, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted")
+BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
 
 
 def build_network(model_args: dict) -> nn.Module:
@@ -100,8 +101,17 @@ class TrainedModel:
         """The torch field the particles follow (``velocity`` or eAM's ``drift``), for the integrators."""
         return velocity_fn(self.network, self.objective)
 
+    def _batched(self, fn, x, t) -> np.ndarray:
+        """``fn`` over ``BATCH_ROWS`` cells at a time: the memory of a call does not grow with the number of cells
+        (the velocity's backward pass keeps every hidden activation of its batch)."""
+        xt, tt = self._inputs(x, t)
+        parts = [
+            fn(xt[i : i + BATCH_ROWS], tt[i : i + BATCH_ROWS]).detach().numpy() for i in range(0, len(xt), BATCH_ROWS)
+        ]
+        return np.concatenate(parts) if parts else fn(xt, tt).detach().numpy()
+
     def _field(self, x, t) -> np.ndarray:
-        return self.flow(*self._inputs(x, t)).detach().numpy()
+        return self._batched(self.flow, x, t)
 
     def velocity(self, x, t) -> np.ndarray:
         """The velocity ``v(x, t)`` of the learned flow: ``grad s`` (AM, uAM), the field itself (FM)."""
@@ -117,18 +127,23 @@ class TrainedModel:
         """The potential ``s(x, t)``; AM and eAM identify it up to a function of time, uAM exactly."""
         self._require(("am", "eam", "uam"), "potential: Flow Matching learns a vector field")
         with torch.no_grad():
-            return self.network(*self._inputs(x, t)).numpy()
+            return self._batched(self.network, x, t)
 
     def growth_rate(self, x, t) -> np.ndarray:
         """uAM's per-cell growth rate ``growth * s(x, t)`` (``d log mass / dt``)."""
         self._require(("uam",), "growth rate")
         return self.config["growth"] * self.potential(x, t)
 
-    def fields(self, x, t) -> dict[str, np.ndarray]:
-        """Every field this model defines, named as the simulators name their truths."""
+    def fields(self, x, t, with_potential: bool = False) -> dict[str, np.ndarray]:
+        """Every field this model defines, named as the simulators name their truths (``velocity`` or ``drift``,
+        uAM's ``growth``), and the ``potential`` too when asked (one evaluation of ``s`` serves both)."""
         out = {"drift" if self.objective == "eam" else "velocity": self._field(x, t)}
-        if self.objective == "uam":
-            out["growth"] = self.growth_rate(x, t)
+        if self.objective != "fm" and (with_potential or self.objective == "uam"):
+            potential = self.potential(x, t)
+            if with_potential:
+                out["potential"] = potential
+            if self.objective == "uam":
+                out["growth"] = self.config["growth"] * potential
         return out
 
     def sigma(self, t: float) -> float:

@@ -82,3 +82,19 @@ def test_a_failed_prediction_scores_nan_with_its_count():
     assert all(np.isnan(failed[name]) for name in ("w1", "w2", "mmd", "energy"))
     fine = distances(np.nan_to_num(a, nan=0.0, posinf=0.0), b, None, max_size=5000, seed=0)
     assert fine["nonfinite"] == 0 and all(np.isfinite(fine[name]) and fine[name] >= 0 for name in ("w1", "w2"))
+
+
+def test_weights_that_all_vanished_are_a_failed_prediction_not_a_nan_score():
+    """uAM weights that underflow to 0 everywhere normalise to 0/0: every cell is lost, no distance is computed."""
+    a, b = np.random.default_rng(3).normal(size=(40, 2)), np.random.default_rng(4).normal(size=(30, 2))
+    with pytest.raises(NonFiniteError, match="40 of 40 points"):
+        wasserstein(a, b, wa=np.zeros(40))
+    failed = distances(a, b, np.zeros(40), max_size=5000, seed=0)
+    assert failed["nonfinite"] == 40 and np.isnan(failed["w1"]) and np.isnan(failed["mmd"])
+    assert set(distances(a, b, np.zeros(40), max_size=10, seed=0)) == {
+        "sliced_w1",
+        "sliced_w2",
+        "mmd",
+        "energy",
+        "nonfinite",
+    }

@@ -76,3 +76,18 @@ def test_the_checkpoint_loads_without_running_code(tmp_path):
     _trained(tmp_path, "am")
     payload = torch.load(tmp_path / "am.pt", weights_only=True)
     assert payload["objective"] == "am"
+
+
+def test_fields_come_in_bounded_batches_with_the_same_numbers(tmp_path, monkeypatch):
+    """Cells are evaluated ``BATCH_ROWS`` at a time (bounded memory for an atlas): the answers do not change."""
+    import amcore.model
+
+    model = _trained(tmp_path, "uam", simulator=GrowingGaussian(), growth=2.0)
+    x, t = np.random.default_rng(5).normal(size=(10, 2)), np.linspace(0, 1, 10)
+    whole = model.fields(x, t, with_potential=True)
+    monkeypatch.setattr(amcore.model, "BATCH_ROWS", 3)
+    batched = model.fields(x, t, with_potential=True)
+    assert sorted(batched) == ["growth", "potential", "velocity"]
+    for key in whole:
+        np.testing.assert_allclose(batched[key], whole[key], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(batched["growth"], 2.0 * batched["potential"], rtol=1e-6)
