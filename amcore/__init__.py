@@ -10,14 +10,14 @@ import importlib
 __version__ = "0.1.0"
 
 _HOMES = {
-    "load": "amcore.model",
-    "TrainedModel": "amcore.model",
-    "Trajectories": "amcore.model",
-    "train": "amcore.train",
-    "TrainConfig": "amcore.train",
-    "Snapshots": "amcore.store",
-    "read_store": "amcore.store",
-    "open_store": "amcore.store",
+    "load": "amcore.models.trained",
+    "TrainedModel": "amcore.models.trained",
+    "Trajectories": "amcore.models.trained",
+    "train": "amcore.training.train",
+    "TrainConfig": "amcore.training.train",
+    "Snapshots": "amcore.data.store",
+    "read_store": "amcore.data.store",
+    "open_store": "amcore.data.store",
 }
 __all__ = sorted(_HOMES)
 

@@ -47,8 +47,8 @@ def _dask_client(address: str | None):
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from amcore.prepare import build_snapshots
-    from amcore.store import write_store
+    from amcore.data.prepare import build_snapshots
+    from amcore.data.store import write_store
     from amcore.tracking import StageRun
 
     params = {**args.dataset, "preprocess": args.preprocess, "holdout_times": args.holdout_times}
@@ -71,9 +71,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from amcore.store import open_store
+    from amcore.data.store import open_store
     from amcore.tracking import StageRun
-    from amcore.train import TrainConfig, train
+    from amcore.training.train import TrainConfig, train
 
     cfg = TrainConfig(**args.params)
     with StageRun("train", args.tags, args.params) as run:
@@ -96,9 +96,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_integrate(args: argparse.Namespace) -> None:
     """Push the first time's cells to every observed time; with a held-out time, also the previous time's to it."""
-    from amcore import holdout, integrate
-    from amcore.model import load
-    from amcore.store import read_store
+    from amcore.data.store import read_store
+    from amcore.evaluation import holdout
+    from amcore.models import integrate
+    from amcore.models.trained import load
     from amcore.tracking import StageRun
 
     with StageRun("integrate", args.tags, args.params) as run:
@@ -137,8 +138,8 @@ def cmd_integrate(args: argparse.Namespace) -> None:
 
 def cmd_baseline(args: argparse.Namespace) -> None:
     """A simple answer at the held-out time, stored like a model's prediction."""
-    from amcore import holdout
-    from amcore.store import read_store
+    from amcore.data.store import read_store
+    from amcore.evaluation import holdout
     from amcore.tracking import StageRun
 
     with StageRun("baseline", args.tags, {"baseline": args.name, "holdout": args.holdout}) as run:
@@ -152,9 +153,9 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     """W1, W2, MMD and energy distance between each prediction and all cells of the held-out time."""
-    from amcore import holdout
-    from amcore.evaluate import distances
-    from amcore.store import read_store
+    from amcore.data.store import read_store
+    from amcore.evaluation import holdout
+    from amcore.evaluation.evaluate import distances
     from amcore.tracking import StageRun
 
     results = []
@@ -186,12 +187,12 @@ def _warn_failed(who: str, nonfinite: int, total: int) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from amcore import plots
-    from amcore.evaluate import score_marginals, score_truth
-    from amcore.integrate import read_trajectories
-    from amcore.model import load
-    from amcore.prepare import ground_truth
-    from amcore.store import read_store
+    from amcore.data.prepare import ground_truth
+    from amcore.data.store import read_store
+    from amcore.evaluation import plots
+    from amcore.evaluation.evaluate import score_marginals, score_truth
+    from amcore.models.integrate import read_trajectories
+    from amcore.models.trained import load
     from amcore.tracking import StageRun
 
     params = args.params
@@ -225,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
         if snaps.dim >= 2:
-            from amcore.simulate import truth_fields
+            from amcore.data.simulate import truth_fields
 
             field = "drift" if model.objective == "eam" else "velocity"
             true_field = None
@@ -258,8 +259,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_table(args: argparse.Namespace) -> None:
     """One long table (method, holdout, seed, metric, value), its mean ± std rendering, and figures."""
-    from amcore import plots, tracking
-    from amcore import table as tables
+    from amcore import tracking
+    from amcore.evaluation import plots
+    from amcore.evaluation import table as tables
 
     results = []
     for path in args.results:
@@ -291,7 +293,7 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 def cmd_datasets(args: argparse.Namespace) -> None:
     """List the named public datasets, or download, check and convert one."""
-    from amcore import datasets
+    from amcore.data import datasets
 
     if args.action == "list":
         for spec in datasets.DATASETS.values():

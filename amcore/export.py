@@ -51,7 +51,7 @@ def read_input_obs(provenance: dict) -> pd.DataFrame | None:
     import h5py
     from anndata.io import read_elem
 
-    from amcore.readers import content_sha256
+    from amcore.data.readers import content_sha256
 
     source, reader = provenance.get("source"), provenance.get("reader", {})
     if (reader.get("format") if source == "directory" else source) != "h5ad":
@@ -77,7 +77,7 @@ def read_input_obs(provenance: dict) -> pd.DataFrame | None:
 
 def _aligned_obs(snaps, time_of_cell: np.ndarray) -> pd.DataFrame | None:
     """The input's ``obs`` rows of the store's cells, in the store's order, checked against their times."""
-    from amcore.readers import to_times
+    from amcore.data.readers import to_times
 
     provenance = snaps.attrs.get("provenance", {})
     obs = read_input_obs(provenance)
@@ -141,8 +141,8 @@ def cells(store: str | Path, checkpoints: list[dict]):
     "path"}]``, one per model name."""
     import anndata
 
-    from amcore.model import load
-    from amcore.store import read_store
+    from amcore.data.store import read_store
+    from amcore.models.trained import load
 
     snaps = read_store(store)
     names = [entry["model"] for entry in checkpoints]
@@ -197,8 +197,8 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
     trajectories store or a baseline's prediction) and the observed held-out cells, as one AnnData."""
     import anndata
 
-    from amcore import holdout
-    from amcore.store import read_store
+    from amcore.data.store import read_store
+    from amcore.evaluation import holdout
 
     snaps = read_store(store)
     blocks, frames, held = [], [], []

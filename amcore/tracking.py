@@ -278,7 +278,7 @@ class StageRun:
 
     def _log_model(self, checkpoint: str, name: str) -> None:
         started = time.monotonic()
-        from amcore.mlflow_model import log_model
+        from amcore.models.mlflow_model import log_model
 
         model_id = log_model(self.client, self.run_id, checkpoint, name)
         print(

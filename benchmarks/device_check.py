@@ -35,14 +35,14 @@ import time
 import torch
 import torch.distributed as dist
 
-from amcore import mlp_terms
-from amcore.interpolants import SnapshotPath
-from amcore.potentials import Potential
-from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.speed import FusedActionLoss, action_step, set_precision
-from amcore.store import Snapshots
-from amcore.timesampling import TimeSampler
-from amcore.train import TrainConfig, adam
+from amcore.data.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.data.store import Snapshots
+from amcore.models import mlp_terms
+from amcore.models.potentials import Potential
+from amcore.paths.interpolants import SnapshotPath
+from amcore.training.speed import FusedActionLoss, action_step, set_precision
+from amcore.training.timesampling import TimeSampler
+from amcore.training.train import TrainConfig, adam
 
 DIM, BATCH, NOISE_BATCHES = 5, 1024, 8
 

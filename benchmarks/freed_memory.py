@@ -23,11 +23,11 @@ import time
 import torch
 from train_throughput import make_step  # this folder is on sys.path when run as a script
 
-from amcore.interpolants import SnapshotPath
-from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.speed import keep_freed_memory
-from amcore.store import Snapshots
-from amcore.train import TrainConfig
+from amcore.data.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.data.store import Snapshots
+from amcore.paths.interpolants import SnapshotPath
+from amcore.training.speed import keep_freed_memory
+from amcore.training.train import TrainConfig
 
 MODES = ("defaults", "kept")
 

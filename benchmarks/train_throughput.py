@@ -31,14 +31,15 @@ import time
 import numpy as np
 import torch
 
-from amcore.interpolants import SnapshotPath
-from amcore.losses import ObjectiveSpec, exact_trace
-from amcore.potentials import Potential
-from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.speed import FusedActionLoss, action_step, keep_freed_memory, set_precision
-from amcore.store import Snapshots
-from amcore.timesampling import TimeSampler
-from amcore.train import TrainConfig, adam
+from amcore.data.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.data.store import Snapshots
+from amcore.models.objective import ObjectiveSpec
+from amcore.models.potentials import Potential
+from amcore.paths.interpolants import SnapshotPath
+from amcore.training.losses import exact_trace
+from amcore.training.speed import FusedActionLoss, action_step, keep_freed_memory, set_precision
+from amcore.training.timesampling import TimeSampler
+from amcore.training.train import TrainConfig, adam
 
 WIDTH, DEPTH = 256, 4
 IMPLEMENTATIONS = ("amcore", "torch.func", "baseline")

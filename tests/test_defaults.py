@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from amcore import preprocess
-from amcore.train import TrainConfig
+from amcore import TrainConfig
+from amcore.data import preprocess
 
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 MODEL_KEYS = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]

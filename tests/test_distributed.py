@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from conftest import BIN, cli_env
 
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots, write_store
+from amcore.data.simulate import GaussianPath, simulate_snapshots
+from amcore.data.store import Snapshots, write_store
 
 PARAMS = {"steps": 40, "batch_size": 128, "width": 32, "depth": 2, "threads": 1, "seed": 11, "log_every": 10}
 

@@ -14,11 +14,11 @@ import pytest
 from conftest import snakemake
 
 import amcore
+from amcore import TrainConfig, train
 from amcore.cli import main
-from amcore.holdout import read_prediction
-from amcore.prepare import build_snapshots
-from amcore.store import read_store, write_store
-from amcore.train import TrainConfig, train
+from amcore.data.prepare import build_snapshots
+from amcore.data.store import read_store, write_store
+from amcore.evaluation.holdout import read_prediction
 
 TIMES = [0.0, 0.5, 1.0]
 SIMULATE = {"source": "simulate", "simulator": "gaussian_path", "times": TIMES, "n_per_time": 60, "seed": 0}

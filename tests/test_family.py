@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 import amcore
-from amcore.evaluate import score_marginals, score_truth
-from amcore.integrate import time_grid
-from amcore.interpolants import MarginalPath
-from amcore.simulate import GaussianPath, make_simulator, simulate_snapshots, truth_fields
-from amcore.store import Snapshots
-from amcore.train import TrainConfig, train
+from amcore import Snapshots, TrainConfig, train
+from amcore.data.simulate import GaussianPath, make_simulator, simulate_snapshots, truth_fields
+from amcore.evaluation.evaluate import score_marginals, score_truth
+from amcore.models.integrate import time_grid
+from amcore.paths.interpolants import MarginalPath
 
 CASES = {
     # simulator, objective, the field checked, tolerance, extra training options

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from amcore import mlp_terms
-from amcore.interpolants import SnapshotPath
-from amcore.losses import ObjectiveSpec, action_loss
-from amcore.potentials import Potential
-from amcore.simulate import GrowingGaussian, simulate_snapshots
-from amcore.speed import FusedActionLoss, action_step, autocast
-from amcore.store import Snapshots
-from amcore.timesampling import TimeSampler
-from amcore.train import TrainConfig, train
+from amcore import Snapshots, TrainConfig, train
+from amcore.data.simulate import GrowingGaussian, simulate_snapshots
+from amcore.models import mlp_terms
+from amcore.models.objective import ObjectiveSpec
+from amcore.models.potentials import Potential
+from amcore.paths.interpolants import SnapshotPath
+from amcore.training.losses import action_loss
+from amcore.training.speed import FusedActionLoss, action_step, autocast
+from amcore.training.timesampling import TimeSampler
 
 SPECS = {
     "am": ObjectiveSpec("am"),

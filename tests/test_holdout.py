@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from amcore import Snapshots
 from amcore.errors import InputError
-from amcore.holdout import bracket, copy_prev, ot_displacement, read_prediction, write_prediction
+from amcore.evaluation.holdout import bracket, copy_prev, ot_displacement, read_prediction, write_prediction
 from amcore.metrics import wasserstein
-from amcore.store import Snapshots
 
 
 def _snaps(shift=(3.0, -1.0), n=(80, 60, 80)):

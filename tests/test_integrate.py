@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from amcore.integrate import integrate_adaptive, integrate_ode, integrate_sde, integrate_weighted, time_grid
-from amcore.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbeck
+from amcore.data.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbeck
+from amcore.models.integrate import integrate_adaptive, integrate_ode, integrate_sde, integrate_weighted, time_grid
 
 
 def _field(fn):

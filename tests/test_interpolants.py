@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from amcore.interpolants import (
+from amcore import Snapshots
+from amcore.models.objective import ObjectiveSpec
+from amcore.paths.interpolants import (
     NoiseSchedule,
     SnapshotPath,
     chain_rows,
@@ -12,8 +14,6 @@ from amcore.interpolants import (
     spline_coefficients,
     spline_weights,
 )
-from amcore.losses import ObjectiveSpec
-from amcore.store import Snapshots
 
 
 def _snaps(n=64, times=(0.0, 1.0, 3.0)):

@@ -3,11 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from amcore.interpolants import SnapshotPath
-from amcore.losses import ObjectiveSpec, action_loss, laplacian
-from amcore.simulate import GrowingGaussian, simulate_snapshots
-from amcore.store import Snapshots
-from amcore.timesampling import TimeSampler
+from amcore import Snapshots
+from amcore.data.simulate import GrowingGaussian, simulate_snapshots
+from amcore.models.objective import ObjectiveSpec
+from amcore.paths.interpolants import SnapshotPath
+from amcore.training.losses import action_loss, laplacian
+from amcore.training.timesampling import TimeSampler
 
 
 def test_exact_and_hutchinson_laplacians_of_a_quadratic():

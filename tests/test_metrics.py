@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from amcore.evaluate import distances
+from amcore.evaluation.evaluate import distances
 from amcore.metrics import NonFiniteError, energy_distance, mmd_rbf, relative_l2, wasserstein
 
 

@@ -17,11 +17,10 @@ from conftest import BIN, cli_env
 from mlflow.tracking import MlflowClient
 
 import amcore
-from amcore import tracking
-from amcore.mlflow_model import save_model, time_column
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots, write_store
-from amcore.train import TrainConfig, train
+from amcore import TrainConfig, tracking, train
+from amcore.data.simulate import GaussianPath, simulate_snapshots
+from amcore.data.store import Snapshots, write_store
+from amcore.models.mlflow_model import save_model, time_column
 
 PARAMS = {"steps": 30, "width": 16, "depth": 2, "batch_size": 64, "log_every": 10, "threads": 1}
 ENV = (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)

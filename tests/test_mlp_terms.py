@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amcore import mlp_terms
-from amcore.potentials import Potential
+from amcore.models import mlp_terms
+from amcore.models.potentials import Potential
 
 
 def reference_terms(model, x, t, tangents, x_ends, t_ends):

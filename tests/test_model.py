@@ -5,9 +5,8 @@ import pytest
 import torch
 
 import amcore
-from amcore.simulate import GaussianPath, GrowingGaussian, simulate_snapshots
-from amcore.store import Snapshots
-from amcore.train import TrainConfig, train
+from amcore import Snapshots, TrainConfig, train
+from amcore.data.simulate import GaussianPath, GrowingGaussian, simulate_snapshots
 
 
 def _trained(tmp_path, objective: str, simulator=None, **extra) -> amcore.TrainedModel:
@@ -80,12 +79,12 @@ def test_the_checkpoint_loads_without_running_code(tmp_path):
 
 def test_fields_come_in_bounded_batches_with_the_same_numbers(tmp_path, monkeypatch):
     """Cells are evaluated ``BATCH_ROWS`` at a time (bounded memory for an atlas): the answers do not change."""
-    import amcore.model
+    from amcore.models import trained
 
     model = _trained(tmp_path, "uam", simulator=GrowingGaussian(), growth=2.0)
     x, t = np.random.default_rng(5).normal(size=(10, 2)), np.linspace(0, 1, 10)
     whole = model.fields(x, t, with_potential=True)
-    monkeypatch.setattr(amcore.model, "BATCH_ROWS", 3)
+    monkeypatch.setattr(trained, "BATCH_ROWS", 3)
     batched = model.fields(x, t, with_potential=True)
     assert sorted(batched) == ["growth", "potential", "velocity"]
     for key in whole:

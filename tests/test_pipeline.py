@@ -13,8 +13,8 @@ import pytest
 from conftest import BIN, cli_env, snakemake
 from mlflow.tracking import MlflowClient
 
-from amcore.integrate import read_trajectories
-from amcore.store import read_store
+from amcore import read_store
+from amcore.models.integrate import read_trajectories
 
 STAGES = ["evaluate", "export", "integrate", "prepare", "train"]
 

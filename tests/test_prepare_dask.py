@@ -9,7 +9,7 @@ import numpy as np
 from conftest import BIN, cli_env
 from dask.distributed import LocalCluster
 
-from amcore.store import read_store
+from amcore import read_store
 
 
 def _prepare(tmp_path, name, *extra):

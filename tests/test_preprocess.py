@@ -6,10 +6,10 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from amcore import preprocess
+from amcore.data import preprocess
+from amcore.data.prepare import build_snapshots
+from amcore.data.store import read_store, write_store
 from amcore.errors import InputError
-from amcore.prepare import build_snapshots
-from amcore.store import read_store, write_store
 
 # Feature scales far apart, so the principal axes are well separated and a randomized SVD recovers them exactly.
 SCALES = np.array([6.0, 0.5, 3.0, 1.0, 0.1, 2.0])

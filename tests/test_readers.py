@@ -17,9 +17,9 @@ import scipy.sparse as sp
 import xarray as xr
 from conftest import cli_env
 
+from amcore.data.prepare import build_snapshots
+from amcore.data.store import read_store, write_store
 from amcore.errors import InputError
-from amcore.prepare import build_snapshots
-from amcore.store import read_store, write_store
 
 TIMES = [0.0, 0.5, 2.0]
 LABELS = {"day0": 0.0, "day1": 0.5, "day4": 2.0}

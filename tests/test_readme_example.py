@@ -8,9 +8,8 @@ import yaml
 from conftest import ROOT
 from snakemake.utils import validate
 
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots
-from amcore.train import TrainConfig, train
+from amcore import Snapshots, TrainConfig, train
+from amcore.data.simulate import GaussianPath, simulate_snapshots
 
 
 def blocks(language: str) -> list[str]:

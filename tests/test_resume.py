@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from conftest import BIN, cli_env
 
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots, write_store
-from amcore.train import partial_path
+from amcore.data.simulate import GaussianPath, simulate_snapshots
+from amcore.data.store import Snapshots, write_store
+from amcore.training.train import partial_path
 
 PARAMS = {"steps": 600, "checkpoint_every": 25, "batch_size": 128, "width": 32, "depth": 2, "threads": 1, "seed": 3}
 
@@ -62,7 +62,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):
-    from amcore.train import TrainConfig, train
+    from amcore import TrainConfig, train
 
     def snaps(seed):
         x, t = simulate_snapshots(GaussianPath(), [0.0, 1.0], 100, seed=seed)

@@ -13,11 +13,10 @@ import yaml
 from conftest import ROOT
 from snakemake.utils import validate
 
-import amcore.train
-from amcore.interpolants import NoiseSchedule, SnapshotPath
-from amcore.simulate import OrnsteinUhlenbeck, simulate_snapshots
-from amcore.store import Snapshots
-from amcore.train import TrainConfig, train
+from amcore import Snapshots, TrainConfig, train
+from amcore.data.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.paths.interpolants import NoiseSchedule, SnapshotPath
+from amcore.training import train as training_loop
 
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -44,7 +43,7 @@ def built_paths(monkeypatch) -> list[SnapshotPath]:
             super().__init__(*args, **kwargs)
             built.append(self)
 
-    monkeypatch.setattr(amcore.train, "SnapshotPath", Recording)
+    monkeypatch.setattr(training_loop, "SnapshotPath", Recording)
     return built
 
 

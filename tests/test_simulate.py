@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from amcore.integrate import integrate_ode, time_grid
-from amcore.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbeck, simulate_snapshots
+from amcore.data.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbeck, simulate_snapshots
+from amcore.models.integrate import integrate_ode, time_grid
 
 
 def test_analytic_velocity_carries_each_particle_along_the_path():

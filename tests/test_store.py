@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from amcore.store import Snapshots, read_store, write_store
+from amcore.data.store import Snapshots, read_store, write_store
 
 
 def test_round_trip_keeps_layout_and_attrs(tmp_path):

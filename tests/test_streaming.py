@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import BIN, cli_env
 
-from amcore.interpolants import SnapshotPath
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots, open_store, write_store
-from amcore.stream import StreamingPath, training_bytes
-from amcore.train import TrainConfig, partial_path, train
+from amcore.data.simulate import GaussianPath, simulate_snapshots
+from amcore.data.store import Snapshots, open_store, write_store
+from amcore.paths.interpolants import SnapshotPath
+from amcore.paths.stream import StreamingPath, training_bytes
+from amcore.training.train import TrainConfig, partial_path, train
 
 TIMES = [0.0, 0.5, 1.0, 1.5]
 ROWS, CHUNK_ROWS, RESIDENT = 300, 50, 40  # chunks never straddle two snapshots: 300 = 6 x 50

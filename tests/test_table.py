@@ -1,6 +1,6 @@
 import numpy as np
 
-from amcore.table import failures, long_table, markdown, summary
+from amcore.evaluation.table import failures, long_table, markdown, summary
 
 
 def _results():

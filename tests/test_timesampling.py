@@ -1,6 +1,6 @@
 import torch
 
-from amcore.timesampling import TimeSampler
+from amcore.training.timesampling import TimeSampler
 
 
 def test_stratified_times_cover_the_interval_evenly():

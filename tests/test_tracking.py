@@ -12,8 +12,8 @@ from conftest import BIN, ROOT, cli_env
 from mlflow.tracking import MlflowClient
 
 from amcore import tracking
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots, write_store
+from amcore.data.simulate import GaussianPath, simulate_snapshots
+from amcore.data.store import Snapshots, write_store
 
 
 def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, mlflow_server, monkeypatch):

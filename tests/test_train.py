@@ -3,9 +3,8 @@ import pytest
 import torch
 
 import amcore
-from amcore.simulate import GaussianPath, simulate_snapshots
-from amcore.store import Snapshots
-from amcore.train import TrainConfig, train
+from amcore import Snapshots, TrainConfig, train
+from amcore.data.simulate import GaussianPath, simulate_snapshots
 
 
 def velocity_error(sim, model, times, n=2000, seed=5):
@@ -74,7 +73,7 @@ def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps, interpola
 
 def test_divergence_rule():
     """Non-finite always stops; |loss| beyond factor x max(scale, |first loss|) stops; a loss inside it never."""
-    from amcore.train import divergence
+    from amcore.training.train import divergence
 
     assert "NaN" in divergence([(50, -1.0), (100, float("nan"))], scale=1.0, factor=100)
     assert "inf" in divergence([(50, -1.0), (100, float("-inf"))], scale=1.0, factor=0)
@@ -86,8 +85,8 @@ def test_divergence_rule():
 def test_kinetic_scale_bounds_the_analytic_action_and_a_converged_loss(tmp_path, gaussian_snaps):
     """The scale is half the action of independently paired straight lines: at least half the true flow's action
     (the geodesic path's is smaller still), and AM's loss converges near minus half the flow's action, inside it."""
-    from amcore.interpolants import SnapshotPath
-    from amcore.train import kinetic_scale
+    from amcore.paths.interpolants import SnapshotPath
+    from amcore.training.train import kinetic_scale
 
     sim, times, snaps = gaussian_snaps
     scale = kinetic_scale(SnapshotPath(snaps), "am", 0.0, seed=0)

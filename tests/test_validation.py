@@ -15,9 +15,10 @@ import pytest
 import xarray as xr
 from conftest import cli_env
 
-from amcore import cli, prepare, readers, tracking
+from amcore import cli, tracking
+from amcore.data import prepare, readers
+from amcore.data.prepare import build_snapshots
 from amcore.errors import InputError
-from amcore.prepare import build_snapshots
 
 TIMES = [0.0, 0.5, 1.0]
 SIMULATE = {"source": "simulate", "simulator": "gaussian_path", "times": TIMES, "n_per_time": 50, "seed": 0}

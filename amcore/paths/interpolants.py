@@ -27,9 +27,9 @@ import ot
 import torch
 from scipy.interpolate import CubicSpline
 
+from amcore.data.simulate import GrowingGaussian, Simulator
+from amcore.data.store import Snapshots
 from amcore.metrics import wasserstein
-from amcore.simulate import GrowingGaussian, Simulator
-from amcore.store import Snapshots
 
 COUPLINGS = ("independent", "ot", "entropic")
 INTERPOLATIONS = ("linear", "spline")

@@ -15,10 +15,11 @@ from torch import nn
 from torch.func import grad, vjp
 from torch.nn.parallel import DistributedDataParallel
 
-from amcore import mlp_terms
-from amcore.interpolants import SnapshotPath
-from amcore.losses import ObjectiveSpec, action_loss, laplacian_tangents
-from amcore.timesampling import TimeSampler
+from amcore.models import mlp_terms
+from amcore.models.objective import ObjectiveSpec
+from amcore.paths.interpolants import SnapshotPath
+from amcore.training.losses import action_loss, laplacian_tangents
+from amcore.training.timesampling import TimeSampler
 
 LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tensor]
 

@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from amcore.model import TrainedModel, load
+from amcore.models.trained import TrainedModel, load
 
 CHECKPOINT = "checkpoint"  # the name of the checkpoint among the MLflow model's artifacts
 URI_SCHEMES = ("runs:/", "models:/")
@@ -38,7 +38,7 @@ CODE_FILE = "amcore_pyfunc.py"
 CODE = """\
 from mlflow.models import set_model
 
-from amcore.mlflow_model import AmcorePyfunc
+from amcore.models.mlflow_model import AmcorePyfunc
 
 set_model(AmcorePyfunc())
 """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from amcore.holdout import read_prediction
-from amcore.store import read_store
+from amcore.data.store import read_store
+from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
 METRIC_ORDER = ("w1", "sliced_w1", "w2", "sliced_w2", "mmd", "energy", "nonfinite")

@@ -19,14 +19,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.atomic import replacing
+from amcore.data.store import Snapshots
 from amcore.errors import TrainingDiverged
-from amcore.interpolants import MarginalPath, SnapshotPath
-from amcore.losses import OBJECTIVES, ObjectiveSpec, fm_loss
-from amcore.model import build_network
-from amcore.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
-from amcore.store import Snapshots
-from amcore.stream import StreamingPath, training_path
-from amcore.timesampling import TimeSampler
+from amcore.models.objective import OBJECTIVES, ObjectiveSpec
+from amcore.models.trained import build_network
+from amcore.paths.interpolants import MarginalPath, SnapshotPath
+from amcore.paths.stream import StreamingPath, training_path
+from amcore.training.losses import fm_loss
+from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
+from amcore.training.timesampling import TimeSampler
 
 
 @dataclass

@@ -12,9 +12,9 @@ import json
 import numpy as np
 import xarray as xr
 
+from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.interpolants import ot_pairs
-from amcore.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
+from amcore.paths.interpolants import ot_pairs
 
 BASELINES = ("copy_prev", "ot_displacement")
 

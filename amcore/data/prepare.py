@@ -6,11 +6,11 @@ from dataclasses import asdict
 
 import numpy as np
 
-from amcore import preprocess
+from amcore.data import preprocess
+from amcore.data.readers import available_memory, format_bytes, read_dataset
+from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
+from amcore.data.store import Snapshots
 from amcore.errors import InputError
-from amcore.readers import available_memory, format_bytes, read_dataset
-from amcore.simulate import make_simulator, simulate_snapshots, snapshot_counts
-from amcore.store import Snapshots
 
 
 def _check_simulation_fits(counts: list[int], dim: int, n_per_time: int) -> None:

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from amcore.potentials import MLPField, Potential
+from amcore.models.potentials import MLPField, Potential
 
 
 def _silu(z: torch.Tensor, order: int) -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from amcore.store import ZSTD, open_zarr, write_dataset_atomic
+from amcore.data.store import ZSTD, open_zarr, write_dataset_atomic
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

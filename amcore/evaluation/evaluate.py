@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from amcore import metrics
-from amcore.model import TrainedModel
-from amcore.simulate import Simulator, truth_fields
-from amcore.store import Snapshots
+from amcore.data.simulate import Simulator, truth_fields
+from amcore.data.store import Snapshots
+from amcore.models.trained import TrainedModel
 
 
 def distances(

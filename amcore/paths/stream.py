@@ -18,8 +18,8 @@ import dask.array as da
 import numpy as np
 import torch
 
-from amcore.interpolants import SnapshotPath
-from amcore.store import Snapshots
+from amcore.data.store import Snapshots
+from amcore.paths.interpolants import SnapshotPath
 
 CHUNKS_PER_TIME = 4  # chunks read per time and refresh: rows from several places, at a few chunks' I/O
 

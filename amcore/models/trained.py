@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from amcore import integrate
-from amcore.losses import ObjectiveSpec
-from amcore.potentials import MLPField, Potential, velocity_fn
+from amcore.models import integrate
+from amcore.models.objective import ObjectiveSpec
+from amcore.models.potentials import MLPField, Potential, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
@@ -207,7 +207,7 @@ def load(path: str | Path) -> TrainedModel:
     """
     text = str(path)
     if text.startswith(("runs:/", "models:/")) or (Path(text) / "MLmodel").is_file():
-        from amcore.mlflow_model import load_trained  # imports mlflow (seconds): only for MLflow models
+        from amcore.models.mlflow_model import load_trained  # imports mlflow (seconds): only for MLflow models
 
         return load_trained(text)
     return TrainedModel.from_checkpoint(path)

@@ -1,0 +1,1 @@
+"""Data: reading inputs, preprocessing, the zarr snapshot store, simulators and public datasets."""

@@ -1,0 +1,1 @@
+"""Evaluation: scores, held-out baselines, tables and plots of trained models."""

@@ -1,0 +1,1 @@
+"""Models: potentials and fields, the objective they are trained for, integrators and TrainedModel."""

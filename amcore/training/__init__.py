@@ -1,0 +1,1 @@
+"""Training: time sampling, the losses, the fused step and the training loop."""
