@@ -33,12 +33,43 @@ def laplacian_tangents(x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generato
     return probes, 1.0 / spec.probes
 
 
-def laplacian(grad: torch.Tensor, x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generator) -> torch.Tensor:
-    """``lap s`` from ``grad s`` (graph kept), one reverse Hessian-vector product per direction of
-    ``laplacian_tangents``."""
-    tangents, scale = laplacian_tangents(x, spec, gen)
+def hessian_quadratic(grad: torch.Tensor, x: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+    """``sum_k e_k^T (hess s) e_k`` over ``tangents`` from ``grad s`` (graph kept): one reverse Hessian-vector
+    product per direction."""
     hvps = (torch.autograd.grad((grad * e).sum(), x, create_graph=True)[0] * e for e in tangents)
-    return scale * sum(hvp.sum(-1) for hvp in hvps)
+    return sum(hvp.sum(-1) for hvp in hvps)
+
+
+def laplacian(grad: torch.Tensor, x: torch.Tensor, spec: ObjectiveSpec, gen: torch.Generator) -> torch.Tensor:
+    """``lap s`` from ``grad s`` (graph kept), over the directions of ``laplacian_tangents``."""
+    tangents, scale = laplacian_tangents(x, spec, gen)
+    return scale * hessian_quadratic(grad, x, tangents)
+
+
+def draw_action_inputs(
+    path: SnapshotPath, batch: int, gen: torch.Generator, spec: ObjectiveSpec, times: TimeSampler
+) -> dict:
+    """Everything random in one minibatch of the AM / eAM / uAM loss, drawn from ``gen`` in one fixed order (times,
+    path points, Laplacian directions, boundary points): the one place both ``action_loss`` and the fused loss
+    take their inputs from, so they see the same minibatch."""
+    dev = times.device
+    t, inv_density = times.sample(batch, gen)
+    x, _ = path.sample_at(t, gen)
+    tangents, lap_weight = None, torch.zeros((), device=dev)
+    u = (t - path.t0) / path.duration
+    if spec.kind == "eam":
+        tangents, scale = laplacian_tangents(x, spec, gen)
+        lap_weight = 0.5 * spec.sigma_at(u).pow(2) * scale
+    x_first, x_last = path.sample_endpoints(batch, gen)
+    w, dw = spec.weight(u, path.duration)
+    ones = torch.ones((), device=dev)
+    mass, m1 = (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
+    (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
+    t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
+    return dict(
+        x=x, t=t, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw, mass=mass, inv_density=inv_density,
+        x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
+    )  # fmt: skip
 
 
 def action_loss(
@@ -49,33 +80,22 @@ def action_loss(
     spec: ObjectiveSpec,
     times: TimeSampler,
 ) -> torch.Tensor:
-    """The AM / eAM / uAM objective by Monte Carlo over time (``times``) and the interpolated path."""
-    t, inv_density = times.sample(batch, gen)
-    xt, _ = path.sample_at(t, gen)
-    xt.requires_grad_(True)
-    t.requires_grad_(True)
-    s = potential(xt, t)
-    ds_dx, ds_dt = torch.autograd.grad(s.sum(), (xt, t), create_graph=True, materialize_grads=True)
-    u = (t.detach() - path.t0) / path.duration
-    w, dw = spec.weight(u, path.duration)
+    """The AM / eAM / uAM objective by Monte Carlo over time (``times``) and the interpolated path, with plain
+    autograd: the reference the fused loss (``speed.FusedActionLoss``) is tested against."""
+    d = draw_action_inputs(path, batch, gen, spec, times)
+    x, t = d["x"].requires_grad_(True), d["t"].clone().requires_grad_(True)
+    s = potential(x, t)
+    ds_dx, ds_dt = torch.autograd.grad(s.sum(), (x, t), create_graph=True, materialize_grads=True)
     inner = ds_dt + 0.5 * ds_dx.pow(2).sum(-1)
-    if spec.kind == "eam":
-        inner = inner + 0.5 * spec.sigma_at(u).pow(2) * laplacian(ds_dx, xt, spec, gen)
+    if d["tangents"] is not None:
+        inner = inner + d["lap_weight"] * hessian_quadratic(ds_dx, x, d["tangents"])
     if spec.kind == "uam":
         inner = inner + 0.5 * spec.growth * s.pow(2)
-    integrand = w * inner + dw * s
-    if spec.kind == "uam":
-        integrand = integrand * path.mass(t.detach())
-    times.update(t.detach(), integrand.detach())
-
-    x_first, x_last = path.sample_endpoints(batch, gen)
-    ends = torch.tensor([0.0, 1.0], device=xt.device)
-    (w0, w1), _ = spec.weight(ends, path.duration)
-    m0, m1 = (1.0, float(path.mass(torch.tensor([path.t1], device=xt.device)))) if spec.kind == "uam" else (1.0, 1.0)
-    s_first = potential(x_first, torch.full((batch,), path.t0, device=xt.device))
-    s_last = potential(x_last, torch.full((batch,), path.t1, device=xt.device))
-    boundary = w0 * m0 * s_first.mean() - w1 * m1 * s_last.mean()
-    return boundary + (integrand * inv_density).mean()
+    integrand = (d["w"] * inner + d["dw"] * s) * d["mass"]
+    times.update(d["t"], integrand.detach())
+    s_ends = potential(d["x_ends"], d["t_ends"]).view(2, -1).mean(-1)
+    boundary = d["end_weights"][0] * s_ends[0] - d["end_weights"][1] * s_ends[1]
+    return boundary + (integrand * d["inv_density"]).mean()
 
 
 def fm_loss(field: nn.Module, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:

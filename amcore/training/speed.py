@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from amcore.models import mlp_terms
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths.interpolants import SnapshotPath
-from amcore.training.losses import action_loss, laplacian_tangents
+from amcore.training.losses import action_loss, draw_action_inputs
 from amcore.training.timesampling import TimeSampler
 
 LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tensor]
@@ -56,8 +56,8 @@ class FusedActionLoss:
     or from ``potential_terms`` (any other), the latter optionally compiled by inductor (``torch.compile`` cannot
     compile ``autograd.grad`` with ``create_graph``; it can compile this form).
 
-    It draws from ``gen`` exactly what ``action_loss`` draws, in the same order: both give the same loss and
-    parameter gradients up to float rounding (tests/test_fused.py).
+    Both take their minibatch from ``losses.draw_action_inputs`` and give the same loss and parameter gradients up
+    to float rounding (tests/test_fused.py).
     """
 
     def __init__(
@@ -98,27 +98,8 @@ class FusedActionLoss:
         return boundary + (integrand * inv_density).mean(), integrand.detach()
 
     def draw(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> dict:
-        """One minibatch's inputs to ``loss``, drawn from ``gen`` in ``action_loss``'s order."""
-        spec, dev = self.spec, times.device
-        t, inv_density = times.sample(batch, gen)
-        x, _ = path.sample_at(t, gen)
-        tangents, lap_weight = None, torch.zeros((), device=dev)
-        u = (t - path.t0) / path.duration
-        if spec.kind == "eam":
-            tangents, scale = laplacian_tangents(x, spec, gen)
-            lap_weight = 0.5 * spec.sigma_at(u).pow(2) * scale
-        x_first, x_last = path.sample_endpoints(batch, gen)
-        w, dw = spec.weight(u, path.duration)
-        ones = torch.ones((), device=dev)
-        mass, m1 = (
-            (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
-        )
-        (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
-        t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
-        return dict(
-            x=x, t=t, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw, mass=mass, inv_density=inv_density,
-            x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
-        )  # fmt: skip
+        """One minibatch's inputs to ``loss`` (``losses.draw_action_inputs``)."""
+        return draw_action_inputs(path, batch, gen, self.spec, times)
 
     def __call__(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:
         inputs = self.draw(path, batch, gen, times)
