@@ -212,3 +212,42 @@ def test_pair_draws_stay_in_their_interval_with_many_times():
     # Snapshot k sits at 10 k: on a segment of the right interval x_t is 10 t give or take the spread (0.1).
     assert ((xt[:, 0] - 10 * t).abs() < 1).all()
     assert ((u - 10).abs() < 1).all()
+
+
+def _row_frequencies(path: SnapshotPath, x: torch.Tensor) -> np.ndarray:
+    """How often each stored row was drawn (``x`` holds exact copies of stored rows)."""
+    rows = torch.cdist(x.double(), path.x.double()).argmin(1)
+    return np.bincount(rows.numpy(), minlength=len(path.x)) / len(x)
+
+
+@pytest.mark.parametrize("interpolation", ["spline", "linear"])
+def test_boundary_terms_see_the_distribution_the_path_starts_and_ends_in(interpolation):
+    """AM's loss is bounded below only if its boundary samples follow the path's own end marginals: chains through
+    3 -> 7 -> 5 cells visit the 3 first cells 7 times in all, unevenly, and a plan solved on a subsample of 4 of
+    5 cells never starts at the fifth. Uniform draws of the observed cells would differ by a total variation of
+    about 0.1-0.2; two samples of 100,000 draws of the same distribution over <= 7 rows differ by < 0.01."""
+    rng = np.random.default_rng(3)
+    counts = [3, 7, 5] if interpolation == "spline" else [5, 5, 5]
+    x = np.concatenate([rng.standard_normal((n, 2)) + 4 * k for k, n in enumerate(counts)]).astype(np.float32)
+    snaps = Snapshots.from_labels(x, np.repeat([0.0, 1.0, 2.0], counts))
+    path = SnapshotPath(snaps, interpolation=interpolation, ot_max_size=4, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    n = 100_000
+    first, last = path.sample_endpoints(n, gen)
+    start, _ = path.sample_at(torch.full((n,), 0.0), gen)
+    end, _ = path.sample_at(torch.full((n,), 2.0), gen)
+    assert 0.5 * np.abs(_row_frequencies(path, first) - _row_frequencies(path, start)).sum() < 0.01
+    assert 0.5 * np.abs(_row_frequencies(path, last) - _row_frequencies(path, end)).sum() < 0.01
+
+
+def test_plans_arriving_at_and_leaving_a_subsampled_time_share_its_cells():
+    """Both plans that touch an interior time use the same subsample of it (``time_subsets``), so the path's
+    marginal there is one distribution whichever side it is reached from: a difference is, like a boundary
+    mismatch, a term linear in ``s`` that AM's loss can grow without bound."""
+    snaps = _snaps(n=50)
+    path = SnapshotPath(snaps, ot_max_size=20, seed=0)
+    k = path.cum_weights.ceil().long() - 1
+    arriving = np.unique(path.pair_b[k == 0].numpy())
+    leaving = np.unique(path.pair_a[k == 1].numpy())
+    assert len(arriving) == 20
+    np.testing.assert_array_equal(arriving, leaving)

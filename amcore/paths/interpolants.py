@@ -125,6 +125,15 @@ def spline_weights(coef: np.ndarray, knots: np.ndarray, t: float) -> np.ndarray:
     return coef[k].T @ (t - knots[k]) ** np.arange(3, -1, -1)
 
 
+def time_subsets(counts, max_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The rows of each time that the couplings use: all of them, or a sorted uniform subsample of ``max_size``.
+
+    Drawn once per time and shared by both plans that touch it, so the path arriving at an observed time and the
+    path leaving it have the same marginal there (AM's loss is bounded below only then; see ``sample_endpoints``).
+    """
+    return [np.arange(c) if c <= max_size else np.sort(rng.choice(c, max_size, replace=False)) for c in counts]
+
+
 def chain_rows(clouds: list[np.ndarray], n_chains: int, rng: np.random.Generator) -> np.ndarray:
     """``(n_chains, K)`` row indices: Markov chains through the exact OT plans of neighbouring clouds.
 
@@ -218,9 +227,11 @@ class SnapshotPath:
             self._build_chains(snaps, ot_max_size, tension, np.random.default_rng(seed))
         elif coupling != "independent":
             rng = np.random.default_rng(seed)
+            subsets = time_subsets(snaps.counts(), ot_max_size, rng)
             pair_a, pair_b, cum = [], [], []
             for k in range(snaps.n_snapshots - 1):
-                xa, xb = snaps.snapshot(k), snaps.snapshot(k + 1)
+                sa, sb = subsets[k], subsets[k + 1]
+                xa, xb = np.asarray(snaps.snapshot(k))[sa], np.asarray(snaps.snapshot(k + 1))[sb]
                 if coupling == "ot":
                     ia, ib, w = ot_pairs(xa, xb, ot_max_size, rng)
                 else:
@@ -228,8 +239,8 @@ class SnapshotPath:
                     reg = entropic_reg if entropic_reg is not None else 2 * self.noise.variance(ua, ub, self.duration)
                     self.entropic_regs.append(float(reg))
                     ia, ib, w = entropic_pairs(xa, xb, reg, ot_max_size, entropic_draws, rng)
-                pair_a.append(ia + snaps.offsets[k])
-                pair_b.append(ib + snaps.offsets[k + 1])
+                pair_a.append(sa[ia] + snaps.offsets[k])
+                pair_b.append(sb[ib] + snaps.offsets[k + 1])
                 # Cumulative weights shifted by k: one searchsorted finds interval and pair at once.
                 cum.append(k + np.minimum(np.cumsum(w), 1.0))
             self.pair_a = torch.as_tensor(np.concatenate(pair_a), device=self.device)
@@ -238,9 +249,7 @@ class SnapshotPath:
 
     def _build_chains(self, snaps: Snapshots, max_size: int, tension: float | str, rng: np.random.Generator) -> None:
         """Chains through every snapshot (each subsampled once to ``max_size``) and the spline's coefficients."""
-        subsets = [
-            np.arange(c) if c <= max_size else np.sort(rng.choice(c, max_size, replace=False)) for c in snaps.counts()
-        ]
+        subsets = time_subsets(snaps.counts(), max_size, rng)
         clouds = [np.asarray(snaps.snapshot(k))[idx].astype(np.float64) for k, idx in enumerate(subsets)]
         knots = np.asarray(snaps.t_values, dtype=np.float64)
         if tension == "auto":
@@ -342,7 +351,23 @@ class SnapshotPath:
         return (before / total)[:, None], rate[:, None], (before * after / total).clamp_min(0).sqrt()[:, None]
 
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Samples of the first and the last observed marginal (AM's boundary terms)."""
+        """Samples of the path's own marginals at its first and last times (AM's boundary terms).
+
+        Not the observed cells drawn uniformly: chains and subsampled or sampled plans visit each cell a random
+        number of times, and AM's loss is bounded below (by minus half the path's action) only when its boundary
+        terms see exactly the distribution the path starts and ends in. Any difference is a term linear in ``s``
+        that the network grows without bound with a potential steep in time at the ends.
+        """
+        if self.interpolation == "spline":
+            first, last = (
+                (self._uniform(n, gen) * len(self.chains)).long().clamp_max(len(self.chains) - 1) for _ in range(2)
+            )
+            return self.x[self.chains[first, 0]], self.x[self.chains[last, -1]]
+        if self.coupling != "independent":
+            last = len(self.t_values) - 2
+            ja = torch.searchsorted(self.cum_weights, self._uniform(n, gen).double() * (1 - 1e-6))
+            jb = torch.searchsorted(self.cum_weights, last + self._uniform(n, gen).double() * (1 - 1e-6))
+            return self.x[self.pair_a[ja]], self.x[self.pair_b[jb]]
         last = len(self.t_values) - 1
         first = torch.zeros(n, dtype=torch.long, device=self.device)
         return self.x[self._rows(first, gen)], self.x[self._rows(first + last, gen)]
