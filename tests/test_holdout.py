@@ -3,7 +3,14 @@ import pytest
 
 from amcore import Snapshots
 from amcore.errors import InputError
-from amcore.evaluation.holdout import bracket, copy_prev, ot_displacement, read_prediction, write_prediction
+from amcore.evaluation.holdout import (
+    bracket,
+    copy_prev,
+    ot_displacement,
+    read_prediction,
+    spline_path,
+    write_prediction,
+)
 from amcore.metrics import wasserstein
 
 
@@ -50,3 +57,22 @@ def test_prediction_round_trip(tmp_path):
     y, w, held_out = read_prediction(tmp_path / "p.zarr")
     np.testing.assert_allclose(y, x, rtol=1e-6)
     assert w.sum() == pytest.approx(1.0) and held_out == 1.5
+
+
+def test_spline_path_follows_a_translation_and_never_reads_the_held_out_cells():
+    """Cells translating at constant speed: OT chains pair each cell with itself and a spline through collinear knots
+    is the straight line, so the baseline at the held-out time is the translated cloud to float rounding. The
+    held-out cells are replaced by NaN: the baseline must not change (they never reach it)."""
+    rng = np.random.default_rng(1)
+    base, v = rng.standard_normal((50, 3)), np.array([0.5, -0.2, 0.1])
+    times = np.array([0.0, 1.0, 2.5, 4.0, 6.0])
+    x = np.concatenate([base + v * t for t in times]).astype(np.float64)
+    labels = np.repeat(times, 50)
+    truth = base + v * 2.5
+    pred, w = spline_path(Snapshots.from_labels(x.astype(np.float32), labels), 2.5)
+    np.testing.assert_allclose(w.sum(), 1.0)
+    order = np.lexsort(pred.T[::-1]), np.lexsort(truth.T[::-1])
+    np.testing.assert_allclose(pred[order[0]], truth[order[1]], atol=1e-4)
+    x[labels == 2.5] = np.nan
+    again, _ = spline_path(Snapshots.from_labels(x.astype(np.float32), labels), 2.5)
+    np.testing.assert_array_equal(again, pred)

@@ -14,9 +14,9 @@ import xarray as xr
 
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.paths.interpolants import ot_pairs
+from amcore.paths.interpolants import chain_rows, ot_pairs, spline_coefficients, spline_weights, time_subsets
 
-BASELINES = ("copy_prev", "ot_displacement")
+BASELINES = ("copy_prev", "ot_displacement", "spline_path")
 
 
 def bracket(snaps: Snapshots, holdout: float) -> tuple[int, int, int]:
@@ -58,10 +58,30 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) ->
     return (1 - tau) * a[rows] + tau * b[cols], weights
 
 
+def spline_path(
+    snaps: Snapshots, holdout: float, tension: float = 1.0, max_size: int = 5000
+) -> tuple[np.ndarray, np.ndarray]:
+    """The path AM trains on with ``interpolation: spline``, read at the held-out time: splines through OT chains of
+    every *training* time (the held-out one dropped). What AM adds beyond its interpolant is its score minus this
+    one's; the chains are seeded like the training path's (``ot_max_size`` cells per time at most)."""
+    bracket(snaps, holdout)
+    training = snaps.drop_times([holdout])
+    rng = np.random.default_rng(0)
+    subsets = time_subsets(training.counts(), max_size, rng)
+    clouds = [np.asarray(training.snapshot(k), dtype=np.float64)[idx] for k, idx in enumerate(subsets)]
+    knots = np.asarray(training.t_values, dtype=np.float64)
+    rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
+    points = np.stack([clouds[k][rows[:, k]] for k in range(len(clouds))], axis=1)
+    w = spline_weights(spline_coefficients(knots, tension), knots, holdout)
+    return np.einsum("k,nkd->nd", w, points), np.full(len(points), 1.0 / len(points))
+
+
 def baseline(name: str, snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
-    return copy_prev(snaps, holdout) if name == "copy_prev" else ot_displacement(snaps, holdout)
+    return {"copy_prev": copy_prev, "ot_displacement": ot_displacement, "spline_path": spline_path}[name](
+        snaps, holdout
+    )
 
 
 def prediction_variables(x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> xr.Dataset:
