@@ -1,0 +1,169 @@
+"""AM on data it was not built against: tiny, heavy-tailed, unequal, oddly timed and high-dimensional snapshots.
+
+Each case holds one interior time out, trains AM on the rest (straight and spline interpolants, the library's
+defaults otherwise) and scores the held-out prediction (cells of the previous time pushed forward) by exact W1
+against every held-out cell, beside the interpolant AM trained on (``ot_displacement`` for straight lines,
+``spline_path`` for splines) and the data's noise floor (W1 between two random halves of the held-out cells).
+
+Per model it prints: the final loss and AM's lower bound for it (minus half the training path's action: a loss
+below it means the objective is exploited, not learned), cells that left the data (outside the held-out cells'
+box widened by its width on every side), and ``excess`` = W1(AM) - W1(its interpolant) in units of the noise
+floor: AM holds up when it is at most 1. Last line: ``adversarial_worst_excess=<x> diverged=<n>``.
+
+    python benchmarks/adversarial.py [--steps 2000] [--cases eb_tiny heavy_tailed ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amcore import Snapshots, TrainConfig, load, train
+from amcore.data.simulate import GaussianPath
+from amcore.errors import TrainingDiverged
+from amcore.evaluation.holdout import ot_displacement, spline_path
+from amcore.metrics import wasserstein
+from amcore.paths.interpolants import SnapshotPath
+
+EB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eb_nlsb_valtest_pca100.npz"
+
+
+def eb_case(counts: list[int], time_unit: float = 1.0, dims: int = 5, seed: int = 1) -> tuple[Snapshots, float]:
+    """EB's first ``dims`` PCs, ``counts[k]`` cells of day ``k``, z-scored, times multiplied by ``time_unit``."""
+    data = np.load(EB)
+    x, t = data["X"][:, :dims], data["t"]
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.choice(np.flatnonzero(t == k), n, replace=False) for k, n in enumerate(counts)])
+    x = (x[keep] - x[keep].mean(0)) / x[keep].std(0)
+    return Snapshots.from_labels(x.astype(np.float32), t[keep].astype(np.float64) * time_unit), 1.0 * time_unit
+
+
+def gaussian_case(dim: int, counts: list[int], heavy_tails: bool = False, seed: int = 0) -> tuple[Snapshots, float]:
+    """A bent, stretching Gaussian path (``GaussianPath``) at 5 evenly spaced times; with ``heavy_tails`` its
+    ``z`` is Student-t with 2 degrees of freedom (infinite variance) and 3 % of cells are outliers 8 units off."""
+    sim = GaussianPath(dim=dim, shift=3.0, bend=1.2, scale_start=(1.0, 0.6, 0.8), scale_end=(0.5, 1.1, 0.7))
+    rng = np.random.default_rng(seed)
+    times = np.linspace(0.0, 1.0, len(counts))
+    clouds = []
+    for t, n in zip(times, counts, strict=True):
+        z = rng.standard_t(2, (n, dim)) if heavy_tails else rng.standard_normal((n, dim))
+        x = sim.mean(t) + z @ sim.transform(t).T
+        if heavy_tails:
+            out = rng.random(n) < 0.03
+            x[out] += 8.0 * rng.choice([-1.0, 1.0], (out.sum(), dim))
+        clouds.append(x)
+    labels = np.repeat(times, counts)
+    return Snapshots.from_labels(np.concatenate(clouds).astype(np.float32), labels), float(times[1])
+
+
+CASES = {
+    "eb_tiny": lambda: eb_case([60, 70, 50, 80, 65]),
+    "eb_tiny_hours": lambda: eb_case([60, 70, 50, 80, 65], time_unit=24.0),
+    "eb_30_cells": lambda: eb_case([30, 30, 30, 30, 30], seed=2),
+    "eb_unequal": lambda: eb_case([40, 300, 60, 250, 45], seed=3),
+    "heavy_tailed": lambda: gaussian_case(5, [80] * 5, heavy_tails=True),
+    "dim2": lambda: gaussian_case(2, [100] * 5),
+    "dim10": lambda: gaussian_case(10, [100] * 5),
+    "dim50": lambda: gaussian_case(50, [100] * 5),
+}
+
+
+def w1(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None) -> float:
+    return wasserstein(a, b, p=1, max_size=10_000, wa=wa)[0]
+
+
+def path_bound(training: Snapshots, interpolation: str, seed: int = 0) -> float:
+    """Minus half the training path's action, ``-1/2 int E|u_t|^2 dt``: AM's population loss on that path cannot go
+    below it (Monte Carlo, 200,000 draws)."""
+    path = SnapshotPath(training, interpolation=interpolation, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    t = path.t0 + torch.rand(200_000, generator=gen, dtype=torch.float64).float() * path.duration
+    _, u = path.sample_at(t, gen)
+    return -0.5 * path.duration * float(u.double().pow(2).sum(-1).mean())
+
+
+def escaped(pred: np.ndarray, observed: np.ndarray) -> int:
+    """Predicted cells outside the observed cells' box widened by its width on every side (or not finite)."""
+    lo, hi = observed.min(0), observed.max(0)
+    width = hi - lo
+    inside = ((pred >= lo - width) & (pred <= hi + width)).all(1)
+    return int((~inside).sum())
+
+
+def run_case(name: str, steps: int, interpolations=("linear", "spline"), workdir: Path | None = None) -> dict:
+    """Train and score every interpolation on one case; a dict per model plus the baselines and noise floor."""
+    snaps, holdout = CASES[name]()
+    times = [float(t) for t in snaps.t_values]
+    k = times.index(holdout)
+    prev, observed = np.asarray(snaps.snapshot(k - 1)), np.asarray(snaps.snapshot(k))
+    training = snaps.drop_times([holdout])
+    rng = np.random.default_rng(0)
+    half = rng.permutation(len(observed))
+    floor = w1(observed[half[: len(half) // 2]], observed[half[len(half) // 2 :]])
+    interpolants = {"linear": ot_displacement(snaps, holdout), "spline": spline_path(snaps, holdout)}
+    result = {"case": name, "dim": snaps.dim, "counts": snaps.counts().tolist(), "noise_floor": floor}
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="amcore-adversarial-"))
+    for interp in interpolations:
+        base_x, base_w = interpolants[interp]
+        entry = {"interpolant_w1": w1(base_x, observed, base_w), "bound": path_bound(training, interp)}
+        cfg = TrainConfig(interpolation=interp, steps=steps, log_every=max(steps // 10, 1))
+        start = time.perf_counter()
+        try:
+            summary = train(training, cfg, workdir / f"{name}-{interp}.pt", workdir / f"{name}-{interp}.csv")
+        except TrainingDiverged as err:
+            entry |= {"diverged": str(err).split(":")[0], "wall_s": time.perf_counter() - start}
+            result[interp] = entry
+            continue
+        pred = load(workdir / f"{name}-{interp}.pt").push(prev, times[k - 1], holdout)
+        finite = np.isfinite(pred).all(1)
+        entry |= {
+            "diverged": None,
+            "final_loss": summary["final_loss"],
+            "escaped": escaped(pred, observed),
+            "am_w1": w1(pred[finite], observed) if finite.all() else float("nan"),
+            "wall_s": time.perf_counter() - start,
+        }
+        entry["excess"] = (entry["am_w1"] - entry["interpolant_w1"]) / floor
+        result[interp] = entry
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--json", type=Path, help="write every result here")
+    args = parser.parse_args()
+    if not EB.exists():
+        args.cases = [c for c in args.cases if not c.startswith("eb_")]
+        print(f"{EB} absent: the EB cases are skipped", file=sys.stderr)
+    rows, worst, diverged = [], -np.inf, 0
+    print(f"{'case':15} {'interp':7} {'loss':>9} {'bound':>8} {'escaped':>7} {'W1 AM':>8} {'W1 path':>8} "
+          f"{'floor':>7} {'excess':>7} {'wall s':>7}")  # fmt: skip
+    for name in args.cases:
+        result = run_case(name, args.steps)
+        rows.append(result)
+        for interp in ("linear", "spline"):
+            e = result[interp]
+            if e["diverged"]:
+                diverged += 1
+                print(f"{name:15} {interp:7} DIVERGED: {e['diverged']}")
+                continue
+            worst = max(worst, e["excess"])
+            print(f"{name:15} {interp:7} {e['final_loss']:9.3g} {e['bound']:8.3g} {e['escaped']:7d} "
+                  f"{e['am_w1']:8.4g} {e['interpolant_w1']:8.4g} {result['noise_floor']:7.3g} {e['excess']:7.2f} "
+                  f"{e['wall_s']:7.0f}", flush=True)  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"adversarial_worst_excess={worst:.3f} diverged={diverged}")
+
+
+if __name__ == "__main__":
+    main()
