@@ -165,3 +165,13 @@ def geodesic_action(clouds: list[np.ndarray], knots: np.ndarray, max_size: int =
         (xa, pa), (xb, pb) = _subsample(a, None, max_size, rng), _subsample(b, None, max_size, rng)
         out.append(ot.emd2(pa, pb, ot.dist(xa, xb), numItermax=10_000_000) / dt)
     return np.array(out)
+
+
+def escaped_rows(predicted: np.ndarray, observed: np.ndarray) -> int:
+    """Predicted cells that left the data: outside the observed cells' bounding box widened by its own width on
+    every side (three times the box per feature). Their distances are finite and honest, but a flow that flings
+    cells there has failed for those cells, whatever its W1; non-finite rows are counted by ``lost_rows``."""
+    finite = predicted[np.isfinite(predicted).all(1)]
+    lo, hi = observed.min(0), observed.max(0)
+    width = hi - lo
+    return int((~((finite >= lo - width) & (finite <= hi + width)).all(1)).sum())

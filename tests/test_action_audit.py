@@ -45,3 +45,13 @@ def test_geodesic_action_of_a_translation_and_the_bound_on_a_curved_flow():
     geodesic = geodesic_action([x[0], x[-1]], np.array([0.0, np.pi / 2]))[0]
     assert geodesic < flow
     np.testing.assert_allclose(flow, 25.0 * np.pi / 2, rtol=1e-3)  # |v| = 5 for a time pi / 2, to O(step^2)
+
+
+def test_escaped_rows_counts_cells_beyond_three_times_the_data_box():
+    """The observed box is [0, 1]^2, widened to [-1, 2]^2: a cell at 1.9 is in, 2.1 or -1.5 is out, NaN is for
+    ``lost_rows``."""
+    from amcore.metrics import escaped_rows
+
+    observed = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.2]])
+    predicted = np.array([[1.9, -0.9], [2.1, 0.5], [0.5, -1.5], [np.nan, 0.0], [0.3, 0.3]])
+    assert escaped_rows(predicted, observed) == 2
