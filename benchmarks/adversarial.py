@@ -29,7 +29,7 @@ from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.simulate import GaussianPath
 from amcore.errors import TrainingDiverged
 from amcore.evaluation.holdout import ot_displacement, spline_path
-from amcore.metrics import wasserstein
+from amcore.metrics import escaped_rows, wasserstein
 from amcore.paths.interpolants import SnapshotPath
 
 EB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eb_nlsb_valtest_pca100.npz"
@@ -89,14 +89,6 @@ def path_bound(training: Snapshots, interpolation: str, seed: int = 0) -> float:
     return -0.5 * path.duration * float(u.double().pow(2).sum(-1).mean())
 
 
-def escaped(pred: np.ndarray, observed: np.ndarray) -> int:
-    """Predicted cells outside the observed cells' box widened by its width on every side (or not finite)."""
-    lo, hi = observed.min(0), observed.max(0)
-    width = hi - lo
-    inside = ((pred >= lo - width) & (pred <= hi + width)).all(1)
-    return int((~inside).sum())
-
-
 def run_case(name: str, steps: int, interpolations=("linear", "spline"), workdir: Path | None = None) -> dict:
     """Train and score every interpolation on one case; a dict per model plus the baselines and noise floor."""
     snaps, holdout = CASES[name]()
@@ -126,7 +118,7 @@ def run_case(name: str, steps: int, interpolations=("linear", "spline"), workdir
         entry |= {
             "diverged": None,
             "final_loss": summary["final_loss"],
-            "escaped": escaped(pred, observed),
+            "escaped": escaped_rows(pred, observed),
             "am_w1": w1(pred[finite], observed) if finite.all() else float("nan"),
             "wall_s": time.perf_counter() - start,
         }
