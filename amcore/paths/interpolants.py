@@ -372,6 +372,15 @@ class SnapshotPath:
         first = torch.zeros(n, dtype=torch.long, device=self.device)
         return self.x[self._rows(first, gen)], self.x[self._rows(first + last, gen)]
 
+    def action(self, draws: int = 200_000, seed: int = 0) -> float:
+        """The path's kinetic action ``int E|u_t|^2 dt`` (Monte Carlo over ``draws`` times and points). AM's loss on
+        this path cannot go below minus half of it (``docs/training.md``); it is also what the interpolant alone
+        spends, beside a learned flow's action and the geodesic's in the action audit."""
+        gen = torch.Generator(self.device).manual_seed(seed)
+        t = self.t0 + torch.rand(draws, generator=gen, device=self.device, dtype=torch.float64) * self.duration
+        _, u = self.sample_at(t.float(), gen)
+        return self.duration * float(u.double().pow(2).sum(-1).mean())
+
 
 class MarginalPath:
     """The exact marginals ``p_t`` of a simulator at every ``t``: the path with no interpolation error.
