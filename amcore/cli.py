@@ -152,27 +152,30 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    """W1, W2, MMD and energy distance between each prediction and all cells of the held-out time."""
+    """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import distances
+    from amcore.evaluation.evaluate import distances, options
     from amcore.tracking import StageRun
 
     results = []
+    noise: dict[int, float] = {}  # the observed cells' own subsampling noise, once per held-out time
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             _, k, _ = holdout.bracket(snaps, held_out)
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
-            scores = distances(x, observed, weight, args.params["max_exact_size"], args.params["seed"])
+            who = f"{entry['method']} (seed {entry['seed'] or '-'}) at held-out t = {held_out:g}"
+            scores = distances(x, observed, weight, where=who, noise=noise.get(k), **options(args.params))
+            if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
+                noise[k] = scores["w1_subsample_noise"]
             _warn_failed(f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x))
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
             summary = ", ".join(f"{name}={v:.4g}" for name, v in scores.items())
-            print(f"amcore score {entry['method']} (seed {entry['seed'] or '-'}) at t = {held_out:g}: {summary}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"amcore score {who}: {summary}", file=sys.stderr)
         _write_json(args.out, {"results": results})
         run.log_artifact(args.out)
 
@@ -190,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import plots
-    from amcore.evaluation.evaluate import score_marginals, score_truth
+    from amcore.evaluation.evaluate import DEFAULTS, DISTANCES, options, score_marginals, score_truth
     from amcore.models.integrate import read_trajectories
     from amcore.models.trained import load
     from amcore.tracking import StageRun
@@ -205,19 +208,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         weights = traj["weight"].values[observed] if "weight" in traj else None
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
-        result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
+        opts = options(params)
+        result |= score_marginals(snaps, predicted, weights, **opts)
         # The table's row for a run without held-out time: each distance averaged over the observed times.
-        names = [
-            name for name in result if isinstance(result[name], dict) and name not in ("mass_rel_error", "nonfinite")
-        ]
-        table = {name: result[f"{name}_mean"] for name in names} | {"nonfinite": result["nonfinite_max"]}
+        table = {name: result[f"{name}_mean"] for name in DISTANCES} | {"nonfinite": result["nonfinite_max"]}
         _warn_failed(f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1])
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         if simulator is not None:
-            result |= score_truth(
-                simulator, snaps, model, params["truth_samples"], params["max_exact_size"], params["seed"]
-            )
+            truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
+            result |= score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"])
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]
@@ -250,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             {k: v for k, v in result.items() if isinstance(v, float)} | {"nonfinite_max": result["nonfinite_max"]}
         )
         for k, t in enumerate(times[1:], start=1):
-            run.log_metrics({"w1_by_time": result["w1"][f"{t:g}"], "mmd_by_time": result["mmd"][f"{t:g}"]}, k)
+            run.log_metrics({f"{name}_by_time": result[name][f"{t:g}"] for name in DISTANCES}, k)
         run.log_artifact(args.metrics)
         run.log_artifact(plots_dir, "plots")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))

@@ -174,7 +174,7 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
         for lam in TENSIONS:
             w = spline_weights(spline_coefficients(knots[keep], lam), knots[keep], float(knots[j]))
             predicted = np.einsum("k,nkd->nd", w, points)
-            scores[lam].append(wasserstein(predicted, clouds[j], p=1)[0])
+            scores[lam].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
     mean = {lam: float(np.mean(v)) for lam, v in scores.items()}
     return min(mean, key=mean.get), mean
 
