@@ -79,11 +79,14 @@ CASES = {
 
 
 def w1(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None) -> float:
-    return wasserstein(a, b, p=1, max_size=10_000, wa=wa)[0]
+    return wasserstein(a, b, p=1, max_size=10_000, wa=wa)
 
 
-def run_case(name: str, steps: int, interpolations=("linear", "spline"), workdir: Path | None = None) -> dict:
-    """Train and score every interpolation on one case; a dict per model plus the baselines and noise floor."""
+def run_case(
+    name: str, steps: int, interpolations=("linear", "spline"), workdir: Path | None = None, **settings
+) -> dict:
+    """Train and score every interpolation on one case; a dict per model plus the baselines and noise floor.
+    ``settings``: TrainConfig fields beyond the defaults (the fast test trains a smaller network)."""
     snaps, holdout = CASES[name]()
     times = [float(t) for t in snaps.t_values]
     k = times.index(holdout)
@@ -101,7 +104,7 @@ def run_case(name: str, steps: int, interpolations=("linear", "spline"), workdir
             "interpolant_w1": w1(base_x, observed, base_w),
             "bound": -0.5 * SnapshotPath(training, interpolation=interp).action(),
         }
-        cfg = TrainConfig(interpolation=interp, steps=steps, log_every=max(steps // 10, 1))
+        cfg = TrainConfig(interpolation=interp, steps=steps, log_every=max(steps // 10, 1), **settings)
         start = time.perf_counter()
         try:
             summary = train(training, cfg, workdir / f"{name}-{interp}.pt", workdir / f"{name}-{interp}.csv")
