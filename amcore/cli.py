@@ -170,7 +170,10 @@ def cmd_score(args: argparse.Namespace) -> None:
             scores = distances(x, observed, weight, where=who, noise=noise.get(k), **options(args.params))
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
                 noise[k] = scores["w1_subsample_noise"]
-            _warn_failed(f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x))
+            _warn_failed(
+                f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x),
+                scores["escaped"],
+            )  # fmt: skip
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -180,11 +183,15 @@ def cmd_score(args: argparse.Namespace) -> None:
         run.log_artifact(args.out)
 
 
-def _warn_failed(who: str, nonfinite: int, total: int) -> None:
-    """Say loudly that a prediction failed: its distances are NaN, and the table marks it."""
+def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None:
+    """Say loudly that a prediction failed (its distances are NaN) or flung cells out of the data; the table marks
+    both."""
     if nonfinite:
         print(f"{who}: FAILED: {nonfinite} of {total} predicted cells are NaN or inf; every distance is NaN",
               file=sys.stderr)  # fmt: skip
+    if escaped:
+        print(f"{who}: FLAGGED: {escaped} of {total} predicted cells left the data (outside three times the "
+              "observed cells' box)", file=sys.stderr)  # fmt: skip
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -193,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import plots
-    from amcore.evaluation.evaluate import DEFAULTS, DISTANCES, options, score_marginals, score_truth
+    from amcore.evaluation.evaluate import DEFAULTS, DISTANCES, action_audit, options, score_marginals, score_truth
     from amcore.models.integrate import read_trajectories
     from amcore.models.trained import load
     from amcore.tracking import StageRun
@@ -211,13 +218,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         opts = options(params)
         result |= score_marginals(snaps, predicted, weights, **opts)
         # The table's row for a run without held-out time: each distance averaged over the observed times.
-        table = {name: result[f"{name}_mean"] for name in DISTANCES} | {"nonfinite": result["nonfinite_max"]}
-        _warn_failed(f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1])
+        table = {name: result[f"{name}_mean"] for name in DISTANCES}
+        table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
+        _warn_failed(
+            f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1], result["escaped_max"]
+        )
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
+        truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
         if simulator is not None:
-            truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
             result |= score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"])
+        every_step = traj["weight"].values if "weight" in traj else None
+        audit = action_audit(
+            traj["x"].values, traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
+            simulator, truth_samples,
+        )  # fmt: skip
+        result |= audit
+        table |= {"action_ratio": audit["action_ratio"]}
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]
@@ -225,6 +242,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         title = f"{args.model} ({model.objective.upper()})"
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
+        plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
         if snaps.dim >= 2:
             from amcore.data.simulate import truth_fields
 
@@ -247,7 +265,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(
-            {k: v for k, v in result.items() if isinstance(v, float)} | {"nonfinite_max": result["nonfinite_max"]}
+            {k: v for k, v in result.items() if isinstance(v, float)}
+            | {"nonfinite_max": result["nonfinite_max"], "escaped_max": result["escaped_max"]}
         )
         for k, t in enumerate(times[1:], start=1):
             run.log_metrics({f"{name}_by_time": result[name][f"{t:g}"] for name in DISTANCES}, k)

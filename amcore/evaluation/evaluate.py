@@ -43,13 +43,15 @@ def distances(
     ``sliced_w1``/``sliced_w2``: sliced distances on all cells over ``projections`` directions; ``mmd``
     (squared, multi-bandwidth RBF) and ``energy`` on seeded subsamples of at most ``kernel_max_size`` per side.
     ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
-    weights sum to zero); a prediction with any such cell failed and every distance to it is NaN.
+    weights sum to zero); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
+    finite predicted cells outside three times the observed cells' box (``metrics.escaped_rows``): a flag, beside
+    distances that stay honest.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
     bad = metrics.lost_rows(predicted, weights)
     if bad:
-        return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad}
+        return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0}
     if min(len(predicted), len(observed)) < 2:
         raise InputError(
             f"{where or 'distances'}: {len(predicted)} predicted and {len(observed)} observed cell(s); every "
@@ -68,6 +70,7 @@ def distances(
         "mmd": metrics.mmd_rbf(predicted, observed, max_size=kernel_max_size, seed=seed, wa=weights),
         "energy": metrics.energy_distance(predicted, observed, kernel_max_size, seed, wa=weights),
         "nonfinite": 0,
+        "escaped": metrics.escaped_rows(predicted, observed),
     }
 
 
@@ -87,8 +90,8 @@ def score_marginals(snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray
             result.setdefault("mass_rel_error", {})[key] = float(abs(w.mean() - masses[k]) / masses[k])
     for name in list(result):
         values = list(result[name].values())
-        if name == "nonfinite":  # the same particles at every time: a cell lost once stays lost
-            result["nonfinite_max"] = int(max(values))
+        if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time
+            result[f"{name}_max"] = int(max(values))
         else:
             result[f"{name}_mean"] = float(np.mean(values))
     return result
@@ -118,3 +121,47 @@ def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: 
             floor.append(metrics.wasserstein(fresh, np.asarray(snaps.snapshot(k)), 1, max_size, seed))
     result = {f"{name}_rel_error": float(np.sqrt(e / n)) for name, (e, n) in sums.items()}
     return {**result, **by_time, "w1_noise_floor_mean": float(np.mean(floor))}
+
+
+def action_audit(
+    x: np.ndarray,
+    time: np.ndarray,
+    weight: np.ndarray | None,
+    snaps: Snapshots,
+    max_size: int,
+    seed: int,
+    simulator: Simulator | None = None,
+    samples: int = 4000,
+) -> dict:
+    """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
+    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
+    their totals and ratio; with a simulator whose truth is a velocity, also the true process's action
+    ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
+    knots = np.asarray(snaps.t_values, dtype=np.float64)
+    names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
+    flow = metrics.flow_action(x, time, knots, weight)
+    clouds = [np.asarray(snaps.snapshot(k), dtype=np.float64) for k in range(snaps.n_snapshots)]
+    geodesic = metrics.geodesic_action(clouds, knots, max_size, seed)
+    audit = {
+        "action_flow": dict(zip(names, flow.tolist(), strict=True)),
+        "action_geodesic": dict(zip(names, geodesic.tolist(), strict=True)),
+        "action_flow_total": float(flow.sum()),
+        "action_geodesic_total": float(geodesic.sum()),
+        "action_ratio": float(flow.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
+    }
+    if simulator is not None and "velocity" in truth_fields(simulator, clouds[0][:1], float(knots[0])):
+        rng = np.random.default_rng(seed)
+        truth = []
+        for a, b in zip(knots[:-1], knots[1:], strict=True):
+            grid = np.linspace(a, b, 17)
+            speed2 = [
+                np.square(truth_fields(simulator, simulator.sample(float(t), samples, rng), float(t))["velocity"])
+                .sum(1)
+                .mean()
+                for t in grid
+            ]
+            weights = np.r_[1, np.tile([4, 2], 7), 4, 1] * (b - a) / 48
+            truth.append(float(np.dot(weights, speed2)))
+        audit["action_truth"] = dict(zip(names, truth, strict=True))
+        audit["action_truth_total"] = float(sum(truth))
+    return audit

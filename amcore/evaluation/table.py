@@ -9,7 +9,7 @@ from amcore.data.store import read_store
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy", "nonfinite")
+METRIC_ORDER = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy", "nonfinite", "escaped")
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -48,6 +48,12 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
     return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
 
 
+def flagged(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs that flung finite cells out of the data (``escaped`` > 0): ``method, holdout, seed, value``."""
+    part = table[(table["metric"] == "escaped") & (table["value"] > 0)]
+    return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
+
+
 def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]]:
     """``{method: {holdout: values over seeds}}`` plus a ``mean`` column: each seed's mean over held-out times."""
     part = table[table["metric"] == metric]
@@ -80,6 +86,14 @@ def markdown(table: pd.DataFrame) -> str:
         lines += [
             f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
             for r in failed.itertuples()
+        ]
+        lines.append("")
+    escaped = flagged(table)
+    if len(escaped):
+        lines += ["**Flagged predictions** (cells outside three times the observed cells' box; distances kept):", ""]
+        lines += [
+            f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
+            for r in escaped.itertuples()
         ]
         lines.append("")
     for metric in dict.fromkeys(table["metric"]):
