@@ -26,7 +26,7 @@ run: install
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .
