@@ -144,7 +144,9 @@ def test_tiny_pipeline_against_a_real_mlflow_server(tmp_path, tiny_config, mlflo
     [
         # The slow set: eAM's drift is checked in test_family and its SDE in test_integrate; CI keeps uAM's run.
         pytest.param(
-            "ornstein_uhlenbeck", {"objective": "eam", "sigma": 1.0, "coupling": "entropic"}, "drift_rel_error",
+            "ornstein_uhlenbeck",
+            {"objective": "eam", "sigma": 1.0, "coupling": "entropic"},
+            "drift_rel_error",
             marks=pytest.mark.slow,
         ),  # fmt: skip
         ("growing_gaussian", {"objective": "uam", "growth": 0.5}, "growth_rel_error"),
