@@ -43,14 +43,23 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     # Measured on this tiny config (400 steps, 300 cells a time): 0.26 (seed 0), 0.27, 0.27, 0.31 (seeds 1-3); an
     # untrained field is ~1.0. 0.4 leaves a third above the worst seed seen and still needs the flow learnt.
     assert 0 <= metrics["velocity_rel_error"] < 0.4
-    for name in ("marginals", "trajectories", "velocity", "loss"):
+    for name in ("marginals", "trajectories", "velocity", "loss", "action"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "table.csv", keep_default_na=False)
     assert list(table.columns) == ["method", "holdout", "seed", "metric", "value"]
     # No held-out time: one row per metric, each the mean over the observed times after the first.
     rows = table.set_index("metric")["value"]
     assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and rows["nonfinite"] == 0
-    assert set(rows.index) == {*DISTANCES, "nonfinite"}
+    assert set(rows.index) == {*DISTANCES, "nonfinite", "escaped", "action_ratio"} and rows["escaped"] == 0
+    # The action audit: per interval, the flow's, the geodesic's and (a simulator) the true process's action.
+    assert (
+        set(metrics["action_flow"])
+        == set(metrics["action_geodesic"])
+        == set(metrics["action_truth"])
+        == {"0-0.5", "0.5-1"}
+    )
+    assert 0 < metrics["action_geodesic_total"] <= 1.05 * metrics["action_truth_total"]
+    assert rows["action_ratio"] == pytest.approx(metrics["action_flow_total"] / metrics["action_geodesic_total"])
     assert (table["holdout"] == "none").all() and (table["method"] == "am").all()
     return metrics
 
@@ -192,9 +201,9 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     w1 = table[table["metric"] == "w1"]
     assert sorted(set(zip(w1["method"], w1["holdout"], w1["seed"], strict=True))) == sorted(
         [("am", h, s) for h in ("0.25", "0.5") for s in ("0", "1")]
-        + [(b, h, "") for b in ("copy_prev", "ot_displacement") for h in ("0.25", "0.5")]
+        + [(b, h, "") for b in ("copy_prev", "ot_displacement", "spline_path") for h in ("0.25", "0.5")]
     )
-    assert set(table["metric"]) == {*DISTANCES, "nonfinite"}
+    assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped"}
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     value = {(m, h): v for m, h, v in zip(w1["method"], w1["holdout"], w1["value"], strict=True)}
     # The cloud moves: not moving at all is far worse than interpolating between the bracketing times.
