@@ -48,7 +48,7 @@ def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
     out = Path(tmp_path) / "results" / "eb_leaveout"
     table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
     w1 = table[table["metric"] == "w1"].set_index("method")["value"]
-    assert sorted(w1.index) == ["am", "copy_prev", "ot_displacement", "otcfm"]
+    assert sorted(w1.index) == ["am", "copy_prev", "ot_displacement", "otcfm", "spline_path"]
     for name, value in expected_baselines(2.0).items():
         # float32 store vs float64 here: W1 agrees to ~1e-6 relative.
         assert w1[name] == pytest.approx(value, rel=1e-5), name
