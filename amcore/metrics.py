@@ -375,11 +375,14 @@ def flow_action(x: np.ndarray, time: np.ndarray, knots: np.ndarray, weight: np.n
     """
     dx2 = np.square(np.diff(x, axis=0)).sum(-1)
     dt = np.diff(time)
-    if weight is None:
-        per_step = dx2.mean(1) / dt
-    else:
-        per_step = (weight[:-1] * dx2).sum(1) / weight[0].sum() / dt
-    per_step = np.where(np.isfinite(dx2).all(1), per_step, np.nan)
+    finite = np.isfinite(dx2).all(1)
+    with np.errstate(all="ignore"):  # NaN, inf or vanished weights are marked below, never scored
+        if weight is None:
+            per_step = dx2.mean(1) / dt
+        else:
+            per_step = (weight[:-1] * dx2).sum(1) / weight[0].sum() / dt
+            finite &= np.isfinite(weight[:-1]).all(1) & (weight[0].sum() > 0)
+    per_step = np.where(finite & np.isfinite(per_step), per_step, np.nan)
     index = np.searchsorted(time, knots)
     return np.array([per_step[a:b].sum() for a, b in zip(index[:-1], index[1:], strict=True)])
 
@@ -397,10 +400,12 @@ def geodesic_action(clouds: list[np.ndarray], knots: np.ndarray, max_size: int =
 
 
 def escaped_rows(predicted: np.ndarray, observed: np.ndarray) -> int:
-    """Predicted cells that left the data: outside the observed cells' bounding box widened by its own width on
-    every side (three times the box per feature). Their distances are finite and honest, but a flow that flings
-    cells there has failed for those cells, whatever its W1; non-finite rows are counted by ``lost_rows``."""
+    """Predicted cells that left the data: outside the observed cells' bounding box widened on every side by its
+    longest side (three times the box for a square one). Their distances are finite and honest, but a flow that
+    flings cells there has failed for those cells, whatever its W1; non-finite rows are counted by ``lost_rows``.
+    The margin is the longest side for every feature, so a feature that barely varies (or a constant one) does
+    not flag cells that moved by a hair; it is in the data's own units, so time units never change it."""
     finite = predicted[np.isfinite(predicted).all(1)]
     lo, hi = observed.min(0), observed.max(0)
-    width = hi - lo
+    width = (hi - lo).max()
     return int((~((finite >= lo - width) & (finite <= hi + width)).all(1)).sum())

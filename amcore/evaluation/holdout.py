@@ -14,7 +14,7 @@ import xarray as xr
 
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.paths.interpolants import chain_rows, ot_pairs, spline_coefficients, spline_weights, time_subsets
+from amcore.paths.interpolants import chain_points, ot_pairs, spline_at, time_subsets
 
 BASELINES = ("copy_prev", "ot_displacement", "spline_path")
 
@@ -70,10 +70,8 @@ def spline_path(
     subsets = time_subsets(training.counts(), max_size, rng)
     clouds = [np.asarray(training.snapshot(k), dtype=np.float64)[idx] for k, idx in enumerate(subsets)]
     knots = np.asarray(training.t_values, dtype=np.float64)
-    rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
-    points = np.stack([clouds[k][rows[:, k]] for k in range(len(clouds))], axis=1)
-    w = spline_weights(spline_coefficients(knots, tension), knots, holdout)
-    return np.einsum("k,nkd->nd", w, points), np.full(len(points), 1.0 / len(points))
+    predicted = spline_at(chain_points(clouds, rng), knots, holdout, tension)
+    return predicted, np.full(len(predicted), 1.0 / len(predicted))
 
 
 def baseline(name: str, snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]:

@@ -155,6 +155,17 @@ def chain_rows(clouds: list[np.ndarray], n_chains: int, rng: np.random.Generator
     return np.stack(rows, axis=1)
 
 
+def chain_points(clouds: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """``(chains, K, d)``: the points of :func:`chain_rows` chains, as many as the largest cloud has cells."""
+    rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
+    return np.stack([cloud[rows[:, k]] for k, cloud in enumerate(clouds)], axis=1)
+
+
+def spline_at(points: np.ndarray, knots: np.ndarray, t: float, tension: float) -> np.ndarray:
+    """Each chain's spline (``spline_coefficients``) read at one time ``t``: ``(chains, d)``."""
+    return np.einsum("k,nkd->nd", spline_weights(spline_coefficients(knots, tension), knots, t), points)
+
+
 def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.Generator) -> tuple[float, dict]:
     """The tension whose spline best predicts each interior observed time left out in turn (exact W1).
 
@@ -169,11 +180,9 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
     for j in range(1, len(clouds) - 1):
         keep = [i for i in range(len(clouds)) if i != j]
         sub = [clouds[i] for i in keep]
-        rows = chain_rows(sub, max(len(c) for c in sub), rng)
-        points = np.stack([sub[i][rows[:, i]] for i in range(len(sub))], axis=1)
+        points = chain_points(sub, rng)
         for lam in TENSIONS:
-            w = spline_weights(spline_coefficients(knots[keep], lam), knots[keep], float(knots[j]))
-            predicted = np.einsum("k,nkd->nd", w, points)
+            predicted = spline_at(points, knots[keep], float(knots[j]), lam)
             scores[lam].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
     mean = {lam: float(np.mean(v)) for lam, v in scores.items()}
     return min(mean, key=mean.get), mean
