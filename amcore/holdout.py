@@ -13,7 +13,6 @@ import numpy as np
 import xarray as xr
 
 from amcore.errors import InputError
-from amcore.interpolants import ot_pairs
 from amcore.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 
 BASELINES = ("copy_prev", "ot_displacement")
@@ -46,6 +45,8 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) ->
     The exact OT plan (squared Euclidean cost) between all cells of ``t_{k-1}`` and ``t_{k+1}``, and one
     weighted point ``(1 - tau) x_i + tau y_j`` per pair in its support (no resampling).
     """
+    from amcore.interpolants import ot_pairs  # torch and POT: only this baseline needs them
+
     prev, _, nxt = bracket(snaps, holdout)
     a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
     if max(len(a), len(b)) > max_size:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from amcore import preprocess
+from amcore import integrate, preprocess
 from amcore.train import TrainConfig
 
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -40,3 +40,7 @@ def test_preprocess_defaults_are_the_library_defaults():
     schema_defaults = {key: spec["default"] for key, spec in section.items() if "default" in spec}
     assert schema_defaults == {key: preprocess.DEFAULTS[key] for key in schema_defaults}
     assert set(schema_defaults) == set(preprocess.DEFAULTS)
+
+
+def test_the_integrate_batch_default_is_the_library_default():
+    assert SCHEMA["properties"]["integrate"]["properties"]["batch_size"]["default"] == integrate.BATCH_SIZE
