@@ -102,3 +102,17 @@ def test_overflowed_weights_and_constant_features_give_no_false_number():
     assert np.isnan(flow_action(x, time, np.array([0.0, 1.0]), weight)[0])
     observed = np.array([[0.0, 5.0], [1.0, 5.0], [0.4, 5.0]])
     assert escaped_rows(np.array([[0.5, 5.001], [0.5, 7.5]]), observed) == 1
+
+
+def test_the_action_read_in_blocks_of_steps_is_the_action_read_whole():
+    """Evaluate reads trajectories a block of steps at a time (bounded memory at any size): block edges must not
+    drop or double a step, weighted or not. Sums of the same float64 terms: equal to rounding."""
+    rng = np.random.default_rng(3)
+    time = np.sort(np.r_[0.0, rng.uniform(0, 2, 23), 1.0, 2.0])
+    x = np.cumsum(rng.normal(size=(len(time), 40, 3)), axis=0)
+    weight = np.exp(rng.normal(scale=0.1, size=(len(time), 40)))
+    knots = np.array([0.0, 1.0, 2.0])
+    for w in (None, weight):
+        whole = flow_action(x, time, knots, w)
+        for block_values in (1, 120, 121, 1000):
+            np.testing.assert_allclose(flow_action(x, time, knots, w, block_values), whole, rtol=1e-12)

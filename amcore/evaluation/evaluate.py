@@ -74,16 +74,17 @@ def distances(
     }
 
 
-def score_marginals(snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, **options) -> dict:
+def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
     """Each distance at each observed time after the first (``options``: those of :func:`distances`), their means
     (NaN when a time failed), the most non-finite pushed cells at any time (``nonfinite_max``), and the mass error
-    of weighted particles."""
+    of weighted particles. ``predicted(time, cell, feature)`` and ``weights(time, cell)`` may be lazy: one time is
+    read at a time."""
     result: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
     for k in range(1, snaps.n_snapshots):
         key = f"{snaps.t_values[k]:g}"
-        w = None if weights is None else weights[k]
-        scores = distances(predicted[k], np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
+        w = None if weights is None else np.asarray(weights[k])
+        scores = distances(np.asarray(predicted[k]), np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
         for name, value in scores.items():
             result.setdefault(name, {})[key] = value
         if w is not None:
@@ -124,9 +125,9 @@ def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: 
 
 
 def action_audit(
-    x: np.ndarray,
+    x,
     time: np.ndarray,
-    weight: np.ndarray | None,
+    weight,
     snaps: Snapshots,
     max_size: int,
     seed: int,
@@ -134,9 +135,10 @@ def action_audit(
     samples: int = 4000,
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
-    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
-    their totals and ratio; with a simulator whose truth is a velocity, also the true process's action
-    ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
+        the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
+        their totals and ratio (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
+    of steps at a time); with a simulator whose truth is a velocity, also the true process's action
+        ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
     knots = np.asarray(snaps.t_values, dtype=np.float64)
     names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
     flow = metrics.flow_action(x, time, knots, weight)

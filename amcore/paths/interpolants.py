@@ -23,13 +23,10 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 import torch
-from scipy.interpolate import CubicSpline
 
 from amcore.data.simulate import GrowingGaussian, Simulator
 from amcore.data.store import Snapshots
-from amcore.metrics import wasserstein
 
 COUPLINGS = ("independent", "ot", "entropic")
 INTERPOLATIONS = ("linear", "spline")
@@ -72,6 +69,8 @@ def ot_pairs(
     Above ``max_size`` points per side the plan is solved on a uniform subsample of that size, keeping the
     cost of the exact solver bounded.
     """
+    import ot  # POT (with scikit-learn) takes seconds to import: only where a coupling is solved
+
     ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
     cost = ot.dist(xa[ia].astype(np.float64), xb[ib].astype(np.float64))
@@ -88,6 +87,8 @@ def entropic_pairs(
 
     The plan is dense; sampling it once keeps ``len(xa) * draws`` equally weighted pairs in memory instead.
     """
+    import ot
+
     ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
     a, b = torch.as_tensor(xa[ia], dtype=torch.float64), torch.as_tensor(xb[ib], dtype=torch.float64)
@@ -106,6 +107,8 @@ def spline_coefficients(knots: np.ndarray, tension: float) -> np.ndarray:
 
     The natural cubic spline's cardinal functions, mixed with the piecewise-linear hat functions.
     """
+    from scipy.interpolate import CubicSpline
+
     knots = np.asarray(knots, dtype=np.float64)
     n = len(knots)
     gaps = np.diff(knots)
@@ -173,6 +176,8 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
     others, and the interpolated chains at its time are compared with its cells. With fewer than four
     times no time can be left out informatively, and the natural cubic spline (tension 1) is used.
     """
+    from amcore.metrics import wasserstein
+
     if len(clouds) < 4:
         return 1.0, {}
     clouds = [c if len(c) <= TENSION_CV_SIZE else c[rng.choice(len(c), TENSION_CV_SIZE, replace=False)] for c in clouds]
