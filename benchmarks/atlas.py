@@ -130,11 +130,12 @@ def main() -> None:
     split = next(out.glob("holdout-*"))
     truth = score_truth(GaussianPath(dim=args.dim), open_store(split / "data" / "store.zarr"),
                         load(split / "am" / "seed-0" / "model.pt"), 4000, 2000, 1)  # fmt: skip
-    table = (out / "table.md").read_text()
-    print("\n| stage | wall (s) | peak RSS (GB) |\n|---|---|---|")
-    for stage, wall, rss in rows:
-        print(f"| {stage} | {wall:.1f} | {rss:.2f} |")
-    print(f"\n{table}")
+    stages = "\n".join(["| stage | wall (s) | peak RSS (GB) |", "|---|---|---|"]
+                       + [f"| {stage} | {wall:.1f} | {rss:.2f} |" for stage, wall, rss in rows])  # fmt: skip
+    print(f"\n{stages}\n")
+    (workdir / "stages.md").write_text(stages + "\n")
+    sections = (out / "table.md").read_text().split("### ")
+    print("".join(f"### {section}" for section in sections if section.split("\n")[0] in ("w1", "w1_subsample_noise")))
     if args.workdir is not None:
         store, trajectories = du(split / "data" / "store.zarr"), du(split / "am" / "seed-0" / "trajectories.zarr")
         print(f"on disk: store {store:.0f} MiB, trajectories {trajectories:.0f} MiB; in {workdir}")
