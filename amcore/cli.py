@@ -190,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import plots
-    from amcore.evaluation.evaluate import score_marginals, score_truth
+    from amcore.evaluation.evaluate import score_marginals, score_paper_mmd, score_truth, select_times
     from amcore.models.integrate import read_trajectories
     from amcore.models.trained import load
     from amcore.tracking import StageRun
@@ -203,6 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         observed = traj["observed"].values
         predicted = traj["x"].values[observed]
         weights = traj["weight"].values[observed] if "weight" in traj else None
+        snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
         result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
@@ -218,6 +219,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             result |= score_truth(
                 simulator, snaps, model, params["truth_samples"], params["max_exact_size"], params["seed"]
             )
+        if params.get("mmd_paper_alphas"):  # the AM paper's MMD beside amcore's distances
+            result |= score_paper_mmd(snaps, predicted, params["mmd_paper_alphas"])
+            table["mmd_paper"] = result["mmd_paper"]
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]
@@ -225,6 +229,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         title = f"{args.model} ({model.objective.upper()})"
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
+        plots.projections(plots_dir / "projections.png", truth, list(predicted), times, f"{title}: observed vs pushed")
+        over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
+        plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
         if snaps.dim >= 2:
             from amcore.data.simulate import truth_fields
 

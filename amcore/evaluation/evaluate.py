@@ -81,3 +81,37 @@ def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: 
             floor.append(metrics.wasserstein(fresh, np.asarray(snaps.snapshot(k)), 1, max_size, seed)[0])
     result = {f"{name}_rel_error": float(np.sqrt(e / n)) for name, (e, n) in sums.items()}
     return {**result, **by_time, "w1_noise_floor_mean": float(np.mean(floor))}
+
+
+def select_times(
+    snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, n_times: int | None
+) -> tuple[Snapshots, np.ndarray, np.ndarray | None]:
+    """Dense frames: the first time and ``n_times`` evenly spaced observed times after it (the AM paper scores 10 of
+    its 1,001 frames), with any held-out time kept; everything when ``n_times`` is None or covers every time.
+
+    ``predicted`` and ``weights`` are indexed by observed time, as ``snaps``; the three are cut alike.
+    """
+    k_last = snaps.n_snapshots - 1
+    if not n_times or n_times >= k_last:
+        return snaps, predicted, weights
+    held_out = {float(t) for t in snaps.attrs.get("holdout_times", [])}
+    keep = set(np.round(np.linspace(0, k_last, n_times + 1)).astype(int).tolist())
+    keep |= {k for k, t in enumerate(snaps.t_values) if float(t) in held_out}
+    idx = sorted(keep)
+    dropped = [t for k, t in enumerate(snaps.t_values) if k not in keep]
+    return snaps.drop_times(dropped), predicted[idx], None if weights is None else weights[idx]
+
+
+def score_paper_mmd(snaps: Snapshots, predicted: np.ndarray, alphas) -> dict:
+    """The AM paper's metric: the unbiased squared MMD with ``sum_j exp(-alpha_j |x - y|^2)`` between the cells pushed
+    from the first time and every cell observed at each later time (``mmd_paper_by_time``, signed), and its absolute
+    value averaged over those times (``mmd_paper``, as the paper's code averages it). Unweighted; a time whose
+    pushed cells are not all finite scores NaN, as every other distance does."""
+    by_time = {}
+    for k in range(1, snaps.n_snapshots):
+        pushed = predicted[k]
+        value = float("nan")
+        if not metrics.lost_rows(pushed):
+            value = metrics.mmd_paper(pushed, np.asarray(snaps.snapshot(k)), tuple(float(a) for a in alphas))
+        by_time[f"{snaps.t_values[k]:g}"] = value
+    return {"mmd_paper": float(np.mean(np.abs(list(by_time.values())))), "mmd_paper_by_time": by_time}

@@ -19,7 +19,7 @@ from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
 from amcore.models.potentials import MLPField, Potential, velocity_fn
 
-METHODS = ("auto", "rk4", "dopri5", "sde", "weighted")
+METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
 
 
@@ -161,7 +161,8 @@ class TrainedModel:
         """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
 
         ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``),
-        RK4 otherwise; ``dopri5`` is adaptive. ``x`` holds every sub-step; ``time`` says when.
+        RK4 otherwise; ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every
+        sub-step; ``time`` says when.
         """
         if method not in METHODS:
             raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
@@ -181,6 +182,8 @@ class TrainedModel:
                     return self.config["growth"] * self.network(points, t)
 
             traj, weight = integrate.integrate_weighted(self.flow, growth, x, grid)
+        elif method == "euler":
+            traj = integrate.integrate_euler(self.flow, x, grid)
         elif method == "dopri5":
             traj, info["accepted_steps"] = integrate.integrate_adaptive(self.flow, x, grid)
         else:
