@@ -1,7 +1,7 @@
 # The two commands of the README: `make run` (the default pipeline) and `make test` (the test suite).
 # Each creates or updates .venv from this project's own files first, and runs with .venv/bin first on PATH (the
 # rules call the `amcore` CLI), so neither needs an activated venv. Another config, extra Snakemake arguments:
-#   make run CONFIG=config/eb_leaveout.yaml ARGS='--config data=my.npz'
+#   make run CONFIG=config/leaveout/eb.yaml ARGS='--config data=my.npz'
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -26,7 +26,7 @@ run: install
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .

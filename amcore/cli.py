@@ -152,36 +152,46 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    """W1, W2, MMD and energy distance between each prediction and all cells of the held-out time."""
+    """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import distances
+    from amcore.evaluation.evaluate import distances, options
     from amcore.tracking import StageRun
 
     results = []
+    noise: dict[int, float] = {}  # the observed cells' own subsampling noise, once per held-out time
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             _, k, _ = holdout.bracket(snaps, held_out)
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
-            scores = distances(x, observed, weight, args.params["max_exact_size"], args.params["seed"])
-            _warn_failed(f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x))
+            who = f"{entry['method']} (seed {entry['seed'] or '-'}) at held-out t = {held_out:g}"
+            scores = distances(x, observed, weight, where=who, noise=noise.get(k), **options(args.params))
+            if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
+                noise[k] = scores["w1_subsample_noise"]
+            _warn_failed(
+                f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x),
+                scores["escaped"],
+            )  # fmt: skip
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
             summary = ", ".join(f"{name}={v:.4g}" for name, v in scores.items())
-            print(f"amcore score {entry['method']} (seed {entry['seed'] or '-'}) at t = {held_out:g}: {summary}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"amcore score {who}: {summary}", file=sys.stderr)
         _write_json(args.out, {"results": results})
         run.log_artifact(args.out)
 
 
-def _warn_failed(who: str, nonfinite: int, total: int) -> None:
-    """Say loudly that a prediction failed: its distances are NaN, and the table marks it."""
+def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None:
+    """Say loudly that a prediction failed (its distances are NaN) or flung cells out of the data; the table marks
+    both."""
     if nonfinite:
         print(f"{who}: FAILED: {nonfinite} of {total} predicted cells are NaN or inf; every distance is NaN",
               file=sys.stderr)  # fmt: skip
+    if escaped:
+        print(f"{who}: FLAGGED: {escaped} of {total} predicted cells left the data (outside three times the "
+              "observed cells' box)", file=sys.stderr)  # fmt: skip
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -190,7 +200,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import plots
-    from amcore.evaluation.evaluate import score_marginals, score_paper_mmd, score_truth, select_times
+    from amcore.evaluation.evaluate import (
+        DEFAULTS,
+        DISTANCES,
+        action_audit,
+        options,
+        score_marginals,
+        score_paper_mmd,
+        score_truth,
+        select_times,
+    )
     from amcore.models.integrate import read_trajectories
     from amcore.models.trained import load
     from amcore.tracking import StageRun
@@ -206,22 +225,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
-        result |= score_marginals(snaps, predicted, weights, params["max_exact_size"], params["seed"])
+        opts = options(params)
+        result |= score_marginals(snaps, predicted, weights, **opts)
         # The table's row for a run without held-out time: each distance averaged over the observed times.
-        names = [
-            name for name in result if isinstance(result[name], dict) and name not in ("mass_rel_error", "nonfinite")
-        ]
-        table = {name: result[f"{name}_mean"] for name in names} | {"nonfinite": result["nonfinite_max"]}
-        _warn_failed(f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1])
+        table = {name: result[f"{name}_mean"] for name in DISTANCES}
+        table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
+        _warn_failed(
+            f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1], result["escaped_max"]
+        )
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
+        truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
         if simulator is not None:
-            result |= score_truth(
-                simulator, snaps, model, params["truth_samples"], params["max_exact_size"], params["seed"]
-            )
+            result |= score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"])
         if params.get("mmd_paper_alphas"):  # the AM paper's MMD beside amcore's distances
             result |= score_paper_mmd(snaps, predicted, params["mmd_paper_alphas"])
             table["mmd_paper"] = result["mmd_paper"]
+        every_step = traj["weight"].values if "weight" in traj else None
+        audit = action_audit(
+            traj["x"].values, traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
+            simulator, truth_samples,
+        )  # fmt: skip
+        result |= audit
+        table |= {"action_ratio": audit["action_ratio"]}
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]
@@ -229,6 +255,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         title = f"{args.model} ({model.objective.upper()})"
         plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
+        plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
         plots.projections(plots_dir / "projections.png", truth, list(predicted), times, f"{title}: observed vs pushed")
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
         plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
@@ -254,10 +281,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(
-            {k: v for k, v in result.items() if isinstance(v, float)} | {"nonfinite_max": result["nonfinite_max"]}
+            {k: v for k, v in result.items() if isinstance(v, float)}
+            | {"nonfinite_max": result["nonfinite_max"], "escaped_max": result["escaped_max"]}
         )
         for k, t in enumerate(times[1:], start=1):
-            run.log_metrics({"w1_by_time": result["w1"][f"{t:g}"], "mmd_by_time": result["mmd"][f"{t:g}"]}, k)
+            run.log_metrics({f"{name}_by_time": result[name][f"{t:g}"] for name in DISTANCES}, k)
         run.log_artifact(args.metrics)
         run.log_artifact(plots_dir, "plots")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))

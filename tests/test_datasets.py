@@ -46,7 +46,7 @@ def test_fetch_converts_the_source_into_the_npz_the_config_reads(tmp_path, sourc
     got, want = np.load(tmp_path / "data" / "eb_nlsb_valtest_pca100.npz"), np.load(SHARED)
     np.testing.assert_array_equal(got["X"], want["X"])
     np.testing.assert_array_equal(got["t"], want["t"])
-    assert "path: data/eb_nlsb_valtest_pca100.npz" in (ROOT / "config" / "eb_leaveout.yaml").read_text()
+    assert "path: data/eb_nlsb_valtest_pca100.npz" in (ROOT / "config" / "leaveout" / "eb.yaml").read_text()
 
 
 def test_a_changed_source_is_refused_and_nothing_is_written(tmp_path, source_server):

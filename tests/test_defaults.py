@@ -40,3 +40,10 @@ def test_preprocess_defaults_are_the_library_defaults():
     schema_defaults = {key: spec["default"] for key, spec in section.items() if "default" in spec}
     assert schema_defaults == {key: preprocess.DEFAULTS[key] for key in schema_defaults}
     assert set(schema_defaults) == set(preprocess.DEFAULTS)
+
+
+def test_evaluate_defaults_are_the_library_defaults():
+    from amcore.evaluation.evaluate import DEFAULTS
+
+    section = SCHEMA["properties"]["evaluate"]["properties"]
+    assert {key: spec["default"] for key, spec in section.items()} == DEFAULTS

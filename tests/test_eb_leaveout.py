@@ -1,4 +1,4 @@
-"""The EB leave-one-time-out protocol (config/eb_leaveout.yaml), shortened, on the real shared subset."""
+"""The EB leave-one-time-out protocol (config/leaveout/eb.yaml), shortened, on the real shared subset."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def expected_baselines(holdout: float) -> dict[str, float]:
 
 def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
     """One held-out time, one seed, short trainings: the protocol's plumbing and its baselines, exactly."""
-    config = yaml.safe_load((ROOT / "config" / "eb_leaveout.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config" / "leaveout" / "eb.yaml").read_text())
     config = copy.deepcopy(config)
     config["dataset"]["path"] = "unused-see-data-override.npz"
     config["holdout_times"], config["seeds"] = [2], [0]
@@ -48,7 +48,7 @@ def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
     out = Path(tmp_path) / "results" / "eb_leaveout"
     table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
     w1 = table[table["metric"] == "w1"].set_index("method")["value"]
-    assert sorted(w1.index) == ["am", "copy_prev", "ot_displacement", "otcfm"]
+    assert sorted(w1.index) == ["am", "copy_prev", "ot_displacement", "otcfm", "spline_path"]
     for name, value in expected_baselines(2.0).items():
         # float32 store vs float64 here: W1 agrees to ~1e-6 relative.
         assert w1[name] == pytest.approx(value, rel=1e-5), name

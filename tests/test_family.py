@@ -66,7 +66,7 @@ def test_am_from_sparse_snapshots_pushes_samples_to_the_noise_floor(tmp_path):
     model = amcore.load(tmp_path / "m.pt")
     _, observed = time_grid(snaps.t_values, 10)
     pushed = model.trajectories(snaps.snapshot(0), snaps.t_values, 10).x[observed]
-    marginals = score_marginals(snaps, pushed, None, max_size=5000, seed=0)
+    marginals = score_marginals(snaps, pushed, None, max_exact_size=5000, seed=0)
     truth = score_truth(sim, snaps, model, 4000, 5000, seed=1)
     assert marginals["w1_mean"] < 1.5 * truth["w1_noise_floor_mean"]
     assert truth["velocity_rel_error"] < 0.10

@@ -122,7 +122,7 @@ def test_sigma_is_accepted_where_it_means_something():
         TrainConfig(objective="eam", sigma=0.5, sigma_final=-0.1)
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("config", sorted((ROOT / "config").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_pass_the_new_checks(config):
     """Every shipped model validates and builds its TrainConfig (no sigma on am/uam/fm, no growth <= 0)."""
     loaded = yaml.safe_load(config.read_text())

@@ -1,6 +1,6 @@
 import numpy as np
 
-from amcore.evaluation.table import failures, long_table, markdown, summary
+from amcore.evaluation.table import METRIC_ORDER, failures, long_table, markdown, summary
 
 
 def _results():
@@ -47,3 +47,13 @@ def test_a_failed_seed_is_marked_never_averaged_away():
     assert "| am | 2 ± 1.4 | FAILED (1 of 2 seeds) | FAILED (1 of 2 seeds) |" in text
     assert "**FAILED predictions**" in text and "- am, held-out 2, seed 1: 7 cells" in text
     assert failures(table)[["method", "holdout", "seed"]].values.tolist() == [["am", "2", "1"]]
+
+
+def test_metrics_come_in_one_order_whatever_the_input_order():
+    """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
+    names = ["energy", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1", "w2", "w1"]
+    rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
+    table = long_table(rows)
+    assert list(table["metric"]) == list(METRIC_ORDER)
+    text = markdown(table)
+    assert [line[4:] for line in text.splitlines() if line.startswith("### ")] == list(METRIC_ORDER)

@@ -1,7 +1,7 @@
 """Public datasets by name: downloaded from their authors' source, checked, converted to the npz the configs read.
 
 Nothing is committed to this repository; ``amcore datasets fetch eb`` writes ``data/eb_nlsb_valtest_pca100.npz``
-(``X`` cells x features, ``t`` the time of each cell), which ``config/eb_leaveout.yaml`` reads. The check is on
+(``X`` cells x features, ``t`` the time of each cell), which ``config/leaveout/eb.yaml`` reads. The check is on
 the content (the float64 bytes of ``X`` and ``t``), so a re-packed archive of the same numbers passes and any
 other number fails. ``AMCORE_DATASETS_URL`` replaces the source's base address (a mirror, or a local server).
 """

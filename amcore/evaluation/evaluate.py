@@ -7,51 +7,92 @@ import numpy as np
 from amcore import metrics
 from amcore.data.simulate import Simulator, truth_fields
 from amcore.data.store import Snapshots
+from amcore.errors import InputError
 from amcore.models.trained import TrainedModel
+
+# The evaluate section's keys and defaults (workflow/schemas/config.schema.yaml states the same).
+DEFAULTS = {"max_exact_size": 2000, "kernel_max_size": 5000, "projections": 500, "truth_samples": 4000, "seed": 1}
+DEFAULTS |= {"n_times": None, "mmd_paper_alphas": None}  # dense frames; the AM paper's MMD (select_times, mmd_paper)
+# Every distance between a prediction and observed cells, under the same name at any size (docs/metrics.md).
+DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy")
+
+
+def options(params: dict) -> dict:
+    """The keyword arguments of :func:`distances` from the config's evaluate section (defaults filled in)."""
+    keys = ("max_exact_size", "kernel_max_size", "projections", "seed")
+    return {key: params.get(key, DEFAULTS[key]) for key in keys}
 
 
 def distances(
-    predicted: np.ndarray, observed: np.ndarray, weights: np.ndarray | None, max_size: int, seed: int
+    predicted: np.ndarray,
+    observed: np.ndarray,
+    weights: np.ndarray | None,
+    *,
+    max_exact_size: int = DEFAULTS["max_exact_size"],
+    kernel_max_size: int = DEFAULTS["kernel_max_size"],
+    projections: int = DEFAULTS["projections"],
+    seed: int = DEFAULTS["seed"],
+    where: str = "",
+    noise: float | None = None,
 ) -> dict[str, float]:
-    """The table's metrics between predicted (optionally weighted) and observed cells.
+    """Every distance of :data:`DISTANCES` between predicted (optionally weighted) and observed cells, and
+    ``nonfinite``.
 
-    ``w1``/``w2`` exact up to ``max_size`` cells per side (``sliced_w1``/``sliced_w2`` above), squared MMD
-    with a multi-bandwidth RBF kernel, the energy distance, and ``nonfinite``: the number of predicted cells
-    with a NaN or inf coordinate (or weight; every cell when the weights sum to zero). A prediction with any such
-    cell failed: every distance is NaN.
+    ``w1``/``w2``: exact OT on seeded subsamples of at most ``max_exact_size`` cells per side;
+    ``w1_subsample_noise``: exact W1 between two disjoint seeded subsamples of the observed cells (each
+    ``min(max_exact_size, n // 2)``; a property of the observed cells alone: pass ``noise`` to reuse it);
+    ``sliced_w1``/``sliced_w2``: sliced distances on all cells over ``projections`` directions; ``mmd``
+    (squared, multi-bandwidth RBF) and ``energy`` on seeded subsamples of at most ``kernel_max_size`` per side.
+    ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
+    weights sum to zero); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
+    finite predicted cells outside three times the observed cells' box (``metrics.escaped_rows``): a flag, beside
+    distances that stay honest.
+    Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
+    the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
     bad = metrics.lost_rows(predicted, weights)
     if bad:
-        names = [metrics.wasserstein_name(len(predicted), len(observed), p, max_size) for p in (1, 2)]
-        return {**dict.fromkeys([*names, "mmd", "energy"], float("nan")), "nonfinite": bad}
-    result = {}
-    for p in (1, 2):
-        value, name = metrics.wasserstein(predicted, observed, p, max_size, seed, wa=weights)
-        result[name] = value
-    result["mmd"] = metrics.mmd_rbf(predicted, observed, max_size=max_size, seed=seed, wa=weights)
-    result["energy"] = metrics.energy_distance(predicted, observed, max_size, seed, wa=weights)
-    result["nonfinite"] = 0
-    return result
+        return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0}
+    if min(len(predicted), len(observed)) < 2:
+        raise InputError(
+            f"{where or 'distances'}: {len(predicted)} predicted and {len(observed)} observed cell(s); every "
+            "distance needs at least 2 cells per side (drop or merge a time point with a single cell)"
+        )
+    w1, w2 = metrics.wassersteins(predicted, observed, (1, 2), max_exact_size, seed, wa=weights).values()
+    if noise is None:
+        noise = metrics.subsample_noise(observed, max_exact_size, seed)
+    sliced = metrics.sliced_wassersteins(predicted, observed, (1, 2), projections, seed, wa=weights)
+    return {
+        "w1": w1,
+        "w2": w2,
+        "w1_subsample_noise": noise,
+        "sliced_w1": sliced[1],
+        "sliced_w2": sliced[2],
+        "mmd": metrics.mmd_rbf(predicted, observed, max_size=kernel_max_size, seed=seed, wa=weights),
+        "energy": metrics.energy_distance(predicted, observed, kernel_max_size, seed, wa=weights),
+        "nonfinite": 0,
+        "escaped": metrics.escaped_rows(predicted, observed),
+    }
 
 
-def score_marginals(
-    snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, max_size: int, seed: int
-) -> dict:
-    """Each distance at each observed time after the first, their means (NaN when a time failed), the most
-    non-finite pushed cells at any time (``nonfinite_max``), and the mass error of weighted particles."""
+def score_marginals(snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, **options) -> dict:
+    """Each distance at each observed time after the first (``options``: those of :func:`distances`), their means
+    (NaN when a time failed), the most non-finite pushed cells at any time (``nonfinite_max``), and the mass error
+    of weighted particles."""
     result: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
     for k in range(1, snaps.n_snapshots):
         key = f"{snaps.t_values[k]:g}"
         w = None if weights is None else weights[k]
-        for name, value in distances(predicted[k], np.asarray(snaps.snapshot(k)), w, max_size, seed).items():
+        scores = distances(predicted[k], np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
+        for name, value in scores.items():
             result.setdefault(name, {})[key] = value
         if w is not None:
             result.setdefault("mass_rel_error", {})[key] = float(abs(w.mean() - masses[k]) / masses[k])
     for name in list(result):
         values = list(result[name].values())
-        if name == "nonfinite":  # the same particles at every time: a cell lost once stays lost
-            result["nonfinite_max"] = int(max(values))
+        if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time
+            result[f"{name}_max"] = int(max(values))
         else:
             result[f"{name}_mean"] = float(np.mean(values))
     return result
@@ -60,8 +101,8 @@ def score_marginals(
 def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: int, max_size: int, seed: int) -> dict:
     """Relative L2 error under ``p_t`` of each learned field against the truth, on fresh samples.
 
-    Also the W1 between the observed snapshot and a fresh sample of the same size: the noise floor below
-    which no W1 above can be told from zero.
+    Also the W1 between the observed snapshot and a fresh sample of the same size (exact, on subsamples of at
+    most ``max_size`` cells per side like ``w1``): the noise floor below which no W1 above can be told from zero.
     """
     rng = np.random.default_rng(seed)
     sums: dict[str, list[float]] = {}
@@ -78,9 +119,53 @@ def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: 
             by_time.setdefault(f"{name}_rel_error_by_time", {})[f"{t:g}"] = float(np.sqrt(err / norm))
         if k > 0:
             fresh = simulator.sample(float(t), len(snaps.snapshot(k)), rng)
-            floor.append(metrics.wasserstein(fresh, np.asarray(snaps.snapshot(k)), 1, max_size, seed)[0])
+            floor.append(metrics.wasserstein(fresh, np.asarray(snaps.snapshot(k)), 1, max_size, seed))
     result = {f"{name}_rel_error": float(np.sqrt(e / n)) for name, (e, n) in sums.items()}
     return {**result, **by_time, "w1_noise_floor_mean": float(np.mean(floor))}
+
+
+def action_audit(
+    x: np.ndarray,
+    time: np.ndarray,
+    weight: np.ndarray | None,
+    snaps: Snapshots,
+    max_size: int,
+    seed: int,
+    simulator: Simulator | None = None,
+    samples: int = 4000,
+) -> dict:
+    """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
+    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
+    their totals and ratio; with a simulator whose truth is a velocity, also the true process's action
+    ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
+    knots = np.asarray(snaps.t_values, dtype=np.float64)
+    names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
+    flow = metrics.flow_action(x, time, knots, weight)
+    clouds = [np.asarray(snaps.snapshot(k), dtype=np.float64) for k in range(snaps.n_snapshots)]
+    geodesic = metrics.geodesic_action(clouds, knots, max_size, seed)
+    audit = {
+        "action_flow": dict(zip(names, flow.tolist(), strict=True)),
+        "action_geodesic": dict(zip(names, geodesic.tolist(), strict=True)),
+        "action_flow_total": float(flow.sum()),
+        "action_geodesic_total": float(geodesic.sum()),
+        "action_ratio": float(flow.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
+    }
+    if simulator is not None and "velocity" in truth_fields(simulator, clouds[0][:1], float(knots[0])):
+        rng = np.random.default_rng(seed)
+        truth = []
+        for a, b in zip(knots[:-1], knots[1:], strict=True):
+            grid = np.linspace(a, b, 17)
+            speed2 = [
+                np.square(truth_fields(simulator, simulator.sample(float(t), samples, rng), float(t))["velocity"])
+                .sum(1)
+                .mean()
+                for t in grid
+            ]
+            weights = np.r_[1, np.tile([4, 2], 7), 4, 1] * (b - a) / 48
+            truth.append(float(np.dot(weights, speed2)))
+        audit["action_truth"] = dict(zip(names, truth, strict=True))
+        audit["action_truth_total"] = float(sum(truth))
+    return audit
 
 
 def select_times(

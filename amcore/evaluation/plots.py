@@ -174,6 +174,27 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
     _save(fig, path, dpi=110)
 
 
+def action_audit(path: Path, audit: dict, title: str) -> None:
+    """Bars per observed interval: the learned flow's kinetic action, the W2 geodesic's (the least any flow through
+    the snapshots spends) and, with a simulator, the true process's."""
+    series = {"learned flow": audit["action_flow"], "W2 geodesic (lower bound)": audit["action_geodesic"]}
+    if "action_truth" in audit:
+        series["true process"] = audit["action_truth"]
+    intervals = list(audit["action_flow"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(intervals) * len(series)), 3.6))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(np.arange(len(intervals)) + (i - (len(series) - 1) / 2) * width, list(values.values()), width,
+               label=name)  # fmt: skip
+    ax.set_xticks(np.arange(len(intervals)), intervals, rotation=45 if len(intervals) > 8 else 0)
+    ax.set_xlabel("observed interval")
+    ax.set_ylabel("∫ E|v|² dt")
+    ax.set_title(f"{title} (flow / geodesic = {audit['action_ratio']:.3g})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
 def projections(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500
 ) -> None:

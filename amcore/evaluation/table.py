@@ -9,7 +9,7 @@ from amcore.data.store import read_store
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = ("w1", "sliced_w1", "w2", "sliced_w2", "mmd", "energy", "nonfinite")
+METRIC_ORDER = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy", "nonfinite", "escaped")
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -48,6 +48,12 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
     return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
 
 
+def flagged(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs that flung finite cells out of the data (``escaped`` > 0): ``method, holdout, seed, value``."""
+    part = table[(table["metric"] == "escaped") & (table["value"] > 0)]
+    return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
+
+
 def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]]:
     """``{method: {holdout: values over seeds}}`` plus a ``mean`` column: each seed's mean over held-out times."""
     part = table[table["metric"] == metric]
@@ -64,13 +70,30 @@ def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]
 
 def markdown(table: pd.DataFrame) -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
-    lines = ["Mean ± standard deviation over training seeds (baselines are deterministic: one value).", ""]
+    lines = [
+        "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better.",
+        "",
+        "`w1`, `w2`: exact OT on seeded subsamples (at most `evaluate.max_exact_size` cells per side); "
+        "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells (a `w1` near it cannot be "
+        "told from a perfect prediction); `sliced_w1`, `sliced_w2`: all cells, smaller than W (sqrt(d) times for a "
+        "shift), compare them only with each other; `mmd`, `energy`: subsamples of at most `evaluate.kernel_max_size` "
+        "(docs/metrics.md).",
+        "",
+    ]
     failed = failures(table)
     if len(failed):
         lines += ["**FAILED predictions** (NaN or inf cells; their distances are NaN, never scored):", ""]
         lines += [
             f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
             for r in failed.itertuples()
+        ]
+        lines.append("")
+    escaped = flagged(table)
+    if len(escaped):
+        lines += ["**Flagged predictions** (cells outside three times the observed cells' box; distances kept):", ""]
+        lines += [
+            f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
+            for r in escaped.itertuples()
         ]
         lines.append("")
     for metric in dict.fromkeys(table["metric"]):

@@ -249,7 +249,7 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
         for lam in TENSIONS:
             w = spline_weights(spline_coefficients(knots[keep], lam), knots[keep], float(knots[j]))
             predicted = np.einsum("k,nkd->nd", w, points)
-            scores[lam].append(wasserstein(predicted, clouds[j], p=1)[0])
+            scores[lam].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
     mean = {lam: float(np.mean(v)) for lam, v in scores.items()}
     return min(mean, key=mean.get), mean
 
@@ -453,6 +453,15 @@ class SnapshotPath:
         last = len(self.t_values) - 1
         first = torch.zeros(n, dtype=torch.long, device=self.device)
         return self.x[self._rows(first, gen)], self.x[self._rows(first + last, gen)]
+
+    def action(self, draws: int = 200_000, seed: int = 0) -> float:
+        """The path's kinetic action ``int E|u_t|^2 dt`` (Monte Carlo over ``draws`` times and points). AM's loss on
+        this path cannot go below minus half of it (``docs/training.md``); it is also what the interpolant alone
+        spends, beside a learned flow's action and the geodesic's in the action audit."""
+        gen = torch.Generator(self.device).manual_seed(seed)
+        t = self.t0 + torch.rand(draws, generator=gen, device=self.device, dtype=torch.float64) * self.duration
+        _, u = self.sample_at(t.float(), gen)
+        return self.duration * float(u.double().pow(2).sum(-1).mean())
 
 
 class MarginalPath:

@@ -1,5 +1,5 @@
 rule evaluate:
-    """W1, W2, MMD and energy per observed time, velocity error against an analytic answer, and plots."""
+    """Every distance of docs/metrics.md per observed time, velocity error against an analytic answer, and plots."""
     input:
         store=rules.prepare.output.store,
         checkpoint=rules.train.output.checkpoint,
@@ -29,7 +29,7 @@ rule evaluate:
 
 
 rule score:
-    """W1, W2, MMD and energy distance between every prediction (models, seeds, baselines) and all held-out cells."""
+    """Every distance of docs/metrics.md between every prediction (models, seeds, baselines) and all held-out cells."""
     input:
         store=rules.prepare.output.store,
         predictions=lambda wc: [entry["path"] for entry in held_out_predictions(wc.holdout)],
