@@ -114,3 +114,29 @@ def test_score_paper_mmd_averages_absolute_values_and_fails_loudly():
     predicted[2, 0, 0] = np.inf
     result = score_paper_mmd(snaps, predicted, [1e-2])
     assert np.isnan(result["mmd_paper_by_time"]["2"]) and np.isnan(result["mmd_paper"])
+
+
+def test_time_periods_add_features_of_those_periods():
+    """A period P in the data's time units is the feature sin(2 pi (t - t0) / P): 1 a quarter period in, 0 after
+    whole periods; its slope (used by the fused loss for d_t s) is the derivative, by central differences."""
+    from amcore.models.potentials import TimeEmbedding
+
+    emb = TimeEmbedding(2, 0.0, 14000.0, periods=(90.478,))
+    t = torch.tensor([0.0, 90.478 / 4, 3 * 90.478], dtype=torch.float64)
+    features = emb.double()(t)
+    assert features.shape == (3, 1 + 2 * 3)
+    np.testing.assert_allclose(features[:, 3].numpy(), [0.0, 1.0, 0.0], atol=1e-5)
+    h = 1e-3
+    slope = emb.slope(features)
+    fd = (emb(t + h) - emb(t - h)) / (2 * h)
+    np.testing.assert_allclose(slope.numpy(), fd.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_warmup_ramps_the_learning_rate_and_grad_clip_is_checked():
+    from amcore.training.train import cosine_lr
+
+    cfg = TrainConfig(lr=1e-4, lr_final=1e-4, warmup_steps=100, steps=1000)
+    assert cosine_lr(0, cfg) == pytest.approx(1e-6) and cosine_lr(49, cfg) == pytest.approx(5e-5)
+    assert cosine_lr(99, cfg) == cosine_lr(500, cfg) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(grad_clip=0.0)

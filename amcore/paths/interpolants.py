@@ -457,7 +457,10 @@ class SnapshotPath:
     def action(self, draws: int = 200_000, seed: int = 0) -> float:
         """The path's kinetic action ``int E|u_t|^2 dt`` (Monte Carlo over ``draws`` times and points). AM's loss on
         this path cannot go below minus half of it (``docs/training.md``); it is also what the interpolant alone
-        spends, beside a learned flow's action and the geodesic's in the action audit."""
+        spends, beside a learned flow's action and the geodesic's in the action audit. NaN for ``nearest``: a mixture
+        of frames has no pair velocities (its action needs a solve of ``div(q u) = -d_t q``)."""
+        if self.interpolation == "nearest":
+            return float("nan")
         gen = torch.Generator(self.device).manual_seed(seed)
         t = self.t0 + torch.rand(draws, generator=gen, device=self.device, dtype=torch.float64) * self.duration
         _, u = self.sample_at(t.float(), gen)
