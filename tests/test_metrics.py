@@ -195,7 +195,7 @@ def test_every_metric_refuses_non_finite_points(metric):
 def test_a_failed_prediction_scores_nan_with_its_count_under_the_stable_names(max_exact_size):
     a, b = _clouds_with_nan()
     failed = distances(a, b, None, max_exact_size=max_exact_size, seed=0)
-    assert list(failed) == [*DISTANCES, "nonfinite"] and failed["nonfinite"] == 2
+    assert list(failed) == [*DISTANCES, "nonfinite", "escaped"] and failed["nonfinite"] == 2
     assert all(np.isnan(failed[name]) for name in DISTANCES)
     fine = distances(np.nan_to_num(a, nan=0.0, posinf=0.0), b, None, max_exact_size=max_exact_size, seed=0)
     assert list(fine) == list(failed) and fine["nonfinite"] == 0
@@ -212,7 +212,7 @@ def test_every_distance_at_any_size_and_a_held_out_time_smaller_than_the_subsamp
     assert small["w1"] == pytest.approx(wasserstein(predicted, observed, max_size=10**6))
     assert small["w1_subsample_noise"] == subsample_noise(observed, max_size=20, seed=0)
     capped = distances(predicted, observed, None, max_exact_size=15, kernel_max_size=30, projections=50, seed=0)
-    assert list(small) == list(capped) == [*DISTANCES, "nonfinite"]
+    assert list(small) == list(capped) == [*DISTANCES, "nonfinite", "escaped"]
     assert capped["w1_subsample_noise"] == subsample_noise(observed, max_size=15, seed=0)
     assert capped["sliced_w1"] == small["sliced_w1"]  # all cells, whatever the caps
 

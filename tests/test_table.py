@@ -51,7 +51,7 @@ def test_a_failed_seed_is_marked_never_averaged_away():
 
 def test_metrics_come_in_one_order_whatever_the_input_order():
     """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
-    names = ["energy", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1", "w2", "w1"]
+    names = ["energy", "escaped", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1", "w2", "w1"]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
     assert list(table["metric"]) == list(METRIC_ORDER)

@@ -42,16 +42,20 @@ def _cell(values: np.ndarray) -> str:
     return f"{values.mean():.4g} ± {values.std(ddof=1):.2g}"
 
 
-def failures(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose prediction had NaN or inf cells: ``method, holdout, seed, value`` (how many cells)."""
-    part = table[(table["metric"] == "nonfinite") & (table["value"] > 0)]
+def _counted(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The runs with a positive count of ``metric``: ``method, holdout, seed, value`` (how many cells)."""
+    part = table[(table["metric"] == metric) & (table["value"] > 0)]
     return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose prediction had NaN or inf cells."""
+    return _counted(table, "nonfinite")
 
 
 def flagged(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs that flung finite cells out of the data (``escaped`` > 0): ``method, holdout, seed, value``."""
-    part = table[(table["metric"] == "escaped") & (table["value"] > 0)]
-    return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
+    """The runs that flung finite cells out of the data (``escaped`` > 0)."""
+    return _counted(table, "escaped")
 
 
 def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]]:
@@ -80,22 +84,19 @@ def markdown(table: pd.DataFrame) -> str:
         "(docs/metrics.md).",
         "",
     ]
-    failed = failures(table)
-    if len(failed):
-        lines += ["**FAILED predictions** (NaN or inf cells; their distances are NaN, never scored):", ""]
-        lines += [
-            f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
-            for r in failed.itertuples()
-        ]
-        lines.append("")
-    escaped = flagged(table)
-    if len(escaped):
-        lines += ["**Flagged predictions** (cells outside three times the observed cells' box; distances kept):", ""]
-        lines += [
-            f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
-            for r in escaped.itertuples()
-        ]
-        lines.append("")
+    headings = {
+        "nonfinite": "**FAILED predictions** (NaN or inf cells; their distances are NaN, never scored):",
+        "escaped": "**Flagged predictions** (cells outside three times the observed cells' box; distances kept):",
+    }
+    for metric, heading in headings.items():
+        runs = _counted(table, metric)
+        if len(runs):
+            lines += [heading, ""]
+            lines += [
+                f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
+                for r in runs.itertuples()
+            ]
+            lines.append("")
     for metric in dict.fromkeys(table["metric"]):
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
