@@ -45,6 +45,22 @@ def replacing(path: str | Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+@contextlib.contextmanager
+def scratch(path: str | Path) -> Iterator[Path]:
+    """A scratch folder named after ``path`` (its temporary sibling), removed on exit; those of dead writers
+    (a killed job) are removed first, as ``replacing`` does."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = temporary_name(path, os.getpid())
+    _remove(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Remove the temporaries of ``path`` left by writers no longer running on this host; returns them."""
     path = Path(path)

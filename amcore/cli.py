@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amcore.atomic import replacing
+from amcore.atomic import replacing, scratch
 from amcore.errors import InputError, TrainingDiverged
 
 
@@ -52,8 +52,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.tracking import StageRun
 
     params = {**args.dataset, "preprocess": args.preprocess, "holdout_times": args.holdout_times}
-    with StageRun("prepare", args.tags, params) as run, _dask_client(args.dask_scheduler):
-        snaps = build_snapshots(args.dataset, args.preprocess, args.holdout_times)
+    out = Path(args.out)
+    # Rows too many to reorder in memory spill beside the store: same file system, seen by dask's workers too.
+    with (
+        StageRun("prepare", args.tags, params) as run,
+        _dask_client(args.dask_scheduler),
+        scratch(out.with_name(f"{out.stem}-rows")) as spill,
+    ):
+        snaps = build_snapshots(args.dataset, args.preprocess, args.holdout_times, spill)
         dropped = snaps.attrs["provenance"].get("dropped_nonfinite", 0)
         if dropped:
             print(f"amcore prepare: dropped {dropped} rows with NaN or inf values", file=sys.stderr)
@@ -95,24 +101,25 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_integrate(args: argparse.Namespace) -> None:
-    """Push the first time's cells to every observed time; with a held-out time, also the previous time's to it."""
-    from amcore.data.store import read_store
+    """Push the first time's cells to every observed time; with a held-out time, also the previous time's to it.
+
+    Cells go ``batch_size`` at a time and each step of each batch is written to the store as it comes: memory
+    holds one batch, never the trajectories (steps x cells x features).
+    """
+    from amcore.data.store import open_store
     from amcore.evaluation import holdout
     from amcore.models import integrate
     from amcore.models.trained import load
     from amcore.tracking import StageRun
 
     with StageRun("integrate", args.tags, args.params) as run:
-        snaps = read_store(args.store)
+        snaps = open_store(args.store)  # lazily: only the snapshots pushed from are read
         model = load(args.checkpoint)
-        steps, method, seed = (
-            args.params["steps_per_interval"],
-            args.params.get("method", "auto"),
-            args.params.get("seed", 0),
-        )
-        pushed = model.trajectories(snaps.snapshot(0), snaps.t_values, steps, method, seed)
-        traj, grid, weight, method = pushed.x, pushed.time, pushed.weight, pushed.method
-        _, observed = integrate.time_grid(snaps.t_values, steps)
+        params = args.params
+        steps, seed = params["steps_per_interval"], params.get("seed", 0)
+        batch = params.get("batch_size", integrate.BATCH_SIZE)
+        method = model.integrator(params.get("method", "auto"))
+        grid, observed = integrate.time_grid(snaps.t_values, steps)
         prediction = None
         held_out_times = snaps.attrs.get("holdout_times", [])
         if len(held_out_times) > 1:
@@ -120,19 +127,24 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         for held_out in held_out_times:
             prev, _, _ = holdout.bracket(snaps, held_out)
             start = float(snaps.t_values[prev])
-            cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True)
+            cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True,
+                                  batch_size=batch)  # fmt: skip
             prediction = holdout.prediction_variables(cells, w, held_out, start)
             print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
-        integrate.write_trajectories(args.out, traj, grid, observed, weight, prediction)
-        lost = integrate.nonfinite_particles(traj)
-        if lost:
-            print(f"amcore integrate: {lost} of {traj.shape[1]} particles became NaN or inf (evaluate marks the run "
-                  "as failed)", file=sys.stderr)  # fmt: skip
-        run.log_metrics(
-            {"n_particles": traj.shape[1], "n_steps": traj.shape[0], "nonfinite_particles": lost, **pushed.info}
+        x0 = snaps.snapshot(0)  # lazy: each batch is read from the store as it is pushed
+        writer = integrate.TrajectoryWriter(
+            args.out, grid, observed, len(x0), snaps.dim, method == "weighted", batch, prediction
         )
+        with writer:
+            pushed = model.trajectories(x0, snaps.t_values, steps, method, seed, batch, out=(writer.x, writer.weight))
+        lost = writer.lost
+        if lost:
+            print(f"amcore integrate: {lost} of {len(x0)} particles became NaN or inf (evaluate marks the run "
+                  "as failed)", file=sys.stderr)  # fmt: skip
+        run.log_metrics({"n_particles": len(x0), "n_steps": len(grid), "nonfinite_particles": lost, **pushed.info})
     print(
-        f"amcore integrate ({method}): {traj.shape[1]} particles over {len(grid)} steps -> {args.out}", file=sys.stderr
+        f"amcore integrate ({method}): {len(x0)} particles over {len(grid)} steps in batches of {batch} -> {args.out}",
+        file=sys.stderr,
     )
 
 
@@ -218,10 +230,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     plots_dir = Path(args.plots)
     with StageRun("evaluate", args.tags, params) as run:
         snaps = read_store(args.store)
-        traj = read_trajectories(args.trajectories)
-        observed = traj["observed"].values
-        predicted = traj["x"].values[observed]
-        weights = traj["weight"].values[observed] if "weight" in traj else None
+        traj = read_trajectories(args.trajectories, load=False)  # read a time (or a block of steps) at a time
+        observed = np.flatnonzero(traj["observed"].values)
+        predicted = traj["x"][observed]
+        weights = traj["weight"][observed] if "weight" in traj else None
         snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
@@ -241,9 +253,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if params.get("mmd_paper_alphas"):  # the AM paper's MMD beside amcore's distances
             result |= score_paper_mmd(snaps, predicted, params["mmd_paper_alphas"])
             table["mmd_paper"] = result["mmd_paper"]
-        every_step = traj["weight"].values if "weight" in traj else None
+        every_step = traj["weight"] if "weight" in traj else None
         audit = action_audit(
-            traj["x"].values, traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
+            traj["x"], traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
             simulator, truth_samples,
         )  # fmt: skip
         result |= audit
@@ -253,10 +265,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         times = [float(t) for t in snaps.t_values]
         truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
         title = f"{args.model} ({model.objective.upper()})"
-        plots.marginals(plots_dir / "marginals.png", truth, list(predicted), times, f"{title}: observed vs pushed")
-        plots.trajectories(plots_dir / "trajectories.png", traj["x"].values, truth, f"{title}: trajectories")
+        pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
+        plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed")
+        plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times)
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
-        plots.projections(plots_dir / "projections.png", truth, list(predicted), times, f"{title}: observed vs pushed")
+        plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed")
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
         plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
         if snaps.dim >= 2:

@@ -365,21 +365,34 @@ def relative_l2(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]
     return float(((predicted - truth) ** 2).sum()), float((truth**2).sum())
 
 
-def flow_action(x: np.ndarray, time: np.ndarray, knots: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+def flow_action(x, time: np.ndarray, knots: np.ndarray, weight=None, block_values: int = 2**24) -> np.ndarray:
     """The kinetic action ``int E|v|^2 dt`` a pushed population spends between each pair of neighbouring ``knots``.
 
     From trajectories ``x(step, particle, feature)`` on the grid ``time`` (which holds every knot): the sum over
     steps of ``E|dx|^2 / dt``, exact for paths straight within a step and otherwise a lower estimate that converges
     as steps shrink. With uAM ``weight(step, particle)``, each step is the weighted mean under the step's start
     weights (the particles' mass, relative to the first time); NaN where any particle or weight is not finite.
+    ``x`` and ``weight`` may be lazy (xarray or dask): they are read a block of steps at a time, about
+    ``block_values`` numbers each, so memory never holds the trajectories.
     """
-    dx2 = np.square(np.diff(x, axis=0)).sum(-1)
-    dt = np.diff(time)
-    if weight is None:
-        per_step = dx2.mean(1) / dt
-    else:
-        per_step = (weight[:-1] * dx2).sum(1) / weight[0].sum() / dt
-    per_step = np.where(np.isfinite(dx2).all(1), per_step, np.nan)
+    n_steps, n, d = x.shape
+    block = max(1, block_values // max(1, n * d))
+    total = None if weight is None else float(np.asarray(weight[0], dtype=np.float64).sum())
+    per_step = []
+    for a in range(0, n_steps - 1, block):
+        b = min(a + block, n_steps - 1)
+        dx2 = np.square(np.diff(np.asarray(x[a : b + 1], dtype=np.float64), axis=0)).sum(-1)
+        dt = np.diff(time[a : b + 1])
+        finite = np.isfinite(dx2).all(1)
+        with np.errstate(all="ignore"):  # NaN, inf or vanished weights are marked below, never scored
+            if weight is None:
+                step = dx2.mean(1) / dt
+            else:
+                w = np.asarray(weight[a:b], dtype=np.float64)
+                step = (w * dx2).sum(1) / total / dt
+                finite &= np.isfinite(w).all(1) & (total > 0)
+        per_step.append(np.where(finite & np.isfinite(step), step, np.nan))
+    per_step = np.concatenate(per_step) if per_step else np.zeros(0)
     index = np.searchsorted(time, knots)
     return np.array([per_step[a:b].sum() for a, b in zip(index[:-1], index[1:], strict=True)])
 
@@ -397,12 +410,14 @@ def geodesic_action(clouds: list[np.ndarray], knots: np.ndarray, max_size: int =
 
 
 def escaped_rows(predicted: np.ndarray, observed: np.ndarray) -> int:
-    """Predicted cells that left the data: outside the observed cells' bounding box widened by its own width on
-    every side (three times the box per feature). Their distances are finite and honest, but a flow that flings
-    cells there has failed for those cells, whatever its W1; non-finite rows are counted by ``lost_rows``."""
+    """Predicted cells that left the data: outside the observed cells' bounding box widened on every side by its
+    longest side (three times the box for a square one). Their distances are finite and honest, but a flow that
+    flings cells there has failed for those cells, whatever its W1; non-finite rows are counted by ``lost_rows``.
+    The margin is the longest side for every feature, so a feature that barely varies (or a constant one) does
+    not flag cells that moved by a hair; it is in the data's own units, so time units never change it."""
     finite = predicted[np.isfinite(predicted).all(1)]
     lo, hi = observed.min(0), observed.max(0)
-    width = hi - lo
+    width = (hi - lo).max()
     return int((~((finite >= lo - width) & (finite <= hi + width)).all(1)).sum())
 
 

@@ -89,3 +89,30 @@ def test_the_audit_of_the_true_flow_matches_the_analytic_action(tmp_path):
     assert 0.9 < audit["action_ratio"] < 1.3
     plots.action_audit(tmp_path / "action.png", audit, "truth")
     assert (tmp_path / "action.png").stat().st_size > 0
+
+
+def test_overflowed_weights_and_constant_features_give_no_false_number():
+    """uAM weights that overflowed make their interval NaN (never an infinite action reported as a number); a
+    feature that is constant in the observed cells does not flag cells that moved off it by a hair."""
+    from amcore.metrics import escaped_rows
+
+    time = np.linspace(0, 1, 3)
+    x = np.stack([time, 2 * time], axis=1)[..., None]
+    weight = np.array([[1.0, 1.0], [np.inf, 1.0], [np.inf, 1.0]])
+    assert np.isnan(flow_action(x, time, np.array([0.0, 1.0]), weight)[0])
+    observed = np.array([[0.0, 5.0], [1.0, 5.0], [0.4, 5.0]])
+    assert escaped_rows(np.array([[0.5, 5.001], [0.5, 7.5]]), observed) == 1
+
+
+def test_the_action_read_in_blocks_of_steps_is_the_action_read_whole():
+    """Evaluate reads trajectories a block of steps at a time (bounded memory at any size): block edges must not
+    drop or double a step, weighted or not. Sums of the same float64 terms: equal to rounding."""
+    rng = np.random.default_rng(3)
+    time = np.sort(np.r_[0.0, rng.uniform(0, 2, 23), 1.0, 2.0])
+    x = np.cumsum(rng.normal(size=(len(time), 40, 3)), axis=0)
+    weight = np.exp(rng.normal(scale=0.1, size=(len(time), 40)))
+    knots = np.array([0.0, 1.0, 2.0])
+    for w in (None, weight):
+        whole = flow_action(x, time, knots, w)
+        for block_values in (1, 120, 121, 1000):
+            np.testing.assert_allclose(flow_action(x, time, knots, w, block_values), whole, rtol=1e-12)

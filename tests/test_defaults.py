@@ -11,6 +11,7 @@ from conftest import ROOT
 
 from amcore import TrainConfig
 from amcore.data import preprocess
+from amcore.models import integrate
 
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 MODEL_KEYS = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]
@@ -47,3 +48,7 @@ def test_evaluate_defaults_are_the_library_defaults():
 
     section = SCHEMA["properties"]["evaluate"]["properties"]
     assert {key: spec["default"] for key, spec in section.items()} == DEFAULTS
+
+
+def test_the_integrate_batch_default_is_the_library_default():
+    assert SCHEMA["properties"]["integrate"]["properties"]["batch_size"]["default"] == integrate.BATCH_SIZE

@@ -1,8 +1,18 @@
 import numpy as np
+import pytest
 import torch
 
+import amcore
 from amcore.data.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbeck
-from amcore.models.integrate import integrate_adaptive, integrate_ode, integrate_sde, integrate_weighted, time_grid
+from amcore.models.integrate import (
+    ParticleNoise,
+    integrate_adaptive,
+    integrate_euler,
+    integrate_ode,
+    integrate_sde,
+    integrate_weighted,
+    time_grid,
+)
 
 
 def _field(fn):
@@ -19,6 +29,20 @@ def test_adaptive_ode_matches_the_exact_flow_with_fewer_steps():
     coarse = integrate_ode(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
     # RK4 with as many fixed steps as DOPRI accepted is less accurate on this bent path (it cannot adapt).
     assert np.abs(traj[-1] - x1).max() < np.abs(coarse[-1] - x1).max()
+
+
+def test_euler_pushes_are_first_order():
+    """Forward Euler (the AM paper's pushes): twice the steps, about half the error at t = 1 on the Gaussian path."""
+    sim = GaussianPath()
+    z = np.random.default_rng(0).standard_normal((200, 2))
+    x0, x1 = sim.mean(0) + z @ sim.transform(0).T, sim.mean(1) + z @ sim.transform(1).T
+    errors = []
+    for steps in (50, 100):
+        traj = integrate_euler(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
+        assert traj.shape == (steps + 1, 200, 2)
+        np.testing.assert_allclose(traj[0], x0, rtol=1e-6)
+        errors.append(np.abs(traj[-1] - x1).max())
+    assert 1.6 < errors[0] / errors[1] < 2.4
 
 
 def test_euler_maruyama_reproduces_the_ornstein_uhlenbeck_marginal():
@@ -42,3 +66,97 @@ def test_weighted_particles_carry_the_mass_of_a_growing_population():
     assert abs(w[-1].mean() / ratio - 1) < 0.02
     weighted_mean = (w[-1][:, None] * x[-1]).sum(0) / w[-1].sum()
     np.testing.assert_allclose(weighted_mean, sim.mean(1.0), atol=0.02)
+
+
+def _untrained(objective: str, dim: int = 3, seed: int = 0):
+    """A freshly initialised network as a TrainedModel: pushes depend on the field, not on its training."""
+    from amcore.models.trained import TrainedModel, build_network
+
+    torch.manual_seed(seed)
+    kind = {"kind": "field", "out_dim": dim} if objective == "fm" else {"kind": "potential", "head": "scalar"}
+    args = {**kind, "dim": dim, "t_range": [0.0, 1.0], "width": 16, "depth": 2, "activation": "silu",
+            "time_frequencies": 2}  # fmt: skip
+    config = {"sigma": 0.4, "sigma_final": 0.1, "growth": 1.5}
+    return TrainedModel(build_network(args), objective, config, args)
+
+
+class _Spy:
+    """An ``out`` array that records the rows of each write (and keeps the values)."""
+
+    def __init__(self, shape):
+        self.values, self.writes = np.full(shape, np.nan, dtype=np.float32), []
+
+    def __setitem__(self, key, values):
+        self.writes.append((key[0], key[1].start, key[1].stop))
+        self.values[key] = values
+
+
+@pytest.mark.parametrize(
+    "objective, method", [("am", "rk4"), ("am", "euler"), ("fm", "rk4"), ("eam", "sde"), ("uam", "weighted")]
+)
+def test_pushing_in_batches_gives_every_cell_its_one_batch_result(objective, method, monkeypatch):
+    """Each cell's ODE, weighted ODE or SDE path does not depend on the others: batches of 97 (and, for the SDE's
+    noise, keyed blocks of 64 cells that batches straddle) equal one batch of all 1000 cells to float32 rounding
+    of the field (matrix products of other shapes sum in another order: 1e-5 relative on values of order 1)."""
+    monkeypatch.setattr(ParticleNoise, "BLOCK", 64)
+    model = _untrained(objective)
+    x0 = np.random.default_rng(4).normal(size=(1000, 3)).astype(np.float32)
+    one = model.trajectories(x0, [0.0, 0.4, 1.0], 5, method, seed=7, batch_size=1000)
+    spy_x = _Spy(one.x.shape)
+    spy_w = _Spy(one.weight.shape) if one.weight is not None else None
+    batched = model.trajectories(x0, [0.0, 0.4, 1.0], 5, method, seed=7, batch_size=97, out=(spy_x, spy_w))
+    assert batched.method == method
+    np.testing.assert_allclose(spy_x.values, one.x, rtol=1e-5, atol=1e-5)
+    if spy_w is not None:
+        np.testing.assert_allclose(spy_w.values, one.weight, rtol=1e-5)
+    # Memory: each write is one step of at most one batch, each (step, cell) written once.
+    assert all(stop - start <= 97 for _, start, stop in spy_x.writes)
+    assert len(spy_x.writes) == len(one.time) * 11 and len(set(spy_x.writes)) == len(spy_x.writes)
+    if method == "sde":
+        other = model.trajectories(x0, [0.0, 0.4, 1.0], 5, method, seed=8, batch_size=97)
+        assert not np.allclose(other.x[-1], one.x[-1])  # the seed matters
+
+
+def test_adaptive_pushes_in_batches_stay_within_the_tolerance():
+    """dopri5 picks one step size per batch: batches of 100 move from one batch of 600 within its tolerance."""
+    model = _untrained("am")
+    x0 = np.random.default_rng(5).normal(size=(600, 3)).astype(np.float32)
+    one = model.trajectories(x0, [0.0, 1.0], 2, "dopri5", batch_size=600)
+    batched = model.trajectories(x0, [0.0, 1.0], 2, "dopri5", batch_size=100)
+    np.testing.assert_allclose(batched.x, one.x, atol=1e-4)  # rtol = atol = 1e-5 per step, a few dozen steps
+    assert batched.info["accepted_steps"] <= one.info["accepted_steps"]  # the worst batch is at most the whole
+
+
+def test_the_integrate_command_writes_trajectories_batch_by_batch_to_zarr(tmp_path):
+    """``amcore integrate`` with batches of 64: the store equals the in-memory push of the same cells; the
+    held-out prediction too; a zarr chunk holds one step of one batch."""
+    import json
+
+    from amcore.cli import main
+    from amcore.data.prepare import build_snapshots
+    from amcore.data.store import read_store, write_store
+    from amcore.models.integrate import read_trajectories
+    from amcore.training.train import TrainConfig, train
+
+    spec = {"source": "simulate", "simulator": "growing_gaussian", "times": [0.0, 0.5, 1.0], "n_per_time": 300,
+            "seed": 0}  # fmt: skip
+    write_store(tmp_path / "store.zarr", build_snapshots(spec, holdout_times=[0.5]))
+    snaps = read_store(tmp_path / "store.zarr")
+    cfg = TrainConfig(objective="uam", steps=5, batch_size=32, width=8, depth=1, log_every=5)
+    train(snaps, cfg, tmp_path / "m.pt", tmp_path / "m.csv")
+    params = {"steps_per_interval": 4, "batch_size": 64}
+    argv = ["integrate", "--store", str(tmp_path / "store.zarr"), "--checkpoint", str(tmp_path / "m.pt"),
+            "--params", json.dumps(params), "--out", str(tmp_path / "traj.zarr")]  # fmt: skip
+    assert main(argv) == 0
+    traj = read_trajectories(tmp_path / "traj.zarr")
+    model = amcore.load(tmp_path / "m.pt")
+    expected = model.trajectories(snaps.snapshot(0), snaps.t_values, 4)
+    np.testing.assert_allclose(traj["x"].values, expected.x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(traj["weight"].values, expected.weight, rtol=1e-5)
+    np.testing.assert_allclose(traj["time"].values, expected.time)
+    assert np.flatnonzero(traj["observed"].values).tolist() == [0, 4, 8]
+    cells, weights = model.push(snaps.snapshot(0), 0.0, 0.5, 4, with_weights=True)
+    np.testing.assert_allclose(traj["holdout_x"].values, cells, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(traj["holdout_weight"].values, weights / weights.sum(), rtol=1e-5)
+    chunks = json.loads((tmp_path / "traj.zarr" / "x" / "zarr.json").read_text())["chunk_grid"]["configuration"]
+    assert chunks["chunk_shape"] == [1, 64, 2]

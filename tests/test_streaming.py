@@ -6,10 +6,12 @@ import json
 import subprocess
 
 import numpy as np
+import ot
 import pytest
 import torch
 from conftest import BIN, cli_env
 
+from amcore.data.prepare import build_snapshots
 from amcore.data.simulate import GaussianPath, simulate_snapshots
 from amcore.data.store import Snapshots, open_store, write_store
 from amcore.paths.interpolants import SnapshotPath
@@ -123,3 +125,80 @@ def test_streamed_spline_chooses_its_tension_once(tmp_path, capfd):
     summary = train(open_store(path), cfg, tmp_path / "m.pt", tmp_path / "m.csv")
     assert isinstance(summary["spline_tension"], float) and 0 <= summary["spline_tension"] <= 1
     assert capfd.readouterr().err.count("amcore: spline tension") == 1  # 4 refreshes, one choice
+
+
+def _w1(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact W1 (Euclidean cost) between two uniformly weighted point clouds."""
+    return float(ot.emd2(ot.unif(len(a)), ot.unif(len(b)), ot.dist(a, b, metric="euclidean"), numItermax=10**7))
+
+
+def test_a_streamed_draw_is_a_uniform_sample_of_its_time_whatever_the_input_order(tmp_path):
+    """A file sorted by one feature (as files sorted by cluster are) streams uniform draws of each time.
+
+    For a uniform draw ``u`` of ``n`` rows of a time ``P`` (its empirical measure), ``W1`` is convex and ``P`` is
+    the mean of an independent draw ``u'``, so ``E W1(u, P) <= E W1(u, u')`` (Jensen). The test asserts that
+    inequality for the streamed draws, averaged over 8 refreshes x 3 times. Measured over 4 seeds of data and
+    draws: streamed 0.74-0.80 of the right side, uniform draws 0.68-0.80, so the margin is 20 % at least. Before
+    prepare stored each time in random order, the 4 chunks of 100 sorted rows were 4 strips of feature 0: 3.4x.
+    """
+    rng = np.random.default_rng(0)
+    n_time, draw, times = 2000, 200, [0.0, 1.0, 2.0]
+    centres = np.array([[-4.0, 0.0], [0.0, 3.0], [4.0, -1.0]])
+    x = np.concatenate([centres[rng.integers(0, 3, n_time)] + rng.standard_normal((n_time, 2)) + [t, 0]
+                        for t in times])  # fmt: skip
+    t = np.repeat(times, n_time)
+    order = np.argsort(x[:, 0], kind="stable")  # the file: sorted by feature 0, times interleaved
+    np.savez(tmp_path / "in.npz", X=x[order].astype(np.float32), t=t[order])
+    snaps = build_snapshots({"source": "npz", "path": str(tmp_path / "in.npz")})
+    store = tmp_path / "store.zarr"
+    write_store(store, snaps, chunk_bytes=100 * 2 * 4)  # 100-row chunks: 20 per time, 4 read per refresh
+    lazy = open_store(store)
+    assert lazy.x.chunks[0][0] == 100
+
+    def build(resident, path_seed):
+        return SnapshotPath(resident, "independent", seed=path_seed)
+
+    stream = StreamingPath(lazy, build, draw, refresh_every=1, budget_bytes=2**20, seed=0)
+    whole = [np.asarray(lazy.snapshot(k), dtype=np.float64) for k in range(3)]
+    streamed, uniform = [], []
+    for refresh in range(8):
+        resident = stream.sample(refresh)
+        for k in range(3):
+            assert resident.counts()[k] == draw
+            streamed.append(_w1(resident.snapshot(k).astype(np.float64), whole[k]))
+            a, b = (whole[k][rng.choice(n_time, draw, replace=False)] for _ in range(2))
+            uniform.append(_w1(a, b))
+    assert np.mean(streamed) <= np.mean(uniform), (np.mean(streamed), np.mean(uniform))
+
+
+def test_couplings_of_large_times_are_solved_on_subsamples_redrawn_every_ot_refresh_every_steps(capfd):
+    """In memory, 300 cells per time and ot_max_size 40: each refresh pairs 40 other cells per time (over 5
+    refreshes most cells take part), the same ones for the same refresh whatever came before (resume)."""
+    from amcore.paths.stream import ResampledCouplings, training_path
+
+    x, t = simulate_snapshots(GaussianPath(), TIMES, ROWS, seed=0)
+    snaps = Snapshots.from_labels(x, t)
+
+    def build(resident, path_seed):
+        return SnapshotPath(resident, "ot", RESIDENT, seed=path_seed)
+
+    path = training_path(snaps, build, 1.0, RESIDENT, 10, seed=0, rank=0, ot_refresh_every=10, coupling="ot")
+    assert isinstance(path, ResampledCouplings)
+    err = capfd.readouterr().err
+    assert f"exact OT between neighbouring times on seeded subsamples of {RESIDENT} of up to {ROWS} cells" in err
+    assert "redrawn every 10 steps" in err
+    used, first = set(), None
+    for step in range(0, 50, 10):
+        path.seek(step)
+        pairs = path.current.pair_a.numpy()
+        assert len(np.unique(pairs)) <= (len(TIMES) - 1) * RESIDENT
+        first = pairs if first is None else first
+        used |= set(pairs[pairs < ROWS].tolist())  # the first time's cells
+    assert len(used) > 3 * RESIDENT, "the subsamples are redrawn"
+    again = ResampledCouplings(snaps, build, 10, seed=0, rank=0)
+    again.seek(40)
+    np.testing.assert_array_equal(again.current.pair_a.numpy(), path.current.pair_a.numpy())
+    # Within ot_max_size nothing is subsampled: one path, and the log says so.
+    whole = training_path(snaps, build, 1.0, ROWS, 10, seed=0, rank=0, ot_refresh_every=10, coupling="ot")
+    assert isinstance(whole, SnapshotPath)
+    assert f"exact OT between neighbouring times on all cells (at most {ROWS} per time" in capfd.readouterr().err

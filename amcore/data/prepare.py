@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
 from amcore.data import preprocess
 from amcore.data.readers import available_memory, format_bytes, read_dataset
+from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
 from amcore.data.store import Snapshots
 from amcore.errors import InputError
+
+IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
 
 
 def _check_simulation_fits(counts: list[int], dim: int, n_per_time: int) -> None:
@@ -59,11 +66,18 @@ def simulated_times(spec: dict) -> list[float]:
 
 
 def build_snapshots(
-    spec: dict, preprocess_config: dict | None = None, holdout_times: list[float] | None = None
+    spec: dict,
+    preprocess_config: dict | None = None,
+    holdout_times: list[float] | None = None,
+    workdir: str | Path | None = None,
 ) -> Snapshots:
     """Simulate or read the dataset that ``spec`` (the config's ``dataset`` section) describes, then preprocess.
 
-    Preprocessing is fitted on the cells whose time is not in ``holdout_times`` and applied to all of them.
+    Preprocessing is fitted on the cells whose time is not in ``holdout_times`` and applied to all of them. A
+    file's rows are stored time by time, each time's rows in a random order seeded by ``dataset.seed`` (so a few
+    chunks of a time are a uniform sample of it, whatever the order of the file); ``obs_index`` keeps the input
+    row of each. Rows too large to reorder in memory are spilled under ``workdir`` (a temporary folder when
+    None), which must stay until the store is written.
     """
     config = preprocess.resolve(preprocess_config)
     holdout = sorted(float(t) for t in holdout_times or [])
@@ -85,6 +99,7 @@ def build_snapshots(
         snaps = Snapshots.from_labels(x, t, {"provenance": provenance, "ground_truth": truth})
         _check_times(snaps.t_values, holdout, "dataset")
         snaps.attrs["preprocess"] = {"config": config}
+        snaps.attrs["row_order"] = {"within_time": "simulated"}  # independent draws: any chunks are a uniform sample
     else:
         x, time, provenance, rows = read_dataset(spec)
         names = provenance["reader"].pop("feature_names", None) or provenance["reader"].get("feature_columns")
@@ -92,14 +107,19 @@ def build_snapshots(
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
             x = fitted.transform(x)
-        # x may be a lazy dask array (out of core): sort only when needed, and never through numpy.
-        if np.any(np.diff(time) < 0):
-            order = np.argsort(time, kind="stable")
-            x, rows = x[order], rows[order]
-        t_values, counts = np.unique(time, return_counts=True)
+        seed = int(spec.get("seed", 0))
+        order, t_values, counts = within_time_order(time, seed)
+        budget = min(IN_MEMORY_ORDER_BYTES, available_memory() // 4)
+        spill = workdir
+        if spill is None and x.shape[0] * x.shape[1] * x.dtype.itemsize > budget:
+            spill = tempfile.mkdtemp(prefix="amcore-rows-")
+        x = gather(x, order, budget, spill)  # x may be a lazy dask array (out of core): never through dask's take
         offsets = np.concatenate([[0], np.cumsum(counts)])
         attrs = {"provenance": {"source": spec["source"], **provenance}}
-        snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows)  # rows: what export maps cells back with
+        attrs["row_order"] = {"within_time": "random", "seed": seed}  # what streaming relies on
+        snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows[order])  # what export maps cells back with
+        if spill is not None and workdir is None:
+            weakref.finalize(snaps, shutil.rmtree, spill, True)
         snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()
         names = feature_names(names, fitted, x.shape[1])
         if names:

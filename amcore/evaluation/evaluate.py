@@ -75,16 +75,17 @@ def distances(
     }
 
 
-def score_marginals(snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, **options) -> dict:
+def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
     """Each distance at each observed time after the first (``options``: those of :func:`distances`), their means
     (NaN when a time failed), the most non-finite pushed cells at any time (``nonfinite_max``), and the mass error
-    of weighted particles."""
+    of weighted particles. ``predicted(time, cell, feature)`` and ``weights(time, cell)`` may be lazy: one time is
+    read at a time."""
     result: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
     for k in range(1, snaps.n_snapshots):
         key = f"{snaps.t_values[k]:g}"
-        w = None if weights is None else weights[k]
-        scores = distances(predicted[k], np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
+        w = None if weights is None else np.asarray(weights[k])
+        scores = distances(np.asarray(predicted[k]), np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
         for name, value in scores.items():
             result.setdefault(name, {})[key] = value
         if w is not None:
@@ -125,9 +126,9 @@ def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: 
 
 
 def action_audit(
-    x: np.ndarray,
+    x,
     time: np.ndarray,
-    weight: np.ndarray | None,
+    weight,
     snaps: Snapshots,
     max_size: int,
     seed: int,
@@ -136,7 +137,8 @@ def action_audit(
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
     the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
-    their totals and ratio; with a simulator whose truth is a velocity, also the true process's action
+    their totals and ratio (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
+    of steps at a time); with a simulator whose truth is a velocity, also the true process's action
     ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
     knots = np.asarray(snaps.t_values, dtype=np.float64)
     names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
@@ -168,13 +170,12 @@ def action_audit(
     return audit
 
 
-def select_times(
-    snaps: Snapshots, predicted: np.ndarray, weights: np.ndarray | None, n_times: int | None
-) -> tuple[Snapshots, np.ndarray, np.ndarray | None]:
+def select_times(snaps: Snapshots, predicted, weights, n_times: int | None) -> tuple[Snapshots, object, object]:
     """Dense frames: the first time and ``n_times`` evenly spaced observed times after it (the AM paper scores 10 of
     its 1,001 frames), with any held-out time kept; everything when ``n_times`` is None or covers every time.
 
-    ``predicted`` and ``weights`` are indexed by observed time, as ``snaps``; the three are cut alike.
+    ``predicted`` and ``weights`` are indexed by observed time, as ``snaps``; the three are cut alike. They may be
+    lazy (xarray or dask): the cut reads nothing.
     """
     k_last = snaps.n_snapshots - 1
     if not n_times or n_times >= k_last:
@@ -187,14 +188,15 @@ def select_times(
     return snaps.drop_times(dropped), predicted[idx], None if weights is None else weights[idx]
 
 
-def score_paper_mmd(snaps: Snapshots, predicted: np.ndarray, alphas) -> dict:
+def score_paper_mmd(snaps: Snapshots, predicted, alphas) -> dict:
     """The AM paper's metric: the unbiased squared MMD with ``sum_j exp(-alpha_j |x - y|^2)`` between the cells pushed
     from the first time and every cell observed at each later time (``mmd_paper_by_time``, signed), and its absolute
     value averaged over those times (``mmd_paper``, as the paper's code averages it). Unweighted; a time whose
-    pushed cells are not all finite scores NaN, as every other distance does."""
+    pushed cells are not all finite scores NaN, as every other distance does. ``predicted(time, cell, feature)`` may
+    be lazy: one time is read at a time."""
     by_time = {}
     for k in range(1, snaps.n_snapshots):
-        pushed = predicted[k]
+        pushed = np.asarray(predicted[k])
         value = float("nan")
         if not metrics.lost_rows(pushed):
             value = metrics.mmd_paper(pushed, np.asarray(snaps.snapshot(k)), tuple(float(a) for a in alphas))

@@ -20,41 +20,85 @@ def _save(fig, path: Path, dpi: int) -> None:
     plt.close(fig)
 
 
+MAX_POINTS = 2000  # points per scatter panel: a panel of 10^6 cells is a blot, and slow to draw and to save
+MAX_PATHS = 200  # particle paths in a trajectories plot
+
+
 def _project(x: np.ndarray) -> np.ndarray:
     return x[:, :2] if x.shape[1] >= 2 else np.column_stack([x[:, 0], np.zeros(len(x))])
 
 
-def marginals(path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str) -> None:
-    """One panel per observed time: observed samples against samples pushed from the first time."""
+def _subsample(x, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``n`` rows of ``x`` (numpy or lazy), a seeded uniform subsample in their order, as numpy."""
+    if len(x) > n:
+        x = x[np.sort(rng.choice(len(x), n, replace=False))]
+    return np.asarray(x)
+
+
+def _grid(n: int) -> tuple[int, int, float]:
+    """Columns, rows and panel size (inches) for ``n`` panels: up to 6 a row, 8 beyond 12 panels, smaller."""
+    cols = min(n, 6 if n <= 12 else 8)
+    return cols, -(-n // cols), 2.6 if n <= 12 else 1.9
+
+
+def _time_colours(times):
+    """A colour per time (viridis over the time range) and the mappable for a colorbar: a legend of 40 times is
+    unreadable, a colorbar is not."""
+    times = np.asarray(times, dtype=np.float64)
+    norm = matplotlib.colors.Normalize(vmin=times.min(), vmax=max(times.max(), times.min() + 1e-12))
+    mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
+    return [mappable.to_rgba(t) for t in times], mappable
+
+
+def marginals(
+    path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS,
+    seed: int = 0,
+) -> None:  # fmt: skip
+    """One panel per observed time: observed samples against samples pushed from the first time; each panel draws
+    at most ``max_points`` (half observed, half predicted, seeded subsamples); panels wrap, 6 or 8 a row."""
+    rng = np.random.default_rng(seed)
     n = len(times)
-    cols = min(n, 6)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False, sharex=True, sharey=True)
+    cols, rows, size = _grid(n)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.6), squeeze=False, sharex=True,
+                             sharey=True)  # fmt: skip
     for ax, t, xt, xp in zip(axes.flat, times, truth, predicted, strict=False):
-        a, b = _project(xt), _project(xp)
+        a, b = _project(_subsample(xt, max_points // 2, rng)), _project(_subsample(xp, max_points // 2, rng))
         ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
         ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
-        ax.set_title(f"t = {t:.3g}", fontsize=9)
+        ax.set_title(f"t = {t:.3g}", fontsize=9 if n <= 12 else 8)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path, dpi=110)
+    _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
-def trajectories(path: Path, traj: np.ndarray, truth: list[np.ndarray], title: str, n_paths: int = 200) -> None:
-    """Particle paths over all observed samples coloured by time."""
-    fig, ax = plt.subplots(figsize=(6, 5))
-    cmap = plt.get_cmap("viridis")
-    for k, xt in enumerate(truth):
-        a = _project(xt)
-        ax.scatter(a[:, 0], a[:, 1], s=1, alpha=0.15, color=cmap(k / max(1, len(truth) - 1)), rasterized=True)
-    idx = np.linspace(0, traj.shape[1] - 1, min(n_paths, traj.shape[1])).astype(int)
-    for i in idx:
-        p = _project(traj[:, i])
-        ax.plot(p[:, 0], p[:, 1], lw=0.6, color="black", alpha=0.5)
-    ax.set_title(title)
+def trajectories(
+    path: Path, traj, truth: list[np.ndarray], title: str, n_paths: int = MAX_PATHS, times=None,
+    max_points: int = MAX_POINTS, seed: int = 0,
+) -> None:  # fmt: skip
+    """Paths of a seeded subsample of at most ``n_paths`` particles of ``traj(step, particle, feature)`` (numpy, or
+    lazy: only those particles are read) over at most ``max_points`` observed cells coloured by time (``times``,
+    the observed times; their index when None), with a colorbar."""
+    rng = np.random.default_rng(seed)
+    label = "t (observed cells)" if times is not None else "observed time (index)"
+    times = np.arange(len(truth), dtype=np.float64) if times is None else np.asarray(times, dtype=np.float64)
+    colours, mappable = _time_colours(times)
+    fig, ax = plt.subplots(figsize=(6.6, 5))
+    per_time = max(1, max_points // max(1, len(truth)))
+    for colour, xt in zip(colours, truth, strict=True):
+        a = _project(_subsample(xt, per_time, rng))
+        ax.scatter(a[:, 0], a[:, 1], s=4, alpha=0.6, color=colour, rasterized=True, linewidths=0, zorder=2)
+    n = traj.shape[1]
+    idx = np.sort(rng.choice(n, min(n_paths, n), replace=False))
+    paths = np.asarray(traj[:, idx])
+    for i in range(paths.shape[1]):
+        p = _project(paths[:, i])
+        ax.plot(p[:, 0], p[:, 1], lw=0.5, color="black", alpha=0.3, zorder=1)
+    fig.colorbar(mappable, ax=ax, label=label)
+    ax.set_title(f"{title}\n{len(idx)} of {n} particles", fontsize=10)
     fig.tight_layout()
     _save(fig, path, dpi=110)
 
@@ -84,21 +128,27 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
 
 
 def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str) -> None:
-    """Bars per held-out time (and their mean), one per method, with the spread over seeds."""
+    """Bars per held-out time (and their mean), one per method, with the spread over seeds; with many held-out
+    times the figure stops widening at 18 inches and the labels turn."""
     groups = list(dict.fromkeys(h for cols in summary.values() for h in cols))
     width = 0.8 / max(1, len(summary))
-    fig, ax = plt.subplots(figsize=(1.2 + 1.6 * len(groups), 3.8))
+    many = len(groups) > 8
+    fig, ax = plt.subplots(figsize=(min(18.0, 1.2 + (0.5 + 0.25 * len(summary) if many else 1.6) * len(groups)), 3.8))
     for i, (method, cols) in enumerate(summary.items()):
         pos = [g for g, h in enumerate(groups) if h in cols]
         values = [cols[groups[g]] for g in pos]
         means = [v.mean() for v in values]
         errs = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
         x = np.array(pos) + (i - (len(summary) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=errs, capsize=2, label=method)
+        bars = {"capsize": 0, "error_kw": {"elinewidth": 0.6}} if many else {"capsize": 2}
+        ax.bar(x, means, width, yerr=errs, label=method, **bars)
         for xi, m in zip(x, means, strict=True):
             if not np.isfinite(m):  # a failed prediction (NaN cells) has no bar: say so where it would stand
                 ax.text(xi, 0.5, "failed", rotation=90, ha="center", va="center", transform=ax.get_xaxis_transform())
-    ax.set_xticks(range(len(groups)), [h if h == "mean" else f"t = {h}" for h in groups])
+    labels = [h if h == "mean" else (h if many else f"t = {h}") for h in groups]
+    ax.set_xticks(range(len(groups)), labels, rotation=90 if many else 0, fontsize=8 if many else None)
+    if many:
+        ax.set_xlabel("held-out t")
     lows = [m for cols in summary.values() for v in cols.values() if np.isfinite(m := v.mean())]
     if lows:
         ax.set_ylim(0.9 * min(lows), 1.04 * max(lows))
@@ -109,21 +159,36 @@ def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: 
     _save(fig, path, dpi=110)
 
 
-def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None:
-    """Observed vs predicted cells at each held-out time (columns) for each method (rows), first two axes.
+def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS // 2) -> None:
+    """Observed vs predicted cells at each held-out time for each method (one row per method, a column per
+    held-out time, wrapping after 6 into further blocks of rows), first two axes; panels of one held-out time
+    share their axes.
 
-    Weighted predictions (displacement interpolation, uAM) are drawn by resampling ``n_points`` by weight.
+    Each panel draws at most ``n_points`` held-out cells (a seeded subsample) and ``n_points`` predicted ones
+    (resampled by weight: displacement interpolation and uAM are weighted).
     """
     methods = list(dict.fromkeys(p["method"] for p in panels))
     holdouts = list(dict.fromkeys(p["holdout"] for p in panels))
-    fig, axes = plt.subplots(
-        len(methods), len(holdouts), figsize=(2.8 * len(holdouts), 2.6 * len(methods)), squeeze=False,
-        sharex="col", sharey="col",
-    )  # fmt: skip
+    cols = min(len(holdouts), 6)
+    blocks = -(-len(holdouts) // cols)
+    fig, axes = plt.subplots(len(methods) * blocks, cols, figsize=(2.8 * cols, 2.6 * len(methods) * blocks),
+                             squeeze=False)  # fmt: skip
+
+    def axis(method: str, holdout) -> plt.Axes:
+        h = holdouts.index(holdout)
+        return axes[(h // cols) * len(methods) + methods.index(method), h % cols]
+
+    for holdout in holdouts:  # one held-out time's panels share their axes
+        first = axis(methods[0], holdout)
+        for method in methods[1:]:
+            axis(method, holdout).sharex(first)
+            axis(method, holdout).sharey(first)
+    used = set()
     rng = np.random.default_rng(0)
     for p in panels:
-        ax = axes[methods.index(p["method"]), holdouts.index(p["holdout"])]
-        a = _project(p["observed"])
+        ax = axis(p["method"], p["holdout"])
+        used.add(ax)
+        a = _project(_subsample(p["observed"], n_points, rng))
         ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="held-out cells", rasterized=True)
         finite = np.isfinite(p["predicted"]).all(1) & np.isfinite(p["weight"])
         title = f"{p['method']}, t = {p['holdout']}"
@@ -134,6 +199,9 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = 1000) -> None
         if not finite.all():
             title += f": FAILED ({(~finite).sum()} NaN/inf cells)"
         ax.set_title(title, fontsize=8)
+    for ax in axes.flat:
+        if ax not in used:
+            ax.axis("off")
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.tight_layout()
     _save(fig, path, dpi=100)
@@ -199,7 +267,9 @@ def projections(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500
 ) -> None:
     """Observed against pushed cells in three 2-d projections (rows: x0-x1, x0-x2, x1-x2; fewer for fewer dimensions)
-    at up to six evenly spaced observed times (columns): the AM paper's figure for its 3-d hydrogen atom."""
+    at up to six evenly spaced observed times (columns): the AM paper's figure for its 3-d hydrogen atom. Each panel
+    draws a seeded subsample of at most ``n_points`` finite cells per side (``truth`` and ``predicted`` may be lazy:
+    only those cells are read)."""
     dim = truth[0].shape[1]
     pairs = [(i, j) for i, j in ((0, 1), (0, 2), (1, 2)) if j < dim] or [(0, None)]
     picks = np.unique(np.linspace(0, len(times) - 1, min(6, len(times))).round().astype(int))
@@ -207,12 +277,12 @@ def projections(
                              sharex="row", sharey="row")  # fmt: skip
     rng = np.random.default_rng(0)
 
-    def thin(x: np.ndarray) -> np.ndarray:
-        x = x[np.isfinite(x).all(1)]
-        return x[rng.choice(len(x), n_points, replace=False)] if len(x) > n_points else x
+    def thin(x) -> np.ndarray:
+        x = _subsample(x, n_points, rng)
+        return x[np.isfinite(x).all(1)]
 
     for col, k in enumerate(picks):
-        a, b = thin(np.asarray(truth[k])), thin(np.asarray(predicted[k]))
+        a, b = thin(truth[k]), thin(predicted[k])
         for row, (i, j) in enumerate(pairs):
             ax = axes[row, col]
             for x, color, label in ((a, "tab:blue", "observed"), (b, "tab:orange", "pushed")):

@@ -1,21 +1,27 @@
 """Push particles through a learned flow and keep the trajectories.
 
-ODE (fixed-step RK4, or adaptive Dormand-Prince) for AM and FM, Euler-Maruyama for eAM's SDE, and weighted
-particles for uAM (``d log w / dt = lam s(x, t)`` integrated beside ``x``). Everything is batched.
+ODE (fixed-step RK4 or forward Euler, or adaptive Dormand-Prince) for AM and FM, Euler-Maruyama for eAM's SDE,
+and weighted particles for uAM (``d log w / dt = lam s(x, t)`` integrated beside ``x``). Each integrator is a
+generator of the particles' positions at each grid time, so a caller pushes cells batch by batch and writes each
+step where it belongs (``TrajectoryWriter``: a zarr store, chunk by chunk) instead of holding
+``(steps, cells, features)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
+from amcore.atomic import replacing
 from amcore.data.store import ZSTD, open_zarr, write_dataset_atomic
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BATCH_SIZE = 2**16  # cells pushed at once (integrate.batch_size): the memory of a push does not grow with the cells
+CHUNK_BYTES = 32 * 2**20  # at most this much of one step per zarr chunk of a trajectories store
 
 
 def time_grid(t_values: np.ndarray, steps_per_interval: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,27 +50,40 @@ def rk4_step(f: Velocity, x: torch.Tensor, ta: float, h: float) -> torch.Tensor:
     return (x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)).detach()
 
 
-def integrate_ode(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> np.ndarray:
-    """Classical RK4 along ``grid``; returns ``(len(grid), n, d)`` positions."""
-    out = np.empty((len(grid), *x0.shape), dtype=np.float32)
-    x = x0.clone()
-    out[0] = x.cpu().numpy()
-    for i in range(1, len(grid)):
-        x = rk4_step(velocity, x, float(grid[i - 1]), float(grid[i] - grid[i - 1]))
+def _collect(steps: Iterator[torch.Tensor], n_steps: int, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty((n_steps, *shape), dtype=np.float32)
+    for i, x in enumerate(steps):
         out[i] = x.cpu().numpy()
     return out
+
+
+def ode_steps(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> Iterator[torch.Tensor]:
+    """Classical RK4 along ``grid``: the positions at each grid time, ``x0`` first."""
+    x = x0.clone()
+    yield x
+    for i in range(1, len(grid)):
+        x = rk4_step(velocity, x, float(grid[i - 1]), float(grid[i] - grid[i - 1]))
+        yield x
+
+
+def integrate_ode(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> np.ndarray:
+    """Classical RK4 along ``grid``; returns ``(len(grid), n, d)`` positions."""
+    return _collect(ode_steps(velocity, x0, grid), len(grid), tuple(x0.shape))
+
+
+def euler_steps(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> Iterator[torch.Tensor]:
+    """Forward Euler along ``grid`` (the AM paper pushes its particles so): the positions at each grid time,
+    ``x0`` first; a quarter of RK4's field evaluations, first-order accurate."""
+    x = x0.clone()
+    yield x
+    for i in range(1, len(grid)):
+        x = (x + float(grid[i] - grid[i - 1]) * velocity(x, _at(float(grid[i - 1]), x))).detach()
+        yield x
 
 
 def integrate_euler(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> np.ndarray:
-    """Forward Euler along ``grid`` (the AM paper pushes its particles so): a quarter of RK4's field evaluations,
-    first-order accurate."""
-    out = np.empty((len(grid), *x0.shape), dtype=np.float32)
-    x = x0.clone()
-    out[0] = x.cpu().numpy()
-    for i in range(1, len(grid)):
-        x = (x + float(grid[i] - grid[i - 1]) * velocity(x, _at(float(grid[i - 1]), x))).detach()
-        out[i] = x.cpu().numpy()
-    return out
+    """Forward Euler along ``grid``; returns ``(len(grid), n, d)`` positions."""
+    return _collect(euler_steps(velocity, x0, grid), len(grid), tuple(x0.shape))
 
 
 # Dormand-Prince 5(4) tableau.
@@ -89,9 +108,20 @@ def integrate_adaptive(
 
     Returns the positions at ``grid`` and the number of accepted steps.
     """
-    out = np.empty((len(grid), *x0.shape), dtype=np.float32)
+    stats: dict = {}
+    out = _collect(adaptive_steps(velocity, x0, grid, rtol, atol, stats), len(grid), tuple(x0.shape))
+    return out, stats["accepted_steps"]
+
+
+def adaptive_steps(
+    velocity: Velocity, x0: torch.Tensor, grid: np.ndarray, rtol: float = 1e-5, atol: float = 1e-5,
+    stats: dict | None = None,
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """``integrate_adaptive`` as a generator of the positions at each grid time; ``stats["accepted_steps"]``
+    counts the accepted steps. The step size is the batch's: a batch's worst particle sets it."""
+    stats = {} if stats is None else stats
     x = x0.clone()
-    out[0] = x.cpu().numpy()
+    yield x
     h, accepted = float(grid[1] - grid[0]) / 4, 0
     min_step = 1e-9 * abs(float(grid[-1] - grid[0]))
     for i in range(1, len(grid)):
@@ -113,38 +143,79 @@ def integrate_adaptive(
             if err <= 1.0:
                 x, t, accepted = x5, t + h, accepted + 1
             h *= min(5.0, max(0.2, 0.9 * (err + 1e-12) ** -0.2)) if np.isfinite(err) else 0.2
-        out[i] = x.cpu().numpy()
-    return out, accepted
+        stats["accepted_steps"] = accepted
+        yield x
+    stats["accepted_steps"] = accepted
 
 
 def integrate_sde(
     drift: Velocity, x0: torch.Tensor, grid: np.ndarray, sigma: Callable[[float], float], gen: torch.Generator
 ) -> np.ndarray:
     """Euler-Maruyama for ``dX = drift dt + sigma_t dW`` along ``grid``."""
-    out = np.empty((len(grid), *x0.shape), dtype=np.float32)
+
+    def noise(i: int) -> torch.Tensor:
+        return torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device=gen.device).to(x0.device)
+
+    return _collect(sde_steps(drift, x0, grid, sigma, noise), len(grid), tuple(x0.shape))
+
+
+def sde_steps(
+    drift: Velocity, x0: torch.Tensor, grid: np.ndarray, sigma: Callable[[float], float],
+    noise: Callable[[int], torch.Tensor],
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """Euler-Maruyama as a generator of the positions at each grid time; ``noise(i)`` is the standard normal
+    increment of the step that ends at ``grid[i]`` (shaped like ``x0``)."""
     x = x0.clone()
-    out[0] = x.cpu().numpy()
+    yield x
     for i in range(1, len(grid)):
         ta, h = float(grid[i - 1]), float(grid[i] - grid[i - 1])
-        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
-        x = (x + h * drift(x, _at(ta, x)) + sigma(ta) * np.sqrt(h) * noise).detach()
-        out[i] = x.cpu().numpy()
-    return out
+        x = (x + h * drift(x, _at(ta, x)) + sigma(ta) * np.sqrt(h) * noise(i).to(x)).detach()
+        yield x
+
+
+class ParticleNoise:
+    """Standard normal increments keyed by ``(seed, step, block of BLOCK particles)``: particle ``i`` gets the
+    same noise whichever batch it is pushed in, so a batched SDE run equals the one-shot run of the same seed."""
+
+    BLOCK = 4096
+
+    def __init__(self, seed: int, dim: int) -> None:
+        self.seed, self.dim = int(seed), int(dim)
+
+    def __call__(self, step: int, lo: int, hi: int) -> torch.Tensor:
+        """The increments of particles ``lo..hi-1`` at ``step`` (float32, ``(hi - lo, dim)``)."""
+        first, last = lo // self.BLOCK, (hi - 1) // self.BLOCK
+        blocks = []
+        for block in range(first, last + 1):
+            state = np.random.SeedSequence([self.seed, step, block]).generate_state(2, np.uint32)
+            gen = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+            blocks.append(torch.randn((self.BLOCK, self.dim), generator=gen))
+        return torch.cat(blocks)[lo - first * self.BLOCK : hi - first * self.BLOCK]
 
 
 def integrate_weighted(
     velocity: Velocity, growth: Velocity, x0: torch.Tensor, grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """RK4 on ``(x, log w)`` with ``dx/dt = v`` and ``d log w / dt = g(x, t)``; weights start at 1."""
+    x = np.empty((len(grid), *x0.shape), dtype=np.float32)
+    w = np.empty((len(grid), len(x0)), dtype=np.float32)
+    for i, (xi, wi) in enumerate(weighted_steps(velocity, growth, x0, grid)):
+        x[i], w[i] = xi.cpu().numpy(), wi.cpu().numpy()
+    return x, w
+
+
+def weighted_steps(
+    velocity: Velocity, growth: Velocity, x0: torch.Tensor, grid: np.ndarray
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``integrate_weighted`` as a generator of ``(positions, weights)`` at each grid time."""
     dim = x0.shape[1]
 
     def augmented(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = z[:, :dim]
         return torch.cat([velocity(x, t), growth(x, t)[:, None]], dim=1)
 
-    z = torch.cat([x0, x0.new_zeros(len(x0), 1)], dim=1)
-    traj = integrate_ode(augmented, z, grid)
-    return traj[..., :dim], np.exp(traj[..., dim])
+    for z in ode_steps(augmented, torch.cat([x0, x0.new_zeros(len(x0), 1)], dim=1), grid):
+        yield z[:, :dim], torch.exp(z[:, dim])
 
 
 def write_trajectories(
@@ -168,6 +239,70 @@ def write_trajectories(
     write_dataset_atomic(ds, path, {"x": {"compressors": [ZSTD]}})
 
 
-def read_trajectories(path: str | Path) -> xr.Dataset:
+class _Rows:
+    """One variable of a ``TrajectoryWriter``: ``rows[step, lo:hi] = values`` writes into the zarr array and
+    records which particles became NaN or inf."""
+
+    def __init__(self, array, lost: np.ndarray | None) -> None:
+        self.array, self.lost, self.shape = array, lost, array.shape
+
+    def __setitem__(self, key: tuple[int, slice], values: np.ndarray) -> None:
+        self.array[key] = values
+        if self.lost is not None:
+            self.lost[key[1]] |= ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+
+
+class TrajectoryWriter:
+    """A trajectories store (``x(step, particle, feature)``, ``time(step)``, ``observed``, uAM's ``weight``, and
+    ``extra``) filled step by step and batch by batch (``writer.x[step, lo:hi] = ...``), renamed into place
+    when the block exits cleanly. A zarr chunk holds one step of ``chunk_rows`` particles (at most
+    ``CHUNK_BYTES``), so a batch of that size writes whole chunks and memory holds one batch's state, never the
+    trajectories; ``lost`` counts the particles that became NaN or inf at any step."""
+
+    def __init__(
+        self, path: str | Path, grid: np.ndarray, observed: np.ndarray, n: int, dim: int, weighted: bool,
+        chunk_rows: int = BATCH_SIZE, extra: xr.Dataset | None = None,
+    ) -> None:  # fmt: skip
+        self.path, self.grid, self.observed, self.n, self.dim = Path(path), grid, observed, n, dim
+        self.weighted, self.extra = weighted, extra
+        self.chunk = max(1, min(chunk_rows, n or 1, CHUNK_BYTES // (4 * max(1, dim))))
+        self.nonfinite = np.zeros(n, dtype=bool)
+
+    def __enter__(self) -> TrajectoryWriter:
+        import dask.array as da
+        import zarr
+
+        self._replacing = replacing(self.path)
+        tmp = self._replacing.__enter__()
+        steps = len(self.grid)
+        x = da.zeros((steps, self.n, self.dim), dtype=np.float32, chunks=(1, self.chunk, self.dim))  # never computed
+        ds = xr.Dataset(
+            {"x": (("step", "particle", "feature"), x), "observed": (("step",), self.observed)},
+            coords={"time": (("step",), self.grid)},
+        )
+        encoding = {"x": {"chunks": (1, self.chunk, self.dim), "compressors": [ZSTD]}}
+        if self.weighted:
+            ds["weight"] = ("step", "particle"), da.zeros((steps, self.n), dtype=np.float32, chunks=(1, self.chunk))
+            encoding["weight"] = {"chunks": (1, self.chunk)}
+        if self.extra is not None:
+            ds = ds.merge(self.extra, combine_attrs="no_conflicts")
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
+        group = zarr.open_group(tmp, mode="r+", zarr_format=3)
+        self.x = _Rows(group["x"], self.nonfinite)
+        self.weight = _Rows(group["weight"], None) if self.weighted else None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._replacing.__exit__(exc_type, exc, tb)
+
+    @property
+    def lost(self) -> int:
+        return int(self.nonfinite.sum())
+
+
+def read_trajectories(path: str | Path, load: bool = True) -> xr.Dataset:
+    """A trajectories store, loaded (``load=False``: lazily, for reading a few steps or particles of a big one)."""
+    if not load:
+        return open_zarr(path)
     with open_zarr(path) as ds:
         return ds.load()

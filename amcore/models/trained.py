@@ -155,50 +155,96 @@ class TrainedModel:
         return float(spec.sigma_at(torch.tensor((float(t) - t0) / (t1 - t0))))
 
     # -- integration -------------------------------------------------------------------------------------------
+    def integrator(self, method: str = "auto") -> str:
+        """The integration method ``method`` stands for: ``auto`` is Euler-Maruyama (``sde``) for eAM, weighted
+        particles for uAM and RK4 otherwise."""
+        if method not in METHODS:
+            raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
+        if method == "weighted":
+            self._require(("uam",), "growth to weight particles by")
+        return {"eam": "sde", "uam": "weighted"}.get(self.objective, "rk4") if method == "auto" else method
+
     def trajectories(
-        self, x0, times, steps_per_interval: int = 20, method: str = "auto", seed: int = 0
-    ) -> Trajectories:
+        self, x0, times, steps_per_interval: int = 20, method: str = "auto", seed: int = 0,
+        batch_size: int = integrate.BATCH_SIZE, out: tuple | None = None,
+    ) -> Trajectories:  # fmt: skip
         """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
 
         ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``),
         RK4 otherwise; ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every
         sub-step; ``time`` says when.
+
+        Cells are read and pushed ``batch_size`` at a time (``x0`` may be lazy, a dask array of a store's snapshot)
+        and each step of each batch is written to ``out``, ``(x,
+        weight)``: array-likes of shapes ``(steps, cells, features)`` and ``(steps, cells)`` (``weight`` for the
+        weighted method only) such as ``integrate.TrajectoryWriter``'s zarr arrays; numpy arrays when None. Every
+        method but ``dopri5`` gives each cell the result it gets in one batch (the SDE's noise is keyed by cell,
+        ``integrate.ParticleNoise``); ``dopri5`` takes one step size per batch, so its results move within its
+        tolerance with the batching and ``accepted_steps`` is the most any batch took.
         """
-        if method not in METHODS:
-            raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
-        if method == "auto":
-            method = {"eam": "sde", "uam": "weighted"}.get(self.objective, "rk4")
+        method = self.integrator(method)
         grid, _ = integrate.time_grid(np.asarray(times, dtype=np.float64), steps_per_interval)
-        x, _ = self._inputs(x0, times[0])
-        weight, info = None, {}
-        if method == "sde":
-            gen = torch.Generator().manual_seed(seed)
-            traj = integrate.integrate_sde(self.flow, x, grid, self.sigma, gen)
-        elif method == "weighted":
-            self._require(("uam",), "growth to weight particles by")
+        x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
+        if len(x0.shape) != 2 or x0.shape[1] != self.dim:
+            raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(x0.shape)}")
+        n, weighted = int(x0.shape[0]), method == "weighted"
+        if out is None:
+            out = (np.empty((len(grid), n, self.dim), dtype=np.float32),
+                   np.empty((len(grid), n), dtype=np.float32) if weighted else None)  # fmt: skip
+        out_x, out_w = out
+        if weighted and out_w is None:
+            raise ValueError("the weighted method writes weights: out needs a weight array")
+        noise = integrate.ParticleNoise(seed, self.dim)
+        info: dict = {}
 
-            def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return self.config["growth"] * self.network(points, t)
+        def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self.config["growth"] * self.network(points, t)
 
-            traj, weight = integrate.integrate_weighted(self.flow, growth, x, grid)
-        elif method == "euler":
-            traj = integrate.integrate_euler(self.flow, x, grid)
-        elif method == "dopri5":
-            traj, info["accepted_steps"] = integrate.integrate_adaptive(self.flow, x, grid)
-        else:
-            traj = integrate.integrate_ode(self.flow, x, grid)
-        return Trajectories(traj, grid, weight, method, info)
+        for lo in range(0, n, max(1, int(batch_size))):
+            hi = min(n, lo + max(1, int(batch_size)))
+            (xb, _), stats = self._inputs(x0[lo:hi], times[0]), {}
+            if method == "sde":
+                steps = integrate.sde_steps(self.flow, xb, grid, self.sigma, lambda i, lo=lo, hi=hi: noise(i, lo, hi))
+            elif method == "weighted":
+                steps = integrate.weighted_steps(self.flow, growth, xb, grid)
+            elif method == "euler":
+                steps = integrate.euler_steps(self.flow, xb, grid)
+            elif method == "dopri5":
+                steps = integrate.adaptive_steps(self.flow, xb, grid, stats=stats)
+            else:
+                steps = integrate.ode_steps(self.flow, xb, grid)
+            for i, state in enumerate(steps):
+                if weighted:
+                    state, w = state
+                    out_w[i, lo:hi] = w.cpu().numpy()
+                out_x[i, lo:hi] = state.cpu().numpy()
+            if "accepted_steps" in stats:
+                info["accepted_steps"] = max(info.get("accepted_steps", 0), stats["accepted_steps"])
+        return Trajectories(out_x, grid, out_w, method, info)
 
     def push(
-        self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False
-    ):
+        self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False,
+        batch_size: int = integrate.BATCH_SIZE,
+    ):  # fmt: skip
         """The cells ``x`` observed at ``t0``, moved to ``t1``; with ``with_weights``, also uAM's particle weights
-        (ones for the other objectives)."""
-        traj = self.trajectories(x, [t0, t1], steps, method, seed)
+        (ones for the other objectives). Only the last step is kept: memory grows with the cells, not the steps."""
+        n = len(x)
+        last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
+        traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last)
         if not with_weights:
-            return traj.x[-1]
-        return traj.x[-1], np.ones(traj.x.shape[1]) if traj.weight is None else traj.weight[-1]
+            return traj.x.values
+        return traj.x.values, np.ones(n) if traj.weight is None else traj.weight.values
+
+
+class _LastStep:
+    """An ``out`` array for ``trajectories`` that keeps the last step only (steps arrive in order)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.values = np.empty(shape, dtype=np.float32)
+
+    def __setitem__(self, key: tuple[int, slice], values: np.ndarray) -> None:
+        self.values[key[1]] = values  # each step overwrites the previous one: the last stays
 
 
 def load(path: str | Path) -> TrainedModel:

@@ -36,13 +36,10 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 import torch
-from scipy.interpolate import CubicSpline
 
 from amcore.data.simulate import GrowingGaussian, Simulator
 from amcore.data.store import Snapshots
-from amcore.metrics import wasserstein
 
 COUPLINGS = ("independent", "ot", "entropic")
 INTERPOLATIONS = ("linear", "spline", "nearest")
@@ -86,6 +83,8 @@ def ot_pairs(
     Above ``max_size`` points per side the plan is solved on a uniform subsample of that size, keeping the
     cost of the exact solver bounded.
     """
+    import ot  # POT (with scikit-learn) takes seconds to import: only where a coupling is solved
+
     ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
     cost = ot.dist(xa[ia].astype(np.float64), xb[ib].astype(np.float64))
@@ -102,6 +101,8 @@ def entropic_pairs(
 
     The plan is dense; sampling it once keeps ``len(xa) * draws`` equally weighted pairs in memory instead.
     """
+    import ot
+
     ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
     a, b = torch.as_tensor(xa[ia], dtype=torch.float64), torch.as_tensor(xb[ib], dtype=torch.float64)
@@ -181,6 +182,8 @@ def spline_coefficients(knots: np.ndarray, tension: float) -> np.ndarray:
 
     The natural cubic spline's cardinal functions, mixed with the piecewise-linear hat functions.
     """
+    from scipy.interpolate import CubicSpline
+
     knots = np.asarray(knots, dtype=np.float64)
     n = len(knots)
     gaps = np.diff(knots)
@@ -230,6 +233,17 @@ def chain_rows(clouds: list[np.ndarray], n_chains: int, rng: np.random.Generator
     return np.stack(rows, axis=1)
 
 
+def chain_points(clouds: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """``(chains, K, d)``: the points of :func:`chain_rows` chains, as many as the largest cloud has cells."""
+    rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
+    return np.stack([cloud[rows[:, k]] for k, cloud in enumerate(clouds)], axis=1)
+
+
+def spline_at(points: np.ndarray, knots: np.ndarray, t: float, tension: float) -> np.ndarray:
+    """Each chain's spline (``spline_coefficients``) read at one time ``t``: ``(chains, d)``."""
+    return np.einsum("k,nkd->nd", spline_weights(spline_coefficients(knots, tension), knots, t), points)
+
+
 def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.Generator) -> tuple[float, dict]:
     """The tension whose spline best predicts each interior observed time left out in turn (exact W1).
 
@@ -237,6 +251,8 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
     others, and the interpolated chains at its time are compared with its cells. With fewer than four
     times no time can be left out informatively, and the natural cubic spline (tension 1) is used.
     """
+    from amcore.metrics import wasserstein
+
     if len(clouds) < 4:
         return 1.0, {}
     clouds = [c if len(c) <= TENSION_CV_SIZE else c[rng.choice(len(c), TENSION_CV_SIZE, replace=False)] for c in clouds]
@@ -244,11 +260,9 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
     for j in range(1, len(clouds) - 1):
         keep = [i for i in range(len(clouds)) if i != j]
         sub = [clouds[i] for i in keep]
-        rows = chain_rows(sub, max(len(c) for c in sub), rng)
-        points = np.stack([sub[i][rows[:, i]] for i in range(len(sub))], axis=1)
+        points = chain_points(sub, rng)
         for lam in TENSIONS:
-            w = spline_weights(spline_coefficients(knots[keep], lam), knots[keep], float(knots[j]))
-            predicted = np.einsum("k,nkd->nd", w, points)
+            predicted = spline_at(points, knots[keep], float(knots[j]), lam)
             scores[lam].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
     mean = {lam: float(np.mean(v)) for lam, v in scores.items()}
     return min(mean, key=mean.get), mean

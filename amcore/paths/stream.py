@@ -6,11 +6,16 @@ chunk-aligned read decodes each chunk once; nothing else of the array is touched
 and builds the ordinary ``SnapshotPath`` on them, so couplings and losses work unchanged. Every
 ``refresh_every`` steps a new sample replaces it. The sample of refresh ``r`` on rank ``rank`` depends
 only on ``(seed, rank, r)``, so a resumed training sees the same data as an uninterrupted one.
+
+A few chunks are a uniform sample of their time because prepare stores each time's rows in a seeded random
+order (``row_order`` in the store's attributes; simulated rows are independent draws anyway). A store without
+it keeps its writer's order, and a file sorted by batch or cluster would stream a sub-population: said loudly.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import dask
@@ -51,13 +56,86 @@ def load_training(snaps: Snapshots) -> Snapshots:
     return Snapshots(targets[0], snaps.t_values[keep], offsets, dict(snaps.attrs), weights)
 
 
-class StreamingPath:
+class RefreshedPath:
+    """A ``SnapshotPath`` rebuilt every ``refresh_every`` steps on ``resident(refresh)`` with a seed of that refresh.
+
+    Same interface as ``SnapshotPath`` for the losses; ``seek(step)`` before each step swaps in the path of that
+    step's refresh. Refresh ``r`` on rank ``rank`` depends only on ``(seed, rank, r)``: a resumed training sees
+    the same paths as an uninterrupted one.
+    """
+
+    kind = "refreshed"
+
+    def __init__(
+        self, build: Callable[[Snapshots, int], SnapshotPath], refresh_every: int, seed: int = 0, rank: int = 0
+    ) -> None:
+        self.build, self.seed, self.rank = build, seed, rank
+        self.refresh_every = int(refresh_every)
+        self.refresh_index = -1
+        started = time.perf_counter()
+        self.seek(0)
+        self.build_seconds = time.perf_counter() - started
+        self._fingerprint = self.current.fingerprint()
+        first = self.current
+        self.t0, self.t1, self.dim, self.device = first.t0, first.t1, first.dim, first.device
+        self.t_values = first.t_values
+
+    def resident(self, refresh: int) -> Snapshots:
+        """The snapshots the path of ``refresh`` is built on."""
+        raise NotImplementedError
+
+    def rng(self, refresh: int) -> np.random.Generator:
+        """The generator of one refresh on this rank: a pure function of ``(seed, rank, refresh)``."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, refresh]))
+
+    def seek(self, step: int) -> None:
+        """Make the path of ``step``'s refresh current (a no-op within a refresh)."""
+        refresh = step // self.refresh_every
+        if refresh != self.refresh_index:
+            path_seed = int(self.rng(refresh).integers(2**62))
+            self.current = self.build(self.resident(refresh), path_seed)
+            self.refresh_index = refresh
+
+    @property
+    def duration(self) -> float:
+        return self.t1 - self.t0
+
+    def fingerprint(self) -> str:
+        """The data's identity for resuming: the first refresh's data (a fixed function of the store)."""
+        return f"{self.kind}|{self._fingerprint}"
+
+    def mass(self, t: torch.Tensor) -> torch.Tensor:
+        return self.current.mass(t)
+
+    def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.current.sample_at(t, gen)
+
+    def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.current.sample_endpoints(n, gen)
+
+
+class ResampledCouplings(RefreshedPath):
+    """Training snapshots in memory whose couplings are solved on subsamples (``ot_max_size`` cells of a larger
+    time): each refresh draws new subsamples, so over a training every cell takes part, not one fixed draw."""
+
+    kind = "resampled"
+
+    def __init__(self, snaps: Snapshots, build, refresh_every: int, seed: int = 0, rank: int = 0) -> None:
+        self.snaps = snaps
+        super().__init__(build, refresh_every, seed, rank)
+
+    def resident(self, refresh: int) -> Snapshots:
+        return self.snaps
+
+
+class StreamingPath(RefreshedPath):
     """A ``SnapshotPath`` on a resident sample of a lazily opened store, refreshed every ``refresh_every`` steps.
 
-    Same interface as ``SnapshotPath`` for the losses; ``seek(step)`` before each step swaps in the sample
-    of that step's refresh. ``peak_rows`` is the most rows held at once (resident sample plus one time's
-    chunk reads), for checking the memory bound.
+    ``peak_rows`` is the most rows held at once (resident sample plus one time's chunk reads), for checking the
+    memory bound.
     """
+
+    kind = "stream"
 
     def __init__(
         self,
@@ -71,9 +149,9 @@ class StreamingPath:
     ) -> None:
         if not isinstance(snaps.x, da.Array):
             raise TypeError("StreamingPath reads a lazily opened store (store.open_store); x is already in memory")
-        self.snaps, self.build, self.seed, self.rank = snaps, build, seed, rank
+        self.snaps = snaps
         self.keep = _training_snapshots(snaps)
-        self.rows_per_time, self.refresh_every = int(rows_per_time), int(refresh_every)
+        self.rows_per_time = int(rows_per_time)
         self.budget_rows = budget_bytes // (4 * snaps.dim)
         bounds = np.concatenate([[0], np.cumsum(snaps.x.chunks[0])])
         self.pieces = [self._pieces(bounds, snaps.offsets[k], snaps.offsets[k + 1]) for k in self.keep]
@@ -91,12 +169,7 @@ class StreamingPath:
             sums = [snaps.weights[snaps.offsets[k] : snaps.offsets[k + 1]].sum() for k in self.keep]
             self.masses = np.asarray(dask.compute(*sums), dtype=np.float64)
         self.peak_rows, self.rows_read = 0, 0
-        self.refresh_index = -1
-        self.seek(0)
-        self._fingerprint = self.current.fingerprint()
-        first = self.current
-        self.t0, self.t1, self.dim, self.device = first.t0, first.t1, first.dim, first.device
-        self.t_values = first.t_values
+        super().__init__(build, refresh_every, seed, rank)
 
     @staticmethod
     def _pieces(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, int]]:
@@ -104,10 +177,6 @@ class StreamingPath:
         first = int(np.searchsorted(bounds, start, side="right")) - 1
         last = int(np.searchsorted(bounds, stop, side="left"))
         return [(max(int(bounds[c]), start), min(int(bounds[c + 1]), stop)) for c in range(first, last)]
-
-    def rng(self, refresh: int) -> np.random.Generator:
-        """The generator of one refresh on this rank: a pure function of ``(seed, rank, refresh)``."""
-        return np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, refresh]))
 
     def sample(self, refresh: int) -> Snapshots:
         """The resident sample of one refresh: per training time, rows of a few random chunks of it."""
@@ -141,30 +210,7 @@ class StreamingPath:
         attrs = {**self.snaps.attrs, "holdout_times": []}
         return Snapshots(np.concatenate(xs), self.snaps.t_values[self.keep], offsets, attrs, np.concatenate(weights))
 
-    def seek(self, step: int) -> None:
-        """Make the sample of ``step``'s refresh resident (a no-op within a refresh)."""
-        refresh = step // self.refresh_every
-        if refresh != self.refresh_index:
-            path_seed = int(self.rng(refresh).integers(2**62))
-            self.current = self.build(self.sample(refresh), path_seed)
-            self.refresh_index = refresh
-
-    @property
-    def duration(self) -> float:
-        return self.t1 - self.t0
-
-    def fingerprint(self) -> str:
-        """The data's identity for resuming: the first refresh's sample (a fixed function of the store)."""
-        return f"stream|{self._fingerprint}"
-
-    def mass(self, t: torch.Tensor) -> torch.Tensor:
-        return self.current.mass(t)
-
-    def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.current.sample_at(t, gen)
-
-    def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.current.sample_endpoints(n, gen)
+    resident = sample
 
 
 def training_path(
@@ -175,19 +221,55 @@ def training_path(
     refresh_every: int,
     seed: int,
     rank: int,
-) -> SnapshotPath | StreamingPath:
-    """In memory when the training rows fit in ``budget_mb`` (or are in memory already), streamed otherwise."""
+    ot_refresh_every: int = 1000,
+    coupling: str = "ot",
+) -> SnapshotPath | RefreshedPath:
+    """In memory when the training rows fit in ``budget_mb`` (or are in memory already), streamed otherwise.
+
+    ``rows_per_time`` is ``ot_max_size``: in memory, a coupling (``coupling`` not ``independent``) between times
+    with more cells is solved on seeded subsamples of that many, redrawn every ``ot_refresh_every`` steps
+    (``ResampledCouplings``); streamed, it is the resident rows per time, redrawn with their couplings every
+    ``refresh_every`` steps. The log says which.
+    """
     size, budget = training_bytes(snaps), int(budget_mb * 2**20)
     where = "amcore train:" if rank == 0 else None
+    solver = {"ot": "exact OT", "entropic": "entropic OT (Sinkhorn)"}.get(coupling)
     if not isinstance(snaps.x, da.Array) or size <= budget:
+        training = load_training(snaps)
+        largest = int(training.counts().max())
+        subsampled = solver is not None and largest > rows_per_time
+        path = (
+            ResampledCouplings(training, build, ot_refresh_every, seed, rank) if subsampled else build(training, seed)
+        )
         if where:
             print(f"{where} data in memory ({size / 2**20:.3g} MB of training rows)", file=sys.stderr)
-        return build(load_training(snaps), seed)
+            if subsampled:
+                print(
+                    f"{where} {solver} between neighbouring times on seeded subsamples of {rows_per_time} of up to "
+                    f"{largest} cells per time (ot_max_size), redrawn every {ot_refresh_every} steps "
+                    f"(ot_refresh_every; {path.build_seconds:.1f} s per redraw)",
+                    file=sys.stderr,
+                )
+            elif solver:
+                print(f"{where} {solver} between neighbouring times on all cells (at most {largest} per time, "
+                      f"within ot_max_size {rows_per_time})", file=sys.stderr)  # fmt: skip
+        return path
     path = StreamingPath(snaps, build, rows_per_time, refresh_every, budget, seed, rank)
+    if where and "row_order" not in snaps.attrs:
+        print(
+            f"{where} WARNING: this store keeps the order its rows were written in (no row_order attribute: "
+            f"written before amcore stored each time in random order?); streamed draws read {CHUNKS_PER_TIME} "
+            "chunks per time and see a sub-population when rows are sorted by batch, sample or cluster: run "
+            "amcore prepare again",
+            file=sys.stderr,
+        )
     if where:
+        largest = int(snaps.counts()[path.keep].max())
+        couplings = f"; {solver} on them" if solver else ""
         print(
             f"{where} streaming from the store ({size / 2**20:.3g} MB of training rows > in_memory_max_mb "
-            f"{budget_mb:g}): {rows_per_time} resident rows per time, new ones every {refresh_every} steps",
+            f"{budget_mb:g}): {rows_per_time} resident rows of up to {largest} per time (a uniform sample of each "
+            f"time), new ones every {refresh_every} steps{couplings} ({path.build_seconds:.1f} s per redraw)",
             file=sys.stderr,
         )
     return path

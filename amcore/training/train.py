@@ -24,7 +24,7 @@ from amcore.errors import TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import MarginalPath, SnapshotPath
-from amcore.paths.stream import StreamingPath, training_path
+from amcore.paths.stream import RefreshedPath, training_path
 from amcore.training.losses import fm_loss
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.training.timesampling import TimeSampler
@@ -60,6 +60,7 @@ class TrainConfig:
     exact_trace_max_dim: int = 1
     probes: int = 1
     ot_max_size: int = 5000
+    ot_refresh_every: int = 1000
     entropic_reg: float | None = None
     entropic_draws: int = 16
     seed: int = 0
@@ -246,8 +247,10 @@ class Run:
         self.sub_batch = cfg.batch_size // self.streams
         torch.manual_seed(cfg.seed)
         self.tension = cfg.tension
+        coupling = "independent" if cfg.interpolation == "nearest" else cfg.coupling  # nearest pairs nothing
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
-                                          cfg.stream_refresh_every, cfg.seed, rank)  # fmt: skip
+                                          cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
+                                          coupling)  # fmt: skip
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
         mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
@@ -319,7 +322,7 @@ class Run:
         """One optimiser step on the global batch, then the EMA (with warm-up: early averages do not drag the
         initial weights along in short runs)."""
         cfg = self.cfg
-        if isinstance(self.path, StreamingPath):
+        if isinstance(self.path, RefreshedPath):
             self.path.seek(step)
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
@@ -411,7 +414,7 @@ def train(
         "final_loss": run.history[-1][1],
         "steps_per_second": done / max(seconds, 1e-9),
     }
-    if isinstance(run.path, (SnapshotPath, StreamingPath)):
+    if isinstance(run.path, (SnapshotPath, RefreshedPath)):
         summary["train_times"] = [round(float(t), 6) for t in run.path.t_values]
         if cfg.interpolation == "spline":
             summary["spline_tension"] = run.tension

@@ -1,0 +1,64 @@
+"""Figures stay readable and cheap at any size: seeded subsamples, a point budget per panel, 40 times."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amcore.evaluation import plots
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions draw, kept open instead of saved."""
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: drawn.append(fig))
+    yield drawn
+    for fig in drawn:
+        plots.plt.close(fig)
+
+
+def _points(ax) -> int:
+    return sum(len(c.get_offsets()) for c in ax.collections)
+
+
+def _cells(n_times: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((n, 3)) + k for k in range(n_times)]
+
+
+def test_marginals_of_40_times_wrap_and_draw_at_most_the_point_budget_per_panel(figures):
+    truth, predicted = _cells(40, 5000), _cells(40, 3000)
+    plots.marginals("unused.png", truth, predicted, np.linspace(0, 39, 40), "title")
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert len(panels) == 40
+    assert max(_points(ax) for ax in panels) <= plots.MAX_POINTS
+    assert len({round(ax.get_position().x0, 3) for ax in panels}) == 8  # 8 panels a row beyond 12 times
+    assert [ax.get_title() for ax in panels[:2]] == ["t = 0", "t = 1"]
+
+
+def test_trajectories_draw_a_seeded_subsample_of_paths_over_a_budget_of_cells_coloured_by_time(figures):
+    rng = np.random.default_rng(1)
+    traj = rng.standard_normal((11, 5000, 3))
+    times = np.linspace(0.0, 2.0, 40)
+    for _ in range(2):
+        plots.trajectories("unused.png", traj, _cells(40, 5000), "title", times=times, seed=3)
+    first, second = figures[:2]
+    ax = first.axes[0]
+    paths = [line.get_xydata() for line in ax.lines]
+    assert len(paths) == plots.MAX_PATHS and _points(ax) <= plots.MAX_POINTS
+    np.testing.assert_array_equal(paths[0], [line.get_xydata() for line in second.axes[0].lines][0])  # seeded
+    assert len(first.axes) == 2 and first.axes[1].get_ylabel() == "t (observed cells)"  # a colorbar, no legend
+    assert ax.get_legend() is None
+
+
+def test_held_out_panels_wrap_after_six_held_out_times(figures):
+    cells = _cells(9, 3000)
+    panels = [{"method": m, "holdout": f"{k}", "observed": cells[k], "predicted": cells[k] + 0.1,
+               "weight": np.ones(3000)} for k in range(1, 9) for m in ("am", "copy_prev")]  # fmt: skip
+    plots.holdout_panels("unused.png", panels)
+    (fig,) = figures
+    drawn = [ax for ax in fig.axes if ax.collections]
+    assert len(drawn) == 16 and max(_points(ax) for ax in drawn) <= plots.MAX_POINTS
+    assert len(fig.axes) == 4 * 6  # 2 methods x 2 blocks of rows, 6 held-out times a row
