@@ -17,6 +17,9 @@ validate(config, "workflow/schemas/config.schema.yaml")
 # observed time to predict it from. The times of the user's data are checked by `amcore prepare`.
 if config["dataset"]["source"] == "simulate":
     _times = sorted(float(t) for t in config["dataset"]["times"])
+    if config["dataset"].get("n_times"):  # as amcore.data.prepare.simulated_times
+        _n = config["dataset"]["n_times"]
+        _times = [_times[0] + (_times[-1] - _times[0]) * i / (_n - 1) for i in range(_n)]
     _bad = [t for t in config["holdout_times"] if float(t) not in _times[1:-1]]
     if _bad:
         raise ValueError(

@@ -212,7 +212,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import plots
-    from amcore.evaluation.evaluate import DEFAULTS, DISTANCES, action_audit, options, score_marginals, score_truth
+    from amcore.evaluation.evaluate import (
+        DEFAULTS,
+        DISTANCES,
+        action_audit,
+        options,
+        score_marginals,
+        score_paper_mmd,
+        score_truth,
+        select_times,
+    )
     from amcore.models.integrate import read_trajectories
     from amcore.models.trained import load
     from amcore.tracking import StageRun
@@ -225,6 +234,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         observed = np.flatnonzero(traj["observed"].values)
         predicted = traj["x"][observed]
         weights = traj["weight"][observed] if "weight" in traj else None
+        snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
         opts = options(params)
@@ -240,6 +250,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
         if simulator is not None:
             result |= score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"])
+        if params.get("mmd_paper_alphas"):  # the AM paper's MMD beside amcore's distances
+            result |= score_paper_mmd(snaps, predicted, params["mmd_paper_alphas"])
+            table["mmd_paper"] = result["mmd_paper"]
         every_step = traj["weight"] if "weight" in traj else None
         audit = action_audit(
             traj["x"], traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
@@ -252,10 +265,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         times = [float(t) for t in snaps.t_values]
         truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
         title = f"{args.model} ({model.objective.upper()})"
-        pushed = [predicted[k] for k in range(len(observed))]
+        pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed")
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times)
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
+        plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed")
+        over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
+        plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
         if snaps.dim >= 2:
             from amcore.data.simulate import truth_fields
 

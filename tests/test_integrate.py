@@ -7,6 +7,7 @@ from amcore.data.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbec
 from amcore.models.integrate import (
     ParticleNoise,
     integrate_adaptive,
+    integrate_euler,
     integrate_ode,
     integrate_sde,
     integrate_weighted,
@@ -28,6 +29,20 @@ def test_adaptive_ode_matches_the_exact_flow_with_fewer_steps():
     coarse = integrate_ode(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
     # RK4 with as many fixed steps as DOPRI accepted is less accurate on this bent path (it cannot adapt).
     assert np.abs(traj[-1] - x1).max() < np.abs(coarse[-1] - x1).max()
+
+
+def test_euler_pushes_are_first_order():
+    """Forward Euler (the AM paper's pushes): twice the steps, about half the error at t = 1 on the Gaussian path."""
+    sim = GaussianPath()
+    z = np.random.default_rng(0).standard_normal((200, 2))
+    x0, x1 = sim.mean(0) + z @ sim.transform(0).T, sim.mean(1) + z @ sim.transform(1).T
+    errors = []
+    for steps in (50, 100):
+        traj = integrate_euler(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
+        assert traj.shape == (steps + 1, 200, 2)
+        np.testing.assert_allclose(traj[0], x0, rtol=1e-6)
+        errors.append(np.abs(traj[-1] - x1).max())
+    assert 1.6 < errors[0] / errors[1] < 2.4
 
 
 def test_euler_maruyama_reproduces_the_ornstein_uhlenbeck_marginal():
@@ -76,7 +91,9 @@ class _Spy:
         self.values[key] = values
 
 
-@pytest.mark.parametrize("objective, method", [("am", "rk4"), ("fm", "rk4"), ("eam", "sde"), ("uam", "weighted")])
+@pytest.mark.parametrize(
+    "objective, method", [("am", "rk4"), ("am", "euler"), ("fm", "rk4"), ("eam", "sde"), ("uam", "weighted")]
+)
 def test_pushing_in_batches_gives_every_cell_its_one_batch_result(objective, method, monkeypatch):
     """Each cell's ODE, weighted ODE or SDE path does not depend on the others: batches of 97 (and, for the SDE's
     noise, keyed blocks of 64 cells that batches straddle) equal one batch of all 1000 cells to float32 rounding

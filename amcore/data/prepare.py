@@ -57,6 +57,14 @@ def _check_times(t_values: np.ndarray, holdout_times: list[float], where: str) -
         raise InputError(f"holdout_times: {holdout_times} leave fewer than two of {t_values.tolist()} to train on")
 
 
+def simulated_times(spec: dict) -> list[float]:
+    """The simulate source's observed times: ``times``, or ``n_times`` evenly spaced from its first to its last."""
+    times = [float(t) for t in spec["times"]]
+    if spec.get("n_times"):
+        times = np.linspace(min(times), max(times), int(spec["n_times"])).tolist()
+    return times
+
+
 def build_snapshots(
     spec: dict,
     preprocess_config: dict | None = None,
@@ -77,7 +85,7 @@ def build_snapshots(
         if not preprocess.is_identity(config):
             raise InputError("preprocess: the simulate source's ground truth is in raw coordinates; no steps allowed")
         simulator = make_simulator(spec["simulator"], spec.get("params", {}))
-        times = [float(t) for t in spec["times"]]
+        times = simulated_times(spec)
         _check_times(np.unique(times), holdout, "dataset.times")  # before simulating anything
         _check_simulation_fits(snapshot_counts(simulator, times, spec["n_per_time"]), simulator.dim, spec["n_per_time"])
         try:

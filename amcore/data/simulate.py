@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from amcore.data.hydrogen import Hydrogen
+
 
 @dataclass(frozen=True)
 class GaussianPath:
@@ -163,11 +165,12 @@ class GrowingGaussian:
         return self.growth * self.potential(x, t)
 
 
-Simulator = GaussianPath | OrnsteinUhlenbeck | GrowingGaussian
+Simulator = GaussianPath | OrnsteinUhlenbeck | GrowingGaussian | Hydrogen
 SIMULATORS = {
     "gaussian_path": GaussianPath,
     "ornstein_uhlenbeck": OrnsteinUhlenbeck,
     "growing_gaussian": GrowingGaussian,
+    "hydrogen": Hydrogen,
 }
 
 
@@ -196,11 +199,16 @@ def simulate_snapshots(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Independent samples at each time, sorted by time, as a real time course would be.
 
-    For a growing population the count at ``t`` is ``n_per_time * m_t / m_0``: the mass is in the counts.
+    For a growing population the count at ``t`` is ``n_per_time * m_t / m_0``: the mass is in the counts. A
+    simulator with a ``snapshots`` method makes its frames itself (``Hydrogen``: one population transported).
     Each time's float64 samples are cast into one float32 array as they come: memory holds the float32 cells
     and a single time's float64 samples, not every sample twice more.
     """
     rng = np.random.default_rng(seed)
+    if hasattr(simulator, "snapshots"):  # one population carried through every time (Hydrogen's frames)
+        frames = simulator.snapshots(times, n_per_time, rng)
+        x = frames.astype(np.float32).reshape(-1, simulator.dim)
+        return x, np.repeat(np.asarray(times, dtype=np.float64), n_per_time)
     counts = snapshot_counts(simulator, times, n_per_time)
     x = np.empty((sum(counts), simulator.dim), dtype=np.float32)
     ends = np.cumsum(counts)

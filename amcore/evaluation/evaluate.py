@@ -12,6 +12,7 @@ from amcore.models.trained import TrainedModel
 
 # The evaluate section's keys and defaults (workflow/schemas/config.schema.yaml states the same).
 DEFAULTS = {"max_exact_size": 2000, "kernel_max_size": 5000, "projections": 500, "truth_samples": 4000, "seed": 1}
+DEFAULTS |= {"n_times": None, "mmd_paper_alphas": None}  # dense frames; the AM paper's MMD (select_times, mmd_paper)
 # Every distance between a prediction and observed cells, under the same name at any size (docs/metrics.md).
 DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy")
 
@@ -135,10 +136,10 @@ def action_audit(
     samples: int = 4000,
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
-        the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
-        their totals and ratio (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
+    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
+    their totals and ratio (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
     of steps at a time); with a simulator whose truth is a velocity, also the true process's action
-        ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
+    ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
     knots = np.asarray(snaps.t_values, dtype=np.float64)
     names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
     flow = metrics.flow_action(x, time, knots, weight)
@@ -167,3 +168,37 @@ def action_audit(
         audit["action_truth"] = dict(zip(names, truth, strict=True))
         audit["action_truth_total"] = float(sum(truth))
     return audit
+
+
+def select_times(snaps: Snapshots, predicted, weights, n_times: int | None) -> tuple[Snapshots, object, object]:
+    """Dense frames: the first time and ``n_times`` evenly spaced observed times after it (the AM paper scores 10 of
+    its 1,001 frames), with any held-out time kept; everything when ``n_times`` is None or covers every time.
+
+    ``predicted`` and ``weights`` are indexed by observed time, as ``snaps``; the three are cut alike. They may be
+    lazy (xarray or dask): the cut reads nothing.
+    """
+    k_last = snaps.n_snapshots - 1
+    if not n_times or n_times >= k_last:
+        return snaps, predicted, weights
+    held_out = {float(t) for t in snaps.attrs.get("holdout_times", [])}
+    keep = set(np.round(np.linspace(0, k_last, n_times + 1)).astype(int).tolist())
+    keep |= {k for k, t in enumerate(snaps.t_values) if float(t) in held_out}
+    idx = sorted(keep)
+    dropped = [t for k, t in enumerate(snaps.t_values) if k not in keep]
+    return snaps.drop_times(dropped), predicted[idx], None if weights is None else weights[idx]
+
+
+def score_paper_mmd(snaps: Snapshots, predicted, alphas) -> dict:
+    """The AM paper's metric: the unbiased squared MMD with ``sum_j exp(-alpha_j |x - y|^2)`` between the cells pushed
+    from the first time and every cell observed at each later time (``mmd_paper_by_time``, signed), and its absolute
+    value averaged over those times (``mmd_paper``, as the paper's code averages it). Unweighted; a time whose
+    pushed cells are not all finite scores NaN, as every other distance does. ``predicted(time, cell, feature)`` may
+    be lazy: one time is read at a time."""
+    by_time = {}
+    for k in range(1, snaps.n_snapshots):
+        pushed = np.asarray(predicted[k])
+        value = float("nan")
+        if not metrics.lost_rows(pushed):
+            value = metrics.mmd_paper(pushed, np.asarray(snaps.snapshot(k)), tuple(float(a) for a in alphas))
+        by_time[f"{snaps.t_values[k]:g}"] = value
+    return {"mmd_paper": float(np.mean(np.abs(list(by_time.values())))), "mmd_paper_by_time": by_time}

@@ -261,3 +261,55 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path, dpi=110)
+
+
+def projections(
+    path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500
+) -> None:
+    """Observed against pushed cells in three 2-d projections (rows: x0-x1, x0-x2, x1-x2; fewer for fewer dimensions)
+    at up to six evenly spaced observed times (columns): the AM paper's figure for its 3-d hydrogen atom. Each panel
+    draws a seeded subsample of at most ``n_points`` finite cells per side (``truth`` and ``predicted`` may be lazy:
+    only those cells are read)."""
+    dim = truth[0].shape[1]
+    pairs = [(i, j) for i, j in ((0, 1), (0, 2), (1, 2)) if j < dim] or [(0, None)]
+    picks = np.unique(np.linspace(0, len(times) - 1, min(6, len(times))).round().astype(int))
+    fig, axes = plt.subplots(len(pairs), len(picks), figsize=(2.5 * len(picks), 2.5 * len(pairs)), squeeze=False,
+                             sharex="row", sharey="row")  # fmt: skip
+    rng = np.random.default_rng(0)
+
+    def thin(x) -> np.ndarray:
+        x = _subsample(x, n_points, rng)
+        return x[np.isfinite(x).all(1)]
+
+    for col, k in enumerate(picks):
+        a, b = thin(truth[k]), thin(predicted[k])
+        for row, (i, j) in enumerate(pairs):
+            ax = axes[row, col]
+            for x, color, label in ((a, "tab:blue", "observed"), (b, "tab:orange", "pushed")):
+                ax.scatter(x[:, i], np.zeros(len(x)) if j is None else x[:, j], s=1.5, alpha=0.3, c=color,
+                           label=label, rasterized=True)  # fmt: skip
+            if row == 0:
+                ax.set_title(f"t = {times[k]:.3g}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"x{j}" if j is not None else "", fontsize=8)
+            ax.set_xlabel(f"x{i}", fontsize=8)
+    axes[0, 0].legend(markerscale=5, fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+
+
+def distances_over_time(path: Path, series: dict[str, dict[str, float]], title: str) -> None:
+    """One panel per distance (each on its own scale), its value at each scored time: e.g. amcore's ``mmd`` beside the
+    paper's ``mmd_paper``. ``series`` maps a name to ``{"<t>": value}`` as metrics.json holds them."""
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items(), strict=True):
+        ts = [float(t) for t in values]
+        ax.plot(ts, list(values.values()), marker="o", ms=3)
+        ax.axhline(0.0, color="0.6", lw=0.6)
+        ax.set_xlabel("t")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)

@@ -12,14 +12,21 @@ ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn
 
 
 class TimeEmbedding(nn.Module):
-    """``t`` and a few sinusoidal features of it: lets a small MLP bend quickly in time."""
+    """``t`` and a few sinusoidal features of it: lets a small MLP bend quickly in time.
 
-    def __init__(self, n_frequencies: int, t_min: float, t_max: float) -> None:
+    ``n_frequencies`` features at ``pi k`` over the relative time ``u in [0, 1]``, and one at each of ``periods`` (in
+    the data's time units): dynamics known to oscillate (the hydrogen atom's dipole turns every ``2 pi / (E_2 - E_3)``,
+    155 times over the AM paper's time range) get that oscillation as an input instead of from hundreds of features.
+    """
+
+    def __init__(self, n_frequencies: int, t_min: float, t_max: float, periods=()) -> None:
         super().__init__()
         span = max(t_max - t_min, 1e-12)
         self.register_buffer("t_min", torch.tensor(float(t_min)))
         self.register_buffer("span", torch.tensor(float(span)))
-        self.register_buffer("freqs", math.pi * torch.arange(1, n_frequencies + 1, dtype=torch.float32))
+        extra = [2 * math.pi * span / float(p) for p in periods]
+        freqs = math.pi * torch.arange(1, n_frequencies + 1, dtype=torch.float64)
+        self.register_buffer("freqs", torch.cat([freqs, torch.tensor(extra, dtype=torch.float64)]).float())
 
     @property
     def dim(self) -> int:
@@ -50,11 +57,14 @@ class MLPField(nn.Module):
         depth: int = 3,
         activation: str = "silu",
         time_frequencies: int = 4,
+        time_periods=(),
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        self.embed = TimeEmbedding(time_frequencies, *t_range)
+        if any(not float(p) > 0 for p in time_periods):
+            raise ValueError(f"time_periods must be > 0, got {list(time_periods)}")
+        self.embed = TimeEmbedding(time_frequencies, *t_range, periods=time_periods)
         layers: list[nn.Module] = []
         n_in = dim + self.embed.dim
         for _ in range(depth):

@@ -19,7 +19,7 @@ from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
 from amcore.models.potentials import MLPField, Potential, velocity_fn
 
-METHODS = ("auto", "rk4", "dopri5", "sde", "weighted")
+METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
 
 
@@ -171,7 +171,8 @@ class TrainedModel:
         """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
 
         ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``),
-        RK4 otherwise; ``dopri5`` is adaptive. ``x`` holds every sub-step; ``time`` says when.
+        RK4 otherwise; ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every
+        sub-step; ``time`` says when.
 
         Cells are read and pushed ``batch_size`` at a time (``x0`` may be lazy, a dask array of a store's snapshot)
         and each step of each batch is written to ``out``, ``(x,
@@ -207,6 +208,8 @@ class TrainedModel:
                 steps = integrate.sde_steps(self.flow, xb, grid, self.sigma, lambda i, lo=lo, hi=hi: noise(i, lo, hi))
             elif method == "weighted":
                 steps = integrate.weighted_steps(self.flow, growth, xb, grid)
+            elif method == "euler":
+                steps = integrate.euler_steps(self.flow, xb, grid)
             elif method == "dopri5":
                 steps = integrate.adaptive_steps(self.flow, xb, grid, stats=stats)
             else:

@@ -15,6 +15,19 @@ every observed marginal and interpolates each chain by a cubic spline, relaxed t
 path by a tension ``lam`` (``x_t = (1 - lam) linear + lam natural cubic``). Both are linear in the chain's
 points, so ``x_t = sum_k w_k(t) x_k`` with weights that depend on the observed times only. At observed times
 the path still passes through the observed cells, so its marginals are the snapshots exactly.
+
+Dense frames (a simulation's 1,000 time steps) need no coupling: ``nearest`` draws ``q_t`` from one of the two
+frames around ``t``, the later with probability ``tau = (t - t_k) / (t_{k+1} - t_k)``, so ``q_t = (1 - tau) q_k +
+tau q_{k+1}``. The AM paper rounds ``t`` to the nearest frame instead; that path is constant between midpoints and
+jumps at them, and the loss's ``int E_t[d_t s] dt`` plus its boundary terms telescope into ``sum_k (E_k -
+E_{k+1})[s(., t_{k+1/2})]``: a term linear in ``s`` at single times, which a potential steep in time around the
+midpoints lowers without bound (as seen with 11 frames). The mixture is continuous in ``t``: the same term becomes
+``-(1/h_k) int (E_{k+1} - E_k)[s(., t)] dt`` over each interval, the loss is bounded below by minus half the
+mixture path's action, and the cost per sample is the paper's. The mixture of two frames is not their displacement
+interpolation; it is close to it only when neighbouring frames are close (two copies of a cloud shifted by ``c``,
+mixed half and half, have their variance inflated by ``|c|^2 / 4``), so ``nearest`` is refused unless
+neighbouring frames are on average (root mean square) within ``NEAREST_MAX_STEP`` of the cloud's spread
+(``frame_steps``): at most 1.6 % of the variance.
 """
 
 from __future__ import annotations
@@ -29,7 +42,8 @@ from amcore.data.simulate import GrowingGaussian, Simulator
 from amcore.data.store import Snapshots
 
 COUPLINGS = ("independent", "ot", "entropic")
-INTERPOLATIONS = ("linear", "spline")
+INTERPOLATIONS = ("linear", "spline", "nearest")
+NEAREST_MAX_STEP = 0.25
 TENSIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TENSION_CV_SIZE = 1000
 
@@ -100,6 +114,67 @@ def entropic_pairs(
     cols = torch.searchsorted(conditional, u).clamp_max(len(ib) - 1).numpy()
     rows = np.repeat(np.arange(len(ia)), draws)
     return ia[rows], ib[cols.reshape(-1)], np.full(len(rows), 1.0 / len(rows))
+
+
+def _psd_sqrt(c: np.ndarray) -> np.ndarray:
+    vals, vecs = np.linalg.eigh(c)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    return x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def _bures2(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """Squared W2 between the Gaussians with these (mean, covariance)."""
+    (ma, ca), (mb, cb) = a, b
+    root = _psd_sqrt(ca)
+    cross = np.trace(_psd_sqrt(root @ cb @ root))
+    return float((ma - mb) @ (ma - mb) + max(np.trace(ca) + np.trace(cb) - 2 * cross, 0.0))
+
+
+def frame_steps(clouds, rng: np.random.Generator) -> np.ndarray:
+    """``W2_Bures(q_k, q_{k+1})^2 / tr Sigma_k`` for each pair of neighbouring frames, debiased: the squared distance
+    between the Gaussians with the frames' means and covariances relative to the first one's variance, less half the
+    same quantity between two random halves of frame k (the estimate's own bias from finite samples, ~ 4 / n in 3-d).
+
+    The Bures distance is a lower bound of W2 (it sees two moments only): a large value proves the frames far apart,
+    a small one is necessary, not sufficient, for them to be close. Values can be negative (noise).
+    """
+    whole, halves = [], []
+    for cloud in clouds:
+        x = np.asarray(cloud, dtype=np.float64)
+        order = rng.permutation(len(x))
+        whole.append(_moments(x))
+        halves.append((_moments(x[order[: len(x) // 2]]), _moments(x[order[len(x) // 2 :]])))
+    steps = []
+    for k in range(len(clouds) - 1):
+        variance = max(float(np.trace(whole[k][1])), 1e-300)
+        steps.append((_bures2(whole[k], whole[k + 1]) - 0.5 * _bures2(*halves[k])) / variance)
+    return np.asarray(steps)
+
+
+def check_dense_frames(snaps: Snapshots, max_rows: int, rng: np.random.Generator) -> float:
+    """The frames' RMS step (``frame_steps``, root of the mean over pairs); refuses ``interpolation: nearest`` when it
+    exceeds ``NEAREST_MAX_STEP``: a mixture of neighbouring frames that far apart is not the path. Each frame's moments
+    from at most ``max_rows`` rows."""
+    subsets = time_subsets(snaps.counts(), max_rows, rng)
+    if min(len(s) for s in subsets) < 4:
+        raise ValueError("interpolation 'nearest' needs at least four cells per frame to judge the frames' spacing")
+    steps = frame_steps([np.asarray(snaps.snapshot(k))[idx] for k, idx in enumerate(subsets)], rng)
+    rms = float(np.sqrt(max(steps.mean(), 0.0)))
+    if rms > NEAREST_MAX_STEP:
+        k = int(np.argmax(steps))
+        t = snaps.t_values
+        raise ValueError(
+            f"interpolation 'nearest' needs dense frames: neighbouring frames are {rms:.3g} of the cloud's spread "
+            f"apart (root mean square over the {len(steps)} pairs of W2 between their Gaussian moments; at most "
+            f"{NEAREST_MAX_STEP:g} allowed; the widest pair is t = {t[k]:g} to {t[k + 1]:g} at "
+            f"{np.sqrt(max(steps[k], 0.0)):.3g}). A mixture of frames that far apart is not a path the data moves "
+            "along: use interpolation 'linear' (OT pairs) or 'spline' for sparse snapshots, or observe more frames"
+        )
+    return rms
 
 
 def spline_coefficients(knots: np.ndarray, tension: float) -> np.ndarray:
@@ -237,7 +312,9 @@ class SnapshotPath:
             )
         self.entropic_regs: list[float] = []
         self.interpolation = interpolation
-        if interpolation == "spline":
+        if interpolation == "nearest":
+            self.frame_step = check_dense_frames(snaps, ot_max_size, np.random.default_rng(seed))
+        elif interpolation == "spline":
             self._build_chains(snaps, ot_max_size, tension, np.random.default_rng(seed))
         elif coupling != "independent":
             rng = np.random.default_rng(seed)
@@ -325,6 +402,11 @@ class SnapshotPath:
         n = len(t)
         k = self.interval(t)
         ta, tb = self.t_values[k], self.t_values[k + 1]
+        if self.interpolation == "nearest":
+            # The later frame with probability tau: q_t = (1 - tau) q_k + tau q_{k+1}, continuous in t.
+            later = (self._uniform(n, gen) * (tb - ta) < t - ta).long()
+            x = self.x[self._rows(k + later, gen)]
+            return x, torch.full_like(x, float("nan"))
         if self.interpolation == "spline":
             chain = self.chains[(self._uniform(n, gen) * len(self.chains)).long().clamp_max(len(self.chains) - 1)]
             s = (t - ta)[:, None]
@@ -377,7 +459,7 @@ class SnapshotPath:
                 (self._uniform(n, gen) * len(self.chains)).long().clamp_max(len(self.chains) - 1) for _ in range(2)
             )
             return self.x[self.chains[first, 0]], self.x[self.chains[last, -1]]
-        if self.coupling != "independent":
+        if self.coupling != "independent" and self.interpolation != "nearest":
             last = len(self.t_values) - 2
             ja = torch.searchsorted(self.cum_weights, self._uniform(n, gen).double() * (1 - 1e-6))
             jb = torch.searchsorted(self.cum_weights, last + self._uniform(n, gen).double() * (1 - 1e-6))
@@ -389,7 +471,10 @@ class SnapshotPath:
     def action(self, draws: int = 200_000, seed: int = 0) -> float:
         """The path's kinetic action ``int E|u_t|^2 dt`` (Monte Carlo over ``draws`` times and points). AM's loss on
         this path cannot go below minus half of it (``docs/training.md``); it is also what the interpolant alone
-        spends, beside a learned flow's action and the geodesic's in the action audit."""
+        spends, beside a learned flow's action and the geodesic's in the action audit. NaN for ``nearest``: a mixture
+        of frames has no pair velocities (its action needs a solve of ``div(q u) = -d_t q``)."""
+        if self.interpolation == "nearest":
+            return float("nan")
         gen = torch.Generator(self.device).manual_seed(seed)
         t = self.t0 + torch.rand(draws, generator=gen, device=self.device, dtype=torch.float64) * self.duration
         _, u = self.sample_at(t.float(), gen)

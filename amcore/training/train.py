@@ -42,12 +42,15 @@ class TrainConfig:
     batch_size: int = 512
     lr: float = 1e-3
     lr_final: float = 1e-5
+    warmup_steps: int = 0
+    grad_clip: float | None = None
     ema_decay: float = 0.999
     head: str = "scalar"
     width: int = 128
     depth: int = 3
     activation: str = "silu"
     time_frequencies: int = 4
+    time_periods: tuple[float, ...] = ()
     time_sampling: str = "stratified"
     time_weight: str = "none"
     sigma: float = 0.0
@@ -85,6 +88,14 @@ class TrainConfig:
                 f"sigma / sigma_final (got {self.sigma} / {self.sigma_final}) set the diffusion of objective 'eam'; "
                 f"objective {self.objective!r} has none and would silently ignore them: remove them, or use "
                 "objective 'eam'"
+            )
+        if self.warmup_steps < 0 or (self.grad_clip is not None and not self.grad_clip > 0):
+            raise ValueError(f"warmup_steps must be >= 0 and grad_clip > 0 (or null), got {self.warmup_steps}, "
+                             f"{self.grad_clip}")  # fmt: skip
+        if self.objective == "fm" and self.interpolation == "nearest":
+            raise ValueError(
+                "interpolation 'nearest' draws frames, not pairs: Flow Matching regresses on a pair's velocity and "
+                "needs interpolation 'linear' or 'spline'"
             )
         if not self.growth > 0:  # also refuses NaN
             raise ValueError(
@@ -140,8 +151,11 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:
+    """Cosine decay from ``lr`` to ``lr_final`` (constant when they are equal), ramped up linearly over the first
+    ``warmup_steps`` (the AM paper's 5,000)."""
     progress = step / max(1, cfg.steps - 1)
-    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * progress))
+    ramp = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    return ramp * (cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * progress)))
 
 
 def adam(model: nn.Module, lr: float) -> torch.optim.Adam:
@@ -233,13 +247,16 @@ class Run:
         self.sub_batch = cfg.batch_size // self.streams
         torch.manual_seed(cfg.seed)
         self.tension = cfg.tension
+        coupling = "independent" if cfg.interpolation == "nearest" else cfg.coupling  # nearest pairs nothing
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
-                                          cfg.coupling)  # fmt: skip
+                                          coupling)  # fmt: skip
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
         mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
         mlp |= {"dim": self.path.dim, "t_range": [self.path.t0, self.path.t1], "time_frequencies": cfg.time_frequencies}
+        if cfg.time_periods:
+            mlp["time_periods"] = [float(p) for p in cfg.time_periods]
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         self.model_args = {**head, **mlp}
@@ -319,6 +336,8 @@ class Run:
         loss = torch.stack(parts).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip is not None:  # the AM paper clips the global gradient norm at 1
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():

@@ -11,6 +11,8 @@ rule evaluate:
         trajectories=plot_output("trajectories", "trajectories", "Trajectories"),
         velocity=plot_output("velocity", "velocity", "Velocity field"),
         loss=plot_output("loss", "loss", "Training loss"),
+        projections=plot_output("projections", "projections", "Marginals"),
+        mmd=plot_output("mmd", "mmd", "Marginals"),
     params:
         evaluate=as_arg(config["evaluate"]),
         plots=lambda wc: f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/plots",
