@@ -12,12 +12,15 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	# torch first, pinned: the CPU wheel on disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	# The peers from their own package (implementation: torchcfm). Without its dependencies: the matchers amcore
+	# uses need only torch and POT; torchdyn would pull torchvision, lightning and jupyter.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps torchcfm==1.0.7
 	touch $@
 
 install: $(VENV)/.installed

@@ -60,6 +60,7 @@ def config(data: Path, results: Path, times: np.ndarray, steps: int) -> dict:
         "dataset": {"source": "parquet", "path": str(data), "t_key": "t"},
         "holdout_times": [holdout],
         "seeds": [0],
+        "threads": 2,  # the one training job has both cores
         "baselines": ["copy_prev", "ot_displacement", "spline_path"],
         # Streamed: the store (cells x dim x 4 bytes) is larger than in_memory_max_mb, as an atlas's would be.
         "models": {

@@ -377,6 +377,10 @@ class SnapshotPath:
         u = torch.rand(len(k), generator=gen, device=self.device, dtype=torch.float64)
         return self.offsets[k] + (u * self.counts[k]).long().clamp_max(self.counts[k] - 1)
 
+    def draw(self, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` cells of observed time ``k``, uniformly with replacement."""
+        return self.x[self._rows(torch.full((n,), k, device=self.device), gen)]
+
     def fingerprint(self) -> str:
         """Identifies the data (times, counts, a checksum of the values) for resuming a training.
 

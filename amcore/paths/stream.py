@@ -113,6 +113,9 @@ class RefreshedPath:
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.current.sample_endpoints(n, gen)
 
+    def draw(self, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self.current.draw(k, n, gen)
+
 
 class ResampledCouplings(RefreshedPath):
     """Training snapshots in memory whose couplings are solved on subsamples (``ot_max_size`` cells of a larger

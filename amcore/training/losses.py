@@ -7,9 +7,11 @@ the unnormalised measure; ``M_t = 1`` otherwise). ``w`` is an optional time weig
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from amcore.errors import InputError
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths.interpolants import SnapshotPath
 from amcore.training.timesampling import TimeSampler
@@ -96,6 +98,50 @@ def action_loss(
     s_ends = potential(d["x_ends"], d["t_ends"]).view(2, -1).mean(-1)
     boundary = d["end_weights"][0] * s_ends[0] - d["end_weights"][1] * s_ends[1]
     return boundary + (integrand * d["inv_density"]).mean()
+
+
+IMPLEMENTATIONS = ("amcore", "torchcfm")
+
+
+def torchcfm_matcher(coupling: str, sigma: float):
+    """TorchCFM's own conditional flow matcher, the published peer from its package: minibatch exact OT (OT-CFM,
+    ``coupling: ot``) or independent pairs (I-CFM), with its constant ``sigma``."""
+    try:
+        from torchcfm.conditional_flow_matching import (
+            ConditionalFlowMatcher,
+            ExactOptimalTransportConditionalFlowMatcher,
+        )
+    except ImportError as err:
+        raise InputError(
+            "implementation 'torchcfm' needs the torchcfm package; `make install` puts it in .venv "
+            "(pip install --no-deps torchcfm==1.0.7: its other requirements are not used)"
+        ) from err
+    matcher = ExactOptimalTransportConditionalFlowMatcher if coupling == "ot" else ConditionalFlowMatcher
+    return matcher(sigma=sigma)
+
+
+def torchcfm_loss(field: nn.Module, path: SnapshotPath, matcher, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """TorchCFM's flow matching across observed times, as its single-cell examples train: on every interval
+    ``[t_k, t_{k+1}]``, ``batch`` cells drawn from each side are paired and noised by the package's matcher (its
+    minibatch OT plan, its sigma); the interval's unit clock is mapped to real time (velocity divided by ``dt_k``).
+
+    The matcher draws from NumPy's and torch's global generators; both are seeded from ``gen`` first, so a run
+    (and a resumed one) is reproducible.
+    """
+    seed = int(torch.randint(2**31, (1,), generator=gen, device=gen.device))
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    xs, ts, us = [], [], []
+    for k in range(len(path.t_values) - 1):
+        ta, tb = path.t_values[k], path.t_values[k + 1]
+        tau = torch.rand(batch, generator=gen, device=gen.device)
+        tau, xt, ut = matcher.sample_location_and_conditional_flow(
+            path.draw(k, batch, gen), path.draw(k + 1, batch, gen), t=tau
+        )
+        xs.append(xt)
+        ts.append(ta + tau * (tb - ta))
+        us.append(ut / (tb - ta))
+    return (field(torch.cat(xs), torch.cat(ts)) - torch.cat(us)).pow(2).sum(-1).mean()
 
 
 def fm_loss(field: nn.Module, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:

@@ -25,7 +25,7 @@ from amcore.models.objective import OBJECTIVES, ObjectiveSpec
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
-from amcore.training.losses import fm_loss
+from amcore.training.losses import IMPLEMENTATIONS, fm_loss, torchcfm_loss, torchcfm_matcher
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.training.timesampling import TimeSampler
 
@@ -35,6 +35,7 @@ class TrainConfig:
     """Everything a training run depends on; the config's ``models.<name>`` section, flat."""
 
     objective: str = "am"
+    implementation: str = "amcore"
     coupling: str = "ot"
     interpolation: str = "linear"
     tension: float | str = 1.0
@@ -75,6 +76,7 @@ class TrainConfig:
     in_memory_max_mb: float = 2048
     stream_refresh_every: int = 1000
     divergence_factor: float = 10.0
+    torchcfm_sigma: float = 0.1
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -92,6 +94,16 @@ class TrainConfig:
         if self.warmup_steps < 0 or (self.grad_clip is not None and not self.grad_clip > 0):
             raise ValueError(f"warmup_steps must be >= 0 and grad_clip > 0 (or null), got {self.warmup_steps}, "
                              f"{self.grad_clip}")  # fmt: skip
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown implementation {self.implementation!r}; expected one of {IMPLEMENTATIONS}")
+        if self.implementation == "torchcfm" and (
+            self.objective != "fm" or self.interpolation != "linear" or self.coupling not in ("ot", "independent")
+        ):
+            raise ValueError(
+                "implementation 'torchcfm' is TorchCFM's own OT-CFM (coupling ot) or I-CFM (coupling independent): it "
+                f"needs objective 'fm' and interpolation 'linear', got {self.objective!r}, {self.interpolation!r} "
+                f"and coupling {self.coupling!r}"
+            )
         if self.objective == "fm" and self.interpolation == "nearest":
             raise ValueError(
                 "interpolation 'nearest' draws frames, not pairs: Flow Matching regresses on a pair's velocity and "
@@ -103,6 +115,11 @@ class TrainConfig:
                 "+ 1/2 growth s^2, which for growth <= 0 is unbounded below (or, at 0, linear in a constant shift of "
                 "s); a population that shrinks is described by s < 0, not by a negative growth"
             )
+
+    def path_coupling(self) -> str:
+        """The coupling the training path solves: none for nearest frames (they pair nothing) and for TorchCFM,
+        whose matcher pairs each minibatch itself."""
+        return "independent" if self.interpolation == "nearest" or self.implementation == "torchcfm" else self.coupling
 
     def spec(self) -> ObjectiveSpec:
         """The loss's settings, taken by name from this flat config (``kind`` is ``objective``)."""
@@ -247,10 +264,9 @@ class Run:
         self.sub_batch = cfg.batch_size // self.streams
         torch.manual_seed(cfg.seed)
         self.tension = cfg.tension
-        coupling = "independent" if cfg.interpolation == "nearest" else cfg.coupling  # nearest pairs nothing
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
-                                          coupling)  # fmt: skip
+                                          cfg.path_coupling())  # fmt: skip
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
         mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
@@ -266,6 +282,7 @@ class Run:
         self.optimizer = adam(self.model, cfg.lr)
         # FM's loss is first order: fused and compile concern the AM objectives only.
         self.action = None if fm else action_step(self.model, cfg.spec(), cfg.fused, cfg.compile, world > 1)
+        self.matcher = torchcfm_matcher(cfg.coupling, cfg.torchcfm_sigma) if cfg.implementation == "torchcfm" else None
         self.times = TimeSampler(cfg.time_sampling, self.path.t0, self.path.t1, device=device)
         self.scale = kinetic_scale(self.path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
         self.history: list[tuple[int, float]] = []
@@ -278,7 +295,7 @@ class Run:
         refreshes keep it)."""
         cfg, eam = self.cfg, self.cfg.objective == "eam"
         built = SnapshotPath(
-            training, cfg.coupling, cfg.ot_max_size, seed=seed, device=self.cluster.device,
+            training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=self.cluster.device,
             # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
             sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
             entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
@@ -318,6 +335,14 @@ class Run:
             "running": float(self.running),
         }  # fmt: skip
 
+    def loss(self, gen: torch.Generator) -> torch.Tensor:
+        """One stream's minibatch loss: the AM objective's, amcore's Flow Matching or TorchCFM's."""
+        if self.action is not None:
+            return self.action(self.path, self.sub_batch, gen, self.times)
+        if self.matcher is not None:
+            return torchcfm_loss(self.net, self.path, self.matcher, self.sub_batch, gen)
+        return fm_loss(self.net, self.path, self.sub_batch, gen, self.times)
+
     def step(self, step: int) -> None:
         """One optimiser step on the global batch, then the EMA (with warm-up: early averages do not drag the
         initial weights along in short runs)."""
@@ -327,12 +352,7 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
         with autocast(self.cluster.device, cfg.bf16):
-            parts = [
-                fm_loss(self.net, self.path, self.sub_batch, gen, self.times)
-                if self.action is None
-                else self.action(self.path, self.sub_batch, gen, self.times)
-                for gen in self.gens
-            ]
+            parts = [self.loss(gen) for gen in self.gens]
         loss = torch.stack(parts).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
