@@ -339,6 +339,25 @@ def cmd_table(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_summary(args: argparse.Namespace) -> None:
+    """One table across experiments: each dataset's methods, noise floor and paired differences."""
+    import pandas as pd
+
+    from amcore.evaluation.table import across_datasets
+
+    tables = {}
+    for path in map(Path, args.tables):
+        if not path.is_file():
+            raise InputError(f"{path}: no such table; give each experiment's results/<experiment>/table.csv")
+        # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
+        tables[path.parent.name] = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
+                                               dtype={"holdout": str, "seed": str})  # fmt: skip
+    text = across_datasets(tables, args.metric, args.reference)
+    if args.out:
+        _write_text(args.out, text)
+    print(text)
+
+
 def cmd_datasets(args: argparse.Namespace) -> None:
     """List the named public datasets, or download, check and convert one."""
     from amcore.data import datasets
@@ -450,6 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cells (.h5ad)")
     p.add_argument("--predictions", type=_json, default=None, help='{"predictions": [{"method", "seed", "path"}]}')
     p.add_argument("--predictions-out", default=None, help="held-out predictions (.h5ad)")
+
+    p = sub.add_parser("summary", help="one table across experiments (each results/<experiment>/table.csv)")
+    p.set_defaults(func=cmd_summary)
+    p.add_argument("tables", nargs="+", help="table.csv of each experiment; named by its folder")
+    p.add_argument("--metric", default="w1")
+    p.add_argument("--reference", default="am", help="the model the paired differences are taken against")
+    p.add_argument("--out", default=None, help="also write the markdown here")
 
     p = sub.add_parser("datasets", help="public datasets by name: list them, or fetch one into a folder")
     p.set_defaults(func=cmd_datasets)

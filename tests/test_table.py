@@ -1,6 +1,6 @@
 import numpy as np
 
-from amcore.evaluation.table import METRIC_ORDER, failures, long_table, markdown, summary
+from amcore.evaluation.table import METRIC_ORDER, failures, long_table, markdown, paired_differences, summary
 
 
 def _results():
@@ -57,3 +57,60 @@ def test_metrics_come_in_one_order_whatever_the_input_order():
     assert list(table["metric"]) == list(METRIC_ORDER)
     text = markdown(table)
     assert [line[4:] for line in text.splitlines() if line.startswith("### ")] == list(METRIC_ORDER)
+
+
+def test_paired_differences_by_seed_with_a_t_interval():
+    """AM minus a peer on the same seed: seeds (0, 1, 2) with AM 1, 2, 6 and the peer 2, 2, 5 differ by (-1, 0, 1):
+    mean 0, sample std 1, half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732 = 2.484. Against a deterministic
+    baseline (3): -2, -1, 3, mean 0, std sqrt(7), half-width 6.572. The pairing matters: unpaired, AM and the
+    peer would not even have the same mean spread."""
+    rows = []
+    for seed, (a, b) in enumerate([(1.0, 2.0), (2.0, 2.0), (6.0, 5.0)]):
+        rows.append({"method": "am", "holdout": "1", "seed": str(seed), "table": {"w1": a}})
+        rows.append({"method": "fm", "holdout": "1", "seed": str(seed), "table": {"w1": b}})
+    rows.append({"method": "copy_prev", "holdout": "1", "seed": "", "table": {"w1": 3.0}})
+    table = long_table(rows)
+    pairs = paired_differences(table)
+    mean, low, high, n = pairs["fm"]["1"]
+    assert n == 3 and mean == 0 and np.isclose(high, 2.484, atol=1e-3) and np.isclose(low, -high)
+    mean, low, high, n = pairs["copy_prev"]["1"]
+    assert n == 3 and mean == 0 and np.isclose(high, 6.572, atol=1e-3)
+    assert "### am − peer, w1, paired by seed" in markdown(table)
+    assert "| fm | +0 [-2.48, +2.48] |" in markdown(table)
+    assert paired_differences(long_table(rows[:2])) == {}, "one seed: no interval"
+
+
+def test_paired_differences_over_held_out_times_and_a_failed_seed():
+    """The ``mean`` column pairs each seed's mean over held-out times; a NaN (failed) seed makes its pair NaN, shown
+    as FAILED, never an interval over the seeds that are left."""
+    table = long_table(_results())  # am: seed 0 (1, 2), seed 1 (3, 4); copy_prev (5, 7)
+    pairs = paired_differences(table)
+    assert pairs["copy_prev"]["mean"][0] == ((1.5 - 6) + (3.5 - 6)) / 2
+    rows = _results()
+    rows[3]["table"] = {"w1": float("nan")}
+    pairs = paired_differences(long_table(rows))
+    assert np.isnan(pairs["copy_prev"]["2"][0]) and np.isnan(pairs["copy_prev"]["mean"][0])
+    assert "FAILED" in markdown(long_table(rows)).split("paired by seed")[1]
+
+
+def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
+    """`amcore summary` reads each experiment's table.csv as the pipeline writes it (a failed seed's NaN empty) and
+    names each dataset by its folder."""
+    from amcore.cli import main
+
+    rows = _results()
+    for seed, value in enumerate((0.5, 0.7)):
+        rows.append({"method": "am", "holdout": "1", "seed": str(seed), "table": {"w1_subsample_noise": value}})
+    paths = []
+    for name, table in (("eb_leaveout", long_table(rows)), ("tigon", long_table(_results()))):
+        (tmp_path / name).mkdir()
+        table.to_csv(tmp_path / name / "table.csv", index=False)
+        paths.append(str(tmp_path / name / "table.csv"))
+    assert main(["summary", *paths, "--out", str(tmp_path / "summary.md")]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "| method | eb_leaveout | tigon |" in text
+    assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 |" in text and "| copy_prev | 6 | 6 |" in text
+    assert "| *noise floor* (`w1_subsample_noise`) | 0.6 | — |" in text
+    assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
+    assert main(["summary", str(tmp_path / "missing" / "table.csv")]) == 2
+    assert "no such table" in capsys.readouterr().err

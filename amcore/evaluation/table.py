@@ -72,7 +72,47 @@ def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]
     return out
 
 
-def markdown(table: pd.DataFrame) -> str:
+def paired_differences(
+    table: pd.DataFrame, metric: str = "w1", reference: str = "am"
+) -> dict[str, dict[str, tuple[float, float, float, int]]]:
+    """``{peer: {holdout: (mean, low, high, seeds)}}``: ``reference`` minus each other method, paired by seed (a
+    deterministic baseline's one value stands against every seed), its mean over the seeds and the 95 % Student-t
+    interval of that mean; ``mean``: the same on each seed's mean over the held-out times. Negative favours the
+    reference; an interval that holds 0 says the seeds cannot tell the two apart. Empty without the reference or
+    with fewer than two of its seeds; a pair with a NaN (failed) seed is NaN."""
+    from scipy.stats import t as student
+
+    part = table[(table["metric"] == metric) & (table["holdout"] != "none")]
+    ref = part[part["method"] == reference].set_index(["holdout", "seed"])["value"]
+    if ref.index.get_level_values("seed").nunique() < 2:
+        return {}
+
+    def interval(d: pd.Series) -> tuple[float, float, float, int]:
+        n, mean = len(d), float(d.mean(skipna=False))
+        half = float(student.ppf(0.975, n - 1) * d.std(ddof=1, skipna=False) / np.sqrt(n))
+        return mean, mean - half, mean + half, n
+
+    ref_mean = ref.groupby("seed").agg(lambda v: float(np.mean(v.to_numpy())))
+    out: dict[str, dict[str, tuple[float, float, float, int]]] = {}
+    for method, rows in part[part["method"] != reference].groupby("method", sort=False):
+        peer = rows.set_index(["holdout", "seed"])["value"]
+        if (rows["seed"] == "").all():  # a baseline: one value per held-out time, against every seed
+            by_holdout = peer.droplevel("seed")
+            diff = ref - by_holdout.reindex(ref.index.get_level_values("holdout")).to_numpy()
+            peer_mean = float(np.mean(by_holdout.to_numpy()))
+            diff_mean = ref_mean - peer_mean
+        else:
+            diff = (ref - peer).reindex(ref.index.intersection(peer.index))
+            peer_mean = peer.groupby("seed").agg(lambda v: float(np.mean(v.to_numpy())))
+            diff_mean = (ref_mean - peer_mean).reindex(ref_mean.index.intersection(peer_mean.index))
+        cols = {h: interval(d.droplevel("holdout")) for h, d in diff.groupby("holdout", sort=False)}
+        if len(cols) > 1:
+            cols["mean"] = interval(diff_mean)
+        out[method] = cols
+    return out
+
+
+def markdown(table: pd.DataFrame, reference: str = "am") -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
     lines = [
         "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better.",
@@ -107,7 +147,72 @@ def markdown(table: pd.DataFrame) -> str:
             cells = [_cell(c[h]) if h in c else "—" for h in holdouts]
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.append("")
+        if metric == "w1" and (pairs := paired_differences(table, metric, reference)):
+            lines += _paired_lines(pairs, metric, reference)
     return "\n".join(lines)
+
+
+def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
+    """The paired-differences section of :func:`markdown`."""
+    holdouts = list(dict.fromkeys(h for c in pairs.values() for h in c))
+    header = ["peer", *[("mean" if h == "mean" else f"t = {h}") for h in holdouts]]
+    lines = [
+        f"### {reference} − peer, {metric}, paired by seed",
+        "",
+        f"Mean over seeds of `{reference}` minus the peer on the same seed, [95 % t interval]; negative favours "
+        f"`{reference}`; an interval holding 0 cannot tell them apart. Compare with `w1_subsample_noise`.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for method, cols in pairs.items():
+        cells = []
+        for h in holdouts:
+            if h not in cols:
+                cells.append("—")
+            elif np.isnan(cols[h][0]):
+                cells.append("FAILED")
+            else:
+                mean, low, high, _ = cols[h]
+                cells.append(f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]")
+        lines.append("| " + " | ".join([method, *cells]) + " |")
+    return [*lines, ""]
+
+
+def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str = "am") -> str:
+    """One markdown summary of several experiments' long tables (``{dataset: table}``): each method's ``metric``
+    averaged over held-out times (mean ± std over seeds) per dataset, the data's own floor
+    (``w1_subsample_noise``), and ``reference`` minus each peer paired by seed with its 95 % interval."""
+    names = list(tables)
+    methods = list(dict.fromkeys(m for t in tables.values() for m in t.loc[t["metric"] == metric, "method"]))
+    means = {name: summary(t, metric) for name, t in tables.items()}
+    floors = {name: summary(t, "w1_subsample_noise") for name, t in tables.items()}
+    pairs = {name: paired_differences(t, metric, reference) for name, t in tables.items()}
+
+    def column(cols: dict[str, np.ndarray]) -> np.ndarray:
+        return cols.get("mean", next(iter(cols.values())))
+
+    header = "| method | " + " | ".join(names) + " |\n|" + "---|" * (len(names) + 1)
+    lines = [f"### {metric}, mean over held-out times (± std over seeds)", "", header]
+    for method in methods:
+        cells = [_cell(column(means[n][method])) if method in means[n] else "—" for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    floor = [
+        f"{np.mean(column(next(iter(floors[n].values())))):.4g}" if floors[n] else "—" for n in names
+    ]  # the same for every method: a property of the held-out cells
+    lines += ["| *noise floor* (`w1_subsample_noise`) | " + " | ".join(floor) + " |", ""]
+    lines += [f"### {reference} − peer, {metric}, paired by seed: mean [95 % t interval]", "", header]
+    for method in methods:
+        if method == reference:
+            continue
+        cells = []
+        for n in names:
+            pair = pairs[n].get(method, {})
+            value = pair.get("mean", next(iter(pair.values()), None))
+            cells.append("—" if value is None else "FAILED" if np.isnan(value[0]) else
+                         f"{value[0]:+.3g} [{value[1]:+.3g}, {value[2]:+.3g}]")  # fmt: skip
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
 
 
 def load_panels(panels: list[dict]) -> list[dict]:
