@@ -154,10 +154,12 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     from amcore.evaluation import holdout
     from amcore.tracking import StageRun
 
-    with StageRun("baseline", args.tags, {"baseline": args.name, "holdout": args.holdout}) as run:
+    max_size = args.max_size or holdout.OT_MAX_SIZE
+    params = {"baseline": args.name, "holdout": args.holdout, "max_size": max_size}
+    with StageRun("baseline", args.tags, params) as run:
         snaps = read_store(args.store)
         prev, _, _ = holdout.bracket(snaps, args.holdout)
-        x, weight = holdout.baseline(args.name, snaps, args.holdout)
+        x, weight = holdout.baseline(args.name, snaps, args.holdout, max_size)
         holdout.write_prediction(args.out, x, weight, args.holdout, float(snaps.t_values[prev]))
         run.log_metrics({"n_particles": len(x)})
     print(f"amcore baseline {args.name}: {len(x)} cells at t = {args.holdout:g} -> {args.out}", file=sys.stderr)
@@ -434,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("baseline", cmd_baseline, "a baseline's prediction at a held-out time")
     p.add_argument("--store", required=True)
     p.add_argument("--holdout", type=float, required=True, help="the held-out time")
-    p.add_argument("--name", required=True, help="copy_prev or ot_displacement")
+    p.add_argument("--name", required=True, help="copy_prev, ot_displacement or spline_path")
+    p.add_argument("--max-size", type=int, default=None, help="cells per time at most in OT plans (default 5000)")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 
     p = stage("score", cmd_score, "distances between predictions and the cells of their held-out time")

@@ -52,3 +52,9 @@ def test_evaluate_defaults_are_the_library_defaults():
 
 def test_the_integrate_batch_default_is_the_library_default():
     assert SCHEMA["properties"]["integrate"]["properties"]["batch_size"]["default"] == integrate.BATCH_SIZE
+
+
+def test_the_baselines_ot_cap_default_is_the_library_default():
+    from amcore.evaluation.holdout import OT_MAX_SIZE
+
+    assert SCHEMA["properties"]["baseline_ot_max_size"]["default"] == OT_MAX_SIZE

@@ -40,7 +40,10 @@ def copy_prev(snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]
     return x, np.full(len(x), 1.0 / len(x))
 
 
-def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+OT_MAX_SIZE = 5000  # cells per time at most in the baselines' exact OT plans (config: baseline_ot_max_size)
+
+
+def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """McCann's displacement interpolation between the bracketing snapshots at the held-out time.
 
     The exact OT plan (squared Euclidean cost) between the cells of ``t_{k-1}`` and ``t_{k+1}``, and one weighted
@@ -59,7 +62,7 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = 10_000) ->
 
 
 def spline_path(
-    snaps: Snapshots, holdout: float, tension: float = 1.0, max_size: int = 5000
+    snaps: Snapshots, holdout: float, tension: float = 1.0, max_size: int = OT_MAX_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
     """The path AM trains on with ``interpolation: spline``, read at the held-out time: splines through OT chains of
     every *training* time (the held-out one dropped). What AM adds beyond its interpolant is its score minus this
@@ -74,12 +77,15 @@ def spline_path(
     return predicted, np.full(len(predicted), 1.0 / len(predicted))
 
 
-def baseline(name: str, snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+def baseline(name: str, snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline ``name``'s prediction at ``holdout``; OT plans on at most ``max_size`` cells per time."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
-    return {"copy_prev": copy_prev, "ot_displacement": ot_displacement, "spline_path": spline_path}[name](
-        snaps, holdout
-    )
+    if name == "copy_prev":
+        return copy_prev(snaps, holdout)
+    if name == "ot_displacement":
+        return ot_displacement(snaps, holdout, max_size)
+    return spline_path(snaps, holdout, max_size=max_size)
 
 
 def prediction_variables(x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> xr.Dataset:

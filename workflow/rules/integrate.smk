@@ -26,10 +26,11 @@ rule baseline:
         prediction=directory(f"{SPLIT}/{{baseline}}/prediction.zarr"),
     params:
         tags=lambda wc: stage_tags("baseline", holdout=wc.holdout, model=wc.baseline),
+        max_size=config["baseline_ot_max_size"],
     log:
         f"{OUT}/logs/baseline_{{holdout}}_{{baseline}}.log",
     conda:
         "../../environment.yml"
     shell:
         "amcore baseline --store {input.store:q} --holdout {wildcards.holdout:q} --name {wildcards.baseline:q}"
-        " --out {output.prediction:q} --tags {params.tags} 2>&1 | tee {log:q}"
+        " --max-size {params.max_size} --out {output.prediction:q} --tags {params.tags} 2>&1 | tee {log:q}"
