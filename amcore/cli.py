@@ -261,7 +261,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             simulator, truth_samples,
         )  # fmt: skip
         result |= audit
-        table |= {"action_ratio": audit["action_ratio"]}
+        table |= {"action_ratio": audit["action_ratio"], "action_noise": audit["action_noise"]}
+        if audit["action_noise"] > 0.5:
+            print(f"amcore evaluate {args.model}: the snapshots' sampling noise is {audit['action_noise']:.2g} of the "
+                  "geodesic action (close times, few cells, many dimensions): action_ratio is not informative",
+                  file=sys.stderr)  # fmt: skip
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]

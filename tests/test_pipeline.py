@@ -50,7 +50,8 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     # No held-out time: one row per metric, each the mean over the observed times after the first.
     rows = table.set_index("metric")["value"]
     assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and rows["nonfinite"] == 0
-    assert set(rows.index) == {*DISTANCES, "nonfinite", "escaped", "action_ratio"} and rows["escaped"] == 0
+    assert set(rows.index) == {*DISTANCES, "nonfinite", "escaped", "action_ratio", "action_noise"}
+    assert rows["escaped"] == 0
     # The action audit: per interval, the flow's, the geodesic's and (a simulator) the true process's action.
     assert (
         set(metrics["action_flow"])

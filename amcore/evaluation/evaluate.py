@@ -137,7 +137,9 @@ def action_audit(
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
     the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
-    their totals and ratio (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
+    their totals and ratio, and ``action_noise``: the share of the geodesic action two samples of one law would
+    show by chance (each time's W2^2 between two disjoint subsamples, over dt); near 1 the ratio is not
+    informative (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
     of steps at a time); with a simulator whose truth is a velocity, also the true process's action
     ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
     knots = np.asarray(snaps.t_values, dtype=np.float64)
@@ -145,12 +147,18 @@ def action_audit(
     flow = metrics.flow_action(x, time, knots, weight)
     clouds = [np.asarray(snaps.snapshot(k), dtype=np.float64) for k in range(snaps.n_snapshots)]
     geodesic = metrics.geodesic_action(clouds, knots, max_size, seed)
+    # What W2^2 / dt would be between two samples of one law: the sampling noise inside each geodesic term. Close
+    # times in many dimensions make it most of the geodesic action, which then measures the noise, not the flow.
+    noise = np.array([metrics.subsample_noise(c, max_size, seed, p=2) ** 2 / dt
+                      for c, dt in zip(clouds[1:], np.diff(knots), strict=True)])  # fmt: skip
     audit = {
         "action_flow": dict(zip(names, flow.tolist(), strict=True)),
         "action_geodesic": dict(zip(names, geodesic.tolist(), strict=True)),
+        "action_geodesic_noise": dict(zip(names, noise.tolist(), strict=True)),
         "action_flow_total": float(flow.sum()),
         "action_geodesic_total": float(geodesic.sum()),
         "action_ratio": float(flow.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
+        "action_noise": float(noise.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
     }
     if simulator is not None and "velocity" in truth_fields(simulator, clouds[0][:1], float(knots[0])):
         rng = np.random.default_rng(seed)

@@ -244,8 +244,11 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
 
 def action_audit(path: Path, audit: dict, title: str) -> None:
     """Bars per observed interval: the learned flow's kinetic action, the W2 geodesic's (the least any flow through
-    the snapshots spends) and, with a simulator, the true process's."""
+    the snapshots spends), the part of it two samples of one law show by chance and, with a simulator, the true
+    process's."""
     series = {"learned flow": audit["action_flow"], "W2 geodesic (lower bound)": audit["action_geodesic"]}
+    if "action_geodesic_noise" in audit:
+        series["sampling noise in the geodesic"] = audit["action_geodesic_noise"]
     if "action_truth" in audit:
         series["true process"] = audit["action_truth"]
     intervals = list(audit["action_flow"])
