@@ -106,3 +106,30 @@ def mlflow_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+def velocity_error(sim, model, times, n=2000, seed=5) -> float:
+    """Pooled relative L2 error of a trained model's velocity against the simulator's under p_t at ``times``."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    err = norm = 0.0
+    for t in times:
+        x = sim.sample(t, n, rng)
+        v = sim.velocity(x, t)
+        learned = model.flow(torch.as_tensor(x, dtype=torch.float32), torch.full((n,), t)).detach().numpy()
+        err, norm = err + ((learned - v) ** 2).sum(), norm + (v**2).sum()
+    return float(np.sqrt(err / norm))
+
+
+@pytest.fixture(scope="module")
+def gaussian_snaps():
+    """The default 2-d Gaussian path at six times, 1000 cells each: ``(simulator, times, snapshots)``."""
+    from amcore import Snapshots
+    from amcore.data.simulate import GaussianPath, simulate_snapshots
+
+    sim = GaussianPath()
+    times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    x, t = simulate_snapshots(sim, times, 1000, seed=0)
+    return sim, times, Snapshots.from_labels(x, t)

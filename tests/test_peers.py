@@ -5,22 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_train import velocity_error
+from conftest import velocity_error
 
 import amcore
 from amcore import Snapshots, TrainConfig, train
-from amcore.data.simulate import GaussianPath, simulate_snapshots
 from amcore.training.train import Run
 
 torchcfm = pytest.importorskip("torchcfm")
-
-
-@pytest.fixture(scope="module")
-def gaussian_snaps():
-    sim = GaussianPath()
-    times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    x, t = simulate_snapshots(sim, times, 1000, seed=0)
-    return sim, times, Snapshots.from_labels(x, t)
 
 
 @pytest.mark.parametrize(("coupling", "matcher"), [("ot", "ExactOptimalTransportConditionalFlowMatcher"),

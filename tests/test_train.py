@@ -1,31 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import velocity_error
 
 import amcore
 from amcore import Snapshots, TrainConfig, train
-from amcore.data.simulate import GaussianPath, simulate_snapshots
-
-
-def velocity_error(sim, model, times, n=2000, seed=5):
-    """Pooled relative L2 error of the learned velocity under p_t at ``times``."""
-    rng = np.random.default_rng(seed)
-    field = model.flow
-    err = norm = 0.0
-    for t in times:
-        x = sim.sample(t, n, rng)
-        v = sim.velocity(x, t)
-        learned = field(torch.as_tensor(x, dtype=torch.float32), torch.full((n,), t)).detach().numpy()
-        err, norm = err + ((learned - v) ** 2).sum(), norm + (v**2).sum()
-    return float(np.sqrt(err / norm))
-
-
-@pytest.fixture(scope="module")
-def gaussian_snaps():
-    sim = GaussianPath()
-    times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    x, t = simulate_snapshots(sim, times, 1000, seed=0)
-    return sim, times, Snapshots.from_labels(x, t)
 
 
 @pytest.mark.parametrize("objective", ["am", "fm"])
