@@ -72,3 +72,13 @@ def test_the_minibatch_pairs_follow_the_observed_clock():
     assert float(loss) == pytest.approx(0.0, abs=1e-10)
     t = torch.cat(seen)
     assert float(t.min()) >= 0 and float(t.max()) <= 2.5 and float((t <= 0.5).float().mean()) == 0.5
+
+
+def test_torchcfm_on_a_simulators_exact_marginals_is_refused_clearly():
+    """TorchCFM pairs cells of observed times; a simulator's exact marginals have none to pair."""
+    from amcore.data.simulate import GaussianPath
+    from amcore.paths.interpolants import MarginalPath
+
+    cfg = TrainConfig(objective="fm", implementation="torchcfm", steps=1, width=8, depth=1)
+    with pytest.raises(ValueError, match="needs snapshots"):
+        Run(None, cfg, MarginalPath(GaussianPath(), 0.0, 1.0))

@@ -78,6 +78,8 @@ def test_paired_differences_by_seed_with_a_t_interval():
     assert "### am − peer, w1, paired by seed" in markdown(table)
     assert "| fm | +0 [-2.48, +2.48] |" in markdown(table)
     assert paired_differences(long_table(rows[:2])) == {}, "one seed: no interval"
+    one_shared = long_table([*rows[:2], rows[2]])  # the reference on seeds 0 and 1, the peer on seed 0 only
+    assert "| fm | -1 (1 seed: no interval) |" in markdown(one_shared)
 
 
 def test_paired_differences_over_held_out_times_and_a_failed_seed():

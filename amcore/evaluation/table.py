@@ -89,6 +89,8 @@ def paired_differences(
 
     def interval(d: pd.Series) -> tuple[float, float, float, int]:
         n, mean = len(d), float(d.mean(skipna=False))
+        if n < 2:  # a peer sharing one seed with the reference: a difference, no spread to bound it
+            return mean, float("nan"), float("nan"), n
         half = float(student.ppf(0.975, n - 1) * d.std(ddof=1, skipna=False) / np.sqrt(n))
         return mean, mean - half, mean + half, n
 
@@ -166,17 +168,18 @@ def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
         "|" + "---|" * len(header),
     ]
     for method, cols in pairs.items():
-        cells = []
-        for h in holdouts:
-            if h not in cols:
-                cells.append("—")
-            elif np.isnan(cols[h][0]):
-                cells.append("FAILED")
-            else:
-                mean, low, high, _ = cols[h]
-                cells.append(f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]")
-        lines.append("| " + " | ".join([method, *cells]) + " |")
+        lines.append("| " + " | ".join([method, *(_interval_cell(cols.get(h)) for h in holdouts)]) + " |")
     return [*lines, ""]
+
+
+def _interval_cell(pair: tuple[float, float, float, int] | None) -> str:
+    """One paired difference as ``mean [low, high]``: FAILED for a failed seed, no interval from one seed."""
+    if pair is None:
+        return "—"
+    mean, low, high, n = pair
+    if np.isnan(mean):
+        return "FAILED"
+    return f"{mean:+.3g} (1 seed: no interval)" if n < 2 else f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
 
 
 def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str = "am") -> str:
@@ -205,12 +208,8 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     for method in methods:
         if method == reference:
             continue
-        cells = []
-        for n in names:
-            pair = pairs[n].get(method, {})
-            value = pair.get("mean", next(iter(pair.values()), None))
-            cells.append("—" if value is None else "FAILED" if np.isnan(value[0]) else
-                         f"{value[0]:+.3g} [{value[1]:+.3g}, {value[2]:+.3g}]")  # fmt: skip
+        cols = [pairs[n].get(method, {}) for n in names]
+        cells = [_interval_cell(c.get("mean", next(iter(c.values()), None))) for c in cols]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, ""])
 

@@ -282,7 +282,12 @@ class Run:
         self.optimizer = adam(self.model, cfg.lr)
         # FM's loss is first order: fused and compile concern the AM objectives only.
         self.action = None if fm else action_step(self.model, cfg.spec(), cfg.fused, cfg.compile, world > 1)
-        self.matcher = torchcfm_matcher(cfg.coupling, cfg.torchcfm_sigma) if cfg.implementation == "torchcfm" else None
+        self.matcher = None
+        if cfg.implementation == "torchcfm":
+            if not hasattr(self.path, "draw"):
+                raise ValueError("implementation 'torchcfm' pairs cells of observed times: it needs snapshots, not "
+                                 "a simulator's exact marginals")  # fmt: skip
+            self.matcher = torchcfm_matcher(cfg.coupling, cfg.torchcfm_sigma)
         self.times = TimeSampler(cfg.time_sampling, self.path.t0, self.path.t1, device=device)
         self.scale = kinetic_scale(self.path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
         self.history: list[tuple[int, float]] = []
