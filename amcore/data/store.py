@@ -82,6 +82,35 @@ class Snapshots:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return Snapshots(self.x[rows], self.t_values[keep], offsets, dict(self.attrs), weights)
 
+    def split_cells(self, fraction: float, seed: int) -> tuple[Snapshots, Snapshots]:
+        """A random ``fraction`` of every time's cells apart from the rest: ``(rest, apart)``, both at every time.
+
+        Training holds the part apart out to judge its checkpoints on cells it never fitted (``validation``).
+        """
+        rng = np.random.default_rng(seed)
+        counts = self.counts()
+        apart_counts = np.floor(fraction * counts).astype(int)
+        if (apart_counts < 2).any() or (counts - apart_counts < 2).any():
+            k = int(np.argmin(np.minimum(apart_counts, counts - apart_counts)))
+            raise ValueError(
+                f"validation {fraction:g} of {int(counts[k])} cells at time {self.t_values[k]:g} leaves "
+                f"{int(apart_counts[k])} apart and {int(counts[k] - apart_counts[k])} to train on; each needs at least "
+                "2: raise or lower validation, or set it to 0"
+            )
+        parts: tuple[list, list] = ([], [])
+        for k, (start, n_apart) in enumerate(zip(self.offsets[:-1], apart_counts, strict=True)):
+            order = start + rng.permutation(counts[k])
+            parts[0].append(np.sort(order[n_apart:]))
+            parts[1].append(np.sort(order[:n_apart]))
+
+        def subset(blocks: list[np.ndarray]) -> Snapshots:
+            rows = np.concatenate(blocks)
+            offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
+            weights = None if self.weights is None else self.weights[rows]
+            return Snapshots(self.x[rows], self.t_values, offsets, dict(self.attrs), weights)
+
+        return subset(parts[0]), subset(parts[1])
+
     def in_memory(self) -> Snapshots:
         """These snapshots with ``x`` and the weights loaded (a no-op when they already are)."""
         x, weights, obs_index = dask.compute(self.x, self.weights, self.obs_index)

@@ -25,7 +25,7 @@ from amcore.models.objective import OBJECTIVES, ObjectiveSpec
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
-from amcore.training.losses import IMPLEMENTATIONS, fm_loss, torchcfm_loss, torchcfm_matcher
+from amcore.training.losses import IMPLEMENTATIONS, action_loss, fm_loss, torchcfm_loss, torchcfm_matcher
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.training.timesampling import TimeSampler
 
@@ -76,6 +76,8 @@ class TrainConfig:
     in_memory_max_mb: float = 2048
     stream_refresh_every: int = 1000
     divergence_factor: float = 10.0
+    validation: float = 0.0
+    validate_every: int = 250
     torchcfm_sigma: float = 0.1
 
     def __post_init__(self) -> None:
@@ -94,6 +96,9 @@ class TrainConfig:
         if self.warmup_steps < 0 or (self.grad_clip is not None and not self.grad_clip > 0):
             raise ValueError(f"warmup_steps must be >= 0 and grad_clip > 0 (or null), got {self.warmup_steps}, "
                              f"{self.grad_clip}")  # fmt: skip
+        if not 0 <= self.validation < 0.5 or self.validate_every < 1:
+            raise ValueError(f"validation must be in [0, 0.5) (a fraction of each time's cells) and validate_every "
+                             f">= 1, got {self.validation} and {self.validate_every}")  # fmt: skip
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {self.implementation!r}; expected one of {IMPLEMENTATIONS}")
         if self.implementation == "torchcfm" and (
@@ -184,6 +189,8 @@ def adam(model: nn.Module, lr: float) -> torch.optim.Adam:
 
 RESUME_IGNORES = ("threads", "log_every", "checkpoint_every")
 STREAM_SEED_STRIDE = 1_000_003
+VALIDATION_SEED = 7_777_777
+VALIDATION_BATCHES = 4
 
 
 class Cluster:
@@ -264,9 +271,17 @@ class Run:
         self.sub_batch = cfg.batch_size // self.streams
         torch.manual_seed(cfg.seed)
         self.tension = cfg.tension
+        held = None
+        if cfg.validation > 0:
+            if snaps is None:
+                raise ValueError("validation holds cells of the snapshots apart: it needs snapshots, not a given path")
+            snaps, held = snaps.split_cells(cfg.validation, cfg.seed)
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
+        # Cells never fitted, on the same kind of path: the objective there picks the checkpoint (``validate``).
+        self.validation = None if held is None else self._snapshot_path(held.in_memory(), cfg.seed + VALIDATION_SEED)
+        self.best: dict | None = None
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
         mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
@@ -325,6 +340,7 @@ class Run:
             gen.set_state(saved["generators"][s].cpu())
         self.times.second_moment, self.times.seen = saved["time_sampler"]
         self.history = [tuple(row) for row in saved["history"]]
+        self.best = saved.get("best")
         self.first_step = saved["step"]
         self.running.fill_(saved["running"])
         print(f"amcore train: resuming from step {self.first_step} ({partial})", file=sys.stderr)
@@ -337,8 +353,35 @@ class Run:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
-            "running": float(self.running),
+            "running": float(self.running), "best": self.best,
         }  # fmt: skip
+
+    def validate(self, step: int, on_metrics: Callable[[int, dict], None] | None) -> None:
+        """The objective of the EMA weights on the validation cells (the same draws every time, so checkpoints are
+        compared on equal terms); the lowest so far is kept as ``best``, the weights training ends with.
+
+        AM's loss is ``1/2 E int |grad s - grad s*|^2`` up to a constant, with ``s*`` the path's own potential: on cells
+        the network never fitted it measures the distance to a field whose sampling noise is independent of the
+        training cells', so it rises once the network starts fitting the training cells' noise."""
+        cfg, device = self.cfg, self.cluster.device
+        gen = torch.Generator(device).manual_seed(cfg.seed + VALIDATION_SEED)
+        times = TimeSampler("stratified", self.validation.t0, self.validation.t1, device=device)
+        total = 0.0
+        for _ in range(VALIDATION_BATCHES):
+            if cfg.objective == "fm":
+                with torch.no_grad():
+                    loss = fm_loss(self.ema, self.validation, cfg.batch_size, gen, times)
+            else:
+                loss = action_loss(self.ema, self.validation, cfg.batch_size, gen, cfg.spec(), times)
+            total += float(loss.detach()) / VALIDATION_BATCHES
+        if self.best is None or total < self.best["loss"]:
+            ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+            self.best = {"loss": total, "step": step, "ema": ema}
+        if on_metrics and self.cluster.leader:
+            on_metrics(step, {"validation_loss": total})
+        if self.cluster.leader and not sys.stderr.isatty():
+            print(f"step {step}/{cfg.steps}  validation loss {total:.5g}  (lowest {self.best['loss']:.5g} at step "
+                  f"{self.best['step']})", file=sys.stderr)  # fmt: skip
 
     def loss(self, gen: torch.Generator) -> torch.Tensor:
         """One stream's minibatch loss: the AM objective's, amcore's Flow Matching or TorchCFM's."""
@@ -420,6 +463,8 @@ def train(
                 print(
                     f"step {step + 1}/{cfg.steps}  loss {loss:.5g}  {time.perf_counter() - start:.0f}s", file=sys.stderr
                 )
+        if run.validation is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
+            run.validate(step + 1, on_metrics)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             payload = run.state(step + 1)
             if leader:
@@ -428,6 +473,8 @@ def train(
     bar.close()
     seconds = time.perf_counter() - start
     payload = run.state(cfg.steps)
+    if run.best is not None:  # the weights of the step that did best on the validation cells
+        payload["ema"] = run.best["ema"]
     if leader:
         save_checkpoint(Path(checkpoint), payload)
         write_loss_csv(loss_csv, run.history)
@@ -439,6 +486,8 @@ def train(
         "final_loss": run.history[-1][1],
         "steps_per_second": done / max(seconds, 1e-9),
     }
+    if run.best is not None:
+        summary |= {"best_step": run.best["step"], "validation_loss": run.best["loss"]}
     if isinstance(run.path, (SnapshotPath, RefreshedPath)):
         summary["train_times"] = [round(float(t), 6) for t in run.path.t_values]
         if cfg.interpolation == "spline":
