@@ -39,7 +39,7 @@ def test_validation_cells_never_reach_the_training_path(gaussian_snaps):
     _, _, snaps = gaussian_snaps
     run = Run(snaps, TrainConfig(validation=0.1, steps=10, width=8, depth=1), None)
     trained = {row.tobytes() for row in run.path.x.numpy()}
-    held = [row.tobytes() for row in run.validation.x.numpy()]
+    held = [row.tobytes() for row in run.validation_path.x.numpy()]
     assert len(held) == 600 and len(trained) == 5400
     assert not trained.intersection(held)
 

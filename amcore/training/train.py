@@ -280,7 +280,9 @@ class Run:
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
         # Cells never fitted, on the same kind of path: the objective there picks the checkpoint (``validate``).
-        self.validation = None if held is None else self._snapshot_path(held.in_memory(), cfg.seed + VALIDATION_SEED)
+        self.validation_path = None
+        if held is not None:
+            self.validation_path = self._snapshot_path(held.in_memory(), cfg.seed + VALIDATION_SEED)
         self.best: dict | None = None
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
@@ -365,14 +367,14 @@ class Run:
         training cells', so it rises once the network starts fitting the training cells' noise."""
         cfg, device = self.cfg, self.cluster.device
         gen = torch.Generator(device).manual_seed(cfg.seed + VALIDATION_SEED)
-        times = TimeSampler("stratified", self.validation.t0, self.validation.t1, device=device)
+        times = TimeSampler("stratified", self.validation_path.t0, self.validation_path.t1, device=device)
         total = 0.0
         for _ in range(VALIDATION_BATCHES):
             if cfg.objective == "fm":
                 with torch.no_grad():
-                    loss = fm_loss(self.ema, self.validation, cfg.batch_size, gen, times)
+                    loss = fm_loss(self.ema, self.validation_path, cfg.batch_size, gen, times)
             else:
-                loss = action_loss(self.ema, self.validation, cfg.batch_size, gen, cfg.spec(), times)
+                loss = action_loss(self.ema, self.validation_path, cfg.batch_size, gen, cfg.spec(), times)
             total += float(loss.detach()) / VALIDATION_BATCHES
         if self.best is None or total < self.best["loss"]:
             ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
@@ -463,7 +465,7 @@ def train(
                 print(
                     f"step {step + 1}/{cfg.steps}  loss {loss:.5g}  {time.perf_counter() - start:.0f}s", file=sys.stderr
                 )
-        if run.validation is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
+        if run.validation_path is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
             run.validate(step + 1, on_metrics)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             payload = run.state(step + 1)
