@@ -94,12 +94,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint
         run.log_artifact(args.loss_csv)
-    best = "best_step" in summary and (
-        f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
-    )
+    kept = ""
+    if "best_step" in summary:
+        kept = f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
     print(
         f"amcore train: {cfg.steps} steps in {summary['train_seconds']:.1f}s, final loss {summary['final_loss']:.5g}"
-        f"{best or ''}",
+        f"{kept}",
         file=sys.stderr,
     )
 

@@ -71,7 +71,7 @@ class RotatingGaussian:
 
 
 def snapshots(simulator, cells: int, seed: int) -> Snapshots:
-    if hasattr(simulator, "seed"):  # RotatingGaussian: simulate_snapshots knows the built-in simulators only
+    if isinstance(simulator, RotatingGaussian):  # simulate_snapshots knows the built-in simulators only
         rng = np.random.default_rng(seed)
         x = np.concatenate([simulator.sample(t, cells, rng) for t in TIMES])
         return Snapshots.from_labels(x.astype(np.float32), np.repeat(TIMES, cells))
@@ -93,14 +93,15 @@ def models(case: str) -> dict[str, dict]:
 
 
 def simulators(case: str, dims: list[int], seeds: list[int]):
+    """``(group, label, simulator, seed)``: errors are averaged over the seeds of a group."""
     if case == "rotating":
-        return [(f"d{d}-seed{s}", RotatingGaussian(d, s), s) for d in dims for s in seeds]
+        return [(f"rotating_d{d}", f"d{d}-seed{s}", RotatingGaussian(d, s), s) for d in dims for s in seeds]
     if case == "ou":
         sim = OrnsteinUhlenbeck(dim=3, rates=(0.9, 2.0, 1.3), center=(1.0, -0.5, 0.0), start=(-2.0, 1.5, 2.5),
                                 start_scale=(0.4, 0.3, 0.6), sigma=0.7)  # fmt: skip
     else:
         sim = GrowingGaussian(dim=3, speed=(0.8, -1.2, 0.5), growth=0.4, offset=0.3, scale=(0.6, 0.4, 0.5))
-    return [(f"seed{s}", sim, s) for s in seeds]
+    return [(case, f"seed{s}", sim, s) for s in seeds]
 
 
 def main() -> None:
@@ -118,7 +119,7 @@ def main() -> None:
     means: dict[str, list[float]] = {}
     print(f"{'case':9} {'process':12} {'model':12} {'field':9} {'error':>7} {'wall s':>7}")
     for case in args.cases:
-        for label, sim, seed in simulators(case, args.dims, args.seeds):
+        for group, label, sim, seed in simulators(case, args.dims, args.seeds):
             snaps = snapshots(sim, args.cells, seed)
             for name, settings in models(case).items():
                 cfg = TrainConfig(**{"steps": args.steps, "seed": seed, "threads": args.threads, **settings})
@@ -128,8 +129,7 @@ def main() -> None:
                 scores = score_truth(sim, snaps, load(ckpt), 4000, 500, seed)
                 fieldname = {"ou": "drift", "growth": "growth"}.get(case, "velocity")
                 error = scores[f"{fieldname}_rel_error"]
-                key = f"{case}{'_d' + label[1 : label.index('-')] if case == 'rotating' else ''}_{name}"
-                means.setdefault(key, []).append(error)
+                means.setdefault(f"{group}_{name}", []).append(error)
                 print(f"{case:9} {label:12} {name:12} {fieldname:9} {error:7.4f} {time.perf_counter() - start:7.0f}",
                       flush=True)  # fmt: skip
     print(" ".join(f"analytic_{key}={np.mean(v):.4f}" for key, v in means.items()))

@@ -99,3 +99,13 @@ def test_the_train_command_splits_a_store_and_says_which_weights_it_kept(tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert "validation loss" in done.stderr
     assert re.search(r"weights of step (20|40|60|80|100) \(validation loss -?[0-9.]+", done.stderr)
+
+
+def test_a_non_finite_validation_loss_is_never_kept_as_the_best(gaussian_snaps):
+    _, _, snaps = gaussian_snaps
+    run = Run(snaps, TrainConfig(validation=0.1, steps=10, width=8, depth=1), None)
+    with torch.no_grad():
+        for p in run.ema.parameters():
+            p.fill_(float("nan"))
+    run.validate(5, None)
+    assert run.best is None  # training then ends with its last weights, and says no step was kept

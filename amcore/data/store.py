@@ -76,11 +76,14 @@ class Snapshots:
     def drop_times(self, times) -> Snapshots:
         """These snapshots without the given times (held-out times must never reach training)."""
         keep = self.kept(times)
-        rows = np.concatenate([np.arange(self.offsets[k], self.offsets[k + 1]) for k in keep])
-        counts = np.array([self.offsets[k + 1] - self.offsets[k] for k in keep])
+        return self._take([np.arange(self.offsets[k], self.offsets[k + 1]) for k in keep], self.t_values[keep])
+
+    def _take(self, blocks: list[np.ndarray], t_values: np.ndarray) -> Snapshots:
+        """The snapshots made of these rows, one block of rows per time of ``t_values``."""
+        rows = np.concatenate(blocks)
+        offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
         weights = None if self.weights is None else self.weights[rows]
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        return Snapshots(self.x[rows], self.t_values[keep], offsets, dict(self.attrs), weights)
+        return Snapshots(self.x[rows], t_values, offsets, dict(self.attrs), weights)
 
     def split_cells(self, fraction: float, seed: int) -> tuple[Snapshots, Snapshots]:
         """A random ``fraction`` of every time's cells apart from the rest: ``(rest, apart)``, both at every time.
@@ -97,19 +100,10 @@ class Snapshots:
                 f"{int(apart_counts[k])} apart and {int(counts[k] - apart_counts[k])} to train on; each needs at least "
                 "2: raise or lower validation, or set it to 0"
             )
-        parts: tuple[list, list] = ([], [])
-        for k, (start, n_apart) in enumerate(zip(self.offsets[:-1], apart_counts, strict=True)):
-            order = start + rng.permutation(counts[k])
-            parts[0].append(np.sort(order[n_apart:]))
-            parts[1].append(np.sort(order[:n_apart]))
-
-        def subset(blocks: list[np.ndarray]) -> Snapshots:
-            rows = np.concatenate(blocks)
-            offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
-            weights = None if self.weights is None else self.weights[rows]
-            return Snapshots(self.x[rows], self.t_values, offsets, dict(self.attrs), weights)
-
-        return subset(parts[0]), subset(parts[1])
+        orders = [start + rng.permutation(n) for start, n in zip(self.offsets[:-1], counts, strict=True)]
+        rest = [np.sort(order[n:]) for order, n in zip(orders, apart_counts, strict=True)]
+        apart = [np.sort(order[:n]) for order, n in zip(orders, apart_counts, strict=True)]
+        return self._take(rest, self.t_values), self._take(apart, self.t_values)
 
     def in_memory(self) -> Snapshots:
         """These snapshots with ``x`` and the weights loaded (a no-op when they already are)."""

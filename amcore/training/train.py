@@ -376,14 +376,19 @@ class Run:
             else:
                 loss = action_loss(self.ema, self.validation_path, cfg.batch_size, gen, cfg.spec(), times)
             total += float(loss.detach()) / VALIDATION_BATCHES
-        if self.best is None or total < self.best["loss"]:
+        # A non-finite loss is never the best: it would keep weights that score as nothing at all.
+        if math.isfinite(total) and (self.best is None or total < self.best["loss"]):
             ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
             self.best = {"loss": total, "step": step, "ema": ema}
         if on_metrics and self.cluster.leader:
             on_metrics(step, {"validation_loss": total})
         if self.cluster.leader and not sys.stderr.isatty():
-            print(f"step {step}/{cfg.steps}  validation loss {total:.5g}  (lowest {self.best['loss']:.5g} at step "
-                  f"{self.best['step']})", file=sys.stderr)  # fmt: skip
+            lowest = (
+                "none finite yet"
+                if self.best is None
+                else f"lowest {self.best['loss']:.5g} at step {self.best['step']}"
+            )
+            print(f"step {step}/{cfg.steps}  validation loss {total:.5g}  ({lowest})", file=sys.stderr)
 
     def loss(self, gen: torch.Generator) -> torch.Tensor:
         """One stream's minibatch loss: the AM objective's, amcore's Flow Matching or TorchCFM's."""
