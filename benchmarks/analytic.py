@@ -13,6 +13,7 @@ error under ``p_t`` of its field at the observed times (``evaluate.score_truth``
 - ``growth``: uAM's growth rate on a growing, moving 3-d Gaussian.
 
     python benchmarks/analytic.py [--cases rotating ou growth] [--dims 3 7] [--seeds 0 1 2] [--cells 2000]
+                                   [--models am_linear fm]
 
 The last line: ``analytic_<case>_<model>=<mean error over seeds>`` for every case and model.
 """
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--models", nargs="+", help="only these models (default: every model of each case)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="amcore-analytic-"))
     means: dict[str, list[float]] = {}
@@ -122,6 +124,8 @@ def main() -> None:
         for group, label, sim, seed in simulators(case, args.dims, args.seeds):
             snaps = snapshots(sim, args.cells, seed)
             for name, settings in models(case).items():
+                if args.models and name not in args.models:
+                    continue
                 cfg = TrainConfig(**{"steps": args.steps, "seed": seed, "threads": args.threads, **settings})
                 start = time.perf_counter()
                 ckpt = workdir / f"{case}-{label}-{name}.pt"

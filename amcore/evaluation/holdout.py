@@ -14,7 +14,7 @@ import xarray as xr
 
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.paths.interpolants import chain_points, ot_pairs, spline_at, time_subsets
+from amcore.paths.interpolants import chain_points, choose_tension, ot_pairs, spline_at, time_subsets
 
 BASELINES = ("copy_prev", "ot_displacement", "spline_path")
 
@@ -62,17 +62,20 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZ
 
 
 def spline_path(
-    snaps: Snapshots, holdout: float, tension: float = 1.0, max_size: int = OT_MAX_SIZE
+    snaps: Snapshots, holdout: float, tension: float | str = "auto", max_size: int = OT_MAX_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
     """The path AM trains on with ``interpolation: spline``, read at the held-out time: splines through OT chains of
-    every *training* time (the held-out one dropped). What AM adds beyond its interpolant is its score minus this
-    one's; the chains are seeded like the training path's (``ot_max_size`` cells per time at most)."""
+    every *training* time (the held-out one dropped), the tension ``auto`` chosen on those times alone. What AM adds
+    beyond its interpolant is its score minus this one's; the chains are seeded like the training path's
+    (``ot_max_size`` cells per time at most)."""
     bracket(snaps, holdout)
     training = snaps.drop_times([holdout])
     rng = np.random.default_rng(0)
     subsets = time_subsets(training.counts(), max_size, rng)
     clouds = [np.asarray(training.snapshot(k), dtype=np.float64)[idx] for k, idx in enumerate(subsets)]
     knots = np.asarray(training.t_values, dtype=np.float64)
+    if tension == "auto":
+        tension, _ = choose_tension(clouds, knots, rng)
     predicted = spline_at(chain_points(clouds, rng), knots, holdout, tension)
     return predicted, np.full(len(predicted), 1.0 / len(predicted))
 

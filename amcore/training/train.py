@@ -38,7 +38,7 @@ class TrainConfig:
     implementation: str = "amcore"
     coupling: str = "ot"
     interpolation: str = "linear"
-    tension: float | str = 1.0
+    tension: float | str = "auto"
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
