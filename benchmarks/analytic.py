@@ -86,6 +86,7 @@ def models(case: str) -> dict[str, dict]:
             "am_linear": {"objective": "am"},
             "am_linear_t1": {"objective": "am", "time_frequencies": 1},  # a smoother time dependence
             "am_spline": {"objective": "am", "interpolation": "spline"},
+            "am_spline_t1": {"objective": "am", "interpolation": "spline", "time_frequencies": 1},
             "fm": {"objective": "fm"},
         }
     if case == "ou":
@@ -119,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="amcore-analytic-"))
     means: dict[str, list[float]] = {}
-    print(f"{'case':9} {'process':12} {'model':12} {'field':9} {'error':>7} {'wall s':>7}")
+    print(f"{'case':9} {'process':12} {'model':12} {'field':9} {'error':>7} {'wall s':>7}  error by time (%)")
     for case in args.cases:
         for group, label, sim, seed in simulators(case, args.dims, args.seeds):
             snaps = snapshots(sim, args.cells, seed)
@@ -134,8 +135,9 @@ def main() -> None:
                 fieldname = {"ou": "drift", "growth": "growth"}.get(case, "velocity")
                 error = scores[f"{fieldname}_rel_error"]
                 means.setdefault(f"{group}_{name}", []).append(error)
-                print(f"{case:9} {label:12} {name:12} {fieldname:9} {error:7.4f} {time.perf_counter() - start:7.0f}",
-                      flush=True)  # fmt: skip
+                by_time = " ".join(f"{100 * e:.0f}" for e in scores[f"{fieldname}_rel_error_by_time"].values())
+                print(f"{case:9} {label:12} {name:12} {fieldname:9} {error:7.4f} {time.perf_counter() - start:7.0f}"
+                      f"  {by_time}", flush=True)  # fmt: skip
     print(" ".join(f"analytic_{key}={np.mean(v):.4f}" for key, v in means.items()))
 
 

@@ -8,6 +8,7 @@ store (transformed with parameters fitted without them) only to score the predic
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import xarray as xr
@@ -75,7 +76,9 @@ def spline_path(
     clouds = [np.asarray(training.snapshot(k), dtype=np.float64)[idx] for k, idx in enumerate(subsets)]
     knots = np.asarray(training.t_values, dtype=np.float64)
     if tension == "auto":
-        tension, _ = choose_tension(clouds, knots, rng)
+        tension, scores = choose_tension(clouds, knots, rng)
+        if scores:
+            print(f"amcore baseline spline_path: tension {tension:g} chosen on the training times", file=sys.stderr)
     predicted = spline_at(chain_points(clouds, rng), knots, holdout, tension)
     return predicted, np.full(len(predicted), 1.0 / len(predicted))
 
