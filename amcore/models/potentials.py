@@ -56,7 +56,7 @@ class MLPField(nn.Module):
         width: int = 128,
         depth: int = 3,
         activation: str = "silu",
-        time_frequencies: int = 4,
+        time_frequencies: int = 1,
         time_periods=(),
     ) -> None:
         super().__init__()

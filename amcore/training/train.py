@@ -50,7 +50,7 @@ class TrainConfig:
     width: int = 128
     depth: int = 3
     activation: str = "silu"
-    time_frequencies: int = 4
+    time_frequencies: int = 1
     time_periods: tuple[float, ...] = ()
     time_sampling: str = "stratified"
     time_weight: str = "none"
