@@ -8,14 +8,13 @@ store (transformed with parameters fitted without them) only to score the predic
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import xarray as xr
 
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.paths.interpolants import chain_points, choose_tension, ot_pairs, spline_at, time_subsets
+from amcore.paths.interpolants import chain_points, ot_pairs, resolve_tension, spline_at, time_subsets
 
 BASELINES = ("copy_prev", "ot_displacement", "spline_path")
 
@@ -75,10 +74,7 @@ def spline_path(
     subsets = time_subsets(training.counts(), max_size, rng)
     clouds = [np.asarray(training.snapshot(k), dtype=np.float64)[idx] for k, idx in enumerate(subsets)]
     knots = np.asarray(training.t_values, dtype=np.float64)
-    if tension == "auto":
-        tension, scores = choose_tension(clouds, knots, rng)
-        if scores:
-            print(f"amcore baseline spline_path: tension {tension:g} chosen on the training times", file=sys.stderr)
+    tension = resolve_tension(tension, clouds, knots, rng)
     predicted = spline_at(chain_points(clouds, rng), knots, holdout, tension)
     return predicted, np.full(len(predicted), 1.0 / len(predicted))
 

@@ -268,6 +268,20 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
     return min(mean, key=mean.get), mean
 
 
+def resolve_tension(
+    tension: float | str, clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.Generator
+) -> float:
+    """``tension`` itself, or for ``auto`` the value ``choose_tension`` picks on these (training) clouds, said on
+    stderr with its cross-validation table: the training path and the ``spline_path`` baseline decide alike."""
+    if tension != "auto":
+        return float(tension)
+    chosen, scores = choose_tension(clouds, knots, rng)
+    if scores:
+        table = ", ".join(f"{lam:g}: {w:.4g}" for lam, w in scores.items())
+        print(f"amcore: spline tension {chosen:g} (W1, each interior time left out: {table})", file=sys.stderr)
+    return float(chosen)
+
+
 class SnapshotPath:
     """Draws ``(t, x_t, u_t)`` along the interpolated path; ``u_t = d x_t / dt`` (straight-line or spline)."""
 
@@ -343,12 +357,7 @@ class SnapshotPath:
         subsets = time_subsets(snaps.counts(), max_size, rng)
         clouds = [np.asarray(snaps.snapshot(k))[idx].astype(np.float64) for k, idx in enumerate(subsets)]
         knots = np.asarray(snaps.t_values, dtype=np.float64)
-        if tension == "auto":
-            tension, scores = choose_tension(clouds, knots, rng)
-            if scores:
-                table = ", ".join(f"{lam:g}: {w:.4g}" for lam, w in scores.items())
-                print(f"amcore: spline tension {tension:g} (W1, each interior time left out: {table})", file=sys.stderr)
-        self.tension = float(tension)
+        self.tension = resolve_tension(tension, clouds, knots, rng)
         rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
         rows = np.stack([snaps.offsets[k] + subsets[k][rows[:, k]] for k in range(len(subsets))], axis=1)
         self.chains = torch.as_tensor(rows, device=self.device)
