@@ -296,7 +296,7 @@ class SnapshotPath:
         entropic_reg: float | None = None,
         entropic_draws: int = 16,
         interpolation: str = "linear",
-        tension: float | str = 1.0,
+        tension: float | str = "auto",
         sigma_final: float | None = None,
     ) -> None:
         """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise)."""
