@@ -251,3 +251,37 @@ def test_plans_arriving_at_and_leaving_a_subsampled_time_share_its_cells():
     leaving = np.unique(path.pair_a[k == 1].numpy())
     assert len(arriving) == 20
     np.testing.assert_array_equal(arriving, leaving)
+
+
+def test_stride_mixes_interleaved_straight_paths():
+    """Times 0..6 with every cell of time k at k^2 (1-d): with stride 2 the paths are 0-2-4-6 and 0-1-3-5-6, so a
+    point at t in (2, 3) lies on chord 2-4 or chord 1-3, each with probability 1/2, and moves at its slope."""
+    times = np.arange(7.0)
+    x = np.repeat(times**2, 50)[:, None].astype(np.float32)
+    path = SnapshotPath(Snapshots.from_labels(x, np.repeat(times, 50)), coupling="ot", stride=2)
+    gen = torch.Generator().manual_seed(0)
+    n = 4000
+    t = torch.full((n,), 2.25)
+    xt, u = path.sample_at(t, gen)
+    at = {6.0: 4 + 6 * 0.25, 4.0: 1 + 4 * 1.25}  # slope -> position: chord 2-4 (4 to 16), chord 1-3 (1 to 9)
+    assert set(np.round(u[:, 0].numpy(), 4)) == set(at)
+    for slope, position in at.items():
+        on = u[:, 0] == slope
+        # 4000 fair draws: the share is within 0.5 +- 0.04 (5 standard deviations).
+        assert abs(float(on.float().mean()) - 0.5) < 0.04
+        np.testing.assert_allclose(xt[on, 0].numpy(), position, rtol=1e-6)
+    # Both paths start and end at the observed ends: AM's boundary terms see times 0 and 6.
+    first, last = path.sample_endpoints(500, gen)
+    assert (first == 0).all() and (last == 36).all()
+
+
+def test_stride_one_is_the_neighbouring_path_and_bad_strides_are_refused():
+    snaps = _snaps(times=(0.0, 1.0, 3.0, 4.0))
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    t = torch.linspace(0.0, 4.0, 101)
+    a, b = SnapshotPath(snaps, seed=1).sample_at(t, gen_a), SnapshotPath(snaps, seed=1, stride=1).sample_at(t, gen_b)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="stride 2 interleaves straight coupled paths"):
+        SnapshotPath(snaps, interpolation="spline", stride=2)
+    with pytest.raises(ValueError, match="below the 3 intervals"):
+        SnapshotPath(snaps, stride=3)

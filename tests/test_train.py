@@ -33,7 +33,7 @@ def test_training_is_reproducible(tmp_path, gaussian_snaps):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("interpolation", [{}, {"interpolation": "spline", "tension": "auto"}])
+@pytest.mark.parametrize("interpolation", [{}, {"interpolation": "spline", "tension": "auto"}, {"stride": 2}])
 def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps, interpolation):
     """Neither the couplings, the spline chains, the tension's cross-validation nor the loss see them."""
     sim, times, snaps = gaussian_snaps
@@ -48,6 +48,16 @@ def test_held_out_times_never_reach_training(tmp_path, gaussian_snaps, interpola
     assert abs(summary["final_loss"]) < 1e3
     kept = held.drop_times([0.4])
     assert kept.counts().tolist() == [1000] * 5 and kept.x.max() < 1e3
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"stride": 0}, {"stride": 1.5}, {"stride": 2, "interpolation": "spline"}, {"stride": 2, "coupling": "independent"},
+     {"stride": 2, "objective": "fm", "implementation": "torchcfm"}],
+)  # fmt: skip
+def test_a_stride_without_straight_coupled_paths_is_refused(settings):
+    with pytest.raises(ValueError, match="stride .* interleaved straight OT paths"):
+        TrainConfig(**settings)
 
 
 def test_divergence_rule():

@@ -16,6 +16,13 @@ path by a tension ``lam`` (``x_t = (1 - lam) linear + lam natural cubic``). Both
 points, so ``x_t = sum_k w_k(t) x_k`` with weights that depend on the observed times only. At observed times
 the path still passes through the observed cells, so its marginals are the snapshots exactly.
 
+With many closely spaced times (``stride`` s > 1) the straight path is the equal mixture of s interleaved ones:
+path r joins the first time, times r, r + s, r + 2s, ... and the last. Each chord then spans about s intervals.
+Over a short interval the cells move less than the OT pairing of two finite samples scatters them, and a longer
+chord is less noisy. Every path starts at the first snapshot and ends at the last, so the mixture has the same ends
+as each path and AM's boundary terms are unchanged. At an observed time the mixture holds that snapshot (from the
+paths through it) and the chord of the others that cross it.
+
 Dense frames (a simulation's 1,000 time steps) need no coupling: ``nearest`` draws ``q_t`` from one of the two
 frames around ``t``, the later with probability ``tau = (t - t_k) / (t_{k+1} - t_k)``, so ``q_t = (1 - tau) q_k +
 tau q_{k+1}``. The AM paper rounds ``t`` to the nearest frame instead; that path is constant between midpoints and
@@ -282,6 +289,28 @@ def resolve_tension(
     return float(chosen)
 
 
+def interleaved_legs(n_snapshots: int, stride: int) -> list[tuple[int, int]]:
+    """The legs ``(k, j)`` of ``stride`` interleaved paths, path by path: path ``r`` visits the first time, times
+    ``r, r + stride, ...`` and the last. With ``stride`` 1: every neighbouring pair, in order."""
+    last = n_snapshots - 1
+    legs = []
+    for r in range(stride):
+        knots = sorted({0, *range(r, last, stride), last})
+        legs += list(zip(knots[:-1], knots[1:], strict=True))
+    return legs
+
+
+def leg_index(legs: list[tuple[int, int]], n_snapshots: int, stride: int) -> torch.Tensor:
+    """``(stride, intervals)``: the leg of path ``r`` that spans observed interval ``k`` (legs as
+    :func:`interleaved_legs` lists them: each path starts again at time 0)."""
+    index = torch.empty(stride, n_snapshots - 1, dtype=torch.long)
+    r = -1
+    for leg, (k, j) in enumerate(legs):
+        r += k == 0
+        index[r, k:j] = leg
+    return index
+
+
 class SnapshotPath:
     """Draws ``(t, x_t, u_t)`` along the interpolated path; ``u_t = d x_t / dt`` (straight-line or spline)."""
 
@@ -298,8 +327,10 @@ class SnapshotPath:
         interpolation: str = "linear",
         tension: float | str = "auto",
         sigma_final: float | None = None,
+        stride: int = 1,
     ) -> None:
-        """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise)."""
+        """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise);
+        ``stride``: how many interleaved straight paths are mixed (module docstring)."""
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
         if interpolation not in INTERPOLATIONS:
@@ -308,6 +339,13 @@ class SnapshotPath:
             raise ValueError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not {coupling!r}")
         if snaps.n_snapshots < 2:
             raise ValueError(f"need at least two observed times to learn a flow, got {snaps.n_snapshots}")
+        if stride != 1 and (interpolation != "linear" or coupling == "independent"):
+            raise ValueError(f"stride {stride} interleaves straight coupled paths: it needs interpolation 'linear' "
+                             f"and coupling 'ot' or 'entropic', not {interpolation!r} and {coupling!r}")  # fmt: skip
+        if not 1 <= stride < max(2, snaps.n_snapshots - 1):
+            raise ValueError(f"stride must be 1, or at least 2 and below the {snaps.n_snapshots - 1} intervals, "
+                             f"got {stride}")  # fmt: skip
+        self.stride = int(stride)
         self.coupling = coupling
         self.device = torch.device(device)
         self.x = torch.as_tensor(snaps.x, device=self.device)
@@ -333,24 +371,28 @@ class SnapshotPath:
         elif coupling != "independent":
             rng = np.random.default_rng(seed)
             subsets = time_subsets(snaps.counts(), ot_max_size, rng)
+            legs = interleaved_legs(snaps.n_snapshots, self.stride)
             pair_a, pair_b, cum = [], [], []
-            for k in range(snaps.n_snapshots - 1):
-                sa, sb = subsets[k], subsets[k + 1]
-                xa, xb = np.asarray(snaps.snapshot(k))[sa], np.asarray(snaps.snapshot(k + 1))[sb]
+            for leg, (k, j) in enumerate(legs):
+                sa, sb = subsets[k], subsets[j]
+                xa, xb = np.asarray(snaps.snapshot(k))[sa], np.asarray(snaps.snapshot(j))[sb]
                 if coupling == "ot":
                     ia, ib, w = ot_pairs(xa, xb, ot_max_size, rng)
                 else:
-                    ua, ub = (self._relative(float(snaps.t_values[j])) for j in (k, k + 1))
+                    ua, ub = (self._relative(float(snaps.t_values[i])) for i in (k, j))
                     reg = entropic_reg if entropic_reg is not None else 2 * self.noise.variance(ua, ub, self.duration)
                     self.entropic_regs.append(float(reg))
                     ia, ib, w = entropic_pairs(xa, xb, reg, ot_max_size, entropic_draws, rng)
                 pair_a.append(sa[ia] + snaps.offsets[k])
-                pair_b.append(sb[ib] + snaps.offsets[k + 1])
-                # Cumulative weights shifted by k: one searchsorted finds interval and pair at once.
-                cum.append(k + np.minimum(np.cumsum(w), 1.0))
+                pair_b.append(sb[ib] + snaps.offsets[j])
+                # Cumulative weights shifted by the leg: one searchsorted finds leg and pair at once.
+                cum.append(leg + np.minimum(np.cumsum(w), 1.0))
             self.pair_a = torch.as_tensor(np.concatenate(pair_a), device=self.device)
             self.pair_b = torch.as_tensor(np.concatenate(pair_b), device=self.device)
             self.cum_weights = torch.as_tensor(np.concatenate(cum), device=self.device)
+            ends = torch.as_tensor(legs, device=self.device)
+            self.leg_times = self.t_values[ends]  # (legs, 2): each leg's first and last time
+            self.leg_of = leg_index(legs, snaps.n_snapshots, self.stride).to(self.device)
 
     def _build_chains(self, snaps: Snapshots, max_size: int, tension: float | str, rng: np.random.Generator) -> None:
         """Chains through every snapshot (each subsampled once to ``max_size``) and the spline's coefficients."""
@@ -434,6 +476,9 @@ class SnapshotPath:
                 xt = xt + std * torch.randn(xt.shape, generator=gen, device=self.device)
             return xt, u
         if self.coupling != "independent":
+            if self.stride > 1:  # one of the interleaved paths, uniformly, and its leg over t
+                k = self.leg_of[(self._uniform(n, gen) * self.stride).long().clamp_max(self.stride - 1), k]
+                ta, tb = self.leg_times[k, 0], self.leg_times[k, 1]
             # In float64: in float32 a key k + u, k >= 32, can round up to k + 1 and land in the next interval.
             j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen).double() * (1 - 1e-6))
             ia, ib = self.pair_a[j], self.pair_b[j]
@@ -473,7 +518,7 @@ class SnapshotPath:
             )
             return self.x[self.chains[first, 0]], self.x[self.chains[last, -1]]
         if self.coupling != "independent" and self.interpolation != "nearest":
-            last = len(self.t_values) - 2
+            last = len(self.leg_times) - 1  # the last leg ends at the last time
             ja = torch.searchsorted(self.cum_weights, self._uniform(n, gen).double() * (1 - 1e-6))
             jb = torch.searchsorted(self.cum_weights, last + self._uniform(n, gen).double() * (1 - 1e-6))
             return self.x[self.pair_a[ja]], self.x[self.pair_b[jb]]

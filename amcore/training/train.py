@@ -39,6 +39,7 @@ class TrainConfig:
     coupling: str = "ot"
     interpolation: str = "linear"
     tension: float | str = "auto"
+    stride: int = 1
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -99,6 +100,15 @@ class TrainConfig:
         if not 0 <= self.validation < 0.5 or self.validate_every < 1:
             raise ValueError(f"validation must be in [0, 0.5) (a fraction of each time's cells) and validate_every "
                              f">= 1, got {self.validation} and {self.validate_every}")  # fmt: skip
+        if self.stride != 1 and (
+            isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1
+            or self.interpolation != "linear" or self.path_coupling() == "independent"
+        ):  # fmt: skip
+            raise ValueError(
+                f"stride (got {self.stride!r}) mixes that many interleaved straight OT paths: an integer >= 1, with "
+                f"interpolation 'linear' and coupling 'ot' or 'entropic' (got {self.interpolation!r} and "
+                f"{self.coupling!r}{', implementation torchcfm' if self.implementation == 'torchcfm' else ''})"
+            )
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {self.implementation!r}; expected one of {IMPLEMENTATIONS}")
         if self.implementation == "torchcfm" and (
@@ -321,7 +331,7 @@ class Run:
             # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
             sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
             entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
-            interpolation=cfg.interpolation, tension=self.tension,
+            interpolation=cfg.interpolation, tension=self.tension, stride=cfg.stride,
         )  # fmt: skip
         self.tension = getattr(built, "tension", self.tension)
         return built
