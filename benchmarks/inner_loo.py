@@ -12,7 +12,8 @@ Matching memorises faster than AM.
                                    [--set am_lr3:am:lr=0.003] [--seed 0] [--threads 1]
 
 ``--set NAME:BASE:key=value,...`` adds a variant of the config's model ``BASE``. The last line:
-``inner_loo_<model>=<mean W1>`` for every model.
+``inner_loo_<model>=<mean W1>`` for every model (``diverged`` for one whose training diverged or whose pushed
+cells were not finite, at any left-out time).
 """
 
 from __future__ import annotations
@@ -27,25 +28,37 @@ import yaml
 
 from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.store import read_store
-from amcore.metrics import wasserstein
+from amcore.errors import TrainingDiverged
+from amcore.metrics import NonFiniteError, wasserstein
 
 
-def inner_loo(snaps: Snapshots, models: dict[str, dict], workdir: Path, seed: int = 0) -> dict[str, list[float]]:
+def inner_loo(snaps: Snapshots, models: dict[str, dict], workdir: Path, seed: int = 0) -> dict[str, list[float | str]]:
     """W1 of each model's prediction of every interior training time left out in turn (the store's held-out
-    times are dropped first, so their cells never reach a model or a score)."""
+    times are dropped first, so their cells never reach a model or a score). uAM's particles keep their weights.
+    A training that diverges or a prediction with non-finite cells is reported as the reason, never as a score."""
     training = snaps.drop_times(snaps.attrs.get("holdout_times", []))
     if training.n_snapshots < 3:
         raise ValueError(f"inner leave-one-out needs three training times or more, got {training.t_values.tolist()}")
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, list[float | str]] = {}
     for name, settings in models.items():
         for j in range(1, training.n_snapshots - 1):
             t_prev, t_j = float(training.t_values[j - 1]), float(training.t_values[j])
             checkpoint = workdir / f"{name}-{j}.pt"
             cfg = TrainConfig(**{**settings, "seed": seed})
-            train(training.drop_times([t_j]), cfg, checkpoint, checkpoint.with_suffix(".csv"))
-            pushed = load(checkpoint).push(np.asarray(training.snapshot(j - 1)), t_prev, t_j)
-            scores.setdefault(name, []).append(wasserstein(pushed, np.asarray(training.snapshot(j)), 1, 5000, seed))
+            try:
+                train(training.drop_times([t_j]), cfg, checkpoint, checkpoint.with_suffix(".csv"))
+                cells = np.asarray(training.snapshot(j - 1))
+                pushed, weight = load(checkpoint).push(cells, t_prev, t_j, with_weights=True)
+                score = wasserstein(pushed, np.asarray(training.snapshot(j)), 1, 5000, seed, wa=weight)
+            except (TrainingDiverged, NonFiniteError) as err:
+                score = f"diverged ({type(err).__name__}: {err})"
+            scores.setdefault(name, []).append(score)
     return scores
+
+
+def summary(values: list[float | str]) -> str:
+    """The mean W1, or ``diverged`` when any left-out time has no score."""
+    return f"{np.mean(values):.4f}" if all(isinstance(v, float) for v in values) else "diverged"
 
 
 def variant(spec: str, models: dict[str, dict]) -> tuple[str, dict]:
@@ -75,9 +88,10 @@ def main() -> None:
     start = time.perf_counter()
     scores = inner_loo(snaps, models, workdir, args.seed)
     for name, values in scores.items():
-        print(f"{name:14} mean W1 {np.mean(values):.4f}  by left-out time " + " ".join(f"{v:.4f}" for v in values))
+        each = " | ".join(v if isinstance(v, str) else f"{v:.4f}" for v in values)
+        print(f"{name:14} mean W1 {summary(values)}  by left-out time {each}")
     print(f"({time.perf_counter() - start:.0f} s)")
-    print(" ".join(f"inner_loo_{name}={np.mean(values):.4f}" for name, values in scores.items()))
+    print(" ".join(f"inner_loo_{name}={summary(values)}" for name, values in scores.items()))
 
 
 if __name__ == "__main__":

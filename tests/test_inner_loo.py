@@ -41,3 +41,16 @@ def test_variant_changes_only_what_it_names():
     assert settings == {**MODELS["am"], "lr": 0.003, "interpolation": "spline"}
     with pytest.raises(SystemExit, match="no model 'nope'"):
         inner_loo_module.variant("x:nope:lr=1", MODELS)
+
+
+def test_a_diverged_training_is_reported_as_such_and_growth_keeps_its_weights(tmp_path):
+    small = {"steps": 60, "batch_size": 64, "width": 16, "depth": 2, "threads": 1}
+    models = {
+        "am_diverges": {"objective": "am", "divergence_factor": 1e-9, **small},  # stops at its first check
+        "uam": {"objective": "uam", **small},
+    }
+    scores = inner_loo_module.inner_loo(snapshots(np.nan), models, tmp_path)
+    assert all(v.startswith("diverged (TrainingDiverged") for v in scores["am_diverges"]), scores
+    assert inner_loo_module.summary(scores["am_diverges"]) == "diverged"
+    assert all(isinstance(v, float) and np.isfinite(v) for v in scores["uam"]), scores
+    assert inner_loo_module.summary(scores["uam"]) == f"{np.mean(scores['uam']):.4f}"
