@@ -60,6 +60,26 @@ def test_a_stride_without_straight_coupled_paths_is_refused(settings):
         TrainConfig(**settings)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{"pathwise": -0.1}, {"pathwise": 1.5}, {"pathwise": 1, "objective": "fm"},
+     {"pathwise": 1, "objective": "eam", "sigma": 0.5}, {"pathwise": 1, "interpolation": "nearest"},
+     {"pathwise": 0.5, "time_weight": "linear"}],
+)  # fmt: skip
+def test_a_pathwise_share_without_pair_velocities_or_plain_am_is_refused(settings):
+    with pytest.raises(ValueError, match="pathwise .* weight in \\[0, 1\\] of AM's pathwise estimator"):
+        TrainConfig(**settings)
+
+
+def test_pathwise_on_a_simulator_s_exact_marginals_is_refused(tmp_path):
+    from amcore.data.simulate import GaussianPath
+    from amcore.paths.interpolants import MarginalPath
+
+    path = MarginalPath(GaussianPath(), 0.0, 1.0)
+    with pytest.raises(ValueError, match="pathwise regresses on the velocities of pairs of cells"):
+        train(None, TrainConfig(pathwise=1.0, steps=2), tmp_path / "m.pt", tmp_path / "m.csv", path=path)
+
+
 def test_divergence_rule():
     """Non-finite always stops; |loss| beyond factor x max(scale, |first loss|) stops; a loss inside it never."""
     from amcore.training.train import divergence

@@ -24,6 +24,7 @@ class ObjectiveSpec:
     exact_trace_max_dim: int = 1
     probes: int = 1
     time_weight: str = "none"
+    pathwise: float = 0.0
 
     @property
     def noise(self) -> NoiseSchedule:

@@ -56,7 +56,7 @@ def draw_action_inputs(
     take their inputs from, so they see the same minibatch."""
     dev = times.device
     t, inv_density = times.sample(batch, gen)
-    x, _ = path.sample_at(t, gen)
+    x, velocity = path.sample_at(t, gen)
     tangents, lap_weight = None, torch.zeros((), device=dev)
     u = (t - path.t0) / path.duration
     if spec.kind == "eam":
@@ -69,7 +69,8 @@ def draw_action_inputs(
     (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
     return dict(
-        x=x, t=t, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw, mass=mass, inv_density=inv_density,
+        x=x, t=t, velocity=velocity if spec.pathwise else None, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw,
+        mass=mass, inv_density=inv_density,
         x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
     )  # fmt: skip
 
@@ -94,10 +95,27 @@ def action_loss(
     if spec.kind == "uam":
         inner = inner + 0.5 * spec.growth * s.pow(2)
     integrand = (d["w"] * inner + d["dw"] * s) * d["mass"]
-    times.update(d["t"], integrand.detach())
     s_ends = potential(d["x_ends"], d["t_ends"]).view(2, -1).mean(-1)
     boundary = d["end_weights"][0] * s_ends[0] - d["end_weights"][1] * s_ends[1]
+    if d["velocity"] is not None:
+        boundary, integrand = pathwise_mix(spec.pathwise, boundary, integrand, ds_dx, d["velocity"])
+    times.update(d["t"], integrand.detach())
     return boundary + (integrand * d["inv_density"]).mean()
+
+
+def pathwise_mix(
+    weight: float, boundary: torch.Tensor, integrand: torch.Tensor, gx: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AM's boundary and integrand with a share ``weight`` of its pathwise estimator.
+
+    Along a path particle ``x(t)`` the chain rule gives ``s(x(t_K)) - s(x(t_0)) = int d_t s + grad s . x' dt``: the
+    boundary terms and ``int d_t s`` together equal ``-int grad s . x' dt`` in expectation (the path's ends are the
+    boundary draws), so ``1/2 |grad s|^2 - grad s . x'`` per point (Flow Matching restricted to gradient fields) has
+    the same expectation and minimiser. The boundary form sees only where the points are; the pathwise form also
+    sees each pair's velocity, and none of ``s``'s values at the ends.
+    """
+    pathwise = 0.5 * gx.pow(2).sum(-1) - (gx * v).sum(-1)
+    return (1 - weight) * boundary, (1 - weight) * integrand + weight * pathwise
 
 
 IMPLEMENTATIONS = ("amcore", "torchcfm")

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from amcore.models import mlp_terms
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths.interpolants import SnapshotPath
-from amcore.training.losses import action_loss, draw_action_inputs
+from amcore.training.losses import action_loss, draw_action_inputs, pathwise_mix
 from amcore.training.timesampling import TimeSampler
 
 LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tensor]
@@ -72,6 +72,7 @@ class FusedActionLoss:
         self,
         x: torch.Tensor,
         t: torch.Tensor,
+        velocity: torch.Tensor | None,
         tangents: torch.Tensor | None,
         lap_weight: torch.Tensor,
         w: torch.Tensor,
@@ -95,6 +96,8 @@ class FusedActionLoss:
         integrand = (w * inner + dw * s) * mass
         s_ends = s_ends.view(2, -1).mean(-1)
         boundary = end_weights[0] * s_ends[0] - end_weights[1] * s_ends[1]
+        if velocity is not None:
+            boundary, integrand = pathwise_mix(self.spec.pathwise, boundary, integrand, gx, velocity)
         return boundary + (integrand * inv_density).mean(), integrand.detach()
 
     def draw(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> dict:

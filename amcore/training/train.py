@@ -55,6 +55,7 @@ class TrainConfig:
     time_periods: tuple[float, ...] = ()
     time_sampling: str = "stratified"
     time_weight: str = "none"
+    pathwise: float = 0.0
     sigma: float = 0.0
     sigma_final: float | None = None
     growth: float = 1.0
@@ -108,6 +109,15 @@ class TrainConfig:
                 f"stride (got {self.stride!r}) mixes that many interleaved straight OT paths: an integer >= 1, with "
                 f"interpolation 'linear' and coupling 'ot' or 'entropic' (got {self.interpolation!r} and "
                 f"{self.coupling!r}{', implementation torchcfm' if self.implementation == 'torchcfm' else ''})"
+            )
+        if self.pathwise != 0 and (
+            not 0 <= self.pathwise <= 1 or self.objective != "am" or self.interpolation == "nearest"
+            or self.time_weight != "none"
+        ):  # fmt: skip
+            raise ValueError(
+                f"pathwise (got {self.pathwise!r}) is the weight in [0, 1] of AM's pathwise estimator, which needs "
+                f"objective 'am', the velocities of an interpolation 'linear' or 'spline' and time_weight 'none' "
+                f"(got {self.objective!r}, {self.interpolation!r} and {self.time_weight!r})"
             )
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {self.implementation!r}; expected one of {IMPLEMENTATIONS}")
@@ -289,6 +299,9 @@ class Run:
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
+        if cfg.pathwise and isinstance(self.path, MarginalPath):
+            raise ValueError("pathwise regresses on the velocities of pairs of cells; a simulator's exact marginals "
+                             "pair none: set pathwise 0 or train on snapshots")  # fmt: skip
         # Cells never fitted, on the same kind of path: the objective there picks the checkpoint (``validate``).
         self.validation_path = None
         if held is not None:
