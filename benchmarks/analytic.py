@@ -9,7 +9,8 @@ error under ``p_t`` of its field at the observed times (``evaluate.score_truth``
   ``S C + C S = C'``: the field AM identifies (the rotation itself moves no density). AM (straight and spline
   interpolants; straight with the former default of four time frequencies) against Flow Matching (amcore's, on the
   same fixed OT plans, one and four time frequencies; TorchCFM's minibatch OT-CFM takes 0.8 s a step here, an
-  hour a model on 2 cores); both on the mixture of two interleaved straight paths (``stride: 2``).
+  hour a model on 2 cores); both on the mixture of two interleaved straight paths (``stride: 2``), there AM also
+  with the potential head ``inner``.
 - ``ou``: eAM's drift on a 3-d Ornstein-Uhlenbeck process (rates, noise and start other than the built-in's).
 - ``growth``: uAM's growth rate on a growing, moving 3-d Gaussian.
 
@@ -91,6 +92,8 @@ def models(case: str) -> dict[str, dict]:
             "fm_t4": {"objective": "fm", "time_frequencies": 4},
             "am_linear_s2": {"objective": "am", "stride": 2},  # two interleaved paths, chords over two intervals
             "fm_s2": {"objective": "fm", "stride": 2},
+            # <h(x, t), x>: a quadratic potential, hence a field linear in x, is one linear layer away
+            "am_linear_s2_inner": {"objective": "am", "stride": 2, "head": "inner"},
         }
     if case == "ou":
         return {"eam": {"objective": "eam", "sigma": 0.7, "coupling": "entropic"}}
