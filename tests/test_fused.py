@@ -25,6 +25,7 @@ from amcore.training.timesampling import TimeSampler
 SPECS = {
     "am": ObjectiveSpec("am"),
     "am-pathwise": ObjectiveSpec("am", pathwise=0.4),
+    "am-pathwise-only": ObjectiveSpec("am", pathwise=1.0),  # no boundary point is evaluated
     "eam-exact": ObjectiveSpec("eam", sigma=0.8, sigma_final=0.3, laplacian="exact", time_weight="linear"),
     "eam-hutchinson": ObjectiveSpec("eam", sigma=0.8, laplacian="hutchinson", probes=2),
     "uam": ObjectiveSpec("uam", growth=0.5, time_weight="linear"),

@@ -67,11 +67,14 @@ def draw_action_inputs(
     ones = torch.ones((), device=dev)
     mass, m1 = (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
     (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
+    x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
+    if spec.pathwise == 1:  # the boundary form has no weight: its points are drawn (same random numbers), not used
+        x_ends, t_ends = x_ends[:0], t_ends[:0]
     return dict(
         x=x, t=t, velocity=velocity if spec.pathwise else None, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw,
         mass=mass, inv_density=inv_density,
-        x_ends=torch.cat([x_first, x_last]), t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
+        x_ends=x_ends, t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
     )  # fmt: skip
 
 
@@ -95,12 +98,21 @@ def action_loss(
     if spec.kind == "uam":
         inner = inner + 0.5 * spec.growth * s.pow(2)
     integrand = (d["w"] * inner + d["dw"] * s) * d["mass"]
-    s_ends = potential(d["x_ends"], d["t_ends"]).view(2, -1).mean(-1)
-    boundary = d["end_weights"][0] * s_ends[0] - d["end_weights"][1] * s_ends[1]
+    boundary = boundary_term(potential(d["x_ends"], d["t_ends"]), d["end_weights"])
     if d["velocity"] is not None:
         boundary, integrand = pathwise_mix(spec.pathwise, boundary, integrand, ds_dx, d["velocity"])
     times.update(d["t"], integrand.detach())
     return boundary + (integrand * d["inv_density"]).mean()
+
+
+def boundary_term(s_ends: torch.Tensor, end_weights: torch.Tensor) -> torch.Tensor:
+    """``w_0 E_first[s] - w_1 m_1 E_last[s]`` from ``s`` at the boundary draws (first half, then last half); zero
+    when none were evaluated (``pathwise`` 1: the boundary form has no weight, and ``s`` there costs a third of
+    a step)."""
+    if s_ends.numel() == 0:
+        return s_ends.sum()
+    first, last = s_ends.view(2, -1).mean(-1)
+    return end_weights[0] * first - end_weights[1] * last
 
 
 def pathwise_mix(

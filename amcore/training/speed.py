@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from amcore.models import mlp_terms
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths.interpolants import SnapshotPath
-from amcore.training.losses import action_loss, draw_action_inputs, pathwise_mix
+from amcore.training.losses import action_loss, boundary_term, draw_action_inputs, pathwise_mix
 from amcore.training.timesampling import TimeSampler
 
 LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tensor]
@@ -94,8 +94,7 @@ class FusedActionLoss:
         if self.spec.kind == "uam":
             inner = inner + 0.5 * self.spec.growth * s.pow(2)
         integrand = (w * inner + dw * s) * mass
-        s_ends = s_ends.view(2, -1).mean(-1)
-        boundary = end_weights[0] * s_ends[0] - end_weights[1] * s_ends[1]
+        boundary = boundary_term(s_ends, end_weights)
         if velocity is not None:
             boundary, integrand = pathwise_mix(self.spec.pathwise, boundary, integrand, gx, velocity)
         return boundary + (integrand * inv_density).mean(), integrand.detach()
