@@ -55,8 +55,11 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
         spec = ObjectiveSpec("am", pathwise=share)
         for form, network in models.items():
             gen, times = torch.Generator().manual_seed(seed + 2), TimeSampler("stratified", path.t0, path.t1)
-            draws = [float(action_loss(network, path, batch, gen, spec, times).detach()) for _ in range(batches)]
-            values[(form, estimator)] = np.asarray(draws)
+            draws = np.asarray([action_loss(network, path, batch, gen, spec, times).item() for _ in range(batches)])
+            if not np.isfinite(draws).all():  # never a difference of NaNs or infinities read as a choice
+                raise ValueError(f"the {form}-form model's objective on the held-apart cells is not finite "
+                                 f"({estimator} estimator): no choice can be made from it")  # fmt: skip
+            values[(form, estimator)] = draws
     return values
 
 
