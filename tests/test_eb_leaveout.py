@@ -1,4 +1,7 @@
-"""The EB leave-one-time-out protocol (config/leaveout/eb.yaml), shortened, on the real shared subset."""
+"""The EB leave-one-time-out protocol (config/leaveout/eb.yaml) on the real shared subset.
+
+The fast test runs the protocol's first jobs (prepare, then the baselines) through Snakemake and checks them
+against the protocol written out independently; the slow one runs it whole, shortened (trainings, table)."""
 
 from __future__ import annotations
 
@@ -12,47 +15,70 @@ import pytest
 import yaml
 from conftest import ROOT, snakemake
 
+from amcore.evaluation.holdout import read_prediction
+
 DATA = ROOT.parent / "shared" / "data" / "eb_nlsb_valtest_pca100.npz"
 
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} is absent (shared datasets not mounted)")
 
 
-def expected_baselines(holdout: float) -> dict[str, float]:
-    """The protocol written out independently: 5 PCs, z-scored on the training times, exact W1 (POT)."""
+def eb_config(steps: int = 300) -> dict:
+    """config/leaveout/eb.yaml holding t = 2 out with one seed and short trainings of AM and OT-CFM."""
+    config = copy.deepcopy(yaml.safe_load((ROOT / "config" / "leaveout" / "eb.yaml").read_text()))
+    config["dataset"]["path"] = "unused-see-data-override.npz"
+    config["holdout_times"], config["seeds"] = [2], [0]
+    for model in config["models"].values():
+        model |= {"steps": steps, "width": 64, "depth": 2}
+    config["models"] = {name: config["models"][name] for name in ("am", "otcfm")}
+    return config
+
+
+def w1(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None) -> float:
+    wa = ot.unif(len(a)) if wa is None else wa / wa.sum()
+    return float(ot.emd2(wa, ot.unif(len(b)), ot.dist(a, b, metric="euclidean")))
+
+
+def expected_baselines(holdout: float) -> tuple[dict[str, float], np.ndarray]:
+    """The protocol written out independently: 5 PCs, z-scored on the training times, exact W1 (POT); and the
+    held-out cells, to score the pipeline's predictions with the same W1."""
     data = np.load(DATA)
     x, t = data["X"][:, :5], data["t"].astype(float)
     train = t != holdout
     z = (x - x[train].mean(0)) / x[train].std(0)
     prev, true, nxt = z[t == holdout - 1], z[t == holdout], z[t == holdout + 1]
-
-    def w1(a, b, wa=None):
-        wa = ot.unif(len(a)) if wa is None else wa
-        return ot.emd2(wa, ot.unif(len(b)), ot.dist(a, b, metric="euclidean"))
-
     plan = ot.emd(ot.unif(len(prev)), ot.unif(len(nxt)), ot.dist(prev, nxt))
     i, j = np.nonzero(plan)
-    return {"copy_prev": w1(prev, true), "ot_displacement": w1(0.5 * prev[i] + 0.5 * nxt[j], true, plan[i, j])}
+    expected = {"copy_prev": w1(prev, true), "ot_displacement": w1(0.5 * prev[i] + 0.5 * nxt[j], true, plan[i, j])}
+    return expected, true
 
 
+def test_eb_baselines_through_the_pipeline_match_the_protocol_written_out(tmp_path):
+    """Snakemake's prepare and baseline jobs on the real subset: the same W1 as the independent computation, to
+    float32 rounding (~1e-6 relative), and the reference numbers of ../shared/data/README.md (scaler fitted on all
+    cells there): 1.40 and 0.884."""
+    split = Path("results") / "eb_leaveout" / "holdout-2"
+    targets = [str(split / name / "prediction.zarr") for name in ("copy_prev", "ot_displacement")]
+    result = snakemake(tmp_path, eb_config(), *targets, "--config", f"data={DATA}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    expected, true = expected_baselines(2.0)
+    for name, value in expected.items():
+        x, weight, holdout = read_prediction(tmp_path / split / name / "prediction.zarr")
+        assert holdout == 2.0
+        assert w1(x, true, weight) == pytest.approx(value, rel=1e-5), name
+    assert expected["copy_prev"] == pytest.approx(1.40, abs=0.05)
+    assert expected["ot_displacement"] == pytest.approx(0.884, abs=0.05)
+
+
+@pytest.mark.slow
 def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
-    """One held-out time, one seed, short trainings: the protocol's plumbing and its baselines, exactly."""
-    config = yaml.safe_load((ROOT / "config" / "leaveout" / "eb.yaml").read_text())
-    config = copy.deepcopy(config)
-    config["dataset"]["path"] = "unused-see-data-override.npz"
-    config["holdout_times"], config["seeds"] = [2], [0]
-    for model in config["models"].values():
-        model |= {"steps": 300, "width": 64, "depth": 2}
-    config["models"] = {name: config["models"][name] for name in ("am", "otcfm")}
-    result = snakemake(tmp_path, config, "--config", f"data={DATA}")
+    """One held-out time, one seed, short trainings: the whole protocol to its table, baselines exactly."""
+    result = snakemake(tmp_path, eb_config(), "--config", f"data={DATA}")
     assert result.returncode == 0, result.stderr[-4000:]
     out = Path(tmp_path) / "results" / "eb_leaveout"
     table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
-    w1 = table[table["metric"] == "w1"].set_index("method")["value"]
-    assert sorted(w1.index) == ["am", "copy_prev", "ot_displacement", "otcfm", "spline_path"]
-    for name, value in expected_baselines(2.0).items():
-        # float32 store vs float64 here: W1 agrees to ~1e-6 relative.
-        assert w1[name] == pytest.approx(value, rel=1e-5), name
-    # The reference numbers of ../shared/data/README.md (scaler fitted on all cells): 1.40 and 0.884.
-    assert w1["copy_prev"] == pytest.approx(1.40, abs=0.05) and w1["ot_displacement"] == pytest.approx(0.884, abs=0.05)
+    w1_table = table[table["metric"] == "w1"].set_index("method")["value"]
+    assert sorted(w1_table.index) == ["am", "copy_prev", "ot_displacement", "otcfm", "spline_path"]
+    for name, value in expected_baselines(2.0)[0].items():
+        assert w1_table[name] == pytest.approx(value, rel=1e-5), name
     # Even 300 steps learn the motion: far better than not moving.
-    assert w1["am"] < w1["copy_prev"] and w1["otcfm"] < w1["copy_prev"]
+    assert w1_table["am"] < w1_table["copy_prev"] and w1_table["otcfm"] < w1_table["copy_prev"]

@@ -20,10 +20,11 @@ from amcore.models.integrate import time_grid
 from amcore.paths.interpolants import MarginalPath
 
 CASES = {
-    # simulator, objective, the field checked, tolerance, extra training options
-    "am": ("gaussian_path", "am", "velocity", 0.05, {}),
-    "eam": ("ornstein_uhlenbeck", "eam", "drift", 0.10, {"sigma": 1.0}),
-    "uam": ("growing_gaussian", "uam", "growth", 0.10, {"growth": 0.5}),
+    # simulator, objective, the field checked, tolerance, extra training options, steps in 2-d
+    # (eAM's and uAM's errors at 500 steps were 0.022 and 0.005, far inside their tolerance; AM's 0.043 was not)
+    "am": ("gaussian_path", "am", "velocity", 0.05, {}, 800),
+    "eam": ("ornstein_uhlenbeck", "eam", "drift", 0.10, {"sigma": 1.0}, 500),
+    "uam": ("growing_gaussian", "uam", "growth", 0.10, {"growth": 0.5}, 500),
 }
 
 
@@ -38,7 +39,7 @@ def pooled_error(sim, model, field: str, seed: int = 1) -> float:
 
 
 def fit_exact(tmp_path, case: str, dim: int, steps: int):
-    name, objective, field, tol, extra = CASES[case]
+    name, objective, field, tol, extra, _ = CASES[case]
     sim = make_simulator(name, {"dim": dim})
     cfg = TrainConfig(objective=objective, steps=steps, lr=2e-3, seed=0, log_every=100, **extra)
     train(None, cfg, tmp_path / "m.pt", tmp_path / "loss.csv", path=MarginalPath(sim, 0.0, 1.0))
@@ -46,9 +47,9 @@ def fit_exact(tmp_path, case: str, dim: int, steps: int):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("dim, steps", [(2, 800), pytest.param(10, 2000, marks=pytest.mark.slow)])
-def test_each_variant_learns_its_analytic_field(tmp_path, case, dim, steps):
-    error, tol = fit_exact(tmp_path, case, dim=dim, steps=steps)
+@pytest.mark.parametrize("dim", [2, pytest.param(10, marks=pytest.mark.slow)])
+def test_each_variant_learns_its_analytic_field(tmp_path, case, dim):
+    error, tol = fit_exact(tmp_path, case, dim=dim, steps=CASES[case][-1] if dim == 2 else 2000)
     print(f"{case} d={dim}: relative error {error:.4f}")
     assert error < tol, f"{case}: relative error {error:.4f} above {tol}"
 
