@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("baseline", cmd_baseline, "a baseline's prediction at a held-out time")
     p.add_argument("--store", required=True)
     p.add_argument("--holdout", type=float, required=True, help="the held-out time")
-    p.add_argument("--name", required=True, help="copy_prev, ot_displacement or spline_path")
+    p.add_argument("--name", required=True, help="copy_prev, ot_displacement, ot_push or spline_path")
     p.add_argument("--max-size", type=int, default=None, help="cells per time at most in OT plans (default 5000)")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 
