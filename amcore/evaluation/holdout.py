@@ -67,26 +67,20 @@ def ot_push(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZE) -> tu
 
     Displacement interpolation puts one weighted point on every pair of the plan's support, so with unequal counts
     it splits a cell's mass across places and carries more points than any push of the previous time's cells can;
-    this baseline has exactly those cells, one point each. Above ``max_size`` cells a side both plans are solved on
-    the same seeded subsamples; a previous cell left out of them moves with its nearest kept neighbour's
-    displacement.
+    this baseline has one point per cell. Above ``max_size`` cells a side the plan is solved on the same seeded
+    subsamples as :func:`ot_displacement`'s, and the previous time's kept cells are the ones pushed.
     """
     prev, _, nxt = bracket(snaps, holdout)
     a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
     rng = np.random.default_rng(0)
-    keep_a, keep_b = (np.arange(len(x)) if len(x) <= max_size else np.sort(rng.choice(len(x), max_size, replace=False))
-                      for x in (a, b))  # fmt: skip
-    rows, cols, weights = ot_pairs(a[keep_a], b[keep_b], max_size, rng)
-    target = np.zeros((len(keep_a), a.shape[1]))
-    np.add.at(target, rows, weights[:, None] * b[keep_b][cols])
-    displacement = target / np.bincount(rows, weights, len(keep_a))[:, None] - a[keep_a]
-    if len(keep_a) < len(a):
-        from scipy.spatial import cKDTree
-
-        displacement = displacement[cKDTree(a[keep_a]).query(a)[1]]
+    a, b = (x if len(x) <= max_size else x[np.sort(rng.choice(len(x), max_size, replace=False))] for x in (a, b))
+    rows, cols, weights = ot_pairs(a, b, max_size, rng)
+    barycentre = np.zeros_like(a)
+    np.add.at(barycentre, rows, weights[:, None] * b[cols])
+    barycentre /= np.bincount(rows, weights, len(a))[:, None]
     t_prev, t_next = float(snaps.t_values[prev]), float(snaps.t_values[nxt])
     tau = (holdout - t_prev) / (t_next - t_prev)
-    return a + tau * displacement, np.full(len(a), 1.0 / len(a))
+    return (1 - tau) * a + tau * barycentre, np.full(len(a), 1.0 / len(a))
 
 
 def spline_path(
