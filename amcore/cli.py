@@ -184,12 +184,13 @@ def cmd_score(args: argparse.Namespace) -> None:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             _, k, _ = holdout.bracket(snaps, held_out)
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
-            who = f"{entry['method']} (seed {entry['seed'] or '-'}) at held-out t = {held_out:g}"
+            seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed
+            who = f"{entry['method']} (seed {seed}) at held-out t = {held_out:g}"
             scores = distances(x, observed, weight, where=who, noise=noise.get(k), **options(args.params))
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
                 noise[k] = scores["w1_subsample_noise"]
             _warn_failed(
-                f"amcore score {entry['method']} (seed {entry['seed'] or '-'})", scores["nonfinite"], len(x),
+                f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,23 @@ def test_spline_path_follows_a_translation_and_never_reads_the_held_out_cells():
     x[labels == 2.5] = np.nan
     again, _ = spline_path(Snapshots.from_labels(x.astype(np.float32), labels), 2.5)
     np.testing.assert_array_equal(again, pred)
+
+
+def test_the_score_command_names_seed_zero_and_the_seedless_baselines(tmp_path, capsys):
+    """Seeds come as strings from the pipeline and as integers from a user's JSON: seed 0 is printed as 0, a
+    baseline's missing seed as '-'."""
+    from amcore.cli import main
+    from amcore.data.store import write_store
+
+    snaps, _, _ = _snaps()
+    write_store(tmp_path / "store.zarr", snaps)
+    for name, fn in (("copy_prev", copy_prev), ("ot_push", ot_push)):
+        write_prediction(tmp_path / f"{name}.zarr", *fn(snaps, 1.0), 1.0, 0.0)
+    entries = [("copy_prev", 0), ("ot_push", None)]
+    predictions = {"predictions": [{"method": m, "seed": s, "path": str(tmp_path / f"{m}.zarr")} for m, s in entries]}
+    params = {"max_exact_size": 500, "kernel_max_size": 500, "projections": 50, "seed": 0}
+    assert main(["score", "--store", str(tmp_path / "store.zarr"), "--predictions", json.dumps(predictions),
+                 "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
+    said = "".join(capsys.readouterr())
+    assert "amcore score copy_prev (seed 0) at held-out t = 1" in said
+    assert "amcore score ot_push (seed -) at held-out t = 1" in said
