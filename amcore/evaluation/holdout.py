@@ -43,6 +43,18 @@ def copy_prev(snaps: Snapshots, holdout: float) -> tuple[np.ndarray, np.ndarray]
 OT_MAX_SIZE = 5000  # cells per time at most in the baselines' exact OT plans (config: baseline_ot_max_size)
 
 
+def _bracketing_plan(snaps: Snapshots, holdout: float, max_size: int):
+    """``(a, b, rows, cols, weights, tau)``: the cells of the bracketing times (seeded uniform subsamples above
+    ``max_size``), the support of their exact OT plan and the held-out time's fraction of the gap."""
+    prev, _, nxt = bracket(snaps, holdout)
+    a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
+    rng = np.random.default_rng(0)
+    a, b = (x if len(x) <= max_size else x[np.sort(rng.choice(len(x), max_size, replace=False))] for x in (a, b))
+    rows, cols, weights = ot_pairs(a, b, max_size, rng)
+    t_prev, t_next = float(snaps.t_values[prev]), float(snaps.t_values[nxt])
+    return a, b, rows, cols, weights, (holdout - t_prev) / (t_next - t_prev)
+
+
 def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """McCann's displacement interpolation between the bracketing snapshots at the held-out time.
 
@@ -51,13 +63,7 @@ def ot_displacement(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZ
     plan is solved on a seeded uniform subsample of that size (the exact solver's cost grows as n^3), as the
     training path's couplings are; the log of the evaluate stage says so.
     """
-    prev, _, nxt = bracket(snaps, holdout)
-    a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
-    rng = np.random.default_rng(0)
-    a, b = (x if len(x) <= max_size else x[np.sort(rng.choice(len(x), max_size, replace=False))] for x in (a, b))
-    rows, cols, weights = ot_pairs(a, b, max_size, rng)
-    t_prev, t_next = float(snaps.t_values[prev]), float(snaps.t_values[nxt])
-    tau = (holdout - t_prev) / (t_next - t_prev)
+    a, b, rows, cols, weights, tau = _bracketing_plan(snaps, holdout, max_size)
     return (1 - tau) * a[rows] + tau * b[cols], weights
 
 
@@ -68,18 +74,13 @@ def ot_push(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZE) -> tu
     Displacement interpolation puts one weighted point on every pair of the plan's support, so with unequal counts
     it splits a cell's mass across places and carries more points than any push of the previous time's cells can;
     this baseline has one point per cell. Above ``max_size`` cells a side the plan is solved on the same seeded
-    subsamples as :func:`ot_displacement`'s, and the previous time's kept cells are the ones pushed.
+    subsamples as :func:`ot_displacement`'s, and the previous time's kept cells are the ones pushed. Every row of
+    the plan carries its cell's mass (1/n > 0), so the barycentre is always defined.
     """
-    prev, _, nxt = bracket(snaps, holdout)
-    a, b = (np.asarray(snaps.snapshot(i), dtype=np.float64) for i in (prev, nxt))
-    rng = np.random.default_rng(0)
-    a, b = (x if len(x) <= max_size else x[np.sort(rng.choice(len(x), max_size, replace=False))] for x in (a, b))
-    rows, cols, weights = ot_pairs(a, b, max_size, rng)
+    a, b, rows, cols, weights, tau = _bracketing_plan(snaps, holdout, max_size)
     barycentre = np.zeros_like(a)
     np.add.at(barycentre, rows, weights[:, None] * b[cols])
     barycentre /= np.bincount(rows, weights, len(a))[:, None]
-    t_prev, t_next = float(snaps.t_values[prev]), float(snaps.t_values[nxt])
-    tau = (holdout - t_prev) / (t_next - t_prev)
     return (1 - tau) * a + tau * barycentre, np.full(len(a), 1.0 / len(a))
 
 
