@@ -1,4 +1,4 @@
-"""AM on data it was not built against: tiny, heavy-tailed, unequal, oddly timed and high-dimensional snapshots.
+"""AM on data it was not built against: tiny, heavy-tailed, unequal, oddly timed or scaled, high-dimensional.
 
 Each case holds one interior time out, trains AM on the rest (straight and spline interpolants, the library's
 defaults otherwise) and scores the held-out prediction (cells of the previous time pushed forward) by exact W1
@@ -34,13 +34,16 @@ from amcore.paths.interpolants import SnapshotPath
 EB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eb_nlsb_valtest_pca100.npz"
 
 
-def eb_case(counts: list[int], time_unit: float = 1.0, dims: int = 5, seed: int = 1) -> tuple[Snapshots, float]:
-    """EB's first ``dims`` PCs, ``counts[k]`` cells of day ``k``, z-scored, times multiplied by ``time_unit``."""
+def eb_case(
+    counts: list[int], time_unit: float = 1.0, dims: int = 5, seed: int = 1, scale: float = 1.0, offset: float = 0.0
+) -> tuple[Snapshots, float]:
+    """EB's first ``dims`` PCs, ``counts[k]`` cells of day ``k``, z-scored, then times ``scale`` plus ``offset``;
+    times multiplied by ``time_unit``."""
     data = np.load(EB)
     x, t = data["X"][:, :dims], data["t"]
     rng = np.random.default_rng(seed)
     keep = np.concatenate([rng.choice(np.flatnonzero(t == k), n, replace=False) for k, n in enumerate(counts)])
-    x = (x[keep] - x[keep].mean(0)) / x[keep].std(0)
+    x = (x[keep] - x[keep].mean(0)) / x[keep].std(0) * scale + offset
     return Snapshots.from_labels(x.astype(np.float32), t[keep].astype(np.float64) * time_unit), 1.0 * time_unit
 
 
@@ -70,6 +73,9 @@ CASES = {
     "eb_tiny_hours": lambda: eb_case([60, 70, 50, 80, 65], time_unit=24.0),
     "eb_30_cells": lambda: eb_case([30, 30, 30, 30, 30], seed=2),
     "eb_unequal": lambda: eb_case([40, 300, 60, 250, 45], seed=3),
+    "eb_seconds": lambda: eb_case([60, 70, 50, 80, 65], time_unit=86_400.0, seed=5),
+    "eb_thousands": lambda: eb_case([60, 70, 50, 80, 65], scale=1e3, offset=5e3),
+    "eb_micro": lambda: eb_case([60, 70, 50, 80, 65], scale=1e-5),
     "heavy_tailed": lambda: gaussian_case(5, [80] * 5, heavy_tails=True),
     "tiny_heavy_hours": lambda: gaussian_case(3, [30, 90, 40, 70, 35], heavy_tails=True, seed=4, time_unit=48.0),
     "dim2": lambda: gaussian_case(2, [100] * 5),

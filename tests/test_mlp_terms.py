@@ -24,17 +24,25 @@ def reference_terms(model, x, t, tangents, x_ends, t_ends):
     return s, gx, gt, quad, model(x_ends, t_ends)
 
 
+# A network in the data's own units, and one that standardises cells in thousands over a time span in seconds.
+UNITS = [{}, {"x_center": [3e3, -1e3, 5e2], "x_scale": 2.5e3, "t_unit": 7.2e3}]
+
+
 @pytest.mark.parametrize(("depth", "frequencies"), [(1, 0), (3, 4)])
 @pytest.mark.parametrize("activation", ["silu", "tanh", "softplus", "gelu"])
-def test_terms_and_parameter_gradients_match_autograd(activation, depth, frequencies):
+@pytest.mark.parametrize("units", UNITS, ids=["plain", "standardised"])
+def test_terms_and_parameter_gradients_match_autograd(activation, depth, frequencies, units):
     torch.manual_seed(0)
     dim, n = 3, 11
-    model = Potential(dim, (0.5, 2.0), width=16, depth=depth, activation=activation, time_frequencies=frequencies)
+    model = Potential(
+        dim, (0.5, 2.0), width=16, depth=depth, activation=activation, time_frequencies=frequencies, **units
+    )
     model = model.double()
     assert mlp_terms.supports(model)
-    x, t = torch.randn(n, dim, dtype=torch.float64), 0.5 + 1.5 * torch.rand(n, dtype=torch.float64)
+    center, scale = model.net.x_center, model.net.x_scale
+    x, t = center + scale * torch.randn(n, dim, dtype=torch.float64), 0.5 + 1.5 * torch.rand(n, dtype=torch.float64)
     tangents = torch.randn(2, n, dim, dtype=torch.float64)
-    x_ends = torch.randn(2 * n, dim, dtype=torch.float64)
+    x_ends = center + scale * torch.randn(2 * n, dim, dtype=torch.float64)
     t_ends = torch.cat([torch.full((n,), 0.5), torch.full((n,), 2.0)]).double()
     weights = [torch.randn(n, dtype=torch.float64), torch.randn(n, dim, dtype=torch.float64)]
     weights += [torch.randn(n, dtype=torch.float64) for _ in range(2)] + [torch.randn(2 * n, dtype=torch.float64)]

@@ -90,3 +90,25 @@ def test_fields_come_in_bounded_batches_with_the_same_numbers(tmp_path, monkeypa
     for key in whole:
         np.testing.assert_allclose(batched[key], whole[key], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(batched["growth"], 2.0 * batched["potential"], rtol=1e-6)
+
+
+def test_checkpoints_from_before_the_standard_units_load_as_they_were_trained(tmp_path):
+    """A checkpoint whose ``model_args`` have no ``x_center``, ``x_scale`` or ``t_unit`` was trained on raw
+    coordinates: it must evaluate its MLP on them, unscaled. One that has them reads standardised cells and
+    scales its output; both come from the same weights, so the two differ exactly by the units."""
+    model = _trained(tmp_path, "am")
+    args = dict(model.model_args)
+    assert args["x_scale"] > 0 and args["t_unit"] == 1.0 and len(args["x_center"]) == 2
+    legacy = {k: v for k, v in args.items() if k not in ("x_center", "x_scale", "t_unit")}
+    raw = amcore.TrainedModel(
+        amcore.models.trained.build_network(legacy), "am", model.config, legacy, info=dict(model.info)
+    )
+    raw.network.load_state_dict(model.network.state_dict())
+    x = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    mlp = raw.network.net
+    expected = mlp.net(torch.cat([torch.as_tensor(x), mlp.embed(torch.full((5,), 0.3))], -1)).squeeze(-1)
+    np.testing.assert_allclose(raw.potential(x, 0.3), expected.numpy(), rtol=1e-6)
+    z = (x - np.asarray(args["x_center"], dtype=np.float32)) / args["x_scale"]
+    np.testing.assert_allclose(
+        model.potential(x, 0.3), args["x_scale"] ** 2 / args["t_unit"] * raw.potential(z, 0.3), rtol=1e-5, atol=1e-6
+    )

@@ -100,14 +100,20 @@ def action_terms(
     t_ends: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """``s``, ``grad_x s``, ``d_t s`` and ``sum_k e_k^T (hess_x s) e_k`` over ``tangents`` (``K x B x d``) at the
-    interior rows ``(x, t)``, and ``s`` at ``(x_ends, t_ends)``; differentiable in the parameters only."""
+    interior rows ``(x, t)``, and ``s`` at ``(x_ends, t_ends)``; differentiable in the parameters only.
+
+    The passes run on the MLP's standardised inputs ``z = (x - c) / a``; with ``s = gain * g(z, t)`` the chain rule
+    scales ``grad_x`` by ``gain / a`` and the Hessian by ``gain / a^2``."""
     mlp = potential.net
     linears = list(mlp.net[0::2])
     derivative = DERIVATIVES[type(mlp.net[1])]
     params = [p for layer in linears for p in (layer.weight, layer.bias)]
     probes = tangents if tangents is not None else x.new_empty(0)
-    s, gx, gt, quad, s_ends = _ActionTerms.apply(x, t, probes, x_ends, t_ends, mlp.embed, derivative, *params)
-    return s, gx, gt, (quad if tangents is not None else None), s_ends
+    z, z_ends = mlp.standardize(x), mlp.standardize(x_ends)
+    g, gz, gt, quad, g_ends = _ActionTerms.apply(z, t, probes, z_ends, t_ends, mlp.embed, derivative, *params)
+    gain, a = potential.gain, mlp.x_scale
+    quad = gain / a**2 * quad if tangents is not None else None
+    return gain * g, gain / a * gz, gain * gt, quad, gain * g_ends
 
 
 class ActionTerms(nn.Module):

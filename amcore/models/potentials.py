@@ -46,7 +46,12 @@ class TimeEmbedding(nn.Module):
 
 
 class MLPField(nn.Module):
-    """MLP of ``(x, embed(t))`` with ``out_dim`` outputs: 1 for a potential, ``d`` for a vector field."""
+    """MLP of ``((x - x_center) / x_scale, embed(t))`` with ``out_dim`` outputs: 1 for a potential, ``d`` for a
+    vector field.
+
+    The network sees cells in standard units and time relative to its range whatever units the data came in (a
+    time course in seconds, coordinates in thousands); ``x_center`` and ``x_scale`` come from the training cells.
+    """
 
     def __init__(
         self,
@@ -58,6 +63,8 @@ class MLPField(nn.Module):
         activation: str = "silu",
         time_frequencies: int = 1,
         time_periods=(),
+        x_center=None,
+        x_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -65,6 +72,9 @@ class MLPField(nn.Module):
         if any(not float(p) > 0 for p in time_periods):
             raise ValueError(f"time_periods must be > 0, got {list(time_periods)}")
         self.embed = TimeEmbedding(time_frequencies, *t_range, periods=time_periods)
+        center = torch.zeros(dim) if x_center is None else torch.tensor(x_center, dtype=torch.float32)
+        self.register_buffer("x_center", center, persistent=False)  # from model_args, not the state dict
+        self.x_scale = _positive("x_scale", x_scale)
         layers: list[nn.Module] = []
         n_in = dim + self.embed.dim
         for _ in range(depth):
@@ -73,9 +83,30 @@ class MLPField(nn.Module):
         layers.append(nn.Linear(n_in, out_dim))
         self.net = nn.Sequential(*layers)
 
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_center) / self.x_scale
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.net(torch.cat([x, self.embed(t)], dim=-1))
+        out = self.net(torch.cat([self.standardize(x), self.embed(t)], dim=-1))
         return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+class VectorField(MLPField):
+    """Flow Matching's velocity ``(x_scale / t_unit) f``: ``f`` moves standard units per ``t_unit`` of time, so
+    that a network of order one fits a time course in hours as well as one in seconds."""
+
+    def __init__(self, dim: int, out_dim: int, t_range: tuple[float, float], t_unit: float = 1.0, **mlp) -> None:
+        super().__init__(dim, out_dim, t_range, **mlp)
+        self.gain = self.x_scale / _positive("t_unit", t_unit)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.gain * super().forward(x, t)
+
+
+def _positive(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return float(value)
 
 
 HEADS = ("scalar", "quadratic", "inner")
@@ -84,24 +115,30 @@ HEADS = ("scalar", "quadratic", "inner")
 class Potential(nn.Module):
     """A scalar potential ``s(x, t)`` with one of three heads on an MLP.
 
-    ``scalar``: the MLP's single output. ``quadratic``: ``1/2 |x - h(x, t)|^2`` and ``inner``: ``<h(x, t), x>``
-    with ``h`` a vector-valued MLP; both build in the near-quadratic growth of typical AM potentials.
+    ``scalar``: the MLP's single output. ``quadratic``: ``1/2 |z - h(x, t)|^2`` and ``inner``: ``<h(x, t), z>``
+    with ``h`` a vector-valued MLP and ``z`` the standardised ``x``; both build in the near-quadratic growth of
+    typical AM potentials. Each is scaled by ``gain = x_scale^2 / t_unit``, so ``grad_x s`` is in standard units
+    per ``t_unit`` (see ``VectorField``).
     """
 
-    def __init__(self, dim: int, t_range: tuple[float, float], head: str = "scalar", **mlp) -> None:
+    def __init__(
+        self, dim: int, t_range: tuple[float, float], head: str = "scalar", t_unit: float = 1.0, **mlp
+    ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown potential head {head!r}; expected one of {HEADS}")
         self.head = head
         self.net = MLPField(dim, 1 if head == "scalar" else dim, t_range, **mlp)
+        self.gain = self.net.x_scale**2 / _positive("t_unit", t_unit)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.head == "scalar":
-            return self.net(x, t)
         h = self.net(x, t)
+        if self.head == "scalar":
+            return self.gain * h
+        z = self.net.standardize(x)
         if self.head == "quadratic":
-            return 0.5 * (x - h).pow(2).sum(-1)
-        return (h * x).sum(-1)
+            return self.gain * 0.5 * (z - h).pow(2).sum(-1)
+        return self.gain * (h * z).sum(-1)
 
 
 def potential_velocity(potential: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
-from amcore.models.potentials import MLPField, Potential, velocity_fn
+from amcore.models.potentials import Potential, VectorField, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
@@ -28,7 +28,7 @@ def build_network(model_args: dict) -> nn.Module:
     args = dict(model_args)
     args["t_range"] = tuple(args["t_range"])
     if args.pop("kind") == "field":
-        return MLPField(**args)
+        return VectorField(**args)
     return Potential(**args)
 
 
@@ -211,7 +211,9 @@ class TrainedModel:
             elif method == "euler":
                 steps = integrate.euler_steps(self.flow, xb, grid)
             elif method == "dopri5":
-                steps = integrate.adaptive_steps(self.flow, xb, grid, stats=stats)
+                # the absolute tolerance in the data's units: 1e-5 of its spread, not 1e-5 of whatever unit
+                atol = 1e-5 * float(self.model_args.get("x_scale", 1.0))
+                steps = integrate.adaptive_steps(self.flow, xb, grid, atol=atol, stats=stats)
             else:
                 steps = integrate.ode_steps(self.flow, xb, grid)
             for i, state in enumerate(steps):

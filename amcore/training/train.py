@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import dask
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -163,6 +165,22 @@ def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
     magnitude beyond this is exploiting finite samples (an objective unbounded below between or at the sampled
     cells), not learning the flow.
     """
+    grid, means, variances, masses = _observed_moments(path, seed)
+    action = sum(
+        (float((means[j + 1] - means[j]).pow(2).sum()) + variances[j] + variances[j + 1]) / float(grid[j + 1] - grid[j])
+        for j in range(len(grid) - 1)
+    )
+    if objective == "fm":
+        return action / path.duration
+    if objective == "eam":
+        dim = means[0].numel()
+        action += path.duration * sigma**4 * dim**2 / max(min(variances), 1e-12)
+    return 0.5 * action * max(masses)
+
+
+def _observed_moments(path, seed: int) -> tuple[torch.Tensor, list, list, list]:
+    """The path's observed times (5 even ones for a simulator's) and, from 1,024 seeded samples at each, the
+    mean, the summed variance and the mass."""
     gen = torch.Generator(getattr(path, "device", None) or "cpu").manual_seed(seed)
     t_values = getattr(path, "t_values", None)
     grid = torch.linspace(path.t0, path.t1, 5) if t_values is None else torch.as_tensor(t_values).float().cpu()
@@ -174,16 +192,31 @@ def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
         means.append(x.mean(0))
         variances.append(float(x.var(0).sum()))
         masses.append(float(path.mass(times[:1]).max()))
-    action = sum(
-        (float((means[j + 1] - means[j]).pow(2).sum()) + variances[j] + variances[j + 1]) / float(grid[j + 1] - grid[j])
-        for j in range(len(grid) - 1)
-    )
-    if objective == "fm":
-        return action / path.duration
-    if objective == "eam":
-        dim = means[0].numel()
-        action += path.duration * sigma**4 * dim**2 / max(min(variances), 1e-12)
-    return 0.5 * action * max(masses)
+    return grid, means, variances, masses
+
+
+def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
+    """The network's units (``potentials.MLPField``): ``x_center`` and ``x_scale``, the training cells' mean and
+    the root mean of their per-feature variances, and ``t_unit``, the time span.
+
+    From every training cell when the snapshots are given (the same numbers on every process), otherwise from
+    seeded samples of the path at its observed times. Data without spread keep ``x_scale`` 1.
+    """
+    if snaps is not None:
+        x = snaps.drop_times(snaps.attrs.get("holdout_times", [])).x  # held-out cells never reach training
+        mean, var = x.mean(0, dtype="float64"), x.var(0, dtype="float64")
+        mean, var = (np.asarray(v) for v in dask.compute(mean, var))
+    else:
+        _, means, variances, _ = _observed_moments(path, seed)
+        stacked = torch.stack(means)
+        mean = stacked.mean(0).cpu().numpy()
+        var = (np.mean(variances) + float((stacked - stacked.mean(0)).pow(2).sum(1).mean())) / len(mean)
+    scale = float(np.sqrt(np.mean(var)))
+    return {
+        "x_center": [float(v) for v in mean],
+        "x_scale": scale if math.isfinite(scale) and scale > 0 else 1.0,
+        "t_unit": float(path.t1 - path.t0),
+    }
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -315,8 +348,10 @@ class Run:
             mlp["time_periods"] = [float(p) for p in cfg.time_periods]
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
-        self.model_args = {**head, **mlp}
+        self.model_args = {**head, **mlp, **standard_units(snaps, self.path, cfg.seed)}
         self.model = build_network(self.model_args).to(device)
+        # AM's loss is in units of the potential (x^2 / t), Flow Matching's of a squared velocity (x^2 / t^2).
+        self.loss_unit = self.model.gain**2 if fm else self.model.gain
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.net = DistributedDataParallel(self.model) if world > 1 and fm else self.model
         self.optimizer = adam(self.model, cfg.lr)
@@ -355,6 +390,7 @@ class Run:
             return
         saved = torch.load(partial, map_location=self.cluster.device, weights_only=True)
         same = _same_run(saved["config"], self.cfg) and saved["data"] == self.data_key
+        same = same and saved["model_args"] == self.model_args
         if not (same and len(saved["generators"]) == self.streams):
             print(f"amcore train: {partial} is from another configuration or data; starting afresh", file=sys.stderr)
             return
@@ -433,7 +469,7 @@ class Run:
             parts = [self.loss(gen) for gen in self.gens]
         loss = torch.stack(parts).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss / self.loss_unit).backward()  # the network's own units: Adam's eps and grad_clip mean the same
         if cfg.grad_clip is not None:  # the AM paper clips the global gradient norm at 1
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
