@@ -98,7 +98,7 @@ def test_checkpoints_from_before_the_standard_units_load_as_they_were_trained(tm
     scales its output; both come from the same weights, so the two differ exactly by the units."""
     model = _trained(tmp_path, "am")
     args = dict(model.model_args)
-    assert args["x_scale"] > 0 and args["t_unit"] == 1.0 and len(args["x_center"]) == 2
+    assert args["x_scale"] > 0 and args["t_unit"] == 0.5 and len(args["x_center"]) == 2  # times 0, 0.5, 1
     legacy = {k: v for k, v in args.items() if k not in ("x_center", "x_scale", "t_unit")}
     raw = amcore.TrainedModel(
         amcore.models.trained.build_network(legacy), "am", model.config, legacy, info=dict(model.info)
@@ -112,3 +112,13 @@ def test_checkpoints_from_before_the_standard_units_load_as_they_were_trained(tm
     np.testing.assert_allclose(
         model.potential(x, 0.3), args["x_scale"] ** 2 / args["t_unit"] * raw.potential(z, 0.3), rtol=1e-5, atol=1e-6
     )
+
+
+def test_units_data_keeps_the_network_in_the_data_units(tmp_path):
+    """``units: data`` (config/hydrogen.yaml) trains the network of before the standard units: no units in the
+    checkpoint, so it loads as one from before them."""
+    model = _trained(tmp_path, "am", units="data")
+    assert not {"x_center", "x_scale", "t_unit"} & set(model.model_args)
+    assert model.network.gain == 1.0 and model.network.net.x_scale == 1.0
+    with pytest.raises(ValueError, match="units must be 'standard' or 'data'"):
+        TrainConfig(units="raw")

@@ -50,6 +50,7 @@ class TrainConfig:
     grad_clip: float | None = None
     ema_decay: float = 0.999
     head: str = "scalar"
+    units: str = "standard"  # the network's: standardised cells per observation gap, or the data's own
     width: int = 128
     depth: int = 3
     activation: str = "silu"
@@ -97,6 +98,8 @@ class TrainConfig:
                 f"objective {self.objective!r} has none and would silently ignore them: remove them, or use "
                 "objective 'eam'"
             )
+        if self.units not in ("standard", "data"):
+            raise ValueError(f"units must be 'standard' or 'data', got {self.units!r}")
         if self.warmup_steps < 0 or (self.grad_clip is not None and not self.grad_clip > 0):
             raise ValueError(f"warmup_steps must be >= 0 and grad_clip > 0 (or null), got {self.warmup_steps}, "
                              f"{self.grad_clip}")  # fmt: skip
@@ -195,9 +198,22 @@ def _observed_moments(path, seed: int) -> tuple[torch.Tensor, list, list, list]:
     return grid, means, variances, masses
 
 
+def observation_gap(path) -> float:
+    """The median time between neighbouring observed times (a simulator's exact marginals: the whole span).
+
+    Snapshots are taken about as often as the cells move by a fraction of their spread, so in ``x_scale`` per
+    gap the network's velocity is of order one, whether there are 3 snapshots or 1,001 frames of an atom whose
+    dipole turns 155 times over the span (config/hydrogen.yaml), and whatever unit the times are in.
+    """
+    t_values = getattr(path, "t_values", None)
+    if t_values is None:
+        return float(path.t1 - path.t0)
+    return float(np.median(np.diff(torch.as_tensor(t_values).double().cpu().numpy())))
+
+
 def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     """The network's units (``potentials.MLPField``): ``x_center`` and ``x_scale``, the training cells' mean and
-    the root mean of their per-feature variances, and ``t_unit``, the time span.
+    the root mean of their per-feature variances, and ``t_unit`` (``observation_gap``).
 
     From every training cell when the snapshots are given (the same numbers on every process), otherwise from
     seeded samples of the path at its observed times. Data without spread keep ``x_scale`` 1.
@@ -215,7 +231,7 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     return {
         "x_center": [float(v) for v in mean],
         "x_scale": scale if math.isfinite(scale) and scale > 0 else 1.0,
-        "t_unit": float(path.t1 - path.t0),
+        "t_unit": observation_gap(path),
     }
 
 
@@ -348,7 +364,8 @@ class Run:
             mlp["time_periods"] = [float(p) for p in cfg.time_periods]
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
-        self.model_args = {**head, **mlp, **standard_units(snaps, self.path, cfg.seed)}
+        units = standard_units(snaps, self.path, cfg.seed) if cfg.units == "standard" else {}
+        self.model_args = {**head, **mlp, **units}
         self.model = build_network(self.model_args).to(device)
         # AM's loss is in units of the potential (x^2 / t), Flow Matching's of a squared velocity (x^2 / t^2).
         self.loss_unit = self.model.gain**2 if fm else self.model.gain
