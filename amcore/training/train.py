@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -211,6 +212,9 @@ def observation_gap(path) -> float:
     return float(np.median(np.diff(torch.as_tensor(t_values).double().cpu().numpy())))
 
 
+UNITS_CHUNK_ROWS = 2**16  # cells per chunk of the mean and variance that set the network's units
+
+
 def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     """The network's units (``potentials.MLPField``): ``x_center`` and ``x_scale``, the training cells' mean and
     the root mean of their per-feature variances, and ``t_unit`` (``observation_gap``).
@@ -219,9 +223,13 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     seeded samples of the path at its observed times. Data without spread keep ``x_scale`` 1.
     """
     if snaps is not None:
-        x = snaps.drop_times(snaps.attrs.get("holdout_times", [])).x  # held-out cells never reach training
-        mean, var = x.mean(0, dtype="float64"), x.var(0, dtype="float64")
-        mean, var = (np.asarray(v) for v in dask.compute(mean, var))
+        # Slices of the training times only (held-out cells never reach training), reduced chunk by chunk: no
+        # copy of the cells and no float64 one, whether they are in memory or in the store.
+        kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+        x = da.concatenate(
+            [da.asarray(snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]], chunks=(UNITS_CHUNK_ROWS, -1)) for k in kept]
+        )
+        mean, var = (np.asarray(v) for v in dask.compute(x.mean(0, dtype="float64"), x.var(0, dtype="float64")))
     else:
         _, means, variances, _ = _observed_moments(path, seed)
         stacked = torch.stack(means)
