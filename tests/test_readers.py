@@ -18,8 +18,9 @@ import xarray as xr
 from conftest import cli_env
 
 from amcore.data.prepare import build_snapshots
-from amcore.data.store import read_store, write_store
+from amcore.data.store import Snapshots, read_store, write_store
 from amcore.errors import InputError
+from amcore.paths.interpolants import SnapshotPath
 
 TIMES = [0.0, 0.5, 2.0]
 LABELS = {"day0": 0.0, "day1": 0.5, "day4": 2.0}
@@ -207,7 +208,7 @@ def test_bad_value_in_one_file_of_a_directory_names_that_file(tmp_path, data):
 
 def test_a_single_time_point_is_refused(tmp_path, data):
     x, _ = data
-    with pytest.raises(InputError, match=r"in\.npz: found 1 time point"):
+    with pytest.raises(InputError, match=r"in\.npz: key 't': found 1 time point"):
         build_snapshots({"source": "npz", "path": write_npz(tmp_path, x, np.ones(len(x)))})
 
 
@@ -287,6 +288,24 @@ def test_holdout_times_must_be_interior_observed_times(tmp_path, data):
         with pytest.raises(InputError, match=rf"holdout_times: \[{ends}\] must be interior.*of \[0\.0, 0\.5, 2\.0\]"):
             build_snapshots(spec, holdout_times=held)
     assert build_snapshots(spec, holdout_times=[0.5]).attrs["holdout_times"] == [0.5]
+
+
+def test_timestamps_float32_cannot_tell_apart_are_refused(tmp_path, data):
+    """Epoch seconds a minute apart: float32 (training, integration) resolves 128 s at 1.7e9, so the three
+    times would collapse onto two. Mapped to minutes they are kept as they are."""
+    x, t = data
+    stamps = 1.7e9 + 60.0 * np.searchsorted([0.0, 0.5, 2.0], t)
+    assert len(np.unique(stamps.astype(np.float32))) < len(np.unique(stamps))  # the collapse the check prevents
+    spec = {"source": "npz", "path": write_npz(tmp_path, x, stamps), "t_key": "t"}
+    with pytest.raises(InputError, match=r"key 't': times 1700000000 to 1700000120.*resolves only 128 there"):
+        build_snapshots(spec)
+    with pytest.raises(InputError, match="snapshot times: .*resolves only 128"):  # the library, past prepare
+        SnapshotPath(Snapshots.from_labels(x, stamps))
+    minutes = {str(int(s)): float(k) for k, s in enumerate(np.unique(stamps))}
+    assert build_snapshots(spec | {"time_map": minutes}).t_values.tolist() == [0.0, 1.0, 2.0]
+    # Hours as epoch seconds keep 128 s of 3,600: a 4 % error in every gap, also refused.
+    with pytest.raises(InputError, match="resolves only 128"):
+        build_snapshots(spec | {"path": write_npz(tmp_path, x, 1.7e9 + 60 * (stamps - 1.7e9))})
 
 
 # --- the real CLI ---------------------------------------------------------------------------------------------

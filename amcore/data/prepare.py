@@ -14,7 +14,7 @@ from amcore.data import preprocess
 from amcore.data.readers import available_memory, format_bytes, read_dataset
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
-from amcore.data.store import Snapshots
+from amcore.data.store import Snapshots, check_time_resolution
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
@@ -55,6 +55,7 @@ def _check_times(t_values: np.ndarray, holdout_times: list[float], where: str) -
         )
     if len(t_values) - len(set(holdout_times)) < 2:
         raise InputError(f"holdout_times: {holdout_times} leave fewer than two of {t_values.tolist()} to train on")
+    check_time_resolution(t_values, where)
 
 
 def simulated_times(spec: dict) -> list[float]:
@@ -103,7 +104,8 @@ def build_snapshots(
     else:
         x, time, provenance, rows = read_dataset(spec)
         names = provenance["reader"].pop("feature_names", None) or provenance["reader"].get("feature_columns")
-        _check_times(np.unique(time), holdout, provenance["path"])
+        t_key = None if spec["source"] == "directory" else provenance["reader"].get("t_key")  # times from file names
+        _check_times(np.unique(time), holdout, provenance["path"] + (f": key {t_key!r}" if t_key else ""))
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
             x = fitted.transform(x)

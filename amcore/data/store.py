@@ -19,11 +19,32 @@ import xarray as xr
 import zarr
 
 from amcore.atomic import replacing
+from amcore.errors import InputError
 
 CHUNK_BYTES = 8 * 2**20
 ZSTD = zarr.codecs.ZstdCodec(level=3)
 ZSTD_MIN_SAVING = 0.15
 SAMPLE_BYTES = 2**20  # of x tried with zstd before choosing the codec
+
+
+TIME_RESOLUTION = 1e-3  # the coarsest float32 step allowed, as a fraction of the smallest gap between times
+
+
+def check_time_resolution(t_values: np.ndarray, where: str) -> None:
+    """Refuse times that float32, in which training samples and integration steps hold them, cannot tell apart.
+
+    Timestamps in epoch seconds (about 1.7e9) are resolved only to 128 s in float32: minutes apart, every
+    snapshot would fall on a handful of times, and a training that went on would learn a wrong time axis.
+    """
+    gap = float(np.diff(t_values).min())
+    step = float(np.spacing(np.float32(np.abs(t_values).max())))
+    if step > TIME_RESOLUTION * gap:
+        raise InputError(
+            f"{where}: times {t_values[0]:.10g} to {t_values[-1]:.10g}, as little as {gap:.6g} apart, are held in "
+            f"float32 for training, which resolves only {step:.6g} there; expected times whose smallest gap is at "
+            f"least {1 / TIME_RESOLUTION:.0f} float32 steps: give them relative to the first ({t_values[0]:.10g}), "
+            "or map each label to a time with dataset.time_map"
+        )
 
 
 @dataclass

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from amcore.data.simulate import GrowingGaussian, Simulator
-from amcore.data.store import Snapshots
+from amcore.data.store import Snapshots, check_time_resolution
 
 COUPLINGS = ("independent", "ot", "entropic")
 INTERPOLATIONS = ("linear", "spline", "nearest")
@@ -349,6 +349,7 @@ class SnapshotPath:
         self.coupling = coupling
         self.device = torch.device(device)
         self.x = torch.as_tensor(snaps.x, device=self.device)
+        check_time_resolution(np.asarray(snaps.t_values, dtype=np.float64), "snapshot times")
         self.t_values = torch.as_tensor(snaps.t_values, dtype=torch.float32, device=self.device)
         self.offsets = torch.as_tensor(snaps.offsets, device=self.device)
         self.counts = self.offsets.diff()
