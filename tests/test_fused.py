@@ -29,6 +29,7 @@ SPECS = {
     "eam-exact": ObjectiveSpec("eam", sigma=0.8, sigma_final=0.3, laplacian="exact", time_weight="linear"),
     "eam-hutchinson": ObjectiveSpec("eam", sigma=0.8, laplacian="hutchinson", probes=2),
     "uam": ObjectiveSpec("uam", growth=0.5, time_weight="linear"),
+    "uam-pathwise": ObjectiveSpec("uam", growth=0.5, pathwise=0.6),
 }
 
 

@@ -57,23 +57,26 @@ def test_unbalanced_loss_is_minimised_by_the_true_potential(time_weight):
     assert losses[0.0] < losses[-0.3] and losses[0.0] < losses[0.3]
 
 
+@pytest.mark.parametrize("kind", ["am", "uam"])
 @pytest.mark.parametrize("interpolation", ["linear", "spline"])
-def test_the_pathwise_estimator_has_the_boundary_form_s_expectation(interpolation):
-    """Same potential, same path: AM's loss from its boundary form (pathwise 0) and from its pathwise form (1)
-    estimate one number (the chain rule along the path's particles). 24 independent batches of 1,000 points each;
-    the means must agree within 4 standard errors of their difference (a false alarm about 1 in 16,000). The loss
-    is about -0.16 and the standard error about 0.001: a wrong sign in either form moves the mean by the loss's
-    size, and the cross term 5 % too large moves it by about 8 standard errors."""
+def test_the_pathwise_estimator_has_the_boundary_form_s_expectation(interpolation, kind):
+    """Same potential, same path: AM's (uAM's) loss from its boundary form (pathwise 0) and from its pathwise form
+    (1) estimate one number (the chain rule along the path's particles, with uAM's mass growing 1.8-fold).
+    24 independent batches of 1,000 points each; the means must agree within 4 standard errors of their difference
+    (a false alarm about 1 in 16,000). AM's loss is about -0.16 and the standard error about 0.001: a wrong sign in
+    either form moves the mean by the loss's size, and the cross term 5 % too large moves it by about 8 standard
+    errors; uAM's mass-rate term left out moves it by about 190."""
     from amcore.data.simulate import GaussianPath
     from amcore.models.potentials import Potential
 
-    x, t = simulate_snapshots(GaussianPath(dim=2), list(np.linspace(0, 1, 5)), 500, seed=0)
+    sim = GaussianPath(dim=2) if kind == "am" else GrowingGaussian(dim=2)
+    x, t = simulate_snapshots(sim, list(np.linspace(0, 1, 5)), 500, seed=0)
     path = SnapshotPath(Snapshots.from_labels(x, t), coupling="ot", interpolation=interpolation, tension=1.0)
     torch.manual_seed(0)
     potential = Potential(2, (0.0, 1.0), width=32, depth=2)
     samples = {}
     for weight in (0.0, 1.0):
-        spec, gen = ObjectiveSpec("am", pathwise=weight), torch.Generator().manual_seed(int(weight) + 1)
+        spec, gen = ObjectiveSpec(kind, pathwise=weight), torch.Generator().manual_seed(int(weight) + 1)
         times = TimeSampler("uniform", 0.0, 1.0)
         samples[weight] = np.array(
             [float(action_loss(potential, path, 1000, gen, spec, times).detach()) for _ in range(24)]

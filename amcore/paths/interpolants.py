@@ -452,6 +452,11 @@ class SnapshotPath:
         tau = (t - ta) / (tb - ta)
         return torch.exp((1 - tau) * self.log_mass[k] + tau * self.log_mass[k + 1])
 
+    def log_mass_rate(self, t: torch.Tensor) -> torch.Tensor:
+        """``d log mass / dt`` at ``t``: constant within each observed interval (uAM's pathwise estimator)."""
+        k = self.interval(t)
+        return (self.log_mass[k + 1] - self.log_mass[k]) / (self.t_values[k + 1] - self.t_values[k])
+
     def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``x_t`` on the interpolated path (Brownian bridge when ``sigma_t`` is not 0) and the velocity of its mean
         ``d E[x_t | x_a, x_b] / dt``."""

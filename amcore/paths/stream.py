@@ -107,6 +107,9 @@ class RefreshedPath:
     def mass(self, t: torch.Tensor) -> torch.Tensor:
         return self.current.mass(t)
 
+    def log_mass_rate(self, t: torch.Tensor) -> torch.Tensor:
+        return self.current.log_mass_rate(t)
+
     def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.current.sample_at(t, gen)
 

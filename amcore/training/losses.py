@@ -66,6 +66,7 @@ def draw_action_inputs(
     w, dw = spec.weight(u, path.duration)
     ones = torch.ones((), device=dev)
     mass, m1 = (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
+    mass_rate = path.log_mass_rate(t) if spec.kind == "uam" and spec.pathwise else 0 * ones
     (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
     x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
@@ -73,7 +74,7 @@ def draw_action_inputs(
         x_ends, t_ends = x_ends[:0], t_ends[:0]
     return dict(
         x=x, t=t, velocity=velocity if spec.pathwise else None, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw,
-        mass=mass, inv_density=inv_density,
+        mass=mass, mass_rate=mass_rate, inv_density=inv_density,
         x_ends=x_ends, t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
     )  # fmt: skip
 
@@ -100,7 +101,8 @@ def action_loss(
     integrand = (d["w"] * inner + d["dw"] * s) * d["mass"]
     boundary = boundary_term(potential(d["x_ends"], d["t_ends"]), d["end_weights"])
     if d["velocity"] is not None:
-        boundary, integrand = pathwise_mix(spec.pathwise, boundary, integrand, ds_dx, d["velocity"])
+        pathwise = pathwise_integrand(spec, s, ds_dx, d["velocity"], d["mass"], d["mass_rate"])
+        boundary, integrand = pathwise_mix(spec.pathwise, boundary, integrand, pathwise)
     times.update(d["t"], integrand.detach())
     return boundary + (integrand * d["inv_density"]).mean()
 
@@ -115,18 +117,29 @@ def boundary_term(s_ends: torch.Tensor, end_weights: torch.Tensor) -> torch.Tens
     return end_weights[0] * first - end_weights[1] * last
 
 
-def pathwise_mix(
-    weight: float, boundary: torch.Tensor, integrand: torch.Tensor, gx: torch.Tensor, v: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """AM's boundary and integrand with a share ``weight`` of its pathwise estimator.
+def pathwise_integrand(
+    spec: ObjectiveSpec, s: torch.Tensor, gx: torch.Tensor, v: torch.Tensor, mass: torch.Tensor, mass_rate: torch.Tensor
+) -> torch.Tensor:
+    """AM's (and uAM's) pathwise estimator per path point: the boundary terms traded for the path's velocities.
 
-    Along a path particle ``x(t)`` the chain rule gives ``s(x(t_K)) - s(x(t_0)) = int d_t s + grad s . x' dt``: the
-    boundary terms and ``int d_t s`` together equal ``-int grad s . x' dt`` in expectation (the path's ends are the
-    boundary draws), so ``1/2 |grad s|^2 - grad s . x'`` per point (Flow Matching restricted to gradient fields) has
-    the same expectation and minimiser. The boundary form sees only where the points are; the pathwise form also
-    sees each pair's velocity, and none of ``s``'s values at the ends.
+    Along a path particle ``x(t)`` carrying the path's mass ``m(t)`` the chain rule gives
+    ``d(m s)/dt = m' s + m (d_t s + grad s . x')``: the boundary terms ``m_0 E_0[s] - m_K E_K[s]`` and
+    ``int m d_t s`` together equal ``-int m (grad s . x' + (log m)' s) dt`` in expectation (the path's ends are the
+    boundary draws), so ``m (1/2 |grad s|^2 + growth/2 s^2 - grad s . x' - (log m)' s)`` per point has the same
+    expectation and minimiser; with ``m = 1`` (AM) it is Flow Matching restricted to gradient fields. The boundary
+    form sees only where the points are; the pathwise form also sees each pair's velocity, and none of ``s``'s
+    values at the ends.
     """
-    pathwise = 0.5 * gx.pow(2).sum(-1) - (gx * v).sum(-1)
+    point = 0.5 * gx.pow(2).sum(-1) - (gx * v).sum(-1)
+    if spec.kind == "uam":
+        point = point + (0.5 * spec.growth * s - mass_rate) * s
+    return point * mass
+
+
+def pathwise_mix(
+    weight: float, boundary: torch.Tensor, integrand: torch.Tensor, pathwise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boundary and integrand with a share ``weight`` of the pathwise estimator (``pathwise_integrand``)."""
     return (1 - weight) * boundary, (1 - weight) * integrand + weight * pathwise
 
 

@@ -18,7 +18,13 @@ from torch.nn.parallel import DistributedDataParallel
 from amcore.models import mlp_terms
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths.interpolants import SnapshotPath
-from amcore.training.losses import action_loss, boundary_term, draw_action_inputs, pathwise_mix
+from amcore.training.losses import (
+    action_loss,
+    boundary_term,
+    draw_action_inputs,
+    pathwise_integrand,
+    pathwise_mix,
+)
 from amcore.training.timesampling import TimeSampler
 
 LossFn = Callable[[SnapshotPath, int, torch.Generator, TimeSampler], torch.Tensor]
@@ -78,6 +84,7 @@ class FusedActionLoss:
         w: torch.Tensor,
         dw: torch.Tensor,
         mass: torch.Tensor,
+        mass_rate: torch.Tensor,
         inv_density: torch.Tensor,
         x_ends: torch.Tensor,
         t_ends: torch.Tensor,
@@ -96,7 +103,8 @@ class FusedActionLoss:
         integrand = (w * inner + dw * s) * mass
         boundary = boundary_term(s_ends, end_weights)
         if velocity is not None:
-            boundary, integrand = pathwise_mix(self.spec.pathwise, boundary, integrand, gx, velocity)
+            pathwise = pathwise_integrand(self.spec, s, gx, velocity, mass, mass_rate)
+            boundary, integrand = pathwise_mix(self.spec.pathwise, boundary, integrand, pathwise)
         return boundary + (integrand * inv_density).mean(), integrand.detach()
 
     def draw(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> dict:

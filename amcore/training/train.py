@@ -117,13 +117,13 @@ class TrainConfig:
                 f"{self.coupling!r}{', implementation torchcfm' if self.implementation == 'torchcfm' else ''})"
             )
         if self.pathwise != 0 and (
-            not 0 <= self.pathwise <= 1 or self.objective != "am" or self.interpolation == "nearest"
+            not 0 <= self.pathwise <= 1 or self.objective not in ("am", "uam") or self.interpolation == "nearest"
             or self.time_weight != "none"
         ):  # fmt: skip
             raise ValueError(
                 f"pathwise (got {self.pathwise!r}) is the weight in [0, 1] of AM's pathwise estimator, which needs "
-                f"objective 'am', the velocities of an interpolation 'linear' or 'spline' and time_weight 'none' "
-                f"(got {self.objective!r}, {self.interpolation!r} and {self.time_weight!r})"
+                f"objective 'am' or 'uam', the velocities of an interpolation 'linear' or 'spline' and time_weight "
+                f"'none' (got {self.objective!r}, {self.interpolation!r} and {self.time_weight!r})"
             )
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {self.implementation!r}; expected one of {IMPLEMENTATIONS}")
