@@ -66,7 +66,7 @@ def draw_action_inputs(
     w, dw = spec.weight(u, path.duration)
     ones = torch.ones((), device=dev)
     mass, m1 = (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
-    mass_rate = path.log_mass_rate(t) if spec.kind == "uam" and spec.pathwise else 0 * ones
+    mass_rate = path.log_mass_rate(t) if spec.kind == "uam" and spec.pathwise else torch.zeros((), device=dev)
     (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
     x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
