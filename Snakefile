@@ -40,6 +40,8 @@ HOLDOUTS = [repr(float(t)).removesuffix(".0") for t in config["holdout_times"]] 
 BASELINES = config["baselines"] if config["holdout_times"] else []
 if set(MODELS) & set(BASELINES):
     raise ValueError(f"models {sorted(set(MODELS) & set(BASELINES))} are named like baselines; rename them")
+if config["reference"] not in MODELS and "am" != config["reference"]:
+    raise ValueError(f"reference: {config['reference']!r} is not one of the models {MODELS}")
 SPLIT = f"{OUT}/holdout-{{holdout}}"
 RUN = f"{SPLIT}/{{model}}/seed-{{seed}}"
 

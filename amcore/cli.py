@@ -327,7 +327,7 @@ def cmd_table(args: argparse.Namespace) -> None:
         loaded = json.loads(Path(path).read_text())
         results += loaded["results"] if "results" in loaded else [loaded]
     table = tables.long_table(results)
-    markdown = tables.markdown(table)
+    markdown = tables.markdown(table, args.reference)
     _write_text(args.table, table.to_csv(index=False))
     _write_text(args.markdown, markdown)
     if (table["holdout"] == "none").all():
@@ -363,10 +363,23 @@ def cmd_summary(args: argparse.Namespace) -> None:
         # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
         tables[path.parent.name] = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
                                                dtype={"holdout": str, "seed": str})  # fmt: skip
-    text = across_datasets(tables, args.metric, args.reference)
+    text = across_datasets(tables, args.metric, _references(args.reference, list(tables)))
     if args.out:
         _write_text(args.out, text)
     print(text)
+
+
+def _references(given: list[str], experiments: list[str]) -> dict[str, str]:
+    """``{experiment: model}`` from ``--reference``: a bare MODEL for every experiment, EXPERIMENT=MODEL for one."""
+    default = [g for g in given if "=" not in g]
+    if len(default) > 1:
+        raise InputError(f"--reference: {default} are several models for every table; give one, or EXPERIMENT=MODEL")
+    references = dict.fromkeys(experiments, default[0] if default else "am")
+    for name, _, model in (g.partition("=") for g in given if "=" in g):
+        if name not in references:
+            raise InputError(f"--reference {name}={model}: no table of experiment {name!r}; the tables are {experiments}")
+        references[name] = model
+    return references
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -474,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
+    p.add_argument("--reference", default="am", help="the model every other method is paired against by seed")
 
     p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
     p.add_argument("--store", required=True)
@@ -486,7 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
     p.add_argument("tables", nargs="+", help="table.csv of each experiment; named by its folder")
     p.add_argument("--metric", default="w1")
-    p.add_argument("--reference", default="am", help="the model the paired differences are taken against")
+    p.add_argument(
+        "--reference",
+        nargs="+",
+        default=["am"],
+        help="the model the paired differences are taken against: MODEL for every table, EXPERIMENT=MODEL for one",
+    )
     p.add_argument("--out", default=None, help="also write the markdown here")
 
     p = sub.add_parser("datasets", help="public datasets by name: list them, or fetch one into a folder")

@@ -94,6 +94,8 @@ def models(case: str) -> dict[str, dict]:
             "fm_s2": {"objective": "fm", "stride": 2},
             # <h(x, t), x>: a quadratic potential, hence a field linear in x, is one linear layer away
             "am_linear_s2_inner": {"objective": "am", "stride": 2, "head": "inner"},
+            # FM's regression on the chords, restricted to gradient fields: the same variance as FM's loss
+            "am_linear_s2_pathwise": {"objective": "am", "stride": 2, "pathwise": 1},
         }
     if case == "ou":
         return {"eam": {"objective": "eam", "sigma": 0.7, "coupling": "entropic"}}

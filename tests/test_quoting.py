@@ -97,6 +97,15 @@ def test_holdout_times_must_be_interior_simulated_times(tmp_path, tiny_config, h
     assert written(tmp_path) == [], "no job may run for a refused config"
 
 
+def test_a_reference_that_is_not_a_model_is_refused(tmp_path, tiny_config):
+    """The table pairs every method against the reference: a name no model has would pair against nothing."""
+    result = snakemake(tmp_path, {**tiny_config, "reference": "uam"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "reference: 'uam' is not one of the models" in output, output[-3000:]
+    assert written(tmp_path) == [], "no job may run for a refused config"
+
+
 def test_an_interior_holdout_time_is_planned(tmp_path, tiny_config):
     result = snakemake(tmp_path, {**tiny_config, "holdout_times": [0.5]}, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]

@@ -114,5 +114,18 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 |" in text and "| copy_prev | 6 | 6 |" in text
     assert "| *noise floor* (`w1_subsample_noise`) | 0.6 | — |" in text
     assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
+    # each dataset's own rule may choose the reference (uam where counts change): the pairs are taken against it
+    rows = _results()
+    for seed, value in enumerate((1.0, 2.0)):  # seed means 1 and 2: am - uam = 0.5, 1.5, uam - copy_prev = -5, -4
+        rows += [{"method": "uam", "holdout": h, "seed": str(seed), "table": {"w1": value}} for h in ("1", "2")]
+    long_table(rows).to_csv(tmp_path / "tigon" / "table.csv", index=False)
+    assert main(["summary", *paths, "--reference", "tigon=uam", "--out", str(tmp_path / "summary.md")]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "| method | eb_leaveout (− am) | tigon (− uam) |" in text
+    assert "| am | reference | -1 [-7.35, +5.35] |" in text  # sd 0.707, se 0.5, t(1) = 12.71
+    assert "| copy_prev | -3.5 [-16.2, +9.21] | -4.5 [-10.9, +1.85] |" in text
+    assert "| uam | — | reference |" in text
+    assert main(["summary", *paths, "--reference", "emt=uam"]) == 2
+    assert "no table of experiment 'emt'" in capsys.readouterr().err
     assert main(["summary", str(tmp_path / "missing" / "table.csv")]) == 2
     assert "no such table" in capsys.readouterr().err

@@ -182,15 +182,19 @@ def _interval_cell(pair: tuple[float, float, float, int] | None) -> str:
     return f"{mean:+.3g} (1 seed: no interval)" if n < 2 else f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
 
 
-def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str = "am") -> str:
+def across_datasets(
+    tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str | dict[str, str] = "am"
+) -> str:
     """One markdown summary of several experiments' long tables (``{dataset: table}``): each method's ``metric``
     averaged over held-out times (mean ± std over seeds) per dataset, the data's own floor
-    (``w1_subsample_noise``), and ``reference`` minus each peer paired by seed with its 95 % interval."""
+    (``w1_subsample_noise``), and the reference minus each peer paired by seed with its 95 % interval. The
+    reference is one model for all, or ``{dataset: model}`` where the datasets' rules chose different ones."""
     names = list(tables)
+    references = reference if isinstance(reference, dict) else dict.fromkeys(names, reference)
     methods = list(dict.fromkeys(m for t in tables.values() for m in t.loc[t["metric"] == metric, "method"]))
     means = {name: summary(t, metric) for name, t in tables.items()}
     floors = {name: summary(t, "w1_subsample_noise") for name, t in tables.items()}
-    pairs = {name: paired_differences(t, metric, reference) for name, t in tables.items()}
+    pairs = {name: paired_differences(t, metric, references[name]) for name, t in tables.items()}
 
     def column(cols: dict[str, np.ndarray]) -> np.ndarray:
         return cols.get("mean", next(iter(cols.values())))
@@ -204,12 +208,15 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
         f"{np.mean(column(next(iter(floors[n].values())))):.4g}" if floors[n] else "—" for n in names
     ]  # the same for every method: a property of the held-out cells
     lines += ["| *noise floor* (`w1_subsample_noise`) | " + " | ".join(floor) + " |", ""]
-    lines += [f"### {reference} − peer, {metric}, paired by seed: mean [95 % t interval]", "", header]
+    title = " / ".join(dict.fromkeys(references.values()))
+    lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % t interval]", ""]
+    lines += ["| method | " + " | ".join(f"{n} (− {references[n]})" for n in names) + " |", header.splitlines()[1]]
     for method in methods:
-        if method == reference:
-            continue
         cols = [pairs[n].get(method, {}) for n in names]
-        cells = [_interval_cell(c.get("mean", next(iter(c.values()), None))) for c in cols]
+        cells = [
+            "reference" if method == references[n] else _interval_cell(c.get("mean", next(iter(c.values()), None)))
+            for n, c in zip(names, cols, strict=True)
+        ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, ""])
 

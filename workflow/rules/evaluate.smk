@@ -64,6 +64,7 @@ rule table:
         ),
     params:
         panels=as_arg({"panels": prediction_panels()}),
+        reference=config["reference"],
         panels_arg=lambda wc, output: (
             f"--predictions-figure {shlex.quote(output.panels)}" if "panels" in output.keys() else ""
         ),
@@ -73,4 +74,5 @@ rule table:
         "../../environment.yml"
     shell:
         "amcore table --results {input.results:q} --table {output.table:q} --markdown {output.markdown:q}"
-        " --figure {output.figure:q} --panels {params.panels} {params.panels_arg} 2>&1 | tee {log:q}"
+        " --figure {output.figure:q} --panels {params.panels} {params.panels_arg} --reference {params.reference}"
+        " 2>&1 | tee {log:q}"
