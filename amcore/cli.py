@@ -377,7 +377,9 @@ def _references(given: list[str], experiments: list[str]) -> dict[str, str]:
     references = dict.fromkeys(experiments, default[0] if default else "am")
     for name, _, model in (g.partition("=") for g in given if "=" in g):
         if name not in references:
-            raise InputError(f"--reference {name}={model}: no table of experiment {name!r}; the tables are {experiments}")
+            raise InputError(
+                f"--reference {name}={model}: no table of experiment {name!r}; the tables are {experiments}"
+            )
         references[name] = model
     return references
 
