@@ -182,9 +182,7 @@ def _interval_cell(pair: tuple[float, float, float, int] | None) -> str:
     return f"{mean:+.3g} (1 seed: no interval)" if n < 2 else f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
 
 
-def across_datasets(
-    tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str | dict[str, str] = "am"
-) -> str:
+def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str | dict[str, str] = "am") -> str:
     """One markdown summary of several experiments' long tables (``{dataset: table}``): each method's ``metric``
     averaged over held-out times (mean ± std over seeds) per dataset, the data's own floor
     (``w1_subsample_noise``), and the reference minus each peer paired by seed with its 95 % interval. The
