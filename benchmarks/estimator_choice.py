@@ -49,7 +49,8 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
         models[form] = load(checkpoint).network
         tension = summary.get("spline_tension", tension)  # the same path shape as the models trained on
     path = SnapshotPath(held.in_memory(), settings.get("coupling", "ot"), seed=seed + 1, tension=tension,
-                        interpolation=settings.get("interpolation", "linear"))  # fmt: skip
+                        interpolation=settings.get("interpolation", "linear"),
+                        stride=settings.get("stride", 1))  # fmt: skip
     values = {}
     for estimator, share in FORMS.items():
         spec = ObjectiveSpec("am", pathwise=share)
