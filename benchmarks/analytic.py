@@ -10,7 +10,7 @@ error under ``p_t`` of its field at the observed times (``evaluate.score_truth``
   interpolants; straight with the former default of four time frequencies) against Flow Matching (amcore's, on the
   same fixed OT plans, one and four time frequencies; TorchCFM's minibatch OT-CFM takes 0.8 s a step here, an
   hour a model on 2 cores); both on the mixture of two interleaved straight paths (``stride: 2``), there AM also
-  with the potential head ``inner``.
+  with the potential head ``inner`` and with the pathwise estimator.
 - ``ou``: eAM's drift on a 3-d Ornstein-Uhlenbeck process (rates, noise and start other than the built-in's).
 - ``growth``: uAM's growth rate on a growing, moving 3-d Gaussian.
 
