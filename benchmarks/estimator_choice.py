@@ -1,18 +1,20 @@
-"""Which of AM's two estimators fits its objective better, judged on training cells the models never saw.
+"""Which of two AM settings fits its objective better, judged on training cells the models never saw.
 
-Reads a store the pipeline prepared for one held-out split and drops its held-out times first. A tenth of every
-training time's cells is held apart (``Snapshots.split_cells``); AM (the config's ``am`` model) is trained on the
-rest twice, once with the boundary form (``pathwise: 0``) and once with the pathwise form (``pathwise: 1``). Both
-minimise the same objective, ``1/2 E int |grad s - grad s*|^2`` up to a constant, so the one with the lower
-objective on the path through the held-apart cells is closer to that path's field. The objective is estimated
-with both estimators on the same draws for both models (common random numbers), so the difference has a small
-standard error.
+Reads a store the pipeline prepared for one held-out split and drops its held-out times first (or draws a rotating
+Gaussian process of benchmarks/analytic.py). A tenth of every training time's cells is held apart
+(``Snapshots.split_cells``); AM (the config's ``am`` model) is trained on the rest twice: with the boundary form
+(``pathwise: 0``) and the pathwise form (``pathwise: 1``), or with ``--compare head`` the scalar and the ``inner``
+potential head. Every such model minimises the same objective, ``1/2 E int |grad s - grad s*|^2`` up to a
+constant, so the one with the lower objective on the path through the held-apart cells is closer to that path's
+field. The objective is estimated with both estimators on the same draws for both models (common random numbers),
+so the difference has a small standard error.
 
     python benchmarks/estimator_choice.py STORE --config config/leaveout/eb.yaml [--seed 0] [--batches 200]
+    python benchmarks/estimator_choice.py --rotating 7 4 --compare head   # dimension 7, process seed 4
 
 On other snapshots: ``objectives(snaps, {"objective": "am"}, seed=0, batches=200)``. The last line:
-``objective_boundary=<x> objective_pathwise=<y> difference=<y - x> se=<se>`` (pathwise estimator); a negative
-difference favours the pathwise form.
+``objective_<first>=<x> objective_<second>=<y> difference=<y - x> se=<se>`` (pathwise estimator); a negative
+difference favours the second setting.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from analytic import RotatingGaussian, snapshots
 
 from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.store import read_store
@@ -32,18 +35,23 @@ from amcore.paths.interpolants import SnapshotPath
 from amcore.training.losses import action_loss
 from amcore.training.timesampling import TimeSampler
 
-FORMS = {"boundary": 0.0, "pathwise": 1.0}
+FORMS = {"boundary": 0.0, "pathwise": 1.0}  # the estimators, by their share of the pathwise form
+CANDIDATES = {
+    "pathwise": {"boundary": {"pathwise": 0.0}, "pathwise": {"pathwise": 1.0}},
+    "head": {"scalar": {"head": "scalar"}, "inner": {"head": "inner"}},
+}
 
 
-def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch: int = 512) -> dict[tuple, np.ndarray]:
-    """``{(model form, estimator form): per-batch objective values}`` on the held-apart cells' path (the snapshots'
-    held-out times are dropped first)."""
+def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch: int = 512,
+               compare: str = "pathwise") -> dict[tuple, np.ndarray]:  # fmt: skip
+    """``{(model, estimator form): per-batch objective values}`` on the held-apart cells' path, one model per
+    setting of ``CANDIDATES[compare]`` (the snapshots' held-out times are dropped first)."""
     training = snaps.drop_times(snaps.attrs.get("holdout_times", []))
     fit, held = training.split_cells(0.1, seed)
     workdir = Path(tempfile.mkdtemp(prefix="amcore-estimator-"))
     models, tension = {}, settings.get("tension", "auto")
-    for form, share in FORMS.items():
-        cfg = TrainConfig(**{**settings, "pathwise": share, "seed": seed, "threads": 1, "log_every": 10**9})
+    for form, overrides in CANDIDATES[compare].items():
+        cfg = TrainConfig(**{**settings, **overrides, "seed": seed, "threads": 1, "log_every": 10**9})
         checkpoint = workdir / f"{form}.pt"
         summary = train(fit, cfg, checkpoint, checkpoint.with_suffix(".csv"))
         models[form] = load(checkpoint).network
@@ -58,7 +66,7 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
             gen, times = torch.Generator().manual_seed(seed + 2), TimeSampler("stratified", path.t0, path.t1)
             draws = np.asarray([action_loss(network, path, batch, gen, spec, times).item() for _ in range(batches)])
             if not np.isfinite(draws).all():  # never a difference of NaNs or infinities read as a choice
-                raise ValueError(f"the {form}-form model's objective on the held-apart cells is not finite "
+                raise ValueError(f"the {form} model's objective on the held-apart cells is not finite "
                                  f"({estimator} estimator): no choice can be made from it")  # fmt: skip
             values[(form, estimator)] = draws
     return values
@@ -66,21 +74,39 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("store")
-    parser.add_argument("--config", required=True, help="a pipeline config: its models.am settings are trained")
+    parser.add_argument("store", nargs="?")
+    parser.add_argument("--config", help="a pipeline config: its models.am settings are trained")
+    parser.add_argument(
+        "--rotating",
+        nargs=2,
+        type=int,
+        metavar=("DIM", "SEED"),
+        help="instead of a store: benchmarks/analytic.py's rotating Gaussian, AM as there (stride 2)",
+    )
+    parser.add_argument("--compare", choices=sorted(CANDIDATES), default="pathwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batches", type=int, default=200)
     args = parser.parse_args()
+    if (args.store is None) == (args.rotating is None) or (args.store is not None and args.config is None):
+        parser.error("give a STORE with --config, or --rotating DIM SEED")
     torch.set_num_threads(1)
-    settings = yaml.safe_load(Path(args.config).read_text())["models"]["am"]
-    values = objectives(read_store(args.store), settings, args.seed, args.batches)
+    if args.rotating:
+        dim, process = args.rotating
+        snaps, settings = (
+            snapshots(RotatingGaussian(dim, process), 2000, process),
+            {"objective": "am", "stride": 2, "steps": 4000},
+        )
+    else:
+        snaps, settings = read_store(args.store), yaml.safe_load(Path(args.config).read_text())["models"]["am"]
+    values = objectives(snaps, settings, args.seed, args.batches, compare=args.compare)
+    first, second = CANDIDATES[args.compare]
     for estimator in FORMS:
-        boundary, pathwise = values[("boundary", estimator)], values[("pathwise", estimator)]
-        diff = pathwise - boundary
+        a, b = values[(first, estimator)], values[(second, estimator)]
+        diff = b - a
         se = diff.std(ddof=1) / np.sqrt(len(diff))
-        print(f"{estimator} estimator: boundary-form model {boundary.mean():.4f}, pathwise-form model "
-              f"{pathwise.mean():.4f}, difference {diff.mean():+.4f} ± {se:.4f}")  # fmt: skip
-    print(f"objective_boundary={boundary.mean():.4f} objective_pathwise={pathwise.mean():.4f} "
+        print(f"{estimator} estimator: {first} model {a.mean():.4f}, {second} model {b.mean():.4f}, "
+              f"difference {diff.mean():+.4f} ± {se:.4f}")  # fmt: skip
+    print(f"objective_{first}={a.mean():.4f} objective_{second}={b.mean():.4f} "
           f"difference={diff.mean():.4f} se={se:.4f}")  # fmt: skip
 
 

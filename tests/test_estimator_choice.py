@@ -21,3 +21,10 @@ def test_both_forms_are_scored_on_the_same_draws_and_the_held_out_cells_reach_no
         np.testing.assert_array_equal(nan[key], huge[key])
     # Two trainings with different estimators are two different models.
     assert not np.array_equal(nan[("boundary", "pathwise")], nan[("pathwise", "pathwise")])
+
+
+def test_the_heads_are_compared_by_the_same_objective():
+    values = objectives(snapshots(np.nan), SETTINGS, seed=0, batches=4, batch=64, compare="head")
+    assert sorted(values) == [(m, e) for m in ("inner", "scalar") for e in ("boundary", "pathwise")]
+    assert all(np.isfinite(v).all() and len(v) == 4 for v in values.values())
+    assert not np.array_equal(values[("scalar", "pathwise")], values[("inner", "pathwise")])
