@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from analytic import RotatingGaussian, snapshots
+from analytic import RotatingGaussian, models, snapshots
 
 from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.store import read_store
@@ -87,15 +87,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batches", type=int, default=200)
     args = parser.parse_args()
-    if (args.store is None) == (args.rotating is None) or (args.store is not None and args.config is None):
-        parser.error("give a STORE with --config, or --rotating DIM SEED")
+    if (args.store is None) == (args.rotating is None) or (args.store is None) != (args.config is None):
+        parser.error("give a STORE with --config, or --rotating DIM SEED alone")
     torch.set_num_threads(1)
     if args.rotating:
         dim, process = args.rotating
-        snaps, settings = (
-            snapshots(RotatingGaussian(dim, process), 2000, process),
-            {"objective": "am", "stride": 2, "steps": 4000},
-        )
+        snaps = snapshots(RotatingGaussian(dim, process), 2000, process)  # as analytic.py draws it by default
+        settings = models("rotating")["am_linear_s2"]
     else:
         snaps, settings = read_store(args.store), yaml.safe_load(Path(args.config).read_text())["models"]["am"]
     values = objectives(snaps, settings, args.seed, args.batches, compare=args.compare)
