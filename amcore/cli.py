@@ -206,8 +206,8 @@ def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None
     """Say loudly that a prediction failed (its distances are NaN) or flung cells out of the data; the table marks
     both."""
     if nonfinite:
-        print(f"{who}: FAILED: {nonfinite} of {total} predicted cells are NaN or inf; every distance is NaN",
-              file=sys.stderr)  # fmt: skip
+        print(f"{who}: FAILED: {nonfinite} of {total} predicted cells are NaN or inf (all of them when the weights "
+              "put the population on fewer than two cells); every distance is NaN", file=sys.stderr)  # fmt: skip
     if escaped:
         print(f"{who}: FLAGGED: {escaped} of {total} predicted cells left the data (outside three times the "
               "observed cells' box)", file=sys.stderr)  # fmt: skip

@@ -37,13 +37,30 @@ class TooFewPoints(InputError):
 
 def lost_rows(x: np.ndarray, w: np.ndarray | None = None) -> int:
     """How many points carry no number: NaN or inf coordinates or weights, or every point when the weights sum
-    to zero (uAM weights that all underflowed), which no distance can be normalised by."""
+    to zero (uAM weights that all underflowed) or overflow, which no distance can be normalised by."""
     bad = ~np.isfinite(x).all(axis=1)
     if w is not None:
         bad |= ~np.isfinite(w)
-        if not bad.any() and not w.sum() > 0:
+        if not bad.any() and not 0 < np.asarray(w, dtype=np.float64).sum() < np.inf:
             return len(x)
     return int(bad.sum())
+
+
+def effective_size(w: np.ndarray) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of finite non-negative weights (0 when they sum to
+    zero), computed relative to the largest weight so that weights near the float limits neither overflow nor
+    underflow."""
+    top = float(np.max(w, initial=0.0))
+    if not top > 0:
+        return 0.0
+    p = np.asarray(w, dtype=np.float64) / top
+    return float(p.sum() ** 2 / np.square(p).sum())
+
+
+def _normalised(w: np.ndarray) -> np.ndarray:
+    """Weights as probabilities, summed in float64 (float32 weights near its limit overflow their own sum)."""
+    w = np.asarray(w, dtype=np.float64)
+    return w / w.sum()
 
 
 def _require_finite(*clouds: tuple[np.ndarray, np.ndarray | None]) -> None:
@@ -70,12 +87,12 @@ def _subsample(x: np.ndarray, w: np.ndarray | None, n: int, rng: np.random.Gener
     Clouds of at most ``n`` points are kept whole with their own weights.
     """
     if len(x) <= n:
-        weights = np.full(len(x), 1.0 / len(x)) if w is None else w.astype(np.float64) / w.sum()
+        weights = np.full(len(x), 1.0 / len(x)) if w is None else _normalised(w)
         return x.astype(np.float64), weights
     if w is None:
         idx = rng.choice(len(x), n, replace=False)
         return x[idx].astype(np.float64), np.full(n, 1.0 / n)
-    p = w.astype(np.float64) / w.sum()
+    p = _normalised(w)
     idx, counts = np.unique(rng.choice(len(x), n, p=p), return_counts=True)
     return x[idx].astype(np.float64), counts / n
 
@@ -144,7 +161,7 @@ def subsample_noise(
         weights = np.full(size, 1.0 / size) if w is None else w[idx].astype(np.float64)
         if not weights.sum() > 0:
             raise TooFewPoints(f"the subsampling noise: one of two halves of {len(x)} points carries no weight")
-        halves.append((x[idx].astype(np.float64), weights / weights.sum()))
+        halves.append((x[idx].astype(np.float64), _normalised(weights)))
     (xa, pa), (xb, pb) = halves
     return _exact(xa, pa, xb, pb, (p,))[p]
 
@@ -218,7 +235,7 @@ def sliced_wassersteins(
     _require_finite((a, wa), (b, wb))
     _require_points("sliced W_p", 1, len(a), len(b))
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    wx, wy = (None if w is None else w.astype(np.float64) / w.sum() for w in (wa, wb))
+    wx, wy = (None if w is None else _normalised(w) for w in (wa, wb))
     theta = _directions(x.shape[1], projections, seed).numpy()
     batch = max(1, block // (len(x) + len(y)))
     sums = dict.fromkeys(ps, 0.0)

@@ -195,6 +195,8 @@ def test_auto_tension_prefers_the_spline_on_a_curved_path():
     straight = [base + np.array([t, 0.0]) for t in knots]
     _, scores = choose_tension(straight, knots, rng)
     assert max(scores.values()) < 1e-6
+    # Three times leave two once the interior one is out: nothing to choose on, so half way, with no scores.
+    assert choose_tension(clouds[:3], knots[:3], rng) == (0.5, {})
 
 
 def test_pair_draws_stay_in_their_interval_with_many_times():

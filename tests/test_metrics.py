@@ -18,6 +18,7 @@ from amcore.metrics import (
     BLOCK_ELEMENTS,
     NonFiniteError,
     TooFewPoints,
+    effective_size,
     energy_distance,
     mmd_rbf,
     relative_l2,
@@ -225,6 +226,24 @@ def test_weights_that_all_vanished_are_a_failed_prediction_not_a_nan_score():
     failed = distances(a, b, np.zeros(40), max_exact_size=5000, seed=0)
     assert failed["nonfinite"] == 40 and np.isnan(failed["w1"]) and np.isnan(failed["mmd"])
     assert set(distances(a, b, np.zeros(40), max_exact_size=10, seed=0)) == {*DISTANCES, "nonfinite", "escaped"}
+
+
+def test_weights_that_put_the_population_on_one_cell_are_a_failed_prediction():
+    """uAM weights that grew apart until one particle holds (nearly) all the mass, finite or near the float limit:
+    the prediction is one cell, not a population (effective sample size under 2), so it failed, never an MMD crash
+    or a W1 to one point; two cells of equal weight among vanishing ones are still a prediction."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(40, 2)), rng.normal(size=(30, 2))
+    for top in (1e30, 1e300):
+        w = np.full(40, 1e-3)
+        w[7] = top
+        assert effective_size(w) == pytest.approx(1.0)
+        failed = distances(a, b, w, max_exact_size=5000, seed=0)
+        assert failed["nonfinite"] == 40 and np.isnan(failed["w1"]) and np.isnan(failed["mmd"])
+    w = np.full(40, 1e-12)
+    w[[3, 9]] = 1.0
+    assert effective_size(w) == pytest.approx(2.0, rel=1e-9)
+    assert distances(a, b, w, max_exact_size=5000, seed=0)["nonfinite"] == 0
 
 
 def test_a_time_of_a_single_cell_is_an_input_error_naming_the_time_and_counts():

@@ -44,13 +44,16 @@ def distances(
     ``sliced_w1``/``sliced_w2``: sliced distances on all cells over ``projections`` directions; ``mmd``
     (squared, multi-bandwidth RBF) and ``energy`` on seeded subsamples of at most ``kernel_max_size`` per side.
     ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
-    weights sum to zero); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
+    weights sum to zero, or hold the population on fewer than two cells' worth of mass: effective sample size
+    under 2); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
     finite predicted cells outside three times the observed cells' box (``metrics.escaped_rows``): a flag, beside
     distances that stay honest.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
     bad = metrics.lost_rows(predicted, weights)
+    if not bad and weights is not None and metrics.effective_size(weights) < 2:
+        bad = len(predicted)  # the weights hold the population on one cell: a point mass, not a prediction
     if bad:
         return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0}
     if min(len(predicted), len(observed)) < 2:

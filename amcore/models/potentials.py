@@ -87,8 +87,7 @@ class MLPField(nn.Module):
         return (x - self.x_center) / self.x_scale
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.net(torch.cat([self.standardize(x), self.embed(t)], dim=-1))
-        return out.squeeze(-1) if out.shape[-1] == 1 else out
+        return self.net(torch.cat([self.standardize(x), self.embed(t)], dim=-1))
 
 
 class VectorField(MLPField):
@@ -134,7 +133,7 @@ class Potential(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = self.net(x, t)
         if self.head == "scalar":
-            return self.gain * h
+            return self.gain * h.squeeze(-1)
         z = self.net.standardize(x)
         if self.head == "quadratic":
             return self.gain * 0.5 * (z - h).pow(2).sum(-1)

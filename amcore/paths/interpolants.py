@@ -53,6 +53,10 @@ INTERPOLATIONS = ("linear", "spline", "nearest")
 NEAREST_MAX_STEP = 0.25
 TENSIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TENSION_CV_SIZE = 1000
+# `auto` on fewer than four training times, where none can be chosen: a natural spline through three times
+# overshoots where they are unevenly spaced, a straight path ignores the bend they show; half of each has the lowest
+# mean W1 on the held-out times of 4-time subsets of EB and TIGON EMT (benchmarks/tension_fallback.py).
+FALLBACK_TENSION = 0.5
 
 
 @dataclass(frozen=True)
@@ -256,12 +260,13 @@ def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.G
 
     Only the given (training) clouds are used: each interior one is dropped, chains are rebuilt through the
     others, and the interpolated chains at its time are compared with its cells. With fewer than four
-    times no time can be left out informatively, and the natural cubic spline (tension 1) is used.
+    times no time can be left out informatively (two are left, and every tension draws the same straight line
+    between them): ``FALLBACK_TENSION`` is used.
     """
     from amcore.metrics import wasserstein
 
     if len(clouds) < 4:
-        return 1.0, {}
+        return FALLBACK_TENSION, {}
     clouds = [c if len(c) <= TENSION_CV_SIZE else c[rng.choice(len(c), TENSION_CV_SIZE, replace=False)] for c in clouds]
     scores = {lam: [] for lam in TENSIONS}
     for j in range(1, len(clouds) - 1):
@@ -286,6 +291,9 @@ def resolve_tension(
     if scores:
         table = ", ".join(f"{lam:g}: {w:.4g}" for lam, w in scores.items())
         print(f"amcore: spline tension {chosen:g} (W1, each interior time left out: {table})", file=sys.stderr)
+    elif len(clouds) > 2:
+        print(f"amcore: spline tension {chosen:g}: {len(clouds)} training times leave none to choose it on "
+              "(half way between the straight path and the natural spline)", file=sys.stderr)  # fmt: skip
     return float(chosen)
 
 
