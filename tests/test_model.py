@@ -122,3 +122,25 @@ def test_units_data_keeps_the_network_in_the_data_units(tmp_path):
     assert model.network.gain == 1.0 and model.network.net.x_scale == 1.0
     with pytest.raises(ValueError, match="units must be 'standard' or 'data'"):
         TrainConfig(units="raw")
+
+
+@pytest.mark.parametrize(("objective", "head"), [("fm", "scalar"), ("am", "inner"), ("am", "quadratic")])
+def test_one_feature_models_push_cells_as_a_column(tmp_path, objective, head):
+    """With one feature a d-wide output is one column: squeezed as if it were a scalar potential, it broadcast
+    against the cells' column into an (n, n) square (a crash in the first integration step, or for the inner head
+    a potential that sums over the whole batch)."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(m, 1.0, size=(100, 1)) for m in (0.0, 1.0, 3.0)]).astype(np.float32)
+    cfg = TrainConfig(objective=objective, head=head, steps=20, batch_size=32, width=8, depth=2, log_every=10)
+    snaps = Snapshots.from_labels(x, np.repeat([0.0, 1.0, 2.0], 100))
+    train(snaps, cfg, tmp_path / "m.pt", tmp_path / "m.csv")
+    model = amcore.load(tmp_path / "m.pt")
+    cells = x[:50]
+    v = model.velocity(cells, 0.5)
+    assert v.shape == (50, 1)
+    # Each cell's answer is its own: a broadcast square would mix every cell of the batch into each.
+    np.testing.assert_allclose(model.velocity(cells[:10], 0.5), v[:10], rtol=1e-5, atol=1e-6)
+    if objective == "am":
+        np.testing.assert_allclose(model.potential(cells[:10], 0.5), model.potential(cells, 0.5)[:10], rtol=1e-5)
+    later = model.push(cells, 0.0, 2.0)
+    assert later.shape == (50, 1) and np.isfinite(later).all()
