@@ -13,6 +13,10 @@ import numpy as np
 from amcore.atomic import replacing, scratch
 from amcore.errors import InputError, TrainingDiverged
 
+# Weighted particles whose effective sample size falls below this share of them are flagged by evaluate: the
+# prediction rests on a few cells, whatever its distances say.
+FEW_EFFECTIVE = 0.1
+
 
 def _json(text: str) -> dict:
     try:
@@ -252,6 +256,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _warn_failed(
             f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1], result["escaped_max"]
         )
+        if result.get("effective_size_min", 1.0) < FEW_EFFECTIVE:
+            worst = min(result["effective_size"], key=result["effective_size"].get)
+            print(f"amcore evaluate {args.model}: FLAGGED: at t = {worst} the weights rest the prediction on "
+                  f"{result['effective_size'][worst]:.1%} of the particles (effective sample size)",
+                  file=sys.stderr)  # fmt: skip
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])

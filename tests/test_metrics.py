@@ -244,6 +244,11 @@ def test_weights_that_put_the_population_on_one_cell_are_a_failed_prediction():
     w[[3, 9]] = 1.0
     assert effective_size(w) == pytest.approx(2.0, rel=1e-9)
     assert distances(a, b, w, max_exact_size=5000, seed=0)["nonfinite"] == 0
+    # evaluate reports the share at each time and the worst: 1 for equal weights, 2/40 for the pair above.
+    snaps = Snapshots.from_labels(np.vstack([a, b, b]), np.repeat([0.0, 1.0, 2.0], [40, 30, 30]))
+    scored = score_marginals(snaps, np.stack([a, a, a]), np.stack([np.ones(40), np.ones(40), w]), max_exact_size=50)
+    assert scored["effective_size"] == {"1": 1.0, "2": pytest.approx(2 / 40)}
+    assert scored["effective_size_min"] == pytest.approx(2 / 40)
 
 
 def test_a_time_of_a_single_cell_is_an_input_error_naming_the_time_and_counts():

@@ -80,9 +80,11 @@ def distances(
 
 def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
     """Each distance at each observed time after the first (``options``: those of :func:`distances`), their means
-    (NaN when a time failed), the most non-finite pushed cells at any time (``nonfinite_max``), and the mass error
-    of weighted particles. ``predicted(time, cell, feature)`` and ``weights(time, cell)`` may be lazy: one time is
-    read at a time."""
+    (NaN when a time failed), the most non-finite pushed cells at any time (``nonfinite_max``), and for weighted
+    particles the mass error and the effective sample size as a share of the particles (``effective_size``, Kish's
+    ``(sum w)^2 / (n sum w^2)``; ``effective_size_min`` the worst time: weights that grew far apart leave a
+    prediction resting on a few particles). ``predicted(time, cell, feature)`` and ``weights(time, cell)`` may be
+    lazy: one time is read at a time."""
     result: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
     for k in range(1, snaps.n_snapshots):
@@ -93,10 +95,13 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
             result.setdefault(name, {})[key] = value
         if w is not None:
             result.setdefault("mass_rel_error", {})[key] = float(abs(w.mean() - masses[k]) / masses[k])
+            result.setdefault("effective_size", {})[key] = metrics.effective_size(w) / len(w) if len(w) else 0.0
     for name in list(result):
         values = list(result[name].values())
         if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time
             result[f"{name}_max"] = int(max(values))
+        elif name == "effective_size":  # the time whose prediction rests on the fewest particles
+            result[f"{name}_min"] = float(min(values))
         else:
             result[f"{name}_mean"] = float(np.mean(values))
     return result
