@@ -431,10 +431,13 @@ def escaped_rows(predicted: np.ndarray, observed: np.ndarray) -> int:
     longest side (three times the box for a square one). Their distances are finite and honest, but a flow that
     flings cells there has failed for those cells, whatever its W1; non-finite rows are counted by ``lost_rows``.
     The margin is the longest side for every feature, so a feature that barely varies (or a constant one) does
-    not flag cells that moved by a hair; it is in the data's own units, so time units never change it."""
+    not flag cells that moved by a hair; it is in the data's own units, so time units never change it. Observed
+    cells that all coincide have no box to leave (no scale to judge by): nothing is flagged."""
     finite = predicted[np.isfinite(predicted).all(1)]
     lo, hi = observed.min(0), observed.max(0)
     width = (hi - lo).max()
+    if not width > 0:
+        return 0
     return int((~((finite >= lo - width) & (finite <= hi + width)).all(1)).sum())
 
 

@@ -103,6 +103,8 @@ def test_overflowed_weights_and_constant_features_give_no_false_number():
     assert np.isnan(flow_action(x, time, np.array([0.0, 1.0]), weight)[0])
     observed = np.array([[0.0, 5.0], [1.0, 5.0], [0.4, 5.0]])
     assert escaped_rows(np.array([[0.5, 5.001], [0.5, 7.5]]), observed) == 1
+    # Observed cells that all coincide give no scale: a prediction a hair or a mile off is not judged by a box.
+    assert escaped_rows(np.array([[0.5, 5.001], [9.0, 7.5]]), np.ones((4, 2))) == 0
 
 
 def test_the_action_read_in_blocks_of_steps_is_the_action_read_whole():

@@ -62,3 +62,17 @@ def test_held_out_panels_wrap_after_six_held_out_times(figures):
     drawn = [ax for ax in fig.axes if ax.collections]
     assert len(drawn) == 16 and max(_points(ax) for ax in drawn) <= plots.MAX_POINTS
     assert len(fig.axes) == 4 * 6  # 2 methods x 2 blocks of rows, 6 held-out times a row
+
+
+def test_a_held_out_panel_with_weights_that_ran_off_draws_its_finite_cells(figures):
+    """uAM weights near the float limit are finite one by one but sum to inf: no probabilities can be made of
+    them, so the panel draws the finite cells unweighted and says FAILED for the lost ones (never a crash of the
+    table stage that draws it)."""
+    rng = np.random.default_rng(2)
+    weight = np.full(400, 1e308)
+    weight[:5] = np.inf
+    panels = [{"method": "uam", "holdout": "1", "observed": rng.normal(size=(300, 2)),
+               "predicted": rng.normal(size=(400, 2)), "weight": weight}]  # fmt: skip
+    plots.holdout_panels("unused.png", panels)
+    (ax,) = [ax for ax in figures[0].axes if ax.collections]
+    assert len(ax.collections) == 2 and "FAILED (5 NaN/inf cells)" in ax.get_title()

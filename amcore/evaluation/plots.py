@@ -193,8 +193,11 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
         finite = np.isfinite(p["predicted"]).all(1) & np.isfinite(p["weight"])
         title = f"{p['method']}, t = {p['holdout']}"
         if finite.any():
-            weight = p["weight"][finite]
-            b = _project(p["predicted"][finite][rng.choice(finite.sum(), n_points, p=weight / weight.sum())])
+            weight = p["weight"][finite].astype(np.float64)
+            with np.errstate(over="ignore"):  # inf when uAM's weights ran off: then the finite cells, unweighted
+                total = weight.sum()
+            draw = weight / total if 0 < total < np.inf else None
+            b = _project(p["predicted"][finite][rng.choice(finite.sum(), n_points, p=draw)])
             ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
         if not finite.all():
             title += f": FAILED ({(~finite).sum()} NaN/inf cells)"
