@@ -99,7 +99,7 @@ def models(case: str) -> dict[str, dict]:
         }
     if case == "ou":
         return {"eam": {"objective": "eam", "sigma": 0.7, "coupling": "entropic"}}
-    return {"uam": {"objective": "uam", "growth": 0.4}}
+    return {"uam": {"objective": "uam", "growth": 0.4, "units": "data"}}  # the simulator's growth 0.4, in its units
 
 
 def simulators(case: str, dims: list[int], seeds: list[int]):

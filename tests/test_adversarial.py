@@ -29,25 +29,30 @@ def test_am_holds_up_on_a_tiny_heavy_tailed_time_course_in_hours(tmp_path):
     assert am["excess"] <= 1.0, am  # AM - its interpolant, in noise floors
 
 
-def test_the_same_cells_in_seconds_and_thousands_train_to_the_same_flow(tmp_path):
+@pytest.mark.parametrize("objective", ["am", "uam"])
+def test_the_same_cells_in_seconds_and_thousands_train_to_the_same_flow(tmp_path, objective):
     """The network works in standard units (``x_center``, ``x_scale``, ``t_unit`` from the training data), so
     the units of the data do not matter: a time course in days and the same cells in seconds with coordinates in
-    thousands (offset 5e3) push the first time's cells to the same place, relative to the spread. Only float32
-    round-off separates the two runs; 1 % of the spread allows for its growth over 300 Adam steps. Before, the
-    two differed by up to 0.86 spreads here, and EB's first five PCs in seconds (``benchmarks/adversarial.py``,
-    ``eb_seconds``) were pushed to a held-out W1 of 680 against 1.13 for the straight path."""
+    thousands (offset 5e3) push the first time's cells to the same place, relative to the spread, and uAM gives
+    them the same weights (its growth rate ``growth * s / x_scale^2`` is a rate whatever the units). Only float32
+    round-off separates the two runs; 1 % of the spread (and of the weights) allows for its growth over 300 Adam
+    steps. Before, the two differed by up to 0.86 spreads here, and EB's first five PCs in seconds
+    (``benchmarks/adversarial.py``, ``eb_seconds``) were pushed to a held-out W1 of 680 against 1.13 for the
+    straight path; uAM's weights in thousands overflowed (a growth rate a million times too fast)."""
     from amcore import Snapshots, TrainConfig, load, train
 
     snaps, _ = adversarial.gaussian_case(3, [60, 60, 60, 60, 60], seed=5)
     labels = np.repeat(snaps.t_values, snaps.counts())
     x, t0, t1 = np.asarray(snaps.x), float(snaps.t_values[0]), float(snaps.t_values[1])
-    pushes = []
+    pushes, weights = [], []
     for unit, scale, offset in [(1.0, 1.0, 0.0), (86_400.0, 1e3, 5e3)]:
         cells = Snapshots.from_labels(x * scale + offset, labels * unit)
-        cfg = TrainConfig(steps=300, width=32, batch_size=128, log_every=100)
+        cfg = TrainConfig(objective=objective, steps=300, width=32, batch_size=128, log_every=100)
         train(cells, cfg, tmp_path / f"{unit}.pt", tmp_path / f"{unit}.csv")
-        pushed = load(tmp_path / f"{unit}.pt").push(x[:60] * scale + offset, t0 * unit, t1 * unit)
-        pushes.append((pushed - offset) / scale)
+        path = load(tmp_path / f"{unit}.pt").trajectories(x[:60] * scale + offset, [t0 * unit, t1 * unit])
+        pushes.append((path.x[-1] - offset) / scale)
+        weights.append(path.weight[-1] if objective == "uam" else np.ones(60))
     spread = float(x.std())
     assert np.abs(pushes[0] - x[:60]).max() > 0.05 * spread  # the flow moves cells
     np.testing.assert_allclose(pushes[1], pushes[0], atol=0.01 * spread)
+    np.testing.assert_allclose(weights[1], weights[0], rtol=0.01)

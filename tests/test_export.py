@@ -69,7 +69,10 @@ def test_each_cell_gets_each_models_fields_at_its_own_time(trained, tmp_path):
         info = adata.uns["amcore"]["models"][name]
         assert info["objective"] == name and info["field"] == "velocity" and info["step"] == 30
         assert json.loads(info["config"]) == json.loads(json.dumps(model.config))  # JSON: a tuple comes back a list
-    np.testing.assert_allclose(adata.obs["growth_rate_uam"], adata.obs["potential_uam"])  # growth = 1 * s
+    uam = amcore.load(trained / "uam.pt")  # growth 1 in standard units: a rate of s / x_scale^2
+    np.testing.assert_array_equal(adata.obs["growth_rate_uam"], uam.growth_rate(x, t))
+    rate = 1 / uam.model_args["x_scale"] ** 2
+    np.testing.assert_allclose(adata.obs["growth_rate_uam"], rate * adata.obs["potential_uam"], rtol=1e-6)
     assert "growth_rate_am" not in adata.obs
     uns = adata.uns["amcore"]
     assert json.loads(uns["data"])["simulator"] == "gaussian_path" and list(uns["holdout_times"]) == [0.5]

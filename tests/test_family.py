@@ -24,7 +24,8 @@ CASES = {
     # (eAM's and uAM's errors at 500 steps were 0.022 and 0.005, far inside their tolerance; AM's 0.043 was not)
     "am": ("gaussian_path", "am", "velocity", 0.05, {}, 800),
     "eam": ("ornstein_uhlenbeck", "eam", "drift", 0.10, {"sigma": 1.0}, 500),
-    "uam": ("growing_gaussian", "uam", "growth", 0.10, {"growth": 0.5}, 500),
+    # uAM in the simulator's units: its growth rate is growth * s in data units, and the model holds it only so
+    "uam": ("growing_gaussian", "uam", "growth", 0.10, {"growth": 0.5, "units": "data"}, 500),
 }
 
 

@@ -63,7 +63,9 @@ def test_each_objective_offers_its_own_fields(tmp_path):
     np.testing.assert_array_equal(pushed.x, eam.trajectories(x, [0.0, 1.0], 10, seed=3).x)  # seeded noise
     assert not np.array_equal(pushed.x, eam.trajectories(x, [0.0, 1.0], 10, seed=4).x)
     uam = _trained(tmp_path, "uam", simulator=GrowingGaussian(), growth=2.0)
-    np.testing.assert_allclose(uam.growth_rate(x, 0.5), 2.0 * uam.potential(x, 0.5), rtol=1e-6)
+    # growth 2 in standard units: a rate of 2 s / x_scale^2 (s / x_scale^2 is in 1/t whatever the data's scale)
+    rate = 2.0 / uam.model_args["x_scale"] ** 2
+    np.testing.assert_allclose(uam.growth_rate(x, 0.5), rate * uam.potential(x, 0.5), rtol=1e-6)
     cells, weights = uam.push(x, 0.0, 1.0, steps=10, with_weights=True)
     traj = uam.trajectories(x, [0.0, 1.0], 10)
     assert traj.method == "weighted" and cells.shape == (9, 2)
@@ -89,7 +91,8 @@ def test_fields_come_in_bounded_batches_with_the_same_numbers(tmp_path, monkeypa
     assert sorted(batched) == ["growth", "potential", "velocity"]
     for key in whole:
         np.testing.assert_allclose(batched[key], whole[key], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(batched["growth"], 2.0 * batched["potential"], rtol=1e-6)
+    rate = 2.0 / model.model_args["x_scale"] ** 2
+    np.testing.assert_allclose(batched["growth"], rate * batched["potential"], rtol=1e-6)
 
 
 def test_checkpoints_from_before_the_standard_units_load_as_they_were_trained(tmp_path):

@@ -57,10 +57,14 @@ class TrainedModel:
         model_args: dict,
         feature_names: list[str] | None = None,
         info: dict | None = None,
+        growth_unit: float = 1.0,
     ) -> None:
         self.network = network.eval().requires_grad_(False)
         self.objective = objective
         self.config = dict(config)
+        # uAM's growth rate per unit of s: growth / x_scale^2 in the network's standard units (its s / x_scale^2
+        # is a rate, 1/t), growth itself for checkpoints from before them (``growth_unit`` absent: 1).
+        self.growth = float(self.config.get("growth", 1.0)) / float(growth_unit)
         self.model_args = dict(model_args)
         self.t_range = (float(model_args["t_range"][0]), float(model_args["t_range"][1]))
         self.dim = int(model_args["dim"])
@@ -75,8 +79,9 @@ class TrainedModel:
         network.load_state_dict(payload["ema"])
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path)}
         return cls(
-            network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info
-        )
+            network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
+            payload.get("growth_unit", 1.0),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         t0, t1 = self.t_range
@@ -130,9 +135,9 @@ class TrainedModel:
             return self._batched(self.network, x, t)
 
     def growth_rate(self, x, t) -> np.ndarray:
-        """uAM's per-cell growth rate ``growth * s(x, t)`` (``d log mass / dt``)."""
+        """uAM's per-cell growth rate ``growth * s(x, t) / x_scale^2`` (``d log mass / dt``)."""
         self._require(("uam",), "growth rate")
-        return self.config["growth"] * self.potential(x, t)
+        return self.growth * self.potential(x, t)
 
     def fields(self, x, t, with_potential: bool = False) -> dict[str, np.ndarray]:
         """Every field this model defines, named as the simulators name their truths (``velocity`` or ``drift``,
@@ -143,7 +148,7 @@ class TrainedModel:
             if with_potential:
                 out["potential"] = potential
             if self.objective == "uam":
-                out["growth"] = self.config["growth"] * potential
+                out["growth"] = self.growth * potential
         return out
 
     def sigma(self, t: float) -> float:
@@ -199,7 +204,7 @@ class TrainedModel:
 
         def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return self.config["growth"] * self.network(points, t)
+                return self.growth * self.network(points, t)
 
         for lo in range(0, n, max(1, int(batch_size))):
             hi = min(n, lo + max(1, int(batch_size)))

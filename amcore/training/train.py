@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import dask
@@ -374,6 +374,10 @@ class Run:
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         units = standard_units(snaps, self.path, cfg.seed) if cfg.units == "standard" else {}
         self.model_args = {**head, **mlp, **units}
+        # uAM's growth rate is growth * s / growth_unit: in standard units s / x_scale^2 is a rate (1/t), so growth
+        # is the same number for data in micrometres or in millions; 1 in the data's own units.
+        self.growth_unit = units.get("x_scale", 1.0) ** 2
+        self.spec = replace(cfg.spec(), growth=cfg.growth / self.growth_unit)
         self.model = build_network(self.model_args).to(device)
         # AM's loss is in units of the potential (x^2 / t), Flow Matching's of a squared velocity (x^2 / t^2).
         self.loss_unit = self.model.gain**2 if fm else self.model.gain
@@ -381,7 +385,7 @@ class Run:
         self.net = DistributedDataParallel(self.model) if world > 1 and fm else self.model
         self.optimizer = adam(self.model, cfg.lr)
         # FM's loss is first order: fused and compile concern the AM objectives only.
-        self.action = None if fm else action_step(self.model, cfg.spec(), cfg.fused, cfg.compile, world > 1)
+        self.action = None if fm else action_step(self.model, self.spec, cfg.fused, cfg.compile, world > 1)
         self.matcher = None
         if cfg.implementation == "torchcfm":
             if not hasattr(self.path, "draw"):
@@ -435,6 +439,7 @@ class Run:
         """Everything a checkpoint holds (every rank's generators gathered)."""
         return {
             "objective": self.cfg.objective, "model_args": self.model_args, "config": asdict(self.cfg),
+            "growth_unit": self.growth_unit,
             "feature_names": self.feature_names, "data": self.data_key, "step": step,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
@@ -458,7 +463,7 @@ class Run:
                 with torch.no_grad():
                     loss = fm_loss(self.ema, self.validation_path, cfg.batch_size, gen, times)
             else:
-                loss = action_loss(self.ema, self.validation_path, cfg.batch_size, gen, cfg.spec(), times)
+                loss = action_loss(self.ema, self.validation_path, cfg.batch_size, gen, self.spec, times)
             total += float(loss.detach()) / VALIDATION_BATCHES
         # A non-finite loss is never the best: it would keep weights that score as nothing at all.
         if math.isfinite(total) and (self.best is None or total < self.best["loss"]):
