@@ -178,6 +178,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
     from amcore.evaluation.evaluate import distances, options
+    from amcore.metrics import effective_size
     from amcore.tracking import StageRun
 
     results = []
@@ -197,6 +198,9 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
+            if weight is not None and not scores["nonfinite"]:
+                share = effective_size(weight) / len(weight)
+                _warn_few_effective(f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", share)
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -215,6 +219,13 @@ def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None
     if escaped:
         print(f"{who}: FLAGGED: {escaped} of {total} predicted cells left the data (outside three times the "
               "observed cells' box)", file=sys.stderr)  # fmt: skip
+
+
+def _warn_few_effective(who: str, time: str, share: float) -> None:
+    """Say that weighted particles (uAM's) rest a prediction on a few of them: its distances measure those few."""
+    if share < FEW_EFFECTIVE:
+        print(f"{who}: FLAGGED: at t = {time} the weights rest the prediction on {share:.1%} of the particles "
+              "(effective sample size)", file=sys.stderr)  # fmt: skip
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -256,11 +267,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _warn_failed(
             f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1], result["escaped_max"]
         )
-        if result.get("effective_size_min", 1.0) < FEW_EFFECTIVE:
+        if "effective_size" in result:
             worst = min(result["effective_size"], key=result["effective_size"].get)
-            print(f"amcore evaluate {args.model}: FLAGGED: at t = {worst} the weights rest the prediction on "
-                  f"{result['effective_size'][worst]:.1%} of the particles (effective sample size)",
-                  file=sys.stderr)  # fmt: skip
+            _warn_few_effective(f"amcore evaluate {args.model}", worst, result["effective_size"][worst])
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
