@@ -10,7 +10,11 @@ below it means the objective is exploited, not learned), cells that left the dat
 box widened by its width on every side), and ``excess`` = W1(AM) - W1(its interpolant) in units of the noise
 floor: AM holds up when it is at most 1. Last line: ``adversarial_worst_excess=<x> diverged=<n>``.
 
-    python benchmarks/adversarial.py [--steps 2000] [--cases eb_tiny heavy_tailed ...]
+``--objective uam`` trains unbalanced AM instead (the bound is then not AM's and is not checked): its pushed
+particles carry weights, W1 weighs them, and ``ess`` is their effective sample size as a share of the particles
+(a prediction resting on fewer than two particles counts as diverged, as ``amcore evaluate`` fails it).
+
+    python benchmarks/adversarial.py [--steps 2000] [--cases eb_tiny heavy_tailed ...] [--objective am|uam]
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.simulate import GaussianPath
 from amcore.errors import TrainingDiverged
 from amcore.evaluation.holdout import ot_displacement, spline_path
-from amcore.metrics import escaped_rows, wasserstein
+from amcore.metrics import effective_size, escaped_rows, wasserstein
 from amcore.paths.interpolants import SnapshotPath
 
 EB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eb_nlsb_valtest_pca100.npz"
@@ -118,13 +122,16 @@ def run_case(
             entry |= {"diverged": str(err).split(":")[0], "wall_s": time.perf_counter() - start}
             result[interp] = entry
             continue
-        pred = load(workdir / f"{name}-{interp}.pt").push(prev, times[k - 1], holdout)
-        finite = np.isfinite(pred).all(1)
+        pushed = load(workdir / f"{name}-{interp}.pt").trajectories(prev, [times[k - 1], holdout])
+        pred, weight = pushed.x[-1], None if pushed.weight is None else pushed.weight[-1].astype(np.float64)
+        finite = np.isfinite(pred).all(1) & (True if weight is None else np.isfinite(weight))
+        ess = 1.0 if weight is None else effective_size(weight) / len(weight) if finite.all() else 0.0
         entry |= {
-            "diverged": None,
+            "diverged": None if ess * len(pred) >= 2 else "the weights rest on fewer than two particles",
             "final_loss": summary["final_loss"],
             "escaped": escaped_rows(pred, observed),
-            "am_w1": w1(pred[finite], observed) if finite.all() else float("nan"),
+            "am_w1": w1(pred, observed, weight) if finite.all() and ess * len(pred) >= 2 else float("nan"),
+            "ess": ess,
             "wall_s": time.perf_counter() - start,
         }
         entry["excess"] = (entry["am_w1"] - entry["interpolant_w1"]) / floor
@@ -137,15 +144,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--json", type=Path, help="write every result here")
+    parser.add_argument("--objective", choices=["am", "uam"], default="am")
     args = parser.parse_args()
     if not EB.exists():
         args.cases = [c for c in args.cases if not c.startswith("eb_")]
         print(f"{EB} absent: the EB cases are skipped", file=sys.stderr)
     rows, worst, diverged = [], -np.inf, 0
     print(f"{'case':15} {'interp':7} {'loss':>9} {'bound':>8} {'escaped':>7} {'W1 AM':>8} {'W1 path':>8} "
-          f"{'floor':>7} {'excess':>7} {'wall s':>7}")  # fmt: skip
+          f"{'floor':>7} {'excess':>7} {'ess':>5} {'wall s':>7}")  # fmt: skip
     for name in args.cases:
-        result = run_case(name, args.steps)
+        result = run_case(name, args.steps, objective=args.objective)
         rows.append(result)
         for interp in ("linear", "spline"):
             e = result[interp]
@@ -156,7 +164,7 @@ def main() -> None:
             worst = max(worst, e["excess"])
             print(f"{name:15} {interp:7} {e['final_loss']:9.3g} {e['bound']:8.3g} {e['escaped']:7d} "
                   f"{e['am_w1']:8.4g} {e['interpolant_w1']:8.4g} {result['noise_floor']:7.3g} {e['excess']:7.2f} "
-                  f"{e['wall_s']:7.0f}", flush=True)  # fmt: skip
+                  f"{e['ess']:5.2f} {e['wall_s']:7.0f}", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"adversarial_worst_excess={worst:.3f} diverged={diverged}")
