@@ -66,6 +66,10 @@ def test_each_objective_offers_its_own_fields(tmp_path):
     # growth 2 in standard units: a rate of 2 s / x_scale^2 (s / x_scale^2 is in 1/t whatever the data's scale)
     rate = 2.0 / uam.model_args["x_scale"] ** 2
     np.testing.assert_allclose(uam.growth_rate(x, 0.5), rate * uam.potential(x, 0.5), rtol=1e-6)
+    # The rates its training path took bound the weighted pushes; the path's own cells lie within them.
+    lo, hi = uam.growth_range
+    path_cells = GrowingGaussian().sample(0.5, 200, np.random.default_rng(1))
+    assert lo < hi and lo <= np.median(uam.growth_rate(path_cells, 0.5)) <= hi
     cells, weights = uam.push(x, 0.0, 1.0, steps=10, with_weights=True)
     traj = uam.trajectories(x, [0.0, 1.0], 10)
     assert traj.method == "weighted" and cells.shape == (9, 2)

@@ -58,6 +58,7 @@ class TrainedModel:
         feature_names: list[str] | None = None,
         info: dict | None = None,
         growth_unit: float = 1.0,
+        growth_range: tuple[float, float] | None = None,
     ) -> None:
         self.network = network.eval().requires_grad_(False)
         self.objective = objective
@@ -65,6 +66,8 @@ class TrainedModel:
         # uAM's growth rate per unit of s: growth / x_scale^2 in the network's standard units (its s / x_scale^2
         # is a rate, 1/t), growth itself for checkpoints from before them (``growth_unit`` absent: 1).
         self.growth = float(self.config.get("growth", 1.0)) / float(growth_unit)
+        # The growth rates uAM's training path took (``Run.growth_range``): weighted pushes stay within them.
+        self.growth_range = None if growth_range is None else (float(growth_range[0]), float(growth_range[1]))
         self.model_args = dict(model_args)
         self.t_range = (float(model_args["t_range"][0]), float(model_args["t_range"][1]))
         self.dim = int(model_args["dim"])
@@ -80,7 +83,7 @@ class TrainedModel:
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path)}
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
-            payload.get("growth_unit", 1.0),
+            payload.get("growth_unit", 1.0), payload.get("growth_range"),
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -135,7 +138,8 @@ class TrainedModel:
             return self._batched(self.network, x, t)
 
     def growth_rate(self, x, t) -> np.ndarray:
-        """uAM's per-cell growth rate ``growth * s(x, t) / x_scale^2`` (``d log mass / dt``)."""
+        """uAM's per-cell growth rate ``growth * s(x, t) / x_scale^2`` (``d log mass / dt``), as the network gives
+        it anywhere; weighted pushes hold it within ``growth_range``, the rates its training path's cells took."""
         self._require(("uam",), "growth rate")
         return self.growth * self.potential(x, t)
 
@@ -175,7 +179,8 @@ class TrainedModel:
     ) -> Trajectories:  # fmt: skip
         """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
 
-        ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``),
+        ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``,
+        held within ``growth_range``),
         RK4 otherwise; ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every
         sub-step; ``time`` says when.
 
@@ -204,7 +209,8 @@ class TrainedModel:
 
         def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return self.growth * self.network(points, t)
+                rate = self.growth * self.network(points, t)
+            return rate if self.growth_range is None else rate.clamp(*self.growth_range)
 
         for lo in range(0, n, max(1, int(batch_size))):
             hi = min(n, lo + max(1, int(batch_size)))

@@ -212,6 +212,7 @@ def observation_gap(path) -> float:
     return float(np.median(np.diff(torch.as_tensor(t_values).double().cpu().numpy())))
 
 
+GROWTH_RANGE_DRAWS, GROWTH_RANGE_BATCH = 2**16, 2**13  # uAM: cells of the path its growth-rate range is read on
 UNITS_CHUNK_ROWS = 2**16  # cells per chunk of the mean and variance that set the network's units
 
 
@@ -435,6 +436,24 @@ class Run:
         self.running.fill_(saved["running"])
         print(f"amcore train: resuming from step {self.first_step} ({partial})", file=sys.stderr)
 
+    def growth_range(self, ema: dict, draws: int = GROWTH_RANGE_DRAWS) -> list[float]:
+        """The lowest and highest growth rate (``growth * s / x_scale^2``) of the ``ema`` weights at ``draws`` cells
+        of the training path, at seeded uniform times: the rates the loss fitted. ``TrainedModel`` holds pushed
+        particles within them, since beyond the path's cells a growth rate is extrapolation (a heavy-tailed cell
+        that flew off the data took a rate 35 times the path's largest there, and the whole population's mass)."""
+        network = copy.deepcopy(self.ema)
+        network.load_state_dict(ema)
+        gen = torch.Generator(self.gens[0].device).manual_seed(self.cfg.seed)
+        lo, hi = float("inf"), float("-inf")
+        for start in range(0, draws, GROWTH_RANGE_BATCH):
+            n = min(GROWTH_RANGE_BATCH, draws - start)
+            t = self.path.t0 + (self.path.t1 - self.path.t0) * torch.rand(n, generator=gen, device=gen.device)
+            x, _ = self.path.sample_at(t, gen)
+            with torch.no_grad():
+                rate = self.spec.growth * network(x, t)
+            lo, hi = min(lo, float(rate.min())), max(hi, float(rate.max()))
+        return [lo, hi]
+
     def state(self, step: int) -> dict:
         """Everything a checkpoint holds (every rank's generators gathered)."""
         return {
@@ -571,6 +590,8 @@ def train(
     payload = run.state(cfg.steps)
     if run.best is not None:  # the weights of the step that did best on the validation cells
         payload["ema"] = run.best["ema"]
+    if cfg.objective == "uam":
+        payload["growth_range"] = run.growth_range(payload["ema"])
     if leader:
         save_checkpoint(Path(checkpoint), payload)
         write_loss_csv(loss_csv, run.history)
