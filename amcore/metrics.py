@@ -47,11 +47,11 @@ def lost_rows(x: np.ndarray, w: np.ndarray | None = None) -> int:
 
 
 def effective_size(w: np.ndarray) -> float:
-    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of finite non-negative weights (0 when they sum to
-    zero), computed relative to the largest weight so that weights near the float limits neither overflow nor
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of non-negative weights (0 when they sum to zero or one
+    is infinite), computed relative to the largest weight so that weights near the float limits neither overflow nor
     underflow."""
     top = float(np.max(w, initial=0.0))
-    if not top > 0:
+    if not 0 < top < np.inf:  # no weight, or one that ran off: no mass to count
         return 0.0
     p = np.asarray(w, dtype=np.float64) / top
     return float(p.sum() ** 2 / np.square(p).sum())
