@@ -49,7 +49,7 @@ def _counted(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose prediction had NaN or inf cells."""
+    """The runs whose prediction had NaN or inf cells (all of them when its weights rest on fewer than two)."""
     return _counted(table, "nonfinite")
 
 
@@ -127,7 +127,8 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "",
     ]
     headings = {
-        "nonfinite": "**FAILED predictions** (NaN or inf cells; their distances are NaN, never scored):",
+        "nonfinite": "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two cells; "
+        "their distances are NaN, never scored):",
         "escaped": "**Flagged predictions** (cells outside three times the observed cells' box; distances kept):",
     }
     for metric, heading in headings.items():
