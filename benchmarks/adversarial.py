@@ -31,6 +31,7 @@ import numpy as np
 from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.simulate import GaussianPath
 from amcore.errors import TrainingDiverged
+from amcore.evaluation.evaluate import failed_cells
 from amcore.evaluation.holdout import ot_displacement, spline_path
 from amcore.metrics import effective_size, escaped_rows, wasserstein
 from amcore.paths.interpolants import SnapshotPath
@@ -124,14 +125,13 @@ def run_case(
             continue
         pushed = load(workdir / f"{name}-{interp}.pt").trajectories(prev, [times[k - 1], holdout])
         pred, weight = pushed.x[-1], None if pushed.weight is None else pushed.weight[-1].astype(np.float64)
-        finite = np.isfinite(pred).all(1) & (True if weight is None else np.isfinite(weight))
-        ess = 1.0 if weight is None else effective_size(weight) / len(weight) if finite.all() else 0.0
+        lost = failed_cells(pred, weight)
         entry |= {
-            "diverged": None if ess * len(pred) >= 2 else "the weights rest on fewer than two particles",
+            "diverged": f"{lost} cells NaN or inf (all: weights on fewer than two)" if lost else None,
             "final_loss": summary["final_loss"],
             "escaped": escaped_rows(pred, observed),
-            "am_w1": w1(pred, observed, weight) if finite.all() and ess * len(pred) >= 2 else float("nan"),
-            "ess": ess,
+            "am_w1": float("nan") if lost else w1(pred, observed, weight),
+            "ess": 1.0 if weight is None or lost else effective_size(weight) / len(weight),
             "wall_s": time.perf_counter() - start,
         }
         entry["excess"] = (entry["am_w1"] - entry["interpolant_w1"]) / floor

@@ -23,6 +23,16 @@ def options(params: dict) -> dict:
     return {key: params.get(key, DEFAULTS[key]) for key in keys}
 
 
+def failed_cells(predicted: np.ndarray, weights: np.ndarray | None) -> int:
+    """The predicted cells that carry no number (``metrics.lost_rows``), or all of them when the weights hold the
+    population on fewer than two cells' worth of mass (effective sample size under 2): a point mass, not a
+    prediction. Above 0 the prediction failed."""
+    bad = metrics.lost_rows(predicted, weights)
+    if not bad and weights is not None and metrics.effective_size(weights) < 2:
+        return len(predicted)
+    return bad
+
+
 def distances(
     predicted: np.ndarray,
     observed: np.ndarray,
@@ -51,9 +61,7 @@ def distances(
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
-    bad = metrics.lost_rows(predicted, weights)
-    if not bad and weights is not None and metrics.effective_size(weights) < 2:
-        bad = len(predicted)  # the weights hold the population on one cell: a point mass, not a prediction
+    bad = failed_cells(predicted, weights)
     if bad:
         return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0}
     if min(len(predicted), len(observed)) < 2:

@@ -590,9 +590,9 @@ def train(
     payload = run.state(cfg.steps)
     if run.best is not None:  # the weights of the step that did best on the validation cells
         payload["ema"] = run.best["ema"]
-    if cfg.objective == "uam":
-        payload["growth_range"] = run.growth_range(payload["ema"])
     if leader:
+        if cfg.objective == "uam":
+            payload["growth_range"] = run.growth_range(payload["ema"])
         save_checkpoint(Path(checkpoint), payload)
         write_loss_csv(loss_csv, run.history)
         partial.unlink(missing_ok=True)
