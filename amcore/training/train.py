@@ -451,6 +451,8 @@ class Run:
             x, _ = self.path.sample_at(t, gen)
             with torch.no_grad():
                 rate = self.spec.growth * network(x, t)
+            if not torch.isfinite(rate).all():  # a bound of NaN would clamp every push to NaN, silently
+                raise TrainingDiverged("uam training ended with a growth rate that is NaN or inf on its own path")
             lo, hi = min(lo, float(rate.min())), max(hi, float(rate.max()))
         return [lo, hi]
 
