@@ -1,5 +1,7 @@
 """The trained model as a Python object: numpy in, numpy out, the fields its objective defines, and pushes."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,26 @@ def test_am_model_answers_in_numpy_whatever_it_is_given(tmp_path):
         model.drift(x, 0.3)
     with pytest.raises(ValueError, match=r"x must be \(cells, 2\)"):
         model.velocity(x[:, :1], 0.3)
+
+
+def test_times_it_was_not_trained_on_are_refused_or_flagged(tmp_path):
+    model = _trained(tmp_path, "am")
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"one per cell \(3\), got shape \(2,\)"):
+        model.velocity(x, np.zeros(2))
+    with pytest.raises(ValueError, match="t must be finite"):
+        model.potential(x, float("nan"))
+    with pytest.raises(ValueError, match="t must be finite"):
+        model.trajectories(x, [0.0, np.inf])
+    # Outside [0, 1] the network extrapolates: a warning that names the caller's line and the trained range.
+    with pytest.warns(UserWarning, match=r"trained on, \[0, 1\]") as caught:
+        model.push(x, 0.0, 1.5)
+    assert caught[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"t from -0.5 to -0.5"):
+        model.velocity(x, -0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the ends of the range themselves are inside
+        model.trajectories(x, [0.0, 1.0])
 
 
 def test_push_is_the_last_step_of_the_trajectories_and_moves_by_the_velocity(tmp_path):

@@ -8,6 +8,8 @@ fits the objective). Nothing else reads a checkpoint's dictionary.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,12 +95,34 @@ class TrainedModel:
         )
 
     # -- fields ------------------------------------------------------------------------------------------------
-    def _inputs(self, x, t) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
         tt = torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t, dtype=torch.float32)
+        if tt.ndim != 0 and tuple(tt.shape) != (len(xt),):
+            raise ValueError(f"t must be one time or one per cell ({len(xt)}), got shape {tuple(tt.shape)}")
+        if check_times:
+            self._check_times(tt)
         return xt, tt.expand(len(xt)).contiguous() if tt.ndim == 0 else tt
+
+    def _check_times(self, times) -> None:
+        """Refuse times that are not finite; warn about times outside the trained range, where the network only
+        extrapolates (nothing it learned says how the population moves there)."""
+        times = torch.as_tensor(times, dtype=torch.float64)
+        if times.numel() == 0:
+            return
+        if not bool(torch.isfinite(times).all()):
+            raise ValueError("t must be finite")
+        t0, t1 = self.t_range
+        slack = 1e-6 * max(t1 - t0, abs(t0), abs(t1), 1e-12)
+        lo, hi = float(times.min()), float(times.max())
+        if lo < t0 - slack or hi > t1 + slack:
+            warnings.warn(
+                f"t from {lo:g} to {hi:g} leaves the time range this model was trained on, [{t0:g}, {t1:g}]: "
+                "there the network extrapolates, and nothing it learned says how the population moves",
+                stacklevel=_outside_this_module(),
+            )
 
     def _require(self, allowed: tuple[str, ...], what: str) -> None:
         if self.objective not in allowed:
@@ -193,6 +217,7 @@ class TrainedModel:
         tolerance with the batching and ``accepted_steps`` is the most any batch took.
         """
         method = self.integrator(method)
+        self._check_times(np.asarray(times, dtype=np.float64))
         grid, _ = integrate.time_grid(np.asarray(times, dtype=np.float64), steps_per_interval)
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
         if len(x0.shape) != 2 or x0.shape[1] != self.dim:
@@ -214,7 +239,7 @@ class TrainedModel:
 
         for lo in range(0, n, max(1, int(batch_size))):
             hi = min(n, lo + max(1, int(batch_size)))
-            (xb, _), stats = self._inputs(x0[lo:hi], times[0]), {}
+            (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False), {}
             if method == "sde":
                 steps = integrate.sde_steps(self.flow, xb, grid, self.sigma, lambda i, lo=lo, hi=hi: noise(i, lo, hi))
             elif method == "weighted":
@@ -258,6 +283,14 @@ class _LastStep:
 
     def __setitem__(self, key: tuple[int, slice], values: np.ndarray) -> None:
         self.values[key[1]] = values  # each step overwrites the previous one: the last stays
+
+
+def _outside_this_module() -> int:
+    """The ``stacklevel`` of the first caller outside this module: a warning names the user's line."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def load(path: str | Path) -> TrainedModel:
