@@ -97,7 +97,11 @@ def run_case(
     name: str, steps: int, interpolations=("linear", "spline"), workdir: Path | None = None, **settings
 ) -> dict:
     """Train and score every interpolation on one case; a dict per model plus the baselines and noise floor.
-    ``settings``: TrainConfig fields beyond the defaults (the fast test trains a smaller network)."""
+    ``settings``: TrainConfig fields beyond the defaults (the fast test trains a smaller network); the checkpoints
+    go to ``workdir``, or to a temporary folder removed afterwards."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="amcore-adversarial-") as scratch:
+            return run_case(name, steps, interpolations, Path(scratch), **settings)
     snaps, holdout = CASES[name]()
     times = [float(t) for t in snaps.t_values]
     k = times.index(holdout)
@@ -108,7 +112,6 @@ def run_case(
     floor = w1(observed[half[: len(half) // 2]], observed[half[len(half) // 2 :]])
     interpolants = {"linear": ot_displacement(snaps, holdout), "spline": spline_path(snaps, holdout)}
     result = {"case": name, "dim": snaps.dim, "counts": snaps.counts().tolist(), "noise_floor": floor}
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="amcore-adversarial-"))
     for interp in interpolations:
         base_x, base_w = interpolants[interp]
         entry = {

@@ -126,26 +126,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--models", nargs="+", help="only these models (default: every model of each case)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="amcore-analytic-"))
-    means: dict[str, list[float]] = {}
-    print(f"{'case':9} {'process':12} {'model':12} {'field':9} {'error':>7} {'wall s':>7}  error by time (%)")
-    for case in args.cases:
-        for group, label, sim, seed in simulators(case, args.dims, args.seeds):
-            snaps = snapshots(sim, args.cells, seed)
-            for name, settings in models(case).items():
-                if args.models and name not in args.models:
-                    continue
-                cfg = TrainConfig(**{"steps": args.steps, "seed": seed, "threads": args.threads, **settings})
-                start = time.perf_counter()
-                ckpt = workdir / f"{case}-{label}-{name}.pt"
-                train(snaps, cfg, ckpt, ckpt.with_suffix(".csv"))
-                scores = score_truth(sim, snaps, load(ckpt), 4000, 500, seed)
-                fieldname = {"ou": "drift", "growth": "growth"}.get(case, "velocity")
-                error = scores[f"{fieldname}_rel_error"]
-                means.setdefault(f"{group}_{name}", []).append(error)
-                by_time = " ".join(f"{100 * e:.0f}" for e in scores[f"{fieldname}_rel_error_by_time"].values())
-                print(f"{case:9} {label:12} {name:12} {fieldname:9} {error:7.4f} {time.perf_counter() - start:7.0f}"
-                      f"  {by_time}", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="amcore-analytic-") as scratch:
+        workdir = Path(scratch)
+        means: dict[str, list[float]] = {}
+        print(f"{'case':9} {'process':12} {'model':12} {'field':9} {'error':>7} {'wall s':>7}  error by time (%)")
+        for case in args.cases:
+            for group, label, sim, seed in simulators(case, args.dims, args.seeds):
+                snaps = snapshots(sim, args.cells, seed)
+                for name, settings in models(case).items():
+                    if args.models and name not in args.models:
+                        continue
+                    cfg = TrainConfig(**{"steps": args.steps, "seed": seed, "threads": args.threads, **settings})
+                    start = time.perf_counter()
+                    ckpt = workdir / f"{case}-{label}-{name}.pt"
+                    train(snaps, cfg, ckpt, ckpt.with_suffix(".csv"))
+                    scores = score_truth(sim, snaps, load(ckpt), 4000, 500, seed)
+                    fieldname = {"ou": "drift", "growth": "growth"}.get(case, "velocity")
+                    error = scores[f"{fieldname}_rel_error"]
+                    means.setdefault(f"{group}_{name}", []).append(error)
+                    by_time = " ".join(f"{100 * e:.0f}" for e in scores[f"{fieldname}_rel_error_by_time"].values())
+                    print(f"{case:9} {label:12} {name:12} {fieldname:9} {error:7.4f} {time.perf_counter() - start:7.0f}"
+                          f"  {by_time}", flush=True)  # fmt: skip
     print(" ".join(f"analytic_{key}={np.mean(v):.4f}" for key, v in means.items()))
 
 

@@ -48,14 +48,14 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
     setting of ``CANDIDATES[compare]`` (the snapshots' held-out times are dropped first)."""
     training = snaps.drop_times(snaps.attrs.get("holdout_times", []))
     fit, held = training.split_cells(0.1, seed)
-    workdir = Path(tempfile.mkdtemp(prefix="amcore-estimator-"))
     models, tension = {}, settings.get("tension", "auto")
-    for form, overrides in CANDIDATES[compare].items():
-        cfg = TrainConfig(**{**settings, **overrides, "seed": seed, "threads": 1, "log_every": 10**9})
-        checkpoint = workdir / f"{form}.pt"
-        summary = train(fit, cfg, checkpoint, checkpoint.with_suffix(".csv"))
-        models[form] = load(checkpoint).network
-        tension = summary.get("spline_tension", tension)  # the same path shape as the models trained on
+    with tempfile.TemporaryDirectory(prefix="amcore-estimator-") as workdir:
+        for form, overrides in CANDIDATES[compare].items():
+            cfg = TrainConfig(**{**settings, **overrides, "seed": seed, "threads": 1, "log_every": 10**9})
+            checkpoint = Path(workdir) / f"{form}.pt"
+            summary = train(fit, cfg, checkpoint, checkpoint.with_suffix(".csv"))
+            models[form] = load(checkpoint).network
+            tension = summary.get("spline_tension", tension)  # the same path shape as the models trained on
     path = SnapshotPath(held.in_memory(), settings.get("coupling", "ot"), seed=seed + 1, tension=tension,
                         interpolation=settings.get("interpolation", "linear"),
                         stride=settings.get("stride", 1))  # fmt: skip

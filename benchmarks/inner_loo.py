@@ -84,9 +84,9 @@ def main() -> None:
     models.update(variant(spec, configured) for spec in args.variants)
     models = {name: {**settings, "threads": args.threads, "log_every": 10**9} for name, settings in models.items()}
     snaps = read_store(args.store)
-    workdir = Path(tempfile.mkdtemp(prefix="amcore-inner-loo-"))
     start = time.perf_counter()
-    scores = inner_loo(snaps, models, workdir, args.seed)
+    with tempfile.TemporaryDirectory(prefix="amcore-inner-loo-") as workdir:
+        scores = inner_loo(snaps, models, Path(workdir), args.seed)
     for name, values in scores.items():
         each = " | ".join(v if isinstance(v, str) else f"{v:.4f}" for v in values)
         print(f"{name:14} mean W1 {summary(values)}  by left-out time {each}")
