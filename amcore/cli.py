@@ -15,7 +15,6 @@ from amcore.errors import InputError, TrainingDiverged
 
 # Weighted particles whose effective sample size falls below this share of them are flagged by evaluate: the
 # prediction rests on a few cells, whatever its distances say.
-FEW_EFFECTIVE = 0.1
 
 
 def _json(text: str) -> dict:
@@ -178,7 +177,6 @@ def cmd_score(args: argparse.Namespace) -> None:
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
     from amcore.evaluation.evaluate import distances, options
-    from amcore.metrics import effective_size
     from amcore.tracking import StageRun
 
     results = []
@@ -198,9 +196,10 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
-            if weight is not None and not scores["nonfinite"]:
-                share = effective_size(weight) / len(weight)
-                _warn_few_effective(f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", share)
+            if scores.get("effective_size", 1.0) < 1.0:  # weights that differ, on a prediction that did not fail
+                _warn_few_effective(
+                    f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", scores["effective_size"]
+                )
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -223,6 +222,8 @@ def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None
 
 def _warn_few_effective(who: str, time: str, share: float) -> None:
     """Say that weighted particles (uAM's) rest a prediction on a few of them: its distances measure those few."""
+    from amcore.evaluation.evaluate import FEW_EFFECTIVE
+
     if share < FEW_EFFECTIVE:
         print(f"{who}: FLAGGED: at t = {time} the weights rest the prediction on {share:.1%} of the particles "
               "(effective sample size)", file=sys.stderr)  # fmt: skip
@@ -264,6 +265,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         # The table's row for a run without held-out time: each distance averaged over the observed times.
         table = {name: result[f"{name}_mean"] for name in DISTANCES}
         table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
+        if "effective_size_min" in result:  # weighted particles: the time resting on the fewest
+            table["effective_size"] = result["effective_size_min"]
         _warn_failed(
             f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1], result["escaped_max"]
         )

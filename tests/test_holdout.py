@@ -117,3 +117,38 @@ def test_the_score_command_names_seed_zero_and_the_seedless_baselines(tmp_path, 
     said = "".join(capsys.readouterr())
     assert "amcore score copy_prev (seed 0) at held-out t = 1" in said
     assert "amcore score ot_push (seed -) at held-out t = 1" in said
+
+
+def test_a_prediction_resting_on_a_few_weighted_particles_is_scored_and_flagged(tmp_path, capsys):
+    """Weights that put 95 % of the mass on 2 of 80 particles (effective size 2.8 %): the score keeps its
+    distances, records the share, says FLAGGED, and the table lists it; equal weights record no share."""
+    from amcore.cli import main
+    from amcore.data.store import write_store
+
+    snaps, _, _ = _snaps()
+    write_store(tmp_path / "store.zarr", snaps)
+    x, _ = copy_prev(snaps, 1.0)
+    weight = np.full(80, 0.05 / 78)
+    weight[[4, 40]] = 0.475
+    write_prediction(tmp_path / "few.zarr", x, weight, 1.0, 0.0)
+    write_prediction(tmp_path / "even.zarr", x, np.ones(80), 1.0, 0.0)
+    predictions = {
+        "predictions": [{"method": m, "seed": "0", "path": str(tmp_path / f"{m}.zarr")} for m in ("few", "even")]
+    }
+    params = {"max_exact_size": 500, "kernel_max_size": 500, "projections": 50, "seed": 0}
+    assert main(["score", "--store", str(tmp_path / "store.zarr"), "--predictions", json.dumps(predictions),
+                 "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
+    results = {r["method"]: r["table"] for r in json.loads((tmp_path / "scores.json").read_text())["results"]}
+    share = weight.sum() ** 2 / (80 * (weight**2).sum())
+    assert results["few"]["effective_size"] == pytest.approx(share) and share < 0.1
+    assert np.isfinite(results["few"]["w1"]) and "effective_size" not in results["even"]
+    assert (
+        "amcore score few (seed 0): FLAGGED: at t = 1 the weights rest the prediction on 2.8%"
+        in capsys.readouterr().err
+    )
+    outputs = [str(tmp_path / name) for name in ("table.csv", "table.md", "table.png")]
+    args = ["table", "--results", str(tmp_path / "scores.json"), "--table", outputs[0], "--markdown", outputs[1]]
+    assert main([*args, "--figure", outputs[2]]) == 0
+    text = (tmp_path / "table.md").read_text()
+    assert "- few, held-out 1, seed 0: effective size 2.8% of the particles" in text
+    assert "- even, held-out 1, seed 0: effective size" not in text

@@ -225,7 +225,8 @@ def test_weights_that_all_vanished_are_a_failed_prediction_not_a_nan_score():
         wasserstein(a, b, wa=np.zeros(40))
     failed = distances(a, b, np.zeros(40), max_exact_size=5000, seed=0)
     assert failed["nonfinite"] == 40 and np.isnan(failed["w1"]) and np.isnan(failed["mmd"])
-    assert set(distances(a, b, np.zeros(40), max_exact_size=10, seed=0)) == {*DISTANCES, "nonfinite", "escaped"}
+    expected = {*DISTANCES, "nonfinite", "escaped", "effective_size"}
+    assert set(distances(a, b, np.zeros(40), max_exact_size=10, seed=0)) == expected
 
 
 def test_weights_that_put_the_population_on_one_cell_are_a_failed_prediction():
@@ -243,7 +244,10 @@ def test_weights_that_put_the_population_on_one_cell_are_a_failed_prediction():
     w = np.full(40, 1e-12)
     w[[3, 9]] = 1.0
     assert effective_size(w) == pytest.approx(2.0, rel=1e-9)
-    assert distances(a, b, w, max_exact_size=5000, seed=0)["nonfinite"] == 0
+    scores = distances(a, b, w, max_exact_size=5000, seed=0)
+    assert scores["nonfinite"] == 0 and scores["effective_size"] == pytest.approx(2 / 40)
+    for unweighted in (None, np.full(40, 0.025)):  # no weights, or equal ones: no share to report
+        assert "effective_size" not in distances(a, b, unweighted, max_exact_size=50, seed=0)
     # evaluate reports the share at each time and the worst: 1 for equal weights, 2/40 for the pair above.
     snaps = Snapshots.from_labels(np.vstack([a, b, b]), np.repeat([0.0, 1.0, 2.0], [40, 30, 30]))
     scored = score_marginals(snaps, np.stack([a, a, a]), np.stack([np.ones(40), np.ones(40), w]), max_exact_size=50)

@@ -228,6 +228,8 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
         [("am", "0.5", s) for s in ("0", "1")]
         + [(b, "0.5", "") for b in ("copy_prev", "ot_displacement", "spline_path")]
     )
+    # No effective_size: every prediction's particles weigh the same (equal counts: the displacement plan is a
+    # permutation).
     assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped"}
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     value = {(m, h): v for m, h, v in zip(w1["method"], w1["holdout"], w1["value"], strict=True)}

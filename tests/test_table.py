@@ -1,6 +1,14 @@
 import numpy as np
 
-from amcore.evaluation.table import METRIC_ORDER, failures, long_table, markdown, paired_differences, summary
+from amcore.evaluation.table import (
+    METRIC_ORDER,
+    failures,
+    few_effective,
+    long_table,
+    markdown,
+    paired_differences,
+    summary,
+)
 
 
 def _results():
@@ -49,9 +57,23 @@ def test_a_failed_seed_is_marked_never_averaged_away():
     assert failures(table)[["method", "holdout", "seed"]].values.tolist() == [["am", "2", "1"]]
 
 
+def test_weights_resting_on_a_few_particles_are_flagged_in_the_table():
+    """uAM's scored prediction whose weights rest on 4 % of its particles keeps its distances and is listed under a
+    flag; 10 % and more is not (FEW_EFFECTIVE)."""
+    rows = _results()
+    rows[0]["table"]["effective_size"] = 0.04  # am, held-out 1, seed 0
+    rows[1]["table"]["effective_size"] = 0.1
+    text = markdown(long_table(rows))
+    assert "weights resting on under 10% of the particles" in text
+    assert "- am, held-out 1, seed 0: effective size 4.0% of the particles" in text
+    assert "seed 1: effective size" not in text and "FAILED" not in text
+    assert few_effective(long_table(rows))["value"].tolist() == [0.04]
+
+
 def test_metrics_come_in_one_order_whatever_the_input_order():
     """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
-    names = ["energy", "escaped", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1", "w2", "w1"]
+    names = ["energy", "escaped", "effective_size", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1"]
+    names += ["w2", "w1"]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
     assert list(table["metric"]) == list(METRIC_ORDER)

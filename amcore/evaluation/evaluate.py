@@ -15,6 +15,9 @@ DEFAULTS = {"max_exact_size": 2000, "kernel_max_size": 5000, "projections": 500,
 DEFAULTS |= {"n_times": None, "mmd_paper_alphas": None}  # dense frames; the AM paper's MMD (select_times, mmd_paper)
 # Every distance between a prediction and observed cells, under the same name at any size (docs/metrics.md).
 DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy")
+# Weighted particles whose effective sample size is under this share of them are flagged: their distances measure
+# the few that carry the mass.
+FEW_EFFECTIVE = 0.1
 
 
 def options(params: dict) -> dict:
@@ -57,13 +60,17 @@ def distances(
     weights sum to zero, or hold the population on fewer than two cells' worth of mass: effective sample size
     under 2); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
     finite predicted cells outside three times the observed cells' box (``metrics.escaped_rows``): a flag, beside
-    distances that stay honest.
+    distances that stay honest. ``effective_size`` (weighted predictions only: weights not all equal): Kish's
+    effective sample size of the weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction
+    is flagged.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
     bad = failed_cells(predicted, weights)
+    # Weighted particles (uAM, displacement interpolation with unequal counts): the share of them the weights rest on.
+    share = {} if _unweighted(weights) else {"effective_size": float("nan") if bad else _share(weights)}
     if bad:
-        return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0}
+        return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0, **share}
     if min(len(predicted), len(observed)) < 2:
         raise InputError(
             f"{where or 'distances'}: {len(predicted)} predicted and {len(observed)} observed cell(s); every "
@@ -83,7 +90,21 @@ def distances(
         "energy": metrics.energy_distance(predicted, observed, kernel_max_size, seed, wa=weights),
         "nonfinite": 0,
         "escaped": metrics.escaped_rows(predicted, observed),
+        **share,
     }
+
+
+def _unweighted(weights: np.ndarray | None) -> bool:
+    """No weights, or equal ones (up to rounding): every particle counts the same."""
+    if weights is None or len(weights) == 0:
+        return True
+    w = np.asarray(weights, dtype=np.float64)
+    return bool(np.all(np.isfinite(w)) and w.max() > 0 and np.ptp(w) <= 1e-9 * w.max())
+
+
+def _share(weights: np.ndarray) -> float:
+    """Kish's effective sample size of ``weights`` as a share of the particles (0 for none)."""
+    return metrics.effective_size(weights) / len(weights) if len(weights) else 0.0
 
 
 def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
@@ -99,11 +120,10 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
         key = f"{snaps.t_values[k]:g}"
         w = None if weights is None else np.asarray(weights[k])
         scores = distances(np.asarray(predicted[k]), np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
+        if w is not None:  # the share as given, even where the prediction failed
+            scores |= {"mass_rel_error": float(abs(w.mean() - masses[k]) / masses[k]), "effective_size": _share(w)}
         for name, value in scores.items():
             result.setdefault(name, {})[key] = value
-        if w is not None:
-            result.setdefault("mass_rel_error", {})[key] = float(abs(w.mean() - masses[k]) / masses[k])
-            result.setdefault("effective_size", {})[key] = metrics.effective_size(w) / len(w) if len(w) else 0.0
     for name in list(result):
         values = list(result[name].values())
         if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time

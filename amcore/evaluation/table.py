@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 
 from amcore.data.store import read_store
+from amcore.evaluation.evaluate import DISTANCES, FEW_EFFECTIVE
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy", "nonfinite", "escaped")
+METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size")
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -56,6 +57,12 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
 def flagged(table: pd.DataFrame) -> pd.DataFrame:
     """The runs that flung finite cells out of the data (``escaped`` > 0)."""
     return _counted(table, "escaped")
+
+
+def few_effective(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose weighted particles rest on under ``FEW_EFFECTIVE`` of them (``effective_size``)."""
+    part = table[(table["metric"] == "effective_size") & (table["value"] < FEW_EFFECTIVE)]
+    return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
 
 
 def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]]:
@@ -126,18 +133,19 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "(docs/metrics.md).",
         "",
     ]
-    headings = {
-        "nonfinite": "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two cells; "
-        "their distances are NaN, never scored):",
-        "escaped": "**Flagged predictions** (cells outside three times the observed cells' box; distances kept):",
-    }
-    for metric, heading in headings.items():
-        runs = _counted(table, metric)
+    sections = [
+        (failures(table), "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two cells; "
+         "their distances are NaN, never scored):", lambda v: f"{int(v)} cells"),
+        (flagged(table), "**Flagged predictions** (cells outside three times the observed cells' box; distances "
+         "kept):", lambda v: f"{int(v)} cells"),
+        (few_effective(table), f"**Flagged predictions** (weights resting on under {FEW_EFFECTIVE:.0%} of the "
+         "particles: the distances measure those few):", lambda v: f"effective size {v:.1%} of the particles"),
+    ]  # fmt: skip
+    for runs, heading, what in sections:
         if len(runs):
             lines += [heading, ""]
             lines += [
-                f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {int(r.value)} cells"
-                for r in runs.itertuples()
+                f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {what(r.value)}" for r in runs.itertuples()
             ]
             lines.append("")
     for metric in dict.fromkeys(table["metric"]):
