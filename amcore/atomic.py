@@ -32,6 +32,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` (same suffix, so writers that go by it still work) to write a file
     or a directory to (its folder is created); on a clean exit it replaces ``path``, otherwise it is removed."""
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = temporary_name(path, os.getpid())
@@ -39,10 +40,27 @@ def replacing(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
+            if not tmp.is_dir() and any(path.iterdir()):
+                raise FileExistsError(f"{path} is a zarr store: amcore will not replace it with a file")
             shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
         os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse an output path that holds a folder amcore did not write: only an earlier zarr store (or an empty
+    folder) is replaced, never a folder of someone's files."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and any(path.iterdir()):
+        if not any((path / marker).exists() for marker in ZARR_MARKERS):
+            raise FileExistsError(
+                f"{path} is a folder that amcore did not write (not a zarr store): it will not delete it to write "
+                "its output there; choose another path, or move the folder away"
+            )
 
 
 @contextlib.contextmanager

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from amcore.atomic import replacing, scratch
+from amcore.atomic import check_replaceable, replacing, scratch
 from amcore.errors import InputError, TrainingDiverged
-
-# Weighted particles whose effective sample size falls below this share of them are flagged by evaluate: the
-# prediction rests on a few cells, whatever its distances say.
 
 
 def _json(text: str) -> dict:
@@ -123,7 +121,9 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         snaps = open_store(args.store)  # lazily: only the snapshots pushed from are read
         model = load(args.checkpoint)
         params = args.params
-        steps, seed = params["steps_per_interval"], params.get("seed", 0)
+        steps, seed = params.get("steps_per_interval"), params.get("seed", 0)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise InputError(f"--params steps_per_interval: expected a whole number of steps >= 1, got {steps!r}")
         batch = params.get("batch_size", integrate.BATCH_SIZE)
         method = model.integrator(params.get("method", "auto"))
         grid, observed = integrate.time_grid(snaps.t_values, steps)
@@ -165,6 +165,10 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     params = {"baseline": args.name, "holdout": args.holdout, "max_size": max_size}
     with StageRun("baseline", args.tags, params) as run:
         snaps = read_store(args.store)
+        held_out = snaps.attrs.get("holdout_times", [])
+        if held_out and not np.isclose(held_out, args.holdout).any():
+            raise InputError(f"{args.store}: --holdout {args.holdout:g} is not this store's held-out time {held_out}: "
+                             "its cells were trained on")  # fmt: skip
         prev, _, _ = holdout.bracket(snaps, args.holdout)
         x, weight = holdout.baseline(args.name, snaps, args.holdout, max_size)
         holdout.write_prediction(args.out, x, weight, args.holdout, float(snaps.t_values[prev]))
@@ -255,6 +259,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         snaps = read_store(args.store)
         traj = read_trajectories(args.trajectories, load=False)  # read a time (or a block of steps) at a time
         observed = np.flatnonzero(traj["observed"].values)
+        pushed_to = traj["time"].values[observed]
+        if len(pushed_to) != len(snaps.t_values) or not np.allclose(pushed_to, snaps.t_values):
+            raise InputError(f"{args.trajectories}: pushed to the times {list(pushed_to)}, but {args.store} observes "
+                             f"{list(snaps.t_values)}: trajectories of another store")  # fmt: skip
         predicted = traj["x"][observed]
         weights = traj["weight"][observed] if "weight" in traj else None
         snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames
@@ -384,7 +392,14 @@ def cmd_summary(args: argparse.Namespace) -> None:
         # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
         tables[path.parent.name] = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
                                                dtype={"holdout": str, "seed": str})  # fmt: skip
-    text = across_datasets(tables, args.metric, _references(args.reference, list(tables)))
+    references = _references(args.reference, list(tables))
+    for name, table in tables.items():
+        if args.metric not in set(table["metric"]):
+            raise InputError(f"--metric {args.metric}: not in {name}'s table (it has {sorted(set(table['metric']))})")
+        if references[name] not in set(table["method"]):
+            raise InputError(f"--reference {references[name]}: no such method in {name}'s table "
+                             f"({sorted(set(table['method']))})")  # fmt: skip
+    text = across_datasets(tables, args.metric, references)
     if args.out:
         _write_text(args.out, text)
     print(text)
@@ -539,11 +554,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command's output arguments, and the arguments it reads: an output must never be an input (writing it would
+# destroy what is being read) nor a folder amcore did not write.
+OUTPUTS = {
+    "prepare": ("out", "summary"), "train": ("checkpoint", "loss_csv"), "integrate": ("out",), "baseline": ("out",),
+    "score": ("out",), "evaluate": ("metrics", "plots"), "table": ("table", "markdown", "figure", "predictions_figure"),
+    "export": ("out", "predictions_out"), "summary": ("out",),
+}  # fmt: skip
+INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that name an input or each other, or a folder amcore did not write."""
+    names = OUTPUTS.get(args.command, ())
+    outputs = {name: Path(getattr(args, name)).resolve() for name in names if getattr(args, name, None)}
+    inputs: dict[Path, str] = {}
+    for name in INPUTS:
+        if name in names or getattr(args, name, None) is None:
+            continue
+        for value in getattr(args, name) if isinstance(getattr(args, name), list) else [getattr(args, name)]:
+            inputs[Path(value).resolve()] = name
+    seen: dict[Path, str] = {}
+    for name, path in outputs.items():
+        flag = f"--{name.replace('_', '-')}"
+        if path in inputs:
+            raise InputError(f"{flag} {path} is also --{inputs[path].replace('_', '-')}: an output never overwrites "
+                             "what the command reads; give it another path")  # fmt: skip
+        if path in seen:
+            raise InputError(f"{flag} and --{seen[path].replace('_', '-')} are the same path {path}")
+        seen[path] = name
+        if name != "plots":  # evaluate's plots folder holds files, each replaced on its own
+            check_replaceable(path)
+        _check_writable(path, flag)
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder this process can write in: found now, not after
+    an hour of training."""
+    above = path.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InputError(f"{flag} {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: cannot write in {above} (permission denied)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_outputs(args)
         args.func(args)
     except (InputError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"amcore {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output folder that cannot be written, a path under a file, a full disk
         print(f"amcore {args.command}: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

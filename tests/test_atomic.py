@@ -26,13 +26,36 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
 def test_a_directory_replaces_the_previous_one_and_the_suffix_survives(tmp_path):
     target = tmp_path / "store.zarr"
     target.mkdir()
-    (target / "stale").write_text("x")
+    (target / "zarr.json").write_text("{}")  # an earlier store
     with replacing(target) as tmp:
         assert tmp.suffix == ".zarr" and tmp.parent == tmp_path
         tmp.mkdir()
         (tmp / "fresh").write_text("y")
     assert sorted(p.name for p in target.iterdir()) == ["fresh"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.zarr"]
+
+
+def test_a_folder_amcore_did_not_write_is_never_deleted_to_make_room(tmp_path):
+    """An output path that names a folder of someone's files is refused before anything is written; an earlier
+    zarr store is not replaced by a file either; an empty folder is."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("a month of work")
+    with pytest.raises(FileExistsError, match="not a zarr store"), replacing(precious) as tmp:
+        tmp.write_text("an AnnData file")
+    assert (precious / "notes.txt").read_text() == "a month of work"
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    (store / ".zgroup").write_text("{}")
+    with pytest.raises(FileExistsError, match="is a zarr store"), replacing(store) as tmp:
+        tmp.write_text("a file")
+    assert (store / ".zgroup").exists()
+    empty = tmp_path / "empty.json"
+    empty.mkdir()
+    with replacing(empty) as tmp:
+        tmp.write_text("{}")
+    assert empty.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.json", "precious", "store.zarr"]
 
 
 def dead_pid() -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from amcore.errors import InputError
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
 from amcore.models.potentials import Potential, VectorField, velocity_fn
@@ -79,7 +80,16 @@ class TrainedModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> TrainedModel:
         """The finished training at ``path`` (``weights_only`` loading: a checkpoint runs no code)."""
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # torch says OSError, RuntimeError or UnpicklingError, naming no file
+            raise InputError(f"{path}: not a readable amcore checkpoint (truncated or damaged?): {err}") from err
+        keys = ("model_args", "ema", "objective", "config")
+        missing = [key for key in keys if key not in payload] if isinstance(payload, dict) else list(keys)
+        if missing:
+            raise InputError(f"{path}: not an amcore checkpoint (it lacks {', '.join(missing)})")
         network = build_network(payload["model_args"])
         network.load_state_dict(payload["ema"])
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path)}

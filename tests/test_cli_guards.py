@@ -1,0 +1,98 @@
+"""The CLI refuses, before any work and with exit status 2, what would destroy data or score the wrong thing: an
+output that is an input or a folder of someone's files, a damaged checkpoint, trajectories of another store, a
+baseline at a time that was trained on, a summary of a metric no table has."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amcore import Snapshots, TrainConfig, train
+from amcore.cli import main
+from amcore.data.store import write_store
+
+PARAMS = {"max_exact_size": 200, "kernel_max_size": 200, "projections": 20, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Two stores (times 0, 1, 2 with 1 held out; and 0, 2, 4, 6), a tiny AM checkpoint and its trajectories."""
+    root = tmp_path_factory.mktemp("guards")
+    rng = np.random.default_rng(0)
+    for name, times, held_out in (("store", [0.0, 1.0, 2.0], [1.0]), ("other", [0.0, 2.0, 4.0, 6.0], [])):
+        labels = np.repeat(times, 60)
+        snaps = Snapshots.from_labels(
+            (rng.standard_normal((len(labels), 2)) + labels[:, None]).astype(np.float32), labels
+        )
+        snaps.attrs["holdout_times"] = held_out
+        write_store(root / f"{name}.zarr", snaps)
+    training = Snapshots.from_labels(
+        np.zeros((120, 2), np.float32) + np.repeat([0.0, 6.0], 60)[:, None], np.repeat([0.0, 6.0], 60)
+    )
+    train(training, TrainConfig(steps=20, width=8, depth=1, log_every=10), root / "model.pt", root / "loss.csv")
+    integrate = ["integrate", "--checkpoint", str(root / "model.pt"), "--params", '{"steps_per_interval": 2}']
+    assert main([*integrate, "--store", str(root / "other.zarr"), "--out", str(root / "other-traj.zarr")]) == 0
+    return root
+
+
+def refused(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    return capsys.readouterr().err
+
+
+def test_an_output_that_is_an_input_or_a_foreign_folder_is_refused_and_left_alone(work, capsys, tmp_path):
+    store = str(work / "store.zarr")
+    said = refused(capsys, "integrate", "--store", store, "--checkpoint", str(work / "model.pt"),
+                   "--params", '{"steps_per_interval": 2}', "--out", store)  # fmt: skip
+    assert "--out" in said and "is also --store" in said
+    assert (work / "store.zarr" / "zarr.json").exists() or (work / "store.zarr" / ".zgroup").exists()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("a month of work")
+    said = refused(
+        capsys, "baseline", "--store", store, "--holdout", "1", "--name", "copy_prev", "--out", str(precious)
+    )
+    assert "did not write" in said and (precious / "notes.txt").read_text() == "a month of work"
+    (tmp_path / "afile").write_text("x")
+    said = refused(capsys, "baseline", "--store", store, "--holdout", "1", "--name", "copy_prev",
+                   "--out", str(tmp_path / "afile" / "p.zarr"))  # fmt: skip
+    assert "is a file, not a folder" in said and not (tmp_path / "p.zarr").exists()
+
+
+def test_a_damaged_checkpoint_is_named_never_a_traceback(work, capsys, tmp_path):
+    whole = (work / "model.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(tmp_path / "cut.pt"),
+                   "--params", '{"steps_per_interval": 2}', "--out", str(tmp_path / "t.zarr"))  # fmt: skip
+    assert f"{tmp_path / 'cut.pt'}: not a readable amcore checkpoint" in said and not (tmp_path / "t.zarr").exists()
+    said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(work / "model.pt"),
+                   "--params", '{"steps_per_interval": 0}', "--out", str(tmp_path / "t.zarr"))  # fmt: skip
+    assert "steps_per_interval: expected a whole number of steps >= 1, got 0" in said
+
+
+def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, capsys, tmp_path):
+    said = refused(capsys, "evaluate", "--model", "am", "--store", str(work / "store.zarr"),
+                   "--checkpoint", str(work / "model.pt"), "--trajectories", str(work / "other-traj.zarr"),
+                   "--loss-csv", str(work / "loss.csv"), "--params", json.dumps(PARAMS),
+                   "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"))  # fmt: skip
+    assert "trajectories of another store" in said and not (tmp_path / "metrics.json").exists()
+    said = refused(capsys, "baseline", "--store", str(work / "store.zarr"), "--holdout", "2", "--name", "copy_prev",
+                   "--out", str(tmp_path / "p.zarr"))  # fmt: skip
+    assert "not this store's held-out time [1.0]" in said and not (tmp_path / "p.zarr").exists()
+
+
+def test_a_summary_of_a_metric_or_reference_no_table_has_is_refused(capsys, tmp_path):
+    folder = tmp_path / "eb"
+    folder.mkdir()
+    rows = ["method,holdout,seed,metric,value", "am,1,0,w1,0.8", "am,1,1,w1,0.9", "copy_prev,1,,w1,1.2"]
+    (folder / "table.csv").write_text("\n".join(rows) + "\n")
+    assert "--metric w11: not in eb's table (it has ['w1'])" in refused(
+        capsys, "summary", str(folder / "table.csv"), "--metric", "w11"
+    )
+    assert "--reference amm: no such method in eb's table" in refused(
+        capsys, "summary", str(folder / "table.csv"), "--reference", "amm"
+    )
+    assert main(["summary", str(folder / "table.csv")]) == 0
