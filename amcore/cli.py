@@ -256,6 +256,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     params = args.params
     plots_dir = Path(args.plots)
     with StageRun("evaluate", args.tags, params) as run:
+        loss = pd.read_csv(args.loss_csv)  # read first: a bad one stops evaluate before any output is written
+        if not {"step", "loss"} <= set(loss.columns):
+            raise InputError(f"{args.loss_csv}: expected amcore train's loss CSV (columns step, loss), got "
+                             f"{list(loss.columns)}")  # fmt: skip
         snaps = read_store(args.store)
         traj = read_trajectories(args.trajectories, load=False)  # read a time (or a block of steps) at a time
         observed = np.flatnonzero(traj["observed"].values)
@@ -330,7 +334,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             )
         else:
             plots.loss_curve(plots_dir / "velocity.png", np.zeros(1), np.zeros(1), "1-d data: no field to draw")
-        loss = pd.read_csv(args.loss_csv)
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(
@@ -564,6 +567,26 @@ OUTPUTS = {
 INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables")
 
 
+# The config sections a command's --params carries (workflow/schemas/config.schema.yaml): a typo is an error, not a
+# default silently used.
+PARAM_KEYS = {
+    "integrate": {"steps_per_interval", "method", "seed", "batch_size"},
+    "evaluate": {"max_exact_size", "kernel_max_size", "projections", "truth_samples", "n_times", "mmd_paper_alphas",
+                 "seed"},
+}  # fmt: skip
+PARAM_KEYS["score"] = PARAM_KEYS["evaluate"]
+
+
+def _check_params(args: argparse.Namespace) -> None:
+    import difflib
+
+    known = PARAM_KEYS.get(args.command)
+    for key in set(getattr(args, "params", {}) or {}) - (known or set()) if known else ():
+        close = difflib.get_close_matches(key, sorted(known), 1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"
+        raise InputError(f"--params: unknown {args.command} setting {key!r}{hint}")
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, outputs that name an input or each other, or a folder amcore did not write."""
     names = OUTPUTS.get(args.command, ())
@@ -603,6 +626,7 @@ def _check_writable(path: Path, flag: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_params(args)
         _check_outputs(args)
         args.func(args)
     except (InputError, FileNotFoundError, KeyError, ValueError) as err:

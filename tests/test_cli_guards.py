@@ -71,6 +71,9 @@ def test_a_damaged_checkpoint_is_named_never_a_traceback(work, capsys, tmp_path)
     said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(work / "model.pt"),
                    "--params", '{"steps_per_interval": 0}', "--out", str(tmp_path / "t.zarr"))  # fmt: skip
     assert "steps_per_interval: expected a whole number of steps >= 1, got 0" in said
+    said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(work / "model.pt"),
+                   "--params", '{"steps_per_interval": 2, "methd": "euler"}', "--out", str(tmp_path / "t.zarr"))  # fmt: skip
+    assert "unknown integrate setting 'methd' (did you mean 'method'?)" in said
 
 
 def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, capsys, tmp_path):
@@ -79,6 +82,12 @@ def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, c
                    "--loss-csv", str(work / "loss.csv"), "--params", json.dumps(PARAMS),
                    "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"))  # fmt: skip
     assert "trajectories of another store" in said and not (tmp_path / "metrics.json").exists()
+    (tmp_path / "loss.csv").write_text("epoch,value\n1,2\n")
+    said = refused(capsys, "evaluate", "--model", "am", "--store", str(work / "other.zarr"),
+                   "--checkpoint", str(work / "model.pt"), "--trajectories", str(work / "other-traj.zarr"),
+                   "--loss-csv", str(tmp_path / "loss.csv"), "--params", json.dumps(PARAMS),
+                   "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"))  # fmt: skip
+    assert "expected amcore train's loss CSV (columns step, loss)" in said and not (tmp_path / "plots").exists()
     said = refused(capsys, "baseline", "--store", str(work / "store.zarr"), "--holdout", "2", "--name", "copy_prev",
                    "--out", str(tmp_path / "p.zarr"))  # fmt: skip
     assert "not this store's held-out time [1.0]" in said and not (tmp_path / "p.zarr").exists()
