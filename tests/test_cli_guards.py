@@ -71,8 +71,9 @@ def test_a_damaged_checkpoint_is_named_never_a_traceback(work, capsys, tmp_path)
     said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(work / "model.pt"),
                    "--params", '{"steps_per_interval": 0}', "--out", str(tmp_path / "t.zarr"))  # fmt: skip
     assert "steps_per_interval: expected a whole number of steps >= 1, got 0" in said
+    typo = '{"steps_per_interval": 2, "methd": "euler"}'
     said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(work / "model.pt"),
-                   "--params", '{"steps_per_interval": 2, "methd": "euler"}', "--out", str(tmp_path / "t.zarr"))  # fmt: skip
+                   "--params", typo, "--out", str(tmp_path / "t.zarr"))  # fmt: skip
     assert "unknown integrate setting 'methd' (did you mean 'method'?)" in said
 
 
