@@ -629,7 +629,12 @@ def main(argv: list[str] | None = None) -> int:
         _check_params(args)
         _check_outputs(args)
         args.func(args)
-    except (InputError, FileNotFoundError, KeyError, ValueError) as err:
+    except KeyError as err:  # a bare key (a missing entry of a JSON argument or a file) says nothing by itself
+        what = err.args[0] if err.args else ""
+        said = f"missing key {what!r}" if isinstance(what, str) and " " not in what else str(what)
+        print(f"amcore {args.command}: error: {said}", file=sys.stderr)
+        return 2
+    except (InputError, FileNotFoundError, ValueError) as err:
         print(f"amcore {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # an output folder that cannot be written, a path under a file, a full disk

@@ -106,3 +106,12 @@ def test_a_summary_of_a_metric_or_reference_no_table_has_is_refused(capsys, tmp_
         capsys, "summary", str(folder / "table.csv"), "--reference", "amm"
     )
     assert main(["summary", str(folder / "table.csv")]) == 0
+
+
+def test_a_missing_key_is_named_as_one(capsys, tmp_path):
+    """A results JSON that is not amcore's: the message says a key is missing, not just the key's name."""
+    (tmp_path / "scores.json").write_text('{"foo": 1}')
+    out = [str(tmp_path / name) for name in ("t.csv", "t.md", "t.png")]
+    said = refused(capsys, "table", "--results", str(tmp_path / "scores.json"), "--table", out[0], "--markdown", out[1],
+                   "--figure", out[2])  # fmt: skip
+    assert "amcore table: error: missing key 'table'" in said and not any(Path(o).exists() for o in out)
