@@ -261,7 +261,7 @@ def test_missing_keys_and_columns_are_named(tmp_path, data):
     "source, name, message",
     [
         ("h5ad", "a.h5ad", "not an AnnData .h5ad file"),
-        ("npz", "a.npz", "not a readable .npz archive"),
+        ("npz", "a.npz", "not a .npz archive"),
         ("parquet", "a.parquet", "not a readable Parquet file"),
         ("netcdf", "a.nc", "not a readable NetCDF file"),
         ("zarr", "a.zarr", "not a readable zarr group"),
@@ -276,6 +276,44 @@ def test_a_file_that_is_not_what_its_extension_says(tmp_path, source, name, mess
         path.write_text("cell,time\nc1,0\n")
     with pytest.raises(InputError, match=rf"{name}: {message}"):
         build_snapshots({"source": source, "path": str(path)})
+
+
+@pytest.mark.parametrize("content", ["text", "npy"])
+def test_a_file_named_npz_that_is_no_zip_says_so(tmp_path, data, content):
+    """numpy reads a non-zip file as a .npy or a pickle: its advice to allow pickles must not reach the user."""
+    path = tmp_path / "a.npz"
+    path.write_text("cell,time\nc1,0\n") if content == "text" else np.save(open(path, "wb"), data[0])
+    with pytest.raises(InputError, match=r"a\.npz: not a \.npz archive.*numpy\.savez") as raised:
+        build_snapshots({"source": "npz", "path": str(path)})
+    assert "pickle" not in str(raised.value)
+
+
+@pytest.mark.parametrize("key", ["t", "X"])
+def test_an_object_array_in_an_npz_is_named_not_called_damaged(tmp_path, data, key):
+    """Arrays saved from pandas ``.values`` hold Python objects: the archive is fine, the key needs numbers."""
+    x, t = data
+    arrays = {"X": x, "t": t, key: (x if key == "X" else text_labels(t)).astype(object)}
+    np.savez(tmp_path / "in.npz", **arrays)
+    expected = rf"in\.npz: key '{key}' holds Python objects \(dtype object\).*np\.asarray\({key}, dtype=float\)"
+    with pytest.raises(InputError, match=expected):
+        build_snapshots({"source": "npz", "path": str(tmp_path / "in.npz"), "time_map": LABELS})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_stray_text_value_in_a_numeric_column_is_refused(tmp_path, data, fmt):
+    """Read as text, the column would drop out of the default features without a word; label columns still do."""
+    x, t = data
+    frame = pd.DataFrame(x, columns=[f"g{i}" for i in range(x.shape[1])]).assign(cell="c", time=text_labels(t))
+    frame["g1"] = frame["g1"].astype(str)
+    frame.loc[3, "g1"] = "oops"
+    path = tmp_path / f"in.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    spec = {"source": fmt, "path": str(path), "t_key": "time", "time_map": LABELS}
+    with pytest.raises(InputError, match=rf"in\.{fmt}: column 'g1' is numeric except row 3 \('oops'\) \(data rows"):
+        build_snapshots(spec)
+    with pytest.raises(InputError, match=r"column 'g1' is numeric except row 3"):  # also when named a feature
+        build_snapshots({**spec, "feature_columns": ["g0", "g1"]})
+    check_round_trip(tmp_path, {**spec, "feature_columns": ["g0", "g2"]}, x[:, [0, 2]], t)
 
 
 def test_holdout_times_must_be_interior_observed_times(tmp_path, data):

@@ -128,8 +128,12 @@ def _check_rows(path: Path, x: da.Array, x_key: str, labels: np.ndarray | None, 
         raise InputError(f"{path}: key {t_key!r} has {len(labels)} labels but {x_key!r} has {x.shape[0]} rows")
 
 
+ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or the end record of an empty zip
+
+
 def read_npz(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
     """An ``.npz`` holding a ``(cells, features)`` matrix and one time label per cell."""
+    _check_is_zip(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
@@ -138,22 +142,50 @@ def read_npz(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
         for key in (x_key, t_key):
             if key is not None and key not in archive.files:
                 raise InputError(f"{path}: key {key!r} missing; the archive holds {sorted(archive.files)}")
-        _check_npz_fits(archive, path, x_key)
+        headers = {key: _npz_header(archive, key) for key in (x_key, t_key) if key is not None}
+        for key, header in headers.items():
+            if header is not None and header[1].hasobject:
+                raise InputError(
+                    f"{path}: key {key!r} holds Python objects (dtype {header[1]}), which are never unpickled; "
+                    f"expected numbers or strings: save it as such, e.g. np.asarray({key}, dtype=float) "
+                    "(dtype=str for text labels)"
+                )
+        _check_npz_fits(path, x_key, headers[x_key])
         x = _chunked(np.asarray(archive[x_key]), path, x_key)
         labels = None if t_key is None else np.asarray(archive[t_key]).reshape(-1)
     _check_rows(path, x, x_key, labels, t_key)
     return x, labels, {"x_key": x_key, "t_key": t_key}
 
 
-def _check_npz_fits(archive, path: Path, key: str) -> None:
-    """A ``.npz`` member is read whole: refuse one larger than the memory available before reading it."""
+def _check_is_zip(path: Path) -> None:
+    """Refuse a file that does not start as a zip does, before numpy reads it as a .npy file or a pickle."""
+    with open(path, "rb") as handle:
+        start = handle.read(len(np.lib.format.MAGIC_PREFIX))
+    if not start.startswith(ZIP_STARTS):
+        found = "a .npy array" if start == np.lib.format.MAGIC_PREFIX else "not a zip archive"
+        raise InputError(
+            f"{path}: not a .npz archive ({found}); expected a .npz archive as numpy.savez writes (a zip of .npy files)"
+        )
+
+
+def _npz_header(archive, key: str) -> tuple[tuple, np.dtype] | None:
+    """Shape and dtype of a ``.npz`` member from its header alone (no data read, nothing unpickled); ``None`` for a
+    header version this does not read (loading the member will tell)."""
     try:
         with archive.zip.open(f"{key}.npy") as member:
             version = np.lib.format.read_magic(member)
             read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
             shape, _, dtype = read_header[version](member)
-    except KeyError:  # a header version this check does not read: loading the member will tell
+    except KeyError:
+        return None
+    return shape, dtype
+
+
+def _check_npz_fits(path: Path, key: str, header: tuple[tuple, np.dtype] | None) -> None:
+    """A ``.npz`` member is read whole: refuse one larger than the memory available before reading it."""
+    if header is None:
         return
+    shape, dtype = header
     need, available = int(np.prod(shape, dtype=np.float64) * dtype.itemsize), available_memory()
     if need > available:
         raise InputError(
@@ -250,15 +282,18 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
     numeric = {
         str(c) for c, dtype in frame.dtypes.items() if types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
     }
+    text = [str(c) for c, dtype in frame.dtypes.items() if types.is_object_dtype(dtype) or types.is_string_dtype(dtype)]
     if feature_columns:
         missing = [c for c in feature_columns if c not in columns]
         if missing:
             raise InputError(f"{path}: feature columns {missing} missing; the file has columns {columns[:20]}")
-        text = [c for c in feature_columns if c not in numeric]
-        if text:
-            raise InputError(f"{path}: feature columns {text} are not numeric")
+        _check_not_mostly_numbers(path, frame, [c for c in feature_columns if c in text])
+        not_numeric = [c for c in feature_columns if c not in numeric]
+        if not_numeric:
+            raise InputError(f"{path}: feature columns {not_numeric} are not numeric")
         features = list(feature_columns)
     else:
+        _check_not_mostly_numbers(path, frame, [c for c in text if c != t_key])
         features = [c for c in columns if c in numeric and c != t_key]
         if not features:
             raise InputError(f"{path}: no numeric feature columns besides the time column {t_key!r}")
@@ -269,6 +304,25 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         if t_key is not None:
             labels = frame[t_key].compute().to_numpy()
     return _chunked(x, path, "feature columns"), labels, {"t_key": t_key, "feature_columns": features}
+
+
+def _check_not_mostly_numbers(path: Path, frame, columns: list[str]) -> None:
+    """Refuse a text column whose entries are mostly numbers: a feature column with a stray value (a typo, a note),
+    which would otherwise be left out of the features without a word. Labels (cell types, time labels) are text
+    throughout and pass."""
+    for name in columns:
+        values = frame[name] if isinstance(frame, pd.DataFrame) else frame[name].compute()
+        present = values.notna() & values.astype(str).str.strip().ne("")
+        bad = (present & pd.to_numeric(values, errors="coerce").isna()).to_numpy(dtype=bool)
+        n_bad = int(bad.sum())
+        if 0 < n_bad < int(present.sum()) - n_bad:
+            row = int(np.argmax(bad))
+            more = f" and {n_bad - 1} more rows" if n_bad > 1 else ""
+            raise InputError(
+                f"{path}: column {name!r} is numeric except row {row} ({str(values.iloc[row])[:80]!r}){more} "
+                "(data rows counted from 0); expected a number in every row of a feature column: fix "
+                f"the value, or list the features in dataset.feature_columns to leave {name!r} out"
+            )
 
 
 def read_csv(path: Path, t_key: str | None = "t", feature_columns: list[str] | None = None) -> Read:
