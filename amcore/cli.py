@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from amcore.tracking import StageRun
     from amcore.training.train import TrainConfig, train
 
-    cfg = TrainConfig(**args.params)
+    cfg = TrainConfig.from_params(args.params)
     with StageRun("train", args.tags, args.params) as run:
         snaps = open_store(args.store)  # lazily: train loads it, or streams it when it exceeds in_memory_max_mb
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import difflib
 import math
+import numbers
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from tqdm import tqdm
 
 from amcore.atomic import replacing
 from amcore.data.store import Snapshots
-from amcore.errors import TrainingDiverged
+from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import MarginalPath, SnapshotPath
@@ -31,6 +34,80 @@ from amcore.paths.stream import RefreshedPath, training_path
 from amcore.training.losses import IMPLEMENTATIONS, action_loss, fm_loss, torchcfm_loss, torchcfm_matcher
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.training.timesampling import TimeSampler
+
+
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _in(lo: float, hi: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Callable:
+    """A range test that refuses NaN (every comparison with it is false)."""
+    return lambda v: (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
+
+
+# Each numeric setting: its type ("int", "number", "number|null"), what the error says it must be, and the test of
+# its value (None: its range is checked, with its own message, in ``TrainConfig.__post_init__``); the domains are
+# the schema's (workflow/schemas/config.schema.yaml, models.<name>). ``stride`` has its own check.
+_DOMAINS: dict[str, tuple[str, str, Callable | None]] = {
+    "steps": ("int", "an integer >= 1", _in(1)),
+    "batch_size": ("int", "an integer >= 2", _in(2)),
+    "lr": ("number", "a number > 0", _in(0, low_open=True)),
+    "lr_final": ("number", "a number >= 0", _in(0)),
+    "warmup_steps": ("int", "an integer >= 0", _in(0)),
+    "grad_clip": ("number|null", "a number > 0 or null", _in(0, low_open=True)),
+    "ema_decay": ("number", "a number in [0, 1]", _in(0, 1)),
+    "width": ("int", "an integer >= 1", _in(1)),
+    "depth": ("int", "an integer >= 1", _in(1)),
+    "time_frequencies": ("int", "an integer >= 0", _in(0)),
+    "pathwise": ("number", "a number in [0, 1]", None),
+    "sigma": ("number", "a number >= 0", None),
+    "sigma_final": ("number|null", "a number >= 0 or null", None),
+    "growth": ("number", "a number > 0", None),
+    "exact_trace_max_dim": ("int", "an integer >= 1", _in(1)),
+    "probes": ("int", "an integer >= 1", _in(1)),
+    "ot_max_size": ("int", "an integer >= 2", _in(2)),
+    "ot_refresh_every": ("int", "an integer >= 1", _in(1)),
+    "entropic_reg": ("number|null", "a number > 0 or null", _in(0, low_open=True)),
+    "entropic_draws": ("int", "an integer >= 1", _in(1)),
+    "seed": ("int", "an integer", _in(-math.inf)),
+    "threads": ("int", "an integer >= 0 (0: the cores this process may use)", _in(0)),
+    "streams": ("int", "an integer >= 0 (0: one per process)", _in(0)),
+    "log_every": ("int", "an integer >= 1", _in(1)),
+    "checkpoint_every": ("int", "an integer >= 1", _in(1)),
+    "in_memory_max_mb": ("number", "a number > 0", _in(0, low_open=True)),
+    "stream_refresh_every": ("int", "an integer >= 1", _in(1)),
+    "divergence_factor": ("number", "a number >= 0 (0: only the non-finite check)", _in(0)),
+    "validation": ("number", "a number in [0, 0.5)", None),
+    "validate_every": ("int", "an integer >= 1", _in(1)),
+    "torchcfm_sigma": ("number", "a number >= 0", _in(0)),
+}
+_FLAGS = ("fused", "compile", "tf32", "bf16")
+
+
+def _check_domains(cfg: TrainConfig) -> None:
+    """Types and ranges first: a string, a bool or a float where an integer belongs would otherwise get past the
+    config and fail deep in the training loop (or, as width 0, train a degenerate network without a word)."""
+    for name, (kind, what, test) in _DOMAINS.items():
+        value = getattr(cfg, name)
+        if value is None and kind == "number|null":
+            continue
+        typed = _integer(value) if kind == "int" else _number(value)
+        if not typed or (test is not None and not test(value)):
+            kind_of = "" if typed else f" (a {type(value).__name__})"
+            raise InputError(f"{name} must be {what}, got {value!r}{kind_of}")
+    tension = cfg.tension
+    if tension != "auto" and not (_number(tension) and 0 <= tension <= 1):
+        raise InputError(f"tension must be 'auto' or a number in [0, 1], got {tension!r}")
+    periods = cfg.time_periods
+    if not isinstance(periods, (list, tuple)) or not all(_number(p) and p > 0 for p in periods):
+        raise InputError(f"time_periods must be a list of numbers > 0, got {periods!r}")
+    for name in _FLAGS:
+        if not isinstance(getattr(cfg, name), bool):
+            raise InputError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
 
 
 @dataclass
@@ -86,7 +163,23 @@ class TrainConfig:
     validate_every: int = 250
     torchcfm_sigma: float = 0.1
 
+    @classmethod
+    def from_params(cls, params: dict) -> TrainConfig:
+        """The config of a ``models.<name>`` section (``amcore train --params``): a key that is no setting is an
+        ``InputError`` naming it and, where one is close, the setting meant."""
+        known = [f.name for f in fields(cls)]
+        unknown = [key for key in params if key not in known]
+        if unknown:
+            named = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            plural = "s" if len(unknown) > 1 else ""
+            raise InputError(f"unknown training setting{plural} {', '.join(named)}")
+        return cls(**params)
+
     def __post_init__(self) -> None:
+        _check_domains(self)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
         if self.objective == "eam" and self.sigma <= 0:
@@ -418,7 +511,15 @@ class Run:
         """Continue from ``partial`` when it holds this configuration on this data; start afresh otherwise."""
         if not partial.exists():
             return
-        saved = torch.load(partial, map_location=self.cluster.device, weights_only=True)
+        try:
+            saved = torch.load(partial, map_location=self.cluster.device, weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            # Kept, not deleted: it may be the only copy of a long run's progress (a disk that filled up, a copy
+            # still arriving); the user decides.
+            raise InputError(
+                f"{partial}: the resumable state of an interrupted training cannot be read (truncated or damaged: "
+                f"{type(err).__name__}); delete it to start the training over"
+            ) from err
         same = _same_run(saved["config"], self.cfg) and saved["data"] == self.data_key
         same = same and saved["model_args"] == self.model_args
         if not (same and len(saved["generators"]) == self.streams):
