@@ -131,7 +131,11 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         held_out_times = snaps.attrs.get("holdout_times", [])
         if len(held_out_times) > 1:
             raise ValueError(f"{args.store}: one held-out time per store (the pipeline's splits), got {held_out_times}")
+        trained = model.info.get("trained_times")  # None for checkpoints from before it was recorded
         for held_out in held_out_times:
+            if trained is not None and np.isclose(trained, held_out).any():
+                raise InputError(f"{args.checkpoint} was trained on t = {held_out:g}, which {args.store} holds out: "
+                                 "its prediction there has seen the answer; train the model on this store")  # fmt: skip
             prev, _, _ = holdout.bracket(snaps, held_out)
             start = float(snaps.t_values[prev])
             cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True,

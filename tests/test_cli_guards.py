@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import amcore
 from amcore import Snapshots, TrainConfig, train
 from amcore.cli import main
 from amcore.data.store import write_store
@@ -75,6 +76,25 @@ def test_a_damaged_checkpoint_is_named_never_a_traceback(work, capsys, tmp_path)
     said = refused(capsys, "integrate", "--store", str(work / "store.zarr"), "--checkpoint", str(work / "model.pt"),
                    "--params", typo, "--out", str(tmp_path / "t.zarr"))  # fmt: skip
     assert "unknown integrate setting 'methd' (did you mean 'method'?)" in said
+
+
+def test_a_model_trained_on_the_held_out_time_never_predicts_it(work, capsys, tmp_path):
+    """A checkpoint trained on all of times 0, 1, 2 pushed onto the split that holds 1 out: refused (the leak);
+    the same model trained on that split's store (1 dropped) predicts it."""
+    labels = np.repeat([0.0, 1.0, 2.0], 60)
+    snaps = Snapshots.from_labels(
+        (np.random.default_rng(1).normal(size=(180, 2)) + labels[:, None]).astype(np.float32), labels
+    )
+    cfg = TrainConfig(steps=10, width=8, depth=1, log_every=5)
+    train(snaps, cfg, tmp_path / "all.pt", tmp_path / "all.csv")
+    args = ["integrate", "--store", str(work / "store.zarr"), "--params", '{"steps_per_interval": 2}']
+    said = refused(capsys, *args, "--checkpoint", str(tmp_path / "all.pt"), "--out", str(tmp_path / "t.zarr"))
+    assert "was trained on t = 1, which" in said and "seen the answer" in said and not (tmp_path / "t.zarr").exists()
+    from amcore.data.store import read_store
+
+    train(read_store(work / "store.zarr"), cfg, tmp_path / "split.pt", tmp_path / "split.csv")
+    assert amcore.load(tmp_path / "split.pt").info["trained_times"] == [0.0, 2.0]
+    assert main([*args, "--checkpoint", str(tmp_path / "split.pt"), "--out", str(tmp_path / "t.zarr")]) == 0
 
 
 def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, capsys, tmp_path):

@@ -92,7 +92,8 @@ class TrainedModel:
             raise InputError(f"{path}: not an amcore checkpoint (it lacks {', '.join(missing)})")
         network = build_network(payload["model_args"])
         network.load_state_dict(payload["ema"])
-        info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path)}
+        info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
+                "trained_times": payload.get("times")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),

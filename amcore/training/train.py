@@ -460,6 +460,12 @@ class Run:
         self.best: dict | None = None
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
+        # The observed times trained on (the store's held-out ones left out): a held-out prediction made with this
+        # model is refused where they include its held-out time (``TrainedModel.trained_times``).
+        self.trained_times = None
+        if snaps is not None:
+            kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+            self.trained_times = [float(snaps.t_values[k]) for k in kept]
         mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
         mlp |= {"dim": self.path.dim, "t_range": [self.path.t0, self.path.t1], "time_frequencies": cfg.time_frequencies}
         if cfg.time_periods:
@@ -562,7 +568,7 @@ class Run:
         return {
             "objective": self.cfg.objective, "model_args": self.model_args, "config": asdict(self.cfg),
             "growth_unit": self.growth_unit,
-            "feature_names": self.feature_names, "data": self.data_key, "step": step,
+            "feature_names": self.feature_names, "data": self.data_key, "step": step, "times": self.trained_times,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
