@@ -193,6 +193,13 @@ def cmd_score(args: argparse.Namespace) -> None:
         snaps = read_store(args.store)
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
+            store_held_out = snaps.attrs.get("holdout_times", [])
+            if store_held_out and not np.isclose(store_held_out, held_out).any():
+                raise InputError(f"{entry['path']}: a prediction at t = {held_out:g}, but {args.store} holds out "
+                                 f"{store_held_out}: a prediction of another split")  # fmt: skip
+            if x.shape[1] != snaps.dim:
+                raise InputError(f"{entry['path']}: {x.shape[1]} features, but {args.store} has {snaps.dim}: a "
+                                 "prediction of another dataset")  # fmt: skip
             _, k, _ = holdout.bracket(snaps, held_out)
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
             seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed

@@ -112,6 +112,15 @@ def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, c
     said = refused(capsys, "baseline", "--store", str(work / "store.zarr"), "--holdout", "2", "--name", "copy_prev",
                    "--out", str(tmp_path / "p.zarr"))  # fmt: skip
     assert "not this store's held-out time [1.0]" in said and not (tmp_path / "p.zarr").exists()
+    from amcore.evaluation.holdout import write_prediction
+
+    write_prediction(tmp_path / "p2.zarr", np.zeros((5, 2)), np.ones(5), 2.0, 0.0)  # held out 2: another split
+    write_prediction(tmp_path / "p3.zarr", np.zeros((5, 3)), np.ones(5), 1.0, 0.0)  # three features
+    for path, why in (("p2.zarr", "a prediction of another split"), ("p3.zarr", "a prediction of another dataset")):
+        entry = {"predictions": [{"method": "x", "seed": "", "path": str(tmp_path / path)}]}
+        said = refused(capsys, "score", "--store", str(work / "store.zarr"), "--predictions", json.dumps(entry),
+                       "--params", json.dumps(PARAMS), "--out", str(tmp_path / "scores.json"))  # fmt: skip
+        assert why in said and not (tmp_path / "scores.json").exists()
 
 
 def test_a_summary_of_a_metric_or_reference_no_table_has_is_refused(capsys, tmp_path):
