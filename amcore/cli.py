@@ -194,9 +194,9 @@ def cmd_score(args: argparse.Namespace) -> None:
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             store_held_out = snaps.attrs.get("holdout_times", [])
-            if store_held_out and not np.isclose(store_held_out, held_out).any():
+            if not np.isclose(store_held_out, held_out).any():
                 raise InputError(f"{entry['path']}: a prediction at t = {held_out:g}, but {args.store} holds out "
-                                 f"{store_held_out}: a prediction of another split")  # fmt: skip
+                                 f"{store_held_out or 'no time'}: a prediction of another split")  # fmt: skip
             if x.shape[1] != snaps.dim:
                 raise InputError(f"{entry['path']}: {x.shape[1]} features, but {args.store} has {snaps.dim}: a "
                                  "prediction of another dataset")  # fmt: skip
@@ -576,6 +576,7 @@ OUTPUTS = {
     "export": ("out", "predictions_out"), "summary": ("out",),
 }  # fmt: skip
 INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables")
+FOLDER_OUTPUTS = {("prepare", "out"), ("integrate", "out"), ("baseline", "out")}  # zarr stores
 
 
 # The config sections a command's --params carries (workflow/schemas/config.schema.yaml): a typo is an error, not a
@@ -617,6 +618,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
         if path in seen:
             raise InputError(f"{flag} and --{seen[path].replace('_', '-')} are the same path {path}")
         seen[path] = name
+        if (args.command, name) in FOLDER_OUTPUTS and path.is_file():
+            raise InputError(f"{flag} {path} is a file: amcore writes a zarr store (a folder) there and will not "
+                             "replace a file with it")  # fmt: skip
         if name != "plots":  # evaluate's plots folder holds files, each replaced on its own
             check_replaceable(path)
         _check_writable(path, flag)

@@ -61,6 +61,9 @@ def test_an_output_that_is_an_input_or_a_foreign_folder_is_refused_and_left_alon
     said = refused(capsys, "baseline", "--store", store, "--holdout", "1", "--name", "copy_prev",
                    "--out", str(tmp_path / "afile" / "p.zarr"))  # fmt: skip
     assert "is a file, not a folder" in said and not (tmp_path / "p.zarr").exists()
+    said = refused(capsys, "baseline", "--store", store, "--holdout", "1", "--name", "copy_prev",
+                   "--out", str(tmp_path / "afile"))  # fmt: skip
+    assert "is a file: amcore writes a zarr store" in said and (tmp_path / "afile").read_text() == "x"
 
 
 def test_a_damaged_checkpoint_is_named_never_a_traceback(work, capsys, tmp_path):
@@ -116,9 +119,11 @@ def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, c
 
     write_prediction(tmp_path / "p2.zarr", np.zeros((5, 2)), np.ones(5), 2.0, 0.0)  # held out 2: another split
     write_prediction(tmp_path / "p3.zarr", np.zeros((5, 3)), np.ones(5), 1.0, 0.0)  # three features
-    for path, why in (("p2.zarr", "a prediction of another split"), ("p3.zarr", "a prediction of another dataset")):
+    cases = [("store", "p2.zarr", "a prediction of another split"), ("store", "p3.zarr", "another dataset"),
+             ("other", "p2.zarr", "holds out no time: a prediction of another split")]  # fmt: skip
+    for store, path, why in cases:
         entry = {"predictions": [{"method": "x", "seed": "", "path": str(tmp_path / path)}]}
-        said = refused(capsys, "score", "--store", str(work / "store.zarr"), "--predictions", json.dumps(entry),
+        said = refused(capsys, "score", "--store", str(work / f"{store}.zarr"), "--predictions", json.dumps(entry),
                        "--params", json.dumps(PARAMS), "--out", str(tmp_path / "scores.json"))  # fmt: skip
         assert why in said and not (tmp_path / "scores.json").exists()
 
@@ -144,3 +149,22 @@ def test_a_missing_key_is_named_as_one(capsys, tmp_path):
     said = refused(capsys, "table", "--results", str(tmp_path / "scores.json"), "--table", out[0], "--markdown", out[1],
                    "--figure", out[2])  # fmt: skip
     assert "amcore table: error: missing key 'table'" in said and not any(Path(o).exists() for o in out)
+
+
+def test_a_dataset_key_with_a_typo_is_refused_and_the_keys_match_the_schema(capsys, tmp_path):
+    """`x_kye` would have read the default `X` without a word; the code's keys are the schema's."""
+    import yaml
+    from conftest import ROOT
+
+    from amcore.data.prepare import DATASET_KEYS
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert DATASET_KEYS == set(schema["properties"]["dataset"]["properties"])
+    labels = np.repeat([0.0, 1.0, 2.0], 10)
+    np.savez(tmp_path / "d.npz", X=np.zeros((30, 2)), t=labels)
+    spec = {"source": "npz", "path": str(tmp_path / "d.npz"), "x_kye": "X"}
+    out = ["--out", str(tmp_path / "s.zarr"), "--summary", str(tmp_path / "s.json")]
+    said = refused(capsys, "prepare", "--dataset", json.dumps(spec), *out)
+    assert "dataset: unknown key 'x_kye' (did you mean 'x_key'?)" in said and not (tmp_path / "s.zarr").exists()
+    said = refused(capsys, "prepare", "--dataset", json.dumps({"path": str(tmp_path / "d.npz")}), *out)
+    assert "dataset: no source" in said

@@ -106,6 +106,7 @@ def test_the_score_command_names_seed_zero_and_the_seedless_baselines(tmp_path, 
     from amcore.data.store import write_store
 
     snaps, _, _ = _snaps()
+    snaps.attrs["holdout_times"] = [1.0]  # the split whose held-out time the predictions are at
     write_store(tmp_path / "store.zarr", snaps)
     for name, fn in (("copy_prev", copy_prev), ("ot_push", ot_push)):
         write_prediction(tmp_path / f"{name}.zarr", *fn(snaps, 1.0), 1.0, 0.0)
@@ -126,6 +127,7 @@ def test_a_prediction_resting_on_a_few_weighted_particles_is_scored_and_flagged(
     from amcore.data.store import write_store
 
     snaps, _, _ = _snaps()
+    snaps.attrs["holdout_times"] = [1.0]  # the split whose held-out time the predictions are at
     write_store(tmp_path / "store.zarr", snaps)
     x, _ = copy_prev(snaps, 1.0)
     weight = np.full(80, 0.05 / 78)

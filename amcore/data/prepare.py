@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import tempfile
 import weakref
@@ -66,6 +67,14 @@ def simulated_times(spec: dict) -> list[float]:
     return times
 
 
+# The keys of the config's dataset section (workflow/schemas/config.schema.yaml; a test keeps the two in step): a
+# typo is an error, never a default silently read instead.
+DATASET_KEYS = {
+    "source", "path", "x_key", "t_key", "time_map", "feature_columns", "format", "chunk_mb", "drop_nonfinite",
+    "file_times", "time_pattern", "simulator", "params", "times", "n_times", "n_per_time", "seed",
+}  # fmt: skip
+
+
 def build_snapshots(
     spec: dict,
     preprocess_config: dict | None = None,
@@ -80,6 +89,13 @@ def build_snapshots(
     row of each. Rows too large to reorder in memory are spilled under ``workdir`` (a temporary folder when
     None), which must stay until the store is written.
     """
+    unknown = sorted(set(spec) - DATASET_KEYS)
+    if unknown:
+        close = {key: difflib.get_close_matches(key, sorted(DATASET_KEYS), 1) for key in unknown}
+        named = ", ".join(f"{key!r}" + (f" (did you mean {close[key][0]!r}?)" if close[key] else "") for key in unknown)
+        raise InputError(f"dataset: unknown key{'s' if len(unknown) > 1 else ''} {named}")
+    if "source" not in spec:
+        raise InputError("dataset: no source (simulate, npz, npy, h5ad, csv, parquet, netcdf, zarr or directory)")
     config = preprocess.resolve(preprocess_config)
     holdout = sorted(float(t) for t in holdout_times or [])
     if spec["source"] == "simulate":
