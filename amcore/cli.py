@@ -272,6 +272,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise InputError(f"{args.loss_csv}: expected amcore train's loss CSV (columns step, loss), got "
                              f"{list(loss.columns)}")  # fmt: skip
         snaps = read_store(args.store)
+        held_out = snaps.attrs.get("holdout_times", [])
+        if args.holdout != "none" and not np.isclose(held_out, float(args.holdout)).any():
+            raise InputError(f"--holdout {args.holdout}: {args.store} holds out {held_out or 'no time'} (the label "
+                             "goes into the table)")  # fmt: skip
         traj = read_trajectories(args.trajectories, load=False)  # read a time (or a block of steps) at a time
         observed = np.flatnonzero(traj["observed"].values)
         pushed_to = traj["time"].values[observed]

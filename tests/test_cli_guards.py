@@ -112,6 +112,11 @@ def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, c
                    "--loss-csv", str(tmp_path / "loss.csv"), "--params", json.dumps(PARAMS),
                    "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"))  # fmt: skip
     assert "expected amcore train's loss CSV (columns step, loss)" in said and not (tmp_path / "plots").exists()
+    said = refused(capsys, "evaluate", "--model", "am", "--holdout", "7", "--store", str(work / "other.zarr"),
+                   "--checkpoint", str(work / "model.pt"), "--trajectories", str(work / "other-traj.zarr"),
+                   "--loss-csv", str(work / "loss.csv"), "--params", json.dumps(PARAMS),
+                   "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"))  # fmt: skip
+    assert "--holdout 7: " in said and "holds out no time" in said
     said = refused(capsys, "baseline", "--store", str(work / "store.zarr"), "--holdout", "2", "--name", "copy_prev",
                    "--out", str(tmp_path / "p.zarr"))  # fmt: skip
     assert "not this store's held-out time [1.0]" in said and not (tmp_path / "p.zarr").exists()
