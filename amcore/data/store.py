@@ -62,7 +62,24 @@ class Snapshots:
     def from_labels(
         cls, x: np.ndarray, time: np.ndarray, attrs: dict | None = None, weights: np.ndarray | None = None
     ) -> Snapshots:
-        """Group rows by their time label (stable sort), as the store lays them out."""
+        """Group rows by their time label (stable sort), as the store lays them out. ``x`` is ``(cells, features)``
+        (numpy, a list, a DataFrame), ``time`` one number per cell."""
+        x, time = np.asarray(x), np.asarray(time)
+        if time.ndim == 2 and time.shape[1] == 1:  # a column, as pandas' .values of one column gives
+            time = time[:, 0]
+        if x.ndim != 2 or time.ndim != 1 or len(x) != len(time) or not len(x):
+            raise InputError(f"x must be (cells, features) and time one label per cell, got x of shape {x.shape} "
+                             f"and time of shape {time.shape}")  # fmt: skip
+        if not np.issubdtype(time.dtype, np.number) or np.issubdtype(time.dtype, np.complexfloating):
+            raise InputError(f"time labels must be numbers, got {time.dtype} ({time[0]!r}, ...): map text labels "
+                             "to times first (dataset.time_map does it for files)")  # fmt: skip
+        if not np.isfinite(time).all():
+            raise InputError(f"time: {int((~np.isfinite(time)).sum())} labels are NaN or inf")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != time.shape or not np.isfinite(weights).all() or (weights < 0).any():
+                raise InputError(f"weights must be one finite number >= 0 per cell ({len(time)}), got shape "
+                                 f"{weights.shape}")  # fmt: skip
         order = np.argsort(time, kind="stable")
         t_values, counts = np.unique(time[order], return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)])

@@ -28,12 +28,13 @@ from amcore.atomic import replacing
 from amcore.data.store import Snapshots
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
+from amcore.models.potentials import ACTIVATIONS, HEADS
 from amcore.models.trained import build_network
-from amcore.paths.interpolants import MarginalPath, SnapshotPath
+from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
 from amcore.training.losses import IMPLEMENTATIONS, action_loss, fm_loss, torchcfm_loss, torchcfm_matcher
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
-from amcore.training.timesampling import TimeSampler
+from amcore.training.timesampling import TIME_SAMPLINGS, TimeSampler
 
 
 def _integer(value) -> bool:
@@ -45,8 +46,8 @@ def _number(value) -> bool:
 
 
 def _in(lo: float, hi: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Callable:
-    """A range test that refuses NaN (every comparison with it is false)."""
-    return lambda v: (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
+    """A range test that refuses NaN (every comparison with it is false) and infinities."""
+    return lambda v: math.isfinite(v) and (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
 
 
 # Each numeric setting: its type ("int", "number", "number|null"), what the error says it must be, and the test of
@@ -86,6 +87,11 @@ _DOMAINS: dict[str, tuple[str, str, Callable | None]] = {
     "torchcfm_sigma": ("number", "a number >= 0", _in(0)),
 }
 _FLAGS = ("fused", "compile", "tf32", "bf16")
+# Each text setting and its choices (a typo, or another case, would otherwise silently mean the default).
+_CHOICES = {
+    "coupling": COUPLINGS, "interpolation": INTERPOLATIONS, "head": HEADS, "activation": tuple(ACTIVATIONS),
+    "time_sampling": TIME_SAMPLINGS, "time_weight": ("none", "linear"), "laplacian": ("auto", "exact", "hutchinson"),
+}  # fmt: skip
 
 
 def _check_domains(cfg: TrainConfig) -> None:
@@ -108,6 +114,14 @@ def _check_domains(cfg: TrainConfig) -> None:
     for name in _FLAGS:
         if not isinstance(getattr(cfg, name), bool):
             raise InputError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    for name, allowed in _CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    for name in ("sigma", "sigma_final", "growth", "pathwise", "validation"):  # ranges checked in __post_init__
+        value = getattr(cfg, name)
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{name} must be a finite number, got {value!r}")
+    cfg.seed = int(cfg.seed)  # numpy's integers pass as integers but not as torch's seeds
 
 
 @dataclass
@@ -330,11 +344,21 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
         mean = stacked.mean(0).cpu().numpy()
         var = (np.mean(variances) + float((stacked - stacked.mean(0)).pow(2).sum(1).mean())) / len(mean)
     scale = float(np.sqrt(np.mean(var)))
+    spreads = np.sqrt(np.asarray(var, dtype=np.float64).reshape(-1))
+    spread = spreads[spreads > 0]
+    if len(spread) > 1 and spread.max() > FEATURE_SPREAD_RATIO * spread.min():
+        print(f"amcore train: WARNING: the features' spreads range from {spread.min():.3g} to {spread.max():.3g}; "
+              "with one length unit for all of them (distances, OT, the network's inputs) the smallest are nearly "
+              "invisible: standardise the features (preprocess.standardize) unless their units are meant to be "
+              "compared", file=sys.stderr)  # fmt: skip
     return {
         "x_center": [float(v) for v in mean],
         "x_scale": scale if math.isfinite(scale) and scale > 0 else 1.0,
         "t_unit": observation_gap(path),
     }
+
+
+FEATURE_SPREAD_RATIO = 1e3  # features whose spreads differ more than this are flagged before training
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -666,8 +690,33 @@ def train(
     Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
     with the same parameters as an uninterrupted run. A loss that turns non-finite or diverges raises
-    ``TrainingDiverged`` and leaves nothing behind.
+    ``TrainingDiverged`` and leaves nothing behind. Torch's thread count is restored afterwards.
     """
+    _check_training_inputs(snaps, Path(checkpoint), Path(loss_csv))
+    threads = torch.get_num_threads()
+    try:
+        return _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path)
+    finally:
+        torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
+
+
+def _check_training_inputs(snaps: Snapshots | None, checkpoint: Path, loss_csv: Path) -> None:
+    """Before step 0: the outputs are two files that can be written, and the training cells are numbers."""
+    if checkpoint.resolve() == loss_csv.resolve():
+        raise InputError(f"the checkpoint and the loss CSV are the same file {checkpoint}")
+    for out in (checkpoint, loss_csv):
+        if out.is_dir():
+            raise InputError(f"{out} is a folder: a checkpoint and a loss CSV are files")
+    if snaps is not None and isinstance(snaps.x, np.ndarray):  # a store on disk was checked when prepared
+        for k in snaps.kept(snaps.attrs.get("holdout_times", [])):  # held-out cells never reach training
+            bad = int((~np.isfinite(snaps.snapshot(k))).any(axis=1).sum())
+            if bad:
+                raise InputError(f"{bad} cells of time {snaps.t_values[k]:g} have a NaN or inf feature; drop them "
+                                 "(files: dataset.drop_nonfinite)")  # fmt: skip
+
+
+def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path) -> dict:
+    """``train``'s loop, checkpoints and summary."""
     torch.set_num_threads(cpu_threads(cfg.threads))
     keep_freed_memory()
     run = Run(snaps, cfg, path)

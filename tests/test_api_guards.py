@@ -1,0 +1,95 @@
+"""The library from a notebook: what a scientist hands it by mistake is refused with a clear error before any work,
+never trained on or answered silently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import amcore
+from amcore import Snapshots, TrainConfig, train
+from amcore.errors import InputError
+
+TINY = {"steps": 10, "width": 8, "depth": 1, "log_every": 5}
+
+
+def _cells(n: int = 40, times=(0.0, 1.0, 2.0), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.repeat(np.asarray(times), n)
+    return np.random.default_rng(seed).normal(size=(len(labels), 2)) + labels[:, None], labels
+
+
+def test_snapshots_refuse_shapes_labels_and_weights_that_do_not_fit():
+    x, t = _cells()
+    with pytest.raises(InputError, match=r"got x of shape \(120, 2\) and time of shape \(100,\)"):
+        Snapshots.from_labels(x, t[:100])  # rows were silently dropped
+    with pytest.raises(InputError, match=r"x must be \(cells, features\)"):
+        Snapshots.from_labels(x[:, 0], t)
+    with pytest.raises(InputError, match="time labels must be numbers.*time_map"):
+        Snapshots.from_labels(x, np.array([f"d{int(v)}" for v in t]))
+    with pytest.raises(InputError, match="1 labels are NaN or inf"):
+        Snapshots.from_labels(x, np.where(np.arange(120) == 7, np.nan, t))
+    with pytest.raises(InputError, match=r"weights must be one finite number >= 0 per cell \(120\)"):
+        Snapshots.from_labels(x, t, weights=np.ones(119))
+    # A column of labels (pandas' .values of one column) and a DataFrame of features are what they look like.
+    column = Snapshots.from_labels(pd.DataFrame(x, columns=["a", "b"]), t[:, None])
+    flat = Snapshots.from_labels(x, t)
+    np.testing.assert_array_equal(column.x, flat.x)
+    np.testing.assert_array_equal(column.t_values, [0.0, 1.0, 2.0])
+
+
+def test_training_refuses_non_finite_training_cells_but_never_reads_held_out_ones(tmp_path):
+    x, t = _cells()
+    broken = x.copy()
+    broken[45, 1] = np.nan  # a cell of time 1
+    with pytest.raises(InputError, match="1 cells of time 1 have a NaN or inf feature"):
+        train(Snapshots.from_labels(broken, t), TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert not list(tmp_path.iterdir())
+    held_out = Snapshots.from_labels(broken, t, {"holdout_times": [1.0]})
+    train(held_out, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert amcore.load(tmp_path / "m.pt").info["trained_times"] == [0.0, 2.0]
+
+
+def test_training_outputs_are_checked_before_the_first_step_and_threads_restored(tmp_path):
+    snaps = Snapshots.from_labels(*_cells())
+    with pytest.raises(InputError, match="the checkpoint and the loss CSV are the same file"):
+        train(snaps, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.pt")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError, match="is a folder: a checkpoint and a loss CSV are files"):
+        train(snaps, TrainConfig(**TINY), tmp_path / "folder", tmp_path / "m.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no .partial, no loss CSV
+    before = torch.get_num_threads()
+    train(snaps, TrainConfig(**TINY, threads=1), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert torch.get_num_threads() == before
+
+
+def test_text_settings_and_infinities_are_refused_when_the_config_is_built():
+    for setting, value in (("time_weight", "Linear"), ("laplacian", "Exact"), ("activation", "relu")):
+        with pytest.raises(InputError, match=f"{setting} must be one of"):
+            TrainConfig(**{setting: value})
+    with pytest.raises(InputError, match="lr must be a number > 0, got inf"):
+        TrainConfig(lr=float("inf"))
+    with pytest.raises(InputError, match="sigma must be a finite number, got nan"):
+        TrainConfig(objective="eam", sigma=float("nan"))
+    assert type(TrainConfig(seed=np.int64(3)).seed) is int  # torch's generators take Python integers only
+
+
+def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
+    snaps = Snapshots.from_labels(*_cells())
+    train(snaps, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
+    model, cells = amcore.load(tmp_path / "m.pt"), np.zeros((3, 2))
+    for steps in (-1, 0, 2.5):  # -1 returned the cells unmoved
+        with pytest.raises(ValueError, match="steps per interval must be a whole number >= 1"):
+            model.push(cells, 0.0, 2.0, steps=steps)
+    with pytest.raises(ValueError, match="times must be a list of at least one time"):
+        model.trajectories(cells, [])
+
+
+def test_features_on_scales_a_thousand_fold_apart_are_flagged(tmp_path, capsys):
+    x, t = _cells()
+    x[:, 1] *= 1e-4
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert "WARNING: the features' spreads range from" in capsys.readouterr().err
+    train(Snapshots.from_labels(*_cells()), TrainConfig(**TINY), tmp_path / "n.pt", tmp_path / "n.csv")
+    assert "spreads range" not in capsys.readouterr().err
