@@ -1,6 +1,7 @@
 # amcore: Action Matching on time-indexed snapshots. configfile, validate, includes and `rule all` live
 # here: Snakemake drops a default target set in an included file.
 import json
+import math
 import shlex
 
 from snakemake.utils import min_version, validate
@@ -17,10 +18,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 # observed time to predict it from. The times of the user's data are checked by `amcore prepare`.
 if config["dataset"]["source"] == "simulate":
     _times = sorted(float(t) for t in config["dataset"]["times"])
-    if config["dataset"].get("n_times"):  # as amcore.data.prepare.simulated_times
-        _n = config["dataset"]["n_times"]
-        _times = [_times[0] + (_times[-1] - _times[0]) * i / (_n - 1) for i in range(_n)]
-    _bad = [t for t in config["holdout_times"] if float(t) not in _times[1:-1]]
+    if config["dataset"].get("n_times"):  # as amcore.data.prepare.simulated_times: 12 digits of the span
+        _n, _span = config["dataset"]["n_times"], _times[-1] - _times[0]
+        _digits = 12 - math.floor(math.log10(_span)) if _span > 0 else 12
+        _times = [round(_times[0] + _span * i / (_n - 1), _digits) for i in range(_n)]
+    _bad = [t for t in config["holdout_times"] if not any(math.isclose(float(t), s) for s in _times[1:-1])]
     if _bad:
         raise ValueError(
             f"holdout_times: {_bad} are not interior observed times of dataset.times {_times}: a held-out time must "
@@ -29,6 +31,11 @@ if config["dataset"]["source"] == "simulate":
 
 if config.get("data"):
     config["dataset"]["path"] = config["data"]  # `--config data=PATH` runs the same protocol on other data
+if config["dataset"]["source"] == "simulate" and config["dataset"].get("path"):
+    raise ValueError(
+        f"dataset.path (or data) {config['dataset']['path']!r} is read only from a file source: the source is "
+        "'simulate'; set dataset.source to the file's format (npz, h5ad, csv, ...)"
+    )
 
 RESULTS = config["results_dir"]
 OUT = f"{RESULTS}/{config['experiment']}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 
 import pytest
@@ -71,8 +72,9 @@ def test_a_setting_of_the_wrong_type_or_outside_its_domain_is_refused(settings, 
 
 def test_floats_accept_integers_and_the_schema_s_edges():
     """The schema's domains, not stricter ones: its edges pass, and just beyond them is refused."""
-    TrainConfig(lr=1, lr_final=0, ema_decay=1, tension=0, grad_clip=1, divergence_factor=0, streams=0, seed=-1)
-    TrainConfig(batch_size=2, time_frequencies=0, torchcfm_sigma=0, time_periods=(90.478,), entropic_reg=None)
+    TrainConfig(lr=1, lr_final=0, ema_decay=1, grad_clip=1, divergence_factor=0, streams=0, seed=-1)
+    TrainConfig(interpolation="spline", tension=0, batch_size=2, time_frequencies=0, time_periods=(90.478,))
+    TrainConfig(objective="fm", implementation="torchcfm", torchcfm_sigma=0, entropic_reg=None)
     with pytest.raises(InputError, match="lr_final must be a number >= 0, got -1e-05"):
         TrainConfig(lr_final=-1e-5)
 
@@ -107,3 +109,16 @@ def test_a_damaged_partial_checkpoint_is_named_and_kept(tmp_path, kept):
     assert "truncated or damaged" in message and "delete it to start the training over" in message
     assert partial.read_bytes() == blob[: int(len(blob) * kept)], "the user decides whether to delete it"
     assert not (tmp_path / "b.pt").exists()
+
+
+def test_a_setting_the_chosen_model_never_reads_is_refused():
+    """growth without uam (a user who meant uam would train balanced AM in silence), a tension without splines, a
+    TorchCFM sigma for amcore's own Flow Matching."""
+    for settings, message in (
+        ({"growth": 5.0}, "growth (got 5.0) is read only with objective 'uam'"),
+        ({"tension": 0.3}, "tension (got 0.3) is read only with interpolation 'spline'"),
+        ({"objective": "fm", "torchcfm_sigma": 0.5}, "torchcfm_sigma (got 0.5) is read only with implementation"),
+    ):
+        with pytest.raises(InputError, match=re.escape(message)):
+            TrainConfig(**settings)
+    TrainConfig(objective="uam", growth=5.0)

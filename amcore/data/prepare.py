@@ -63,7 +63,11 @@ def simulated_times(spec: dict) -> list[float]:
     """The simulate source's observed times: ``times``, or ``n_times`` evenly spaced from its first to its last."""
     times = [float(t) for t in spec["times"]]
     if spec.get("n_times"):
-        times = np.linspace(min(times), max(times), int(spec["n_times"])).tolist()
+        lo, hi = min(times), max(times)
+        # 12 significant digits of the span: 0.3, not linspace's 0.30000000000000004, so the time a config names
+        # is the time simulated (the Snakefile rounds its check the same way)
+        digits = 12 - int(np.floor(np.log10(hi - lo))) if hi > lo else 12
+        times = [round(float(t), digits) for t in np.linspace(lo, hi, int(spec["n_times"]))]
     return times
 
 

@@ -117,7 +117,7 @@ def _check_domains(cfg: TrainConfig) -> None:
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-    for name in ("sigma", "sigma_final", "growth", "pathwise", "validation"):  # ranges checked in __post_init__
+    for name in ("sigma", "sigma_final", "pathwise", "validation"):  # ranges checked in __post_init__
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value!r}")
@@ -206,6 +206,18 @@ class TrainConfig:
                 f"objective {self.objective!r} has none and would silently ignore them: remove them, or use "
                 "objective 'eam'"
             )
+        # Settings that the chosen objective, path or implementation never reads: refused like sigma above, so a
+        # growth meant for uam never trains balanced AM in silence.
+        unused = [
+            ("growth", self.growth != 1.0 and self.objective != "uam", "objective 'uam'"),
+            ("tension", self.tension != "auto" and self.interpolation != "spline", "interpolation 'spline'"),
+            ("torchcfm_sigma", self.torchcfm_sigma != 0.1 and self.implementation != "torchcfm",
+             "implementation 'torchcfm'"),
+        ]  # fmt: skip
+        for name, ignored, needs in unused:
+            if ignored:
+                raise InputError(f"{name} (got {getattr(self, name)!r}) is read only with {needs}: remove it, or set "
+                                 f"{needs.split()[0]} as meant")  # fmt: skip
         if self.units not in ("standard", "data"):
             raise ValueError(f"units must be 'standard' or 'data', got {self.units!r}")
         if self.warmup_steps < 0 or (self.grad_clip is not None and not self.grad_clip > 0):

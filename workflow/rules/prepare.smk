@@ -1,5 +1,8 @@
 rule prepare:
     """Simulate or read the dataset, preprocess it (fitted without the held-out time), write the zarr store."""
+    input:
+        # the user's file (or folder): a changed file reruns prepare and everything after it, never a stale store
+        data=[] if config["dataset"]["source"] == "simulate" else [config["dataset"]["path"]],
     output:
         store=directory(f"{SPLIT}/data/store.zarr"),
         summary=f"{SPLIT}/data/summary.json",

@@ -1,0 +1,43 @@
+"""What the pipeline reads decides what it reruns: a data file changed in place reruns prepare (never a stale store
+reported as the new data's); a config that names a file for the simulator, or a simulated time by the number a
+user would type, means what it says."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from conftest import snakemake
+
+
+def _npz(path, shift: float) -> None:
+    labels = np.repeat([0.0, 1.0, 2.0], 30)
+    x = np.random.default_rng(0).normal(size=(90, 2)) + shift * labels[:, None]
+    np.savez(path, X=x, t=labels)
+
+
+def test_a_data_file_changed_in_place_reruns_prepare(tmp_path, tiny_config):
+    _npz(tmp_path / "cells.npz", 1.0)
+    config = {**tiny_config, "dataset": {"source": "npz", "path": "cells.npz"}}
+    done = snakemake(tmp_path, config, "--until", "prepare")
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = snakemake(tmp_path, config, "-n", "--until", "prepare")
+    assert again.returncode == 0 and "rule prepare" not in again.stdout + again.stderr
+    time.sleep(1.1)  # file systems with one-second mtimes
+    _npz(tmp_path / "cells.npz", 3.0)
+    os.utime(tmp_path / "cells.npz")
+    plan = snakemake(tmp_path, config, "-n", "--until", "prepare")
+    assert plan.returncode == 0 and "rule prepare" in plan.stdout + plan.stderr
+
+
+def test_a_path_with_the_simulator_and_a_typed_simulated_time(tmp_path, tiny_config):
+    config = {**tiny_config, "data": "cells.npz"}  # the default source simulates: the file would be ignored
+    refused = snakemake(tmp_path / "a", config, "-n")
+    assert refused.returncode != 0 and "is read only from a file source" in refused.stdout + refused.stderr
+    # n_times 11 from 0 to 1: the time 0.3 a user types is the time simulated (linspace gives 0.30000000000000004)
+    dataset = {**tiny_config["dataset"], "times": [0.0, 1.0], "n_times": 11, "n_per_time": 20}
+    config = {**tiny_config, "dataset": dataset, "holdout_times": [0.3]}
+    done = snakemake(tmp_path / "b", config, "--until", "prepare")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "b" / "results" / "tiny" / "holdout-0.3" / "data" / "store.zarr").is_dir()
