@@ -4,6 +4,7 @@ import json
 import math
 import shlex
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -12,7 +13,17 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+try:
+    validate(config, "workflow/schemas/config.schema.yaml")
+except WorkflowError as err:  # the first line and where, not the 2,000-line schema dump that follows them
+    _lines = str(err).splitlines()
+    _what = next((line for line in _lines if line.startswith("ValidationError")), _lines[0])
+    _where = next((line.rstrip(":") for line in _lines if line.startswith("On instance")), "On instance")
+    _where = _where.removeprefix("On instance") or "top level"
+    raise WorkflowError(
+        f"the config does not fit workflow/schemas/config.schema.yaml: {_where}: "
+        f"{_what.removeprefix('ValidationError: ')} (docs/configuration.md lists every key)"
+    ) from None
 
 # Held-out times are checked against the simulated times before any job: an end time has no previous (or next)
 # observed time to predict it from. The times of the user's data are checked by `amcore prepare`.

@@ -41,3 +41,13 @@ def test_a_path_with_the_simulator_and_a_typed_simulated_time(tmp_path, tiny_con
     done = snakemake(tmp_path / "b", config, "--until", "prepare")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "b" / "results" / "tiny" / "holdout-0.3" / "data" / "store.zarr").is_dir()
+
+
+def test_a_config_typo_is_named_in_one_line_not_a_schema_dump(tmp_path, tiny_config):
+    config = {**tiny_config, "dataset": {**tiny_config["dataset"], "x_kye": "X"}}
+    result = snakemake(tmp_path, config, "-n")
+    said = result.stdout + result.stderr
+    assert (
+        result.returncode != 0 and "['dataset']: Additional properties are not allowed ('x_kye' was unexpected)" in said
+    )
+    assert len(said.splitlines()) < 40  # was 2,400 lines of schema
