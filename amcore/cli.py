@@ -169,10 +169,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     params = {"baseline": args.name, "holdout": args.holdout, "max_size": max_size}
     with StageRun("baseline", args.tags, params) as run:
         snaps = read_store(args.store)
-        held_out = snaps.attrs.get("holdout_times", [])
-        if held_out and not np.isclose(held_out, args.holdout).any():
-            raise InputError(f"{args.store}: --holdout {args.holdout:g} is not this store's held-out time {held_out}: "
-                             "its cells were trained on")  # fmt: skip
+        _check_held_out(snaps, args.store, args.holdout, f"--holdout {args.holdout:g}", "its cells were trained on")
         prev, _, _ = holdout.bracket(snaps, args.holdout)
         x, weight = holdout.baseline(args.name, snaps, args.holdout, max_size)
         holdout.write_prediction(args.out, x, weight, args.holdout, float(snaps.t_values[prev]))
@@ -193,10 +190,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         snaps = read_store(args.store)
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
-            store_held_out = snaps.attrs.get("holdout_times", [])
-            if not np.isclose(store_held_out, held_out).any():
-                raise InputError(f"{entry['path']}: a prediction at t = {held_out:g}, but {args.store} holds out "
-                                 f"{store_held_out or 'no time'}: a prediction of another split")  # fmt: skip
+            where = f"{entry['path']}: a prediction at t = {held_out:g}"
+            _check_held_out(snaps, args.store, held_out, where, "a prediction of another split")
             if x.shape[1] != snaps.dim:
                 raise InputError(f"{entry['path']}: {x.shape[1]} features, but {args.store} has {snaps.dim}: a "
                                  "prediction of another dataset")  # fmt: skip
@@ -222,6 +217,13 @@ def cmd_score(args: argparse.Namespace) -> None:
             print(f"amcore score {who}: {summary}", file=sys.stderr)
         _write_json(args.out, {"results": results})
         run.log_artifact(args.out)
+
+
+def _check_held_out(snaps, store: str, time: float, what: str, why: str) -> None:
+    """``time`` must be the store's held-out time: anything else was trained on (or belongs to another split)."""
+    held_out = snaps.attrs.get("holdout_times", [])
+    if not np.isclose(held_out, time).any():
+        raise InputError(f"{what}, but {store} holds out {held_out or 'no time'}: {why}")
 
 
 def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None:
@@ -272,16 +274,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise InputError(f"{args.loss_csv}: expected amcore train's loss CSV (columns step, loss), got "
                              f"{list(loss.columns)}")  # fmt: skip
         snaps = read_store(args.store)
-        held_out = snaps.attrs.get("holdout_times", [])
-        if args.holdout != "none" and not np.isclose(held_out, float(args.holdout)).any():
-            raise InputError(f"--holdout {args.holdout}: {args.store} holds out {held_out or 'no time'} (the label "
-                             "goes into the table)")  # fmt: skip
+        if args.holdout != "none":
+            label = f"--holdout {args.holdout}"
+            _check_held_out(snaps, args.store, float(args.holdout), label, "a label for the table")
         traj = read_trajectories(args.trajectories, load=False)  # read a time (or a block of steps) at a time
         observed = np.flatnonzero(traj["observed"].values)
         pushed_to = traj["time"].values[observed]
         if len(pushed_to) != len(snaps.t_values) or not np.allclose(pushed_to, snaps.t_values):
-            raise InputError(f"{args.trajectories}: pushed to the times {list(pushed_to)}, but {args.store} observes "
-                             f"{list(snaps.t_values)}: trajectories of another store")  # fmt: skip
+            raise InputError(f"{args.trajectories}: pushed to the times {pushed_to.tolist()}, but {args.store} "
+                             f"observes {snaps.t_values.tolist()}: trajectories of another store")  # fmt: skip
         predicted = traj["x"][observed]
         weights = traj["weight"][observed] if "weight" in traj else None
         snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames

@@ -116,10 +116,11 @@ def test_trajectories_of_another_store_and_a_trained_time_are_not_scored(work, c
                    "--checkpoint", str(work / "model.pt"), "--trajectories", str(work / "other-traj.zarr"),
                    "--loss-csv", str(work / "loss.csv"), "--params", json.dumps(PARAMS),
                    "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots"))  # fmt: skip
-    assert "--holdout 7: " in said and "holds out no time" in said
+    assert "--holdout 7, but" in said and "holds out no time" in said
     said = refused(capsys, "baseline", "--store", str(work / "store.zarr"), "--holdout", "2", "--name", "copy_prev",
                    "--out", str(tmp_path / "p.zarr"))  # fmt: skip
-    assert "not this store's held-out time [1.0]" in said and not (tmp_path / "p.zarr").exists()
+    assert "--holdout 2, but" in said and "holds out [1.0]: its cells were trained on" in said
+    assert not (tmp_path / "p.zarr").exists()
     from amcore.evaluation.holdout import write_prediction
 
     write_prediction(tmp_path / "p2.zarr", np.zeros((5, 2)), np.ones(5), 2.0, 0.0)  # held out 2: another split
