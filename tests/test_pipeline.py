@@ -174,7 +174,11 @@ def test_tiny_pipeline_against_a_real_mlflow_server(tmp_path, tiny_config, mlflo
             marks=pytest.mark.slow,
         ),  # fmt: skip
         pytest.param(
-            "growing_gaussian", {"objective": "uam", "growth": 0.5}, "growth_rel_error", marks=pytest.mark.slow
+            # units: data, as config/growth_uam.yaml: the simulator's growth rate is growth * s in its own units
+            "growing_gaussian",
+            {"objective": "uam", "growth": 0.5, "units": "data"},
+            "growth_rel_error",
+            marks=pytest.mark.slow,
         ),
     ],
 )
