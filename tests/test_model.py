@@ -45,6 +45,8 @@ def test_times_it_was_not_trained_on_are_refused_or_flagged(tmp_path):
         model.velocity(x, np.zeros(2))
     with pytest.raises(ValueError, match="t must be finite"):
         model.potential(x, float("nan"))
+    with pytest.raises(ValueError, match="t must be a number or one number per cell, got <U2"):
+        model.velocity(x, "d1")
     with pytest.raises(ValueError, match="t must be finite"):
         model.trajectories(x, [0.0, np.inf])
     # Outside [0, 1] the network extrapolates: a warning that names the caller's line and the trained range.

@@ -110,7 +110,11 @@ class TrainedModel:
         xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
-        tt = torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t, dtype=torch.float32)
+        if not isinstance(t, torch.Tensor):
+            t = np.asarray(t)
+            if not np.issubdtype(t.dtype, np.number):
+                raise ValueError(f"t must be a number or one number per cell, got {t.dtype} ({t.flat[0]!r})")
+        tt = torch.as_tensor(t, dtype=torch.float32)
         if tt.ndim != 0 and tuple(tt.shape) != (len(xt),):
             raise ValueError(f"t must be one time or one per cell ({len(xt)}), got shape {tuple(tt.shape)}")
         if check_times:
@@ -292,7 +296,7 @@ class TrainedModel:
         traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last)
         if not with_weights:
             return traj.x.values
-        return traj.x.values, np.ones(n) if traj.weight is None else traj.weight.values
+        return traj.x.values, np.ones(n) if traj.weight is None else traj.weight.values.astype(np.float64)
 
 
 class _LastStep:
