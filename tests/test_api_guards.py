@@ -93,3 +93,13 @@ def test_features_on_scales_a_thousand_fold_apart_are_flagged(tmp_path, capsys):
     assert "WARNING: the features' spreads range from" in capsys.readouterr().err
     train(Snapshots.from_labels(*_cells()), TrainConfig(**TINY), tmp_path / "n.pt", tmp_path / "n.csv")
     assert "spreads range" not in capsys.readouterr().err
+
+
+def test_snapshots_built_by_hand_must_hold_together():
+    """Blocks that miss rows would train on a subset in silence; times out of order would be read as other times."""
+    x = np.zeros((10, 2), np.float32)
+    with pytest.raises(InputError, match=r"offsets must run from 0 to the 10 rows of x, one block per time \(2\)"):
+        Snapshots(x, np.array([0.0, 1.0]), np.array([0, 4, 8]))
+    with pytest.raises(InputError, match="t_values must be strictly increasing"):
+        Snapshots(x, np.array([1.0, 0.0]), np.array([0, 5, 10]))
+    assert Snapshots(x, np.array([0.0, 1.0]), np.array([0, 5, 10])).counts().tolist() == [5, 5]

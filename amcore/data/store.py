@@ -58,6 +58,17 @@ class Snapshots:
     weights: np.ndarray | None = None
     obs_index: np.ndarray | None = None  # each row's row number in the input (what prepare read), when known
 
+    def __post_init__(self) -> None:
+        """The layout must hold together (no data is read): times strictly increasing, one block of rows each,
+        the blocks covering ``x`` exactly; a gap would train on a subset of the cells in silence."""
+        t, offsets = np.asarray(self.t_values), np.asarray(self.offsets)
+        if t.ndim != 1 or (len(t) > 1 and not (np.diff(t) > 0).all()):
+            raise InputError(f"t_values must be strictly increasing times, got {t.tolist()[:10]}")
+        n = self.x.shape[0]
+        if offsets.shape != (len(t) + 1,) or offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
+            raise InputError(f"offsets must run from 0 to the {n} rows of x, one block per time ({len(t)}), got "
+                             f"{offsets.tolist()[:10]}")  # fmt: skip
+
     @classmethod
     def from_labels(
         cls, x: np.ndarray, time: np.ndarray, attrs: dict | None = None, weights: np.ndarray | None = None
