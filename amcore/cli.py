@@ -133,7 +133,7 @@ def cmd_integrate(args: argparse.Namespace) -> None:
             raise ValueError(f"{args.store}: one held-out time per store (the pipeline's splits), got {held_out_times}")
         trained = model.info.get("trained_times")  # None for checkpoints from before it was recorded
         for held_out in held_out_times:
-            if trained is not None and np.isclose(trained, held_out).any():
+            if trained is not None and _same_time(trained, held_out):
                 raise InputError(f"{args.checkpoint} was trained on t = {held_out:g}, which {args.store} holds out: "
                                  "its prediction there has seen the answer; train the model on this store")  # fmt: skip
             prev, _, _ = holdout.bracket(snaps, held_out)
@@ -206,10 +206,8 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
-            if scores.get("effective_size", 1.0) < 1.0:  # weights that differ, on a prediction that did not fail
-                _warn_few_effective(
-                    f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", scores["effective_size"]
-                )
+            share = scores.get("effective_size", 1.0)  # weighted particles only; NaN where the prediction failed
+            _warn_few_effective(f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", share)
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -219,10 +217,18 @@ def cmd_score(args: argparse.Namespace) -> None:
         run.log_artifact(args.out)
 
 
+def _same_time(values, time, every: bool = False) -> bool:
+    """Whether ``time`` is among ``values`` (``every``: the two lists are the same times), to float rounding and no
+    more: times nanoseconds apart, in seconds, are different times (numpy's default tolerance of 1e-8 would merge
+    them)."""
+    close = np.isclose(np.asarray(values, dtype=np.float64), time, rtol=1e-9, atol=0.0)
+    return bool(close.all() if every else close.any())
+
+
 def _check_held_out(snaps, store: str, time: float, what: str, why: str) -> None:
     """``time`` must be the store's held-out time: anything else was trained on (or belongs to another split)."""
     held_out = snaps.attrs.get("holdout_times", [])
-    if not np.isclose(held_out, time).any():
+    if not _same_time(held_out, time):
         raise InputError(f"{what}, but {store} holds out {held_out or 'no time'}: {why}")
 
 
@@ -280,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         traj = read_trajectories(args.trajectories, load=False)  # read a time (or a block of steps) at a time
         observed = np.flatnonzero(traj["observed"].values)
         pushed_to = traj["time"].values[observed]
-        if len(pushed_to) != len(snaps.t_values) or not np.allclose(pushed_to, snaps.t_values):
+        if len(pushed_to) != len(snaps.t_values) or not _same_time(pushed_to, snaps.t_values, every=True):
             raise InputError(f"{args.trajectories}: pushed to the times {pushed_to.tolist()}, but {args.store} "
                              f"observes {snaps.t_values.tolist()}: trajectories of another store")  # fmt: skip
         predicted = traj["x"][observed]
@@ -598,7 +604,9 @@ def _check_params(args: argparse.Namespace) -> None:
     import difflib
 
     known = PARAM_KEYS.get(args.command)
-    for key in set(getattr(args, "params", {}) or {}) - (known or set()) if known else ():
+    if known is None:
+        return
+    for key in sorted(set(args.params) - known):
         close = difflib.get_close_matches(key, sorted(known), 1)
         hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"
         raise InputError(f"--params: unknown {args.command} setting {key!r}{hint}")
@@ -654,10 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         said = f"missing key {what!r}" if isinstance(what, str) and " " not in what else str(what)
         print(f"amcore {args.command}: error: {said}", file=sys.stderr)
         return 2
-    except (InputError, FileNotFoundError, ValueError) as err:
-        print(f"amcore {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # an output folder that cannot be written, a path under a file, a full disk
+    except (InputError, ValueError, OSError) as err:  # OSError: a missing file, an unwritable folder, a full disk
         print(f"amcore {args.command}: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

@@ -174,3 +174,19 @@ def test_a_dataset_key_with_a_typo_is_refused_and_the_keys_match_the_schema(caps
     assert "dataset: unknown key 'x_kye' (did you mean 'x_key'?)" in said and not (tmp_path / "s.zarr").exists()
     said = refused(capsys, "prepare", "--dataset", json.dumps({"path": str(tmp_path / "d.npz")}), *out)
     assert "dataset: no source" in said
+
+
+def test_times_a_nanosecond_apart_are_different_times(capsys, tmp_path):
+    """Times in seconds, 1e-9 apart: the model trained without the held-out time predicts it (numpy's default
+    tolerance, 1e-8 absolute, read 0 and 2e-9 as the held-out 1e-9 and refused the push as a leak)."""
+    from amcore.data.store import read_store
+
+    labels = np.repeat([0.0, 1e-9, 2e-9], 40)
+    x = np.random.default_rng(2).normal(size=(120, 2)) + 1e9 * labels[:, None]
+    snaps = Snapshots.from_labels(x.astype(np.float32), labels, {"holdout_times": [1e-9]})
+    write_store(tmp_path / "ns.zarr", snaps)
+    train(read_store(tmp_path / "ns.zarr"), TrainConfig(steps=10, width=8, depth=1, log_every=5),
+          tmp_path / "m.pt", tmp_path / "m.csv")  # fmt: skip
+    args = ["integrate", "--store", str(tmp_path / "ns.zarr"), "--checkpoint", str(tmp_path / "m.pt")]
+    assert main([*args, "--params", '{"steps_per_interval": 2}', "--out", str(tmp_path / "t.zarr")]) == 0
+    assert "error" not in capsys.readouterr().err

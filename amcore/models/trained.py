@@ -235,14 +235,11 @@ class TrainedModel:
         times = np.asarray(times, dtype=np.float64)
         if times.ndim != 1 or len(times) < 1:
             raise ValueError(f"times must be a list of at least one time (the first is x0's), got shape {times.shape}")
-        if (
-            not isinstance(steps_per_interval, (int, np.integer))
-            or isinstance(steps_per_interval, bool)
-            or (steps_per_interval < 1)
-        ):
-            raise ValueError(f"steps per interval must be a whole number >= 1, got {steps_per_interval!r}")
+        per_interval = steps_per_interval
+        if isinstance(per_interval, bool) or not isinstance(per_interval, (int, np.integer)) or per_interval < 1:
+            raise ValueError(f"steps per interval must be a whole number >= 1, got {per_interval!r}")
         self._check_times(times)
-        grid, _ = integrate.time_grid(np.asarray(times, dtype=np.float64), steps_per_interval)
+        grid, _ = integrate.time_grid(times, per_interval)
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
         if len(x0.shape) != 2 or x0.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(x0.shape)}")
