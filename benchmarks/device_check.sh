@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU check of the training stage in one run: about 6 minutes on one H200, so it fits the device tool's
-# 15 minutes a session with room for a rerun. Logs and JSON go to $OUT (the device tool's) or ./device-check.
+# Every GPU check of the training stage in one run: about 5 minutes on one H200 (its parts took 3 and 3.5 minutes
+# there on 2026-12-04), so it fits the device tool's 15 minutes a session with room for a rerun. Logs and JSON go
+# to $OUT (the device tool's) or ./device-check; docs/training.md holds the figures of the last run.
 #
-#   1. benchmarks/device_check.py: correctness and precision (fp32, TF32, bf16, compiled, DDP over NCCL)
-#   2. benchmarks/train_throughput.py on the GPU: float32 and TF32 at batch 1024, float32 at batch 16384
-#   3. the training stage as the pipeline runs it: `amcore prepare`, then `torchrun ... amcore train` on the GPU
+#   1. benchmarks/device_check.py: correctness and precision (fp32, TF32, bf16, compiled training with CUDA
+#      graphs, host waits within a step, DDP over NCCL)
+#   2. benchmarks/gpu_step_profile.py: kernel launches, host and GPU time of the eager step
+#   3. benchmarks/train_throughput.py on the GPU: float32 and TF32 at batch 1024, float32 at batch 16384, compiled
+#   4. the training stage as the pipeline runs it: `amcore prepare`, then `torchrun ... amcore train` on the GPU,
+#      eager and with `compile: true`
 #
 # The device image has torch, numpy, scipy, pandas and xarray, but not zarr, dask or POT, and no package index.
 # On a machine with PyPI, `bash benchmarks/device_check.sh --fetch-wheels` puts them into .whl (ignored by git);
@@ -43,20 +47,26 @@ check() {  # check NAME LOG COMMAND...: run COMMAND, append its output to $out/L
 }
 
 check "correctness and precision" precision.log python3 benchmarks/device_check.py --json "$out/precision.json"
+check "profile of the eager step" profile.log python3 benchmarks/gpu_step_profile.py
 check "throughput, float32" throughput.log python3 benchmarks/train_throughput.py --device cuda --steps 20
 check "throughput, TF32" throughput.log python3 benchmarks/train_throughput.py --device cuda --steps 20 --tf32
 check "throughput, batch 16384" throughput.log \
     python3 benchmarks/train_throughput.py --device cuda --steps 20 --batch 16384
+check "throughput, compiled (CUDA graphs)" throughput.log \
+    python3 benchmarks/train_throughput.py --device cuda --steps 20 --compile
 
 work=$(mktemp -d)
 check "prepare (CLI)" train.log python3 -m amcore prepare --out "$work/store.zarr" --summary "$work/summary.json" \
     --dataset '{"source": "simulate", "simulator": "gaussian_path", "params": {"dim": 2},
                 "times": [0.0, 0.25, 0.5, 0.75, 1.0], "n_per_time": 2000, "seed": 0}'
-check "train (torchrun, one process on the GPU)" train.log \
-    torchrun --standalone --nproc_per_node=1 -m amcore train --store "$work/store.zarr" \
-    --params '{"objective": "am", "steps": 2000, "batch_size": 4096, "width": 256, "depth": 4, "log_every": 500}' \
-    --checkpoint "$work/model.pt" --loss-csv "$work/loss.csv"
-cp "$work/loss.csv" "$out/train_loss.csv" 2>/dev/null
+for compile in false true; do
+    check "train (torchrun, one process on the GPU, compile: $compile)" train.log \
+        torchrun --standalone --nproc_per_node=1 -m amcore train --store "$work/store.zarr" \
+        --params "{\"objective\": \"am\", \"steps\": 2000, \"batch_size\": 4096, \"width\": 256, \"depth\": 4,
+                   \"log_every\": 500, \"compile\": $compile}" \
+        --checkpoint "$work/model-$compile.pt" --loss-csv "$work/loss-$compile.csv"
+    cp "$work/loss-$compile.csv" "$out/train_loss_compile_$compile.csv" 2>/dev/null
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'device_check: FAILED: %s\n' "${failed[@]}"

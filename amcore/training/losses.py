@@ -65,9 +65,12 @@ def draw_action_inputs(
     x_first, x_last = path.sample_endpoints(batch, gen)
     w, dw = spec.weight(u, path.duration)
     ones = torch.ones((), device=dev)
-    mass, m1 = (path.mass(t), path.mass(torch.tensor([path.t1], device=dev))[0]) if spec.kind == "uam" else (ones, ones)
+    # Constants are filled on the device (torch.full, arange), never copied from the host: a copy from host memory
+    # makes the host wait for the GPU in every step (device_check's step_sync).
+    t_last = torch.full((1,), path.t1, device=dev)
+    mass, m1 = (path.mass(t), path.mass(t_last)[0]) if spec.kind == "uam" else (ones, ones)
     mass_rate = path.log_mass_rate(t) if spec.kind == "uam" and spec.pathwise else torch.zeros((), device=dev)
-    (w0, w1), _ = spec.weight(torch.tensor([0.0, 1.0], device=dev), path.duration)
+    (w0, w1), _ = spec.weight(torch.arange(2, device=dev, dtype=t.dtype), path.duration)
     x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
     if spec.pathwise == 1:  # the boundary form has no weight: its points are drawn (same random numbers), not used

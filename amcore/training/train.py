@@ -659,6 +659,7 @@ class Run:
             self.path.seek(step)
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: a compiled loss's CUDA graphs may reuse memory
         with autocast(self.cluster.device, cfg.bf16):
             parts = [self.loss(gen) for gen in self.gens]
         loss = torch.stack(parts).mean()
