@@ -134,7 +134,7 @@ class _ActionTerms(torch.autograd.Function):
 
     Interior and boundary rows stay separate matrices: stacked into one, the 3000-row products ran 7-18 % slower
     per row (a layer's activations no longer fit in cache). A CUDA bf16 autocast region is switched off inside:
-    the in-place accumulations need one dtype, and bf16 is unvalidated for AM anyway.
+    the in-place accumulations need one dtype, and bf16 would only add rounding to a host-bound step.
     """
 
     @staticmethod
