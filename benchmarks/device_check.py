@@ -208,21 +208,34 @@ def main() -> None:
             print(f"{kind:9} {name:10} {err['loss']:>9.1e} {err['grad']:>9.1e} {err['grad'] / noise:>7.3f}")
         print(f"{kind:9} {'compiled':10} {'':>9} {results['compiled']['grad_vs_eager']:>9.1e} (vs eager float32)")
         print(f"{kind:9} minibatch gradient noise (float64, {NOISE_BATCHES} batches): {noise:.3f}")
-        results["compiled_training"] = trained = compiled_training(model, path_gpu, spec, gpu)
-        print(
-            f"{kind:9} compiled training, 30 steps: weight change {trained['relative_difference']:.1e} from eager's;"
-            f" {trained['ms_compiled']:.2f} ms a step against {trained['ms_eager']:.2f} eager"
-        )
-        results["step_sync"] = step_sync(model, path_gpu, spec, gpu)
-        print(f"{kind:9} host waits for the GPU within a training step: {results['step_sync']}")
+        if trained := attempt(results, "compiled_training", compiled_training, model, path_gpu, spec, gpu):
+            change, fast, slow = trained["relative_difference"], trained["ms_compiled"], trained["ms_eager"]
+            print(f"{kind:9} compiled training, 30 steps: weight change {change:.1e} from eager's; "
+                  f"{fast:.2f} ms a step against {slow:.2f} eager")  # fmt: skip
+        if waits := attempt(results, "step_sync", step_sync, model, path_gpu, spec, gpu):
+            print(f"{kind:9} host waits for the GPU within a training step: {waits}")
         if kind == "am":
-            results["ddp_max_param_diff"] = ddp_difference(model, path_gpu, spec, gpu)
-            print(f"{kind:9} ddp          largest parameter difference after 20 steps: "
-                  f"{results['ddp_max_param_diff']:.1e}")  # fmt: skip
+            diff = attempt(results, "ddp_max_param_diff", ddp_difference, model, path_gpu, spec, gpu)
+            if diff is not None:
+                print(f"{kind:9} ddp          largest parameter difference after 20 steps: {diff:.1e}")
         report[kind] = results
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
+    if failed := [f"{kind}.{name}" for kind, results in report.items() for name in results.get("errors", {})]:
+        raise SystemExit(f"device_check: failed: {', '.join(failed)}")
+
+
+def attempt(results: dict, name: str, check, *args):
+    """``check(*args)`` into ``results[name]``; an exception is recorded under ``results["errors"]`` and printed, and
+    the remaining checks still run (a device lease is too short to lose them to one failure)."""
+    try:
+        results[name] = check(*args)
+    except Exception as err:  # any failure of one check is reported, not raised
+        results.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+        print(f"device_check: {name} failed: {results['errors'][name]}")
+        return None
+    return results[name]
 
 
 if __name__ == "__main__":
