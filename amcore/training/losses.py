@@ -67,8 +67,10 @@ def draw_action_inputs(
     ones = torch.ones((), device=dev)
     # Constants are filled on the device (torch.full, arange), never copied from the host: a copy from host memory
     # makes the host wait for the GPU in every step (device_check's step_sync).
-    t_last = torch.full((1,), path.t1, device=dev)
-    mass, m1 = (path.mass(t), path.mass(t_last)[0]) if spec.kind == "uam" else (ones, ones)
+    if spec.kind == "uam":
+        mass, m1 = path.mass(t), path.mass(torch.full((1,), path.t1, device=dev))[0]
+    else:
+        mass, m1 = ones, ones
     mass_rate = path.log_mass_rate(t) if spec.kind == "uam" and spec.pathwise else torch.zeros((), device=dev)
     (w0, w1), _ = spec.weight(torch.arange(2, device=dev, dtype=t.dtype), path.duration)
     x_ends = torch.cat([x_first, x_last])
