@@ -306,11 +306,20 @@ def energy_distance(
 
 
 def _median_sq_distance(pooled: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """The median pairwise squared distance, among at most ``MEDIAN_SAMPLE`` seeded points of the pooled cloud."""
+    """The median pairwise squared distance, among at most ``MEDIAN_SAMPLE`` seeded points of the pooled cloud.
+
+    No absolute floor: the bandwidth must scale with the data (a floor of 1e-12 made MMD vanish for data in units
+    of 1e-8). When most pairs coincide (duplicated cells) the mean squared distance sets the scale; any does when
+    all points are one."""
     if len(pooled) > MEDIAN_SAMPLE:
         pooled = pooled[torch.as_tensor(rng.choice(len(pooled), MEDIAN_SAMPLE, replace=False))]
     d2 = torch.cdist(pooled, pooled).pow_(2)
-    return d2[torch.triu_indices(len(pooled), len(pooled), 1).unbind()].median().clamp_min(1e-12)
+    pairs = d2[torch.triu_indices(len(pooled), len(pooled), 1).unbind()]
+    median = pairs.median()
+    if median > 0:
+        return median
+    mean = pairs.mean()
+    return mean if mean > 0 else torch.ones((), dtype=pairs.dtype)
 
 
 def _rbf_mean(rates: list[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

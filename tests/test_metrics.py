@@ -304,3 +304,17 @@ def test_memory_of_every_distance_on_200k_points_is_bounded_by_the_block_size():
     measured = json.loads(run.stdout.strip().splitlines()[-1])
     assert all(np.isfinite(measured["scores"][name]) for name in DISTANCES)
     assert measured["extra_mib"] < 24 * BLOCK_ELEMENTS * 8 / 2**20, measured
+
+
+def test_mmd_does_not_depend_on_the_data_units():
+    """MMD's bandwidth is the pooled median distance, so rescaling both clouds leaves it unchanged; an absolute
+    floor on that median made it vanish for data in units of 1e-8 (0.0016 against 0.42). Duplicated cells (a
+    median of 0) take the mean distance instead of a degenerate bandwidth."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((300, 3)), rng.standard_normal((300, 3)) + 1.0
+    reference = mmd_rbf(a, b)
+    assert reference > 0.1
+    for scale in (1e-8, 1e-4, 1e6):
+        assert mmd_rbf(a * scale, b * scale) == pytest.approx(reference, rel=1e-6)  # float64 rounding only
+    repeated = np.repeat(a[:1], 290, axis=0)
+    assert mmd_rbf(np.vstack([repeated, a[:10]]), b) > 0.1  # most pairs coincide: still a usable bandwidth

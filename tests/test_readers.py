@@ -18,7 +18,7 @@ import xarray as xr
 from conftest import cli_env
 
 from amcore.data.prepare import build_snapshots
-from amcore.data.store import Snapshots, read_store, write_store
+from amcore.data.store import Snapshots, check_time_resolution, read_store, write_store
 from amcore.errors import InputError
 from amcore.paths.interpolants import SnapshotPath
 
@@ -344,6 +344,41 @@ def test_timestamps_float32_cannot_tell_apart_are_refused(tmp_path, data):
     # Hours as epoch seconds keep 128 s of 3,600: a 4 % error in every gap, also refused.
     with pytest.raises(InputError, match="resolves only 128"):
         build_snapshots(spec | {"path": write_npz(tmp_path, x, 1.7e9 + 60 * (stamps - 1.7e9))})
+
+
+@pytest.mark.parametrize(
+    "times, advice",
+    [
+        ([1.7e9, 1.7e9 + 60, 1.7e9 + 120], r"give them relative to the first \(1700000000\)"),  # an offset
+        ([0.0, 0.3, 0.1 + 0.2, 1.0], r"0\.3 and 0\.30000000000000004 differ only by float rounding"),
+        ([0.0, 0.001, 0.002, 1000.0], r"4 distinct times over 1e\+06 smallest gaps .* bin the times"),
+        ([0.0, 1e39, 2e39], r"times as large as 2e\+39 are beyond float32's range"),
+    ],
+)
+def test_times_float32_cannot_hold_are_refused_with_advice_that_fits(times, advice):
+    """Shifting the times helps an offset only; rounding noise, a span of a million gaps and times beyond float32's
+    range each get the advice that would help (times above 3.4e38 passed the check: their float32 step was NaN)."""
+    with pytest.raises(InputError, match=advice):
+        check_time_resolution(np.array(sorted(times)), "in.npz")
+
+
+def test_float64_values_float32_would_flatten_are_centred_first_or_refused(tmp_path, data):
+    """1e8 plus cells spread by about 1: float32's step is 8 there, so casting on reading left two or three distinct
+    values per feature, silently. Standardised, the cells are centred in float64 before the cast and keep their
+    spread; without it prepare is refused, naming the feature and what to do. A value beyond float32's range
+    (finite in float64) became inf after the finiteness check; it is refused too."""
+    x, t = data
+    assert len(np.unique((1e8 + x[:, 0].astype(np.float64)).astype(np.float32))) <= 4  # the collapse prevented
+    spec = {"source": "npz", "path": write_npz(tmp_path, 1e8 + x.astype(np.float64), t)}
+    with pytest.raises(InputError, match=r"in\.npz: feature 0 varies by 1\.\d+ .* resolves only 8; subtract the off"):
+        build_snapshots(spec)
+    snaps = build_snapshots(spec, {"standardize": True})
+    standard = (x - x.mean(0)) / x.std(0)  # all times train: no held-out time
+    np.testing.assert_allclose(snaps.x, standard[snaps.obs_index], atol=1e-5)  # float32 rounding of values ~1
+    huge = x.astype(np.float64)
+    huge[3, 2] = 1e39
+    with pytest.raises(InputError, match=r"feature 2 has values as large as 1e\+39, beyond float32's range"):
+        build_snapshots({"source": "npz", "path": write_npz(tmp_path, huge, t)})
 
 
 # --- the real CLI ---------------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def build_snapshots(
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
             x = fitted.transform(x)
+        x = preprocess.to_float32(x, provenance["path"], feature_names(names, fitted, x.shape[1]))
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
         budget = min(IN_MEMORY_ORDER_BYTES, available_memory() // 4)

@@ -42,7 +42,7 @@ class Preprocessing:
     explained_variance: np.ndarray | None = None
 
     def transform(self, x: da.Array) -> da.Array:
-        """Apply the fitted steps lazily, chunk by chunk; float32 out."""
+        """Apply the fitted steps lazily, chunk by chunk; float32 out once centred (``to_float32`` casts the rest)."""
         if self.indices is not None:
             x = x[:, self.indices]
         if self.mean is not None:
@@ -53,7 +53,7 @@ class Preprocessing:
             x = x @ self.components.T
             if self.config["whiten"]:
                 x = x / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
-        return x.astype(np.float32)
+        return x.astype(np.float32) if self.mean is not None else x
 
     def to_json(self) -> dict:
         """Plain lists and numbers, for the store's attrs."""
@@ -105,6 +105,39 @@ def _selection(config: dict, n_features: int, variance: np.ndarray | None) -> np
             raise InputError(f"preprocess.indices: repeated indices in {config['indices']}")
         return indices
     raise InputError(f"preprocess.select: unknown {select!r}; expected all, first, indices or top_variance")
+
+
+FLOAT32_STEPS = 100  # float32 steps per standard deviation below which a feature is refused
+
+
+def to_float32(x: da.Array, where: str, names: list[str] | None = None) -> da.Array:
+    """``x`` in float32, as training holds it, refused where the cast would lose the data.
+
+    A float64 feature may hold values beyond float32's range, or vary little around a large offset: 1e8 plus noise
+    of 1 keeps two or three distinct values in float32 (its step is 8 there), and everything downstream would look
+    fine. Checked (one pass over the data) only when ``x`` is wider than float32; centred data never reaches here.
+    """
+    if np.result_type(x.dtype, np.float32) == np.float32:
+        return x.astype(np.float32)
+    peak, spread = dask.compute(abs(x).max(axis=0), x.std(axis=0))
+    peak, spread = np.asarray(peak, dtype=np.float64), np.asarray(spread, dtype=np.float64)
+
+    def feature(k: int) -> str:
+        return f"feature {names[k]!r}" if names and k < len(names) else f"feature {k}"
+
+    if (huge := peak > np.finfo(np.float32).max).any():
+        k = int(np.argmax(huge))
+        raise InputError(f"{where}: {feature(k)} has values as large as {peak[k]:.3g}, beyond float32's range "
+                         "(3.4e38), in which training holds the data; rescale it")  # fmt: skip
+    step = np.spacing(peak.astype(np.float32)).astype(np.float64)
+    if (coarse := (spread > 0) & (spread < FLOAT32_STEPS * step)).any():
+        k = int(np.argmax(coarse))
+        raise InputError(
+            f"{where}: {feature(k)} varies by {spread[k]:.3g} (standard deviation) around values as large as "
+            f"{peak[k]:.10g}, where float32, in which training holds the data, resolves only {step[k]:.3g}; "
+            "subtract the offset, or set preprocess: {standardize: true} (centred in float64 before the cast)"
+        )
+    return x.astype(np.float32)
 
 
 def fit(x: da.Array, time: np.ndarray, holdout_times: list[float], config: dict) -> Preprocessing:

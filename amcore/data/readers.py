@@ -524,7 +524,8 @@ def _file_of_row(row: int, path: Path, info: dict) -> Path:
 
 
 def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict, np.ndarray]:
-    """Read the file source that ``spec`` (the config's ``dataset`` section) describes: float32 x, float64 times,
+    """Read the file source that ``spec`` (the config's ``dataset`` section) describes: x in float32 (float64 when
+    the file's values need it), float64 times,
     provenance, and each row's row number in the input (rows with NaN or inf dropped leave gaps)."""
     source = spec["source"]
     if "path" not in spec:
@@ -595,4 +596,6 @@ def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: 
     if empty:
         raise InputError(f"{where}: time_map labels {empty} have no cells; each listed time point needs cells")
     info |= {"time_map": time_map, "drop_nonfinite": bool(spec.get("drop_nonfinite", False))}
-    return x.astype(np.float32), time, n_bad, info, rows
+    # float64 stays float64 until preprocessing has centred it (preprocess.to_float32): cast first, values such as
+    # 1e8 + noise of 1 would keep a few distinct levels.
+    return x.astype(np.result_type(x.dtype, np.float32)), time, n_bad, info, rows

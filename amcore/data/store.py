@@ -36,14 +36,31 @@ def check_time_resolution(t_values: np.ndarray, where: str) -> None:
     Timestamps in epoch seconds (about 1.7e9) are resolved only to 128 s in float32: minutes apart, every
     snapshot would fall on a handful of times, and a training that went on would learn a wrong time axis.
     """
-    gap = float(np.diff(t_values).min())
-    step = float(np.spacing(np.float32(np.abs(t_values).max())))
+    largest = float(np.abs(t_values).max())
+    if not np.isfinite(np.float32(largest)):
+        raise InputError(
+            f"{where}: times as large as {largest:.6g} are beyond float32's range (3.4e38), in which training holds "
+            "them; give them in a coarser unit or map each label with dataset.time_map"
+        )
+    k = int(np.argmin(np.diff(t_values)))
+    gap = float(t_values[k + 1] - t_values[k])
+    step = float(np.spacing(np.float32(largest)))
     if step > TIME_RESOLUTION * gap:
+        # Say what would help: shifting the times fixes an offset, not rounding noise or a time per cell.
+        if gap <= 1e-9 * largest:
+            pair = f"{float(t_values[k])!r} and {float(t_values[k + 1])!r}"
+            advice = f"{pair} differ only by float rounding: round the labels, or map them with dataset.time_map"
+        elif float(np.spacing(np.float32(t_values[-1] - t_values[0]))) > TIME_RESOLUTION * gap:
+            span = (t_values[-1] - t_values[0]) / gap
+            advice = (f"{len(t_values)} distinct times over {span:.3g} smallest gaps are more than float32 keeps "
+                      "apart even relative to the first; snapshots at a few times are expected (a time per cell "
+                      "looks like pseudotime): bin the times with dataset.time_map")  # fmt: skip
+        else:
+            advice = f"give them relative to the first ({t_values[0]:.10g}), or map each label with dataset.time_map"
         raise InputError(
             f"{where}: times {t_values[0]:.10g} to {t_values[-1]:.10g}, as little as {gap:.6g} apart, are held in "
             f"float32 for training, which resolves only {step:.6g} there; expected times whose smallest gap is at "
-            f"least {1 / TIME_RESOLUTION:.0f} float32 steps: give them relative to the first ({t_values[0]:.10g}), "
-            "or map each label to a time with dataset.time_map"
+            f"least {1 / TIME_RESOLUTION:.0f} float32 steps: {advice}"
         )
 
 
