@@ -208,6 +208,9 @@ def cmd_score(args: argparse.Namespace) -> None:
             )  # fmt: skip
             share = scores.get("effective_size", 1.0)  # weighted particles only; NaN where the prediction failed
             _warn_few_effective(f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", share)
+            if "fewest_cells" in scores:
+                print(f"amcore score {who}: only {scores['fewest_cells']} cells on one side: the distances are mostly "
+                      "sampling noise (flagged in the table)", file=sys.stderr)  # fmt: skip
             row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -299,14 +302,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         # The table's row for a run without held-out time: each distance averaged over the observed times.
         table = {name: result[f"{name}_mean"] for name in DISTANCES}
         table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
-        if "effective_size_min" in result:  # weighted particles: the time resting on the fewest
-            table["effective_size"] = result["effective_size_min"]
+        for flag, key in (("effective_size", "effective_size_min"), ("fewest_cells", "fewest_cells_min"),
+                          ("mass_rel_error", "mass_rel_error_max")):  # fmt: skip
+            if key in result:  # only where it applies: weighted particles, a time of few cells
+                table[flag] = result[key]
         _warn_failed(
             f"amcore evaluate {args.model}", result["nonfinite_max"], predicted.shape[1], result["escaped_max"]
         )
         if "effective_size" in result:
             worst = min(result["effective_size"], key=result["effective_size"].get)
             _warn_few_effective(f"amcore evaluate {args.model}", worst, result["effective_size"][worst])
+        if "fewest_cells" in result:
+            few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
+            print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "
+                  "(flagged in the table)", file=sys.stderr)  # fmt: skip
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])

@@ -218,6 +218,21 @@ def test_every_distance_at_any_size_and_a_held_out_time_smaller_than_the_subsamp
     assert capped["sliced_w1"] == small["sliced_w1"]  # all cells, whatever the caps
 
 
+def test_a_side_of_few_cells_is_counted_for_the_flag():
+    """Under FEW_CELLS (20) cells on either side the distances are mostly sampling noise: the smaller count is
+    recorded (``fewest_cells``), per time by score_marginals with the worst over times; at 20 nothing is added."""
+    rng = np.random.default_rng(8)
+    predicted, observed = rng.standard_normal((300, 2)), rng.standard_normal((300, 2))
+    assert distances(predicted, observed[:5], None, seed=0)["fewest_cells"] == 5
+    assert distances(predicted[:19], observed, None, seed=0)["fewest_cells"] == 19
+    assert "fewest_cells" not in distances(predicted[:20], observed[:20], None, seed=0)
+    x = np.vstack([observed[:50], observed[50:55], observed[55:65]])
+    snaps = Snapshots.from_labels(x, np.repeat([0.0, 1.0, 2.0], [50, 5, 10]))
+    pushed = [predicted[:50]] * 3
+    scores = score_marginals(snaps, pushed, None, max_exact_size=100, seed=0)
+    assert scores["fewest_cells"] == {"1": 5, "2": 10} and scores["fewest_cells_min"] == 5
+
+
 def test_weights_that_all_vanished_are_a_failed_prediction_not_a_nan_score():
     """uAM weights that underflow to 0 everywhere normalise to 0/0: every cell is lost, no distance is computed."""
     a, b = np.random.default_rng(3).normal(size=(40, 2)), np.random.default_rng(4).normal(size=(30, 2))

@@ -362,6 +362,16 @@ def test_times_float32_cannot_hold_are_refused_with_advice_that_fits(times, advi
         check_time_resolution(np.array(sorted(times)), "in.npz")
 
 
+def test_a_time_of_a_single_cell_is_refused_by_prepare(tmp_path, data):
+    """Every distance to or from a time needs two cells: a single-cell time failed only at evaluate, after the
+    training; prepare now refuses it, naming the file, the time and its count."""
+    x, t = data
+    t = t.copy()
+    t[np.flatnonzero(t == 0.5)[1:]] = 2.0  # one cell left at t = 0.5
+    with pytest.raises(InputError, match=r"in\.npz: times \[0\.5\] have \[1\] cell\(s\); each time point needs at"):
+        build_snapshots({"source": "npz", "path": write_npz(tmp_path, x, t)})
+
+
 def test_float64_values_float32_would_flatten_are_centred_first_or_refused(tmp_path, data):
     """1e8 plus cells spread by about 1: float32's step is 8 there, so casting on reading left two or three distinct
     values per feature, silently. Standardised, the cells are centred in float64 before the cast and keep their

@@ -2,8 +2,8 @@ import numpy as np
 
 from amcore.evaluation.table import (
     METRIC_ORDER,
+    beyond,
     failures,
-    few_effective,
     long_table,
     markdown,
     paired_differences,
@@ -67,13 +67,26 @@ def test_weights_resting_on_a_few_particles_are_flagged_in_the_table():
     assert "weights resting on under 10% of the particles" in text
     assert "- am, held-out 1, seed 0: effective size 4.0% of the particles" in text
     assert "seed 1: effective size" not in text and "FAILED" not in text
-    assert few_effective(long_table(rows))["value"].tolist() == [0.04]
+    assert beyond(long_table(rows), "effective_size", below=0.1)["value"].tolist() == [0.04]
+
+
+def test_a_time_of_few_cells_and_a_mass_far_off_are_flagged_in_the_table():
+    """Distances to or from 5 cells (and their noise floor, from halves of 2) are mostly sampling noise; a uAM
+    whose weighted mass is off by 1444 % at some time learned no growth. Both keep their numbers and are listed
+    under a flag (FEW_CELLS = 20, MASS_OFF = 50 %); 20 cells and a 30 % error are not."""
+    rows = _results()
+    rows[0]["table"] |= {"fewest_cells": 5, "mass_rel_error": 14.44}  # am, held-out 1, seed 0
+    rows[1]["table"] |= {"fewest_cells": 20, "mass_rel_error": 0.3}
+    text = markdown(long_table(rows))
+    assert "under 20 cells on one side" in text and "- am, held-out 1, seed 0: 5 cells" in text
+    assert "mass off by more than 50% at some time" in text and "- am, held-out 1, seed 0: mass error 1444%" in text
+    assert "seed 1: 20 cells" not in text and "seed 1: mass error" not in text
 
 
 def test_metrics_come_in_one_order_whatever_the_input_order():
     """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
     names = ["energy", "escaped", "effective_size", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1"]
-    names += ["w2", "w1"]
+    names += ["mass_rel_error", "w2", "fewest_cells", "w1"]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
     assert list(table["metric"]) == list(METRIC_ORDER)

@@ -19,6 +19,7 @@ from amcore.data.store import Snapshots, check_time_resolution
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
+MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
 
 
 def _check_simulation_fits(counts: list[int], dim: int, n_per_time: int) -> None:
@@ -132,6 +133,12 @@ def build_snapshots(
         x = preprocess.to_float32(x, provenance["path"], feature_names(names, fitted, x.shape[1]))
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
+        if (single := counts < MIN_CELLS_PER_TIME).any():  # found now, not by evaluate after the whole training
+            raise InputError(
+                f"{provenance['path']}: times {t_values[single].tolist()} have {counts[single].tolist()} cell(s); each "
+                f"time point needs at least {MIN_CELLS_PER_TIME} cells (every distance to or from a time does): drop "
+                "it, or merge it with a neighbouring time with dataset.time_map"
+            )
         budget = min(IN_MEMORY_ORDER_BYTES, available_memory() // 4)
         spill = workdir
         if spill is None and x.shape[0] * x.shape[1] * x.dtype.itemsize > budget:

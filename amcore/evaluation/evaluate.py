@@ -18,6 +18,8 @@ DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", 
 # Weighted particles whose effective sample size is under this share of them are flagged: their distances measure
 # the few that carry the mass.
 FEW_EFFECTIVE = 0.1
+FEW_CELLS = 20  # cells on one side of a distance below which it is flagged: mostly sampling noise
+MASS_OFF = 0.5  # relative error of the weighted particles' mass at some time above which a prediction is flagged
 
 
 def options(params: dict) -> dict:
@@ -62,13 +64,16 @@ def distances(
     finite predicted cells outside three times the observed cells' box (``metrics.escaped_rows``): a flag, beside
     distances that stay honest. ``effective_size`` (weighted predictions only: weights not all equal): Kish's
     effective sample size of the weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction
-    is flagged.
+    is flagged. ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and
+    the noise floor from halves of a handful of cells, are mostly sampling noise, and are flagged.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
     bad = failed_cells(predicted, weights)
     # Weighted particles (uAM, displacement interpolation with unequal counts): the share of them the weights rest on.
     share = {} if _unweighted(weights) else {"effective_size": float("nan") if bad else _share(weights)}
+    fewest = min(len(predicted), len(observed))
+    share |= {"fewest_cells": fewest} if fewest < FEW_CELLS else {}
     if bad:
         return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0, **share}
     if min(len(predicted), len(observed)) < 2:
@@ -128,10 +133,12 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
         values = list(result[name].values())
         if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time
             result[f"{name}_max"] = int(max(values))
-        elif name == "effective_size":  # the time whose prediction rests on the fewest particles
-            result[f"{name}_min"] = float(min(values))
+        elif name in ("effective_size", "fewest_cells"):  # the time resting on the fewest particles or cells
+            result[f"{name}_min"] = min(values)
         else:
             result[f"{name}_mean"] = float(np.mean(values))
+        if name == "mass_rel_error":  # the flag looks at the worst time
+            result[f"{name}_max"] = float(max(values))
     return result
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from amcore.data.store import read_store
-from amcore.evaluation.evaluate import DISTANCES, FEW_EFFECTIVE
+from amcore.evaluation.evaluate import DISTANCES, FEW_CELLS, FEW_EFFECTIVE, MASS_OFF
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size")
+METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "mass_rel_error")
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -59,9 +59,11 @@ def flagged(table: pd.DataFrame) -> pd.DataFrame:
     return _counted(table, "escaped")
 
 
-def few_effective(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose weighted particles rest on under ``FEW_EFFECTIVE`` of them (``effective_size``)."""
-    part = table[(table["metric"] == "effective_size") & (table["value"] < FEW_EFFECTIVE)]
+def beyond(table: pd.DataFrame, metric: str, below: float | None = None, above: float | None = None) -> pd.DataFrame:
+    """The runs whose ``metric`` is under ``below`` or over ``above`` (weighted particles resting on a few of them,
+    a time of a handful of cells, a mass far off)."""
+    part = table[table["metric"] == metric]
+    part = part[part["value"] < below] if below is not None else part[part["value"] > above]
     return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
 
 
@@ -138,8 +140,13 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
          "their distances are NaN, never scored):", lambda v: f"{int(v)} cells"),
         (flagged(table), "**Flagged predictions** (cells outside three times the observed cells' box; distances "
          "kept):", lambda v: f"{int(v)} cells"),
-        (few_effective(table), f"**Flagged predictions** (weights resting on under {FEW_EFFECTIVE:.0%} of the "
-         "particles: the distances measure those few):", lambda v: f"effective size {v:.1%} of the particles"),
+        (beyond(table, "effective_size", below=FEW_EFFECTIVE), f"**Flagged predictions** (weights resting on "
+         f"under {FEW_EFFECTIVE:.0%} of the particles: the distances measure those few):",
+         lambda v: f"effective size {v:.1%} of the particles"),
+        (beyond(table, "fewest_cells", below=FEW_CELLS), f"**Flagged predictions** (under {FEW_CELLS} cells on one "
+         "side: the distances and the noise floor are mostly sampling noise):", lambda v: f"{int(v)} cells"),
+        (beyond(table, "mass_rel_error", above=MASS_OFF), f"**Flagged predictions** (the weighted particles' mass off "
+         f"by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
     ]  # fmt: skip
     for runs, heading, what in sections:
         if len(runs):
