@@ -37,7 +37,7 @@ def check_time_resolution(t_values: np.ndarray, where: str) -> None:
     snapshot would fall on a handful of times, and a training that went on would learn a wrong time axis.
     """
     largest = float(np.abs(t_values).max())
-    if not np.isfinite(np.float32(largest)):
+    if not largest <= float(np.finfo(np.float32).max):  # NaN included
         raise InputError(
             f"{where}: times as large as {largest:.6g} are beyond float32's range (3.4e38), in which training holds "
             "them; give them in a coarser unit or map each label with dataset.time_map"
