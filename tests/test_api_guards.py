@@ -84,6 +84,10 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
             model.push(cells, 0.0, 2.0, steps=steps)
     with pytest.raises(ValueError, match="times must be a list of at least one time"):
         model.trajectories(cells, [])
+    cells[1, 0] = np.nan  # a cell without coordinates came back as a NaN velocity row, silently
+    for call in (lambda: model.velocity(cells, 1.0), lambda: model.push(cells, 0.0, 2.0)):
+        with pytest.raises(ValueError, match=r"x has NaN or inf in 1 of 3 cells \(the first: row 1\)"):
+            call()
 
 
 def test_features_on_scales_a_thousand_fold_apart_are_flagged(tmp_path, capsys):

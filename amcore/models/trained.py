@@ -110,6 +110,11 @@ class TrainedModel:
         xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
+        if not bool(torch.isfinite(xt).all()):  # a NaN row would come back as a NaN field, silently
+            bad = (~torch.isfinite(xt)).any(1)
+            first = int(bad.nonzero()[0])
+            raise ValueError(f"x has NaN or inf in {int(bad.sum())} of {len(xt)} cells (the first: row {first}); a "
+                             "field at a cell without coordinates means nothing")  # fmt: skip
         if not isinstance(t, torch.Tensor):
             t = np.asarray(t)
             if not np.issubdtype(t.dtype, np.number):
