@@ -64,6 +64,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         dropped = snaps.attrs["provenance"].get("dropped_nonfinite", 0)
         if dropped:
             print(f"amcore prepare: dropped {dropped} rows with NaN or inf values", file=sys.stderr)
+        reader = snaps.attrs["provenance"].get("reader", {})
+        if left := reader.get("left_out_columns"):
+            print(f"amcore prepare: columns {left} are not numbers and were left out of the features "
+                  "(dataset.feature_columns lists the features to take)", file=sys.stderr)  # fmt: skip
+        for time, labels in reader.get("merged_labels", {}).items():
+            print(f"amcore prepare: labels {labels} map to one time, {time}, in dataset.time_map: their cells are "
+                  "one snapshot", file=sys.stderr)  # fmt: skip
         summary = write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))  # one pass over x
         _write_json(args.summary, summary)
         run.log_metrics(

@@ -435,3 +435,20 @@ def test_cli_drops_nonfinite_preprocesses_and_chunks_the_store(tmp_path, data):
     assert chunk_rows == [int(1e-4 * 2**20) // (4 * 5), 5]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert sum(summary["cells_per_time"]) == len(t) - 1
+
+
+def test_cli_says_which_columns_it_left_out_and_which_labels_it_merged(tmp_path, data):
+    """A CSV's text and boolean columns are not features, and a time_map may send two labels to one time: both
+    were done without a word. prepare now says so, and the store still holds the numeric features at three times."""
+    x, t = data
+    labels = text_labels(t)
+    labels[labels == "day1"] = np.where(np.arange((labels == "day1").sum()) % 2, "day1", "day1b")
+    frame = pd.DataFrame({"t": labels, "g0": x[:, 0], "g1": x[:, 1], "kind": "stem", "flag": x[:, 2] > 0})
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    dataset = {"source": "csv", "path": str(tmp_path / "cells.csv"), "time_map": LABELS | {"day1b": 0.5}}
+    result = prepare_cli(tmp_path, dataset)
+    assert result.returncode == 0, result.stderr
+    assert "columns ['kind', 'flag'] are not numbers and were left out of the features" in result.stderr
+    assert "labels ['day1', 'day1b'] map to one time, 0.5, in dataset.time_map" in result.stderr
+    back = read_store(tmp_path / "out" / "store.zarr")
+    assert back.dim == 2 and back.t_values.tolist() == TIMES

@@ -303,7 +303,10 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         x, labels = frame[features].to_dask_array(lengths=True), None
         if t_key is not None:
             labels = frame[t_key].compute().to_numpy()
-    return _chunked(x, path, "feature columns"), labels, {"t_key": t_key, "feature_columns": features}
+    info = {"t_key": t_key, "feature_columns": features}
+    if not feature_columns:  # said by prepare: a column of labels or flags is left out of the features
+        info["left_out_columns"] = [c for c in columns if c not in features and c != t_key]
+    return _chunked(x, path, "feature columns"), labels, info
 
 
 def _check_not_mostly_numbers(path: Path, frame, columns: list[str]) -> None:
@@ -596,6 +599,11 @@ def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: 
     if empty:
         raise InputError(f"{where}: time_map labels {empty} have no cells; each listed time point needs cells")
     info |= {"time_map": time_map, "drop_nonfinite": bool(spec.get("drop_nonfinite", False))}
+    by_time: dict[float, list[str]] = {}
+    for label, value in time_map.items():
+        by_time.setdefault(float(value), []).append(str(label))
+    if merged := {f"{t:g}": labels for t, labels in by_time.items() if len(labels) > 1}:
+        info["merged_labels"] = merged  # said by prepare: one time point from several labels, as the map asks
     # float64 stays float64 until preprocessing has centred it (preprocess.to_float32): cast first, values such as
     # 1e8 + noise of 1 would keep a few distinct levels.
     return x.astype(np.result_type(x.dtype, np.float32)), time, n_bad, info, rows
