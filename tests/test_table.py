@@ -149,6 +149,14 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 |" in text and "| copy_prev | 6 | 6 |" in text
     assert "| *noise floor* (`w1_subsample_noise`) | 0.6 | — |" in text
     assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
+    assert "Failed and flagged" not in text  # nothing to say
+    flagged = _results()
+    flagged[0]["table"] |= {"fewest_cells": 5, "escaped": 3}  # what a mean hides is said before the means
+    long_table(flagged).to_csv(tmp_path / "tigon" / "table.csv", index=False)
+    assert main(["summary", *paths, "--out", str(tmp_path / "summary.md")]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "- tigon: 1 with escaped cells, 1 on under 20 cells (listed in its table.md)" in text
+    assert "eb_leaveout:" not in text
     # each dataset's own rule may choose the reference (uam where counts change): the pairs are taken against it
     rows = _results()
     for seed, value in enumerate((1.0, 2.0)):  # seed means 1 and 2: am - uam = 0.5, 1.5, uam - copy_prev = -5, -4

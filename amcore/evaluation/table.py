@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -123,6 +125,25 @@ def paired_differences(
     return out
 
 
+def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Callable[[float], str]]]:
+    """Each kind of failed or flagged prediction: its runs, a short name, the heading of its table.md section and
+    how a run's value reads."""
+    return [
+        (failures(table), "failed", "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two "
+         "cells; their distances are NaN, never scored):", lambda v: f"{int(v)} cells"),
+        (flagged(table), "with escaped cells", "**Flagged predictions** (cells outside three times the observed "
+         "cells' box; distances kept):", lambda v: f"{int(v)} cells"),
+        (beyond(table, "effective_size", below=FEW_EFFECTIVE), "resting on few particles", "**Flagged predictions** "
+         f"(weights resting on under {FEW_EFFECTIVE:.0%} of the particles: the distances measure those few):",
+         lambda v: f"effective size {v:.1%} of the particles"),
+        (beyond(table, "fewest_cells", below=FEW_CELLS), f"on under {FEW_CELLS} cells", "**Flagged predictions** "
+         f"(under {FEW_CELLS} cells on one side: the distances and the noise floor are mostly sampling noise):",
+         lambda v: f"{int(v)} cells"),
+        (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
+         f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
+    ]  # fmt: skip
+
+
 def markdown(table: pd.DataFrame, reference: str = "am") -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
     lines = [
@@ -135,20 +156,8 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "(docs/metrics.md).",
         "",
     ]
-    sections = [
-        (failures(table), "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two cells; "
-         "their distances are NaN, never scored):", lambda v: f"{int(v)} cells"),
-        (flagged(table), "**Flagged predictions** (cells outside three times the observed cells' box; distances "
-         "kept):", lambda v: f"{int(v)} cells"),
-        (beyond(table, "effective_size", below=FEW_EFFECTIVE), f"**Flagged predictions** (weights resting on "
-         f"under {FEW_EFFECTIVE:.0%} of the particles: the distances measure those few):",
-         lambda v: f"effective size {v:.1%} of the particles"),
-        (beyond(table, "fewest_cells", below=FEW_CELLS), f"**Flagged predictions** (under {FEW_CELLS} cells on one "
-         "side: the distances and the noise floor are mostly sampling noise):", lambda v: f"{int(v)} cells"),
-        (beyond(table, "mass_rel_error", above=MASS_OFF), f"**Flagged predictions** (the weighted particles' mass off "
-         f"by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
-    ]  # fmt: skip
-    for runs, heading, what in sections:
+    sections = flag_sections(table)
+    for runs, _, heading, what in sections:
         if len(runs):
             lines += [heading, ""]
             lines += [
@@ -214,7 +223,12 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
         return cols.get("mean", next(iter(cols.values())))
 
     header = "| method | " + " | ".join(names) + " |\n|" + "---|" * (len(names) + 1)
-    lines = [f"### {metric}, mean over held-out times (± std over seeds)", "", header]
+    lines = []
+    for name, table in tables.items():  # first what the means below hide: runs that failed or are flagged
+        counts = [f"{len(runs)} {short}" for runs, short, _, _ in flag_sections(table) if len(runs)]
+        lines += [f"- {name}: " + ", ".join(counts) + " (listed in its table.md)"] if counts else []
+    lines = ["**Failed and flagged predictions**", "", *lines, ""] if lines else []
+    lines += [f"### {metric}, mean over held-out times (± std over seeds)", "", header]
     for method in methods:
         cells = [_cell(column(means[n][method])) if method in means[n] else "—" for n in names]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
