@@ -66,7 +66,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: dropped {dropped} rows with NaN or inf values", file=sys.stderr)
         reader = snaps.attrs["provenance"].get("reader", {})
         if left := reader.get("left_out_columns"):
-            print(f"amcore prepare: columns {left} are not numbers and were left out of the features "
+            named = f"{left[:10]}" + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            print(f"amcore prepare: columns {named} are not numbers and were left out of the features "
                   "(dataset.feature_columns lists the features to take)", file=sys.stderr)  # fmt: skip
         for time, labels in reader.get("merged_labels", {}).items():
             print(f"amcore prepare: labels {labels} map to one time, {time}, in dataset.time_map: their cells are "

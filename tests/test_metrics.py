@@ -231,6 +231,10 @@ def test_a_side_of_few_cells_is_counted_for_the_flag():
     pushed = [predicted[:50]] * 3
     scores = score_marginals(snaps, pushed, None, max_exact_size=100, seed=0)
     assert scores["fewest_cells"] == {"1": 5, "2": 10} and scores["fewest_cells_min"] == 5
+    # A time whose weights failed makes the worst-time mass error NaN, never a finite number from the other times.
+    weights = [np.ones(50), np.ones(50), np.full(50, np.nan)]  # the last: Python's max() would skip it
+    failed = score_marginals(snaps, pushed, weights, max_exact_size=100, seed=0)
+    assert np.isnan(failed["mass_rel_error_max"]) and np.isnan(failed["mass_rel_error_mean"])
 
 
 def test_weights_that_all_vanished_are_a_failed_prediction_not_a_nan_score():

@@ -385,6 +385,9 @@ def test_float64_values_float32_would_flatten_are_centred_first_or_refused(tmp_p
     snaps = build_snapshots(spec, {"standardize": True})
     standard = (x - x.mean(0)) / x.std(0)  # all times train: no held-out time
     np.testing.assert_allclose(snaps.x, standard[snaps.obs_index], atol=1e-5)  # float32 rounding of values ~1
+    # A feature that varies by 1e-9 around 5 beside features spread by 1 shows in no distance: not refused.
+    quiet = np.column_stack([x, 5 + 1e-9 * x[:, 0]])
+    assert build_snapshots({"source": "npz", "path": write_npz(tmp_path, quiet, t)}).dim == 6
     huge = x.astype(np.float64)
     huge[3, 2] = 1e39
     with pytest.raises(InputError, match=r"feature 2 has values as large as 1e\+39, beyond float32's range"):

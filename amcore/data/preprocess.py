@@ -108,6 +108,7 @@ def _selection(config: dict, n_features: int, variance: np.ndarray | None) -> np
 
 
 FLOAT32_STEPS = 100  # float32 steps per standard deviation below which a feature is refused
+NEGLIGIBLE_SPREAD = 1e-3  # of the largest feature's spread: too small to matter in any distance, never refused
 
 
 def to_float32(x: da.Array, where: str, names: list[str] | None = None) -> da.Array:
@@ -116,6 +117,8 @@ def to_float32(x: da.Array, where: str, names: list[str] | None = None) -> da.Ar
     A float64 feature may hold values beyond float32's range, or vary little around a large offset: 1e8 plus noise
     of 1 keeps two or three distinct values in float32 (its step is 8 there), and everything downstream would look
     fine. Checked (one pass over the data) only when ``x`` is wider than float32; centred data never reaches here.
+    A feature whose spread is negligible beside the others' (``NEGLIGIBLE_SPREAD``) is not refused: nothing it
+    holds shows in a distance taken with them, flattened or not.
     """
     if np.result_type(x.dtype, np.float32) == np.float32:
         return x.astype(np.float32)
@@ -130,7 +133,8 @@ def to_float32(x: da.Array, where: str, names: list[str] | None = None) -> da.Ar
         raise InputError(f"{where}: {feature(k)} has values as large as {peak[k]:.3g}, beyond float32's range "
                          "(3.4e38), in which training holds the data; rescale it")  # fmt: skip
     step = np.spacing(peak.astype(np.float32)).astype(np.float64)
-    if (coarse := (spread > 0) & (spread < FLOAT32_STEPS * step)).any():
+    visible = spread >= NEGLIGIBLE_SPREAD * spread.max()
+    if (coarse := visible & (spread > 0) & (spread < FLOAT32_STEPS * step)).any():
         k = int(np.argmax(coarse))
         raise InputError(
             f"{where}: {feature(k)} varies by {spread[k]:.3g} (standard deviation) around values as large as "

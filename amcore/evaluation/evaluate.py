@@ -134,11 +134,11 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
         if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time
             result[f"{name}_max"] = int(max(values))
         elif name in ("effective_size", "fewest_cells"):  # the time resting on the fewest particles or cells
-            result[f"{name}_min"] = min(values)
+            result[f"{name}_min"] = float(np.min(values))  # NaN (a failed time) propagates, as in the means
         else:
             result[f"{name}_mean"] = float(np.mean(values))
         if name == "mass_rel_error":  # the flag looks at the worst time
-            result[f"{name}_max"] = float(max(values))
+            result[f"{name}_max"] = float(np.max(values))
     return result
 
 
