@@ -8,7 +8,7 @@ from amcore.paths.interpolants import (
     NoiseSchedule,
     SnapshotPath,
     chain_rows,
-    choose_tension,
+    choose_shape,
     entropic_pairs,
     ot_pairs,
     spline_coefficients,
@@ -189,14 +189,14 @@ def test_auto_tension_prefers_the_spline_on_a_curved_path():
     base = rng.standard_normal((200, 2)) * 0.3
     knots = np.arange(6.0)
     clouds = [base + np.array([t, 0.5 * t**2]) for t in knots]
-    tension, scores = choose_tension(clouds, knots, rng)
-    assert tension >= 0.75 and scores[1.0] < scores[0.0]
+    (tension, weight), scores = choose_shape(clouds, knots, rng)
+    assert tension >= 0.75 and weight == 0 and scores[(1.0, 0.0)] < scores[(0.0, 0.0)]
     # On straight, uniform motion every tension interpolates exactly.
     straight = [base + np.array([t, 0.0]) for t in knots]
-    _, scores = choose_tension(straight, knots, rng)
+    _, scores = choose_shape(straight, knots, rng)
     assert max(scores.values()) < 1e-6
     # Three times leave two once the interior one is out: nothing to choose on, so half way, with no scores.
-    assert choose_tension(clouds[:3], knots[:3], rng) == (0.5, {})
+    assert choose_shape(clouds[:3], knots[:3], rng) == ((0.5, 0.0), {})
 
 
 def test_pair_draws_stay_in_their_interval_with_many_times():

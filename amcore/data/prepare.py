@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from amcore.data import preprocess
-from amcore.data.readers import available_memory, format_bytes, read_dataset
+from amcore.data.readers import available_memory, format_bytes, read_dataset, read_velocity
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
 from amcore.data.store import Snapshots, check_time_resolution
@@ -76,7 +76,7 @@ def simulated_times(spec: dict) -> list[float]:
 # typo is an error, never a default silently read instead.
 DATASET_KEYS = {
     "source", "path", "x_key", "t_key", "time_map", "feature_columns", "format", "chunk_mb", "drop_nonfinite",
-    "file_times", "time_pattern", "simulator", "params", "times", "n_times", "n_per_time", "seed",
+    "file_times", "time_pattern", "simulator", "params", "times", "n_times", "n_per_time", "seed", "v_key",
 }  # fmt: skip
 
 
@@ -124,12 +124,16 @@ def build_snapshots(
         snaps.attrs["row_order"] = {"within_time": "simulated"}  # independent draws: any chunks are a uniform sample
     else:
         x, time, provenance, rows = read_dataset(spec)
+        velocity = None
+        if spec.get("v_key"):
+            velocity = read_velocity(spec, rows, (len(rows) + provenance["dropped_nonfinite"], x.shape[1]))
         names = provenance["reader"].pop("feature_names", None) or provenance["reader"].get("feature_columns")
         t_key = None if spec["source"] == "directory" else provenance["reader"].get("t_key")  # times from file names
         _check_times(np.unique(time), holdout, provenance["path"] + (f": key {t_key!r}" if t_key else ""))
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
             x = fitted.transform(x)
+            velocity = None if velocity is None else fitted.transform_velocity(velocity)
         x = preprocess.to_float32(x, provenance["path"], feature_names(names, fitted, x.shape[1]))
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
@@ -144,10 +148,15 @@ def build_snapshots(
         if spill is None and x.shape[0] * x.shape[1] * x.dtype.itemsize > budget:
             spill = tempfile.mkdtemp(prefix="amcore-rows-")
         x = gather(x, order, budget, spill)  # x may be a lazy dask array (out of core): never through dask's take
+        if velocity is not None:  # the same order, spilled beside x's rows where they are
+            velocity = gather(velocity.astype(np.float32), order, budget, spill and Path(spill) / "velocity")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         attrs = {"provenance": {"source": spec["source"], **provenance}}
         attrs["row_order"] = {"within_time": "random", "seed": seed}  # what streaming relies on
-        snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows[order])  # what export maps cells back with
+        # obs_index: what export maps cells back with
+        snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows[order], velocity=velocity)
+        if velocity is not None:
+            attrs["velocity"] = {"v_key": spec["v_key"]}
         if spill is not None and workdir is None:
             weakref.finalize(snaps, shutil.rmtree, spill, True)
         snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()

@@ -55,6 +55,19 @@ class Preprocessing:
                 x = x / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
         return x.astype(np.float32) if self.mean is not None else x
 
+    def transform_velocity(self, v: da.Array) -> da.Array:
+        """A velocity in the input's coordinates carried into the transformed ones: the steps' linear part (a
+        velocity is a difference of positions, so the centring drops out)."""
+        if self.indices is not None:
+            v = v[:, self.indices]
+        if self.scale is not None:
+            v = v / self.scale
+        if self.components is not None:
+            v = v @ self.components.T
+            if self.config["whiten"]:
+                v = v / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
+        return v
+
     def to_json(self) -> dict:
         """Plain lists and numbers, for the store's attrs."""
 

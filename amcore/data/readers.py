@@ -560,6 +560,35 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict, np.ndarray]:
     return x, time, provenance, rows
 
 
+def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> da.Array:
+    """The measured velocity (RNA velocity, say) of each kept row (``rows``, as ``read_dataset`` returned them),
+    from the array that ``dataset.v_key`` names in the same file (or each file of a directory); ``shape`` is the
+    input's ``x`` before rows were dropped: the velocities must have the same rows and features."""
+    key, path, source = spec["v_key"], Path(spec["path"]), spec["source"]
+    fmt = spec.get("format") if source == "directory" else source
+    if source == "directory" and fmt is None:
+        raise InputError(f"{path}: dataset.v_key in a directory needs dataset.format")
+    if "x_key" not in OPTIONS.get(fmt, ()):
+        formats = sorted(f for f, options in OPTIONS.items() if "x_key" in options)
+        raise InputError(f"{path}: dataset.v_key names an array, and {fmt} files have none; velocities are read from "
+                         f"{', '.join(formats)}")  # fmt: skip
+    with _reading(path, fmt):
+        if source == "directory":
+            directory = {k: spec[k] for k in ("file_times", "time_pattern") if spec.get(k)}
+            v, _, info = read_directory(path, fmt, **directory, x_key=key)
+        else:
+            v, _, info = _read(fmt, path, x_key=key, t_key=None)
+    if v.shape != shape:
+        raise InputError(f"{path}: key {key!r} (velocities) has shape {tuple(v.shape)}; expected one row per cell and "
+                         f"one column per feature, as x has: {shape}")  # fmt: skip
+    v = v[rows] if len(rows) != shape[0] else v
+    if not (finite := da.isfinite(v).all(axis=1).compute()).all():
+        row = int(rows[np.argmin(finite)])
+        raise InputError(f"{_file_of_row(row, path, info)}: key {key!r} (velocities) has NaN or inf values in "
+                         f"{int((~finite).sum())} rows, the first at row {row}")  # fmt: skip
+    return v.astype(np.float64)
+
+
 def _unreadable_file(path: Path, source: str, info: dict, options: dict, err: BaseException) -> InputError:
     """The error for data that failed to read: in a directory, each file is read again to name the damaged one."""
     if "files" not in info:

@@ -74,6 +74,7 @@ class Snapshots:
     attrs: dict = field(default_factory=dict)
     weights: np.ndarray | None = None
     obs_index: np.ndarray | None = None  # each row's row number in the input (what prepare read), when known
+    velocity: np.ndarray | da.Array | None = None  # each cell's measured velocity (RNA velocity), in x's coordinates
 
     def __post_init__(self) -> None:
         """The layout must hold together (no data is read): times strictly increasing, one block of rows each,
@@ -82,16 +83,23 @@ class Snapshots:
         if t.ndim != 1 or (len(t) > 1 and not (np.diff(t) > 0).all()):
             raise InputError(f"t_values must be strictly increasing times, got {t.tolist()[:10]}")
         n = self.x.shape[0]
+        if self.velocity is not None and self.velocity.shape != self.x.shape:
+            raise InputError(f"velocity must have the shape of x {self.x.shape}, got {self.velocity.shape}")
         if offsets.shape != (len(t) + 1,) or offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
             raise InputError(f"offsets must run from 0 to the {n} rows of x, one block per time ({len(t)}), got "
                              f"{offsets.tolist()[:10]}")  # fmt: skip
 
     @classmethod
     def from_labels(
-        cls, x: np.ndarray, time: np.ndarray, attrs: dict | None = None, weights: np.ndarray | None = None
+        cls,
+        x: np.ndarray,
+        time: np.ndarray,
+        attrs: dict | None = None,
+        weights: np.ndarray | None = None,
+        velocity: np.ndarray | None = None,
     ) -> Snapshots:
         """Group rows by their time label (stable sort), as the store lays them out. ``x`` is ``(cells, features)``
-        (numpy, a list, a DataFrame), ``time`` one number per cell."""
+        (numpy, a list, a DataFrame), ``time`` one number per cell, ``velocity`` (optional) one row per cell."""
         x, time = np.asarray(x), np.asarray(time)
         if time.ndim == 2 and time.shape[1] == 1:  # a column, as pandas' .values of one column gives
             time = time[:, 0]
@@ -112,7 +120,12 @@ class Snapshots:
         t_values, counts = np.unique(time[order], return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         x = np.ascontiguousarray(x[order], dtype=np.float32)
-        return cls(x, t_values, offsets, dict(attrs or {}), None if weights is None else weights[order], order)
+        if velocity is not None:
+            if np.shape(velocity) != x.shape:
+                raise InputError(f"velocity must have the shape of x {x.shape}, got {np.shape(velocity)}")
+            velocity = np.ascontiguousarray(np.asarray(velocity)[order], dtype=np.float32)
+        weights = None if weights is None else weights[order]
+        return cls(x, t_values, offsets, dict(attrs or {}), weights, order, velocity)
 
     @property
     def n_snapshots(self) -> int:
@@ -149,7 +162,8 @@ class Snapshots:
         rows = np.concatenate(blocks)
         offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
         weights = None if self.weights is None else self.weights[rows]
-        return Snapshots(self.x[rows], t_values, offsets, dict(self.attrs), weights)
+        velocity = None if self.velocity is None else self.velocity[rows]
+        return Snapshots(self.x[rows], t_values, offsets, dict(self.attrs), weights, velocity=velocity)
 
     def split_cells(self, fraction: float, seed: int) -> tuple[Snapshots, Snapshots]:
         """A random ``fraction`` of every time's cells apart from the rest: ``(rest, apart)``, both at every time.
@@ -172,9 +186,9 @@ class Snapshots:
         return self._take(rest, self.t_values), self._take(apart, self.t_values)
 
     def in_memory(self) -> Snapshots:
-        """These snapshots with ``x`` and the weights loaded (a no-op when they already are)."""
-        x, weights, obs_index = dask.compute(self.x, self.weights, self.obs_index)
-        return Snapshots(x, self.t_values, self.offsets, self.attrs, weights, obs_index)
+        """These snapshots with ``x``, the weights and velocities loaded (a no-op when they already are)."""
+        x, weights, obs_index, velocity = dask.compute(self.x, self.weights, self.obs_index, self.velocity)
+        return Snapshots(x, self.t_values, self.offsets, self.attrs, weights, obs_index, velocity)
 
     def summary(self, *also) -> dict:
         """Cells per time, dimension and per-feature statistics: what a user checks first.
@@ -229,6 +243,11 @@ def write_store(path: str | Path, snaps: Snapshots, chunk_bytes: int = CHUNK_BYT
     }
     if "obs_index" in ds:
         encoding["obs_index"] = encoding["time"]
+    if snaps.velocity is not None:
+        v = snaps.velocity
+        v = v.rechunk(x.chunks) if isinstance(v, da.Array) and isinstance(x, da.Array) else np.asarray(v)
+        ds["velocity"] = ("obs", "feature"), v
+        encoding["velocity"] = {"chunks": encoding["x"]["chunks"], "compressors": encoding["x"]["compressors"]}
     snaps = Snapshots(x, snaps.t_values, snaps.offsets, snaps.attrs, snaps.weights)
     return write_dataset_atomic(ds, path, encoding, snaps.summary)
 
@@ -265,7 +284,8 @@ def open_store(path: str | Path) -> Snapshots:
     weights = ds["mass"].data if "mass" in ds else None
     obs_index = ds["obs_index"].data if "obs_index" in ds else None
     x = ds["x"].data.astype(np.float32)
-    return Snapshots(x, ds["t_values"].values, ds["offsets"].values, attrs, weights, obs_index)
+    velocity = ds["velocity"].data.astype(np.float32) if "velocity" in ds else None
+    return Snapshots(x, ds["t_values"].values, ds["offsets"].values, attrs, weights, obs_index, velocity)
 
 
 def read_store(path: str | Path) -> Snapshots:

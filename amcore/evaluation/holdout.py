@@ -14,9 +14,9 @@ import xarray as xr
 
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.paths.interpolants import chain_points, ot_pairs, resolve_tension, spline_at, time_subsets
+from amcore.paths.interpolants import chain_points, ot_pairs, resolve_shape, spline_at, time_subsets
 
-BASELINES = ("copy_prev", "ot_displacement", "ot_push", "spline_path")
+BASELINES = ("copy_prev", "ot_displacement", "ot_push", "spline_path", "velocity_path")
 
 
 def bracket(snaps: Snapshots, holdout: float) -> tuple[int, int, int]:
@@ -85,20 +85,29 @@ def ot_push(snaps: Snapshots, holdout: float, max_size: int = OT_MAX_SIZE) -> tu
 
 
 def spline_path(
-    snaps: Snapshots, holdout: float, tension: float | str = "auto", max_size: int = OT_MAX_SIZE
+    snaps: Snapshots,
+    holdout: float,
+    tension: float | str = "auto",
+    max_size: int = OT_MAX_SIZE,
+    velocity_weight: float | str = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The path AM trains on with ``interpolation: spline``, read at the held-out time: splines through OT chains of
-    every *training* time (the held-out one dropped), the tension ``auto`` chosen on those times alone. What AM adds
-    beyond its interpolant is its score minus this one's; the chains are seeded like the training path's
-    (``ot_max_size`` cells per time at most)."""
+    every *training* time (the held-out one dropped), the tension ``auto`` chosen on those times alone (and the bend
+    along measured velocities, ``velocity_weight``, likewise). What AM adds beyond its interpolant is its score
+    minus this one's; the chains are seeded like the training path's (``ot_max_size`` cells per time at most)."""
     bracket(snaps, holdout)
     training = snaps.drop_times([holdout])
     rng = np.random.default_rng(0)
     subsets = time_subsets(training.counts(), max_size, rng)
     clouds = [np.asarray(training.snapshot(k), dtype=np.float64)[idx] for k, idx in enumerate(subsets)]
+    velocities = None
+    if velocity_weight != 0 and training.velocity is not None:
+        v = np.asarray(training.velocity, dtype=np.float64)
+        velocities = [v[training.offsets[k] : training.offsets[k + 1]][idx] for k, idx in enumerate(subsets)]
     knots = np.asarray(training.t_values, dtype=np.float64)
-    tension = resolve_tension(tension, clouds, knots, rng)
-    predicted = spline_at(chain_points(clouds, rng), knots, holdout, tension)
+    tension, weight = resolve_shape(tension, velocity_weight, clouds, knots, rng, velocities)
+    points, moving = chain_points(clouds, rng, velocities)
+    predicted = spline_at(points, knots, holdout, tension, moving, weight)
     return predicted, np.full(len(predicted), 1.0 / len(predicted))
 
 
@@ -112,7 +121,9 @@ def baseline(name: str, snaps: Snapshots, holdout: float, max_size: int = OT_MAX
         return ot_displacement(snaps, holdout, max_size)
     if name == "ot_push":
         return ot_push(snaps, holdout, max_size)
-    return spline_path(snaps, holdout, max_size=max_size)
+    if name == "spline_path":
+        return spline_path(snaps, holdout, max_size=max_size)
+    return spline_path(snaps, holdout, max_size=max_size, velocity_weight="auto")
 
 
 def prediction_variables(x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> xr.Dataset:

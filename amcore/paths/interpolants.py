@@ -16,6 +16,17 @@ path by a tension ``lam`` (``x_t = (1 - lam) linear + lam natural cubic``). Both
 points, so ``x_t = sum_k w_k(t) x_k`` with weights that depend on the observed times only. At observed times
 the path still passes through the observed cells, so its marginals are the snapshots exactly.
 
+Where each cell's velocity was measured (RNA velocity: ``dataset.v_key``), the spline can follow it: on
+``[t_k, t_{k+1}]``, with ``h = t_{k+1} - t_k`` and ``s = (t - t_k) / h``, each chain adds the cubic Hermite terms
+``lam_v h (h10(s) (c v_k - d_k) + h11(s) (c v_{k+1} - d_{k+1}))``, where ``d`` is the spline's own velocity at
+each end. They vanish at both ends (the marginals stay the snapshots) and turn the path's velocity at each
+observed cell from the spline's ``d`` to ``(1 - lam_v) d + lam_v c v``: with ``lam_v = 1`` and tension 0 the
+path is the cubic Hermite interpolant of the chain's cells and their velocities. Measured velocities come in units
+of their own (an RNA velocity is not per day): ``c`` (``velocity_unit``) makes them as fast on average as the
+chains are.
+Trajectory inference with RNA velocity as a second source of direction goes back to TrajectoryNet (Tong et al.,
+ICML 2020), which regularised its flow with it.
+
 With many closely spaced times (``stride`` s > 1) the straight path is the equal mixture of s interleaved ones:
 path r joins the first time, times r, r + s, r + 2s, ... and the last. Each chord then spans about s intervals.
 Over a short interval the cells move less than the OT pairing of two finite samples scatters them, and a longer
@@ -57,6 +68,7 @@ TENSION_CV_SIZE = 1000
 # overshoots where they are unevenly spaced, a straight path ignores the bend they show; half of each has the lowest
 # mean W1 on the held-out times of 4-time subsets of EB and TIGON EMT (benchmarks/tension_fallback.py).
 FALLBACK_TENSION = 0.5
+VELOCITY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -244,57 +256,123 @@ def chain_rows(clouds: list[np.ndarray], n_chains: int, rng: np.random.Generator
     return np.stack(rows, axis=1)
 
 
-def chain_points(clouds: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """``(chains, K, d)``: the points of :func:`chain_rows` chains, as many as the largest cloud has cells."""
+def chain_points(
+    clouds: list[np.ndarray], rng: np.random.Generator, velocities: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(chains, K, d)``: the points of :func:`chain_rows` chains, as many as the largest cloud has cells, and the
+    same cells' ``velocities`` (one array per cloud) when given."""
     rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
-    return np.stack([cloud[rows[:, k]] for k, cloud in enumerate(clouds)], axis=1)
+
+    def along(arrays):
+        return np.stack([a[rows[:, k]] for k, a in enumerate(arrays)], axis=1)
+
+    return along(clouds), None if velocities is None else along(velocities)
 
 
-def spline_at(points: np.ndarray, knots: np.ndarray, t: float, tension: float) -> np.ndarray:
-    """Each chain's spline (``spline_coefficients``) read at one time ``t``: ``(chains, d)``."""
-    return np.einsum("k,nkd->nd", spline_weights(spline_coefficients(knots, tension), knots, t), points)
+def velocity_unit(points: np.ndarray, velocities: np.ndarray, knots: np.ndarray) -> float:
+    """``c``: the chains' mean speed (their length over the time span) over the measured velocities' mean norm, so
+    that ``c v`` moves as fast as the chains do; 0 when no velocity was measured (all zero)."""
+    length = np.linalg.norm(np.diff(points, axis=1), axis=2).mean(0).sum()
+    measured = np.linalg.norm(velocities, axis=2).mean()
+    return float(length / (knots[-1] - knots[0]) / measured) if measured > 0 else 0.0
 
 
-def choose_tension(clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.Generator) -> tuple[float, dict]:
-    """The tension whose spline best predicts each interior observed time left out in turn (exact W1).
+def hermite_terms(coef: np.ndarray, knots: np.ndarray, t: float) -> tuple[int, float, float, np.ndarray, np.ndarray]:
+    """``(k, h h10(s), h h11(s), d_k, d_{k+1})`` at one time: the interval, the Hermite weights of the velocity
+    terms, and the knot weights of the spline's own velocity at the interval's two ends."""
+    k = int(np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 2))
+    h = knots[k + 1] - knots[k]
+    s = (t - knots[k]) / h
+    c = coef[k]  # (4, knots): weights of s^3, s^2, s, 1 in real time s * h
+    return k, h * (s**3 - 2 * s**2 + s), h * (s**3 - s**2), c[2], 3 * h**2 * c[0] + 2 * h * c[1] + c[2]
+
+
+def spline_at(
+    points: np.ndarray,
+    knots: np.ndarray,
+    t: float,
+    tension: float,
+    velocities: np.ndarray | None = None,
+    velocity_weight: float = 0.0,
+) -> np.ndarray:
+    """Each chain's spline (``spline_coefficients``) read at one time ``t``: ``(chains, d)``; turned towards the
+    chain cells' measured ``velocities`` (module docstring) when ``velocity_weight`` is not 0."""
+    coef = spline_coefficients(knots, tension)
+    x = np.einsum("k,nkd->nd", spline_weights(coef, knots, t), points)
+    if velocity_weight:
+        unit = velocity_unit(points, velocities, knots)
+        k, a, b, slope_a, slope_b = hermite_terms(coef, knots, t)
+        turn_a = unit * velocities[:, k] - np.einsum("k,nkd->nd", slope_a, points)
+        turn_b = unit * velocities[:, k + 1] - np.einsum("k,nkd->nd", slope_b, points)
+        x = x + velocity_weight * (a * turn_a + b * turn_b)
+    return x
+
+
+def choose_shape(
+    clouds: list[np.ndarray],
+    knots: np.ndarray,
+    rng: np.random.Generator,
+    velocities: list[np.ndarray] | None = None,
+    tension: float | str = "auto",
+    velocity_weight: float | str = 0.0,
+) -> tuple[tuple[float, float], dict]:
+    """The ``(tension, velocity_weight)`` whose path best predicts each interior observed time left out in turn
+    (exact W1), among the candidates (``TENSIONS``, ``VELOCITY_WEIGHTS``) of each one set to ``auto``.
 
     Only the given (training) clouds are used: each interior one is dropped, chains are rebuilt through the
     others, and the interpolated chains at its time are compared with its cells. With fewer than four
     times no time can be left out informatively (two are left, and every tension draws the same straight line
-    between them): ``FALLBACK_TENSION`` is used.
+    between them): ``FALLBACK_TENSION`` is used, and no bend along the velocities.
     """
     from amcore.metrics import wasserstein
 
+    tensions = TENSIONS if tension == "auto" else (float(tension),)
+    weights = VELOCITY_WEIGHTS if velocity_weight == "auto" else (float(velocity_weight),)
     if len(clouds) < 4:
-        return FALLBACK_TENSION, {}
-    clouds = [c if len(c) <= TENSION_CV_SIZE else c[rng.choice(len(c), TENSION_CV_SIZE, replace=False)] for c in clouds]
-    scores = {lam: [] for lam in TENSIONS}
+        return (tensions[0] if len(tensions) == 1 else FALLBACK_TENSION, weights[0] if len(weights) == 1 else 0.0), {}
+    picks = [np.arange(len(c)) if len(c) <= TENSION_CV_SIZE else rng.choice(len(c), TENSION_CV_SIZE, replace=False)
+             for c in clouds]  # fmt: skip
+    clouds = [c[i] for c, i in zip(clouds, picks, strict=True)]
+    velocities = None if velocities is None else [v[i] for v, i in zip(velocities, picks, strict=True)]
+    scores = {(lam, g): [] for lam in tensions for g in weights}
     for j in range(1, len(clouds) - 1):
         keep = [i for i in range(len(clouds)) if i != j]
-        sub = [clouds[i] for i in keep]
-        points = chain_points(sub, rng)
-        for lam in TENSIONS:
-            predicted = spline_at(points, knots[keep], float(knots[j]), lam)
-            scores[lam].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
-    mean = {lam: float(np.mean(v)) for lam, v in scores.items()}
+        points, moving = chain_points([clouds[i] for i in keep], rng, velocities and [velocities[i] for i in keep])
+        for lam, g in scores:
+            predicted = spline_at(points, knots[keep], float(knots[j]), lam, moving, g)
+            scores[(lam, g)].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
+    mean = {shape: float(np.mean(v)) for shape, v in scores.items()}
     return min(mean, key=mean.get), mean
 
 
-def resolve_tension(
-    tension: float | str, clouds: list[np.ndarray], knots: np.ndarray, rng: np.random.Generator
-) -> float:
-    """``tension`` itself, or for ``auto`` the value ``choose_tension`` picks on these (training) clouds, said on
-    stderr with its cross-validation table: the training path and the ``spline_path`` baseline decide alike."""
-    if tension != "auto":
-        return float(tension)
-    chosen, scores = choose_tension(clouds, knots, rng)
+def resolve_shape(
+    tension: float | str,
+    velocity_weight: float | str,
+    clouds: list[np.ndarray],
+    knots: np.ndarray,
+    rng: np.random.Generator,
+    velocities: list[np.ndarray] | None = None,
+) -> tuple[float, float]:
+    """``(tension, velocity_weight)`` as given, or for each ``auto`` the value ``choose_shape`` picks on these
+    (training) clouds, said on stderr with its cross-validation table: the training path and the ``spline_path``
+    and ``velocity_path`` baselines decide alike."""
+    if velocity_weight != 0 and velocities is None:
+        raise ValueError("velocity_weight bends the path along measured velocities, and these snapshots have none: "
+                         "name them with dataset.v_key (or set velocity_weight 0)")  # fmt: skip
+    if tension != "auto" and velocity_weight != "auto":
+        return float(tension), float(velocity_weight)
+    chosen, scores = choose_shape(clouds, knots, rng, velocities, tension, velocity_weight)
     if scores:
-        table = ", ".join(f"{lam:g}: {w:.4g}" for lam, w in scores.items())
-        print(f"amcore: spline tension {chosen:g} (W1, each interior time left out: {table})", file=sys.stderr)
+        table = ", ".join(f"{lam:g}" + (f"/{g:g}" if velocity_weight == "auto" else "") + f": {w:.4g}"
+                          for (lam, g), w in scores.items())  # fmt: skip
+        named = "spline tension" + (" / velocity weight" if velocity_weight == "auto" else "")
+        shown = f"{chosen[0]:g}" + (f" / {chosen[1]:g}" if velocity_weight == "auto" else "")
+        print(f"amcore: {named} {shown} (W1, each interior time left out: {table})", file=sys.stderr)
     elif len(clouds) > 2:
-        print(f"amcore: spline tension {chosen:g}: {len(clouds)} training times leave none to choose it on "
-              "(half way between the straight path and the natural spline)", file=sys.stderr)  # fmt: skip
-    return float(chosen)
+        print(f"amcore: spline tension {chosen[0]:g}, velocity weight {chosen[1]:g}: {len(clouds)} training times "
+              f"leave none to choose them on (auto takes tension {FALLBACK_TENSION:g}, half way between the straight "
+              "path and the natural spline, and no bend along the velocities)", file=sys.stderr)  # fmt: skip
+    return chosen
 
 
 def interleaved_legs(n_snapshots: int, stride: int) -> list[tuple[int, int]]:
@@ -336,13 +414,18 @@ class SnapshotPath:
         tension: float | str = "auto",
         sigma_final: float | None = None,
         stride: int = 1,
+        velocity_weight: float | str = 0.0,
     ) -> None:
         """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise);
-        ``stride``: how many interleaved straight paths are mixed (module docstring)."""
+        ``stride``: how many interleaved straight paths are mixed; ``velocity_weight``: how far the spline bends
+        along the cells' measured velocities (module docstring)."""
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+        if velocity_weight != 0 and interpolation != "spline":
+            raise ValueError(f"velocity_weight bends spline paths: it needs interpolation 'spline', not "
+                             f"{interpolation!r}")  # fmt: skip
         if interpolation == "spline" and coupling != "ot":
             raise ValueError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not {coupling!r}")
         if snaps.n_snapshots < 2:
@@ -376,7 +459,7 @@ class SnapshotPath:
         if interpolation == "nearest":
             self.frame_step = check_dense_frames(snaps, ot_max_size, np.random.default_rng(seed))
         elif interpolation == "spline":
-            self._build_chains(snaps, ot_max_size, tension, np.random.default_rng(seed))
+            self._build_chains(snaps, ot_max_size, tension, velocity_weight, np.random.default_rng(seed))
         elif coupling != "independent":
             rng = np.random.default_rng(seed)
             subsets = time_subsets(snaps.counts(), ot_max_size, rng)
@@ -403,13 +486,26 @@ class SnapshotPath:
             self.leg_times = self.t_values[ends]  # (legs, 2): each leg's first and last time
             self.leg_of = leg_index(legs, snaps.n_snapshots, self.stride).to(self.device)
 
-    def _build_chains(self, snaps: Snapshots, max_size: int, tension: float | str, rng: np.random.Generator) -> None:
-        """Chains through every snapshot (each subsampled once to ``max_size``) and the spline's coefficients."""
+    def _build_chains(
+        self, snaps: Snapshots, max_size: int, tension: float | str, velocity_weight: float | str, rng
+    ) -> None:
+        """Chains through every snapshot (each subsampled once to ``max_size``), the spline's coefficients and the
+        gain of the bend along measured velocities."""
         subsets = time_subsets(snaps.counts(), max_size, rng)
         clouds = [np.asarray(snaps.snapshot(k))[idx].astype(np.float64) for k, idx in enumerate(subsets)]
+        velocities = None
+        if snaps.velocity is not None and velocity_weight != 0:
+            velocities = [np.asarray(snaps.velocity[snaps.offsets[k] : snaps.offsets[k + 1]])[idx].astype(np.float64)
+                          for k, idx in enumerate(subsets)]  # fmt: skip
         knots = np.asarray(snaps.t_values, dtype=np.float64)
-        self.tension = resolve_tension(tension, clouds, knots, rng)
+        self.tension, self.velocity_weight = resolve_shape(tension, velocity_weight, clouds, knots, rng, velocities)
         rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
+        self.velocity_unit = 0.0
+        if self.velocity_weight:
+            points = np.stack([c[rows[:, k]] for k, c in enumerate(clouds)], axis=1)
+            moving = np.stack([v[rows[:, k]] for k, v in enumerate(velocities)], axis=1)
+            self.velocity_unit = velocity_unit(points, moving, knots)
+            self.v = torch.as_tensor(np.asarray(snaps.velocity), dtype=torch.float32, device=self.device)
         rows = np.stack([snaps.offsets[k] + subsets[k][rows[:, k]] for k in range(len(subsets))], axis=1)
         self.chains = torch.as_tensor(rows, device=self.device)
         coef = spline_coefficients(knots, self.tension)
@@ -485,6 +581,17 @@ class SnapshotPath:
             dw = torch.einsum("np,npk->nk", torch.cat([3 * s**2, 2 * s, one, zero], 1), coef)
             points = self.x[chain]
             xt, u = torch.einsum("nk,nkd->nd", w, points), torch.einsum("nk,nkd->nd", dw, points)
+            if self.velocity_weight:  # Hermite terms towards the cells' measured velocities (module docstring)
+                ends = chain.gather(1, torch.stack([k, k + 1], 1))
+                h = (tb - ta)[:, None]
+                r = s / h
+                slope_a = torch.einsum("nk,nkd->nd", coef[:, 2], points)
+                slope_b = torch.einsum("nk,nkd->nd", 3 * h**2 * coef[:, 0] + 2 * h * coef[:, 1] + coef[:, 2], points)
+                turn_a = self.velocity_unit * self.v[ends[:, 0]] - slope_a
+                turn_b = self.velocity_unit * self.v[ends[:, 1]] - slope_b
+                lam = self.velocity_weight
+                xt = xt + lam * h * ((r**3 - 2 * r**2 + r) * turn_a + (r**3 - r**2) * turn_b)
+                u = u + lam * ((3 * r**2 - 4 * r + 1) * turn_a + (3 * r**2 - 2 * r) * turn_b)
             if self.noise.active:
                 _, _, std = self._bridge(t, ta, tb)
                 xt = xt + std * torch.randn(xt.shape, generator=gen, device=self.device)

@@ -34,9 +34,10 @@ def _training_snapshots(snaps: Snapshots) -> list[int]:
 
 
 def training_bytes(snaps: Snapshots) -> int:
-    """Bytes of float32 features in the training (not held-out) snapshots."""
+    """Bytes of float32 features (and velocities, when measured) in the training (not held-out) snapshots."""
     counts = snaps.counts()
-    return int(sum(counts[k] for k in _training_snapshots(snaps))) * snaps.dim * 4
+    arrays = 1 if snaps.velocity is None else 2
+    return int(sum(counts[k] for k in _training_snapshots(snaps))) * snaps.dim * 4 * arrays
 
 
 def load_training(snaps: Snapshots) -> Snapshots:
@@ -51,9 +52,13 @@ def load_training(snaps: Snapshots) -> Snapshots:
     if snaps.weights is not None:
         sources.append(da.concatenate([snaps.weights[p] for p in parts]))
         targets.append(np.empty(offsets[-1], dtype=np.float64))
+    if snaps.velocity is not None:
+        sources.append(da.concatenate([snaps.velocity[p] for p in parts]))
+        targets.append(np.empty((offsets[-1], snaps.dim), dtype=np.float32))
     da.store(sources, targets, lock=False)  # chunk by chunk into place: no second copy of the whole array
     weights = targets[1] if snaps.weights is not None else None
-    return Snapshots(targets[0], snaps.t_values[keep], offsets, dict(snaps.attrs), weights)
+    velocity = targets[-1] if snaps.velocity is not None else None
+    return Snapshots(targets[0], snaps.t_values[keep], offsets, dict(snaps.attrs), weights, velocity=velocity)
 
 
 class RefreshedPath:
@@ -187,7 +192,7 @@ class StreamingPath(RefreshedPath):
     def sample(self, refresh: int) -> Snapshots:
         """The resident sample of one refresh: per training time, rows of a few random chunks of it."""
         rng = self.rng(refresh)
-        xs, weights, counts = [], [], []
+        xs, vs, weights, counts = [], [], [], []
         held = 0
         for j, pieces in enumerate(self.pieces):
             chosen, rows = [], 0
@@ -201,20 +206,25 @@ class StreamingPath(RefreshedPath):
             self.rows_read += rows
             parts = [self.snaps.x[lo:hi] for lo, hi in chosen]
             w = None if self.snaps.weights is None else [self.snaps.weights[lo:hi] for lo, hi in chosen]
-            x, w = dask.compute(parts, w)
+            v = None if self.snaps.velocity is None else [self.snaps.velocity[lo:hi] for lo, hi in chosen]
+            x, w, v = dask.compute(parts, w, v)
             x = np.concatenate(x)
             w = np.ones(len(x)) if w is None else np.concatenate(w).astype(np.float64)
             take = np.arange(len(x))
             if len(x) > self.rows_per_time:
                 take = np.sort(rng.choice(len(x), self.rows_per_time, replace=False))
             xs.append(x[take])
+            if v is not None:
+                vs.append(np.concatenate(v)[take])
             # Weights scaled so that each resident snapshot carries the whole snapshot's mass (uAM's growth).
             weights.append(w[take] * self.masses[j] / w[take].sum())
             counts.append(len(xs[-1]))
             held += counts[-1]
         offsets = np.concatenate([[0], np.cumsum(counts)])
         attrs = {**self.snaps.attrs, "holdout_times": []}
-        return Snapshots(np.concatenate(xs), self.snaps.t_values[self.keep], offsets, attrs, np.concatenate(weights))
+        velocity = np.concatenate(vs) if vs else None
+        return Snapshots(np.concatenate(xs), self.snaps.t_values[self.keep], offsets, attrs, np.concatenate(weights),
+                         velocity=velocity)  # fmt: skip
 
     resident = sample
 

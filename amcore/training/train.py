@@ -108,6 +108,9 @@ def _check_domains(cfg: TrainConfig) -> None:
     tension = cfg.tension
     if tension != "auto" and not (_number(tension) and 0 <= tension <= 1):
         raise InputError(f"tension must be 'auto' or a number in [0, 1], got {tension!r}")
+    weight = cfg.velocity_weight
+    if weight != "auto" and not (_number(weight) and 0 <= weight < math.inf):
+        raise InputError(f"velocity_weight must be 'auto' or a number >= 0, got {weight!r}")
     periods = cfg.time_periods
     if not isinstance(periods, (list, tuple)) or not all(_number(p) and p > 0 for p in periods):
         raise InputError(f"time_periods must be a list of numbers > 0, got {periods!r}")
@@ -133,6 +136,7 @@ class TrainConfig:
     coupling: str = "ot"
     interpolation: str = "linear"
     tension: float | str = "auto"
+    velocity_weight: float | str = 0.0
     stride: int = 1
     steps: int = 4000
     batch_size: int = 512
@@ -211,6 +215,7 @@ class TrainConfig:
         unused = [
             ("growth", self.growth != 1.0 and self.objective != "uam", "objective 'uam'"),
             ("tension", self.tension != "auto" and self.interpolation != "spline", "interpolation 'spline'"),
+            ("velocity_weight", self.velocity_weight != 0 and self.interpolation != "spline", "interpolation 'spline'"),
             ("torchcfm_sigma", self.torchcfm_sigma != 0.1 and self.implementation != "torchcfm",
              "implementation 'torchcfm'"),
         ]  # fmt: skip
@@ -477,7 +482,7 @@ class Run:
         self.gens = [torch.Generator(device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in self.mine]
         self.sub_batch = cfg.batch_size // self.streams
         torch.manual_seed(cfg.seed)
-        self.tension = cfg.tension
+        self.tension, self.velocity_weight = cfg.tension, cfg.velocity_weight
         held = None
         if cfg.validation > 0:
             if snaps is None:
@@ -545,8 +550,10 @@ class Run:
             sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
             entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
             interpolation=cfg.interpolation, tension=self.tension, stride=cfg.stride,
+            velocity_weight=self.velocity_weight,
         )  # fmt: skip
         self.tension = getattr(built, "tension", self.tension)
+        self.velocity_weight = getattr(built, "velocity_weight", self.velocity_weight)
         return built
 
     def resume(self, partial: Path) -> None:
@@ -780,6 +787,7 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path) -> dict:
         summary["train_times"] = [round(float(t), 6) for t in run.path.t_values]
         if cfg.interpolation == "spline":
             summary["spline_tension"] = run.tension
+            summary["velocity_weight"] = run.velocity_weight
     return summary
 
 
