@@ -69,6 +69,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             named = f"{left[:10]}" + (f" and {len(left) - 10} more" if len(left) > 10 else "")
             print(f"amcore prepare: columns {named} are not numbers and were left out of the features "
                   "(dataset.feature_columns lists the features to take)", file=sys.stderr)  # fmt: skip
+        if unnamed := reader.get("unnamed_columns"):
+            print(f"amcore prepare: columns {unnamed} have no header (a row index, as pandas' to_csv writes) and "
+                  "were left out of the features (dataset.feature_columns lists the features to take)",
+                  file=sys.stderr)  # fmt: skip
+
+        if files := reader.get("file_labels"):
+            shown = ", ".join(f"{name}: {label}" for name, label in list(files.items())[:20])
+            more = f" and {len(files) - 20} more" if len(files) > 20 else ""
+            source = "file_times" if args.dataset.get("file_times") else "from its name, time_pattern"
+            print(f"amcore prepare: time of each file ({source}): {shown}{more}", file=sys.stderr)
+
         for time, labels in reader.get("merged_labels", {}).items():
             print(f"amcore prepare: labels {labels} map to one time, {time}, in dataset.time_map: their cells are "
                   "one snapshot", file=sys.stderr)  # fmt: skip
@@ -538,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("baseline", cmd_baseline, "a baseline's prediction at a held-out time")
     p.add_argument("--store", required=True)
     p.add_argument("--holdout", type=float, required=True, help="the held-out time")
-    p.add_argument("--name", required=True, help="copy_prev, ot_displacement, ot_push or spline_path")
+    p.add_argument("--name", required=True, help="copy_prev, ot_displacement, ot_push, spline_path or velocity_path")
+
     p.add_argument("--max-size", type=int, default=None, help="cells per time at most in OT plans (default 5000)")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 

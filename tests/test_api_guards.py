@@ -90,7 +90,27 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
             call()
 
 
+def test_backward_pushes_run_where_the_method_can_and_are_refused_where_it_cannot(tmp_path):
+    """RK4 pushes backward (there and back returns the cells); dopri5 returned its input unmoved and eAM's SDE all
+    NaN: both are refused by name."""
+    snaps = Snapshots.from_labels(*_cells())
+    train(snaps, TrainConfig(**TINY), tmp_path / "am.pt", tmp_path / "am.csv")
+    train(snaps, TrainConfig(**TINY, objective="eam", sigma=0.1), tmp_path / "eam.pt", tmp_path / "eam.csv")
+    am, eam = amcore.load(tmp_path / "am.pt"), amcore.load(tmp_path / "eam.pt")
+    cells = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    there = am.push(cells, 0.0, 2.0)
+    assert np.abs(there - cells).max() > 1e-3
+    np.testing.assert_allclose(am.push(there, 2.0, 0.0), cells, atol=1e-4)  # RK4's error at 20 steps
+    with pytest.raises(ValueError, match=r"method 'dopri5' needs increasing times, got \[2.0, 0.0\]"):
+        am.push(there, 2.0, 0.0, method="dopri5")
+    with pytest.raises(ValueError, match=r"method 'dopri5' needs increasing times, got \[0.0, 2.0, 1.0\]"):
+        am.trajectories(cells, [0.0, 2.0, 1.0], method="dopri5")
+    with pytest.raises(ValueError, match=r"method 'sde' needs increasing times.*reverse needs the score"):
+        eam.push(cells, 2.0, 0.0)
+
+
 def test_features_on_scales_a_thousand_fold_apart_are_flagged(tmp_path, capsys):
+
     x, t = _cells()
     x[:, 1] *= 1e-4
     train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")

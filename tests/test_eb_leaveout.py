@@ -77,7 +77,15 @@ def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
     out = Path(tmp_path) / "results" / "eb_leaveout"
     table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
     w1_table = table[table["metric"] == "w1"].set_index("method")["value"]
-    assert sorted(w1_table.index) == ["am", "copy_prev", "ot_displacement", "ot_push", "otcfm", "spline_path"]
+    assert sorted(w1_table.index) == [
+        "am",
+        "copy_prev",
+        "ot_displacement",
+        "ot_push",
+        "otcfm",
+        "spline_path",
+        "velocity_path",
+    ]
     for name, value in expected_baselines(2.0)[0].items():
         assert w1_table[name] == pytest.approx(value, rel=1e-5), name
     # Even 300 steps learn the motion: far better than not moving.

@@ -113,6 +113,7 @@ def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
     assert "rule prepare:" not in text
 
     # The report shows the plots.
+
     report = subprocess.run(
         [str(BIN / "snakemake"), "--snakefile", str(Path(__file__).parents[1] / "Snakefile"),
          "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
@@ -121,6 +122,17 @@ def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+    # A re-training that fails (here it diverges at once; a kill -9 likewise) leaves no earlier model's results
+    # looking current: the next run must train again, not find nothing to do and keep the old numbers.
+    failing = copy.deepcopy(tiny_config)
+    failing["models"]["am"]["divergence_factor"] = 1e-9
+    failed = snakemake(tmp_path, failing)
+    assert failed.returncode != 0 and "stopped at step" in failed.stdout + failed.stderr
+    run = run_dir(tmp_path, tiny_config)
+    assert not any((run / name).exists() for name in ("model.pt", "trajectories.zarr", "metrics.json", "plots"))
+    plan = snakemake(tmp_path, failing, "--dry-run")
+    assert "rule train:" in plan.stdout + plan.stderr
 
 
 def check_export(out: Path, config: dict) -> None:

@@ -146,6 +146,38 @@ def test_directory_times_from_names_or_a_mapping(tmp_path, data):
     check_round_trip(tmp_path / "c", {"source": "directory", "path": str(folder), **mapping}, x, t)
 
 
+def test_time_in_file_names_is_never_read_as_a_sign_or_a_replicate(tmp_path):
+    """'day-3' is day 3 (the sign once made it -3, reversing time in silence); names whose first number is the
+    same for every file (rep1_day0, rep1_day3) are refused with the setting that fixes them."""
+    dashed, replicate = tmp_path / "dashed", tmp_path / "replicate"
+    for folder, names in ((dashed, ("day-0", "day-3", "day-10", "-1")), (replicate, ("rep1_day0", "rep1_day3"))):
+        folder.mkdir()
+        for name in names:
+            np.savez(folder / f"{name}.npz", X=np.random.default_rng(0).normal(size=(5, 2)))
+    snaps = build_snapshots({"source": "directory", "path": str(dashed)})
+    assert snaps.t_values.tolist() == [-1.0, 0.0, 3.0, 10.0]  # a leading sign is still a sign
+    assert snaps.attrs["provenance"]["reader"]["file_labels"]["day-3.npz"] == 3.0
+    with pytest.raises(InputError, match=r"every file's name gives the same time, 1\.0 .* set time_pattern"):
+        build_snapshots({"source": "directory", "path": str(replicate)})
+    by_day = build_snapshots({"source": "directory", "path": str(replicate), "time_pattern": r"day(\d+)"})
+    assert by_day.t_values.tolist() == [0.0, 3.0]
+
+
+def test_table_columns_that_are_no_features(tmp_path):
+    """pandas' to_csv writes the row index as a column without a header: left out and said, never a feature; the
+    time column or a repeated column listed in feature_columns is refused."""
+    frame = pd.DataFrame({"a": np.arange(6.0), "b": np.ones(6), "time": np.repeat([0.0, 1.0], 3)})
+    frame.to_csv(tmp_path / "indexed.csv")  # index=True, the default
+    spec = {"source": "csv", "path": str(tmp_path / "indexed.csv"), "t_key": "time"}
+    snaps = build_snapshots(spec)
+    assert snaps.attrs["feature_names"] == ["a", "b"]
+    assert snaps.attrs["provenance"]["reader"]["unnamed_columns"] == ["Unnamed: 0"]
+    with pytest.raises(InputError, match=r"feature_columns lists the time column 'time'"):
+        build_snapshots(spec | {"feature_columns": ["a", "time"]})
+    with pytest.raises(InputError, match=r"feature_columns repeats \['a'\]"):
+        build_snapshots(spec | {"feature_columns": ["a", "a", "b"]})
+
+
 def by_file(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows as a directory with one file per time (files in time order) reads them."""
     order = np.argsort(t, kind="stable")

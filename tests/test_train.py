@@ -89,6 +89,10 @@ def test_divergence_rule():
     assert "beyond 100 x 2" in divergence([(50, -2.0), (100, -201.0)], scale=1.0, factor=100)
     assert divergence([(50, -2.0), (100, -199.0)], scale=1.0, factor=100) is None
     assert divergence([(50, -2.0), (100, -3.7e6)], scale=1.0, factor=0) is None
+    # A first loss already beyond the bar (a learning rate far too high: 6.8e9 by step 50 at lr 1) does not raise
+    # it: the loss that settles at 1.1e5 from there is still 1e4 times the scale.
+    assert "beyond 100 x 13" in divergence([(50, 6.8e9), (100, 1.1e5)], scale=13.0, factor=100)
+    assert "beyond 100 x 13" in divergence([(50, 6.8e9)], scale=13.0, factor=100)
 
 
 def test_kinetic_scale_bounds_the_analytic_action_and_a_converged_loss(tmp_path, gaussian_snaps):

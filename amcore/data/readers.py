@@ -27,7 +27,9 @@ from amcore.errors import InputError
 
 READ_CHUNK_BYTES = 64 * 2**20
 FORMATS = {"npz": ".npz", "h5ad": ".h5ad", "csv": ".csv", "parquet": ".parquet", "netcdf": ".nc", "zarr": ".zarr"}
-DEFAULT_TIME_PATTERN = r"[-+]?\d*\.?\d+"
+# The first number in a file's name; a sign only at the start or after '=' ("-1", "t=-0.5"), never after a word
+# ("day-3" is day 3, not -3).
+DEFAULT_TIME_PATTERN = r"(?:(?:^|(?<=[=\s]))[-+])?\d*\.?\d+"
 EXPECTED = {
     "npz": "a .npz archive",
     "npy": "a .npy file",
@@ -287,6 +289,11 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         missing = [c for c in feature_columns if c not in columns]
         if missing:
             raise InputError(f"{path}: feature columns {missing} missing; the file has columns {columns[:20]}")
+        if t_key in feature_columns:
+            raise InputError(f"{path}: feature_columns lists the time column {t_key!r}; a time is not a feature")
+        if len(set(feature_columns)) < len(feature_columns):
+            repeated = sorted({c for c in feature_columns if feature_columns.count(c) > 1})
+            raise InputError(f"{path}: feature_columns repeats {repeated}; list each feature once")
         _check_not_mostly_numbers(path, frame, [c for c in feature_columns if c in text])
         not_numeric = [c for c in feature_columns if c not in numeric]
         if not_numeric:
@@ -294,7 +301,9 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         features = list(feature_columns)
     else:
         _check_not_mostly_numbers(path, frame, [c for c in text if c != t_key])
-        features = [c for c in columns if c in numeric and c != t_key]
+        # A column without a header ("Unnamed: 0") is a row index (pandas' to_csv writes one), not a measurement.
+        unnamed = [c for c in columns if re.fullmatch(r"Unnamed: \d+", c)]
+        features = [c for c in columns if c in numeric and c != t_key and c not in unnamed]
         if not features:
             raise InputError(f"{path}: no numeric feature columns besides the time column {t_key!r}")
     if isinstance(frame, pd.DataFrame):
@@ -304,8 +313,10 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         if t_key is not None:
             labels = frame[t_key].compute().to_numpy()
     info = {"t_key": t_key, "feature_columns": features}
-    if not feature_columns:  # said by prepare: a column of labels or flags is left out of the features
-        info["left_out_columns"] = [c for c in columns if c not in features and c != t_key]
+    if not feature_columns:  # said by prepare: a column of labels, flags or row numbers is left out of the features
+        info["left_out_columns"] = [c for c in columns if c not in features and c != t_key and c not in unnamed]
+        info["unnamed_columns"] = unnamed
+
     return _chunked(x, path, "feature columns"), labels, info
 
 
@@ -458,6 +469,13 @@ def read_directory(
             if match is None:
                 raise InputError(f"{file}: no time in the file name (time_pattern {time_pattern!r})")
             labels.append(_number_or_text(match.group(1) if pattern.groups else match.group(0)))
+        if len(files) > 1 and len(set(labels)) == 1:
+            names = [f.name for f in files[:3]]
+            raise InputError(
+                f"{path}: every file's name gives the same time, {labels[0]} (time_pattern {time_pattern!r}, whose "
+                f"first group or else whole match is the time, on {names}...): set time_pattern to pick the time, "
+                r"e.g. 'day(\d+)', or list dataset.file_times"
+            )
     if not files:
         raise InputError(f"{path}: no {FORMATS[fmt]} files")
     blocks, rows = [], {}
@@ -472,7 +490,8 @@ def read_directory(
         blocks.append(x)
         rows[file.name] = int(x.shape[0])
     per_row = np.repeat(np.array(labels, dtype=object), list(rows.values()))
-    info = {**info, "t_key": None, "format": fmt, "files": rows}
+    info = {**info, "t_key": None, "format": fmt, "files": rows, "file_labels": dict(zip(rows, labels, strict=True))}
+
     return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
 
 

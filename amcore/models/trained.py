@@ -244,7 +244,12 @@ class TrainedModel:
         if isinstance(per_interval, bool) or not isinstance(per_interval, (int, np.integer)) or per_interval < 1:
             raise ValueError(f"steps per interval must be a whole number >= 1, got {per_interval!r}")
         self._check_times(times)
+        if method in ("sde", "dopri5") and (np.diff(times) <= 0).any():
+            why = ("an SDE runs forward only (its reverse needs the score of the marginals, which eAM does not learn)"
+                   if method == "sde" else "dopri5 steps forward only; rk4 and euler push backward too")  # fmt: skip
+            raise ValueError(f"method {method!r} needs increasing times, got {times.tolist()}: {why}")
         grid, _ = integrate.time_grid(times, per_interval)
+
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
         if len(x0.shape) != 2 or x0.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(x0.shape)}")

@@ -9,6 +9,12 @@ rule train:
         train=lambda wc: as_arg({**config["models"][wc.model], "threads": config["threads"], "seed": int(wc.seed)}),
         launcher=launcher,
         tags=lambda wc: stage_tags("train", holdout=wc.holdout, model=wc.model, seed=wc.seed),
+        # What the previous model of this run left: a training that then fails (killed, diverged) must not leave
+        # them looking current beside no model, or the next run would find nothing to do and keep them.
+        stale=lambda wc: " ".join(
+            shlex.quote(f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/{name}")
+            for name in ("trajectories.zarr", "metrics.json", "plots")
+        ),
     threads: config["threads"] * max(1, config["train_processes"])
     resources:
         gpu=config["gpus"],
@@ -17,5 +23,6 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} amcore train --store {input.store:q} --params {params.train}"
+        "rm -rf {params.stale} && {params.launcher} amcore train --store {input.store:q} --params {params.train}"
+
         " --checkpoint {output.checkpoint:q} --loss-csv {output.loss:q} --tags {params.tags} 2>&1 | tee {log:q}"
