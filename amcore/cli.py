@@ -139,6 +139,7 @@ def cmd_integrate(args: argparse.Namespace) -> None:
     with StageRun("integrate", args.tags, args.params) as run:
         snaps = open_store(args.store)  # lazily: only the snapshots pushed from are read
         model = load(args.checkpoint)
+        model.check_store(snaps, args.store)
         params = args.params
         steps, seed = params.get("steps_per_interval"), params.get("seed", 0)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -439,12 +440,18 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from amcore.evaluation.table import across_datasets
 
     tables = {}
-    for path in map(Path, args.tables):
+    paths = [Path(p).resolve() for p in args.tables]
+    for path, name in zip(paths, _experiment_names(paths), strict=True):
         if not path.is_file():
             raise InputError(f"{path}: no such table; give each experiment's results/<experiment>/table.csv")
         # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
-        tables[path.parent.name] = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
-                                               dtype={"holdout": str, "seed": str})  # fmt: skip
+        tables[name] = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
+                                   dtype={"holdout": str, "seed": str})  # fmt: skip
+        missing = sorted({"method", "holdout", "seed", "metric", "value"} - set(tables[name].columns))
+        if missing:
+            raise InputError(f"{path}: not an amcore table (no columns {missing}); give results/<experiment>/table.csv")
+        if not pd.api.types.is_numeric_dtype(tables[name]["value"]):
+            raise InputError(f"{path}: column 'value' holds text; expected the numbers amcore table writes")
     references = _references(args.reference, list(tables))
     for name, table in tables.items():
         if args.metric not in set(table["metric"]):
@@ -456,6 +463,20 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if args.out:
         _write_text(args.out, text)
     print(text)
+
+
+def _experiment_names(paths: list[Path]) -> list[str]:
+    """Each table's experiment: its folder's name, with as many folders above as it takes to tell tables in folders
+    of the same name apart (runs/a/exp and runs/b/exp: a/exp and b/exp). The same table twice is refused."""
+    if len(set(paths)) < len(paths):
+        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+        raise InputError(f"{twice}: the same table given twice; each is one experiment")
+    depth = 1
+    while True:
+        names = ["/".join(p.parent.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
 
 
 def _references(given: list[str], experiments: list[str]) -> dict[str, str]:
@@ -550,7 +571,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--holdout", type=float, required=True, help="the held-out time")
     p.add_argument("--name", required=True, help="copy_prev, ot_displacement, ot_push, spline_path or velocity_path")
-
     p.add_argument("--max-size", type=int, default=None, help="cells per time at most in OT plans (default 5000)")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 

@@ -152,6 +152,7 @@ def cells(store: str | Path, checkpoints: list[dict]):
     for entry, model in zip(checkpoints, models, strict=True):
         if model.dim != snaps.dim:
             raise ValueError(f"{entry['path']}: a model of {model.dim} features, but {store} has {snaps.dim}")
+        model.check_store(snaps, store)
     x = np.ascontiguousarray(snaps.x, dtype=np.float32)
     t = np.repeat(snaps.t_values.astype(np.float64), snaps.counts())
 

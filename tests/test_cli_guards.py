@@ -66,6 +66,31 @@ def test_an_output_that_is_an_input_or_a_foreign_folder_is_refused_and_left_alon
     assert "is a file: amcore writes a zarr store" in said and (tmp_path / "afile").read_text() == "x"
 
 
+def test_a_model_is_used_only_on_the_store_it_was_trained_on(capsys, tmp_path):
+    """Two prepared stores of as many features (two simulators): integrate and export of one's model on the other
+    ran without a word (the coordinates mean other things there)."""
+    from amcore.cli import main as amcore_main
+    from amcore.data.prepare import build_snapshots
+
+    for name, simulator in (("a", "gaussian_path"), ("b", "ornstein_uhlenbeck")):
+        spec = {"source": "simulate", "simulator": simulator, "times": [0.0, 0.5, 1.0], "n_per_time": 60, "seed": 0}
+        write_store(tmp_path / f"{name}.zarr", build_snapshots(spec))
+    fit = [
+        "--params",
+        '{"steps": 10, "width": 8}',
+        "--checkpoint",
+        str(tmp_path / "m.pt"),
+        "--loss-csv",
+        str(tmp_path / "m.csv"),
+    ]
+    assert amcore_main(["train", "--store", str(tmp_path / "a.zarr"), *fit]) == 0
+    push = ["integrate", "--checkpoint", str(tmp_path / "m.pt"), "--params", '{"steps_per_interval": 2}']
+    said = refused(capsys, *push, "--store", str(tmp_path / "b.zarr"), "--out", str(tmp_path / "t.zarr"))
+    assert f"{tmp_path / 'm.pt'} was trained on another store than {tmp_path / 'b.zarr'}" in said
+    assert not (tmp_path / "t.zarr").exists()
+    assert amcore_main([*push, "--store", str(tmp_path / "a.zarr"), "--out", str(tmp_path / "t.zarr")]) == 0
+
+
 def test_a_damaged_checkpoint_is_named_never_a_traceback(work, capsys, tmp_path):
     whole = (work / "model.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
@@ -146,6 +171,26 @@ def test_a_summary_of_a_metric_or_reference_no_table_has_is_refused(capsys, tmp_
         capsys, "summary", str(folder / "table.csv"), "--reference", "amm"
     )
     assert main(["summary", str(folder / "table.csv")]) == 0
+
+
+def test_summary_tells_tables_in_folders_of_one_name_apart_and_refuses_what_is_no_table(capsys, tmp_path):
+    """runs_a/eb and runs_b/eb were one column holding the second table; the same table twice counted once; a
+    table without amcore's columns or with text values crashed with a pandas error."""
+    rows = ["method,holdout,seed,metric,value", "am,1,0,w1,{}", "copy_prev,1,,w1,1.2"]
+    for run, value in (("runs_a", 0.8), ("runs_b", 0.5)):
+        (tmp_path / run / "eb").mkdir(parents=True)
+        (tmp_path / run / "eb" / "table.csv").write_text("\n".join(rows).format(value) + "\n")
+    tables = [str(tmp_path / run / "eb" / "table.csv") for run in ("runs_a", "runs_b")]
+    assert main(["summary", *tables]) == 0
+    text = capsys.readouterr().out
+    assert "runs_a/eb" in text and "runs_b/eb" in text and "0.8" in text and "0.5" in text
+    assert "the same table given twice" in refused(capsys, "summary", tables[0], tables[0])
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert "not an amcore table (no columns ['holdout', 'method', 'metric', 'seed', 'value'])" in refused(
+        capsys, "summary", str(tmp_path / "other.csv")
+    )
+    (tmp_path / "text.csv").write_text("\n".join(rows).format("high") + "\n")
+    assert "column 'value' holds text" in refused(capsys, "summary", str(tmp_path / "text.csv"))
 
 
 def test_a_missing_key_is_named_as_one(capsys, tmp_path):

@@ -133,6 +133,8 @@ def test_anndata_input_comes_back_with_its_obs_names_and_columns(trained, tmp_pa
             "time_map": {"day0": 0.0, "day0.5": 0.5, "day1": 1.0}}  # fmt: skip
     store = tmp_path / "store.zarr"
     write_store(store, build_snapshots(spec))
+    _train(store, tmp_path / "am.pt", "am")  # a model is exported only with the store it was trained on
+    trained = tmp_path
     out = tmp_path / "export.h5ad"
     argv = ["export", "--store", str(store), "--models", _checkpoints(trained, "am"), "--out", str(out)]
     assert main(argv) == 0

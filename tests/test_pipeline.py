@@ -113,7 +113,6 @@ def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
     assert "rule prepare:" not in text
 
     # The report shows the plots.
-
     report = subprocess.run(
         [str(BIN / "snakemake"), "--snakefile", str(Path(__file__).parents[1] / "Snakefile"),
          "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),

@@ -163,6 +163,20 @@ def test_time_in_file_names_is_never_read_as_a_sign_or_a_replicate(tmp_path):
     assert by_day.t_values.tolist() == [0.0, 3.0]
 
 
+def test_float32_time_labels_are_the_decimals_written_and_map_keys_match_numbers_however_written(tmp_path):
+    """A float32 column of 0.1, 0.2, 0.3 (AnnData obs often holds float32) was read as 0.10000000149011612, ..., so
+    holding out 0.2 or mapping '0.1' failed; whole-number keys written '3.0' did not match the label 3.0."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    t = np.repeat(np.array([0.1, 0.2, 0.3], dtype=np.float32), 10)
+    np.savez(tmp_path / "f32.npz", X=x, t=t, days=np.repeat([0.0, 3.0, 7.0], 10))
+    spec = {"source": "npz", "path": str(tmp_path / "f32.npz")}
+    assert build_snapshots(spec, holdout_times=[0.2]).t_values.tolist() == [0.1, 0.2, 0.3]
+    mapped = build_snapshots(spec | {"time_map": {"0.1": 0, "0.2": 1, "0.3": 2}})
+    assert mapped.t_values.tolist() == [0.0, 1.0, 2.0]
+    by_day = build_snapshots(spec | {"t_key": "days", "time_map": {"0.0": 0, "3.0": 1, "7": 2}})
+    assert by_day.t_values.tolist() == [0.0, 1.0, 2.0]
+
+
 def test_table_columns_that_are_no_features(tmp_path):
     """pandas' to_csv writes the row index as a column without a header: left out and said, never a feature; the
     time column or a repeated column listed in feature_columns is refused."""

@@ -316,7 +316,6 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
     if not feature_columns:  # said by prepare: a column of labels, flags or row numbers is left out of the features
         info["left_out_columns"] = [c for c in columns if c not in features and c != t_key and c not in unnamed]
         info["unnamed_columns"] = unnamed
-
     return _chunked(x, path, "feature columns"), labels, info
 
 
@@ -491,7 +490,6 @@ def read_directory(
         rows[file.name] = int(x.shape[0])
     per_row = np.repeat(np.array(labels, dtype=object), list(rows.values()))
     info = {**info, "t_key": None, "format": fmt, "files": rows, "file_labels": dict(zip(rows, labels, strict=True))}
-
     return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
 
 
@@ -502,17 +500,39 @@ def _label_text(label) -> str:
     return str(label)
 
 
+def _as_number(key) -> float | None:
+    try:
+        return float(key)
+    except (TypeError, ValueError):
+        return None
+
+
 def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarray:
-    """Float64 times from labels: numbers stay, text goes through ``time_map``; unknown text is an error."""
-    if not time_map and np.issubdtype(labels.dtype, np.number):
+    """Float64 times from labels: numbers stay, text goes through ``time_map``; unknown text is an error.
+
+    Labels stored in float32 are read as the decimals they were written as (0.1, not 0.10000000149011612: the
+    float64 of a float32 0.1); a number finds its ``time_map`` key whichever way the key writes it (3, 3.0)."""
+    if not time_map and np.issubdtype(labels.dtype, np.number) and labels.dtype.itemsize >= 8:
         return labels.astype(np.float64)
     codes, uniques = pd.factorize(labels)
-    uniques = np.asarray(uniques).tolist()
+    uniques = np.asarray(uniques)
+    if np.issubdtype(uniques.dtype, np.floating) and uniques.dtype.itemsize < 8:
+        uniques = [float(np.format_float_positional(u, trim="-")) for u in uniques]  # the shortest decimal
+    else:
+        uniques = uniques.tolist()
     if time_map:
-        unknown = [u for u in uniques if _label_text(u) not in time_map]
+        by_number = {n: value for key, value in time_map.items() if (n := _as_number(key)) is not None}
+
+        def mapped(label):
+            if _label_text(label) in time_map:
+                return time_map[_label_text(label)]
+            number = None if isinstance(label, (str, bytes)) else _as_number(label)
+            return by_number.get(number)
+
+        unknown = [u for u in uniques if mapped(u) is None]
         if unknown:
             raise InputError(f"{where}: labels {unknown[:10]} are not in time_map (keys {sorted(time_map)})")
-        values = [float(time_map[_label_text(u)]) for u in uniques]
+        values = [float(mapped(u)) for u in uniques]
     else:
         text = [u for u in uniques if isinstance(u, (str, bytes, bool, np.bool_))]
         if text:

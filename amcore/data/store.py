@@ -6,6 +6,7 @@ temporary sibling and renamed when complete, so an interrupted write never looks
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -204,6 +205,15 @@ class Snapshots:
             "feature_mean": [float(v) for v in mean],
             "feature_std": [float(v) for v in std],
         }
+
+
+def store_identity(attrs: dict) -> str | None:
+    """A short fingerprint of what made a store's coordinates: the input file (its sha256) or simulator, the fitted
+    preprocessing, the held-out times. A checkpoint keeps its store's, and a model is used only on that store.
+    ``None`` for snapshots that ``amcore prepare`` did not make (no provenance): nothing to tell them by."""
+    if "provenance" not in attrs:
+        return None
+    return hashlib.sha256(json.dumps(attrs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def compressors_for(sample: np.ndarray) -> list:

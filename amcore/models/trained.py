@@ -93,7 +93,7 @@ class TrainedModel:
         network = build_network(payload["model_args"])
         network.load_state_dict(payload["ema"])
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
-                "trained_times": payload.get("times")}  # fmt: skip
+                "trained_times": payload.get("times"), "store": payload.get("store")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),
@@ -104,6 +104,18 @@ class TrainedModel:
         return (
             f"TrainedModel({self.objective}, {self.dim} features, t in [{t0:g}, {t1:g}], step {self.info.get('step')})"
         )
+
+    def check_store(self, snaps, store) -> None:
+        """Refuse a store other than the one this model was trained on (other data, preprocessing or held-out
+        time: other coordinates, where its answers mean nothing). Checkpoints from before the store was recorded
+        pass; so do models trained on snapshots built in Python (they name no store)."""
+        from amcore.data.store import store_identity
+
+        trained_on = self.info.get("store")
+        if trained_on is not None and store_identity(snaps.attrs) not in (None, trained_on):
+            raise InputError(f"{self.info.get('path', 'this model')} was trained on another store than {store} (other "
+                             "data, preprocessing or held-out time, so other coordinates): use it with the store it "
+                             "was trained on")  # fmt: skip
 
     # -- fields ------------------------------------------------------------------------------------------------
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +227,13 @@ class TrainedModel:
             raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
         if method == "weighted":
             self._require(("uam",), "growth to weight particles by")
-        return {"eam": "sde", "uam": "weighted"}.get(self.objective, "rk4") if method == "auto" else method
+        own = {"eam": "sde", "uam": "weighted"}.get(self.objective)
+        if own and method not in ("auto", own):
+            lost = "noise (its marginals collapse)" if own == "sde" else "growth (its particles lose their weights)"
+            raise ValueError(f"method {method!r} would push this {self.objective} model without its {lost}: use "
+                             f"{own!r} or 'auto' (a pipeline with several kinds of models keeps integrate.method auto, "
+                             "and each model gets its own)")  # fmt: skip
+        return (own or "rk4") if method == "auto" else method
 
     def trajectories(
         self, x0, times, steps_per_interval: int = 20, method: str = "auto", seed: int = 0,
@@ -249,7 +267,6 @@ class TrainedModel:
                    if method == "sde" else "dopri5 steps forward only; rk4 and euler push backward too")  # fmt: skip
             raise ValueError(f"method {method!r} needs increasing times, got {times.tolist()}: {why}")
         grid, _ = integrate.time_grid(times, per_interval)
-
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
         if len(x0.shape) != 2 or x0.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(x0.shape)}")

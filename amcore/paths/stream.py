@@ -165,7 +165,6 @@ class StreamingPath(RefreshedPath):
         self.rows_per_time = int(rows_per_time)
         # float32 features, and as many velocities where they were measured
         self.budget_rows = budget_bytes // (4 * snaps.dim * (1 if snaps.velocity is None else 2))
-
         bounds = np.concatenate([[0], np.cumsum(snaps.x.chunks[0])])
         self.pieces = [self._pieces(bounds, snaps.offsets[k], snaps.offsets[k + 1]) for k in self.keep]
         resident = len(self.keep) * self.rows_per_time

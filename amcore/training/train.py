@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.atomic import replacing
-from amcore.data.store import Snapshots
+from amcore.data.store import Snapshots, store_identity
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
 from amcore.models.potentials import ACTIVATIONS, HEADS
@@ -501,6 +501,7 @@ class Run:
         self.best: dict | None = None
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
+        self.store_key = store_identity(snaps.attrs) if snaps is not None else None  # used only on this store
         # The observed times trained on (the store's held-out ones left out): a held-out prediction made with this
         # model is refused where they include its held-out time (``TrainedModel.trained_times``).
         self.trained_times = None
@@ -612,6 +613,7 @@ class Run:
             "objective": self.cfg.objective, "model_args": self.model_args, "config": asdict(self.cfg),
             "growth_unit": self.growth_unit,
             "feature_names": self.feature_names, "data": self.data_key, "step": step, "times": self.trained_times,
+            "store": self.store_key,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
@@ -797,7 +799,6 @@ def divergence(history: list[tuple[int, float]], scale: float, factor: float) ->
     Non-finite, or ``|loss| > factor * max(scale, |first logged loss|)`` with ``scale`` from ``kinetic_scale`` (the
     first logged loss only where it is itself within ``factor * scale``: a learning rate far too high explodes the
     loss from the first steps, 6.8e9 by step 50 at lr 1 against a scale of about 13, and would raise the bar): the
-
     population AM loss is bounded below by ``-scale`` (straight lines between independent pairs carry at least the
     action of any gradient flow through the path's marginals), so a loss many times beyond it is the objective
     exploited between or at finite samples (seen on 60-80-cell snapshots, scale 14.8: -843 by step 3800 with the
@@ -810,7 +811,6 @@ def divergence(history: list[tuple[int, float]], scale: float, factor: float) ->
         return f"the loss is {loss} (NaN or inf): lower lr, or check the data's scale"
     first = abs(history[0][1])
     reference = max(scale, first) if factor == 0 or first <= factor * scale else scale
-
     if factor > 0 and abs(loss) > factor * reference:
         return (
             f"the loss {loss:.4g} is beyond {factor:g} x {reference:.3g}, the scale the data's kinetic action allows: "
