@@ -88,6 +88,13 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
     for call in (lambda: model.velocity(cells, 1.0), lambda: model.push(cells, 0.0, 2.0)):
         with pytest.raises(ValueError, match=r"x has NaN or inf in 1 of 3 cells \(the first: row 1\)"):
             call()
+    with pytest.raises(ValueError, match=r"x has values beyond float32's range in 2 of 2 cells"):
+        model.velocity(np.full((2, 2), 1e39), 1.0)  # finite, but said to be NaN or inf
+    with pytest.raises(ValueError, match="an AM model has no growth rate"):
+        model.growth_rate(np.zeros((2, 2)), 1.0)
+    (tmp_path / "m.pt.partial").write_bytes((tmp_path / "m.pt").read_bytes())
+    with pytest.warns(UserWarning, match=r"m\.pt\.partial is the partial state of a training that did not finish"):
+        amcore.load(tmp_path / "m.pt.partial")
 
 
 def test_backward_pushes_run_where_the_method_can_and_are_refused_where_it_cannot(tmp_path):

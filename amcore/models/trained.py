@@ -90,6 +90,10 @@ class TrainedModel:
         missing = [key for key in keys if key not in payload] if isinstance(payload, dict) else list(keys)
         if missing:
             raise InputError(f"{path}: not an amcore checkpoint (it lacks {', '.join(missing)})")
+        if Path(path).suffix == ".partial":
+            warnings.warn(f"{path} is the partial state of a training that did not finish (step {payload.get('step')} "
+                          f"of {payload['config'].get('steps')}): its weights are not a trained model's",
+                          stacklevel=_outside_this_module())  # fmt: skip
         network = build_network(payload["model_args"])
         network.load_state_dict(payload["ema"])
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
@@ -119,12 +123,16 @@ class TrainedModel:
 
     # -- fields ------------------------------------------------------------------------------------------------
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+        given = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        xt = torch.as_tensor(given, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
         if not bool(torch.isfinite(xt).all()):  # a NaN row would come back as a NaN field, silently
             bad = (~torch.isfinite(xt)).any(1)
             first = int(bad.nonzero()[0])
+            if np.isfinite(given[first].astype(np.float64)).all():  # finite, but beyond float32's range (3.4e38)
+                raise ValueError(f"x has values beyond float32's range in {int(bad.sum())} of {len(xt)} cells (the "
+                                 f"first: row {first}); the network computes in float32: rescale the cells")  # fmt: skip
             raise ValueError(f"x has NaN or inf in {int(bad.sum())} of {len(xt)} cells (the first: row {first}); a "
                              "field at a cell without coordinates means nothing")  # fmt: skip
         if not isinstance(t, torch.Tensor):
@@ -158,7 +166,9 @@ class TrainedModel:
 
     def _require(self, allowed: tuple[str, ...], what: str) -> None:
         if self.objective not in allowed:
-            raise ValueError(f"a {self.objective.upper()} model has no {what} (only {', '.join(allowed)} models)")
+            article = "a" if self.objective == "uam" else "an"  # an AM, an EAM, an FM; a UAM
+            raise ValueError(f"{article} {self.objective.upper()} model has no {what} (only {', '.join(allowed)} "
+                             "models)")  # fmt: skip
 
     @property
     def flow(self):
