@@ -2,6 +2,7 @@
 # here: Snakemake drops a default target set in an included file.
 import json
 import math
+import re
 import shlex
 
 from snakemake.exceptions import WorkflowError
@@ -20,9 +21,12 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
     _what = next((line for line in _lines if line.startswith("ValidationError")), _lines[0])
     _where = next((line.rstrip(":") for line in _lines if line.startswith("On instance")), "On instance")
     _where = _where.removeprefix("On instance") or "top level"
+    _what = _what.removeprefix("ValidationError: ")
+    if re.match(r"'[-+]?\d+(\.\d*)?[eE][-+]?\d+' is not of type", _what):  # YAML 1.1 reads 1e-3 as text
+        _what += " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
     raise WorkflowError(
-        f"the config does not fit workflow/schemas/config.schema.yaml: {_where}: "
-        f"{_what.removeprefix('ValidationError: ')} (docs/configuration.md lists every key)"
+        f"the config does not fit workflow/schemas/config.schema.yaml: {_where}: {_what} (docs/configuration.md "
+        "lists every key)"
     ) from None
 
 # Held-out times are checked against the simulated times before any job: an end time has no previous (or next)

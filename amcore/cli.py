@@ -79,6 +79,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             more = f" and {len(files) - 20} more" if len(files) > 20 else ""
             source = "file_times" if args.dataset.get("file_times") else "from its name, time_pattern"
             print(f"amcore prepare: time of each file ({source}): {shown}{more}", file=sys.stderr)
+        if unlisted := reader.get("unlisted_files"):
+            print(f"amcore prepare: files {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} are in the folder but "
+                  "not in dataset.file_times, and were not read", file=sys.stderr)  # fmt: skip
 
         for time, labels in reader.get("merged_labels", {}).items():
             print(f"amcore prepare: labels {labels} map to one time, {time}, in dataset.time_map: their cells are "

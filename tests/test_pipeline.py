@@ -153,6 +153,7 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "steps": -5}}}, "-5"),
         ({"models": {"am": {"objective": "am", "learning_rate": 0.1}}}, "learning_rate"),
         ({"dataset": {"source": "simulate", "n_per_time": "many"}}, "many"),
+        ({"models": {"am": {"objective": "am", "lr": "1e-3"}}}, "YAML reads a number like 1e-3 as text"),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, message):

@@ -490,6 +490,9 @@ def read_directory(
         rows[file.name] = int(x.shape[0])
     per_row = np.repeat(np.array(labels, dtype=object), list(rows.values()))
     info = {**info, "t_key": None, "format": fmt, "files": rows, "file_labels": dict(zip(rows, labels, strict=True))}
+    if file_times:  # said by prepare: a file of the folder that file_times does not name is not read
+        found = (p.name for p in path.iterdir() if p.suffix == FORMATS[fmt])
+        info["unlisted_files"] = sorted(name for name in found if name not in rows)
     return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
 
 

@@ -131,8 +131,8 @@ class TrainedModel:
             bad = (~torch.isfinite(xt)).any(1)
             first = int(bad.nonzero()[0])
             if np.isfinite(given[first].astype(np.float64)).all():  # finite, but beyond float32's range (3.4e38)
-                raise ValueError(f"x has values beyond float32's range in {int(bad.sum())} of {len(xt)} cells (the "
-                                 f"first: row {first}); the network computes in float32: rescale the cells")  # fmt: skip
+                raise ValueError(f"x has values beyond float32's range in {int(bad.sum())} of {len(xt)} cells "
+                                 f"(the first: row {first}); the network computes in float32")  # fmt: skip
             raise ValueError(f"x has NaN or inf in {int(bad.sum())} of {len(xt)} cells (the first: row {first}); a "
                              "field at a cell without coordinates means nothing")  # fmt: skip
         if not isinstance(t, torch.Tensor):
