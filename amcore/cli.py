@@ -409,8 +409,17 @@ def cmd_table(args: argparse.Namespace) -> None:
     from amcore.evaluation import table as tables
 
     results = []
+    if len(set(map(os.path.realpath, args.results))) < len(args.results):
+        raise InputError(f"--results {args.results}: a file given twice would count its runs twice (as more seeds)")
     for path in args.results:
-        loaded = json.loads(Path(path).read_text())
+        try:
+            loaded = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: not JSON ({err}); expected amcore evaluate's metrics.json or score's "
+                             "scores.json") from err  # fmt: skip
+        if not isinstance(loaded, dict):
+            raise InputError(f"{path}: a JSON {type(loaded).__name__}; expected amcore evaluate's metrics.json (an "
+                             "object) or score's scores.json")  # fmt: skip
         results += loaded["results"] if "results" in loaded else [loaded]
     table = tables.long_table(results)
     markdown = tables.markdown(table, args.reference)

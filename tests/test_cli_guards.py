@@ -200,6 +200,17 @@ def test_a_missing_key_is_named_as_one(capsys, tmp_path):
     said = refused(capsys, "table", "--results", str(tmp_path / "scores.json"), "--table", out[0], "--markdown", out[1],
                    "--figure", out[2])  # fmt: skip
     assert "amcore table: error: missing key 'table'" in said and not any(Path(o).exists() for o in out)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    said = refused(capsys, "table", "--results", str(tmp_path / "list.json"), "--table", out[0], "--markdown", out[1],
+                   "--figure", out[2])  # fmt: skip
+    assert "list.json: a JSON list; expected amcore evaluate's metrics.json" in said
+    (tmp_path / "text.json").write_text("not json")
+    said = refused(capsys, "table", "--results", str(tmp_path / "text.json"), "--table", out[0], "--markdown", out[1],
+                   "--figure", out[2])  # fmt: skip
+    assert "text.json: not JSON" in said
+    said = refused(capsys, "table", "--results", str(tmp_path / "scores.json"), str(tmp_path / "scores.json"),
+                   "--table", out[0], "--markdown", out[1], "--figure", out[2])  # fmt: skip
+    assert "a file given twice would count its runs twice" in said and not any(Path(o).exists() for o in out)
 
 
 def test_a_dataset_key_with_a_typo_is_refused_and_the_keys_match_the_schema(capsys, tmp_path):
