@@ -114,6 +114,11 @@ def test_backward_pushes_run_where_the_method_can_and_are_refused_where_it_canno
         am.trajectories(cells, [0.0, 2.0, 1.0], method="dopri5")
     with pytest.raises(ValueError, match=r"method 'sde' needs increasing times.*reverse needs the score"):
         eam.push(cells, 2.0, 0.0)
+    # Outside the trained times the noise schedule holds its end value (a linear one turned negative there).
+    with pytest.warns(UserWarning, match="leaves the time range this model was trained on"):
+        assert eam.sigma(10.0) == eam.sigma(2.0)
+    with pytest.raises(ValueError, match="t must be one number, got '0.5'"):
+        eam.sigma("0.5")
     # An ODE method on eAM dropped its noise in silence (W1 0.64 against 0.14 with the SDE on the default path).
     for method in ("rk4", "dopri5", "euler"):
         with pytest.raises(ValueError, match=f"method '{method}' would push this eam model without its noise"):

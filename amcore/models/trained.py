@@ -222,12 +222,16 @@ class TrainedModel:
         return out
 
     def sigma(self, t: float) -> float:
-        """eAM's noise level ``sigma_t`` (its schedule runs over the training time range); 0 otherwise."""
+        """eAM's noise level ``sigma_t`` (its schedule runs over the training time range, and holds its end values
+        outside it, where a linear schedule would turn negative); 0 otherwise."""
+        if isinstance(t, (str, bytes)) or not np.isscalar(t) and np.ndim(t) != 0:
+            raise ValueError(f"t must be one number, got {t!r}")
         if self.objective != "eam":
             return 0.0
+        self._check_times(float(t))
         spec = ObjectiveSpec(kind="eam", sigma=self.config["sigma"], sigma_final=self.config["sigma_final"])
         t0, t1 = self.t_range
-        return float(spec.sigma_at(torch.tensor((float(t) - t0) / (t1 - t0))))
+        return float(spec.sigma_at(torch.tensor(min(max((float(t) - t0) / (t1 - t0), 0.0), 1.0))))
 
     # -- integration -------------------------------------------------------------------------------------------
     def integrator(self, method: str = "auto") -> str:
