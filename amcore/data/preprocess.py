@@ -45,28 +45,24 @@ class Preprocessing:
         """Apply the fitted steps lazily, chunk by chunk; float32 out once centred (``to_float32`` casts the rest)."""
         if self.indices is not None:
             x = x[:, self.indices]
-        if self.mean is not None:
-            x = x.astype(np.float64) - self.mean
+        if self.mean is None:
+            return self._linear(x)
+        return self._linear(x.astype(np.float64) - self.mean).astype(np.float32)
+
+    def transform_velocity(self, v: da.Array) -> da.Array:
+        """A velocity in the input's coordinates carried into the transformed ones: the steps without the centring
+        (a velocity is a difference of positions)."""
+        return self._linear(v if self.indices is None else v[:, self.indices])
+
+    def _linear(self, x: da.Array) -> da.Array:
+        """Scaling, projection and whitening: the steps after the selection and the centring."""
         if self.scale is not None:
             x = x / self.scale
         if self.components is not None:
             x = x @ self.components.T
             if self.config["whiten"]:
                 x = x / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
-        return x.astype(np.float32) if self.mean is not None else x
-
-    def transform_velocity(self, v: da.Array) -> da.Array:
-        """A velocity in the input's coordinates carried into the transformed ones: the steps' linear part (a
-        velocity is a difference of positions, so the centring drops out)."""
-        if self.indices is not None:
-            v = v[:, self.indices]
-        if self.scale is not None:
-            v = v / self.scale
-        if self.components is not None:
-            v = v @ self.components.T
-            if self.config["whiten"]:
-                v = v / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
-        return v
+        return x
 
     def to_json(self) -> dict:
         """Plain lists and numbers, for the store's attrs."""
