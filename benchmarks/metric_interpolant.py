@@ -85,7 +85,7 @@ def compare(store: str, metrics: list[tuple[float, float]], steps: int, seed: in
         pick = rng.choice(len(ia), size=max(len(a), len(b)), p=w)
         x0, x1 = a[ia[pick]], b[ib[pick]]
         row = {"time": float(times[j]), "straight": wasserstein((1 - tau) * x0 + tau * x1, clouds[j], 1, 5000)}
-        points = chain_points([clouds[i] for i in keep], rng)
+        points, _ = chain_points([clouds[i] for i in keep], rng)
         for lam in TENSIONS:
             row[f"spline {lam:g}"] = wasserstein(spline_at(points, times[keep], times[j], lam), clouds[j], 1, 5000)
         others = np.concatenate([clouds[i] for i in keep])

@@ -33,7 +33,7 @@ def subset_scores(x: np.ndarray, t: np.ndarray, seed: int = 0, max_size: int = 3
             center, scale = pooled.mean(0), pooled.std(0)
             clouds = [(x[t == times[k]] - center) / scale for k in train]
             target = (x[t == times[held]] - center) / scale
-            points = chain_points(clouds, np.random.default_rng(seed))
+            points, _ = chain_points(clouds, np.random.default_rng(seed))
             knots = times[train].astype(np.float64)
             w1 = [
                 wasserstein(spline_at(points, knots, float(times[held]), lam), target, p=1, max_size=max_size)
