@@ -6,6 +6,8 @@ against the protocol written out independently; the slow one runs it whole, shor
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import ot
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, snakemake
+from conftest import BIN, ROOT, cli_env, snakemake
 
 from amcore.evaluation.holdout import read_prediction
 
@@ -69,6 +71,22 @@ def test_eb_baselines_through_the_pipeline_match_the_protocol_written_out(tmp_pa
     assert expected["ot_displacement"] == pytest.approx(0.884, abs=0.05)
 
 
+def test_the_velocity_overlay_adds_its_models_and_baseline_to_the_whole_protocol(tmp_path):
+    """config/leaveout/eb_velocity.yaml laid over eb.yaml (Snakemake merges the two): every model and baseline of
+    eb.yaml and the velocity ones, in their own results folder; the velocities reach prepare. A dry run."""
+    configs = [str(ROOT / "config" / "leaveout" / name) for name in ("eb.yaml", "eb_velocity.yaml")]
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", *configs, "--config", f"data={DATA}", "--dry-run", "--cores", "2"]  # fmt: skip
+    plan = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    text = plan.stdout + plan.stderr
+    assert plan.returncode == 0, text[-3000:]
+    trained = set(re.findall(r"results/eb_velocity/holdout-\d/(\w+)/seed-\d/model\.pt", text))
+    eb = yaml.safe_load((ROOT / "config" / "leaveout" / "eb.yaml").read_text())
+    assert trained == set(eb["models"]) | {"am_velocity", "fm_velocity"}
+    assert "results/eb_velocity/holdout-2/velocity_path/prediction.zarr" in text
+    assert '"v_key": "v"' in text  # prepare's dataset argument
+
+
 @pytest.mark.slow
 def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
     """One held-out time, one seed, short trainings: the whole protocol to its table, baselines exactly."""
@@ -77,15 +95,7 @@ def test_shortened_eb_leaveout_on_the_shared_subset(tmp_path):
     out = Path(tmp_path) / "results" / "eb_leaveout"
     table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
     w1_table = table[table["metric"] == "w1"].set_index("method")["value"]
-    assert sorted(w1_table.index) == [
-        "am",
-        "copy_prev",
-        "ot_displacement",
-        "ot_push",
-        "otcfm",
-        "spline_path",
-        "velocity_path",
-    ]
+    assert sorted(w1_table.index) == ["am", "copy_prev", "ot_displacement", "ot_push", "otcfm", "spline_path"]
     for name, value in expected_baselines(2.0)[0].items():
         assert w1_table[name] == pytest.approx(value, rel=1e-5), name
     # Even 300 steps learn the motion: far better than not moving.
