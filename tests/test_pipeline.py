@@ -154,6 +154,11 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "learning_rate": 0.1}}}, "learning_rate"),
         ({"dataset": {"source": "simulate", "n_per_time": "many"}}, "many"),
         ({"models": {"am": {"objective": "am", "lr": "1e-3"}}}, "YAML reads a number like 1e-3 as text"),
+        ({"models": {"am": {"objective": "am", "sigma": 1.0}}}, "read only with another objective or interpolation"),
+        ({"models": {"e": {"objective": "eam"}}}, "'sigma' is a required property"),
+        ({"models": {"am": {"objective": "am", "tension": 0.5}}}, "['models']['am']['tension']"),
+        ({"models": {"am": {"objective": "am", "growth": 2.0}}}, "['models']['am']['growth']"),
+        ({"models": {"f": {"objective": "fm", "interpolation": "nearest"}}}, "['models']['f']['interpolation']"),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, message):
