@@ -56,6 +56,23 @@ def test_prepare_carries_velocities_through_the_linear_part_of_preprocessing(tmp
     assert stored.attrs["velocity"] == {"v_key": "V"}
 
 
+def test_anndata_velocities_from_obsm_beside_the_pca(tmp_path):
+    """scVelo keeps the velocity in PCA coordinates as obsm/velocity_pca beside obsm/X_pca: read row for row."""
+    import anndata as ad
+
+    rng = np.random.default_rng(1)
+    pca, velocity = rng.normal(size=(90, 4)), rng.normal(size=(90, 4))
+    cells = ad.AnnData(np.zeros((90, 2), np.float32), obs={"day": np.repeat([0.0, 2.0, 4.0], 30)})
+    cells.obsm["X_pca"], cells.obsm["velocity_pca"] = pca, velocity
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    spec = {"source": "h5ad", "path": str(tmp_path / "cells.h5ad"), "x_key": "obsm/X_pca", "t_key": "day"}
+    snaps = build_snapshots(spec | {"v_key": "obsm/velocity_pca"})
+    np.testing.assert_allclose(np.asarray(snaps.velocity), velocity[snaps.obs_index], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(snaps.x), pca[snaps.obs_index], rtol=1e-6)
+    with pytest.raises(InputError, match=r"key 'obsm/velocity' missing; the file holds"):
+        build_snapshots(spec | {"v_key": "obsm/velocity"})
+
+
 def test_bad_velocities_are_refused_naming_the_file_and_key(tmp_path):
     x, t = np.ones((40, 3)) * np.arange(40)[:, None], np.repeat([0.0, 1.0], 20)
     bad_rows, bad_values = np.ones((39, 3)), np.ones((40, 3))
