@@ -74,6 +74,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "were left out of the features (dataset.feature_columns lists the features to take)",
                   file=sys.stderr)  # fmt: skip
 
+        if timelike := reader.get("time_like_columns"):
+            print(f"amcore prepare: warning: feature columns {timelike[:10]} hold one value per time point (another "
+                  "time or a batch label, not a measurement?): they separate the times by themselves; list the "
+                  "features in dataset.feature_columns to leave them out", file=sys.stderr)  # fmt: skip
         if files := reader.get("file_labels"):
             shown = ", ".join(f"{name}: {label}" for name, label in list(files.items())[:20])
             more = f" and {len(files) - 20} more" if len(files) > 20 else ""

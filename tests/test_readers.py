@@ -190,6 +190,10 @@ def test_table_columns_that_are_no_features(tmp_path):
         build_snapshots(spec | {"feature_columns": ["a", "time"]})
     with pytest.raises(InputError, match=r"feature_columns repeats \['a'\]"):
         build_snapshots(spec | {"feature_columns": ["a", "a", "b"]})
+    # A second time column (days beside the hours t_key names) is a feature only by accident: said, not refused.
+    frame.assign(day=frame["time"] * 24, label=["x", "y"] * 3).to_csv(tmp_path / "days.csv", index=False)
+    days = build_snapshots({"source": "csv", "path": str(tmp_path / "days.csv"), "t_key": "time"})
+    assert days.attrs["provenance"]["reader"]["time_like_columns"] == ["day"]  # b is constant throughout
 
 
 def by_file(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

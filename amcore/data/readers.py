@@ -313,6 +313,11 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         if t_key is not None:
             labels = frame[t_key].compute().to_numpy()
     info = {"t_key": t_key, "feature_columns": features}
+    if isinstance(frame, pd.DataFrame) and labels is not None and len(np.unique(labels.astype(str))) > 1:
+        # said by prepare: a feature that is one value within each time and differs across them is a label (another
+        # time column, a batch), not a measurement: it separates the times by itself
+        per_time = frame[features].groupby(labels.astype(str)).nunique()
+        info["time_like_columns"] = [c for c in features if (per_time[c] <= 1).all() and frame[c].nunique() > 1]
     if not feature_columns:  # said by prepare: a column of labels, flags or row numbers is left out of the features
         info["left_out_columns"] = [c for c in columns if c not in features and c != t_key and c not in unnamed]
         info["unnamed_columns"] = unnamed
