@@ -131,6 +131,16 @@ def test_velocity_path_beats_the_spline_where_velocities_know_the_bend_and_never
     np.testing.assert_array_equal(again, turned)
 
 
+def test_velocities_that_say_nothing_are_given_no_weight():
+    """Velocities of pure noise (as fast as the true ones): the training times show they predict nothing, auto
+    gives them weight 0 and the path is the plain spline's, to the bit."""
+    x, v, t = circling(omega=1.1, seed=0)
+    noise = np.random.default_rng(0).normal(size=v.shape) * np.linalg.norm(v, axis=1).mean()
+    plain, _ = spline_path(Snapshots.from_labels(x, t, velocity=noise), 2.0)
+    turned, _ = spline_path(Snapshots.from_labels(x, t, velocity=noise), 2.0, velocity_weight="auto")
+    np.testing.assert_array_equal(turned, plain)
+
+
 def test_the_weight_needs_velocities_and_a_spline():
     x, _, t = circling(50)
     with pytest.raises(ValueError, match="dataset.v_key"):
