@@ -357,7 +357,7 @@ def resolve_shape(
     (training) clouds, said on stderr with its cross-validation table: the training path and the ``spline_path``
     and ``velocity_path`` baselines decide alike."""
     if velocity_weight != 0 and velocities is None:
-        raise ValueError("velocity_weight bends the path along measured velocities, and these snapshots have none: "
+        raise ValueError("velocity_weight turns the path towards measured velocities, and these snapshots have none: "
                          "name them with dataset.v_key (or set velocity_weight 0)")  # fmt: skip
     if tension != "auto" and velocity_weight != "auto":
         return float(tension), float(velocity_weight)
@@ -417,14 +417,14 @@ class SnapshotPath:
         velocity_weight: float | str = 0.0,
     ) -> None:
         """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise);
-        ``stride``: how many interleaved straight paths are mixed; ``velocity_weight``: how far the spline bends
-        along the cells' measured velocities (module docstring)."""
+        ``stride``: how many interleaved straight paths are mixed; ``velocity_weight``: how far the spline turns
+        towards the cells' measured velocities (module docstring)."""
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
         if velocity_weight != 0 and interpolation != "spline":
-            raise ValueError(f"velocity_weight bends spline paths: it needs interpolation 'spline', not "
+            raise ValueError(f"velocity_weight turns spline paths: it needs interpolation 'spline', not "
                              f"{interpolation!r}")  # fmt: skip
         if interpolation == "spline" and coupling != "ot":
             raise ValueError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not {coupling!r}")
@@ -489,8 +489,8 @@ class SnapshotPath:
     def _build_chains(
         self, snaps: Snapshots, max_size: int, tension: float | str, velocity_weight: float | str, rng
     ) -> None:
-        """Chains through every snapshot (each subsampled once to ``max_size``), the spline's coefficients and the
-        gain of the bend along measured velocities."""
+        """Chains through every snapshot (each subsampled once to ``max_size``), the spline's coefficients, and the
+        weight and unit of the turn towards measured velocities (module docstring)."""
         subsets = time_subsets(snaps.counts(), max_size, rng)
         clouds = [np.asarray(snaps.snapshot(k))[idx].astype(np.float64) for k, idx in enumerate(subsets)]
         velocities = None
