@@ -131,6 +131,25 @@ def test_velocity_path_beats_the_spline_where_velocities_know_the_bend_and_never
     np.testing.assert_array_equal(again, turned)
 
 
+def test_a_few_wild_velocities_neither_fling_chains_off_nor_mute_the_rest():
+    """RNA velocities are heavy-tailed: here 1 % of them are 1,000 times too large. Before, they sent chains 20 times
+    the data's radius away and their mean shrank every other velocity's unit tenfold (auto then gave the velocities
+    weight 0). The median unit and the cap at the fastest chord keep the path within the data's reach and the gain
+    of the rest: measured 0.206 against 0.302 for the plain spline (0.197 without the wild ones)."""
+    x, v, t = circling(omega=1.1, seed=0)
+    rng = np.random.default_rng(1)
+    wild = rng.random(len(v)) < 0.01
+    v[wild] *= 1000 * rng.choice([-1, 1], size=(int(wild.sum()), 1))
+    snaps = Snapshots.from_labels(x, t, velocity=v)
+    path = SnapshotPath(snaps.drop_times([2.0]), interpolation="spline", tension=0.0, velocity_weight=1.0)
+    xt, _ = path.sample_at(torch.rand(20000, generator=torch.Generator().manual_seed(0)) * 5, torch.Generator())
+    assert xt.norm(dim=1).max() < 1.1 * np.linalg.norm(x, axis=1).max()
+    assert path.velocity_unit == pytest.approx(1 / UNITS, rel=0.1)
+    plain, _ = spline_path(snaps, 2.0)
+    turned, _ = spline_path(snaps, 2.0, velocity_weight="auto")
+    assert wasserstein(turned, x[t == 2.0]) < wasserstein(plain, x[t == 2.0]) - 0.05
+
+
 def test_velocities_that_say_nothing_are_given_no_weight():
     """Velocities of pure noise (as fast as the true ones): the training times show they predict nothing, auto
     gives them weight 0 and the path is the plain spline's, to the bit."""

@@ -14,7 +14,14 @@ import xarray as xr
 
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
-from amcore.paths.interpolants import chain_points, ot_pairs, resolve_shape, spline_at, time_subsets
+from amcore.paths.interpolants import (
+    chain_points,
+    ot_pairs,
+    path_velocities,
+    resolve_shape,
+    spline_at,
+    time_subsets,
+)
 
 BASELINES = ("copy_prev", "ot_displacement", "ot_push", "spline_path", "velocity_path")
 
@@ -107,6 +114,8 @@ def spline_path(
     knots = np.asarray(training.t_values, dtype=np.float64)
     tension, weight = resolve_shape(tension, velocity_weight, clouds, knots, rng, velocities)
     points, moving = chain_points(clouds, rng, velocities)
+    if weight:
+        moving = path_velocities(points, moving, knots)
     predicted = spline_at(points, knots, holdout, tension, moving, weight)
     return predicted, np.full(len(predicted), 1.0 / len(predicted))
 

@@ -22,8 +22,11 @@ Where each cell's velocity was measured (RNA velocity: ``dataset.v_key``), the s
 each end. They vanish at both ends (the marginals stay the snapshots) and turn the path's velocity at each
 observed cell from the spline's ``d`` to ``(1 - lam_v) d + lam_v c v``: with ``lam_v = 1`` and tension 0 the
 path is the cubic Hermite interpolant of the chain's cells and their velocities. Measured velocities come in units
-of their own (an RNA velocity is not per day): ``c`` (``velocity_unit``) makes them as fast on average as the
-chains are.
+of their own (an RNA velocity is not per day): ``c`` (``velocity_unit``) makes the typical one (the median) as
+fast as the typical chain. RNA velocities are heavy-tailed, so each ``c v`` is also held to the fastest chord of
+the chains (``velocity_cap``): a measured velocity steers a chain, never faster than any chain moves between two
+snapshots (1 % of velocities 1,000 times too large sent chains 20 times the data's radius away, and their mean had
+shrunk every other velocity's unit tenfold).
 Trajectory inference with RNA velocity as a second source of direction goes back to TrajectoryNet (Tong et al.,
 ICML 2020), which regularised its flow with it.
 
@@ -262,19 +265,38 @@ def chain_points(
     """``(chains, K, d)``: the points of :func:`chain_rows` chains, as many as the largest cloud has cells, and the
     same cells' ``velocities`` (one array per cloud) when given."""
     rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
+    return chain_gather(rows, clouds), None if velocities is None else chain_gather(rows, velocities)
 
-    def along(arrays):
-        return np.stack([a[rows[:, k]] for k, a in enumerate(arrays)], axis=1)
 
-    return along(clouds), None if velocities is None else along(velocities)
+def chain_gather(rows: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
+    """``(chains, K, ...)``: row ``rows[:, k]`` of ``arrays[k]`` for each time ``k`` (cells or their velocities)."""
+    return np.stack([a[rows[:, k]] for k, a in enumerate(arrays)], axis=1)
 
 
 def velocity_unit(points: np.ndarray, velocities: np.ndarray, knots: np.ndarray) -> float:
-    """``c``: the chains' mean speed (their length over the time span) over the measured velocities' mean norm, so
-    that ``c v`` moves as fast as the chains do; 0 when no velocity was measured (all zero)."""
-    length = np.linalg.norm(np.diff(points, axis=1), axis=2).mean(0).sum()
-    measured = np.linalg.norm(velocities, axis=2).mean()
-    return float(length / (knots[-1] - knots[0]) / measured) if measured > 0 else 0.0
+    """``c``: the chains' median chord speed over the measured velocities' median norm, so that a typical ``c v``
+    moves as fast as a typical chain; medians, as a few wild velocities must not set the unit of all. 0 when
+    most measured velocities are 0."""
+    measured = float(np.median(np.linalg.norm(velocities, axis=2)))
+    chords = np.linalg.norm(np.diff(points, axis=1), axis=2) / np.diff(knots)
+    return float(np.median(chords)) / measured if measured > 0 else 0.0
+
+
+def velocity_cap(points: np.ndarray, knots: np.ndarray) -> float:
+    """The fastest chord of the chains (distance over time between neighbouring observed cells)."""
+    return float((np.linalg.norm(np.diff(points, axis=1), axis=2) / np.diff(knots)).max())
+
+
+def in_path_units(velocities, unit: float, cap: float):
+    """``unit * velocities``, each row's norm held to ``cap`` (numpy or torch, rows along the last axis)."""
+    scaled = unit * velocities
+    norm = (scaled**2).sum(-1, keepdims=True) ** 0.5
+    return scaled * (cap / norm).clip(max=1.0) if cap > 0 else scaled * 0.0
+
+
+def path_velocities(points: np.ndarray, velocities: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """The chains' measured velocities in the path's units (``velocity_unit``, held to ``velocity_cap``)."""
+    return in_path_units(velocities, velocity_unit(points, velocities, knots), velocity_cap(points, knots))
 
 
 def hermite_terms(coef: np.ndarray, knots: np.ndarray, t: float) -> tuple[int, float, float, np.ndarray, np.ndarray]:
@@ -296,14 +318,14 @@ def spline_at(
     velocity_weight: float = 0.0,
 ) -> np.ndarray:
     """Each chain's spline (``spline_coefficients``) read at one time ``t``: ``(chains, d)``; turned towards the
-    chain cells' measured ``velocities`` (module docstring) when ``velocity_weight`` is not 0."""
+    chain cells' ``velocities`` (in the path's units: ``path_velocities``; module docstring) when
+    ``velocity_weight`` is not 0."""
     coef = spline_coefficients(knots, tension)
     x = np.einsum("k,nkd->nd", spline_weights(coef, knots, t), points)
     if velocity_weight:
-        unit = velocity_unit(points, velocities, knots)
         k, a, b, slope_a, slope_b = hermite_terms(coef, knots, t)
-        turn_a = unit * velocities[:, k] - np.einsum("k,nkd->nd", slope_a, points)
-        turn_b = unit * velocities[:, k + 1] - np.einsum("k,nkd->nd", slope_b, points)
+        turn_a = velocities[:, k] - np.einsum("k,nkd->nd", slope_a, points)
+        turn_b = velocities[:, k + 1] - np.einsum("k,nkd->nd", slope_b, points)
         x = x + velocity_weight * (a * turn_a + b * turn_b)
     return x
 
@@ -338,6 +360,8 @@ def choose_shape(
     for j in range(1, len(clouds) - 1):
         keep = [i for i in range(len(clouds)) if i != j]
         points, moving = chain_points([clouds[i] for i in keep], rng, velocities and [velocities[i] for i in keep])
+        if moving is not None:
+            moving = path_velocities(points, moving, knots[keep])
         for lam, g in scores:
             predicted = spline_at(points, knots[keep], float(knots[j]), lam, moving, g)
             scores[(lam, g)].append(wasserstein(predicted, clouds[j], p=1, max_size=TENSION_CV_SIZE))
@@ -501,11 +525,12 @@ class SnapshotPath:
         self.tension, self.velocity_weight = resolve_shape(tension, velocity_weight, clouds, knots, rng, velocities)
         rows = chain_rows(clouds, max(len(c) for c in clouds), rng)
         self.velocity_unit = 0.0
-        if self.velocity_weight:
-            points = np.stack([c[rows[:, k]] for k, c in enumerate(clouds)], axis=1)
-            moving = np.stack([v[rows[:, k]] for k, v in enumerate(velocities)], axis=1)
+        if self.velocity_weight:  # every cell's velocity in the path's units, with the chains' unit and cap
+            points, moving = chain_gather(rows, clouds), chain_gather(rows, velocities)
             self.velocity_unit = velocity_unit(points, moving, knots)
-            self.v = torch.as_tensor(np.asarray(snaps.velocity), dtype=torch.float32, device=self.device)
+            cap = velocity_cap(points, knots)
+            measured = torch.as_tensor(np.asarray(snaps.velocity), dtype=torch.float32, device=self.device)
+            self.v = in_path_units(measured, self.velocity_unit, cap)
         rows = np.stack([snaps.offsets[k] + subsets[k][rows[:, k]] for k in range(len(subsets))], axis=1)
         self.chains = torch.as_tensor(rows, device=self.device)
         coef = spline_coefficients(knots, self.tension)
@@ -587,8 +612,8 @@ class SnapshotPath:
                 r = s / h
                 slope_a = torch.einsum("nk,nkd->nd", coef[:, 2], points)
                 slope_b = torch.einsum("nk,nkd->nd", 3 * h**2 * coef[:, 0] + 2 * h * coef[:, 1] + coef[:, 2], points)
-                turn_a = self.velocity_unit * self.v[ends[:, 0]] - slope_a
-                turn_b = self.velocity_unit * self.v[ends[:, 1]] - slope_b
+                turn_a = self.v[ends[:, 0]] - slope_a
+                turn_b = self.v[ends[:, 1]] - slope_b
                 lam = self.velocity_weight
                 xt = xt + lam * h * ((r**3 - 2 * r**2 + r) * turn_a + (r**3 - r**2) * turn_b)
                 u = u + lam * ((3 * r**2 - 4 * r + 1) * turn_a + (3 * r**2 - 2 * r) * turn_b)
