@@ -135,6 +135,9 @@ def build_snapshots(
             x = fitted.transform(x)
             velocity = None if velocity is None else fitted.transform_velocity(velocity)
         x = preprocess.to_float32(x, provenance["path"], feature_names(names, fitted, x.shape[1]))
+        if velocity is not None:  # beyond float32's range they would turn inf in the cast: refused, as x's are
+            where = f"{provenance['path']}: key {spec['v_key']!r} (velocities)"
+            velocity = preprocess.to_float32(velocity, where, feature_names(names, fitted, x.shape[1]))
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
         if (single := counts < MIN_CELLS_PER_TIME).any():  # found now, not by evaluate after the whole training
@@ -149,7 +152,7 @@ def build_snapshots(
             spill = tempfile.mkdtemp(prefix="amcore-rows-")
         x = gather(x, order, budget, spill)  # x may be a lazy dask array (out of core): never through dask's take
         if velocity is not None:  # the same order, spilled beside x's rows where they are
-            velocity = gather(velocity.astype(np.float32), order, budget, spill and Path(spill) / "velocity")
+            velocity = gather(velocity, order, budget, spill and Path(spill) / "velocity")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         attrs = {"provenance": {"source": spec["source"], **provenance}}
         attrs["row_order"] = {"within_time": "random", "seed": seed}  # what streaming relies on

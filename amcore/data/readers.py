@@ -633,7 +633,7 @@ def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> da.Ar
         row = int(rows[np.argmin(finite)])
         raise InputError(f"{_file_of_row(row, path, info)}: key {key!r} (velocities) has NaN or inf values in "
                          f"{int((~finite).sum())} rows, the first at row {row}")  # fmt: skip
-    return v.astype(np.float64)
+    return v.astype(np.result_type(v.dtype, np.float32))  # float64 stays so until prepare casts it (to_float32)
 
 
 def _unreadable_file(path: Path, source: str, info: dict, options: dict, err: BaseException) -> InputError:

@@ -125,6 +125,10 @@ class Snapshots:
             if np.shape(velocity) != x.shape:
                 raise InputError(f"velocity must have the shape of x {x.shape}, got {np.shape(velocity)}")
             velocity = np.ascontiguousarray(np.asarray(velocity)[order], dtype=np.float32)
+            if not np.isfinite(velocity).all():  # a NaN would reach every path point its chain passes through
+                rows = np.flatnonzero(~np.isfinite(velocity).all(axis=1))
+                raise InputError(f"velocity has NaN or inf (in float32) in {len(rows)} cells, the first: row "
+                                 f"{int(order[rows[0]])}")  # fmt: skip
         weights = None if weights is None else weights[order]
         return cls(x, t_values, offsets, dict(attrs or {}), weights, order, velocity)
 
