@@ -123,14 +123,15 @@ class TrainedModel:
 
     # -- fields ------------------------------------------------------------------------------------------------
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        given = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
         xt = torch.as_tensor(given, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
         if not bool(torch.isfinite(xt).all()):  # a NaN row would come back as a NaN field, silently
             bad = (~torch.isfinite(xt)).any(1)
             first = int(bad.nonzero()[0])
-            if np.isfinite(given[first].astype(np.float64)).all():  # finite, but beyond float32's range (3.4e38)
+            row = given[first].cpu().numpy() if isinstance(given, torch.Tensor) else given[first]
+            if np.isfinite(row.astype(np.float64)).all():  # finite, but beyond float32's range (3.4e38)
                 raise ValueError(f"x has values beyond float32's range in {int(bad.sum())} of {len(xt)} cells "
                                  f"(the first: row {first}); the network computes in float32")  # fmt: skip
             raise ValueError(f"x has NaN or inf in {int(bad.sum())} of {len(xt)} cells (the first: row {first}); a "
@@ -229,6 +230,10 @@ class TrainedModel:
         if self.objective != "eam":
             return 0.0
         self._check_times(float(t))
+        return self._sigma_at(t)
+
+    def _sigma_at(self, t) -> float:
+        """``sigma_t`` without the checks: the SDE integrator asks at every step, inside the range it checked."""
         spec = ObjectiveSpec(kind="eam", sigma=self.config["sigma"], sigma_final=self.config["sigma_final"])
         t0, t1 = self.t_range
         return float(spec.sigma_at(torch.tensor(min(max((float(t) - t0) / (t1 - t0), 0.0), 1.0))))
@@ -303,7 +308,8 @@ class TrainedModel:
             hi = min(n, lo + max(1, int(batch_size)))
             (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False), {}
             if method == "sde":
-                steps = integrate.sde_steps(self.flow, xb, grid, self.sigma, lambda i, lo=lo, hi=hi: noise(i, lo, hi))
+                batch_noise = lambda i, lo=lo, hi=hi: noise(i, lo, hi)  # noqa: E731
+                steps = integrate.sde_steps(self.flow, xb, grid, self._sigma_at, batch_noise)
             elif method == "weighted":
                 steps = integrate.weighted_steps(self.flow, growth, xb, grid)
             elif method == "euler":
