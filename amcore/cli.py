@@ -73,7 +73,6 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: columns {unnamed} have no header (a row index, as pandas' to_csv writes) and "
                   "were left out of the features (dataset.feature_columns lists the features to take)",
                   file=sys.stderr)  # fmt: skip
-
         if timelike := reader.get("time_like_columns"):
             print(f"amcore prepare: warning: feature columns {timelike[:10]} hold one value per time point (another "
                   "time or a batch label, not a measurement?): they separate the times by themselves; list the "
@@ -86,7 +85,6 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if unlisted := reader.get("unlisted_files"):
             print(f"amcore prepare: files {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} are in the folder but "
                   "not in dataset.file_times, and were not read", file=sys.stderr)  # fmt: skip
-
         for time, labels in reader.get("merged_labels", {}).items():
             print(f"amcore prepare: labels {labels} map to one time, {time}, in dataset.time_map: their cells are "
                   "one snapshot", file=sys.stderr)  # fmt: skip
