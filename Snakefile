@@ -64,6 +64,11 @@ HOLDOUTS = [repr(float(t)).removesuffix(".0") for t in config["holdout_times"]] 
 BASELINES = config["baselines"] if config["holdout_times"] else []
 if set(MODELS) & set(BASELINES):
     raise ValueError(f"models {sorted(set(MODELS) & set(BASELINES))} are named like baselines; rename them")
+if set(config["integrate"]["models"]) - set(MODELS):
+    raise ValueError(
+        f"integrate.models: {sorted(set(config['integrate']['models']) - set(MODELS))} are not models of this "
+        f"config (they are {MODELS})"
+    )
 if config["reference"] not in MODELS and "am" != config["reference"]:
     raise ValueError(f"reference: {config['reference']!r} is not one of the models {MODELS}")
 SPLIT = f"{OUT}/holdout-{{holdout}}"

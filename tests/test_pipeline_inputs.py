@@ -4,7 +4,9 @@ user would type, means what it says."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import time
 
 import numpy as np
@@ -51,3 +53,22 @@ def test_a_config_typo_is_named_in_one_line_not_a_schema_dump(tmp_path, tiny_con
         result.returncode != 0 and "['dataset']: Additional properties are not allowed ('x_kye' was unexpected)" in said
     )
     assert len(said.splitlines()) < 40  # was 2,400 lines of schema
+
+
+def test_one_model_integrates_its_own_way(tmp_path, tiny_config):
+    """integrate.models: AM pushed by dopri5 with its own steps beside an eAM model that keeps auto (its SDE); a name
+    that is no model of the config is refused before any job."""
+    eam = {"objective": "eam", "sigma": 0.1, "steps": 50}
+    models = {"am": tiny_config["models"]["am"], "noisy": eam}
+    integrate = {"steps_per_interval": 5, "models": {"am": {"method": "dopri5", "steps_per_interval": 3}}}
+    config = {**tiny_config, "models": models, "integrate": integrate}
+    plan = snakemake(tmp_path / "a", config, "-n", "-p", "--until", "integrate")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    commands = [shlex.split(line) for line in plan.stdout.splitlines() if "amcore integrate" in line]
+    settings = {("/am/" in " ".join(words)): json.loads(words[words.index("--params") + 1]) for words in commands}
+    assert settings[True] == {"steps_per_interval": 3, "method": "dopri5", "seed": 0, "batch_size": 65536}
+    assert settings[False] == {"steps_per_interval": 5, "method": "auto", "seed": 0, "batch_size": 65536}
+    config["integrate"]["models"]["amm"] = {"method": "rk4"}
+    refused = snakemake(tmp_path / "b", config, "-n")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "integrate.models: ['amm'] are not models of this config" in said

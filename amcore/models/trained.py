@@ -250,8 +250,8 @@ class TrainedModel:
         if own and method not in ("auto", own):
             lost = "noise (its marginals collapse)" if own == "sde" else "growth (its particles lose their weights)"
             raise ValueError(f"method {method!r} would push this {self.objective} model without its {lost}: use "
-                             f"{own!r} or 'auto' (a pipeline with several kinds of models keeps integrate.method auto, "
-                             "and each model gets its own)")  # fmt: skip
+                             f"{own!r} or 'auto' (in a pipeline, integrate.models gives one model a method of its own, "
+                             "and auto gives each kind its own)")  # fmt: skip
         return (own or "rk4") if method == "auto" else method
 
     def trajectories(

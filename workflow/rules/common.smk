@@ -8,6 +8,12 @@ def as_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+def integrate_settings(model):
+    """The integrate section as one model runs it: its own entry of integrate.models over the shared settings."""
+    shared = {key: value for key, value in config["integrate"].items() if key != "models"}
+    return {**shared, **config["integrate"]["models"].get(model, {})}
+
+
 def stage_tags(rule, **wildcards):
     return as_arg({"snakemake.rule": rule, **{f"snakemake.wildcard.{k}": v for k, v in wildcards.items()}})
 
