@@ -85,6 +85,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if unlisted := reader.get("unlisted_files"):
             print(f"amcore prepare: files {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} are in the folder but "
                   "not in dataset.file_times, and were not read", file=sys.stderr)  # fmt: skip
+        if velocity := snaps.attrs.get("velocity"):
+            said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "
+            said += f"{velocity['cells']} cells; a cell whose velocity is 0 is unmeasured and keeps the path's own"
+            if velocity["nan_values"]:
+                said += f"; {velocity['nan_values']} NaN values in {velocity['nan_cells']} cells were read as 0"
+            print(said, file=sys.stderr)
         for time, labels in reader.get("merged_labels", {}).items():
             print(f"amcore prepare: labels {labels} map to one time, {time}, in dataset.time_map: their cells are "
                   "one snapshot", file=sys.stderr)  # fmt: skip

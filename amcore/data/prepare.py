@@ -9,6 +9,7 @@ import weakref
 from dataclasses import asdict
 from pathlib import Path
 
+import dask
 import numpy as np
 
 from amcore.data import preprocess
@@ -126,7 +127,7 @@ def build_snapshots(
         x, time, provenance, rows = read_dataset(spec)
         velocity = None
         if spec.get("v_key"):
-            velocity = read_velocity(spec, rows, (len(rows) + provenance["dropped_nonfinite"], x.shape[1]))
+            velocity, read = read_velocity(spec, rows, (len(rows) + provenance["dropped_nonfinite"], x.shape[1]))
         names = provenance["reader"].pop("feature_names", None) or provenance["reader"].get("feature_columns")
         t_key = None if spec["source"] == "directory" else provenance["reader"].get("t_key")  # times from file names
         _check_times(np.unique(time), holdout, provenance["path"] + (f": key {t_key!r}" if t_key else ""))
@@ -138,6 +139,11 @@ def build_snapshots(
         if velocity is not None:  # beyond float32's range they would turn inf in the cast: refused, as x's are
             where = f"{provenance['path']}: key {spec['v_key']!r} (velocities)"
             velocity = preprocess.to_float32(velocity, where, feature_names(names, fitted, x.shape[1]))
+            measured = int(dask.compute((velocity != 0).any(axis=1).sum())[0])
+            if not measured:
+                raise InputError(f"{where}: every cell's velocity is 0 or NaN: there is nothing to turn the path "
+                                 "with (a cell whose velocity is 0 counts as unmeasured)")  # fmt: skip
+            read = {"v_key": spec["v_key"], **read, "measured_cells": measured, "cells": int(velocity.shape[0])}
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
         if (single := counts < MIN_CELLS_PER_TIME).any():  # found now, not by evaluate after the whole training
@@ -159,7 +165,7 @@ def build_snapshots(
         # obs_index: what export maps cells back with
         snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows[order], velocity=velocity)
         if velocity is not None:
-            attrs["velocity"] = {"v_key": spec["v_key"]}
+            attrs["velocity"] = read
         if spill is not None and workdir is None:
             weakref.finalize(snaps, shutil.rmtree, spill, True)
         snaps.attrs["preprocess"] = {"config": config} if fitted is None else fitted.to_json()

@@ -607,10 +607,14 @@ def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict, np.ndarray]:
     return x, time, provenance, rows
 
 
-def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> da.Array:
+def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> tuple[da.Array, dict]:
     """The measured velocity (RNA velocity, say) of each kept row (``rows``, as ``read_dataset`` returned them),
     from the array that ``dataset.v_key`` names in the same file (or each file of a directory); ``shape`` is the
-    input's ``x`` before rows were dropped: the velocities must have the same rows and features."""
+    input's ``x`` before rows were dropped: the velocities must have the same rows and features.
+
+    A NaN is read as 0, as scVelo writes NaN for the genes it fits no velocity to and a cell without a velocity
+    is a row of them: a feature without a velocity moves none, and a cell whose velocity is 0 is unmeasured (its
+    chain keeps the path's own velocity). Infinities are refused. Also returns how many NaN were read so."""
     key, path, source = spec["v_key"], Path(spec["path"]), spec["source"]
     fmt = spec.get("format") if source == "directory" else source
     if source == "directory" and fmt is None:
@@ -619,6 +623,10 @@ def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> da.Ar
         formats = sorted(f for f, options in OPTIONS.items() if "x_key" in options)
         raise InputError(f"{path}: dataset.v_key names an array, and {fmt} files have none; velocities are read from "
                          f"{', '.join(formats)}")  # fmt: skip
+    group, _, name = str(key).partition("/")
+    if fmt == "h5ad" and (group not in ("layers", "obsm") or not name):
+        raise InputError(f"{path}: dataset.v_key {key!r} must be 'layers/<name>' or 'obsm/<name>' (the velocity "
+                         "beside the positions, as scVelo writes layers/velocity)")  # fmt: skip
     with _reading(path, fmt):
         if source == "directory":
             directory = {k: spec[k] for k in ("file_times", "time_pattern") if spec.get(k)}
@@ -629,11 +637,17 @@ def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> da.Ar
         raise InputError(f"{path}: key {key!r} (velocities) has shape {tuple(v.shape)}; expected one row per cell and "
                          f"one column per feature, as x has: {shape}")  # fmt: skip
     v = v[rows] if len(rows) != shape[0] else v
-    if not (finite := da.isfinite(v).all(axis=1).compute()).all():
-        row = int(rows[np.argmin(finite)])
-        raise InputError(f"{_file_of_row(row, path, info)}: key {key!r} (velocities) has NaN or inf values in "
-                         f"{int((~finite).sum())} rows, the first at row {row}")  # fmt: skip
-    return v.astype(np.result_type(v.dtype, np.float32))  # float64 stays so until prepare casts it (to_float32)
+    infinite, nan = da.isinf(v).any(axis=1), da.isnan(v)
+    infinite, nan_values, nan_cells = da.compute(infinite, nan.sum(), nan.any(axis=1).sum())
+    if infinite.any():
+        row = int(rows[np.argmax(infinite)])
+        n = int(infinite.sum())
+        raise InputError(f"{_file_of_row(row, path, info)}: key {key!r} (velocities) has inf values in {n} "
+                         f"row{'s' if n > 1 else ''}, the first at row {row}")  # fmt: skip
+    if nan_values:
+        v = da.where(nan, 0, v)
+    v = v.astype(np.result_type(v.dtype, np.float32))  # float64 stays so until prepare casts it (to_float32)
+    return v, {"nan_values": int(nan_values), "nan_cells": int(nan_cells)}
 
 
 def _unreadable_file(path: Path, source: str, info: dict, options: dict, err: BaseException) -> InputError:

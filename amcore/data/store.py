@@ -127,8 +127,10 @@ class Snapshots:
             velocity = np.ascontiguousarray(np.asarray(velocity)[order], dtype=np.float32)
             if not np.isfinite(velocity).all():  # a NaN would reach every path point its chain passes through
                 rows = np.flatnonzero(~np.isfinite(velocity).all(axis=1))
-                raise InputError(f"velocity has NaN or inf (in float32) in {len(rows)} cells, the first: row "
-                                 f"{int(order[rows[0]])}")  # fmt: skip
+                raise InputError(
+                    f"velocity has NaN or inf (in float32) in {len(rows)} cells, the first: row "
+                    f"{int(order[rows[0]])} (a cell without a measured velocity gets a row of 0)"
+                )
         weights = None if weights is None else weights[order]
         return cls(x, t_values, offsets, dict(attrs or {}), weights, order, velocity)
 

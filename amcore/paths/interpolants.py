@@ -275,11 +275,13 @@ def chain_gather(rows: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
 
 def velocity_unit(points: np.ndarray, velocities: np.ndarray, knots: np.ndarray) -> float:
     """``c``: the chains' median chord speed over the measured velocities' median norm, so that a typical ``c v``
-    moves as fast as a typical chain; medians, as a few wild velocities must not set the unit of all. 0 when
-    most measured velocities are 0."""
-    measured = float(np.median(np.linalg.norm(velocities, axis=2)))
+    moves as fast as a typical chain; medians, as a few wild velocities must not set the unit of all. Velocities
+    of 0 are unmeasured cells and do not count; 0 when none was measured."""
+    norms = np.linalg.norm(velocities, axis=2)
+    if not (norms > 0).any():
+        return 0.0
     chords = np.linalg.norm(np.diff(points, axis=1), axis=2) / np.diff(knots)
-    return float(np.median(chords)) / measured if measured > 0 else 0.0
+    return float(np.median(chords)) / float(np.median(norms[norms > 0]))
 
 
 def velocity_cap(points: np.ndarray, knots: np.ndarray) -> float:
@@ -291,12 +293,18 @@ def in_path_units(velocities, unit: float, cap: float):
     """``unit * velocities``, each row's norm held to ``cap`` (numpy or torch, rows along the last axis)."""
     scaled = unit * velocities
     norm = (scaled**2).sum(-1, keepdims=True) ** 0.5
-    return scaled * (cap / norm).clip(max=1.0) if cap > 0 else scaled * 0.0
+    return scaled * (cap / (norm + (norm == 0))).clip(max=1.0) if cap > 0 else scaled * 0.0  # rows of 0 stay 0
 
 
 def path_velocities(points: np.ndarray, velocities: np.ndarray, knots: np.ndarray) -> np.ndarray:
     """The chains' measured velocities in the path's units (``velocity_unit``, held to ``velocity_cap``)."""
     return in_path_units(velocities, velocity_unit(points, velocities, knots), velocity_cap(points, knots))
+
+
+def measured_turn(velocities, slope):
+    """``velocities - slope`` (numpy or torch, rows along the last axis) where a velocity was measured; 0 where it
+    is a row of 0 (an unmeasured cell: its chain keeps the spline's own velocity ``slope`` there)."""
+    return (velocities - slope) * ((velocities != 0).sum(-1, keepdims=True) > 0)
 
 
 def hermite_terms(coef: np.ndarray, knots: np.ndarray, t: float) -> tuple[int, float, float, np.ndarray, np.ndarray]:
@@ -324,8 +332,8 @@ def spline_at(
     x = np.einsum("k,nkd->nd", spline_weights(coef, knots, t), points)
     if velocity_weight:
         k, a, b, slope_a, slope_b = hermite_terms(coef, knots, t)
-        turn_a = velocities[:, k] - np.einsum("k,nkd->nd", slope_a, points)
-        turn_b = velocities[:, k + 1] - np.einsum("k,nkd->nd", slope_b, points)
+        turn_a = measured_turn(velocities[:, k], np.einsum("k,nkd->nd", slope_a, points))
+        turn_b = measured_turn(velocities[:, k + 1], np.einsum("k,nkd->nd", slope_b, points))
         x = x + velocity_weight * (a * turn_a + b * turn_b)
     return x
 
@@ -356,7 +364,8 @@ def choose_shape(
              for c in clouds]  # fmt: skip
     clouds = [c[i] for c, i in zip(clouds, picks, strict=True)]
     velocities = None if velocities is None else [v[i] for v, i in zip(velocities, picks, strict=True)]
-    scores = {(lam, g): [] for lam in tensions for g in weights}
+    # At weight 1 a chain's cubic is fixed by its two ends and their velocities, whatever the tension: scored once.
+    scores = {(lam, g): [] for lam in tensions for g in weights if g != 1 or lam == tensions[0]}
     for j in range(1, len(clouds) - 1):
         keep = [i for i in range(len(clouds)) if i != j]
         points, moving = chain_points([clouds[i] for i in keep], rng, velocities and [velocities[i] for i in keep])
@@ -383,13 +392,20 @@ def resolve_shape(
     if velocity_weight != 0 and velocities is None:
         raise ValueError("velocity_weight turns the path towards measured velocities, and these snapshots have none: "
                          "name them with dataset.v_key (or set velocity_weight 0)")  # fmt: skip
+    if velocity_weight != 0 and not any(np.any(v != 0) for v in velocities):
+        raise ValueError("velocity_weight: every training cell's velocity is 0 (unmeasured): nothing to turn the path "
+                         "with")  # fmt: skip
     if tension != "auto" and velocity_weight != "auto":
         return float(tension), float(velocity_weight)
+    if velocity_weight != "auto" and float(velocity_weight) == 1:  # each chain: the cubic through its cells and
+        return TENSIONS[0], 1.0  # their velocities, the same whatever the tension
     chosen, scores = choose_shape(clouds, knots, rng, velocities, tension, velocity_weight)
     if scores:
         table = ", ".join(f"{lam:g}" + (f"/{g:g}" if velocity_weight == "auto" else "") + f": {w:.4g}"
                           for (lam, g), w in scores.items())  # fmt: skip
         named = "spline tension" + (" / velocity weight" if velocity_weight == "auto" else "")
+        if velocity_weight not in ("auto", 0):
+            named += f" (at velocity weight {float(velocity_weight):g})"
         shown = f"{chosen[0]:g}" + (f" / {chosen[1]:g}" if velocity_weight == "auto" else "")
         print(f"amcore: {named} {shown} (W1, each interior time left out: {table})", file=sys.stderr)
     elif len(clouds) > 2:
@@ -612,8 +628,8 @@ class SnapshotPath:
                 r = s / h
                 slope_a = torch.einsum("nk,nkd->nd", coef[:, 2], points)
                 slope_b = torch.einsum("nk,nkd->nd", 3 * h**2 * coef[:, 0] + 2 * h * coef[:, 1] + coef[:, 2], points)
-                turn_a = self.v[ends[:, 0]] - slope_a
-                turn_b = self.v[ends[:, 1]] - slope_b
+                turn_a = measured_turn(self.v[ends[:, 0]], slope_a)
+                turn_b = measured_turn(self.v[ends[:, 1]], slope_b)
                 lam = self.velocity_weight
                 xt = xt + lam * h * ((r**3 - 2 * r**2 + r) * turn_a + (r**3 - r**2) * turn_b)
                 u = u + lam * ((3 * r**2 - 4 * r + 1) * turn_a + (3 * r**2 - 2 * r) * turn_b)

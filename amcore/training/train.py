@@ -109,8 +109,9 @@ def _check_domains(cfg: TrainConfig) -> None:
     if tension != "auto" and not (_number(tension) and 0 <= tension <= 1):
         raise InputError(f"tension must be 'auto' or a number in [0, 1], got {tension!r}")
     weight = cfg.velocity_weight
-    if weight != "auto" and not (_number(weight) and 0 <= weight < math.inf):
-        raise InputError(f"velocity_weight must be 'auto' or a number >= 0, got {weight!r}")
+    if weight != "auto" and not (_number(weight) and 0 <= weight <= 1):
+        raise InputError(f"velocity_weight must be 'auto' or a number in [0, 1] (1 turns each chain all the way to "
+                         f"its cells' velocities), got {weight!r}")  # fmt: skip
     periods = cfg.time_periods
     if not isinstance(periods, (list, tuple)) or not all(_number(p) and p > 0 for p in periods):
         raise InputError(f"time_periods must be a list of numbers > 0, got {periods!r}")
