@@ -416,7 +416,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     from amcore.evaluation import plots
     from amcore.evaluation import table as tables
 
-    results = []
+    results, sources = [], []
     if len(set(map(os.path.realpath, args.results))) < len(args.results):
         raise InputError(f"--results {args.results}: a file given twice would count its runs twice (as more seeds)")
     for path in args.results:
@@ -428,7 +428,18 @@ def cmd_table(args: argparse.Namespace) -> None:
         if not isinstance(loaded, dict):
             raise InputError(f"{path}: a JSON {type(loaded).__name__}; expected amcore evaluate's metrics.json (an "
                              "object) or score's scores.json")  # fmt: skip
-        results += loaded["results"] if "results" in loaded else [loaded]
+        found = loaded["results"] if "results" in loaded else [loaded]
+        results += found
+        sources += [path] * len(found)
+    keys = [(r.get("method"), str(r.get("holdout")), str(r.get("seed"))) for r in results]
+    seen: dict[tuple, str] = {}
+    for key, path in zip(keys, sources, strict=True):
+        if key in seen:  # two runs of one method, split and seed (two experiments) would be averaged as seeds
+            method, holdout, seed = key
+            raise InputError(f"--results: {seen[key]} and {path} both hold method {method!r} at holdout {holdout} "
+                             f"with seed {seed or '(none)'}: results of two runs (another experiment or dataset?) "
+                             "would be averaged as one; give one run's files")  # fmt: skip
+        seen[key] = path
     table = tables.long_table(results)
     markdown = tables.markdown(table, args.reference)
     _write_text(args.table, table.to_csv(index=False))
