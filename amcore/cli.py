@@ -160,8 +160,6 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         grid, observed = integrate.time_grid(snaps.t_values, steps)
         prediction = None
         held_out_times = snaps.attrs.get("holdout_times", [])
-        if len(held_out_times) > 1:
-            raise ValueError(f"{args.store}: one held-out time per store (the pipeline's splits), got {held_out_times}")
         trained = model.info.get("trained_times")  # None for checkpoints from before it was recorded
         for held_out in held_out_times:
             if trained is not None and _same_time(trained, held_out):

@@ -34,6 +34,17 @@ def test_bracket_needs_an_observed_interior_time():
         bracket(snaps, 2.0)
 
 
+def test_a_store_holding_out_two_times_is_refused_by_every_baseline():
+    """Held out at 1 and 4 (prepare --holdout-times 1 4): the displacement at 1 would have joined 0 and the held-out
+    cells of 4, copy_prev at 4 returned the held-out cells of 1 (audit 5)."""
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((250, 2)), np.repeat([0.0, 1.0, 2.0, 4.0, 5.0], 50)
+    snaps = Snapshots.from_labels(x, t, {"holdout_times": [1.0, 4.0]})
+    for predict in (copy_prev, ot_displacement, ot_push, spline_path):
+        with pytest.raises(InputError, match=r"the store holds out t = \[4.0\] besides 1: their cells would reach"):
+            predict(snaps, 1.0)
+
+
 def test_copy_prev_is_the_previous_snapshot():
     snaps, _, _ = _snaps()
     x, w = copy_prev(snaps, 1.0)

@@ -27,8 +27,14 @@ BASELINES = ("copy_prev", "ot_displacement", "ot_push", "spline_path", "velocity
 
 
 def bracket(snaps: Snapshots, holdout: float) -> tuple[int, int, int]:
-    """Indices ``(k - 1, k, k + 1)`` of the held-out time and its observed neighbours in the store."""
+    """Indices ``(k - 1, k, k + 1)`` of the held-out time and its observed neighbours in the store. A store that
+    holds out other times too is refused: a neighbour could be one of them, and its cells would reach the
+    prediction (the pipeline prepares one store per held-out time)."""
     times = [float(t) for t in snaps.t_values]
+    others = [float(t) for t in snaps.attrs.get("holdout_times", []) if float(t) != holdout]
+    if others:
+        raise InputError(f"the store holds out t = {others} besides {holdout:g}: their cells would reach this "
+                         "prediction; prepare one store per held-out time (as the pipeline does)")  # fmt: skip
     if holdout not in times:
         raise InputError(f"held-out time {holdout:g} is not an observed time; the store has {times}")
     k = times.index(holdout)
