@@ -64,6 +64,14 @@ HOLDOUTS = [repr(float(t)).removesuffix(".0") for t in config["holdout_times"]] 
 BASELINES = config["baselines"] if config["holdout_times"] else []
 if set(MODELS) & set(BASELINES):
     raise ValueError(f"models {sorted(set(MODELS) & set(BASELINES))} are named like baselines; rename them")
+_turned = [m for m in MODELS if config["models"][m].get("velocity_weight", 0) != 0]
+_turned += ["velocity_path"] if "velocity_path" in BASELINES else []
+if _turned and not config["dataset"].get("v_key"):
+    raise ValueError(
+        f"{', '.join(_turned)} turn the path towards the cells' measured velocities, and dataset.v_key names none: "
+        "name the array that holds them (an npz key, an h5ad layers/<name> or obsm/<name>), or set velocity_weight 0 "
+        "and leave out the velocity_path baseline"
+    )
 if set(config["integrate"]["models"]) - set(MODELS):
     raise ValueError(
         f"integrate.models: {sorted(set(config['integrate']['models']) - set(MODELS))} are not models of this "

@@ -10,7 +10,7 @@ import torch
 from amcore.data.prepare import build_snapshots
 from amcore.data.store import Snapshots, open_store, read_store, write_store
 from amcore.errors import InputError
-from amcore.evaluation.holdout import spline_path
+from amcore.evaluation.holdout import baseline, spline_path
 from amcore.metrics import wasserstein
 from amcore.paths.interpolants import SnapshotPath, chain_points, velocity_unit
 from amcore.paths.stream import StreamingPath, load_training
@@ -249,3 +249,20 @@ def test_velocities_stay_with_their_cells_when_training_loads_or_streams_the_sto
     np.testing.assert_allclose(moving, 2 * points + 1, atol=1e-5)
 
     assert velocity_unit(points, moving, resident.t_values) > 0
+
+
+def test_a_config_turning_paths_without_velocities_is_refused_before_any_job(tmp_path, tiny_config):
+    """velocity_weight or the velocity_path baseline with no dataset.v_key: refused when the plan is made, not after
+    prepare has run; the baseline itself says what it lacks (not "set velocity_weight 0", which it has not)."""
+    from conftest import snakemake
+
+    models = {"am": {**tiny_config["models"]["am"], "interpolation": "spline", "velocity_weight": "auto"}}
+    dataset = {**tiny_config["dataset"], "times": [0.0, 0.5, 1.0, 1.5]}
+    held_out = {"dataset": dataset, "holdout_times": [0.5], "baselines": ["velocity_path"]}
+    for config in ({**tiny_config, "models": models}, {**tiny_config, **held_out}):
+        plan = snakemake(tmp_path, config, "-n")
+        said = plan.stdout + plan.stderr
+        assert plan.returncode != 0 and "and dataset.v_key names none" in said, said[-2000:]
+    x, _, t = circling(50)
+    with pytest.raises(InputError, match="the velocity_path baseline .* this store has none: name them with"):
+        baseline("velocity_path", Snapshots.from_labels(x, t), 2.0)

@@ -138,6 +138,10 @@ def baseline(name: str, snaps: Snapshots, holdout: float, max_size: int = OT_MAX
         return ot_push(snaps, holdout, max_size)
     if name == "spline_path":
         return spline_path(snaps, holdout, max_size=max_size)
+    if snaps.velocity is None:
+        raise InputError("the velocity_path baseline turns the spline path towards the cells' measured velocities, "
+                         "and this store has none: name them with dataset.v_key, or leave velocity_path out of the "
+                         "baselines")  # fmt: skip
     return spline_path(snaps, holdout, max_size=max_size, velocity_weight="auto")
 
 
