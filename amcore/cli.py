@@ -210,13 +210,14 @@ def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import distances, options
+    from amcore.evaluation.evaluate import data_box, distances, options
     from amcore.tracking import StageRun
 
     results = []
     noise: dict[int, float] = {}  # the observed cells' own subsampling noise, once per held-out time
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
+        box = data_box(snaps)
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             where = f"{entry['path']}: a prediction at t = {held_out:g}"
@@ -228,7 +229,7 @@ def cmd_score(args: argparse.Namespace) -> None:
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
             seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed
             who = f"{entry['method']} (seed {seed}) at held-out t = {held_out:g}"
-            scores = distances(x, observed, weight, where=who, noise=noise.get(k), **options(args.params))
+            scores = distances(x, observed, weight, where=who, noise=noise.get(k), box=box, **options(args.params))
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
                 noise[k] = scores["w1_subsample_noise"]
             _warn_failed(
@@ -272,7 +273,7 @@ def _warn_failed(who: str, nonfinite: int, total: int, escaped: int = 0) -> None
               "put the population on fewer than two cells); every distance is NaN", file=sys.stderr)  # fmt: skip
     if escaped:
         print(f"{who}: FLAGGED: {escaped} of {total} predicted cells left the data (outside three times the "
-              "observed cells' box)", file=sys.stderr)  # fmt: skip
+              "box of every observed cell)", file=sys.stderr)  # fmt: skip
 
 
 def _warn_few_effective(who: str, time: str, share: float) -> None:

@@ -57,6 +57,24 @@ def test_escaped_rows_counts_cells_beyond_three_times_the_data_box():
     assert escaped_rows(predicted, observed) == 2
 
 
+def test_the_data_a_cell_can_leave_is_every_observed_time():
+    """A population that moves 10 of its spreads from t = 0 to 1: copy_prev's prediction (the cells of t = 0) lies
+    outside three times the held-out time's box but inside the data's; a cell flung 50 spreads away is flagged
+    (audit 5: copy_prev's 300 observed cells were all flagged as having left the data)."""
+    from amcore import Snapshots
+    from amcore.evaluation.evaluate import data_box, distances
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(100, 2)), rng.normal(size=(100, 2)) + 10, rng.normal(size=(100, 2)) + 20])
+    snaps = Snapshots.from_labels(x, np.repeat([0.0, 1.0, 2.0], 100))
+    previous, held_out = np.asarray(snaps.snapshot(0)), np.asarray(snaps.snapshot(1))
+    assert distances(previous, held_out, None, box=None)["escaped"] > 50  # 63 of 100
+    assert distances(previous, held_out, None, box=data_box(snaps))["escaped"] == 0
+    flung = previous.copy()
+    flung[0] += 70
+    assert distances(flung, held_out, None, box=data_box(snaps))["escaped"] == 1
+
+
 def test_the_audit_of_the_true_flow_matches_the_analytic_action(tmp_path):
     """Cells pushed by the true velocity of the built-in Gaussian path (RK4, 40 steps per interval): their action
     is the process's ``int E|v|^2 dt`` (Simpson on fresh samples) to Monte Carlo error (2,000 cells, 4,000 samples:

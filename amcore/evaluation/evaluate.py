@@ -49,6 +49,7 @@ def distances(
     seed: int = DEFAULTS["seed"],
     where: str = "",
     noise: float | None = None,
+    box: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Every distance of :data:`DISTANCES` between predicted (optionally weighted) and observed cells, and
     ``nonfinite``.
@@ -61,10 +62,10 @@ def distances(
     ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
     weights sum to zero, or hold the population on fewer than two cells' worth of mass: effective sample size
     under 2); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
-    finite predicted cells outside three times the observed cells' box (``metrics.escaped_rows``): a flag, beside
-    distances that stay honest. ``effective_size`` (weighted predictions only: weights not all equal): Kish's
-    effective sample size of the weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction
-    is flagged. ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and
+    finite predicted cells outside three times the box of ``box`` (``data_box``: every observed cell of the store;
+    the observed cells when None; ``metrics.escaped_rows``): a flag, beside distances that stay honest.
+    ``effective_size`` (weighted predictions only: weights not all equal): Kish's effective sample size of the
+    weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction is flagged. ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and
     the noise floor from halves of a handful of cells, are mostly sampling noise, and are flagged.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
@@ -94,7 +95,7 @@ def distances(
         "mmd": metrics.mmd_rbf(predicted, observed, max_size=kernel_max_size, seed=seed, wa=weights),
         "energy": metrics.energy_distance(predicted, observed, kernel_max_size, seed, wa=weights),
         "nonfinite": 0,
-        "escaped": metrics.escaped_rows(predicted, observed),
+        "escaped": metrics.escaped_rows(predicted, observed if box is None else box),
         **share,
     }
 
@@ -112,6 +113,15 @@ def _share(weights: np.ndarray) -> float:
     return metrics.effective_size(weights) / len(weights) if len(weights) else 0.0
 
 
+def data_box(snaps: Snapshots) -> np.ndarray:
+    """``(2, features)``: the lowest and highest value of each feature over every observed cell of the store, the
+    data a predicted cell can leave (the cells of one time would flag a baseline's copy of another time's cells
+    as escaped whenever the population moves). One pass over a lazy store."""
+    import dask
+
+    return np.stack(dask.compute(snaps.x.min(0), snaps.x.max(0))).astype(np.float64)
+
+
 def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
     """Each distance at each observed time after the first (``options``: those of :func:`distances`), their means
     (NaN when a time failed), the most non-finite pushed cells at any time (``nonfinite_max``), and for weighted
@@ -121,10 +131,12 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
     lazy: one time is read at a time."""
     result: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
+    box = data_box(snaps)
     for k in range(1, snaps.n_snapshots):
         key = f"{snaps.t_values[k]:g}"
         w = None if weights is None else np.asarray(weights[k])
-        scores = distances(np.asarray(predicted[k]), np.asarray(snaps.snapshot(k)), w, where=f"t = {key}", **options)
+        observed = np.asarray(snaps.snapshot(k))
+        scores = distances(np.asarray(predicted[k]), observed, w, where=f"t = {key}", box=box, **options)
         if w is not None:  # the share as given, even where the prediction failed
             scores |= {"mass_rel_error": float(abs(w.mean() - masses[k]) / masses[k]), "effective_size": _share(w)}
         for name, value in scores.items():

@@ -131,8 +131,8 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
     return [
         (failures(table), "failed", "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two "
          "cells; their distances are NaN, never scored):", lambda v: f"{int(v)} cells"),
-        (flagged(table), "with escaped cells", "**Flagged predictions** (cells outside three times the observed "
-         "cells' box; distances kept):", lambda v: f"{int(v)} cells"),
+        (flagged(table), "with escaped cells", "**Flagged predictions** (cells outside three times the box of every "
+         "observed cell; distances kept):", lambda v: f"{int(v)} cells"),
         (beyond(table, "effective_size", below=FEW_EFFECTIVE), "resting on few particles", "**Flagged predictions** "
          f"(weights resting on under {FEW_EFFECTIVE:.0%} of the particles: the distances measure those few):",
          lambda v: f"effective size {v:.1%} of the particles"),

@@ -46,6 +46,12 @@ class Trajectories:
     info: dict
 
 
+def _one_number(name: str, value) -> None:
+    """Refuse text and arrays where one time belongs (NaN and the range are ``_check_times``'s)."""
+    if isinstance(value, (str, bytes)) or not np.isscalar(value) and np.ndim(value) != 0:
+        raise ValueError(f"{name} must be one number, got {value!r}")
+
+
 class TrainedModel:
     """A trained AM / eAM / uAM potential or Flow Matching field (its EMA weights), ready to use.
 
@@ -225,18 +231,16 @@ class TrainedModel:
     def sigma(self, t: float) -> float:
         """eAM's noise level ``sigma_t`` (its schedule runs over the training time range, and holds its end values
         outside it, where a linear schedule would turn negative); 0 otherwise."""
-        if isinstance(t, (str, bytes)) or not np.isscalar(t) and np.ndim(t) != 0:
-            raise ValueError(f"t must be one number, got {t!r}")
-        if self.objective != "eam":
-            return 0.0
+        _one_number("t", t)
         self._check_times(float(t))
-        return self._sigma_at(t)
+        return self._sigma_at(t) if self.objective == "eam" else 0.0
 
     def _sigma_at(self, t) -> float:
         """``sigma_t`` without the checks: the SDE integrator asks at every step, inside the range it checked."""
         spec = ObjectiveSpec(kind="eam", sigma=self.config["sigma"], sigma_final=self.config["sigma_final"])
         t0, t1 = self.t_range
-        return float(spec.sigma_at(torch.tensor(min(max((float(t) - t0) / (t1 - t0), 0.0), 1.0))))
+        u = torch.tensor(min(max((float(t) - t0) / (t1 - t0), 0.0), 1.0), dtype=torch.float64)
+        return float(spec.sigma_at(u))
 
     # -- integration -------------------------------------------------------------------------------------------
     def integrator(self, method: str = "auto") -> str:
@@ -246,6 +250,8 @@ class TrainedModel:
             raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
         if method == "weighted":
             self._require(("uam",), "growth to weight particles by")
+        if method == "sde":
+            self._require(("eam",), "noise for the SDE to draw (rk4, dopri5 or euler push it)")
         own = {"eam": "sde", "uam": "weighted"}.get(self.objective)
         if own and method not in ("auto", own):
             lost = "noise (its marginals collapse)" if own == "sde" else "growth (its particles lose their weights)"
@@ -335,6 +341,8 @@ class TrainedModel:
     ):  # fmt: skip
         """The cells ``x`` observed at ``t0``, moved to ``t1``; with ``with_weights``, also uAM's particle weights
         (ones for the other objectives). Only the last step is kept: memory grows with the cells, not the steps."""
+        _one_number("t0", t0)
+        _one_number("t1", t1)
         n = len(x)
         last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
         traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last)
