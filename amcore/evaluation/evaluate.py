@@ -65,7 +65,8 @@ def distances(
     finite predicted cells outside three times the box of ``box`` (``data_box``: every observed cell of the store;
     the observed cells when None; ``metrics.escaped_rows``): a flag, beside distances that stay honest.
     ``effective_size`` (weighted predictions only: weights not all equal): Kish's effective sample size of the
-    weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction is flagged. ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and
+    weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction is flagged.
+    ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and
     the noise floor from halves of a handful of cells, are mostly sampling noise, and are flagged.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
