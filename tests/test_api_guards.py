@@ -92,6 +92,13 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
         model.velocity(np.full((2, 2), 1e39), 1.0)  # finite, but said to be NaN or inf
     with pytest.raises(ValueError, match="an AM model has no growth rate"):
         model.growth_rate(np.zeros((2, 2)), 1.0)
+    # audit 5: an array for t0 failed inside numpy; sde ran Euler in silence; sigma(NaN) answered 0
+    with pytest.raises(ValueError, match=r"t0 must be one number, got array"):
+        model.push(np.zeros((2, 2)), np.zeros(3), 2.0)
+    with pytest.raises(ValueError, match="an AM model has no noise for the SDE to draw"):
+        model.push(np.zeros((2, 2)), 0.0, 2.0, method="sde")
+    with pytest.raises(ValueError, match="t must be finite"):
+        model.sigma(float("nan"))
     (tmp_path / "m.pt.partial").write_bytes((tmp_path / "m.pt").read_bytes())
     with pytest.warns(UserWarning, match=r"m\.pt\.partial is the partial state of a training that did not finish"):
         amcore.load(tmp_path / "m.pt.partial")
