@@ -14,6 +14,13 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# `--config 'holdout_times=[1, 2]'` arrives as ['1', '2']: Snakemake reads a list on the command line with YAML's
+# base loader, which keeps every item text. Numbers written so are numbers.
+for _key in ("holdout_times", "seeds"):
+    for _i, _item in enumerate(config.get(_key) or []):
+        if isinstance(_item, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", _item):
+            config[_key][_i] = int(_item) if re.fullmatch(r"[-+]?\d+", _item) else float(_item)
+
 try:
     validate(config, "workflow/schemas/config.schema.yaml")
 except WorkflowError as err:  # the first line and where, not the 2,000-line schema dump that follows them
