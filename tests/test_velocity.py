@@ -266,3 +266,31 @@ def test_a_config_turning_paths_without_velocities_is_refused_before_any_job(tmp
     x, _, t = circling(50)
     with pytest.raises(InputError, match="the velocity_path baseline .* this store has none: name them with"):
         baseline("velocity_path", Snapshots.from_labels(x, t), 2.0)
+
+
+def test_a_model_brings_new_cells_and_velocities_into_its_coordinates(tmp_path):
+    """`model.preprocess` applies the store's fitted steps (here the first 3 of 4 features, standardised, 2 principal
+    components): the input's rows come out as the store's, cells and velocities alike; a model trained on snapshots
+    built in Python answers in their own coordinates."""
+    from amcore import TrainConfig, load, train
+
+    rng = np.random.default_rng(0)
+    t = np.repeat([0.0, 1.0, 2.0], 60)
+    x = rng.normal(size=(len(t), 4)) * [1.0, 5.0, 0.2, 9.0] + t[:, None]
+    v = rng.normal(size=x.shape)
+    np.savez(tmp_path / "d.npz", X=x, t=t, V=v)
+    spec = {"source": "npz", "path": str(tmp_path / "d.npz"), "v_key": "V"}
+    snaps = build_snapshots(spec, {"select": "first", "n_features": 3, "standardize": True, "pca": 2})
+    write_store(tmp_path / "s.zarr", snaps)
+    stored = read_store(tmp_path / "s.zarr")
+    tiny = TrainConfig(steps=5, width=8, depth=1, log_every=5)
+    train(stored, tiny, tmp_path / "m.pt", tmp_path / "m.csv")
+    model = load(tmp_path / "m.pt")
+    rows = stored.obs_index
+    np.testing.assert_allclose(model.preprocess(x[rows]), stored.x, atol=1e-5)
+    np.testing.assert_allclose(model.preprocess(v[rows], velocity=True), stored.velocity, atol=1e-5)
+    with pytest.raises(ValueError, match=r"in the input's more than 2 \(this model's preprocessing selects some"):
+        model.preprocess(x[:, :2])
+    own = Snapshots.from_labels(x[:, :2], t)
+    train(own, tiny, tmp_path / "own.pt", tmp_path / "own.csv")
+    np.testing.assert_array_equal(load(tmp_path / "own.pt").preprocess(x[:5, :2]), x[:5, :2].astype(np.float32))

@@ -64,6 +64,16 @@ class Preprocessing:
                 x = x / np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
         return x
 
+    @classmethod
+    def from_json(cls, record: dict) -> Preprocessing | None:
+        """The fitted steps from :meth:`to_json`'s record (a store's attrs ``preprocess``); ``None`` where nothing
+        was fitted (the record holds the config only: the coordinates are the input's)."""
+        if "fit_times" not in record:
+            return None
+        arrays = {key: None if record.get(key) is None else np.asarray(record[key])
+                  for key in ("indices", "mean", "scale", "components", "explained_variance")}  # fmt: skip
+        return cls(record["config"], record["fit_times"], record["n_fit"], **arrays)
+
     def to_json(self) -> dict:
         """Plain lists and numbers, for the store's attrs."""
 

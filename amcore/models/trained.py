@@ -103,7 +103,8 @@ class TrainedModel:
         network = build_network(payload["model_args"])
         network.load_state_dict(payload["ema"])
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
-                "trained_times": payload.get("times"), "store": payload.get("store")}  # fmt: skip
+                "trained_times": payload.get("times"), "store": payload.get("store"),
+                "preprocess": payload.get("preprocess")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),
@@ -114,6 +115,35 @@ class TrainedModel:
         return (
             f"TrainedModel({self.objective}, {self.dim} features, t in [{t0:g}, {t1:g}], step {self.info.get('step')})"
         )
+
+    def preprocess(self, x, velocity: bool = False) -> np.ndarray:
+        """Cells in the input's features (the file's ``X``, columns or genes, as ``dataset`` read them) brought into
+        the coordinates this model answers in, by its store's preprocessing (selection, standardisation, PCA,
+        whitening, fitted on the training times); with ``velocity``, velocities in those features (no centring).
+        ``(cells, features)`` float32."""
+        from amcore.data.preprocess import Preprocessing
+
+        record = self.info.get("preprocess")
+        if record is None:
+            raise ValueError("this model's checkpoint records no preprocessing (trained before amcore recorded it, "
+                             "or on a path without snapshots): bring cells into its coordinates as its store was "
+                             "made")  # fmt: skip
+        fitted = Preprocessing.from_json(record)
+        x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+        if fitted is not None and fitted.indices is not None:  # a selection reads columns of a wider input
+            fits = x.ndim == 2 and x.shape[1] > int(fitted.indices.max())
+            width = f"more than {int(fitted.indices.max())} (this model's preprocessing selects some of them)"
+        else:
+            width = self.dim if fitted is None else len(fitted.mean)
+            fits = x.ndim == 2 and x.shape[1] == width
+        if not fits:
+            raise ValueError(f"x must be (cells, features) in the input's {width} features, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("x has NaN or inf values")
+        if fitted is None:
+            return x.astype(np.float32)
+        out = fitted.transform_velocity(x) if velocity else fitted.transform(x)
+        return np.asarray(out, dtype=np.float32)
 
     def check_store(self, snaps, store) -> None:
         """Refuse a store other than the one this model was trained on (other data, preprocessing or held-out
