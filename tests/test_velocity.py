@@ -294,3 +294,16 @@ def test_a_model_brings_new_cells_and_velocities_into_its_coordinates(tmp_path):
     own = Snapshots.from_labels(x[:, :2], t)
     train(own, tiny, tmp_path / "own.pt", tmp_path / "own.csv")
     np.testing.assert_array_equal(load(tmp_path / "own.pt").preprocess(x[:5, :2]), x[:5, :2].astype(np.float32))
+
+
+def test_velocities_in_a_folder_of_files_take_the_folders_format(tmp_path):
+    """A folder with one npz per time: the velocities sit in each file beside the cells, and the format is the
+    files' suffix for both (the velocities needed dataset.format spelled out)."""
+    folder = tmp_path / "days"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for day in range(3):
+        x = rng.normal(size=(20, 2)) + day
+        np.savez(folder / f"day{day}.npz", X=x, V=2 * x + 1)
+    snaps = build_snapshots({"source": "directory", "path": str(folder), "v_key": "V"})
+    np.testing.assert_allclose(np.asarray(snaps.velocity), 2 * np.asarray(snaps.x) + 1, atol=1e-5)

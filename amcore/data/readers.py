@@ -443,6 +443,16 @@ def _number_or_text(text: str) -> float | str:
         return text
 
 
+def directory_format(path: Path) -> str:
+    """The format of a folder's files, from their one suffix."""
+    if not path.is_dir():
+        raise InputError(f"{path}: source 'directory' needs a folder")
+    suffixes = {p.suffix for p in path.iterdir() if p.suffix in FORMATS.values()}
+    if len(suffixes) != 1:
+        raise InputError(f"{path}: cannot tell the file format from suffixes {sorted(suffixes)}; set format")
+    return next(f for f, s in FORMATS.items() if s in suffixes)
+
+
 def read_directory(
     path: Path,
     fmt: str | None = None,
@@ -453,11 +463,7 @@ def read_directory(
     """A folder with one file per time point; the time comes from ``file_times`` or from the file name."""
     if not path.is_dir():
         raise InputError(f"{path}: source 'directory' needs a folder")
-    if fmt is None:
-        suffixes = {p.suffix for p in path.iterdir() if p.suffix in FORMATS.values()}
-        if len(suffixes) != 1:
-            raise InputError(f"{path}: cannot tell the file format from suffixes {sorted(suffixes)}; set format")
-        fmt = next(f for f, s in FORMATS.items() if s in suffixes)
+    fmt = fmt or directory_format(path)
     if file_times:
         files = [path / name for name in file_times]
         missing = [p.name for p in files if not p.exists()]
@@ -616,9 +622,7 @@ def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> tuple
     is a row of them: a feature without a velocity moves none, and a cell whose velocity is 0 is unmeasured (its
     chain keeps the path's own velocity). Infinities are refused. Also returns how many NaN were read so."""
     key, path, source = spec["v_key"], Path(spec["path"]), spec["source"]
-    fmt = spec.get("format") if source == "directory" else source
-    if source == "directory" and fmt is None:
-        raise InputError(f"{path}: dataset.v_key in a directory needs dataset.format")
+    fmt = (spec.get("format") or directory_format(path)) if source == "directory" else source
     if "x_key" not in OPTIONS.get(fmt, ()):
         formats = sorted(f for f, options in OPTIONS.items() if "x_key" in options)
         raise InputError(f"{path}: dataset.v_key names an array, and {fmt} files have none; velocities are read from "
