@@ -307,3 +307,18 @@ def test_velocities_in_a_folder_of_files_take_the_folders_format(tmp_path):
         np.savez(folder / f"day{day}.npz", X=x, V=2 * x + 1)
     snaps = build_snapshots({"source": "directory", "path": str(folder), "v_key": "V"})
     np.testing.assert_allclose(np.asarray(snaps.velocity), 2 * np.asarray(snaps.x) + 1, atol=1e-5)
+
+
+def test_the_model_says_which_tension_and_weight_auto_chose(tmp_path):
+    """`auto` is resolved on the training times; the model records the values it trained on (its config keeps
+    `auto`, as written)."""
+    from amcore import TrainConfig, load, train
+
+    x, v, t = circling(60)
+    tiny = {"steps": 5, "width": 8, "depth": 1, "log_every": 5, "interpolation": "spline"}
+    train(Snapshots.from_labels(x, t, velocity=v), TrainConfig(**tiny, velocity_weight="auto"), tmp_path / "m.pt",
+          tmp_path / "m.csv")  # fmt: skip
+    model = load(tmp_path / "m.pt")
+    chosen = model.info["interpolant"]
+    assert chosen["tension"] in (0.0, 0.25, 0.5, 0.75, 1.0) and chosen["velocity_weight"] > 0  # exact velocities
+    assert model.config["tension"] == model.config["velocity_weight"] == "auto"

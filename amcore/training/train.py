@@ -610,13 +610,19 @@ class Run:
             lo, hi = min(lo, float(rate.min())), max(hi, float(rate.max()))
         return [lo, hi]
 
+    def interpolant(self) -> dict | None:
+        """The spline path's shape as trained (``auto`` resolved on the training times); None for other paths."""
+        if self.cfg.interpolation != "spline":
+            return None
+        return {"tension": self.tension, "velocity_weight": self.velocity_weight}
+
     def state(self, step: int) -> dict:
         """Everything a checkpoint holds (every rank's generators gathered)."""
         return {
             "objective": self.cfg.objective, "model_args": self.model_args, "config": asdict(self.cfg),
             "growth_unit": self.growth_unit,
             "feature_names": self.feature_names, "data": self.data_key, "step": step, "times": self.trained_times,
-            "store": self.store_key, "preprocess": self.preprocess,
+            "store": self.store_key, "preprocess": self.preprocess, "interpolant": self.interpolant(),
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
