@@ -150,6 +150,7 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "| *noise floor* (`w1_subsample_noise`) | 0.6 | — |" in text
     assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
     assert "Failed and flagged" not in text  # nothing to say
+    assert "nothing to pair" not in text
     flagged = _results()
     flagged[0]["table"] |= {"fewest_cells": 5, "escaped": 3}  # what a mean hides is said before the means
     long_table(flagged).to_csv(tmp_path / "tigon" / "table.csv", index=False)
@@ -168,6 +169,11 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "| am | reference | -1 [-7.35, +5.35] |" in text  # sd 0.707, se 0.5, t(1) = 12.71
     assert "| copy_prev | -3.5 [-16.2, +9.21] | -4.5 [-10.9, +1.85] |" in text
     assert "| uam | — | reference |" in text
+    one_seed = long_table([r for r in _results() if r["seed"] in ("", "0")])
+    one_seed.to_csv(tmp_path / "tigon" / "table.csv", index=False)
+    assert main(["summary", *paths, "--out", str(tmp_path / "summary.md")]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "tigon: fewer than two seeds of the reference, nothing to pair (set seeds)." in text
     assert main(["summary", *paths, "--reference", "emt=uam"]) == 2
     assert "no table of experiment 'emt'" in capsys.readouterr().err
     assert main(["summary", str(tmp_path / "missing" / "table.csv")]) == 2

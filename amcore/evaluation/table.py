@@ -239,6 +239,9 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     lines += ["| *noise floor* (`w1_subsample_noise`) | " + " | ".join(floor) + " |", ""]
     title = " / ".join(dict.fromkeys(references.values()))
     lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % t interval]", ""]
+    unpaired = [n for n in names if not pairs[n]]
+    if unpaired:  # their column is all dashes: say why
+        lines += [f"{', '.join(unpaired)}: fewer than two seeds of the reference, nothing to pair (set seeds).", ""]
     lines += ["| method | " + " | ".join(f"{n} (− {references[n]})" for n in names) + " |", header.splitlines()[1]]
     for method in methods:
         cols = [pairs[n].get(method, {}) for n in names]
