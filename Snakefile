@@ -17,7 +17,7 @@ configfile: "config/config.yaml"
 # `--config 'holdout_times=[1, 2]'` arrives as ['1', '2']: Snakemake reads a list on the command line with YAML's
 # base loader, which keeps every item text. Numbers written so are numbers.
 for _key in ("holdout_times", "seeds"):
-    for _i, _item in enumerate(config.get(_key) or []):
+    for _i, _item in enumerate(config[_key] if isinstance(config.get(_key), list) else []):
         if isinstance(_item, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", _item):
             config[_key][_i] = int(_item) if re.fullmatch(r"[-+]?\d+", _item) else float(_item)
 

@@ -430,7 +430,8 @@ def cmd_table(args: argparse.Namespace) -> None:
         found = loaded["results"] if "results" in loaded else [loaded]
         results += found
         sources += [path] * len(found)
-    keys = [(r.get("method"), str(r.get("holdout")), str(r.get("seed"))) for r in results]
+    keys = [(r.get("method"), str(r.get("holdout")), "" if r.get("seed") is None else str(r.get("seed")))
+            for r in results]  # fmt: skip
     seen: dict[tuple, str] = {}
     for key, path in zip(keys, sources, strict=True):
         if key in seen:  # two runs of one method, split and seed (two experiments) would be averaged as seeds

@@ -72,3 +72,14 @@ def test_one_model_integrates_its_own_way(tmp_path, tiny_config):
     refused = snakemake(tmp_path / "b", config, "-n")
     said = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "integrate.models: ['amm'] are not models of this config" in said
+
+
+def test_a_number_where_a_list_belongs_gets_the_schema_s_one_line(tmp_path, tiny_config):
+    """`--config seeds=3` (a number, not a list) is named by the schema check, not a TypeError of the list
+    coercion before it; `--config 'seeds=[0, 1]'` (text items, as Snakemake reads lists) counts as numbers."""
+    config = {**tiny_config, "seeds": 3}
+    plan = snakemake(tmp_path / "a", config, "-n")
+    said = plan.stdout + plan.stderr
+    assert plan.returncode != 0 and "['seeds']: 3 is not of type 'array'" in said, said[-2000:]
+    plan = snakemake(tmp_path / "b", tiny_config, "-n", "--config", "seeds=[0, 1]")
+    assert plan.returncode == 0 and "seed-1/model.pt" in plan.stdout, plan.stderr[-2000:]

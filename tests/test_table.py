@@ -173,7 +173,7 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     one_seed.to_csv(tmp_path / "tigon" / "table.csv", index=False)
     assert main(["summary", *paths, "--out", str(tmp_path / "summary.md")]) == 0
     text = (tmp_path / "summary.md").read_text()
-    assert "tigon: fewer than two seeds of the reference, nothing to pair (set seeds)." in text
+    assert "- tigon: nothing to pair (1 seed of am; pairs need two or more)." in text
     assert main(["summary", *paths, "--reference", "emt=uam"]) == 2
     assert "no table of experiment 'emt'" in capsys.readouterr().err
     assert main(["summary", str(tmp_path / "missing" / "table.csv")]) == 2

@@ -14,7 +14,7 @@ from amcore.evaluation.holdout import baseline, spline_path
 from amcore.metrics import wasserstein
 from amcore.paths.interpolants import SnapshotPath, chain_points, velocity_unit
 from amcore.paths.stream import StreamingPath, load_training
-from amcore.training.train import TrainConfig
+from amcore.training.train import TrainConfig, train
 
 UNITS = 3.7  # measured velocities come in units of their own: 3.7 times the true rate
 
@@ -204,6 +204,21 @@ def test_nan_reads_as_no_velocity_and_unmeasured_cells_keep_the_spline(tmp_path)
     snaps = Snapshots.from_labels(x, t, velocity=v)
     scores = [wasserstein(spline_path(snaps, 2.0, 0.0, velocity_weight=w)[0], x[t == 2.0]) for w in (0.0, 1.0)]
     assert scores[1] < scores[0] - 0.05  # measured 1.447 against 1.586 (all measured: 0.197); seeds 1, 2 alike
+    # At weight 1 an unmeasured end keeps the spline's slope, which the tension sets: the tension is still chosen
+    # (a shortcut that took tension 0 as "any" gave 1.447 where tension 1 gives 0.290, in review).
+    chosen = wasserstein(spline_path(snaps, 2.0, "auto", velocity_weight=1.0)[0], x[t == 2.0])
+    assert chosen < scores[1] - 0.5
+    # A path built on a subset where no cell is measured (an ot_max_size subsample, a refresh) is the plain spline;
+    # training refuses only where no training cell at all has a velocity.
+    one = np.zeros_like(v)
+    one[np.flatnonzero(t == 2.0)[0]] = 1.0  # a single measured cell, at t = 2
+    subset = SnapshotPath(Snapshots.from_labels(x, t, velocity=one), "ot", 50, interpolation="spline", tension=0.5,
+                          velocity_weight=1.0)  # fmt: skip
+    assert subset.velocity_weight == 1.0
+    held_out = Snapshots.from_labels(x, t, {"holdout_times": [2.0]}, velocity=one)  # its one velocity held out
+    with pytest.raises(InputError, match="velocity_weight: no training cell has a measured velocity"):
+        train(held_out, TrainConfig(interpolation="spline", velocity_weight=1.0, steps=5), tmp_path / "m.pt",
+              tmp_path / "m.csv")  # fmt: skip
 
 
 def test_the_weight_needs_velocities_and_a_spline():

@@ -198,6 +198,17 @@ def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
     return [*lines, ""]
 
 
+def _unpaired(table: pd.DataFrame, metric: str, reference: str) -> str:
+    """Why :func:`paired_differences` found no pair in ``table``."""
+    part = table[(table["metric"] == metric) & (table["holdout"] != "none")]
+    if part.empty:
+        return "no held-out time"
+    seeds = part.loc[part["method"] == reference, "seed"].nunique()
+    if seeds < 2:
+        return f"{seeds} seed{'s' if seeds != 1 else ''} of {reference}; pairs need two or more"
+    return f"no method beside {reference}"
+
+
 def _interval_cell(pair: tuple[float, float, float, int] | None) -> str:
     """One paired difference as ``mean [low, high]``: FAILED for a failed seed, no interval from one seed."""
     if pair is None:
@@ -239,9 +250,9 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     lines += ["| *noise floor* (`w1_subsample_noise`) | " + " | ".join(floor) + " |", ""]
     title = " / ".join(dict.fromkeys(references.values()))
     lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % t interval]", ""]
-    unpaired = [n for n in names if not pairs[n]]
-    if unpaired:  # their column is all dashes: say why
-        lines += [f"{', '.join(unpaired)}: fewer than two seeds of the reference, nothing to pair (set seeds).", ""]
+    for name in (n for n in names if not pairs[n]):  # its column is all dashes: say why
+        lines += [f"- {name}: nothing to pair ({_unpaired(tables[name], metric, references[name])})."]
+    lines += [""] if not all(pairs.values()) else []
     lines += ["| method | " + " | ".join(f"{n} (− {references[n]})" for n in names) + " |", header.splitlines()[1]]
     for method in methods:
         cols = [pairs[n].get(method, {}) for n in names]

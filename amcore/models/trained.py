@@ -262,8 +262,12 @@ class TrainedModel:
         """eAM's noise level ``sigma_t`` (its schedule runs over the training time range, and holds its end values
         outside it, where a linear schedule would turn negative); 0 otherwise."""
         _one_number("t", t)
+        if self.objective != "eam":  # no noise at any time: no range to warn about
+            if not np.isfinite(float(t)):
+                raise ValueError("t must be finite")
+            return 0.0
         self._check_times(float(t))
-        return self._sigma_at(t) if self.objective == "eam" else 0.0
+        return self._sigma_at(t)
 
     def _sigma_at(self, t) -> float:
         """``sigma_t`` without the checks: the SDE integrator asks at every step, inside the range it checked."""

@@ -301,6 +301,11 @@ def path_velocities(points: np.ndarray, velocities: np.ndarray, knots: np.ndarra
     return in_path_units(velocities, velocity_unit(points, velocities, knots), velocity_cap(points, knots))
 
 
+def all_measured(velocities: list[np.ndarray]) -> bool:
+    """Whether every cell has a measured velocity (no row of 0)."""
+    return all(bool((v != 0).any(axis=-1).all()) for v in velocities)
+
+
 def measured_turn(velocities, slope):
     """``velocities - slope`` (numpy or torch, rows along the last axis) where a velocity was measured; 0 where it
     is a row of 0 (an unmeasured cell: its chain keeps the spline's own velocity ``slope`` there)."""
@@ -364,8 +369,10 @@ def choose_shape(
              for c in clouds]  # fmt: skip
     clouds = [c[i] for c, i in zip(clouds, picks, strict=True)]
     velocities = None if velocities is None else [v[i] for v, i in zip(velocities, picks, strict=True)]
-    # At weight 1 a chain's cubic is fixed by its two ends and their velocities, whatever the tension: scored once.
-    scores = {(lam, g): [] for lam in tensions for g in weights if g != 1 or lam == tensions[0]}
+    # At weight 1 a chain's cubic is fixed by its two ends and their velocities, whatever the tension, where every
+    # cell's velocity was measured: scored once then (an unmeasured end keeps the spline's slope, which has one).
+    once = velocities is not None and all_measured(velocities)
+    scores = {(lam, g): [] for lam in tensions for g in weights if not (once and g == 1 and lam != tensions[0])}
     for j in range(1, len(clouds) - 1):
         keep = [i for i in range(len(clouds)) if i != j]
         points, moving = chain_points([clouds[i] for i in keep], rng, velocities and [velocities[i] for i in keep])
@@ -392,13 +399,10 @@ def resolve_shape(
     if velocity_weight != 0 and velocities is None:
         raise ValueError("velocity_weight turns the path towards measured velocities, and these snapshots have none: "
                          "name them with dataset.v_key (or set velocity_weight 0)")  # fmt: skip
-    if velocity_weight != 0 and not any(np.any(v != 0) for v in velocities):
-        raise ValueError("velocity_weight: every training cell's velocity is 0 (unmeasured): nothing to turn the path "
-                         "with")  # fmt: skip
     if tension != "auto" and velocity_weight != "auto":
         return float(tension), float(velocity_weight)
-    if velocity_weight != "auto" and float(velocity_weight) == 1:  # each chain: the cubic through its cells and
-        return TENSIONS[0], 1.0  # their velocities, the same whatever the tension
+    if velocity_weight != "auto" and float(velocity_weight) == 1 and all_measured(velocities):
+        return TENSIONS[0], 1.0  # each chain: the cubic through its cells and their velocities, whatever the tension
     chosen, scores = choose_shape(clouds, knots, rng, velocities, tension, velocity_weight)
     if scores:
         table = ", ".join(f"{lam:g}" + (f"/{g:g}" if velocity_weight == "auto" else "") + f": {w:.4g}"

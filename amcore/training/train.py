@@ -723,7 +723,7 @@ def train(
     with the same parameters as an uninterrupted run. A loss that turns non-finite or diverges raises
     ``TrainingDiverged`` and leaves nothing behind. Torch's thread count is restored afterwards.
     """
-    _check_training_inputs(snaps, Path(checkpoint), Path(loss_csv))
+    _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     threads = torch.get_num_threads()
     try:
         return _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path)
@@ -731,8 +731,9 @@ def train(
         torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
 
 
-def _check_training_inputs(snaps: Snapshots | None, checkpoint: Path, loss_csv: Path) -> None:
-    """Before step 0: the outputs are two files that can be written, and the training cells are numbers."""
+def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path) -> None:
+    """Before step 0: the outputs are two files that can be written, the training cells are numbers, and a path
+    turned towards measured velocities has some (a subsample or refresh without any falls back to the spline)."""
     if checkpoint.resolve() == loss_csv.resolve():
         raise InputError(f"the checkpoint and the loss CSV are the same file {checkpoint}")
     for out in (checkpoint, loss_csv):
@@ -744,6 +745,12 @@ def _check_training_inputs(snaps: Snapshots | None, checkpoint: Path, loss_csv: 
             if bad:
                 raise InputError(f"{bad} cells of time {snaps.t_values[k]:g} have a NaN or inf feature; drop them "
                                  "(files: dataset.drop_nonfinite)")  # fmt: skip
+    if snaps is not None and snaps.velocity is not None and cfg.velocity_weight != 0:
+        kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+        rows = [snaps.velocity[snaps.offsets[k] : snaps.offsets[k + 1]] for k in kept]
+        if not any(dask.compute(*[(v != 0).any() for v in rows])):
+            raise InputError("velocity_weight: no training cell has a measured velocity (every one is 0): nothing "
+                             "to turn the path with; set velocity_weight 0")  # fmt: skip
 
 
 def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path) -> dict:
