@@ -150,11 +150,11 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better.",
         "",
         "`w1`, `w2`: exact OT on seeded subsamples (at most `evaluate.max_exact_size` cells per side); "
-        "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at most half of them each: "
-        "about what a perfect prediction of as many cells would score (one pushed from fewer cells scores more), so "
-        "a `w1` near or below it cannot be told from a perfect prediction (docs/metrics.md); `sliced_w1`, "
-        "`sliced_w2`: all cells, smaller than W (sqrt(d) times for a shift), compare them only with each other; `mmd`, `energy`: "
-        "subsamples of at most `evaluate.kernel_max_size` (docs/metrics.md).",
+        "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at most half of them "
+        "each: about what a perfect prediction of as many cells would score (one pushed from fewer cells scores "
+        "more), so a `w1` near or below it cannot be told from a perfect prediction; `sliced_w1`, `sliced_w2`: "
+        "all cells, smaller than W (sqrt(d) times for a shift), compare them only with each other; `mmd`, "
+        "`energy`: subsamples of at most `evaluate.kernel_max_size` (docs/metrics.md).",
         "",
     ]
     sections = flag_sections(table)
