@@ -48,7 +48,7 @@ def _dask_client(address: str | None):
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from amcore.data.prepare import build_snapshots
+    from amcore.data.prepare import FAR_SPREADS, build_snapshots
     from amcore.data.store import write_store
     from amcore.tracking import StageRun
 
@@ -85,6 +85,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if unlisted := reader.get("unlisted_files"):
             print(f"amcore prepare: files {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} are in the folder but "
                   "not in dataset.file_times, and were not read", file=sys.stderr)  # fmt: skip
+        if far := snaps.attrs.get("far_cells"):
+            shown = ", ".join(f"t = {t}: {share:.1%}" for t, share in list(far.items())[:10])
+            print(f"amcore prepare: warning: cells {FAR_SPREADS} or more robust spreads (1.4826 MAD) from their time's "
+                  f"median in some feature ({shown}): a few far cells set the standardisation's scale, the OT pairs "
+                  "and the largest terms of AM's objective (on such data AM lost to the previous time unmoved, "
+                  "docs/benchmarks.md); check them, and drop them from the input if they are errors",
+                  file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "
             said += f"{velocity['cells']} cells; a cell whose velocity is 0 is unmeasured and keeps the path's own"

@@ -255,3 +255,23 @@ def test_times_a_nanosecond_apart_are_different_times(capsys, tmp_path):
     args = ["integrate", "--store", str(tmp_path / "ns.zarr"), "--checkpoint", str(tmp_path / "m.pt")]
     assert main([*args, "--params", '{"steps_per_interval": 2}', "--out", str(tmp_path / "t.zarr")]) == 0
     assert "error" not in capsys.readouterr().err
+
+
+def test_prepare_warns_of_cells_far_from_their_time(capsys, tmp_path):
+    """1 % of cells 100 times farther than the rest (audit 6: AM then lost to the previous time unmoved) are named
+    with their share per time; Gaussian cells, however many, are not."""
+    from amcore.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.0, 2.0], 300)
+    x = rng.normal(size=(900, 5)) + labels[:, None]
+    np.savez(tmp_path / "calm.npz", X=x, t=labels)
+    x[::100] *= 100  # three cells a time
+    np.savez(tmp_path / "far.npz", X=x, t=labels)
+    for name, warned in (("calm", False), ("far", True)):
+        spec = {"source": "npz", "path": str(tmp_path / f"{name}.npz")}
+        out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
+        assert main(["prepare", "--dataset", json.dumps(spec), "--preprocess", '{"standardize": true}', *out]) == 0
+        said = capsys.readouterr().err
+        assert ("robust spreads (1.4826 MAD) from their time's median in some feature (t = 0: 1.0%, t = 1: 1.0%, "
+                "t = 2: 1.0%)" in said) is warned, said  # fmt: skip
