@@ -217,11 +217,11 @@ def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import data_box, distances, options
+    from amcore.evaluation.evaluate import data_box, distances, options, prediction_size
     from amcore.tracking import StageRun
 
     results = []
-    noise: dict[int, float] = {}  # the observed cells' own subsampling noise, once per held-out time
+    noise: dict[tuple[int, int], float] = {}  # the floor per held-out time and prediction size
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         box = data_box(snaps)
@@ -236,9 +236,10 @@ def cmd_score(args: argparse.Namespace) -> None:
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
             seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed
             who = f"{entry['method']} (seed {seed}) at held-out t = {held_out:g}"
-            scores = distances(x, observed, weight, where=who, noise=noise.get(k), box=box, **options(args.params))
+            key = (k, prediction_size(x, weight))
+            scores = distances(x, observed, weight, where=who, noise=noise.get(key), box=box, **options(args.params))
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
-                noise[k] = scores["w1_subsample_noise"]
+                noise[key] = scores["w1_subsample_noise"]
             _warn_failed(
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],

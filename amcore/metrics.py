@@ -141,9 +141,17 @@ def wasserstein(
 
 
 def subsample_noise(
-    x: np.ndarray, max_size: int = 2000, seed: int = 0, w: np.ndarray | None = None, p: int = 1
+    x: np.ndarray,
+    max_size: int = 2000,
+    seed: int = 0,
+    w: np.ndarray | None = None,
+    p: int = 1,
+    size: int | None = None,
 ) -> float:
-    """Exact W_p between two disjoint seeded subsamples of one cloud, each of ``min(max_size, n // 2)`` points.
+    """Exact W_p between two disjoint seeded subsamples of one cloud, each of ``min(max_size, n // 2)`` points;
+    with ``size`` (the cells of the prediction this floor is for), the first of ``min(size, max_size, n // 2)`` and
+    the second of the rest, up to ``max_size``: what a perfect prediction of ``size`` cells would score (one pushed
+    from 40 cells against 300 observed has more noise than two halves of 150 say).
 
     Two samples of one law are this far apart by chance: a subsampled W_p of a prediction near this value cannot
     be told from a perfect one. With ``2 * max_size`` points or more the halves have the size of the subsamples
@@ -154,11 +162,12 @@ def subsample_noise(
     """
     _require_finite((x, w))
     _require_points("the subsampling noise (two disjoint subsamples)", 2, len(x))
-    size = min(max_size, len(x) // 2)
+    first = min(max_size, len(x) // 2) if size is None else max(1, min(size, max_size, len(x) // 2))
+    second = first if size is None else min(len(x) - first, max_size)
     order = np.random.default_rng(seed).permutation(len(x))
     halves = []
-    for idx in (order[:size], order[size : 2 * size]):
-        weights = np.full(size, 1.0 / size) if w is None else w[idx].astype(np.float64)
+    for idx in (order[:first], order[first : first + second]):
+        weights = np.full(len(idx), 1.0 / len(idx)) if w is None else w[idx].astype(np.float64)
         if not weights.sum() > 0:
             raise TooFewPoints(f"the subsampling noise: one of two halves of {len(x)} points carries no weight")
         halves.append((x[idx].astype(np.float64), _normalised(weights)))

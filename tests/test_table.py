@@ -147,7 +147,7 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     text = (tmp_path / "summary.md").read_text()
     assert "| method | eb_leaveout | tigon |" in text
     assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 |" in text and "| copy_prev | 6 | 6 |" in text
-    assert "| *noise floor* (`w1_subsample_noise`) | 0.6 | — |" in text
+    assert "| *noise floor* (`w1_subsample_noise`, the reference's) | 0.6 | — |" in text
     assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
     assert "Failed and flagged" not in text  # nothing to say
     assert "nothing to pair" not in text

@@ -55,8 +55,10 @@ def distances(
     ``nonfinite``.
 
     ``w1``/``w2``: exact OT on seeded subsamples of at most ``max_exact_size`` cells per side;
-    ``w1_subsample_noise``: exact W1 between two disjoint seeded subsamples of the observed cells (each
-    ``min(max_exact_size, n // 2)``; a property of the observed cells alone: pass ``noise`` to reuse it);
+    ``w1_subsample_noise``: exact W1 between two disjoint seeded subsamples of the observed cells, the first of as
+    many cells as the prediction has (``prediction_size``; at most ``max_exact_size`` and half the observed), the
+    second of the rest (at most ``max_exact_size``): what a perfect prediction of that size would score. Pass
+    ``noise`` to reuse it for another prediction of the same size;
     ``sliced_w1``/``sliced_w2``: sliced distances on all cells over ``projections`` directions; ``mmd``
     (squared, multi-bandwidth RBF) and ``energy`` on seeded subsamples of at most ``kernel_max_size`` per side.
     ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
@@ -85,7 +87,7 @@ def distances(
         )
     w1, w2 = metrics.wassersteins(predicted, observed, (1, 2), max_exact_size, seed, wa=weights).values()
     if noise is None:
-        noise = metrics.subsample_noise(observed, max_exact_size, seed)
+        noise = metrics.subsample_noise(observed, max_exact_size, seed, size=prediction_size(predicted, weights))
     sliced = metrics.sliced_wassersteins(predicted, observed, (1, 2), projections, seed, wa=weights)
     return {
         "w1": w1,
@@ -112,6 +114,15 @@ def _unweighted(weights: np.ndarray | None) -> bool:
 def _share(weights: np.ndarray) -> float:
     """Kish's effective sample size of ``weights`` as a share of the particles (0 for none)."""
     return metrics.effective_size(weights) / len(weights) if len(weights) else 0.0
+
+
+def prediction_size(predicted: np.ndarray, weights: np.ndarray | None) -> int:
+    """The cells a prediction's noise floor is for: its cells, or for weighted points their effective number
+    (Kish's), which is what the spread of their sample holds."""
+    if _unweighted(weights):
+        return len(predicted)
+    effective = metrics.effective_size(weights)
+    return max(1, round(effective)) if np.isfinite(effective) else len(predicted)  # a failed one: no floor anyway
 
 
 def data_box(snaps: Snapshots) -> np.ndarray:

@@ -151,8 +151,8 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "",
         "`w1`, `w2`: exact OT on seeded subsamples (at most `evaluate.max_exact_size` cells per side); "
         "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at most half of them "
-        "each: about what a perfect prediction of as many cells would score (one pushed from fewer cells scores "
-        "more), so a `w1` near or below it cannot be told from a perfect prediction; `sliced_w1`, `sliced_w2`: "
+        "each, the first as large as the prediction: about what a perfect prediction of its size would score, so a "
+        "`w1` near or below it cannot be told from a perfect prediction; `sliced_w1`, `sliced_w2`: "
         "all cells, smaller than W (sqrt(d) times for a shift), compare them only with each other; `mmd`, "
         "`energy`: subsamples of at most `evaluate.kernel_max_size` (docs/metrics.md).",
         "",
@@ -244,10 +244,11 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     for method in methods:
         cells = [_cell(column(means[n][method])) if method in means[n] else "—" for n in names]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    floor = [
-        f"{np.mean(column(next(iter(floors[n].values())))):.4g}" if floors[n] else "—" for n in names
-    ]  # the same for every method: a property of the held-out cells
-    lines += ["| *noise floor* (`w1_subsample_noise`) | " + " | ".join(floor) + " |", ""]
+    floor = [  # drawn for a prediction's size: the reference's, as the pairs below are against it
+        f"{np.mean(column(floors[n].get(references[n], next(iter(floors[n].values()))))):.4g}" if floors[n] else "—"
+        for n in names
+    ]
+    lines += ["| *noise floor* (`w1_subsample_noise`, the reference's) | " + " | ".join(floor) + " |", ""]
     title = " / ".join(dict.fromkeys(references.values()))
     lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % t interval]", ""]
     for name in (n for n in names if not pairs[n]):  # its column is all dashes: say why
