@@ -89,8 +89,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             shown = ", ".join(f"t = {t}: {share:.1%}" for t, share in list(far.items())[:10])
             print(f"amcore prepare: warning: cells {FAR_SPREADS} or more robust spreads (1.4826 MAD) from their time's "
                   f"median in some feature ({shown}): a few far cells set the standardisation's scale, the OT pairs "
-                  "and the largest terms of AM's objective (on such data AM lost to the previous time unmoved, "
-                  "docs/benchmarks.md); check them, and drop them from the input if they are errors",
+                  "and the largest terms of AM's objective (on such data AM's default head lost to the previous time "
+                  "unmoved and head: inner held, docs/benchmarks.md); check them, and drop them from the input if "
+                  "they are errors",
                   file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "

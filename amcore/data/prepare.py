@@ -186,7 +186,7 @@ def far_cells(snaps: Snapshots) -> dict[str, float]:
     each time (a uniform sample: rows are in random order within a time). A few far cells set a standardisation's
     scale, the OT pairs' costs and the largest terms of AM's objective: on Student-t cells (2 degrees of freedom,
     20-d) with 1 % of them 100 times farther, AM's held-out W1 was worse than the previous time's cells unmoved
-    (audit 6), where Flow Matching and the spline path held."""
+    (audit 6), where Flow Matching, the spline path and AM with ``head: inner`` held."""
     shares = {}
     for k, t in enumerate(snaps.t_values):
         x = np.asarray(snaps.x[snaps.offsets[k] : min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])],
