@@ -219,10 +219,11 @@ def cmd_score(args: argparse.Namespace) -> None:
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
     from amcore.evaluation.evaluate import data_box, distances, options, prediction_size
+    from amcore.metrics import noise_sizes
     from amcore.tracking import StageRun
 
     results = []
-    noise: dict[tuple[int, int], float] = {}  # the floor per held-out time and prediction size
+    noise: dict[tuple, float] = {}  # the floor per held-out time and subsample sizes (predictions of one size share)
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         box = data_box(snaps)
@@ -237,7 +238,7 @@ def cmd_score(args: argparse.Namespace) -> None:
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
             seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed
             who = f"{entry['method']} (seed {seed}) at held-out t = {held_out:g}"
-            key = (k, prediction_size(x, weight))
+            key = (k, noise_sizes(len(observed), options(args.params)["max_exact_size"], prediction_size(x, weight)))
             scores = distances(x, observed, weight, where=who, noise=noise.get(key), box=box, **options(args.params))
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
                 noise[key] = scores["w1_subsample_noise"]

@@ -140,6 +140,15 @@ def wasserstein(
     return wassersteins(a, b, (p,), max_size, seed, wa, wb)[p]
 
 
+def noise_sizes(n: int, max_size: int, size: int | None = None) -> tuple[int, int]:
+    """The two subsamples' sizes of :func:`subsample_noise` on ``n`` points: predictions whose sizes give the same
+    pair share one floor."""
+    if size is None:
+        return min(max_size, n // 2), min(max_size, n // 2)
+    first = max(1, min(size, max_size, n // 2))
+    return first, min(n - first, max_size)
+
+
 def subsample_noise(
     x: np.ndarray,
     max_size: int = 2000,
@@ -162,8 +171,7 @@ def subsample_noise(
     """
     _require_finite((x, w))
     _require_points("the subsampling noise (two disjoint subsamples)", 2, len(x))
-    first = min(max_size, len(x) // 2) if size is None else max(1, min(size, max_size, len(x) // 2))
-    second = first if size is None else min(len(x) - first, max_size)
+    first, second = noise_sizes(len(x), max_size, size)
     order = np.random.default_rng(seed).permutation(len(x))
     halves = []
     for idx in (order[:first], order[first : first + second]):

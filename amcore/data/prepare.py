@@ -141,11 +141,6 @@ def build_snapshots(
         if velocity is not None:  # beyond float32's range they would turn inf in the cast: refused, as x's are
             where = f"{provenance['path']}: key {spec['v_key']!r} (velocities)"
             velocity = preprocess.to_float32(velocity, where, feature_names(names, fitted, x.shape[1]))
-            measured = int(dask.compute((velocity != 0).any(axis=1).sum())[0])
-            if not measured:
-                raise InputError(f"{where}: every cell's velocity is 0 or NaN: there is nothing to turn the path "
-                                 "with (a cell whose velocity is 0 counts as unmeasured)")  # fmt: skip
-            read = {"v_key": spec["v_key"], **read, "measured_cells": measured, "cells": int(velocity.shape[0])}
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
         if (single := counts < MIN_CELLS_PER_TIME).any():  # found now, not by evaluate after the whole training
@@ -161,6 +156,13 @@ def build_snapshots(
         x = gather(x, order, budget, spill)  # x may be a lazy dask array (out of core): never through dask's take
         if velocity is not None:  # the same order, spilled beside x's rows where they are
             velocity = gather(velocity, order, budget, spill and Path(spill) / "velocity")
+            # counted on the gathered rows: in memory, or one read of the spill, not the input's read again
+            measured = int(dask.compute((velocity != 0).any(axis=1).sum())[0])
+            if not measured:
+                raise InputError(f"{provenance['path']}: key {spec['v_key']!r} (velocities): every cell's velocity "
+                                 "is 0 or NaN: there is nothing to turn the path with (a cell whose velocity is 0 "
+                                 "counts as unmeasured)")  # fmt: skip
+            read = {"v_key": spec["v_key"], **read, "measured_cells": measured, "cells": int(velocity.shape[0])}
         offsets = np.concatenate([[0], np.cumsum(counts)])
         attrs = {"provenance": {"source": spec["source"], **provenance}}
         attrs["row_order"] = {"within_time": "random", "seed": seed}  # what streaming relies on

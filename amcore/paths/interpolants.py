@@ -303,13 +303,18 @@ def path_velocities(points: np.ndarray, velocities: np.ndarray, knots: np.ndarra
 
 def all_measured(velocities: list[np.ndarray]) -> bool:
     """Whether every cell has a measured velocity (no row of 0)."""
-    return all(bool((v != 0).any(axis=-1).all()) for v in velocities)
+    return all(bool(measured(v).all()) for v in velocities)
+
+
+def measured(velocities):
+    """``(..., 1)``: 1 where a velocity was measured, 0 for a row of 0 (numpy or torch, rows along the last axis)."""
+    return (velocities != 0).sum(-1, keepdims=True) > 0
 
 
 def measured_turn(velocities, slope):
-    """``velocities - slope`` (numpy or torch, rows along the last axis) where a velocity was measured; 0 where it
-    is a row of 0 (an unmeasured cell: its chain keeps the spline's own velocity ``slope`` there)."""
-    return (velocities - slope) * ((velocities != 0).sum(-1, keepdims=True) > 0)
+    """``velocities - slope`` where a velocity was measured; 0 for an unmeasured cell (a row of 0): its chain keeps
+    the spline's own velocity ``slope`` there."""
+    return (velocities - slope) * measured(velocities)
 
 
 def hermite_terms(coef: np.ndarray, knots: np.ndarray, t: float) -> tuple[int, float, float, np.ndarray, np.ndarray]:
@@ -549,8 +554,8 @@ class SnapshotPath:
             points, moving = chain_gather(rows, clouds), chain_gather(rows, velocities)
             self.velocity_unit = velocity_unit(points, moving, knots)
             cap = velocity_cap(points, knots)
-            measured = torch.as_tensor(np.asarray(snaps.velocity), dtype=torch.float32, device=self.device)
-            self.v = in_path_units(measured, self.velocity_unit, cap)
+            given = torch.as_tensor(np.asarray(snaps.velocity), dtype=torch.float32, device=self.device)
+            self.v = in_path_units(given, self.velocity_unit, cap)
         rows = np.stack([snaps.offsets[k] + subsets[k][rows[:, k]] for k in range(len(subsets))], axis=1)
         self.chains = torch.as_tensor(rows, device=self.device)
         coef = spline_coefficients(knots, self.tension)

@@ -747,8 +747,8 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
                                  "(files: dataset.drop_nonfinite)")  # fmt: skip
     if snaps is not None and snaps.velocity is not None and cfg.velocity_weight != 0:
         kept = snaps.kept(snaps.attrs.get("holdout_times", []))
-        rows = [snaps.velocity[snaps.offsets[k] : snaps.offsets[k + 1]] for k in kept]
-        if not any(dask.compute(*[(v != 0).any() for v in rows])):
+        times = (snaps.velocity[snaps.offsets[k] : snaps.offsets[k + 1]] for k in kept)  # read until one has some
+        if not any(bool(dask.compute((v != 0).any())[0]) for v in times):
             raise InputError("velocity_weight: no training cell has a measured velocity (every one is 0): nothing "
                              "to turn the path with; set velocity_weight 0")  # fmt: skip
 
