@@ -133,9 +133,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint
         run.log_artifact(args.loss_csv)
-    kept = ""
+    kept = f"; head {summary['head']} (chosen on held-apart cells)" if cfg.head == "auto" else ""
     if "best_step" in summary:
-        kept = f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
+        kept += f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
     print(
         f"amcore train: {cfg.steps} steps in {summary['train_seconds']:.1f}s, final loss {summary['final_loss']:.5g}"
         f"{kept}",
@@ -340,7 +340,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         opts = options(params)
         result |= score_marginals(snaps, predicted, weights, **opts)
         # The table's row for a run without held-out time: each distance averaged over the observed times.
-        table = {name: result[f"{name}_mean"] for name in DISTANCES}
+        table = {name: result[f"{name}_mean"] for name in DISTANCES if f"{name}_mean" in result}
         table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
         for flag, key in (("effective_size", "effective_size_min"), ("fewest_cells", "fewest_cells_min"),
                           ("mass_rel_error", "mass_rel_error_max")):  # fmt: skip
@@ -412,7 +412,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             | {"nonfinite_max": result["nonfinite_max"], "escaped_max": result["escaped_max"]}
         )
         for k, t in enumerate(times[1:], start=1):
-            run.log_metrics({f"{name}_by_time": result[name][f"{t:g}"] for name in DISTANCES}, k)
+            run.log_metrics({f"{name}_by_time": result[name][f"{t:g}"] for name in DISTANCES if name in result}, k)
         run.log_artifact(args.metrics)
         run.log_artifact(plots_dir, "plots")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))

@@ -16,6 +16,7 @@ particles carry weights, W1 weighs them, and ``ess`` is their effective sample s
 (a prediction resting on fewer than two particles counts as diverged, as ``amcore evaluate`` fails it).
 
     python benchmarks/adversarial.py [--steps 2000] [--cases eb_tiny heavy_tailed ...] [--objective am|uam]
+        [--head scalar|inner|auto]
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def run_case(
         pred, weight = pushed.x[-1], None if pushed.weight is None else pushed.weight[-1].astype(np.float64)
         lost = failed_cells(pred, weight)
         entry |= {
+            "head": summary.get("head", cfg.head),
             "diverged": f"{lost} cells NaN or inf (all: weights on fewer than two)" if lost else None,
             "final_loss": summary["final_loss"],
             "escaped": escaped_rows(pred, observed),
@@ -158,15 +160,16 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--json", type=Path, help="write every result here")
     parser.add_argument("--objective", choices=["am", "uam"], default="am")
+    parser.add_argument("--head", choices=["scalar", "inner", "auto"], default="scalar", help="AM's potential head")
     args = parser.parse_args()
     if not EB.exists():
         args.cases = [c for c in args.cases if not c.startswith("eb_")]
         print(f"{EB} absent: the EB cases are skipped", file=sys.stderr)
     rows, worst, diverged = [], -np.inf, 0
     print(f"{'case':15} {'interp':7} {'loss':>9} {'bound':>8} {'escaped':>7} {'W1 AM':>8} {'W1 path':>8} "
-          f"{'W1 copy':>8} {'floor':>7} {'excess':>7} {'ess':>5} {'wall s':>7}")  # fmt: skip
+          f"{'W1 copy':>8} {'floor':>7} {'excess':>7} {'ess':>5} {'wall s':>7} head")  # fmt: skip
     for name in args.cases:
-        result = run_case(name, args.steps, objective=args.objective)
+        result = run_case(name, args.steps, objective=args.objective, head=args.head)
         rows.append(result)
         for interp in ("linear", "spline"):
             e = result[interp]
@@ -178,7 +181,7 @@ def main() -> None:
             print(f"{name:15} {interp:7} {e['final_loss']:9.3g} {e['bound']:8.3g} {e['escaped']:7d} "
                   f"{e['am_w1']:8.4g} {e['interpolant_w1']:8.4g} {result['copy_prev_w1']:8.4g} "
                   f"{result['noise_floor']:7.3g} {e['excess']:7.2f} "
-                  f"{e['ess']:5.2f} {e['wall_s']:7.0f}", flush=True)  # fmt: skip
+                  f"{e['ess']:5.2f} {e['wall_s']:7.0f} {e['head']}", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"adversarial_worst_excess={worst:.3f} diverged={diverged}")

@@ -32,8 +32,7 @@ from amcore import Snapshots, TrainConfig, load, train
 from amcore.data.store import read_store
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths.interpolants import SnapshotPath
-from amcore.training.losses import action_loss
-from amcore.training.timesampling import TimeSampler
+from amcore.training.choice import held_apart_objectives
 
 FORMS = {"boundary": 0.0, "pathwise": 1.0}  # the estimators, by their share of the pathwise form
 CANDIDATES = {
@@ -61,14 +60,8 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
                         stride=settings.get("stride", 1))  # fmt: skip
     values = {}
     for estimator, share in FORMS.items():
-        spec = ObjectiveSpec("am", pathwise=share)
-        for form, network in models.items():
-            gen, times = torch.Generator().manual_seed(seed + 2), TimeSampler("stratified", path.t0, path.t1)
-            draws = np.asarray([action_loss(network, path, batch, gen, spec, times).item() for _ in range(batches)])
-            if not np.isfinite(draws).all():  # never a difference of NaNs or infinities read as a choice
-                raise ValueError(f"the {form} model's objective on the held-apart cells is not finite "
-                                 f"({estimator} estimator): no choice can be made from it")  # fmt: skip
-            values[(form, estimator)] = draws
+        drawn = held_apart_objectives(models, path, ObjectiveSpec("am", pathwise=share), batch, batches, seed + 2)
+        values |= {(form, estimator): v for form, v in drawn.items()}
     return values
 
 

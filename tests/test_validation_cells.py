@@ -31,7 +31,7 @@ def test_split_cells_partitions_every_time(gaussian_snaps):
 def test_split_cells_refuses_a_time_too_small_to_split():
     x = np.random.default_rng(0).normal(size=(13, 2)).astype(np.float32)
     snaps = Snapshots.from_labels(x, np.array([0.0] * 10 + [1.0] * 3))
-    with pytest.raises(ValueError, match=r"validation 0.2 of 3 cells at time 1 leaves 0 apart"):
+    with pytest.raises(ValueError, match=r"holding 0.2 of the 3 cells at time 1 apart leaves 0 apart"):
         snaps.split_cells(0.2, seed=0)
 
 

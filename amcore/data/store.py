@@ -183,9 +183,8 @@ class Snapshots:
         if (apart_counts < 2).any() or (counts - apart_counts < 2).any():
             k = int(np.argmin(np.minimum(apart_counts, counts - apart_counts)))
             raise ValueError(
-                f"validation {fraction:g} of {int(counts[k])} cells at time {self.t_values[k]:g} leaves "
-                f"{int(apart_counts[k])} apart and {int(counts[k] - apart_counts[k])} to train on; each needs at least "
-                "2: raise or lower validation, or set it to 0"
+                f"holding {fraction:g} of the {int(counts[k])} cells at time {self.t_values[k]:g} apart leaves "
+                f"{int(apart_counts[k])} apart and {int(counts[k] - apart_counts[k])} to train on; each needs 2"
             )
         orders = [start + rng.permutation(n) for start, n in zip(self.offsets[:-1], counts, strict=True)]
         rest = [np.sort(order[n:]) for order, n in zip(orders, apart_counts, strict=True)]

@@ -14,7 +14,7 @@ from amcore.models.trained import TrainedModel
 DEFAULTS = {"max_exact_size": 2000, "kernel_max_size": 5000, "projections": 500, "truth_samples": 4000, "seed": 1}
 DEFAULTS |= {"n_times": None, "mmd_paper_alphas": None}  # dense frames; the AM paper's MMD (select_times, mmd_paper)
 # Every distance between a prediction and observed cells, under the same name at any size (docs/metrics.md).
-DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy")
+DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy", "neighbour_excess")
 # Weighted particles whose effective sample size is under this share of them are flagged: their distances measure
 # the few that carry the mass.
 FEW_EFFECTIVE = 0.1
@@ -60,7 +60,8 @@ def distances(
     second of the rest (at most ``max_exact_size``): what a perfect prediction of that size would score. Pass
     ``noise`` to reuse it for another prediction of the same size;
     ``sliced_w1``/``sliced_w2``: sliced distances on all cells over ``projections`` directions; ``mmd``
-    (squared, multi-bandwidth RBF) and ``energy`` on seeded subsamples of at most ``kernel_max_size`` per side.
+    (squared, multi-bandwidth RBF), ``energy`` and ``neighbour_excess`` (unweighted predictions only:
+    ``metrics.neighbour_excess``) on seeded subsamples of at most ``kernel_max_size`` per side.
     ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
     weights sum to zero, or hold the population on fewer than two cells' worth of mass: effective sample size
     under 2); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
@@ -89,6 +90,11 @@ def distances(
     if noise is None:
         noise = metrics.subsample_noise(observed, max_exact_size, seed, size=prediction_size(predicted, weights))
     sliced = metrics.sliced_wassersteins(predicted, observed, (1, 2), projections, seed, wa=weights)
+    # Neighbourhoods of weighted particles describe where the particles are, not the mass they carry: not defined.
+    neighbours = {}
+    if _unweighted(weights):
+        neighbours["neighbour_excess"] = metrics.neighbour_excess(predicted, observed, max_size=kernel_max_size,
+                                                                  seed=seed)  # fmt: skip
     return {
         "w1": w1,
         "w2": w2,
@@ -97,6 +103,7 @@ def distances(
         "sliced_w2": sliced[2],
         "mmd": metrics.mmd_rbf(predicted, observed, max_size=kernel_max_size, seed=seed, wa=weights),
         "energy": metrics.energy_distance(predicted, observed, kernel_max_size, seed, wa=weights),
+        **neighbours,
         "nonfinite": 0,
         "escaped": metrics.escaped_rows(predicted, observed if box is None else box),
         **share,

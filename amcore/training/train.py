@@ -32,6 +32,7 @@ from amcore.models.potentials import ACTIVATIONS, HEADS
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
+from amcore.training import choice
 from amcore.training.losses import IMPLEMENTATIONS, action_loss, fm_loss, torchcfm_loss, torchcfm_matcher
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.training.timesampling import TIME_SAMPLINGS, TimeSampler
@@ -89,7 +90,7 @@ _DOMAINS: dict[str, tuple[str, str, Callable | None]] = {
 _FLAGS = ("fused", "compile", "tf32", "bf16")
 # Each text setting and its choices (a typo, or another case, would otherwise silently mean the default).
 _CHOICES = {
-    "coupling": COUPLINGS, "interpolation": INTERPOLATIONS, "head": HEADS, "activation": tuple(ACTIVATIONS),
+    "coupling": COUPLINGS, "interpolation": INTERPOLATIONS, "head": ("auto", *HEADS), "activation": tuple(ACTIVATIONS),
     "time_sampling": TIME_SAMPLINGS, "time_weight": ("none", "linear"), "laplacian": ("auto", "exact", "hutchinson"),
 }  # fmt: skip
 
@@ -265,6 +266,10 @@ class TrainConfig:
                 "interpolation 'nearest' draws frames, not pairs: Flow Matching regresses on a pair's velocity and "
                 "needs interpolation 'linear' or 'spline'"
             )
+        if self.head == "auto" and self.objective != "am":
+            raise InputError(f"head 'auto' chooses the head by AM's objective on held-apart training cells: it "
+                             f"needs objective 'am', got {self.objective!r}; set head scalar, quadratic or "
+                             "inner")  # fmt: skip
         if not self.growth > 0:  # also refuses NaN
             raise ValueError(
                 f"growth must be > 0, got {self.growth}: uAM's growth rate is growth * s and its loss has "
@@ -281,6 +286,19 @@ class TrainConfig:
         """The loss's settings, taken by name from this flat config (``kind`` is ``objective``)."""
         names = [f.name for f in fields(ObjectiveSpec) if f.name != "kind"]
         return ObjectiveSpec(kind=self.objective, **{name: getattr(self, name) for name in names})
+
+
+def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torch.device, tension: float | str,
+                  velocity_weight: float | str) -> SnapshotPath:  # fmt: skip
+    """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape."""
+    eam = cfg.objective == "eam"
+    return SnapshotPath(
+        training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=device,
+        # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
+        sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
+        entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
+        interpolation=cfg.interpolation, tension=tension, stride=cfg.stride, velocity_weight=velocity_weight,
+    )  # fmt: skip
 
 
 def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
@@ -488,7 +506,10 @@ class Run:
         if cfg.validation > 0:
             if snaps is None:
                 raise ValueError("validation holds cells of the snapshots apart: it needs snapshots, not a given path")
-            snaps, held = snaps.split_cells(cfg.validation, cfg.seed)
+            try:
+                snaps, held = snaps.split_cells(cfg.validation, cfg.seed)
+            except ValueError as err:
+                raise ValueError(f"validation: {err}: raise or lower validation, or set it to 0") from err
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
@@ -500,6 +521,7 @@ class Run:
         if held is not None:
             self.validation_path = self._snapshot_path(held.in_memory(), cfg.seed + VALIDATION_SEED)
         self.best: dict | None = None
+        self.head_choice: dict | None = None  # how head 'auto' chose, where it did
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
         # How the input's cells were brought into these coordinates: ``TrainedModel.preprocess`` applies it to new ones.
@@ -547,15 +569,7 @@ class Run:
     def _snapshot_path(self, training: Snapshots, seed: int) -> SnapshotPath:
         """The path between the snapshots; tension "auto" is decided on the first build (a streamed path's
         refreshes keep it)."""
-        cfg, eam = self.cfg, self.cfg.objective == "eam"
-        built = SnapshotPath(
-            training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=self.cluster.device,
-            # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
-            sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
-            entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
-            interpolation=cfg.interpolation, tension=self.tension, stride=cfg.stride,
-            velocity_weight=self.velocity_weight,
-        )  # fmt: skip
+        built = snapshot_path(training, self.cfg, seed, self.cluster.device, self.tension, self.velocity_weight)
         self.tension = getattr(built, "tension", self.tension)
         self.velocity_weight = getattr(built, "velocity_weight", self.velocity_weight)
         return built
@@ -626,7 +640,7 @@ class Run:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
-            "running": float(self.running), "best": self.best,
+            "running": float(self.running), "best": self.best, "head_choice": self.head_choice,
         }  # fmt: skip
 
     def validate(self, step: int, on_metrics: Callable[[int, dict], None] | None) -> None:
@@ -726,9 +740,73 @@ def train(
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     threads = torch.get_num_threads()
     try:
-        return _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path)
+        chosen = None
+        if cfg.head == "auto":
+            chosen = _chosen_before(snaps, cfg, partial_path(checkpoint))
+            chosen = chosen or _choose_head(snaps, cfg, Path(checkpoint), path)
+            cfg = replace(cfg, head=chosen["head"])
+        return _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
     finally:
         torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
+
+
+def _chosen_before(snaps: Snapshots | None, cfg: TrainConfig, partial: Path) -> dict | None:
+    """The head an interrupted training of this configuration on this store chose (its resumable state keeps the
+    choice), so that resuming it does not train the candidates again; None where there is none to trust."""
+    store = store_identity(snaps.attrs) if snaps is not None else None
+    if store is None or not partial.exists():
+        return None
+    try:
+        saved = torch.load(partial, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None  # resume() says so
+    chosen = saved.get("head_choice")
+    if chosen is None or saved.get("store") != store:
+        return None
+    if not _same_run(saved["config"], replace(cfg, head=chosen["head"])):
+        return None
+    print(f"amcore train: head auto: {chosen['head']}, as chosen before the interruption ({partial})", file=sys.stderr)
+    return chosen
+
+
+def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, path) -> dict:
+    """``head: auto``: the scalar and the inner head trained on nine tenths of every training time's cells, and the
+    one whose AM objective is lower on the path through the tenth held apart (the scalar head unless the inner is
+    clearly better: ``choice.choose``). The held-out times are dropped first: they never reach the choice."""
+    if snaps is None or path is not None:
+        raise InputError("head 'auto' holds training cells apart to choose the head: it needs snapshots, not a "
+                         "given path")  # fmt: skip
+    training = snaps.drop_times(snaps.attrs.get("holdout_times", []))
+    try:
+        fit, apart = training.split_cells(choice.APART, cfg.seed)
+    except ValueError as err:
+        raise InputError(f"head 'auto': {err}; set head scalar or inner") from err
+    print(f"amcore train: head auto: training the scalar and the inner head ({cfg.steps} steps each) on "
+          f"{1 - choice.APART:.0%} of every training time's cells, to compare them on the rest",
+          file=sys.stderr)  # fmt: skip
+    networks, tension, weight = {}, cfg.tension, cfg.velocity_weight
+    for head in ("scalar", "inner"):
+        candidate = checkpoint.with_name(f"{checkpoint.name}.head-{head}")  # its .partial resumes after a kill
+        print(f"amcore train: head auto: candidate {head}", file=sys.stderr)
+        summary, networks[head] = _fit(fit, replace(cfg, head=head), candidate, candidate.with_suffix(".csv"),
+                                       None, None, None)  # fmt: skip
+        candidate.unlink(missing_ok=True)
+        candidate.with_suffix(".csv").unlink(missing_ok=True)
+        tension = summary.get("spline_tension", tension)  # the shape the candidates trained on
+        weight = summary.get("velocity_weight", weight)
+    device = next(networks["scalar"].parameters()).device
+    held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight)
+    # The pathwise estimator where the path has velocities: the same objective, and a smaller error.
+    share = 1.0 if cfg.interpolation != "nearest" and cfg.time_weight == "none" else 0.0
+    values = choice.held_apart_objectives(networks, held, replace(cfg.spec(), pathwise=share), cfg.batch_size,
+                                          choice.BATCHES, cfg.seed + VALIDATION_SEED)  # fmt: skip
+    head, record = choice.choose(values, "scalar")
+    diff = record["differences"]["inner"]
+    print(f"amcore train: head auto: AM objective on the held-apart cells {record['objectives']['scalar']:.5g} "
+          f"(scalar), {record['objectives']['inner']:.5g} (inner), difference {diff['difference']:+.4g} ± "
+          f"{diff['se']:.2g}: head {head}", file=sys.stderr)  # fmt: skip
+    return {"head": head, "head_objective_scalar": record["objectives"]["scalar"],
+            "head_objective_inner": record["objectives"]["inner"], "head_difference_se": diff["se"]}  # fmt: skip
 
 
 def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path) -> None:
@@ -753,11 +831,13 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
                              "to turn the path with; set velocity_weight 0")  # fmt: skip
 
 
-def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path) -> dict:
-    """``train``'s loop, checkpoints and summary."""
+def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice) -> tuple[dict, nn.Module]:
+    """``train``'s loop and checkpoints (which keep ``head_choice``, how ``head: auto`` chose); its summary and the
+    network it saved (EMA weights)."""
     torch.set_num_threads(cpu_threads(cfg.threads))
     keep_freed_memory()
     run = Run(snaps, cfg, path)
+    run.head_choice = head_choice
     leader, partial = run.cluster.leader, partial_path(checkpoint)
     run.resume(partial)
     interactive = sys.stderr.isatty()
@@ -806,7 +886,9 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path) -> dict:
         if cfg.interpolation == "spline":
             summary["spline_tension"] = run.tension
             summary["velocity_weight"] = run.velocity_weight
-    return summary
+    network = build_network(run.model_args).to(run.cluster.device)
+    network.load_state_dict(payload["ema"])
+    return summary, network.requires_grad_(False)
 
 
 def divergence(history: list[tuple[int, float]], scale: float, factor: float) -> str | None:

@@ -1,0 +1,86 @@
+"""``head: auto``: the head chosen by AM's objective on held-apart training cells, never the held-out time."""
+
+import numpy as np
+import pytest
+import torch
+from test_inner_loo import snapshots
+
+from amcore import TrainConfig, load, train
+from amcore.errors import InputError
+from amcore.training import choice
+from amcore.training.train import partial_path
+
+SMALL = {"steps": 40, "batch_size": 64, "width": 16, "depth": 2, "threads": 1, "log_every": 20}
+
+
+def test_the_default_is_kept_unless_a_candidate_is_clearly_better():
+    rng = np.random.default_rng(0)
+    scalar = 5.0 + rng.normal(size=100)
+    d = rng.normal(size=100)
+    d -= d.mean()
+    se = d.std(ddof=1) / 10  # of the paired difference's mean, over 100 draws
+    one = {"scalar": scalar, "inner": scalar + d - se}
+    assert choice.choose(one, "scalar")[0] == "scalar"  # one standard error better: not clear enough
+    three = {"scalar": scalar, "inner": scalar + d - 3 * se}
+    head, record = choice.choose(three, "scalar")
+    assert head == "inner" and record["chosen"] == "inner"
+    assert record["differences"]["inner"] == pytest.approx({"difference": -3 * se, "se": se})
+    worse = {"scalar": scalar, "inner": scalar + d + 3 * se}
+    assert choice.choose(worse, "scalar")[0] == "scalar"
+
+
+def test_the_held_out_cells_reach_no_choice_and_the_chosen_head_is_the_model(tmp_path):
+    cfg = TrainConfig(objective="am", head="auto", **SMALL)
+    nan = train(snapshots(np.nan), cfg, tmp_path / "a.pt", tmp_path / "a.csv")
+    huge = train(snapshots(1e6), cfg, tmp_path / "b.pt", tmp_path / "b.csv")
+    keys = ("head", "head_objective_scalar", "head_objective_inner", "head_difference_se")
+    assert all(np.isfinite(nan[k]) for k in keys[1:])
+    assert {k: nan[k] for k in keys} == {k: huge[k] for k in keys}  # whatever the held-out time holds
+    assert nan["head"] in ("scalar", "inner")
+    model = load(tmp_path / "a.pt")
+    assert model.network.head == nan["head"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.pt", "b.csv", "b.pt"]  # no candidate left
+
+
+def test_resuming_keeps_the_choice_made_before_the_interruption(tmp_path, capsys):
+    snaps = snapshots(np.nan)
+    snaps.attrs["provenance"] = {"simulator": "test"}  # a prepared store's: the choice is tied to it
+    cfg = TrainConfig(objective="am", head="auto", **{**SMALL, "steps": 60, "checkpoint_every": 20})
+    whole = train(snaps, cfg, tmp_path / "whole.pt", tmp_path / "whole.csv")
+
+    def interrupt(step, metrics):
+        if step == 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(snaps, cfg, tmp_path / "cut.pt", tmp_path / "cut.csv", on_metrics=interrupt)
+    assert partial_path(tmp_path / "cut.pt").exists()
+    capsys.readouterr()
+    resumed = train(snaps, cfg, tmp_path / "cut.pt", tmp_path / "cut.csv")
+    said = capsys.readouterr().err
+    assert "as chosen before the interruption" in said and "candidate" not in said  # not trained again
+    assert resumed["head"] == whole["head"] and resumed["head_objective_inner"] == whole["head_objective_inner"]
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=True)["ema"] for n in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same weights as the run never interrupted
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"objective": "fm"}, "head 'auto' .* needs objective 'am', got 'fm'"),
+        ({"objective": "eam", "sigma": 0.5}, "needs objective 'am', got 'eam'"),
+    ],
+)
+def test_head_auto_is_refused_where_am_objective_cannot_choose(settings, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(head="auto", **settings)
+
+
+def test_too_few_cells_to_hold_apart_is_a_clear_error(tmp_path):
+    x = np.random.default_rng(0).normal(size=(45, 2)).astype(np.float32)
+    from amcore import Snapshots
+
+    snaps = Snapshots.from_labels(x, np.repeat([0.0, 1.0, 2.0], 15))  # a tenth of 15 is 1 cell
+    with pytest.raises(InputError, match=r"head 'auto': holding 0.1 of the 15 cells at time 0 apart leaves 1"):
+        train(snaps, TrainConfig(head="auto", **SMALL), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert list(tmp_path.iterdir()) == []
