@@ -90,8 +90,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: warning: cells {FAR_SPREADS} or more robust spreads (1.4826 MAD) from their time's "
                   f"median in some feature ({shown}): a few far cells set the standardisation's scale, the OT pairs "
                   "and the largest terms of AM's objective (on such data AM's default head lost to the previous time "
-                  "unmoved and head: inner held, docs/benchmarks.md); check them, and drop them from the input if "
-                  "they are errors",
+                  "unmoved and head: inner held, docs/benchmarks.md; head: auto chooses on training cells); check "
+                  "them, and drop them from the input if they are errors",
                   file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "

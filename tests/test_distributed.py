@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 from conftest import BIN, cli_env
 
@@ -41,3 +42,21 @@ def test_two_process_gloo_ddp_equals_one_process(tmp_path):
     # And the stream split matters: one stream of 128 is a different (equally valid) run.
     other = _train(store, tmp_path / "one", {**PARAMS, "streams": 1})
     assert any(not torch.allclose(other["model"][k], v) for k, v in single["model"].items())
+
+
+def test_head_auto_under_two_processes_chooses_and_trains_as_one_process(tmp_path):
+    """Three trainings in one torchrun job (two candidates, then the chosen head): the process group is set up and
+    torn down for each, and the ranks agree on the choice, which equals one process's."""
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    params = {**PARAMS, "head": "auto"}
+    single = _train(store, tmp_path / "single", {**params, "streams": 2})
+    torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
+    ddp = _train(store, tmp_path / "ddp", params, torchrun)
+    assert ddp["config"]["head"] == single["config"]["head"] == ddp["head_choice"]["head"]
+    # The objectives of weights equal up to the order of float sums (atol 1e-5 below).
+    numbers = {k: v for k, v in single["head_choice"].items() if k != "head"}
+    assert {k: ddp["head_choice"][k] for k in numbers} == pytest.approx(numbers, rel=1e-5)
+    for name, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-5)

@@ -750,6 +750,12 @@ def train(
         torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
 
 
+def _say_once(line: str) -> None:
+    """To stderr once per job (from the first rank), not once per process."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+
+
 def _chosen_before(snaps: Snapshots | None, cfg: TrainConfig, partial: Path) -> dict | None:
     """The head an interrupted training of this configuration on this store chose (its resumable state keeps the
     choice), so that resuming it does not train the candidates again; None where there is none to trust."""
@@ -765,7 +771,7 @@ def _chosen_before(snaps: Snapshots | None, cfg: TrainConfig, partial: Path) -> 
         return None
     if not _same_run(saved["config"], replace(cfg, head=chosen["head"])):
         return None
-    print(f"amcore train: head auto: {chosen['head']}, as chosen before the interruption ({partial})", file=sys.stderr)
+    _say_once(f"amcore train: head auto: {chosen['head']}, as chosen before the interruption ({partial})")
     return chosen
 
 
@@ -781,15 +787,14 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
         fit, apart = training.split_cells(choice.APART, cfg.seed)
     except ValueError as err:
         raise InputError(f"head 'auto': {err}; set head scalar or inner") from err
-    print(f"amcore train: head auto: training the scalar and the inner head ({cfg.steps} steps each) on "
-          f"{1 - choice.APART:.0%} of every training time's cells, to compare them on the rest",
-          file=sys.stderr)  # fmt: skip
+    _say_once(f"amcore train: head auto: training the scalar and the inner head ({cfg.steps} steps each) on "
+        f"{1 - choice.APART:.0%} of every training time's cells, to compare them on the rest")  # fmt: skip
     networks, tension, weight = {}, cfg.tension, cfg.velocity_weight
     for head in ("scalar", "inner"):
         candidate = checkpoint.with_name(f"{checkpoint.name}.head-{head}")  # its .partial resumes after a kill
-        print(f"amcore train: head auto: candidate {head}", file=sys.stderr)
+        _say_once(f"amcore train: head auto: candidate {head}")
         summary, networks[head] = _fit(fit, replace(cfg, head=head), candidate, candidate.with_suffix(".csv"),
-                                       None, None, None)  # fmt: skip
+                                       None, None, None, last=False)  # fmt: skip
         candidate.unlink(missing_ok=True)
         candidate.with_suffix(".csv").unlink(missing_ok=True)
         tension = summary.get("spline_tension", tension)  # the shape the candidates trained on
@@ -802,9 +807,9 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
                                           choice.BATCHES, cfg.seed + VALIDATION_SEED)  # fmt: skip
     head, record = choice.choose(values, "scalar")
     diff = record["differences"]["inner"]
-    print(f"amcore train: head auto: AM objective on the held-apart cells {record['objectives']['scalar']:.5g} "
-          f"(scalar), {record['objectives']['inner']:.5g} (inner), difference {diff['difference']:+.4g} ± "
-          f"{diff['se']:.2g}: head {head}", file=sys.stderr)  # fmt: skip
+    _say_once(f"amcore train: head auto: AM objective on the held-apart cells {record['objectives']['scalar']:.5g} "
+        f"(scalar), {record['objectives']['inner']:.5g} (inner), difference {diff['difference']:+.4g} ± "
+        f"{diff['se']:.2g}: head {head}")  # fmt: skip
     return {"head": head, "head_objective_scalar": record["objectives"]["scalar"],
             "head_objective_inner": record["objectives"]["inner"], "head_difference_se": diff["se"]}  # fmt: skip
 
@@ -831,9 +836,10 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
                              "to turn the path with; set velocity_weight 0")  # fmt: skip
 
 
-def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice) -> tuple[dict, nn.Module]:
+def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=True) -> tuple[dict, nn.Module]:
     """``train``'s loop and checkpoints (which keep ``head_choice``, how ``head: auto`` chose); its summary and the
-    network it saved (EMA weights)."""
+    network it saved (EMA weights). A training that is not the job's ``last`` leaves the process group up for the
+    next: torchrun's rendezvous is not meant to be joined again after it was torn down (the third join hung)."""
     torch.set_num_threads(cpu_threads(cfg.threads))
     keep_freed_memory()
     run = Run(snaps, cfg, path)
@@ -872,7 +878,8 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice) -> tup
         save_checkpoint(Path(checkpoint), payload)
         write_loss_csv(loss_csv, run.history)
         partial.unlink(missing_ok=True)
-    run.cluster.close()
+    if last:
+        run.cluster.close()
     done = cfg.steps - run.first_step
     summary = {
         "train_seconds": seconds,
