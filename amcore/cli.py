@@ -85,6 +85,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if unlisted := reader.get("unlisted_files"):
             print(f"amcore prepare: files {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} are in the folder but "
                   "not in dataset.file_times, and were not read", file=sys.stderr)  # fmt: skip
+        if counts := snaps.attrs.get("raw_counts"):
+            print(f"amcore prepare: warning: the input looks like raw counts (non-negative integers, a median of "
+                  f"{counts['median_total']:.0f} per cell in the first {counts['cells_read']} cells): amcore does not "
+                  "normalise them, and on raw counts AM moved cells far worse than on normalised ones "
+                  "(docs/anndata.md); normalise each cell's total and take log1p first (scanpy.pp.normalize_total, "
+                  "scanpy.pp.log1p), then select, standardise and project here", file=sys.stderr)  # fmt: skip
         if far := snaps.attrs.get("far_cells"):
             shown = ", ".join(f"t = {t}: {share:.1%}" for t, share in list(far.items())[:10])
             print(f"amcore prepare: warning: cells {FAR_SPREADS} or more robust spreads (1.4826 MAD) from their time's "

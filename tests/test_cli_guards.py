@@ -275,3 +275,27 @@ def test_prepare_warns_of_cells_far_from_their_time(capsys, tmp_path):
         said = capsys.readouterr().err
         assert ("robust spreads (1.4826 MAD) from their time's median in some feature (t = 0: 1.0%, t = 1: 1.0%, "
                 "t = 2: 1.0%)" in said) is warned, said  # fmt: skip
+
+
+def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path):
+    """Integer counts (a median total of about 1,000 per cell) are named as such, with the step amcore leaves to
+    the user; the same counts normalised and log1p-transformed, or Gaussian cells, are not."""
+    from amcore.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.0, 2.0], 100)
+    counts = rng.poisson(20.0, size=(300, 50)).astype(np.float64)
+    logged = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    for name, x, warned in (
+        ("counts", counts, True),
+        ("logged", logged, False),
+        ("gauss", rng.normal(size=(300, 5)), False),
+    ):
+        np.savez(tmp_path / f"{name}.npz", X=x, t=labels)
+        spec = {"source": "npz", "path": str(tmp_path / f"{name}.npz")}
+        out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
+        assert main(["prepare", "--dataset", json.dumps(spec), "--preprocess", '{"pca": 3}', *out]) == 0
+        said = capsys.readouterr().err
+        assert ("looks like raw counts (non-negative integers, a median of 1002 per cell in the first 300 cells)"
+                in said) is warned, said  # fmt: skip
+        assert ("scanpy.pp.normalize_total" in said) is warned

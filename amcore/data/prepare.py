@@ -22,6 +22,8 @@ from amcore.errors import InputError
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
 MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
+COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
+COUNTS_TOTAL = 100  # a median total per cell from which integer features read as raw counts
 FAR_SAMPLE = 5000  # cells per time the share of far cells is read on (each time's rows are in random order)
 
 
@@ -127,6 +129,7 @@ def build_snapshots(
         snaps.attrs["row_order"] = {"within_time": "simulated"}  # independent draws: any chunks are a uniform sample
     else:
         x, time, provenance, rows = read_dataset(spec)
+        counts_seen = raw_counts(x)
         velocity = None
         if spec.get("v_key"):
             velocity, read = read_velocity(spec, rows, (len(rows) + provenance["dropped_nonfinite"], x.shape[1]))
@@ -135,6 +138,8 @@ def build_snapshots(
         _check_times(np.unique(time), holdout, provenance["path"] + (f": key {t_key!r}" if t_key else ""))
         fitted = None if preprocess.is_identity(config) else preprocess.fit(x, time, holdout, config)
         if fitted is not None:
+            if names and len(names) == x.shape[1]:  # new cells are matched to the input's features by name
+                fitted.input_names = [str(name) for name in names]
             x = fitted.transform(x)
             velocity = None if velocity is None else fitted.transform_velocity(velocity)
         x = preprocess.to_float32(x, provenance["path"], feature_names(names, fitted, x.shape[1]))
@@ -168,6 +173,8 @@ def build_snapshots(
         attrs["row_order"] = {"within_time": "random", "seed": seed}  # what streaming relies on
         # obs_index: what export maps cells back with
         snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows[order], velocity=velocity)
+        if counts_seen:
+            attrs["raw_counts"] = counts_seen
         if velocity is not None:
             attrs["velocity"] = read
         if spill is not None and workdir is None:
@@ -180,6 +187,19 @@ def build_snapshots(
     if spec["source"] != "simulate":
         snaps.attrs["far_cells"] = far_cells(snaps)
     return snaps
+
+
+def raw_counts(x) -> dict | None:
+    """What the input's first ``COUNTS_SAMPLE`` rows show when they look like raw counts (every value a
+    non-negative integer, a median total per cell of ``COUNTS_TOTAL`` or more), else None. amcore does not normalise:
+    on raw counts of 16,000 genes (audit 7) AM pushed day 0 to day 10 at W1 128 against 17.5 after each cell's total
+    was normalised and log1p taken, where the cells unmoved scored 39.7 and 45.3."""
+    head = dask.compute(x[:COUNTS_SAMPLE])[0]
+    head = np.asarray(head.toarray() if hasattr(head, "toarray") else head, dtype=np.float64)
+    if not (np.isfinite(head).all() and (head >= 0).all() and (head == np.round(head)).all()):
+        return None
+    total = float(np.median(head.sum(axis=1)))
+    return {"cells_read": len(head), "median_total": total, "max": float(head.max())} if total >= COUNTS_TOTAL else None
 
 
 def far_cells(snaps: Snapshots) -> dict[str, float]:

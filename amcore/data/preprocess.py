@@ -40,6 +40,8 @@ class Preprocessing:
     scale: np.ndarray | None = None
     components: np.ndarray | None = None
     explained_variance: np.ndarray | None = None
+    n_input: int | None = None  # the input's features (genes, columns): a model's new cells must have as many
+    input_names: list[str] | None = None  # their names, where the input named them: new cells are matched by them
 
     def transform(self, x: da.Array) -> da.Array:
         """Apply the fitted steps lazily, chunk by chunk; float32 out once centred (``to_float32`` casts the rest)."""
@@ -72,7 +74,8 @@ class Preprocessing:
             return None
         arrays = {key: None if record.get(key) is None else np.asarray(record[key])
                   for key in ("indices", "mean", "scale", "components", "explained_variance")}  # fmt: skip
-        return cls(record["config"], record["fit_times"], record["n_fit"], **arrays)
+        inputs = {"n_input": record.get("n_input"), "input_names": record.get("input_names")}  # older stores: none
+        return cls(record["config"], record["fit_times"], record["n_fit"], **arrays, **inputs)
 
     def to_json(self) -> dict:
         """Plain lists and numbers, for the store's attrs."""
@@ -89,6 +92,8 @@ class Preprocessing:
             "scale": plain(self.scale),
             "components": plain(self.components),
             "explained_variance": plain(self.explained_variance),
+            "n_input": self.n_input,
+            "input_names": self.input_names,
         }
 
 
@@ -171,7 +176,7 @@ def fit(x: da.Array, time: np.ndarray, holdout_times: list[float], config: dict)
     xt = x[train].astype(np.float64)
     variance = xt.var(axis=0).compute() if config["select"] == "top_variance" else None
     indices = _selection(config, x.shape[1], variance)
-    fitted = Preprocessing(config, fit_times, n_fit, indices)
+    fitted = Preprocessing(config, fit_times, n_fit, indices, n_input=int(x.shape[1]))
     if indices is not None:
         xt = xt[:, indices]
     if not (config["standardize"] or config["pca"] or config["whiten"]):

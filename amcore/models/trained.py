@@ -116,11 +116,15 @@ class TrainedModel:
             f"TrainedModel({self.objective}, {self.dim} features, t in [{t0:g}, {t1:g}], step {self.info.get('step')})"
         )
 
-    def preprocess(self, x, velocity: bool = False) -> np.ndarray:
+    def preprocess(self, x, velocity: bool = False, names=None) -> np.ndarray:
         """Cells in the input's features (the file's ``X``, columns or genes, as ``dataset`` read them) brought into
         the coordinates this model answers in, by its store's preprocessing (selection, standardisation, PCA,
         whitening, fitted on the training times); with ``velocity``, velocities in those features (no centring).
-        ``(cells, features)`` float32."""
+
+        ``x``: an array (dense or scipy sparse), a tensor, or an AnnData (its ``X`` and ``var_names``). ``names``:
+        the names of ``x``'s columns. Where the input named its features (h5ad ``var_names``, CSV columns), cells
+        with names are matched to them by name (any order; extra columns are ignored) and cells without must have
+        exactly the input's columns. ``(cells, features)`` float32."""
         from amcore.data.preprocess import Preprocessing
 
         record = self.info.get("preprocess")
@@ -129,15 +133,28 @@ class TrainedModel:
                              "or on a path without snapshots): bring cells into its coordinates as its store was "
                              "made")  # fmt: skip
         fitted = Preprocessing.from_json(record)
-        x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-        if fitted is not None and fitted.indices is not None:  # a selection reads columns of a wider input
+        if hasattr(x, "var_names") and hasattr(x, "X"):  # an AnnData (or a view of one)
+            names, x = (list(x.var_names) if names is None else names), x.X
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        expected = fitted.input_names if fitted is not None else None
+        if names is not None and expected is not None:
+            x = _by_name(x, [str(name) for name in names], expected)
+        if hasattr(x, "toarray"):  # scipy sparse: dense rows of the input's width (genes)
+            x = x.toarray()
+        x = np.asarray(x, dtype=np.float64)
+        if fitted is not None and fitted.n_input is not None:
+            width, fits = fitted.n_input, x.ndim == 2 and x.shape[1] == fitted.n_input
+        elif fitted is not None and fitted.indices is not None:  # stores from before the input's width was kept
             fits = x.ndim == 2 and x.shape[1] > int(fitted.indices.max())
             width = f"more than {int(fitted.indices.max())} (this model's preprocessing selects some of them)"
         else:
             width = self.dim if fitted is None else len(fitted.mean)
             fits = x.ndim == 2 and x.shape[1] == width
         if not fits:
-            raise ValueError(f"x must be (cells, features) in the input's {width} features, got shape {x.shape}")
+            named = " (pass names=, or an AnnData, to match them by name)" if expected is not None else ""
+            raise ValueError(f"x must be (cells, features) in the input's {width} features, got shape {x.shape}"
+                             f"{named}")  # fmt: skip
         if not np.isfinite(x).all():
             raise ValueError("x has NaN or inf values")
         if fitted is None:
@@ -393,6 +410,22 @@ class _LastStep:
 
     def __setitem__(self, key: tuple[int, slice], values: np.ndarray) -> None:
         self.values[key[1]] = values  # each step overwrites the previous one: the last stays
+
+
+def _by_name(x, names: list[str], expected: list[str]):
+    """``x``'s columns in the order of the ``expected`` feature names, matched by ``names`` (one per column)."""
+    if len(names) != x.shape[1]:
+        raise ValueError(f"{len(names)} names for {x.shape[1]} columns of x")
+    column = {}
+    for i, name in enumerate(names):
+        if name in column:
+            raise ValueError(f"the feature name {name!r} names two columns of x: they cannot be matched by name")
+        column[name] = i
+    missing = [name for name in expected if name not in column]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(expected)} features this model's input had are not among x's "
+                         f"names: {missing[:5]}{' ...' if len(missing) > 5 else ''}")  # fmt: skip
+    return x[:, [column[name] for name in expected]]
 
 
 def _outside_this_module() -> int:
