@@ -58,3 +58,39 @@ def test_genes_are_matched_by_name_and_a_missing_or_shifted_gene_is_refused(trai
         model.preprocess(adata.X[rows][:, 1:])  # one gene short, nothing to match by: refused, never shifted
     with pytest.raises(ValueError, match="'gene1' names two columns"):
         model.preprocess(adata.X[rows], names=["gene1", *adata.var_names[1:]])
+
+
+def test_to_input_takes_cells_and_velocities_back_to_the_genes(trained):
+    """PCA keeps 3 directions of the 12 standardised genes: the cells come back as their projection on them (the
+    residual is orthogonal to every component), under the kept genes' names; a velocity has no centring."""
+    from amcore.data.preprocess import Preprocessing
+
+    model, adata, stored = trained
+    fitted = Preprocessing.from_json(model.info["preprocess"])
+    rows = stored.obs_index
+    z = np.asarray(stored.x, dtype=np.float64)
+    back = model.to_input(z)
+    assert list(back.columns) == [adata.var_names[i] for i in fitted.indices]
+    kept = adata.X[rows].toarray()[:, fitted.indices]
+    residual = (kept - back.to_numpy()) / fitted.scale
+    np.testing.assert_allclose(residual @ fitted.components.T, 0.0, atol=1e-4)
+    v = model.velocity(z[:5], t=0.0)
+    np.testing.assert_allclose(model.to_input(v, velocity=True).to_numpy(),
+                               (v @ fitted.components) * fitted.scale, rtol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match=r"z must be \(cells, 3\) in this model's coordinates"):
+        model.to_input(kept)
+
+
+def test_to_input_without_pca_is_exact(tmp_path):
+    rng = np.random.default_rng(2)
+    t = np.repeat([0.0, 1.0, 2.0], 40)
+    x = rng.normal(size=(len(t), 5)) * [1.0, 5.0, 0.2, 9.0, 3.0] + t[:, None]
+    np.savez(tmp_path / "d.npz", X=x, t=t)
+    snaps = build_snapshots({"source": "npz", "path": str(tmp_path / "d.npz")}, {"select": "first", "n_features": 3,
+                                                                                  "standardize": True})  # fmt: skip
+    write_store(tmp_path / "s.zarr", snaps)
+    train(read_store(tmp_path / "s.zarr"), TINY, tmp_path / "m.pt", tmp_path / "m.csv")
+    model = load(tmp_path / "m.pt")
+    back = model.to_input(model.preprocess(x))
+    assert list(back.columns) == ["x0", "x1", "x2"]  # an npz names no features: their columns
+    np.testing.assert_allclose(back.to_numpy(), x[:, :3], rtol=1e-5, atol=1e-5)

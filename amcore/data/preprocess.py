@@ -56,6 +56,28 @@ class Preprocessing:
         (a velocity is a difference of positions)."""
         return self._linear(v if self.indices is None else v[:, self.indices])
 
+    def inverse(self, z: np.ndarray, velocity: bool = False) -> np.ndarray:
+        """Cells (or with ``velocity`` velocities) in the transformed coordinates back in the selected input
+        features: exact without PCA; with it, the point of the principal subspace (what the components kept)."""
+        z = np.asarray(z, dtype=np.float64)
+        if self.components is not None:
+            if self.config["whiten"]:
+                z = z * np.sqrt(np.where(self.explained_variance > 0, self.explained_variance, 1.0))
+            z = z @ self.components
+        if self.scale is not None:
+            z = z * self.scale
+        if self.mean is not None and not velocity:
+            z = z + self.mean
+        return z
+
+    def selected_names(self) -> list[str]:
+        """The input features the steps keep, by name where the input named them (else ``x<column>``)."""
+        width = self.n_input if self.n_input is not None else len(self.mean)  # older stores kept no width
+        columns = np.arange(width) if self.indices is None else self.indices
+        if self.input_names is not None:
+            return [self.input_names[i] for i in columns]
+        return [f"x{i}" for i in columns]
+
     def _linear(self, x: da.Array) -> da.Array:
         """Scaling, projection and whitening: the steps after the selection and the centring."""
         if self.scale is not None:

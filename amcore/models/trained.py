@@ -162,6 +162,24 @@ class TrainedModel:
         out = fitted.transform_velocity(x) if velocity else fitted.transform(x)
         return np.asarray(out, dtype=np.float32)
 
+    def to_input(self, z, velocity: bool = False):
+        """Cells (or with ``velocity`` velocities, e.g. :meth:`velocity`'s) in this model's coordinates back in the
+        input's features that preprocessing kept (genes by name where the input named them), as a
+        ``pandas.DataFrame`` (cells x features): the inverse of :meth:`preprocess`, exact without PCA; with it,
+        the point of the principal subspace (what the components kept of the input)."""
+        import pandas as pd
+
+        from amcore.data.preprocess import Preprocessing
+
+        z = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"z must be (cells, {self.dim}) in this model's coordinates, got shape {z.shape}")
+        record = self.info.get("preprocess")
+        fitted = None if record is None else Preprocessing.from_json(record)
+        if fitted is None:  # the store's coordinates are the input's
+            return pd.DataFrame(z, columns=self.feature_names)
+        return pd.DataFrame(fitted.inverse(z, velocity), columns=fitted.selected_names())
+
     def check_store(self, snaps, store) -> None:
         """Refuse a store other than the one this model was trained on (other data, preprocessing or held-out
         time: other coordinates, where its answers mean nothing). Checkpoints from before the store was recorded
