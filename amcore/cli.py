@@ -387,7 +387,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
         title = f"{args.model} ({model.objective.upper()})"
         pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
-        plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed")
+        plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
+                        axis_names=snaps.attrs.get("feature_names"))  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times)
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed")

@@ -52,10 +52,11 @@ def _time_colours(times):
 
 def marginals(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS,
-    seed: int = 0,
+    seed: int = 0, axis_names: list[str] | None = None,
 ) -> None:  # fmt: skip
     """One panel per observed time: observed samples against samples pushed from the first time; each panel draws
-    at most ``max_points`` (half observed, half predicted, seeded subsamples); panels wrap, 6 or 8 a row."""
+    at most ``max_points`` (half observed, half predicted, seeded subsamples); panels wrap, 6 or 8 a row. The axes
+    are the first two features (``axis_names``: theirs, e.g. PC1 and PC2)."""
     rng = np.random.default_rng(seed)
     n = len(times)
     cols, rows, size = _grid(n)
@@ -69,6 +70,11 @@ def marginals(
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    names = list(axis_names or ["x0", "x1"]) + [""]
+    for ax in axes[-1]:
+        ax.set_xlabel(names[0], fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(names[1] if len(truth[0].shape) > 1 and truth[0].shape[1] > 1 else "", fontsize=8)
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
@@ -208,6 +214,9 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
         if not finite.all():
             title += f": FAILED ({(~finite).sum()} NaN/inf cells)"
         ax.set_title(title, fontsize=8)
+        names = p.get("axes", ["x0", "x1"])  # the store's first two features (PC1, PC2 after pca)
+        ax.set_xlabel(names[0], fontsize=7)
+        ax.set_ylabel(names[1] if len(names) > 1 else "", fontsize=7)
     for ax in axes.flat:
         if ax not in used:
             ax.axis("off")

@@ -276,5 +276,6 @@ def load_panels(panels: list[dict]) -> list[dict]:
         x, weight, held_out = read_prediction(panel["prediction"])
         k = [float(t) for t in snaps.t_values].index(held_out)
         observed = np.asarray(snaps.snapshot(k))
-        loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight})
+        names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
+        loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight, "axes": names[:2]})
     return loaded
