@@ -38,7 +38,7 @@ def test_the_held_out_cells_reach_no_choice_and_the_chosen_head_is_the_model(tmp
     assert {k: nan[k] for k in keys} == {k: huge[k] for k in keys}  # whatever the held-out time holds
     assert nan["head"] in ("scalar", "inner")
     model = load(tmp_path / "a.pt")
-    assert model.network.head == nan["head"]
+    assert model.network.head == nan["head"] == model.info["head_choice"]["head"]  # how it was chosen, kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.pt", "b.csv", "b.pt"]  # no candidate left
 
 

@@ -104,7 +104,8 @@ class TrainedModel:
         network.load_state_dict(payload["ema"])
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
                 "trained_times": payload.get("times"), "store": payload.get("store"),
-                "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant")}  # fmt: skip
+                "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant"),
+                "head_choice": payload.get("head_choice")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),
