@@ -311,6 +311,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         DEFAULTS,
         DISTANCES,
         action_audit,
+        course,
         options,
         score_marginals,
         score_paper_mmd,
@@ -362,6 +363,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
             print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "
                   "(flagged in the table)", file=sys.stderr)  # fmt: skip
+        result["course"] = course(snaps, result["w1"], opts)
+        table["course_w1_ratio"] = result["course"]["ratio"]
+        if result["course"]["ratio"] > 1:
+            print(f"amcore evaluate {args.model}: FLAGGED: pushed from the first time, its cells end farther from the "
+                  f"last time's (W1 {result['course']['w1']:.4g}) than the first time's cells unmoved "
+                  f"({result['course']['unmoved_w1']:.4g}): the field runs the course off, whatever each interval "
+                  "scores", file=sys.stderr)  # fmt: skip
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
@@ -457,6 +465,7 @@ def cmd_table(args: argparse.Namespace) -> None:
                              f"with seed {seed or '(none)'}: results of two runs (another experiment or dataset?) "
                              "would be averaged as one; give one run's files")  # fmt: skip
         seen[key] = path
+    _join_courses(args.courses, results, keys)
     table = tables.long_table(results)
     markdown = tables.markdown(table, args.reference)
     _write_text(args.table, table.to_csv(index=False))
@@ -479,6 +488,24 @@ def cmd_table(args: argparse.Namespace) -> None:
         print(
             f"amcore table: {len(failed)} prediction(s) FAILED (NaN or inf cells), marked in {where}", file=sys.stderr
         )
+
+
+def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> None:
+    """Each held-out split's run pushed from the first time (evaluate's metrics.json) flags the held-out row of the
+    same model, split and seed: ``course_w1_ratio`` and ``course_escaped`` (docs/metrics.md)."""
+    rows = dict(zip(keys, results, strict=True))
+    for path in paths:
+        try:
+            run = json.loads(Path(path).read_text())
+            key = (run["method"], str(run["holdout"]), "" if run.get("seed") is None else str(run["seed"]))
+            flags = {"course_w1_ratio": run["course"]["ratio"], "course_escaped": run["escaped_max"]}
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InputError(f"--courses {path}: not amcore evaluate's metrics.json of a held-out split "
+                             f"({type(err).__name__}: {err})") from err  # fmt: skip
+        if key not in rows:
+            raise InputError(f"--courses {path}: no held-out row of method {key[0]!r}, split {key[1]}, seed {key[2]} "
+                             "among --results (another experiment's run?)")  # fmt: skip
+        rows[key]["table"] = {**rows[key]["table"], **flags}
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -648,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
     p.add_argument("--reference", default="am", help="the model every other method is paired against by seed")
+    p.add_argument("--courses", nargs="*", default=[], help="evaluate's metrics.json of held-out splits: their "
+                   "whole-course flags join the held-out rows of the same model, split and seed")  # fmt: skip
 
     p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
     p.add_argument("--store", required=True)
@@ -683,7 +712,7 @@ OUTPUTS = {
     "score": ("out",), "evaluate": ("metrics", "plots"), "table": ("table", "markdown", "figure", "predictions_figure"),
     "export": ("out", "predictions_out"), "summary": ("out",),
 }  # fmt: skip
-INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables")
+INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables", "courses")
 FOLDER_OUTPUTS = {("prepare", "out"), ("integrate", "out"), ("baseline", "out")}  # zarr stores
 
 

@@ -173,6 +173,18 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
     return result
 
 
+def course(snaps: Snapshots, w1_by_time: dict[str, float], opts: dict) -> dict:
+    """The whole course at once: W1 between the cells pushed from the first time and the last time's
+    (``w1_by_time``, :func:`score_marginals`'), beside the first time's cells unmoved against the last time's, and
+    their ``ratio``. Above 1 the flow ran the course off: each interval can score well while the push across all of
+    them ends farther from the data than not moving (raw counts, docs/benchmarks.md "Counts": 117 against 37.6)."""
+    last = f"{snaps.t_values[-1]:g}"
+    first, final = np.asarray(snaps.snapshot(0)), np.asarray(snaps.snapshot(snaps.n_snapshots - 1))
+    unmoved = metrics.wasserstein(first, final, p=1, max_size=opts["max_exact_size"], seed=opts["seed"])
+    pushed = w1_by_time[last]
+    return {"time": last, "w1": pushed, "unmoved_w1": unmoved, "ratio": pushed / unmoved if unmoved > 0 else np.nan}
+
+
 def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: int, max_size: int, seed: int) -> dict:
     """Relative L2 error under ``p_t`` of each learned field against the truth, on fresh samples.
 

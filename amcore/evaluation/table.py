@@ -12,7 +12,8 @@ from amcore.evaluation.evaluate import DISTANCES, FEW_CELLS, FEW_EFFECTIVE, MASS
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "mass_rel_error")
+METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "mass_rel_error",
+                "course_w1_ratio", "course_escaped")  # fmt: skip
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -141,6 +142,12 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          lambda v: f"{int(v)} cells"),
         (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
          f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
+        (beyond(table, "course_w1_ratio", above=1.0), "running the course off", "**Flagged models** (cells pushed "
+         "from the first time end farther from the last time's than the first time's cells unmoved, W1 ratio; "
+         "evaluate's metrics.json, the first seed of each split):", lambda v: f"ratio {v:.3g}"),
+        (_counted(table, "course_escaped"), "with escaped cells over the course", "**Flagged models** (cells pushed "
+         "from the first time left the data at some time; evaluate's metrics.json, the first seed of each split):",
+         lambda v: f"{int(v)} cells"),
     ]  # fmt: skip
 
 
