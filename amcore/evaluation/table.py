@@ -161,7 +161,10 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "each, the first as large as the prediction: about what a perfect prediction of its size would score, so a "
         "`w1` near or below it cannot be told from a perfect prediction; `sliced_w1`, `sliced_w2`: "
         "all cells, smaller than W (sqrt(d) times for a shift), compare them only with each other; `mmd`, "
-        "`energy`: subsamples of at most `evaluate.kernel_max_size` (docs/metrics.md).",
+        "`energy`: subsamples of at most `evaluate.kernel_max_size`; `neighbour_excess`: how far the cells keep to "
+        "their own kind among their 10 nearest neighbours (0: prediction and data mixed as two samples of one law, "
+        "1: apart); `course_w1_ratio`: the push from the first time against the first time's cells unmoved, at the "
+        "last time, the split's first seed (above 1: flagged) (docs/metrics.md).",
         "",
     ]
     sections = flag_sections(table)
