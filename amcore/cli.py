@@ -498,6 +498,10 @@ def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> N
         try:
             run = json.loads(Path(path).read_text())
             key = (run["method"], str(run["holdout"]), "" if run.get("seed") is None else str(run["seed"]))
+            if "course" not in run:  # written before evaluate compared the whole course
+                print(f"amcore table: {path} has no whole-course check (evaluated by an earlier amcore): rerun "
+                      "evaluate (snakemake -R evaluate) for its flags", file=sys.stderr)  # fmt: skip
+                continue
             flags = {"course_w1_ratio": run["course"]["ratio"], "course_escaped": run["escaped_max"]}
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"--courses {path}: not amcore evaluate's metrics.json of a held-out split "

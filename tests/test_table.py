@@ -209,3 +209,8 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     capsys.readouterr()
     assert main([*table, str(tmp_path / "other.json")]) == 2
     assert "no held-out row of method 'am', split 1, seed 7" in capsys.readouterr().err
+    older = {k: v for k, v in run.items() if k != "course"}  # an earlier amcore's evaluate: said, not refused
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert main([*table, str(tmp_path / "older.json")]) == 0
+    assert "has no whole-course check" in capsys.readouterr().err
+    assert "### course_w1_ratio" not in (tmp_path / "t.md").read_text()
