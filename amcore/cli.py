@@ -493,11 +493,20 @@ def cmd_table(args: argparse.Namespace) -> None:
 def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> None:
     """Each held-out split's run pushed from the first time (evaluate's metrics.json) flags the held-out row of the
     same model, split and seed: ``course_w1_ratio`` and ``course_escaped`` (docs/metrics.md)."""
-    rows = dict(zip(keys, results, strict=True))
+
+    def split(holdout) -> float | str:  # "0.5", "0.50" and 0.5 name one split; evaluate's label is the Snakefile's
+        try:
+            return float(holdout)
+        except (TypeError, ValueError):
+            return str(holdout)
+
+    if len(set(map(os.path.realpath, paths))) < len(paths):
+        raise InputError(f"--courses {paths}: a file given twice")
+    rows = {(method, split(holdout), seed): r for (method, holdout, seed), r in zip(keys, results, strict=True)}
     for path in paths:
         try:
             run = json.loads(Path(path).read_text())
-            key = (run["method"], str(run["holdout"]), "" if run.get("seed") is None else str(run["seed"]))
+            key = (run["method"], split(run["holdout"]), "" if run.get("seed") is None else str(run["seed"]))
             if "course" not in run:  # written before evaluate compared the whole course
                 print(f"amcore table: {path} has no whole-course check (evaluated by an earlier amcore): rerun "
                       "evaluate (snakemake -R evaluate) for its flags", file=sys.stderr)  # fmt: skip
@@ -507,8 +516,8 @@ def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> N
             raise InputError(f"--courses {path}: not amcore evaluate's metrics.json of a held-out split "
                              f"({type(err).__name__}: {err})") from err  # fmt: skip
         if key not in rows:
-            raise InputError(f"--courses {path}: no held-out row of method {key[0]!r}, split {key[1]}, seed {key[2]} "
-                             "among --results (another experiment's run?)")  # fmt: skip
+            raise InputError(f"--courses {path}: no held-out row of method {key[0]!r}, split {run['holdout']}, seed "
+                             f"{key[2]} among --results: a run these scores do not hold")  # fmt: skip
         rows[key]["table"] = {**rows[key]["table"], **flags}
 
 

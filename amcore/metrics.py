@@ -416,6 +416,7 @@ def neighbour_excess(
     feature (W1) is within its noise floor; scaling each feature by the observed cells' standard deviation gives a
     narrow feature the weight of a broad one. Unweighted clouds; at most ``max_size`` seeded cells per side.
     """
+    a, b = (np.asarray(z).reshape(len(z), -1) for z in (a, b))  # one feature given flat: a column
     _require_finite((a, None), (b, None))
     _require_points("the neighbour excess", 2, len(a), len(b))
     (x, y, _, _), _ = _clouds(a, b, None, None, max_size, seed)

@@ -84,3 +84,11 @@ def test_too_few_cells_to_hold_apart_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match=r"head 'auto': holding 0.1 of the 15 cells at time 0 apart leaves 1"):
         train(snaps, TrainConfig(head="auto", **SMALL), tmp_path / "m.pt", tmp_path / "m.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_resumable_state_stops_head_auto_before_any_candidate_trains(tmp_path, capsys):
+    (tmp_path / "m.pt.partial").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match=r"m\.pt\.partial: the resumable state of an interrupted training cannot be"):
+        train(snapshots(np.nan), TrainConfig(head="auto", **SMALL), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert "candidate" not in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt.partial"]  # kept: the user decides

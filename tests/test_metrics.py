@@ -399,3 +399,17 @@ def test_neighbour_excess_is_one_for_separate_clouds_and_blind_to_each_features_
     a, b = rng.standard_normal((200, 3)), rng.standard_normal((300, 3)) + 0.5
     units = np.array([1e-3, 1.0, 1e4])  # each feature in other units: the observed cells' spread scales them back
     assert neighbour_excess(a * units, b * units) == pytest.approx(neighbour_excess(a, b), abs=1e-9)
+
+
+def test_the_course_ratio_of_cells_that_end_where_they_began():
+    """First and last cells that coincide: not moving is perfect, so any push that ends elsewhere is flagged (an
+    infinite ratio), and one that ends on them is not (0), never a NaN read as a failed prediction."""
+    from amcore.evaluation.evaluate import course
+
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    snaps = Snapshots.from_labels(np.concatenate([x, x + 1.0, x]), np.repeat([0.0, 1.0, 2.0], 50))
+    opts = {"max_exact_size": 100, "seed": 0}
+    assert course(snaps, {"2": 0.3}, opts)["ratio"] == np.inf
+    assert course(snaps, {"2": 0.0}, opts)["ratio"] == 0.0
+    moved = Snapshots.from_labels(np.concatenate([x, x + 1.0, x + 2.0]), np.repeat([0.0, 1.0, 2.0], 50))
+    assert course(moved, {"2": 0.5}, opts)["ratio"] == pytest.approx(0.5 / (2 * np.sqrt(2)))  # W1 of a (2, 2) shift

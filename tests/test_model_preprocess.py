@@ -94,3 +94,46 @@ def test_to_input_without_pca_is_exact(tmp_path):
     back = model.to_input(model.preprocess(x))
     assert list(back.columns) == ["x0", "x1", "x2"]  # an npz names no features: their columns
     np.testing.assert_allclose(back.to_numpy(), x[:, :3], rtol=1e-5, atol=1e-5)
+
+
+def test_names_are_matched_wherever_both_sides_have_them_and_refused_where_they_cannot_be(tmp_path, trained):
+    """A DataFrame's columns are its names; a store without preprocessing matches by its own feature names; names
+    the model cannot check are refused; the training file's own genes, repeated names and all, are accepted."""
+    model, adata, stored = trained
+    rows = stored.obs_index
+    frame = adata[rows].to_df()
+    np.testing.assert_allclose(model.preprocess(frame[frame.columns[::-1]]), np.asarray(stored.x), atol=1e-5)
+    with pytest.raises(ValueError, match="3 feature names for x of shape"):
+        model.preprocess(adata.X[rows], names=["a", "b", "c"])
+
+    t = np.repeat([0.0, 1.0, 2.0], 30)
+    x = np.random.default_rng(3).normal(size=(90, 3)).astype(np.float32) + t[:, None]
+    named = ad.AnnData(X=x, obs=pd.DataFrame({"day": t}), var=pd.DataFrame(index=["a", "b", "c"]))
+    named.obs_names = [f"c{i}" for i in range(90)]
+    named.write_h5ad(tmp_path / "n.h5ad")
+    write_store(tmp_path / "n.zarr", build_snapshots({"source": "h5ad", "path": str(tmp_path / "n.h5ad"),
+                                                      "t_key": "day"}))  # fmt: skip
+    plain = read_store(tmp_path / "n.zarr")  # no preprocessing: the store's features are the input's
+    train(plain, TINY, tmp_path / "n.pt", tmp_path / "n.csv")
+    identity = load(tmp_path / "n.pt")
+    np.testing.assert_allclose(identity.preprocess(named[:, ["c", "a", "b"]]), x, atol=1e-6)
+
+    np.savez(tmp_path / "d.npz", X=x, t=t)
+    write_store(tmp_path / "d.zarr", build_snapshots({"source": "npz", "path": str(tmp_path / "d.npz")},
+                                                     {"standardize": True}))  # fmt: skip
+    train(read_store(tmp_path / "d.zarr"), TINY, tmp_path / "d.pt", tmp_path / "d.csv")
+    unnamed = load(tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="recorded no feature names to match them with"):
+        unnamed.preprocess(x, names=["c", "a", "b"])
+    np.testing.assert_allclose(unnamed.preprocess(named), unnamed.preprocess(x))  # an AnnData: by position
+
+    repeated = ad.AnnData(X=x, obs=pd.DataFrame({"day": t}), var=pd.DataFrame(index=["a", "a", "c"]))
+    repeated.obs_names = [f"c{i}" for i in range(90)]
+    repeated.write_h5ad(tmp_path / "r.h5ad")
+    spec = {"source": "h5ad", "path": str(tmp_path / "r.h5ad"), "t_key": "day"}
+    write_store(tmp_path / "r.zarr", build_snapshots(spec, {"standardize": True}))
+    train(read_store(tmp_path / "r.zarr"), TINY, tmp_path / "r.pt", tmp_path / "r.csv")
+    twice = load(tmp_path / "r.pt")
+    np.testing.assert_allclose(twice.preprocess(repeated), twice.preprocess(x))  # its own genes, as they were
+    with pytest.raises(ValueError, match=r"the input's feature names repeat \('a' names two"):
+        twice.preprocess(x[:, [2, 0, 1]], names=["c", "a", "a"])

@@ -205,6 +205,9 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     text = (tmp_path / "t.md").read_text()
     assert "end farther from the last time's than the first time's cells unmoved" in text
     assert "- am, held-out 1, seed 0: ratio 2.5" in text and "- am, held-out 1, seed 0: 3 cells" in text
+    (tmp_path / "label.json").write_text(json.dumps({**run, "holdout": "1.0"}))  # another label of split 1
+    assert main([*table, str(tmp_path / "label.json")]) == 0
+    assert "- am, held-out 1, seed 0: ratio 2.5" in (tmp_path / "t.md").read_text()
     (tmp_path / "other.json").write_text(json.dumps({**run, "seed": "7"}))
     capsys.readouterr()
     assert main([*table, str(tmp_path / "other.json")]) == 2

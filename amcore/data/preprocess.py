@@ -72,8 +72,10 @@ class Preprocessing:
 
     def selected_names(self) -> list[str]:
         """The input features the steps keep, by name where the input named them (else ``x<column>``)."""
-        width = self.n_input if self.n_input is not None else len(self.mean)  # older stores kept no width
-        columns = np.arange(width) if self.indices is None else self.indices
+        if self.indices is not None:
+            columns = self.indices
+        else:  # older stores kept no width: the centring's
+            columns = np.arange(self.n_input if self.n_input is not None else len(self.mean))
         if self.input_names is not None:
             return [self.input_names[i] for i in columns]
         return [f"x{i}" for i in columns]

@@ -182,7 +182,11 @@ def course(snaps: Snapshots, w1_by_time: dict[str, float], opts: dict) -> dict:
     first, final = np.asarray(snaps.snapshot(0)), np.asarray(snaps.snapshot(snaps.n_snapshots - 1))
     unmoved = metrics.wasserstein(first, final, p=1, max_size=opts["max_exact_size"], seed=opts["seed"])
     pushed = w1_by_time[last]
-    return {"time": last, "w1": pushed, "unmoved_w1": unmoved, "ratio": pushed / unmoved if unmoved > 0 else np.nan}
+    if unmoved > 0:
+        ratio = pushed / unmoved
+    else:  # the first and last cells coincide: any distance from them is farther than not moving
+        ratio = float("inf") if pushed > 0 else 0.0
+    return {"time": last, "w1": pushed, "unmoved_w1": unmoved, "ratio": ratio}
 
 
 def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: int, max_size: int, seed: int) -> dict:

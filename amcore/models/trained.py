@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class TrainedModel:
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
                 "trained_times": payload.get("times"), "store": payload.get("store"),
                 "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant"),
-                "head_choice": payload.get("head_choice")}  # fmt: skip
+                "head_choice": payload.get("head_choice"), "feature_names": payload.get("feature_names")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),
@@ -134,13 +135,25 @@ class TrainedModel:
                              "or on a path without snapshots): bring cells into its coordinates as its store was "
                              "made")  # fmt: skip
         fitted = Preprocessing.from_json(record)
+        given = names is not None
         if hasattr(x, "var_names") and hasattr(x, "X"):  # an AnnData (or a view of one)
             names, x = (list(x.var_names) if names is None else names), x.X
+        elif hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a pandas DataFrame: its columns name the features
+            names, x = (list(x.columns) if names is None else names), x.to_numpy()
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
-        expected = fitted.input_names if fitted is not None else None
-        if names is not None and expected is not None:
-            x = _by_name(x, [str(name) for name in names], expected)
+        # The input's feature names: recorded with the fitted steps, or the store's own without any.
+        expected = fitted.input_names if fitted is not None else self.info.get("feature_names")
+        if names is not None:
+            names = [str(name) for name in names]
+            if getattr(x, "ndim", 0) != 2 or len(names) != x.shape[1]:
+                raise ValueError(f"{len(names)} feature names for x of shape {getattr(x, 'shape', None)}: one per "
+                                 "column of (cells, features)")  # fmt: skip
+            if expected is not None:
+                x = _by_name(x, names, expected)
+            elif given:
+                raise ValueError("names: this model's store recorded no feature names to match them with (its input "
+                                 "named none); pass x in the input's column order, without names")  # fmt: skip
         if hasattr(x, "toarray"):  # scipy sparse: dense rows of the input's width (genes)
             x = x.toarray()
         x = np.asarray(x, dtype=np.float64)
@@ -433,8 +446,12 @@ class _LastStep:
 
 def _by_name(x, names: list[str], expected: list[str]):
     """``x``'s columns in the order of the ``expected`` feature names, matched by ``names`` (one per column)."""
-    if len(names) != x.shape[1]:
-        raise ValueError(f"{len(names)} names for {x.shape[1]} columns of x")
+    if names == list(expected):  # the input's own columns, duplicated names and all
+        return x
+    if len(set(expected)) < len(expected):
+        repeated = next(name for name, n in Counter(expected).items() if n > 1)
+        raise ValueError(f"the input's feature names repeat ({repeated!r} names two of its columns): cells cannot be "
+                         "matched to them by name; pass them in the input's column order, without names")  # fmt: skip
     column = {}
     for i, name in enumerate(names):
         if name in column:

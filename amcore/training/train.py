@@ -465,6 +465,18 @@ class Cluster:
             dist.destroy_process_group()
 
 
+def read_partial(partial: Path, device: torch.device | str = "cpu") -> dict:
+    """The resumable state at ``partial``; one that cannot be read is an error, and is kept, not deleted: it may be
+    the only copy of a long run's progress (a disk that filled up, a copy still arriving); the user decides."""
+    try:
+        return torch.load(partial, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise InputError(
+            f"{partial}: the resumable state of an interrupted training cannot be read (truncated or damaged: "
+            f"{type(err).__name__}); delete it to start the training over"
+        ) from err
+
+
 def partial_path(checkpoint: str | Path) -> Path:
     """Where a running training keeps its resumable state: beside, never instead of, the final checkpoint."""
     checkpoint = Path(checkpoint)
@@ -578,15 +590,7 @@ class Run:
         """Continue from ``partial`` when it holds this configuration on this data; start afresh otherwise."""
         if not partial.exists():
             return
-        try:
-            saved = torch.load(partial, map_location=self.cluster.device, weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-            # Kept, not deleted: it may be the only copy of a long run's progress (a disk that filled up, a copy
-            # still arriving); the user decides.
-            raise InputError(
-                f"{partial}: the resumable state of an interrupted training cannot be read (truncated or damaged: "
-                f"{type(err).__name__}); delete it to start the training over"
-            ) from err
+        saved = read_partial(partial, self.cluster.device)
         same = _same_run(saved["config"], self.cfg) and saved["data"] == self.data_key
         same = same and saved["model_args"] == self.model_args
         if not (same and len(saved["generators"]) == self.streams):
@@ -760,12 +764,11 @@ def _chosen_before(snaps: Snapshots | None, cfg: TrainConfig, partial: Path) -> 
     """The head an interrupted training of this configuration on this store chose (its resumable state keeps the
     choice), so that resuming it does not train the candidates again; None where there is none to trust."""
     store = store_identity(snaps.attrs) if snaps is not None else None
-    if store is None or not partial.exists():
+    if not partial.exists():
         return None
-    try:
-        saved = torch.load(partial, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-        return None  # resume() says so
+    saved = read_partial(partial)  # a damaged one stops here, not after training two candidates
+    if store is None:
+        return None
     chosen = saved.get("head_choice")
     if chosen is None or saved.get("store") != store:
         return None
@@ -793,10 +796,11 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
     for head in ("scalar", "inner"):
         candidate = checkpoint.with_name(f"{checkpoint.name}.head-{head}")  # its .partial resumes after a kill
         _say_once(f"amcore train: head auto: candidate {head}")
-        summary, networks[head] = _fit(fit, replace(cfg, head=head), candidate, candidate.with_suffix(".csv"),
-                                       None, None, None, last=False)  # fmt: skip
+        losses = candidate.with_name(f"{candidate.name}.csv")  # never the run's own loss CSV
+        summary, networks[head] = _fit(fit, replace(cfg, head=head), candidate, losses, None, None, None,
+                                       last=False)  # fmt: skip
         candidate.unlink(missing_ok=True)
-        candidate.with_suffix(".csv").unlink(missing_ok=True)
+        losses.unlink(missing_ok=True)
         tension = summary.get("spline_tension", tension)  # the shape the candidates trained on
         weight = summary.get("velocity_weight", weight)
     device = next(networks["scalar"].parameters()).device
@@ -806,6 +810,10 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
     values = choice.held_apart_objectives(networks, held, replace(cfg.spec(), pathwise=share), cfg.batch_size,
                                           choice.BATCHES, cfg.seed + VALIDATION_SEED)  # fmt: skip
     head, record = choice.choose(values, "scalar")
+    if dist.is_initialized():  # one choice for every rank, the first's: a close call must not split the job
+        shared = [head]
+        dist.broadcast_object_list(shared, src=0)
+        head = shared[0]
     diff = record["differences"]["inner"]
     _say_once(f"amcore train: head auto: AM objective on the held-apart cells {record['objectives']['scalar']:.5g} "
         f"(scalar), {record['objectives']['inner']:.5g} (inner), difference {diff['difference']:+.4g} ± "
