@@ -257,7 +257,9 @@ def cmd_score(args: argparse.Namespace) -> None:
             if "fewest_cells" in scores:
                 print(f"amcore score {who}: only {scores['fewest_cells']} cells on one side: the distances are mostly "
                       "sampling noise (flagged in the table)", file=sys.stderr)  # fmt: skip
-            row = {"method": entry["method"], "holdout": f"{held_out:g}", "seed": entry["seed"], "table": scores}
+            # The split's label as the Snakefile writes it: every digit of the time (:g would round 1.2345678)
+            label = repr(float(held_out)).removesuffix(".0")
+            row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
             summary = ", ".join(f"{name}={v:.4g}" for name, v in scores.items())

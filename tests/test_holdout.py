@@ -165,3 +165,23 @@ def test_a_prediction_resting_on_a_few_weighted_particles_is_scored_and_flagged(
     text = (tmp_path / "table.md").read_text()
     assert "- few, held-out 1, seed 0: effective size 2.8% of the particles" in text
     assert "- even, held-out 1, seed 0: effective size" not in text
+
+
+def test_the_score_labels_its_split_with_every_digit_of_the_time(tmp_path):
+    """The Snakefile names a split by repr of its time (1.2345678); the scores must too, or the table's joins and
+    headings would name a time that is not there (:g gives 1.23457)."""
+    from amcore.cli import main
+    from amcore.data.store import write_store
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.2345678, 2.0], 40)
+    snaps = Snapshots.from_labels((rng.normal(size=(120, 2)) + labels[:, None]).astype(np.float32), labels)
+    snaps.attrs["holdout_times"] = [1.2345678]
+    write_store(tmp_path / "store.zarr", snaps)
+    write_prediction(tmp_path / "copy.zarr", *copy_prev(snaps, 1.2345678), 1.2345678, 0.0)
+    predictions = {"predictions": [{"method": "copy_prev", "seed": "", "path": str(tmp_path / "copy.zarr")}]}
+    params = {"max_exact_size": 100, "kernel_max_size": 100, "projections": 20, "seed": 0}
+    assert main(["score", "--store", str(tmp_path / "store.zarr"), "--predictions", json.dumps(predictions),
+                 "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
+    (row,) = json.loads((tmp_path / "scores.json").read_text())["results"]
+    assert row["holdout"] == "1.2345678"
