@@ -365,13 +365,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
             print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "
                   "(flagged in the table)", file=sys.stderr)  # fmt: skip
-        result["course"] = course(snaps, result["w1"], opts)
-        table["course_w1_ratio"] = result["course"]["ratio"]
-        if result["course"]["ratio"] > 1:
+        result["course"] = course(snaps, result, opts)
+        table["course_excess"] = result["course"]["excess"]
+        if result["course"]["excess"] > 1:
             print(f"amcore evaluate {args.model}: FLAGGED: pushed from the first time, its cells end farther from the "
                   f"last time's (W1 {result['course']['w1']:.4g}) than the first time's cells unmoved "
-                  f"({result['course']['unmoved_w1']:.4g}): the field runs the course off, whatever each interval "
-                  "scores", file=sys.stderr)  # fmt: skip
+                  f"({result['course']['unmoved_w1']:.4g}), by {result['course']['excess']:.3g} noise floors: the "
+                  "field runs the course off, whatever each interval scores", file=sys.stderr)  # fmt: skip
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
@@ -494,7 +494,7 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> None:
     """Each held-out split's run pushed from the first time (evaluate's metrics.json) flags the held-out row of the
-    same model, split and seed: ``course_w1_ratio`` and ``course_escaped`` (docs/metrics.md)."""
+    same model, split and seed: ``course_excess`` and ``course_escaped`` (docs/metrics.md)."""
 
     def split(holdout) -> float | str:  # "0.5", "0.50" and 0.5 name one split; evaluate's label is the Snakefile's
         try:
@@ -509,11 +509,11 @@ def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> N
         try:
             run = json.loads(Path(path).read_text())
             key = (run["method"], split(run["holdout"]), "" if run.get("seed") is None else str(run["seed"]))
-            if "course" not in run:  # written before evaluate compared the whole course
+            if "excess" not in run.get("course", {}):  # written before evaluate compared the whole course
                 print(f"amcore table: {path} has no whole-course check (evaluated by an earlier amcore): rerun "
                       "evaluate (snakemake -R evaluate) for its flags", file=sys.stderr)  # fmt: skip
                 continue
-            flags = {"course_w1_ratio": run["course"]["ratio"], "course_escaped": run["escaped_max"]}
+            flags = {"course_excess": run["course"]["excess"], "course_escaped": run["escaped_max"]}
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"--courses {path}: not amcore evaluate's metrics.json of a held-out split "
                              f"({type(err).__name__}: {err})") from err  # fmt: skip

@@ -403,13 +403,37 @@ def test_neighbour_excess_is_one_for_separate_clouds_and_blind_to_each_features_
 
 def test_the_course_ratio_of_cells_that_end_where_they_began():
     """First and last cells that coincide: not moving is perfect, so any push that ends elsewhere is flagged (an
-    infinite ratio), and one that ends on them is not (0), never a NaN read as a failed prediction."""
+    infinite ratio and excess), and one that ends on them is not (0), never a NaN read as a failed prediction."""
     from amcore.evaluation.evaluate import course
 
     x = np.random.default_rng(0).normal(size=(50, 2))
     snaps = Snapshots.from_labels(np.concatenate([x, x + 1.0, x]), np.repeat([0.0, 1.0, 2.0], 50))
     opts = {"max_exact_size": 100, "seed": 0}
-    assert course(snaps, {"2": 0.3}, opts)["ratio"] == np.inf
-    assert course(snaps, {"2": 0.0}, opts)["ratio"] == 0.0
+    off, on = ({"w1": {"2": w1}, "w1_subsample_noise": {"2": 0.2}} for w1 in (0.3, 0.0))
+    assert course(snaps, off, opts)["ratio"] == np.inf and course(snaps, off, opts)["excess"] == pytest.approx(1.5)
+    assert course(snaps, on, opts)["ratio"] == 0.0 and course(snaps, on, opts)["excess"] == 0.0
     moved = Snapshots.from_labels(np.concatenate([x, x + 1.0, x + 2.0]), np.repeat([0.0, 1.0, 2.0], 50))
-    assert course(moved, {"2": 0.5}, opts)["ratio"] == pytest.approx(0.5 / (2 * np.sqrt(2)))  # W1 of a (2, 2) shift
+    assert course(moved, off, opts)["ratio"] == pytest.approx(0.3 / (2 * np.sqrt(2)))  # W1 of a (2, 2) shift
+    failed = {"w1": {"2": np.nan}, "w1_subsample_noise": {"2": np.nan}}
+    assert np.isnan(course(moved, failed, opts)["excess"])  # a failed push: FAILED, as its distances
+
+
+def test_a_still_population_is_not_flagged_for_the_chance_in_its_course():
+    """Where the cells do not move, the push and the unmoved cells are both sampling noise from the last time's: a
+    perfect model's ratio is above 1 for about half the draws (5 of these 10), so the flag is in noise floors:
+    within ±0.05 of 0 on every draw here, far from the flag at 1."""
+    from amcore.evaluation.evaluate import course
+
+    rng = np.random.default_rng(0)
+    opts = {"max_exact_size": 2000, "seed": 1}
+    ratios, excesses = [], []
+    for _ in range(10):
+        first, final, pushed = (rng.normal(size=(300, 5)) for _ in range(3))
+        snaps = Snapshots.from_labels(np.concatenate([first, final]), np.repeat([0.0, 1.0], 300))
+        scores = {"w1": {"1": wasserstein(pushed, final, max_size=2000, seed=1)},
+                  "w1_subsample_noise": {"1": subsample_noise(final, 2000, 1, size=300)}}  # fmt: skip
+        found = course(snaps, scores, opts)
+        ratios.append(found["ratio"])
+        excesses.append(found["excess"])
+    assert sum(r > 1 for r in ratios) >= 3  # the ratio alone would flag a perfect model
+    assert max(abs(e) for e in excesses) < 0.2

@@ -50,11 +50,13 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     # No held-out time: one row per metric, each the mean over the observed times after the first.
     rows = table.set_index("metric")["value"]
     assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and rows["nonfinite"] == 0
-    assert set(rows.index) == {*DISTANCES, "nonfinite", "escaped", "action_ratio", "action_noise", "course_w1_ratio"}
+    assert set(rows.index) == {*DISTANCES, "nonfinite", "escaped", "action_ratio", "action_noise", "course_excess"}
     assert rows["escaped"] == 0
     # The whole course: the cells pushed from t = 0 end far nearer the last time's than the t = 0 cells unmoved.
-    assert rows["course_w1_ratio"] == pytest.approx(metrics["course"]["w1"] / metrics["course"]["unmoved_w1"])
-    assert rows["course_w1_ratio"] < 0.5
+    course = metrics["course"]
+    assert course["ratio"] == pytest.approx(course["w1"] / course["unmoved_w1"]) and course["ratio"] < 0.5
+    assert rows["course_excess"] == pytest.approx((course["w1"] - course["unmoved_w1"]) / course["noise"])
+    assert rows["course_excess"] < -1  # nearer the last time than not moving, by more than the noise floor
     # The action audit: per interval, the flow's, the geodesic's and (a simulator) the true process's action.
     assert (
         set(metrics["action_flow"])
@@ -254,10 +256,10 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     )
     # No effective_size: every prediction's particles weigh the same (equal counts: the displacement plan is a
     # permutation).
-    assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped", "course_w1_ratio", "course_escaped"}
+    assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped", "course_excess", "course_escaped"}
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     # Evaluate's push from the first time (the first seed) flags the model's held-out rows: here nothing to flag.
-    course = table[table["metric"] == "course_w1_ratio"]
+    course = table[table["metric"] == "course_excess"]
     assert list(zip(course["method"], course["seed"], strict=True)) == [("am", "0")] and (course["value"] < 1).all()
     value = {(m, h): v for m, h, v in zip(w1["method"], w1["holdout"], w1["value"], strict=True)}
     # The cloud moves: not moving at all is far worse than interpolating between the bracketing times.

@@ -86,7 +86,7 @@ def test_a_time_of_few_cells_and_a_mass_far_off_are_flagged_in_the_table():
 def test_metrics_come_in_one_order_whatever_the_input_order():
     """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
     names = ["energy", "escaped", "effective_size", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1"]
-    names += ["mass_rel_error", "w2", "course_escaped", "fewest_cells", "neighbour_excess", "course_w1_ratio", "w1"]
+    names += ["mass_rel_error", "w2", "course_escaped", "fewest_cells", "neighbour_excess", "course_excess", "w1"]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
     assert list(table["metric"]) == list(METRIC_ORDER)
@@ -190,7 +190,7 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": {"w1": 1.0, "nonfinite": 0}},
             {"method": "copy_prev", "holdout": "1", "seed": "", "table": {"w1": 2.0, "nonfinite": 0}}]  # fmt: skip
     (tmp_path / "scores.json").write_text(json.dumps({"results": rows}))
-    run = {"method": "am", "holdout": "1", "seed": "0", "escaped_max": 3, "course": {"ratio": 2.5}}
+    run = {"method": "am", "holdout": "1", "seed": "0", "escaped_max": 3, "course": {"excess": 2.5}}
     (tmp_path / "metrics.json").write_text(json.dumps(run))
     out = [
         "--table",
@@ -204,10 +204,10 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     assert main([*table, str(tmp_path / "metrics.json")]) == 0
     text = (tmp_path / "t.md").read_text()
     assert "end farther from the last time's than the first time's cells unmoved" in text
-    assert "- am, held-out 1, seed 0: ratio 2.5" in text and "- am, held-out 1, seed 0: 3 cells" in text
+    assert "- am, held-out 1, seed 0: 2.5 noise floors farther" in text and "- am, held-out 1, seed 0: 3 cells" in text
     (tmp_path / "label.json").write_text(json.dumps({**run, "holdout": "1.0"}))  # another label of split 1
     assert main([*table, str(tmp_path / "label.json")]) == 0
-    assert "- am, held-out 1, seed 0: ratio 2.5" in (tmp_path / "t.md").read_text()
+    assert "- am, held-out 1, seed 0: 2.5 noise floors farther" in (tmp_path / "t.md").read_text()
     (tmp_path / "other.json").write_text(json.dumps({**run, "seed": "7"}))
     capsys.readouterr()
     assert main([*table, str(tmp_path / "other.json")]) == 2
@@ -216,4 +216,4 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     (tmp_path / "older.json").write_text(json.dumps(older))
     assert main([*table, str(tmp_path / "older.json")]) == 0
     assert "has no whole-course check" in capsys.readouterr().err
-    assert "### course_w1_ratio" not in (tmp_path / "t.md").read_text()
+    assert "### course_excess" not in (tmp_path / "t.md").read_text()

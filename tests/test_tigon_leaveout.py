@@ -42,7 +42,7 @@ def test_every_metric_for_every_method_and_time_above_the_exact_cap(tmp_path):
     expected = {(m, "1", s, name) for m, s in methods.items() for name in [*DISTANCES, "nonfinite", "escaped"]}
     expected.add(("ot_displacement", "1", "", "effective_size"))  # unequal counts: its plan's points weigh unequally
     expected.remove(("ot_displacement", "1", "", "neighbour_excess"))  # not defined for weighted points
-    expected |= {("am", "1", "0", "course_w1_ratio"), ("am", "1", "0", "course_escaped")}  # evaluate's, joined
+    expected |= {("am", "1", "0", "course_excess"), ("am", "1", "0", "course_escaped")}  # evaluate's, joined
     assert set(zip(table["method"], table["holdout"], table["seed"], table["metric"], strict=True)) == expected
     assert len(table) == len(expected) and table["value"].map(math.isfinite).all()
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()

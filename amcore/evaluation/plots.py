@@ -70,11 +70,11 @@ def marginals(
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    names = list(axis_names or ["x0", "x1"]) + [""]
+    names = list(axis_names or [f"x{i}" for i in range(truth[0].shape[1])]) + [""]  # 1-d: no y feature
     for ax in axes[-1]:
         ax.set_xlabel(names[0], fontsize=8)
     for ax in axes[:, 0]:
-        ax.set_ylabel(names[1] if len(truth[0].shape) > 1 and truth[0].shape[1] > 1 else "", fontsize=8)
+        ax.set_ylabel(names[1], fontsize=8)
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()

@@ -8,6 +8,7 @@ fits the objective). Nothing else reads a checkpoint's dictionary.
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from collections import Counter
@@ -127,14 +128,11 @@ class TrainedModel:
         the names of ``x``'s columns. Where the input named its features (h5ad ``var_names``, CSV columns), cells
         with names are matched to them by name (any order; extra columns are ignored) and cells without must have
         exactly the input's columns. ``(cells, features)`` float32."""
-        from amcore.data.preprocess import Preprocessing
-
-        record = self.info.get("preprocess")
-        if record is None:
+        if self.info.get("preprocess") is None:
             raise ValueError("this model's checkpoint records no preprocessing (trained before amcore recorded it, "
                              "or on a path without snapshots): bring cells into its coordinates as its store was "
                              "made")  # fmt: skip
-        fitted = Preprocessing.from_json(record)
+        fitted = self._preprocessing
         given = names is not None
         if hasattr(x, "var_names") and hasattr(x, "X"):  # an AnnData (or a view of one)
             names, x = (list(x.var_names) if names is None else names), x.X
@@ -176,6 +174,15 @@ class TrainedModel:
         out = fitted.transform_velocity(x) if velocity else fitted.transform(x)
         return np.asarray(out, dtype=np.float32)
 
+    @functools.cached_property
+    def _preprocessing(self):
+        """The store's fitted steps (``None``: none, or none recorded), read once: a PCA of thousands of genes is
+        a record of millions of numbers."""
+        from amcore.data.preprocess import Preprocessing
+
+        record = self.info.get("preprocess")
+        return None if record is None else Preprocessing.from_json(record)
+
     def to_input(self, z, velocity: bool = False):
         """Cells (or with ``velocity`` velocities, e.g. :meth:`velocity`'s) in this model's coordinates back in the
         input's features that preprocessing kept (genes by name where the input named them), as a
@@ -183,13 +190,10 @@ class TrainedModel:
         the point of the principal subspace (what the components kept of the input)."""
         import pandas as pd
 
-        from amcore.data.preprocess import Preprocessing
-
         z = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must be (cells, {self.dim}) in this model's coordinates, got shape {z.shape}")
-        record = self.info.get("preprocess")
-        fitted = None if record is None else Preprocessing.from_json(record)
+        fitted = self._preprocessing
         if fitted is None:  # the store's coordinates are the input's
             return pd.DataFrame(z, columns=self.feature_names)
         return pd.DataFrame(fitted.inverse(z, velocity), columns=fitted.selected_names())

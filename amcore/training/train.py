@@ -797,13 +797,15 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
         candidate = checkpoint.with_name(f"{checkpoint.name}.head-{head}")  # its .partial resumes after a kill
         _say_once(f"amcore train: head auto: candidate {head}")
         losses = candidate.with_name(f"{candidate.name}.csv")  # never the run's own loss CSV
-        summary, networks[head] = _fit(fit, replace(cfg, head=head), candidate, losses, None, None, None,
-                                       last=False)  # fmt: skip
+        summary, payload = _fit(fit, replace(cfg, head=head), candidate, losses, None, None, None, last=False)
+        networks[head] = build_network(payload["model_args"]).requires_grad_(False)
+        networks[head].load_state_dict(payload["ema"])
         candidate.unlink(missing_ok=True)
         losses.unlink(missing_ok=True)
         tension = summary.get("spline_tension", tension)  # the shape the candidates trained on
         weight = summary.get("velocity_weight", weight)
-    device = next(networks["scalar"].parameters()).device
+    device = next(iter(payload["ema"].values())).device
+    networks = {head: network.to(device) for head, network in networks.items()}
     held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight)
     # The pathwise estimator where the path has velocities: the same objective, and a smaller error.
     share = 1.0 if cfg.interpolation != "nearest" and cfg.time_weight == "none" else 0.0
@@ -844,10 +846,11 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
                              "to turn the path with; set velocity_weight 0")  # fmt: skip
 
 
-def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=True) -> tuple[dict, nn.Module]:
+def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=True) -> tuple[dict, dict]:
     """``train``'s loop and checkpoints (which keep ``head_choice``, how ``head: auto`` chose); its summary and the
-    network it saved (EMA weights). A training that is not the job's ``last`` leaves the process group up for the
-    next: torchrun's rendezvous is not meant to be joined again after it was torn down (the third join hung)."""
+    checkpoint's payload (the network's arguments and EMA weights among it). A training that is not the job's
+    ``last`` leaves the process group up for the next: torchrun's rendezvous is not meant to be joined again after
+    it was torn down (the third join hung)."""
     torch.set_num_threads(cpu_threads(cfg.threads))
     keep_freed_memory()
     run = Run(snaps, cfg, path)
@@ -901,9 +904,7 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=T
         if cfg.interpolation == "spline":
             summary["spline_tension"] = run.tension
             summary["velocity_weight"] = run.velocity_weight
-    network = build_network(run.model_args).to(run.cluster.device)
-    network.load_state_dict(payload["ema"])
-    return summary, network.requires_grad_(False)
+    return summary, payload
 
 
 def divergence(history: list[tuple[int, float]], scale: float, factor: float) -> str | None:
