@@ -13,7 +13,8 @@ predicted cell with ``obs["method"]``, ``obs["seed"]``, ``obs["weight"]``, ``obs
 held-out cells beside them as method ``observed``.
 
 Both carry their provenance in ``uns["amcore"]``: the data's provenance and SHA-256, each model's training
-config (JSON text: lossless, ``None`` included), checkpoint and step, and the MLflow run ids when tracked.
+config (JSON text: lossless, ``None`` included), checkpoint and step, and the MLflow run ids when tracked; and,
+where preprocessing was fitted, ``to_input``: the affine map back to the input's kept features (genes).
 """
 
 from __future__ import annotations
@@ -124,8 +125,25 @@ def _fields(model, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def to_input_map(snaps) -> dict | None:
+    """The affine map from the store's features back to the input features preprocessing kept, ``None`` where
+    nothing was fitted: ``offset + z @ basis`` for cells, ``v @ basis`` for velocities (what
+    ``TrainedModel.to_input`` computes), so an exported file goes back to genes without amcore."""
+    from amcore.data.preprocess import Preprocessing
+
+    fitted = Preprocessing.from_json(snaps.attrs.get("preprocess", {}))
+    if fitted is None:
+        return None
+    return {
+        "features": np.asarray(fitted.selected_names(), dtype=str),
+        "offset": fitted.inverse(np.zeros((1, snaps.dim)))[0],
+        "basis": fitted.inverse(np.eye(snaps.dim), velocity=True),
+    }
+
+
 def _provenance(snaps, store: str | Path) -> dict:
     provenance = snaps.attrs.get("provenance", {})
+    back = to_input_map(snaps)
     return {
         "store": str(store),
         "data_sha256": str(provenance.get("sha256", "")),
@@ -133,7 +151,7 @@ def _provenance(snaps, store: str | Path) -> dict:
         "preprocess": _text(snaps.attrs.get("preprocess", {}).get("config", {})),
         "holdout_times": np.asarray(snaps.attrs.get("holdout_times", []), dtype=np.float64),
         "amcore_version": _version(),
-    }
+    } | ({} if back is None else {"to_input": back})
 
 
 def cells(store: str | Path, checkpoints: list[dict]):

@@ -1,5 +1,7 @@
 """``model.preprocess`` on the cells a user has: sparse counts, an AnnData, genes in another order or missing."""
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -137,3 +139,26 @@ def test_names_are_matched_wherever_both_sides_have_them_and_refused_where_they_
     np.testing.assert_allclose(twice.preprocess(repeated), twice.preprocess(x))  # its own genes, as they were
     with pytest.raises(ValueError, match=r"the input's feature names repeat \('a' names two"):
         twice.preprocess(x[:, [2, 0, 1]], names=["c", "a", "a"])
+
+
+def test_an_export_carries_the_map_back_to_the_genes(trained, tmp_path):
+    """export.h5ad's ``uns["amcore"]["to_input"]`` takes its cells and velocities to genes as ``to_input`` does,
+    with anndata alone (read back from the written file); a store without fitted steps carries none."""
+    from amcore import export
+
+    model, _, _ = trained
+    folder = Path(model.info["path"]).parent
+    export.write(export.cells(folder / "s.zarr", [{"model": "am", "seed": 0, "path": folder / "m.pt"}]),
+                 tmp_path / "export.h5ad")  # fmt: skip
+    adata = ad.read_h5ad(tmp_path / "export.h5ad")
+    back = adata.uns["amcore"]["to_input"]
+    cells = back["offset"] + adata.X @ back["basis"]
+    expected = model.to_input(adata.X)
+    assert list(back["features"]) == list(expected.columns)
+    np.testing.assert_allclose(cells, expected.to_numpy(), rtol=1e-5, atol=1e-4)
+    velocity = adata.obsm["velocity_am"]
+    np.testing.assert_allclose(velocity @ back["basis"], model.to_input(velocity, velocity=True).to_numpy(),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).normal(size=(30, 2)), t=np.repeat([0.0, 1.0, 2.0], 10))
+    write_store(tmp_path / "plain.zarr", build_snapshots({"source": "npz", "path": str(tmp_path / "d.npz")}))
+    assert "to_input" not in export.cells(tmp_path / "plain.zarr", []).uns["amcore"]
