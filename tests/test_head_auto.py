@@ -92,3 +92,20 @@ def test_a_damaged_resumable_state_stops_head_auto_before_any_candidate_trains(t
         train(snapshots(np.nan), TrainConfig(head="auto", **SMALL), tmp_path / "m.pt", tmp_path / "m.csv")
     assert "candidate" not in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt.partial"]  # kept: the user decides
+
+
+def test_a_candidate_interrupted_then_given_up_leaves_no_resumable_state(tmp_path):
+    """Killed during head auto's scalar candidate (its state is ``<checkpoint>.head-scalar.partial``), then run
+    with a fixed head: the candidate's state, which nothing would resume, is removed."""
+    snaps = snapshots(np.nan)
+    cfg = TrainConfig(objective="am", head="scalar", **{**SMALL, "checkpoint_every": 20})
+
+    def interrupt(step, metrics):
+        if step == 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(snaps, cfg, tmp_path / "m.pt.head-scalar", tmp_path / "c.csv", on_metrics=interrupt)
+    assert (tmp_path / "m.pt.head-scalar.partial").exists()
+    train(snaps, cfg, tmp_path / "m.pt", tmp_path / "m.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "m.pt"]

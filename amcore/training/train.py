@@ -749,7 +749,11 @@ def train(
             chosen = _chosen_before(snaps, cfg, partial_path(checkpoint))
             chosen = chosen or _choose_head(snaps, cfg, Path(checkpoint), path)
             cfg = replace(cfg, head=chosen["head"])
-        return _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
+        summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
+        if os.environ.get("RANK", "0") == "0":  # an interrupted head auto's candidates, when the job changed head
+            for head in HEAD_CANDIDATES:
+                partial_path(_candidate(Path(checkpoint), head)).unlink(missing_ok=True)
+        return summary
     finally:
         torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
 
@@ -778,6 +782,14 @@ def _chosen_before(snaps: Snapshots | None, cfg: TrainConfig, partial: Path) -> 
     return chosen
 
 
+HEAD_CANDIDATES = ("scalar", "inner")  # what head auto chooses between
+
+
+def _candidate(checkpoint: Path, head: str) -> Path:
+    """Where ``head: auto`` trains its candidate ``head`` (removed once trained)."""
+    return checkpoint.with_name(f"{checkpoint.name}.head-{head}")
+
+
 def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, path) -> dict:
     """``head: auto``: the scalar and the inner head trained on nine tenths of every training time's cells, and the
     one whose AM objective is lower on the path through the tenth held apart (the scalar head unless the inner is
@@ -793,8 +805,8 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
     _say_once(f"amcore train: head auto: training the scalar and the inner head ({cfg.steps} steps each) on "
         f"{1 - choice.APART:.0%} of every training time's cells, to compare them on the rest")  # fmt: skip
     networks, tension, weight = {}, cfg.tension, cfg.velocity_weight
-    for head in ("scalar", "inner"):
-        candidate = checkpoint.with_name(f"{checkpoint.name}.head-{head}")  # its .partial resumes after a kill
+    for head in HEAD_CANDIDATES:
+        candidate = _candidate(checkpoint, head)  # its .partial resumes after a kill
         _say_once(f"amcore train: head auto: candidate {head}")
         losses = candidate.with_name(f"{candidate.name}.csv")  # never the run's own loss CSV
         summary, payload = _fit(fit, replace(cfg, head=head), candidate, losses, None, None, None, last=False)
