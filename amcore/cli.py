@@ -397,11 +397,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
         title = f"{args.model} ({model.objective.upper()})"
         pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
+        carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
-                        axis_names=snaps.attrs.get("feature_names"))  # fmt: skip
+                        axis_names=snaps.attrs.get("feature_names"), weights=carried)  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times)
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
-        plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed")
+        plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
+                          weights=carried)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
         plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
         if snaps.dim >= 2:

@@ -39,6 +39,28 @@ def test_snapshots_refuse_shapes_labels_and_weights_that_do_not_fit():
     np.testing.assert_array_equal(column.t_values, [0.0, 1.0, 2.0])
 
 
+def test_snapshots_from_arrays_get_the_checks_prepare_makes_on_a_file(tmp_path):
+    """What ``amcore prepare`` refuses in a file is refused from arrays too (audit 8: a notebook trained on 1e8 plus
+    noise flattened to 3 values per feature, and on single-cell times, in silence); a DataFrame's columns name the
+    features, as a CSV's do, and float32 labels are the decimals written."""
+    x, t = _cells()
+    with pytest.raises(InputError, match=r"x: feature 'a' varies by 1\.\d+ .* resolves only 8; subtract the offset"):
+        Snapshots.from_labels(pd.DataFrame(1e8 + x, columns=["a", "b"]), t)
+    assert Snapshots.from_labels(1e3 + x, t).x.std(axis=0).min() > 0.9  # float32 keeps 1e3 plus noise: accepted
+    with pytest.raises(InputError, match=r"time: each time point needs at least 2 cells .*times \(cells\): 3 \(1\)"):
+        Snapshots.from_labels(np.vstack([x, x[:1]]), np.append(t, 3.0))
+    with pytest.raises(InputError, match=r"and 2 more\. Drop"):  # 12 single-cell times: ten named, the rest counted
+        Snapshots.from_labels(x[:12], np.arange(12.0))
+    with pytest.raises(InputError, match="time: times 1700000000 to 1700000060, as little as 60 apart"):
+        Snapshots.from_labels(x[:80], np.repeat([1.7e9, 1.7e9 + 60], 40))  # epoch seconds, a minute apart
+    labels = (t / 10).astype(np.float32)
+    snaps = Snapshots.from_labels(pd.DataFrame(x, columns=["a", "b"]), labels)
+    assert snaps.t_values.tolist() == [0.0, 0.1, 0.2]  # not 0.10000000149011612
+    assert snaps.attrs["feature_names"] == ["a", "b"]
+    train(snaps, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert amcore.load(tmp_path / "m.pt").feature_names == ["a", "b"]
+
+
 def test_training_refuses_non_finite_training_cells_but_never_reads_held_out_ones(tmp_path):
     x, t = _cells()
     broken = x.copy()

@@ -283,7 +283,7 @@ def test_a_time_of_a_single_cell_is_an_input_error_naming_the_time_and_counts():
     with pytest.raises(InputError, match="1 predicted and 30 observed"):
         distances(rng.normal(size=(1, 2)), rng.normal(size=(30, 2)), None)
     x = np.vstack([rng.normal(size=(20, 2)), rng.normal(size=(1, 2)), rng.normal(size=(20, 2))])
-    snaps = Snapshots.from_labels(x, np.r_[np.zeros(20), np.full(1, 0.5), np.ones(20)])
+    snaps = Snapshots(x, np.array([0.0, 0.5, 1.0]), np.array([0, 20, 21, 41]))  # from_labels refuses it first
     pushed = np.stack([rng.normal(size=(20, 2))] * 3)
     with pytest.raises(InputError, match=r"t = 0.5: 20 predicted and 1 observed"):
         score_marginals(snaps, pushed, None, max_exact_size=100, seed=0)

@@ -76,3 +76,19 @@ def test_a_held_out_panel_with_weights_that_ran_off_draws_its_finite_cells(figur
     plots.holdout_panels("unused.png", panels)
     (ax,) = [ax for ax in figures[0].axes if ax.collections]
     assert len(ax.collections) == 2 and "FAILED (5 NaN/inf cells)" in ax.get_title()
+
+
+def test_weighted_particles_are_drawn_by_their_weight(figures):
+    """uAM's particles: half of them (a dying population at x0 = 0) carry 4.5 % of the mass. The marginals and the
+    projections draw the weighted cloud: 1,000 draws put 45 ± 6.6 (one binomial sd) points there, not 500; a
+    uniform draw of particles (the plot before, audit 8) puts 500."""
+    rng = np.random.default_rng(4)
+    cells = np.vstack([rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3)) + [10.0, 0.0, 0.0]])
+    weight = np.concatenate([np.full(1000, 0.045), np.full(1000, 0.955)])
+    plots.marginals("unused.png", [cells], [cells], [0.0], "title", max_points=2000, weights=[weight])
+    plots.projections("unused.png", [cells], [cells], [0.0], "title", n_points=1000, weights=[weight])
+    for fig in figures:
+        pushed = fig.axes[0].collections[1].get_offsets()[:, 0]
+        assert len(pushed) == 1000 and abs((pushed < 5).sum() - 45) < 4 * 6.6
+    plots.marginals("unused.png", [cells], [cells], [0.0], "title", max_points=2000)
+    assert abs((figures[-1].axes[0].collections[1].get_offsets()[:, 0] < 5).sum() - 500) < 4 * 16

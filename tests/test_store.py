@@ -45,9 +45,9 @@ def test_zstd_only_where_it_pays(tmp_path):
 
 
 def test_write_store_returns_the_summary_of_what_it_wrote(tmp_path):
-    x = np.arange(12, dtype=np.float32).reshape(6, 2)
-    snaps = Snapshots.from_labels(x, np.array([0.0, 0.0, 1.0, 1.0, 1.0, 2.0]))
+    x = np.arange(14, dtype=np.float32).reshape(7, 2)
+    snaps = Snapshots.from_labels(x, np.array([0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0]))
     summary = write_store(tmp_path / "s.zarr", snaps, chunk_bytes=16)
-    assert summary["cells_per_time"] == [2, 3, 1] and summary["n_obs"] == 6
+    assert summary["cells_per_time"] == [2, 3, 2] and summary["n_obs"] == 7
     np.testing.assert_allclose(summary["feature_mean"], x.mean(0))
     np.testing.assert_allclose(summary["feature_std"], x.std(0), rtol=1e-6)

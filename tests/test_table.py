@@ -217,3 +217,16 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     assert main([*table, str(tmp_path / "older.json")]) == 0
     assert "has no whole-course check" in capsys.readouterr().err
     assert "### course_excess" not in (tmp_path / "t.md").read_text()
+
+
+def test_a_run_without_held_out_time_names_what_each_column_is():
+    """Distances are means over the observed times; the flags are the worst time (audit 8: effective_size and
+    mass_rel_error were headed "mean over observed times")."""
+    rows = [{"method": "uam", "holdout": "none", "seed": "0",
+             "table": {"w1": 1.0, "effective_size": 0.08, "mass_rel_error": 0.16, "course_excess": -1.0}}]  # fmt: skip
+    text = markdown(long_table(rows))
+    headings = {"w1": "mean over observed times", "effective_size": "lowest at an observed time",
+                "mass_rel_error": "highest at an observed time", "course_excess": "first to last time"}  # fmt: skip
+    for metric, heading in headings.items():
+        section = text.split(f"### {metric}\n")[1]
+        assert section.splitlines()[1] == f"| method | {heading} (none held out) |"

@@ -13,14 +13,13 @@ import dask
 import numpy as np
 
 from amcore.data import preprocess
-from amcore.data.readers import available_memory, format_bytes, read_dataset, read_velocity
+from amcore.data.readers import as_number, available_memory, format_bytes, read_dataset, read_velocity
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
-from amcore.data.store import Snapshots, check_time_resolution
+from amcore.data.store import Snapshots, check_cells_per_time, check_time_resolution
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
-MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
 COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
 COUNTS_TOTAL = 100  # a median total per cell from which integer features read as raw counts
@@ -82,6 +81,7 @@ def simulated_times(spec: dict) -> list[float]:
 DATASET_KEYS = {
     "source", "path", "x_key", "t_key", "time_map", "feature_columns", "format", "chunk_mb", "drop_nonfinite",
     "file_times", "time_pattern", "simulator", "params", "times", "n_times", "n_per_time", "seed", "v_key",
+    "population",
 }  # fmt: skip
 
 
@@ -111,6 +111,9 @@ def build_snapshots(
     if spec["source"] == "simulate":
         if not preprocess.is_identity(config):
             raise InputError("preprocess: the simulate source's ground truth is in raw coordinates; no steps allowed")
+        if spec.get("population"):
+            raise InputError("dataset.population: a simulator's masses are its own (growing_gaussian's grow); "
+                             "population is for files")  # fmt: skip
         simulator = make_simulator(spec["simulator"], spec.get("params", {}))
         times = simulated_times(spec)
         _check_times(np.unique(times), holdout, "dataset.times")  # before simulating anything
@@ -148,12 +151,7 @@ def build_snapshots(
             velocity = preprocess.to_float32(velocity, where, feature_names(names, fitted, x.shape[1]))
         seed = int(spec.get("seed", 0))
         order, t_values, counts = within_time_order(time, seed)
-        if (single := counts < MIN_CELLS_PER_TIME).any():  # found now, not by evaluate after the whole training
-            raise InputError(
-                f"{provenance['path']}: times {t_values[single].tolist()} have {counts[single].tolist()} cell(s); each "
-                f"time point needs at least {MIN_CELLS_PER_TIME} cells (every distance to or from a time does): drop "
-                "it, or merge it with a neighbouring time with dataset.time_map"
-            )
+        check_cells_per_time(t_values, counts, provenance["path"])  # now, not by evaluate after the training
         budget = min(IN_MEMORY_ORDER_BYTES, available_memory() // 4)
         spill = workdir
         if spill is None and x.shape[0] * x.shape[1] * x.dtype.itemsize > budget:
@@ -172,7 +170,12 @@ def build_snapshots(
         attrs = {"provenance": {"source": spec["source"], **provenance}}
         attrs["row_order"] = {"within_time": "random", "seed": seed}  # what streaming relies on
         # obs_index: what export maps cells back with
-        snaps = Snapshots(x, t_values, offsets, attrs, obs_index=rows[order], velocity=velocity)
+        weights = None
+        if spec.get("population"):
+            weights = population_weights(spec["population"], t_values, counts, provenance["path"])
+            sizes = np.add.reduceat(weights, offsets[:-1])
+            attrs["population"] = {str(float(t)): float(size) for t, size in zip(t_values, sizes, strict=True)}
+        snaps = Snapshots(x, t_values, offsets, attrs, weights, obs_index=rows[order], velocity=velocity)
         if counts_seen:
             attrs["raw_counts"] = counts_seen
         if velocity is not None:
@@ -187,6 +190,27 @@ def build_snapshots(
     if spec["source"] != "simulate":
         snaps.attrs["far_cells"] = far_cells(snaps)
     return snaps
+
+
+def population_weights(population: dict, t_values: np.ndarray, counts: np.ndarray, where: str) -> np.ndarray:
+    """Each cell's weight (cells sorted by time) from ``dataset.population``, time -> the population's size then
+    (any unit): the size shared among the time's cells. uAM's masses are the weights' sum per time; without them
+    they are the counts, which tell the population only where each time's cells are a fixed share of it (audit 8:
+    600 cells a day of a population growing 5.7-fold taught uAM no growth at all)."""
+    observed = {float(t) for t in t_values}
+    sizes = {as_number(key): size for key, size in population.items()}
+    unknown = [key for key in population if as_number(key) not in observed]
+    if unknown:
+        raise InputError(f"{where}: dataset.population names {unknown}, which are not observed times "
+                         f"{t_values.tolist()} (after time_map)")  # fmt: skip
+    missing = [float(t) for t in t_values if float(t) not in sizes]
+    if missing:
+        raise InputError(f"{where}: dataset.population gives no size for times {missing}; give one for every observed "
+                         "time (held-out ones too: they score a prediction's mass)")  # fmt: skip
+    bad = {key: size for key, size in population.items() if not (isinstance(size, (int, float)) and 0 < size < np.inf)}
+    if bad:
+        raise InputError(f"{where}: dataset.population sizes must be finite numbers > 0, got {bad}")
+    return np.repeat([sizes[float(t)] / n for t, n in zip(t_values, counts, strict=True)], counts)
 
 
 def raw_counts(x) -> dict | None:

@@ -514,7 +514,7 @@ def _label_text(label) -> str:
     return str(label)
 
 
-def _as_number(key) -> float | None:
+def as_number(key) -> float | None:
     try:
         return float(key)
     except (TypeError, ValueError):
@@ -535,12 +535,12 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
     else:
         uniques = uniques.tolist()
     if time_map:
-        by_number = {n: value for key, value in time_map.items() if (n := _as_number(key)) is not None}
+        by_number = {n: value for key, value in time_map.items() if (n := as_number(key)) is not None}
 
         def mapped(label):
             if _label_text(label) in time_map:
                 return time_map[_label_text(label)]
-            number = None if isinstance(label, (str, bytes)) else _as_number(label)
+            number = None if isinstance(label, (str, bytes)) else as_number(label)
             return by_number.get(number)
 
         unknown = [u for u in uniques if mapped(u) is None]

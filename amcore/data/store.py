@@ -28,7 +28,21 @@ ZSTD_MIN_SAVING = 0.15
 SAMPLE_BYTES = 2**20  # of x tried with zstd before choosing the codec
 
 
+MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
 TIME_RESOLUTION = 1e-3  # the coarsest float32 step allowed, as a fraction of the smallest gap between times
+
+
+def check_cells_per_time(t_values: np.ndarray, counts: np.ndarray, where: str) -> None:
+    """Refuse a time of fewer than ``MIN_CELLS_PER_TIME`` cells, now rather than in evaluate after the training."""
+    few = counts < MIN_CELLS_PER_TIME
+    if few.any():
+        shown = ", ".join(f"{t:g} ({n})" for t, n in zip(t_values[few][:10], counts[few][:10], strict=True))
+        more = f" and {int(few.sum()) - 10} more" if few.sum() > 10 else ""
+        raise InputError(
+            f"{where}: each time point needs at least {MIN_CELLS_PER_TIME} cells (every distance to or from a time "
+            f"does); times (cells): {shown}{more}. Drop them, or merge them with a neighbouring time (files: "
+            "dataset.time_map)"
+        )
 
 
 def check_time_resolution(t_values: np.ndarray, where: str) -> None:
@@ -100,7 +114,18 @@ class Snapshots:
         velocity: np.ndarray | None = None,
     ) -> Snapshots:
         """Group rows by their time label (stable sort), as the store lays them out. ``x`` is ``(cells, features)``
-        (numpy, a list, a DataFrame), ``time`` one number per cell, ``velocity`` (optional) one row per cell."""
+        (numpy, a list, a DataFrame: its columns name the features), ``time`` one number per cell, ``velocity``
+        (optional) one row per cell.
+
+        The checks ``amcore prepare`` makes on a file are made here too: at least two cells per time, times that
+        float32 tells apart (float32 labels read as the decimals written: 0.1), and float64 cells that the cast
+        to float32 would flatten (1e8 plus noise) refused."""
+        from amcore.data.preprocess import to_float32
+        from amcore.data.readers import to_times
+
+        attrs = dict(attrs or {})
+        if hasattr(x, "columns") and "feature_names" not in attrs:
+            attrs["feature_names"] = [str(name) for name in x.columns]
         x, time = np.asarray(x), np.asarray(time)
         if time.ndim == 2 and time.shape[1] == 1:  # a column, as pandas' .values of one column gives
             time = time[:, 0]
@@ -117,9 +142,15 @@ class Snapshots:
             if weights.shape != time.shape or not np.isfinite(weights).all() or (weights < 0).any():
                 raise InputError(f"weights must be one finite number >= 0 per cell ({len(time)}), got shape "
                                  f"{weights.shape}")  # fmt: skip
+        time = to_times(time, None, "time")
         order = np.argsort(time, kind="stable")
         t_values, counts = np.unique(time[order], return_counts=True)
+        check_cells_per_time(t_values, counts, "time")
+        if len(t_values) > 1:
+            check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
+        if np.issubdtype(x.dtype, np.number):
+            x = to_float32(x, "x", attrs.get("feature_names"))
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         if velocity is not None:
             if np.shape(velocity) != x.shape:
@@ -152,7 +183,7 @@ class Snapshots:
         """Total mass per snapshot: the counts, or the sum of per-observation weights when given."""
         if self.weights is None:
             return self.counts().astype(np.float64)
-        return np.add.reduceat(self.weights.astype(np.float64), self.offsets[:-1])
+        return np.add.reduceat(np.asarray(self.weights, dtype=np.float64), self.offsets[:-1])  # dask: read
 
     def kept(self, times) -> list[int]:
         """Indices of the snapshots whose time is not among ``times`` (the held-out ones)."""

@@ -35,6 +35,26 @@ def _subsample(x, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(x)
 
 
+def _by_weight(x, weight, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` rows of ``x`` drawn with replacement by ``weight`` (uAM's particles, displacement interpolation's):
+    the weighted cloud as it is, not where its particles happen to sit (audit 8: dying particles of 4.5 % of the mass
+    filled half of uAM's panels). Weights that ran off (an infinite sum) draw uniformly; rows with a NaN or inf are
+    left out. ``x`` may be lazy: only the rows drawn are read. Without weights: ``_subsample``."""
+    if weight is None:
+        x = _subsample(x, n, rng)
+    else:
+        weight = np.asarray(weight, dtype=np.float64)
+        weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0)
+        with np.errstate(over="ignore"):
+            total = weight.sum()
+        if not len(weight):
+            return np.empty((0, x.shape[1]))
+        draw = weight / total if 0 < total < np.inf else None
+        rows, again = np.unique(rng.choice(len(weight), n, p=draw), return_inverse=True)
+        x = np.asarray(x[rows])[again]
+    return x[np.isfinite(x).all(axis=1)]
+
+
 def _grid(n: int) -> tuple[int, int, float]:
     """Columns, rows and panel size (inches) for ``n`` panels: up to 6 a row, 8 beyond 12 panels, smaller."""
     cols = min(n, 6 if n <= 12 else 8)
@@ -52,18 +72,20 @@ def _time_colours(times):
 
 def marginals(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS,
-    seed: int = 0, axis_names: list[str] | None = None,
+    seed: int = 0, axis_names: list[str] | None = None, weights: list[np.ndarray] | None = None,
 ) -> None:  # fmt: skip
     """One panel per observed time: observed samples against samples pushed from the first time; each panel draws
-    at most ``max_points`` (half observed, half predicted, seeded subsamples); panels wrap, 6 or 8 a row. The axes
-    are the first two features (``axis_names``: theirs, e.g. PC1 and PC2)."""
+    at most ``max_points`` (half observed, half predicted, seeded subsamples; weighted particles, ``weights``, drawn
+    by weight); panels wrap, 6 or 8 a row. The axes are the first two features (``axis_names``: theirs, e.g. PC1
+    and PC2)."""
     rng = np.random.default_rng(seed)
     n = len(times)
     cols, rows, size = _grid(n)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.6), squeeze=False, sharex=True,
                              sharey=True)  # fmt: skip
-    for ax, t, xt, xp in zip(axes.flat, times, truth, predicted, strict=False):
-        a, b = _project(_subsample(xt, max_points // 2, rng)), _project(_subsample(xp, max_points // 2, rng))
+    for k, (ax, t, xt, xp) in enumerate(zip(axes.flat, times, truth, predicted, strict=False)):
+        a = _project(_subsample(xt, max_points // 2, rng))
+        b = _project(_by_weight(xp, None if weights is None else weights[k], max_points // 2, rng))
         ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
         ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
         ax.set_title(f"t = {t:.3g}", fontsize=9 if n <= 12 else 8)
@@ -205,11 +227,7 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
         finite = np.isfinite(p["predicted"]).all(1) & np.isfinite(p["weight"])
         title = f"{p['method']}, t = {p['holdout']}"
         if finite.any():
-            weight = p["weight"][finite].astype(np.float64)
-            with np.errstate(over="ignore"):  # inf when uAM's weights ran off: then the finite cells, unweighted
-                total = weight.sum()
-            draw = weight / total if 0 < total < np.inf else None
-            b = _project(p["predicted"][finite][rng.choice(finite.sum(), n_points, p=draw)])
+            b = _project(_by_weight(p["predicted"][finite], p["weight"][finite], n_points, rng))
             ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
         if not finite.all():
             title += f": FAILED ({(~finite).sum()} NaN/inf cells)"
@@ -285,12 +303,13 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
 
 
 def projections(
-    path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500
-) -> None:
+    path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500,
+    weights: list[np.ndarray] | None = None,
+) -> None:  # fmt: skip
     """Observed against pushed cells in three 2-d projections (rows: x0-x1, x0-x2, x1-x2; fewer for fewer dimensions)
     at up to six evenly spaced observed times (columns): the AM paper's figure for its 3-d hydrogen atom. Each panel
     draws a seeded subsample of at most ``n_points`` finite cells per side (``truth`` and ``predicted`` may be lazy:
-    only those cells are read)."""
+    only those cells are read; weighted particles, ``weights``, drawn by weight)."""
     dim = truth[0].shape[1]
     pairs = [(i, j) for i, j in ((0, 1), (0, 2), (1, 2)) if j < dim] or [(0, None)]
     picks = np.unique(np.linspace(0, len(times) - 1, min(6, len(times))).round().astype(int))
@@ -298,12 +317,9 @@ def projections(
                              sharex="row", sharey="row")  # fmt: skip
     rng = np.random.default_rng(0)
 
-    def thin(x) -> np.ndarray:
-        x = _subsample(x, n_points, rng)
-        return x[np.isfinite(x).all(1)]
-
     for col, k in enumerate(picks):
-        a, b = thin(truth[k]), thin(predicted[k])
+        a = _by_weight(truth[k], None, n_points, rng)
+        b = _by_weight(predicted[k], None if weights is None else weights[k], n_points, rng)
         for row, (i, j) in enumerate(pairs):
             ax = axes[row, col]
             for x, color, label in ((a, "tab:blue", "observed"), (b, "tab:orange", "pushed")):

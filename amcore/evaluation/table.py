@@ -179,7 +179,7 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
     for metric in dict.fromkeys(table["metric"]):
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
-        names = {"none": "mean over observed times (none held out)", "mean": "mean"}
+        names = {"none": f"{NOT_A_MEAN.get(metric, 'mean over observed times')} (none held out)", "mean": "mean"}
         header = ["method", *[names.get(h, f"t = {h}") for h in holdouts]]
         lines += [f"### {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, c in cols.items():
@@ -189,6 +189,20 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         if metric == "w1" and (pairs := paired_differences(table, metric, reference)):
             lines += _paired_lines(pairs, metric, reference)
     return "\n".join(lines)
+
+
+# What a run without held-out time reports for the metrics that are not a mean over its observed times
+# (evaluate's table row: the worst time, or the whole course).
+NOT_A_MEAN = {
+    "effective_size": "lowest at an observed time",
+    "mass_rel_error": "highest at an observed time",
+    "fewest_cells": "fewest at an observed time",
+    "nonfinite": "most at an observed time",
+    "escaped": "most at an observed time",
+    "course_excess": "first to last time",
+    "action_ratio": "whole course",
+    "action_noise": "whole course",
+}
 
 
 def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:

@@ -730,18 +730,25 @@ def train(
     snaps: Snapshots | None,
     cfg: TrainConfig,
     checkpoint: str | Path,
-    loss_csv: str | Path,
+    loss_csv: str | Path | None = None,
     on_metrics: Callable[[int, dict], None] | None = None,
     path: SnapshotPath | MarginalPath | None = None,
 ) -> dict:
     """Fit the model of ``cfg.objective`` on ``snaps`` (or on ``path`` when given); returns summary metrics.
+    ``amcore.load(checkpoint)`` is the trained model; ``loss_csv`` (default: the checkpoint's name with ``.csv``)
+    gets the loss every ``log_every`` steps, and ``on_metrics(step, metrics)`` is called with it as it goes.
 
     Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
     with the same parameters as an uninterrupted run. A loss that turns non-finite or diverges raises
     ``TrainingDiverged`` and leaves nothing behind. Torch's thread count is restored afterwards.
     """
+    if snaps is None and path is None:
+        raise InputError("train: no snapshots: give amcore.Snapshots.from_labels(x, time) or amcore.read_store(store)")
+    loss_csv = Path(checkpoint).with_suffix(".csv") if loss_csv is None else loss_csv
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
+    if snaps is not None and cfg.objective != "uam" and (note := _mass_change(snaps)):
+        _say_once(note)
     threads = torch.get_num_threads()
     try:
         chosen = None
@@ -756,6 +763,25 @@ def train(
         return summary
     finally:
         torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
+
+
+MASS_CHANGE = 2.0  # a balanced objective is told when the training times' masses change more than this many-fold
+
+
+def _mass_change(snaps: Snapshots) -> str | None:
+    """A note when the training times' masses (the population sizes given, else the cell counts) change more than
+    ``MASS_CHANGE``-fold: AM, eAM and FM conserve mass, so where they follow the population, growth and death are
+    read as movement (audit 8: a dying population's cells were moved into the growing one)."""
+    masses = snaps.masses()[snaps.kept(snaps.attrs.get("holdout_times", []))]
+    given = snaps.weights is not None
+    fold = float(masses.max() / masses.min())
+    if fold <= MASS_CHANGE:
+        return None
+    what = "masses (the cells' weights: dataset.population)" if given else "cell counts"
+    return (f"amcore train: note: the training times' {what} change {fold:.3g}-fold; this objective conserves mass, "
+            "so if they follow the population, growth and death are learned as movement between cells: objective "
+            "uam models them" + ("" if given else " (dataset.population gives the sizes when the counts do not "
+                                 "follow them)"))  # fmt: skip
 
 
 def _say_once(line: str) -> None:

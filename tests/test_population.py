@@ -1,0 +1,76 @@
+"""``dataset.population``: the population's size at each time, for uAM's masses when the cell counts do not follow
+it (a fixed number of cells per time: audit 8, where uAM then learned no growth at all)."""
+
+import numpy as np
+import pytest
+
+from amcore import TrainConfig, load, train
+from amcore.data.prepare import build_snapshots
+from amcore.data.store import read_store, write_store
+from amcore.errors import InputError
+
+TIMES = [0.0, 1.0, 2.0]
+
+
+@pytest.fixture
+def fixed(tmp_path):
+    """300 cells at each of three times of a population that stays where it is and doubles every unit of time."""
+    t = np.repeat(TIMES, 300)
+    np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).normal(size=(len(t), 2)), t=t)
+    return {"source": "npz", "path": str(tmp_path / "d.npz")}
+
+
+def test_the_sizes_become_the_cells_weights_and_survive_the_store(fixed, tmp_path):
+    snaps = build_snapshots(fixed | {"population": {"0": 1.0, 1: 2, "2.0": 4.0}})  # keys as numbers, written any way
+    np.testing.assert_allclose(snaps.masses(), [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(snaps.weights[:300], 1 / 300)  # a time's cells share its size equally
+    write_store(tmp_path / "s.zarr", snaps)
+    stored = read_store(tmp_path / "s.zarr")
+    np.testing.assert_allclose(stored.masses(), [1.0, 2.0, 4.0])
+    assert stored.attrs["population"] == pytest.approx({"0.0": 1.0, "1.0": 2.0, "2.0": 4.0})
+    np.testing.assert_array_equal(build_snapshots(fixed).masses(), [300, 300, 300])  # without: the counts
+
+
+@pytest.mark.parametrize(
+    ("population", "message"),
+    [
+        ({"0": 1, "1": 2}, r"gives no size for times \[2\.0\]; give one for every observed time"),
+        ({"0": 1, "1": 2, "2": 4, "3": 8}, r"names \['3'\], which are not observed times \[0\.0, 1\.0, 2\.0\]"),
+        ({"0": 1, "1": 2, "day2": 4}, r"names \['day2'\]"),
+        ({"0": 1, "1": 0, "2": 4}, r"sizes must be finite numbers > 0, got \{'1': 0\}"),
+    ],
+)
+def test_sizes_that_do_not_fit_the_observed_times_are_refused(fixed, population, message):
+    with pytest.raises(InputError, match=r"d\.npz: dataset\.population " + message):
+        build_snapshots(fixed | {"population": population})
+
+
+def test_a_simulator_keeps_its_own_masses():
+    spec = {"source": "simulate", "simulator": "growing_gaussian", "times": TIMES, "n_per_time": 20, "seed": 0,
+            "population": {"0": 1, "1": 2, "2": 4}}  # fmt: skip
+    with pytest.raises(InputError, match="dataset.population: a simulator's masses are its own"):
+        build_snapshots(spec)
+
+
+def test_uam_learns_the_growth_the_sizes_tell_and_none_from_fixed_counts(fixed, tmp_path, capsys):
+    """The population doubles per unit time (d log mass/dt = ln 2 = 0.693) while the counts stay 300: uAM's mean
+    growth rate at the cells is within 0.2 of ln 2 with the sizes (0.65-0.69 measured at 1,000 steps) and within 0.1
+    of 0 from the counts alone (|rate| under 0.015 measured). A balanced objective is told the masses change."""
+    cfg = TrainConfig(objective="uam", steps=600, width=32, depth=2, threads=1, log_every=100)
+    rates = {}
+    for name, spec in (("sizes", fixed | {"population": {"0": 1, "1": 2, "2": 4}}), ("counts", fixed)):
+        snaps = build_snapshots(spec)
+        train(snaps, cfg, tmp_path / f"{name}.pt")
+        model = load(tmp_path / f"{name}.pt")
+        rates[name] = np.mean([model.growth_rate(snaps.snapshot(k), t).mean() for k, t in enumerate(TIMES)])
+    assert abs(rates["sizes"] - np.log(2)) < 0.2
+    assert abs(rates["counts"]) < 0.1
+    assert (tmp_path / "sizes.csv").exists()  # the loss CSV beside the checkpoint by default
+    capsys.readouterr()
+    am = TrainConfig(objective="am", steps=5, width=8, depth=1, threads=1, log_every=5)
+    train(build_snapshots(fixed | {"population": {"0": 1, "1": 2, "2": 4}}), am, tmp_path / "am.pt")
+    assert "masses (the cells' weights: dataset.population) change 4-fold; this objective conserves mass" in (
+        capsys.readouterr().err
+    )
+    train(build_snapshots(fixed), am, tmp_path / "am.pt")
+    assert "conserves mass" not in capsys.readouterr().err
