@@ -23,12 +23,16 @@ def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     cfg = TrainConfig(steps=20, batch_size=64, width=16, depth=2, log_every=10)
     train(Snapshots.from_labels(x, t), cfg, run / "model.pt", run / "loss.csv")
     monkeypatch.chdir(tmp_path)
-    (example,) = blocks("python")
+    load, train_here = blocks("python")
     namespace: dict = {}
-    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(load, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     assert namespace["velocity"].shape == (500, 2) and namespace["later"].shape == (500, 2)
     assert namespace["path"].x.shape[1:] == (500, 2)
     assert "TrainedModel(am, 2 features, t in [0, 1], step 20)" in capsys.readouterr().out
+    exec(compile(train_here, "README.md", "exec"), namespace)  # noqa: S102 - and its training from arrays
+    drift = namespace["model"].velocity(namespace["cells"][:500], t=0.0).mean(axis=0)
+    assert abs(drift - 1.0).max() < 0.2  # the cloud moves by (1, 1) a unit of time
+    assert (tmp_path / "my_model.csv").exists()
 
 
 def test_the_config_example_is_valid():
