@@ -57,6 +57,7 @@ def test_snapshots_from_arrays_get_the_checks_prepare_makes_on_a_file(tmp_path):
     snaps = Snapshots.from_labels(pd.DataFrame(x, columns=["a", "b"]), labels)
     assert snaps.t_values.tolist() == [0.0, 0.1, 0.2]  # not 0.10000000149011612
     assert snaps.attrs["feature_names"] == ["a", "b"]
+    assert repr(snaps) == "Snapshots(120 cells, 2 features, 3 times, t from 0 to 0.2)"  # a line, not the arrays
     train(snaps, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
     assert amcore.load(tmp_path / "m.pt").feature_names == ["a", "b"]
 
@@ -171,3 +172,15 @@ def test_snapshots_built_by_hand_must_hold_together():
     with pytest.raises(InputError, match="t_values must be strictly increasing"):
         Snapshots(x, np.array([1.0, 0.0]), np.array([0, 5, 10]))
     assert Snapshots(x, np.array([0.0, 1.0]), np.array([0, 5, 10])).counts().tolist() == [5, 5]
+
+
+def test_loading_a_file_that_is_no_checkpoint_says_so(tmp_path):
+    """The loss CSV beside the model is the likeliest mistake: torch's own error said 'pop from empty list'."""
+    (tmp_path / "loss.csv").write_text("step,loss\n1,0.5\n")
+    with pytest.raises(InputError, match=r"loss\.csv: not a readable amcore checkpoint \(not a file torch\.save"):
+        amcore.load(tmp_path / "loss.csv")
+    x, t = _cells()
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:2000])
+    with pytest.raises(InputError, match=r"cut\.pt: not a readable amcore checkpoint \(truncated or damaged\?\)"):
+        amcore.load(tmp_path / "cut.pt")

@@ -165,6 +165,14 @@ class Snapshots:
         weights = None if weights is None else weights[order]
         return cls(x, t_values, offsets, dict(attrs or {}), weights, order, velocity)
 
+    def __repr__(self) -> str:
+        """A line, not the arrays (a notebook echoes it)."""
+        t = self.t_values
+        when = f"t = {t[0]:g}" if len(t) == 1 else f"t from {t[0]:g} to {t[-1]:g}"
+        also = "".join(f", {name}" for name, held in (("weighted", self.weights), ("velocities", self.velocity))
+                       if held is not None)  # fmt: skip
+        return f"Snapshots({self.x.shape[0]} cells, {self.dim} features, {len(t)} times, {when}{also})"
+
     @property
     def n_snapshots(self) -> int:
         return len(self.t_values)

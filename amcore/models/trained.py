@@ -93,7 +93,10 @@ class TrainedModel:
         except FileNotFoundError:
             raise
         except Exception as err:  # torch says OSError, RuntimeError or UnpicklingError, naming no file
-            raise InputError(f"{path}: not a readable amcore checkpoint (truncated or damaged?): {err}") from err
+            with open(path, "rb") as handle:  # torch.save writes a zip archive (magic PK): anything else is not one
+                zipped = handle.read(2) == b"PK"
+            why = "truncated or damaged?" if zipped else "not a file torch.save wrote: amcore train's model.pt is one"
+            raise InputError(f"{path}: not a readable amcore checkpoint ({why}): {err}") from err
         keys = ("model_args", "ema", "objective", "config")
         missing = [key for key in keys if key not in payload] if isinstance(payload, dict) else list(keys)
         if missing:
