@@ -183,7 +183,8 @@ def cmd_integrate(args: argparse.Namespace) -> None:
             start = float(snaps.t_values[prev])
             cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True,
                                   batch_size=batch)  # fmt: skip
-            prediction = holdout.prediction_variables(cells, w, held_out, start)
+            growth = float(np.mean(w)) if model.objective == "uam" else None  # every particle starts at weight 1
+            prediction = holdout.prediction_variables(cells, w, held_out, start, growth)
             print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         x0 = snaps.snapshot(0)  # lazy: each batch is read from the store as it is pushed
         writer = integrate.TrajectoryWriter(
@@ -252,6 +253,12 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
+            if (growth := holdout.predicted_growth(entry["path"])) is not None:
+                masses = snaps.masses()
+                observed_growth = float(masses[k] / masses[k - 1])
+                scores["mass_rel_error"] = abs(growth / observed_growth - 1) if not scores["nonfinite"] else np.nan
+                print(f"amcore score {who}: mass x{growth:.4g} from t = {snaps.t_values[k - 1]:g}, observed "
+                      f"x{observed_growth:.4g}", file=sys.stderr)  # fmt: skip
             share = scores.get("effective_size", 1.0)  # weighted particles only; NaN where the prediction failed
             _warn_few_effective(f"amcore score {entry['method']} (seed {seed})", f"{held_out:g}", share)
             if "fewest_cells" in scores:

@@ -145,22 +145,34 @@ def baseline(name: str, snaps: Snapshots, holdout: float, max_size: int = OT_MAX
     return spline_path(snaps, holdout, max_size=max_size, velocity_weight="auto")
 
 
-def prediction_variables(x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> xr.Dataset:
-    """The prediction at a held-out time as ``holdout_x(holdout_particle, feature)`` and its weights.
+def prediction_variables(
+    x: np.ndarray, weight: np.ndarray, holdout: float, start: float, growth: float | None = None
+) -> xr.Dataset:
+    """The prediction at a held-out time as ``holdout_x(holdout_particle, feature)`` and its weights (summing to 1);
+    ``growth``: the mass it predicts there over the mass it started from (uAM's), which the weights no longer say.
 
     Models carry it inside their trajectories store, baselines in a store of their own; both read alike.
     """
+    attrs = {"holdout": json.dumps(float(holdout)), "holdout_start": json.dumps(float(start))}
     return xr.Dataset(
         {
             "holdout_x": (("holdout_particle", "feature"), x.astype(np.float32)),
             "holdout_weight": (("holdout_particle",), (weight / weight.sum()).astype(np.float64)),
         },
-        attrs={"holdout": json.dumps(float(holdout)), "holdout_start": json.dumps(float(start))},
+        attrs=attrs if growth is None else attrs | {"holdout_growth": json.dumps(float(growth))},
     )
 
 
 def write_prediction(path, x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> None:
     write_dataset_atomic(prediction_variables(x, weight, holdout, start), path, {"holdout_x": {"compressors": [ZSTD]}})
+
+
+def predicted_growth(path) -> float | None:
+    """The mass a prediction at ``path`` gives its held-out time over its start's (``None``: it says nothing of
+    mass, e.g. a balanced model's or a baseline's)."""
+    with open_zarr(path) as ds:
+        growth = ds.attrs.get("holdout_growth")
+    return None if growth is None else float(json.loads(growth))
 
 
 def read_prediction(path) -> tuple[np.ndarray, np.ndarray, float]:
