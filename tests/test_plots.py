@@ -92,3 +92,15 @@ def test_weighted_particles_are_drawn_by_their_weight(figures):
         assert len(pushed) == 1000 and abs((pushed < 5).sum() - 45) < 4 * 6.6
     plots.marginals("unused.png", [cells], [cells], [0.0], "title", max_points=2000)
     assert abs((figures[-1].axes[0].collections[1].get_offsets()[:, 0] < 5).sum() - 500) < 4 * 16
+
+
+def test_growth_rates_share_one_scale_centred_on_zero(figures):
+    """A rate of +x0 at every cell: red where cells grow, blue where they die, one colour scale for every panel."""
+    truth = _cells(3, 500)
+    plots.growth_rates("unused.png", lambda x, t: x[:, 0] * (1 + t), truth, [0.0, 1.0, 2.0], "title",
+                       axis_names=["PC1", "PC2", "PC3"])  # fmt: skip
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("t = ")]
+    assert len(panels) == 3 and panels[0].get_xlabel() == "PC1" and panels[0].get_ylabel() == "PC2"
+    ((low, high),) = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections}
+    assert low == -high and high == pytest.approx(max(np.abs(x[:, 0] * (1 + k)).max() for k, x in enumerate(truth)))

@@ -61,6 +61,16 @@ def _grid(n: int) -> tuple[int, int, float]:
     return cols, -(-n // cols), 2.6 if n <= 12 else 1.9
 
 
+def _name_axes(axes: np.ndarray, names: list[str] | None, dim: int) -> None:
+    """The first two features' names (``x0, x1`` where the data named none) under the bottom row and beside the
+    first column of a grid of panels."""
+    names = list(names or [f"x{i}" for i in range(dim)]) + [""]  # 1-d: no y feature
+    for ax in axes[-1]:
+        ax.set_xlabel(names[0], fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(names[1], fontsize=8)
+
+
 def _time_colours(times):
     """A colour per time (viridis over the time range) and the mappable for a colorbar: a legend of 40 times is
     unreadable, a colorbar is not."""
@@ -92,11 +102,7 @@ def marginals(
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    names = list(axis_names or [f"x{i}" for i in range(truth[0].shape[1])]) + [""]  # 1-d: no y feature
-    for ax in axes[-1]:
-        ax.set_xlabel(names[0], fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(names[1], fontsize=8)
+    _name_axes(axes, axis_names, truth[0].shape[1])
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
@@ -276,6 +282,37 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path, dpi=110)
+
+
+def growth_rates(
+    path: Path, rate, truth: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS // 2,
+    axis_names: list[str] | None = None,
+) -> None:  # fmt: skip
+    """uAM's growth rate at the observed cells, one panel per time (first two features; a seeded subsample of at
+    most ``max_points`` a panel), on one diverging colour scale centred on 0: red grows, blue dies.
+    ``rate(cells, t)`` is the model's rate per unit of the data's time."""
+    rng = np.random.default_rng(0)
+    cells = [_subsample(x, max_points, rng) for x in truth]
+    rates = [np.ravel(rate(x, float(t))) for x, t in zip(cells, times, strict=True)]
+    reach = max(float(np.nanmax(np.abs(np.concatenate(rates)))), 1e-12)
+    norm = matplotlib.colors.Normalize(vmin=-reach, vmax=reach)
+    n = len(times)
+    cols, rows, size = _grid(n)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.0, size * rows + 0.6), squeeze=False, sharex=True,
+                             sharey=True)  # fmt: skip
+    for ax, t, x, r in zip(axes.flat, times, cells, rates, strict=False):
+        a = _project(x)
+        ax.scatter(a[:, 0], a[:, 1], s=3, c=r, cmap="coolwarm", norm=norm, rasterized=True, linewidths=0)
+        ax.set_title(f"t = {t:.3g}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    _name_axes(axes, axis_names, truth[0].shape[1])
+    fig.colorbar(
+        matplotlib.cm.ScalarMappable(norm=norm, cmap="coolwarm"), ax=axes, label="growth rate (d log mass / dt)"
+    )
+    fig.suptitle(title)
+    _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
 def action_audit(path: Path, audit: dict, title: str) -> None:
