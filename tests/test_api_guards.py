@@ -47,6 +47,10 @@ def test_snapshots_from_arrays_get_the_checks_prepare_makes_on_a_file(tmp_path):
     with pytest.raises(InputError, match=r"x: feature 'a' varies by 1\.\d+ .* resolves only 8; subtract the offset"):
         Snapshots.from_labels(pd.DataFrame(1e8 + x, columns=["a", "b"]), t)
     assert Snapshots.from_labels(1e3 + x, t).x.std(axis=0).min() > 0.9  # float32 keeps 1e3 plus noise: accepted
+    hidden = 1e8 + x
+    hidden[0, 1] = np.nan  # a NaN cell (training refuses it) must not hide the flattened features
+    with pytest.raises(InputError, match=r"x: feature 0 varies by 1\.\d+ .* resolves only 8"):
+        Snapshots.from_labels(hidden, t)
     with pytest.raises(InputError, match=r"time: each time point needs at least 2 cells .*times \(cells\): 3 \(1\)"):
         Snapshots.from_labels(np.vstack([x, x[:1]]), np.append(t, 3.0))
     with pytest.raises(InputError, match=r"and 2 more\. Drop"):  # 12 single-cell times: ten named, the rest counted
@@ -184,3 +188,6 @@ def test_loading_a_file_that_is_no_checkpoint_says_so(tmp_path):
     (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:2000])
     with pytest.raises(InputError, match=r"cut\.pt: not a readable amcore checkpoint \(truncated or damaged\?\)"):
         amcore.load(tmp_path / "cut.pt")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError, match=r"folder: not a readable amcore checkpoint \(not a file torch\.save"):
+        amcore.load(tmp_path / "folder")

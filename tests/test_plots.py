@@ -104,3 +104,13 @@ def test_growth_rates_share_one_scale_centred_on_zero(figures):
     assert len(panels) == 3 and panels[0].get_xlabel() == "PC1" and panels[0].get_ylabel() == "PC2"
     ((low, high),) = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections}
     assert low == -high and high == pytest.approx(max(np.abs(x[:, 0] * (1 + k)).max() for k, x in enumerate(truth)))
+
+
+def test_infinite_weights_hold_all_the_mass_and_huge_ones_do_not_overflow():
+    """Weights that ran off: the infinite ones are the cloud (never left out), and two of 1e308 beside one of
+    1e-300 are drawn half and half, not a third each (their sum overflows)."""
+    rng = np.random.default_rng(5)
+    x = np.arange(3.0)[:, None] * np.ones((1, 2))
+    for weight, expected in (([np.inf, 1.0, 1.0], [3000, 0, 0]), ([1e308, 1e308, 1e-300], [1500, 1500, 0])):
+        drawn = np.bincount(plots._by_weight(x, np.array(weight), 3000, rng)[:, 0].astype(int), minlength=3)
+        assert np.abs(drawn - expected).max() < 4 * np.sqrt(3000 * 0.25)  # binomial sd of a half

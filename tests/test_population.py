@@ -69,9 +69,7 @@ def test_uam_learns_the_growth_the_sizes_tell_and_none_from_fixed_counts(fixed, 
     capsys.readouterr()
     am = TrainConfig(objective="am", steps=5, width=8, depth=1, threads=1, log_every=5)
     train(build_snapshots(fixed | {"population": {"0": 1, "1": 2, "2": 4}}), am, tmp_path / "am.pt")
-    assert "masses (the cells' weights: dataset.population) change 4-fold; this objective conserves mass" in (
-        capsys.readouterr().err
-    )
+    assert "masses (their cells' weights) change 4-fold; this objective conserves mass" in (capsys.readouterr().err)
     train(build_snapshots(fixed), am, tmp_path / "am.pt")
     assert "conserves mass" not in capsys.readouterr().err
 
@@ -102,3 +100,42 @@ def test_a_held_out_prediction_is_scored_on_its_mass_too(fixed, tmp_path, capsys
     uam, am = json.loads((tmp_path / "scores.json").read_text())["results"]
     assert uam["table"]["mass_rel_error"] < 0.25 and "mass_rel_error" not in am["table"]
     assert "amcore score uam (seed 0) at held-out t = 1: mass x" in capsys.readouterr().err
+
+
+def test_a_stopped_training_rerun_with_other_masses_starts_afresh(fixed, tmp_path, capsys):
+    """The resumable state is tied to the masses too: adding the sizes after a kill retrains, never resumes a
+    training on the counts (review of audit 8's change)."""
+    cfg = TrainConfig(objective="uam", steps=60, width=8, depth=1, threads=1, log_every=20, checkpoint_every=20)
+
+    def interrupt(step, metrics):
+        if step == 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(build_snapshots(fixed), cfg, tmp_path / "m.pt", on_metrics=interrupt)
+    capsys.readouterr()
+    train(build_snapshots(fixed | {"population": {"0": 1, "1": 2, "2": 4}}), cfg, tmp_path / "m.pt")
+    said = capsys.readouterr().err
+    assert "from another configuration or data; starting afresh" in said and "resuming" not in said
+
+
+def test_weights_must_be_even_within_a_time_and_the_loss_csv_lands_beside_the_model(fixed, tmp_path, capsys):
+    """Only a time's total weight is used (its cells are drawn evenly): uneven weights are refused, not ignored.
+    A time that weighs 0 is refused; masses within two-fold get no note; ``run.1`` and ``run.2`` keep their own loss
+    CSVs."""
+    from amcore import Snapshots
+
+    x = np.random.default_rng(1).normal(size=(60, 2))
+    t = np.repeat(TIMES, 20)
+    weights = np.repeat([1.0, 2.0, 4.0], 20)
+    Snapshots.from_labels(x, t, weights=weights)
+    weights[0] = 1.9
+    with pytest.raises(InputError, match=r"weights: unequal within times \[0\.0\]: amcore takes each time's total"):
+        Snapshots.from_labels(x, t, weights=weights)
+    with pytest.raises(InputError, match=r"weights: times \[0\.0\] weigh 0: a time's total weight is its mass"):
+        Snapshots.from_labels(x, t, weights=np.repeat([0.0, 1.0, 1.0], 20))
+    cfg = TrainConfig(objective="am", steps=5, width=8, depth=1, threads=1, log_every=5)
+    train(Snapshots.from_labels(x, t, weights=np.repeat([1.0, 1.5, 1.0], 20)), cfg, tmp_path / "run.1")
+    train(Snapshots.from_labels(x, t), cfg, tmp_path / "run.2")
+    assert "note" not in capsys.readouterr().err
+    assert {p.name for p in tmp_path.iterdir()} == {"d.npz", "run.1", "run.1.csv", "run.2", "run.2.csv"}

@@ -172,9 +172,8 @@ def build_snapshots(
         # obs_index: what export maps cells back with
         weights = None
         if spec.get("population"):
-            weights = population_weights(spec["population"], t_values, counts, provenance["path"])
-            sizes = np.add.reduceat(weights, offsets[:-1])
-            attrs["population"] = {str(float(t)): float(size) for t, size in zip(t_values, sizes, strict=True)}
+            weights, sizes = population_weights(spec["population"], t_values, counts, provenance["path"])
+            attrs["population"] = {str(float(t)): size for t, size in zip(t_values, sizes, strict=True)}
         snaps = Snapshots(x, t_values, offsets, attrs, weights, obs_index=rows[order], velocity=velocity)
         if counts_seen:
             attrs["raw_counts"] = counts_seen
@@ -192,11 +191,13 @@ def build_snapshots(
     return snaps
 
 
-def population_weights(population: dict, t_values: np.ndarray, counts: np.ndarray, where: str) -> np.ndarray:
+def population_weights(
+    population: dict, t_values: np.ndarray, counts: np.ndarray, where: str
+) -> tuple[np.ndarray, list[float]]:
     """Each cell's weight (cells sorted by time) from ``dataset.population``, time -> the population's size then
-    (any unit): the size shared among the time's cells. uAM's masses are the weights' sum per time; without them
-    they are the counts, which tell the population only where each time's cells are a fixed share of it (audit 8:
-    600 cells a day of a population growing 5.7-fold taught uAM no growth at all)."""
+    (any unit): the size shared among the time's cells; and the sizes, time by time. uAM's masses are the weights'
+    sum per time; without them they are the counts, which tell the population only where each time's cells are a
+    fixed share of it (audit 8: 600 cells a day of a population growing 5.7-fold taught uAM no growth at all)."""
     observed = {float(t) for t in t_values}
     sizes = {as_number(key): size for key, size in population.items()}
     unknown = [key for key in population if as_number(key) not in observed]
@@ -207,10 +208,13 @@ def population_weights(population: dict, t_values: np.ndarray, counts: np.ndarra
     if missing:
         raise InputError(f"{where}: dataset.population gives no size for times {missing}; give one for every observed "
                          "time (held-out ones too: they score a prediction's mass)")  # fmt: skip
-    bad = {key: size for key, size in population.items() if not (isinstance(size, (int, float)) and 0 < size < np.inf)}
+    number = (int, float, np.number)
+    bad = {key: size for key, size in population.items()
+           if isinstance(size, bool) or not (isinstance(size, number) and 0 < size < np.inf)}  # fmt: skip
     if bad:
         raise InputError(f"{where}: dataset.population sizes must be finite numbers > 0, got {bad}")
-    return np.repeat([sizes[float(t)] / n for t, n in zip(t_values, counts, strict=True)], counts)
+    ordered = [float(sizes[float(t)]) for t in t_values]
+    return np.repeat(np.divide(ordered, counts), counts), ordered
 
 
 def raw_counts(x) -> dict | None:

@@ -159,7 +159,7 @@ FLOAT32_STEPS = 100  # float32 steps per standard deviation below which a featur
 NEGLIGIBLE_SPREAD = 1e-3  # of the largest feature's spread: too small to matter in any distance, never refused
 
 
-def to_float32(x: da.Array, where: str, names: list[str] | None = None) -> da.Array:
+def to_float32(x: da.Array | np.ndarray, where: str, names: list[str] | None = None) -> da.Array | np.ndarray:
     """``x`` in float32, as training holds it, refused where the cast would lose the data.
 
     A float64 feature may hold values beyond float32's range, or vary little around a large offset: 1e8 plus noise
@@ -170,7 +170,8 @@ def to_float32(x: da.Array, where: str, names: list[str] | None = None) -> da.Ar
     """
     if np.result_type(x.dtype, np.float32) == np.float32:
         return x.astype(np.float32)
-    peak, spread = dask.compute(abs(x).max(axis=0), x.std(axis=0))
+    lazy = x if isinstance(x, da.Array) else da.from_array(x, chunks=(max(1, 2**24 // max(1, x.shape[1])), -1))
+    peak, spread = dask.compute(da.nanmax(abs(lazy), axis=0), da.nanstd(lazy, axis=0))  # NaN must hide no feature
     peak, spread = np.asarray(peak, dtype=np.float64), np.asarray(spread, dtype=np.float64)
 
     def feature(k: int) -> str:

@@ -28,6 +28,20 @@ ZSTD_MIN_SAVING = 0.15
 SAMPLE_BYTES = 2**20  # of x tried with zstd before choosing the codec
 
 
+def _check_even_weights(blocks: list[np.ndarray], t_values: np.ndarray) -> None:
+    """Each time's weights one positive number: a time's total is its mass (uAM's), its cells are drawn evenly, so
+    unequal weights within a time would be ignored in silence and a time of no mass would divide its growth by 0."""
+    empty = [float(t) for t, w in zip(t_values, blocks, strict=True) if w[0] == 0]
+    if empty:
+        raise InputError(f"weights: times {empty[:10]} weigh 0: a time's total weight is its mass, which uAM's growth "
+                         "divides by; drop those times")  # fmt: skip
+    uneven = [float(t) for t, w in zip(t_values, blocks, strict=True) if not np.allclose(w, w[0], rtol=1e-9, atol=0)]
+    if uneven:
+        raise InputError(f"weights: unequal within times {uneven[:10]}: amcore takes each time's total weight as its "
+                         "mass (uAM) and draws a time's cells evenly, so unequal ones would be ignored in silence; "
+                         "give a time's cells one weight (its total over its count)")  # fmt: skip
+
+
 MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
 TIME_RESOLUTION = 1e-3  # the coarsest float32 step allowed, as a fraction of the smallest gap between times
 
@@ -162,7 +176,9 @@ class Snapshots:
                     f"velocity has NaN or inf (in float32) in {len(rows)} cells, the first: row "
                     f"{int(order[rows[0]])} (a cell without a measured velocity gets a row of 0)"
                 )
-        weights = None if weights is None else weights[order]
+        if weights is not None:
+            weights = weights[order]
+            _check_even_weights(np.split(weights, offsets[1:-1]), t_values)
         return cls(x, t_values, offsets, dict(attrs or {}), weights, order, velocity)
 
     def __repr__(self) -> str:

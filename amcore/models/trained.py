@@ -93,8 +93,10 @@ class TrainedModel:
         except FileNotFoundError:
             raise
         except Exception as err:  # torch says OSError, RuntimeError or UnpicklingError, naming no file
-            with open(path, "rb") as handle:  # torch.save writes a zip archive (magic PK): anything else is not one
-                zipped = handle.read(2) == b"PK"
+            zipped = False  # torch.save writes a zip archive (it starts PK); a folder or a CSV is no checkpoint
+            if Path(path).is_file():
+                with open(path, "rb") as handle:
+                    zipped = handle.read(2) == b"PK"
             why = "truncated or damaged?" if zipped else "not a file torch.save wrote: amcore train's model.pt is one"
             raise InputError(f"{path}: not a readable amcore checkpoint ({why}): {err}") from err
         keys = ("model_args", "ema", "objective", "config")

@@ -588,12 +588,14 @@ class SnapshotPath:
         return self.x[self._rows(torch.full((n,), k, device=self.device), gen)]
 
     def fingerprint(self) -> str:
-        """Identifies the data (times, counts, a checksum of the values) for resuming a training.
+        """Identifies the data (times, counts, masses, a checksum of the values) for resuming a training: a uAM
+        training stopped and rerun with other masses (``dataset.population`` added) starts afresh.
 
         Summed in float64 block by block: a float64 copy of the whole array would double the memory.
         """
         total = sum(float(block.sum(dtype=torch.float64)) for block in self.x.split(1 << 18))
-        return f"{self.t_values.tolist()}|{self.counts.tolist()}|{total:.10e}"
+        masses = [f"{m:.6e}" for m in self.log_mass.tolist()]
+        return f"{self.t_values.tolist()}|{self.counts.tolist()}|{total:.10e}|{masses}"
 
     def interval(self, t: torch.Tensor) -> torch.Tensor:
         """Index ``k`` of the observed interval ``[t_k, t_{k+1}]`` holding each ``t``."""

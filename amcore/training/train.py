@@ -735,8 +735,9 @@ def train(
     path: SnapshotPath | MarginalPath | None = None,
 ) -> dict:
     """Fit the model of ``cfg.objective`` on ``snaps`` (or on ``path`` when given); returns summary metrics.
-    ``amcore.load(checkpoint)`` is the trained model; ``loss_csv`` (default: the checkpoint's name with ``.csv``)
-    gets the loss every ``log_every`` steps, and ``on_metrics(step, metrics)`` is called with it as it goes.
+    ``amcore.load(checkpoint)`` is the trained model; ``loss_csv`` (default: ``model.pt`` -> ``model.csv``, else
+    the checkpoint's name plus ``.csv``) gets the loss every ``log_every`` steps, and ``on_metrics(step, metrics)``
+    is called with it as it goes.
 
     Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
@@ -745,7 +746,9 @@ def train(
     """
     if snaps is None and path is None:
         raise InputError("train: no snapshots: give amcore.Snapshots.from_labels(x, time) or amcore.read_store(store)")
-    loss_csv = Path(checkpoint).with_suffix(".csv") if loss_csv is None else loss_csv
+    if loss_csv is None:  # model.pt -> model.csv; any other name gets .csv added (run.1 and run.2 never share one)
+        checkpoint = Path(checkpoint)
+        loss_csv = checkpoint.with_suffix(".csv") if checkpoint.suffix == ".pt" else f"{checkpoint}.csv"
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     if snaps is not None and cfg.objective != "uam" and (note := _mass_change(snaps)):
         _say_once(note)
@@ -769,19 +772,24 @@ MASS_CHANGE = 2.0  # a balanced objective is told when the training times' masse
 
 
 def _mass_change(snaps: Snapshots) -> str | None:
-    """A note when the training times' masses (the population sizes given, else the cell counts) change more than
+    """A note when the training times' masses (their cells' weights, else the cell counts) change more than
     ``MASS_CHANGE``-fold: AM, eAM and FM conserve mass, so where they follow the population, growth and death are
     read as movement (audit 8: a dying population's cells were moved into the growing one)."""
     masses = snaps.masses()[snaps.kept(snaps.attrs.get("holdout_times", []))]
-    given = snaps.weights is not None
+    if not (np.isfinite(masses).all() and masses.min() > 0):
+        return None  # nothing a ratio can say (a time of zero weight is uAM's business, not this note's)
     fold = float(masses.max() / masses.min())
     if fold <= MASS_CHANGE:
         return None
-    what = "masses (the cells' weights: dataset.population)" if given else "cell counts"
+    weighted = snaps.weights is not None
+    source = snaps.attrs.get("provenance", {}).get("source")
+    advice = "" if weighted or source == "simulate" else (
+        " (when the counts do not follow the population, give its sizes: dataset.population, or from_labels' "
+        "weights)")  # fmt: skip
+    what = "masses (their cells' weights)" if weighted else "cell counts"
     return (f"amcore train: note: the training times' {what} change {fold:.3g}-fold; this objective conserves mass, "
-            "so if they follow the population, growth and death are learned as movement between cells: objective "
-            "uam models them" + ("" if given else " (dataset.population gives the sizes when the counts do not "
-                                 "follow them)"))  # fmt: skip
+            "so if they follow the population, growth and death are learned as movement between cells: objective uam "
+            f"models them{advice}")  # fmt: skip
 
 
 def _say_once(line: str) -> None:
