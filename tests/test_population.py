@@ -139,3 +139,13 @@ def test_weights_must_be_even_within_a_time_and_the_loss_csv_lands_beside_the_mo
     train(Snapshots.from_labels(x, t), cfg, tmp_path / "run.2")
     assert "note" not in capsys.readouterr().err
     assert {p.name for p in tmp_path.iterdir()} == {"d.npz", "run.1", "run.1.csv", "run.2", "run.2.csv"}
+
+
+def test_a_shrinking_simulation_that_rounds_a_time_to_no_cells_is_refused():
+    """20 cells of a population shrinking at 0.5 a unit of time leave 4 at t = 2 and 0 at t = 4: that time vanished
+    from the store in silence; it is refused before simulating, naming n_per_time."""
+    spec = {"source": "simulate", "simulator": "growing_gaussian", "params": {"growth": -0.5}, "times": [0, 2, 4],
+            "n_per_time": 20, "seed": 0}  # fmt: skip
+    with pytest.raises(InputError, match=r"leave \{0\.0: 20, 2\.0: 4, 4\.0: 0\} cells per time; .* raise n_per_time"):
+        build_snapshots(spec)
+    assert build_snapshots(spec | {"n_per_time": 200}).counts().tolist() == [200, 74, 27]

@@ -16,7 +16,7 @@ from amcore.data import preprocess
 from amcore.data.readers import as_number, available_memory, format_bytes, read_dataset, read_velocity
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
-from amcore.data.store import Snapshots, check_cells_per_time, check_time_resolution
+from amcore.data.store import MIN_CELLS_PER_TIME, Snapshots, check_cells_per_time, check_time_resolution
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
@@ -117,7 +117,12 @@ def build_snapshots(
         simulator = make_simulator(spec["simulator"], spec.get("params", {}))
         times = simulated_times(spec)
         _check_times(np.unique(times), holdout, "dataset.times")  # before simulating anything
-        _check_simulation_fits(snapshot_counts(simulator, times, spec["n_per_time"]), simulator.dim, spec["n_per_time"])
+        counts = snapshot_counts(simulator, times, spec["n_per_time"])
+        if min(counts) < MIN_CELLS_PER_TIME:  # a shrinking population rounds to no cells: the time would vanish
+            raise InputError(f"dataset.n_per_time: {spec['n_per_time']} cells at the first time leave "
+                             f"{dict(zip(times, counts, strict=True))} cells per time; each needs at least "
+                             f"{MIN_CELLS_PER_TIME}: raise n_per_time")  # fmt: skip
+        _check_simulation_fits(counts, simulator.dim, spec["n_per_time"])
         try:
             x, t = simulate_snapshots(simulator, times, spec["n_per_time"], spec["seed"])
         except MemoryError as err:  # the estimate above counts the samples only, not the copies
