@@ -148,4 +148,4 @@ def test_a_shrinking_simulation_that_rounds_a_time_to_no_cells_is_refused():
             "n_per_time": 20, "seed": 0}  # fmt: skip
     with pytest.raises(InputError, match=r"leave \{0\.0: 20, 2\.0: 4, 4\.0: 0\} cells per time; .* raise n_per_time"):
         build_snapshots(spec)
-    assert build_snapshots(spec | {"n_per_time": 200}).counts().tolist() == [200, 74, 27]
+    assert build_snapshots(spec | {"n_per_time": 2000}).counts().tolist() == [2000, 406, 9]
