@@ -9,7 +9,8 @@ model (one checkpoint per name): ``obsm["velocity_<model>"]`` the velocity (eAM:
 own time, ``obs["potential_<model>"]`` (AM, eAM, uAM) and ``obs["growth_rate_<model>"]`` (uAM).
 
 ``predictions`` puts every prediction of a held-out time (models, seeds, baselines) in one AnnData, one row per
-predicted cell with ``obs["method"]``, ``obs["seed"]``, ``obs["weight"]``, ``obs["time"]``, and the observed
+predicted cell with ``obs["method"]``, ``obs["seed"]``, ``obs["weight"]`` (summing to 1 per prediction; uAM's
+growth from the previous time in ``uns["amcore"]["predicted_growth"]``), ``obs["time"]``, and the observed
 held-out cells beside them as method ``observed``.
 
 Both carry their provenance in ``uns["amcore"]``: the data's provenance and SHA-256, each model's training
@@ -144,14 +145,18 @@ def to_input_map(snaps) -> dict | None:
 def _provenance(snaps, store: str | Path) -> dict:
     provenance = snaps.attrs.get("provenance", {})
     back = to_input_map(snaps)
-    return {
-        "store": str(store),
-        "data_sha256": str(provenance.get("sha256", "")),
-        "data": _text(provenance),
-        "preprocess": _text(snaps.attrs.get("preprocess", {}).get("config", {})),
-        "holdout_times": np.asarray(snaps.attrs.get("holdout_times", []), dtype=np.float64),
-        "amcore_version": _version(),
-    } | ({} if back is None else {"to_input": back})
+    return (
+        {
+            "store": str(store),
+            "data_sha256": str(provenance.get("sha256", "")),
+            "data": _text(provenance),
+            "preprocess": _text(snaps.attrs.get("preprocess", {}).get("config", {})),
+            "holdout_times": np.asarray(snaps.attrs.get("holdout_times", []), dtype=np.float64),
+            "amcore_version": _version(),
+        }
+        | ({} if back is None else {"to_input": back})
+        | ({"population": _text(snaps.attrs["population"])} if "population" in snaps.attrs else {})
+    )
 
 
 def cells(store: str | Path, checkpoints: list[dict]):
@@ -220,11 +225,13 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
     from amcore.evaluation import holdout
 
     snaps = read_store(store)
-    blocks, frames, held = [], [], []
+    blocks, frames, held, growth = [], [], [], {}
     for entry in entries:
         x, weight, t = holdout.read_prediction(entry["path"])
         seed = str(entry.get("seed", ""))
         label = f"{entry['method']}/seed-{seed}" if seed else entry["method"]
+        if (predicted := holdout.predicted_growth(entry["path"])) is not None:
+            growth[label] = predicted
         blocks.append(x.astype(np.float32))
         frames.append(
             pd.DataFrame(
@@ -256,7 +263,7 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
     adata.uns["amcore"] = {
         **_provenance(snaps, store),
         "predictions": _text([{k: str(v) for k, v in entry.items()} for entry in entries]),
-    }
+    } | ({"predicted_growth": _text(growth)} if growth else {})
     return adata
 
 

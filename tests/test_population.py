@@ -100,6 +100,12 @@ def test_a_held_out_prediction_is_scored_on_its_mass_too(fixed, tmp_path, capsys
     uam, am = json.loads((tmp_path / "scores.json").read_text())["results"]
     assert uam["table"]["mass_rel_error"] < 0.25 and "mass_rel_error" not in am["table"]
     assert "amcore score uam (seed 0) at held-out t = 1: mass x" in capsys.readouterr().err
+    from amcore import export
+
+    predictions = export.predictions(tmp_path / "s.zarr", scored)  # the growth beside weights that sum to 1
+    assert list(json.loads(predictions.uns["amcore"]["predicted_growth"])) == ["uam/seed-0"]
+    cells = export.cells(tmp_path / "s.zarr", [])
+    assert json.loads(cells.uns["amcore"]["population"]) == {"0.0": 1.0, "1.0": 2.0, "2.0": 4.0}
 
 
 def test_a_stopped_training_rerun_with_other_masses_starts_afresh(fixed, tmp_path, capsys):
