@@ -390,14 +390,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         every_step = traj["weight"] if "weight" in traj else None
         audit = action_audit(
             traj["x"], traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
-            simulator, truth_samples,
+            simulator, truth_samples, model.drift if model.objective == "eam" else None,
         )  # fmt: skip
         result |= audit
-        table |= {"action_ratio": audit["action_ratio"], "action_noise": audit["action_noise"]}
-        if audit["action_noise"] > 0.5:
+        if model.objective != "eam":  # an SDE's drift spends an action the geodesic does not bound
+            table |= {"action_ratio": audit["action_ratio"], "action_noise": audit["action_noise"]}
+        if audit["action_noise"] > 0.5 and model.objective != "eam":
             print(f"amcore evaluate {args.model}: the snapshots' sampling noise is {audit['action_noise']:.2g} of the "
-                  "geodesic action (close times, few cells, many dimensions): action_ratio is not informative",
-                  file=sys.stderr)  # fmt: skip
+                  "geodesic action (close times, few cells, many dimensions, or snapshots that barely move): "
+                  "action_ratio is not informative", file=sys.stderr)  # fmt: skip
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]

@@ -446,6 +446,25 @@ def relative_l2(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]
     return float(((predicted - truth) ** 2).sum()), float((truth**2).sum())
 
 
+def drift_action(x, time: np.ndarray, knots: np.ndarray, drift, block_values: int = 2**24) -> np.ndarray:
+    """``int E|b|^2 dt`` per interval of ``knots``: the energy of an SDE's drift ``b = drift(cells, t)`` along its
+    particles ``x(step, particle, feature)``, each step's left point (Euler-Maruyama's). Finite differences of SDE
+    paths measure the Brownian increments (about ``sigma^2 d / dt`` a step, growing as the steps shrink), not a
+    velocity. NaN where a particle is not finite; ``x`` may be lazy: read a block of steps at a time."""
+    n_steps, n, d = x.shape
+    block = max(1, block_values // max(1, n * d))
+    per_step = []
+    for a in range(0, n_steps - 1, block):
+        b = min(a + block, n_steps - 1)
+        cells = np.asarray(x[a:b], dtype=np.float64)
+        for s, step in enumerate(cells, start=a):
+            finite = np.isfinite(step).all()
+            v = drift(step, float(time[s])) if finite else np.full_like(step, np.nan)
+            per_step.append(float(np.square(v).sum(-1).mean()) * (time[s + 1] - time[s]))
+    index = np.searchsorted(time, knots)
+    return np.array([sum(per_step[a:b]) for a, b in zip(index[:-1], index[1:], strict=True)])
+
+
 def flow_action(x, time: np.ndarray, knots: np.ndarray, weight=None, block_values: int = 2**24) -> np.ndarray:
     """The kinetic action ``int E|v|^2 dt`` a pushed population spends between each pair of neighbouring ``knots``.
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from amcore.metrics import flow_action, geodesic_action
+from amcore.metrics import drift_action, flow_action, geodesic_action
 
 
 def test_flow_action_of_constant_velocities_is_exact():
@@ -176,3 +176,19 @@ def test_evaluate_scores_lazy_weighted_trajectories_as_loaded_ones(tmp_path):
     assert scores[0] == scores[1] and scores[0]["mass_rel_error_mean"] > 0
     audits = [action_audit(t["x"], grid, t["weight"], snaps, 50, 0) for t in (lazy, loaded)]
     assert audits[0] == audits[1]
+
+
+def test_an_sdes_action_is_its_drifts_energy_not_its_brownian_increments():
+    """Brownian particles with a drift of (1, 0) and sigma 1 in 2-d (audit 9): finite differences give
+    ``1 + sigma^2 d / dt`` a unit of time, growing as the steps shrink (21 at 10 steps, 81 at 40); the drift's
+    energy is 1 at any step count."""
+    rng = np.random.default_rng(3)
+    for steps in (10, 40):
+        time = np.linspace(0.0, 1.0, steps + 1)
+        dt = np.diff(time)[:, None, None]
+        moves = np.array([1.0, 0.0]) * dt + np.sqrt(dt) * rng.standard_normal((steps, 2000, 2))
+        x = np.concatenate([np.zeros((1, 2000, 2)), np.cumsum(moves, axis=0)])
+        knots = np.array([0.0, 1.0])
+        drift = drift_action(x, time, knots, lambda cells, t: np.tile([1.0, 0.0], (len(cells), 1)))
+        np.testing.assert_allclose(drift, [1.0], rtol=1e-12)
+        np.testing.assert_allclose(flow_action(x, time, knots), [1 + 2 * steps], rtol=0.05)

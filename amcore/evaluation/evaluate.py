@@ -232,6 +232,7 @@ def action_audit(
     seed: int,
     simulator: Simulator | None = None,
     samples: int = 4000,
+    drift=None,
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
     the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
@@ -239,10 +240,17 @@ def action_audit(
     show by chance (each time's W2^2 between two disjoint subsamples, over dt); near 1 the ratio is not
     informative (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
     of steps at a time); with a simulator whose truth is a velocity, also the true process's action
-    ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each)."""
+    ``int E|v|^2 dt`` (Simpson's rule on 17 times per interval, ``samples`` fresh cells each).
+
+    An SDE's particles (eAM: ``drift(cells, t)`` given) do not move at a velocity: their action is the drift's
+    energy (``metrics.drift_action``), and ``action_ratio`` is NaN: the geodesic bounds the action of a flow whose
+    velocity carries the marginals, which eAM's drift alone does not (the diffusion carries them too)."""
     knots = np.asarray(snaps.t_values, dtype=np.float64)
     names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
-    flow = metrics.flow_action(x, time, knots, weight)
+    if drift is None:
+        flow = metrics.flow_action(x, time, knots, weight)
+    else:
+        flow = metrics.drift_action(x, time, knots, drift)
     clouds = [np.asarray(snaps.snapshot(k), dtype=np.float64) for k in range(snaps.n_snapshots)]
     geodesic = metrics.geodesic_action(clouds, knots, max_size, seed)
     # What W2^2 / dt would be between two samples of one law: the sampling noise inside each geodesic term. Close
@@ -255,7 +263,7 @@ def action_audit(
         "action_geodesic_noise": dict(zip(names, noise.tolist(), strict=True)),
         "action_flow_total": float(flow.sum()),
         "action_geodesic_total": float(geodesic.sum()),
-        "action_ratio": float(flow.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
+        "action_ratio": float(flow.sum() / geodesic.sum()) if geodesic.sum() > 0 and drift is None else float("nan"),
         "action_noise": float(noise.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
     }
     if simulator is not None and "velocity" in truth_fields(simulator, clouds[0][:1], float(knots[0])):
