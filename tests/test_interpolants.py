@@ -63,6 +63,18 @@ def test_entropic_pairs_sit_between_exact_ot_and_independent():
     assert len(np.unique(blur_b[blur_a == 0])) > 20 and np.isclose(w.sum(), 1.0)
 
 
+def test_a_vanishing_regularisation_gives_the_exact_plan_without_sinkhorn(capsys):
+    """reg 1e-6 beside costs of order 2 (eAM with sigma 0.01, audit 9): log-domain Sinkhorn sat for minutes; the
+    exact plan, the limit, stands in, and the log says so once."""
+    rng = np.random.default_rng(4)
+    xa, xb = rng.standard_normal((300, 2)), rng.standard_normal((300, 2)) + 1.0
+    ia, ib, _ = ot_pairs(xa, xb, max_size=1000, rng=rng)
+    for _ in range(2):
+        ea, eb, w = entropic_pairs(xa, xb, reg=1e-6, max_size=1000, draws=4, rng=rng)
+        assert dict(zip(ea, eb, strict=True)) == dict(zip(ia, ib, strict=True)) and np.isclose(w.sum(), 1.0)
+    assert capsys.readouterr().err.count("the exact OT plan, its limit, stands in") <= 1  # once per process
+
+
 def test_brownian_bridge_adds_the_bridge_variance():
     """Between identical snapshots (x_a = x_b), x_t - x_a has variance sigma^2 (t - t_a)(t_b - t)/(t_b - t_a)."""
     x = np.zeros((500, 1), dtype=np.float32)
