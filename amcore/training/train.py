@@ -752,6 +752,8 @@ def train(
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     if snaps is not None and cfg.objective != "uam" and (note := _mass_change(snaps)):
         _say_once(note)
+    if snaps is not None and cfg.objective == "eam" and (note := _sigma_coordinates(snaps)):
+        _say_once(note)
     threads = torch.get_num_threads()
     try:
         chosen = None
@@ -790,6 +792,21 @@ def _mass_change(snaps: Snapshots) -> str | None:
     return (f"amcore train: note: the training times' {what} change {fold:.3g}-fold; this objective conserves mass, "
             "so if they follow the population, growth and death are learned as movement between cells: objective uam "
             f"models them{advice}")  # fmt: skip
+
+
+def _sigma_coordinates(snaps: Snapshots) -> str | None:
+    """A note when eAM's noise acts in rescaled coordinates: ``sigma`` is one number for every feature of the
+    store, so after standardisation a physical noise level ``sigma`` is ``sigma / std_j`` in feature ``j`` (audit 9:
+    the drift's error went from 11 % to 55 % with the physical sigma on standardised cells)."""
+    config = snaps.attrs.get("preprocess", {}).get("config", {})
+    steps = [name for name, on in (("standardised", config.get("standardize")), ("projected on principal "
+             "components", config.get("pca")), ("whitened", config.get("whiten"))) if on]  # fmt: skip
+    if not steps:
+        return None
+    return (
+        f"amcore train: note: eAM's sigma is the noise of the store's coordinates, which preprocess "
+        f"{' and '.join(steps)}: isotropic there, not in the input's units (docs/training.md, eAM's noise)"
+    )
 
 
 def _say_once(line: str) -> None:
