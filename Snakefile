@@ -31,7 +31,11 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
     _what = _what.removeprefix("ValidationError: ")
     if re.match(r"'[-+]?\d+(\.\d*)?[eE][-+]?\d+' is not of type", _what):  # YAML 1.1 reads 1e-3 as text
         _what += " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
-    elif any("['then']" in line for line in _lines if line.startswith("Failed validating")):
+    elif "'sigma' is a required property" in _what or _where.endswith("['sigma']") and "minimum" in _what:
+        _what += " (eam needs sigma > 0, the noise of dX = grad s dt + sigma dW: docs/training.md, eAM's noise)"
+    elif re.search(r"was expected|should not be valid", _what) and any(
+        "['then']" in line for line in _lines if line.startswith("Failed validating")
+    ):
         _what += " (a setting read only with another objective or interpolation: its description in the schema says which)"
     raise WorkflowError(
         f"the config does not fit workflow/schemas/config.schema.yaml: {_where}: {_what} (docs/configuration.md "
