@@ -114,3 +114,12 @@ def test_infinite_weights_hold_all_the_mass_and_huge_ones_do_not_overflow():
     for weight, expected in (([np.inf, 1.0, 1.0], [3000, 0, 0]), ([1e308, 1e308, 1e-300], [1500, 1500, 0])):
         drawn = np.bincount(plots._by_weight(x, np.array(weight), 3000, rng)[:, 0].astype(int), minlength=3)
         assert np.abs(drawn - expected).max() < 4 * np.sqrt(3000 * 0.25)  # binomial sd of a half
+
+
+def test_the_velocity_panels_say_how_long_their_arrows_are(figures):
+    """Each panel scales its arrows to its longest: a near-zero drift looked as strong as a fast flow (audit 9)."""
+    x = np.random.default_rng(6).normal(size=(500, 2))
+    plots.velocity_field("unused.png", lambda p, t: 0.02 * p, None, [0.0, 0.5, 1.0], x, "title")
+    (fig,) = figures
+    keys = [c.text.get_text() for ax in fig.axes for c in ax.get_children() if hasattr(c, "labelpos")]  # QuiverKey
+    assert len(keys) == 3 and all(key.endswith("/ unit time") for key in keys)

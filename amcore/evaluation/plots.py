@@ -276,8 +276,11 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
         if truth is not None:
             u = truth(grid, t)
             ax.quiver(grid[:, 0], grid[:, 1], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
-        ax.quiver(grid[:, 0], grid[:, 1], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned", **arrows)
-        ax.set_title(f"t = {t:.3g}", fontsize=9)
+        drawn = ax.quiver(grid[:, 0], grid[:, 1], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
+                          **arrows)  # fmt: skip
+        longest = float(np.linalg.norm(v[:, :2], axis=1).max())  # each panel has its own scale: say it
+        ax.quiverkey(drawn, 0.78, 1.03, longest, f"{longest:.2g} / unit time", labelpos="E", fontproperties={"size": 7})
+        ax.set_title(f"t = {t:.3g}", fontsize=9, loc="left")
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
