@@ -29,7 +29,9 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
     _where = next((line.rstrip(":") for line in _lines if line.startswith("On instance")), "On instance")
     _where = _where.removeprefix("On instance") or "top level"
     _what = _what.removeprefix("ValidationError: ")
-    if re.match(r"'[-+]?\d+(\.\d*)?[eE][-+]?\d+' is not of type", _what):  # YAML 1.1 reads 1e-3 as text
+    if _where.startswith("['holdout_times']") and "is not of type 'number'" in _what:
+        _what += " (held-out times are the numbers the data's times are: with text labels, what dataset.time_map maps them to)"
+    elif re.match(r"'[-+]?\d+(\.\d*)?[eE][-+]?\d+' is not of type", _what):  # YAML 1.1 reads 1e-3 as text
         _what += " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
     elif "'sigma' is a required property" in _what or _where.endswith("['sigma']") and "minimum" in _what:
         _what += " (eam needs sigma > 0, the noise of dX = grad s dt + sigma dW: docs/training.md, eAM's noise)"

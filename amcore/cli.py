@@ -317,6 +317,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.data.store import read_store
     from amcore.evaluation import plots
     from amcore.evaluation.evaluate import (
+        ACTION_NOISE,
         DEFAULTS,
         DISTANCES,
         action_audit,
@@ -395,7 +396,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result |= audit
         if model.objective != "eam":  # an SDE's drift spends an action the geodesic does not bound
             table |= {"action_ratio": audit["action_ratio"], "action_noise": audit["action_noise"]}
-        if audit["action_noise"] > 0.5 and model.objective != "eam":
+        if audit["action_noise"] > ACTION_NOISE and model.objective != "eam":
             print(f"amcore evaluate {args.model}: the snapshots' sampling noise is {audit['action_noise']:.2g} of the "
                   "geodesic action (close times, few cells, many dimensions, or snapshots that barely move): "
                   "action_ratio is not informative", file=sys.stderr)  # fmt: skip

@@ -162,3 +162,20 @@ def test_an_export_carries_the_map_back_to_the_genes(trained, tmp_path):
     np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).normal(size=(30, 2)), t=np.repeat([0.0, 1.0, 2.0], 10))
     write_store(tmp_path / "plain.zarr", build_snapshots({"source": "npz", "path": str(tmp_path / "d.npz")}))
     assert "to_input" not in export.cells(tmp_path / "plain.zarr", []).uns["amcore"]
+
+
+def test_an_anndata_whose_model_was_trained_on_an_obsm_entry_is_pointed_to_it(tmp_path):
+    """Trained on ``x_key: obsm/X_pca``, the model's input is those 3 columns; an AnnData gives its 10 genes, and
+    the error names the obsm entry to pass (audit 10)."""
+    rng = np.random.default_rng(3)
+    day = np.repeat([0.0, 1.0, 2.0], 30)
+    adata = ad.AnnData(X=rng.normal(size=(90, 10)).astype(np.float32), obs=pd.DataFrame({"day": day}))
+    adata.obsm["X_pca"] = rng.normal(size=(90, 3)) + day[:, None]
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    spec = {"source": "h5ad", "path": str(tmp_path / "a.h5ad"), "x_key": "obsm/X_pca", "t_key": "day"}
+    write_store(tmp_path / "s.zarr", build_snapshots(spec, {"standardize": True}))
+    train(read_store(tmp_path / "s.zarr"), TINY, tmp_path / "m.pt")
+    model = load(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=r"this one's obsm\['X_pca'\] has 3 columns: pass that"):
+        model.preprocess(adata)
+    assert model.preprocess(adata.obsm["X_pca"]).shape == (90, 3)

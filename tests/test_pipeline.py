@@ -162,6 +162,7 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "sigma": 1.0}}}, "read only with another objective or interpolation"),
         ({"models": {"e": {"objective": "eam"}}}, "'sigma' is a required property (eam needs sigma > 0"),
         ({"models": {"e": {"objective": "eam", "sigma": 0}}}, "minimum of 0 (eam needs sigma > 0, the noise of dX"),
+        ({"holdout_times": ["E7.25"]}, "with text labels, what dataset.time_map maps them to"),
         ({"models": {"am": {"objective": "am", "tension": 0.5}}}, "['models']['am']['tension']"),
         ({"models": {"am": {"objective": "am", "growth": 2.0}}}, "['models']['am']['growth']"),
         ({"models": {"f": {"objective": "fm", "interpolation": "nearest"}}}, "['models']['f']['interpolation']"),

@@ -230,3 +230,14 @@ def test_a_run_without_held_out_time_names_what_each_column_is():
     for metric, heading in headings.items():
         section = text.split(f"### {metric}\n")[1]
         assert section.splitlines()[1] == f"| method | {heading} (none held out) |"
+
+
+def test_an_action_ratio_that_measures_sampling_noise_is_flagged():
+    """action_ratio 0.29 with the snapshots' noise 73 % of the geodesic action (audit 10) read as a flow below the
+    least any flow can spend; the table flags it (over 50 %), not at 30 %."""
+    rows = _results()
+    rows[0]["table"] |= {"action_ratio": 0.29, "action_noise": 0.73}
+    rows[1]["table"] |= {"action_ratio": 1.1, "action_noise": 0.3}
+    text = markdown(long_table(rows))
+    assert "**Flagged action ratios** (the snapshots' sampling noise is over 50% of the geodesic action" in text
+    assert "- am, held-out 1, seed 0: action_noise 0.73" in text and "action_noise 0.30" not in text

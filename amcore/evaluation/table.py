@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from amcore.data.store import read_store
-from amcore.evaluation.evaluate import DISTANCES, FEW_CELLS, FEW_EFFECTIVE, MASS_OFF
+from amcore.evaluation.evaluate import ACTION_NOISE, DISTANCES, FEW_CELLS, FEW_EFFECTIVE, MASS_OFF
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
@@ -149,6 +149,9 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
         (_counted(table, "course_escaped"), "with escaped cells over the course", "**Flagged models** (cells pushed "
          "from the first time left the data at some time; evaluate's metrics.json, the first seed of each split):",
          lambda v: f"{int(v)} cells"),
+        (beyond(table, "action_noise", above=ACTION_NOISE), "with an action ratio that says little", "**Flagged "
+         f"action ratios** (the snapshots' sampling noise is over {ACTION_NOISE:.0%} of the geodesic action, so "
+         "`action_ratio` measures that noise, not a detour):", lambda v: f"action_noise {v:.2f}"),
     ]  # fmt: skip
 
 

@@ -138,8 +138,9 @@ class TrainedModel:
                              "or on a path without snapshots): bring cells into its coordinates as its store was "
                              "made")  # fmt: skip
         fitted = self._preprocessing
-        given = names is not None
+        given, obsm = names is not None, {}
         if hasattr(x, "var_names") and hasattr(x, "X"):  # an AnnData (or a view of one)
+            obsm = {key: np.shape(value)[1:] for key, value in getattr(x, "obsm", {}).items()}
             names, x = (list(x.var_names) if names is None else names), x.X
         elif hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a pandas DataFrame: its columns name the features
             names, x = (list(x.columns) if names is None else names), x.to_numpy()
@@ -170,6 +171,9 @@ class TrainedModel:
             fits = x.ndim == 2 and x.shape[1] == width
         if not fits:
             named = " (pass names=, or an AnnData, to match them by name)" if expected is not None else ""
+            there = [key for key, shape in obsm.items() if shape == (width,)]
+            if there:  # trained on an obsm entry (x_key: obsm/X_pca): an AnnData's X is its genes
+                named = f" (an AnnData gives its X; this one's obsm[{there[0]!r}] has {width} columns: pass that)"
             raise ValueError(f"x must be (cells, features) in the input's {width} features, got shape {x.shape}"
                              f"{named}")  # fmt: skip
         if not np.isfinite(x).all():

@@ -13,6 +13,7 @@ rule evaluate:
         loss=plot_output("loss", "loss", "Training loss"),
         projections=plot_output("projections", "projections", "Marginals"),
         mmd=plot_output("mmd", "mmd", "Marginals"),
+        action=plot_output("action", "action", "Action"),
     params:
         evaluate=as_arg(config["evaluate"]),
         plots=lambda wc: f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/plots",
