@@ -414,12 +414,17 @@ def neighbour_excess(
     averaged over the two clouds. 0: the neighbourhoods cannot tell the clouds apart; 1: no cell has a neighbour of
     the other cloud. It sees a branch missed or mixed in a few features of many, where a distance summed over every
     feature (W1) is within its noise floor; scaling each feature by the observed cells' standard deviation gives a
-    narrow feature the weight of a broad one. Unweighted clouds; at most ``max_size`` seeded cells per side.
+    narrow feature the weight of a broad one. Unweighted clouds; at most ``max_size`` seeded cells per side. Copies
+    of a cell within a cloud count once: a copy is its twin's nearest neighbour, of its own kind, so a prediction
+    that repeats its cells read as apart (audit 10: spline_path's 3,000 rows of 1,489 cells scored 0.264, its
+    distinct cells 0.119).
     """
     a, b = (np.asarray(z).reshape(len(z), -1) for z in (a, b))  # one feature given flat: a column
     _require_finite((a, None), (b, None))
     _require_points("the neighbour excess", 2, len(a), len(b))
     (x, y, _, _), _ = _clouds(a, b, None, None, max_size, seed)
+    x, y = torch.unique(x, dim=0), torch.unique(y, dim=0)
+    _require_points("the neighbour excess (distinct cells)", 2, len(x), len(y))
     spread = y.std(dim=0)
     spread = torch.where(spread > 0, spread, torch.ones_like(spread))  # a constant feature separates nothing
     pooled = torch.cat([x, y]) / spread

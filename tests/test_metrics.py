@@ -401,6 +401,16 @@ def test_neighbour_excess_is_one_for_separate_clouds_and_blind_to_each_features_
     assert neighbour_excess(a * units, b * units) == pytest.approx(neighbour_excess(a, b), abs=1e-9)
 
 
+def test_neighbour_excess_counts_a_repeated_cell_once():
+    """A prediction that repeats each of its cells (spline_path's rows, audit 10) is the same law: without the
+    copies counted once, each copy's nearest neighbour was its twin and 0.05 read as 0.10."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((400, 3)), rng.standard_normal((600, 3))
+    once = neighbour_excess(a, b)
+    assert abs(once) < 0.05  # one law
+    assert neighbour_excess(np.concatenate([a, a]), b) == pytest.approx(once, abs=1e-12)
+
+
 def test_the_course_ratio_of_cells_that_end_where_they_began():
     """First and last cells that coincide: not moving is perfect, so any push that ends elsewhere is flagged (an
     infinite ratio and excess), and one that ends on them is not (0), never a NaN read as a failed prediction."""
