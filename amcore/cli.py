@@ -184,7 +184,7 @@ def cmd_integrate(args: argparse.Namespace) -> None:
             cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True,
                                   batch_size=batch)  # fmt: skip
             growth = float(np.mean(w)) if model.objective == "uam" else None  # every particle starts at weight 1
-            prediction = holdout.prediction_variables(cells, w, held_out, start, growth)
+            prediction = holdout.prediction_variables(cells, w, held_out, start, growth, pushed=True)
             print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         x0 = snaps.snapshot(0)  # lazy: each batch is read from the store as it is pushed
         writer = integrate.TrajectoryWriter(
@@ -253,7 +253,7 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
-            if (growth := holdout.predicted_growth(entry["path"])) is not None:
+            if (growth := holdout.prediction_facts(entry["path"])[0]) is not None:
                 masses = snaps.masses()
                 observed_growth = float(masses[k] / masses[k - 1])
                 scores["mass_rel_error"] = abs(growth / observed_growth - 1) if not scores["nonfinite"] else np.nan

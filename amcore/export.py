@@ -9,7 +9,8 @@ model (one checkpoint per name): ``obsm["velocity_<model>"]`` the velocity (eAM:
 own time, ``obs["potential_<model>"]`` (AM, eAM, uAM) and ``obs["growth_rate_<model>"]`` (uAM).
 
 ``predictions`` puts every prediction of a held-out time (models, seeds, baselines) in one AnnData, one row per
-predicted cell with ``obs["method"]``, ``obs["seed"]``, ``obs["weight"]`` (summing to 1 per prediction; uAM's
+predicted cell with ``obs["method"]``, ``obs["seed"]``, ``obs["from_input_row"]`` (a model's predicted cell: the
+input row of the cell it was pushed from; -1 elsewhere), ``obs["weight"]`` (summing to 1 per prediction; uAM's
 growth from the previous time in ``uns["amcore"]["predicted_growth"]``), ``obs["time"]``, and the observed
 held-out cells beside them as method ``observed``.
 
@@ -230,15 +231,18 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
         x, weight, t = holdout.read_prediction(entry["path"])
         seed = str(entry.get("seed", ""))
         label = f"{entry['method']}/seed-{seed}" if seed else entry["method"]
-        if (predicted := holdout.predicted_growth(entry["path"])) is not None:
+        predicted, pushed = holdout.prediction_facts(entry["path"])
+        if predicted is not None:
             growth[label] = predicted
         blocks.append(x.astype(np.float32))
-        frames.append(
-            pd.DataFrame(
-                {"method": entry["method"], "seed": seed, "time": float(t), "weight": weight},
-                index=[f"{label}/{i}" for i in range(len(x))],
-            )
+        frame = pd.DataFrame(
+            {"method": entry["method"], "seed": seed, "time": float(t), "weight": weight},
+            index=[f"{label}/{i}" for i in range(len(x))],
         )
+        start, _, _ = holdout.bracket(snaps, t)
+        if pushed and snaps.obs_index is not None and len(x) == snaps.counts()[start]:  # cell i of the start time
+            frame["from_input_row"] = np.asarray(snaps.obs_index[snaps.offsets[start] : snaps.offsets[start + 1]])
+        frames.append(frame)
         if t not in held:
             held.append(t)
     for t in held:
@@ -255,8 +259,9 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
     if not blocks:
         raise ValueError("no predictions to export")
     obs = pd.concat(frames)
-    if "input_row" in obs:
-        obs["input_row"] = obs["input_row"].fillna(-1).astype(np.int64)  # -1: a predicted cell, from no input row
+    for column in ("input_row", "from_input_row"):  # -1: none (a predicted cell has no row; observed ones no start)
+        if column in obs:
+            obs[column] = obs[column].fillna(-1).astype(np.int64)
     obs["method"] = pd.Categorical(obs["method"], categories=list(dict.fromkeys(obs["method"])))
     names = var_names or _var_names(snaps, [])
     adata = anndata.AnnData(X=np.concatenate(blocks), obs=obs, var=pd.DataFrame(index=pd.Index(names, dtype=str)))

@@ -101,6 +101,9 @@ def test_held_out_predictions_and_the_observed_cells_in_one_anndata(trained, tmp
     snaps = read_store(trained / "store.zarr")
     np.testing.assert_array_equal(adata.X[observed], snaps.snapshot(1))
     np.testing.assert_array_equal(adata.obs.loc[observed, "input_row"], np.arange(60, 120))
+    pushed = (adata.obs["method"] == "am").to_numpy()  # each predicted cell names the cell it was pushed from
+    np.testing.assert_array_equal(adata.obs.loc[pushed, "from_input_row"], snaps.obs_index[:60])
+    assert (adata.obs.loc[~pushed, "from_input_row"] == -1).all()  # copy_prev's and the observed cells: none
     with pytest.raises(SystemExit):  # the two options go together
         main([*argv, "--out", str(tmp_path / "e.h5ad"), "--predictions"])
     assert main([*argv, "--out", str(tmp_path / "e.h5ad"), "--predictions", predictions]) == 2

@@ -146,10 +146,11 @@ def baseline(name: str, snaps: Snapshots, holdout: float, max_size: int = OT_MAX
 
 
 def prediction_variables(
-    x: np.ndarray, weight: np.ndarray, holdout: float, start: float, growth: float | None = None
+    x: np.ndarray, weight: np.ndarray, holdout: float, start: float, growth: float | None = None, pushed: bool = False
 ) -> xr.Dataset:
     """The prediction at a held-out time as ``holdout_x(holdout_particle, feature)`` and its weights (summing to 1);
-    ``growth``: the mass it predicts there over the mass it started from (uAM's), which the weights no longer say.
+    ``growth``: the mass it predicts there over the mass it started from (uAM's), which the weights no longer say;
+    ``pushed``: particle ``i`` is the ``i``-th cell of the start time, moved (a model's; a baseline's points are not).
 
     Models carry it inside their trajectories store, baselines in a store of their own; both read alike.
     """
@@ -159,7 +160,9 @@ def prediction_variables(
             "holdout_x": (("holdout_particle", "feature"), x.astype(np.float32)),
             "holdout_weight": (("holdout_particle",), (weight / weight.sum()).astype(np.float64)),
         },
-        attrs=attrs if growth is None else attrs | {"holdout_growth": json.dumps(float(growth))},
+        attrs=attrs
+        | ({} if growth is None else {"holdout_growth": json.dumps(float(growth))})
+        | ({"holdout_pushed": "true"} if pushed else {}),
     )
 
 
@@ -167,12 +170,13 @@ def write_prediction(path, x: np.ndarray, weight: np.ndarray, holdout: float, st
     write_dataset_atomic(prediction_variables(x, weight, holdout, start), path, {"holdout_x": {"compressors": [ZSTD]}})
 
 
-def predicted_growth(path) -> float | None:
-    """The mass a prediction at ``path`` gives its held-out time over its start's (``None``: it says nothing of
-    mass, e.g. a balanced model's or a baseline's)."""
+def prediction_facts(path) -> tuple[float | None, bool]:
+    """What a prediction at ``path`` says beside its cells: the mass it gives its held-out time over its start's
+    (``None``: nothing of mass, a balanced model's or a baseline's), and whether its particles are the start time's
+    cells, in order, moved."""
     with open_zarr(path) as ds:
-        growth = ds.attrs.get("holdout_growth")
-    return None if growth is None else float(json.loads(growth))
+        growth, pushed = ds.attrs.get("holdout_growth"), ds.attrs.get("holdout_pushed") == "true"
+    return (None if growth is None else float(json.loads(growth))), pushed
 
 
 def read_prediction(path) -> tuple[np.ndarray, np.ndarray, float]:
