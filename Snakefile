@@ -4,6 +4,8 @@ import json
 import math
 import re
 import shlex
+import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -94,6 +96,12 @@ if config["reference"] not in MODELS and "am" != config["reference"]:
     raise ValueError(f"reference: {config['reference']!r} is not one of the models {MODELS}")
 SPLIT = f"{OUT}/holdout-{{holdout}}"
 RUN = f"{SPLIT}/{{model}}/seed-{{seed}}"
+# Splits of an earlier config of this experiment's name stay on disk but leave its table: say so, never in silence.
+_other = sorted(p.name for p in Path(OUT).glob("holdout-*") if p.name.removeprefix("holdout-") not in HOLDOUTS)
+if _other:
+    print(f"amcore: {OUT} holds {', '.join(_other)} from an earlier config of experiment {config['experiment']!r}; "
+          "this run's table leaves them out (give each config its own experiment name to keep both tables)",
+          file=sys.stderr)  # fmt: skip
 
 
 wildcard_constraints:

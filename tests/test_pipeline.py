@@ -303,3 +303,13 @@ def check_a_nan_model_is_marked_failed(workdir: Path, config: dict) -> None:
     am_w1 = markdown.split("### w1")[1].split("| am |")[1].splitlines()[0]
     assert am_w1.count("FAILED (1 of 2 seeds)") == 1  # at t = 0.5, the one held-out time: never seed 1 alone
     assert "| copy_prev | FAILED |" in markdown.split("paired by seed")[1]  # no interval over the seed left
+
+
+def test_splits_of_an_earlier_config_of_the_same_experiment_are_named(tmp_path, tiny_config):
+    """A second config of one experiment name rewrote its table from its own splits only, and the held-out rows of
+    the first vanished from it in silence (audit 10); the run now names the splits it leaves out."""
+    (tmp_path / "results" / tiny_config["experiment"] / "holdout-7.25").mkdir(parents=True)
+    result = snakemake(tmp_path, tiny_config, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "holds holdout-7.25 from an earlier config of experiment" in result.stderr
+    assert "holdout-none from an earlier" not in result.stderr
