@@ -195,3 +195,14 @@ def test_the_export_rule_s_command_with_a_held_out_time(tmp_path, tiny_config):
     assert [(p["method"], p["seed"]) for p in predictions] == [("am", "0"), ("am", "1"), ("copy_prev", "")]
     assert words[words.index("--predictions-out") + 1] == "results/tiny/holdout-0.5/predictions.h5ad"
     assert [m["seed"] for m in json.loads(words[words.index("--models") + 1])["models"]] == ["0"]  # first seed
+
+
+@pytest.mark.slow
+def test_scanpy_finds_the_neighbours_of_an_atlas_sized_export(tmp_path):
+    """Above 4,096 cells scanpy hands the neighbour search to pynndescent, whose 0.7 returns sparse arrays that
+    scanpy 1.11 cannot read ('csr_array' has no getnnz: audit 10); the dev install pins it below 0.7. (Slow: numba
+    compiles pynndescent on first use, about 40 s.)"""
+    sc = pytest.importorskip("scanpy")
+    adata = ad.AnnData(np.random.default_rng(0).normal(size=(5000, 10)).astype(np.float32))
+    sc.pp.neighbors(adata, use_rep="X", n_neighbors=15)
+    assert adata.obsp["distances"].shape == (5000, 5000)
