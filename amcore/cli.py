@@ -322,6 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         DISTANCES,
         action_audit,
         course,
+        diffusion_energy,
         options,
         score_marginals,
         score_paper_mmd,
@@ -393,6 +394,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             traj["x"], traj["time"].values, every_step, snaps, opts["max_exact_size"], opts["seed"],
             simulator, truth_samples, model.drift if model.objective == "eam" else None,
         )  # fmt: skip
+        if model.objective == "eam":  # beside the drift's energy, the noise's: sigma_t^2 d per unit time
+            audit |= diffusion_energy(model, snaps.t_values)
         result |= audit
         if model.objective != "eam":  # an SDE's drift spends an action the geodesic does not bound
             table |= {"action_ratio": audit["action_ratio"], "action_noise": audit["action_noise"]}

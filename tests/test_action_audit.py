@@ -1,6 +1,7 @@
 """The action audit: the kinetic action a flow spends against the piecewise W2 geodesic through the snapshots."""
 
 import numpy as np
+import pytest
 
 from amcore.metrics import drift_action, flow_action, geodesic_action
 
@@ -192,3 +193,18 @@ def test_an_sdes_action_is_its_drifts_energy_not_its_brownian_increments():
         drift = drift_action(x, time, knots, lambda cells, t: np.tile([1.0, 0.0], (len(cells), 1)))
         np.testing.assert_allclose(drift, [1.0], rtol=1e-12)
         np.testing.assert_allclose(flow_action(x, time, knots), [1 + 2 * steps], rtol=0.05)
+
+
+def test_eams_noise_is_reported_beside_its_drifts_energy(tmp_path):
+    """sigma 0.5 in 2-d: the noise adds sigma^2 d = 0.5 of squared displacement per unit of time, 0.25 on each half
+    (what the drift's energy is to be read against: audit 9 asked how the motion splits)."""
+    from amcore import Snapshots, TrainConfig, load, train
+    from amcore.evaluation.evaluate import diffusion_energy
+
+    t = np.repeat([0.0, 0.5, 1.0], 30)
+    x = np.random.default_rng(0).normal(size=(90, 2)) + t[:, None]
+    cfg = TrainConfig(objective="eam", sigma=0.5, steps=5, width=8, depth=1, threads=1, log_every=5)
+    train(Snapshots.from_labels(x, t), cfg, tmp_path / "m.pt")
+    noise = diffusion_energy(load(tmp_path / "m.pt"), np.array([0.0, 0.5, 1.0]))
+    assert noise["action_diffusion"] == pytest.approx({"0-0.5": 0.25, "0.5-1": 0.25})
+    assert noise["action_diffusion_total"] == pytest.approx(0.5)

@@ -224,6 +224,18 @@ def score_truth(simulator: Simulator, snaps: Snapshots, model: TrainedModel, n: 
     return {**result, **by_time, "w1_noise_floor_mean": float(np.mean(floor))}
 
 
+def diffusion_energy(model: TrainedModel, knots: np.ndarray, points: int = 65) -> dict:
+    """eAM's noise beside its drift's energy: ``int sigma_t^2 d dt`` per observed interval (the expected squared
+    displacement the Brownian part adds, per unit of time summed), the trapezoid rule on ``points`` times each."""
+    knots = np.asarray(knots, dtype=np.float64)
+    per = {}
+    for a, b in zip(knots[:-1], knots[1:], strict=True):
+        grid = np.linspace(a, b, points)
+        values = np.array([model.sigma(float(t)) ** 2 * model.dim for t in grid])
+        per[f"{a:g}-{b:g}"] = float(((values[1:] + values[:-1]) / 2 * np.diff(grid)).sum())
+    return {"action_diffusion": per, "action_diffusion_total": float(sum(per.values()))}
+
+
 def action_audit(
     x,
     time: np.ndarray,

@@ -331,6 +331,8 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
         series["sampling noise in the geodesic"] = audit["action_geodesic_noise"]
     if "action_truth" in audit:
         series["true process"] = audit["action_truth"]
+    if "action_diffusion" in audit:  # eAM: how the motion splits between drift and noise
+        series["noise (∫ σ² d dt)"] = audit["action_diffusion"]
     intervals = list(audit["action_flow"])
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(intervals) * len(series)), 3.6))
     width = 0.8 / len(series)
