@@ -409,6 +409,8 @@ def test_neighbour_excess_counts_a_repeated_cell_once():
     once = neighbour_excess(a, b)
     assert abs(once) < 0.05  # one law
     assert neighbour_excess(np.concatenate([a, a]), b) == pytest.approx(once, abs=1e-12)
+    collapsed = np.repeat(a[:1], 400, axis=0)  # a model that sends every cell to one point: apart, not a crash
+    assert neighbour_excess(collapsed, b) == 1.0 and neighbour_excess(collapsed, collapsed) == 0.0
 
 
 def test_the_course_ratio_of_cells_that_end_where_they_began():

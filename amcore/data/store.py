@@ -179,7 +179,7 @@ class Snapshots:
         if weights is not None:
             weights = weights[order]
             _check_even_weights(np.split(weights, offsets[1:-1]), t_values)
-        return cls(x, t_values, offsets, dict(attrs or {}), weights, order, velocity)
+        return cls(x, t_values, offsets, attrs, weights, order, velocity)
 
     def __repr__(self) -> str:
         """A line, not the arrays (a notebook echoes it)."""

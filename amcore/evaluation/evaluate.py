@@ -263,7 +263,7 @@ def action_audit(
     if drift is None:
         flow = metrics.flow_action(x, time, knots, weight)
     else:
-        flow = metrics.drift_action(x, time, knots, drift)
+        flow = metrics.drift_action(x, time, knots, drift, seed=seed)
     clouds = [np.asarray(snaps.snapshot(k), dtype=np.float64) for k in range(snaps.n_snapshots)]
     geodesic = metrics.geodesic_action(clouds, knots, max_size, seed)
     # What W2^2 / dt would be between two samples of one law: the sampling noise inside each geodesic term. Close

@@ -113,11 +113,18 @@ def ot_pairs(
 
     ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
-    cost = ot.dist(xa[ia].astype(np.float64), xb[ib].astype(np.float64))
-    plan = ot.emd(ot.unif(len(ia)), ot.unif(len(ib)), cost, numItermax=10_000_000)
+    rows, cols, weights = _exact_plan(ot.dist(xa[ia].astype(np.float64), xb[ib].astype(np.float64)))
+    return ia[rows], ib[cols], weights
+
+
+def _exact_plan(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The support ``(row, col, weight)`` of the exact OT plan between uniform weights for ``cost``."""
+    import ot
+
+    plan = ot.emd(ot.unif(cost.shape[0]), ot.unif(cost.shape[1]), cost, numItermax=10_000_000)
     rows, cols = np.nonzero(plan > 0)
     weights = plan[rows, cols]
-    return ia[rows], ib[cols], weights / weights.sum()
+    return rows, cols, weights / weights.sum()
 
 
 EXACT_BELOW = 1e-3  # an entropic regularisation this small beside the costs gives the exact plan
@@ -139,13 +146,14 @@ def entropic_pairs(
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
     a, b = torch.as_tensor(xa[ia], dtype=torch.float64), torch.as_tensor(xb[ib], dtype=torch.float64)
     cost = torch.cdist(a, b).pow(2)
-    if reg < EXACT_BELOW * float(cost.median()):
+    typical = float(cost.median())
+    if reg < EXACT_BELOW * typical:
         if not _said_exact:
             _said_exact.append(reg)
             print(f"amcore train: entropic_reg {reg:.3g} is under {EXACT_BELOW:g} times the pairs' median cost "
-                  f"{float(cost.median()):.3g}: the exact OT plan, its limit, stands in for Sinkhorn's",
+                  f"{typical:.3g}: the exact OT plan, its limit, stands in for Sinkhorn's",
                   file=sys.stderr)  # fmt: skip
-        rows, cols, weights = ot_pairs(xa[ia], xb[ib], max_size, rng)
+        rows, cols, weights = _exact_plan(cost.numpy())
         return ia[rows], ib[cols], weights
     plan = ot.sinkhorn(ot.unif(len(ia), type_as=cost), ot.unif(len(ib), type_as=cost), cost, reg,
                        method="sinkhorn_log", numItermax=5000, stopThr=1e-7)  # fmt: skip

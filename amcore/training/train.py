@@ -797,10 +797,11 @@ def _mass_change(snaps: Snapshots) -> str | None:
 def _sigma_coordinates(snaps: Snapshots) -> str | None:
     """A note when eAM's noise acts in rescaled coordinates: ``sigma`` is one number for every feature of the
     store, so after standardisation a physical noise level ``sigma`` is ``sigma / std_j`` in feature ``j`` (audit 9:
-    the drift's error went from 11 % to 55 % with the physical sigma on standardised cells)."""
+    the drift's error went from 11 % to 55 % with the physical sigma on standardised cells). A projection on
+    principal components alone is a rotation: isotropic noise stays isotropic, in the input's units."""
     config = snaps.attrs.get("preprocess", {}).get("config", {})
-    steps = [name for name, on in (("standardised", config.get("standardize")), ("projected on principal "
-             "components", config.get("pca")), ("whitened", config.get("whiten"))) if on]  # fmt: skip
+    steps = [name for name, on in (("standardised", config.get("standardize")), ("whitened", config.get("whiten")))
+             if on]  # fmt: skip
     if not steps:
         return None
     return (
