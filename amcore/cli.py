@@ -414,10 +414,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                         axis_names=snaps.attrs.get("feature_names"), weights=carried)  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times)
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
-        if model.objective == "uam":
-            plots.growth_rates(plots_dir / "growth.png", model.growth_rate, truth, times,
-                               f"{title}: learned growth rate at the observed cells",
-                               axis_names=snaps.attrs.get("feature_names"))  # fmt: skip
+        observed_mass = snaps.masses() / snaps.masses()[0]
+        predicted_mass = np.ones(len(times)) if carried is None else [float(np.mean(w)) for w in carried]
+        uam = model.objective == "uam"
+        plots.growth(plots_dir / "growth.png", times, observed_mass, predicted_mass,
+                     f"{title}: " + ("mass and learned growth rate" if uam else "mass (balanced: held at 1)"),
+                     rate=model.growth_rate if uam else None, truth=truth,
+                     axis_names=snaps.attrs.get("feature_names"))  # fmt: skip
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
                           weights=carried)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}

@@ -95,15 +95,27 @@ def test_weighted_particles_are_drawn_by_their_weight(figures):
 
 
 def test_growth_rates_share_one_scale_centred_on_zero(figures):
-    """A rate of +x0 at every cell: red where cells grow, blue where they die, one colour scale for every panel."""
+    """A rate of +x0 at every cell: red where cells grow, blue where they die, one colour scale for every panel,
+    after the mass panel."""
     truth = _cells(3, 500)
-    plots.growth_rates("unused.png", lambda x, t: x[:, 0] * (1 + t), truth, [0.0, 1.0, 2.0], "title",
-                       axis_names=["PC1", "PC2", "PC3"])  # fmt: skip
+    plots.growth("unused.png", [0.0, 1.0, 2.0], [1.0, 2.0, 4.0], [1.0, 1.9, 4.2], "title",
+                 rate=lambda x, t: x[:, 0] * (1 + t), truth=truth, axis_names=["PC1", "PC2", "PC3"])  # fmt: skip
     (fig,) = figures
     panels = [ax for ax in fig.axes if ax.get_title().startswith("t = ")]
     assert len(panels) == 3 and panels[0].get_xlabel() == "PC1" and panels[0].get_ylabel() == "PC2"
     ((low, high),) = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections}
     assert low == -high and high == pytest.approx(max(np.abs(x[:, 0] * (1 + k)).max() for k, x in enumerate(truth)))
+
+
+def test_a_balanced_model_draws_its_mass_held_at_one_beside_the_observed(figures):
+    """A balanced objective's growth.png is the mass panel alone: the observed 1, 3, 100 (log scale: a 100-fold
+    range) against the model's 1, 1, 1, so a growth it does not learn shows."""
+    plots.growth("unused.png", [0.0, 1.0, 2.0], np.array([1.0, 3.0, 100.0]), np.ones(3), "title")
+    (fig,) = figures
+    (panel,) = [ax for ax in fig.axes if ax.lines]
+    observed, pushed = (line.get_ydata() for line in panel.lines)
+    assert list(observed) == [1.0, 3.0, 100.0] and list(pushed) == [1.0, 1.0, 1.0]
+    assert panel.get_yscale() == "log" and not [ax for ax in fig.axes if ax.get_title().startswith("t = ")]
 
 
 def test_infinite_weights_hold_all_the_mass_and_huge_ones_do_not_overflow():

@@ -287,35 +287,56 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
     _save(fig, path, dpi=110)
 
 
-def growth_rates(
-    path: Path, rate, truth: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS // 2,
-    axis_names: list[str] | None = None,
+def growth(
+    path: Path, times, observed_mass, predicted_mass, title: str, rate=None, truth: list[np.ndarray] | None = None,
+    max_points: int = MAX_POINTS // 2, axis_names: list[str] | None = None,
 ) -> None:  # fmt: skip
-    """uAM's growth rate at the observed cells, one panel per time (first two features; a seeded subsample of at
-    most ``max_points`` a panel), on one diverging colour scale centred on 0: red grows, blue dies.
-    ``rate(cells, t)`` is the model's rate per unit of the data's time."""
-    rng = np.random.default_rng(0)
-    cells = [_subsample(x, max_points, rng) for x in truth]
-    rates = [np.ravel(rate(x, float(t))) for x, t in zip(cells, times, strict=True)]
-    finite = np.abs(np.concatenate(rates))
-    finite = finite[np.isfinite(finite)]
-    reach = max(float(finite.max()), 1e-12) if len(finite) else 1.0
-    norm = matplotlib.colors.Normalize(vmin=-reach, vmax=reach)
-    n = len(times)
-    cols, rows, size = _grid(n)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.0, size * rows + 0.6), squeeze=False, sharex=True,
-                             sharey=True)  # fmt: skip
-    for ax, t, x, r in zip(axes.flat, times, cells, rates, strict=False):
-        a = _project(x)
-        ax.scatter(a[:, 0], a[:, 1], s=3, c=r, cmap="coolwarm", norm=norm, rasterized=True, linewidths=0)
-        ax.set_title(f"t = {t:.3g}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[n:]:
+    """The mass over time, relative to the first time's: the observed (counts, or ``dataset.population``) beside
+    the model's along its push, which a balanced objective holds at 1 whatever the data do. With uAM's ``rate``
+    (``rate(cells, t)`` per unit of the data's time), its growth rate at the observed ``truth`` cells, one panel
+    per time (first two features; a seeded subsample of at most ``max_points`` a panel) on one diverging colour
+    scale centred on 0: red grows, blue dies."""
+    n = len(times) if rate is not None else 0
+    cols, rows, size = _grid(n + 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (1.0 if n else 0.6), size * rows + 0.6),
+                             squeeze=False)  # fmt: skip
+    ax = axes.flat[0]
+    ax.plot(times, observed_mass, "o", color="black", label="observed")
+    ax.plot(times, predicted_mass, "-", color="tab:red", label="pushed from the first time")
+    if np.all(np.isfinite(observed_mass)) and np.all(np.isfinite(predicted_mass)):
+        spread = np.concatenate([np.asarray(observed_mass, float), np.asarray(predicted_mass, float)])
+        if np.all(spread > 0) and spread.max() / spread.min() > 10:
+            ax.set_yscale("log")
+    ax.set_xlabel("time", fontsize=8)
+    ax.set_title("mass / first time's", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    panels = list(axes.flat)[1 : n + 1]
+    if rate is not None:
+        rng = np.random.default_rng(0)
+        cells = [_subsample(x, max_points, rng) for x in truth]
+        rates = [np.ravel(rate(x, float(t))) for x, t in zip(cells, times, strict=True)]
+        finite = np.abs(np.concatenate(rates))
+        finite = finite[np.isfinite(finite)]
+        reach = max(float(finite.max()), 1e-12) if len(finite) else 1.0
+        norm = matplotlib.colors.Normalize(vmin=-reach, vmax=reach)
+        for ax in panels[1:]:  # one frame for every time's cells
+            ax.sharex(panels[0])
+            ax.sharey(panels[0])
+        for ax, t, x, r in zip(panels, times, cells, rates, strict=True):
+            a = _project(x)
+            ax.scatter(a[:, 0], a[:, 1], s=3, c=r, cmap="coolwarm", norm=norm, rasterized=True, linewidths=0)
+            ax.set_title(f"t = {t:.3g}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
+            ax.tick_params(labelsize=7)
+        names = list(axis_names or [f"x{i}" for i in range(truth[0].shape[1])]) + [""]  # 1-d: no y feature
+        for ax in panels:
+            ax.set_xlabel(names[0], fontsize=8)
+            ax.set_ylabel(names[1], fontsize=8)
+        fig.colorbar(
+            matplotlib.cm.ScalarMappable(norm=norm, cmap="coolwarm"), ax=panels, label="growth rate (d log mass / dt)"
+        )
+    for ax in list(axes.flat)[n + 1 :]:
         ax.axis("off")
-    _name_axes(axes, axis_names, truth[0].shape[1])
-    fig.colorbar(
-        matplotlib.cm.ScalarMappable(norm=norm, cmap="coolwarm"), ax=axes, label="growth rate (d log mass / dt)"
-    )
     fig.suptitle(title)
     _save(fig, path, dpi=110 if n <= 12 else 90)
 

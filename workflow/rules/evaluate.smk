@@ -14,6 +14,7 @@ rule evaluate:
         projections=plot_output("projections", "projections", "Marginals"),
         mmd=plot_output("mmd", "mmd", "Marginals"),
         action=plot_output("action", "action", "Action"),
+        growth=plot_output("growth", "growth", "Growth"),
     params:
         evaluate=as_arg(config["evaluate"]),
         plots=lambda wc: f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/plots",
