@@ -40,7 +40,7 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
     elif re.search(r"was expected|should not be valid", _what) and any(
         "['then']" in line for line in _lines if line.startswith("Failed validating")
     ):
-        _what += " (a setting read only with another objective or interpolation: its description in the schema says which)"
+        _what += " (a setting read only with another objective, interpolation or implementation: its description in the schema says which)"
     raise WorkflowError(
         f"the config does not fit workflow/schemas/config.schema.yaml: {_where}: {_what} (docs/configuration.md "
         "lists every key)"

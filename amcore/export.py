@@ -198,7 +198,7 @@ def cells(store: str | Path, checkpoints: list[dict]):
             "objective": model.objective,
             "field": "drift" if model.objective == "eam" else "velocity",
             "seed": str(entry.get("seed", "")),
-            "checkpoint": str(entry["path"]),
+            "checkpoint": str(Path(entry["path"]).resolve()),  # amcore.load finds it from any working directory
             "step": int(model.info.get("step") or 0),
             "t_range": np.asarray(model.t_range, dtype=np.float64),
             "config": _text(model.config),

@@ -483,13 +483,13 @@ def flow_action(x, time: np.ndarray, knots: np.ndarray, weight=None, block_value
     From trajectories ``x(step, particle, feature)`` on the grid ``time`` (which holds every knot): the sum over
     steps of ``E|dx|^2 / dt``, exact for paths straight within a step and otherwise a lower estimate that converges
     as steps shrink. With uAM ``weight(step, particle)``, each step is the weighted mean under the step's start
-    weights (the particles' mass, relative to the first time); NaN where any particle or weight is not finite.
+    weights normalised to sum to 1: the action per unit of mass, as the geodesic between the snapshots' laws
+    counts it, whether the population grew or died; NaN where any particle or weight is not finite.
     ``x`` and ``weight`` may be lazy (xarray or dask): they are read a block of steps at a time, about
     ``block_values`` numbers each, so memory never holds the trajectories.
     """
     n_steps, n, d = x.shape
     block = max(1, block_values // max(1, n * d))
-    total = None if weight is None else float(np.asarray(weight[0], dtype=np.float64).sum())
     per_step = []
     for a in range(0, n_steps - 1, block):
         b = min(a + block, n_steps - 1)
@@ -501,6 +501,7 @@ def flow_action(x, time: np.ndarray, knots: np.ndarray, weight=None, block_value
                 step = dx2.mean(1) / dt
             else:
                 w = np.asarray(weight[a:b], dtype=np.float64)
+                total = w.sum(1)
                 step = (w * dx2).sum(1) / total / dt
                 finite &= np.isfinite(w).all(1) & (total > 0)
         per_step.append(np.where(finite & np.isfinite(step), step, np.nan))

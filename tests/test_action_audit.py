@@ -22,6 +22,10 @@ def test_weighted_flow_action_uses_the_particles_mass():
     x = np.stack([time * 1.0, time * 2.0], axis=1)[..., None]
     weight = np.tile([0.75, 0.25], (5, 1))
     np.testing.assert_allclose(flow_action(x, time, np.array([0.0, 1.0]), weight), [(0.75 + 0.25 * 4)])
+    # The same two doubling in mass every step: the action per unit of mass is unchanged (it grew 16-fold with the
+    # mass when the weights were taken relative to the first time's: audit 12).
+    growing = weight * 2.0 ** np.arange(5)[:, None]
+    np.testing.assert_allclose(flow_action(x, time, np.array([0.0, 1.0]), growing), [(0.75 + 0.25 * 4)])
 
 
 def test_a_nan_particle_makes_its_interval_nan():

@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import shlex
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -46,6 +47,17 @@ def trained(tmp_path_factory):
 
 def _checkpoints(root, *names: str) -> str:
     return json.dumps({"models": [{"model": name, "seed": "0", "path": str(root / f"{name}.pt")} for name in names]})
+
+
+def test_the_checkpoint_named_in_an_export_loads_from_any_working_directory(trained, tmp_path, monkeypatch):
+    """The pipeline passes paths relative to its working directory; the export kept them so, and amcore.load on
+    them failed anywhere else (audit 12)."""
+    monkeypatch.chdir(trained)
+    models = json.dumps({"models": [{"model": "am", "seed": "0", "path": "am.pt"}]})
+    assert main(["export", "--store", "store.zarr", "--models", models, "--out", str(tmp_path / "e.h5ad")]) == 0
+    monkeypatch.chdir(tmp_path)
+    checkpoint = ad.read_h5ad(tmp_path / "e.h5ad").uns["amcore"]["models"]["am"]["checkpoint"]
+    assert Path(checkpoint).is_absolute() and amcore.load(checkpoint).info["step"] == 30
 
 
 def test_each_cell_gets_each_models_fields_at_its_own_time(trained, tmp_path):

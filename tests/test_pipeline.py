@@ -159,7 +159,10 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "learning_rate": 0.1}}}, "learning_rate"),
         ({"dataset": {"source": "simulate", "n_per_time": "many"}}, "many"),
         ({"models": {"am": {"objective": "am", "lr": "1e-3"}}}, "YAML reads a number like 1e-3 as text"),
-        ({"models": {"am": {"objective": "am", "sigma": 1.0}}}, "read only with another objective or interpolation"),
+        (
+            {"models": {"am": {"objective": "am", "sigma": 1.0}}},
+            "read only with another objective, interpolation or implementation",
+        ),
         ({"models": {"e": {"objective": "eam"}}}, "'sigma' is a required property (eam needs sigma > 0"),
         ({"models": {"e": {"objective": "eam", "sigma": 0}}}, "minimum of 0 (eam needs sigma > 0, the noise of dX"),
         ({"holdout_times": ["E7.25"]}, "with text labels, what dataset.time_map maps them to"),

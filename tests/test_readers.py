@@ -16,6 +16,7 @@ import pytest
 import scipy.sparse as sp
 import xarray as xr
 from conftest import cli_env
+from snakemake.utils import validate
 
 from amcore.data.prepare import build_snapshots
 from amcore.data.store import Snapshots, check_time_resolution, read_store, write_store
@@ -154,7 +155,10 @@ def test_time_in_file_names_is_never_read_as_a_sign_or_a_replicate(tmp_path):
         folder.mkdir()
         for name in names:
             np.savez(folder / f"{name}.npz", X=np.random.default_rng(0).normal(size=(5, 2)))
-    snaps = build_snapshots({"source": "directory", "path": str(dashed)})
+    # As the pipeline reads it: the schema's defaults filled in (one of them once put the sign back).
+    config = {"dataset": {"source": "directory", "path": str(dashed)}}
+    validate(config, str(Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"))
+    snaps = build_snapshots(config["dataset"])
     assert snaps.t_values.tolist() == [-1.0, 0.0, 3.0, 10.0]  # a leading sign is still a sign
     assert snaps.attrs["provenance"]["reader"]["file_labels"]["day-3.npz"] == 3.0
     with pytest.raises(InputError, match=r"every file's name gives the same time, 1\.0 .* set time_pattern"):

@@ -122,6 +122,13 @@ def test_sigma_is_accepted_where_it_means_something():
         TrainConfig(objective="eam", sigma=0.5, sigma_final=-0.1)
 
 
+def test_torchcfm_sigma_is_refused_before_any_job_without_the_torchcfm_implementation():
+    """Train refused it only once the job ran; the schema now does, as it does every setting one path reads."""
+    message = schema_refuses({"objective": "fm", "torchcfm_sigma": 0.2})
+    assert message is not None and "torchcfm_sigma" in message
+    assert schema_refuses({"objective": "fm", "implementation": "torchcfm", "torchcfm_sigma": 0.2}) is None
+
+
 @pytest.mark.parametrize("config", sorted((ROOT / "config").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_pass_the_new_checks(config):
     """Every shipped model validates and builds its TrainConfig (no sigma on am/uam/fm, no growth <= 0); an

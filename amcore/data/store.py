@@ -252,7 +252,8 @@ class Snapshots:
         return Snapshots(x, self.t_values, self.offsets, self.attrs, weights, obs_index, velocity)
 
     def summary(self, *also) -> dict:
-        """Cells per time, dimension and per-feature statistics: what a user checks first.
+        """Cells per time, dimension and per-feature statistics of every stored cell, held-out times included: what
+        a user checks first (the preprocessing fitted on the training times alone is in the store's attrs).
 
         One pass over ``x``, shared with the dask work in ``also`` (writing the store), whose results follow.
         """
@@ -264,6 +265,7 @@ class Snapshots:
             "cells_per_time": [int(c) for c in self.counts()],
             "feature_mean": [float(v) for v in mean],
             "feature_std": [float(v) for v in std],
+            "feature_stats_over": "every stored cell, held-out times included (preprocessing is fitted without them)",
         }
 
 

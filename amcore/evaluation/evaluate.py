@@ -21,6 +21,9 @@ FEW_EFFECTIVE = 0.1
 FEW_CELLS = 20  # cells on one side of a distance below which it is flagged: mostly sampling noise
 MASS_OFF = 0.5  # relative error of the weighted particles' mass at some time above which a prediction is flagged
 ACTION_NOISE = 0.5  # sampling noise's share of the geodesic action above which action_ratio says little
+# A balanced flow that carries the snapshots spends at least the geodesic's action, whose estimate sampling noise
+# inflates by about action_noise: a ratio under this share of (1 - action_noise) falls short of the snapshots.
+ACTION_SHORT = 0.9
 
 
 def options(params: dict) -> dict:
@@ -66,8 +69,9 @@ def distances(
     ``nonfinite``: the number of predicted cells with a NaN or inf coordinate (or weight; every cell when the
     weights sum to zero, or hold the population on fewer than two cells' worth of mass: effective sample size
     under 2); a prediction with any such cell failed and every distance to it is NaN. ``escaped``: the
-    finite predicted cells outside three times the box of ``box`` (``data_box``: every observed cell of the store;
-    the observed cells when None; ``metrics.escaped_rows``): a flag, beside distances that stay honest.
+    finite predicted cells outside the box of ``box`` widened on every side by its longest side (``data_box``:
+    every observed cell of the store; the observed cells when None; ``metrics.escaped_rows``): a flag, beside
+    distances that stay honest.
     ``effective_size`` (weighted predictions only: weights not all equal): Kish's effective sample size of the
     weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction is flagged.
     ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and

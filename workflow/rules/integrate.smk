@@ -19,7 +19,8 @@ rule integrate:
 
 
 rule baseline:
-    """The simple answers at the held-out time: the previous cells unchanged, or displacement interpolation."""
+    """A simple answer at the held-out time (amcore.evaluation.holdout.BASELINES): the previous cells unchanged,
+    displacement interpolation, the spline path, ..."""
     input:
         store=rules.prepare.output.store,
     output:
