@@ -63,6 +63,22 @@ if config["dataset"]["source"] == "simulate":
 
 if config.get("data"):
     config["dataset"]["path"] = config["data"]  # `--config data=PATH` runs the same protocol on other data
+# With a file source the simulator's keys are ignored: those config/config.yaml lays under every config silently,
+# those the user wrote (times to keep, cells to draw) never.
+if config["dataset"]["source"] != "simulate":
+    import yaml
+
+    _given = [(str(path), (yaml.safe_load(Path(path).read_text()) or {}).get("dataset") or {})
+              for path in workflow.config_settings.configfiles or []]  # fmt: skip
+    _given.append(("--config", (workflow.config_settings.config or {}).get("dataset") or {}))
+    for _where, _dataset in _given:
+        _bad = sorted({"simulator", "params", "times", "n_times", "n_per_time"} & set(_dataset))
+        if _bad and _dataset.get("source", config["dataset"]["source"]) != "simulate":
+            raise ValueError(
+                f"{_where}: dataset.{', dataset.'.join(_bad)} are read only by the simulate source; the source "
+                f"{config['dataset']['source']!r} reads every time and cell of the file: leave them out (to use fewer "
+                "times or cells, write a file of those; holdout_times leaves a time out of training)"
+            )
 if config["dataset"]["source"] == "simulate" and config["dataset"].get("path"):
     raise ValueError(
         f"dataset.path (or data) {config['dataset']['path']!r} is read only from a file source: the source is "

@@ -318,12 +318,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from amcore.evaluation import plots
     from amcore.evaluation.evaluate import (
         ACTION_NOISE,
-        ACTION_SHORT,
         DEFAULTS,
         DISTANCES,
         action_audit,
         course,
         diffusion_energy,
+        falls_short,
         options,
         score_marginals,
         score_paper_mmd,
@@ -404,9 +404,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             table |= {"action_ratio": audit["action_ratio"], "action_noise": audit["action_noise"]}
             if audit["action_noise"] > ACTION_NOISE:
                 print(f"amcore evaluate {args.model}: the snapshots' sampling noise is {audit['action_noise']:.2g} of "
-                      "the geodesic action (close times, few cells, many dimensions, or snapshots that barely move): "
-                      "action_ratio is not informative", file=sys.stderr)  # fmt: skip
-            elif audit["action_ratio"] < ACTION_SHORT * (1 - audit["action_noise"]):
+                      "the geodesic action (close times, few cells or small subsamples, many dimensions, or "
+                      "snapshots that barely move): action_ratio is not informative; a larger "
+                      "evaluate.max_exact_size lowers the noise where the times have more cells",
+                      file=sys.stderr)  # fmt: skip
+            elif falls_short(audit["action_ratio"], audit["action_noise"]):
                 print(f"amcore evaluate {args.model}: FLAGGED: its flow spends {audit['action_ratio']:.2f} of the "
                       "W2 geodesic's action, less than any flow through the snapshots (sampling noise "
                       f"{audit['action_noise']:.2f}): it falls short of where the snapshots go",
@@ -506,7 +508,10 @@ def cmd_table(args: argparse.Namespace) -> None:
         times = [float(t) for t in next(r["w1"] for r in results if "w1" in r)]
         plots.metric_by_time(Path(args.figure), times, series, "W1 (pushed from the first time vs observed)", "")
     else:
-        plots.holdout_bars(Path(args.figure), tables.summary(table, "w1"), "W1 at the held-out time")
+        floors = tables.summary(table, "w1_subsample_noise")  # per method: a floor of its prediction's size
+        floor = {h: float(np.nanmedian([np.nanmean(cols[h]) for cols in floors.values() if h in cols]))
+                 for h in dict.fromkeys(h for cols in floors.values() for h in cols)}  # fmt: skip
+        plots.holdout_bars(Path(args.figure), tables.summary(table, "w1"), "W1 at the held-out time", floor)
     artifacts = [args.table, args.markdown, args.figure]
     if args.predictions_figure:
         plots.holdout_panels(Path(args.predictions_figure), tables.load_panels(args.panels["panels"]))

@@ -169,6 +169,10 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "tension": 0.5}}}, "['models']['am']['tension']"),
         ({"models": {"am": {"objective": "am", "growth": 2.0}}}, "['models']['am']['growth']"),
         ({"models": {"f": {"objective": "fm", "interpolation": "nearest"}}}, "['models']['f']['interpolation']"),
+        (  # a file source would read every time and cell in silence (audit 11)
+            {"dataset": {"source": "npz", "path": "cells.npz", "times": [0.0, 0.3], "n_per_time": 100}},
+            "dataset.n_per_time, dataset.times are read only by the simulate source",
+        ),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, message):

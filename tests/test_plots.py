@@ -135,3 +135,30 @@ def test_the_velocity_panels_say_how_long_their_arrows_are(figures):
     (fig,) = figures
     keys = [c.text.get_text() for ax in fig.axes for c in ax.get_children() if hasattr(c, "labelpos")]  # QuiverKey
     assert len(keys) == 3 and all(key.endswith("/ unit time") for key in keys)
+
+
+def test_unevenly_spread_times_get_colours_by_their_order(figures):
+    """Times 0, 0.05, 0.3, 2, 10 on a linear colour scale drew the first three in one purple (audit 11): they take
+    colours by order, the colorbar labelled with the times; even times keep the linear scale."""
+    times = [0.0, 0.05, 0.3, 2.0, 10.0]
+    truth = _cells(5, 50)
+    traj = np.random.default_rng(1).normal(size=(9, 30, 3))
+    plots.trajectories("unused.png", traj, truth, "title", times=times)
+    plots.trajectories("unused.png", traj, truth, "title", times=[0.0, 1.0, 2.0, 3.0, 4.0])
+    uneven, even = ([c.get_facecolor()[0] for c in fig.axes[0].collections] for fig in figures)
+    assert all(np.abs(np.subtract(uneven[k][:3], uneven[k + 1][:3])).max() > 0.1 for k in range(2))
+    assert [t.get_text() for t in figures[0].axes[1].get_yticklabels()] == ["0", "0.05", "0.3", "2", "10"]
+    np.testing.assert_allclose(even[1][:3], plots.matplotlib.cm.viridis(0.25)[:3])  # t = 1 of 0..4
+
+
+def test_the_held_out_figure_says_where_the_noise_floor_is(figures):
+    """Scores of 1.10-1.30 on an axis from 1.1 looked far apart with a floor of 0.129 out of sight (audit 11): a
+    floor below the axis is written under its group, one within it drawn as a dashed line."""
+    summary = {"am": {"2": np.array([1.10, 1.12]), "mean": np.array([1.11])},
+               "copy_prev": {"2": np.array([1.30]), "mean": np.array([1.30])}}  # fmt: skip
+    plots.holdout_bars("unused.png", summary, "W1", {"2": 0.129, "mean": 1.2})
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["floor 0.129"]
+    (line,) = [c for c in ax.collections if c.get_linestyle()[0][1] is not None]  # the dashed segment
+    assert line.get_segments()[0][0][1] == pytest.approx(1.2)

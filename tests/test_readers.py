@@ -514,3 +514,41 @@ def test_cli_says_which_columns_it_left_out_and_which_labels_it_merged(tmp_path,
     assert "labels ['day1', 'day1b'] map to one time, 0.5, in dataset.time_map" in result.stderr
     back = read_store(tmp_path / "out" / "store.zarr")
     assert back.dim == 2 and back.t_values.tolist() == TIMES
+
+
+def test_durations_are_read_in_seconds_and_dates_refused(tmp_path, capsys):
+    """A simulation's times written as timedelta64 came back in nanoseconds (10 s read as 1e10) and trained a model
+    that moved nothing; datetime64 was refused as labels that "differ only by float rounding" (audit 11)."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    seconds = np.repeat([0.0, 0.05, 10.0], 10)
+    durations = pd.to_timedelta(seconds, unit="s").to_numpy()
+    xr.Dataset({"X": (("obs", "f"), x), "t": ("obs", durations)}).to_netcdf(tmp_path / "d.nc")
+    snaps = build_snapshots({"source": "netcdf", "path": str(tmp_path / "d.nc")})
+    assert snaps.t_values.tolist() == [0.0, 0.05, 10.0]
+    assert "durations read in seconds (0 to 10)" in capsys.readouterr().err
+    assert Snapshots.from_labels(x, durations).t_values.tolist() == [0.0, 0.05, 10.0]
+    dates = np.datetime64("2024-01-01") + durations
+    xr.Dataset({"X": (("obs", "f"), x), "t": ("obs", dates)}).to_netcdf(tmp_path / "dates.nc")
+    with pytest.raises(InputError, match=r"dates\.nc: key 't': times are dates .* give the time since the first"):
+        build_snapshots({"source": "netcdf", "path": str(tmp_path / "dates.nc")})
+
+
+def test_a_netcdf_feature_coordinate_names_the_features_and_a_per_time_array_is_shown_its_stacking(tmp_path):
+    """A feature coordinate ['x', 'y', 'z'] was dropped (plots said x0, x1); a (t, particle, feature) array, a
+    simulation's natural layout, was refused without the way to one row per cell (audit 11)."""
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(20, 3)), np.repeat([0.0, 1.0], 10)
+    ds = xr.Dataset({"X": (("obs", "feature"), x), "t": ("obs", t)}, coords={"feature": ["x", "y", "z"]})
+    ds.to_netcdf(tmp_path / "named.nc")
+    assert build_snapshots({"source": "netcdf", "path": str(tmp_path / "named.nc")}).attrs["feature_names"] == [
+        "x", "y", "z"
+    ]  # fmt: skip
+    cube = xr.Dataset({"X": (("t", "particle", "feature"), x.reshape(2, 10, 3))}, coords={"t": [0.0, 1.0]})
+    cube.to_netcdf(tmp_path / "cube.nc")
+    with pytest.raises(InputError, match=r"one array per time.*ds\.stack\(obs=\('t', 'particle'\)\)") as err:
+        build_snapshots({"source": "netcdf", "path": str(tmp_path / "cube.nc")})
+    recipe = str(err.value).split("amcore reads one row per cell: ")[1].split(" makes")[0]
+    stacked = eval(recipe, {"ds": cube})  # the recipe as written makes the layout that is read
+    stacked.to_netcdf(tmp_path / "stacked.nc")
+    snaps = build_snapshots({"source": "netcdf", "path": str(tmp_path / "stacked.nc")})
+    assert snaps.t_values.tolist() == [0.0, 1.0] and snaps.counts().tolist() == [10, 10]

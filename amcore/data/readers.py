@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -379,6 +380,13 @@ def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
     if x_key not in ds.variables:
         raise InputError(f"{path}: variable {x_key!r} missing; data variables are {sorted(map(str, ds.data_vars))}")
     var = ds[x_key]
+    if var.ndim == 3 and t_key in var.dims:  # a simulation's (time, particle, feature): one row per particle
+        other = [str(d) for d in var.dims if d != t_key]
+        raise InputError(
+            f"{path}: variable {x_key!r} has dims {var.dims}, one array per time; amcore reads one row per cell: "
+            f"ds.stack(obs=({t_key!r}, {other[0]!r})).reset_index('obs').transpose('obs', {other[1]!r}) makes "
+            f"that layout, with {t_key!r} along obs"
+        )
     if var.ndim != 2:
         raise InputError(f"{path}: variable {x_key!r} must have 2 dims (obs, feature), got {var.dims}")
     labels = None
@@ -391,7 +399,10 @@ def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
         var = var.transpose(time.dims[0], ...)
         labels = time.values
     data = var.data if isinstance(var.data, da.Array) else np.asarray(var.data)
-    return _chunked(data, path, x_key), labels, {"x_key": x_key, "t_key": t_key, "obs_dim": str(var.dims[0])}
+    info = {"x_key": x_key, "t_key": t_key, "obs_dim": str(var.dims[0])}
+    if var.dims[1] in var.coords and var.coords[var.dims[1]].ndim == 1:  # the features' names, as a coordinate
+        info["feature_names"] = [str(name) for name in var.coords[var.dims[1]].values]
+    return _chunked(data, path, x_key), labels, info
 
 
 def read_netcdf(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
@@ -525,7 +536,21 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
     """Float64 times from labels: numbers stay, text goes through ``time_map``; unknown text is an error.
 
     Labels stored in float32 are read as the decimals they were written as (0.1, not 0.10000000149011612: the
-    float64 of a float32 0.1); a number finds its ``time_map`` key whichever way the key writes it (3, 3.0)."""
+    float64 of a float32 0.1); a number finds its ``time_map`` key whichever way the key writes it (3, 3.0).
+    Durations (timedelta64) are read in seconds, never in their storage unit (nanoseconds, often: a run of 10 s
+    became 1e10 in silence); dates (datetime64) are refused: the time since which is the user's choice."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "m":
+        seconds = labels / np.timedelta64(1, "s")  # NaT becomes NaN, a missing label
+        print(f"{where}: durations read in seconds ({np.nanmin(seconds):g} to {np.nanmax(seconds):g})",
+              file=sys.stderr)  # fmt: skip
+        labels = seconds
+    elif labels.dtype.kind == "M":
+        raise InputError(
+            f"{where}: times are dates ({labels.dtype}, first {labels.min()}): give the time since the first, in the "
+            "unit that suits the process, e.g. hours: (t - t.min()) / np.timedelta64(1, 'h') (a duration, "
+            "timedelta64, is read in seconds)"
+        )
     if not time_map and np.issubdtype(labels.dtype, np.number) and labels.dtype.itemsize >= 8:
         return labels.astype(np.float64)
     codes, uniques = pd.factorize(labels)

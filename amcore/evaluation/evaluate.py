@@ -21,9 +21,7 @@ FEW_EFFECTIVE = 0.1
 FEW_CELLS = 20  # cells on one side of a distance below which it is flagged: mostly sampling noise
 MASS_OFF = 0.5  # relative error of the weighted particles' mass at some time above which a prediction is flagged
 ACTION_NOISE = 0.5  # sampling noise's share of the geodesic action above which action_ratio says little
-# A balanced flow that carries the snapshots spends at least the geodesic's action, whose estimate sampling noise
-# inflates by about action_noise: a ratio under this share of (1 - action_noise) falls short of the snapshots.
-ACTION_SHORT = 0.9
+ACTION_SHORT = 0.9  # see falls_short
 
 
 def options(params: dict) -> dict:
@@ -238,6 +236,14 @@ def diffusion_energy(model: TrainedModel, knots: np.ndarray, points: int = 65) -
         values = np.array([model.sigma(float(t)) ** 2 * model.dim for t in grid])
         per[f"{a:g}-{b:g}"] = float(((values[1:] + values[:-1]) / 2 * np.diff(grid)).sum())
     return {"action_diffusion": per, "action_diffusion_total": float(sum(per.values()))}
+
+
+def falls_short(ratio, noise):
+    """Whether a balanced flow's ``action_ratio`` is under what any flow through the snapshots spends. The geodesic's
+    estimate on finite samples sits above the truth by about its ``action_noise`` share, and up to twice it between
+    two different laws (audit 11: 0.70 against at most 0.22 on a 0.25-long interval, noise 0.25): below
+    ``ACTION_SHORT * (1 - 2 noise)`` the flow falls short of where the snapshots go. Numbers or arrays."""
+    return ratio < ACTION_SHORT * (1 - 2 * noise)
 
 
 def action_audit(

@@ -71,13 +71,24 @@ def _name_axes(axes: np.ndarray, names: list[str] | None, dim: int) -> None:
         ax.set_ylabel(names[1], fontsize=8)
 
 
+UNEVEN_GAPS = 5.0  # largest over smallest gap between observed times above which colours go by the times' order
+
+
 def _time_colours(times):
     """A colour per time (viridis over the time range) and the mappable for a colorbar: a legend of 40 times is
-    unreadable, a colorbar is not."""
+    unreadable, a colorbar is not. Times spread unevenly (0, 0.05, 0.3, 2, 10) take colours by their order, the
+    colorbar labelled with the times: on the range, the first three were one purple."""
     times = np.asarray(times, dtype=np.float64)
+    gaps = np.diff(np.sort(times))
+    if len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_GAPS:
+        norm = matplotlib.colors.Normalize(vmin=0, vmax=len(times) - 1)
+        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
+        rank = np.argsort(np.argsort(times))
+        ticks = (np.arange(len(times)), [f"{t:.3g}" for t in np.sort(times)])
+        return [mappable.to_rgba(r) for r in rank], mappable, ticks
     norm = matplotlib.colors.Normalize(vmin=times.min(), vmax=max(times.max(), times.min() + 1e-12))
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
-    return [mappable.to_rgba(t) for t in times], mappable
+    return [mappable.to_rgba(t) for t in times], mappable, None
 
 
 def marginals(
@@ -119,7 +130,7 @@ def trajectories(
     rng = np.random.default_rng(seed)
     label = "t (observed cells)" if times is not None else "observed time (index)"
     times = np.arange(len(truth), dtype=np.float64) if times is None else np.asarray(times, dtype=np.float64)
-    colours, mappable = _time_colours(times)
+    colours, mappable, ticks = _time_colours(times)
     fig, ax = plt.subplots(figsize=(6.6, 5))
     per_time = max(1, max_points // max(1, len(truth)))
     for colour, xt in zip(colours, truth, strict=True):
@@ -131,7 +142,10 @@ def trajectories(
     for i in range(paths.shape[1]):
         p = _project(paths[:, i])
         ax.plot(p[:, 0], p[:, 1], lw=0.5, color="black", alpha=0.3, zorder=1)
-    fig.colorbar(mappable, ax=ax, label=label)
+    bar = fig.colorbar(mappable, ax=ax, label=label + (" (in order)" if ticks else ""))
+    if ticks:
+        step = max(1, len(ticks[0]) // 12)  # at most about a dozen labels
+        bar.set_ticks(ticks[0][::step], labels=ticks[1][::step])
     ax.set_title(f"{title}\n{len(idx)} of {n} particles", fontsize=10)
     fig.tight_layout()
     _save(fig, path, dpi=110)
@@ -164,11 +178,14 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
 MARKERS = "osD^vP<X>hp*"
 
 
-def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str) -> None:
+def holdout_bars(
+    path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str, floor: dict[str, float] | None = None
+) -> None:
     """Per held-out time (and their mean) a dot per method with the spread over seeds; dots, not bars, as the axis
     starts near the best score, where differences of a few % show. Each method has its own colour and marker
     (tab20 past 10 methods). With many held-out times the figure stops widening at 18 inches and the labels
-    turn."""
+    turn. ``floor`` (per group: the noise floor, what a perfect prediction scores) is drawn as a dashed line where
+    it falls within the axis and written under the group where it falls below: how large those few % are."""
     groups = list(dict.fromkeys(h for cols in summary.values() for h in cols))
     width = 0.8 / max(1, len(summary))
     many = len(groups) > 8
@@ -186,6 +203,19 @@ def holdout_bars(path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: 
         for xi, m in zip(x, means, strict=True):
             if not np.isfinite(m):  # a failed prediction (NaN cells) has no dot: say so where it would stand
                 ax.text(xi, 0.5, "failed", rotation=90, ha="center", va="center", transform=ax.get_xaxis_transform())
+    low, high = ax.get_ylim()
+    for g, h in enumerate(groups):
+        level = (floor or {}).get(h)
+        if level is None or not np.isfinite(level):
+            continue
+        if level >= low:
+            ax.hlines(level, g - 0.45, g + 0.45, colors="0.4", linestyles="dashed", lw=0.8)
+        else:  # far below: a line would flatten every difference between the methods
+            ax.text(g, 0.02, f"floor {level:.3g}", ha="center", va="bottom", fontsize=7, color="0.35",
+                    transform=ax.get_xaxis_transform())  # fmt: skip
+    ax.set_ylim(low, high)
+    if floor:
+        ax.plot([], [], color="0.4", ls="dashed", lw=0.8, label="noise floor")
     labels = [h if h == "mean" else (h if many else f"t = {h}") for h in groups]
     ax.set_xticks(range(len(groups)), labels, rotation=90 if many else 0, fontsize=8 if many else None)
     for g in range(1, len(groups)):
@@ -347,7 +377,8 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
     process's."""
     drift = "action_diffusion" in audit  # eAM's: its drift's energy, which the geodesic does not bound
     learned = "learned drift (∫ E|b|² dt; not bounded by the geodesic)" if drift else "learned flow"
-    series = {learned: audit["action_flow"], "W2 geodesic (lower bound)": audit["action_geodesic"]}
+    geodesic = "W2 geodesic on subsamples (a lower bound, less its noise)"
+    series = {learned: audit["action_flow"], geodesic: audit["action_geodesic"]}
     if "action_geodesic_noise" in audit:
         series["sampling noise in the geodesic"] = audit["action_geodesic_noise"]
     if "action_truth" in audit:

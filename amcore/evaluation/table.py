@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 
 from amcore.data.store import read_store
-from amcore.evaluation.evaluate import ACTION_NOISE, ACTION_SHORT, DISTANCES, FEW_CELLS, FEW_EFFECTIVE, MASS_OFF
+from amcore.evaluation.evaluate import (
+    ACTION_NOISE,
+    ACTION_SHORT,
+    DISTANCES,
+    FEW_CELLS,
+    FEW_EFFECTIVE,
+    MASS_OFF,
+    falls_short,
+)
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
@@ -71,13 +79,13 @@ def beyond(table: pd.DataFrame, metric: str, below: float | None = None, above: 
 
 
 def short_of_geodesic(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose ``action_ratio`` is under ``ACTION_SHORT * (1 - action_noise)`` where the noise leaves the
-    ratio informative: a flow spending less than any flow through the snapshots can does not carry the cells as far
-    as the snapshots moved (only balanced flows have a ratio in the table: uAM's growth stands in for transport)."""
+    """The runs whose ``action_ratio`` falls short (``evaluate.falls_short``) where the noise leaves the ratio
+    informative: a flow spending less than any flow through the snapshots can does not carry the cells as far as
+    the snapshots moved (only balanced flows have a ratio in the table: uAM's growth stands in for transport)."""
     keys = ["method", "holdout", "seed"]
     ratio = table[table["metric"] == "action_ratio"].set_index(keys)["value"]
     noise = table[table["metric"] == "action_noise"].set_index(keys)["value"].reindex(ratio.index)
-    short = (noise <= ACTION_NOISE) & (ratio < ACTION_SHORT * (1 - noise))
+    short = (noise <= ACTION_NOISE) & falls_short(ratio, noise)
     return ratio[short].rename("value").reset_index()
 
 
@@ -164,8 +172,8 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          f"action ratios** (the snapshots' sampling noise is over {ACTION_NOISE:.0%} of the geodesic action, so "
          "`action_ratio` measures that noise, not a detour):", lambda v: f"action_noise {v:.2f}"),
         (short_of_geodesic(table), "spending less than the snapshots need", "**Flagged action ratios** (under "
-         f"{ACTION_SHORT:.0%} of the W2 geodesic's action less its sampling noise, the least any flow through the "
-         "snapshots spends: the flow falls short of where the snapshots go):", lambda v: f"action_ratio {v:.2f}"),
+         f"{ACTION_SHORT:.0%} of the W2 geodesic's action less twice its sampling noise, the least any flow through "
+         "the snapshots spends: the flow falls short of where the snapshots go):", lambda v: f"action_ratio {v:.2f}"),
     ]  # fmt: skip
 
 
