@@ -604,6 +604,15 @@ def _file_of_row(row: int, path: Path, info: dict) -> Path:
     return path / list(info["files"])[int(np.searchsorted(ends, row, side="right"))]
 
 
+def _row_in_file(row: int, info: dict) -> int:
+    """``row`` counted within its own file (a directory's rows run on across its files)."""
+    if "files" not in info:
+        return row
+    ends = np.cumsum(list(info["files"].values()))
+    k = int(np.searchsorted(ends, row, side="right"))
+    return row - (int(ends[k - 1]) if k else 0)
+
+
 def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict, np.ndarray]:
     """Read the file source that ``spec`` (the config's ``dataset`` section) describes: x in float32 (float64 when
     the file's values need it), float64 times,
@@ -708,8 +717,8 @@ def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: 
             column = int(np.argmin(np.isfinite(x[row].compute())))
             key = info["feature_columns"][column] if "feature_columns" in info else info["x_key"]
         raise InputError(
-            f"{_file_of_row(row, path, info)}: key {key!r} has NaN or inf values in {n_bad} rows; "
-            "set dataset.drop_nonfinite: true to drop them"
+            f"{_file_of_row(row, path, info)}: key {key!r} has NaN or inf values in {n_bad} rows (the first: row "
+            f"{_row_in_file(row, info)}, time {time[row]:g}); set dataset.drop_nonfinite: true to drop them"
         )
     rows = np.flatnonzero(~bad)
     if n_bad:
