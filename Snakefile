@@ -1,5 +1,6 @@
 # amcore: Action Matching on time-indexed snapshots. configfile, validate, includes and `rule all` live
 # here: Snakemake drops a default target set in an included file.
+import hashlib
 import json
 import math
 import re
@@ -13,7 +14,9 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The repository's default, wherever --directory points: a path relative to the working directory was skipped in
+# silence outside the repository, or read from a run directory's own copy.
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 # `--config 'holdout_times=[1, 2]'` arrives as ['1', '2']: Snakemake reads a list on the command line with YAML's
@@ -79,6 +82,8 @@ if config["dataset"]["source"] != "simulate":
                 f"{config['dataset']['source']!r} reads every time and cell of the file: leave them out (to use fewer "
                 "times or cells, write a file of those; holdout_times leaves a time out of training)"
             )
+    for _key in ("simulator", "params", "times", "n_times", "n_per_time"):  # what config/config.yaml laid under
+        config["dataset"].pop(_key, None)
 if config["dataset"]["source"] == "simulate" and config["dataset"].get("path"):
     raise ValueError(
         f"dataset.path (or data) {config['dataset']['path']!r} is read only from a file source: the source is "
@@ -137,6 +142,9 @@ include: "workflow/rules/export.smk"
 
 rule all:
     input:
+        # Every run's model and trajectories are targets: an intermediate lost to a killed rerun is made again,
+        # never left missing beside the metrics it made.
+        expand(f"{RUN}/{{name}}", holdout=HOLDOUTS, model=MODELS, seed=SEEDS, name=["model.pt", "trajectories.zarr"]),
         evaluated_runs(),
         rules.table.output,
         exports(),

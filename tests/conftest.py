@@ -40,7 +40,7 @@ def snakemake(workdir: Path, config: dict, *args: str, env: dict | None = None) 
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--configfile", str(configfile), "--cores", "2", *args]
+    cmd += ["--configfile", str(configfile), "--replace-workflow-config", "--cores", "2", *args]  # the file alone
     return subprocess.run(cmd, cwd=workdir, env=env or cli_env(), capture_output=True, text=True, timeout=600)
 
 

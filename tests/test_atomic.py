@@ -112,3 +112,17 @@ def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path
     with replacing(target) as tmp:
         tmp.mkdir()
     assert [p.name for p in target.parent.iterdir()] == ["store.zarr"]
+
+
+def test_equal_checkpoints_are_equal_bytes(tmp_path):
+    """torch named the archive's folder after the temporary file, whose name holds the process id: two runs
+    that trained equal models wrote files of different hashes (audit 14)."""
+    import torch
+
+    from amcore.training.train import save_checkpoint
+
+    payload = {"weights": torch.arange(6.0).reshape(2, 3), "step": 3}
+    save_checkpoint(tmp_path / "a.pt", payload)
+    (tmp_path / "b").mkdir()
+    save_checkpoint(tmp_path / "b" / "model.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()

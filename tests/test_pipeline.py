@@ -120,7 +120,7 @@ def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
     # The report shows the plots.
     report = subprocess.run(
         [str(BIN / "snakemake"), "--snakefile", str(Path(__file__).parents[1] / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
+         "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--replace-workflow-config",
          "--report", str(tmp_path / "report.html")],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip

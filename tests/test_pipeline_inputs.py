@@ -33,6 +33,19 @@ def test_a_data_file_changed_in_place_reruns_prepare(tmp_path, tiny_config):
     assert plan.returncode == 0 and "rule prepare" in plan.stdout + plan.stderr
 
 
+def test_a_data_file_replaced_by_an_older_one_reruns_prepare(tmp_path, tiny_config):
+    """cp -p or rsync -t keep the source's older mtime: Snakemake saw no newer input and kept the old store beside
+    the new cells (audit 14). The file's size and mtime are a parameter of prepare."""
+    _npz(tmp_path / "cells.npz", 1.0)
+    config = {**tiny_config, "dataset": {"source": "npz", "path": "cells.npz"}}
+    done = snakemake(tmp_path, config, "--until", "prepare")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _npz(tmp_path / "cells.npz", 3.0)
+    os.utime(tmp_path / "cells.npz", (1_600_000_000, 1_600_000_000))  # 2020: older than the store
+    plan = snakemake(tmp_path, config, "-n", "--until", "prepare")
+    assert plan.returncode == 0 and "rule prepare" in plan.stdout + plan.stderr
+
+
 def test_a_path_with_the_simulator_and_a_typed_simulated_time(tmp_path, tiny_config):
     config = {**tiny_config, "data": "cells.npz"}  # the default source simulates: the file would be ignored
     refused = snakemake(tmp_path / "a", config, "-n")

@@ -61,7 +61,8 @@ def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_
         workdir.mkdir()
         (workdir / "config.yaml").write_text(yaml.safe_dump({**tiny_config, "experiment": f"race{i}"}))
         cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", "1", "--until", "prepare"]  # fmt: skip
+               "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "1", "--until",
+               "prepare"]  # fmt: skip
         with open(workdir / "snakemake.log", "w") as log:
             procs.append(subprocess.Popen(cmd, cwd=workdir, env=cli_env(), stdout=log, stderr=subprocess.STDOUT))
     for i, proc in enumerate(procs):

@@ -398,9 +398,11 @@ FEATURE_SPREAD_RATIO = 1e3  # features whose spreads differ more than this are f
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """A killed job never leaves a half checkpoint (``atomic.replacing``)."""
-    with replacing(path) as tmp:
-        torch.save(payload, tmp)
+    """A killed job never leaves a half checkpoint (``atomic.replacing``). Written through a handle: torch names
+    the archive's folder after a path it is given, and the temporary name's process id made equal models differ
+    byte for byte (audit 14)."""
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:

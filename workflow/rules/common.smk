@@ -8,6 +8,18 @@ def as_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+def data_stamp():
+    """The data file's size and modification time (of each file, for a folder), a parameter of prepare: Snakemake
+    reruns a job for an input newer than its outputs, and a file replaced by an older one (cp -p, rsync -t) with
+    other cells would keep the old store in silence."""
+    if config["dataset"]["source"] == "simulate" or not Path(config["dataset"]["path"]).exists():
+        return ""  # prepare itself names a missing file
+    path = Path(config["dataset"]["path"])
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamps = [(str(f.relative_to(path)) if path.is_dir() else "", f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
+
+
 def integrate_settings(model):
     """The integrate section as one model runs it: its own entry of integrate.models over the shared settings."""
     shared = {key: value for key, value in config["integrate"].items() if key != "models"}
