@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from amcore.version import __version__ as __version__  # the package version, re-exported
 
 _HOMES = {
     "load": "amcore.models.trained",

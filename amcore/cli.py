@@ -110,6 +110,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "one snapshot", file=sys.stderr)  # fmt: skip
         summary = write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))  # one pass over x
         _write_json(args.summary, summary)
+        if digest := snaps.attrs["provenance"].get("sha256"):
+            run.log_params({"data.sha256": digest})
         run.log_metrics(
             {"n_obs": summary["n_obs"], "n_features": summary["n_features"], "n_times": len(summary["times"])}
         )
@@ -122,12 +124,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
     from amcore.data.store import open_store
     from amcore.tracking import StageRun
     from amcore.training.train import TrainConfig, train
 
-    cfg = TrainConfig.from_params(args.params)
-    with StageRun("train", args.tags, args.params) as run:
+    params = dict(args.params)
+    if args.threads is not None:  # the job's threads, each of torchrun's processes its share
+        params["threads"] = max(1, args.threads // int(os.environ.get("WORLD_SIZE", "1")))
+    cfg = TrainConfig.from_params(params)
+    with StageRun("train", args.tags, asdict(cfg)) as run:  # every setting, the defaults too
         snaps = open_store(args.store)  # lazily: train loads it, or streams it when it exceeds in_memory_max_mb
 
         def on_metrics(step: int, metrics: dict) -> None:
@@ -684,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_json, required=True, help="training parameters (JSON)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--loss-csv", required=True)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the whole job, shared by its "
+                   "processes (Snakemake's {threads}), in place of the params' threads: a change of them reruns "
+                   "nothing")  # fmt: skip
 
     p = stage("integrate", cmd_integrate, "push the first snapshot through the learned flow")
     p.add_argument("--store", required=True)

@@ -9,12 +9,15 @@ end and says so. Metrics also always land in the stage's own output files.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from amcore.version import code_version
 
 # A dead server must fail fast: MLflow's defaults retry for minutes per call.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -42,8 +45,13 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def start_parent(uri: str, experiment: str, results_dir: str | Path, tags: dict[str, str]) -> None:
-    """Create (once) the backend and the experiment, open the parent run and export its coordinates.
+def start_parent(
+    uri: str, experiment: str, results_dir: str | Path, tags: dict[str, str], config: dict | None = None
+) -> None:
+    """Create (once) the backend and the experiment, open the parent run and export its coordinates; the run
+    carries the code's version and the whole resolved ``config`` (flattened into parameters, and as
+    ``config.json``). A run of the same results folder still RUNNING is one a kill cut short (Snakemake's lock
+    lets no two invocations share a folder): it and its stages are marked KILLED.
 
     An unreachable backend is reported and leaves the pipeline untracked rather than stopped.
     """
@@ -58,12 +66,43 @@ def start_parent(uri: str, experiment: str, results_dir: str | Path, tags: dict[
             if uri.startswith("sqlite:"):
                 location = (Path(results_dir) / "mlartifacts").resolve().as_uri()
             experiment_id = _experiment_id(client, experiment, location)
-        run = client.create_run(experiment_id, run_name="pipeline", tags={"amcore.kind": "pipeline", **tags})
+        folder = str(Path(results_dir).resolve())
+        _close_killed(client, experiment_id, folder)
+        tags = {"amcore.kind": "pipeline", "amcore.results_dir": folder, **code_version(), **tags}
+        run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
+        if config is not None:
+            _log_params(client, run.info.run_id, _flatten(config))
+            client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
     except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
         print(f"amcore: MLflow at {uri} unavailable ({err}); this invocation is not tracked", file=sys.stderr)
         return
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id})
     print(f"amcore: MLflow parent run {run.info.run_id} at {uri}", file=sys.stderr)
+
+
+def _close_killed(client, experiment_id: str, folder: str) -> None:
+    """Mark KILLED the pipeline runs of ``folder`` left RUNNING, and their stages left RUNNING."""
+    stale = client.search_runs(
+        [experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`amcore.kind` = 'pipeline' and tags.`amcore.results_dir` = '{folder}'",
+    )
+    for parent in stale:
+        stages = client.search_runs(
+            [experiment_id], f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        )
+        for run in [*stages, parent]:
+            client.set_terminated(run.info.run_id, status="KILLED")
+        print(f"amcore: MLflow run {parent.info.run_id} of {folder} was left RUNNING by a killed invocation: marked "
+              f"KILLED with {len(stages)} of its stages", file=sys.stderr)  # fmt: skip
+
+
+def _log_params(client, run_id: str, params: dict) -> None:
+    """Parameters in MLflow's batches of 100, each value cut to MLflow's 6,000 characters."""
+    from mlflow.entities import Param
+
+    batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(batch), 100):
+        client.log_batch(run_id, params=batch[i : i + 100])
 
 
 @contextmanager
@@ -154,11 +193,12 @@ class StageRun:
         # Under torchrun only rank 0 reports: one stage, one run.
         self.state = _read_state() if int(os.environ.get("RANK", "0")) == 0 else None
         self.stage = stage
-        self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **tags}
+        self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **code_version(), **tags}
         self.params = _flatten(params)
         self.run_id: str | None = None  # set once the run exists with its parameters and tags
         self._created: str | None = None  # the run, from its creation on: a retry never creates a second one
         self.pending: list = []
+        self.pending_params: dict = {}
         self.artifacts: list[tuple[str, str | None]] = []
         self.models: list[tuple[str, str]] = []  # (checkpoint, name): MLflow models logged at the end
         self.failures = 0
@@ -210,7 +250,7 @@ class StageRun:
             backoff = 1.0 if self._attempt(self._send_pending) else min(30.0, backoff * 2)
 
     def _open(self) -> None:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import RunTag
 
         if self._created is None:
             self.client = _client(self.state["uri"])
@@ -220,13 +260,18 @@ class StageRun:
                 run_name="/".join([self.stage, *wildcards]),
                 tags={"mlflow.parentRunId": self.state["parent_run_id"], **self.tags},
             ).info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]  # the same values again on a retry
-        for i in range(0, len(params), 100):
-            self.client.log_batch(self._created, params=params[i : i + 100])
+        _log_params(self.client, self._created, self.params)  # the same values again on a retry
         self.client.log_batch(self._created, tags=[RunTag(k, str(v)) for k, v in self.tags.items()])
         self.run_id = self._created
 
     def _send_pending(self) -> None:
+        with self._lock:
+            params = dict(self.pending_params)
+        if params:
+            _log_params(self.client, self.run_id, params)
+            with self._lock:
+                for key in params:
+                    self.pending_params.pop(key, None)
         while True:
             with self._lock:
                 batch = self.pending[:1000]
@@ -248,6 +293,14 @@ class StageRun:
                 print(f"amcore: MLflow call failed for stage {self.stage} ({err}); carrying on", file=sys.stderr)
             self.failures += 1
             return False
+
+    def log_params(self, params: dict) -> None:
+        """Parameters known only once the stage has read its input (the data's SHA-256): queued, and sent as the
+        metrics are."""
+        if self.state is None:
+            return
+        with self._lock:
+            self.pending_params.update(_flatten(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         if self.state is None:

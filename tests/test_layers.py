@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "amcore"
-FOUNDATIONS = ("amcore.errors", "amcore.atomic", "amcore.metrics")
+FOUNDATIONS = ("amcore.errors", "amcore.atomic", "amcore.metrics", "amcore.version")
 LAYERS = ("foundations", "data", "paths", "models", "training", "evaluation", "top")
 
 

@@ -96,3 +96,15 @@ def test_a_number_where_a_list_belongs_gets_the_schema_s_one_line(tmp_path, tiny
     assert plan.returncode != 0 and "['seeds']: 3 is not of type 'array'" in said, said[-2000:]
     plan = snakemake(tmp_path / "b", tiny_config, "-n", "--config", "seeds=[0, 1]")
     assert plan.returncode == 0 and "seed-1/model.pt" in plan.stdout, plan.stderr[-2000:]
+
+
+def test_more_threads_retrain_nothing_and_reach_the_training(tmp_path, tiny_config):
+    """threads were a parameter of train: asking for two retrained every model to the same numbers (audit 14).
+    They go as Snakemake's {threads}, each process its share."""
+    tiny_config["models"]["am"]["steps"] = 20
+    done = snakemake(tmp_path, tiny_config, "--until", "train")
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = snakemake(tmp_path, {**tiny_config, "threads": 2}, "-n", "--until", "train")
+    assert plan.returncode == 0 and "rule train" not in plan.stdout + plan.stderr
+    forced = snakemake(tmp_path, {**tiny_config, "threads": 2}, "-n", "-p", "--forcerun", "train", "--until", "train")
+    assert "--threads 2 " in forced.stdout + forced.stderr

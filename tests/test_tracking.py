@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import yaml
 from conftest import BIN, ROOT, cli_env
@@ -79,3 +80,33 @@ def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_
         assert parent.info.status == "FINISHED"
         children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
         assert [run.data.tags["amcore.stage"] for run in children] == ["prepare"]
+
+
+def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_closed(tmp_path, monkeypatch):
+    """Audit 14: the parent run had no parameter, no run said which code ran, and a kill -9 left the parent and its
+    stages RUNNING for good. The next invocation of the same results folder marks them KILLED; another folder's
+    run is left alone."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
+        monkeypatch.delenv(key, raising=False)
+    config = {"experiment": "e", "models": {"am": {"objective": "am", "steps": 10}}}
+    tracking.start_parent(uri, "prov", tmp_path / "results", {}, config)
+    killed = os.environ[tracking.ENV_PARENT]
+    with tracking.StageRun("prepare", {}, {"given": 1}) as stage:  # a stage that then dies with its invocation
+        stage.log_params({"data": {"sha256": "ab12"}})
+        stage.log_metrics({"n_obs": 3.0})
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("prov").experiment_id], "tags.`amcore.stage` = 'prepare'"
+    )
+    assert run.data.params == {"given": "1", "data.sha256": "ab12"}
+    assert run.data.tags["amcore.git_commit"] and run.data.tags["amcore.version"]
+    client.update_run(run.info.run_id, status="RUNNING")  # as a kill -9 leaves it: never terminated
+    parent = client.get_run(killed)
+    assert parent.data.params["models.am.steps"] == "10" and parent.data.tags["amcore.git_commit"]
+    assert json.loads(Path(client.download_artifacts(killed, "config.json", str(tmp_path))).read_text()) == config
+    tracking.start_parent(uri, "prov", tmp_path / "other", {}, config)
+    elsewhere = os.environ[tracking.ENV_PARENT]
+    tracking.start_parent(uri, "prov", tmp_path / "results", {}, config)
+    assert client.get_run(killed).info.status == "KILLED" and client.get_run(run.info.run_id).info.status == "KILLED"
+    assert client.get_run(elsewhere).info.status == "RUNNING"

@@ -112,7 +112,8 @@ class TrainedModel:
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
                 "trained_times": payload.get("times"), "store": payload.get("store"),
                 "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant"),
-                "head_choice": payload.get("head_choice"), "feature_names": payload.get("feature_names")}  # fmt: skip
+                "head_choice": payload.get("head_choice"), "feature_names": payload.get("feature_names"),
+                "code": payload.get("code")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),

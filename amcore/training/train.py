@@ -36,6 +36,7 @@ from amcore.training import choice
 from amcore.training.losses import IMPLEMENTATIONS, action_loss, fm_loss, torchcfm_loss, torchcfm_matcher
 from amcore.training.speed import action_step, autocast, cpu_threads, keep_freed_memory, set_precision
 from amcore.training.timesampling import TIME_SAMPLINGS, TimeSampler
+from amcore.version import code_version
 
 
 def _integer(value) -> bool:
@@ -647,6 +648,7 @@ class Run:
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
             "running": float(self.running), "best": self.best, "head_choice": self.head_choice,
+            "code": code_version(),
         }  # fmt: skip
 
     def validate(self, step: int, on_metrics: Callable[[int, dict], None] | None) -> None:

@@ -47,7 +47,7 @@ def start_tracking():
 
     uri = tracking.resolve_uri(config["mlflow"]["tracking_uri"], RESULTS)
     tags = {"amcore.experiment": config["experiment"]}
-    tracking.start_parent(uri, config["mlflow"]["experiment"], RESULTS, tags)
+    tracking.start_parent(uri, config["mlflow"]["experiment"], RESULTS, tags, config)
 
 
 def end_tracking(status):

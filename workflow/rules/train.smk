@@ -6,7 +6,8 @@ rule train:
         checkpoint=f"{RUN}/model.pt",
         loss=f"{RUN}/loss.csv",
     params:
-        train=lambda wc: as_arg({**config["models"][wc.model], "threads": config["threads"], "seed": int(wc.seed)}),
+        # The threads go as {threads}, not here: a change of them alone changes no result and retrains nothing.
+        train=lambda wc: as_arg({**config["models"][wc.model], "seed": int(wc.seed)}),
         launcher=launcher,
         tags=lambda wc: stage_tags("train", holdout=wc.holdout, model=wc.model, seed=wc.seed),
         # What the previous model of this run left: a training that then fails (killed, diverged) must not leave
@@ -25,4 +26,5 @@ rule train:
     shell:
         "rm -rf {params.stale} && {params.launcher} amcore train --store {input.store:q} --params {params.train}"
 
-        " --checkpoint {output.checkpoint:q} --loss-csv {output.loss:q} --tags {params.tags} 2>&1 | tee {log:q}"
+        " --checkpoint {output.checkpoint:q} --loss-csv {output.loss:q} --threads {threads} --tags {params.tags}"
+        " 2>&1 | tee {log:q}"
