@@ -1,8 +1,10 @@
 # amcore: Action Matching on time-indexed snapshots. configfile, validate, includes and `rule all` live
 # here: Snakemake drops a default target set in an included file.
+import functools
 import hashlib
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -69,13 +71,13 @@ if config.get("data"):
 # With a file source the simulator's keys are ignored: those config/config.yaml lays under every config silently,
 # those the user wrote (times to keep, cells to draw) never.
 if config["dataset"]["source"] != "simulate":
-    import yaml
+    from snakemake.common.configfile import load_configfile
 
-    _given = [(str(path), (yaml.safe_load(Path(path).read_text()) or {}).get("dataset") or {})
+    _given = [(str(path), (load_configfile(str(path)) or {}).get("dataset") or {})
               for path in workflow.config_settings.configfiles or []]  # fmt: skip
     _given.append(("--config", (workflow.config_settings.config or {}).get("dataset") or {}))
     for _where, _dataset in _given:
-        _bad = sorted({"simulator", "params", "times", "n_times", "n_per_time"} & set(_dataset))
+        _bad = sorted(k for k in ("simulator", "params", "times", "n_times", "n_per_time") if _dataset.get(k) is not None)
         if _bad and _dataset.get("source", config["dataset"]["source"]) != "simulate":
             raise ValueError(
                 f"{_where}: dataset.{', dataset.'.join(_bad)} are read only by the simulate source; the source "

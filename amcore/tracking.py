@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import socket
 import sys
 import threading
 import time
@@ -49,14 +51,17 @@ def start_parent(
     uri: str, experiment: str, results_dir: str | Path, tags: dict[str, str], config: dict | None = None
 ) -> None:
     """Create (once) the backend and the experiment, open the parent run and export its coordinates; the run
-    carries the code's version and the whole resolved ``config`` (flattened into parameters, and as
-    ``config.json``). A run of the same results folder still RUNNING is one a kill cut short (Snakemake's lock
-    lets no two invocations share a folder): it and its stages are marked KILLED.
+    carries the code's version and the whole resolved ``config`` (flattened into parameters where MLflow can name
+    them, and all of it as ``config.json``). A pipeline run of the same results folder and experiment left RUNNING
+    by a process of this machine that is gone (a kill -9) is marked KILLED, with its stages.
 
     An unreachable backend is reported and leaves the pipeline untracked rather than stopped.
     """
     for key in (ENV_URI, ENV_EXPERIMENT, ENV_PARENT):
         os.environ.pop(key, None)
+    folder = str(Path(results_dir).resolve())
+    tags = {"amcore.kind": "pipeline", "amcore.results_dir": folder, "amcore.host": socket.gethostname(),
+            "amcore.pid": str(os.getpid()), **code_version(), **tags}  # fmt: skip
     try:
         from mlflow.tracking import MlflowClient  # before the lock: the import takes seconds
 
@@ -66,41 +71,72 @@ def start_parent(
             if uri.startswith("sqlite:"):
                 location = (Path(results_dir) / "mlartifacts").resolve().as_uri()
             experiment_id = _experiment_id(client, experiment, location)
-        folder = str(Path(results_dir).resolve())
-        _close_killed(client, experiment_id, folder)
-        tags = {"amcore.kind": "pipeline", "amcore.results_dir": folder, **code_version(), **tags}
         run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
-        if config is not None:
-            _log_params(client, run.info.run_id, _flatten(config))
-            client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
     except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
         print(f"amcore: MLflow at {uri} unavailable ({err}); this invocation is not tracked", file=sys.stderr)
         return
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id})
     print(f"amcore: MLflow parent run {run.info.run_id} at {uri}", file=sys.stderr)
+    try:  # what follows is a record of the invocation: its failure never untracks it
+        _close_killed(client, experiment_id, tags, run.info.run_id)
+        if config is not None:
+            _log_params(client, run.info.run_id, _flatten(config))
+            client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
+    except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
+        print(f"amcore: could not record the config or close killed runs in MLflow ({err})", file=sys.stderr)
 
 
-def _close_killed(client, experiment_id: str, folder: str) -> None:
-    """Mark KILLED the pipeline runs of ``folder`` left RUNNING, and their stages left RUNNING."""
-    stale = client.search_runs(
-        [experiment_id],
-        f"attributes.status = 'RUNNING' and tags.`amcore.kind` = 'pipeline' and tags.`amcore.results_dir` = '{folder}'",
-    )
-    for parent in stale:
+def _close_killed(client, experiment_id: str, tags: dict, current: str) -> None:
+    """Mark KILLED the pipeline runs of the same results folder and experiment left RUNNING by a process of this
+    machine that no longer exists, and their stages left RUNNING. Another machine's run, or one whose process
+    lives (a second invocation beside this one), is left alone. Compared here, not in the filter string, where a
+    quote in a path would break the query."""
+    same = ("amcore.results_dir", "amcore.experiment", "amcore.host")
+    for parent in client.search_runs(
+        [experiment_id], "attributes.status = 'RUNNING' and tags.`amcore.kind` = 'pipeline'"
+    ):
+        theirs = parent.data.tags
+        if parent.info.run_id == current or any(theirs.get(key) != tags.get(key) for key in same):
+            continue
+        if _alive(int(theirs.get("amcore.pid", "0") or 0)):
+            continue
         stages = client.search_runs(
             [experiment_id], f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
         )
         for run in [*stages, parent]:
             client.set_terminated(run.info.run_id, status="KILLED")
-        print(f"amcore: MLflow run {parent.info.run_id} of {folder} was left RUNNING by a killed invocation: marked "
-              f"KILLED with {len(stages)} of its stages", file=sys.stderr)  # fmt: skip
+        print(f"amcore: MLflow run {parent.info.run_id} of {tags['amcore.results_dir']} was left RUNNING by an "
+              f"invocation that is gone (killed): marked KILLED with {len(stages)} of its stages",
+              file=sys.stderr)  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine with that id exists (0: unknown, taken as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+# MLflow's rule for a parameter's name; a config key outside it (a time_map label "day=3 (a)") stays in config.json.
+PARAM_NAME = re.compile(r"[/\w.\- :]+")
 
 
 def _log_params(client, run_id: str, params: dict) -> None:
-    """Parameters in MLflow's batches of 100, each value cut to MLflow's 6,000 characters."""
+    """Parameters in MLflow's batches of 100, each value cut to MLflow's 6,000 characters; names MLflow refuses
+    are left out, and said."""
     from mlflow.entities import Param
 
-    batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    batch = [Param(k, str(v)[:6000]) for k, v in params.items() if PARAM_NAME.fullmatch(k)]
+    if skipped := [k for k in params if not PARAM_NAME.fullmatch(k)]:
+        print(f"amcore: MLflow names no parameter {skipped[:5]}{' ...' if len(skipped) > 5 else ''}: left out of the "
+              "run's parameters (the stage's own files, and the pipeline run's config.json, hold them)",
+              file=sys.stderr)  # fmt: skip
     for i in range(0, len(batch), 100):
         client.log_batch(run_id, params=batch[i : i + 100])
 
@@ -265,13 +301,23 @@ class StageRun:
         self.run_id = self._created
 
     def _send_pending(self) -> None:
+        from mlflow.exceptions import MlflowException
+
         with self._lock:
-            params = dict(self.pending_params)
-        if params:
-            _log_params(self.client, self.run_id, params)
-            with self._lock:
-                for key in params:
-                    self.pending_params.pop(key, None)
+            params, self.pending_params = self.pending_params, {}
+        try:
+            if params:
+                _log_params(self.client, self.run_id, params)
+        except MlflowException as err:  # refused (a value that changed): dropped, never holding the metrics back
+            if err.error_code != "INVALID_PARAMETER_VALUE":
+                with self._lock:
+                    self.pending_params = {**params, **self.pending_params}
+                raise
+            print(f"amcore: MLflow refused parameters of stage {self.stage} ({err}); left out", file=sys.stderr)
+        except Exception:
+            with self._lock:  # the backend is away: sent again with the metrics
+                self.pending_params = {**params, **self.pending_params}
+            raise
         while True:
             with self._lock:
                 batch = self.pending[:1000]

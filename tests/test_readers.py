@@ -228,8 +228,8 @@ def test_nonfinite_rows_are_refused_or_dropped_and_counted(tmp_path, data):
     x, t = data
     x[[2, 5], 1] = [np.nan, np.inf]
     spec = {"source": "npz", "path": write_npz(tmp_path, x, t)}
-    with pytest.raises(InputError, match=rf"in\.npz: key 'X' has NaN or inf values in 2 rows \(the first: row 2, time "
-                       rf"{t[2]:g}\).*drop_nonfinite"):  # fmt: skip
+    first = rf"\(the first: row 2 counting from 0, time {t[2]:g}\)"
+    with pytest.raises(InputError, match=rf"in\.npz: key 'X' has NaN or inf values in 2 rows {first}.*drop_nonfinite"):
         build_snapshots(spec)
     snaps = build_snapshots({**spec, "drop_nonfinite": True})
     assert snaps.attrs["provenance"]["dropped_nonfinite"] == 2
@@ -259,7 +259,7 @@ def test_bad_value_in_one_file_of_a_directory_names_that_file(tmp_path, data):
         np.savez(tmp_path / f"t{tk}.npz", X=block)
     last = int((t == TIMES[1]).sum()) - 1  # the last row of the second file, counted within it
     with pytest.raises(
-        InputError, match=rf"t0\.5\.npz: key 'X' has NaN or inf values in 1 rows \(the first: row {last},"
+        InputError, match=rf"t0\.5\.npz: key 'X' has NaN or inf values in 1 rows \(the first: row {last} counting"
     ):
         build_snapshots({"source": "directory", "path": str(tmp_path)})
 

@@ -84,12 +84,13 @@ def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_
 
 def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_closed(tmp_path, monkeypatch):
     """Audit 14: the parent run had no parameter, no run said which code ran, and a kill -9 left the parent and its
-    stages RUNNING for good. The next invocation of the same results folder marks them KILLED; another folder's
-    run is left alone."""
+    stages RUNNING for good. The next invocation of the same results folder marks them KILLED once their process is
+    gone; another folder's run, and a live one, are left alone. A config key MLflow cannot name (a time_map label
+    with '=') stays in config.json and untracks nothing."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
         monkeypatch.delenv(key, raising=False)
-    config = {"experiment": "e", "models": {"am": {"objective": "am", "steps": 10}}}
+    config = {"experiment": "e", "models": {"am": {"objective": "am", "steps": 10}}, "time_map": {"day=3 (a)": 3}}
     tracking.start_parent(uri, "prov", tmp_path / "results", {}, config)
     killed = os.environ[tracking.ENV_PARENT]
     with tracking.StageRun("prepare", {}, {"given": 1}) as stage:  # a stage that then dies with its invocation
@@ -102,6 +103,10 @@ def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_clo
     assert run.data.params == {"given": "1", "data.sha256": "ab12"}
     assert run.data.tags["amcore.git_commit"] and run.data.tags["amcore.version"]
     client.update_run(run.info.run_id, status="RUNNING")  # as a kill -9 leaves it: never terminated
+    tracking.start_parent(uri, "prov", tmp_path / "results", {}, config)  # its process (this one) lives: left alone
+    assert client.get_run(killed).info.status == "RUNNING"
+    client.set_terminated(os.environ[tracking.ENV_PARENT])
+    client.set_tag(killed, "amcore.pid", "999999999")  # no such process: the invocation was killed
     parent = client.get_run(killed)
     assert parent.data.params["models.am.steps"] == "10" and parent.data.tags["amcore.git_commit"]
     assert json.loads(Path(client.download_artifacts(killed, "config.json", str(tmp_path))).read_text()) == config

@@ -381,11 +381,13 @@ def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
         raise InputError(f"{path}: variable {x_key!r} missing; data variables are {sorted(map(str, ds.data_vars))}")
     var = ds[x_key]
     if var.ndim == 3 and t_key in var.dims:  # a simulation's (time, particle, feature): one row per particle
-        other = [str(d) for d in var.dims if d != t_key]
+        # the particles: the longer of the other two dims (a few features, many particles)
+        feature, particle = sorted((d for d in var.dims if d != t_key), key=lambda d: var.sizes[d])
         raise InputError(
             f"{path}: variable {x_key!r} has dims {var.dims}, one array per time; amcore reads one row per cell: "
-            f"ds.stack(obs=({t_key!r}, {other[0]!r})).reset_index('obs').transpose('obs', {other[1]!r}) makes "
-            f"that layout, with {t_key!r} along obs"
+            f"ds.stack(obs=({t_key!r}, {str(particle)!r})).reset_index('obs').transpose('obs', {str(feature)!r}) "
+            f"makes that layout, with {t_key!r} along obs (if {str(particle)!r} holds the particles and "
+            f"{str(feature)!r} the features)"
         )
     if var.ndim != 2:
         raise InputError(f"{path}: variable {x_key!r} must have 2 dims (obs, feature), got {var.dims}")
@@ -596,21 +598,14 @@ def content_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_of_row(row: int, path: Path, info: dict) -> Path:
-    """The file holding ``row``: the input itself, or one file of a directory."""
+def _locate_row(row: int, path: Path, info: dict) -> tuple[Path, int]:
+    """The file holding ``row`` (the input itself, or one file of a directory) and the row's 0-based place among
+    that file's cells (a CSV's header not counted)."""
     if "files" not in info:
-        return path
-    ends = np.cumsum(list(info["files"].values()))
-    return path / list(info["files"])[int(np.searchsorted(ends, row, side="right"))]
-
-
-def _row_in_file(row: int, info: dict) -> int:
-    """``row`` counted within its own file (a directory's rows run on across its files)."""
-    if "files" not in info:
-        return row
+        return path, row
     ends = np.cumsum(list(info["files"].values()))
     k = int(np.searchsorted(ends, row, side="right"))
-    return row - (int(ends[k - 1]) if k else 0)
+    return path / list(info["files"])[k], row - (int(ends[k - 1]) if k else 0)
 
 
 def read_dataset(spec: dict) -> tuple[da.Array, np.ndarray, dict, np.ndarray]:
@@ -680,7 +675,7 @@ def read_velocity(spec: dict, rows: np.ndarray, shape: tuple[int, int]) -> tuple
     if infinite.any():
         row = int(rows[np.argmax(infinite)])
         n = int(infinite.sum())
-        raise InputError(f"{_file_of_row(row, path, info)}: key {key!r} (velocities) has inf values in {n} "
+        raise InputError(f"{_locate_row(row, path, info)[0]}: key {key!r} (velocities) has inf values in {n} "
                          f"row{'s' if n > 1 else ''}, the first at row {row}")  # fmt: skip
     if nan_values:
         v = da.where(nan, 0, v)
@@ -716,9 +711,10 @@ def _finite_rows(x: da.Array, labels: np.ndarray, spec: dict, path: Path, info: 
         if bad_x[row]:
             column = int(np.argmin(np.isfinite(x[row].compute())))
             key = info["feature_columns"][column] if "feature_columns" in info else info["x_key"]
+        file, within = _locate_row(row, path, info)
         raise InputError(
-            f"{_file_of_row(row, path, info)}: key {key!r} has NaN or inf values in {n_bad} rows (the first: row "
-            f"{_row_in_file(row, info)}, time {time[row]:g}); set dataset.drop_nonfinite: true to drop them"
+            f"{file}: key {key!r} has NaN or inf values in {n_bad} rows (the first: row {within} counting from 0, "
+            f"time {time[row]:g}); set dataset.drop_nonfinite: true to drop them"
         )
     rows = np.flatnonzero(~bad)
     if n_bad:

@@ -208,11 +208,12 @@ def holdout_bars(
         level = (floor or {}).get(h)
         if level is None or not np.isfinite(level):
             continue
-        if level >= low:
+        if low <= level <= high:
             ax.hlines(level, g - 0.45, g + 0.45, colors="0.4", linestyles="dashed", lw=0.8)
-        else:  # far below: a line would flatten every difference between the methods
-            ax.text(g, 0.02, f"floor {level:.3g}", ha="center", va="bottom", fontsize=7, color="0.35",
-                    transform=ax.get_xaxis_transform())  # fmt: skip
+        else:  # far below (or above): a line would flatten every difference between the methods
+            below = level < low
+            ax.text(g, 0.02 if below else 0.98, f"floor {level:.3g}", ha="center", va="bottom" if below else "top",
+                    fontsize=7, color="0.35", transform=ax.get_xaxis_transform())  # fmt: skip
     ax.set_ylim(low, high)
     if floor:
         ax.plot([], [], color="0.4", ls="dashed", lw=0.8, label="noise floor")

@@ -8,15 +8,18 @@ def as_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+@functools.cache
 def data_stamp():
-    """The data file's size and modification time (of each file, for a folder), a parameter of prepare: Snakemake
-    reruns a job for an input newer than its outputs, and a file replaced by an older one (cp -p, rsync -t) with
-    other cells would keep the old store in silence."""
+    """The data file's size and modification time (of each file, for a folder, links followed), a parameter of
+    prepare: Snakemake reruns a job for an input newer than its outputs, and a file replaced by an older one (cp -p,
+    rsync -t) with other cells would keep the old store in silence. Read once, and only for prepare's jobs."""
     if config["dataset"]["source"] == "simulate" or not Path(config["dataset"]["path"]).exists():
         return ""  # prepare itself names a missing file
     path = Path(config["dataset"]["path"])
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    stamps = [(str(f.relative_to(path)) if path.is_dir() else "", f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    files = [path]
+    if path.is_dir():
+        files = sorted(Path(top) / name for top, _, names in os.walk(path, followlinks=True) for name in names)
+    stamps = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
     return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
 
 

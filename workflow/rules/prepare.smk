@@ -8,7 +8,7 @@ rule prepare:
         summary=f"{SPLIT}/data/summary.json",
     params:
         dataset=as_arg(config["dataset"]),
-        data_stamp=data_stamp(),  # unused by the command: a change of it reruns prepare
+        data_stamp=lambda wc: data_stamp(),  # unused by the command: a change of it reruns prepare
         preprocess=as_arg(config["preprocess"]),
         holdout=lambda wc: "" if wc.holdout == "none" else wc.holdout,
         scheduler=f"--dask-scheduler {shlex.quote(config['dask_scheduler'])}" if config["dask_scheduler"] else "",
