@@ -443,13 +443,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                           weights=carried)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
         plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
-        if snaps.dim >= 2:
-            from amcore.data.simulate import truth_fields
+        from amcore.data.simulate import truth_fields
 
-            field = "drift" if model.objective == "eam" else "velocity"
-            true_field = None
-            if simulator is not None and field in truth_fields(simulator, snaps.x[:1].astype(np.float64), times[0]):
-                true_field = lambda x, t: truth_fields(simulator, x, t)[field]  # noqa: E731
+        field = "drift" if model.objective == "eam" else "velocity"
+        true_field = None
+        if simulator is not None and field in truth_fields(simulator, snaps.x[:1].astype(np.float64), times[0]):
+            true_field = lambda x, t: truth_fields(simulator, x, t)[field]  # noqa: E731
+        if snaps.dim >= 2:
             plots.velocity_field(
                 plots_dir / "velocity.png",
                 lambda x, t: model.fields(x, t)[field],
@@ -460,7 +460,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 potential=None if model.objective == "fm" else model.potential,
             )
         else:
-            plots.loss_curve(plots_dir / "velocity.png", np.zeros(1), np.zeros(1), "1-d data: no field to draw")
+            plots.velocity_curves(plots_dir / "velocity.png", lambda x, t: model.fields(x, t)[field], true_field,
+                                  times, snaps.x, f"{title}: learned {field}", field)  # fmt: skip
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(

@@ -231,3 +231,18 @@ def test_the_drifts_energy_is_read_on_a_seeded_subset_of_particles():
     assert set(seen) == {2000} and abs(action[0] - 2.0) < 4 * 0.045
     again = drift_action(x, time, np.array([0.0, 1.0]), lambda cells, t: -cells, max_particles=2000, seed=1)
     np.testing.assert_array_equal(again, action)  # seeded
+
+
+def test_the_geodesic_noise_is_drawn_from_the_sparser_time():
+    """20 cells then 2,000 of one law: the geodesic's W2^2 is sampling noise of the 20, yet the noise was read on
+    two halves of the 2,000 and called it a tenth or so (audit 15). Drawn from the sparser time, sized as the other,
+    the noise is most of the geodesic, and the ratio is not read as a flow's detour or shortfall."""
+    from amcore import Snapshots
+    from amcore.evaluation.evaluate import action_audit
+
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(2020, 2)), np.repeat([0.0, 1.0], [20, 2000])
+    snaps = Snapshots.from_labels(x, t)
+    still = np.repeat(np.asarray(snaps.snapshot(0))[None], 3, axis=0)  # the first time's cells, unmoved
+    audit = action_audit(still, np.array([0.0, 0.5, 1.0]), None, snaps, 2000, 0)
+    assert audit["action_noise"] > 0.5, audit

@@ -30,8 +30,15 @@ def test_snapshots_refuse_shapes_labels_and_weights_that_do_not_fit():
         Snapshots.from_labels(x, np.array([f"d{int(v)}" for v in t]))
     with pytest.raises(InputError, match="1 labels are NaN or inf"):
         Snapshots.from_labels(x, np.where(np.arange(120) == 7, np.nan, t))
-    with pytest.raises(InputError, match=r"weights must be one finite number >= 0 per cell \(120\)"):
+    with pytest.raises(InputError, match=r"weights must be one number per cell \(120\), got shape \(119,\)"):
         Snapshots.from_labels(x, t, weights=np.ones(119))
+    # Audit 15: a negative weight was told the shape; one time and no feature reached training or numpy's errors.
+    with pytest.raises(InputError, match=r"weights must be finite and >= 0: 1 are not \(the first: -1\.0\)"):
+        Snapshots.from_labels(x, t, weights=np.where(np.arange(120) == 3, -1.0, 1.0))
+    with pytest.raises(InputError, match=r"found 1 time point \(0\); at least two are needed"):
+        Snapshots.from_labels(x, np.zeros(120))
+    with pytest.raises(InputError, match=r"at least one of each.*\(120, 0\)"):
+        Snapshots.from_labels(np.zeros((120, 0)), t)
     # A column of labels (pandas' .values of one column) and a DataFrame of features are what they look like.
     column = Snapshots.from_labels(pd.DataFrame(x, columns=["a", "b"]), t[:, None])
     flat = Snapshots.from_labels(x, t)

@@ -275,6 +275,16 @@ def test_prepare_warns_of_cells_far_from_their_time(capsys, tmp_path):
         said = capsys.readouterr().err
         assert ("robust spreads (1.4826 MAD) from their time's median in some feature (t = 0: 1.0%, t = 1: 1.0%, "
                 "t = 2: 1.0%)" in said) is warned, said  # fmt: skip
+    # A time of 3 Gaussian cells has no robust spread to judge by: its MAD put a normal cell 39 spreads away and
+    # prepare told the user to drop a third of it (audit 15).
+    labels = np.repeat([0.0, 1.0, 2.0], [300, 3, 300])
+    cells = rng.normal(size=(603, 2))
+    cells[300:303] = [[0.0, 0.0], [0.01, 0.01], [1.0, 1.0]]  # ordinary cells; their MAD is 0.01
+    np.savez(tmp_path / "few.npz", X=cells, t=labels)
+    spec = {"source": "npz", "path": str(tmp_path / "few.npz")}
+    out = ["--out", str(tmp_path / "few.zarr"), "--summary", str(tmp_path / "few.json")]
+    assert main(["prepare", "--dataset", json.dumps(spec), *out]) == 0
+    assert "robust spreads" not in capsys.readouterr().err
 
 
 def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path):

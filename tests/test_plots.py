@@ -162,3 +162,16 @@ def test_the_held_out_figure_says_where_the_noise_floor_is(figures):
     assert [t.get_text() for t in ax.texts] == ["floor 0.129"]
     (line,) = [c for c in ax.collections if c.get_linestyle()[0][1] is not None]  # the dashed segment
     assert line.get_segments()[0][0][1] == pytest.approx(1.2)
+
+
+def test_one_dimensional_data_get_velocity_curves(figures):
+    """1-d data drew an empty panel titled "no field to draw" on axes labelled "training loss" (audit 15): the field
+    against position, a curve per time, the truth dashed."""
+    x = np.random.default_rng(7).normal(size=(300, 1))
+    plots.velocity_curves("unused.png", lambda p, t: -p * (1 + t), lambda p, t: -p, [0.0, 1.0, 2.0], x, "title")
+    (fig,) = figures
+    ax = fig.axes[0]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata()) == 200]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(solid) == 3 and len(dashed) == 3 and ax.get_xlabel() == "x0"
+    np.testing.assert_allclose(solid[2].get_ydata(), -3 * solid[2].get_xdata())

@@ -20,6 +20,7 @@ from amcore.data.store import MIN_CELLS_PER_TIME, Snapshots, check_cells_per_tim
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
+FAR_MIN_CELLS = 20  # fewer cells in a time give no robust spread to judge a far one by (audit 15)
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
 COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
 COUNTS_TOTAL = 100  # a median total per cell from which integer features read as raw counts
@@ -244,6 +245,8 @@ def far_cells(snaps: Snapshots) -> dict[str, float]:
     (audit 6), where Flow Matching, the spline path and AM with ``head: inner`` held."""
     shares = {}
     for k, t in enumerate(snaps.t_values):
+        if snaps.offsets[k + 1] - snaps.offsets[k] < FAR_MIN_CELLS:  # the MAD of 3 cells puts a normal one 39 away
+            continue
         x = np.asarray(snaps.x[snaps.offsets[k] : min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])],
                        dtype=np.float64)  # fmt: skip
         median = np.median(x, axis=0)

@@ -143,9 +143,9 @@ class Snapshots:
         x, time = np.asarray(x), np.asarray(time)
         if time.ndim == 2 and time.shape[1] == 1:  # a column, as pandas' .values of one column gives
             time = time[:, 0]
-        if x.ndim != 2 or time.ndim != 1 or len(x) != len(time) or not len(x):
-            raise InputError(f"x must be (cells, features) and time one label per cell, got x of shape {x.shape} "
-                             f"and time of shape {time.shape}")  # fmt: skip
+        if x.ndim != 2 or time.ndim != 1 or len(x) != len(time) or not len(x) or not x.shape[1]:
+            raise InputError(f"x must be (cells, features), at least one of each, and time one label per cell, got "
+                             f"x of shape {x.shape} and time of shape {time.shape}")  # fmt: skip
         if not np.issubdtype(time.dtype, np.number) or np.issubdtype(time.dtype, np.complexfloating):
             raise InputError(f"time labels must be numbers, got {time.dtype} ({time[0]!r}, ...): map text labels "
                              "to times first (dataset.time_map does it for files)")  # fmt: skip
@@ -153,15 +153,19 @@ class Snapshots:
             raise InputError(f"time: {int((~np.isfinite(time)).sum())} labels are NaN or inf")
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float64)
-            if weights.shape != time.shape or not np.isfinite(weights).all() or (weights < 0).any():
-                raise InputError(f"weights must be one finite number >= 0 per cell ({len(time)}), got shape "
-                                 f"{weights.shape}")  # fmt: skip
+            if weights.shape != time.shape:
+                raise InputError(f"weights must be one number per cell ({len(time)}), got shape {weights.shape}")
+            bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+            if len(bad):
+                raise InputError(f"weights must be finite and >= 0: {len(bad)} are not (the first: "
+                                 f"{float(weights[bad[0]])})")  # fmt: skip
         time = to_times(time, None, "time")
         order = np.argsort(time, kind="stable")
         t_values, counts = np.unique(time[order], return_counts=True)
         check_cells_per_time(t_values, counts, "time")
-        if len(t_values) > 1:
-            check_time_resolution(t_values, "time")
+        if len(t_values) < 2:  # as amcore prepare: a flow needs two times (train failed deep inside on one)
+            raise InputError(f"time: found 1 time point ({t_values[0]:g}); at least two are needed")
+        check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         if np.issubdtype(x.dtype, np.number):
             x = to_float32(x, "x", attrs.get("feature_names"))

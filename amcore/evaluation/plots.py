@@ -280,6 +280,27 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
     _save(fig, path, dpi=100)
 
 
+def velocity_curves(path: Path, learned, truth, times, x: np.ndarray, title: str, field: str = "velocity") -> None:
+    """1-d data: the learned field against position, one curve per observed time (coloured by time) over the
+    observed range, the true one dashed where it is known."""
+    colours, mappable, ticks = _time_colours(times)
+    grid = np.linspace(float(np.min(x)), float(np.max(x)), 200)[:, None]
+    fig, ax = plt.subplots(figsize=(6.6, 4))
+    for colour, t in zip(colours, times, strict=True):
+        ax.plot(grid[:, 0], np.ravel(learned(grid, float(t))), color=colour, lw=1.2)
+        if truth is not None:
+            ax.plot(grid[:, 0], np.ravel(truth(grid, float(t))), color=colour, lw=0.8, ls="dashed")
+    ax.axhline(0, color="0.7", lw=0.6)
+    ax.set_xlabel("x0")
+    ax.set_ylabel(field + (" (dashed: true)" if truth is not None else ""))
+    bar = fig.colorbar(mappable, ax=ax, label="t" + (" (in order)" if ticks else ""))
+    if ticks:
+        bar.set_ticks(ticks[0], labels=ticks[1])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
 def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None) -> None:
     """Arrows of the learned field (and, in grey, the true one when known) at three times.
 
@@ -395,7 +416,8 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
     ax.set_xticks(np.arange(len(intervals)), intervals, rotation=45 if len(intervals) > 8 else 0)
     ax.set_xlabel("observed interval")
     ax.set_ylabel("∫ E|v|² dt")
-    ax.set_title(title if drift else f"{title} (flow / geodesic = {audit['action_ratio']:.3g})")
+    ratio = "" if drift else f"\n(flow / geodesic = {audit['action_ratio']:.3g})"  # its own line: never cut off
+    ax.set_title(title + ratio, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path, dpi=110)
