@@ -99,6 +99,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "unmoved and head: inner held, docs/benchmarks.md; head: auto chooses on training cells); check "
                   "them, and drop them from the input if they are errors",
                   file=sys.stderr)  # fmt: skip
+        if repeated := snaps.attrs.get("repeated_cells"):
+            shown = ", ".join(f"t = {t}: {share:.0%}" for t, share in list(repeated.items())[:10])
+            print(f"amcore prepare: warning: cells that repeat another cell of their time exactly ({shown}): copies, "
+                  "or discrete values such as counts; two samples of such data share values, so the noise floor "
+                  "w1_subsample_noise reads below what a flow's continuous cells can reach (docs/metrics.md)",
+                  file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "
             said += f"{velocity['cells']} cells; a cell whose velocity is 0 is unmeasured and keeps the path's own"
