@@ -246,3 +246,11 @@ def test_the_geodesic_noise_is_drawn_from_the_sparser_time():
     still = np.repeat(np.asarray(snaps.snapshot(0))[None], 3, axis=0)  # the first time's cells, unmoved
     audit = action_audit(still, np.array([0.0, 0.5, 1.0]), None, snaps, 2000, 0)
     assert audit["action_noise"] > 0.5, audit
+
+
+def test_intervals_of_negative_times_are_named_readably():
+    from amcore.evaluation.evaluate import interval_name
+
+    assert [interval_name(a, b) for a, b in ((-2.5, -1.0), (-1.0, 0.0), (0.0, 0.75))] == [
+        "-2.5 to -1", "-1 to 0", "0-0.75"
+    ]  # fmt: skip

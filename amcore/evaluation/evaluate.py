@@ -234,8 +234,14 @@ def diffusion_energy(model: TrainedModel, knots: np.ndarray, points: int = 65) -
     for a, b in zip(knots[:-1], knots[1:], strict=True):
         grid = np.linspace(a, b, points)
         values = np.array([model.sigma(float(t)) ** 2 * model.dim for t in grid])
-        per[f"{a:g}-{b:g}"] = float(((values[1:] + values[:-1]) / 2 * np.diff(grid)).sum())
+        per[interval_name(a, b)] = float(((values[1:] + values[:-1]) / 2 * np.diff(grid)).sum())
     return {"action_diffusion": per, "action_diffusion_total": float(sum(per.values()))}
+
+
+def interval_name(a: float, b: float) -> str:
+    """An observed interval's key in metrics.json and label in action.png: ``0-0.5``; ``-2.5 to -1`` where a time
+    is negative (``-2.5--1`` read as a typo, audit 15)."""
+    return f"{a:g}-{b:g}" if min(a, b) >= 0 else f"{a:g} to {b:g}"
 
 
 def falls_short(ratio, noise):
@@ -269,7 +275,7 @@ def action_audit(
     energy (``metrics.drift_action``), and ``action_ratio`` is NaN: the geodesic bounds the action of a flow whose
     velocity carries the marginals, which eAM's drift alone does not (the diffusion carries them too)."""
     knots = np.asarray(snaps.t_values, dtype=np.float64)
-    names = [f"{a:g}-{b:g}" for a, b in zip(knots[:-1], knots[1:], strict=True)]
+    names = [interval_name(a, b) for a, b in zip(knots[:-1], knots[1:], strict=True)]
     if drift is None:
         flow = metrics.flow_action(x, time, knots, weight)
     else:
