@@ -352,6 +352,7 @@ def growth(
     cols, rows, size = _grid(n + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (1.0 if n else 0.6), size * rows + 0.6),
                              squeeze=False)  # fmt: skip
+    fig.subplots_adjust(top=0.78 if rows == 1 else 0.88, wspace=0.35)  # room for the title above the panels' own
     ax = axes.flat[0]
     ax.plot(times, observed_mass, "o", color="black", label="observed")
     ax.plot(times, predicted_mass, "-", color="tab:red", label="pushed from the first time")
