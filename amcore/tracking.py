@@ -229,7 +229,8 @@ class StageRun:
         # Under torchrun only rank 0 reports: one stage, one run.
         self.state = _read_state() if int(os.environ.get("RANK", "0")) == 0 else None
         self.stage = stage
-        self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **code_version(), **tags}
+        code = code_version() if self.state is not None else {}  # git runs only for a tracked stage
+        self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **code, **tags}
         self.params = _flatten(params)
         self.run_id: str | None = None  # set once the run exists with its parameters and tags
         self._created: str | None = None  # the run, from its creation on: a retry never creates a second one

@@ -194,8 +194,7 @@ def build_snapshots(
             snaps.attrs["feature_names"] = names
     snaps.attrs["holdout_times"] = holdout
     if spec["source"] != "simulate":
-        snaps.attrs["far_cells"] = far_cells(snaps)
-        snaps.attrs["repeated_cells"] = repeated_cells(snaps)
+        snaps.attrs["far_cells"], snaps.attrs["repeated_cells"] = sampled_cell_checks(snaps)
     return snaps
 
 
@@ -238,40 +237,37 @@ def raw_counts(x) -> dict | None:
     return {"cells_read": len(head), "median_total": total, "max": float(head.max())} if total >= COUNTS_TOTAL else None
 
 
-def far_cells(snaps: Snapshots) -> dict[str, float]:
-    """``{time: share}`` of the times where some cells lie ``FAR_SPREADS`` robust spreads (1.4826 times the median
-    absolute deviation) or more from their time's median in some feature, read on the first ``FAR_SAMPLE`` cells of
-    each time (a uniform sample: rows are in random order within a time). A few far cells set a standardisation's
-    scale, the OT pairs' costs and the largest terms of AM's objective: on Student-t cells (2 degrees of freedom,
-    20-d) with 1 % of them 100 times farther, AM's held-out W1 was worse than the previous time's cells unmoved
-    (audit 6), where Flow Matching, the spline path and AM with ``head: inner`` held."""
-    shares = {}
+def sampled_cell_checks(snaps: Snapshots) -> tuple[dict[str, float], dict[str, float]]:
+    """``far_cells`` and ``repeated_cells`` (each ``{time: share}``, only the times they flag), read on the first
+    ``FAR_SAMPLE`` cells of each time (a uniform sample: rows are in random order within a time), each sample read
+    (and, for a preprocessed store, computed) once for both. Cells that repeat others of their time (over
+    ``REPEATED_SHARE``: copies, or discrete values such as counts) make two samples share values, so the noise floor
+    ``w1_subsample_noise`` reads below what a prediction of continuous cells can reach (audit 15: 0.283 against 0.428
+    for five copies of each cell)."""
+    far, repeated = {}, {}
     for k, t in enumerate(snaps.t_values):
-        if snaps.offsets[k + 1] - snaps.offsets[k] < FAR_MIN_CELLS:  # the MAD of 3 cells puts a normal one 39 away
-            continue
         x = np.asarray(snaps.x[snaps.offsets[k] : min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])],
                        dtype=np.float64)  # fmt: skip
-        median = np.median(x, axis=0)
-        spread = 1.4826 * np.median(np.abs(x - median), axis=0)
-        live = spread > 0  # a feature constant in most cells has no spread to judge by
-        far = (np.abs(x[:, live] - median[live]) > FAR_SPREADS * spread[live]).any(axis=1)
-        if far.any():
-            shares[f"{t:g}"] = float(far.mean())
-    return shares
+        if (share := far_share(x)) > 0:
+            far[f"{t:g}"] = share
+        if (share := 1 - len(np.unique(x, axis=0)) / len(x)) > REPEATED_SHARE:
+            repeated[f"{t:g}"] = float(share)
+    return far, repeated
 
 
-def repeated_cells(snaps: Snapshots) -> dict[str, float]:
-    """``{time: share}`` of the times where over ``REPEATED_SHARE`` of the cells (read on the first ``FAR_SAMPLE``
-    of each time) repeat another cell of their time exactly: copies, or discrete values (counts). Two samples of
-    such data share values, so the noise floor ``w1_subsample_noise`` reads below what a prediction of continuous
-    cells can reach (audit 15: 0.283 against 0.428 for five copies of each cell)."""
-    shares = {}
-    for k, t in enumerate(snaps.t_values):
-        x = np.asarray(snaps.x[snaps.offsets[k] : min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])])
-        share = 1 - len(np.unique(x, axis=0)) / len(x)
-        if share > REPEATED_SHARE:
-            shares[f"{t:g}"] = float(share)
-    return shares
+def far_share(x: np.ndarray) -> float:
+    """The share of cells ``FAR_SPREADS`` robust spreads (1.4826 times the median absolute deviation) or more from
+    their time's median in some feature; 0 under ``FAR_MIN_CELLS`` cells (the MAD of 3 cells put an ordinary one 39
+    spreads away, audit 15). A few far cells set a standardisation's scale, the OT pairs' costs and the largest terms
+    of AM's objective: on Student-t cells (2 degrees of freedom, 20-d) with 1 % of them 100 times farther, AM's
+    held-out W1 was worse than the previous time's cells unmoved (audit 6), where Flow Matching, the spline path
+    and AM with ``head: inner`` held."""
+    if len(x) < FAR_MIN_CELLS:
+        return 0.0
+    median = np.median(x, axis=0)
+    spread = 1.4826 * np.median(np.abs(x - median), axis=0)
+    live = spread > 0  # a feature constant in most cells has no spread to judge by
+    return float((np.abs(x[:, live] - median[live]) > FAR_SPREADS * spread[live]).any(axis=1).mean())
 
 
 def feature_names(names: list[str] | None, fitted, n_features: int) -> list[str] | None:
