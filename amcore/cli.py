@@ -116,6 +116,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "one snapshot", file=sys.stderr)  # fmt: skip
         summary = write_store(args.out, snaps, int(args.dataset.get("chunk_mb", 8) * 2**20))  # one pass over x
         _write_json(args.summary, summary)
+        low, high = np.asarray(summary["feature_min"]), np.asarray(summary["feature_max"])
+        if constant := [int(i) for i in np.flatnonzero(low == high)]:
+            names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
+            shown = ", ".join(names[i] for i in constant[:10]) + (" ..." if len(constant) > 10 else "")
+            print(f"amcore prepare: warning: {len(constant)} of {snaps.dim} features hold one value in every cell "
+                  f"({shown}): a gene no cell expresses, a column of ones; they say nothing about the motion and the "
+                  "plots skip them (dataset.feature_columns, preprocess.select: leave them out)",
+                  file=sys.stderr)  # fmt: skip
         if digest := snaps.attrs["provenance"].get("sha256"):
             run.log_params({"data.sha256": digest})
         run.log_metrics(
@@ -335,6 +343,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         DISTANCES,
         action_audit,
         course,
+        data_box,
         diffusion_energy,
         falls_short,
         options,
@@ -434,19 +443,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         title = f"{args.model} ({model.objective.upper()})"
         pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
         carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
+        names = snaps.attrs.get("feature_names")
+        shown = plots.shown_features(data_box(snaps), count=3)  # constant features make no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
-                        axis_names=snaps.attrs.get("feature_names"), weights=carried)  # fmt: skip
-        plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times)
+                        axis_names=names, weights=carried, shown=shown[:2])  # fmt: skip
+        plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times,
+                           shown=shown[:2], axis_names=names, path_times=traj["time"].values)  # fmt: skip
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
         observed_mass = snaps.masses() / snaps.masses()[0]
         predicted_mass = np.ones(len(times)) if carried is None else [float(np.mean(w)) for w in carried]
         uam = model.objective == "uam"
         plots.growth(plots_dir / "growth.png", times, observed_mass, predicted_mass,
                      f"{title}: " + ("mass and learned growth rate" if uam else "mass (balanced: held at 1)"),
-                     rate=model.growth_rate if uam else None, truth=truth,
-                     axis_names=snaps.attrs.get("feature_names"))  # fmt: skip
+                     rate=model.growth_rate if uam else None, truth=truth, axis_names=names,
+                     shown=shown[:2])  # fmt: skip
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
-                          weights=carried)  # fmt: skip
+                          weights=carried, shown=shown, axis_names=names)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
         plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
         from amcore.data.simulate import truth_fields
@@ -455,7 +467,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         true_field = None
         if simulator is not None and field in truth_fields(simulator, snaps.x[:1].astype(np.float64), times[0]):
             true_field = lambda x, t: truth_fields(simulator, x, t)[field]  # noqa: E731
-        if snaps.dim >= 2:
+        if len(shown) >= 2:
             plots.velocity_field(
                 plots_dir / "velocity.png",
                 lambda x, t: model.fields(x, t)[field],
@@ -464,10 +476,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 snaps.x,
                 f"{title}: learned {field}",
                 potential=None if model.objective == "fm" else model.potential,
+                shown=shown[:2],
+                axis_names=names,
             )
         else:
             plots.velocity_curves(plots_dir / "velocity.png", lambda x, t: model.fields(x, t)[field], true_field,
-                                  times, snaps.x, f"{title}: learned {field}", field)  # fmt: skip
+                                  times, snaps.x, f"{title}: learned {field}", field, shown[0], names)  # fmt: skip
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(

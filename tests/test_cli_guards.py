@@ -305,6 +305,29 @@ def test_prepare_warns_of_cells_that_repeat_others(capsys, tmp_path):
         assert ("repeat another cell of their time exactly (t = 0: 80%, t = 1: 80%, t = 2: 80%)" in said) is warned
 
 
+def test_prepare_names_features_that_hold_one_value_in_every_cell(capsys, tmp_path):
+    """A column of ones and a column of 0.1s (whose float32 mean is not 0.1 exactly: a std can read 1e-9) among
+    three moving features; a feature constant within each time but not across them is not named."""
+    import pandas as pd
+
+    from amcore.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.0, 2.0], 200)
+    frame = pd.DataFrame(rng.normal(size=(600, 3)) + labels[:, None], columns=["a", "b", "c"])
+    frame.insert(1, "ones", 1.0)
+    frame["tenth"] = 0.1
+    frame["dose"] = np.repeat([0.1, 0.2, 0.3], 200) + rng.normal(0, 1e-3, 600)  # moves, slowly
+    frame["t"] = labels
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    spec = {"source": "csv", "path": str(tmp_path / "cells.csv"), "t_key": "t"}
+    out = ["--out", str(tmp_path / "cells.zarr"), "--summary", str(tmp_path / "cells.json")]
+    assert main(["prepare", "--dataset", json.dumps(spec), *out]) == 0
+    assert "2 of 6 features hold one value in every cell (ones, tenth)" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "cells.json").read_text())
+    assert summary["feature_min"][1] == summary["feature_max"][1] == 1.0
+
+
 def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path):
     """Integer counts (a median total of about 1,000 per cell) are named as such, with the step amcore leaves to
     the user; the same counts normalised and log1p-transformed, or Gaussian cells, are not."""

@@ -175,3 +175,43 @@ def test_one_dimensional_data_get_velocity_curves(figures):
     dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert len(solid) == 3 and len(dashed) == 3 and ax.get_xlabel() == "x0"
     np.testing.assert_allclose(solid[2].get_ydata(), -3 * solid[2].get_xdata())
+
+
+def test_constant_features_make_no_axis(figures):
+    """A gene no cell expresses (feature 0) and a column of ones (feature 2): the panels draw features 1 and 3, not a
+    line of cells at 0."""
+    rng = np.random.default_rng(2)
+    truth = [np.column_stack([np.zeros(300), rng.normal(k, 1, 300), np.ones(300), rng.normal(0, 1, 300)])
+             for k in range(3)]  # fmt: skip
+    box = np.stack([np.min(np.concatenate(truth), 0), np.max(np.concatenate(truth), 0)])
+    shown = plots.shown_features(box, count=3)
+    assert shown == (1, 3)  # no constant one stands in for a third
+    assert plots.shown_features(box[:, [0, 1, 2]]) == (1,)  # one varies: drawn as 1-d data
+    assert plots.shown_features(box[:, [0, 2]]) == (0,)  # none varies: the first
+    names = ["Xist", "Sox2", "ones", "Nanog"]
+    plots.marginals("unused.png", truth, truth, [0.0, 1.0, 2.0], "title", axis_names=names, shown=shown[:2])
+    plots.velocity_field("unused.png", lambda p, t: p + 1.0, None, [0.0, 1.0, 2.0], np.concatenate(truth), "title",
+                         shown=shown[:2], axis_names=names)  # fmt: skip
+    marginal, field = figures
+    panel = marginal.axes[0]
+    drawn = panel.collections[0].get_offsets()
+    assert np.ptp(drawn[:, 0]) > 0 and np.ptp(drawn[:, 1]) > 0  # neither axis a constant feature
+    assert marginal.axes[-1].get_xlabel() == "Sox2" and marginal.axes[0].get_ylabel() == "Nanog"
+    arrows = field.axes[0].collections[-1]
+    assert np.all(np.isfinite(arrows.U)) and field.axes[0].get_xlabel() == "Sox2"
+    assert field.axes[0].get_ylabel() == "Nanog"
+
+
+def test_one_feature_is_drawn_as_histograms_and_paths_against_time(figures):
+    rng = np.random.default_rng(3)
+    truth = [rng.normal(k, 1, (400, 1)) for k in range(3)]
+    plots.marginals("unused.png", truth, truth, [0.0, 1.0, 2.0], "title")
+    traj = np.cumsum(rng.normal(0, 0.1, (21, 50, 1)), axis=0)
+    plots.trajectories("unused.png", traj, truth, "title", times=[0.0, 1.0, 2.0], path_times=np.linspace(0, 2, 21))
+    marginal, paths = figures
+    assert marginal.axes[0].patches and not marginal.axes[0].collections  # bars, not points on a line
+    assert marginal.axes[0].get_ylabel() == "density"
+    line = paths.axes[0].lines[0].get_xydata()
+    np.testing.assert_allclose(line[:, 0], np.linspace(0, 2, 21))  # x: the step's time
+    assert np.abs(traj[:, :, 0] - line[:, 1:2]).sum(0).min() < 1e-9  # y: one particle's position at each step
+    assert paths.axes[0].get_xlabel() == "t"

@@ -261,7 +261,8 @@ class Snapshots:
 
         One pass over ``x``, shared with the dask work in ``also`` (writing the store), whose results follow.
         """
-        mean, std, *_ = dask.compute(self.x.mean(axis=0), self.x.std(axis=0), *also)
+        mean, std, low, high, *_ = dask.compute(self.x.mean(axis=0), self.x.std(axis=0), self.x.min(axis=0),
+                                                self.x.max(axis=0), *also)  # fmt: skip
         return {
             "n_obs": int(self.x.shape[0]),
             "n_features": int(self.dim),
@@ -269,6 +270,8 @@ class Snapshots:
             "cells_per_time": [int(c) for c in self.counts()],
             "feature_mean": [float(v) for v in mean],
             "feature_std": [float(v) for v in std],
+            "feature_min": [float(v) for v in low],
+            "feature_max": [float(v) for v in high],
             "feature_stats_over": "every stored cell, held-out times included (preprocessing is fitted without them)",
         }
 

@@ -24,8 +24,19 @@ MAX_POINTS = 2000  # points per scatter panel: a panel of 10^6 cells is a blot, 
 MAX_PATHS = 200  # particle paths in a trajectories plot
 
 
-def _project(x: np.ndarray) -> np.ndarray:
-    return x[:, :2] if x.shape[1] >= 2 else np.column_stack([x[:, 0], np.zeros(len(x))])
+def shown_features(box: np.ndarray, count: int = 2) -> tuple[int, ...]:
+    """The features the plots draw: the first ``count`` whose observed range (``box``, ``(2, features)``: lowest and
+    highest value of each) is not a point; the first feature when none varies. A constant feature (a gene no cell
+    expresses, a column of ones) drawn as an axis puts every panel's cells on one line; with one feature that
+    varies, the plots are those of 1-d data."""
+    varying = tuple(int(i) for i in np.flatnonzero(box[1] > box[0]))
+    return varying[:count] or (0,)
+
+
+def _project(x: np.ndarray, shown: tuple[int, ...] = (0, 1)) -> np.ndarray:
+    """The two drawn features of each row (a 1-d row: its feature against 0)."""
+    x = np.asarray(x)
+    return x[:, list(shown)] if len(shown) >= 2 else np.column_stack([x[:, shown[0]], np.zeros(len(x))])
 
 
 def _subsample(x, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,14 +72,18 @@ def _grid(n: int) -> tuple[int, int, float]:
     return cols, -(-n // cols), 2.6 if n <= 12 else 1.9
 
 
-def _name_axes(axes: np.ndarray, names: list[str] | None, dim: int) -> None:
-    """The first two features' names (``x0, x1`` where the data named none) under the bottom row and beside the
-    first column of a grid of panels."""
-    names = list(names or [f"x{i}" for i in range(dim)]) + [""]  # 1-d: no y feature
+def axis_labels(names: list[str] | None, shown: tuple[int, ...], dim: int) -> list[str]:
+    """The drawn features' names (``x0, x1, ...`` where the data named none); ``""`` for a 1-d plot's y axis."""
+    names = list(names or [f"x{i}" for i in range(dim)])
+    return [names[i] for i in shown] + [""]
+
+
+def _name_axes(axes: np.ndarray, labels: list[str]) -> None:
+    """``labels`` under the bottom row and beside the first column of a grid of panels."""
     for ax in axes[-1]:
-        ax.set_xlabel(names[0], fontsize=8)
+        ax.set_xlabel(labels[0], fontsize=8)
     for ax in axes[:, 0]:
-        ax.set_ylabel(names[1], fontsize=8)
+        ax.set_ylabel(labels[1], fontsize=8)
 
 
 UNEVEN_GAPS = 5.0  # largest over smallest gap between observed times above which colours go by the times' order
@@ -94,54 +109,84 @@ def _time_colours(times):
 def marginals(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS,
     seed: int = 0, axis_names: list[str] | None = None, weights: list[np.ndarray] | None = None,
+    shown: tuple[int, ...] = (0, 1),
 ) -> None:  # fmt: skip
     """One panel per observed time: observed samples against samples pushed from the first time; each panel draws
     at most ``max_points`` (half observed, half predicted, seeded subsamples; weighted particles, ``weights``, drawn
-    by weight); panels wrap, 6 or 8 a row. The axes are the first two features (``axis_names``: theirs, e.g. PC1
-    and PC2)."""
+    by weight); panels wrap, 6 or 8 a row. The axes are the ``shown`` features (:func:`shown_features`;
+    ``axis_names``: every feature's name, e.g. PC1, PC2, ...); with one feature, each panel is the two clouds'
+    histograms on one set of bins (points on a line hide where they pile up)."""
     rng = np.random.default_rng(seed)
+    shown = shown[: truth[0].shape[1]]  # 1-d: one feature
     n = len(times)
     cols, rows, size = _grid(n)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.6), squeeze=False, sharex=True,
                              sharey=True)  # fmt: skip
     for k, (ax, t, xt, xp) in enumerate(zip(axes.flat, times, truth, predicted, strict=False)):
-        a = _project(_subsample(xt, max_points // 2, rng))
-        b = _project(_by_weight(xp, None if weights is None else weights[k], max_points // 2, rng))
-        ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
-        ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
+        a = _project(_subsample(xt, max_points // 2, rng), shown)
+        b = _project(_by_weight(xp, None if weights is None else weights[k], max_points // 2, rng), shown)
+        if len(shown) < 2:
+            _histograms(ax, a[:, 0], b[:, 0])
+        else:
+            ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
+            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
         ax.set_title(f"t = {t:.3g}", fontsize=9 if n <= 12 else 8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    _name_axes(axes, axis_names, truth[0].shape[1])
+    labels = axis_labels(axis_names, shown, truth[0].shape[1])
+    _name_axes(axes, labels if len(shown) >= 2 else [labels[0], "density"])
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
+def _histograms(ax: plt.Axes, observed: np.ndarray, predicted: np.ndarray) -> None:
+    """One feature's observed and predicted cells as densities on shared bins."""
+    both = np.concatenate([observed, predicted])
+    bins = np.histogram_bin_edges(both, bins=40) if len(both) else 10
+    ax.hist(observed, bins=bins, density=True, alpha=0.5, color="tab:blue", label="observed")
+    ax.hist(predicted, bins=bins, density=True, histtype="step", lw=1.2, color="tab:orange", label="predicted")
+
+
 def trajectories(
     path: Path, traj, truth: list[np.ndarray], title: str, n_paths: int = MAX_PATHS, times=None,
-    max_points: int = MAX_POINTS, seed: int = 0,
+    max_points: int = MAX_POINTS, seed: int = 0, shown: tuple[int, ...] = (0, 1), axis_names: list[str] | None = None,
+    path_times=None,
 ) -> None:  # fmt: skip
     """Paths of a seeded subsample of at most ``n_paths`` particles of ``traj(step, particle, feature)`` (numpy, or
     lazy: only those particles are read) over at most ``max_points`` observed cells coloured by time (``times``,
-    the observed times; their index when None), with a colorbar."""
+    the observed times; their index when None), with a colorbar; the ``shown`` features (``axis_names``: every
+    feature's name). One feature: position against time (``path_times``, each step's; spread evenly over the
+    observed times when None)."""
     rng = np.random.default_rng(seed)
-    label = "t (observed cells)" if times is not None else "observed time (index)"
+    by_index = times is None
+    label = "observed time (index)" if by_index else "t (observed cells)"
     times = np.arange(len(truth), dtype=np.float64) if times is None else np.asarray(times, dtype=np.float64)
     colours, mappable, ticks = _time_colours(times)
     fig, ax = plt.subplots(figsize=(6.6, 5))
     per_time = max(1, max_points // max(1, len(truth)))
-    for colour, xt in zip(colours, truth, strict=True):
-        a = _project(_subsample(xt, per_time, rng))
+    shown = shown[: truth[0].shape[1]]
+    flat = len(shown) < 2
+    for colour, t, xt in zip(colours, times, truth, strict=True):
+        a = _project(_subsample(xt, per_time, rng), shown)
+        if flat:  # one feature: the cells at their time, the paths through time
+            a = np.column_stack([np.full(len(a), t), a[:, 0]])
         ax.scatter(a[:, 0], a[:, 1], s=4, alpha=0.6, color=colour, rasterized=True, linewidths=0, zorder=2)
     n = traj.shape[1]
     idx = np.sort(rng.choice(n, min(n_paths, n), replace=False))
     paths = np.asarray(traj[:, idx])
+    steps = np.linspace(times[0], times[-1], len(paths)) if path_times is None else np.asarray(path_times)
     for i in range(paths.shape[1]):
-        p = _project(paths[:, i])
+        p = _project(paths[:, i], shown)
+        if flat:
+            p = np.column_stack([steps, p[:, 0]])
         ax.plot(p[:, 0], p[:, 1], lw=0.5, color="black", alpha=0.3, zorder=1)
+    labels = axis_labels(axis_names, shown, truth[0].shape[1])
+    labels = ["observed time (index)" if by_index else "t", labels[0]] if flat else labels
+    ax.set_xlabel(labels[0], fontsize=8)
+    ax.set_ylabel(labels[1], fontsize=8)
     bar = fig.colorbar(mappable, ax=ax, label=label + (" (in order)" if ticks else ""))
     if ticks:
         step = max(1, len(ticks[0]) // 12)  # at most about a dozen labels
@@ -232,8 +277,8 @@ def holdout_bars(
 
 def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS // 2) -> None:
     """Observed vs predicted cells at each held-out time for each method (one row per method, a column per
-    held-out time, wrapping after 6 into further blocks of rows), first two axes; panels of one held-out time
-    share their axes.
+    held-out time, wrapping after 6 into further blocks of rows), on each panel's ``shown`` features (named by its
+    ``axes``; one feature: histograms); panels of one held-out time share their axes.
 
     Each panel draws at most ``n_points`` held-out cells (a seeded subsample) and ``n_points`` predicted ones
     (resampled by weight: displacement interpolation and uAM are weighted).
@@ -259,19 +304,23 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
     for p in panels:
         ax = axis(p["method"], p["holdout"])
         used.add(ax)
-        a = _project(_subsample(p["observed"], n_points, rng))
-        ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="held-out cells", rasterized=True)
+        shown = p.get("shown", (0, 1)[: p["observed"].shape[1]])
+        a = _project(_subsample(p["observed"], n_points, rng), shown)
         finite = np.isfinite(p["predicted"]).all(1) & np.isfinite(p["weight"])
         title = f"{p['method']}, t = {p['holdout']}"
-        if finite.any():
-            b = _project(_by_weight(p["predicted"][finite], p["weight"][finite], n_points, rng))
-            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
+        b = _project(_by_weight(p["predicted"][finite], p["weight"][finite], n_points, rng), shown)
+        if len(shown) < 2:
+            _histograms(ax, a[:, 0], b[:, 0])
+        else:
+            ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="held-out cells", rasterized=True)
+            if len(b):
+                ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
         if not finite.all():
             title += f": FAILED ({(~finite).sum()} NaN/inf cells)"
         ax.set_title(title, fontsize=8)
-        names = p.get("axes", ["x0", "x1"])  # the store's first two features (PC1, PC2 after pca)
+        names = p.get("axes", [f"x{i}" for i in shown])
         ax.set_xlabel(names[0], fontsize=7)
-        ax.set_ylabel(names[1] if len(names) > 1 else "", fontsize=7)
+        ax.set_ylabel(names[1] if len(shown) >= 2 else "density", fontsize=7)
     for ax in axes.flat:
         if ax not in used:
             ax.axis("off")
@@ -280,18 +329,25 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
     _save(fig, path, dpi=100)
 
 
-def velocity_curves(path: Path, learned, truth, times, x: np.ndarray, title: str, field: str = "velocity") -> None:
-    """1-d data: the learned field against position, one curve per observed time (coloured by time) over the
-    observed range, the true one dashed where it is known."""
+def velocity_curves(
+    path: Path, learned, truth, times, x: np.ndarray, title: str, field: str = "velocity", feature: int = 0,
+    axis_names: list[str] | None = None,
+) -> None:  # fmt: skip
+    """One feature that varies (1-d data, or the others constant): the learned field's component along it against
+    position, one curve per observed time (coloured by time) over the observed range, other features at their mean,
+    the true one dashed where it is known."""
     colours, mappable, ticks = _time_colours(times)
-    grid = np.linspace(float(np.min(x)), float(np.max(x)), 200)[:, None]
+    low, high = np.asarray(x.min(axis=0)), np.asarray(x.max(axis=0))
+    grid = np.tile(np.asarray(x.mean(axis=0), dtype=np.float64), (200, 1))
+    grid[:, feature] = np.linspace(float(low[feature]), float(high[feature]), 200)
     fig, ax = plt.subplots(figsize=(6.6, 4))
     for colour, t in zip(colours, times, strict=True):
-        ax.plot(grid[:, 0], np.ravel(learned(grid, float(t))), color=colour, lw=1.2)
+        ax.plot(grid[:, feature], np.asarray(learned(grid, float(t)))[:, feature], color=colour, lw=1.2)
         if truth is not None:
-            ax.plot(grid[:, 0], np.ravel(truth(grid, float(t))), color=colour, lw=0.8, ls="dashed")
+            ax.plot(grid[:, feature], np.asarray(truth(grid, float(t)))[:, feature], color=colour, lw=0.8,
+                    ls="dashed")  # fmt: skip
     ax.axhline(0, color="0.7", lw=0.6)
-    ax.set_xlabel("x0")
+    ax.set_xlabel(axis_labels(axis_names, (feature,), x.shape[1])[0])
     ax.set_ylabel(field + (" (dashed: true)" if truth is not None else ""))
     bar = fig.colorbar(mappable, ax=ax, label="t" + (" (in order)" if ticks else ""))
     if ticks:
@@ -301,21 +357,26 @@ def velocity_curves(path: Path, learned, truth, times, x: np.ndarray, title: str
     _save(fig, path, dpi=110)
 
 
-def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None) -> None:
+def velocity_field(
+    path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None, shown: tuple[int, int] = (0, 1),
+    axis_names: list[str] | None = None,
+) -> None:  # fmt: skip
     """Arrows of the learned field (and, in grey, the true one when known) at three times.
 
-    A grid over the first two dimensions of ``x``, other coordinates at their mean; ``learned(points, t)``
-    and ``truth(points, t)`` return vectors whose first two components are drawn. ``potential(points, t)``
-    (AM's ``s``) is drawn as filled contours beneath: the arrows climb it.
+    A grid over the ``shown`` two dimensions of ``x`` (``axis_names``: every feature's name), other coordinates at
+    their mean; ``learned(points, t)`` and ``truth(points, t)`` return vectors whose ``shown`` components are drawn.
+    ``potential(points, t)`` (AM's ``s``) is drawn as filled contours beneath: the arrows climb it.
     """
+    i, j = shown
     picks = [times[0], times[len(times) // 2], times[-1]]
-    lo, hi = x.min(axis=0), x.max(axis=0)
-    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 15), np.linspace(lo[1], hi[1], 15))
-    grid = np.tile(x.mean(axis=0), (gx.size, 1)).astype(np.float64)
-    grid[:, 0], grid[:, 1] = gx.ravel(), gy.ravel()
+    lo, hi = np.asarray(x.min(axis=0)), np.asarray(x.max(axis=0))
+    gx, gy = np.meshgrid(np.linspace(lo[i], hi[i], 15), np.linspace(lo[j], hi[j], 15))
+    grid = np.tile(np.asarray(x.mean(axis=0)), (gx.size, 1)).astype(np.float64)
+    grid[:, i], grid[:, j] = gx.ravel(), gy.ravel()
+    labels = axis_labels(axis_names, shown, x.shape[1])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
     for ax, t in zip(axes, picks, strict=True):
-        v = learned(grid, t)
+        v = np.asarray(learned(grid, t))[:, [i, j]]
         if potential is not None:
             levels = ax.contourf(gx, gy, potential(grid, t).reshape(gx.shape), levels=14, cmap="Greys", alpha=0.5)
             fig.colorbar(levels, ax=ax, shrink=0.8, label="potential s")
@@ -323,16 +384,18 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
         arrows = {
             "scale_units": "xy",
             "angles": "xy",
-            "scale": np.linalg.norm(v[:, :2], axis=1).max() / (gx[0, 1] - gx[0, 0]),
+            "scale": np.linalg.norm(v, axis=1).max() / (gx[0, 1] - gx[0, 0]),
         }
         if truth is not None:
-            u = truth(grid, t)
-            ax.quiver(grid[:, 0], grid[:, 1], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
-        drawn = ax.quiver(grid[:, 0], grid[:, 1], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
+            u = np.asarray(truth(grid, t))[:, [i, j]]
+            ax.quiver(grid[:, i], grid[:, j], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
+        drawn = ax.quiver(grid[:, i], grid[:, j], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
                           **arrows)  # fmt: skip
-        longest = float(np.linalg.norm(v[:, :2], axis=1).max())  # each panel has its own scale: say it
+        longest = float(np.linalg.norm(v, axis=1).max())  # each panel has its own scale: say it
         ax.quiverkey(drawn, 0.78, 1.03, longest, f"{longest:.2g} / unit time", labelpos="E", fontproperties={"size": 7})
         ax.set_title(f"t = {t:.3g}", fontsize=9, loc="left")
+        ax.set_xlabel(labels[0], fontsize=8)
+    axes[0].set_ylabel(labels[1], fontsize=8)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
@@ -341,14 +404,15 @@ def velocity_field(path: Path, learned, truth, times, x: np.ndarray, title: str,
 
 def growth(
     path: Path, times, observed_mass, predicted_mass, title: str, rate=None, truth: list[np.ndarray] | None = None,
-    max_points: int = MAX_POINTS // 2, axis_names: list[str] | None = None,
+    max_points: int = MAX_POINTS // 2, axis_names: list[str] | None = None, shown: tuple[int, ...] = (0, 1),
 ) -> None:  # fmt: skip
     """The mass over time, relative to the first time's: the observed (counts, or ``dataset.population``) beside
     the model's along its push, which a balanced objective holds at 1 whatever the data do. With uAM's ``rate``
     (``rate(cells, t)`` per unit of the data's time), its growth rate at the observed ``truth`` cells, one panel
-    per time (first two features; a seeded subsample of at most ``max_points`` a panel) on one diverging colour
+    per time (the ``shown`` features; a seeded subsample of at most ``max_points`` a panel) on one diverging colour
     scale centred on 0: red grows, blue dies."""
     n = len(times) if rate is not None else 0
+    shown = shown[: truth[0].shape[1]] if truth else shown
     cols, rows, size = _grid(n + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (1.0 if n else 0.6), size * rows + 0.6),
                              squeeze=False)  # fmt: skip
@@ -377,11 +441,11 @@ def growth(
             ax.sharex(panels[0])
             ax.sharey(panels[0])
         for ax, t, x, r in zip(panels, times, cells, rates, strict=True):
-            a = _project(x)
+            a = _project(x, shown)
             ax.scatter(a[:, 0], a[:, 1], s=3, c=r, cmap="coolwarm", norm=norm, rasterized=True, linewidths=0)
             ax.set_title(f"t = {t:.3g}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
             ax.tick_params(labelsize=7)
-        names = list(axis_names or [f"x{i}" for i in range(truth[0].shape[1])]) + [""]  # 1-d: no y feature
+        names = axis_labels(axis_names, shown, truth[0].shape[1])
         for ax in panels:
             ax.set_xlabel(names[0], fontsize=8)
             ax.set_ylabel(names[1], fontsize=8)
@@ -426,14 +490,16 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
 
 def projections(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500,
-    weights: list[np.ndarray] | None = None,
+    weights: list[np.ndarray] | None = None, shown: tuple[int, ...] = (0, 1, 2), axis_names: list[str] | None = None,
 ) -> None:  # fmt: skip
-    """Observed against pushed cells in three 2-d projections (rows: x0-x1, x0-x2, x1-x2; fewer for fewer dimensions)
+    """Observed against pushed cells in three 2-d projections of the ``shown`` features (rows: x0-x1, x0-x2, x1-x2 of
+    the first three; fewer for fewer dimensions; ``axis_names``: every feature's name)
     at up to six evenly spaced observed times (columns): the AM paper's figure for its 3-d hydrogen atom. Each panel
     draws a seeded subsample of at most ``n_points`` finite cells per side (``truth`` and ``predicted`` may be lazy:
     only those cells are read; weighted particles, ``weights``, drawn by weight)."""
-    dim = truth[0].shape[1]
-    pairs = [(i, j) for i, j in ((0, 1), (0, 2), (1, 2)) if j < dim] or [(0, None)]
+    shown = shown[: truth[0].shape[1]]
+    pairs = [(shown[i], shown[j]) for i, j in ((0, 1), (0, 2), (1, 2)) if j < len(shown)] or [(shown[0], None)]
+    names = list(axis_names or [f"x{i}" for i in range(truth[0].shape[1])])
     picks = np.unique(np.linspace(0, len(times) - 1, min(6, len(times))).round().astype(int))
     fig, axes = plt.subplots(len(pairs), len(picks), figsize=(2.5 * len(picks), 2.5 * len(pairs)), squeeze=False,
                              sharex="row", sharey="row")  # fmt: skip
@@ -450,8 +516,8 @@ def projections(
             if row == 0:
                 ax.set_title(f"t = {times[k]:.3g}", fontsize=9)
             if col == 0:
-                ax.set_ylabel(f"x{j}" if j is not None else "", fontsize=8)
-            ax.set_xlabel(f"x{i}", fontsize=8)
+                ax.set_ylabel(names[j] if j is not None else "", fontsize=8)
+            ax.set_xlabel(names[i], fontsize=8)
     axes[0, 0].legend(markerscale=5, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()

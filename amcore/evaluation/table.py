@@ -15,6 +15,7 @@ from amcore.evaluation.evaluate import (
     FEW_CELLS,
     FEW_EFFECTIVE,
     MASS_OFF,
+    data_box,
     falls_short,
 )
 from amcore.evaluation.holdout import read_prediction
@@ -318,7 +319,10 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
 
 
 def load_panels(panels: list[dict]) -> list[dict]:
-    """Observed and predicted cells of each ``{method, holdout, store, prediction}`` for the figure."""
+    """Observed and predicted cells of each ``{method, holdout, store, prediction}`` for the figure, and the features
+    it draws (``plots.shown_features``)."""
+    from amcore.evaluation import plots  # matplotlib: only for the figure
+
     stores: dict[str, tuple] = {}
     loaded = []
     for panel in panels:
@@ -329,5 +333,7 @@ def load_panels(panels: list[dict]) -> list[dict]:
         k = [float(t) for t in snaps.t_values].index(held_out)
         observed = np.asarray(snaps.snapshot(k))
         names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
-        loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight, "axes": names[:2]})
+        shown = plots.shown_features(data_box(snaps))
+        loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight, "shown": shown,
+                       "axes": [names[i] for i in shown]})  # fmt: skip
     return loaded
