@@ -15,6 +15,7 @@ from snakemake.utils import validate
 
 from amcore import Snapshots, TrainConfig, train
 from amcore.data.simulate import OrnsteinUhlenbeck, simulate_snapshots
+from amcore.errors import InputError
 from amcore.paths.interpolants import NoiseSchedule, SnapshotPath
 from amcore.training import train as training_loop
 
@@ -127,6 +128,23 @@ def test_torchcfm_sigma_is_refused_before_any_job_without_the_torchcfm_implement
     message = schema_refuses({"objective": "fm", "torchcfm_sigma": 0.2})
     assert message is not None and "torchcfm_sigma" in message
     assert schema_refuses({"objective": "fm", "implementation": "torchcfm", "torchcfm_sigma": 0.2}) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "setting"),
+    [({"objective": "fm"}, {"head": "quadratic"}), ({"objective": "am"}, {"laplacian": "exact"}),
+     ({"objective": "uam"}, {"probes": 4}), ({"objective": "am"}, {"exact_trace_max_dim": 8}),
+     ({"objective": "am"}, {"entropic_reg": 0.1}), ({"objective": "am", "coupling": "ot"}, {"entropic_draws": 4})],
+)  # fmt: skip
+def test_settings_one_model_reads_are_refused_elsewhere_before_any_job(model, setting):
+    """Audit 16: TrainConfig took them in silence (an entropic_reg on OT pairs read as an entropic coupling)."""
+    message = schema_refuses({**model, **setting})
+    assert message is not None and next(iter(setting)) in message
+    with pytest.raises(InputError, match="is read only with"):
+        TrainConfig(**model, **setting)
+    where = {"head": {"objective": "am"}, "entropic_reg": {"coupling": "entropic"},
+             "entropic_draws": {"coupling": "entropic"}}.get(next(iter(setting)), {"objective": "eam", "sigma": 0.5})
+    assert schema_refuses({**model, **where, **setting}) is None
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "config").rglob("*.yaml")), ids=lambda p: p.name)

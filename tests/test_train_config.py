@@ -118,7 +118,17 @@ def test_a_setting_the_chosen_model_never_reads_is_refused():
         ({"growth": 5.0}, "growth (got 5.0) is read only with objective 'uam'"),
         ({"tension": 0.3}, "tension (got 0.3) is read only with interpolation 'spline'"),
         ({"objective": "fm", "torchcfm_sigma": 0.5}, "torchcfm_sigma (got 0.5) is read only with implementation"),
+        # audit 16: a head on Flow Matching's field, eAM's Laplacian settings elsewhere, entropic settings on OT pairs
+        ({"objective": "fm", "head": "quadratic"}, "head (got 'quadratic') is read only with objective 'am', 'eam'"),
+        ({"laplacian": "exact"}, "laplacian (got 'exact') is read only with objective 'eam'"),
+        ({"objective": "uam", "probes": 4}, "probes (got 4) is read only with objective 'eam'"),
+        ({"exact_trace_max_dim": 8}, "exact_trace_max_dim (got 8) is read only with objective 'eam'"),
+        ({"entropic_reg": 0.1}, "entropic_reg (got 0.1) is read only with coupling 'entropic'"),
+        ({"coupling": "independent", "entropic_draws": 4}, "entropic_draws (got 4) is read only with coupling"),
+        ({"coupling": "entropic", "interpolation": "nearest", "entropic_reg": 0.1}, "entropic_reg (got 0.1)"),
     ):
         with pytest.raises(InputError, match=re.escape(message)):
             TrainConfig(**settings)
     TrainConfig(objective="uam", growth=5.0)
+    TrainConfig(objective="eam", sigma=0.5, laplacian="hutchinson", probes=4, exact_trace_max_dim=8)
+    TrainConfig(coupling="entropic", entropic_reg=0.1, entropic_draws=4, head="inner")

@@ -221,6 +221,13 @@ class TrainConfig:
             ("velocity_weight", self.velocity_weight != 0 and self.interpolation != "spline", "interpolation 'spline'"),
             ("torchcfm_sigma", self.torchcfm_sigma != 0.1 and self.implementation != "torchcfm",
              "implementation 'torchcfm'"),
+            ("head", self.head != "scalar" and self.objective == "fm", "objective 'am', 'eam' or 'uam' (a potential)"),
+            ("laplacian", self.laplacian != "auto" and self.objective != "eam", "objective 'eam'"),
+            ("probes", self.probes != 1 and self.objective != "eam", "objective 'eam'"),
+            ("exact_trace_max_dim", self.exact_trace_max_dim != 1 and self.objective != "eam", "objective 'eam'"),
+            ("entropic_reg", self.entropic_reg is not None and self.path_coupling() != "entropic",
+             "coupling 'entropic'"),
+            ("entropic_draws", self.entropic_draws != 16 and self.path_coupling() != "entropic", "coupling 'entropic'"),
         ]  # fmt: skip
         for name, ignored, needs in unused:
             if ignored:
