@@ -77,7 +77,7 @@ def test_training_refuses_non_finite_training_cells_but_never_reads_held_out_one
     x, t = _cells()
     broken = x.copy()
     broken[45, 1] = np.nan  # a cell of time 1
-    with pytest.raises(InputError, match="1 cells of time 1 have a NaN or inf feature"):
+    with pytest.raises(InputError, match=r"1 cells of time 1 have a NaN or inf feature \(the first: row 45 of x\)"):
         train(Snapshots.from_labels(broken, t), TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
     assert not list(tmp_path.iterdir())
     held_out = Snapshots.from_labels(broken, t, {"holdout_times": [1.0]})
@@ -213,3 +213,51 @@ def test_eam_says_its_sigma_is_the_noise_of_rescaled_coordinates(tmp_path, capsy
         train(snaps, cfg, tmp_path / "m.pt")
         err = capsys.readouterr().err
         assert ("eAM's sigma is the noise of the store's coordinates, which preprocess standardised" in err) == said
+
+
+def test_a_model_matches_a_dataframe_s_columns_by_name(tmp_path):
+    """Audit 16: a DataFrame whose columns came in another order than the training's moved the wrong feature, in
+    silence (geneB moved by +1 where geneA should have), while the MLflow model matched the same frame by name."""
+    x, t = _cells()
+    frame = pd.DataFrame(x, columns=["geneA", "geneB"])
+    train(Snapshots.from_labels(frame, t), TrainConfig(**TINY), tmp_path / "m.pt")
+    model = amcore.load(tmp_path / "m.pt")
+    swapped = frame[["geneB", "geneA"]]
+    np.testing.assert_array_equal(model.velocity(swapped, 0.5), model.velocity(x, 0.5))
+    np.testing.assert_array_equal(model.potential(swapped, 0.5), model.potential(x, 0.5))
+    np.testing.assert_array_equal(model.push(swapped, 0.0, 1.0, steps=2), model.push(x, 0.0, 1.0, steps=2))
+    with_time = frame.assign(t=0.5)  # a column the model does not know is left out, as the MLflow model does
+    np.testing.assert_array_equal(model.velocity(with_time, 0.5), model.velocity(x, 0.5))
+    with pytest.raises(ValueError, match=r"lack 1 of this model's features: \['geneB'\].*model.preprocess"):
+        model.velocity(frame.rename(columns={"geneB": "Sox2"}), 0.5)
+    unnamed = amcore.load(_trained_without_names(tmp_path))
+    np.testing.assert_array_equal(unnamed.velocity(pd.DataFrame(x), 0.5), unnamed.velocity(x, 0.5))  # by position
+
+
+def _trained_without_names(tmp_path) -> str:
+    train(Snapshots.from_labels(*_cells()), TrainConfig(**TINY), tmp_path / "plain.pt")
+    return tmp_path / "plain.pt"
+
+
+def test_notebook_inputs_of_the_wrong_kind_are_named():
+    """Audit 16: a sparse matrix read as 'x of shape ()', an AnnData as numpy's 'maximum number of dimension',
+    an array or dict given to train as an AttributeError; identical cells trained into a divergence that blamed
+    the learning rate."""
+    import anndata
+    import scipy.sparse
+
+    x, t = _cells()
+    sparse = Snapshots.from_labels(scipy.sparse.csr_matrix(x), t)
+    np.testing.assert_array_equal(sparse.x, Snapshots.from_labels(x, t).x)
+    with pytest.raises(InputError, match=r"x: columns \['batch'\] are not numbers"):
+        Snapshots.from_labels(pd.DataFrame(x, columns=["a", "b"]).assign(batch="B"), t)
+    with pytest.raises(InputError, match="x must hold real numbers, got complex128"):
+        Snapshots.from_labels(x + 1j, t)
+    with pytest.raises(InputError, match=r"x is an AnnData: pass its cells and their times"):
+        Snapshots.from_labels(anndata.AnnData(x), t)
+    with pytest.raises(InputError, match="snapshots must be amcore.Snapshots, got ndarray"):
+        train(x, TrainConfig(**TINY), "unused.pt")
+    with pytest.raises(InputError, match="the config must be an amcore.TrainConfig, got dict"):
+        train(Snapshots.from_labels(x, t), dict(TINY), "unused.pt")
+    with pytest.raises(InputError, match="the training cells have no spread"):
+        train(Snapshots.from_labels(np.ones_like(x), t), TrainConfig(**TINY), "unused.pt")

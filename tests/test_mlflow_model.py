@@ -20,6 +20,7 @@ import amcore
 from amcore import TrainConfig, tracking, train
 from amcore.data.simulate import GaussianPath, simulate_snapshots
 from amcore.data.store import Snapshots, write_store
+from amcore.errors import InputError
 from amcore.models.mlflow_model import save_model, time_column
 
 PARAMS = {"steps": 30, "width": 16, "depth": 2, "batch_size": 64, "log_every": 10, "threads": 1}
@@ -119,6 +120,10 @@ def test_an_eam_model_answers_its_drift_and_a_feature_named_t_moves_the_time_col
     np.testing.assert_allclose(pyfunc.predict(_frame(X, T)).to_numpy(), model.drift(X, T), rtol=1e-6, atol=1e-7)
     assert amcore.load(tmp_path / "eam-model").objective == "eam"
     assert time_column(["x0", "x1"]) == "t" and time_column(["t", "x"]) == "time"
+    # Audit 16: an MLflow model given as the checkpoint was copied in whole, into a model amcore.load could not read.
+    with pytest.raises(InputError, match=r"save_model takes a checkpoint file.*this one holds .*eam\.pt\)"):
+        save_model(tmp_path / "eam-model", tmp_path / "again")
+    assert not (tmp_path / "again").exists()
 
 
 def test_a_failed_model_upload_leaves_the_stage_green_and_no_half_logged_model(trained_run, tmp_path, capsys,

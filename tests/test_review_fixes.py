@@ -142,8 +142,11 @@ def test_settings_one_model_reads_are_refused_elsewhere_before_any_job(model, se
     assert message is not None and next(iter(setting)) in message
     with pytest.raises(InputError, match="is read only with"):
         TrainConfig(**model, **setting)
-    where = {"head": {"objective": "am"}, "entropic_reg": {"coupling": "entropic"},
-             "entropic_draws": {"coupling": "entropic"}}.get(next(iter(setting)), {"objective": "eam", "sigma": 0.5})
+    where = {
+        "head": {"objective": "am"},
+        "entropic_reg": {"coupling": "entropic"},
+        "entropic_draws": {"coupling": "entropic"},
+    }.get(next(iter(setting)), {"objective": "eam", "sigma": 0.5})
     assert schema_refuses({**model, **where, **setting}) is None
 
 

@@ -138,6 +138,20 @@ class Snapshots:
         from amcore.data.readers import to_times
 
         attrs = dict(attrs or {})
+        if hasattr(x, "obs") and hasattr(x, "X"):  # an AnnData: its cells are in X, a layer or obsm, its times in obs
+            raise InputError(
+                "x is an AnnData: pass its cells and their times, e.g. from_labels(adata.obsm['X_pca'], "
+                "adata.obs['day']) (or adata.X; model.preprocess(adata) does it for a trained model)"
+            )
+        if hasattr(x, "toarray"):  # scipy sparse (adata.X of counts): the dense cells a flow moves
+            x = x.toarray()
+        if hasattr(x, "columns") and hasattr(x, "dtypes"):  # a DataFrame: a text column is named, not numpy's error
+            from pandas.api.types import is_numeric_dtype
+
+            text = [str(name) for name, kind in x.dtypes.items() if not is_numeric_dtype(kind)]
+            if text:
+                raise InputError(f"x: columns {text[:5]}{' ...' if len(text) > 5 else ''} are not numbers (labels, "
+                                 "batches, text?): pass the feature columns only")  # fmt: skip
         if hasattr(x, "columns") and "feature_names" not in attrs:
             attrs["feature_names"] = [str(name) for name in x.columns]
         x, time = np.asarray(x), np.asarray(time)
@@ -167,7 +181,10 @@ class Snapshots:
             raise InputError(f"time: found 1 time point ({t_values[0]:g}); at least two are needed")
         check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        if np.issubdtype(x.dtype, np.number):
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            if x.dtype != np.bool_:
+                raise InputError(f"x must hold real numbers, got {x.dtype} ({x.flat[0]!r}, ...)")
+        else:
             x = to_float32(x, "x", attrs.get("feature_names"))
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         if velocity is not None:

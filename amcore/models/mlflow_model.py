@@ -25,6 +25,7 @@ import pandas as pd
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from amcore.errors import InputError
 from amcore.models.trained import TrainedModel, load
 
 CHECKPOINT = "checkpoint"  # the name of the checkpoint among the MLflow model's artifacts
@@ -97,7 +98,14 @@ def requirements() -> list[str]:
 
 
 def save_model(checkpoint: str | Path, path: str | Path, mlflow_model: Model | None = None) -> TrainedModel:
-    """Write the MLflow model of the checkpoint to the new directory ``path``; returns the loaded model."""
+    """Write the MLflow model of the checkpoint to the new directory ``path``; returns the loaded model. An MLflow
+    model given as the checkpoint is refused: it was copied in whole, and ``amcore.load`` could not read the result
+    (audit 16)."""
+    if str(checkpoint).startswith(URI_SCHEMES) or Path(checkpoint).is_dir():
+        inside = Path(checkpoint) / "MLmodel"
+        hint = f" (this one holds {_checkpoint_in(Path(checkpoint))})" if inside.is_file() else ""
+        raise InputError(f"{checkpoint}: save_model takes a checkpoint file, amcore train's model.pt, not an MLflow "
+                         f"model or a folder{hint}")  # fmt: skip
     model = load(checkpoint)
     with tempfile.TemporaryDirectory(prefix="amcore-mlflow-") as tmp:
         code = Path(tmp) / CODE_FILE

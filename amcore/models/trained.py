@@ -221,7 +221,25 @@ class TrainedModel:
                              "was trained on")  # fmt: skip
 
     # -- fields ------------------------------------------------------------------------------------------------
+    def _by_columns(self, x):
+        """A DataFrame's columns matched to this model's features by name (audit 16: columns in another order than
+        the training's moved the wrong features, in silence, where ``preprocess`` and the MLflow model match them);
+        positional where the model recorded no names; any other input as given."""
+        if not (hasattr(x, "columns") and hasattr(x, "to_numpy")):
+            return x
+        recorded, names = self.info.get("feature_names"), [str(name) for name in x.columns]
+        if not recorded or names == list(recorded):
+            return x.to_numpy()
+        missing = [name for name in recorded if name not in names]
+        if missing:
+            raise ValueError(f"x's columns ({names[:5]}{' ...' if len(names) > 5 else ''}) lack {len(missing)} of "
+                             f"this model's features: {missing[:5]}{' ...' if len(missing) > 5 else ''}; the model "
+                             "answers in its own coordinates (model.preprocess brings cells in the input's features "
+                             "there)")  # fmt: skip
+        return _by_name(x.to_numpy(), names, list(recorded))
+
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._by_columns(x)
         given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
         xt = torch.as_tensor(given, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
@@ -389,6 +407,7 @@ class TrainedModel:
                    if method == "sde" else "dopri5 steps forward only; rk4 and euler push backward too")  # fmt: skip
             raise ValueError(f"method {method!r} needs increasing times, got {times.tolist()}: {why}")
         grid, _ = integrate.time_grid(times, per_interval)
+        x0 = self._by_columns(x0)
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
         if len(x0.shape) != 2 or x0.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(x0.shape)}")

@@ -372,7 +372,7 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     the root mean of their per-feature variances, and ``t_unit`` (``observation_gap``).
 
     From every training cell when the snapshots are given (the same numbers on every process), otherwise from
-    seeded samples of the path at its observed times. Data without spread keep ``x_scale`` 1.
+    seeded samples of the path at its observed times. Cells without any spread are refused.
     """
     if snaps is not None:
         # Slices of the training times only (held-out cells never reach training), reduced chunk by chunk: no
@@ -388,6 +388,9 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
         mean = stacked.mean(0).cpu().numpy()
         var = (np.mean(variances) + float((stacked - stacked.mean(0)).pow(2).sum(1).mean())) / len(mean)
     scale = float(np.sqrt(np.mean(var)))
+    if scale == 0:  # audit 16: it trained to a divergence "beyond 10 x 0" that blamed the learning rate
+        raise InputError("the training cells have no spread: every cell of every training time is one point, so "
+                         "there is no motion to learn (are the features all constant?)")  # fmt: skip
     spreads = np.sqrt(np.asarray(var, dtype=np.float64).reshape(-1))
     spread = spreads[spreads > 0]
     if len(spread) > 1 and spread.max() > FEATURE_SPREAD_RATIO * spread.min():
@@ -757,6 +760,14 @@ def train(
     """
     if snaps is None and path is None:
         raise InputError("train: no snapshots: give amcore.Snapshots.from_labels(x, time) or amcore.read_store(store)")
+    if snaps is not None and not isinstance(snaps, Snapshots):
+        raise InputError(f"train: snapshots must be amcore.Snapshots, got {type(snaps).__name__}: group cells by "
+                         "time with amcore.Snapshots.from_labels(x, time), or read a store with "
+                         "amcore.read_store")  # fmt: skip
+    if not isinstance(cfg, TrainConfig):
+        raise InputError(f"train: the config must be an amcore.TrainConfig, got {type(cfg).__name__}: "
+                         "amcore.TrainConfig(**settings), or TrainConfig.from_params(settings) to have a typo "
+                         "named")  # fmt: skip
     if loss_csv is None:  # model.pt -> model.csv; any other name gets .csv added (run.1 and run.2 never share one)
         checkpoint = Path(checkpoint)
         loss_csv = checkpoint.with_suffix(".csv") if checkpoint.suffix == ".pt" else f"{checkpoint}.csv"
@@ -909,10 +920,13 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
             raise InputError(f"{out} is a folder: a checkpoint and a loss CSV are files")
     if snaps is not None and isinstance(snaps.x, np.ndarray):  # a store on disk was checked when prepared
         for k in snaps.kept(snaps.attrs.get("holdout_times", [])):  # held-out cells never reach training
-            bad = int((~np.isfinite(snaps.snapshot(k))).any(axis=1).sum())
-            if bad:
-                raise InputError(f"{bad} cells of time {snaps.t_values[k]:g} have a NaN or inf feature; drop them "
-                                 "(files: dataset.drop_nonfinite)")  # fmt: skip
+            rows = np.flatnonzero(~np.isfinite(snaps.snapshot(k)).all(axis=1))
+            if len(rows):
+                first = int(rows[0]) + int(snaps.offsets[k])
+                given = "" if snaps.obs_index is None else f" (the first: row {int(snaps.obs_index[first])} of x)"
+                raise InputError(f"{len(rows)} cells of time {snaps.t_values[k]:g} have a NaN or inf feature{given}; "
+                                 "drop them: x[np.isfinite(x).all(axis=1)] and their times in a notebook, "
+                                 "dataset.drop_nonfinite for a file")  # fmt: skip
     if snaps is not None and snaps.velocity is not None and cfg.velocity_weight != 0:
         kept = snaps.kept(snaps.attrs.get("holdout_times", []))
         times = (snaps.velocity[snaps.offsets[k] : snaps.offsets[k + 1]] for k in kept)  # read until one has some
