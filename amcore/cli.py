@@ -14,6 +14,9 @@ import numpy as np
 from amcore.atomic import check_replaceable, replacing, scratch
 from amcore.errors import InputError, TrainingDiverged
 
+COINCIDING = ("every observed cell is one point: mmd and neighbour_excess judge the prediction's spread against none, "
+              "however close it is (flagged in the table); W1 and W2 hold")  # fmt: skip
+
 
 def _json(text: str) -> dict:
     try:
@@ -285,6 +288,8 @@ def cmd_score(args: argparse.Namespace) -> None:
             if "fewest_cells" in scores:
                 print(f"amcore score {who}: only {scores['fewest_cells']} cells on one side: the distances are mostly "
                       "sampling noise (flagged in the table)", file=sys.stderr)  # fmt: skip
+            if "coinciding" in scores:
+                print(f"amcore score {who}: {COINCIDING}", file=sys.stderr)
             # The split's label as the Snakefile writes it: every digit of the time (:g would round 1.2345678)
             label = repr(float(held_out)).removesuffix(".0")
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
@@ -384,7 +389,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         table = {name: result[f"{name}_mean"] for name in DISTANCES if f"{name}_mean" in result}
         table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
         for flag, key in (("effective_size", "effective_size_min"), ("fewest_cells", "fewest_cells_min"),
-                          ("mass_rel_error", "mass_rel_error_max")):  # fmt: skip
+                          ("mass_rel_error", "mass_rel_error_max"), ("coinciding", "coinciding_max")):  # fmt: skip
             if key in result:  # only where it applies: weighted particles, a time of few cells
                 table[flag] = result[key]
         _warn_failed(
@@ -397,6 +402,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
             print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "
                   "(flagged in the table)", file=sys.stderr)  # fmt: skip
+        if "coinciding" in result:
+            print(f"amcore evaluate {args.model}: at t = {', '.join(result['coinciding'])}: {COINCIDING}",
+                  file=sys.stderr)  # fmt: skip
         result["course"] = course(snaps, result, opts)
         table["course_excess"] = result["course"]["excess"]
         if result["course"]["excess"] > 1:

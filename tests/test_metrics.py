@@ -219,6 +219,21 @@ def test_every_distance_at_any_size_and_a_held_out_time_smaller_than_the_subsamp
     assert capped["sliced_w1"] == small["sliced_w1"]  # all cells, whatever the caps
 
 
+def test_observed_cells_at_one_point_flag_the_scale_free_distances():
+    """Audit 15: cells 0.001 around a point where every observed cell sits read mmd 0.92 and neighbour_excess 1 (their
+    scales come from a spread of 0) beside a W1 of 0.001, unflagged; W1 stays the distance it is."""
+    rng = np.random.default_rng(9)
+    point, near = np.zeros((200, 2)), 0.001 * rng.standard_normal((200, 2))
+    scores = distances(near, point, None, seed=0)
+    # two samples of one law of 200 cells score an mmd of about 1/200; this one reads as far apart
+    assert scores["coinciding"] == 1 and scores["mmd"] > 0.1 and scores["neighbour_excess"] == 1.0
+    assert scores["w1"] < 0.002
+    assert "coinciding" not in distances(near, near + 1e-3 * rng.standard_normal((200, 2)), None, seed=0)
+    snaps = Snapshots.from_labels(np.vstack([near, point, near]), np.repeat([0.0, 1.0, 2.0], 200))
+    marginal = score_marginals(snaps, [near] * 3, None, max_exact_size=100, seed=0)
+    assert marginal["coinciding"] == {"1": 1} and marginal["coinciding_max"] == 1
+
+
 def test_a_side_of_few_cells_is_counted_for_the_flag():
     """Under FEW_CELLS (20) cells on either side the distances are mostly sampling noise: the smaller count is
     recorded (``fewest_cells``), per time by score_marginals with the worst over times; at 20 nothing is added."""

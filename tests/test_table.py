@@ -81,12 +81,15 @@ def test_a_time_of_few_cells_and_a_mass_far_off_are_flagged_in_the_table():
     assert "under 20 cells on one side" in text and "- am, held-out 1, seed 0: 5 cells" in text
     assert "mass off by more than 50% at some time" in text and "- am, held-out 1, seed 0: mass error 1444%" in text
     assert "seed 1: 20 cells" not in text and "seed 1: mass error" not in text
+    rows[1]["table"] |= {"coinciding": 1}
+    assert "- am, held-out 2, seed 0: observed cells at one point" in markdown(long_table(rows))
 
 
 def test_metrics_come_in_one_order_whatever_the_input_order():
     """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
     names = ["energy", "escaped", "effective_size", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1"]
-    names += ["mass_rel_error", "w2", "course_escaped", "fewest_cells", "neighbour_excess", "course_excess", "w1"]
+    names += ["mass_rel_error", "w2", "course_escaped", "fewest_cells", "neighbour_excess", "course_excess", "w1",
+              "coinciding"]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
     assert list(table["metric"]) == list(METRIC_ORDER)

@@ -74,6 +74,9 @@ def distances(
     weights as a share of the particles; below :data:`FEW_EFFECTIVE` the prediction is flagged.
     ``fewest_cells`` (only below :data:`FEW_CELLS`): the smaller side's cells; such distances, and
     the noise floor from halves of a handful of cells, are mostly sampling noise, and are flagged.
+    ``coinciding`` (only then: 1): every observed cell is one point. The scale-free distances (``mmd``, whose
+    bandwidth comes from the pooled cells, and ``neighbour_excess``) then judge the prediction's spread against none:
+    a prediction 0.001 around the point read mmd 0.92 and neighbour_excess 1, where its W1 was 0.0012. Flagged.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
@@ -82,6 +85,7 @@ def distances(
     share = {} if _unweighted(weights) else {"effective_size": float("nan") if bad else _share(weights)}
     fewest = min(len(predicted), len(observed))
     share |= {"fewest_cells": fewest} if fewest < FEW_CELLS else {}
+    share |= {"coinciding": 1} if len(observed) and not np.ptp(np.asarray(observed), axis=0).any() else {}
     if bad:
         return {**dict.fromkeys(DISTANCES, float("nan")), "nonfinite": bad, "escaped": 0, **share}
     if min(len(predicted), len(observed)) < 2:
@@ -165,7 +169,7 @@ def score_marginals(snaps: Snapshots, predicted, weights, **options) -> dict:
             result.setdefault(name, {})[key] = value
     for name in list(result):
         values = list(result[name].values())
-        if name in ("nonfinite", "escaped"):  # the same particles at every time: count the worst time
+        if name in ("nonfinite", "escaped", "coinciding"):  # the same particles at every time: count the worst
             result[f"{name}_max"] = int(max(values))
         elif name in ("effective_size", "fewest_cells"):  # the time resting on the fewest particles or cells
             result[f"{name}_min"] = float(np.min(values))  # NaN (a failed time) propagates, as in the means

@@ -21,7 +21,7 @@ from amcore.evaluation.evaluate import (
 from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
-METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "mass_rel_error",
+METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "coinciding", "mass_rel_error",
                 "course_excess", "course_escaped")  # fmt: skip
 
 
@@ -160,6 +160,9 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
         (beyond(table, "fewest_cells", below=FEW_CELLS), f"on under {FEW_CELLS} cells", "**Flagged predictions** "
          f"(under {FEW_CELLS} cells on one side: the distances and the noise floor are mostly sampling noise):",
          lambda v: f"{int(v)} cells"),
+        (_counted(table, "coinciding"), "against cells that all coincide", "**Flagged distances** (every observed "
+         "cell of a time is one point: `mmd` and `neighbour_excess` judge the prediction's spread against none, "
+         "however close it is; W1 and W2 hold):", lambda v: "observed cells at one point"),
         (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
          f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
         (beyond(table, "course_excess", above=1.0), "running the course off", "**Flagged models** (cells pushed "
@@ -225,6 +228,7 @@ NOT_A_MEAN = {
     "effective_size": "lowest at an observed time",
     "mass_rel_error": "highest at an observed time",
     "fewest_cells": "fewest at an observed time",
+    "coinciding": "any observed time",
     "nonfinite": "most at an observed time",
     "escaped": "most at an observed time",
     "course_excess": "first to last time",
