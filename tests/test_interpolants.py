@@ -297,5 +297,7 @@ def test_stride_one_is_the_neighbouring_path_and_bad_strides_are_refused():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="stride 2 interleaves straight coupled paths"):
         SnapshotPath(snaps, interpolation="spline", stride=2)
-    with pytest.raises(ValueError, match="below the 3 intervals"):
+    with pytest.raises(ValueError, match=r"stride must be 1 or 2 \(a jump over fewer than all 3 intervals"):
         SnapshotPath(snaps, stride=3)
+    with pytest.raises(ValueError, match=r"stride must be 1 with so few times .* 2 intervals"):  # audit 16
+        SnapshotPath(Snapshots(snaps.x[: snaps.offsets[3]], snaps.t_values[:3], snaps.offsets[:4]), stride=2)

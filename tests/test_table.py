@@ -88,8 +88,16 @@ def test_a_time_of_few_cells_and_a_mass_far_off_are_flagged_in_the_table():
 def test_metrics_come_in_one_order_whatever_the_input_order():
     """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
     names = ["energy", "escaped", "effective_size", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1"]
-    names += ["mass_rel_error", "w2", "course_escaped", "fewest_cells", "neighbour_excess", "course_excess", "w1",
-              "coinciding"]
+    names += [
+        "mass_rel_error",
+        "w2",
+        "course_escaped",
+        "fewest_cells",
+        "neighbour_excess",
+        "course_excess",
+        "w1",
+        "coinciding",
+    ]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
     assert list(table["metric"]) == list(METRIC_ORDER)

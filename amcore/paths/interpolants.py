@@ -505,8 +505,10 @@ class SnapshotPath:
             raise ValueError(f"stride {stride} interleaves straight coupled paths: it needs interpolation 'linear' "
                              f"and coupling 'ot' or 'entropic', not {interpolation!r} and {coupling!r}")  # fmt: skip
         if not 1 <= stride < max(2, snaps.n_snapshots - 1):
-            raise ValueError(f"stride must be 1, or at least 2 and below the {snaps.n_snapshots - 1} intervals, "
-                             f"got {stride}")  # fmt: skip
+            most = snaps.n_snapshots - 2
+            allowed = "1 with so few times" if most < 2 else ("1 or 2" if most == 2 else f"1, or from 2 to {most}")
+            raise ValueError(f"stride must be {allowed} (a jump over fewer than all {snaps.n_snapshots - 1} intervals "
+                             f"of the training times), got {stride}")  # fmt: skip
         self.stride = int(stride)
         self.coupling = coupling
         self.device = torch.device(device)
