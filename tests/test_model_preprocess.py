@@ -164,9 +164,10 @@ def test_an_export_carries_the_map_back_to_the_genes(trained, tmp_path):
     assert "to_input" not in export.cells(tmp_path / "plain.zarr", []).uns["amcore"]
 
 
-def test_an_anndata_whose_model_was_trained_on_an_obsm_entry_is_pointed_to_it(tmp_path):
-    """Trained on ``x_key: obsm/X_pca``, the model's input is those 3 columns; an AnnData gives its 10 genes, and
-    the error names the obsm entry to pass (audit 10)."""
+def test_an_anndata_gives_the_obsm_entry_or_layer_its_model_was_trained_on(tmp_path):
+    """Trained on ``x_key: obsm/X_pca``, the model's input is those 3 columns, not the AnnData's 10 genes (audit 10
+    named the entry to pass); trained on a layer, the layer, not ``X`` (audit 18: a model of log-normalised counts
+    read the raw counts of ``X``, 7 units off, in silence)."""
     rng = np.random.default_rng(3)
     day = np.repeat([0.0, 1.0, 2.0], 30)
     adata = ad.AnnData(X=rng.normal(size=(90, 10)).astype(np.float32), obs=pd.DataFrame({"day": day}))
@@ -176,6 +177,16 @@ def test_an_anndata_whose_model_was_trained_on_an_obsm_entry_is_pointed_to_it(tm
     write_store(tmp_path / "s.zarr", build_snapshots(spec, {"standardize": True}))
     train(read_store(tmp_path / "s.zarr"), TINY, tmp_path / "m.pt")
     model = load(tmp_path / "m.pt")
-    with pytest.raises(ValueError, match=r"this one's obsm\['X_pca'\] has 3 columns: pass that"):
-        model.preprocess(adata)
-    assert model.preprocess(adata.obsm["X_pca"]).shape == (90, 3)
+    assert model.info["input_key"] == "obsm/X_pca"
+    np.testing.assert_array_equal(model.preprocess(adata), model.preprocess(adata.obsm["X_pca"]))
+    assert model.preprocess(adata).shape == (90, 3)
+    with pytest.raises(ValueError, match=r"trained on obsm\['X_pca'\] of its AnnData; this one has no such entry"):
+        model.preprocess(ad.AnnData(X=adata.X))
+    adata.layers["lognorm"] = np.log1p(np.abs(adata.X) * 10)
+    adata.write_h5ad(tmp_path / "b.h5ad")
+    spec = {"source": "h5ad", "path": str(tmp_path / "b.h5ad"), "x_key": "layers/lognorm", "t_key": "day"}
+    write_store(tmp_path / "l.zarr", build_snapshots(spec, {"standardize": True}))
+    stored = read_store(tmp_path / "l.zarr")
+    train(stored, TINY, tmp_path / "l.pt")
+    layered = load(tmp_path / "l.pt")
+    np.testing.assert_allclose(layered.preprocess(adata[stored.obs_index]), np.asarray(stored.x), atol=1e-5)

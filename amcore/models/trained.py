@@ -113,7 +113,7 @@ class TrainedModel:
                 "trained_times": payload.get("times"), "store": payload.get("store"),
                 "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant"),
                 "head_choice": payload.get("head_choice"), "feature_names": payload.get("feature_names"),
-                "code": payload.get("code")}  # fmt: skip
+                "code": payload.get("code"), "input_key": payload.get("input_key")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),
@@ -130,7 +130,8 @@ class TrainedModel:
         the coordinates this model answers in, by its store's preprocessing (selection, standardisation, PCA,
         whitening, fitted on the training times); with ``velocity``, velocities in those features (no centring).
 
-        ``x``: an array (dense or scipy sparse), a tensor, or an AnnData (its ``X`` and ``var_names``). ``names``:
+        ``x``: an array (dense or scipy sparse), a tensor, or an AnnData (the layer or obsm entry the model was
+        trained on, ``info["input_key"]``, else its ``X``; genes by ``var_names``). ``names``:
         the names of ``x``'s columns. Where the input named its features (h5ad ``var_names``, CSV columns), cells
         with names are matched to them by name (any order; extra columns are ignored) and cells without must have
         exactly the input's columns. ``(cells, features)`` float32."""
@@ -142,7 +143,7 @@ class TrainedModel:
         given, obsm = names is not None, {}
         if hasattr(x, "var_names") and hasattr(x, "X"):  # an AnnData (or a view of one)
             obsm = {key: np.shape(value)[1:] for key, value in getattr(x, "obsm", {}).items()}
-            names, x = (list(x.var_names) if names is None else names), x.X
+            x, names = self._anndata_cells(x, names)
         elif hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a pandas DataFrame: its columns name the features
             names, x = (list(x.columns) if names is None else names), x.to_numpy()
         if isinstance(x, torch.Tensor):
@@ -183,6 +184,19 @@ class TrainedModel:
             return x.astype(np.float32)
         out = fitted.transform_velocity(x) if velocity else fitted.transform(x)
         return np.asarray(out, dtype=np.float32)
+
+    def _anndata_cells(self, adata, names):
+        """The matrix of ``adata`` this model's input was (``info["input_key"]``: ``X``, ``layers/<name>`` or
+        ``obsm/<name>``; audit 18: a model trained on a log-normalised layer read the raw counts of ``X``, 7 units
+        off, in silence) and its column names (``var_names``; an obsm entry's columns have none)."""
+        group, _, name = (self.info.get("input_key") or "X").partition("/")
+        if group == "X" or not name:
+            return adata.X, list(adata.var_names) if names is None else names
+        held = getattr(adata, group, {})
+        if name not in held:
+            raise ValueError(f"this model was trained on {group}[{name!r}] of its AnnData; this one has no such entry "
+                             f"(it holds {group} {list(held.keys())[:10]})")  # fmt: skip
+        return held[name], (list(adata.var_names) if group == "layers" and names is None else names)
 
     @functools.cached_property
     def _preprocessing(self):

@@ -552,6 +552,9 @@ class Run:
         # How the input's cells were brought into these coordinates: ``TrainedModel.preprocess`` applies it to new ones.
         self.preprocess = snaps.attrs.get("preprocess", {"config": None}) if snaps is not None else None
         self.store_key = store_identity(snaps.attrs) if snaps is not None else None  # used only on this store
+        # Where the input's cells came from (an AnnData's X, layer or obsm entry): what TrainedModel.preprocess reads.
+        reader = (snaps.attrs.get("provenance") or {}).get("reader", {}) if snaps is not None else {}
+        self.input_key = reader.get("x_key")
         # The observed times trained on (the store's held-out ones left out): a held-out prediction made with this
         # model is refused where they include its held-out time (``TrainedModel.trained_times``).
         self.trained_times = None
@@ -653,7 +656,8 @@ class Run:
             "objective": self.cfg.objective, "model_args": self.model_args, "config": asdict(self.cfg),
             "growth_unit": self.growth_unit,
             "feature_names": self.feature_names, "data": self.data_key, "step": step, "times": self.trained_times,
-            "store": self.store_key, "preprocess": self.preprocess, "interpolant": self.interpolant(),
+            "store": self.store_key, "preprocess": self.preprocess, "input_key": self.input_key,
+            "interpolant": self.interpolant(),
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
