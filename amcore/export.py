@@ -1,6 +1,8 @@
 """AnnData out: a split's cells with what each model learned at them, and the held-out predictions, for scanpy.
 
-``cells`` reads a snapshot store (cells sorted by time) into an AnnData: ``X`` the store's features (its
+``cells`` reads a snapshot store into an AnnData, its cells in the input's order (rows prepare dropped left out;
+audit 18: in the store's order, by time and shuffled within, a copy of a column onto the input misaligned every
+row in silence): ``X`` the store's features (its
 feature names as ``var_names``, or the model's ``x0, x1, ...`` when the input named none), ``obs["time"]``,
 ``obs["held_out"]`` and ``obs["input_row"]`` (the row prepare read the cell from). When the input was AnnData
 (an ``.h5ad`` file, or a directory of them), its ``obs`` is read again, only ``obs``, after checking the file's
@@ -214,6 +216,8 @@ def cells(store: str | Path, checkpoints: list[dict]):
     for key, value in obsm.items():
         adata.obsm[key] = value
     adata.uns["amcore"] = {**_provenance(snaps, store), "models": uns_models}
+    if "input_row" in ours:  # the input's order (the store's is by time, shuffled within): aligned row for row
+        adata = adata[np.argsort(ours["input_row"].to_numpy(), kind="stable")].copy()
     return adata
 
 
