@@ -346,6 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         ACTION_NOISE,
         DEFAULTS,
         DISTANCES,
+        MASS_OFF,
         action_audit,
         course,
         data_box,
@@ -398,6 +399,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if "effective_size" in result:
             worst = min(result["effective_size"], key=result["effective_size"].get)
             _warn_few_effective(f"amcore evaluate {args.model}", worst, result["effective_size"][worst])
+        if result.get("mass_rel_error_max", 0.0) > MASS_OFF:  # audit 18: flagged in the table, not in the log
+            off = max(result["mass_rel_error"], key=result["mass_rel_error"].get)
+            print(f"amcore evaluate {args.model}: FLAGGED: the pushed mass is off by "
+                  f"{result['mass_rel_error'][off]:.0%} at t = {off} (more than {MASS_OFF:.0%}): the growth it "
+                  "learned does not carry the population's", file=sys.stderr)  # fmt: skip
         if "fewest_cells" in result:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
             print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "
@@ -566,7 +572,8 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> None:
     """Each held-out split's run pushed from the first time (evaluate's metrics.json) flags the held-out row of the
-    same model, split and seed: ``course_excess`` and ``course_escaped`` (docs/metrics.md)."""
+    same model, split and seed: ``course_excess``, ``course_escaped`` and for weighted particles
+    ``course_mass_error`` (docs/metrics.md)."""
 
     def split(holdout) -> float | str:  # "0.5", "0.50" and 0.5 name one split; evaluate's label is the Snakefile's
         try:
@@ -586,6 +593,8 @@ def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> N
                       "evaluate (snakemake -R evaluate) for its flags", file=sys.stderr)  # fmt: skip
                 continue
             flags = {"course_excess": run["course"]["excess"], "course_escaped": run["escaped_max"]}
+            if "mass_rel_error_max" in run:  # weighted particles: their mass pushed over the whole course
+                flags["course_mass_error"] = run["mass_rel_error_max"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"--courses {path}: not amcore evaluate's metrics.json of a held-out split "
                              f"({type(err).__name__}: {err})") from err  # fmt: skip

@@ -97,6 +97,7 @@ def test_metrics_come_in_one_order_whatever_the_input_order():
         "course_excess",
         "w1",
         "coinciding",
+        "course_mass_error",
     ]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
@@ -216,6 +217,11 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
     text = (tmp_path / "t.md").read_text()
     assert "end farther from the last time's than the first time's cells unmoved" in text
     assert "- am, held-out 1, seed 0: 2.5 noise floors farther" in text and "- am, held-out 1, seed 0: 3 cells" in text
+    assert "course_mass_error" not in text  # unweighted: no mass to be off
+    # Audit 18: uAM pushed from the first time with 67 % too much mass; the held-out row said 1-4 %, nothing flagged.
+    (tmp_path / "mass.json").write_text(json.dumps({**run, "mass_rel_error_max": 0.67}))
+    assert main([*table, str(tmp_path / "mass.json")]) == 0
+    assert "- am, held-out 1, seed 0: mass error 67%" in (tmp_path / "t.md").read_text()
     (tmp_path / "label.json").write_text(json.dumps({**run, "holdout": "1.0"}))  # another label of split 1
     assert main([*table, str(tmp_path / "label.json")]) == 0
     assert "- am, held-out 1, seed 0: 2.5 noise floors farther" in (tmp_path / "t.md").read_text()

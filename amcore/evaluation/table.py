@@ -22,7 +22,7 @@ from amcore.evaluation.holdout import read_prediction
 
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
 METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "coinciding", "mass_rel_error",
-                "course_excess", "course_escaped")  # fmt: skip
+                "course_excess", "course_escaped", "course_mass_error")  # fmt: skip
 
 
 def long_table(results: list[dict]) -> pd.DataFrame:
@@ -172,6 +172,9 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
         (_counted(table, "course_escaped"), "with escaped cells over the course", "**Flagged models** (cells pushed "
          "from the first time left the data at some time; evaluate's metrics.json, the first seed of each split):",
          lambda v: f"{int(v)} cells"),
+        (beyond(table, "course_mass_error", above=MASS_OFF), "with the mass off over the course", "**Flagged "
+         f"models** (the weighted particles pushed from the first time carry a mass off by more than {MASS_OFF:.0%} "
+         "at some time; evaluate's metrics.json, the first seed of each split):", lambda v: f"mass error {v:.0%}"),
         (beyond(table, "action_noise", above=ACTION_NOISE), "with an action ratio that says little", "**Flagged "
          f"action ratios** (the snapshots' sampling noise is over {ACTION_NOISE:.0%} of the geodesic action, so "
          "`action_ratio` measures that noise, not a detour):", lambda v: f"action_noise {v:.2f}"),
@@ -232,6 +235,7 @@ NOT_A_MEAN = {
     "nonfinite": "most at an observed time",
     "escaped": "most at an observed time",
     "course_excess": "first to last time",
+    "course_mass_error": "highest over the course",
     "action_ratio": "whole course",
     "action_noise": "whole course",
 }
