@@ -80,6 +80,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: warning: feature columns {timelike[:10]} hold one value per time point (another "
                   "time or a batch label, not a measurement?): they separate the times by themselves; list the "
                   "features in dataset.feature_columns to leave them out", file=sys.stderr)  # fmt: skip
+        if str(reader.get("x_key", "")).startswith("obsm/") and args.holdout_times:
+            print(f"amcore prepare: warning: the cells are {reader['x_key']}, an embedding made outside amcore; if it "
+                  "was fitted on every cell (scanpy's pca, a UMAP), the held-out times shaped it and their prediction "
+                  "is no longer blind: for a leak-free benchmark give the expression (X or a layer) and let "
+                  "preprocess (pca: N) fit on the training times", file=sys.stderr)  # fmt: skip
         if files := reader.get("file_labels"):
             shown = ", ".join(f"{name}: {label}" for name, label in list(files.items())[:20])
             more = f" and {len(files) - 20} more" if len(files) > 20 else ""

@@ -328,6 +328,26 @@ def test_prepare_names_features_that_hold_one_value_in_every_cell(capsys, tmp_pa
     assert summary["feature_min"][1] == summary["feature_max"][1] == 1.0
 
 
+def test_prepare_warns_that_an_embedding_made_outside_may_hold_the_held_out_times(capsys, tmp_path):
+    """Audit 18: the docs promise preprocessing fitted on the training times alone, and an obsm/X_pca that scanpy
+    fitted on every cell carried the held-out stage into the benchmark in silence; X gets no such warning."""
+    import anndata as ad
+    import pandas as pd
+
+    from amcore.cli import main
+
+    rng = np.random.default_rng(0)
+    day = np.repeat([0.0, 1.0, 2.0], 40)
+    adata = ad.AnnData(X=rng.normal(size=(120, 5)).astype(np.float32), obs=pd.DataFrame({"day": day}))
+    adata.obsm["X_pca"] = rng.normal(size=(120, 2)) + day[:, None]
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    for key, held, warned in (("obsm/X_pca", ["1"], True), ("obsm/X_pca", [], False), ("X", ["1"], False)):
+        spec = {"source": "h5ad", "path": str(tmp_path / "a.h5ad"), "x_key": key, "t_key": "day"}
+        out = ["--out", str(tmp_path / f"{len(held)}{key[0]}.zarr"), "--summary", str(tmp_path / f"{key[0]}.json")]
+        assert main(["prepare", "--dataset", json.dumps(spec), *out, "--holdout-times", *held]) == 0
+        assert ("an embedding made outside amcore" in capsys.readouterr().err) is warned
+
+
 def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path):
     """Integer counts (a median total of about 1,000 per cell) are named as such, with the step amcore leaves to
     the user; the same counts normalised and log1p-transformed, or Gaussian cells, are not."""
