@@ -286,6 +286,19 @@ def test_text_times_need_a_mapping_that_covers_them(tmp_path, data):
         build_snapshots({**spec, "time_map": {"day0": 0, "day1": 1}})
 
 
+def test_stage_labels_get_a_whole_time_map_to_start_from_and_numbers_as_text_are_read(tmp_path, data):
+    """Audit 18: 'E6.5'-like stages were told to map the first label found to 0 (another stage's, in file order);
+    '6.5' stored as text was refused as not a number."""
+    x, t = data
+    stages = np.array([f"E{6.5 + v:g}" for v in t])  # E6.5, E7, E7.5, ... in the data's shuffled order
+    spec = {"source": "npz", "path": write_npz(tmp_path, x, stages)}
+    expected = ", ".join(f"'E{6.5 + v:g}': {6.5 + v:g}" for v in sorted(set(t)))
+    with pytest.raises(InputError, match=re.escape(f"e.g. {{{expected}}} (each label's number: check the unit)")):
+        build_snapshots(spec)
+    spelled = build_snapshots({"source": "npz", "path": write_npz(tmp_path, x, np.array([f"{v:g}" for v in t]))})
+    np.testing.assert_array_equal(spelled.t_values, sorted(set(t)))
+
+
 def test_directory_files_must_share_feature_dims(tmp_path, data):
     x, t = data
     np.savez(tmp_path / "t0.npz", X=x[t == 0.0])

@@ -534,6 +534,17 @@ def as_number(key) -> float | None:
         return None
 
 
+def _suggested_map(text: list) -> str:
+    """A ``time_map`` to start from: each label's first number (``E6.5``: 6.5, ``day-3``: 3), in order, where every
+    label has one and they differ (check the unit: stages, days, hours); else the first label's entry."""
+    numbers = [re.search(DEFAULT_TIME_PATTERN, str(label)) for label in text]
+    if all(numbers) and len({float(n.group()) for n in numbers}) == len(text):
+        pairs = sorted(((float(n.group()), str(label)) for n, label in zip(numbers, text, strict=True)))
+        shown = ", ".join(f"{label!r}: {value:g}" for value, label in pairs[:12])
+        return f"{{{shown}{', ...' if len(pairs) > 12 else ''}}} (each label's number: check the unit)"
+    return f"{{{text[0]!r}: 0.0, ...}}"
+
+
 def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarray:
     """Float64 times from labels: numbers stay, text goes through ``time_map``; unknown text is an error.
 
@@ -576,11 +587,15 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
         values = [float(mapped(u)) for u in uniques]
     else:
         text = [u for u in uniques if isinstance(u, (str, bytes, bool, np.bool_))]
-        if text:
-            raise InputError(
-                f"{where}: time labels must be numbers, found {text[:10]}; give dataset.time_map, "
-                f"e.g. {{{text[0]!r}: 0.0, ...}}"
-            )
+        spelled = [as_number(u) for u in text if isinstance(u, str)]
+        if text and len(spelled) == len(text) and None not in spelled and all(map(np.isfinite, spelled)):
+            # numbers stored as text ("6.5", a CSV's quoted column): unambiguous, read as the numbers they spell
+            print(f"{where}: text labels read as the numbers they spell ({', '.join(map(str, text[:10]))})",
+                  file=sys.stderr)  # fmt: skip
+            uniques = [as_number(u) if isinstance(u, str) else u for u in uniques]
+        elif text:
+            raise InputError(f"{where}: time labels must be numbers, found {text[:10]}; give dataset.time_map, "
+                             f"e.g. {_suggested_map(text)}")  # fmt: skip
         values = [float(u) for u in uniques]
     return np.append(np.asarray(values, dtype=np.float64), np.nan)[codes]  # code -1 (a missing label): NaN
 
