@@ -53,9 +53,17 @@ def test_genes_are_matched_by_name_and_a_missing_or_shifted_gene_is_refused(trai
     x = sp.hstack([adata.X[rows], sp.csr_matrix(np.ones((len(rows), 1), np.float32))]).tocsr()
     wider = ad.AnnData(X=x, var=pd.DataFrame(index=[*adata.var_names, "extra"]))
     np.testing.assert_allclose(model.preprocess(wider), expected, atol=1e-5)  # an extra gene is ignored
-    with pytest.raises(ValueError, match=r"1 of the 40 features this model's input had are not among x's names: "
-                                         r"\['gene0'\]"):  # fmt: skip
-        model.preprocess(adata[rows, 1:])
+    kept = list(model._preprocessing.selected_names())  # 12 of the 40 genes, by variance
+    unused = [gene for gene in adata.var_names if gene not in kept]
+    # Audit 18: a gene selection never reads was required all the same; now only a kept one must be there.
+    np.testing.assert_allclose(model.preprocess(adata[rows, [g for g in adata.var_names if g != unused[0]]]),
+                               expected, atol=1e-5)  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=rf"1 of the 40 features this model's input had \(of the 12 its "
+        rf"preprocessing selects\) are not among x's names: \['{kept[0]}'\]",
+    ):
+        model.preprocess(adata[rows, [g for g in adata.var_names if g != kept[0]]])
     with pytest.raises(ValueError, match=r"the input's 40 features, got shape \(150, 39\) \(pass names="):
         model.preprocess(adata.X[rows][:, 1:])  # one gene short, nothing to match by: refused, never shifted
     with pytest.raises(ValueError, match="'gene1' names two columns"):

@@ -156,7 +156,10 @@ class TrainedModel:
                 raise ValueError(f"{len(names)} feature names for x of shape {getattr(x, 'shape', None)}: one per "
                                  "column of (cells, features)")  # fmt: skip
             if expected is not None:
-                x = _by_name(x, names, expected)
+                # only the features selection kept must be there (audit 18: 10 unused genes of 2,000 missing
+                # refused the cells)
+                used = None if fitted is None or fitted.indices is None else [int(i) for i in fitted.indices]
+                x = _by_name(x, names, expected, used)
             elif given:
                 raise ValueError("names: this model's store recorded no feature names to match them with (its input "
                                  "named none); pass x in the input's column order, without names")  # fmt: skip
@@ -491,8 +494,9 @@ class _LastStep:
         self.values[key[1]] = values  # each step overwrites the previous one: the last stays
 
 
-def _by_name(x, names: list[str], expected: list[str]):
-    """``x``'s columns in the order of the ``expected`` feature names, matched by ``names`` (one per column)."""
+def _by_name(x, names: list[str], expected: list[str], used: list[int] | None = None):
+    """``x``'s columns in the order of the ``expected`` feature names, matched by ``names`` (one per column); only
+    the ``used`` ones (indices into ``expected``; all when None) must be there, the others are 0 where missing."""
     if names == list(expected):  # the input's own columns, duplicated names and all
         return x
     if len(set(expected)) < len(expected):
@@ -504,11 +508,20 @@ def _by_name(x, names: list[str], expected: list[str]):
         if name in column:
             raise ValueError(f"the feature name {name!r} names two columns of x: they cannot be matched by name")
         column[name] = i
-    missing = [name for name in expected if name not in column]
+    needed = expected if used is None else [expected[i] for i in used]
+    missing = [name for name in needed if name not in column]
     if missing:
-        raise ValueError(f"{len(missing)} of the {len(expected)} features this model's input had are not among x's "
-                         f"names: {missing[:5]}{' ...' if len(missing) > 5 else ''}")  # fmt: skip
-    return x[:, [column[name] for name in expected]]
+        kept = "" if used is None else f" (of the {len(needed)} its preprocessing selects)"
+        raise ValueError(f"{len(missing)} of the {len(expected)} features this model's input had{kept} are not among "
+                         f"x's names: {missing[:5]}{' ...' if len(missing) > 5 else ''}")  # fmt: skip
+    if all(name in column for name in expected):
+        return x[:, [column[name] for name in expected]]
+    dense = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)  # an unused feature is absent
+    out = np.zeros((dense.shape[0], len(expected)))
+    for i, name in enumerate(expected):
+        if name in column:
+            out[:, i] = dense[:, column[name]]
+    return out
 
 
 def _outside_this_module() -> int:
