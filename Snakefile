@@ -70,12 +70,18 @@ if config.get("data"):
     config["dataset"]["path"] = config["data"]  # `--config data=PATH` runs the same protocol on other data
 # With a file source the simulator's keys are ignored: those config/config.yaml lays under every config silently,
 # those the user wrote (times to keep, cells to draw) never.
-if config["dataset"]["source"] != "simulate":
-    from snakemake.common.configfile import load_configfile
+from snakemake.common.configfile import load_configfile
 
-    _given = [(str(path), (load_configfile(str(path)) or {}).get("dataset") or {})
-              for path in workflow.config_settings.configfiles or []]  # fmt: skip
-    _given.append(("--config", (workflow.config_settings.config or {}).get("dataset") or {}))
+_given = [(str(path), (load_configfile(str(path)) or {}).get("dataset") or {})
+          for path in workflow.config_settings.configfiles or []]  # fmt: skip
+_given.append(("--config", (workflow.config_settings.config or {}).get("dataset") or {}))
+# Another simulator than config/config.yaml's takes only the params the user wrote: the default's (gaussian_path's
+# dim) stopped every hydrogen config at prepare with a key nobody had written (audit 17).
+_default = (load_configfile(str(Path(workflow.basedir) / "config" / "config.yaml")) or {}).get("dataset") or {}
+if config["dataset"]["source"] == "simulate" and config["dataset"].get("simulator") != _default.get("simulator"):
+    _written = {key for _, _dataset in _given for key in (_dataset.get("params") or {})}
+    config["dataset"]["params"] = {k: v for k, v in (config["dataset"].get("params") or {}).items() if k in _written}
+if config["dataset"]["source"] != "simulate":
     for _where, _dataset in _given:
         _bad = sorted(k for k in ("simulator", "params", "times", "n_times", "n_per_time") if _dataset.get(k) is not None)
         if _bad and _dataset.get("source", config["dataset"]["source"]) != "simulate":

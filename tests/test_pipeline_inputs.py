@@ -108,3 +108,22 @@ def test_more_threads_retrain_nothing_and_reach_the_training(tmp_path, tiny_conf
     assert plan.returncode == 0 and "rule train" not in plan.stdout + plan.stderr
     forced = snakemake(tmp_path, {**tiny_config, "threads": 2}, "-n", "-p", "--forcerun", "train", "--until", "train")
     assert "--threads 2 " in forced.stdout + forced.stderr
+
+
+def test_another_simulator_than_the_default_s_takes_only_the_params_written(tmp_path):
+    """config/config.yaml lays gaussian_path's params.dim under every config: run without
+    --replace-workflow-config, every hydrogen config stopped at prepare on a key nobody wrote (audit 17)."""
+    import subprocess
+
+    import yaml
+    from conftest import BIN, ROOT, cli_env
+
+    config = yaml.safe_load((ROOT / "config" / "hydrogen-short.yaml").read_text())
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(config))
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "h.yaml"), "-n", "-p", "--until", "prepare"]  # fmt: skip
+    plan = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    command = shlex.split(plan.stdout.split("Shell command: ")[1].splitlines()[0])
+    dataset = json.loads(command[command.index("--dataset") + 1])
+    assert dataset["simulator"] == "hydrogen" and dataset["params"] == config["dataset"]["params"]
