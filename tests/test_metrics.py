@@ -234,6 +234,17 @@ def test_observed_cells_at_one_point_flag_the_scale_free_distances():
     assert marginal["coinciding"] == {"1": 1} and marginal["coinciding_max"] == 1
 
 
+def test_subsample_caps_under_twenty_cells_are_refused():
+    """Audit 17: kernel_max_size 5 made every cell's 10 nearest neighbours all the pooled cells, and neighbour_excess
+    read 0 (two samples of one law) for every prediction, unflagged."""
+    from amcore.evaluation.evaluate import options
+
+    for key in ("kernel_max_size", "max_exact_size"):
+        with pytest.raises(InputError, match=f"evaluate.{key} must be at least 20 cells a side, got 5"):
+            options({key: 5})
+    assert options({"kernel_max_size": 20, "max_exact_size": 20})["kernel_max_size"] == 20
+
+
 def test_a_side_of_few_cells_is_counted_for_the_flag():
     """Under FEW_CELLS (20) cells on either side the distances are mostly sampling noise: the smaller count is
     recorded (``fewest_cells``), per time by score_marginals with the worst over times; at 20 nothing is added."""

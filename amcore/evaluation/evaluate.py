@@ -25,9 +25,18 @@ ACTION_SHORT = 0.9  # see falls_short
 
 
 def options(params: dict) -> dict:
-    """The keyword arguments of :func:`distances` from the config's evaluate section (defaults filled in)."""
+    """The keyword arguments of :func:`distances` from the config's evaluate section (defaults filled in). Caps under
+    :data:`FEW_CELLS` are refused (audit 17: at 5 cells a side every cell's 10 nearest neighbours were all the
+    pooled cells, and ``neighbour_excess`` read 0, two samples of one law, for every prediction)."""
     keys = ("max_exact_size", "kernel_max_size", "projections", "seed")
-    return {key: params.get(key, DEFAULTS[key]) for key in keys}
+    chosen = {key: params.get(key, DEFAULTS[key]) for key in keys}
+    for key in ("max_exact_size", "kernel_max_size"):
+        if not chosen[key] >= FEW_CELLS:
+            raise InputError(
+                f"evaluate.{key} must be at least {FEW_CELLS} cells a side, got {chosen[key]!r}: below, "
+                "the distances are mostly sampling noise and the neighbour statistic sees every cell"
+            )
+    return chosen
 
 
 def failed_cells(predicted: np.ndarray, weights: np.ndarray | None) -> int:
