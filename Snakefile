@@ -121,6 +121,19 @@ if set(config["integrate"]["models"]) - set(MODELS):
         f"integrate.models: {sorted(set(config['integrate']['models']) - set(MODELS))} are not models of this "
         f"config (they are {MODELS})"
     )
+# Every model's settings as amcore train and integrate will read them, before any job: train refused a combination
+# the schema let through only once prepare had run, integrate a method only after every training (audit 17).
+from amcore.errors import InputError
+from amcore.models.trained import integrator
+from amcore.training.train import TrainConfig
+
+for _model in MODELS:
+    try:
+        TrainConfig.from_params(config["models"][_model])
+        _method = config["integrate"]["models"].get(_model, {}).get("method", config["integrate"]["method"])
+        integrator(config["models"][_model]["objective"], _method)
+    except (InputError, ValueError) as err:
+        raise ValueError(f"models.{_model}: {err}") from None
 if config["reference"] not in MODELS and "am" != config["reference"]:
     raise ValueError(f"reference: {config['reference']!r} is not one of the models {MODELS}")
 SPLIT = f"{OUT}/holdout-{{holdout}}"

@@ -10,6 +10,7 @@ import shlex
 import time
 
 import numpy as np
+import pytest
 from conftest import snakemake
 
 
@@ -127,3 +128,18 @@ def test_another_simulator_than_the_default_s_takes_only_the_params_written(tmp_
     command = shlex.split(plan.stdout.split("Shell command: ")[1].splitlines()[0])
     dataset = json.loads(command[command.index("--dataset") + 1])
     assert dataset["simulator"] == "hydrogen" and dataset["params"] == config["dataset"]["params"]
+
+
+@pytest.mark.parametrize(
+    ("models", "integrate", "said"),
+    [({"am": {"objective": "am", "coupling": "entropic"}}, {}, "models.am: coupling 'entropic' needs entropic_reg"),
+     ({"am": {"objective": "am", "interpolation": "spline", "stride": 2}}, {}, "models.am: stride (got 2)"),
+     ({"u": {"objective": "uam"}}, {"method": "rk4"}, "models.u: method 'rk4' would push this uam model without"),
+     ({"e": {"objective": "eam", "sigma": 0.5}}, {"models": {"e": {"method": "euler"}}}, "models.e: method 'euler'")],
+)  # fmt: skip
+def test_a_model_s_settings_are_refused_before_any_job(tmp_path, tiny_config, models, integrate, said):
+    """Audit 17: the schema let them through; train refused them after prepare, integrate after every training."""
+    config = {**tiny_config, "models": models, "integrate": {**tiny_config.get("integrate", {}), **integrate}}
+    plan = snakemake(tmp_path, config, "-n")
+    assert plan.returncode != 0 and said in plan.stdout + plan.stderr
+    assert not (tmp_path / "results").exists()

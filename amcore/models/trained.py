@@ -376,21 +376,8 @@ class TrainedModel:
 
     # -- integration -------------------------------------------------------------------------------------------
     def integrator(self, method: str = "auto") -> str:
-        """The integration method ``method`` stands for: ``auto`` is Euler-Maruyama (``sde``) for eAM, weighted
-        particles for uAM and RK4 otherwise."""
-        if method not in METHODS:
-            raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
-        if method == "weighted":
-            self._require(("uam",), "growth to weight particles by")
-        if method == "sde":
-            self._require(("eam",), "noise for the SDE to draw (rk4, dopri5 or euler push it)")
-        own = {"eam": "sde", "uam": "weighted"}.get(self.objective)
-        if own and method not in ("auto", own):
-            lost = "noise (its marginals collapse)" if own == "sde" else "growth (its particles lose their weights)"
-            raise ValueError(f"method {method!r} would push this {self.objective} model without its {lost}: use "
-                             f"{own!r} or 'auto' (in a pipeline, integrate.models gives one model a method of its own, "
-                             "and auto gives each kind its own)")  # fmt: skip
-        return (own or "rk4") if method == "auto" else method
+        """The integration method ``method`` stands for (:func:`integrator`)."""
+        return integrator(self.objective, method)
 
     def trajectories(
         self, x0, times, steps_per_interval: int = 20, method: str = "auto", seed: int = 0,
@@ -492,6 +479,26 @@ class _LastStep:
 
     def __setitem__(self, key: tuple[int, slice], values: np.ndarray) -> None:
         self.values[key[1]] = values  # each step overwrites the previous one: the last stays
+
+
+def integrator(objective: str, method: str = "auto") -> str:
+    """The integration method ``method`` stands for on a model of ``objective``: ``auto`` is Euler-Maruyama
+    (``sde``) for eAM, weighted particles for uAM and RK4 otherwise; a method that drops eAM's noise or uAM's
+    weights, or needs what the model has not, is refused (the pipeline asks before any job)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
+    needs = {"weighted": ("uam", "growth to weight particles by"),
+             "sde": ("eam", "noise for the SDE to draw (rk4, dopri5 or euler push it)")}.get(method)  # fmt: skip
+    if needs and objective != needs[0]:
+        article = "a" if objective == "uam" else "an"  # an AM, an EAM, an FM; a UAM
+        raise ValueError(f"{article} {objective.upper()} model has no {needs[1]} (only {needs[0]} models)")
+    own = {"eam": "sde", "uam": "weighted"}.get(objective)
+    if own and method not in ("auto", own):
+        lost = "noise (its marginals collapse)" if own == "sde" else "growth (its particles lose their weights)"
+        raise ValueError(f"method {method!r} would push this {objective} model without its {lost}: use {own!r} or "
+                         "'auto' (in a pipeline, integrate.models gives one model a method of its own, and auto gives "
+                         "each kind its own)")  # fmt: skip
+    return (own or "rk4") if method == "auto" else method
 
 
 def _by_name(x, names: list[str], expected: list[str], used: list[int] | None = None):

@@ -234,6 +234,9 @@ class TrainConfig:
             if ignored:
                 raise InputError(f"{name} (got {getattr(self, name)!r}) is read only with {needs}: remove it, or set "
                                  f"{needs.split()[0]} as meant")  # fmt: skip
+        if self.path_coupling() == "entropic" and self.entropic_reg is None and self.objective != "eam":
+            raise InputError(f"coupling 'entropic' needs entropic_reg (objective {self.objective!r} has no sigma to "
+                             "take the Schrödinger bridge's 2 int sigma_t^2 dt from, as eam does)")  # fmt: skip
         if self.units not in ("standard", "data"):
             raise ValueError(f"units must be 'standard' or 'data', got {self.units!r}")
         if self.warmup_steps < 0 or (self.grad_clip is not None and not self.grad_clip > 0):
