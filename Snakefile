@@ -65,6 +65,9 @@ if config["dataset"]["source"] == "simulate":
             f"holdout_times: {_bad} are not interior observed times of dataset.times {_times}: a held-out time must "
             "be one of the simulated times, neither the first nor the last"
         )
+    # Each held-out time as the very time simulated: 1/3 typed in full names the 0.333333333333 that n_times makes,
+    # which prepare and every later stage compare with exactly (audit 17: it passed here and was refused there).
+    config["holdout_times"] = [next(s for s in _times if math.isclose(float(t), s)) for t in config["holdout_times"]]
 
 if config.get("data"):
     config["dataset"]["path"] = config["data"]  # `--config data=PATH` runs the same protocol on other data

@@ -143,3 +143,16 @@ def test_a_model_s_settings_are_refused_before_any_job(tmp_path, tiny_config, mo
     plan = snakemake(tmp_path, config, "-n")
     assert plan.returncode != 0 and said in plan.stdout + plan.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_held_out_time_typed_in_full_names_the_simulated_time(tmp_path, tiny_config):
+    """n_times 4 from 0 to 1 simulates 0.333333333333 (12 digits); 1/3 typed in full passed the Snakefile's check and
+    was refused by prepare (audit 17). The Snakefile now holds out the very time simulated, in every stage."""
+    from amcore.data.store import read_store
+
+    dataset = {**tiny_config["dataset"], "times": [0.0, 1.0], "n_times": 4, "n_per_time": 20}
+    config = {**tiny_config, "dataset": dataset, "holdout_times": [1 / 3]}
+    done = snakemake(tmp_path, config, "--until", "prepare")
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = tmp_path / "results" / "tiny" / "holdout-0.333333333333" / "data" / "store.zarr"
+    assert read_store(store).attrs["holdout_times"] == [0.333333333333]
