@@ -126,6 +126,9 @@ def test_a_setting_the_chosen_model_never_reads_is_refused():
         ({"entropic_reg": 0.1}, "entropic_reg (got 0.1) is read only with coupling 'entropic'"),
         ({"coupling": "independent", "entropic_draws": 4}, "entropic_draws (got 4) is read only with coupling"),
         ({"coupling": "entropic", "interpolation": "nearest", "entropic_reg": 0.1}, "entropic_reg (got 0.1)"),
+        ({"objective": "fm", "time_weight": "linear"}, "time_weight (got 'linear') is read only with objective 'am'"),
+        ({"objective": "fm", "fused": False}, "fused (got False) is read only with objective 'am'"),
+        ({"objective": "fm", "implementation": "torchcfm", "time_sampling": "uniform"}, "time_sampling (got"),
     ):
         with pytest.raises(InputError, match=re.escape(message)):
             TrainConfig(**settings)

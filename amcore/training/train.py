@@ -229,6 +229,10 @@ class TrainConfig:
             ("entropic_reg", self.entropic_reg is not None and self.path_coupling() != "entropic",
              "coupling 'entropic'"),
             ("entropic_draws", self.entropic_draws != 16 and self.path_coupling() != "entropic", "coupling 'entropic'"),
+            ("time_weight", self.time_weight != "none" and self.objective == "fm", "objective 'am', 'eam' or 'uam'"),
+            ("fused", not self.fused and self.objective == "fm", "objective 'am', 'eam' or 'uam'"),
+            ("time_sampling", self.time_sampling != "stratified" and self.implementation == "torchcfm",
+             "implementation 'amcore' (TorchCFM's matcher draws its own times)"),
         ]  # fmt: skip
         for name, ignored, needs in unused:
             if ignored:
