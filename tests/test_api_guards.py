@@ -226,8 +226,9 @@ def test_a_model_matches_a_dataframe_s_columns_by_name(tmp_path):
     np.testing.assert_array_equal(model.velocity(swapped, 0.5), model.velocity(x, 0.5))
     np.testing.assert_array_equal(model.potential(swapped, 0.5), model.potential(x, 0.5))
     np.testing.assert_array_equal(model.push(swapped, 0.0, 1.0, steps=2), model.push(x, 0.0, 1.0, steps=2))
-    with_time = frame.assign(t=0.5)  # a column the model does not know is left out, as the MLflow model does
+    with_time = frame.assign(t=0.5, cell_type="a")  # columns the model does not know are left out, text too
     np.testing.assert_array_equal(model.velocity(with_time, 0.5), model.velocity(x, 0.5))
+    np.testing.assert_array_equal(model.velocity(frame.astype("Float64"), 0.5), model.velocity(x, 0.5))
     with pytest.raises(ValueError, match=r"lack 1 of this model's features: \['geneB'\].*model.preprocess"):
         model.velocity(frame.rename(columns={"geneB": "Sox2"}), 0.5)
     unnamed = amcore.load(_trained_without_names(tmp_path))
@@ -253,6 +254,9 @@ def test_notebook_inputs_of_the_wrong_kind_are_named():
         Snapshots.from_labels(pd.DataFrame(x, columns=["a", "b"]).assign(batch="B"), t)
     with pytest.raises(InputError, match="x must hold real numbers, got complex128"):
         Snapshots.from_labels(x + 1j, t)
+    # pandas' nullable dtypes (convert_dtypes, read_csv's numpy_nullable) and numbers held as objects are numbers
+    for numbers in (pd.DataFrame(x, columns=["a", "b"]).astype("Float64"), x.astype(object)):
+        np.testing.assert_array_equal(Snapshots.from_labels(numbers, t).x, Snapshots.from_labels(x, t).x)
     with pytest.raises(InputError, match=r"x is an AnnData: pass its cells and their times"):
         Snapshots.from_labels(anndata.AnnData(x), t)
     with pytest.raises(InputError, match="snapshots must be amcore.Snapshots, got ndarray"):

@@ -19,6 +19,7 @@ from conftest import cli_env
 from snakemake.utils import validate
 
 from amcore.data.prepare import build_snapshots
+from amcore.data.readers import to_times
 from amcore.data.store import Snapshots, check_time_resolution, read_store, write_store
 from amcore.errors import InputError
 from amcore.paths.interpolants import SnapshotPath
@@ -297,6 +298,12 @@ def test_stage_labels_get_a_whole_time_map_to_start_from_and_numbers_as_text_are
         build_snapshots(spec)
     spelled = build_snapshots({"source": "npz", "path": write_npz(tmp_path, x, np.array([f"{v:g}" for v in t]))})
     np.testing.assert_array_equal(spelled.t_values, sorted(set(t)))
+    # Only plain decimals, one number per label: float() reads '1_1' as 11 (a day_replicate label) and would merge
+    # '01' and '1' into one time (review).
+    with pytest.raises(InputError, match="time labels must be numbers"):
+        to_times(np.array(["1_1", "1_2", "2_1"], dtype=object), None, "w")
+    with pytest.raises(InputError, match="time labels must be numbers"):
+        to_times(np.array(["01", "1", "2"], dtype=object), None, "w")
 
 
 def test_directory_files_must_share_feature_dims(tmp_path, data):

@@ -31,6 +31,9 @@ FORMATS = {"npz": ".npz", "h5ad": ".h5ad", "csv": ".csv", "parquet": ".parquet",
 # The first number in a file's name; a sign only at the start or after '=' ("-1", "t=-0.5"), never after a word
 # ("day-3" is day 3, not -3).
 DEFAULT_TIME_PATTERN = r"(?:(?:^|(?<=[=\s]))[-+])?\d*\.?\d+"
+# A number written as text that a time label may be read as: plain ASCII decimals only (float() also takes '1_1' as 11
+# and other scripts' digits).
+PLAIN_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 EXPECTED = {
     "npz": "a .npz archive",
     "npy": "a .npy file",
@@ -539,8 +542,8 @@ def _suggested_map(text: list) -> str:
     label has one and they differ (check the unit: stages, days, hours); else the first label's entry."""
     numbers = [re.search(DEFAULT_TIME_PATTERN, str(label)) for label in text]
     if all(numbers) and len({float(n.group()) for n in numbers}) == len(text):
-        pairs = sorted(((float(n.group()), str(label)) for n, label in zip(numbers, text, strict=True)))
-        shown = ", ".join(f"{label!r}: {value:g}" for value, label in pairs[:12])
+        pairs = sorted((float(n.group()), n.group(), str(label)) for n, label in zip(numbers, text, strict=True))
+        shown = ", ".join(f"{label!r}: {number}" for _, number, label in pairs[:12])
         return f"{{{shown}{', ...' if len(pairs) > 12 else ''}}} (each label's number: check the unit)"
     return f"{{{text[0]!r}: 0.0, ...}}"
 
@@ -587,8 +590,8 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
         values = [float(mapped(u)) for u in uniques]
     else:
         text = [u for u in uniques if isinstance(u, (str, bytes, bool, np.bool_))]
-        spelled = [as_number(u) for u in text if isinstance(u, str)]
-        if text and len(spelled) == len(text) and None not in spelled and all(map(np.isfinite, spelled)):
+        spelled = [float(u) for u in text if isinstance(u, str) and re.fullmatch(PLAIN_NUMBER, u.strip())]
+        if text and len(spelled) == len(text) and len(set(spelled)) == len(spelled):
             # numbers stored as text ("6.5", a CSV's quoted column): unambiguous, read as the numbers they spell
             print(f"{where}: text labels read as the numbers they spell ({', '.join(map(str, text[:10]))})",
                   file=sys.stderr)  # fmt: skip

@@ -154,7 +154,14 @@ class Snapshots:
                                  "batches, text?): pass the feature columns only")  # fmt: skip
         if hasattr(x, "columns") and "feature_names" not in attrs:
             attrs["feature_names"] = [str(name) for name in x.columns]
+        if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # nullable dtypes (Float64, Int64) too: NaN for NA
+            x = x.to_numpy(dtype=np.float64, na_value=np.nan)
         x, time = np.asarray(x), np.asarray(time)
+        if x.dtype == object:  # numbers held as Python objects: read as such, anything else refused
+            try:
+                x = x.astype(np.float64)
+            except (TypeError, ValueError) as err:
+                raise InputError(f"x must hold real numbers: {err}") from None
         if time.ndim == 2 and time.shape[1] == 1:  # a column, as pandas' .values of one column gives
             time = time[:, 0]
         if x.ndim != 2 or time.ndim != 1 or len(x) != len(time) or not len(x) or not x.shape[1]:
@@ -181,10 +188,10 @@ class Snapshots:
             raise InputError(f"time: found 1 time point ({t_values[0]:g}); at least two are needed")
         check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-            if x.dtype != np.bool_:
-                raise InputError(f"x must hold real numbers, got {x.dtype} ({x.flat[0]!r}, ...)")
-        else:
+        real = (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) and x.dtype.kind != "c"
+        if not real:
+            raise InputError(f"x must hold real numbers, got {x.dtype} ({x.flat[0]!r}, ...)")
+        if np.issubdtype(x.dtype, np.number):
             x = to_float32(x, "x", attrs.get("feature_names"))
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         if velocity is not None:

@@ -245,15 +245,22 @@ class TrainedModel:
         if not (hasattr(x, "columns") and hasattr(x, "to_numpy")):
             return x
         recorded, names = self.info.get("feature_names"), [str(name) for name in x.columns]
-        if not recorded or names == list(recorded):
-            return x.to_numpy()
-        missing = [name for name in recorded if name not in names]
-        if missing:
-            raise ValueError(f"x's columns ({names[:5]}{' ...' if len(names) > 5 else ''}) lack {len(missing)} of "
-                             f"this model's features: {missing[:5]}{' ...' if len(missing) > 5 else ''}; the model "
-                             "answers in its own coordinates (model.preprocess brings cells in the input's features "
-                             "there)")  # fmt: skip
-        return _by_name(x.to_numpy(), names, list(recorded))
+        if recorded:
+            missing = [name for name in recorded if name not in names]
+            if missing:
+                raise ValueError(f"x's columns ({names[:5]}{' ...' if len(names) > 5 else ''}) lack {len(missing)} of "
+                                 f"this model's features: {missing[:5]}{' ...' if len(missing) > 5 else ''}; the model "
+                                 "answers in its own coordinates (model.preprocess brings cells in the input's "
+                                 "features there)")  # fmt: skip
+            twice = [name for name in recorded if names.count(name) > 1]
+            if twice or len(set(recorded)) < len(recorded):
+                raise ValueError(f"the feature name {(twice or recorded)[0]!r} names two columns: cells cannot be "
+                                 "matched to this model's features by name")  # fmt: skip
+            x = x.iloc[:, [names.index(name) for name in recorded]]  # other columns (a cell type, a time) left out
+        try:
+            return x.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"x's feature columns must hold numbers: {err}") from None
 
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._by_columns(x)
