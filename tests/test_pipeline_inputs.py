@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 
@@ -156,3 +157,19 @@ def test_a_held_out_time_typed_in_full_names_the_simulated_time(tmp_path, tiny_c
     assert done.returncode == 0, done.stderr[-3000:]
     store = tmp_path / "results" / "tiny" / "holdout-0.333333333333" / "data" / "store.zarr"
     assert read_store(store).attrs["holdout_times"] == [0.333333333333]
+
+
+def test_settings_that_change_no_number_rerun_nothing(tmp_path, tiny_config):
+    """Audit 17: preprocess.seed without PCA reran every job, integrate.seed with only RK4 pushes reran integrate
+    and evaluate, evaluate.truth_samples on a file's data reran evaluate, all to the same numbers."""
+    _npz(tmp_path / "cells.npz", 1.0)
+    tiny_config["models"]["am"]["steps"] = 20
+    config = {**tiny_config, "dataset": {"source": "npz", "path": "cells.npz"}}
+    done = snakemake(tmp_path, config, "--until", "evaluate")
+    assert done.returncode == 0, done.stderr[-3000:]
+    changed = {**config, "preprocess": {"seed": 7}, "integrate": {**config["integrate"], "seed": 7},
+               "evaluate": {**config["evaluate"], "truth_samples": 900}}  # fmt: skip
+    plan = snakemake(tmp_path, changed, "-n", "--until", "evaluate")
+    assert plan.returncode == 0 and not re.search(r"^(local)?rule ", plan.stdout, re.M), plan.stdout[-2000:]
+    with_pca = {**config, "preprocess": {"pca": 2, "seed": 7}}  # the SVD reads it: prepare and all after rerun
+    assert "rule prepare" in snakemake(tmp_path, with_pca, "-n", "--until", "evaluate").stdout

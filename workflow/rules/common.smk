@@ -24,9 +24,30 @@ def data_stamp():
 
 
 def integrate_settings(model):
-    """The integrate section as one model runs it: its own entry of integrate.models over the shared settings."""
+    """The integrate section as one model runs it: its own entry of integrate.models over the shared settings; the
+    seed only where the SDE draws noise with it (a change of it reran every RK4 push to the same numbers)."""
     shared = {key: value for key, value in config["integrate"].items() if key != "models"}
-    return {**shared, **config["integrate"]["models"].get(model, {})}
+    settings = {**shared, **config["integrate"]["models"].get(model, {})}
+    if integrator(config["models"][model]["objective"], settings["method"]) != "sde":
+        settings.pop("seed", None)
+    return settings
+
+
+def preprocess_settings():
+    """The preprocess section, its seed only where the randomised SVD reads it (PCA or whitening): a change of it
+    reran every job to the same numbers (audit 17)."""
+    settings = dict(config["preprocess"])
+    if not (settings.get("pca") or settings.get("whiten")):
+        settings.pop("seed", None)
+    return settings
+
+
+def evaluate_settings():
+    """The evaluate section, truth_samples only where a simulator has a truth to sample (audit 17)."""
+    settings = dict(config["evaluate"])
+    if config["dataset"]["source"] != "simulate":
+        settings.pop("truth_samples", None)
+    return settings
 
 
 def stage_tags(rule, **wildcards):

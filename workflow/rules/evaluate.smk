@@ -16,7 +16,7 @@ rule evaluate:
         action=plot_output("action", "action", "Action"),
         growth=plot_output("growth", "growth", "Growth"),
     params:
-        evaluate=as_arg(config["evaluate"]),
+        evaluate=as_arg(evaluate_settings()),
         plots=lambda wc: f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/plots",
         tags=lambda wc: stage_tags("evaluate", holdout=wc.holdout, model=wc.model, seed=wc.seed),
     log:
@@ -39,7 +39,7 @@ rule score:
         scores=f"{SPLIT}/scores.json",
     params:
         predictions=lambda wc: as_arg({"predictions": held_out_predictions(wc.holdout)}),
-        evaluate=as_arg(config["evaluate"]),
+        evaluate=as_arg(evaluate_settings()),
         tags=lambda wc: stage_tags("score", holdout=wc.holdout),
     log:
         f"{OUT}/logs/score_{{holdout}}.log",

@@ -9,7 +9,7 @@ rule prepare:
     params:
         dataset=as_arg(config["dataset"]),
         data_stamp=lambda wc: data_stamp(),  # unused by the command: a change of it reruns prepare
-        preprocess=as_arg(config["preprocess"]),
+        preprocess=as_arg(preprocess_settings()),
         holdout=lambda wc: "" if wc.holdout == "none" else wc.holdout,
         scheduler=f"--dask-scheduler {shlex.quote(config['dask_scheduler'])}" if config["dask_scheduler"] else "",
         tags=lambda wc: stage_tags("prepare", holdout=wc.holdout),
