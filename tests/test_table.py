@@ -163,6 +163,8 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
     assert "Failed and flagged" not in text  # nothing to say
     assert "nothing to pair" not in text
+    assert main(["summary", *paths, "--metric", "mmd", "--out", str(tmp_path / "mmd.md")]) == 0
+    assert "noise floor" not in (tmp_path / "mmd.md").read_text()  # a W1 beside MMD values reads as their scale
     flagged = _results()
     flagged[0]["table"] |= {"fewest_cells": 5, "escaped": 3}  # what a mean hides is said before the means
     long_table(flagged).to_csv(tmp_path / "tigon" / "table.csv", index=False)
