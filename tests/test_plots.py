@@ -215,3 +215,13 @@ def test_one_feature_is_drawn_as_histograms_and_paths_against_time(figures):
     np.testing.assert_allclose(line[:, 0], np.linspace(0, 2, 21))  # x: the step's time
     assert np.abs(traj[:, :, 0] - line[:, 1:2]).sum(0).min() < 1e-9  # y: one particle's position at each step
     assert paths.axes[0].get_xlabel() == "t"
+
+
+def test_a_method_keeps_its_colour_and_marker_across_datasets():
+    """Audit 19: styles went by position, so torchcfm_ot wore copy_prev's red triangle in the next dataset's
+    figure. They go by name now, distinct within a figure."""
+    one = plots.method_styles(["am", "fm_spline", "copy_prev", "ot_displacement"])
+    other = plots.method_styles(["torchcfm_ot", "copy_prev", "am", "otcfm", "spline_path"])
+    assert one["copy_prev"] == other["copy_prev"] and one["am"] == other["am"]
+    many = plots.method_styles([f"m{i}" for i in range(20)])
+    assert len(set(many.values())) == 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -223,18 +224,32 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
 MARKERS = "osD^vP<X>hp*"
 
 
+def method_styles(methods: list[str], n: int = 20) -> dict[str, int]:
+    """A style index in ``range(n)`` per method (its colour in tab20, its marker in :data:`MARKERS`) from its name
+    (CRC32), the next free one where two names meet: a method keeps its look across datasets' figures (audit 19:
+    torchcfm_ot took copy_prev's red triangle from one dataset to the next, by position)."""
+    taken: dict[str, int] = {}
+    for method in sorted(methods):
+        index = zlib.crc32(method.encode()) % n
+        while index in taken.values() and len(taken) < n:
+            index = (index + 1) % n
+        taken[method] = index
+    return taken
+
+
 def holdout_bars(
     path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str, floor: dict[str, float] | None = None
 ) -> None:
     """Per held-out time (and their mean) a dot per method with the spread over seeds; dots, not bars, as the axis
-    starts near the best score, where differences of a few % show. Each method has its own colour and marker
-    (tab20 past 10 methods). With many held-out times the figure stops widening at 18 inches and the labels
-    turn. ``floor`` (per group: the noise floor, what a perfect prediction scores) is drawn as a dashed line where
-    it falls within the axis and written under the group where it falls below: how large those few % are."""
+    starts near the best score, where differences of a few % show. Each method has its own colour and marker,
+    chosen by its name (:func:`method_styles`): the same in every dataset's figure. With many held-out times the
+    figure stops widening at 18 inches and the labels turn. ``floor`` (per group: the noise floor, what a perfect
+    prediction scores) is drawn as a dashed line where it falls within the axis and written under the group where
+    it falls below: how large those few % are."""
     groups = list(dict.fromkeys(h for cols in summary.values() for h in cols))
     width = 0.8 / max(1, len(summary))
     many = len(groups) > 8
-    colours = plt.get_cmap("tab10" if len(summary) <= 10 else "tab20")
+    colours, styles = plt.get_cmap("tab20"), method_styles(list(summary))
     wide = min(18.0, 2.6 + (0.5 + 0.25 * len(summary) if many else 1.6) * len(groups))  # 1.4 in for the legend
     fig, ax = plt.subplots(figsize=(wide, 3.8))
     for i, (method, cols) in enumerate(summary.items()):
@@ -243,7 +258,8 @@ def holdout_bars(
         means = [v.mean() for v in values]
         errs = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
         x = np.array(pos) + (i - (len(summary) - 1) / 2) * width
-        ax.errorbar(x, means, yerr=errs, fmt=MARKERS[i % len(MARKERS)], color=colours(i % colours.N), label=method,
+        ax.errorbar(x, means, yerr=errs, fmt=MARKERS[styles[method] % len(MARKERS)], color=colours(styles[method]),
+                    label=method,
                     markersize=4 if many else 5, elinewidth=0.8, capsize=0 if many else 2)  # fmt: skip
         for xi, m in zip(x, means, strict=True):
             if not np.isfinite(m):  # a failed prediction (NaN cells) has no dot: say so where it would stand
