@@ -54,6 +54,7 @@ neighbouring frames are on average (root mean square) within ``NEAREST_MAX_STEP`
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,7 +129,9 @@ def _exact_plan(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 EXACT_BELOW = 1e-3  # an entropic regularisation this small beside the costs gives the exact plan
+SLOW_BELOW = 0.05  # below this share of the costs, Sinkhorn takes thousands of iterations: said, pair by pair
 _said_exact: list[float] = []  # once per process
+_said_slow: list[float] = []
 
 
 def entropic_pairs(
@@ -155,8 +158,20 @@ def entropic_pairs(
                   file=sys.stderr)  # fmt: skip
         rows, cols, weights = _exact_plan(cost.numpy())
         return ia[rows], ib[cols], weights
-    plan = ot.sinkhorn(ot.unif(len(ia), type_as=cost), ot.unif(len(ib), type_as=cost), cost, reg,
-                       method="sinkhorn_log", numItermax=5000, stopThr=1e-7)  # fmt: skip
+    slow = reg < SLOW_BELOW * typical
+    if slow and not _said_slow:
+        _said_slow.append(reg)
+        print(f"amcore train: entropic_reg {reg:.3g} is {reg / typical:.2g} of the pairs' median cost {typical:.3g}: "
+              "Sinkhorn converges slowly there, up to 5,000 iterations per pair of snapshots (audit 20: a minute for "
+              "1,500 cells a side at 0.011, growing with the square of the cells); a larger entropic_reg or sigma, "
+              f"or a smaller ot_max_size, speeds it; under {EXACT_BELOW:g} the exact plan stands in",
+              file=sys.stderr)  # fmt: skip
+    started = time.perf_counter()
+    plan, log = ot.sinkhorn(ot.unif(len(ia), type_as=cost), ot.unif(len(ib), type_as=cost), cost, reg,
+                            method="sinkhorn_log", numItermax=5000, stopThr=1e-7, log=True)  # fmt: skip
+    if slow:  # a line per pair: a training that sits before its first step says why
+        print(f"amcore train: Sinkhorn pair of {len(ia)} x {len(ib)} cells: {int(log.get('niter', 0))} iterations, "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)  # fmt: skip
     conditional = (plan / plan.sum(1, keepdim=True)).cumsum(1)
     u = torch.as_tensor(rng.random((len(ia), draws)), dtype=torch.float64)
     cols = torch.searchsorted(conditional, u).clamp_max(len(ib) - 1).numpy()

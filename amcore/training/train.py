@@ -833,14 +833,18 @@ def _sigma_coordinates(snaps: Snapshots) -> str | None:
     store, so after standardisation a physical noise level ``sigma`` is ``sigma / std_j`` in feature ``j`` (audit 9:
     the drift's error went from 11 % to 55 % with the physical sigma on standardised cells). A projection on
     principal components alone is a rotation: isotropic noise stays isotropic, in the input's units."""
-    config = snaps.attrs.get("preprocess", {}).get("config", {})
+    record = snaps.attrs.get("preprocess", {})
+    config = record.get("config", {})
     steps = [name for name, on in (("standardised", config.get("standardize")), ("whitened", config.get("whiten")))
              if on]  # fmt: skip
     if not steps:
         return None
+    scale = np.asarray(record.get("scale") or [], dtype=np.float64)
+    spreads = f" (the input's features were divided by {scale.min():.3g} to {scale.max():.3g})" if scale.size else ""
     return (
         f"amcore train: note: eAM's sigma is the noise of the store's coordinates, which preprocess "
-        f"{' and '.join(steps)}: isotropic there, not in the input's units (docs/training.md, eAM's noise)"
+        f"{' and '.join(steps)}{spreads}: isotropic there, not in the input's units, per square root of the data's "
+        "time unit; to give a physical sigma, leave standardize and whiten off (docs/training.md, eAM's noise)"
     )
 
 
