@@ -401,9 +401,9 @@ class TrainedModel:
         and each step of each batch is written to ``out``, ``(x,
         weight)``: array-likes of shapes ``(steps, cells, features)`` and ``(steps, cells)`` (``weight`` for the
         weighted method only) such as ``integrate.TrajectoryWriter``'s zarr arrays; numpy arrays when None. Every
-        method but ``dopri5`` gives each cell the result it gets in one batch (the SDE's noise is keyed by the cell's row,
-        ``integrate.ParticleNoise``); ``dopri5`` takes one step size per batch, so its results move within its
-        tolerance with the batching and ``accepted_steps`` is the most any batch took.
+        method but ``dopri5`` gives each cell the result it gets in one batch (the SDE's noise is keyed by the
+        cell's row, ``integrate.ParticleNoise``); ``dopri5`` takes one step size per batch, so its results move
+        within its tolerance with the batching and ``accepted_steps`` is the most any batch took.
         """
         method = self.integrator(method)
         times = np.asarray(times, dtype=np.float64)
