@@ -81,7 +81,8 @@ def test_one_model_integrates_its_own_way(tmp_path, tiny_config):
     assert plan.returncode == 0, plan.stderr[-3000:]
     commands = [shlex.split(line) for line in plan.stdout.splitlines() if "amcore integrate" in line]
     settings = {("/am/" in " ".join(words)): json.loads(words[words.index("--params") + 1]) for words in commands}
-    assert settings[True] == {"steps_per_interval": 3, "method": "dopri5", "seed": 0, "batch_size": 65536}
+    # the seed only where an SDE draws noise with it: a change of it reran dopri5 to the same numbers
+    assert settings[True] == {"steps_per_interval": 3, "method": "dopri5", "batch_size": 65536}
     assert settings[False] == {"steps_per_interval": 5, "method": "auto", "seed": 0, "batch_size": 65536}
     config["integrate"]["models"]["amm"] = {"method": "rk4"}
     refused = snakemake(tmp_path / "b", config, "-n")
