@@ -475,7 +475,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         plots.growth(plots_dir / "growth.png", times, observed_mass, predicted_mass,
                      f"{title}: " + ("mass and learned growth rate" if uam else "mass (balanced: held at 1)"),
                      rate=model.growth_rate if uam else None, truth=truth, axis_names=names,
-                     shown=shown[:2])  # fmt: skip
+                     shown=shown[:2], held_out=snaps.attrs.get("holdout_times", []))  # fmt: skip
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
                           weights=carried, shown=shown, axis_names=names)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}

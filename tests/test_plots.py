@@ -118,6 +118,16 @@ def test_a_balanced_model_draws_its_mass_held_at_one_beside_the_observed(figures
     assert panel.get_yscale() == "log" and not [ax for ax in fig.axes if ax.get_title().startswith("t = ")]
 
 
+def test_a_held_out_time_s_mass_is_marked_as_never_trained_on(figures):
+    """Audit 18: growth.png drew the held-out stage's mass like any other's."""
+    plots.growth("unused.png", [0.0, 1.0, 2.0], [1.0, 2.0, 4.0], np.ones(3), "title", held_out=[1.0])
+    (fig,) = figures
+    (panel,) = [ax for ax in fig.axes if ax.lines]
+    lines = {line.get_label(): line for line in panel.lines}
+    assert list(lines["observed"].get_xdata()) == [0.0, 2.0] and list(lines["held out"].get_xdata()) == [1.0]
+    assert lines["held out"].get_markerfacecolor() == "none"
+
+
 def test_infinite_weights_hold_all_the_mass_and_huge_ones_do_not_overflow():
     """Weights that ran off: the infinite ones are the cloud (never left out), and two of 1e308 beside one of
     1e-300 are drawn half and half, not a third each (their sum overflows)."""
