@@ -390,7 +390,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
         opts = options(params)
-        result |= score_marginals(snaps, predicted, weights, **opts)
+        box = data_box(snaps)  # one pass over the store: the escaped cells' box, the plots' features and grids
+        result |= score_marginals(snaps, predicted, weights, box=box, **opts)
         # The table's row for a run without held-out time: each distance averaged over the observed times.
         table = {name: result[f"{name}_mean"] for name in DISTANCES if f"{name}_mean" in result}
         table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}
@@ -463,7 +464,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
         carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
         names = snaps.attrs.get("feature_names")
-        shown = plots.shown_features(data_box(snaps), count=3)  # constant features make no axis
+        shown = plots.shown_features(box, count=3)  # constant features make no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
                         axis_names=names, weights=carried, shown=shown[:2])  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times,
@@ -497,10 +498,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 potential=None if model.objective == "fm" else model.potential,
                 shown=shown[:2],
                 axis_names=names,
+                box=box,
             )
         else:
             plots.velocity_curves(plots_dir / "velocity.png", lambda x, t: model.fields(x, t)[field], true_field,
-                                  times, snaps.x, f"{title}: learned {field}", field, shown[0], names)  # fmt: skip
+                                  times, snaps.x, f"{title}: learned {field}", field, shown[0], names,
+                                  box)  # fmt: skip
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(

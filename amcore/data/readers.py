@@ -590,12 +590,14 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
         values = [float(mapped(u)) for u in uniques]
     else:
         text = [u for u in uniques if isinstance(u, (str, bytes, bool, np.bool_))]
-        spelled = [float(u) for u in text if isinstance(u, str) and re.fullmatch(PLAIN_NUMBER, u.strip())]
-        if text and len(spelled) == len(text) and len(set(spelled)) == len(spelled):
-            # numbers stored as text ("6.5", a CSV's quoted column): unambiguous, read as the numbers they spell
+        spelled = [float(u) if isinstance(u, str) and re.fullmatch(PLAIN_NUMBER, u.strip()) else u for u in uniques]
+        plain = not any(isinstance(u, (str, bytes, bool, np.bool_)) for u in spelled)
+        if text and plain and len(set(map(float, spelled))) == len(spelled):
+            # numbers stored as text ("6.5", a CSV's quoted column), each label its own number ('01' beside '1', or
+            # '2' beside 2, would merge two labels): read as the numbers they spell
             print(f"{where}: text labels read as the numbers they spell ({', '.join(map(str, text[:10]))})",
                   file=sys.stderr)  # fmt: skip
-            uniques = [as_number(u) if isinstance(u, str) else u for u in uniques]
+            uniques = spelled
         elif text:
             raise InputError(f"{where}: time labels must be numbers, found {text[:10]}; give dataset.time_map, "
                              f"e.g. {_suggested_map(text)}")  # fmt: skip

@@ -167,6 +167,8 @@ class Snapshots:
         if x.ndim != 2 or time.ndim != 1 or len(x) != len(time) or not len(x) or not x.shape[1]:
             raise InputError(f"x must be (cells, features), at least one of each, and time one label per cell, got "
                              f"x of shape {x.shape} and time of shape {time.shape}")  # fmt: skip
+        if x.dtype.kind not in "biuf":  # text, complex, dates
+            raise InputError(f"x must hold real numbers, got {x.dtype} ({x.flat[0]!r}, ...)")
         if not np.issubdtype(time.dtype, np.number) or np.issubdtype(time.dtype, np.complexfloating):
             raise InputError(f"time labels must be numbers, got {time.dtype} ({time[0]!r}, ...): map text labels "
                              "to times first (dataset.time_map does it for files)")  # fmt: skip
@@ -188,10 +190,7 @@ class Snapshots:
             raise InputError(f"time: found 1 time point ({t_values[0]:g}); at least two are needed")
         check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        real = (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) and x.dtype.kind != "c"
-        if not real:
-            raise InputError(f"x must hold real numbers, got {x.dtype} ({x.flat[0]!r}, ...)")
-        if np.issubdtype(x.dtype, np.number):
+        if x.dtype.kind in "iuf":  # bool (kind b) goes to 0 and 1 as it is
             x = to_float32(x, "x", attrs.get("feature_names"))
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         if velocity is not None:

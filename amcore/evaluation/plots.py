@@ -345,15 +345,21 @@ def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS //
     _save(fig, path, dpi=100)
 
 
+def _range(x, box: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's lowest and highest value: ``box``'s, else read from ``x``."""
+    return (box[0], box[1]) if box is not None else (np.asarray(x.min(axis=0)), np.asarray(x.max(axis=0)))
+
+
 def velocity_curves(
     path: Path, learned, truth, times, x: np.ndarray, title: str, field: str = "velocity", feature: int = 0,
-    axis_names: list[str] | None = None,
+    axis_names: list[str] | None = None, box: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """One feature that varies (1-d data, or the others constant): the learned field's component along it against
-    position, one curve per observed time (coloured by time) over the observed range, other features at their mean,
-    the true one dashed where it is known."""
+    position, one curve per observed time (coloured by time) over the observed range (``box``, lowest and highest
+    value of each feature, where the caller has it: ``x`` may be a lazy store), other features at their mean, the
+    true one dashed where it is known."""
     colours, mappable, ticks = _time_colours(times)
-    low, high = np.asarray(x.min(axis=0)), np.asarray(x.max(axis=0))
+    low, high = _range(x, box)
     grid = np.tile(np.asarray(x.mean(axis=0), dtype=np.float64), (200, 1))
     grid[:, feature] = np.linspace(float(low[feature]), float(high[feature]), 200)
     fig, ax = plt.subplots(figsize=(6.6, 4))
@@ -375,17 +381,18 @@ def velocity_curves(
 
 def velocity_field(
     path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None, shown: tuple[int, int] = (0, 1),
-    axis_names: list[str] | None = None,
+    axis_names: list[str] | None = None, box: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """Arrows of the learned field (and, in grey, the true one when known) at three times.
 
-    A grid over the ``shown`` two dimensions of ``x`` (``axis_names``: every feature's name), other coordinates at
-    their mean; ``learned(points, t)`` and ``truth(points, t)`` return vectors whose ``shown`` components are drawn.
-    ``potential(points, t)`` (AM's ``s``) is drawn as filled contours beneath: the arrows climb it.
+    A grid over the ``shown`` two dimensions of ``x`` over their range (``box``, as :func:`velocity_curves`;
+    ``axis_names``: every feature's name), other coordinates at their mean; ``learned(points, t)`` and
+    ``truth(points, t)`` return vectors whose ``shown`` components are drawn. ``potential(points, t)`` (AM's ``s``) is
+    drawn as filled contours beneath: the arrows climb it.
     """
     i, j = shown
     picks = [times[0], times[len(times) // 2], times[-1]]
-    lo, hi = np.asarray(x.min(axis=0)), np.asarray(x.max(axis=0))
+    lo, hi = _range(x, box)
     gx, gy = np.meshgrid(np.linspace(lo[i], hi[i], 15), np.linspace(lo[j], hi[j], 15))
     grid = np.tile(np.asarray(x.mean(axis=0)), (gx.size, 1)).astype(np.float64)
     grid[:, i], grid[:, j] = gx.ravel(), gy.ravel()

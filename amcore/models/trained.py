@@ -246,17 +246,13 @@ class TrainedModel:
             return x
         recorded, names = self.info.get("feature_names"), [str(name) for name in x.columns]
         if recorded:
-            missing = [name for name in recorded if name not in names]
+            positions, missing = _columns_by_name(names, list(recorded))
             if missing:
                 raise ValueError(f"x's columns ({names[:5]}{' ...' if len(names) > 5 else ''}) lack {len(missing)} of "
                                  f"this model's features: {missing[:5]}{' ...' if len(missing) > 5 else ''}; the model "
                                  "answers in its own coordinates (model.preprocess brings cells in the input's "
                                  "features there)")  # fmt: skip
-            twice = [name for name in recorded if names.count(name) > 1]
-            if twice or len(set(recorded)) < len(recorded):
-                raise ValueError(f"the feature name {(twice or recorded)[0]!r} names two columns: cells cannot be "
-                                 "matched to this model's features by name")  # fmt: skip
-            x = x.iloc[:, [names.index(name) for name in recorded]]  # other columns (a cell type, a time) left out
+            x = x.iloc[:, positions]  # other columns (a cell type, a time) left out
         try:
             return x.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as err:
@@ -513,29 +509,37 @@ def _by_name(x, names: list[str], expected: list[str], used: list[int] | None = 
     the ``used`` ones (indices into ``expected``; all when None) must be there, the others are 0 where missing."""
     if names == list(expected):  # the input's own columns, duplicated names and all
         return x
+    positions, missing = _columns_by_name(names, expected, used)
+    if missing:
+        kept = "" if used is None else f" (of the {len(used)} its preprocessing selects)"
+        raise ValueError(f"{len(missing)} of the {len(expected)} features this model's input had{kept} are not among "
+                         f"x's names: {missing[:5]}{' ...' if len(missing) > 5 else ''}")  # fmt: skip
+    if None not in positions:
+        return x[:, positions]
+    dense = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)  # an unused feature is absent
+    out = np.zeros((dense.shape[0], len(expected)))
+    for i, k in enumerate(positions):
+        if k is not None:
+            out[:, i] = dense[:, k]
+    return out
+
+
+def _columns_by_name(names: list[str], expected: list[str], used: list[int] | None = None):
+    """For each ``expected`` feature name, the column that ``names`` (one per column of x) gives it, None where none
+    does; and the needed names no column has (the ``used`` ones, indices into ``expected``; all when None). Names
+    the expected ones repeat, or two columns of one expected name, cannot be matched: refused. Columns of other
+    names (a cell type, a time, a gene selection left out) are not looked at."""
     if len(set(expected)) < len(expected):
         repeated = next(name for name, n in Counter(expected).items() if n > 1)
         raise ValueError(f"the input's feature names repeat ({repeated!r} names two of its columns): cells cannot be "
                          "matched to them by name; pass them in the input's column order, without names")  # fmt: skip
-    column = {}
+    wanted, column = set(expected), {}
     for i, name in enumerate(names):
-        if name in column:
+        if name in column and name in wanted:
             raise ValueError(f"the feature name {name!r} names two columns of x: they cannot be matched by name")
-        column[name] = i
+        column.setdefault(name, i)
     needed = expected if used is None else [expected[i] for i in used]
-    missing = [name for name in needed if name not in column]
-    if missing:
-        kept = "" if used is None else f" (of the {len(needed)} its preprocessing selects)"
-        raise ValueError(f"{len(missing)} of the {len(expected)} features this model's input had{kept} are not among "
-                         f"x's names: {missing[:5]}{' ...' if len(missing) > 5 else ''}")  # fmt: skip
-    if all(name in column for name in expected):
-        return x[:, [column[name] for name in expected]]
-    dense = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)  # an unused feature is absent
-    out = np.zeros((dense.shape[0], len(expected)))
-    for i, name in enumerate(expected):
-        if name in column:
-            out[:, i] = dense[:, column[name]]
-    return out
+    return [column.get(name) for name in expected], [name for name in needed if name not in column]
 
 
 def _outside_this_module() -> int:
