@@ -254,15 +254,24 @@ def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import data_box, distances, options, prediction_size
+    from amcore.evaluation.evaluate import (
+        data_box,
+        distances,
+        influence_cells,
+        options,
+        pair_variances,
+        prediction_size,
+    )
     from amcore.metrics import noise_sizes
     from amcore.tracking import StageRun
 
     results = []
     noise: dict[tuple, float] = {}  # the floor per held-out time and subsample sizes (predictions of one size share)
+    influences: dict[tuple, dict[str, list]] = {}  # per held-out time and label: each method's seeds' W1 influence
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         box = data_box(snaps)
+        opts = options(args.params)
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             where = f"{entry['path']}: a prediction at t = {held_out:g}"
@@ -274,8 +283,14 @@ def cmd_score(args: argparse.Namespace) -> None:
             observed = np.asarray(snaps.snapshot(k), dtype=np.float64)
             seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed
             who = f"{entry['method']} (seed {seed}) at held-out t = {held_out:g}"
-            key = (k, noise_sizes(len(observed), options(args.params)["max_exact_size"], prediction_size(x, weight)))
-            scores = distances(x, observed, weight, where=who, noise=noise.get(key), box=box, **options(args.params))
+            key = (k, noise_sizes(len(observed), opts["max_exact_size"], prediction_size(x, weight)))
+            at = influence_cells(observed, opts["max_exact_size"], opts["seed"])
+            scores = distances(x, observed, weight, where=who, noise=noise.get(key), box=box, influence_at=at, **opts)
+            # The split's label as the Snakefile writes it: every digit of the time (:g would round 1.2345678)
+            label = repr(float(held_out)).removesuffix(".0")
+            by_method = influences.setdefault((label, min(len(observed), opts["max_exact_size"])), {})
+            influence = scores.pop("w1_influence", None)
+            by_method.setdefault(entry["method"], []).extend([influence] if influence is not None else [])
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
                 noise[key] = scores["w1_subsample_noise"]
             _warn_failed(
@@ -295,14 +310,18 @@ def cmd_score(args: argparse.Namespace) -> None:
                       "sampling noise (flagged in the table)", file=sys.stderr)  # fmt: skip
             if "coinciding" in scores:
                 print(f"amcore score {who}: {COINCIDING}", file=sys.stderr)
-            # The split's label as the Snakefile writes it: every digit of the time (:g would round 1.2345678)
-            label = repr(float(held_out)).removesuffix(".0")
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
             summary = ", ".join(f"{name}={v:.4g}" for name, v in scores.items())
             print(f"amcore score {who}: {summary}", file=sys.stderr)
-        _write_json(args.out, {"results": results})
+        variances = [
+            {"holdout": label, "method": method, "peer": peer, "w1": value}
+            for (label, cells), by_method in influences.items()
+            for method, peers in pair_variances(by_method, cells).items()
+            for peer, value in peers.items()
+        ]
+        _write_json(args.out, {"results": results, "held_out_variance": variances})
         run.log_artifact(args.out)
 
 
@@ -524,7 +543,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     from amcore.evaluation import plots
     from amcore.evaluation import table as tables
 
-    results, sources = [], []
+    results, sources, variances = [], [], []
     if len(set(map(os.path.realpath, args.results))) < len(args.results):
         raise InputError(f"--results {args.results}: a file given twice would count its runs twice (as more seeds)")
     for path in args.results:
@@ -539,6 +558,7 @@ def cmd_table(args: argparse.Namespace) -> None:
         found = loaded["results"] if "results" in loaded else [loaded]
         results += found
         sources += [path] * len(found)
+        variances += loaded.get("held_out_variance", [])
     keys = [(r.get("method"), str(r.get("holdout")), "" if r.get("seed") is None else str(r.get("seed")))
             for r in results]  # fmt: skip
     seen: dict[tuple, str] = {}
@@ -550,7 +570,7 @@ def cmd_table(args: argparse.Namespace) -> None:
                              "would be averaged as one; give one run's files")  # fmt: skip
         seen[key] = path
     _join_courses(args.courses, results, keys)
-    table = tables.long_table(results)
+    table = tables.long_table(results, variances)
     markdown = tables.markdown(table, args.reference)
     _write_text(args.table, table.to_csv(index=False))
     _write_text(args.markdown, markdown)
@@ -616,7 +636,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     """One table across experiments: each dataset's methods, noise floor and paired differences."""
     import pandas as pd
 
-    from amcore.evaluation.table import across_datasets
+    from amcore.evaluation.table import HELD_OUT_VAR, across_datasets
 
     tables = {}
     paths = [Path(p).resolve() for p in args.tables]
@@ -633,8 +653,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
             raise InputError(f"{path}: column 'value' holds text; expected the numbers amcore table writes")
     references = _references(args.reference, list(tables))
     for name, table in tables.items():
-        if args.metric not in set(table["metric"]):
-            raise InputError(f"--metric {args.metric}: not in {name}'s table (it has {sorted(set(table['metric']))})")
+        metrics = sorted(m for m in set(table["metric"]) if not m.startswith(HELD_OUT_VAR))  # a pair's, not a metric
+        if args.metric not in metrics:
+            raise InputError(f"--metric {args.metric}: not in {name}'s table (it has {metrics})")
         if references[name] not in set(table["method"]):
             raise InputError(f"--reference {references[name]}: no such method in {name}'s table "
                              f"({sorted(set(table['method']))})")  # fmt: skip

@@ -185,3 +185,48 @@ def test_the_score_labels_its_split_with_every_digit_of_the_time(tmp_path):
                  "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
     (row,) = json.loads((tmp_path / "scores.json").read_text())["results"]
     assert row["holdout"] == "1.2345678"
+
+
+def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_table_widens_by_it(tmp_path):
+    """Two methods on three seeds and a baseline, scored against the 60 held-out cells: score writes, per ordered
+    pair of methods, the variance of their W1 means' difference over the held-out cells' sampling (the influence
+    functions at one set of cells, paired); it is the pair's own (symmetric, zero for a method against itself
+    never written), and the table's interval for am - fm is wider than the seeds alone give."""
+    from amcore.cli import main
+    from amcore.data.store import write_store
+    from amcore.evaluation.table import paired_differences
+
+    snaps, _, _ = _snaps()
+    snaps.attrs["holdout_times"] = [1.0]
+    write_store(tmp_path / "store.zarr", snaps)
+    rng = np.random.default_rng(1)
+    entries = [{"method": "copy_prev", "seed": "", "path": str(tmp_path / "copy_prev.zarr")}]
+    write_prediction(tmp_path / "copy_prev.zarr", *copy_prev(snaps, 1.0), 1.0, 0.0)
+    for seed in range(3):
+        for method, scale in (("am", 1.0), ("fm", 1.3)):
+            path = str(tmp_path / f"{method}{seed}.zarr")
+            write_prediction(path, rng.standard_normal((60, 2)) * scale + 10, np.ones(60), 1.0, 0.0)
+            entries.append({"method": method, "seed": str(seed), "path": path})
+    params = {"max_exact_size": 500, "kernel_max_size": 500, "projections": 50, "seed": 0}
+    predictions = json.dumps({"predictions": entries})
+    assert main(["score", "--store", str(tmp_path / "store.zarr"), "--predictions", predictions,
+                 "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
+    variances = json.loads((tmp_path / "scores.json").read_text())["held_out_variance"]
+    got = {(v["method"], v["peer"]): v["w1"] for v in variances}
+    assert set(got) == {(a, b) for a in ("copy_prev", "am", "fm") for b in ("copy_prev", "am", "fm") if a != b}
+    assert all(v["holdout"] == "1" for v in variances)
+    assert got["am", "fm"] == pytest.approx(got["fm", "am"]) and got["am", "fm"] > 0
+    # copy_prev (the first time's cells, far from the held-out ones) moves with the cells unlike am: a larger variance
+    assert got["am", "copy_prev"] > got["am", "fm"]
+    outputs = [str(tmp_path / name) for name in ("table.csv", "table.md", "table.png")]
+    args = ["table", "--results", str(tmp_path / "scores.json"), "--table", outputs[0], "--markdown", outputs[1]]
+    assert main([*args, "--figure", outputs[2]]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(outputs[0], keep_default_na=False, dtype={"holdout": str, "seed": str})
+    mean, low, high, _ = paired_differences(table)["fm"]["1"]
+    seeds_only = paired_differences(table[~table["metric"].str.startswith("w1_held_out_var")])["fm"]["1"]
+    assert seeds_only[0] == mean and high - low > seeds_only[2] - seeds_only[1]
+    assert "sampling of the held-out cells" in (tmp_path / "table.md").read_text()
+    assert main(["summary", outputs[0]]) == 0  # the summary's intervals hold it too
+    assert main(["summary", outputs[0], "--metric", "w1_held_out_var:fm"]) == 2, "a pair's variance is no metric"

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from amcore.evaluation.table import (
     METRIC_ORDER,
@@ -274,3 +275,28 @@ def test_a_balanced_flow_spending_less_than_the_snapshots_need_is_flagged():
     heading = "**Flagged action ratios** (under 90% of the W2 geodesic's action less twice"
     section = text.split(heading)[1].split("###")[0]
     assert "action_ratio 0.79" in section and "0.87" not in section and "0.29" not in section
+
+
+def test_paired_intervals_hold_the_held_out_cells_sampling_where_score_wrote_it():
+    """Seeds differ by (-1, 0, 1): the seeds' half-width is 2.484 (t(0.975, 2) / sqrt(3)). Score's variance of the
+    difference over the held-out cells, 0.25, adds 1.96 * 0.5 = 0.980 in quadrature: 2.670. Over two held-out times
+    (variances 0.25 and 0.09) the mean's is (0.25 + 0.09) / 4. Another metric, or a table without those rows,
+    keeps the seeds' interval, and says so."""
+    rows = []
+    for seed, (a, b) in enumerate([(1.0, 2.0), (2.0, 2.0), (6.0, 5.0)]):
+        for holdout in ("1", "2"):
+            rows.append({"method": "am", "holdout": holdout, "seed": str(seed), "table": {"w1": a, "mmd": a}})
+            rows.append({"method": "fm", "holdout": holdout, "seed": str(seed), "table": {"w1": b, "mmd": b}})
+    variances = [{"holdout": "1", "method": "am", "peer": "fm", "w1": 0.25},
+                 {"holdout": "2", "method": "am", "peer": "fm", "w1": 0.09},
+                 {"holdout": "1", "method": "fm", "peer": "am", "w1": 0.25}]  # fmt: skip
+    table = long_table(rows, variances)
+    pairs = paired_differences(table)["fm"]
+    assert pairs["1"][2] == pytest.approx(np.hypot(2.4841, 1.95996 * 0.5), abs=1e-3)
+    assert pairs["2"][2] == pytest.approx(np.hypot(2.4841, 1.95996 * 0.3), abs=1e-3)
+    assert pairs["mean"][2] == pytest.approx(np.hypot(2.4841, 1.95996 * np.sqrt(0.34 / 4)), abs=1e-3)
+    assert paired_differences(table, "mmd")["fm"]["1"][2] == pytest.approx(2.4841, abs=1e-3)
+    text = markdown(table)
+    assert "sampling of the held-out cells" in text and "w1_held_out_var" not in text.split("paired by seed")[1]
+    assert "### w1_held_out_var" not in text
+    assert "spread only" in markdown(long_table(rows))

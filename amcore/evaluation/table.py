@@ -25,8 +25,14 @@ METRIC_ORDER = (*DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_ce
                 "course_excess", "course_escaped", "course_mass_error")  # fmt: skip
 
 
-def long_table(results: list[dict]) -> pd.DataFrame:
-    """Rows ``(method, holdout, seed, metric, value)`` from each result's ``table`` section.
+# A row ``(method, holdout, "", HELD_OUT_VAR + peer, v)``: the variance that sampling the held-out cells gives the
+# difference of the two methods' W1 means over seeds (score's ``held_out_variance``, ``evaluate.pair_variances``).
+HELD_OUT_VAR = "w1_held_out_var:"
+
+
+def long_table(results: list[dict], variances: list[dict] = ()) -> pd.DataFrame:
+    """Rows ``(method, holdout, seed, metric, value)`` from each result's ``table`` section, and one
+    ``HELD_OUT_VAR``-peer row per pair of methods and held-out time of ``variances`` (score's ``held_out_variance``).
 
     ``seed`` is empty for deterministic baselines; ``holdout`` is ``none`` when no time was held out.
     """
@@ -34,6 +40,16 @@ def long_table(results: list[dict]) -> pd.DataFrame:
         {"method": r["method"], "holdout": r["holdout"], "seed": r["seed"], "metric": metric, "value": value}
         for r in results
         for metric, value in r["table"].items()
+    ]
+    rows += [
+        {
+            "method": v["method"],
+            "holdout": v["holdout"],
+            "seed": "",
+            "metric": HELD_OUT_VAR + v["peer"],
+            "value": v["w1"],
+        }
+        for v in variances
     ]
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {name: i for i, name in enumerate(dict.fromkeys(table["method"]))}
@@ -108,10 +124,12 @@ def paired_differences(
     table: pd.DataFrame, metric: str = "w1", reference: str = "am"
 ) -> dict[str, dict[str, tuple[float, float, float, int]]]:
     """``{peer: {holdout: (mean, low, high, seeds)}}``: ``reference`` minus each other method, paired by seed (a
-    deterministic baseline's one value stands against every seed), its mean over the seeds and the 95 % Student-t
-    interval of that mean; ``mean``: the same on each seed's mean over the held-out times. Negative favours the
-    reference; an interval that holds 0 says the seeds cannot tell the two apart. Empty without the reference or
-    with fewer than two of its seeds; a pair with a NaN (failed) seed is NaN."""
+    deterministic baseline's one value stands against every seed), its mean over the seeds and the 95 % interval of
+    that mean: the seeds' Student-t half-width and, for W1 where the table holds them (:func:`held_out_variances`),
+    the normal half-width of the held-out cells' sampling, in quadrature; ``mean``: the same on each seed's mean
+    over the held-out times. Negative favours the reference; an interval that holds 0 cannot tell the two apart.
+    Empty without the reference or with fewer than two of its seeds; a pair with a NaN (failed) seed is NaN."""
+    from scipy.stats import norm
     from scipy.stats import t as student
 
     part = table[(table["metric"] == metric) & (table["holdout"] != "none")]
@@ -119,12 +137,15 @@ def paired_differences(
     if ref.index.get_level_values("seed").nunique() < 2:
         return {}
 
-    def interval(d: pd.Series) -> tuple[float, float, float, int]:
+    def interval(d: pd.Series, cells_var: float = 0.0) -> tuple[float, float, float, int]:
         n, mean = len(d), float(d.mean(skipna=False))
         if n < 2:  # a peer sharing one seed with the reference: a difference, no spread to bound it
             return mean, float("nan"), float("nan"), n
-        half = float(student.ppf(0.975, n - 1) * d.std(ddof=1, skipna=False) / np.sqrt(n))
+        seeds = student.ppf(0.975, n - 1) * d.std(ddof=1, skipna=False) / np.sqrt(n)
+        half = float(np.hypot(seeds, norm.ppf(0.975) * np.sqrt(cells_var)))
         return mean, mean - half, mean + half, n
+
+    cells = held_out_variances(table, metric, reference)
 
     ref_mean = ref.groupby("seed").agg(lambda v: float(np.mean(v.to_numpy())))
     out: dict[str, dict[str, tuple[float, float, float, int]]] = {}
@@ -139,10 +160,23 @@ def paired_differences(
             diff = (ref - peer).reindex(ref.index.intersection(peer.index))
             peer_mean = peer.groupby("seed").agg(lambda v: float(np.mean(v.to_numpy())))
             diff_mean = (ref_mean - peer_mean).reindex(ref_mean.index.intersection(peer_mean.index))
-        cols = {h: interval(d.droplevel("holdout")) for h, d in diff.groupby("holdout", sort=False)}
-        if len(cols) > 1:
-            cols["mean"] = interval(diff_mean)
+        var = cells.get(method, {})
+        cols = {h: interval(d.droplevel("holdout"), var.get(h, 0.0)) for h, d in diff.groupby("holdout", sort=False)}
+        if len(cols) > 1:  # held-out times are independent samples: their variances add, over the times squared
+            cols["mean"] = interval(diff_mean, sum(var.get(h, 0.0) for h in cols) / len(cols) ** 2)
         out[method] = cols
+    return out
+
+
+def held_out_variances(table: pd.DataFrame, metric: str, reference: str) -> dict[str, dict[str, float]]:
+    """``{peer: {holdout: variance}}`` of ``reference``'s W1 mean over seeds minus the peer's over the sampling of
+    the held-out cells (``HELD_OUT_VAR`` rows); empty for another metric or a table scored before they were."""
+    if metric != "w1":
+        return {}
+    part = table[table["metric"].str.startswith(HELD_OUT_VAR) & (table["method"] == reference)]
+    out: dict[str, dict[str, float]] = {}
+    for row in part.itertuples():
+        out.setdefault(row.metric.removeprefix(HELD_OUT_VAR), {})[row.holdout] = float(row.value)
     return out
 
 
@@ -213,7 +247,7 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
                 f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {what(r.value)}" for r in runs.itertuples()
             ]
             lines.append("")
-    for metric in dict.fromkeys(table["metric"]):
+    for metric in (m for m in dict.fromkeys(table["metric"]) if not m.startswith(HELD_OUT_VAR)):
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
         names = {"none": f"{NOT_A_MEAN.get(metric, 'mean over observed times')} (none held out)", "mean": "mean"}
@@ -224,7 +258,7 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.append("")
         if metric == "w1" and (pairs := paired_differences(table, metric, reference)):
-            lines += _paired_lines(pairs, metric, reference)
+            lines += _paired_lines(pairs, metric, reference, bool(held_out_variances(table, metric, reference)))
     return "\n".join(lines)
 
 
@@ -244,19 +278,17 @@ NOT_A_MEAN = {
 }
 
 
-def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
-    """The paired-differences section of :func:`markdown`."""
+def _paired_lines(pairs: dict, metric: str, reference: str, cells: bool) -> list[str]:
+    """The paired-differences section of :func:`markdown` (``cells``: its intervals hold the held-out cells'
+    sampling)."""
     holdouts = list(dict.fromkeys(h for c in pairs.values() for h in c))
     header = ["peer", *[("mean" if h == "mean" else f"t = {h}") for h in holdouts]]
     lines = [
         f"### {reference} − peer, {metric}, paired by seed",
         "",
-        f"Mean over seeds of `{reference}` minus the peer on the same seed, [95 % t interval]; negative favours "
-        f"`{reference}`; an interval holding 0 cannot tell them apart. The interval holds the training seeds' "
-        "spread only: every seed is scored on the same held-out cells, one sample of the time, and a difference "
-        "moves with that sample too (audit 19: +0.044 [+0.038, +0.051] in the table, +0.023 ± 0.008 over fresh "
-        "draws of the held-out time). Read a difference at each held-out time: their mean can hide two that "
-        "disagree.",
+        f"Mean over seeds of `{reference}` minus the peer on the same seed, [95 % interval]; negative favours "
+        f"`{reference}`; an interval holding 0 cannot tell them apart. {INTERVAL[cells]} Read a difference at each "
+        "held-out time: their mean can hide two that disagree.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -264,6 +296,18 @@ def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
     for method, cols in pairs.items():
         lines.append("| " + " | ".join([method, *(_interval_cell(cols.get(h)) for h in holdouts)]) + " |")
     return [*lines, ""]
+
+
+# What a paired interval holds: with the held-out cells' sampling (score's influence functions), or without.
+INTERVAL = {
+    True: "The interval holds the training seeds' spread (Student t) and the sampling of the held-out cells that "
+    "every seed is scored on (normal, from W1's influence function at those cells, docs/leave-one-out.md), "
+    "added in quadrature.",
+    False: "The interval holds the training seeds' spread only (W1's hold the held-out cells' sampling too where "
+    "score wrote its influence functions: rerun an older score): every seed is scored on the same held-out "
+    "cells, one sample of the time, and a difference moves with that sample too (audit 19: +0.044 "
+    "[+0.038, +0.051] over seeds, +0.023 ± 0.008 over fresh draws of the held-out time).",
+}
 
 
 def _unpaired(table: pd.DataFrame, metric: str, reference: str) -> str:
@@ -320,7 +364,14 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
         lines += ["| *noise floor* (`w1_subsample_noise`, the reference's) | " + " | ".join(floor) + " |"]
     lines += [""]
     title = " / ".join(dict.fromkeys(references.values()))
-    lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % t interval]", ""]
+    lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % interval]", ""]
+    seeds_only = [n for n in names if not held_out_variances(tables[n], metric, references[n])]
+    note = (
+        INTERVAL[not seeds_only]
+        if len(seeds_only) in (0, len(names))
+        else (f"{INTERVAL[True]} Seeds only (scored before amcore took the cells into it): {', '.join(seeds_only)}.")
+    )
+    lines += [note, ""]
     for name in (n for n in names if not pairs[n]):  # its column is all dashes: say why
         lines += [f"- {name}: nothing to pair ({_unpaired(tables[name], metric, references[name])})."]
     lines += [""] if not all(pairs.values()) else []
