@@ -97,6 +97,13 @@ def _subsample(x: np.ndarray, w: np.ndarray | None, n: int, rng: np.random.Gener
     return x[idx].astype(np.float64), counts / n
 
 
+def _observed_first(a, wa, b, wb, max_size: int, rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """The subsamples of ``b`` (the observed cells), then of ``a``: ``b``'s draws come first from ``rng``, so every
+    prediction of any size is scored on the same subsample of the observed cells (paired, as the held-out
+    variance of a difference assumes: ``w1_influence``)."""
+    return _subsample(b, wb, max_size, rng), _subsample(a, wa, max_size, rng)
+
+
 def _exact(xa: np.ndarray, pa: np.ndarray, xb: np.ndarray, pb: np.ndarray, ps: tuple[int, ...]) -> dict[int, float]:
     """Exact W_p for each ``p`` from one Euclidean cost matrix."""
     return _solve(xa, pa, xb, pb, ps)[0]
@@ -138,7 +145,7 @@ def wassersteins(
     _require_finite((a, wa), (b, wb))
     _require_points("exact W_p", 1, len(a), len(b))
     rng = np.random.default_rng(seed)
-    (xa, pa), (xb, pb) = _subsample(a, wa, max_size, rng), _subsample(b, wb, max_size, rng)
+    (xb, pb), (xa, pa) = _observed_first(a, wa, b, wb, max_size, rng)
     return _exact(xa, pa, xb, pb, tuple(ps))
 
 
@@ -157,12 +164,12 @@ def w1_influence(
 
     The influence is the c-transform of the optimal potential ``u`` on ``a``'s side, ``g(y) = min_i |x_i - y| - u_i``:
     the central limit theorem of semi-discrete optimal transport (del Barrio, Gonzalez-Sanz and Loubes 2022) gives
-    ``sqrt(m) (W_1(a, b_m) - W_1(a, b)) -> N(0, var g(Y))`` for a fixed ``a``. Evaluating it at points outside the
-    subsample lets predictions whose subsamples of ``b`` differ share one set of cells."""
+    ``sqrt(m) (W_1(a, b_m) - W_1(a, b)) -> N(0, var g(Y))`` for a fixed ``a``. It is defined at any point, so
+    ``at`` may hold cells of ``b`` outside the subsample the plan was solved on."""
     _require_finite((a, wa), (b, None), (at, None))
     _require_points("exact W_p", 1, len(a), len(b))
     rng = np.random.default_rng(seed)
-    (xa, pa), (xb, pb) = _subsample(a, wa, max_size, rng), _subsample(b, None, max_size, rng)
+    (xb, pb), (xa, pa) = _observed_first(a, wa, b, None, max_size, rng)
     values, u = _solve(xa, pa, xb, pb, (1,))
     at = np.asarray(at, dtype=np.float64)
     rows = max(1, BLOCK_ELEMENTS // max(1, len(xa)))

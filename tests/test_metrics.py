@@ -504,3 +504,26 @@ def test_w1_influence_predicts_how_a_paired_difference_moves_with_the_held_out_c
     pred, big = law(700), law(900)  # both sides subsampled: the same W1, an influence at cells outside the plan
     value, g = w1_influence(pred, big, big[:50], max_size=200, seed=3)
     assert len(g) == 50 and value == pytest.approx(wasserstein(pred, big, p=1, max_size=200, seed=3), rel=1e-12)
+
+
+def test_every_prediction_is_scored_on_one_subsample_of_the_observed_cells():
+    """Predictions of different sizes (a push of 3,000 cells, a baseline's 2,500) against 4,000
+    observed cells, capped at 1,000: the observed subsample is drawn first, so both W1 are taken against the same
+    1,000 cells, those `influence_cells` names, and their difference moves only with those cells (the paired
+    variance assumes it). Checked by the plan's own cost: W1 against exactly those cells, uncapped on the observed
+    side, is the same number."""
+    from amcore.evaluation.evaluate import influence_cells
+
+    rng = np.random.default_rng(0)
+    observed = rng.normal(size=(4000, 3))
+    cells = influence_cells(observed, 1000, seed=5)
+    for n in (3000, 2500):
+        pred = rng.normal(size=(n, 3)) + 0.1
+        capped = wasserstein(pred, observed, p=1, max_size=1000, seed=5)
+        # the prediction's subsample is drawn after the observed one: replay it on the same generator
+        replay = np.random.default_rng(5)
+        replay.choice(len(observed), 1000, replace=False)
+        sub = pred[replay.choice(n, 1000, replace=False)]
+        assert capped == pytest.approx(
+            ot.emd2(np.full(1000, 1e-3), np.full(1000, 1e-3), ot.dist(sub, cells, "euclidean"))
+        )

@@ -160,7 +160,8 @@ def prediction_size(predicted: np.ndarray, weights: np.ndarray | None) -> int:
 
 def influence_cells(observed: np.ndarray, max_exact_size: int, seed: int) -> np.ndarray:
     """The observed cells at which each prediction's W1 influence is taken: the same for every prediction of a
-    held-out time, at most ``max_exact_size`` of them (seeded), so their influences can be paired cell by cell."""
+    held-out time, so their influences pair cell by cell; at most ``max_exact_size`` of them, the very subsample
+    each W1 is solved on (``metrics.wassersteins`` draws the observed side first, from the same seed)."""
     if len(observed) <= max_exact_size:
         return observed
     return observed[np.sort(np.random.default_rng(seed).choice(len(observed), max_exact_size, replace=False))]
