@@ -583,7 +583,9 @@ def cmd_table(args: argparse.Namespace) -> None:
         levels = {h: [v for cols in floors.values() if h in cols for v in cols[h] if np.isfinite(v)]
                   for h in dict.fromkeys(h for cols in floors.values() for h in cols)}  # fmt: skip
         floor = {h: float(np.median(values)) for h, values in levels.items() if values}
-        plots.holdout_bars(Path(args.figure), tables.summary(table, "w1"), "W1 at the held-out time", floor)
+        pairs = tables.paired_differences(table, "w1", args.reference)
+        plots.holdout_bars(Path(args.figure), tables.summary(table, "w1"), "W1 at the held-out time", floor, pairs,
+                           args.reference)  # fmt: skip
     artifacts = [args.table, args.markdown, args.figure]
     if args.predictions_figure:
         plots.holdout_panels(Path(args.predictions_figure), tables.load_panels(args.panels["panels"]))

@@ -235,3 +235,28 @@ def test_a_method_keeps_its_colour_and_marker_across_datasets():
     assert one["copy_prev"] == other["copy_prev"] and one["am"] == other["am"]
     many = plots.method_styles([f"m{i}" for i in range(20)])
     assert len(set(many.values())) == 20
+
+
+def test_the_held_out_figure_draws_each_paired_difference_with_its_interval(figures):
+    """With paired differences the table figure gains a panel: a row per peer, the mean over held-out times at its
+    difference with the interval's ends, each time beside it, a zero line to read the sign against."""
+    summary = {"am": {"1": np.array([1.0, 1.2]), "2": np.array([2.0, 2.2]), "mean": np.array([1.5, 1.7])},
+               "fm": {"1": np.array([1.1, 1.3]), "2": np.array([1.9, 2.1]), "mean": np.array([1.5, 1.7])},
+               "copy_prev": {"1": np.array([3.0]), "2": np.array([4.0]), "mean": np.array([3.5])}}  # fmt: skip
+    pairs = {"fm": {"1": (-0.1, -0.3, 0.1, 2), "2": (0.1, -0.1, 0.3, 2), "mean": (0.0, -0.2, 0.2, 2)},
+             "copy_prev": {"1": (-2.0, -2.5, -1.5, 2), "2": (-2.0, -2.4, -1.6, 2),
+                           "mean": (-2.0, -2.3, -1.7, 2)}}  # fmt: skip
+    plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am")
+    (fig,) = figures
+    side = fig.axes[1]
+    assert [t.get_text() for t in side.get_yticklabels()] == ["fm", "copy_prev"]
+    dots = {(round(float(line.get_xdata()[0]), 6), round(float(line.get_ydata()[0]), 2))
+            for line in side.lines if len(line.get_xdata()) == 1}  # fmt: skip
+    assert (-2.0, 1.3) in dots and (0.0, 0.3) in dots  # each peer's mean, on its row
+    spans = [
+        seg[:, 0] for c in side.collections for seg in c.get_segments() if len(seg) == 2 and seg[0, 1] == seg[1, 1]
+    ]
+    assert any(np.allclose(sorted(x), [-2.3, -1.7]) for x in spans)  # copy_prev's mean interval
+    assert any(
+        line.get_xdata()[0] == 0 and line.get_xdata()[1] == 0 for line in side.lines if len(line.get_xdata()) == 2
+    )

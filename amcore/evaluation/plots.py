@@ -238,20 +238,30 @@ def method_styles(methods: list[str], n: int = 20) -> dict[str, int]:
 
 
 def holdout_bars(
-    path: Path, summary: dict[str, dict[str, np.ndarray]], ylabel: str, floor: dict[str, float] | None = None
+    path: Path,
+    summary: dict[str, dict[str, np.ndarray]],
+    ylabel: str,
+    floor: dict[str, float] | None = None,
+    pairs: dict[str, dict[str, tuple]] | None = None,
+    reference: str = "am",
 ) -> None:
     """Per held-out time (and their mean) a dot per method with the spread over seeds; dots, not bars, as the axis
     starts near the best score, where differences of a few % show. Each method has its own colour and marker,
     chosen by its name (:func:`method_styles`): the same in every dataset's figure. With many held-out times the
     figure stops widening at 18 inches and the labels turn. ``floor`` (per group: the noise floor, what a perfect
     prediction scores) is drawn as a dashed line where it falls within the axis and written under the group where
-    it falls below: how large those few % are."""
+    it falls below: how large those few % are. ``pairs`` (``table.paired_differences``) adds a panel beside: the
+    reference minus each peer with its 95 % interval, the question the dots leave to the eye."""
     groups = list(dict.fromkeys(h for cols in summary.values() for h in cols))
     width = 0.8 / max(1, len(summary))
     many = len(groups) > 8
     colours, styles = plt.get_cmap("tab20"), method_styles(list(summary))
     wide = min(18.0, 2.6 + (0.5 + 0.25 * len(summary) if many else 1.6) * len(groups))  # 1.4 in for the legend
-    fig, ax = plt.subplots(figsize=(wide, 3.8))
+    if pairs:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(wide + 4.2, 3.8), gridspec_kw={"width_ratios": [wide, 4.2]})
+        _paired_panel(side, pairs, reference, colours, styles)
+    else:
+        fig, ax = plt.subplots(figsize=(wide, 3.8))
     for i, (method, cols) in enumerate(summary.items()):
         pos = [g for g, h in enumerate(groups) if h in cols]
         values = [cols[groups[g]] for g in pos]
@@ -289,6 +299,39 @@ def holdout_bars(
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # beside: never over a dot
     fig.tight_layout()
     _save(fig, path, dpi=110)
+
+
+def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colours, styles: dict[str, int]) -> None:
+    """The reference minus each peer, a row per peer: the mean over held-out times as a filled marker with its 95 %
+    interval, each held-out time as a small open dot with its own; left of the zero line favours the reference.
+    The axis spans three times the median end of the intervals: a peer far off (copying the previous time) is
+    written at the edge with its value, not drawn to flatten the close calls, which are the question."""
+    peers = [p for p in pairs if p in styles]
+    ends = [abs(v) for p in peers for c in pairs[p].values() for v in c[:3] if np.isfinite(v)]
+    limit = 3 * float(np.median(ends)) if ends and np.median(ends) > 0 else None
+    for row, peer in enumerate(peers):
+        times = [h for h in pairs[peer] if h != "mean"]
+        spots = [(h, row - 0.15 + 0.3 * (j + 1) / (len(times) + 1)) for j, h in enumerate(times)]
+        for h, y in [*spots, ("mean", row + 0.3)]:
+            if h not in pairs[peer]:
+                continue
+            mean, low, high, _ = pairs[peer][h]
+            look = {"fmt": MARKERS[styles[peer] % len(MARKERS)], "ms": 5, "capsize": 2} if h == "mean" else {
+                "fmt": "o", "ms": 3, "mfc": "none", "alpha": 0.6, "elinewidth": 0.6}  # fmt: skip
+            spread = [[mean - low], [high - mean]] if np.isfinite(low) else None  # one seed: no interval
+            ax.errorbar(mean, y, xerr=spread, color=colours(styles[peer]), **look)
+            if h == "mean" and limit is not None and abs(mean) > limit:
+                label = f"◀ {mean:+.3g}" if mean < 0 else f"{mean:+.3g} ▶"
+                ax.text(0.02 if mean < 0 else 0.98, y, label, ha="left" if mean < 0 else "right", va="center",
+                        fontsize=7, color=colours(styles[peer]), transform=ax.get_yaxis_transform())  # fmt: skip
+    if limit is not None and max(ends) > limit:
+        ax.set_xlim(-limit, limit)
+    ax.axvline(0.0, color="0.3", lw=0.8)
+    ax.set_yticks(range(len(peers)), peers, fontsize=7)
+    ax.set_ylim(len(peers) - 0.4, -0.6)
+    ax.set_xlabel(f"{reference} − peer, W1 (95 % interval)", fontsize=8)
+    ax.set_title("filled: mean over held-out times; open: each time", fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def holdout_panels(path: Path, panels: list[dict], n_points: int = MAX_POINTS // 2) -> None:
