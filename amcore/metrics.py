@@ -351,9 +351,10 @@ def _pair_sum(x: torch.Tensor, y: torch.Tensor | None, px: torch.Tensor, py: tor
 
 def _clouds(a, b, wa, wb, max_size: int, seed: int):
     """Seeded subsamples of at most ``max_size`` points per side, as float64 tensors with their weights, centred
-    on their pooled mean: ``|x|^2 + |y|^2 - 2 x.y`` then loses no digits to an offset of the data (days, counts)."""
+    on their pooled mean: ``|x|^2 + |y|^2 - 2 x.y`` then loses no digits to an offset of the data (days, counts).
+    The observed side ``b`` is drawn first: the same cells for every prediction (``_observed_first``)."""
     rng = np.random.default_rng(seed)
-    (xa, pa), (xb, pb) = _subsample(a, wa, max_size, rng), _subsample(b, wb, max_size, rng)
+    (xb, pb), (xa, pa) = _observed_first(a, wa, b, wb, max_size, rng)
     centre = np.concatenate([xa, xb]).mean(axis=0)
     return (torch.as_tensor(v) for v in (xa - centre, xb - centre, pa, pb)), rng
 

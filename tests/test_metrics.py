@@ -527,3 +527,5 @@ def test_every_prediction_is_scored_on_one_subsample_of_the_observed_cells():
         assert capped == pytest.approx(
             ot.emd2(np.full(1000, 1e-3), np.full(1000, 1e-3), ot.dist(sub, cells, "euclidean"))
         )
+        # the kernel distances too: the energy distance against the same 1,000 cells
+        assert energy_distance(pred, observed, 1000, 5) == pytest.approx(energy_distance(sub, cells, 5000, 5))
