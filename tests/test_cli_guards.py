@@ -273,8 +273,8 @@ def test_prepare_warns_of_cells_far_from_their_time(capsys, tmp_path):
         out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
         assert main(["prepare", "--dataset", json.dumps(spec), "--preprocess", '{"standardize": true}', *out]) == 0
         said = capsys.readouterr().err
-        assert ("robust spreads (1.4826 MAD) from their time's median in some feature (t = 0: 1.0%, t = 1: 1.0%, "
-                "t = 2: 1.0%)" in said) is warned, said  # fmt: skip
+        assert ("robust spreads (1.4826 MAD) from their time's median in some feature (t = 0: 3 of 300, t = 1: 3 of "
+                "300, t = 2: 3 of 300 cells read;" in said) is warned, said  # fmt: skip
     # A time of 3 Gaussian cells has no robust spread to judge by: its MAD put a normal cell 39 spreads away and
     # prepare told the user to drop a third of it (audit 15).
     labels = np.repeat([0.0, 1.0, 2.0], [300, 3, 300])
