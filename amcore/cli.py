@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -413,7 +414,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result: dict = {"model": args.model, "objective": model.objective}
         opts = options(params)
         box = data_box(snaps)  # one pass over the store: the escaped cells' box, the plots' features and grids
-        result |= score_marginals(snaps, predicted, weights, box=box, **opts)
+        said = time.monotonic()
+
+        def say(line: str) -> None:
+            print(f"amcore evaluate {args.model}: {line} [{time.monotonic() - said:.0f} s]", file=sys.stderr)
+
+        result |= score_marginals(snaps, predicted, weights, box=box, say=say, **opts)
         # The table's row for a run without held-out time: each distance averaged over the observed times.
         table = {name: result[f"{name}_mean"] for name in DISTANCES if f"{name}_mean" in result}
         table |= {"nonfinite": result["nonfinite_max"], "escaped": result["escaped_max"]}

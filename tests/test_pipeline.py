@@ -149,6 +149,9 @@ def check_export(out: Path, config: dict) -> None:
     assert len(mlflow["parent_run_id"]) == 32 and len(mlflow["run_id"]) == 32  # tracked in results/mlflow.db
     assert "export.h5ad" in (out / "logs" / "export_none.log").read_text()
     assert not (out / "holdout-none" / "predictions.h5ad").exists()  # nothing held out, nothing predicted
+    # evaluate says which time it scores as it goes (a minute a time at 10^5 cells was silent, audit 21)
+    evaluated = next((out / "logs").glob("evaluate_none_am_*.log")).read_text()
+    assert "amcore evaluate am: scoring t = 0.5 (1 of 2," in evaluated, evaluated[:2000]
 
 
 @pytest.mark.parametrize(
