@@ -493,10 +493,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
         names = snaps.attrs.get("feature_names")
         shown = plots.shown_features(box, count=3)  # constant features make no axis
+        frame = plots.frame(truth, box)  # a few far cells set no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
-                        axis_names=names, weights=carried, shown=shown[:2])  # fmt: skip
+                        axis_names=names, weights=carried, shown=shown[:2], frame=frame)  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times,
-                           shown=shown[:2], axis_names=names, path_times=traj["time"].values)  # fmt: skip
+                           shown=shown[:2], axis_names=names, path_times=traj["time"].values, frame=frame)  # fmt: skip
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
         observed_mass = snaps.masses() / snaps.masses()[0]
         predicted_mass = np.ones(len(times)) if carried is None else [float(np.mean(w)) for w in carried]
@@ -526,12 +527,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 potential=None if model.objective == "fm" else model.potential,
                 shown=shown[:2],
                 axis_names=names,
-                box=box,
+                box=frame,
             )
         else:
             plots.velocity_curves(plots_dir / "velocity.png", lambda x, t: model.fields(x, t)[field], true_field,
                                   times, snaps.x, f"{title}: learned {field}", field, shown[0], names,
-                                  box)  # fmt: skip
+                                  frame)  # fmt: skip
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result)
         run.log_metrics(

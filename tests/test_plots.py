@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -260,3 +262,28 @@ def test_the_held_out_figure_draws_each_paired_difference_with_its_interval(figu
     assert any(
         line.get_xdata()[0] == 0 and line.get_xdata()[1] == 0 for line in side.lines if len(line.get_xdata()) == 2
     )
+
+
+def test_a_few_far_cells_set_no_axis(figures):
+    """Gaussian clouds and 3 cells of 9,000 at 40 (audit 21: 12 of 60,000 far out left the clouds a corner): the
+    frame holds the clouds, the marginals and trajectories keep to it and say how many drawn points lie beyond;
+    the velocity grid spans it."""
+    rng = np.random.default_rng(0)
+    truth = [rng.normal(size=(3000, 2)) + k for k in range(3)]
+    truth[1][:3] = 40.0
+    box = np.stack([np.min(np.concatenate(truth), 0), np.max(np.concatenate(truth), 0)])
+    held = plots.frame(truth, box)
+    assert (held[1] < 10).all() and (held[0] > -6).all() and box[1].max() == 40
+    plots.marginals("unused.png", truth, truth, [0.0, 1.0, 2.0], "title", max_points=20_000, frame=held)
+    plots.trajectories("unused.png", np.stack(truth), truth, "title", n_paths=3000, frame=held)
+    plots.velocity_field("unused.png", lambda x, t: -x, None, [0.0, 1.0, 2.0], np.concatenate(truth), "t", box=held)
+    marginals, paths, field = figures
+    assert marginals.axes[0].get_xlim() == pytest.approx((held[0][0], held[1][0]))
+    said = re.search(r"(\d+) observed and (\d+) pushed points drawn lie beyond", marginals._suptitle.get_text())
+    assert 3 <= int(said[1]) <= 9 and said[1] == said[2]  # the 3 far cells, and at most the 0.1 % tails of 9,000
+    assert paths.axes[0].get_ylim() == pytest.approx((held[0][1], held[1][1]))
+    assert field.axes[0].collections[0].get_offsets()[:, 0].max() == pytest.approx(held[1][0])
+    constant = [np.column_stack([np.zeros(2000), rng.normal(size=2000)]) for _ in range(2)]
+    constant[0][0, 0] = 1.0  # a feature one cell of 4,000 holds off its value: its whole range, not a point
+    edges = np.stack([np.min(np.concatenate(constant), 0), np.max(np.concatenate(constant), 0)])
+    assert plots.frame(constant, edges)[:, 0].tolist() == [0.0, 1.0]

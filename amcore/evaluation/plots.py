@@ -34,6 +34,40 @@ def shown_features(box: np.ndarray, count: int = 2) -> tuple[int, ...]:
     return varying[:count] or (0,)
 
 
+# The plots' frame holds this share of the observed cells in each feature (read on at most FRAME_SAMPLE a time),
+# widened by FRAME_MARGIN of its span on each side: a few far cells set the axes otherwise (audit 21: one outlier at
+# 17 put clouds spanning -2 to 7 in a corner, and the velocity grid's 15 arrows a side mostly over empty space).
+FRAME_SHARE, FRAME_SAMPLE, FRAME_MARGIN = 0.999, 5000, 0.1
+
+
+def frame(truth: list, box: np.ndarray) -> np.ndarray:
+    """``(2, features)``: the plots' lowest and highest value of each feature, the central :data:`FRAME_SHARE` of
+    the observed cells (the first :data:`FRAME_SAMPLE` of each time: rows are in random order within a time)
+    widened by :data:`FRAME_MARGIN`, within ``box`` (every observed cell's range, :func:`evaluate.data_box`)."""
+    cells = np.concatenate([np.asarray(xt[:FRAME_SAMPLE], dtype=np.float64) for xt in truth])
+    tail = (1 - FRAME_SHARE) / 2
+    low, high = np.quantile(cells, [tail, 1 - tail], axis=0)
+    span = high - low
+    low, high = np.maximum(low - FRAME_MARGIN * span, box[0]), np.minimum(high + FRAME_MARGIN * span, box[1])
+    flat = span <= 0  # a feature most cells hold at one value: its whole range
+    return np.stack([np.where(flat, box[0], low), np.where(flat, box[1], high)])
+
+
+def _outside(points: np.ndarray, frame: np.ndarray | None, shown: tuple[int, ...]) -> int:
+    """How many of ``points`` (already projected on ``shown``) fall outside ``frame``."""
+    if frame is None or not len(points):
+        return 0
+    low, high = frame[0][list(shown)], frame[1][list(shown)]
+    return int(((points < low) | (points > high)).any(axis=1).sum())
+
+
+def _hold(ax, frame: np.ndarray | None, shown: tuple[int, ...]) -> None:
+    """Set ``ax``'s limits to ``frame`` on the ``shown`` features (two of them)."""
+    if frame is not None and len(shown) >= 2:
+        ax.set_xlim(frame[0][shown[0]], frame[1][shown[0]])
+        ax.set_ylim(frame[0][shown[1]], frame[1][shown[1]])
+
+
 def _project(x: np.ndarray, shown: tuple[int, ...] = (0, 1)) -> np.ndarray:
     """The two drawn features of each row (a 1-d row: its feature against 0)."""
     x = np.asarray(x)
@@ -110,22 +144,25 @@ def _time_colours(times):
 def marginals(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS,
     seed: int = 0, axis_names: list[str] | None = None, weights: list[np.ndarray] | None = None,
-    shown: tuple[int, ...] = (0, 1),
+    shown: tuple[int, ...] = (0, 1), frame: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """One panel per observed time: observed samples against samples pushed from the first time; each panel draws
     at most ``max_points`` (half observed, half predicted, seeded subsamples; weighted particles, ``weights``, drawn
     by weight); panels wrap, 6 or 8 a row. The axes are the ``shown`` features (:func:`shown_features`;
-    ``axis_names``: every feature's name, e.g. PC1, PC2, ...); with one feature, each panel is the two clouds'
-    histograms on one set of bins (points on a line hide where they pile up)."""
+    ``axis_names``: every feature's name, e.g. PC1, PC2, ...), over ``frame`` (:func:`frame`) where given, the
+    title counting the drawn points beyond it; with one feature, each panel is the two clouds' histograms on one
+    set of bins (points on a line hide where they pile up)."""
     rng = np.random.default_rng(seed)
     shown = shown[: truth[0].shape[1]]  # 1-d: one feature
     n = len(times)
     cols, rows, size = _grid(n)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.6), squeeze=False, sharex=True,
                              sharey=True)  # fmt: skip
+    beyond = np.zeros(2, dtype=int)  # observed, pushed points drawn outside the frame
     for k, (ax, t, xt, xp) in enumerate(zip(axes.flat, times, truth, predicted, strict=False)):
         a = _project(_subsample(xt, max_points // 2, rng), shown)
         b = _project(_by_weight(xp, None if weights is None else weights[k], max_points // 2, rng), shown)
+        beyond += [_outside(a, frame, shown), _outside(b, frame, shown)] if len(shown) >= 2 else [0, 0]
         if len(shown) < 2:
             _histograms(ax, a[:, 0], b[:, 0])
         else:
@@ -138,6 +175,10 @@ def marginals(
     labels = axis_labels(axis_names, shown, truth[0].shape[1])
     _name_axes(axes, labels if len(shown) >= 2 else [labels[0], "density"])
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
+    _hold(axes.flat[0], frame, shown)  # the axes are shared
+    if beyond.any():
+        title += (f"\n{beyond[0]} observed and {beyond[1]} pushed points drawn lie beyond the frame (it holds "
+                  f"{FRAME_SHARE:.1%} of the observed cells)")  # fmt: skip
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path, dpi=110 if n <= 12 else 90)
@@ -154,13 +195,14 @@ def _histograms(ax: plt.Axes, observed: np.ndarray, predicted: np.ndarray) -> No
 def trajectories(
     path: Path, traj, truth: list[np.ndarray], title: str, n_paths: int = MAX_PATHS, times=None,
     max_points: int = MAX_POINTS, seed: int = 0, shown: tuple[int, ...] = (0, 1), axis_names: list[str] | None = None,
-    path_times=None,
+    path_times=None, frame: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """Paths of a seeded subsample of at most ``n_paths`` particles of ``traj(step, particle, feature)`` (numpy, or
     lazy: only those particles are read) over at most ``max_points`` observed cells coloured by time (``times``,
     the observed times; their index when None), with a colorbar; the ``shown`` features (``axis_names``: every
-    feature's name). One feature: position against time (``path_times``, each step's; spread evenly over the
-    observed times when None)."""
+    feature's name), over ``frame`` (:func:`frame`) where given, the title counting the paths that leave it. One
+    feature: position against time (``path_times``, each step's; spread evenly over the observed times when
+    None)."""
     rng = np.random.default_rng(seed)
     by_index = times is None
     label = "observed time (index)" if by_index else "t (observed cells)"
@@ -179,7 +221,9 @@ def trajectories(
     idx = np.sort(rng.choice(n, min(n_paths, n), replace=False))
     paths = np.asarray(traj[:, idx])
     steps = np.linspace(times[0], times[-1], len(paths)) if path_times is None else np.asarray(path_times)
+    leaving = 0
     for i in range(paths.shape[1]):
+        leaving += not flat and _outside(_project(paths[:, i], shown), frame, shown) > 0
         p = _project(paths[:, i], shown)
         if flat:
             p = np.column_stack([steps, p[:, 0]])
@@ -192,7 +236,10 @@ def trajectories(
     if ticks:
         step = max(1, len(ticks[0]) // 12)  # at most about a dozen labels
         bar.set_ticks(ticks[0][::step], labels=ticks[1][::step])
-    ax.set_title(f"{title}\n{len(idx)} of {n} particles", fontsize=10)
+    if not flat:
+        _hold(ax, frame, shown)
+    beyond = f"; {leaving} leave the frame ({FRAME_SHARE:.1%} of the observed cells)" if leaving else ""
+    ax.set_title(f"{title}\n{len(idx)} of {n} particles{beyond}", fontsize=10)
     fig.tight_layout()
     _save(fig, path, dpi=110)
 
