@@ -300,3 +300,16 @@ def test_paired_intervals_hold_the_held_out_cells_sampling_where_score_wrote_it(
     assert "sampling of the held-out cells" in text and "w1_held_out_var" not in text.split("paired by seed")[1]
     assert "### w1_held_out_var" not in text
     assert "spread only" in markdown(long_table(rows))
+    # a held-out time scored by an older amcore has no variance: never counted as 0 in the mean's (audit 22)
+    partial = long_table(rows, variances[:1])
+    assert paired_differences(partial)["fm"]["mean"][2] == pytest.approx(2.4841, abs=1e-3)
+    assert "Seeds only against fm" in markdown(long_table([*rows, *_peer("icfm")], [*variances[:1], *_var("icfm")]))
+
+
+def _peer(name):
+    return [{"method": name, "holdout": h, "seed": str(s), "table": {"w1": 1.0, "mmd": 1.0}} for s in range(3)
+            for h in ("1", "2")]  # fmt: skip
+
+
+def _var(peer):
+    return [{"holdout": h, "method": "am", "peer": peer, "w1": 0.01} for h in ("1", "2")]

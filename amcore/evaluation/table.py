@@ -170,14 +170,17 @@ def paired_differences(
 
 def held_out_variances(table: pd.DataFrame, metric: str, reference: str) -> dict[str, dict[str, float]]:
     """``{peer: {holdout: variance}}`` of ``reference``'s W1 mean over seeds minus the peer's over the sampling of
-    the held-out cells (``HELD_OUT_VAR`` rows); empty for another metric or a table scored before they were."""
+    the held-out cells (``HELD_OUT_VAR`` rows), for the peers that have one at every held-out time the reference
+    was scored at (a time scored by an amcore before them would count as none in the mean's); empty for another
+    metric or a table scored before they were."""
     if metric != "w1":
         return {}
+    times = set(table.loc[(table["metric"] == metric) & (table["method"] == reference), "holdout"]) - {"none"}
     part = table[table["metric"].str.startswith(HELD_OUT_VAR) & (table["method"] == reference)]
     out: dict[str, dict[str, float]] = {}
     for row in part.itertuples():
         out.setdefault(row.metric.removeprefix(HELD_OUT_VAR), {})[row.holdout] = float(row.value)
-    return out
+    return {peer: var for peer, var in out.items() if times <= set(var)}
 
 
 def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Callable[[float], str]]]:
@@ -258,7 +261,7 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.append("")
         if metric == "w1" and (pairs := paired_differences(table, metric, reference)):
-            lines += _paired_lines(pairs, metric, reference, bool(held_out_variances(table, metric, reference)))
+            lines += _paired_lines(pairs, metric, reference, set(held_out_variances(table, metric, reference)))
     return "\n".join(lines)
 
 
@@ -278,16 +281,22 @@ NOT_A_MEAN = {
 }
 
 
-def _paired_lines(pairs: dict, metric: str, reference: str, cells: bool) -> list[str]:
-    """The paired-differences section of :func:`markdown` (``cells``: its intervals hold the held-out cells'
-    sampling)."""
+def _paired_lines(pairs: dict, metric: str, reference: str, cells: set[str]) -> list[str]:
+    """The paired-differences section of :func:`markdown` (``cells``: the peers whose intervals hold the held-out
+    cells' sampling)."""
     holdouts = list(dict.fromkeys(h for c in pairs.values() for h in c))
+    seeds_only = [peer for peer in pairs if peer not in cells]
+    note = (
+        INTERVAL[not seeds_only]
+        if len(seeds_only) in (0, len(pairs))
+        else (f"{INTERVAL[True]} Seeds only against {', '.join(seeds_only)} (scored by an amcore before this one).")
+    )
     header = ["peer", *[("mean" if h == "mean" else f"t = {h}") for h in holdouts]]
     lines = [
         f"### {reference} − peer, {metric}, paired by seed",
         "",
         f"Mean over seeds of `{reference}` minus the peer on the same seed, [95 % interval]; negative favours "
-        f"`{reference}`; an interval holding 0 cannot tell them apart. {INTERVAL[cells]} Read a difference at each "
+        f"`{reference}`; an interval holding 0 cannot tell them apart. {note} Read a difference at each "
         "held-out time: their mean can hide two that disagree.",
         "",
         "| " + " | ".join(header) + " |",
