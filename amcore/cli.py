@@ -258,20 +258,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import (
-        data_box,
-        distances,
-        influence_cells,
-        options,
-        pair_variances,
-        prediction_size,
-    )
+    from amcore.evaluation.evaluate import data_box, distances, options, pair_variances, prediction_size
     from amcore.metrics import noise_sizes
     from amcore.tracking import StageRun
 
     results = []
     noise: dict[tuple, float] = {}  # the floor per held-out time and subsample sizes (predictions of one size share)
-    influences: dict[tuple, dict[str, list]] = {}  # per held-out time and label: each method's seeds' W1 influence
+    influences: dict[str, dict[str, list]] = {}  # per held-out time's label: each method's seeds' W1 influence
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         box = data_box(snaps)
@@ -288,13 +281,12 @@ def cmd_score(args: argparse.Namespace) -> None:
             seed = "-" if entry["seed"] in (None, "") else entry["seed"]  # seed 0 is a seed
             who = f"{entry['method']} (seed {seed}) at held-out t = {held_out:g}"
             key = (k, noise_sizes(len(observed), opts["max_exact_size"], prediction_size(x, weight)))
-            at = influence_cells(observed, opts["max_exact_size"], opts["seed"])
-            scores = distances(x, observed, weight, where=who, noise=noise.get(key), box=box, influence_at=at, **opts)
+            scores = distances(x, observed, weight, where=who, noise=noise.get(key), box=box, influence=True, **opts)
             # The split's label as the Snakefile writes it: every digit of the time (:g would round 1.2345678)
             label = repr(float(held_out)).removesuffix(".0")
-            by_method = influences.setdefault((label, min(len(observed), opts["max_exact_size"])), {})
             influence = scores.pop("w1_influence", None)
-            by_method.setdefault(entry["method"], []).extend([influence] if influence is not None else [])
+            by_method = influences.setdefault(label, {}).setdefault(entry["method"], [])
+            by_method += [influence] if influence is not None else []
             if not scores["nonfinite"]:  # a failed prediction's distances, the noise included, are all NaN
                 noise[key] = scores["w1_subsample_noise"]
             _warn_failed(
@@ -321,8 +313,8 @@ def cmd_score(args: argparse.Namespace) -> None:
             print(f"amcore score {who}: {summary}", file=sys.stderr)
         variances = [
             {"holdout": label, "method": method, "peer": peer, "w1": value}
-            for (label, cells), by_method in influences.items()
-            for method, peers in pair_variances(by_method, cells).items()
+            for label, by_method in influences.items()
+            for method, peers in pair_variances(by_method).items()
             for peer, value in peers.items()
         ]
         _write_json(args.out, {"results": results, "held_out_variance": variances})

@@ -99,8 +99,8 @@ def _subsample(x: np.ndarray, w: np.ndarray | None, n: int, rng: np.random.Gener
 
 def _observed_first(a, wa, b, wb, max_size: int, rng: np.random.Generator) -> tuple[tuple, tuple]:
     """The subsamples of ``b`` (the observed cells), then of ``a``: ``b``'s draws come first from ``rng``, so every
-    prediction of any size is scored on the same subsample of the observed cells (paired, as the held-out
-    variance of a difference assumes: ``w1_influence``)."""
+    prediction of any size is scored on the same subsample of the observed cells, in the same order (paired, as
+    the held-out variance of a difference assumes: :func:`held_out_variance`)."""
     return _subsample(b, wb, max_size, rng), _subsample(a, wa, max_size, rng)
 
 
@@ -112,13 +112,13 @@ def _exact(xa: np.ndarray, pa: np.ndarray, xb: np.ndarray, pb: np.ndarray, ps: t
 def _solve(
     xa: np.ndarray, pa: np.ndarray, xb: np.ndarray, pb: np.ndarray, ps: tuple[int, ...]
 ) -> tuple[dict[int, float], np.ndarray | None]:
-    """:func:`_exact`, and for ``p = 1`` the optimal dual potential on ``xa``'s side (None without ``p = 1``)."""
+    """:func:`_exact`, and for ``p = 1`` the optimal dual potential on ``xb``'s side (None without ``p = 1``)."""
     cost = ot.dist(xa, xb, metric="euclidean")
     out, potential = {}, None
     for p in ps:
         if p == 1:
             _, log = ot.emd(pa, pb, cost, numItermax=10_000_000, log=True)
-            value, potential = float(log["cost"]), np.asarray(log["u"], dtype=np.float64)
+            value, potential = float(log["cost"]), np.asarray(log["v"], dtype=np.float64)
         else:
             value = float(ot.emd2(pa, pb, cost**p, numItermax=10_000_000))
         out[p] = max(value, 0.0) ** (1 / p)
@@ -137,55 +137,47 @@ def wassersteins(
     """``{p: W_p}``: exact optimal transport (Euclidean ground cost) between weighted point clouds.
 
     A cloud of more than ``max_size`` points is replaced by a seeded subsample of ``max_size`` (see
-    :func:`_subsample`); the network simplex costs ``O(n^3)`` time and several ``n x n`` float64 matrices
-    (measured on 2 cores, 50-d: 2.5 s and 0.6 GB at 2,000 points per side, 42 s and 1.6 GB at 5,000).
+    :func:`_subsample`; ``b``'s drawn first, so every ``a`` meets the same points of ``b``); the network simplex
+    costs ``O(n^3)`` time and several ``n x n`` float64 matrices (measured on 2 cores, 50-d: 2.5 s and 0.6 GB at
+    2,000 points per side, 42 s and 1.6 GB at 5,000).
     A subsampled W_p is biased upwards by the subsampling: compare it with :func:`subsample_noise`.
     Raises ``NonFiniteError`` on NaN or inf points or weights, ``TooFewPoints`` on an empty cloud.
     """
+    return wassersteins_with_influence(a, b, ps, max_size, seed, wa, wb)[0]
+
+
+def wassersteins_with_influence(
+    a: np.ndarray,
+    b: np.ndarray,
+    ps: tuple[int, ...] = (1, 2),
+    max_size: int = 2000,
+    seed: int = 0,
+    wa: np.ndarray | None = None,
+    wb: np.ndarray | None = None,
+) -> tuple[dict[int, float], np.ndarray | None]:
+    """:func:`wassersteins`, and with ``p = 1`` among ``ps`` W_1's influence function at the points of ``b`` the plan
+    was solved on (its subsample, in the order drawn: the same points for every ``a``): how W_1 moves with the
+    cells of ``b``, so the variance that sampling them gives W_1, or the difference of two W_1 against one ``b``, is
+    ``var(influence) / m`` for their ``m`` points (:func:`held_out_variance`).
+
+    The influence is the optimal dual potential on ``b``'s side, the c-transform of ``a``'s,
+    ``g(y) = min_i |x_i - y| - u_i``: the central limit theorem of semi-discrete optimal transport (del Barrio,
+    Gonzalez-Sanz and Loubes 2022) gives ``sqrt(m) (W_1(a, b_m) - W_1(a, b)) -> N(0, var g(Y))`` for a fixed ``a``
+    whose potential is unique (docs/leave-one-out.md: where it is not, the variance misleads)."""
     _require_finite((a, wa), (b, wb))
     _require_points("exact W_p", 1, len(a), len(b))
     rng = np.random.default_rng(seed)
     (xb, pb), (xa, pa) = _observed_first(a, wa, b, wb, max_size, rng)
-    return _exact(xa, pa, xb, pb, tuple(ps))
+    return _solve(xa, pa, xb, pb, tuple(ps))
 
 
-def w1_influence(
-    a: np.ndarray,
-    b: np.ndarray,
-    at: np.ndarray,
-    max_size: int = 2000,
-    seed: int = 0,
-    wa: np.ndarray | None = None,
-) -> tuple[float, np.ndarray]:
-    """W_1 between ``a`` and ``b`` as :func:`wassersteins` computes it (the same seeded subsamples), and its influence
-    function at the points ``at`` (drawn like ``b``): how W_1 moves with the cells of ``b``, so the variance that the
-    sampling of ``b`` gives W_1, or the difference of two W_1 against one ``b``, is ``var(influence) / m`` for ``m``
-    cells of ``b`` (:func:`held_out_variance`).
-
-    The influence is the c-transform of the optimal potential ``u`` on ``a``'s side, ``g(y) = min_i |x_i - y| - u_i``:
-    the central limit theorem of semi-discrete optimal transport (del Barrio, Gonzalez-Sanz and Loubes 2022) gives
-    ``sqrt(m) (W_1(a, b_m) - W_1(a, b)) -> N(0, var g(Y))`` for a fixed ``a``. It is defined at any point, so
-    ``at`` may hold cells of ``b`` outside the subsample the plan was solved on."""
-    _require_finite((a, wa), (b, None), (at, None))
-    _require_points("exact W_p", 1, len(a), len(b))
-    rng = np.random.default_rng(seed)
-    (xb, pb), (xa, pa) = _observed_first(a, wa, b, None, max_size, rng)
-    values, u = _solve(xa, pa, xb, pb, (1,))
-    at = np.asarray(at, dtype=np.float64)
-    rows = max(1, BLOCK_ELEMENTS // max(1, len(xa)))
-    g = np.concatenate(
-        [(ot.dist(xa, at[i : i + rows], metric="euclidean") - u[:, None]).min(axis=0) for i in range(0, len(at), rows)]
-    )
-    return values[1], g
-
-
-def held_out_variance(influences: list[np.ndarray], coefficients: list[float], cells: int) -> float:
-    """The variance, over the sampling of ``cells`` observed cells, of ``sum_k c_k W_1(a_k, b)`` for predictions
-    ``a_k`` scored against one ``b`` (:func:`w1_influence` at the same points): the delta method on the sum of
-    their influence functions. For the difference of two methods it is what a paired interval over training seeds
+def held_out_variance(influences: list[np.ndarray], coefficients: list[float]) -> float:
+    """The variance, over the sampling of the observed points, of ``sum_k c_k W_1(a_k, b)`` for predictions ``a_k``
+    scored against one ``b`` (their influence functions at its points, :func:`wassersteins_with_influence`): the
+    delta method on the sum. For the difference of two methods it is what a paired interval over training seeds
     misses: both are scored on the same cells, one sample of the time."""
     combined = sum(c * g for c, g in zip(coefficients, influences, strict=True))
-    return float(np.var(combined, ddof=1) / cells)
+    return float(np.var(combined, ddof=1) / len(combined))
 
 
 def wasserstein(

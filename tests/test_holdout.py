@@ -224,9 +224,9 @@ def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_
     import pandas as pd
 
     table = pd.read_csv(outputs[0], keep_default_na=False, dtype={"holdout": str, "seed": str})
-    mean, low, high, _ = paired_differences(table)["fm"]["1"]
+    mean, low, high, _, cells = paired_differences(table)["fm"]["1"]
     seeds_only = paired_differences(table[~table["metric"].str.startswith("w1_held_out_var")])["fm"]["1"]
-    assert seeds_only[0] == mean and high - low > seeds_only[2] - seeds_only[1]
+    assert seeds_only[0] == mean and high - low > seeds_only[2] - seeds_only[1] and cells and not seeds_only[4]
     assert "sampling of the held-out cells" in (tmp_path / "table.md").read_text()
     assert main(["summary", outputs[0]]) == 0  # the summary's intervals hold it too
     assert main(["summary", outputs[0], "--metric", "w1_held_out_var:fm"]) == 2, "a pair's variance is no metric"

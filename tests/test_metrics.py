@@ -26,9 +26,9 @@ from amcore.metrics import (
     relative_l2,
     sliced_wassersteins,
     subsample_noise,
-    w1_influence,
     wasserstein,
     wassersteins,
+    wassersteins_with_influence,
 )
 
 
@@ -494,38 +494,37 @@ def test_w1_influence_predicts_how_a_paired_difference_moves_with_the_held_out_c
     diffs, estimates = [], []
     for _ in range(120):
         y = law(300)
-        w1_a, g_a = w1_influence(a, y, y, max_size=2000)
-        w1_b, g_b = w1_influence(b, y, y, max_size=2000)
+        (w1_a, g_a), (w1_b, g_b) = ((w[1], g) for w, g in (wassersteins_with_influence(c, y, (1,)) for c in (a, b)))
         diffs.append(w1_a - w1_b)
-        estimates.append(np.sqrt(held_out_variance([g_a, g_b], [1.0, -1.0], len(y))))
+        estimates.append(np.sqrt(held_out_variance([g_a, g_b], [1.0, -1.0])))
     ratio = np.mean(estimates) / np.std(diffs, ddof=1)
     assert 0.8 < ratio < 1.2, ratio
     assert w1_a == pytest.approx(wasserstein(a, y, p=1, max_size=2000), rel=1e-12)
-    pred, big = law(700), law(900)  # both sides subsampled: the same W1, an influence at cells outside the plan
-    value, g = w1_influence(pred, big, big[:50], max_size=200, seed=3)
-    assert len(g) == 50 and value == pytest.approx(wasserstein(pred, big, p=1, max_size=200, seed=3), rel=1e-12)
+    # the influence is the c-transform of the prediction's potential: the least of |x_i - y| - u_i over the cells
+    _, g = wassersteins_with_influence(a, y, (1,))
+    _, log = ot.emd(np.full(400, 1 / 400), np.full(300, 1 / 300), ot.dist(a, y, "euclidean"), log=True)
+    np.testing.assert_allclose(g, (ot.dist(a, y, "euclidean") - log["u"][:, None]).min(axis=0), atol=1e-9)
 
 
 def test_every_prediction_is_scored_on_one_subsample_of_the_observed_cells():
-    """Predictions of different sizes (a push of 3,000 cells, a baseline's 2,500) against 4,000
-    observed cells, capped at 1,000: the observed subsample is drawn first, so both W1 are taken against the same
-    1,000 cells, those `influence_cells` names, and their difference moves only with those cells (the paired
-    variance assumes it). Checked by the plan's own cost: W1 against exactly those cells, uncapped on the observed
-    side, is the same number."""
-    from amcore.evaluation.evaluate import influence_cells
-
+    """Predictions of different sizes (a push of 3,000 cells, a baseline's 2,500) against 4,000 observed cells,
+    capped at 1,000: the observed subsample is drawn first, so both W1 are taken against the same 1,000 cells,
+    in one order (their influences pair cell by cell), and their difference moves only with those cells. Checked by
+    the plan's own cost: W1 against exactly those cells, uncapped on the observed side, is the same number."""
     rng = np.random.default_rng(0)
     observed = rng.normal(size=(4000, 3))
-    cells = influence_cells(observed, 1000, seed=5)
+    cells = observed[np.random.default_rng(5).choice(4000, 1000, replace=False)]  # the first draw of seed 5
+    influences = []
     for n in (3000, 2500):
         pred = rng.normal(size=(n, 3)) + 0.1
-        capped = wasserstein(pred, observed, p=1, max_size=1000, seed=5)
+        values, g = wassersteins_with_influence(pred, observed, (1,), max_size=1000, seed=5)
+        influences.append(g)
         # the prediction's subsample is drawn after the observed one: replay it on the same generator
         replay = np.random.default_rng(5)
         replay.choice(len(observed), 1000, replace=False)
         sub = pred[replay.choice(n, 1000, replace=False)]
-        assert capped == pytest.approx(
-            ot.emd2(np.full(1000, 1e-3), np.full(1000, 1e-3), ot.dist(sub, cells, "euclidean"))
-        )
+        plan_cost = ot.emd2(np.full(1000, 1e-3), np.full(1000, 1e-3), ot.dist(sub, cells, "euclidean"))
+        assert values[1] == pytest.approx(plan_cost)
         # the kernel distances too: the energy distance against the same 1,000 cells
         assert energy_distance(pred, observed, 1000, 5) == pytest.approx(energy_distance(sub, cells, 5000, 5))
+    assert all(len(g) == 1000 for g in influences)

@@ -245,7 +245,7 @@ def test_the_held_out_figure_draws_each_paired_difference_with_its_interval(figu
     summary = {"am": {"1": np.array([1.0, 1.2]), "2": np.array([2.0, 2.2]), "mean": np.array([1.5, 1.7])},
                "fm": {"1": np.array([1.1, 1.3]), "2": np.array([1.9, 2.1]), "mean": np.array([1.5, 1.7])},
                "copy_prev": {"1": np.array([3.0]), "2": np.array([4.0]), "mean": np.array([3.5])}}  # fmt: skip
-    pairs = {"fm": {"1": (-0.1, -0.3, 0.1, 2), "2": (0.1, -0.1, 0.3, 2), "mean": (0.0, -0.2, 0.2, 2)},
+    pairs = {"fm": {"1": (-0.1, -0.3, 0.1, 2, True), "2": (0.1, -0.1, 0.3, 2, True), "mean": (0.0, -0.2, 0.2, 2, True)},
              "copy_prev": {"1": (-2.0, -2.5, -1.5, 2), "2": (-2.0, -2.4, -1.6, 2),
                            "mean": (-2.0, -2.3, -1.7, 2)}}  # fmt: skip
     plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am")
@@ -287,3 +287,16 @@ def test_a_few_far_cells_set_no_axis(figures):
     constant[0][0, 0] = 1.0  # a feature one cell of 4,000 holds off its value: its whole range, not a point
     edges = np.stack([np.min(np.concatenate(constant), 0), np.max(np.concatenate(constant), 0)])
     assert plots.frame(constant, edges)[:, 0].tolist() == [0.0, 1.0]
+
+
+def test_one_held_out_time_draws_its_far_peer_at_the_edge(figures):
+    """With a single held-out time there is no mean: the time is the row's point, and a peer far off (copying the
+    previous time, -0.4 against differences of 0.01) is written at the edge, not clipped away in silence."""
+    summary = {m: {"1": np.array([0.5, 0.51])} for m in ("am", "fm", "otcfm", "spline", "copy_prev")}
+    pairs = {"fm": {"1": (0.01, -0.01, 0.03, 2, True)}, "otcfm": {"1": (-0.02, -0.03, -0.01, 2, True)},
+             "spline": {"1": (0.0, -0.02, 0.02, 2, True)},
+             "copy_prev": {"1": (-0.4, -0.42, -0.38, 2, True)}}  # fmt: skip
+    plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am")
+    (fig,) = figures
+    side = fig.axes[1]
+    assert [t.get_text() for t in side.texts] == ["◀ -0.4"] and side.get_xlim()[0] > -0.4

@@ -61,7 +61,7 @@ def distances(
     where: str = "",
     noise: float | None = None,
     box: np.ndarray | None = None,
-    influence_at: np.ndarray | None = None,
+    influence: bool = False,
 ) -> dict:
     """Every distance of :data:`DISTANCES` between predicted (optionally weighted) and observed cells, and
     ``nonfinite``.
@@ -87,8 +87,9 @@ def distances(
     ``coinciding`` (only then: 1): every observed cell is one point. The scale-free distances (``mmd``, whose
     bandwidth comes from the pooled cells, and ``neighbour_excess``) then judge the prediction's spread against none:
     a prediction 0.001 around the point read mmd 0.92 and neighbour_excess 1, where its W1 was 0.0012. Flagged.
-    ``w1_influence`` (only with ``influence_at``, and a prediction that did not fail): W1's influence function at
-    those cells (``metrics.w1_influence``), an array, for the variance the observed cells' sampling gives W1.
+    ``w1_influence`` (only with ``influence``, and a prediction that did not fail): W1's influence function at the
+    observed cells it was solved on (``metrics.wassersteins_with_influence``: the same cells, in the same order,
+    for every prediction), an array, for the variance the observed cells' sampling gives W1.
     Raises ``InputError`` naming ``where`` and the counts when either side has fewer than two cells: the MMD and
     the subsampling noise need two, and a distance to a single cell is no evidence of anything.
     """
@@ -105,13 +106,9 @@ def distances(
             f"{where or 'distances'}: {len(predicted)} predicted and {len(observed)} observed cell(s); every "
             "distance needs at least 2 cells per side (drop or merge a time point with a single cell)"
         )
-    influence = {}
-    if influence_at is None:
-        w1, w2 = metrics.wassersteins(predicted, observed, (1, 2), max_exact_size, seed, wa=weights).values()
-    else:
-        w1, influence["w1_influence"] = metrics.w1_influence(predicted, observed, influence_at, max_exact_size, seed,
-                                                             wa=weights)  # fmt: skip
-        w2 = metrics.wassersteins(predicted, observed, (2,), max_exact_size, seed, wa=weights)[2]
+    values, g = metrics.wassersteins_with_influence(predicted, observed, (1, 2), max_exact_size, seed, wa=weights)
+    w1, w2 = values[1], values[2]
+    returned = {"w1_influence": g} if influence else {}
     if noise is None:
         noise = metrics.subsample_noise(observed, max_exact_size, seed, size=prediction_size(predicted, weights))
     sliced = metrics.sliced_wassersteins(predicted, observed, (1, 2), projections, seed, wa=weights)
@@ -132,7 +129,7 @@ def distances(
         "nonfinite": 0,
         "escaped": metrics.escaped_rows(predicted, observed if box is None else box),
         **share,
-        **influence,
+        **returned,
     }
 
 
@@ -158,25 +155,17 @@ def prediction_size(predicted: np.ndarray, weights: np.ndarray | None) -> int:
     return max(1, round(effective)) if np.isfinite(effective) else len(predicted)  # a failed one: no floor anyway
 
 
-def influence_cells(observed: np.ndarray, max_exact_size: int, seed: int) -> np.ndarray:
-    """The observed cells at which each prediction's W1 influence is taken: the same for every prediction of a
-    held-out time, so their influences pair cell by cell; at most ``max_exact_size`` of them, the very subsample
-    each W1 is solved on (``metrics.wassersteins`` draws the observed side first, from the same seed)."""
-    if len(observed) <= max_exact_size:
-        return observed
-    return observed[np.sort(np.random.default_rng(seed).choice(len(observed), max_exact_size, replace=False))]
-
-
-def pair_variances(influences: dict[str, list[np.ndarray]], cells: int) -> dict[str, dict[str, float]]:
-    """``{method: {peer: variance}}``: the variance that sampling the ``cells`` observed cells each W1 compares gives
-    the difference of two methods' W1 means over their seeds (``influences``: each method's seeds' influence
-    functions at one set of cells, ``influence_cells``). A paired interval over training seeds misses it: every
-    seed is scored on the same cells (audit 19: a difference read +0.044 [+0.038, +0.051] over seeds, and
-    +0.023 +- 0.008 over fresh draws of the held-out time)."""
+def pair_variances(influences: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
+    """``{method: {peer: variance}}``: the variance that sampling the observed cells gives the difference of two
+    methods' W1 means over their seeds (``influences``: each method's seeds' influence functions at the cells W1
+    compares, ``distances(..., influence=True)``; a seed that failed has none, and the mean is over the rest,
+    where the table pairs seeds both methods have: alike unless seeds failed). A paired interval over training
+    seeds misses it: every seed is scored on the same cells (audit 19: a difference read +0.044 [+0.038, +0.051]
+    over seeds, and +0.023 +- 0.008 over fresh draws of the held-out time)."""
     means = {method: np.mean(g, axis=0) for method, g in influences.items() if g}
     return {
         method: {
-            peer: metrics.held_out_variance([means[method], means[peer]], [1.0, -1.0], cells)
+            peer: metrics.held_out_variance([means[method], means[peer]], [1.0, -1.0])
             for peer in means
             if peer != method
         }

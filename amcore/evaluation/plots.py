@@ -223,8 +223,8 @@ def trajectories(
     steps = np.linspace(times[0], times[-1], len(paths)) if path_times is None else np.asarray(path_times)
     leaving = 0
     for i in range(paths.shape[1]):
-        leaving += not flat and _outside(_project(paths[:, i], shown), frame, shown) > 0
         p = _project(paths[:, i], shown)
+        leaving += not flat and _outside(p, frame, shown) > 0
         if flat:
             p = np.column_stack([steps, p[:, 0]])
         ax.plot(p[:, 0], p[:, 1], lw=0.5, color="black", alpha=0.3, zorder=1)
@@ -353,7 +353,7 @@ def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colour
     interval, each held-out time as a small open dot with its own; left of the zero line favours the reference.
     The axis spans three times the median end of the intervals: a peer far off (copying the previous time) is
     written at the edge with its value, not drawn to flatten the close calls, which are the question."""
-    peers = [p for p in pairs if p in styles]
+    peers = list(pairs)
     ends = [abs(v) for p in peers for c in pairs[p].values() for v in c[:3] if np.isfinite(v)]
     limit = 3 * float(np.median(ends)) if ends and np.median(ends) > 0 else None
     for row, peer in enumerate(peers):
@@ -362,12 +362,13 @@ def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colour
         for h, y in [*spots, ("mean", row + 0.3)]:
             if h not in pairs[peer]:
                 continue
-            mean, low, high, _ = pairs[peer][h]
-            look = {"fmt": MARKERS[styles[peer] % len(MARKERS)], "ms": 5, "capsize": 2} if h == "mean" else {
+            mean, low, high = pairs[peer][h][:3]
+            main = h == "mean" or "mean" not in pairs[peer]  # the row's main point: its mean, or its one time
+            look = {"fmt": MARKERS[styles[peer] % len(MARKERS)], "ms": 5, "capsize": 2} if main else {
                 "fmt": "o", "ms": 3, "mfc": "none", "alpha": 0.6, "elinewidth": 0.6}  # fmt: skip
             spread = [[mean - low], [high - mean]] if np.isfinite(low) else None  # one seed: no interval
             ax.errorbar(mean, y, xerr=spread, color=colours(styles[peer]), **look)
-            if h == "mean" and limit is not None and abs(mean) > limit:
+            if main and limit is not None and abs(mean) > limit:
                 label = f"◀ {mean:+.3g}" if mean < 0 else f"{mean:+.3g} ▶"
                 ax.text(0.02 if mean < 0 else 0.98, y, label, ha="left" if mean < 0 else "right", va="center",
                         fontsize=7, color=colours(styles[peer]), transform=ax.get_yaxis_transform())  # fmt: skip
@@ -377,7 +378,8 @@ def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colour
     ax.set_yticks(range(len(peers)), peers, fontsize=7)
     ax.set_ylim(len(peers) - 0.4, -0.6)
     ax.set_xlabel(f"{reference} − peer, W1 (95 % interval)", fontsize=8)
-    ax.set_title("filled: mean over held-out times; open: each time", fontsize=7)
+    several = any("mean" in cols for cols in pairs.values())
+    ax.set_title("filled: mean over held-out times; open: each time" if several else "the held-out time", fontsize=7)
     ax.grid(axis="x", alpha=0.3)
 
 

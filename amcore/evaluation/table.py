@@ -122,12 +122,13 @@ def summary(table: pd.DataFrame, metric: str) -> dict[str, dict[str, np.ndarray]
 
 def paired_differences(
     table: pd.DataFrame, metric: str = "w1", reference: str = "am"
-) -> dict[str, dict[str, tuple[float, float, float, int]]]:
-    """``{peer: {holdout: (mean, low, high, seeds)}}``: ``reference`` minus each other method, paired by seed (a
+) -> dict[str, dict[str, tuple[float, float, float, int, bool]]]:
+    """``{peer: {holdout: (mean, low, high, seeds, cells)}}``: ``reference`` minus each other method, paired by seed (a
     deterministic baseline's one value stands against every seed), its mean over the seeds and the 95 % interval of
     that mean: the seeds' Student-t half-width and, for W1 where the table holds them (:func:`held_out_variances`),
     the normal half-width of the held-out cells' sampling, in quadrature; ``mean``: the same on each seed's mean
-    over the held-out times. Negative favours the reference; an interval that holds 0 cannot tell the two apart.
+    over the held-out times (the cells' part only where every time has one). ``cells``: whether the interval holds
+    the cells' part. Negative favours the reference; an interval that holds 0 cannot tell the two apart.
     Empty without the reference or with fewer than two of its seeds; a pair with a NaN (failed) seed is NaN."""
     from scipy.stats import norm
     from scipy.stats import t as student
@@ -137,13 +138,13 @@ def paired_differences(
     if ref.index.get_level_values("seed").nunique() < 2:
         return {}
 
-    def interval(d: pd.Series, cells_var: float = 0.0) -> tuple[float, float, float, int]:
-        n, mean = len(d), float(d.mean(skipna=False))
+    def interval(d: pd.Series, cells_var: float | None) -> tuple[float, float, float, int, bool]:
+        n, mean, cells = len(d), float(d.mean(skipna=False)), cells_var is not None
         if n < 2:  # a peer sharing one seed with the reference: a difference, no spread to bound it
-            return mean, float("nan"), float("nan"), n
+            return mean, float("nan"), float("nan"), n, cells
         seeds = student.ppf(0.975, n - 1) * d.std(ddof=1, skipna=False) / np.sqrt(n)
-        half = float(np.hypot(seeds, norm.ppf(0.975) * np.sqrt(cells_var)))
-        return mean, mean - half, mean + half, n
+        half = float(np.hypot(seeds, norm.ppf(0.975) * np.sqrt(cells_var or 0.0)))
+        return mean, mean - half, mean + half, n, cells
 
     cells = held_out_variances(table, metric, reference)
 
@@ -161,26 +162,25 @@ def paired_differences(
             peer_mean = peer.groupby("seed").agg(lambda v: float(np.mean(v.to_numpy())))
             diff_mean = (ref_mean - peer_mean).reindex(ref_mean.index.intersection(peer_mean.index))
         var = cells.get(method, {})
-        cols = {h: interval(d.droplevel("holdout"), var.get(h, 0.0)) for h, d in diff.groupby("holdout", sort=False)}
+        cols = {h: interval(d.droplevel("holdout"), var.get(h)) for h, d in diff.groupby("holdout", sort=False)}
         if len(cols) > 1:  # held-out times are independent samples: their variances add, over the times squared
-            cols["mean"] = interval(diff_mean, sum(var.get(h, 0.0) for h in cols) / len(cols) ** 2)
+            parts = [var.get(h) for h in cols]
+            cols["mean"] = interval(diff_mean, None if None in parts else sum(parts) / len(parts) ** 2)
         out[method] = cols
     return out
 
 
 def held_out_variances(table: pd.DataFrame, metric: str, reference: str) -> dict[str, dict[str, float]]:
     """``{peer: {holdout: variance}}`` of ``reference``'s W1 mean over seeds minus the peer's over the sampling of
-    the held-out cells (``HELD_OUT_VAR`` rows), for the peers that have one at every held-out time the reference
-    was scored at (a time scored by an amcore before them would count as none in the mean's); empty for another
-    metric or a table scored before they were."""
+    the held-out cells (``HELD_OUT_VAR`` rows; none where either method failed at every seed, or the time was
+    scored by an amcore before them); empty for another metric."""
     if metric != "w1":
         return {}
-    times = set(table.loc[(table["metric"] == metric) & (table["method"] == reference), "holdout"]) - {"none"}
     part = table[table["metric"].str.startswith(HELD_OUT_VAR) & (table["method"] == reference)]
     out: dict[str, dict[str, float]] = {}
     for row in part.itertuples():
         out.setdefault(row.metric.removeprefix(HELD_OUT_VAR), {})[row.holdout] = float(row.value)
-    return {peer: var for peer, var in out.items() if times <= set(var)}
+    return out
 
 
 def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Callable[[float], str]]]:
@@ -261,7 +261,7 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.append("")
         if metric == "w1" and (pairs := paired_differences(table, metric, reference)):
-            lines += _paired_lines(pairs, metric, reference, set(held_out_variances(table, metric, reference)))
+            lines += _paired_lines(pairs, metric, reference)
     return "\n".join(lines)
 
 
@@ -281,17 +281,11 @@ NOT_A_MEAN = {
 }
 
 
-def _paired_lines(pairs: dict, metric: str, reference: str, cells: set[str]) -> list[str]:
-    """The paired-differences section of :func:`markdown` (``cells``: the peers whose intervals hold the held-out
-    cells' sampling)."""
+def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
+    """The paired-differences section of :func:`markdown`."""
     holdouts = list(dict.fromkeys(h for c in pairs.values() for h in c))
-    seeds_only = [peer for peer in pairs if peer not in cells]
-    note = (
-        INTERVAL[not seeds_only]
-        if len(seeds_only) in (0, len(pairs))
-        else (f"{INTERVAL[True]} Seeds only against {', '.join(seeds_only)} (scored by an amcore before this one).")
-    )
     header = ["peer", *[("mean" if h == "mean" else f"t = {h}") for h in holdouts]]
+    note, mark = interval_note(metric, [pairs])
     lines = [
         f"### {reference} − peer, {metric}, paired by seed",
         "",
@@ -303,21 +297,39 @@ def _paired_lines(pairs: dict, metric: str, reference: str, cells: set[str]) -> 
         "|" + "---|" * len(header),
     ]
     for method, cols in pairs.items():
-        lines.append("| " + " | ".join([method, *(_interval_cell(cols.get(h)) for h in holdouts)]) + " |")
+        lines.append("| " + " | ".join([method, *(_interval_cell(cols.get(h), mark) for h in holdouts)]) + " |")
     return [*lines, ""]
 
 
+def interval_note(metric: str, pairs: list[dict]) -> tuple[str, bool]:
+    """What the paired intervals of ``pairs`` (one :func:`paired_differences` per table) hold, in a sentence, and
+    whether some hold the held-out cells' sampling and others not (then each of the others is marked)."""
+    shown = [c for p in pairs for cols in p.values() for c in cols.values() if c[3] >= 2 and np.isfinite(c[0])]
+    if metric != "w1":
+        return INTERVAL["other"], False
+    if not any(c[4] for c in shown):
+        return INTERVAL["older"], False
+    mixed = not all(c[4] for c in shown)
+    return INTERVAL["cells"] + (MIXED if mixed else ""), mixed
+
+
+SAME_CELLS = (
+    "every seed is scored on the same held-out cells, one sample of the time, and a difference moves "
+    "with that sample too (audit 19: +0.044 [+0.038, +0.051] over seeds, +0.023 ± 0.008 over fresh "
+    "draws of the held-out time)."
+)
 # What a paired interval holds: with the held-out cells' sampling (score's influence functions), or without.
 INTERVAL = {
-    True: "The interval holds the training seeds' spread (Student t) and the sampling of the held-out cells that "
+    "cells": "The interval holds the training seeds' spread (Student t) and the sampling of the held-out cells that "
     "every seed is scored on (normal, from W1's influence function at those cells, docs/leave-one-out.md), "
     "added in quadrature; it covered 91-100 % in audit 22, less (84 % at 300 cells) where the held-out cells "
     "form well-separated groups whose shares the methods get about right.",
-    False: "The interval holds the training seeds' spread only (W1's hold the held-out cells' sampling too where "
-    "score wrote its influence functions: rerun an older score): every seed is scored on the same held-out "
-    "cells, one sample of the time, and a difference moves with that sample too (audit 19: +0.044 "
-    "[+0.038, +0.051] over seeds, +0.023 ± 0.008 over fresh draws of the held-out time).",
+    "older": "The interval holds the training seeds' spread only (these scores were written by an amcore before "
+    "score took the held-out cells' sampling: rerun score for it): " + SAME_CELLS,
+    "other": "This metric's intervals hold the training seeds' spread only (W1's hold the held-out cells' "
+    "sampling too): " + SAME_CELLS,
 }
+MIXED = " An interval marked (seeds only) has no cells' part: its time was scored by an amcore before them."
 
 
 def _unpaired(table: pd.DataFrame, metric: str, reference: str) -> str:
@@ -331,14 +343,17 @@ def _unpaired(table: pd.DataFrame, metric: str, reference: str) -> str:
     return f"no method beside {reference}"
 
 
-def _interval_cell(pair: tuple[float, float, float, int] | None) -> str:
-    """One paired difference as ``mean [low, high]``: FAILED for a failed seed, no interval from one seed."""
+def _interval_cell(pair: tuple[float, float, float, int, bool] | None, mark: bool = False) -> str:
+    """One paired difference as ``mean [low, high]``: FAILED for a failed seed, no interval from one seed;
+    ``mark``: say where the interval holds the seeds only."""
     if pair is None:
         return "—"
-    mean, low, high, n = pair
+    mean, low, high, n, cells = pair
     if np.isnan(mean):
         return "FAILED"
-    return f"{mean:+.3g} (1 seed: no interval)" if n < 2 else f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
+    if n < 2:
+        return f"{mean:+.3g} (1 seed: no interval)"
+    return f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]" + (" (seeds only)" if mark and not cells else "")
 
 
 def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str | dict[str, str] = "am") -> str:
@@ -375,12 +390,7 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     lines += [""]
     title = " / ".join(dict.fromkeys(references.values()))
     lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % interval]", ""]
-    seeds_only = [n for n in names if not held_out_variances(tables[n], metric, references[n])]
-    note = (
-        INTERVAL[not seeds_only]
-        if len(seeds_only) in (0, len(names))
-        else (f"{INTERVAL[True]} Seeds only (scored before amcore took the cells into it): {', '.join(seeds_only)}.")
-    )
+    note, mark = interval_note(metric, [p for p in pairs.values() if p])
     lines += [note, ""]
     for name in (n for n in names if not pairs[n]):  # its column is all dashes: say why
         lines += [f"- {name}: nothing to pair ({_unpaired(tables[name], metric, references[name])})."]
@@ -389,7 +399,9 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     for method in methods:
         cols = [pairs[n].get(method, {}) for n in names]
         cells = [
-            "reference" if method == references[n] else _interval_cell(c.get("mean", next(iter(c.values()), None)))
+            "reference"
+            if method == references[n]
+            else _interval_cell(c.get("mean", next(iter(c.values()), None)), mark)
             for n, c in zip(names, cols, strict=True)
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
