@@ -268,7 +268,8 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     )
     # No effective_size: every prediction's particles weigh the same (equal counts: the displacement plan is a
     # permutation).
-    assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped", "course_excess", "course_escaped"}
+    pairs = {f"w1_held_out_var:{m}" for m in ("am", "copy_prev", "ot_displacement", "spline_path")}  # each pair's
+    assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped", "course_excess", "course_escaped", *pairs}
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     # Evaluate's push from the first time (the first seed) flags the model's held-out rows: here nothing to flag.
     course = table[table["metric"] == "course_excess"]
@@ -278,6 +279,7 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     assert value[("copy_prev", "0.5")] > 2 * value[("ot_displacement", "0.5")]
     markdown = (out / "table.md").read_text()
     assert "### w1" in markdown and "| am |" in markdown and " ± " in markdown
+    assert "the sampling of the held-out cells" in markdown  # the paired intervals hold it
     assert (out / "predictions.png").read_bytes()[:4] == b"\x89PNG"
     check_a_nan_model_is_marked_failed(tmp_path, config)
 
