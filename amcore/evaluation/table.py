@@ -149,7 +149,7 @@ def paired_differences(
     cells = held_out_variances(table, metric, reference)
 
     ref_mean = ref.groupby("seed").agg(lambda v: float(np.mean(v.to_numpy())))
-    out: dict[str, dict[str, tuple[float, float, float, int]]] = {}
+    out: dict[str, dict[str, tuple[float, float, float, int, bool]]] = {}
     for method, rows in part[part["method"] != reference].groupby("method", sort=False):
         peer = rows.set_index(["holdout", "seed"])["value"]
         if (rows["seed"] == "").all():  # a baseline: one value per held-out time, against every seed
@@ -285,7 +285,7 @@ def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
     """The paired-differences section of :func:`markdown`."""
     holdouts = list(dict.fromkeys(h for c in pairs.values() for h in c))
     header = ["peer", *[("mean" if h == "mean" else f"t = {h}") for h in holdouts]]
-    note, mark = interval_note(metric, [pairs])
+    note, mark = _interval_note(metric, [pairs])
     lines = [
         f"### {reference} − peer, {metric}, paired by seed",
         "",
@@ -301,10 +301,13 @@ def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
     return [*lines, ""]
 
 
-def interval_note(metric: str, pairs: list[dict]) -> tuple[str, bool]:
+def _interval_note(metric: str, pairs: list[dict]) -> tuple[str, bool]:
     """What the paired intervals of ``pairs`` (one :func:`paired_differences` per table) hold, in a sentence, and
-    whether some hold the held-out cells' sampling and others not (then each of the others is marked)."""
+    whether some hold the held-out cells' sampling and others not (then each of the others is marked); nothing
+    where no interval is shown (failed pairs, one seed)."""
     shown = [c for p in pairs for cols in p.values() for c in cols.values() if c[3] >= 2 and np.isfinite(c[0])]
+    if not shown:
+        return "", False
     if metric != "w1":
         return INTERVAL["other"], False
     if not any(c[4] for c in shown):
@@ -390,8 +393,8 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     lines += [""]
     title = " / ".join(dict.fromkeys(references.values()))
     lines += [f"### {title} − peer, {metric}, paired by seed: mean [95 % interval]", ""]
-    note, mark = interval_note(metric, [p for p in pairs.values() if p])
-    lines += [note, ""]
+    note, mark = _interval_note(metric, [p for p in pairs.values() if p])
+    lines += [note, ""] if note else []
     for name in (n for n in names if not pairs[n]):  # its column is all dashes: say why
         lines += [f"- {name}: nothing to pair ({_unpaired(tables[name], metric, references[name])})."]
     lines += [""] if not all(pairs.values()) else []
