@@ -72,6 +72,22 @@ def test_push_is_the_last_step_of_the_trajectories_and_moves_by_the_velocity(tmp
     np.testing.assert_allclose((model.push(x0, 0.2, 0.2 + dt, steps=1) - x0) / dt, model.velocity(x0, 0.2), atol=1e-2)
 
 
+def test_a_long_push_says_how_far_it_has_come_and_a_short_one_is_silent(tmp_path, capfd):
+    model = _trained(tmp_path, "am")
+    x0 = np.random.default_rng(1).normal(size=(30, 2))
+    capfd.readouterr()  # the training's lines
+    quiet = model.push(x0, 0.0, 1.0, steps=4, batch_size=10)
+    assert capfd.readouterr().err == ""  # well under the default 10 s
+    # A report at every chance: 3 batches of 10 cells, 4 steps each, less the last (done).
+    said = model.push(x0, 0.0, 1.0, steps=4, batch_size=10, progress=0.0)
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 11 and lines[0].startswith("amcore push: 8% of 30 cells through 4 steps, 0 s")
+    assert lines[4].startswith("amcore push: 42% of") and lines[-1].startswith("amcore push: 92% of")
+    np.testing.assert_array_equal(said, quiet)
+    model.push(x0, 0.0, 1.0, steps=4, batch_size=10, progress=None)
+    assert capfd.readouterr().err == ""
+
+
 def test_each_objective_offers_its_own_fields(tmp_path):
     x = np.random.default_rng(2).normal(size=(9, 2))
     fm = _trained(tmp_path, "fm")

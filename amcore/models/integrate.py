@@ -9,6 +9,8 @@ step where it belongs (``TrajectoryWriter``: a zarr store, chunk by chunk) inste
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,27 @@ from amcore.data.store import ZSTD, open_zarr, write_dataset_atomic
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BATCH_SIZE = 2**16  # cells pushed at once (integrate.batch_size): the memory of a push does not grow with the cells
 CHUNK_BYTES = 32 * 2**20  # at most this much of one step per zarr chunk of a trajectories store
+PROGRESS_S = 10.0  # seconds between two progress lines of a long push
+
+
+class Progress:
+    """Says on stderr how far a push of ``cells`` through ``steps`` integration steps has come, every ``every_s``
+    seconds once it has run that long (a push of 10^5 cells sat silent for 42 s); a short push says nothing, and
+    ``every_s`` None never."""
+
+    def __init__(self, cells: int, steps: int, every_s: float | None = PROGRESS_S) -> None:
+        self.cells, self.steps, self.every_s = cells, steps, every_s
+        self.started = self.said = time.monotonic()
+
+    def __call__(self, lo: int, hi: int, step: int) -> None:
+        """Cells ``[0, lo)`` are through every step, ``[lo, hi)`` through ``step`` of them."""
+        now = time.monotonic()
+        done = (lo * self.steps + step * (hi - lo)) / max(1, self.cells * self.steps)
+        if self.every_s is None or now - self.said < self.every_s or step == 0 or done >= 1:
+            return
+        self.said = now
+        print(f"amcore push: {done:.0%} of {self.cells:,} cells through {self.steps} steps, "
+              f"{now - self.started:.0f} s", file=sys.stderr)  # fmt: skip
 
 
 def time_grid(t_values: np.ndarray, steps_per_interval: int) -> tuple[np.ndarray, np.ndarray]:

@@ -384,7 +384,7 @@ class TrainedModel:
 
     def trajectories(
         self, x0, times, steps_per_interval: int = 20, method: str = "auto", seed: int = 0,
-        batch_size: int = integrate.BATCH_SIZE, out: tuple | None = None,
+        batch_size: int = integrate.BATCH_SIZE, out: tuple | None = None, progress: float | None = integrate.PROGRESS_S,
     ) -> Trajectories:  # fmt: skip
         """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
 
@@ -400,6 +400,8 @@ class TrainedModel:
         method but ``dopri5`` gives each cell the result it gets in one batch (the SDE's noise is keyed by the
         cell's row, ``integrate.ParticleNoise``); ``dopri5`` takes one step size per batch, so its results move
         within its tolerance with the batching and ``accepted_steps`` is the most any batch took.
+
+        A push that lasts says how far it has come on stderr every ``progress`` seconds (None: never).
         """
         method = self.integrator(method)
         times = np.asarray(times, dtype=np.float64)
@@ -427,6 +429,7 @@ class TrainedModel:
             raise ValueError("the weighted method writes weights: out needs a weight array")
         noise = integrate.ParticleNoise(seed, self.dim)
         info: dict = {}
+        report = integrate.Progress(n, len(grid) - 1, progress)
 
         def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -454,21 +457,23 @@ class TrainedModel:
                     state, w = state
                     out_w[i, lo:hi] = w.cpu().numpy()
                 out_x[i, lo:hi] = state.cpu().numpy()
+                report(lo, hi, i)
             if "accepted_steps" in stats:
                 info["accepted_steps"] = max(info.get("accepted_steps", 0), stats["accepted_steps"])
         return Trajectories(out_x, grid, out_w, method, info)
 
     def push(
         self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False,
-        batch_size: int = integrate.BATCH_SIZE,
+        batch_size: int = integrate.BATCH_SIZE, progress: float | None = integrate.PROGRESS_S,
     ):  # fmt: skip
         """The cells ``x`` observed at ``t0``, moved to ``t1``; with ``with_weights``, also uAM's particle weights
-        (ones for the other objectives). Only the last step is kept: memory grows with the cells, not the steps."""
+        (ones for the other objectives). Only the last step is kept: memory grows with the cells, not the steps. A
+        long push says how far it has come every ``progress`` seconds (None: never)."""
         _one_number("t0", t0)
         _one_number("t1", t1)
         n = len(x)
         last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
-        traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last)
+        traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last, progress=progress)
         if not with_weights:
             return traj.x.values
         return traj.x.values, np.ones(n) if traj.weight is None else traj.weight.values.astype(np.float64)
