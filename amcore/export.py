@@ -158,7 +158,8 @@ def _provenance(snaps, store: str | Path) -> dict:
             "amcore_version": _version(),
         }
         | ({} if back is None else {"to_input": back})
-        | ({"population": _text(snaps.attrs["population"])} if "population" in snaps.attrs else {})
+        | ({"population": {str(t): float(m) for t, m in snaps.attrs["population"].items()}}
+           if "population" in snaps.attrs else {})
     )
 
 
@@ -236,8 +237,8 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
         seed = str(entry.get("seed", ""))
         label = f"{entry['method']}/seed-{seed}" if seed else entry["method"]
         predicted, pushed = holdout.prediction_facts(entry["path"])
-        if predicted is not None:
-            growth[label] = predicted
+        if predicted is not None:  # by method, then seed: an h5ad key holds no "/"
+            growth.setdefault(entry["method"], {})[seed or "-"] = predicted
         blocks.append(x.astype(np.float32))
         frame = pd.DataFrame(
             {"method": entry["method"], "seed": seed, "time": float(t), "weight": weight},
@@ -272,7 +273,7 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
     adata.uns["amcore"] = {
         **_provenance(snaps, store),
         "predictions": _text([{k: str(v) for k, v in entry.items()} for entry in entries]),
-    } | ({"predicted_growth": _text(growth)} if growth else {})
+    } | ({"predicted_growth": growth} if growth else {})
     return adata
 
 

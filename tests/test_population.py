@@ -102,10 +102,15 @@ def test_a_held_out_prediction_is_scored_on_its_mass_too(fixed, tmp_path, capsys
     assert "amcore score uam (seed 0) at held-out t = 1: mass x" in capsys.readouterr().err
     from amcore import export
 
-    predictions = export.predictions(tmp_path / "s.zarr", scored)  # the growth beside weights that sum to 1
-    assert list(json.loads(predictions.uns["amcore"]["predicted_growth"])) == ["uam/seed-0"]
-    cells = export.cells(tmp_path / "s.zarr", [])
-    assert json.loads(cells.uns["amcore"]["population"]) == {"0.0": 1.0, "1.0": 2.0, "2.0": 4.0}
+    import anndata
+
+    # The growth beside weights that sum to 1, by method and seed, a number through an h5ad and back.
+    export.predictions(tmp_path / "s.zarr", scored).write_h5ad(tmp_path / "p.h5ad")
+    growth = anndata.read_h5ad(tmp_path / "p.h5ad").uns["amcore"]["predicted_growth"]
+    assert list(growth) == ["uam"] and list(growth["uam"]) == ["0"] and 1.5 < float(growth["uam"]["0"]) < 2.5
+    export.cells(tmp_path / "s.zarr", []).write_h5ad(tmp_path / "c.h5ad")
+    population = anndata.read_h5ad(tmp_path / "c.h5ad").uns["amcore"]["population"]
+    assert {t: float(m) for t, m in population.items()} == {"0.0": 1.0, "1.0": 2.0, "2.0": 4.0}
 
 
 def test_a_stopped_training_rerun_with_other_masses_starts_afresh(fixed, tmp_path, capsys):
