@@ -100,9 +100,9 @@ def test_a_held_out_prediction_is_scored_on_its_mass_too(fixed, tmp_path, capsys
     uam, am = json.loads((tmp_path / "scores.json").read_text())["results"]
     assert uam["table"]["mass_rel_error"] < 0.25 and "mass_rel_error" not in am["table"]
     assert "amcore score uam (seed 0) at held-out t = 1: mass x" in capsys.readouterr().err
-    from amcore import export
-
     import anndata
+
+    from amcore import export
 
     # The growth beside weights that sum to 1, by method and seed, a number through an h5ad and back.
     export.predictions(tmp_path / "s.zarr", scored).write_h5ad(tmp_path / "p.h5ad")
