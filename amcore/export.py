@@ -158,8 +158,11 @@ def _provenance(snaps, store: str | Path) -> dict:
             "amcore_version": _version(),
         }
         | ({} if back is None else {"to_input": back})
-        | ({"population": {str(t): float(m) for t, m in snaps.attrs["population"].items()}}
-           if "population" in snaps.attrs else {})
+        | (
+            {"population": {str(t): float(m) for t, m in snaps.attrs["population"].items()}}
+            if "population" in snaps.attrs
+            else {}
+        )
     )
 
 
