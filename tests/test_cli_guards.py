@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import amcore
@@ -239,6 +240,20 @@ def test_a_dataset_key_with_a_typo_is_refused_and_the_keys_match_the_schema(caps
     assert "dataset: unknown key 'x_kye' (did you mean 'x_key'?)" in said and not (tmp_path / "s.zarr").exists()
     said = refused(capsys, "prepare", "--dataset", json.dumps({"path": str(tmp_path / "d.npz")}), *out)
     assert "dataset: no source" in said
+    # A key the source never reads, other than its default, is refused (audit 23: it retrained all for nothing);
+    # the schema's defaults pass wherever they are laid, and so do the keys each source does read.
+    defaults = {key: spec["default"] for key, spec in schema["properties"]["dataset"]["properties"].items()
+                if "default" in spec}  # fmt: skip
+    for source, unread in (("npz", {"format": "npy", "feature_columns": ["a"]}), ("csv", {"x_key": "Y"}),
+                           ("simulate", {"time_map": {"a": 1.0}, "v_key": "v"})):  # fmt: skip
+        said = refused(capsys, "prepare", "--dataset", json.dumps(defaults | {"source": source} | unread), *out)
+        assert f"dataset.{', dataset.'.join(sorted(unread))}: the source {source!r} never reads" in said, said
+    simulate = defaults | {"source": "simulate", "simulator": "gaussian_path", "params": {"dim": 2}, "times": [0, 1]}
+    assert main(["prepare", "--dataset", json.dumps(simulate), *out]) == 0
+    pd.DataFrame({"a": [0.0] * 6, "t": [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]}).to_csv(tmp_path / "d.csv", index=False)
+    csv = defaults | {"source": "csv", "path": str(tmp_path / "d.csv"), "feature_columns": ["a"], "time_map": {}}
+    assert main(["prepare", "--dataset", json.dumps(csv), "--out", str(tmp_path / "c.zarr"), "--summary",
+                 str(tmp_path / "c.json")]) == 0  # fmt: skip
 
 
 def test_times_a_nanosecond_apart_are_different_times(capsys, tmp_path):

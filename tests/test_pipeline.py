@@ -117,6 +117,10 @@ def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
         assert f"rule {rule}:" in text
     assert "rule prepare:" not in text
 
+    # Two training processes draw other batches (one seeded stream each): train again (audit 23: nothing reran).
+    processes = snakemake(tmp_path, copy.deepcopy(tiny_config) | {"train_processes": 2}, "--dry-run").stdout
+    assert processes.count("rule train:") == len(tiny_config["models"]), processes[-3000:]
+
     # The report shows the plots.
     report = subprocess.run(
         [str(BIN / "snakemake"), "--snakefile", str(Path(__file__).parents[1] / "Snakefile"),

@@ -13,7 +13,7 @@ import dask
 import numpy as np
 
 from amcore.data import preprocess
-from amcore.data.readers import as_number, available_memory, format_bytes, read_dataset, read_velocity
+from amcore.data.readers import READERS, as_number, available_memory, format_bytes, read_dataset, read_velocity
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
 from amcore.data.store import MIN_CELLS_PER_TIME, Snapshots, check_cells_per_time, check_time_resolution
@@ -85,6 +85,33 @@ DATASET_KEYS = {
     "file_times", "time_pattern", "simulator", "params", "times", "n_times", "n_per_time", "seed", "v_key",
     "population",
 }  # fmt: skip
+# The keys that only some sources read: their schema default, and the file sources that read them (None: every
+# file source; the simulate source reads none). A value other than the default where the source never reads it is
+# refused: a format, file_times or x_key that did nothing, retrained everything in silence (audit 23).
+READ_BY = {
+    "path": (None, None), "x_key": ("X", ("npz", "npy", "h5ad", "netcdf", "zarr", "directory")), "t_key": ("t", None),
+    "feature_columns": (None, ("csv", "parquet", "directory")), "format": (None, ("directory",)),
+    "file_times": ({}, ("directory",)), "time_pattern": (None, ("directory",)), "time_map": ({}, None),
+    "drop_nonfinite": (False, None), "v_key": (None, None),
+}  # fmt: skip
+
+
+def _check_read(spec: dict) -> None:
+    """Refuse dataset keys that ``spec``'s source never reads (``READ_BY``); an unknown source is named later."""
+    source = spec["source"]
+    if source not in ("simulate", "directory", *READERS):
+        return
+    unread = [
+        key for key, (default, sources) in READ_BY.items()
+        if spec.get(key) is not None and spec[key] != default
+        and (source == "simulate" or (sources is not None and source not in sources))
+    ]  # fmt: skip
+    if unread:
+        read = "; ".join(f"{key}: {'every file source' if READ_BY[key][1] is None else ', '.join(READ_BY[key][1])}"
+                         for key in unread)  # fmt: skip
+        raise InputError(f"dataset.{', dataset.'.join(unread)}: the source {source!r} never reads "
+                         f"{'them' if len(unread) > 1 else 'it'} (read by {read}): leave "
+                         f"{'them' if len(unread) > 1 else 'it'} out")  # fmt: skip
 
 
 def build_snapshots(
@@ -108,6 +135,7 @@ def build_snapshots(
         raise InputError(f"dataset: unknown key{'s' if len(unknown) > 1 else ''} {named}")
     if "source" not in spec:
         raise InputError("dataset: no source (simulate, npz, npy, h5ad, csv, parquet, netcdf, zarr or directory)")
+    _check_read(spec)
     config = preprocess.resolve(preprocess_config)
     holdout = sorted(float(t) for t in holdout_times or [])
     if spec["source"] == "simulate":

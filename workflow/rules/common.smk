@@ -50,8 +50,19 @@ def evaluate_settings():
     return settings
 
 
-def stage_tags(rule, **wildcards):
-    return as_arg({"snakemake.rule": rule, **{f"snakemake.wildcard.{k}": v for k, v in wildcards.items()}})
+def stage_tags(rule, extra=None, **wildcards):
+    """The stage run's MLflow tags: the rule, its wildcards and ``extra``."""
+    tags = {"snakemake.rule": rule, **{f"snakemake.wildcard.{k}": v for k, v in wildcards.items()}}
+    return as_arg(tags | (extra or {}))
+
+
+def processes(model):
+    """The training's processes where they change its numbers (more than one, and `streams` 0: one seeded stream
+    each), as a tag: the launcher derives them from resources, which Snakemake leaves out of the params it
+    compares, so a change of `train_processes` or `gpus` alone kept the old models (audit 23). A count set by a
+    profile's resources is not seen: after changing it, `-R train`."""
+    n = max(1, config["gpus"] if config["gpus"] > 0 else config["train_processes"])
+    return {"amcore.processes": str(n)} if n > 1 and not config["models"][model].get("streams") else {}
 
 
 def launcher(wildcards, resources):
