@@ -139,6 +139,11 @@ def test_impossible_settings_are_refused(cells, overrides, message):
 def test_unknown_keys_and_steps_on_simulated_data_are_refused():
     with pytest.raises(InputError, match=r"unknown keys \['standardise'\]"):
         preprocess.resolve({"standardise": True})
+    # What the selection never reads (audit 23: it retrained everything and kept every feature, in silence).
+    with pytest.raises(InputError, match=r"n_features 50: read only by select first or top_variance, and select is 'all'"):
+        preprocess.resolve({"n_features": 50})
+    with pytest.raises(InputError, match=r"indices \[1\]: read only by select indices, and select is 'first'"):
+        preprocess.resolve({"select": "first", "n_features": 2, "indices": [1]})
     with pytest.raises(InputError, match="simulate source's ground truth"):
         build_snapshots({"source": "simulate", "simulator": "gaussian_path", "times": [0, 1], "n_per_time": 5,
                          "seed": 0}, {"pca": 1})  # fmt: skip

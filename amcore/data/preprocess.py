@@ -127,7 +127,16 @@ def resolve(config: dict | None) -> dict:
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise InputError(f"preprocess: unknown keys {unknown}; expected some of {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **config}
+    config = {**DEFAULTS, **config}
+    # A count or list the selection never reads is refused (audit 23: n_features under select all retrained all
+    # and kept every feature, in silence).
+    if config["n_features"] is not None and config["select"] not in ("first", "top_variance"):
+        raise InputError(f"preprocess.n_features {config['n_features']}: read only by select first or top_variance, "
+                         f"and select is {config['select']!r}: set select, or leave n_features out")  # fmt: skip
+    if config["indices"] and config["select"] != "indices":
+        raise InputError(f"preprocess.indices {config['indices']}: read only by select indices, and select is "
+                         f"{config['select']!r}: set select: indices, or leave indices out")  # fmt: skip
+    return config
 
 
 def is_identity(config: dict) -> bool:
