@@ -91,6 +91,27 @@ def test_to_input_takes_cells_and_velocities_back_to_the_genes(trained):
         model.to_input(kept)
 
 
+def test_what_a_notebook_hands_the_model_is_read_by_name_or_refused_with_the_way(trained, tmp_path):
+    """Audit 24: to_input read a DataFrame's columns by position (PCs in another order moved the genes by 2.4) and
+    dropped its index; a backed AnnData failed on a shape that was right; an AnnData or a sparse matrix given to a
+    field failed inside numpy; push refused a time as text that trajectories took."""
+    model, adata, stored = trained
+    rows = stored.obs_index
+    z = pd.DataFrame(np.asarray(stored.x, np.float64)[:6], columns=model.feature_names, index=adata.obs_names[:6])
+    back = model.to_input(z)
+    pd.testing.assert_frame_equal(model.to_input(z[model.feature_names[::-1]]), back)
+    assert list(back.index) == list(adata.obs_names[:6])
+    adata.write_h5ad(tmp_path / "tc.h5ad")
+    backed = ad.read_h5ad(tmp_path / "tc.h5ad", backed="r")
+    np.testing.assert_array_equal(model.preprocess(backed)[rows], model.preprocess(adata)[rows])
+    with pytest.raises(ValueError, match=r"x is an AnnData: .* model.preprocess\(adata\)"):
+        model.velocity(adata, 0.0)
+    cells = np.asarray(stored.x)[:6]
+    np.testing.assert_array_equal(model.velocity(sp.csr_matrix(cells), 0.0), model.velocity(cells, 0.0))
+    with pytest.raises(ValueError, match=r"times must be numbers, got <U1 \('0'\)"):
+        model.trajectories(cells, ["0", "2"])
+
+
 def test_to_input_without_pca_is_exact(tmp_path):
     rng = np.random.default_rng(2)
     t = np.repeat([0.0, 1.0, 2.0], 40)

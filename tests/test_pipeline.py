@@ -285,6 +285,17 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     assert "### w1" in markdown and "| am |" in markdown and " ± " in markdown
     assert "the sampling of the held-out cells" in markdown  # the paired intervals hold it
     assert (out / "predictions.png").read_bytes()[:4] == b"\x89PNG"
+    # Settings a job never reads rerun nothing of it (audit 23): score reads no mmd_paper_alphas, copy_prev solves
+    # no OT (of the three baselines, two rerun); evaluate does rerun.
+    changed = copy.deepcopy(config)
+    changed["evaluate"] = changed.get("evaluate", {}) | {"mmd_paper_alphas": [1.0]}
+    changed["baseline_ot_max_size"] = 100
+    plan = snakemake(tmp_path, changed, "--dry-run").stdout
+    assert "rule evaluate:" in plan and plan.count("rule baseline:") == 2, plan[-3000:]
+    assert "rule score:" in plan  # after the OT baselines' new predictions, whose numbers move
+    changed["baseline_ot_max_size"] = config.get("baseline_ot_max_size", 5000)
+    plan = snakemake(tmp_path, changed, "--dry-run").stdout
+    assert "rule evaluate:" in plan and "rule score:" not in plan and "rule baseline:" not in plan, plan[-3000:]
     check_a_nan_model_is_marked_failed(tmp_path, config)
 
 

@@ -24,12 +24,14 @@ ACTION_NOISE = 0.5  # sampling noise's share of the geodesic action above which 
 ACTION_SHORT = 0.9  # see falls_short
 
 
+OPTION_KEYS = ("max_exact_size", "kernel_max_size", "projections", "seed")  # what :func:`options` reads
+
+
 def options(params: dict) -> dict:
     """The keyword arguments of :func:`distances` from the config's evaluate section (defaults filled in). Caps under
     :data:`FEW_CELLS` are refused (audit 17: at 5 cells a side every cell's 10 nearest neighbours were all the
     pooled cells, and ``neighbour_excess`` read 0, two samples of one law, for every prediction)."""
-    keys = ("max_exact_size", "kernel_max_size", "projections", "seed")
-    chosen = {key: params.get(key, DEFAULTS[key]) for key in keys}
+    chosen = {key: params.get(key, DEFAULTS[key]) for key in OPTION_KEYS}
     for key in ("max_exact_size", "kernel_max_size"):
         if not chosen[key] >= FEW_CELLS:
             raise InputError(

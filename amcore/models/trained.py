@@ -194,7 +194,12 @@ class TrainedModel:
         off, in silence) and its column names (``var_names``; an obsm entry's columns have none)."""
         group, _, name = (self.info.get("input_key") or "X").partition("/")
         if group == "X" or not name:
-            return adata.X, list(adata.var_names) if names is None else names
+            x = adata.X
+            if hasattr(x, "to_memory"):  # a backed AnnData's sparse X (read_h5ad(backed="r")): read whole
+                x = x.to_memory()
+            elif type(x).__module__.startswith("h5py"):  # its dense X
+                x = x[()]
+            return x, list(adata.var_names) if names is None else names
         held = getattr(adata, group, {})
         if name not in held:
             raise ValueError(f"this model was trained on {group}[{name!r}] of its AnnData; this one has no such entry "
@@ -214,16 +219,19 @@ class TrainedModel:
         """Cells (or with ``velocity`` velocities, e.g. :meth:`velocity`'s) in this model's coordinates back in the
         input's features that preprocessing kept (genes by name where the input named them), as a
         ``pandas.DataFrame`` (cells x features): the inverse of :meth:`preprocess`, exact without PCA; with it,
-        the point of the principal subspace (what the components kept of the input)."""
+        the point of the principal subspace (what the components kept of the input). A DataFrame ``z`` is read by
+        column name and keeps its index."""
         import pandas as pd
 
+        index = z.index if hasattr(z, "columns") and hasattr(z, "index") else None  # a DataFrame keeps its cells
+        z = self._by_columns(z)  # and its columns go by name (audit 24: by position, a PC order moved the genes)
         z = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must be (cells, {self.dim}) in this model's coordinates, got shape {z.shape}")
         fitted = self._preprocessing
         if fitted is None:  # the store's coordinates are the input's
-            return pd.DataFrame(z, columns=self.feature_names)
-        return pd.DataFrame(fitted.inverse(z, velocity), columns=fitted.selected_names())
+            return pd.DataFrame(z, columns=self.feature_names, index=index)
+        return pd.DataFrame(fitted.inverse(z, velocity), columns=fitted.selected_names(), index=index)
 
     def check_store(self, snaps, store) -> None:
         """Refuse a store other than the one this model was trained on (other data, preprocessing or held-out
@@ -241,7 +249,13 @@ class TrainedModel:
     def _by_columns(self, x):
         """A DataFrame's columns matched to this model's features by name (audit 16: columns in another order than
         the training's moved the wrong features, in silence, where ``preprocess`` and the MLflow model match them);
-        positional where the model recorded no names; any other input as given."""
+        positional where the model recorded no names; a scipy sparse matrix dense; any other input as given. An
+        AnnData is refused with the way to its cells (audit 24: numpy's error spoke of 64 dimensions)."""
+        if hasattr(x, "var_names") and hasattr(x, "X"):
+            raise ValueError("x is an AnnData: this model answers in its own coordinates; model.preprocess(adata) "
+                             "brings its cells there (an export's X already is: pass adata.X)")  # fmt: skip
+        if hasattr(x, "toarray"):  # scipy sparse
+            return x.toarray()
         if not (hasattr(x, "columns") and hasattr(x, "to_numpy")):
             return x
         recorded, names = self.info.get("feature_names"), [str(name) for name in x.columns]
@@ -404,7 +418,11 @@ class TrainedModel:
         A push that lasts says how far it has come on stderr every ``progress`` seconds (None: never).
         """
         method = self.integrator(method)
-        times = np.asarray(times, dtype=np.float64)
+        given = np.asarray(times.detach().cpu() if isinstance(times, torch.Tensor) else times)
+        if not np.issubdtype(given.dtype, np.number):  # as t everywhere else (audit 24: "0" passed here only)
+            raise ValueError(f"times must be numbers, got {given.dtype} ({given.flat[0].item()!r})" if given.size else
+                             "times must be numbers")  # fmt: skip
+        times = given.astype(np.float64)
         if times.ndim != 1 or len(times) < 1:
             raise ValueError(f"times must be a list of at least one time (the first is x0's), got shape {times.shape}")
         per_interval = steps_per_interval

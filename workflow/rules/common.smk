@@ -50,6 +50,14 @@ def evaluate_settings():
     return settings
 
 
+def score_settings():
+    """The evaluate settings score reads (evaluate.OPTION_KEYS): n_times or mmd_paper_alphas, read by evaluate
+    only, reran score to the same numbers (audit 23)."""
+    from amcore.evaluation.evaluate import OPTION_KEYS
+
+    return {key: value for key, value in evaluate_settings().items() if key in OPTION_KEYS}
+
+
 def stage_tags(rule, extra=None, **wildcards):
     """The stage run's MLflow tags: the rule, its wildcards and ``extra``."""
     tags = {"snakemake.rule": rule, **{f"snakemake.wildcard.{k}": v for k, v in wildcards.items()}}

@@ -39,7 +39,7 @@ rule score:
         scores=f"{SPLIT}/scores.json",
     params:
         predictions=lambda wc: as_arg({"predictions": held_out_predictions(wc.holdout)}),
-        evaluate=as_arg(evaluate_settings()),
+        evaluate=as_arg(score_settings()),
         tags=lambda wc: stage_tags("score", holdout=wc.holdout),
     log:
         f"{OUT}/logs/score_{{holdout}}.log",
