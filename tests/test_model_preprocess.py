@@ -219,3 +219,18 @@ def test_an_anndata_gives_the_obsm_entry_or_layer_its_model_was_trained_on(tmp_p
     train(stored, TINY, tmp_path / "l.pt")
     layered = load(tmp_path / "l.pt")
     np.testing.assert_allclose(layered.preprocess(adata[stored.obs_index]), np.asarray(stored.x), atol=1e-5)
+
+
+def test_cells_far_beyond_the_training_ones_are_warned_of(trained):
+    """Audit 24: raw counts given to a model of log-normalised ones came out 30 times farther out, in silence. The
+    training cells' median distance from their mean is under their root mean square (1); 20 times the counts
+    land over 20 times as far out (more: centring and standardising subtract the mean counts, not 20 times them)."""
+    import warnings
+
+    model, adata, stored = trained
+    rows = stored.obs_index
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.preprocess(adata[rows])
+    with pytest.warns(UserWarning, match=r"these cells lie [2-9]\d\.?\d* times as far .* normalised as the training"):
+        model.preprocess(adata.X[rows] * 20)

@@ -26,6 +26,7 @@ from amcore.models.potentials import Potential, VectorField, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
+FAR_CELLS = 5.0  # preprocessed cells this many times farther out than the training cells (median) are warned of
 
 
 def build_network(model_args: dict) -> nn.Module:
@@ -185,8 +186,26 @@ class TrainedModel:
             raise ValueError("x has NaN or inf values")
         if fitted is None:
             return x.astype(np.float32)
-        out = fitted.transform_velocity(x) if velocity else fitted.transform(x)
-        return np.asarray(out, dtype=np.float32)
+        out = np.asarray(fitted.transform_velocity(x) if velocity else fitted.transform(x), dtype=np.float32)
+        if not velocity:
+            self._warn_far(out)
+        return out
+
+    def _warn_far(self, z: np.ndarray) -> None:
+        """Warn when preprocessed cells lie far beyond the training cells (audit 24: raw counts where the model took
+        log-normalised ones came out 30 times farther out, in silence): their median distance from the training
+        cells' mean, in the training cells' root-mean-square distance (1: as far out as they are), above
+        ``FAR_CELLS``."""
+        center, scale = self.model_args.get("x_center"), self.model_args.get("x_scale")
+        if center is None or not scale or not len(z):
+            return
+        far = float(np.median(np.linalg.norm(z - np.asarray(center), axis=1))) / (scale * np.sqrt(self.dim))
+        if far > FAR_CELLS:
+            warnings.warn(
+                f"these cells lie {far:.3g} times as far from the training cells' mean as those do (median against "
+                "root mean square): are they normalised as the training data were (docs/anndata.md)? There the "
+                "network only extrapolates", stacklevel=_outside_this_module(),
+            )  # fmt: skip
 
     def _anndata_cells(self, adata, names):
         """The matrix of ``adata`` this model's input was (``info["input_key"]``: ``X``, ``layers/<name>`` or
