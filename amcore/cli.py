@@ -258,7 +258,15 @@ def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
-    from amcore.evaluation.evaluate import data_box, distances, options, pair_variances, prediction_size
+    from amcore.evaluation.evaluate import (
+        course_flags,
+        data_box,
+        distances,
+        options,
+        pair_variances,
+        prediction_size,
+        ran_off,
+    )
     from amcore.metrics import noise_sizes
     from amcore.tracking import StageRun
 
@@ -306,6 +314,11 @@ def cmd_score(args: argparse.Namespace) -> None:
                       "sampling noise (flagged in the table)", file=sys.stderr)  # fmt: skip
             if "coinciding" in scores:
                 print(f"amcore score {who}: {COINCIDING}", file=sys.stderr)
+            if (pushed := course_flags(entry["path"], snaps, box, opts)) is not None:  # every seed's whole course
+                flags, whole = pushed
+                scores |= flags
+                if whole["excess"] > 1:
+                    print(f"amcore score {entry['method']} (seed {seed}): FLAGGED: {ran_off(whole)}", file=sys.stderr)
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
@@ -373,6 +386,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         diffusion_energy,
         falls_short,
         options,
+        ran_off,
         score_marginals,
         score_paper_mmd,
         score_truth,
@@ -440,10 +454,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["course"] = course(snaps, result, opts)
         table["course_excess"] = result["course"]["excess"]
         if result["course"]["excess"] > 1:
-            print(f"amcore evaluate {args.model}: FLAGGED: pushed from the first time, its cells end farther from the "
-                  f"last time's (W1 {result['course']['w1']:.4g}) than the first time's cells unmoved "
-                  f"({result['course']['unmoved_w1']:.4g}), by {result['course']['excess']:.3g} noise floors: the "
-                  "field runs the course off, whatever each interval scores", file=sys.stderr)  # fmt: skip
+            print(f"amcore evaluate {args.model}: FLAGGED: {ran_off(result['course'])}", file=sys.stderr)
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
@@ -571,7 +582,6 @@ def cmd_table(args: argparse.Namespace) -> None:
                              f"with seed {seed or '(none)'}: results of two runs (another experiment or dataset?) "
                              "would be averaged as one; give one run's files")  # fmt: skip
         seen[key] = path
-    _join_courses(args.courses, results, keys)
     table = tables.long_table(results, variances)
     markdown = tables.markdown(table, args.reference)
     _write_text(args.table, table.to_csv(index=False))
@@ -600,40 +610,6 @@ def cmd_table(args: argparse.Namespace) -> None:
         print(
             f"amcore table: {len(failed)} prediction(s) FAILED (NaN or inf cells), marked in {where}", file=sys.stderr
         )
-
-
-def _join_courses(paths: list[str], results: list[dict], keys: list[tuple]) -> None:
-    """Each held-out split's run pushed from the first time (evaluate's metrics.json) flags the held-out row of the
-    same model, split and seed: ``course_excess``, ``course_escaped`` and for weighted particles
-    ``course_mass_error`` (docs/metrics.md)."""
-
-    def split(holdout) -> float | str:  # "0.5", "0.50" and 0.5 name one split; evaluate's label is the Snakefile's
-        try:
-            return float(holdout)
-        except (TypeError, ValueError):
-            return str(holdout)
-
-    if len(set(map(os.path.realpath, paths))) < len(paths):
-        raise InputError(f"--courses {paths}: a file given twice")
-    rows = {(method, split(holdout), seed): r for (method, holdout, seed), r in zip(keys, results, strict=True)}
-    for path in paths:
-        try:
-            run = json.loads(Path(path).read_text())
-            key = (run["method"], split(run["holdout"]), "" if run.get("seed") is None else str(run["seed"]))
-            if "excess" not in run.get("course", {}):  # written before evaluate compared the whole course
-                print(f"amcore table: {path} has no whole-course check (evaluated by an earlier amcore): rerun "
-                      "evaluate (snakemake -R evaluate) for its flags", file=sys.stderr)  # fmt: skip
-                continue
-            flags = {"course_excess": run["course"]["excess"], "course_escaped": run["escaped_max"]}
-            if "mass_rel_error_max" in run:  # weighted particles: their mass pushed over the whole course
-                flags["course_mass_error"] = run["mass_rel_error_max"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(f"--courses {path}: not amcore evaluate's metrics.json of a held-out split "
-                             f"({type(err).__name__}: {err})") from err  # fmt: skip
-        if key not in rows:
-            raise InputError(f"--courses {path}: no held-out row of method {key[0]!r}, split {run['holdout']}, seed "
-                             f"{key[2]} among --results: a run these scores do not hold")  # fmt: skip
-        rows[key]["table"] = {**rows[key]["table"], **flags}
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -807,8 +783,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
     p.add_argument("--reference", default="am", help="the model every other method is paired against by seed")
-    p.add_argument("--courses", nargs="*", default=[], help="evaluate's metrics.json of held-out splits: their "
-                   "whole-course flags join the held-out rows of the same model, split and seed")  # fmt: skip
 
     p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
     p.add_argument("--store", required=True)
@@ -844,7 +818,7 @@ OUTPUTS = {
     "score": ("out",), "evaluate": ("metrics", "plots"), "table": ("table", "markdown", "figure", "predictions_figure"),
     "export": ("out", "predictions_out"), "summary": ("out",),
 }  # fmt: skip
-INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables", "courses")
+INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables")
 FOLDER_OUTPUTS = {("prepare", "out"), ("integrate", "out"), ("baseline", "out")}  # zarr stores
 
 

@@ -10,6 +10,7 @@ from amcore.evaluation.holdout import (
     copy_prev,
     ot_displacement,
     ot_push,
+    prediction_variables,
     read_prediction,
     spline_path,
     write_prediction,
@@ -230,3 +231,37 @@ def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_
     assert "sampling of the held-out cells" in (tmp_path / "table.md").read_text()
     assert main(["summary", outputs[0]]) == 0  # the summary's intervals hold it too
     assert main(["summary", outputs[0], "--metric", "w1_held_out_var:fm"]) == 2, "a pair's variance is no metric"
+
+
+def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
+    """Each seed's push from the first time, not only the first seed's (evaluate's): one that lands on the last
+    time scores far below one noise floor; one that overshoots by 30 runs the course off, leaves the data and is
+    flagged; a baseline has no course."""
+    from amcore.cli import main
+    from amcore.data.store import write_store
+    from amcore.models.integrate import TrajectoryWriter
+
+    snaps, base, shift = _snaps()
+    snaps.attrs["holdout_times"] = [1.0]
+    write_store(tmp_path / "store.zarr", snaps)
+    held = np.asarray(snaps.snapshot(1))[np.arange(80) % 60]
+    for seed, overshoot in ((0, 0.0), (1, 30.0)):
+        extra = prediction_variables(held, np.ones(80), 1.0, 0.0, pushed=True)
+        with TrajectoryWriter(tmp_path / f"am{seed}.zarr", np.array([0.0, 1.0, 4.0]), np.ones(3, bool), 80, 2,
+                              False, extra=extra) as out:  # fmt: skip
+            for step, x in enumerate((base[:80], held, base[:80] + shift + overshoot)):
+                out.x[step, 0:80] = x.astype(np.float32)
+    write_prediction(tmp_path / "copy_prev.zarr", *copy_prev(snaps, 1.0), 1.0, 0.0)
+    entries = [{"method": "am", "seed": s, "path": str(tmp_path / f"am{s}.zarr")} for s in (0, 1)]
+    entries.append({"method": "copy_prev", "seed": "", "path": str(tmp_path / "copy_prev.zarr")})
+    params = {"max_exact_size": 500, "kernel_max_size": 500, "projections": 50, "seed": 0}
+    predictions = json.dumps({"predictions": entries})
+    assert main(["score", "--store", str(tmp_path / "store.zarr"), "--predictions", predictions,
+                 "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
+    rows = [r["table"] for r in json.loads((tmp_path / "scores.json").read_text())["results"]]
+    assert rows[0]["course_excess"] < -1 and rows[0]["course_escaped"] == 0
+    assert rows[1]["course_excess"] > 10 and rows[1]["course_escaped"] > 40
+    assert "course_excess" not in rows[2] and "course_mass_error" not in rows[0]
+    said = capsys.readouterr().err
+    assert "amcore score am (seed 1): FLAGGED: pushed from the first time" in said
+    assert "amcore score am (seed 0): FLAGGED" not in said

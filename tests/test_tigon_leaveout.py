@@ -42,7 +42,7 @@ def test_every_metric_for_every_method_and_time_above_the_exact_cap(tmp_path):
     expected = {(m, "1", s, name) for m, s in methods.items() for name in [*DISTANCES, "nonfinite", "escaped"]}
     expected.add(("ot_displacement", "1", "", "effective_size"))  # unequal counts: its plan's points weigh unequally
     expected.remove(("ot_displacement", "1", "", "neighbour_excess"))  # not defined for weighted points
-    expected |= {("am", "1", "0", "course_excess"), ("am", "1", "0", "course_escaped")}  # evaluate's, joined
+    expected |= {("am", "1", "0", "course_excess"), ("am", "1", "0", "course_escaped")}  # score's whole course
     # each pair of methods' variance over the held-out cells' sampling (score's, for the paired intervals)
     expected |= {(m, "1", "", f"w1_held_out_var:{peer}") for m in methods for peer in methods if peer != m}
     assert set(zip(table["method"], table["holdout"], table["seed"], table["metric"], strict=True)) == expected

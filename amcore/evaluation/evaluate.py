@@ -235,6 +235,45 @@ def course(snaps: Snapshots, scores: dict, opts: dict) -> dict:
             "excess": _over(pushed - unmoved, floor)}  # fmt: skip
 
 
+def ran_off(run: dict) -> str:
+    """What a flagged :func:`course` (``run``) says, in a log line."""
+    return (f"pushed from the first time, its cells end farther from the last time's (W1 {run['w1']:.4g}) than the "
+            f"first time's cells unmoved ({run['unmoved_w1']:.4g}), by {run['excess']:.3g} noise floors: the field "
+            "runs the course off, whatever each interval scores")  # fmt: skip
+
+
+def course_flags(path, snaps: Snapshots, box: np.ndarray, opts: dict) -> tuple[dict, dict] | None:
+    """A model's push from the first time (its trajectories store at ``path``) over the whole course, for every
+    seed of a held-out split (evaluate scores the first seed's alone): ``course_excess`` (:func:`course`),
+    ``course_escaped`` (the most cells outside ``box`` at an observed time after the first) and, for weighted
+    particles, ``course_mass_error`` (the worst such time); and :func:`course`'s record. None for a baseline's
+    prediction, which has no course. One observed time is read at a time."""
+    from amcore.models.integrate import read_trajectories
+
+    traj = read_trajectories(path, load=False)
+    if "x" not in traj:
+        return None
+    steps = np.flatnonzero(traj["observed"].values)
+    if len(steps) != snaps.n_snapshots:
+        raise InputError(f"{path}: pushed to {len(steps)} observed times, but the store observes "
+                         f"{snaps.n_snapshots}: trajectories of another store")  # fmt: skip
+    masses = snaps.masses() / snaps.masses()[0]
+    escaped, mass_error = 0, 0.0
+    for k in range(1, snaps.n_snapshots):
+        x = traj["x"][steps[k]].values
+        escaped = max(escaped, metrics.escaped_rows(x, box))
+        if "weight" in traj:
+            w = traj["weight"][steps[k]].values.astype(np.float64)
+            mass_error = max(mass_error, float(abs(w.mean() - masses[k]) / masses[k]))
+    last = snaps.n_snapshots - 1
+    weights = traj["weight"][steps[last]].values if "weight" in traj else None
+    scores = distances(x, np.asarray(snaps.snapshot(last)), weights, where=f"{path}: the last time", box=box, **opts)
+    key = f"{snaps.t_values[last]:g}"
+    run = course(snaps, {"w1": {key: scores["w1"]}, "w1_subsample_noise": {key: scores["w1_subsample_noise"]}}, opts)
+    flags = {"course_excess": run["excess"], "course_escaped": escaped}
+    return flags | ({"course_mass_error": mass_error} if "weight" in traj else {}), run
+
+
 def _over(value: float, scale: float) -> float:
     """``value / scale``; over a zero scale (cells that all coincide) infinite when positive, else 0; NaN (a failed
     prediction's) stays NaN."""

@@ -204,14 +204,14 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
         (beyond(table, "course_excess", above=1.0), "running the course off", "**Flagged models** (cells pushed "
          "from the first time end farther from the last time's than the first time's cells unmoved, by more than "
-         "the noise floor; evaluate's metrics.json, the first seed of each split):",
+         "the noise floor; every seed):",
          lambda v: f"{v:.3g} noise floors farther"),
         (_counted(table, "course_escaped"), "with escaped cells over the course", "**Flagged models** (cells pushed "
-         "from the first time left the data at some time; evaluate's metrics.json, the first seed of each split):",
+         "from the first time left the data at some time; every seed):",
          lambda v: f"{int(v)} cells"),
         (beyond(table, "course_mass_error", above=MASS_OFF), "with the mass off over the course", "**Flagged "
          f"models** (the weighted particles pushed from the first time carry a mass off by more than {MASS_OFF:.0%} "
-         "at some time; evaluate's metrics.json, the first seed of each split):", lambda v: f"mass error {v:.0%}"),
+         "at some time; every seed):", lambda v: f"mass error {v:.0%}"),
         (beyond(table, "action_noise", above=ACTION_NOISE), "with an action ratio that says little", "**Flagged "
          f"action ratios** (the snapshots' sampling noise is over {ACTION_NOISE:.0%} of the geodesic action, so "
          "`action_ratio` measures that noise, not a detour):", lambda v: f"action_noise {v:.2f}"),
@@ -239,7 +239,7 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
         "`energy`: subsamples of at most `evaluate.kernel_max_size`; `neighbour_excess`: how far the cells keep to "
         "their own kind among their 10 nearest neighbours (0: prediction and data mixed as two samples of one law, "
         "1: apart); `course_excess`: W1 of the push from the first time less that of the first time's cells unmoved, "
-        "at the last time, in noise floors, the split's first seed (above 1: flagged) (docs/metrics.md).",
+        "at the last time, in noise floors (above 1: flagged) (docs/metrics.md).",
         "",
     ]
     sections = flag_sections(table)

@@ -54,7 +54,6 @@ rule table:
     """Every method, held-out time and seed in results/<experiment>/table.csv, table.md and figures."""
     input:
         results=table_inputs(),
-        courses=evaluated_runs() if config["holdout_times"] else [],
         predictions=[panel["prediction"] for panel in prediction_panels()],
     output:
         table=report(f"{OUT}/table.csv", caption="../report/table.rst", category="Table"),
@@ -78,4 +77,4 @@ rule table:
     shell:
         "amcore table --results {input.results:q} --table {output.table:q} --markdown {output.markdown:q}"
         " --figure {output.figure:q} --panels {params.panels} {params.panels_arg} --reference {params.reference}"
-        " --courses {input.courses:q} 2>&1 | tee {log:q}"
+        " 2>&1 | tee {log:q}"
