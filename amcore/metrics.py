@@ -564,16 +564,39 @@ def flow_action(x, time: np.ndarray, knots: np.ndarray, weight=None, block_value
     return np.array([per_step[a:b].sum() for a, b in zip(index[:-1], index[1:], strict=True)])
 
 
-def geodesic_action(clouds: list[np.ndarray], knots: np.ndarray, max_size: int = 5000, seed: int = 0) -> np.ndarray:
+def geodesic_action(
+    clouds: list[np.ndarray], knots: np.ndarray, max_size: int = 5000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, float]:
     """``W2^2(p_k, p_{k+1}) / dt_k`` per interval: the action of the piecewise W2 geodesic through the snapshots, a
-    lower bound on the action of any flow that carries ``p_k`` to ``p_{k+1}`` (Benamou-Brenier). Exact OT on seeded
-    subsamples of at most ``max_size`` cells per side."""
+    lower bound on the action of any flow that carries ``p_k`` to ``p_{k+1}`` (Benamou-Brenier), for the laws the
+    cells are drawn from. Exact OT on a seeded subsample of at most ``max_size`` cells of each time (one per time,
+    shared by its two intervals).
+
+    Also the standard deviation its cells' sampling gives each term, and their sum: to first order a term moves by
+    the mean of its Kantorovich potentials over each side's cells (del Barrio & Loubes 2019), so its variance is
+    ``var(u)/n_a + var(v)/n_b``, and a time's cells move its two terms together (``v_{k-1}/dt_{k-1} + u_k/dt_k``
+    each). Between two different laws this is first order in the sampling, where the bias two samples of one law
+    show is second: on the 2-d Gaussian path (2,000 cells, 0.1 apart) a term read 3.50 against the laws' 2.79, 2.1
+    of its sd (0.34), and 3.4 times that bias (audit 26)."""
     rng = np.random.default_rng(seed)
-    out = []
-    for a, b, dt in zip(clouds[:-1], clouds[1:], np.diff(knots), strict=True):
-        (xa, pa), (xb, pb) = _subsample(a, None, max_size, rng), _subsample(b, None, max_size, rng)
-        out.append(ot.emd2(pa, pb, ot.dist(xa, xb), numItermax=10_000_000) / dt)
-    return np.array(out)
+    drawn = [_subsample(x, None, max_size, rng) for x in clouds]
+    out, sd, influence = [], [], [np.zeros(len(x)) for x, _ in drawn]
+    for k, dt in enumerate(np.diff(knots)):
+        (xa, pa), (xb, pb) = drawn[k], drawn[k + 1]
+        value, log = ot.emd2(pa, pb, ot.dist(xa, xb), numItermax=10_000_000, log=True)
+        u, v = np.asarray(log["u"]), np.asarray(log["v"])
+        out.append(value / dt)
+        sd.append(np.sqrt(_variance(u, pa) / len(u) + _variance(v, pb) / len(v)) / dt)
+        influence[k] += u / dt
+        influence[k + 1] += v / dt
+    total = np.sqrt(sum(_variance(g, w) / len(g) for g, (_, w) in zip(influence, drawn, strict=True)))
+    return np.array(out), np.array(sd), float(total)
+
+
+def _variance(values: np.ndarray, weights: np.ndarray) -> float:
+    """The variance of ``values`` under the probability ``weights``."""
+    mean = float(np.dot(weights, values))
+    return float(np.dot(weights, np.square(values - mean)))
 
 
 def escaped_rows(predicted: np.ndarray, observed: np.ndarray) -> int:

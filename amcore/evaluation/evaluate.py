@@ -346,8 +346,9 @@ def action_audit(
     drift=None,
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
-    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots can spend),
-    their totals and ratio, and ``action_noise``: the share of the geodesic action two samples of one law would
+    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots' laws can
+    spend; with the sd its cells' sampling gives each term and the total), their totals and ratio, and
+    ``action_noise``: the share of the geodesic action two samples of one law would
     show by chance (each time's W2^2 between two disjoint subsamples, over dt); near 1 the ratio is not
     informative (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block
     of steps at a time); with a simulator whose truth is a velocity, also the true process's action
@@ -363,7 +364,7 @@ def action_audit(
     else:
         flow = metrics.drift_action(x, time, knots, drift, seed=seed)
     clouds = [np.asarray(snaps.snapshot(k), dtype=np.float64) for k in range(snaps.n_snapshots)]
-    geodesic = metrics.geodesic_action(clouds, knots, max_size, seed)
+    geodesic, geodesic_sd, total_sd = metrics.geodesic_action(clouds, knots, max_size, seed)
     # What W2^2 / dt would be between two samples of one law: the sampling noise inside each geodesic term. Close
     # times in many dimensions make it most of the geodesic action, which then measures the noise, not the flow.
     # Drawn from the sparser of the two times, sized as the other (20 cells beside 2,000 are the noise; audit 15).
@@ -376,8 +377,10 @@ def action_audit(
         "action_flow": dict(zip(names, flow.tolist(), strict=True)),
         "action_geodesic": dict(zip(names, geodesic.tolist(), strict=True)),
         "action_geodesic_noise": dict(zip(names, noise.tolist(), strict=True)),
+        "action_geodesic_sd": dict(zip(names, geodesic_sd.tolist(), strict=True)),
         "action_flow_total": float(flow.sum()),
         "action_geodesic_total": float(geodesic.sum()),
+        "action_geodesic_total_sd": total_sd,
         "action_ratio": float(flow.sum() / geodesic.sum()) if geodesic.sum() > 0 and drift is None else float("nan"),
         "action_noise": float(noise.sum() / geodesic.sum()) if geodesic.sum() > 0 else float("nan"),
     }

@@ -581,24 +581,27 @@ def growth(
 
 def action_audit(path: Path, audit: dict, title: str) -> None:
     """Bars per observed interval: the learned flow's kinetic action, the W2 geodesic's (the least any flow through
-    the snapshots spends), the part of it two samples of one law show by chance and, with a simulator, the true
-    process's."""
+    the snapshots' laws spends; its cells' estimate, with +-2 sd of their sampling), what two samples of one law
+    show by chance and, with a simulator, the true process's."""
     drift = "action_diffusion" in audit  # eAM's: its drift's energy, which the geodesic does not bound
     learned = "learned drift (∫ E|b|² dt; not bounded by the geodesic)" if drift else "learned flow"
-    geodesic = "W2 geodesic on subsamples (a lower bound, less its noise)"
+    # The snapshots' geodesic bounds the action of a flow through their laws; the cells' own estimate of it moves
+    # by its sampling sd (bars) and sits above it by about what two samples of one law show (audit 26).
+    geodesic = "W2 geodesic of the snapshots (bars: ±2 sd of its sampling)"
     series = {learned: audit["action_flow"], geodesic: audit["action_geodesic"]}
     if "action_geodesic_noise" in audit:
-        series["sampling noise in the geodesic"] = audit["action_geodesic_noise"]
+        series["W2²/dt between two samples of one law"] = audit["action_geodesic_noise"]
     if "action_truth" in audit:
         series["true process"] = audit["action_truth"]
     if "action_diffusion" in audit:  # eAM: how the motion splits between drift and noise
         series["noise (∫ σ² d dt)"] = audit["action_diffusion"]
     intervals = list(audit["action_flow"])
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(intervals) * len(series)), 3.6))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.3 * len(intervals) * len(series) + 2)), 4.2))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
+        sd = audit.get("action_geodesic_sd") if name == geodesic else None
         ax.bar(np.arange(len(intervals)) + (i - (len(series) - 1) / 2) * width, list(values.values()), width,
-               label=name)  # fmt: skip
+               label=name, yerr=None if sd is None else 2 * np.array(list(sd.values())), capsize=2)  # fmt: skip
     ax.set_xticks(np.arange(len(intervals)), intervals, rotation=45 if len(intervals) > 8 else 0)
     ax.set_xlabel("observed interval")
     ax.set_ylabel("∫ E|v|² dt")
