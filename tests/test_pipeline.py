@@ -50,7 +50,9 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     # No held-out time: one row per metric, each the mean over the observed times after the first.
     rows = table.set_index("metric")["value"]
     assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and rows["nonfinite"] == 0
-    assert set(rows.index) == {*DISTANCES, "nonfinite", "escaped", "action_ratio", "action_noise", "course_excess"}
+    every = {*DISTANCES, "nonfinite", "escaped", "action_ratio", "action_noise", "course_excess", "velocity_rel_error"}
+    assert set(rows.index) == every
+    assert rows["velocity_rel_error"] == metrics["velocity_rel_error"]  # the simulated run's measure, in the table
     assert rows["escaped"] == 0
     # The whole course: the cells pushed from t = 0 end far nearer the last time's than the t = 0 cells unmoved.
     course = metrics["course"]

@@ -87,7 +87,8 @@ def test_a_time_of_few_cells_and_a_mass_far_off_are_flagged_in_the_table():
 
 
 def test_metrics_come_in_one_order_whatever_the_input_order():
-    """The distances' stable names, in the order of table.METRIC_ORDER (exact W beside its noise first)."""
+    """The distances' stable names, in the order of table.METRIC_ORDER (the errors against a known truth, then
+    exact W beside its noise)."""
     names = ["energy", "escaped", "effective_size", "nonfinite", "sliced_w2", "mmd", "w1_subsample_noise", "sliced_w1"]
     names += [
         "mass_rel_error",
@@ -99,6 +100,9 @@ def test_metrics_come_in_one_order_whatever_the_input_order():
         "w1",
         "coinciding",
         "course_mass_error",
+        "growth_rel_error",
+        "velocity_rel_error",
+        "drift_rel_error",
     ]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)
