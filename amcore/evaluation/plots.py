@@ -538,16 +538,16 @@ def growth(
     n = len(times) if rate is not None else 0
     shown = shown[: truth[0].shape[1]] if truth else shown
     cols, rows, size = _grid(n + 1)
+    # Constrained: each panel's labels, the colorbar and the title get their room (audit 26: rows overlapped)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (1.0 if n else 0.6), size * rows + 0.6),
-                             squeeze=False)  # fmt: skip
-    fig.subplots_adjust(top=0.78 if rows == 1 else 0.88, wspace=0.35)  # room for the title above the panels' own
+                             squeeze=False, layout="constrained")  # fmt: skip
     ax = axes.flat[0]
     observed_mass, times_array = np.asarray(observed_mass, dtype=np.float64), np.asarray(times, dtype=np.float64)
     unseen = np.isin(times_array, np.asarray(held_out, dtype=np.float64))
     ax.plot(times_array[~unseen], observed_mass[~unseen], "o", color="black", label="observed")
     if unseen.any():
         ax.plot(times_array[unseen], observed_mass[unseen], "o", mfc="none", color="black", label="held out")
-    ax.plot(times, predicted_mass, "-", color="tab:red", label="pushed from the first time")
+    ax.plot(times, predicted_mass, "-", color="tab:red", label="pushed")
     if np.all(np.isfinite(observed_mass)) and np.all(np.isfinite(predicted_mass)):
         spread = np.concatenate([np.asarray(observed_mass, float), np.asarray(predicted_mass, float)])
         if np.all(spread > 0) and spread.max() / spread.min() > 10:
