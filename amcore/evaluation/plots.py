@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from amcore.atomic import replacing  # noqa: E402
 
@@ -113,10 +114,14 @@ def axis_labels(names: list[str] | None, shown: tuple[int, ...], dim: int) -> li
     return [names[i] for i in shown] + [""]
 
 
-def _name_axes(axes: np.ndarray, labels: list[str]) -> None:
-    """``labels`` under the bottom row and beside the first column of a grid of panels."""
-    for ax in axes[-1]:
+def _name_axes(axes: np.ndarray, labels: list[str], n: int) -> None:
+    """``labels`` under the lowest of the first ``n`` panels in each column (with its tick labels: on shared axes a
+    panel above an empty slot had none, audit 26) and beside the first column of a grid of panels."""
+    cols = axes.shape[1]
+    for col in range(min(cols, n)):
+        ax = axes[(n - 1 - col) // cols, col]
         ax.set_xlabel(labels[0], fontsize=8)
+        ax.tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel(labels[1], fontsize=8)
 
@@ -164,16 +169,16 @@ def marginals(
         b = _project(_by_weight(xp, None if weights is None else weights[k], max_points // 2, rng), shown)
         beyond += [_outside(a, frame, shown), _outside(b, frame, shown)] if len(shown) >= 2 else [0, 0]
         if len(shown) < 2:
-            _histograms(ax, a[:, 0], b[:, 0])
+            _histograms(ax, a[:, 0], b[:, 0], "pushed")
         else:
             ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
-            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="predicted", rasterized=True)
+            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="pushed", rasterized=True)
         ax.set_title(f"t = {t:.3g}", fontsize=9 if n <= 12 else 8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     labels = axis_labels(axis_names, shown, truth[0].shape[1])
-    _name_axes(axes, labels if len(shown) >= 2 else [labels[0], "density"])
+    _name_axes(axes, labels if len(shown) >= 2 else [labels[0], "density"], n)
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     _hold(axes.flat[0], frame, shown)  # the axes are shared
     if beyond.any():
@@ -184,12 +189,12 @@ def marginals(
     _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
-def _histograms(ax: plt.Axes, observed: np.ndarray, predicted: np.ndarray) -> None:
-    """One feature's observed and predicted cells as densities on shared bins."""
+def _histograms(ax: plt.Axes, observed: np.ndarray, predicted: np.ndarray, label: str = "predicted") -> None:
+    """One feature's observed and predicted (``label``) cells as densities on shared bins."""
     both = np.concatenate([observed, predicted])
     bins = np.histogram_bin_edges(both, bins=40) if len(both) else 10
     ax.hist(observed, bins=bins, density=True, alpha=0.5, color="tab:blue", label="observed")
-    ax.hist(predicted, bins=bins, density=True, histtype="step", lw=1.2, color="tab:orange", label="predicted")
+    ax.hist(predicted, bins=bins, density=True, histtype="step", lw=1.2, color="tab:orange", label=label)
 
 
 def trajectories(
@@ -518,7 +523,10 @@ def velocity_field(
         ax.set_title(f"t = {t:.3g}", fontsize=9, loc="left")
         ax.set_xlabel(labels[0], fontsize=8)
     axes[0].set_ylabel(labels[1], fontsize=8)
-    axes[0].legend(fontsize=7, loc="best")
+    # Arrows as lines in the legend: quiver's own handle is a box, read as the potential's grey shading (audit 26)
+    keys = [("true", "0.6")] if truth is not None else []
+    handles = [Line2D([], [], color=colour, lw=2, label=name) for name, colour in [*keys, ("learned", "tab:red")]]
+    axes[0].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path, dpi=110)
