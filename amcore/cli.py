@@ -175,11 +175,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     kept = f"; head {summary['head']} (chosen on held-apart cells)" if cfg.head == "auto" else ""
     if "best_step" in summary:
         kept += f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
-    print(
-        f"amcore train: {cfg.steps} steps in {summary['train_seconds']:.1f}s, final loss {summary['final_loss']:.5g}"
-        f"{kept}",
-        file=sys.stderr,
-    )
+    if os.environ.get("RANK", "0") == "0":  # one line for the job, not one per process
+        print(f"amcore train: {cfg.steps} steps in {summary['train_seconds']:.1f}s, final loss "
+              f"{summary['final_loss']:.5g}{kept}", file=sys.stderr)  # fmt: skip
 
 
 def cmd_integrate(args: argparse.Namespace) -> None:

@@ -44,6 +44,23 @@ def test_two_process_gloo_ddp_equals_one_process(tmp_path):
     assert any(not torch.allclose(other["model"][k], v) for k, v in single["model"].items())
 
 
+def test_importance_sampled_times_are_the_same_on_two_processes(tmp_path):
+    """Audit 25: each process moved its time proposal with its own stream's integrand, where one process moved it
+    between its streams (weights 5e-3 apart). Every stream of a step now draws from one proposal, moved by all of
+    them together."""
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    params = {**PARAMS, "time_sampling": "importance"}
+    single = _train(store, tmp_path / "single", {**params, "streams": 2})
+    torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
+    ddp = _train(store, tmp_path / "ddp", params, torchrun)
+    for name, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ddp["time_sampler"][0], single["time_sampler"][0], rtol=0, atol=0)
+    assert single["time_sampler"][1].all() and single["time_sampler"][0].std() > 0  # the proposal did adapt
+
+
 def test_head_auto_under_two_processes_chooses_and_trains_as_one_process(tmp_path):
     """Three trainings in one torchrun job (two candidates, then the chosen head): the process group is set up and
     torn down for each, and the ranks agree on the choice, which equals one process's."""
@@ -60,3 +77,39 @@ def test_head_auto_under_two_processes_chooses_and_trains_as_one_process(tmp_pat
     assert {k: ddp["head_choice"][k] for k in numbers} == pytest.approx(numbers, rel=1e-5)
     for name, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-5)
+
+
+def test_killing_torchrun_stops_its_training_processes(tmp_path):
+    """Audit 25: torchrun starts its workers in sessions of their own, so after a kill -9 of torchrun they trained
+    on and wrote model.pt beside a failed job. They now die with it, and leave the checkpoint a rerun resumes."""
+    import signal
+    import time
+
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    out = tmp_path / "killed"
+    out.mkdir()
+    params = {**PARAMS, "steps": 200_000, "checkpoint_every": 20}
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python", str(BIN / "amcore"), "train",
+           "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(out / "model.pt"),
+           "--loss-csv", str(out / "loss.csv")]  # fmt: skip
+    launcher = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "model.pt.partial").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (out / "model.pt.partial").exists(), "the training never checkpointed"
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+
+    def workers() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", str(out / "model.pt")], capture_output=True, text=True).stdout.split()
+        return found
+
+    deadline = time.monotonic() + 30
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = workers()
+    subprocess.run(["pkill", "-9", "-f", str(out / "model.pt")])  # none, unless the test fails: never left running
+    assert not left, "training processes outlived torchrun"
+    assert not (out / "model.pt").exists() and (out / "model.pt.partial").exists()

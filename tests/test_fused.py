@@ -51,6 +51,7 @@ def loss_and_grads(path, spec, fused: bool, compile: bool = False, steps: int = 
         model.zero_grad()
         loss = fn(path, 256, gen, times) if fused else action_loss(model, path, 256, gen, spec, times)
         loss.backward()
+        times.commit()
     return loss.detach(), [p.grad for p in model.parameters()], times.second_moment
 
 

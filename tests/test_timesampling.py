@@ -20,6 +20,7 @@ def test_importance_sampling_is_unbiased_and_adapts():
     for _ in range(200):
         t, _ = sampler.sample(512, gen)
         sampler.update(t, f(t))
+        sampler.commit()
     assert sampler.probabilities()[16] > 5 * sampler.probabilities()[2]
     estimates = torch.stack([(f(t) * inv).mean() for t, inv in (sampler.sample(4096, gen) for _ in range(50))])
     exact = (

@@ -28,6 +28,7 @@ class TimeSampler:
         self.device = torch.device(device)
         self.second_moment = torch.ones(bins, device=self.device)
         self.seen = torch.zeros(bins, dtype=torch.bool, device=self.device)
+        self.pending: list[torch.Tensor] = []  # this step's tallies (sums, counts per bin), until commit
 
     def probabilities(self) -> torch.Tensor:
         rms = self.second_moment.sqrt()
@@ -48,12 +49,28 @@ class TimeSampler:
         return t, self.duration / (self.bins * probs[b])
 
     def update(self, t: torch.Tensor, values: torch.Tensor) -> None:
-        """Feed back integrand values at ``t`` (detached) to refine the importance proposal."""
+        """Feed back integrand values at ``t`` (detached) to refine the importance proposal: tallied per bin, one
+        tally per call, and applied by :meth:`commit`. Every minibatch of a step draws from the same proposal, so a
+        step's streams take the same times whether one process runs them or one process each (audit 25: the
+        second stream of one process drew from a proposal the first had moved)."""
         if self.kind != "importance":
             return
         b = ((t - self.t0) / self.duration * self.bins).long().clamp(0, self.bins - 1)
         sums = torch.zeros(self.bins, device=self.device).index_add_(0, b, values.double().pow(2).float())
         counts = torch.zeros(self.bins, device=self.device).index_add_(0, b, torch.ones_like(values))
+        self.pending.append(torch.stack([sums, counts]))
+
+    def commit(self, gather=None) -> None:
+        """Apply the step's tallies, in the order they came; ``gather`` (a tensor's stack over every process, in
+        rank order: ``Cluster.gather_tensor``) adds the other processes' streams, so every process holds the state
+        one process running all the streams would."""
+        if not self.pending:
+            return
+        tallies = torch.stack(self.pending)
+        self.pending = []
+        if gather is not None:
+            tallies = gather(tallies)
+        sums, counts = tallies.sum(0)
         hit = counts > 0
         batch_moment = sums / counts.clamp_min(1)
         # The first visit replaces the flat prior; later visits are averaged with momentum. Masks by torch.where,

@@ -456,6 +456,8 @@ class Cluster:
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.world > 1:
+            _die_with_launcher()
         if self.world > 1 and not dist.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
@@ -472,6 +474,14 @@ class Cluster:
         dist.all_reduce(tensor)
         return float(tensor) / self.world
 
+    def gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` (same shape everywhere) concatenated along its first axis, in rank order."""
+        if self.world == 1:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
     def gather(self, items: list) -> list:
         """Every rank's ``items``, concatenated in rank order."""
         if self.world == 1:
@@ -484,6 +494,24 @@ class Cluster:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+def _die_with_launcher() -> None:
+    """Stop this process when its launcher dies, however it dies: torchrun starts its workers in sessions of their
+    own, so a ``kill -9`` of torchrun or of its process group left them training and writing ``model.pt`` beside a
+    failed job, or beside the rerun's own training (audit 25). Linux's parent-death signal; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    launcher = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != launcher:  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def read_partial(partial: Path, device: torch.device | str = "cpu") -> dict:
@@ -724,6 +752,7 @@ class Run:
         torch.compiler.cudagraph_mark_step_begin()  # a new step: a compiled loss's CUDA graphs may reuse memory
         with autocast(self.cluster.device, cfg.bf16):
             parts = [self.loss(gen) for gen in self.gens]
+        self.times.commit(self.cluster.gather_tensor)  # every stream of every rank, as one process would
         loss = torch.stack(parts).mean()
         self.optimizer.zero_grad(set_to_none=True)
         (loss / self.loss_unit).backward()  # the network's own units: Adam's eps and grad_clip mean the same

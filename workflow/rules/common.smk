@@ -64,13 +64,14 @@ def stage_tags(rule, extra=None, **wildcards):
     return as_arg(tags | (extra or {}))
 
 
-def processes(model):
-    """The training's processes where they change its numbers (more than one, and `streams` 0: one seeded stream
-    each), as a tag: the launcher derives them from resources, which Snakemake leaves out of the params it
-    compares, so a change of `train_processes` or `gpus` alone kept the old models (audit 23). A count set by a
-    profile's resources is not seen: after changing it, `-R train`."""
+def processes():
+    """The training's processes when more than one, as a tag: they change its numbers (with `streams` 0 one seeded
+    stream each; whatever `streams`, each draws its own OT subsamples and streamed chunks), and the launcher
+    derives them from resources, which Snakemake leaves out of the params it compares, so a change of
+    `train_processes` or `gpus` alone kept the old models (audit 23). A count set by a profile's resources is not
+    seen: after changing it, `-R train`."""
     n = max(1, config["gpus"] if config["gpus"] > 0 else config["train_processes"])
-    return {"amcore.processes": str(n)} if n > 1 and not config["models"][model].get("streams") else {}
+    return {"amcore.processes": str(n)} if n > 1 else {}
 
 
 def launcher(wildcards, resources):

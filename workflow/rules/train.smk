@@ -9,7 +9,7 @@ rule train:
         # The threads go as {threads}, not here: a change of them alone changes no result and retrains nothing.
         train=lambda wc: as_arg({**config["models"][wc.model], "seed": int(wc.seed)}),
         launcher=launcher,
-        tags=lambda wc: stage_tags("train", processes(wc.model), holdout=wc.holdout, model=wc.model, seed=wc.seed),
+        tags=lambda wc: stage_tags("train", processes(), holdout=wc.holdout, model=wc.model, seed=wc.seed),
         # What the previous model of this run left: a training that then fails (killed, diverged) must not leave
         # them looking current beside no model, or the next run would find nothing to do and keep them.
         stale=lambda wc: " ".join(
