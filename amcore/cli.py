@@ -271,6 +271,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     results = []
     noise: dict[tuple, float] = {}  # the floor per held-out time and subsample sizes (predictions of one size share)
     influences: dict[str, dict[str, list]] = {}  # per held-out time's label: each method's seeds' W1 influence
+    unmoved = None  # the first time's cells unmoved against the last's: one W1 for every model's course
     with StageRun("score", args.tags, args.params) as run:
         snaps = read_store(args.store)
         box = data_box(snaps)
@@ -312,9 +313,9 @@ def cmd_score(args: argparse.Namespace) -> None:
                       "sampling noise (flagged in the table)", file=sys.stderr)  # fmt: skip
             if "coinciding" in scores:
                 print(f"amcore score {who}: {COINCIDING}", file=sys.stderr)
-            if (pushed := course_flags(entry["path"], snaps, box, opts)) is not None:  # every seed's whole course
+            if (pushed := course_flags(entry["path"], snaps, box, opts, unmoved)) is not None:  # each seed's course
                 flags, whole = pushed
-                scores |= flags
+                scores, unmoved = scores | flags, whole["unmoved_w1"]
                 if whole["excess"] > 1:
                     print(f"amcore score {entry['method']} (seed {seed}): FLAGGED: {ran_off(whole)}", file=sys.stderr)
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
@@ -378,6 +379,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         DEFAULTS,
         DISTANCES,
         MASS_OFF,
+        TRUTH_ERRORS,
         action_audit,
         course,
         data_box,
@@ -460,7 +462,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             result |= score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"])
             # The errors against the known answer are what a simulated run is for: in the table beside the
             # distances (audit 26: only metrics.json had them, and the distances, within noise, ranked uAM last).
-            table |= {name: result[name] for name in sorted(result) if name.endswith("_rel_error")}
+            table |= {name: result[name] for name in TRUTH_ERRORS if name in result}
         if params.get("mmd_paper_alphas"):  # the AM paper's MMD beside amcore's distances
             result |= score_paper_mmd(snaps, predicted, params["mmd_paper_alphas"])
             table["mmd_paper"] = result["mmd_paper"]

@@ -54,7 +54,7 @@ def test_geodesic_action_of_a_translation_and_the_bound_on_a_curved_flow():
 
 
 def test_the_geodesic_terms_sampling_sd_is_what_redraws_show():
-    """Audit 26: on the Gaussian path a term read 3.50 against the laws' 2.73, 3.4 times the bias two samples of
+    """Audit 26: on the Gaussian path a term read 3.50 against the laws' 2.79, 3.4 times the bias two samples of
     one law show: between different laws the sampling moves a term at first order, by the means of its Kantorovich
     potentials. Over 80 redraws of 400 cells at t = 0.7 and 0.8 (the laws' term: Bures' closed form), the sd the
     potentials give is the spread of the terms (within 20 %: the sd of a sample sd of 80 draws is 8 %), and +-2 sd

@@ -245,14 +245,16 @@ def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
     snaps.attrs["holdout_times"] = [1.0]
     write_store(tmp_path / "store.zarr", snaps)
     held = np.asarray(snaps.snapshot(1))[np.arange(80) % 60]
-    for seed, overshoot in ((0, 0.0), (1, 30.0)):
+    lost = base[:80] + shift
+    lost[:7] = np.nan  # 7 cells lost on the way: they left the data too
+    for seed, last in ((0, base[:80] + shift), (1, base[:80] + shift + 30.0), (2, lost)):
         extra = prediction_variables(held, np.ones(80), 1.0, 0.0, pushed=True)
         with TrajectoryWriter(tmp_path / f"am{seed}.zarr", np.array([0.0, 1.0, 4.0]), np.ones(3, bool), 80, 2,
                               False, extra=extra) as out:  # fmt: skip
-            for step, x in enumerate((base[:80], held, base[:80] + shift + overshoot)):
+            for step, x in enumerate((base[:80], held, last)):
                 out.x[step, 0:80] = x.astype(np.float32)
     write_prediction(tmp_path / "copy_prev.zarr", *copy_prev(snaps, 1.0), 1.0, 0.0)
-    entries = [{"method": "am", "seed": s, "path": str(tmp_path / f"am{s}.zarr")} for s in (0, 1)]
+    entries = [{"method": "am", "seed": s, "path": str(tmp_path / f"am{s}.zarr")} for s in (0, 1, 2)]
     entries.append({"method": "copy_prev", "seed": "", "path": str(tmp_path / "copy_prev.zarr")})
     params = {"max_exact_size": 500, "kernel_max_size": 500, "projections": 50, "seed": 0}
     predictions = json.dumps({"predictions": entries})
@@ -261,7 +263,8 @@ def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
     rows = [r["table"] for r in json.loads((tmp_path / "scores.json").read_text())["results"]]
     assert rows[0]["course_excess"] < -1 and rows[0]["course_escaped"] == 0
     assert rows[1]["course_excess"] > 10 and rows[1]["course_escaped"] > 40
-    assert "course_excess" not in rows[2] and "course_mass_error" not in rows[0]
+    assert rows[2]["course_escaped"] == 7 and np.isnan(rows[2]["course_excess"])  # NaN cells are never a score
+    assert "course_excess" not in rows[3] and "course_mass_error" not in rows[0]
     said = capsys.readouterr().err
     assert "amcore score am (seed 1): FLAGGED: pushed from the first time" in said
     assert "amcore score am (seed 0): FLAGGED" not in said

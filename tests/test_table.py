@@ -305,3 +305,43 @@ def test_paired_intervals_hold_the_held_out_cells_sampling_where_score_wrote_it(
     text = markdown(long_table(rows, variances[:1]))
     assert "[-2.48, +2.48] (seeds only)" in text and "An interval marked (seeds only)" in text
     assert "(seeds only)" not in text.split("t = 1 |")[-1].split("|")[2]  # t = 1's interval holds the cells
+
+
+def test_a_simulated_growing_population_evaluates_into_a_table(tmp_path):
+    """Review of audit 26's change: the table took every ``*_rel_error`` of evaluate's result, uAM's per-time
+    ``mass_rel_error`` dict with them, and `amcore table` failed on growth_uam.yaml. A real chain of the CLI: the
+    truth's errors in the table, the mass error the worst time's number."""
+    import json
+
+    import pandas as pd
+
+    from amcore.cli import main
+
+    dataset = {"source": "simulate", "simulator": "growing_gaussian", "params": {"dim": 2}, "times": [0, 0.5, 1],
+               "n_per_time": 150, "seed": 0}  # fmt: skip
+    store, run = tmp_path / "s.zarr", tmp_path / "run"
+    assert main(["prepare", "--dataset", json.dumps(dataset), "--out", str(store), "--summary",
+                 str(tmp_path / "s.json")]) == 0  # fmt: skip
+    params = {"objective": "uam", "steps": 30, "width": 16, "depth": 2, "log_every": 10}
+    assert main(["train", "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(run / "m.pt"),
+                 "--loss-csv", str(run / "loss.csv")]) == 0  # fmt: skip
+    assert main(["integrate", "--store", str(store), "--checkpoint", str(run / "m.pt"), "--params",
+                 '{"steps_per_interval": 4}', "--out", str(run / "t.zarr")]) == 0  # fmt: skip
+    assert main(["evaluate", "--model", "uam", "--seed", "0", "--store", str(store), "--checkpoint",
+                 str(run / "m.pt"), "--trajectories", str(run / "t.zarr"), "--loss-csv", str(run / "loss.csv"),
+                 "--params", '{"truth_samples": 300}', "--metrics", str(run / "metrics.json"), "--plots",
+                 str(run / "plots")]) == 0  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["table"]["mass_rel_error"] == metrics["mass_rel_error_max"]
+    out = [
+        "--table",
+        str(tmp_path / "t.csv"),
+        "--markdown",
+        str(tmp_path / "t.md"),
+        "--figure",
+        str(tmp_path / "t.png"),
+    ]
+    assert main(["table", "--results", str(run / "metrics.json"), *out]) == 0
+    rows = pd.read_csv(tmp_path / "t.csv").set_index("metric")["value"]
+    assert list(rows.index[:2]) == ["velocity_rel_error", "growth_rel_error"]
+    assert rows["growth_rel_error"] == pytest.approx(metrics["growth_rel_error"], rel=1e-12)

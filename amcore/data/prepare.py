@@ -89,7 +89,8 @@ DATASET_KEYS = {
 # file source; the simulate source reads none). A value other than the default where the source never reads it is
 # refused: a format, file_times or x_key that did nothing, retrained everything in silence (audit 23).
 READ_BY = {
-    "path": (None, None), "x_key": ("X", ("npz", "npy", "h5ad", "netcdf", "zarr", "directory")), "t_key": ("t", None),
+    "path": (None, None), "x_key": ("X", ("npz", "npy", "h5ad", "netcdf", "zarr", "directory")),
+    "t_key": ("t", ("npz", "npy", "h5ad", "csv", "parquet", "netcdf", "zarr")),  # a directory's times: file names
     "feature_columns": (None, ("csv", "parquet", "directory")), "format": (None, ("directory",)),
     "file_times": ({}, ("directory",)), "time_pattern": (None, ("directory",)), "time_map": ({}, None),
     "drop_nonfinite": (False, None), "v_key": (None, None),

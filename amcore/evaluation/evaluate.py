@@ -25,6 +25,7 @@ ACTION_SHORT = 0.9  # see falls_short
 
 
 OPTION_KEYS = ("max_exact_size", "kernel_max_size", "projections", "seed")  # what :func:`options` reads
+TRUTH_ERRORS = ("velocity_rel_error", "drift_rel_error", "growth_rel_error")  # :func:`score_truth`'s errors
 
 
 def options(params: dict) -> dict:
@@ -219,7 +220,7 @@ def score_marginals(snaps: Snapshots, predicted, weights, box: np.ndarray | None
     return result
 
 
-def course(snaps: Snapshots, scores: dict, opts: dict) -> dict:
+def course(snaps: Snapshots, scores: dict, opts: dict, unmoved: float | None = None) -> dict:
     """The whole course at once: W1 between the cells pushed from the first time and the last time's (``scores``:
     :func:`score_marginals`'), beside the first time's cells unmoved against the last time's; their ``ratio``, and
     the ``excess`` of the first over the second in units of the last time's noise floor. Above one floor the flow
@@ -228,8 +229,9 @@ def course(snaps: Snapshots, scores: dict, opts: dict) -> dict:
     where the population barely moves both W1 are sampling noise, and a perfect model's ratio is above 1 half the
     time (5 of 10 draws of a still 5-d Gaussian, 300 cells; excess within ±0.05 floors)."""
     last = f"{snaps.t_values[-1]:g}"
-    first, final = np.asarray(snaps.snapshot(0)), np.asarray(snaps.snapshot(snaps.n_snapshots - 1))
-    unmoved = metrics.wasserstein(first, final, p=1, max_size=opts["max_exact_size"], seed=opts["seed"])
+    if unmoved is None:  # the same for every model of the store: score passes it once computed
+        first, final = np.asarray(snaps.snapshot(0)), np.asarray(snaps.snapshot(snaps.n_snapshots - 1))
+        unmoved = metrics.wasserstein(first, final, p=1, max_size=opts["max_exact_size"], seed=opts["seed"])
     pushed, floor = scores["w1"][last], scores["w1_subsample_noise"][last]
     return {"time": last, "w1": pushed, "unmoved_w1": unmoved, "noise": floor, "ratio": _over(pushed, unmoved),
             "excess": _over(pushed - unmoved, floor)}  # fmt: skip
@@ -242,12 +244,15 @@ def ran_off(run: dict) -> str:
             "runs the course off, whatever each interval scores")  # fmt: skip
 
 
-def course_flags(path, snaps: Snapshots, box: np.ndarray, opts: dict) -> tuple[dict, dict] | None:
+def course_flags(
+    path, snaps: Snapshots, box: np.ndarray, opts: dict, unmoved: float | None = None
+) -> tuple[dict, dict] | None:
     """A model's push from the first time (its trajectories store at ``path``) over the whole course, for every
     seed of a held-out split (evaluate scores the first seed's alone): ``course_excess`` (:func:`course`),
-    ``course_escaped`` (the most cells outside ``box`` at an observed time after the first) and, for weighted
-    particles, ``course_mass_error`` (the worst such time); and :func:`course`'s record. None for a baseline's
-    prediction, which has no course. One observed time is read at a time."""
+    ``course_escaped`` (the most cells outside ``box``, or NaN or inf, at an observed time after the first) and,
+    for weighted particles, ``course_mass_error`` (the worst such time); and :func:`course`'s record (``unmoved``:
+    its W1 of the first time's cells unmoved, where the caller has it). None for a baseline's prediction, which has
+    no course. One observed time is read at a time."""
     from amcore.models.integrate import read_trajectories
 
     traj = read_trajectories(path, load=False)
@@ -258,20 +263,22 @@ def course_flags(path, snaps: Snapshots, box: np.ndarray, opts: dict) -> tuple[d
         raise InputError(f"{path}: pushed to {len(steps)} observed times, but the store observes "
                          f"{snaps.n_snapshots}: trajectories of another store")  # fmt: skip
     masses = snaps.masses() / snaps.masses()[0]
-    escaped, mass_error = 0, 0.0
+    escaped, mass_errors = 0, []
     for k in range(1, snaps.n_snapshots):
         x = traj["x"][steps[k]].values
-        escaped = max(escaped, metrics.escaped_rows(x, box))
+        # cells that became NaN or inf left the data too (their course_excess is NaN, which flags nothing)
+        escaped = max(escaped, metrics.escaped_rows(x, box) + int((~np.isfinite(x).all(1)).sum()))
         if "weight" in traj:
             w = traj["weight"][steps[k]].values.astype(np.float64)
-            mass_error = max(mass_error, float(abs(w.mean() - masses[k]) / masses[k]))
+            mass_errors.append(float(abs(w.mean() - masses[k]) / masses[k]))  # a NaN stays NaN
     last = snaps.n_snapshots - 1
     weights = traj["weight"][steps[last]].values if "weight" in traj else None
     scores = distances(x, np.asarray(snaps.snapshot(last)), weights, where=f"{path}: the last time", box=box, **opts)
     key = f"{snaps.t_values[last]:g}"
-    run = course(snaps, {"w1": {key: scores["w1"]}, "w1_subsample_noise": {key: scores["w1_subsample_noise"]}}, opts)
+    run = course(snaps, {"w1": {key: scores["w1"]}, "w1_subsample_noise": {key: scores["w1_subsample_noise"]}}, opts,
+                 unmoved)  # fmt: skip
     flags = {"course_excess": run["excess"], "course_escaped": escaped}
-    return flags | ({"course_mass_error": mass_error} if "weight" in traj else {}), run
+    return flags | ({"course_mass_error": float(np.max(mass_errors))} if mass_errors else {}), run
 
 
 def _over(value: float, scale: float) -> float:

@@ -15,6 +15,7 @@ from amcore.evaluation.evaluate import (
     FEW_CELLS,
     FEW_EFFECTIVE,
     MASS_OFF,
+    TRUTH_ERRORS,
     data_box,
     falls_short,
 )
@@ -23,7 +24,6 @@ from amcore.evaluation.holdout import read_prediction
 COLUMNS = ["method", "holdout", "seed", "metric", "value"]
 # The errors against a simulator's known fields first: what a simulated run is for (evaluate's, runs without a
 # held-out time).
-TRUTH_ERRORS = ("velocity_rel_error", "drift_rel_error", "growth_rel_error")
 METRIC_ORDER = (*TRUTH_ERRORS, *DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "coinciding",
                 "mass_rel_error", "course_excess", "course_escaped", "course_mass_error")  # fmt: skip
 
@@ -228,8 +228,9 @@ def markdown(table: pd.DataFrame, reference: str = "am") -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
     lines = [
         "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better, "
-        "but for `action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots) and "
-        "`action_noise` (the snapshots' own, the same for every method).",
+        "but for `action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots), "
+        "`action_noise` (the snapshots' own, the same for every method) and `effective_size` (1: every particle "
+        "counts alike).",
         "Distances are in the store's coordinates (after preprocessing, fitted on each split's training times): "
         "compare methods within a column, whose held-out time has units of its own.",
         "",
