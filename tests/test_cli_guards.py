@@ -245,6 +245,7 @@ def test_a_dataset_key_with_a_typo_is_refused_and_the_keys_match_the_schema(caps
     defaults = {key: spec["default"] for key, spec in schema["properties"]["dataset"]["properties"].items()
                 if "default" in spec}  # fmt: skip
     for source, unread in (("npz", {"format": "npy", "feature_columns": ["a"]}), ("csv", {"x_key": "Y"}),
+                           ("directory", {"t_key": "day"}),  # its times come from the file names
                            ("simulate", {"time_map": {"a": 1.0}, "v_key": "v"})):  # fmt: skip
         said = refused(capsys, "prepare", "--dataset", json.dumps(defaults | {"source": source} | unread), *out)
         assert f"dataset.{', dataset.'.join(sorted(unread))}: the source {source!r} never reads" in said, said

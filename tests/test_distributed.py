@@ -25,13 +25,22 @@ def _train(store, out, params, launcher=()):
     return torch.load(out / "model.pt", weights_only=True)
 
 
-def test_two_process_gloo_ddp_equals_one_process(tmp_path):
+def _store(tmp_path):
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
-    store = tmp_path / "store.zarr"
-    write_store(store, Snapshots.from_labels(x, t))
-    single = _train(store, tmp_path / "single", {**PARAMS, "streams": 2})
+    write_store(tmp_path / "store.zarr", Snapshots.from_labels(x, t))
+    return tmp_path / "store.zarr"
+
+
+def _one_and_two_processes(tmp_path, params):
+    """The store, and one process with ``streams: 2`` beside two torchrun processes, trained with ``params``."""
+    store = _store(tmp_path)
+    single = _train(store, tmp_path / "single", {**params, "streams": 2})
     torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
-    ddp = _train(store, tmp_path / "ddp", PARAMS, torchrun)
+    return store, single, _train(store, tmp_path / "ddp", params, torchrun)
+
+
+def test_two_process_gloo_ddp_equals_one_process(tmp_path):
+    store, single, ddp = _one_and_two_processes(tmp_path, PARAMS)
     for name, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-5)
     np.testing.assert_allclose(
@@ -48,13 +57,7 @@ def test_importance_sampled_times_are_the_same_on_two_processes(tmp_path):
     """Audit 25: each process moved its time proposal with its own stream's integrand, where one process moved it
     between its streams (weights 5e-3 apart). Every stream of a step now draws from one proposal, moved by all of
     them together."""
-    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
-    store = tmp_path / "store.zarr"
-    write_store(store, Snapshots.from_labels(x, t))
-    params = {**PARAMS, "time_sampling": "importance"}
-    single = _train(store, tmp_path / "single", {**params, "streams": 2})
-    torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
-    ddp = _train(store, tmp_path / "ddp", params, torchrun)
+    _, single, ddp = _one_and_two_processes(tmp_path, {**PARAMS, "time_sampling": "importance"})
     for name, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-5)
     torch.testing.assert_close(ddp["time_sampler"][0], single["time_sampler"][0], rtol=0, atol=0)
@@ -64,13 +67,7 @@ def test_importance_sampled_times_are_the_same_on_two_processes(tmp_path):
 def test_head_auto_under_two_processes_chooses_and_trains_as_one_process(tmp_path):
     """Three trainings in one torchrun job (two candidates, then the chosen head): the process group is set up and
     torn down for each, and the ranks agree on the choice, which equals one process's."""
-    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
-    store = tmp_path / "store.zarr"
-    write_store(store, Snapshots.from_labels(x, t))
-    params = {**PARAMS, "head": "auto"}
-    single = _train(store, tmp_path / "single", {**params, "streams": 2})
-    torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
-    ddp = _train(store, tmp_path / "ddp", params, torchrun)
+    _, single, ddp = _one_and_two_processes(tmp_path, {**PARAMS, "head": "auto"})
     assert ddp["config"]["head"] == single["config"]["head"] == ddp["head_choice"]["head"]
     # The objectives of weights equal up to the order of float sums (atol 1e-5 below).
     numbers = {k: v for k, v in single["head_choice"].items() if k != "head"}
@@ -85,9 +82,7 @@ def test_killing_torchrun_stops_its_training_processes(tmp_path):
     import signal
     import time
 
-    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
-    store = tmp_path / "store.zarr"
-    write_store(store, Snapshots.from_labels(x, t))
+    store = _store(tmp_path)
     out = tmp_path / "killed"
     out.mkdir()
     params = {**PARAMS, "steps": 200_000, "checkpoint_every": 20}

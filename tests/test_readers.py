@@ -213,7 +213,7 @@ def test_directory_of_h5ad_files(tmp_path, data):
     folder.mkdir()
     for tk in TIMES:
         ad.AnnData(X=sp.csr_matrix(x[t == tk])).write_h5ad(folder / f"t{tk}.h5ad")
-    check_round_trip(tmp_path, {"source": "directory", "path": str(folder), "t_key": "unused"}, *by_file(x, t))
+    check_round_trip(tmp_path, {"source": "directory", "path": str(folder)}, *by_file(x, t))  # times: file names
 
 
 # --- bad input: each refused with the file, the key and what was expected -------------------------------------

@@ -200,6 +200,12 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "no such table" in capsys.readouterr().err
 
 
+def _outputs(tmp_path) -> list[str]:
+    """`amcore table`'s output arguments, into ``tmp_path``."""
+    return ["--table", str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md"), "--figure",
+            str(tmp_path / "t.png")]  # fmt: skip
+
+
 def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_rows(tmp_path):
     """Score's push from the first time flags the held-out row of each model and seed: an excess above 1 noise floor
     (farther from the last time than not moving), cells that left the data, a course's mass off."""
@@ -213,14 +219,7 @@ def test_a_model_that_runs_the_whole_course_off_is_flagged_beside_its_held_out_r
                                                                    "course_escaped": 0}},
             {"method": "copy_prev", "holdout": "1", "seed": "", "table": {"w1": 2.0, "nonfinite": 0}}]  # fmt: skip
     (tmp_path / "scores.json").write_text(json.dumps({"results": rows}))
-    out = [
-        "--table",
-        str(tmp_path / "t.csv"),
-        "--markdown",
-        str(tmp_path / "t.md"),
-        "--figure",
-        str(tmp_path / "t.png"),
-    ]
+    out = _outputs(tmp_path)
     assert main(["table", "--results", str(tmp_path / "scores.json"), *out]) == 0
     text = (tmp_path / "t.md").read_text()
     assert "end farther from the last time's than the first time's cells unmoved" in text
@@ -333,14 +332,7 @@ def test_a_simulated_growing_population_evaluates_into_a_table(tmp_path):
                  str(run / "plots")]) == 0  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["table"]["mass_rel_error"] == metrics["mass_rel_error_max"]
-    out = [
-        "--table",
-        str(tmp_path / "t.csv"),
-        "--markdown",
-        str(tmp_path / "t.md"),
-        "--figure",
-        str(tmp_path / "t.png"),
-    ]
+    out = _outputs(tmp_path)
     assert main(["table", "--results", str(run / "metrics.json"), *out]) == 0
     rows = pd.read_csv(tmp_path / "t.csv").set_index("metric")["value"]
     assert list(rows.index[:2]) == ["velocity_rel_error", "growth_rel_error"]
