@@ -504,7 +504,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                         axis_names=names, weights=carried, shown=shown[:2], frame=frame)  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times,
                            shown=shown[:2], axis_names=names, path_times=traj["time"].values, frame=frame)  # fmt: skip
-        plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval")
+        plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval",
+                           noisy=audit["action_noise"] > ACTION_NOISE)  # fmt: skip
         observed_mass = snaps.masses() / snaps.masses()[0]
         predicted_mass = np.ones(len(times)) if carried is None else [float(np.mean(w)) for w in carried]
         uam = model.objective == "uam"

@@ -300,3 +300,32 @@ def test_one_held_out_time_draws_its_far_peer_at_the_edge(figures):
     (fig,) = figures
     side = fig.axes[1]
     assert [t.get_text() for t in side.texts] == ["◀ -0.4"] and side.get_xlim()[0] > -0.4
+
+
+def test_a_far_off_time_of_a_close_peer_is_written_at_the_edge(figures):
+    """Audit 27: copy_prev's mean was on the axis, but one of its times (-0.146, three times the median interval
+    end away) fell off it, and the open dot vanished without a word. It is now written at the edge, with its time."""
+    summary = {
+        m: {"6": np.array([0.5, 0.51]), "30": np.array([0.5]), "mean": np.array([0.5])}
+        for m in ("am", "fm", "copy_prev")
+    }
+    pairs = {"fm": {"6": (0.01, -0.01, 0.03, 2, True), "30": (-0.01, -0.03, 0.01, 2, True),
+                    "mean": (0.0, -0.02, 0.02, 2, True)},
+             "copy_prev": {"6": (-0.01, -0.03, 0.01, 2, True), "30": (-0.146, -0.176, -0.116, 2, True),
+                           "mean": (-0.045, -0.057, -0.033, 2, True)}}  # fmt: skip
+    plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am")
+    (fig,) = figures
+    side = fig.axes[1]
+    assert [t.get_text() for t in side.texts] == ["◀ -0.146 (t = 30)"] and side.get_xlim()[0] > -0.146
+
+
+def test_a_true_field_far_shorter_than_the_learned_one_still_shows(figures):
+    """Audit 27: eAM with 3 times the sigma learned a drift 9 times the true one, and the arrow scale, set by the
+    learned field alone, drew the true arrows as dots. The longest arrow of either field spans one grid cell."""
+    x = np.random.default_rng(6).normal(size=(500, 2))
+    plots.velocity_field("unused.png", lambda p, t: 9.0 * p, lambda p, t: -2.0 * p, [0.0, 0.5, 1.0], x, "title")
+    plots.velocity_field("unused.png", lambda p, t: 0.1 * p, lambda p, t: -2.0 * p, [0.0, 0.5, 1.0], x, "title")
+    scales = [[q.scale for q in ax.collections if hasattr(q, "scale")] for fig in figures for ax in fig.axes[:1]]
+    (large_true, large_learned), (small_true, small_learned) = scales
+    assert large_true == large_learned and small_true == small_learned  # one scale for both, in each figure
+    assert small_learned == pytest.approx(large_learned * 2.0 / 9.0)  # by the longer field: the learned, then the true

@@ -237,7 +237,7 @@ def trajectories(
     labels = ["observed time (index)" if by_index else "t", labels[0]] if flat else labels
     ax.set_xlabel(labels[0], fontsize=8)
     ax.set_ylabel(labels[1], fontsize=8)
-    bar = fig.colorbar(mappable, ax=ax, label=label + (" (in order)" if ticks else ""))
+    bar = fig.colorbar(mappable, ax=ax, label=label.replace(")", ", in order)") if ticks else label)
     if ticks:
         step = max(1, len(ticks[0]) // 12)  # at most about a dozen labels
         bar.set_ticks(ticks[0][::step], labels=ticks[1][::step])
@@ -363,8 +363,9 @@ def holdout_bars(
 def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colours, styles: dict[str, int]) -> None:
     """The reference minus each peer, a row per peer: the mean over held-out times as a filled marker with its 95 %
     interval, each held-out time as a small open dot with its own; left of the zero line favours the reference.
-    The axis spans three times the median end of the intervals: a peer far off (copying the previous time) is
-    written at the edge with its value, not drawn to flatten the close calls, which are the question."""
+    The axis spans three times the median end of the intervals: a peer far off (copying the previous time), or one
+    of its times, is written at the edge with its value, not drawn to flatten the close calls, which are the
+    question."""
     peers = list(pairs)
     ends = [abs(v) for p in peers for c in pairs[p].values() for v in c[:3] if np.isfinite(v)]
     limit = 3 * float(np.median(ends)) if ends and np.median(ends) > 0 else None
@@ -380,10 +381,12 @@ def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colour
                 "fmt": "o", "ms": 3, "mfc": "none", "alpha": 0.6, "elinewidth": 0.6}  # fmt: skip
             spread = [[mean - low], [high - mean]] if np.isfinite(low) else None  # one seed: no interval
             ax.errorbar(mean, y, xerr=spread, color=colours(styles[peer]), **look)
-            if main and limit is not None and abs(mean) > limit:
-                label = f"◀ {mean:+.3g}" if mean < 0 else f"{mean:+.3g} ▶"
+            if limit is not None and abs(mean) > limit:  # off the axis: written at its edge (each time's too,
+                value = f"{mean:+.3g}" + ("" if main else f" (t = {h})")  # audit 27: one vanished)
+                label = f"◀ {value}" if mean < 0 else f"{value} ▶"
                 ax.text(0.02 if mean < 0 else 0.98, y, label, ha="left" if mean < 0 else "right", va="center",
-                        fontsize=7, color=colours(styles[peer]), transform=ax.get_yaxis_transform())  # fmt: skip
+                        fontsize=7 if main else 6, color=colours(styles[peer]), alpha=1 if main else 0.7,
+                        transform=ax.get_yaxis_transform())  # fmt: skip
     if limit is not None and max(ends) > limit:
         ax.set_xlim(-limit, limit)
     ax.axvline(0.0, color="0.3", lw=0.8)
@@ -507,14 +510,12 @@ def velocity_field(
         if potential is not None:
             levels = ax.contourf(gx, gy, potential(grid, t).reshape(gx.shape), levels=14, cmap="Greys", alpha=0.5)
             fig.colorbar(levels, ax=ax, shrink=0.8, label="potential s")
-        # One arrow scale for learned and true: the longest learned arrow spans one grid cell.
-        arrows = {
-            "scale_units": "xy",
-            "angles": "xy",
-            "scale": np.linalg.norm(v, axis=1).max() / (gx[0, 1] - gx[0, 0]),
-        }
-        if truth is not None:
-            u = np.asarray(truth(grid, t))[:, [i, j]]
+        # One arrow scale for learned and true: the longest arrow of either spans one grid cell (by the learned
+        # alone, a true field 9 times shorter vanished under it: audit 27).
+        u = None if truth is None else np.asarray(truth(grid, t))[:, [i, j]]
+        longest_any = max(np.linalg.norm(w, axis=1).max() for w in (v, u) if w is not None)
+        arrows = {"scale_units": "xy", "angles": "xy", "scale": max(longest_any, 1e-300) / (gx[0, 1] - gx[0, 0])}
+        if u is not None:
             ax.quiver(grid[:, i], grid[:, j], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
         drawn = ax.quiver(grid[:, i], grid[:, j], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
                           **arrows)  # fmt: skip
@@ -594,10 +595,12 @@ def growth(
     _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
-def action_audit(path: Path, audit: dict, title: str) -> None:
+def action_audit(path: Path, audit: dict, title: str, noisy: bool = False) -> None:
     """Bars per observed interval: the learned flow's kinetic action, the W2 geodesic's (the least any flow through
     the snapshots' laws spends; its cells' estimate, with +-2 sd of their sampling), what two samples of one law
-    show by chance and, with a simulator, the true process's."""
+    show by chance and, with a simulator, the true process's. ``noisy``: that chance is most of the geodesic, and
+    the title says the ratio measures it (audit 27: a ratio of 0.07 printed bare, one its log called
+    meaningless)."""
     drift = "action_diffusion" in audit  # eAM's: its drift's energy, which the geodesic does not bound
     learned = "learned drift (∫ E|b|² dt; not bounded by the geodesic)" if drift else "learned flow"
     # The snapshots' geodesic bounds the action of a flow through their laws; the cells' own estimate of it moves
@@ -621,6 +624,8 @@ def action_audit(path: Path, audit: dict, title: str) -> None:
     ax.set_xlabel("observed interval")
     ax.set_ylabel("∫ E|v|² dt")
     ratio = "" if drift else f"\n(flow / geodesic = {audit['action_ratio']:.3g})"  # its own line: never cut off
+    if ratio and noisy:
+        ratio = ratio[:-1] + ": the geodesic is mostly sampling noise, the ratio says little)"
     ax.set_title(title + ratio, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
