@@ -254,9 +254,12 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
+    from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
     from amcore.evaluation.evaluate import (
+        DEFAULTS,
+        TRUTH_ERRORS,
         course_flags,
         data_box,
         distances,
@@ -264,8 +267,10 @@ def cmd_score(args: argparse.Namespace) -> None:
         pair_variances,
         prediction_size,
         ran_off,
+        score_truth,
     )
     from amcore.metrics import noise_sizes
+    from amcore.models.trained import load
     from amcore.tracking import StageRun
 
     results = []
@@ -276,6 +281,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         snaps = read_store(args.store)
         box = data_box(snaps)
         opts = options(args.params)
+        simulator, truth_samples = ground_truth(snaps), args.params.get("truth_samples", DEFAULTS["truth_samples"])
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             where = f"{entry['path']}: a prediction at t = {held_out:g}"
@@ -318,6 +324,12 @@ def cmd_score(args: argparse.Namespace) -> None:
                 scores, unmoved = scores | flags, whole["unmoved_w1"]
                 if whole["excess"] > 1:
                     print(f"amcore score {entry['method']} (seed {seed}): FLAGGED: {ran_off(whole)}", file=sys.stderr)
+            if simulator is not None and entry.get("checkpoint"):  # the learned field against the known one
+                model = load(entry["checkpoint"])
+                model.check_store(snaps, args.store)
+                truth = score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"],
+                                    floor=False)  # fmt: skip
+                scores |= {name: truth[name] for name in TRUTH_ERRORS if name in truth}
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
             results.append(row)
             run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})

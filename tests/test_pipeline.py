@@ -275,7 +275,8 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     # No effective_size: every prediction's particles weigh the same (equal counts: the displacement plan is a
     # permutation).
     pairs = {f"w1_held_out_var:{m}" for m in ("am", "copy_prev", "ot_displacement", "spline_path")}  # each pair's
-    assert set(table["metric"]) == {*DISTANCES, "nonfinite", "escaped", "course_excess", "course_escaped", *pairs}
+    every = {*DISTANCES, "nonfinite", "escaped", "course_excess", "course_escaped", "velocity_rel_error", *pairs}
+    assert set(table["metric"]) == every
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     # Score's push from the first time flags every seed's held-out rows (here nothing to flag), with the number
     # evaluate gives the first seed's (the same push and subsamples).
@@ -284,6 +285,10 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     assert (course["value"] < 1).all()
     evaluated = json.loads((run_dir(tmp_path, config, holdout="0.5", seed=0) / "metrics.json").read_text())
     assert course["value"].iloc[0] == pytest.approx(evaluated["course"]["excess"], rel=1e-12)
+    # So does the learned field's error against the truth (audit 27: a held-out table had none).
+    errors = table[table["metric"] == "velocity_rel_error"]
+    assert list(errors["seed"]) == ["0", "1"] and (errors["value"] < 1).all()
+    assert errors["value"].iloc[0] == pytest.approx(evaluated["velocity_rel_error"], rel=1e-12)
     value = {(m, h): v for m, h, v in zip(w1["method"], w1["holdout"], w1["value"], strict=True)}
     # The cloud moves: not moving at all is far worse than interpolating between the bracketing times.
     assert value[("copy_prev", "0.5")] > 2 * value[("ot_displacement", "0.5")]

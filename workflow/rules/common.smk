@@ -51,11 +51,11 @@ def evaluate_settings():
 
 
 def score_settings():
-    """The evaluate settings score reads (evaluate.OPTION_KEYS): n_times or mmd_paper_alphas, read by evaluate
-    only, reran score to the same numbers (audit 23)."""
+    """The evaluate settings score reads (evaluate.OPTION_KEYS, and a simulator's truth_samples): n_times or
+    mmd_paper_alphas, read by evaluate only, reran score to the same numbers (audit 23)."""
     from amcore.evaluation.evaluate import OPTION_KEYS
 
-    return {key: value for key, value in evaluate_settings().items() if key in OPTION_KEYS}
+    return {key: value for key, value in evaluate_settings().items() if key in (*OPTION_KEYS, "truth_samples")}
 
 
 def stage_tags(rule, extra=None, **wildcards):
@@ -120,6 +120,15 @@ def held_out_predictions(holdout):
     ]
     return runs + [
         {"method": name, "seed": "", "path": f"{OUT}/holdout-{holdout}/{name}/prediction.zarr"} for name in BASELINES
+    ]
+
+
+def scored_predictions(holdout):
+    """What score reads at a held-out time: the predictions, each model's with its checkpoint (on simulated data its
+    learned field is scored against the truth, every seed; audit 27: only the first seed's evaluate had it)."""
+    return [
+        entry | ({"checkpoint": str(Path(entry["path"]).with_name("model.pt"))} if entry["seed"] != "" else {})
+        for entry in held_out_predictions(holdout)
     ]
 
 

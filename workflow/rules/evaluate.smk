@@ -34,11 +34,13 @@ rule score:
     """Every distance of docs/metrics.md between every prediction (models, seeds, baselines) and all held-out cells."""
     input:
         store=rules.prepare.output.store,
-        predictions=lambda wc: [entry["path"] for entry in held_out_predictions(wc.holdout)],
+        predictions=lambda wc: [
+            path for entry in scored_predictions(wc.holdout) for path in (entry["path"], entry.get("checkpoint")) if path
+        ],
     output:
         scores=f"{SPLIT}/scores.json",
     params:
-        predictions=lambda wc: as_arg({"predictions": held_out_predictions(wc.holdout)}),
+        predictions=lambda wc: as_arg({"predictions": scored_predictions(wc.holdout)}),
         evaluate=as_arg(score_settings()),
         tags=lambda wc: stage_tags("score", holdout=wc.holdout),
     log:
