@@ -513,7 +513,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         shown = plots.shown_features(box, count=3)  # constant features make no axis
         frame = plots.frame(truth, box)  # a few far cells set no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
-                        axis_names=names, weights=carried, shown=shown[:2], frame=frame)  # fmt: skip
+                        axis_names=names, weights=carried, shown=shown[:2], frame=frame,
+                        held_out=snaps.attrs.get("holdout_times", []))  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times,
                            shown=shown[:2], axis_names=names, path_times=traj["time"].values, frame=frame)  # fmt: skip
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval",

@@ -31,13 +31,13 @@ def _cells(n_times: int, n: int) -> list[np.ndarray]:
 
 def test_marginals_of_40_times_wrap_and_draw_at_most_the_point_budget_per_panel(figures):
     truth, predicted = _cells(40, 5000), _cells(40, 3000)
-    plots.marginals("unused.png", truth, predicted, np.linspace(0, 39, 40), "title")
+    plots.marginals("unused.png", truth, predicted, np.linspace(0, 39, 40), "title", held_out=[1.0])
     (fig,) = figures
     panels = [ax for ax in fig.axes if ax.collections]
     assert len(panels) == 40
     assert max(_points(ax) for ax in panels) <= plots.MAX_POINTS
     assert len({round(ax.get_position().x0, 3) for ax in panels}) == 8  # 8 panels a row beyond 12 times
-    assert [ax.get_title() for ax in panels[:2]] == ["t = 0", "t = 1"]
+    assert [ax.get_title() for ax in panels[:3]] == ["t = 0", "t = 1 (held out)", "t = 2"]  # audit 27: unmarked
 
 
 def test_trajectories_draw_a_seeded_subsample_of_paths_over_a_budget_of_cells_coloured_by_time(figures):

@@ -149,9 +149,10 @@ def _time_colours(times):
 def marginals(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, max_points: int = MAX_POINTS,
     seed: int = 0, axis_names: list[str] | None = None, weights: list[np.ndarray] | None = None,
-    shown: tuple[int, ...] = (0, 1), frame: np.ndarray | None = None,
+    shown: tuple[int, ...] = (0, 1), frame: np.ndarray | None = None, held_out=(),
 ) -> None:  # fmt: skip
-    """One panel per observed time: observed samples against samples pushed from the first time; each panel draws
+    """One panel per observed time (``held_out`` ones titled so: never trained on): observed samples against samples
+    pushed from the first time; each panel draws
     at most ``max_points`` (half observed, half predicted, seeded subsamples; weighted particles, ``weights``, drawn
     by weight); panels wrap, 6 or 8 a row. The axes are the ``shown`` features (:func:`shown_features`;
     ``axis_names``: every feature's name, e.g. PC1, PC2, ...), over ``frame`` (:func:`frame`) where given, the
@@ -173,7 +174,8 @@ def marginals(
         else:
             ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
             ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="pushed", rasterized=True)
-        ax.set_title(f"t = {t:.3g}", fontsize=9 if n <= 12 else 8)
+        unseen = any(np.isclose(float(t), float(h), rtol=1e-9, atol=0.0) for h in held_out)
+        ax.set_title(f"t = {t:.3g}" + (" (held out)" if unseen else ""), fontsize=9 if n <= 12 else 8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
