@@ -253,7 +253,8 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time."""
+    """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time; each
+    model's whole course from the first time; on simulated data, each model's field against the truth."""
     from amcore.data.prepare import ground_truth
     from amcore.data.store import read_store
     from amcore.evaluation import holdout
@@ -268,6 +269,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         prediction_size,
         ran_off,
         score_truth,
+        select_times,
     )
     from amcore.metrics import noise_sizes
     from amcore.models.trained import load
@@ -282,6 +284,13 @@ def cmd_score(args: argparse.Namespace) -> None:
         box = data_box(snaps)
         opts = options(args.params)
         simulator, truth_samples = ground_truth(snaps), args.params.get("truth_samples", DEFAULTS["truth_samples"])
+        models = {}  # each checkpoint read and checked before any distance: a bad one stops score at once
+        for entry in args.predictions["predictions"] if simulator is not None else []:
+            if entry.get("checkpoint"):
+                models[entry["checkpoint"]] = load(entry["checkpoint"])
+                models[entry["checkpoint"]].check_store(snaps, args.store)
+        # the times evaluate scores the truth at (dense frames: evaluate.n_times of them)
+        truth_snaps = select_times(snaps, np.arange(snaps.n_snapshots), None, args.params.get("n_times"))[0]
         for entry in args.predictions["predictions"]:
             x, weight, held_out = holdout.read_prediction(entry["path"])
             where = f"{entry['path']}: a prediction at t = {held_out:g}"
@@ -324,11 +333,9 @@ def cmd_score(args: argparse.Namespace) -> None:
                 scores, unmoved = scores | flags, whole["unmoved_w1"]
                 if whole["excess"] > 1:
                     print(f"amcore score {entry['method']} (seed {seed}): FLAGGED: {ran_off(whole)}", file=sys.stderr)
-            if simulator is not None and entry.get("checkpoint"):  # the learned field against the known one
-                model = load(entry["checkpoint"])
-                model.check_store(snaps, args.store)
-                truth = score_truth(simulator, snaps, model, truth_samples, opts["max_exact_size"], opts["seed"],
-                                    floor=False)  # fmt: skip
+            if entry.get("checkpoint") in models:  # the learned field against the known one
+                truth = score_truth(simulator, truth_snaps, models[entry["checkpoint"]], truth_samples,
+                                    opts["max_exact_size"], opts["seed"], floor=False)  # fmt: skip
                 scores |= {name: truth[name] for name in TRUTH_ERRORS if name in truth}
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
             results.append(row)
@@ -779,7 +786,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("score", cmd_score, "distances between predictions and the cells of their held-out time")
     p.add_argument("--store", required=True)
-    p.add_argument("--predictions", type=_json, required=True, help='{"predictions": [{"method", "seed", "path"}]}')
+    p.add_argument(
+        "--predictions",
+        type=_json,
+        required=True,
+        help='{"predictions": [{"method", "seed", "path", "checkpoint" (a model\'s, for the truth)}]}',
+    )
     p.add_argument("--params", type=_json, required=True, help="the config's evaluate section (JSON)")
     p.add_argument("--out", required=True, help="scores JSON")
 

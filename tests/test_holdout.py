@@ -268,3 +268,46 @@ def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
     said = capsys.readouterr().err
     assert "amcore score am (seed 1): FLAGGED: pushed from the first time" in said
     assert "amcore score am (seed 0): FLAGGED" not in said
+
+
+def test_score_gives_each_model_its_fields_error_against_the_truth_at_evaluates_times(tmp_path, capsys):
+    """Audit 27: a held-out table of simulated data had no truth errors. Score reads each model's checkpoint and
+    draws evaluate's samples at evaluate's times (`n_times` of dense frames: review), so the first seed's error is
+    evaluate's; a checkpoint of another store stops score before any distance, nothing written."""
+    from amcore.cli import main
+
+    dataset = {"source": "simulate", "simulator": "gaussian_path", "params": {"dim": 2},
+               "times": [0, 0.25, 0.5, 0.75, 1], "n_per_time": 100, "seed": 0}  # fmt: skip
+    store, run = tmp_path / "s.zarr", tmp_path / "run"
+    assert main(["prepare", "--dataset", json.dumps(dataset), "--holdout-times", "0.5", "--out", str(store),
+                 "--summary", str(tmp_path / "s.json")]) == 0  # fmt: skip
+    params = {"objective": "am", "steps": 30, "width": 16, "depth": 2, "log_every": 10}
+    assert main(["train", "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(run / "m.pt"),
+                 "--loss-csv", str(run / "loss.csv")]) == 0  # fmt: skip
+    assert main(["integrate", "--store", str(store), "--checkpoint", str(run / "m.pt"), "--params",
+                 '{"steps_per_interval": 4}', "--out", str(run / "t.zarr")]) == 0  # fmt: skip
+    settings = {"truth_samples": 300, "n_times": 2}
+    assert main(["evaluate", "--model", "am", "--holdout", "0.5", "--seed", "0", "--store", str(store),
+                 "--checkpoint", str(run / "m.pt"), "--trajectories", str(run / "t.zarr"), "--loss-csv",
+                 str(run / "loss.csv"), "--params", json.dumps(settings), "--metrics", str(run / "metrics.json"),
+                 "--plots", str(run / "plots")]) == 0  # fmt: skip
+    evaluated = json.loads((run / "metrics.json").read_text())["velocity_rel_error"]
+
+    def score(entry: dict, out: str) -> int:
+        predictions = json.dumps({"predictions": [{"method": "am", "seed": "0", "path": str(run / "t.zarr")} | entry]})
+        return main(["score", "--store", str(store), "--predictions", predictions, "--params",
+                     json.dumps(settings), "--out", str(tmp_path / out)])  # fmt: skip
+
+    assert score({"checkpoint": str(run / "m.pt")}, "with.json") == 0
+    (row,) = json.loads((tmp_path / "with.json").read_text())["results"]
+    assert row["table"]["velocity_rel_error"] == evaluated
+    assert score({}, "without.json") == 0  # no checkpoint: no truth error
+    assert "velocity_rel_error" not in json.loads((tmp_path / "without.json").read_text())["results"][0]["table"]
+    other = tmp_path / "other.zarr"
+    assert main(["prepare", "--dataset", json.dumps(dataset), "--out", str(other), "--summary",
+                 str(tmp_path / "o.json")]) == 0  # fmt: skip
+    assert main(["train", "--store", str(other), "--params", json.dumps(params), "--checkpoint",
+                 str(tmp_path / "o.pt"), "--loss-csv", str(tmp_path / "o.csv")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert score({"checkpoint": str(tmp_path / "o.pt")}, "bad.json") == 2
+    assert "trained on another store" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()

@@ -329,3 +329,16 @@ def test_a_true_field_far_shorter_than_the_learned_one_still_shows(figures):
     (large_true, large_learned), (small_true, small_learned) = scales
     assert large_true == large_learned and small_true == small_learned  # one scale for both, in each figure
     assert small_learned == pytest.approx(large_learned * 2.0 / 9.0)  # by the longer field: the learned, then the true
+
+
+def test_a_far_peer_at_every_time_gets_one_label(figures):
+    """Review of audit 27's change: a peer off the axis at every held-out time wrote a label per time beside its
+    mean's, a pile at the edge. Its times keep their mean's label company."""
+    close = {"6": (0.01, -0.01, 0.03, 2, True), "30": (-0.01, -0.03, 0.01, 2, True),
+             "mean": (0.0, -0.02, 0.02, 2, True)}  # fmt: skip
+    pairs = {"fm": close, "spline": close, "copy_prev": {"6": (-0.3, -0.32, -0.28, 2, True),
+             "30": (-0.35, -0.37, -0.33, 2, True), "mean": (-0.325, -0.345, -0.305, 2, True)}}  # fmt: skip
+    summary = {m: {h: np.array([0.5]) for h in ("6", "30", "mean")} for m in ("am", *pairs)}
+    plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am")
+    (fig,) = figures
+    assert [t.get_text() for t in fig.axes[1].texts] == ["◀ -0.325"]

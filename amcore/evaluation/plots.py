@@ -383,8 +383,11 @@ def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colour
                 "fmt": "o", "ms": 3, "mfc": "none", "alpha": 0.6, "elinewidth": 0.6}  # fmt: skip
             spread = [[mean - low], [high - mean]] if np.isfinite(low) else None  # one seed: no interval
             ax.errorbar(mean, y, xerr=spread, color=colours(styles[peer]), **look)
-            if limit is not None and abs(mean) > limit:  # off the axis: written at its edge (each time's too,
-                value = f"{mean:+.3g}" + ("" if main else f" (t = {h})")  # audit 27: one vanished)
+            # Off the axis: written at its edge; a time of a row whose main point is on it too (audit 27: one
+            # vanished), the others of a far row are its main point's company (their labels would pile up).
+            far_row = limit is not None and abs(pairs[peer].get("mean", pairs[peer][h])[0]) > limit
+            if limit is not None and abs(mean) > limit and (main or not far_row):
+                value = f"{mean:+.3g}" + ("" if main else f" (t = {h})")
                 label = f"◀ {value}" if mean < 0 else f"{value} ▶"
                 ax.text(0.02 if mean < 0 else 0.98, y, label, ha="left" if mean < 0 else "right", va="center",
                         fontsize=7 if main else 6, color=colours(styles[peer]), alpha=1 if main else 0.7,
@@ -521,7 +524,7 @@ def velocity_field(
             ax.quiver(grid[:, i], grid[:, j], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
         drawn = ax.quiver(grid[:, i], grid[:, j], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
                           **arrows)  # fmt: skip
-        longest = float(np.linalg.norm(v, axis=1).max())  # each panel has its own scale: say it
+        longest = float(longest_any)  # each panel has its own scale: say it, one grid cell long
         ax.quiverkey(drawn, 0.78, 1.03, longest, f"{longest:.2g} / unit time", labelpos="E", fontproperties={"size": 7})
         ax.set_title(f"t = {t:.3g}", fontsize=9, loc="left")
         ax.set_xlabel(labels[0], fontsize=8)
@@ -626,8 +629,8 @@ def action_audit(path: Path, audit: dict, title: str, noisy: bool = False) -> No
     ax.set_xlabel("observed interval")
     ax.set_ylabel("∫ E|v|² dt")
     ratio = "" if drift else f"\n(flow / geodesic = {audit['action_ratio']:.3g})"  # its own line: never cut off
-    if ratio and noisy:
-        ratio = ratio[:-1] + ": the geodesic is mostly sampling noise, the ratio says little)"
+    if ratio and noisy:  # a line of its own too: the narrowest figure cut it off
+        ratio += "\nthe geodesic is mostly sampling noise: the ratio says little"
     ax.set_title(title + ratio, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

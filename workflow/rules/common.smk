@@ -51,11 +51,12 @@ def evaluate_settings():
 
 
 def score_settings():
-    """The evaluate settings score reads (evaluate.OPTION_KEYS, and a simulator's truth_samples): n_times or
-    mmd_paper_alphas, read by evaluate only, reran score to the same numbers (audit 23)."""
+    """The evaluate settings score reads (evaluate.OPTION_KEYS; a simulator's truth_samples and n_times, the times
+    its truth is scored at): mmd_paper_alphas, read by evaluate only, reran score to the same numbers (audit 23)."""
     from amcore.evaluation.evaluate import OPTION_KEYS
 
-    return {key: value for key, value in evaluate_settings().items() if key in (*OPTION_KEYS, "truth_samples")}
+    truth = ("truth_samples", "n_times") if config["dataset"]["source"] == "simulate" else ()
+    return {key: value for key, value in evaluate_settings().items() if key in (*OPTION_KEYS, *truth)}
 
 
 def stage_tags(rule, extra=None, **wildcards):
@@ -126,8 +127,11 @@ def held_out_predictions(holdout):
 def scored_predictions(holdout):
     """What score reads at a held-out time: the predictions, each model's with its checkpoint (on simulated data its
     learned field is scored against the truth, every seed; audit 27: only the first seed's evaluate had it)."""
+    truth = config["dataset"]["source"] == "simulate"  # elsewhere no truth: no checkpoint to read (nor rerun for)
     return [
-        entry | ({"checkpoint": str(Path(entry["path"]).with_name("model.pt"))} if entry["seed"] != "" else {})
+        {**entry, "checkpoint": str(Path(entry["path"]).with_name("model.pt"))}
+        if truth and entry["seed"] != ""
+        else entry
         for entry in held_out_predictions(holdout)
     ]
 

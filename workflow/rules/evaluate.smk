@@ -31,11 +31,13 @@ rule evaluate:
 
 
 rule score:
-    """Every distance of docs/metrics.md between every prediction (models, seeds, baselines) and all held-out cells."""
+    """Every distance of docs/metrics.md between every prediction (models, seeds, baselines) and all held-out cells;
+    each model's whole course, and on simulated data its field against the truth."""
     input:
         store=rules.prepare.output.store,
         predictions=lambda wc: [
-            path for entry in scored_predictions(wc.holdout) for path in (entry["path"], entry.get("checkpoint")) if path
+            path for entry in scored_predictions(wc.holdout) for path in (entry["path"], entry.get("checkpoint", ""))
+            if path
         ],
     output:
         scores=f"{SPLIT}/scores.json",
