@@ -586,17 +586,11 @@ def geodesic_action(
         value, log = ot.emd2(pa, pb, ot.dist(xa, xb), numItermax=10_000_000, log=True)
         u, v = np.asarray(log["u"]), np.asarray(log["v"])
         out.append(value / dt)
-        sd.append(np.sqrt(_variance(u, pa) / len(u) + _variance(v, pb) / len(v)) / dt)
+        sd.append(np.sqrt(np.var(u) / len(u) + np.var(v) / len(v)) / dt)  # the cells weigh alike
         influence[k] += u / dt
         influence[k + 1] += v / dt
-    total = np.sqrt(sum(_variance(g, w) / len(g) for g, (_, w) in zip(influence, drawn, strict=True)))
+    total = np.sqrt(sum(np.var(g) / len(g) for g in influence))
     return np.array(out), np.array(sd), float(total)
-
-
-def _variance(values: np.ndarray, weights: np.ndarray) -> float:
-    """The variance of ``values`` under the probability ``weights``."""
-    mean = float(np.dot(weights, values))
-    return float(np.dot(weights, np.square(values - mean)))
 
 
 def escaped_rows(predicted: np.ndarray, observed: np.ndarray) -> int:

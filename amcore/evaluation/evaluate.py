@@ -271,12 +271,17 @@ def course_flags(
         if "weight" in traj:
             w = traj["weight"][steps[k]].values.astype(np.float64)
             mass_errors.append(float(abs(w.mean() - masses[k]) / masses[k]))  # a NaN stays NaN
+    # W1 and its noise floor at the last time as distances() takes them (evaluate's numbers), and nothing else
     last = snaps.n_snapshots - 1
     weights = traj["weight"][steps[last]].values if "weight" in traj else None
-    scores = distances(x, np.asarray(snaps.snapshot(last)), weights, where=f"{path}: the last time", box=box, **opts)
+    observed, size = np.asarray(snaps.snapshot(last)), opts["max_exact_size"]
+    if failed_cells(x, weights):  # NaN: a failed push is never a distance
+        w1 = floor = float("nan")
+    else:
+        w1 = metrics.wasserstein(x, observed, 1, size, opts["seed"], wa=weights)
+        floor = metrics.subsample_noise(observed, size, opts["seed"], size=prediction_size(x, weights))
     key = f"{snaps.t_values[last]:g}"
-    run = course(snaps, {"w1": {key: scores["w1"]}, "w1_subsample_noise": {key: scores["w1_subsample_noise"]}}, opts,
-                 unmoved)  # fmt: skip
+    run = course(snaps, {"w1": {key: w1}, "w1_subsample_noise": {key: floor}}, opts, unmoved)
     flags = {"course_excess": run["excess"], "course_escaped": escaped}
     return flags | ({"course_mass_error": float(np.max(mass_errors))} if mass_errors else {}), run
 
