@@ -249,6 +249,16 @@ def test_a_dataset_key_with_a_typo_is_refused_and_the_keys_match_the_schema(caps
                            ("simulate", {"time_map": {"a": 1.0}, "v_key": "v"})):  # fmt: skip
         said = refused(capsys, "prepare", "--dataset", json.dumps(defaults | {"source": source} | unread), *out)
         assert f"dataset.{', dataset.'.join(sorted(unread))}: the source {source!r} never reads" in said, said
+    # A directory reads what its files' format reads: x_key beside CSV files, feature_columns beside npz ones.
+    (tmp_path / "csvs").mkdir()
+    pd.DataFrame({"a": [0.0] * 3}).to_csv(tmp_path / "csvs" / "day1.csv", index=False)
+    for fmt, folder, unread in (
+        ("csv", {"path": str(tmp_path / "csvs")}, {"x_key": "Y"}),  # format: the suffix
+        ("npz", {"path": str(tmp_path), "format": "npz"}, {"feature_columns": ["a"]}),
+    ):
+        folder = {"source": "directory", **folder}
+        said = refused(capsys, "prepare", "--dataset", json.dumps(defaults | folder | unread), *out)
+        assert f"dataset.{next(iter(unread))}: the source 'directory' of {fmt} files never reads it" in said, said
     simulate = defaults | {"source": "simulate", "simulator": "gaussian_path", "params": {"dim": 2}, "times": [0, 1]}
     assert main(["prepare", "--dataset", json.dumps(simulate), *out]) == 0
     pd.DataFrame({"a": [0.0] * 6, "t": [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]}).to_csv(tmp_path / "d.csv", index=False)

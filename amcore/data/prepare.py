@@ -13,7 +13,15 @@ import dask
 import numpy as np
 
 from amcore.data import preprocess
-from amcore.data.readers import READERS, as_number, available_memory, format_bytes, read_dataset, read_velocity
+from amcore.data.readers import (
+    READERS,
+    as_number,
+    available_memory,
+    directory_format,
+    format_bytes,
+    read_dataset,
+    read_velocity,
+)
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
 from amcore.data.store import MIN_CELLS_PER_TIME, Snapshots, check_cells_per_time, check_time_resolution
@@ -102,17 +110,30 @@ def _check_read(spec: dict) -> None:
     source = spec["source"]
     if source not in ("simulate", "directory", *READERS):
         return
-    unread = [
-        key for key, (default, sources) in READ_BY.items()
-        if spec.get(key) is not None and spec[key] != default
-        and (source == "simulate" or (sources is not None and source not in sources))
-    ]  # fmt: skip
+    unread = _unread(spec, source, READ_BY)
+    named = repr(source)
+    if not unread and source == "directory":  # its files' own format reads x_key or feature_columns, not both
+        folder = Path(spec.get("path") or "")
+        fmt = spec.get("format") or (directory_format(folder) if folder.is_dir() else None)
+        if fmt is not None:
+            unread = _unread(spec, fmt, {key: READ_BY[key] for key in ("x_key", "feature_columns")})
+            named = f"'directory' of {fmt} files"
     if unread:
         read = "; ".join(f"{key}: {'every file source' if READ_BY[key][1] is None else ', '.join(READ_BY[key][1])}"
                          for key in unread)  # fmt: skip
-        raise InputError(f"dataset.{', dataset.'.join(unread)}: the source {source!r} never reads "
+        raise InputError(f"dataset.{', dataset.'.join(unread)}: the source {named} never reads "
                          f"{'them' if len(unread) > 1 else 'it'} (read by {read}): leave "
                          f"{'them' if len(unread) > 1 else 'it'} out")  # fmt: skip
+
+
+def _unread(spec: dict, source: str, keys: dict) -> list[str]:
+    """The keys of ``keys`` (laid out as ``READ_BY``) that ``spec`` sets to other than their default and that
+    ``source`` never reads."""
+    return [
+        key for key, (default, sources) in keys.items()
+        if spec.get(key) is not None and spec[key] != default
+        and (source == "simulate" or (sources is not None and source not in sources))
+    ]  # fmt: skip
 
 
 def build_snapshots(
