@@ -54,11 +54,9 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
 # Held-out times are checked against the simulated times before any job: an end time has no previous (or next)
 # observed time to predict it from. The times of the user's data are checked by `amcore prepare`.
 if config["dataset"]["source"] == "simulate":
-    _times = sorted(float(t) for t in config["dataset"]["times"])
-    if config["dataset"].get("n_times"):  # as amcore.data.prepare.simulated_times: 12 digits of the span
-        _n, _span = config["dataset"]["n_times"], _times[-1] - _times[0]
-        _digits = 12 - math.floor(math.log10(_span)) if _span > 0 else 12
-        _times = [round(_times[0] + _span * i / (_n - 1), _digits) for i in range(_n)]
+    from amcore.data.prepare import simulated_times
+
+    _times = sorted(simulated_times(config["dataset"]))
     _bad = [t for t in config["holdout_times"] if not any(math.isclose(float(t), s) for s in _times[1:-1])]
     if _bad:
         raise ValueError(
@@ -130,9 +128,11 @@ from amcore.errors import InputError
 from amcore.models.trained import integrator
 from amcore.training.train import TrainConfig
 
+# One training's processes: a GPU each, else train_processes (a profile's resources are not seen here).
+PROCESSES = max(1, config["gpus"] if config["gpus"] > 0 else config["train_processes"])
 for _model in MODELS:
     try:
-        TrainConfig.from_params(config["models"][_model])
+        TrainConfig.from_params(config["models"][_model]).streams_of(PROCESSES)
         _method = config["integrate"]["models"].get(_model, {}).get("method", config["integrate"]["method"])
         integrator(config["models"][_model]["objective"], _method)
     except (InputError, ValueError) as err:

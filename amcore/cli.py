@@ -214,7 +214,8 @@ def cmd_integrate(args: argparse.Namespace) -> None:
             start = float(snaps.t_values[prev])
             cells, w = model.push(snaps.snapshot(prev), start, held_out, steps, method, seed, with_weights=True,
                                   batch_size=batch)  # fmt: skip
-            growth = float(np.mean(w)) if model.objective == "uam" else None  # every particle starts at weight 1
+            # every particle starts at weight 1
+            growth = float(np.mean(w, dtype=np.float64)) if model.objective == "uam" else None
             prediction = holdout.prediction_variables(cells, w, held_out, start, growth, pushed=True)
             print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         x0 = snaps.snapshot(0)  # lazy: each batch is read from the store as it is pushed

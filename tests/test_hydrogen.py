@@ -83,7 +83,9 @@ def test_exact_sampler_matches_the_closed_form_mean_radius():
     state at every time. 20,000 draws with std(r) = sqrt(<r^2> - <r>^2) = sqrt(78 - 7.75^2) = 4.23 (<r^2>_nl =
     n^2 (5 n^2 + 1 - 3 l (l + 1)) / 2): standard error 0.030, margin 5 of them."""
     sim = Hydrogen()
-    assert sim.mean_radius() == pytest.approx(7.75)
+    assert len({state[1:] for state in sim.states}) == len(sim.states), "the closed form needs distinct (l, m)"
+    pairs = zip(sim.amplitudes, sim.states, strict=True)
+    assert sum(a * a * (3 * n**2 - ell * (ell + 1)) / 2 for a, (n, ell, _) in pairs) == pytest.approx(7.75)
     rng = np.random.default_rng(3)
     for t in (0.0, 37.0):
         r = np.linalg.norm(sim.sample(t, 20000, rng), axis=1)

@@ -6,12 +6,12 @@ import amcore
 from amcore.data.simulate import GaussianPath, GrowingGaussian, OrnsteinUhlenbeck
 from amcore.models.integrate import (
     ParticleNoise,
-    integrate_adaptive,
-    integrate_euler,
-    integrate_ode,
-    integrate_sde,
-    integrate_weighted,
+    adaptive_steps,
+    euler_steps,
+    ode_steps,
+    sde_steps,
     time_grid,
+    weighted_steps,
 )
 
 
@@ -19,14 +19,21 @@ def _field(fn):
     return lambda x, t: torch.as_tensor(fn(x.double().numpy(), float(t[0])), dtype=torch.float64)
 
 
+def collect(steps) -> np.ndarray:
+    """An integrator's positions at every grid time, ``(steps, particles, features)``."""
+    return np.stack([x.numpy() for x in steps])
+
+
 def test_adaptive_ode_matches_the_exact_flow_with_fewer_steps():
     sim = GaussianPath()
     z = np.random.default_rng(0).standard_normal((300, 2))
     x0, x1 = sim.mean(0) + z @ sim.transform(0).T, sim.mean(1) + z @ sim.transform(1).T
     grid, _ = time_grid(np.array([0.0, 0.5, 1.0]), 1)
-    traj, steps = integrate_adaptive(_field(sim.velocity), torch.as_tensor(x0), grid, rtol=1e-7, atol=1e-7)
+    stats = {}
+    traj = collect(adaptive_steps(_field(sim.velocity), torch.as_tensor(x0), grid, rtol=1e-7, atol=1e-7, stats=stats))
     np.testing.assert_allclose(traj[-1], x1, atol=1e-5)
-    coarse = integrate_ode(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
+    coarse_grid = time_grid(np.array([0.0, 1.0]), stats["accepted_steps"])[0]
+    coarse = collect(ode_steps(_field(sim.velocity), torch.as_tensor(x0), coarse_grid))
     # RK4 with as many fixed steps as DOPRI accepted is less accurate on this bent path (it cannot adapt).
     assert np.abs(traj[-1] - x1).max() < np.abs(coarse[-1] - x1).max()
 
@@ -38,7 +45,9 @@ def test_euler_pushes_are_first_order():
     x0, x1 = sim.mean(0) + z @ sim.transform(0).T, sim.mean(1) + z @ sim.transform(1).T
     errors = []
     for steps in (50, 100):
-        traj = integrate_euler(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
+        traj = collect(
+            euler_steps(_field(sim.velocity), torch.as_tensor(x0), time_grid(np.array([0.0, 1.0]), steps)[0])
+        )
         assert traj.shape == (steps + 1, 200, 2)
         np.testing.assert_allclose(traj[0], x0, rtol=1e-6)
         errors.append(np.abs(traj[-1] - x1).max())
@@ -49,7 +58,8 @@ def test_euler_maruyama_reproduces_the_ornstein_uhlenbeck_marginal():
     sim = OrnsteinUhlenbeck()
     x0 = torch.as_tensor(sim.sample(0.0, 20000, np.random.default_rng(1)))
     grid, _ = time_grid(np.array([0.0, 1.0]), 200)
-    traj = integrate_sde(_field(sim.drift), x0, grid, lambda t: sim.sigma, torch.Generator().manual_seed(0))
+    noise = ParticleNoise(0, x0.shape[1])  # as the pipeline draws it: keyed by step and particle
+    traj = collect(sde_steps(_field(sim.drift), x0, grid, lambda t: sim.sigma, lambda i: noise(i, 0, len(x0))))
     # 20000 particles: standard errors ~0.005 on the mean and the std; Euler bias O(h) = O(5e-3). Margin 0.03.
     np.testing.assert_allclose(traj[-1].mean(0), sim.mean(1.0), atol=0.03)
     np.testing.assert_allclose(traj[-1].std(0), sim.std(1.0), atol=0.03)
@@ -60,7 +70,8 @@ def test_weighted_particles_carry_the_mass_of_a_growing_population():
     sim = GrowingGaussian()
     x0 = torch.as_tensor(sim.sample(0.0, 20000, np.random.default_rng(2)))
     grid, _ = time_grid(np.array([0.0, 1.0]), 50)
-    x, w = integrate_weighted(_field(sim.velocity), _field(sim.growth_rate), x0, grid)
+    steps = list(weighted_steps(_field(sim.velocity), _field(sim.growth_rate), x0, grid))
+    x, w = np.stack([x.numpy() for x, _ in steps]), np.stack([w.numpy() for _, w in steps])
     ratio = np.exp(sim.log_mass(1.0))
     # The weights' coefficient of variation is ~0.3: the mean of 20000 has relative error ~0.2 %; allow 2 %.
     assert abs(w[-1].mean() / ratio - 1) < 0.02

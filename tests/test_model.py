@@ -113,6 +113,7 @@ def test_each_objective_offers_its_own_fields(tmp_path):
     cells, weights = uam.push(x, 0.0, 1.0, steps=10, with_weights=True)
     traj = uam.trajectories(x, [0.0, 1.0], 10)
     assert traj.method == "weighted" and cells.shape == (9, 2)
+    assert cells.dtype == weights.dtype == np.float32, "the README: answers are float32"
     np.testing.assert_allclose(weights, traj.weight[-1])
 
 

@@ -178,6 +178,19 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "tension": 0.5}}}, "['models']['am']['tension']"),
         ({"models": {"am": {"objective": "am", "growth": 2.0}}}, "['models']['am']['growth']"),
         ({"models": {"f": {"objective": "fm", "interpolation": "nearest"}}}, "['models']['f']['interpolation']"),
+        # audit 29: both failed only in train, after prepare
+        (
+            {
+                "models": {
+                    "am": {"objective": "am", "interpolation": "spline", "coupling": "entropic", "entropic_reg": 1}
+                }
+            },
+            "['models']['am']['coupling']",
+        ),
+        (
+            {"train_processes": 3},
+            "streams (3, one per process) must be a multiple of the 3 training processes and divide batch_size (256)",
+        ),
         (  # a file source would read every time and cell in silence (audit 11)
             {"dataset": {"source": "npz", "path": "cells.npz", "times": [0.0, 0.3], "n_per_time": 100}},
             "dataset.n_per_time, dataset.times are read only by the simulate source",

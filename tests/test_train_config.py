@@ -125,13 +125,38 @@ def test_a_setting_the_chosen_model_never_reads_is_refused():
         ({"exact_trace_max_dim": 8}, "exact_trace_max_dim (got 8) is read only with objective 'eam'"),
         ({"entropic_reg": 0.1}, "entropic_reg (got 0.1) is read only with coupling 'entropic'"),
         ({"coupling": "independent", "entropic_draws": 4}, "entropic_draws (got 4) is read only with coupling"),
-        ({"coupling": "entropic", "interpolation": "nearest", "entropic_reg": 0.1}, "entropic_reg (got 0.1)"),
+        # audit 29: the message named the coupling set as the one missing; nearest frames read no coupling at all
+        (
+            {"coupling": "entropic", "interpolation": "nearest", "entropic_reg": 0.1},
+            "coupling (got 'entropic') is "
+            "read only with interpolation 'linear' or 'spline' (nearest frames pair nothing)",
+        ),
         ({"objective": "fm", "time_weight": "linear"}, "time_weight (got 'linear') is read only with objective 'am'"),
         ({"objective": "fm", "fused": False}, "fused (got False) is read only with objective 'am'"),
         ({"objective": "fm", "implementation": "torchcfm", "time_sampling": "uniform"}, "time_sampling (got"),
+        # audit 29: compile on Flow Matching, a validation cadence without validation cells, a Laplacian setting
+        # the chosen Laplacian never reads: each passed and did nothing; compile without the fused loss and
+        # splines without OT pairs failed only in train, after prepare
+        ({"objective": "fm", "compile": True}, "compile (got True) is read only with objective 'am', 'eam' or 'uam'"),
+        ({"validate_every": 10}, "validate_every (got 10) is read only with validation > 0"),
+        (
+            {"objective": "eam", "sigma": 0.5, "laplacian": "exact", "probes": 4},
+            "probes (got 4) is read only with laplacian 'auto' or 'hutchinson'",
+        ),
+        (
+            {"objective": "eam", "sigma": 0.5, "laplacian": "hutchinson", "exact_trace_max_dim": 8},
+            "exact_trace_max_dim (got 8) is read only with laplacian 'auto'",
+        ),
+        ({"compile": True, "fused": False}, "compile (got True) compiles the fused loss: it needs fused true"),
+        (
+            {"interpolation": "spline", "coupling": "entropic", "entropic_reg": 0.1},
+            "interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not 'entropic'",
+        ),
     ):
         with pytest.raises(InputError, match=re.escape(message)):
             TrainConfig(**settings)
     TrainConfig(objective="uam", growth=5.0)
-    TrainConfig(objective="eam", sigma=0.5, laplacian="hutchinson", probes=4, exact_trace_max_dim=8)
+    TrainConfig(objective="eam", sigma=0.5, laplacian="hutchinson", probes=4)
+    TrainConfig(objective="eam", sigma=0.5, probes=4, exact_trace_max_dim=8)  # auto reads both
+    TrainConfig(validation=0.1, validate_every=10)
     TrainConfig(coupling="entropic", entropic_reg=0.1, entropic_draws=4, head="inner")

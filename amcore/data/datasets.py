@@ -67,7 +67,8 @@ DATASETS = {
 }
 
 
-def content_sha256(values: np.ndarray) -> str:
+def values_sha256(values: np.ndarray) -> str:
+    """The SHA-256 of the values as little-endian float64, whatever their dtype or layout."""
     return hashlib.sha256(np.ascontiguousarray(values, dtype="<f8").tobytes()).hexdigest()
 
 
@@ -111,7 +112,7 @@ def fetch(name: str, to: str | Path = DEFAULT_DIR) -> Path:
     except KeyError as err:
         raise InputError(f"{base}: the source files lack the key {err}; expected {spec.sources} from NLSB") from err
     for key, expected in spec.sha256.items():
-        if content_sha256(arrays[key]) != expected:
+        if values_sha256(arrays[key]) != expected:
             raise InputError(
                 f"{base}: dataset {name!r}: the content of {key!r} does not match its checksum {expected[:12]}...; "
                 "the source changed or the download is damaged, nothing written"

@@ -368,12 +368,3 @@ class Hydrogen:
         else:
             x0 = self.sample(float(times[0]), n, rng)
         return self.transport(x0, times)
-
-    def mean_radius(self) -> float:
-        """``<r>`` of the state (time independent): ``sum_j |a_j|^2 (3 n_j^2 - l_j (l_j + 1)) / 2`` when the states
-        have distinct ``(l, m)`` (the cross terms vanish by angular orthogonality)."""
-        lm = [(s[1], s[2]) for s in self.states]
-        if len(set(lm)) != len(lm):
-            raise ValueError("mean_radius: closed form only for states with distinct (l, m)")
-        pairs = zip(self.amplitudes, self.states, strict=True)
-        return float(sum(a * a * (3 * s[0] ** 2 - s[1] * (s[1] + 1)) / 2 for a, s in pairs))

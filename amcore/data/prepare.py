@@ -80,7 +80,7 @@ def simulated_times(spec: dict) -> list[float]:
     if spec.get("n_times"):
         lo, hi = min(times), max(times)
         # 12 significant digits of the span: 0.3, not linspace's 0.30000000000000004, so the time a config names
-        # is the time simulated (the Snakefile rounds its check the same way)
+        # is the time simulated (the Snakefile checks held-out times against these)
         digits = 12 - int(np.floor(np.log10(hi - lo))) if hi > lo else 12
         times = [round(float(t), digits) for t in np.linspace(lo, hi, int(spec["n_times"]))]
     return times

@@ -83,6 +83,11 @@ class GaussianPath:
         return self.mean_velocity(t) + (x - self.mean(t)) @ self.rate_matrix().T
 
 
+def _repeat(dim: int, values: tuple[float, ...]) -> np.ndarray:
+    """``values`` cycled to ``dim`` coordinates: a simulator's per-axis settings in any dimension."""
+    return np.array([values[i % len(values)] for i in range(dim)], dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class OrnsteinUhlenbeck:
     """``dX = -A (X - mu) dt + sigma dW`` from ``N(m0, diag(s0^2))``, ``A = diag(rates)`` symmetric.
@@ -98,16 +103,15 @@ class OrnsteinUhlenbeck:
     start_scale: tuple[float, ...] = (0.3, 0.5)
     sigma: float = 1.0
 
-    def _vec(self, values: tuple[float, ...]) -> np.ndarray:
-        return np.array([values[i % len(values)] for i in range(self.dim)], dtype=np.float64)
-
     def mean(self, t: float) -> np.ndarray:
-        decay = np.exp(-self._vec(self.rates) * t)
-        return self._vec(self.center) + decay * (self._vec(self.start) - self._vec(self.center))
+        decay = np.exp(-_repeat(self.dim, self.rates) * t)
+        return _repeat(self.dim, self.center) + decay * (_repeat(self.dim, self.start) - _repeat(self.dim, self.center))
 
     def std(self, t: float) -> np.ndarray:
-        a = self._vec(self.rates)
-        var = np.exp(-2 * a * t) * self._vec(self.start_scale) ** 2 + self.sigma**2 * (1 - np.exp(-2 * a * t)) / (2 * a)
+        a = _repeat(self.dim, self.rates)
+        var = np.exp(-2 * a * t) * _repeat(self.dim, self.start_scale) ** 2 + self.sigma**2 * (
+            1 - np.exp(-2 * a * t)
+        ) / (2 * a)
         return np.sqrt(var)
 
     def sample(self, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -118,7 +122,7 @@ class OrnsteinUhlenbeck:
         return self.mean(t[:, None]) + rng.standard_normal((len(t), self.dim)) * self.std(t[:, None])
 
     def drift(self, x: np.ndarray, t: float) -> np.ndarray:
-        return -(x - self._vec(self.center)) * self._vec(self.rates)
+        return -(x - _repeat(self.dim, self.center)) * _repeat(self.dim, self.rates)
 
 
 @dataclass(frozen=True)
@@ -136,30 +140,27 @@ class GrowingGaussian:
     offset: float = 0.5
     scale: tuple[float, ...] = (0.5, 0.5)
 
-    def _vec(self, values: tuple[float, ...]) -> np.ndarray:
-        return np.array([values[i % len(values)] for i in range(self.dim)], dtype=np.float64)
-
     def mean(self, t: float) -> np.ndarray:
-        c, var = self._vec(self.speed), self._vec(self.scale) ** 2
+        c, var = _repeat(self.dim, self.speed), _repeat(self.dim, self.scale) ** 2
         return (1 + self.growth * var) * c * t
 
     def log_mass(self, t: float) -> float:
         """``log m_t - log m_0``: the integral of ``lam (c . mu_s + k)`` over ``[0, t]``."""
-        c, var = self._vec(self.speed), self._vec(self.scale) ** 2
+        c, var = _repeat(self.dim, self.speed), _repeat(self.dim, self.scale) ** 2
         return float(self.growth * (self.offset * t + 0.5 * t**2 * np.sum(c * (1 + self.growth * var) * c)))
 
     def sample(self, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.mean(t) + rng.standard_normal((n, self.dim)) * self._vec(self.scale)
+        return self.mean(t) + rng.standard_normal((n, self.dim)) * _repeat(self.dim, self.scale)
 
     def sample_times(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One sample of ``p_t`` for each entry of ``t``."""
-        return self.mean(t[:, None]) + rng.standard_normal((len(t), self.dim)) * self._vec(self.scale)
+        return self.mean(t[:, None]) + rng.standard_normal((len(t), self.dim)) * _repeat(self.dim, self.scale)
 
     def potential(self, x: np.ndarray, t: float) -> np.ndarray:
-        return x @ self._vec(self.speed) + self.offset
+        return x @ _repeat(self.dim, self.speed) + self.offset
 
     def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
-        return np.broadcast_to(self._vec(self.speed), x.shape).copy()
+        return np.broadcast_to(_repeat(self.dim, self.speed), x.shape).copy()
 
     def growth_rate(self, x: np.ndarray, t: float) -> np.ndarray:
         return self.growth * self.potential(x, t)

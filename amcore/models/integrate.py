@@ -56,11 +56,6 @@ def time_grid(t_values: np.ndarray, steps_per_interval: int) -> tuple[np.ndarray
     return grid, observed
 
 
-def nonfinite_particles(traj: np.ndarray) -> int:
-    """Particles of ``traj(step, particle, feature)`` with a NaN or inf coordinate at any step."""
-    return int((~np.isfinite(traj).all(axis=(0, 2))).sum())
-
-
 def _at(t: float, like: torch.Tensor) -> torch.Tensor:
     return torch.full((len(like),), float(t), dtype=like.dtype, device=like.device)
 
@@ -73,13 +68,6 @@ def rk4_step(f: Velocity, x: torch.Tensor, ta: float, h: float) -> torch.Tensor:
     return (x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)).detach()
 
 
-def _collect(steps: Iterator[torch.Tensor], n_steps: int, shape: tuple[int, ...]) -> np.ndarray:
-    out = np.empty((n_steps, *shape), dtype=np.float32)
-    for i, x in enumerate(steps):
-        out[i] = x.cpu().numpy()
-    return out
-
-
 def ode_steps(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> Iterator[torch.Tensor]:
     """Classical RK4 along ``grid``: the positions at each grid time, ``x0`` first."""
     x = x0.clone()
@@ -87,11 +75,6 @@ def ode_steps(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> Iterato
     for i in range(1, len(grid)):
         x = rk4_step(velocity, x, float(grid[i - 1]), float(grid[i] - grid[i - 1]))
         yield x
-
-
-def integrate_ode(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> np.ndarray:
-    """Classical RK4 along ``grid``; returns ``(len(grid), n, d)`` positions."""
-    return _collect(ode_steps(velocity, x0, grid), len(grid), tuple(x0.shape))
 
 
 def euler_steps(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> Iterator[torch.Tensor]:
@@ -102,11 +85,6 @@ def euler_steps(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> Itera
     for i in range(1, len(grid)):
         x = (x + float(grid[i] - grid[i - 1]) * velocity(x, _at(float(grid[i - 1]), x))).detach()
         yield x
-
-
-def integrate_euler(velocity: Velocity, x0: torch.Tensor, grid: np.ndarray) -> np.ndarray:
-    """Forward Euler along ``grid``; returns ``(len(grid), n, d)`` positions."""
-    return _collect(euler_steps(velocity, x0, grid), len(grid), tuple(x0.shape))
 
 
 # Dormand-Prince 5(4) tableau.
@@ -124,24 +102,13 @@ _DP_B5 = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]
 _DP_B4 = [5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40]
 
 
-def integrate_adaptive(
-    velocity: Velocity, x0: torch.Tensor, grid: np.ndarray, rtol: float = 1e-5, atol: float = 1e-5
-) -> tuple[np.ndarray, int]:
-    """Dormand-Prince 5(4) with one step size for the whole batch (worst particle), landing on each grid time.
-
-    Returns the positions at ``grid`` and the number of accepted steps.
-    """
-    stats: dict = {}
-    out = _collect(adaptive_steps(velocity, x0, grid, rtol, atol, stats), len(grid), tuple(x0.shape))
-    return out, stats["accepted_steps"]
-
-
 def adaptive_steps(
     velocity: Velocity, x0: torch.Tensor, grid: np.ndarray, rtol: float = 1e-5, atol: float = 1e-5,
     stats: dict | None = None,
 ) -> Iterator[torch.Tensor]:  # fmt: skip
-    """``integrate_adaptive`` as a generator of the positions at each grid time; ``stats["accepted_steps"]``
-    counts the accepted steps. The step size is the batch's: a batch's worst particle sets it."""
+    """Dormand-Prince 5(4) along ``grid``, landing on each grid time: the positions at each grid time, ``x0``
+    first; ``stats["accepted_steps"]`` counts the accepted steps. One step size for the whole batch: its worst
+    particle sets it."""
     stats = {} if stats is None else stats
     x = x0.clone()
     yield x
@@ -169,17 +136,6 @@ def adaptive_steps(
         stats["accepted_steps"] = accepted
         yield x
     stats["accepted_steps"] = accepted
-
-
-def integrate_sde(
-    drift: Velocity, x0: torch.Tensor, grid: np.ndarray, sigma: Callable[[float], float], gen: torch.Generator
-) -> np.ndarray:
-    """Euler-Maruyama for ``dX = drift dt + sigma_t dW`` along ``grid``."""
-
-    def noise(i: int) -> torch.Tensor:
-        return torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device=gen.device).to(x0.device)
-
-    return _collect(sde_steps(drift, x0, grid, sigma, noise), len(grid), tuple(x0.shape))
 
 
 def sde_steps(
@@ -216,21 +172,11 @@ class ParticleNoise:
         return torch.cat(blocks)[lo - first * self.BLOCK : hi - first * self.BLOCK]
 
 
-def integrate_weighted(
-    velocity: Velocity, growth: Velocity, x0: torch.Tensor, grid: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """RK4 on ``(x, log w)`` with ``dx/dt = v`` and ``d log w / dt = g(x, t)``; weights start at 1."""
-    x = np.empty((len(grid), *x0.shape), dtype=np.float32)
-    w = np.empty((len(grid), len(x0)), dtype=np.float32)
-    for i, (xi, wi) in enumerate(weighted_steps(velocity, growth, x0, grid)):
-        x[i], w[i] = xi.cpu().numpy(), wi.cpu().numpy()
-    return x, w
-
-
 def weighted_steps(
     velocity: Velocity, growth: Velocity, x0: torch.Tensor, grid: np.ndarray
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``integrate_weighted`` as a generator of ``(positions, weights)`` at each grid time."""
+    """RK4 on ``(x, log w)`` with ``dx/dt = v`` and ``d log w / dt = g(x, t)``, weights from 1: ``(positions,
+    weights)`` at each grid time."""
     dim = x0.shape[1]
 
     def augmented(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

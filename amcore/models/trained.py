@@ -513,7 +513,7 @@ class TrainedModel:
         traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last, progress=progress)
         if not with_weights:
             return traj.x.values
-        return traj.x.values, np.ones(n) if traj.weight is None else traj.weight.values.astype(np.float64)
+        return traj.x.values, np.ones(n, dtype=np.float32) if traj.weight is None else traj.weight.values
 
 
 class _LastStep:

@@ -226,11 +226,17 @@ class TrainConfig:
             ("laplacian", self.laplacian != "auto" and self.objective != "eam", "objective 'eam'"),
             ("probes", self.probes != 1 and self.objective != "eam", "objective 'eam'"),
             ("exact_trace_max_dim", self.exact_trace_max_dim != 1 and self.objective != "eam", "objective 'eam'"),
+            ("probes", self.probes != 1 and self.laplacian == "exact", "laplacian 'auto' or 'hutchinson'"),
+            ("exact_trace_max_dim", self.exact_trace_max_dim != 1 and self.laplacian != "auto", "laplacian 'auto'"),
+            ("coupling", self.coupling != "ot" and self.interpolation == "nearest",
+             "interpolation 'linear' or 'spline' (nearest frames pair nothing)"),
             ("entropic_reg", self.entropic_reg is not None and self.path_coupling() != "entropic",
              "coupling 'entropic'"),
             ("entropic_draws", self.entropic_draws != 16 and self.path_coupling() != "entropic", "coupling 'entropic'"),
             ("time_weight", self.time_weight != "none" and self.objective == "fm", "objective 'am', 'eam' or 'uam'"),
             ("fused", not self.fused and self.objective == "fm", "objective 'am', 'eam' or 'uam'"),
+            ("compile", self.compile and self.objective == "fm", "objective 'am', 'eam' or 'uam'"),
+            ("validate_every", self.validate_every != 250 and self.validation == 0, "validation > 0"),
             ("time_sampling", self.time_sampling != "stratified" and self.implementation == "torchcfm",
              "implementation 'amcore' (TorchCFM's matcher draws its own times)"),
         ]  # fmt: skip
@@ -238,6 +244,11 @@ class TrainConfig:
             if ignored:
                 raise InputError(f"{name} (got {getattr(self, name)!r}) is read only with {needs}: remove it, or set "
                                  f"{needs.split()[0]} as meant")  # fmt: skip
+        if self.compile and not self.fused:
+            raise InputError("compile (got True) compiles the fused loss: it needs fused true")
+        if self.interpolation == "spline" and self.coupling != "ot":
+            raise InputError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not "
+                             f"{self.coupling!r}")  # fmt: skip
         if self.path_coupling() == "entropic" and self.entropic_reg is None and self.objective != "eam":
             raise InputError(f"coupling 'entropic' needs entropic_reg (objective {self.objective!r} has no sigma to "
                              "take the Schrödinger bridge's 2 int sigma_t^2 dt from, as eam does)")  # fmt: skip
@@ -292,6 +303,23 @@ class TrainConfig:
                 "+ 1/2 growth s^2, which for growth <= 0 is unbounded below (or, at 0, linear in a constant shift of "
                 "s); a population that shrinks is described by s < 0, not by a negative growth"
             )
+
+    def streams_of(self, world: int) -> int:
+        """The seeded sub-batches of each step in a training of ``world`` processes (``streams``, else one a
+        process), refused where they do not share out: checked by the workflow before any job, as by train."""
+        streams = self.streams or world
+        if streams % world or self.batch_size % streams:
+            raise InputError(
+                f"streams ({streams}{', one per process' if not self.streams else ''}) must be a "
+                f"multiple of the {world} training processes and divide batch_size ({self.batch_size}): "
+                "set batch_size or streams to fit (train_processes and gpus set the processes)"
+            )
+        if self.compile and world > 1:
+            raise InputError(
+                f"compile compiles the fused loss of one process, not {world} (train_processes, gpus): "
+                "leave compile out"
+            )
+        return streams
 
     def path_coupling(self) -> str:
         """The coupling the training path solves: none for nearest frames (they pair nothing) and for TorchCFM,
@@ -551,13 +579,8 @@ class Run:
             print(f"amcore train: {self.cluster.world} process(es) on {device.type} ({where})", file=sys.stderr)
         # The global batch is ``streams`` sub-batches, each from its own seeded generator; each rank draws its
         # share. One process with streams=N therefore takes exactly the steps of N ranks.
-        self.streams = cfg.streams or self.cluster.world
         world, rank = self.cluster.world, self.cluster.rank
-        if self.streams % world or cfg.batch_size % self.streams:
-            raise ValueError(
-                f"streams ({self.streams}) must be a multiple of the {world} processes and divide batch_size "
-                f"({cfg.batch_size})"
-            )
+        self.streams = cfg.streams_of(world)
         self.mine = range(rank * self.streams // world, (rank + 1) * self.streams // world)
         self.gens = [torch.Generator(device).manual_seed(cfg.seed + STREAM_SEED_STRIDE * s) for s in self.mine]
         self.sub_batch = cfg.batch_size // self.streams

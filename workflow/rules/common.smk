@@ -71,8 +71,7 @@ def processes():
     derives them from resources, which Snakemake leaves out of the params it compares, so a change of
     `train_processes` or `gpus` alone kept the old models (audit 23). A count set by a profile's resources is not
     seen: after changing it, `-R train`."""
-    n = max(1, config["gpus"] if config["gpus"] > 0 else config["train_processes"])
-    return {"amcore.processes": str(n)} if n > 1 else {}
+    return {"amcore.processes": str(PROCESSES)} if PROCESSES > 1 else {}
 
 
 def launcher(wildcards, resources):
