@@ -513,18 +513,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in snaps.t_values]
-        truth = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
+        # The plots' coordinates: the features, or the training cells' principal axes where the first features
+        # hold little of their spread (plots.choose_view); cells, fields and the frame all in them.
+        view = plots.training_view(snaps, box)
+        if view.turned:
+            print(f"amcore evaluate {args.model}: {plots.view_note(view, snaps.attrs.get('feature_names'))}",
+                  file=sys.stderr)  # fmt: skip
+        truth = [view.cells(snaps.snapshot(k)) for k in range(snaps.n_snapshots)]
         title = f"{args.model} ({model.objective.upper()})"
-        pushed = [predicted[k] for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
+        pushed = [view.cells(predicted[k]) for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
         carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
-        names = snaps.attrs.get("feature_names")
-        shown = plots.shown_features(box, count=3)  # constant features make no axis
-        frame = plots.frame(truth, box)  # a few far cells set no axis
+        names = view.names(snaps.attrs.get("feature_names"))
+        drawn_box = view.box(truth) if view.turned else box
+        shown = plots.shown_features(drawn_box, count=3)  # constant features make no axis
+        frame = plots.frame(truth, drawn_box)  # a few far cells set no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
                         axis_names=names, weights=carried, shown=shown[:2], frame=frame,
                         held_out=snaps.attrs.get("holdout_times", []))  # fmt: skip
-        plots.trajectories(plots_dir / "trajectories.png", traj["x"], truth, f"{title}: trajectories", times=times,
-                           shown=shown[:2], axis_names=names, path_times=traj["time"].values, frame=frame)  # fmt: skip
+        plots.trajectories(plots_dir / "trajectories.png", view.cells(traj["x"]), truth, f"{title}: trajectories",
+                           times=times, shown=shown[:2], axis_names=names, path_times=traj["time"].values,
+                           frame=frame)  # fmt: skip
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval",
                            noisy=audit["action_noise"] > ACTION_NOISE)  # fmt: skip
         observed_mass = snaps.masses() / snaps.masses()[0]
@@ -532,7 +540,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         uam = model.objective == "uam"
         plots.growth(plots_dir / "growth.png", times, observed_mass, predicted_mass,
                      f"{title}: " + ("mass and learned growth rate" if uam else "mass (balanced: held at 1)"),
-                     rate=model.growth_rate if uam else None, truth=truth, axis_names=names,
+                     rate=view.scalar(model.growth_rate) if uam else None, truth=truth, axis_names=names,
                      shown=shown[:2], held_out=snaps.attrs.get("holdout_times", []))  # fmt: skip
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
                           weights=carried, shown=shown, axis_names=names)  # fmt: skip
@@ -543,16 +551,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         field = "drift" if model.objective == "eam" else "velocity"
         true_field = None
         if simulator is not None and field in truth_fields(simulator, snaps.x[:1].astype(np.float64), times[0]):
-            true_field = lambda x, t: truth_fields(simulator, x, t)[field]  # noqa: E731
+            true_field = view.field(lambda x, t: truth_fields(simulator, x, t)[field])
         if len(shown) >= 2:
             plots.velocity_field(
                 plots_dir / "velocity.png",
-                lambda x, t: model.fields(x, t)[field],
+                view.field(lambda x, t: model.fields(x, t)[field]),
                 true_field,
                 times,
-                snaps.x,
+                view.cells(snaps.x),
                 f"{title}: learned {field}",
-                potential=None if model.objective == "fm" else model.potential,
+                potential=None if model.objective == "fm" else view.scalar(model.potential),
                 shown=shown[:2],
                 axis_names=names,
                 box=frame,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -342,3 +343,88 @@ def test_a_far_peer_at_every_time_gets_one_label(figures):
     plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am")
     (fig,) = figures
     assert [t.get_text() for t in fig.axes[1].texts] == ["◀ -0.325"]
+
+
+def _moving_genes(dim: int, times: int = 3, n: int = 400, seed: int = 5) -> tuple[list[np.ndarray], np.ndarray]:
+    """Standardised-looking genes, each of unit spread, with the population moving 4 units a time along a direction
+    spread over every gene: the first two genes hold a sliver of the motion (audit 28)."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=dim)
+    direction /= np.linalg.norm(direction)
+    return [rng.normal(size=(n, dim)) + 4.0 * k * direction for k in range(times)], direction
+
+
+def _box(cells: list[np.ndarray]) -> np.ndarray:
+    pooled = np.concatenate(cells)
+    return np.stack([pooled.min(0), pooled.max(0)])
+
+
+def test_the_plots_turn_to_the_principal_axes_where_the_first_features_hold_little_of_the_spread(figures):
+    """Audit 28: on 30 genes whose population moves along a direction across all of them, the plots drew genes 0
+    and 1 (a round blob at every time; copying the previous time looked as good as AM). The view is now the training
+    cells' principal axes, the first along the motion; a plane that holds the spread already (PCA coordinates) and
+    three features or fewer (a simulator's axes) are drawn as they are."""
+    cells, direction = _moving_genes(30)
+    view = plots.choose_view(cells, _box(cells))
+    assert view.turned and view.held < plots.VIEW_SHARE
+    assert abs(view.basis[:, 0] @ direction) > 0.99  # the first axis is the motion's
+    y = np.random.default_rng(0).normal(size=(5, 30))
+    np.testing.assert_allclose(view.turn(view.back(y)), y, atol=1e-12)  # orthonormal: the view loses nothing
+    matrix = np.random.default_rng(1).normal(size=(30, 30))
+    turned = view.field(lambda x, t: x @ matrix.T)  # a linear field: A x, read on the view's axes
+    np.testing.assert_allclose(turned(y, 0.0), (view.back(y) @ matrix.T) @ view.basis, atol=1e-9)
+    names = view.names(None)
+    assert names[0].startswith("principal axis 1 (") and len(names) == 30
+    # The marginals drawn in the view: the observed clouds' means move 4 a time along the first axis.
+    plots.marginals("unused.png", [view.cells(x) for x in cells], [view.cells(x) for x in cells], [0.0, 1.0, 2.0],
+                    "title", axis_names=names)  # fmt: skip
+    panels = figures[0].axes
+    means = [panels[k].collections[0].get_offsets()[:, 0].mean() for k in range(3)]
+    np.testing.assert_allclose(np.diff(means), 4.0, atol=0.3)  # 200 drawn cells: the mean's error is about 0.07
+    assert panels[-1].get_xlabel() == names[0]
+    # PCA coordinates (spread falling from the first feature) and 3-d data keep their own axes.
+    rng = np.random.default_rng(3)
+    pca = [rng.normal(size=(400, 10)) * np.geomspace(5, 0.1, 10) + k for k in range(3)]
+    assert not plots.choose_view(pca, _box(pca)).turned
+    small = [x[:, :3] for x in cells]
+    assert not plots.choose_view(small, _box(small)).turned
+
+
+def test_evaluate_and_the_held_out_panels_draw_the_view_of_the_training_cells(tmp_path, capsys, figures):
+    """Through evaluate and the table's held-out panels: both turn to the principal axes of the training times'
+    cells, say so, and the held-out time's cells never choose the view."""
+    from amcore.cli import main
+    from amcore.evaluation import table
+
+    cells, direction = _moving_genes(6, times=4, n=200)
+    labels = np.repeat([0.0, 1.0, 2.0, 3.0], 200)
+    np.savez(tmp_path / "d.npz", X=np.concatenate(cells).astype(np.float32), t=labels)
+    store, run = tmp_path / "s.zarr", tmp_path / "run"
+    dataset = {"source": "npz", "path": str(tmp_path / "d.npz")}
+    assert main(["prepare", "--dataset", json.dumps(dataset), "--holdout-times", "2", "--out", str(store),
+                 "--summary", str(tmp_path / "s.json")]) == 0  # fmt: skip
+    params = {"objective": "am", "steps": 20, "width": 16, "depth": 2, "log_every": 10}
+    assert main(["train", "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(run / "m.pt"),
+                 "--loss-csv", str(run / "loss.csv")]) == 0  # fmt: skip
+    assert main(["integrate", "--store", str(store), "--checkpoint", str(run / "m.pt"), "--params",
+                 '{"steps_per_interval": 2}', "--out", str(run / "t.zarr")]) == 0  # fmt: skip
+    assert main(["evaluate", "--model", "am", "--holdout", "2", "--seed", "0", "--store", str(store),
+                 "--checkpoint", str(run / "m.pt"), "--trajectories", str(run / "t.zarr"), "--loss-csv",
+                 str(run / "loss.csv"), "--params", "{}", "--metrics", str(run / "metrics.json"),
+                 "--plots", str(run / "plots")]) == 0  # fmt: skip
+    assert "amcore evaluate am: the plots draw the training cells' first two principal axes" in capsys.readouterr().err
+    marginal = figures[0]
+    assert marginal.axes[0].get_ylabel().startswith("principal axis 2 (")
+    # The held-out cells (t = 2) replaced by far ones choose the same view: the training times alone choose it.
+    from amcore.data.store import read_store
+
+    snaps = read_store(store)
+    view = plots.training_view(snaps, _box([np.asarray(snaps.x)]))
+    moved = [x if k != 2 else x + 100.0 for k, x in enumerate(cells)]
+    again = plots.choose_view([moved[k] for k in (0, 1, 3)], _box(moved))
+    np.testing.assert_allclose(np.abs(view.basis[:, :2].T @ again.basis[:, :2]), np.eye(2), atol=1e-6)
+    panels = table.load_panels(
+        [{"method": "am", "holdout": "2", "store": str(store), "prediction": str(run / "t.zarr")}]
+    )
+    assert panels[0]["axes"][0].startswith("principal axis 1 (")
+    np.testing.assert_allclose(panels[0]["observed"], view.turn(snaps.snapshot(2)), atol=1e-9)

@@ -422,21 +422,25 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
 
 
 def load_panels(panels: list[dict]) -> list[dict]:
-    """Observed and predicted cells of each ``{method, holdout, store, prediction}`` for the figure, and the features
-    it draws (``plots.shown_features``)."""
+    """Observed and predicted cells of each ``{method, holdout, store, prediction}`` for the figure, in the view
+    evaluate's plots draw (``plots.training_view``), and the axes it draws (``plots.shown_features``)."""
     from amcore.evaluation import plots  # matplotlib: only for the figure
 
     stores: dict[str, tuple] = {}
     loaded = []
     for panel in panels:
-        if panel["store"] not in stores:
-            stores[panel["store"]] = read_store(panel["store"])
-        snaps = stores[panel["store"]]
+        if panel["store"] not in stores:  # a split's store, and the view its training cells choose (as evaluate's)
+            snaps = read_store(panel["store"])
+            box = data_box(snaps)
+            view = plots.training_view(snaps, box)
+            names = view.names(snaps.attrs.get("feature_names")) or [f"x{i}" for i in range(snaps.dim)]
+            shown = plots.shown_features(view.box([snaps.snapshot(k) for k in range(snaps.n_snapshots)])
+                                         if view.turned else box)  # fmt: skip
+            stores[panel["store"]] = snaps, view, [names[i] for i in shown], shown
+        snaps, view, axes, shown = stores[panel["store"]]
         x, weight, held_out = read_prediction(panel["prediction"])
         k = [float(t) for t in snaps.t_values].index(held_out)
-        observed = np.asarray(snaps.snapshot(k))
-        names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
-        shown = plots.shown_features(data_box(snaps))
-        loaded.append({**panel, "observed": observed, "predicted": x, "weight": weight, "shown": shown,
-                       "axes": [names[i] for i in shown]})  # fmt: skip
+        observed = view.turn(snaps.snapshot(k))
+        loaded.append({**panel, "observed": observed, "predicted": view.turn(x), "weight": weight, "shown": shown,
+                       "axes": axes})  # fmt: skip
     return loaded
