@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -519,12 +520,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if view.turned:
             print(f"amcore evaluate {args.model}: {plots.view_note(view, snaps.attrs.get('feature_names'))}",
                   file=sys.stderr)  # fmt: skip
-        truth = [view.cells(snaps.snapshot(k)) for k in range(snaps.n_snapshots)]
+        observed = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
+        truth = [view.cells(x) for x in observed]
         title = f"{args.model} ({model.objective.upper()})"
         pushed = [view.cells(predicted[k]) for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
         carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
         names = view.names(snaps.attrs.get("feature_names"))
-        drawn_box = view.box(truth) if view.turned else box
+        drawn_box = view.box(observed) if view.turned else box
         shown = plots.shown_features(drawn_box, count=3)  # constant features make no axis
         frame = plots.frame(truth, drawn_box)  # a few far cells set no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
@@ -924,6 +926,15 @@ def _check_writable(path: Path, flag: str) -> None:
         raise InputError(f"{flag} {path}: cannot write in {above} (permission denied)")
 
 
+def _where_full(err: BaseException, args: argparse.Namespace) -> str:
+    """Where a full disk that names no file is (zarr and numpy name none): the command's outputs' folders."""
+    if not isinstance(err, OSError) or err.errno not in (errno.ENOSPC, errno.EDQUOT) or err.filename:
+        return ""
+    folders = dict.fromkeys(str(Path(getattr(args, name)).resolve().parent)
+                            for name in OUTPUTS.get(args.command, ()) if getattr(args, name, None))  # fmt: skip
+    return f" (writing under {', '.join(folders)}: free space there, see `df -h {next(iter(folders), '.')}`)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -936,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amcore {args.command}: error: {said}", file=sys.stderr)
         return 2
     except (InputError, ValueError, OSError) as err:  # OSError: a missing file, an unwritable folder, a full disk
-        print(f"amcore {args.command}: error: {err}", file=sys.stderr)
+        print(f"amcore {args.command}: error: {err}{_where_full(err, args)}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"amcore {args.command}: error: {err}", file=sys.stderr)

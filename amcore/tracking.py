@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
@@ -27,9 +28,20 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # Stage logs are files: no progress bars when MLflow copies a model's files.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+# A database error is reported once by the stage (`_said`): MLflow's own logger printed a two-part traceback for
+# every retry (audit 30: 72 tracebacks and 3,132 log lines for a database on a full disk).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
 ENV_URI = "AMCORE_MLFLOW_URI"
 ENV_EXPERIMENT = "AMCORE_MLFLOW_EXPERIMENT_ID"
 ENV_PARENT = "AMCORE_MLFLOW_PARENT_RUN_ID"
+
+
+def _said(err: BaseException) -> str:
+    """An error of the tracking backend in a line: SQLAlchemy's run to the failed statement and its values."""
+    lines = [line for line in str(err).splitlines() if line and not line.startswith(("[SQL:", "[parameters:", "(Back"))]
+    said = " ".join(lines) or type(err).__name__
+    return said if len(said) <= 300 else said[:297] + "..."
 
 
 def resolve_uri(config_uri: str | None, results_dir: str | Path) -> str:
@@ -73,7 +85,7 @@ def start_parent(
             experiment_id = _experiment_id(client, experiment, location)
         run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
     except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
-        print(f"amcore: MLflow at {uri} unavailable ({err}); this invocation is not tracked", file=sys.stderr)
+        print(f"amcore: MLflow at {uri} unavailable ({_said(err)}); this invocation is not tracked", file=sys.stderr)
         return
     os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id})
     print(f"amcore: MLflow parent run {run.info.run_id} at {uri}", file=sys.stderr)
@@ -83,7 +95,7 @@ def start_parent(
             _log_params(client, run.info.run_id, _flatten(config))
             client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
     except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
-        print(f"amcore: could not record the config or close killed runs in MLflow ({err})", file=sys.stderr)
+        print(f"amcore: could not record the config or close killed runs in MLflow ({_said(err)})", file=sys.stderr)
 
 
 def _close_killed(client, experiment_id: str, tags: dict, current: str) -> None:
@@ -194,7 +206,7 @@ def end_parent(status: str) -> None:
         try:
             _client(state["uri"]).set_terminated(state["parent_run_id"], status=status)
         except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
-            print(f"amcore: could not close the MLflow parent run ({err})", file=sys.stderr)
+            print(f"amcore: could not close the MLflow parent run ({_said(err)})", file=sys.stderr)
 
 
 def log_to_parent(paths: list[str]) -> None:
@@ -207,7 +219,7 @@ def log_to_parent(paths: list[str]) -> None:
         for path in paths:
             client.log_artifact(state["parent_run_id"], path)
     except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
-        print(f"amcore: could not attach {paths} to the MLflow parent run ({err})", file=sys.stderr)
+        print(f"amcore: could not attach {paths} to the MLflow parent run ({_said(err)})", file=sys.stderr)
 
 
 def _read_state() -> dict | None:
@@ -314,7 +326,7 @@ class StageRun:
                 with self._lock:
                     self.pending_params = {**params, **self.pending_params}
                 raise
-            print(f"amcore: MLflow refused parameters of stage {self.stage} ({err}); left out", file=sys.stderr)
+            print(f"amcore: MLflow refused parameters of stage {self.stage} ({_said(err)}); left out", file=sys.stderr)
         except Exception:
             with self._lock:  # the backend is away: sent again with the metrics
                 self.pending_params = {**params, **self.pending_params}
@@ -337,7 +349,7 @@ class StageRun:
             return True
         except Exception as err:  # noqa: BLE001 - tracking must never fail the stage
             if not self.failures:
-                print(f"amcore: MLflow call failed for stage {self.stage} ({err}); carrying on", file=sys.stderr)
+                print(f"amcore: MLflow call failed for stage {self.stage} ({_said(err)}); carrying on", file=sys.stderr)
             self.failures += 1
             return False
 

@@ -133,3 +133,23 @@ def gaussian_snaps():
     times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     x, t = simulate_snapshots(sim, times, 1000, seed=0)
     return sim, times, Snapshots.from_labels(x, t)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk("64k")``: a folder on a filesystem of that size (tmpfs; root only, the test skipped elsewhere),
+    unmounted after the test: a disk that fills."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"small-{len(mounted)}"
+        folder.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+        if subprocess.run(command, capture_output=True).returncode:
+            pytest.skip("cannot mount a small tmpfs here (needs root)")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)  # a database the process still holds open

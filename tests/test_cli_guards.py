@@ -396,3 +396,21 @@ def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path
         assert ("looks like raw counts (non-negative integers, a median of 1002 per cell in the first 300 cells)"
                 in said) is warned, said  # fmt: skip
         assert ("scanpy.pp.normalize_total" in said) is warned
+
+
+def test_a_full_disk_names_where_it_is_full_and_leaves_nothing(work, capsys, small_disk):
+    """Audit 30: a checkpoint on a full disk ended in torch's `unexpected pos 77376 vs 77328` (a traceback, exit 1),
+    and a store on one in a bare `[Errno 28] No space left on device`: each is now one line naming the path, exit
+    2, nothing left on the disk."""
+    full_disk = small_disk("64k")
+    params = json.dumps({"steps": 20, "width": 256, "depth": 2, "log_every": 10})  # a checkpoint of about 1.6 MB
+    said = refused(capsys, "train", "--store", str(work / "other.zarr"), "--params", params, "--checkpoint",
+                   str(full_disk / "model.pt"), "--loss-csv", str(work / "full-loss.csv"))  # fmt: skip
+    assert "amcore train: error: [Errno 28] No space left on device: " in said and "model.pt" in said, said
+    assert "Traceback" not in said and "unexpected pos" not in said
+    rows = np.repeat([0.0, 1.0], 5000)
+    np.savez(work / "big.npz", X=np.random.default_rng(0).normal(size=(len(rows), 8)), t=rows)  # 320 kB in float32
+    said = refused(capsys, "prepare", "--dataset", json.dumps({"source": "npz", "path": str(work / "big.npz")}),
+                   "--out", str(full_disk / "store.zarr"), "--summary", str(work / "full.json"))  # fmt: skip
+    assert "No space left on device" in said and f"writing under {full_disk}" in said, said
+    assert not any(full_disk.iterdir()), "a failed write leaves nothing"

@@ -415,6 +415,8 @@ def test_evaluate_and_the_held_out_panels_draw_the_view_of_the_training_cells(tm
     assert "amcore evaluate am: the plots draw the training cells' first two principal axes" in capsys.readouterr().err
     marginal = figures[0]
     assert marginal.axes[0].get_ylabel().startswith("principal axis 2 (")
+    beyond = re.search(r"(\d+) observed and \d+ pushed points drawn lie beyond", marginal.get_suptitle())
+    assert beyond is None or beyond[1] == "0", marginal.get_suptitle()  # the frame is in the view's coordinates
     # The held-out cells (t = 2) replaced by far ones choose the same view: the training times alone choose it.
     from amcore.data.store import read_store
 

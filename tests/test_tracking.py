@@ -115,3 +115,32 @@ def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_clo
     tracking.start_parent(uri, "prov", tmp_path / "results", {}, config)
     assert client.get_run(killed).info.status == "KILLED" and client.get_run(run.info.run_id).info.status == "KILLED"
     assert client.get_run(elsewhere).info.status == "RUNNING"
+
+
+def test_a_tracking_database_on_a_full_disk_is_one_line_not_a_traceback_a_retry(tmp_path, monkeypatch, capfd,
+                                                                                small_disk):  # fmt: skip
+    """Audit 30: the MLflow database filling its disk mid-run printed two tracebacks for every retry (72 in one
+    stage, 3,132 log lines) and buried what failed. The stage says it once, in a line, and what did not arrive."""
+    disk = small_disk("4m")
+    uri = f"sqlite:///{disk / 'mlflow.db'}"
+    for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
+        monkeypatch.delenv(key, raising=False)
+    tracking.start_parent(uri, "full", tmp_path / "results", {})
+    assert os.environ.get(tracking.ENV_PARENT), capfd.readouterr().err
+    with open(disk / "filler", "wb") as filler:  # the rest of the disk, to the last block
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+    capfd.readouterr()
+    with tracking.StageRun("export", {}, {"given": 1}, final_wait_s=3.0) as stage:
+        for step in range(50):
+            stage.log_metrics({f"value_{i}": float(i) for i in range(20)}, step)
+        time.sleep(3.0)  # the sender's retries
+    said = capfd.readouterr().err
+    assert "Traceback" not in said and "[SQL:" not in said, said[:3000]
+    assert said.count("database or disk is full") == 1, said[:3000]
+    assert "amcore: MLflow did not take 1000 metric values of stage export" in said
+    assert len(said.splitlines()) <= 3, said[:3000]

@@ -107,6 +107,10 @@ class _Turned:
     def __getitem__(self, key) -> np.ndarray:
         return self.view.turn(self.x[key])
 
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # all rows at once, as a slice turns them
+        turned = self.view.turn(self.x)
+        return turned if dtype is None else turned.astype(dtype)
+
     def mean(self, axis: int = 0) -> np.ndarray:
         return self.view.turn(np.asarray(self.x.mean(axis=axis)))
 

@@ -449,7 +449,12 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     the archive's folder after a path it is given, and the temporary name's process id made equal models differ
     byte for byte (audit 14)."""
     with replacing(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(payload, handle)
+        try:
+            torch.save(payload, handle)
+        except RuntimeError as err:  # torch's archive writer reports a failed write (a full disk) as a bare position
+            if isinstance(err.__context__, OSError):
+                raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from err
+            raise
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:
