@@ -169,6 +169,8 @@ rule all:
         # Every run's model and trajectories are targets: an intermediate lost to a killed rerun is made again,
         # never left missing beside the metrics it made.
         expand(f"{RUN}/{{name}}", holdout=HOLDOUTS, model=MODELS, seed=SEEDS, name=["model.pt", "trajectories.zarr"]),
+        # and each split's store: one deleted by hand is made again, never left missing (audit 30)
+        expand(rules.prepare.output.store, holdout=HOLDOUTS),
         evaluated_runs(),
         rules.table.output,
         exports(),

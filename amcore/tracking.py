@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from amcore.version import code_version
+from amcore.version import code_version, uncommitted_changes
 
 # A dead server must fail fast: MLflow's defaults retry for minutes per call.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -94,6 +94,8 @@ def start_parent(
         if config is not None:
             _log_params(client, run.info.run_id, _flatten(config))
             client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
+        if changes := uncommitted_changes():  # the code a dirty tree ran: its commit and this patch rebuild it
+            client.log_text(run.info.run_id, changes, "code.patch")
     except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
         print(f"amcore: could not record the config or close killed runs in MLflow ({_said(err)})", file=sys.stderr)
 

@@ -153,3 +153,40 @@ def small_disk(tmp_path):
     yield mount
     for folder in mounted:
         subprocess.run(["umount", "--lazy", str(folder)], check=True)  # a database the process still holds open
+
+
+def run_stages(tmp_path: Path, dataset: dict, holdout: str, steps: int, steps_per_interval: int,
+               evaluate: dict | None = None) -> tuple[Path, Path]:  # fmt: skip
+    """prepare, train (a tiny AM), integrate and evaluate through the CLI, as the pipeline chains them, holding out
+    ``holdout``: the store's path and the run's folder (``m.pt``, ``t.zarr``, ``metrics.json``, ``plots``)."""
+    import json
+
+    from amcore.cli import main
+
+    store, run = tmp_path / "s.zarr", tmp_path / "run"
+    assert main(["prepare", "--dataset", json.dumps(dataset), "--holdout-times", holdout, "--out", str(store),
+                 "--summary", str(tmp_path / "s.json")]) == 0  # fmt: skip
+    params = {"objective": "am", "steps": steps, "width": 16, "depth": 2, "log_every": 10}
+    assert main(["train", "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(run / "m.pt"),
+                 "--loss-csv", str(run / "loss.csv")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "integrate",
+                "--store",
+                str(store),
+                "--checkpoint",
+                str(run / "m.pt"),
+                "--params",
+                json.dumps({"steps_per_interval": steps_per_interval}),
+                "--out",
+                str(run / "t.zarr"),
+            ]
+        )
+        == 0
+    )
+    assert main(["evaluate", "--model", "am", "--holdout", holdout, "--seed", "0", "--store", str(store),
+                 "--checkpoint", str(run / "m.pt"), "--trajectories", str(run / "t.zarr"), "--loss-csv",
+                 str(run / "loss.csv"), "--params", json.dumps(evaluate or {}), "--metrics", str(run / "metrics.json"),
+                 "--plots", str(run / "plots")]) == 0  # fmt: skip
+    return store, run

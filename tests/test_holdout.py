@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_stages
 
 from amcore import Snapshots
 from amcore.errors import InputError
@@ -278,19 +279,8 @@ def test_score_gives_each_model_its_fields_error_against_the_truth_at_evaluates_
 
     dataset = {"source": "simulate", "simulator": "gaussian_path", "params": {"dim": 2},
                "times": [0, 0.25, 0.5, 0.75, 1], "n_per_time": 100, "seed": 0}  # fmt: skip
-    store, run = tmp_path / "s.zarr", tmp_path / "run"
-    assert main(["prepare", "--dataset", json.dumps(dataset), "--holdout-times", "0.5", "--out", str(store),
-                 "--summary", str(tmp_path / "s.json")]) == 0  # fmt: skip
-    params = {"objective": "am", "steps": 30, "width": 16, "depth": 2, "log_every": 10}
-    assert main(["train", "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(run / "m.pt"),
-                 "--loss-csv", str(run / "loss.csv")]) == 0  # fmt: skip
-    assert main(["integrate", "--store", str(store), "--checkpoint", str(run / "m.pt"), "--params",
-                 '{"steps_per_interval": 4}', "--out", str(run / "t.zarr")]) == 0  # fmt: skip
     settings = {"truth_samples": 300, "n_times": 2}
-    assert main(["evaluate", "--model", "am", "--holdout", "0.5", "--seed", "0", "--store", str(store),
-                 "--checkpoint", str(run / "m.pt"), "--trajectories", str(run / "t.zarr"), "--loss-csv",
-                 str(run / "loss.csv"), "--params", json.dumps(settings), "--metrics", str(run / "metrics.json"),
-                 "--plots", str(run / "plots")]) == 0  # fmt: skip
+    store, run = run_stages(tmp_path, dataset, "0.5", steps=30, steps_per_interval=4, evaluate=settings)
     evaluated = json.loads((run / "metrics.json").read_text())["velocity_rel_error"]
 
     def score(entry: dict, out: str) -> int:
@@ -306,6 +296,7 @@ def test_score_gives_each_model_its_fields_error_against_the_truth_at_evaluates_
     other = tmp_path / "other.zarr"
     assert main(["prepare", "--dataset", json.dumps(dataset), "--out", str(other), "--summary",
                  str(tmp_path / "o.json")]) == 0  # fmt: skip
+    params = {"objective": "am", "steps": 30, "width": 16, "depth": 2, "log_every": 10}
     assert main(["train", "--store", str(other), "--params", json.dumps(params), "--checkpoint",
                  str(tmp_path / "o.pt"), "--loss-csv", str(tmp_path / "o.csv")]) == 0  # fmt: skip
     capsys.readouterr()

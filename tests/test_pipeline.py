@@ -288,7 +288,16 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     # No effective_size: every prediction's particles weigh the same (equal counts: the displacement plan is a
     # permutation).
     pairs = {f"w1_held_out_var:{m}" for m in ("am", "copy_prev", "ot_displacement", "spline_path")}  # each pair's
-    every = {*DISTANCES, "nonfinite", "escaped", "course_excess", "course_escaped", "velocity_rel_error", *pairs}
+    every = {
+        *DISTANCES,
+        "nonfinite",
+        "escaped",
+        "course_excess",
+        "course_escaped",
+        "velocity_rel_error",
+        *pairs,
+        "predicted_cells",
+    }
     assert set(table["metric"]) == every
     assert (table[table["metric"] == "nonfinite"]["value"] == 0).all()
     # Score's push from the first time flags every seed's held-out rows (here nothing to flag), with the number
@@ -308,6 +317,10 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     markdown = (out / "table.md").read_text()
     assert "### w1" in markdown and "| am |" in markdown and " ± " in markdown
     assert "the sampling of the held-out cells" in markdown  # the paired intervals hold it
+    # Audit 28: the subsample sizes the distances were computed with, and each prediction's size, are in the table
+    assert "(at most `evaluate.max_exact_size` = 2000 cells per side)" in markdown
+    cells = table[table["metric"] == "predicted_cells"]
+    assert (cells["value"] == config["dataset"]["n_per_time"]).all() and len(cells) == 5  # 2 seeds, 3 baselines
     assert (out / "predictions.png").read_bytes()[:4] == b"\x89PNG"
     # Settings a job never reads rerun nothing of it (audit 23): score reads no mmd_paper_alphas, copy_prev solves
     # no OT (of the three baselines, two rerun); evaluate does rerun.
@@ -320,6 +333,12 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     changed["baseline_ot_max_size"] = config.get("baseline_ot_max_size", 5000)
     plan = snakemake(tmp_path, changed, "--dry-run").stdout
     assert "rule evaluate:" in plan and "rule score:" not in plan and "rule baseline:" not in plan, plan[-3000:]
+    # A store deleted by hand is made again (audit 30: "Nothing to be done", the store left missing).
+    store = out / "holdout-0.5" / "data" / "store.zarr"
+    store.rename(store.with_name("moved.zarr"))
+    plan = snakemake(tmp_path, config, "--dry-run").stdout
+    store.with_name("moved.zarr").rename(store)
+    assert "rule prepare:" in plan, plan[-3000:]
     check_a_nan_model_is_marked_failed(tmp_path, config)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import pytest
+from conftest import run_stages
 
 from amcore.evaluation import plots
 
@@ -393,26 +393,19 @@ def test_the_plots_turn_to_the_principal_axes_where_the_first_features_hold_litt
 def test_evaluate_and_the_held_out_panels_draw_the_view_of_the_training_cells(tmp_path, capsys, figures):
     """Through evaluate and the table's held-out panels: both turn to the principal axes of the training times'
     cells, say so, and the held-out time's cells never choose the view."""
-    from amcore.cli import main
     from amcore.evaluation import table
 
     cells, direction = _moving_genes(6, times=4, n=200)
     labels = np.repeat([0.0, 1.0, 2.0, 3.0], 200)
     np.savez(tmp_path / "d.npz", X=np.concatenate(cells).astype(np.float32), t=labels)
-    store, run = tmp_path / "s.zarr", tmp_path / "run"
-    dataset = {"source": "npz", "path": str(tmp_path / "d.npz")}
-    assert main(["prepare", "--dataset", json.dumps(dataset), "--holdout-times", "2", "--out", str(store),
-                 "--summary", str(tmp_path / "s.json")]) == 0  # fmt: skip
-    params = {"objective": "am", "steps": 20, "width": 16, "depth": 2, "log_every": 10}
-    assert main(["train", "--store", str(store), "--params", json.dumps(params), "--checkpoint", str(run / "m.pt"),
-                 "--loss-csv", str(run / "loss.csv")]) == 0  # fmt: skip
-    assert main(["integrate", "--store", str(store), "--checkpoint", str(run / "m.pt"), "--params",
-                 '{"steps_per_interval": 2}', "--out", str(run / "t.zarr")]) == 0  # fmt: skip
-    assert main(["evaluate", "--model", "am", "--holdout", "2", "--seed", "0", "--store", str(store),
-                 "--checkpoint", str(run / "m.pt"), "--trajectories", str(run / "t.zarr"), "--loss-csv",
-                 str(run / "loss.csv"), "--params", "{}", "--metrics", str(run / "metrics.json"),
-                 "--plots", str(run / "plots")]) == 0  # fmt: skip
+    store, run = run_stages(tmp_path, {"source": "npz", "path": str(tmp_path / "d.npz")}, "2", 20, 2)
     assert "amcore evaluate am: the plots draw the training cells' first two principal axes" in capsys.readouterr().err
+    import hashlib
+
+    from amcore import load
+
+    digest = hashlib.sha256((tmp_path / "d.npz").read_bytes()).hexdigest()
+    assert load(run / "m.pt").info["data_sha256"] == digest  # audit 31: the data a checkpoint saw, from it alone
     marginal = figures[0]
     assert marginal.axes[0].get_ylabel().startswith("principal axis 2 (")
     beyond = re.search(r"(\d+) observed and \d+ pushed points drawn lie beyond", marginal.get_suptitle())
@@ -430,3 +423,16 @@ def test_evaluate_and_the_held_out_panels_draw_the_view_of_the_training_cells(tm
     )
     assert panels[0]["axes"][0].startswith("principal axis 1 (")
     np.testing.assert_allclose(panels[0]["observed"], view.turn(snaps.snapshot(2)), atol=1e-9)
+
+
+def test_the_held_out_figure_draws_the_sliced_distance_beside_w1(figures):
+    """Audit 28: in 30 dimensions W1 of 2,000 cells ranked the baselines first and every other distance ranked AM
+    first, and the figure drew W1 alone. A row per further distance, its dots without a paired panel."""
+    summary = {"am": {"4": np.array([4.3, 4.4]), "mean": np.array([4.3, 4.4])}, "copy_prev": {"4": np.array([4.5])}}
+    sliced = {"am": {"4": np.array([0.012, 0.013])}, "copy_prev": {"4": np.array([0.21])}}
+    pairs = {"copy_prev": {"4": (-0.15, -0.2, -0.1, 2, True)}}
+    plots.holdout_bars("unused.png", summary, "W1", None, pairs, "am", [(sliced, "sliced W1", None, None)])
+    (fig,) = figures
+    dots, side, sliced_dots, empty = fig.axes
+    assert dots.get_ylabel() == "W1" and sliced_dots.get_ylabel() == "sliced W1" and not empty.axison
+    assert side.has_data() and sliced_dots.has_data()

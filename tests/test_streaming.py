@@ -171,10 +171,14 @@ def test_a_streamed_draw_is_a_uniform_sample_of_its_time_whatever_the_input_orde
     assert np.mean(streamed) <= np.mean(uniform), (np.mean(streamed), np.mean(uniform))
 
 
-def test_couplings_of_large_times_are_solved_on_subsamples_redrawn_every_ot_refresh_every_steps(capfd):
+def test_couplings_of_large_times_are_solved_on_subsamples_redrawn_every_ot_refresh_every_steps(capfd, monkeypatch):
     """In memory, 300 cells per time and ot_max_size 40: each refresh pairs 40 other cells per time (over 5
-    refreshes most cells take part), the same ones for the same refresh whatever came before (resume)."""
+    refreshes most cells take part), the same ones for the same refresh whatever came before (resume). The solve
+    is said as it starts, and a slow redraw too (audit 28: a minute of silence at 10^6 cells)."""
+    from amcore.paths import stream
     from amcore.paths.stream import ResampledCouplings, training_path
+
+    monkeypatch.setattr(stream, "SLOW_REDRAW_S", -1.0)  # every redraw counts as slow here
 
     x, t = simulate_snapshots(GaussianPath(), TIMES, ROWS, seed=0)
     snaps = Snapshots.from_labels(x, t)
@@ -187,6 +191,9 @@ def test_couplings_of_large_times_are_solved_on_subsamples_redrawn_every_ot_refr
     err = capfd.readouterr().err
     assert f"exact OT between neighbouring times on seeded subsamples of {RESIDENT} of up to {ROWS} cells" in err
     assert "redrawn every 10 steps" in err
+    assert err.index(f"solving exact OT between neighbouring times on subsamples of {RESIDENT}") < err.index(
+        "per redraw"
+    )
     used, first = set(), None
     for step in range(0, 50, 10):
         path.seek(step)
@@ -195,6 +202,8 @@ def test_couplings_of_large_times_are_solved_on_subsamples_redrawn_every_ot_refr
         first = pairs if first is None else first
         used |= set(pairs[pairs < ROWS].tolist())  # the first time's cells
     assert len(used) > 3 * RESIDENT, "the subsamples are redrawn"
+    said = capfd.readouterr().err
+    assert [f"step {step}: new subsamples" in said for step in range(0, 50, 10)] == [False, True, True, True, True]
     again = ResampledCouplings(snaps, build, 10, seed=0, rank=0)
     again.seek(40)
     np.testing.assert_array_equal(again.current.pair_a.numpy(), path.current.pair_a.numpy())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -109,6 +110,12 @@ def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_clo
     client.set_tag(killed, "amcore.pid", "999999999")  # no such process: the invocation was killed
     parent = client.get_run(killed)
     assert parent.data.params["models.am.steps"] == "10" and parent.data.tags["amcore.git_commit"]
+    # audit 31: a dirty tree's commit named no change (two trees, one tag), and no package version was recorded
+    commit, packages = parent.data.tags["amcore.git_commit"], parent.data.tags["amcore.packages"]
+    assert re.fullmatch(r"([0-9a-f]{40}|unknown)(\+dirty\.[0-9a-f]{12})?", commit), commit
+    assert "torch " in packages and "pot " in packages and "numpy " in packages
+    patched = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert ("code.patch" in patched) == ("+dirty." in commit), patched
     assert json.loads(Path(client.download_artifacts(killed, "config.json", str(tmp_path))).read_text()) == config
     tracking.start_parent(uri, "prov", tmp_path / "other", {}, config)
     elsewhere = os.environ[tracking.ENV_PARENT]

@@ -430,6 +430,7 @@ def holdout_bars(
     floor: dict[str, float] | None = None,
     pairs: dict[str, dict[str, tuple]] | None = None,
     reference: str = "am",
+    more: list[tuple] = (),
 ) -> None:
     """Per held-out time (and their mean) a dot per method with the spread over seeds; dots, not bars, as the axis
     starts near the best score, where differences of a few % show. Each method has its own colour and marker,
@@ -437,17 +438,32 @@ def holdout_bars(
     figure stops widening at 18 inches and the labels turn. ``floor`` (per group: the noise floor, what a perfect
     prediction scores) is drawn as a dashed line where it falls within the axis and written under the group where
     it falls below: how large those few % are. ``pairs`` (``table.paired_differences``) adds a panel beside: the
-    reference minus each peer with its 95 % interval, the question the dots leave to the eye."""
-    groups = list(dict.fromkeys(h for cols in summary.values() for h in cols))
+    reference minus each peer with its 95 % interval, the question the dots leave to the eye. ``more``: further
+    rows, each ``(summary, ylabel, floor, pairs)`` of another distance (in many dimensions W1 of a few thousand
+    cells is mostly sampling noise, and the sliced distance on all cells may rank the methods otherwise)."""
+    rows = [(summary, ylabel, floor, pairs), *more]
+    groups = list(dict.fromkeys(h for row in rows for cols in row[0].values() for h in cols))
+    many = len(groups) > 8
+    wide = min(18.0, 2.6 + (0.5 + 0.25 * len(summary) if many else 1.6) * len(groups))  # 1.4 in for the legend
+    sides = any(row[3] for row in rows)
+    fig, axes = plt.subplots(len(rows), 2 if sides else 1, figsize=(wide + (4.2 if sides else 0), 3.8 * len(rows)),
+                             squeeze=False, gridspec_kw={"width_ratios": [wide, 4.2]} if sides else None)  # fmt: skip
+    for (values, label, level, paired), row_axes in zip(rows, axes, strict=True):
+        _holdout_dots(row_axes[0], values, groups, label, level)
+        if sides and paired:
+            _paired_panel(row_axes[1], paired, reference, plt.get_cmap("tab20"), method_styles(list(values)))
+        elif sides:
+            row_axes[1].axis("off")
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
+def _holdout_dots(ax, summary: dict[str, dict[str, np.ndarray]], groups: list[str], ylabel: str,
+                  floor: dict[str, float] | None) -> None:  # fmt: skip
+    """One row of :func:`holdout_bars`: the dots of each method at each group, the floor, the legend."""
     width = 0.8 / max(1, len(summary))
     many = len(groups) > 8
     colours, styles = plt.get_cmap("tab20"), method_styles(list(summary))
-    wide = min(18.0, 2.6 + (0.5 + 0.25 * len(summary) if many else 1.6) * len(groups))  # 1.4 in for the legend
-    if pairs:
-        fig, (ax, side) = plt.subplots(1, 2, figsize=(wide + 4.2, 3.8), gridspec_kw={"width_ratios": [wide, 4.2]})
-        _paired_panel(side, pairs, reference, colours, styles)
-    else:
-        fig, ax = plt.subplots(figsize=(wide, 3.8))
     for i, (method, cols) in enumerate(summary.items()):
         pos = [g for g, h in enumerate(groups) if h in cols]
         values = [cols[groups[g]] for g in pos]
@@ -483,8 +499,6 @@ def holdout_bars(
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # beside: never over a dot
-    fig.tight_layout()
-    _save(fig, path, dpi=110)
 
 
 def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colours, styles: dict[str, int]) -> None:

@@ -25,7 +25,8 @@ COLUMNS = ["method", "holdout", "seed", "metric", "value"]
 # The errors against a simulator's known fields first: what a simulated run is for (evaluate's, runs without a
 # held-out time).
 METRIC_ORDER = (*TRUTH_ERRORS, *DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "coinciding",
-                "mass_rel_error", "course_excess", "course_escaped", "course_mass_error")  # fmt: skip
+                "mass_rel_error", "course_excess", "course_escaped", "course_mass_error",
+                "predicted_cells")  # fmt: skip
 
 
 # A row ``(method, holdout, "", HELD_OUT_VAR + peer, v)``: the variance that sampling the held-out cells gives the
@@ -224,31 +225,36 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
     ]  # fmt: skip
 
 
-def markdown(table: pd.DataFrame, reference: str = "am") -> str:
-    """One markdown table per metric: methods by held-out time, mean ± sample std over seeds."""
+def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None = None) -> str:
+    """One markdown table per metric: methods by held-out time, mean ± sample std over seeds; ``settings``: the
+    evaluate settings the distances were computed with (their subsample sizes), where every run shares them."""
+    said = {key: f" = {value}" for key, value in (settings or {}).items()}
     lines = [
         "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better, "
         "but for `action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots), "
-        "`action_noise` (the snapshots' own, the same for every method) and `effective_size` (1: every particle "
-        "counts alike).",
+        "`action_noise` (the snapshots' own, the same for every method), `effective_size` (1: every particle "
+        "counts alike) and `predicted_cells` (a count: a smaller prediction's `sliced_*`, `mmd` and `energy` carry "
+        "more sampling noise; a baseline's OT is solved on at most `baseline_ot_max_size` cells).",
         "Distances are in the store's coordinates (after preprocessing, fitted on each split's training times): "
         "compare methods within a column, whose held-out time has units of its own.",
         "",
         "`velocity_rel_error` (`drift_`, `growth_`; simulated data): the learned field's relative L2 error against "
         "the simulator's, pooled over the observed times: what a simulated run measures, where the distances may "
         "sit within their noise floor; "
-        "`w1`, `w2`: exact OT on seeded subsamples (at most `evaluate.max_exact_size` cells per side); "
+        f"`w1`, `w2`: exact OT on seeded subsamples (at most `evaluate.max_exact_size`{said.get('max_exact_size', '')}"
+        " cells per side); "
         "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at most half of them "
         "each, the first as large as the prediction: about what a perfect prediction of its size would score (more, "
         "where the prediction outnumbers half the observed cells: its subsample is then the smaller), so a `w1` "
         "near or below it cannot be told from a perfect prediction; it is no yardstick for the difference of two "
         "methods scored on the same cells (the paired section of a held-out table is); W1 rewards averaged points: "
         "displacement interpolation and OT pushes can score below a perfect sample; `sliced_w1`, `sliced_w2`: "
-        "all cells, smaller than W (sqrt(d) times for a shift), compare them only with each other; `mmd`, "
-        "`energy`: subsamples of at most `evaluate.kernel_max_size`; `neighbour_excess`: how far the cells keep to "
-        "their own kind among their 10 nearest neighbours (0: prediction and data mixed as two samples of one law, "
-        "1: apart); `course_excess`: W1 of the push from the first time less that of the first time's cells unmoved, "
-        "at the last time, in noise floors (above 1: flagged) (docs/metrics.md).",
+        f"all cells, on `evaluate.projections`{said.get('projections', '')} directions, smaller than W (sqrt(d) "
+        "times for a shift), compare them only with each other; `mmd`, `energy`: subsamples of at most "
+        f"`evaluate.kernel_max_size`{said.get('kernel_max_size', '')}; `neighbour_excess`: how far the cells keep "
+        "to their own kind among their 10 nearest neighbours (0: prediction and data mixed as two samples of one "
+        "law, 1: apart); `course_excess`: W1 of the push from the first time less that of the first time's cells "
+        "unmoved, at the last time, in noise floors (above 1: flagged) (docs/metrics.md).",
         "",
     ]
     sections = flag_sections(table)

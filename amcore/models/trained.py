@@ -114,7 +114,8 @@ class TrainedModel:
                 "trained_times": payload.get("times"), "store": payload.get("store"),
                 "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant"),
                 "head_choice": payload.get("head_choice"), "feature_names": payload.get("feature_names"),
-                "code": payload.get("code"), "input_key": payload.get("input_key")}  # fmt: skip
+                "code": payload.get("code"), "input_key": payload.get("input_key"),
+                "data_sha256": payload.get("data_sha256")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
             payload.get("growth_unit", 1.0), payload.get("growth_range"),

@@ -61,6 +61,9 @@ def load_training(snaps: Snapshots) -> Snapshots:
     return Snapshots(targets[0], snaps.t_values[keep], offsets, dict(snaps.attrs), weights, velocity=velocity)
 
 
+SLOW_REDRAW_S = 10.0  # a redraw of a path's subsamples and couplings that takes longer is announced
+
+
 class RefreshedPath:
     """A ``SnapshotPath`` rebuilt every ``refresh_every`` steps on ``resident(refresh)`` with a seed of that refresh.
 
@@ -77,7 +80,7 @@ class RefreshedPath:
         self.build, self.seed, self.rank = build, seed, rank
         self.refresh_every = int(refresh_every)
         self.refresh_index = -1
-        started = time.perf_counter()
+        started, self.build_seconds = time.perf_counter(), 0.0
         self.seek(0)
         self.build_seconds = time.perf_counter() - started
         self._fingerprint = self.current.fingerprint()
@@ -94,9 +97,13 @@ class RefreshedPath:
         return np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, refresh]))
 
     def seek(self, step: int) -> None:
-        """Make the path of ``step``'s refresh current (a no-op within a refresh)."""
+        """Make the path of ``step``'s refresh current (a no-op within a refresh); a redraw that takes a while says
+        so as it starts (audit 28: 47 s between two step lines, as if training had hung)."""
         refresh = step // self.refresh_every
         if refresh != self.refresh_index:
+            if self.refresh_index >= 0 and self.rank == 0 and self.build_seconds > SLOW_REDRAW_S:
+                print(f"amcore train: step {step}: new subsamples and their couplings (about "
+                      f"{self.build_seconds:.0f} s)", file=sys.stderr)  # fmt: skip
             path_seed = int(self.rng(refresh).integers(2**62))
             self.current = self.build(self.resident(refresh), path_seed)
             self.refresh_index = refresh
@@ -255,6 +262,9 @@ def training_path(
         training = load_training(snaps)
         largest = int(training.counts().max())
         subsampled = solver is not None and largest > rows_per_time
+        if where and subsampled:  # a minute at 10^6 cells: said before, not only after (audit 28)
+            print(f"{where} solving {solver} between neighbouring times on subsamples of {rows_per_time} cells per "
+                  "time", file=sys.stderr)  # fmt: skip
         path = (
             ResampledCouplings(training, build, ot_refresh_every, seed, rank) if subsampled else build(training, seed)
         )
@@ -271,6 +281,9 @@ def training_path(
                 print(f"{where} {solver} between neighbouring times on all cells (at most {largest} per time, "
                       f"within ot_max_size {rows_per_time})", file=sys.stderr)  # fmt: skip
         return path
+    if where:
+        print(f"{where} reading {rows_per_time} rows per time from the store"
+              + (f" and solving {solver} between them" if solver else ""), file=sys.stderr)  # fmt: skip
     path = StreamingPath(snaps, build, rows_per_time, refresh_every, budget, seed, rank)
     if where and "row_order" not in snaps.attrs:
         print(

@@ -619,6 +619,8 @@ class Run:
         # Where the input's cells came from (an AnnData's X, layer or obsm entry): what TrainedModel.preprocess reads.
         reader = (snaps.attrs.get("provenance") or {}).get("reader", {}) if snaps is not None else {}
         self.input_key = reader.get("x_key")
+        # The input file's SHA-256 (none for simulated data): which data a checkpoint was trained on, from it alone.
+        self.data_sha256 = (snaps.attrs.get("provenance") or {}).get("sha256") if snaps is not None else None
         # The observed times trained on (the store's held-out ones left out): a held-out prediction made with this
         # model is refused where they include its held-out time (``TrainedModel.trained_times``).
         self.trained_times = None
@@ -726,7 +728,7 @@ class Run:
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
             "running": float(self.running), "best": self.best, "head_choice": self.head_choice,
-            "code": code_version(),
+            "code": code_version(), "data_sha256": self.data_sha256,
         }  # fmt: skip
 
     def validate(self, step: int, on_metrics: Callable[[int, dict], None] | None) -> None:

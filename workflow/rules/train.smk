@@ -6,7 +6,8 @@ rule train:
         checkpoint=f"{RUN}/model.pt",
         loss=f"{RUN}/loss.csv",
     params:
-        # The threads go as {threads}, not here: a change of them alone changes no result and retrains nothing.
+        # The threads go as {threads}, not here: a change of them alone retrains nothing (float rounding apart, the
+        # same numbers).
         train=lambda wc: as_arg({**config["models"][wc.model], "seed": int(wc.seed)}),
         launcher=launcher,
         tags=lambda wc: stage_tags("train", processes(), holdout=wc.holdout, model=wc.model, seed=wc.seed),
