@@ -444,6 +444,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              f"observes {snaps.t_values.tolist()}: trajectories of another store")  # fmt: skip
         predicted = traj["x"][observed]
         weights = traj["weight"][observed] if "weight" in traj else None
+        stored = snaps  # every time: the plots' view is chosen on the store's training times, as the table's is
         snaps, predicted, weights = select_times(snaps, predicted, weights, params.get("n_times"))  # dense frames
         model = load(args.checkpoint)
         result: dict = {"model": args.model, "objective": model.objective}
@@ -527,7 +528,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         times = [float(t) for t in snaps.t_values]
         # The plots' coordinates: the features, or the training cells' principal axes where the first features
         # hold little of their spread (plots.choose_view); cells, fields and the frame all in them.
-        view = plots.training_view(snaps, box)
+        view = plots.training_view(stored, box)
         if view.turned:
             print(f"amcore evaluate {args.model}: {plots.view_note(view, snaps.attrs.get('feature_names'))}",
                   file=sys.stderr)  # fmt: skip
@@ -579,9 +580,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 box=frame,
             )
         else:
-            plots.velocity_curves(plots_dir / "velocity.png", lambda x, t: model.fields(x, t)[field], true_field,
-                                  times, snaps.x, f"{title}: learned {field}", field, shown[0], names,
-                                  frame)  # fmt: skip
+            plots.velocity_curves(plots_dir / "velocity.png", view.field(lambda x, t: model.fields(x, t)[field]),
+                                  true_field, times, view.cells(snaps.x), f"{title}: learned {field}", field, shown[0],
+                                  names, frame)  # fmt: skip
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
         _write_json(args.metrics, result | {"settings": opts})
         run.log_metrics(
@@ -949,7 +950,9 @@ def _where_full(err: BaseException, args: argparse.Namespace) -> str:
         return ""
     folders = dict.fromkeys(str(Path(getattr(args, name)).resolve().parent)
                             for name in OUTPUTS.get(args.command, ()) if getattr(args, name, None))  # fmt: skip
-    return f" (writing under {', '.join(folders)}: free space there, see `df -h {next(iter(folders), '.')}`)"
+    if not folders:
+        return ""
+    return f" (writing under {', '.join(folders)}: free space there, see `df -h {next(iter(folders))}`)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,7 @@ def start_parent(
             _log_params(client, run.info.run_id, _flatten(config))
             client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
         if changes := uncommitted_changes():  # the code a dirty tree ran: its commit and this patch rebuild it
-            client.log_text(run.info.run_id, changes, "code.patch")
+            client.log_text(run.info.run_id, changes.decode(errors="replace"), "code.patch")
     except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
         print(f"amcore: could not record the config or close killed runs in MLflow ({_said(err)})", file=sys.stderr)
 

@@ -19,37 +19,44 @@ PACKAGES = ("torch", "numpy", "scipy", "pot", "torchcfm", "pandas", "dask", "xar
             "mlflow")  # fmt: skip
 
 
-@functools.cache
-def uncommitted_changes() -> str:
-    """``git diff HEAD`` of amcore's checkout (tracked files); empty when clean, outside a checkout or without git."""
+def _git(*args: str) -> bytes:
+    """A git command in amcore's checkout, its output as bytes (a changed file need not be UTF-8); ``OSError`` where
+    amcore is no checkout of its own (a wheel inside some other repository: a venv in a project) or git fails."""
     root = Path(__file__).resolve().parent
+    # --no-optional-locks: jobs side by side must never hold the index lock a user's own git command needs
+    run = functools.partial(subprocess.run, cwd=root, capture_output=True, timeout=5, check=True)
     try:
-        # --no-optional-locks: jobs side by side must never hold the index lock a user's own git command needs
-        run = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, timeout=5, check=True)
-        top = Path(run(["git", "rev-parse", "--show-toplevel"]).stdout.strip()).resolve()
-        if top != root.parent:  # a wheel inside some other repository (a venv in a project): not amcore's commit
-            return ""
-        return run(["git", "--no-optional-locks", "diff", "HEAD", "--binary"]).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
+        top = Path(run(["git", "rev-parse", "--show-toplevel"]).stdout.decode().strip()).resolve()
+        if top != root.parent:
+            raise OSError(f"{root} is not the top of a checkout of amcore")
+        return run(["git", "--no-optional-locks", *args]).stdout
+    except subprocess.SubprocessError as err:
+        raise OSError(str(err)) from err
+
+
+@functools.cache
+def uncommitted_changes() -> bytes:
+    """``git diff HEAD`` of amcore's checkout (tracked files; git's own diff, whatever diff tool a user configured);
+    empty when clean, outside a checkout, without git, or where the diff fails."""
+    try:
+        return _git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color")
+    except OSError:
+        return b""
 
 
 @functools.cache
 def code_version() -> dict[str, str]:
     """``{"amcore.version", "amcore.git_commit", "amcore.packages"}``; the commit is ``unknown`` outside a git
-    checkout (an installed wheel) or without git; two dirty trees of one commit differ by their changes' hash."""
-    root = Path(__file__).resolve().parent
+    checkout (an installed wheel) or without git; two dirty trees of one commit differ by their changes' hash
+    (``+dirty.unknown`` where git said the tree is dirty and its diff failed)."""
     try:
-        run = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, timeout=5, check=True)
-        top = Path(run(["git", "rev-parse", "--show-toplevel"]).stdout.strip()).resolve()
-        if top != root.parent:
-            raise OSError(f"{root} is not the top of a checkout of amcore")
-        commit = run(["git", "rev-parse", "HEAD"]).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        commit = _git("rev-parse", "HEAD").decode().strip()
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
+    except OSError:
+        commit, dirty = "unknown", False
     changes = uncommitted_changes()
-    if changes:
-        commit += "+dirty." + hashlib.sha256(changes.encode()).hexdigest()[:12]
+    if dirty or changes:
+        commit += "+dirty." + (hashlib.sha256(changes).hexdigest()[:12] if changes else "unknown")
     return {"amcore.version": __version__, "amcore.git_commit": commit, "amcore.packages": package_versions()}
 
 

@@ -128,8 +128,7 @@ def test_a_setting_the_chosen_model_never_reads_is_refused():
         # audit 29: the message named the coupling set as the one missing; nearest frames read no coupling at all
         (
             {"coupling": "entropic", "interpolation": "nearest", "entropic_reg": 0.1},
-            "coupling (got 'entropic') is "
-            "read only with interpolation 'linear' or 'spline' (nearest frames pair nothing)",
+            "coupling (got 'entropic') is read only with interpolation 'linear' (nearest frames pair nothing)",
         ),
         ({"objective": "fm", "time_weight": "linear"}, "time_weight (got 'linear') is read only with objective 'am'"),
         ({"objective": "fm", "fused": False}, "fused (got False) is read only with objective 'am'"),

@@ -233,8 +233,9 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
         "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better, "
         "but for `action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots), "
         "`action_noise` (the snapshots' own, the same for every method), `effective_size` (1: every particle "
-        "counts alike) and `predicted_cells` (a count: a smaller prediction's `sliced_*`, `mmd` and `energy` carry "
-        "more sampling noise; a baseline's OT is solved on at most `baseline_ot_max_size` cells).",
+        "counts alike) and `predicted_cells` (a count: a smaller prediction's `sliced_*`, on all cells, carry more "
+        "sampling noise, as do `mmd` and `energy` below `evaluate.kernel_max_size` cells; a baseline's OT is "
+        "solved on at most `baseline_ot_max_size` cells).",
         "Distances are in the store's coordinates (after preprocessing, fitted on each split's training times): "
         "compare methods within a column, whose held-out time has units of its own.",
         "",

@@ -229,7 +229,7 @@ class TrainConfig:
             ("probes", self.probes != 1 and self.laplacian == "exact", "laplacian 'auto' or 'hutchinson'"),
             ("exact_trace_max_dim", self.exact_trace_max_dim != 1 and self.laplacian != "auto", "laplacian 'auto'"),
             ("coupling", self.coupling != "ot" and self.interpolation == "nearest",
-             "interpolation 'linear' or 'spline' (nearest frames pair nothing)"),
+             "interpolation 'linear' (nearest frames pair nothing)"),
             ("entropic_reg", self.entropic_reg is not None and self.path_coupling() != "entropic",
              "coupling 'entropic'"),
             ("entropic_draws", self.entropic_draws != 16 and self.path_coupling() != "entropic", "coupling 'entropic'"),
