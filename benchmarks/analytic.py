@@ -17,7 +17,7 @@ error under ``p_t`` of its field at the observed times (``evaluate.score_truth``
     python benchmarks/analytic.py [--cases rotating ou growth] [--dims 3 7] [--seeds 0 1 2] [--cells 2000]
                                    [--models am_linear fm]
 
-The last line: ``analytic_<case>_<model>=<mean error over seeds>`` for every case and model.
+The last line: ``analytic_<case>[_d<dim>]_<model>=<mean error over seeds>`` for every case and model.
 """
 
 from __future__ import annotations

@@ -114,8 +114,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="AM training steps")
     parser.add_argument("--workdir", type=Path, default=None, help="kept afterwards (default: a temporary one)")
     args = parser.parse_args()
-    if args.times < 3:
-        parser.error("--times must be at least 3: one interior time is held out")
+    if args.times < 25:  # audit 32: 5 times ran prepare, then train refused the frames
+        parser.error(
+            "--times must be at least 25: the model draws q_t from the nearest frames, which train refuses "
+            "farther apart than a quarter of the cloud's spread (this path's frames are nearer from 25 times on)"
+        )
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="amcore-atlas-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ With three training times, leaving the interior one out leaves two, and every te
 between them, so ``auto`` falls back to a fixed value (``interpolants.FALLBACK_TENSION``). This measures the
 candidates on every 4-time subset of a time course: each of the subset's two middle times is held out, the splines
 through OT chains of the other three (standardised on those three) are read at its time at tensions 0, 0.5 and 1,
-and scored by the exact W1 against its cells. Features: the first ``--features`` columns.
+and scored by the exact W1 against its cells. Features: the first FEATURES columns of each ``PATH.npz:FEATURES``.
 
-    python benchmarks/tension_fallback.py data/eb_nlsb_valtest_pca100.npz:5 data/tigon_emt.npz:10
+    python benchmarks/tension_fallback.py data/eb_nlsb_valtest_pca100.npz:5 data/tigon_emt.npz:3
 """
 
 from __future__ import annotations
