@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# The Snakefile reads config/config.yaml itself: named again, Snakemake said it was "extended" by itself (audit 33).
 run: install
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(ARGS)
+	$(BIN)/snakemake --cores $(CORES) $(if $(filter-out config/config.yaml,$(CONFIG)),--configfile $(CONFIG)) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15

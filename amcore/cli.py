@@ -559,7 +559,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
                           weights=carried, shown=shown, axis_names=names)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
-        plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: MMD of pushed vs observed cells")
+        plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: squared MMD of pushed vs observed cells")
         from amcore.data.simulate import truth_fields
 
         field = "drift" if model.objective == "eam" else "velocity"
@@ -640,8 +640,10 @@ def cmd_table(args: argparse.Namespace) -> None:
         times = [float(t) for t in next(r["w1"] for r in results if "w1" in r)]
         floors = [list(r["w1_subsample_noise"].values()) for r in results if "w1_subsample_noise" in r]
         floor = np.nanmedian(np.array(floors, dtype=np.float64), axis=0).tolist() if floors else None
+        perfect = [r["w1_noise_floor_mean"] for r in results if "w1_noise_floor_mean" in r]
         plots.metric_by_time(Path(args.figure), times, series, "W1 (pushed from the first time vs observed)",
-                             "each method's W1 at each observed time", floor)  # fmt: skip
+                             "each method's W1 at each observed time", floor,
+                             float(np.median(perfect)) if perfect else None)  # fmt: skip
     else:
         floors = tables.summary(table, "w1_subsample_noise")  # per method: a floor of its prediction's size
         levels = {h: [v for cols in floors.values() if h in cols for v in cols[h] if np.isfinite(v)]

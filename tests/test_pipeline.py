@@ -43,7 +43,7 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     # Measured on this tiny config (400 steps, 300 cells a time): 0.26 (seed 0), 0.27, 0.27, 0.31 (seeds 1-3); an
     # untrained field is ~1.0. 0.4 leaves a third above the worst seed seen and still needs the flow learnt.
     assert 0 <= metrics["velocity_rel_error"] < 0.4
-    for name in ("marginals", "trajectories", "velocity", "loss", "action", "growth"):
+    for name in ("marginals", "trajectories", "velocity", "loss", "action", "growth", "mmd"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "table.csv", keep_default_na=False)
     assert list(table.columns) == ["method", "holdout", "seed", "metric", "value"]

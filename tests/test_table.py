@@ -338,3 +338,19 @@ def test_a_simulated_growing_population_evaluates_into_a_table(tmp_path):
     rows = pd.read_csv(tmp_path / "t.csv").set_index("metric")["value"]
     assert list(rows.index[:2]) == ["velocity_rel_error", "growth_rel_error"]
     assert rows["growth_rel_error"] == pytest.approx(metrics["growth_rel_error"], rel=1e-12)
+
+
+def test_the_tables_glossary_says_only_what_the_table_holds():
+    """Audit 33: one seed, no baselines, no held-out time, and the preamble spoke of baselines, weighted particles
+    and prediction sizes; a held-out table with them says them."""
+    alone = markdown(long_table([{"method": "am", "holdout": "none", "seed": "0", "table": {"w1": 0.1, "mmd": 1e-4}}]))
+    glossary = alone.split("### ")[0]
+    assert "`w1`, `w2`: exact OT" in glossary and "`mmd` (squared, unbiased" in glossary
+    for absent in ("baselines", "effective_size", "predicted_cells", "velocity_rel_error", "course_excess"):
+        assert absent not in glossary, absent
+    rows = [
+        {"method": "am", "holdout": "1", "seed": "0", "table": {"w1": 0.1, "predicted_cells": 300}},
+        {"method": "copy_prev", "holdout": "1", "seed": "", "table": {"w1": 0.3, "predicted_cells": 300}},
+    ]
+    glossary = markdown(long_table(rows)).split("### ")[0]
+    assert "(baselines are deterministic: one value)" in glossary and "`predicted_cells` (a count" in glossary

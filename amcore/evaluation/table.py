@@ -229,35 +229,56 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds; ``settings``: the
     evaluate settings the distances were computed with (their subsample sizes), where every run shares them."""
     said = {key: f" = {value}" for key, value in (settings or {}).items()}
-    lines = [
-        "Mean ± standard deviation over training seeds (baselines are deterministic: one value). Lower is better, "
-        "but for `action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots), "
-        "`action_noise` (the snapshots' own, the same for every method), `effective_size` (1: every particle "
-        "counts alike) and `predicted_cells` (a count: a smaller prediction's `sliced_*`, on all cells, carry more "
+    present = set(table["metric"])
+    # What each metric means, said only where the table has it (audit 33: a one-seed run without baselines or
+    # held-out time read of baselines, seeds and weighted particles).
+    higher = {
+        "action_ratio": "`action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots)",
+        "action_noise": "`action_noise` (the snapshots' own, the same for every method)",
+        "effective_size": "`effective_size` (1: every particle counts alike)",
+        "predicted_cells": "`predicted_cells` (a count: a smaller prediction's `sliced_*`, on all cells, carry more "
         "sampling noise, as do `mmd` and `energy` below `evaluate.kernel_max_size` cells; a baseline's OT is "
-        "solved on at most `baseline_ot_max_size` cells).",
+        "solved on at most `baseline_ot_max_size` cells)",
+    }
+    meanings = [
+        (TRUTH_ERRORS, "`velocity_rel_error` (`drift_`, `growth_`; simulated data): the learned field's relative L2 "
+         "error against the simulator's, pooled over the observed times: what a simulated run measures, where the "
+         "distances may sit within their noise floor"),
+        (("w1", "w2"), "`w1`, `w2`: exact OT on seeded subsamples (at most "
+         f"`evaluate.max_exact_size`{said.get('max_exact_size', '')} cells per side); W1 rewards averaged points: "
+         "displacement interpolation and OT pushes can score below a perfect sample"),
+        (("w1_subsample_noise",), "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at "
+         "most half of them each, the first as large as the prediction: about what a perfect prediction of its size "
+         "would score (more, where the prediction outnumbers half the observed cells: its subsample is then the "
+         "smaller), so a `w1` near or below it cannot be told from a perfect prediction; it is no yardstick for the "
+         "difference of two methods scored on the same cells (the paired section of a held-out table is)"),
+        (("sliced_w1", "sliced_w2"), "`sliced_w1`, `sliced_w2`: all cells, on "
+         f"`evaluate.projections`{said.get('projections', '')} directions, smaller than W (sqrt(d) times for a "
+         "shift), compare them only with each other"),
+        (("mmd", "energy"), "`mmd` (squared, unbiased: below 0 near a match), `energy`: subsamples of at most "
+         f"`evaluate.kernel_max_size`{said.get('kernel_max_size', '')}"),
+        (("neighbour_excess",), "`neighbour_excess`: how far the cells keep to their own kind among their 10 nearest "
+         "neighbours (0: prediction and data mixed as two samples of one law, 1: apart)"),
+        (("course_excess",), "`course_excess`: W1 of the push from the first time less that of the first time's cells "
+         "unmoved, at the last time, in noise floors (above 1: flagged)"),
+    ]  # fmt: skip
+    exceptions = [text for name, text in higher.items() if name in present]
+    baselines = (table["seed"] == "").any()
+    lines = [
+        "Mean ± standard deviation over training seeds"
+        + (" (baselines are deterministic: one value)" if baselines else "")
+        + ". Lower is better"
+        + (f", but for {', '.join(exceptions[:-1])}{' and ' if len(exceptions) > 1 else ''}{exceptions[-1]}"
+           if exceptions else "")
+        + ".",
         "Distances are in the store's coordinates (after preprocessing, fitted on each split's training times): "
         "compare methods within a column, whose held-out time has units of its own.",
         "",
-        "`velocity_rel_error` (`drift_`, `growth_`; simulated data): the learned field's relative L2 error against "
-        "the simulator's, pooled over the observed times: what a simulated run measures, where the distances may "
-        "sit within their noise floor; "
-        f"`w1`, `w2`: exact OT on seeded subsamples (at most `evaluate.max_exact_size`{said.get('max_exact_size', '')}"
-        " cells per side); "
-        "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at most half of them "
-        "each, the first as large as the prediction: about what a perfect prediction of its size would score (more, "
-        "where the prediction outnumbers half the observed cells: its subsample is then the smaller), so a `w1` "
-        "near or below it cannot be told from a perfect prediction; it is no yardstick for the difference of two "
-        "methods scored on the same cells (the paired section of a held-out table is); W1 rewards averaged points: "
-        "displacement interpolation and OT pushes can score below a perfect sample; `sliced_w1`, `sliced_w2`: "
-        f"all cells, on `evaluate.projections`{said.get('projections', '')} directions, smaller than W (sqrt(d) "
-        "times for a shift), compare them only with each other; `mmd`, `energy`: subsamples of at most "
-        f"`evaluate.kernel_max_size`{said.get('kernel_max_size', '')}; `neighbour_excess`: how far the cells keep "
-        "to their own kind among their 10 nearest neighbours (0: prediction and data mixed as two samples of one "
-        "law, 1: apart); `course_excess`: W1 of the push from the first time less that of the first time's cells "
-        "unmoved, at the last time, in noise floors (above 1: flagged) (docs/metrics.md).",
+        "; ".join(text for names, text in meanings if present & set(names)) + " (docs/metrics.md).",
         "",
-    ]
+    ]  # fmt: skip
+    if not any(present & set(names) for names, _ in meanings):
+        del lines[-3:-1]  # no distance: no glossary
     sections = flag_sections(table)
     for runs, _, heading, what in sections:
         if len(runs):
