@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -95,7 +96,9 @@ def start_parent(
             _log_params(client, run.info.run_id, _flatten(config))
             client.log_text(run.info.run_id, json.dumps(config, indent=1, sort_keys=True), "config.json")
         if changes := uncommitted_changes():  # the code a dirty tree ran: its commit and this patch rebuild it
-            client.log_text(run.info.run_id, changes.decode(errors="replace"), "code.patch")
+            with tempfile.TemporaryDirectory() as folder:  # its bytes as they are (a change need not be UTF-8)
+                (Path(folder) / "code.patch").write_bytes(changes)
+                client.log_artifact(run.info.run_id, str(Path(folder) / "code.patch"))
     except Exception as err:  # noqa: BLE001 - tracking must never fail the pipeline
         print(f"amcore: could not record the config or close killed runs in MLflow ({_said(err)})", file=sys.stderr)
 

@@ -30,7 +30,7 @@ def _git(*args: str) -> bytes:
         if top != root.parent:
             raise OSError(f"{root} is not the top of a checkout of amcore")
         return run(["git", "--no-optional-locks", *args]).stdout
-    except subprocess.SubprocessError as err:
+    except (subprocess.SubprocessError, ValueError) as err:  # ValueError: a checkout's path that is not UTF-8
         raise OSError(str(err)) from err
 
 

@@ -435,3 +435,20 @@ def test_the_held_out_figure_draws_the_sliced_distance_beside_w1(figures):
     dots, side, sliced_dots, empty = fig.axes
     assert dots.get_ylabel() == "W1" and sliced_dots.get_ylabel() == "sliced W1" and not empty.axison
     assert side.has_data() and sliced_dots.has_data()
+
+
+def test_the_velocity_arrows_stay_in_the_frame_whatever_the_axes_spans(figures):
+    """Audit 33 and its review: arrows of the edge rows ran out of the frame, and more so where one axis spans ten
+    times the other (an arrow is as long along either): the longest arrow spans the shorter grid spacing and the
+    frame has a cell of margin."""
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.uniform(0, 10, 300), rng.uniform(0, 1, 300)])
+    for x in (cells, cells[:, ::-1]):
+        plots.velocity_field("unused.png", lambda p, t: np.tile([0.0, 1.0], (len(p), 1)), None, [0.0, 1.0], x,
+                             "title")  # fmt: skip
+        for ax in figures[-1].axes[:2]:
+            arrows = ax.collections[-1]
+            tips = arrows.get_offsets() + np.column_stack([arrows.U, arrows.V]) / arrows.scale
+            (left, right), (low, high) = ax.get_xlim(), ax.get_ylim()
+            assert left <= tips[:, 0].min() and tips[:, 0].max() <= right
+            assert low <= tips[:, 1].min() and tips[:, 1].max() <= high, (tips[:, 1].max(), high)

@@ -11,12 +11,12 @@ import pytest
 from conftest import ROOT
 
 
-def _checkout(tmp_path: Path):
+def _checkout(tmp_path: Path, folder: str = "repo"):
     """A git checkout holding a copy of amcore/version.py (its top: the folder above the package), committed, and
     that copy imported as a module of its own."""
     if shutil.which("git") is None:
         pytest.skip("no git")
-    top = tmp_path / "repo"
+    top = tmp_path / folder
     (top / "amcore").mkdir(parents=True)
     shutil.copy(ROOT / "amcore" / "version.py", top / "amcore" / "version.py")
     (top / "notes.txt").write_bytes(b"cafe\n")
@@ -51,3 +51,11 @@ def test_a_dirty_tree_is_named_by_its_changes_whatever_their_bytes_or_the_users_
     subprocess.run([*git, "config", "diff.external", "false"], check=True)  # a diff tool that fails
     assert load().code_version()["amcore.git_commit"] != commit  # still dirty
     assert "torch" in load().code_version()["amcore.packages"]
+
+
+def test_a_checkout_whose_path_is_not_utf8_records_an_unknown_commit_not_a_crash(tmp_path):
+    """Review: the top folder's name, read from git as UTF-8, raised past the checkpoint it was for."""
+    import os
+
+    _, _, load = _checkout(tmp_path, os.fsdecode(b"caf\xe9"))
+    assert load().code_version()["amcore.git_commit"] == "unknown"

@@ -675,12 +675,13 @@ def velocity_field(
         # alone, a true field 9 times shorter vanished under it: audit 27).
         u = None if truth is None else np.asarray(truth(grid, t))[:, [i, j]]
         longest_any = max(np.linalg.norm(w, axis=1).max() for w in (v, u) if w is not None)
-        arrows = {"scale_units": "xy", "angles": "xy", "scale": max(longest_any, 1e-300) / (gx[0, 1] - gx[0, 0])}
+        # (the shorter of the two spacings: an arrow is as long along either axis, and the margin is a cell)
+        arrows = {"scale_units": "xy", "angles": "xy", "scale": max(longest_any, 1e-300) / min(cell_x, cell_y)}
         if u is not None:
             ax.quiver(grid[:, i], grid[:, j], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
         drawn = ax.quiver(grid[:, i], grid[:, j], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
                           **arrows)  # fmt: skip
-        longest = float(longest_any)  # each panel has its own scale: say it, one grid cell long
+        longest = float(longest_any)  # each panel has its own scale: say it, one (shorter) grid cell long
         ax.quiverkey(drawn, 0.78, 1.03, longest, f"{longest:.2g} / unit time", labelpos="E", fontproperties={"size": 7})
         ax.set_title(f"t = {t:.3g}", fontsize=9, loc="left")
         ax.set_xlabel(labels[0], fontsize=8)
