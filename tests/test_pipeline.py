@@ -383,3 +383,18 @@ def test_splits_of_an_earlier_config_of_the_same_experiment_are_named(tmp_path, 
     assert result.returncode == 0, result.stderr[-2000:]
     assert "holds holdout-7.25 from an earlier config of experiment" in result.stderr
     assert "holdout-none from an earlier" not in result.stderr
+
+
+def test_yaml_keys_of_numbers_and_text_reach_the_jobs_as_json(tmp_path, tiny_config):
+    """Audit 34: `0.1:` beside `'2.1':` (a number and a text key) crashed the config's JSON before any job; keys
+    that are one in JSON (0.5 and '0.5') are refused, never merged."""
+    config = copy.deepcopy(tiny_config)
+    config["dataset"]["time_map"] = {0.5: 1.0, "0.5": 2.0}
+    result = snakemake(tmp_path, config, "--dry-run")
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "dataset.time_map: keys " in said and "are one key in JSON" in said, said
+    assert "0.5 and '0.5'" in said or "'0.5' and 0.5" in said, said
+    config["dataset"]["time_map"] = {0.5: 1.0, "day1": 2.0}  # mixed, distinct: on to the jobs (prepare judges it)
+    result = snakemake(tmp_path, config, "--dry-run")
+    said = result.stdout + result.stderr
+    assert result.returncode == 0 and "TypeError" not in said, said[-3000:]

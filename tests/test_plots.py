@@ -103,11 +103,20 @@ def test_growth_rates_share_one_scale_centred_on_zero(figures):
     truth = _cells(3, 500)
     plots.growth("unused.png", [0.0, 1.0, 2.0], [1.0, 2.0, 4.0], [1.0, 1.9, 4.2], "title",
                  rate=lambda x, t: x[:, 0] * (1 + t), truth=truth, axis_names=["PC1", "PC2", "PC3"])  # fmt: skip
-    (fig,) = figures
+    fig = figures[0]
     panels = [ax for ax in fig.axes if ax.get_title().startswith("t = ")]
     assert len(panels) == 3 and panels[0].get_xlabel() == "PC1" and panels[0].get_ylabel() == "PC2"
     ((low, high),) = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections}
-    assert low == -high and high == pytest.approx(max(np.abs(x[:, 0] * (1 + k)).max() for k, x in enumerate(truth)))
+    rates = np.abs(np.concatenate([x[:, 0] * (1 + k) for k, x in enumerate(truth)]))
+    assert low == -high and high == pytest.approx(np.quantile(rates, plots.GROWTH_SCALE_SHARE))
+    # Audit 34: a few far cells (rate 1,000 here) set the scale to their own and greyed out every other panel.
+    far = [x.copy() for x in truth]
+    far[0][:3, 0] = 1000.0
+    plots.growth("unused.png", [0.0, 1.0, 2.0], [1.0, 2.0, 4.0], [1.0, 1.9, 4.2], "title",
+                 rate=lambda x, t: x[:, 0] * (1 + t), truth=far)  # fmt: skip
+    panels = [ax for ax in figures[-1].axes if ax.get_title().startswith("t = ")]
+    ((_, reach),) = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections}
+    assert reach == pytest.approx(high, rel=0.05) and figures[-1].axes[-1]._colorbar.extend == "both"
 
 
 def test_a_balanced_model_draws_its_mass_held_at_one_beside_the_observed(figures):

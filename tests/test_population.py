@@ -38,6 +38,8 @@ def test_the_sizes_become_the_cells_weights_and_survive_the_store(fixed, tmp_pat
         ({"0": 1, "1": 2, "2": 4, "3": 8}, r"names \['3'\], which are not observed times \[0\.0, 1\.0, 2\.0\]"),
         ({"0": 1, "1": 2, "day2": 4}, r"names \['day2'\]"),
         ({"0": 1, "1": 0, "2": 4}, r"sizes must be finite numbers > 0, got \{'1': 0\}"),
+        # audit 34: one time twice, and the last size won in silence
+        ({"0": 1, "1": 2, "2": 4, "2.0": 9}, r"names one time twice: \['2', '2\.0'\]"),
     ],
 )
 def test_sizes_that_do_not_fit_the_observed_times_are_refused(fixed, population, message):

@@ -257,6 +257,9 @@ def population_weights(
     fixed share of it (audit 8: 600 cells a day of a population growing 5.7-fold taught uAM no growth at all)."""
     observed = {float(t) for t in t_values}
     sizes = {as_number(key): size for key, size in population.items()}
+    if len(sizes) < len(population):  # '2.1' and '2.10': one time, two sizes (the last one won, in silence)
+        twice = [key for key in population if [as_number(k) for k in population].count(as_number(key)) > 1]
+        raise InputError(f"{where}: dataset.population names one time twice: {twice}; give each time one size")
     unknown = [key for key in population if as_number(key) not in observed]
     if unknown:
         raise InputError(f"{where}: dataset.population names {unknown}, which are not observed times "

@@ -261,6 +261,10 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
          "neighbours (0: prediction and data mixed as two samples of one law, 1: apart)"),
         (("course_excess",), "`course_excess`: W1 of the push from the first time less that of the first time's cells "
          "unmoved, at the last time, in noise floors (above 1: flagged)"),
+        (("mass_rel_error",), "`mass_rel_error` (weighted particles): the predicted growth over the observed one "
+         "(counts, or `dataset.population`), less 1, in absolute value"),
+        (("course_mass_error",), "`course_mass_error`: `mass_rel_error` of the push from the first time at its worst "
+         "observed time (above 0.5: flagged)"),
     ]  # fmt: skip
     exceptions = [text for name, text in higher.items() if name in present]
     baselines = (table["seed"] == "").any()

@@ -3,9 +3,26 @@
 # item), shlex.quote in params that build arguments; as_arg's JSON is quoted already (never add :q to it).
 
 
-def as_arg(value):
-    """A config section as one shell-quoted JSON argument."""
-    return shlex.quote(json.dumps(value, sort_keys=True))
+def as_arg(value, where="a config section"):
+    """A config section (``where``, for an error) as one shell-quoted JSON argument."""
+    return shlex.quote(json.dumps(text_keys(value, where), sort_keys=True))
+
+
+def text_keys(value, where):
+    """``value`` with every mapping's keys as JSON writes them (text): YAML reads `0.1:` as a number and `'2.1':` as
+    text, which JSON cannot sort together (audit 34: a traceback before any job); two keys that become one are
+    refused, never merged in silence."""
+    if isinstance(value, list):
+        return [text_keys(item, where) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out, given = {}, {}
+    for key, item in value.items():
+        text = json.dumps(key) if not isinstance(key, str) else key
+        if text in out:
+            raise ValueError(f"{where}: keys {given[text]!r} and {key!r} are one key in JSON; keep one")
+        out[text], given[text] = text_keys(item, f"{where}.{text}"), key
+    return out
 
 
 @functools.cache

@@ -7,7 +7,7 @@ rule prepare:
         store=directory(f"{SPLIT}/data/store.zarr"),
         summary=f"{SPLIT}/data/summary.json",
     params:
-        dataset=as_arg(config["dataset"]),
+        dataset=as_arg(config["dataset"], "dataset"),
         data_stamp=lambda wc: data_stamp(),  # unused by the command: a change of it reruns prepare
         preprocess=as_arg(preprocess_settings()),
         holdout=lambda wc: "" if wc.holdout == "none" else wc.holdout,
