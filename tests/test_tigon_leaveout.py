@@ -39,7 +39,11 @@ def test_every_metric_for_every_method_and_time_above_the_exact_cap(tmp_path):
 
     table = pd.read_csv(out / "table.csv", keep_default_na=False, dtype={"holdout": str, "seed": str})
     methods = {"am": "0", "copy_prev": "", "ot_displacement": ""}
-    expected = {(m, "1", s, name) for m, s in methods.items() for name in [*DISTANCES, "nonfinite", "escaped"]}
+    expected = {
+        (m, "1", s, name)
+        for m, s in methods.items()
+        for name in [*DISTANCES, "nonfinite", "escaped", "predicted_cells"]
+    }
     expected.add(("ot_displacement", "1", "", "effective_size"))  # unequal counts: its plan's points weigh unequally
     expected.remove(("ot_displacement", "1", "", "neighbour_excess"))  # not defined for weighted points
     expected |= {("am", "1", "0", "course_excess"), ("am", "1", "0", "course_escaped")}  # score's whole course
