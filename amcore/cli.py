@@ -326,6 +326,9 @@ def cmd_score(args: argparse.Namespace) -> None:
                 masses = snaps.masses()
                 observed_growth = float(masses[k] / masses[k - 1])
                 scores["mass_rel_error"] = abs(growth / observed_growth - 1) if not scores["nonfinite"] else np.nan
+                # the growth itself beside its error, which has no sign (audit 34: only the log said x1.309 of x1.385)
+                scores["predicted_growth"] = growth if not scores["nonfinite"] else np.nan
+                scores["observed_growth"] = observed_growth
                 print(f"amcore score {who}: mass x{growth:.4g} from t = {snaps.t_values[k - 1]:g}, observed "
                       f"x{observed_growth:.4g}", file=sys.stderr)  # fmt: skip
             share = scores.get("effective_size", 1.0)  # weighted particles only; NaN where the prediction failed

@@ -101,6 +101,9 @@ def test_a_held_out_prediction_is_scored_on_its_mass_too(fixed, tmp_path, capsys
                  "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
     uam, am = json.loads((tmp_path / "scores.json").read_text())["results"]
     assert uam["table"]["mass_rel_error"] < 0.25 and "mass_rel_error" not in am["table"]
+    rows = uam["table"]  # audit 34: the growth itself, its error having no sign
+    assert rows["observed_growth"] == 2.0 and "predicted_growth" not in am["table"]
+    assert rows["mass_rel_error"] == pytest.approx(abs(rows["predicted_growth"] / 2.0 - 1), rel=1e-12)
     assert uam["table"]["course_mass_error"] < 0.5 and "course_mass_error" not in am["table"]  # the whole course's
     assert "amcore score uam (seed 0) at held-out t = 1: mass x" in capsys.readouterr().err
     import anndata

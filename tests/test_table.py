@@ -104,6 +104,8 @@ def test_metrics_come_in_one_order_whatever_the_input_order():
         "velocity_rel_error",
         "drift_rel_error",
         "predicted_cells",
+        "observed_growth",
+        "predicted_growth",
     ]
     rows = [{"method": "am", "holdout": "1", "seed": "0", "table": dict.fromkeys(names, 1.0)}]
     table = long_table(rows)

@@ -25,8 +25,8 @@ COLUMNS = ["method", "holdout", "seed", "metric", "value"]
 # The errors against a simulator's known fields first: what a simulated run is for (evaluate's, runs without a
 # held-out time).
 METRIC_ORDER = (*TRUTH_ERRORS, *DISTANCES, "nonfinite", "escaped", "effective_size", "fewest_cells", "coinciding",
-                "mass_rel_error", "course_excess", "course_escaped", "course_mass_error",
-                "predicted_cells")  # fmt: skip
+                "mass_rel_error", "predicted_growth", "observed_growth", "course_excess", "course_escaped",
+                "course_mass_error", "predicted_cells")  # fmt: skip
 
 
 # A row ``(method, holdout, "", HELD_OUT_VAR + peer, v)``: the variance that sampling the held-out cells gives the
@@ -236,6 +236,8 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
         "action_ratio": "`action_ratio` (1: a geodesic flow, above: a detour, well below: short of the snapshots)",
         "action_noise": "`action_noise` (the snapshots' own, the same for every method)",
         "effective_size": "`effective_size` (1: every particle counts alike)",
+        "predicted_growth": "`predicted_growth` and `observed_growth` (weighted particles: the mass at the held-out "
+        "time over the previous time's, pushed and observed)",
         "predicted_cells": "`predicted_cells` (a count: a smaller prediction's `sliced_*`, on all cells, carry more "
         "sampling noise, as do `mmd` and `energy` below `evaluate.kernel_max_size` cells; a baseline's OT is "
         "solved on at most `baseline_ot_max_size` cells)",
