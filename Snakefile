@@ -128,8 +128,19 @@ from amcore.errors import InputError
 from amcore.models.trained import integrator
 from amcore.training.train import TrainConfig
 
-# One training's processes: a GPU each, else train_processes (a profile's resources are not seen here).
-PROCESSES = max(1, config["gpus"] if config["gpus"] > 0 else config["train_processes"])
+# One training's processes: a GPU each, else train_processes. A profile's set-resources (profiles/slurm: train's
+# gpu) decides the job's GPUs and so the launcher: a config that says otherwise is refused, never tagged as run
+# (audit 35: `gpus: 2` under the SLURM profile trained on one GPU, tagged as two processes).
+_site = (workflow.resource_settings.overwrite_resources or {}).get("train", {}).get("gpu")
+_site = None if _site is None else int(getattr(_site, "value", _site))
+if _site is not None and (config["gpus"] not in (0, _site) or (_site > 0 and config["train_processes"] > 1)):
+    raise ValueError(
+        f"gpus: {config['gpus']}, train_processes: {config['train_processes']}, but the profile's set-resources "
+        f"give train {_site} GPU(s), which decide how many processes train runs: set the profile's train gpu (e.g. "
+        "profiles/slurm/config.yaml) instead, and leave gpus out (train_processes: CPU trainings, gpu 0)"
+    )
+_gpus = config["gpus"] if _site is None else _site
+PROCESSES = max(1, _gpus if _gpus > 0 else config["train_processes"])
 for _model in MODELS:
     try:
         TrainConfig.from_params(config["models"][_model]).streams_of(PROCESSES)

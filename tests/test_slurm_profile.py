@@ -82,3 +82,9 @@ def test_slurm_profile_asks_gpus_for_train_only(tmp_path, tiny_config):
     dry = snakemake(workdir, tiny_config, *slurm, "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "torchrun --standalone --nproc_per_node=2 --no-python amcore train" in dry.stdout + dry.stderr
+    assert '"amcore.processes": "2"' in dry.stdout + dry.stderr  # the tag says the processes the job runs
+    # Audit 35: a config's own count beside the profile's trained on the profile's and was tagged with the config's.
+    for setting in ({"gpus": 1}, {"train_processes": 3}):
+        refused = snakemake(workdir, tiny_config | setting, *slurm, "--dry-run", env=env)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "but the profile's set-resources give train 2 GPU(s)" in said, said[-2000:]
