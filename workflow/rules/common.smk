@@ -86,8 +86,8 @@ def processes():
     """The training's processes when more than one, as a tag: they change its numbers (with `streams` 0 one seeded
     stream each; whatever `streams`, each draws its own OT subsamples and streamed chunks), and the launcher
     derives them from resources, which Snakemake leaves out of the params it compares, so a change of
-    `train_processes` or `gpus` alone kept the old models (audit 23). A count set by a profile's resources is not
-    seen: after changing it, `-R train`."""
+    `train_processes` or `gpus` alone kept the old models (audit 23). A profile's train gpu counts too (PROCESSES,
+    the Snakefile)."""
     return {"amcore.processes": str(PROCESSES)} if PROCESSES > 1 else {}
 
 
