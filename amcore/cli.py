@@ -535,13 +535,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if view.turned:
             print(f"amcore evaluate {args.model}: {plots.view_note(view, snaps.attrs.get('feature_names'))}",
                   file=sys.stderr)  # fmt: skip
-        observed = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
-        truth = [view.cells(x) for x in observed]
+        snapshots = [snaps.snapshot(k) for k in range(snaps.n_snapshots)]
+        truth = [view.cells(x) for x in snapshots]
         title = f"{args.model} ({model.objective.upper()})"
         pushed = [view.cells(predicted[k]) for k in range(snaps.n_snapshots)]  # lazy: each plot reads what it draws
         carried = None if weights is None else [weights[k] for k in range(snaps.n_snapshots)]
         names = view.names(snaps.attrs.get("feature_names"))
-        drawn_box = view.box(observed) if view.turned else box
+        drawn_box = view.box(snapshots, box)
         shown = plots.shown_features(drawn_box, count=3)  # constant features make no axis
         frame = plots.frame(truth, drawn_box)  # a few far cells set no axis
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",

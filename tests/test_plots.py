@@ -391,6 +391,12 @@ def test_the_plots_turn_to_the_principal_axes_where_the_first_features_hold_litt
     means = [panels[k].collections[0].get_offsets()[:, 0].mean() for k in range(3)]
     np.testing.assert_allclose(np.diff(means), 4.0, atol=0.3)  # 200 drawn cells: the mean's error is about 0.07
     assert panels[-1].get_xlabel() == names[0]
+    # A few far cells choose no axis (12 of 1,200, 60 units out, turned the first axis 67 degrees off the motion).
+    rng = np.random.default_rng(4)
+    far = [x.copy() for x in cells]
+    for x in far:
+        x[:4] += 60.0 * rng.normal(size=(4, 30)) / np.sqrt(30) * 8
+    assert abs(plots.choose_view(far, _box(far)).basis[:, 0] @ direction) > 0.99
     # PCA coordinates (spread falling from the first feature) and 3-d data keep their own axes.
     rng = np.random.default_rng(3)
     pca = [rng.normal(size=(400, 10)) * np.geomspace(5, 0.1, 10) + k for k in range(3)]

@@ -6,6 +6,7 @@ import difflib
 import shutil
 import tempfile
 import weakref
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -258,7 +259,8 @@ def population_weights(
     observed = {float(t) for t in t_values}
     sizes = {as_number(key): size for key, size in population.items()}
     if len(sizes) < len(population):  # '2.1' and '2.10': one time, two sizes (the last one won, in silence)
-        twice = [key for key in population if [as_number(k) for k in population].count(as_number(key)) > 1]
+        times = Counter(as_number(key) for key in population)
+        twice = [key for key in population if times[as_number(key)] > 1]
         raise InputError(f"{where}: dataset.population names one time twice: {twice}; give each time one size")
     unknown = [key for key in population if as_number(key) not in observed]
     if unknown:

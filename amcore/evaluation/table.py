@@ -468,8 +468,7 @@ def load_panels(panels: list[dict]) -> list[dict]:
             box = data_box(snaps)
             view = plots.training_view(snaps, box)
             names = view.names(snaps.attrs.get("feature_names")) or [f"x{i}" for i in range(snaps.dim)]
-            shown = plots.shown_features(view.box([snaps.snapshot(k) for k in range(snaps.n_snapshots)])
-                                         if view.turned else box)  # fmt: skip
+            shown = plots.shown_features(view.box([snaps.snapshot(k) for k in range(snaps.n_snapshots)], box))
             stores[panel["store"]] = snaps, view, [names[i] for i in shown], shown
         snaps, view, axes, shown = stores[panel["store"]]
         x, weight, held_out = read_prediction(panel["prediction"])

@@ -617,10 +617,10 @@ class Run:
         self.preprocess = snaps.attrs.get("preprocess", {"config": None}) if snaps is not None else None
         self.store_key = store_identity(snaps.attrs) if snaps is not None else None  # used only on this store
         # Where the input's cells came from (an AnnData's X, layer or obsm entry): what TrainedModel.preprocess reads.
-        reader = (snaps.attrs.get("provenance") or {}).get("reader", {}) if snaps is not None else {}
-        self.input_key = reader.get("x_key")
+        provenance = (snaps.attrs.get("provenance") or {}) if snaps is not None else {}
+        self.input_key = provenance.get("reader", {}).get("x_key")
         # The input file's SHA-256 (none for simulated data): which data a checkpoint was trained on, from it alone.
-        self.data_sha256 = (snaps.attrs.get("provenance") or {}).get("sha256") if snaps is not None else None
+        self.data_sha256 = provenance.get("sha256")
         # The observed times trained on (the store's held-out ones left out): a held-out prediction made with this
         # model is refused where they include its held-out time (``TrainedModel.trained_times``).
         self.trained_times = None
