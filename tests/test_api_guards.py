@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse
 import torch
 
 import amcore
@@ -126,6 +127,14 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
         model.velocity(np.full((2, 2), 1e39), 1.0)  # finite, but said to be NaN or inf
     with pytest.raises(ValueError, match="an AM model has no growth rate"):
         model.growth_rate(np.zeros((2, 2)), 1.0)
+    # audit 36: a sparse matrix crashed push only; objects met torch's error; complex lost its imaginary part
+    sparse = scipy.sparse.csr_matrix(np.eye(2))
+    np.testing.assert_array_equal(model.push(sparse, 0.0, 2.0), model.push(np.eye(2), 0.0, 2.0))
+    for odd, kind in ((np.array([[1, None]]), "object"), (np.zeros((1, 2)) + 1j, "complex128")):
+        with pytest.raises(ValueError, match=f"x must hold real numbers, got {kind}"):
+            model.velocity(odd, 1.0)
+    with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1, got 0"):
+        model.push(np.eye(2), 0.0, 2.0, batch_size=0)  # ran one cell at a time
     # audit 5: an array for t0 failed inside numpy; sde ran Euler in silence; sigma(NaN) answered 0
     with pytest.raises(ValueError, match=r"t0 must be one number, got array"):
         model.push(np.zeros((2, 2)), np.zeros(3), 2.0)
@@ -155,6 +164,13 @@ def test_backward_pushes_run_where_the_method_can_and_are_refused_where_it_canno
         am.trajectories(cells, [0.0, 2.0, 1.0], method="dopri5")
     with pytest.raises(ValueError, match=r"method 'sde' needs increasing times.*reverse needs the score"):
         eam.push(cells, 2.0, 0.0)
+    np.testing.assert_array_equal(eam.push(cells, 1.0, 1.0), cells)  # staying put is no backward step (audit 36)
+    # Audit 36: a push continued from where another ended re-drew the first leg's kicks (noise keyed by the step's
+    # number), twice the spread; keyed by the step's time, the two legs are the one push over their common grid.
+    many = np.zeros((2000, 2), np.float32)
+    once = eam.push(many, 0.0, 2.0, steps=8, seed=3)
+    legs = eam.push(eam.push(many, 0.0, 1.0, steps=4, seed=3), 1.0, 2.0, steps=4, seed=3)
+    np.testing.assert_allclose(legs, once, atol=1e-5)
     # Outside the trained times the noise schedule holds its end value (a linear one turned negative there).
     with pytest.warns(UserWarning, match="leaves the time range this model was trained on"):
         assert eam.sigma(10.0) == eam.sigma(2.0)

@@ -58,8 +58,8 @@ def test_euler_maruyama_reproduces_the_ornstein_uhlenbeck_marginal():
     sim = OrnsteinUhlenbeck()
     x0 = torch.as_tensor(sim.sample(0.0, 20000, np.random.default_rng(1)))
     grid, _ = time_grid(np.array([0.0, 1.0]), 200)
-    noise = ParticleNoise(0, x0.shape[1])  # as the pipeline draws it: keyed by step and particle
-    traj = collect(sde_steps(_field(sim.drift), x0, grid, lambda t: sim.sigma, lambda i: noise(i, 0, len(x0))))
+    noise = ParticleNoise(0, x0.shape[1])  # as the pipeline draws it: keyed by time and particle
+    traj = collect(sde_steps(_field(sim.drift), x0, grid, lambda t: sim.sigma, lambda t: noise(t, 0, len(x0))))
     # 20000 particles: standard errors ~0.005 on the mean and the std; Euler bias O(h) = O(5e-3). Margin 0.03.
     np.testing.assert_allclose(traj[-1].mean(0), sim.mean(1.0), atol=0.03)
     np.testing.assert_allclose(traj[-1].std(0), sim.std(1.0), atol=0.03)

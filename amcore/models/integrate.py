@@ -140,33 +140,37 @@ def adaptive_steps(
 
 def sde_steps(
     drift: Velocity, x0: torch.Tensor, grid: np.ndarray, sigma: Callable[[float], float],
-    noise: Callable[[int], torch.Tensor],
+    noise: Callable[[float], torch.Tensor],
 ) -> Iterator[torch.Tensor]:  # fmt: skip
-    """Euler-Maruyama as a generator of the positions at each grid time; ``noise(i)`` is the standard normal
-    increment of the step that ends at ``grid[i]`` (shaped like ``x0``)."""
+    """Euler-Maruyama as a generator of the positions at each grid time; ``noise(t)`` is the standard normal
+    increment of the step that starts at time ``t`` (shaped like ``x0``)."""
     x = x0.clone()
     yield x
     for i in range(1, len(grid)):
         ta, h = float(grid[i - 1]), float(grid[i] - grid[i - 1])
-        x = (x + h * drift(x, _at(ta, x)) + sigma(ta) * np.sqrt(h) * noise(i).to(x)).detach()
+        x = (x + h * drift(x, _at(ta, x)) + sigma(ta) * np.sqrt(h) * noise(ta).to(x)).detach()
         yield x
 
 
 class ParticleNoise:
-    """Standard normal increments keyed by ``(seed, step, block of BLOCK particles)``: particle ``i`` gets the
-    same noise whichever batch it is pushed in, so a batched SDE run equals the one-shot run of the same seed."""
+    """Standard normal increments keyed by ``(seed, the step's start time, block of BLOCK particles)``: particle
+    ``i`` gets the same noise whichever batch it is pushed in, so a batched SDE run equals the one-shot run of the
+    same seed; and a push continued from where another ended draws new noise (keyed by the step's number, its
+    second leg re-drew the first's kicks: twice the spread, audit 36), the same as one push over both legs where
+    their grids agree."""
 
     BLOCK = 4096
 
     def __init__(self, seed: int, dim: int) -> None:
         self.seed, self.dim = int(seed), int(dim)
 
-    def __call__(self, step: int, lo: int, hi: int) -> torch.Tensor:
-        """The increments of particles ``lo..hi-1`` at ``step`` (float32, ``(hi - lo, dim)``)."""
+    def __call__(self, t: float, lo: int, hi: int) -> torch.Tensor:
+        """The increments of particles ``lo..hi-1`` in the step that starts at ``t`` (float32, ``(hi - lo, dim)``)."""
         first, last = lo // self.BLOCK, (hi - 1) // self.BLOCK
+        when = int(np.float64(t).view(np.uint64))  # the time's exact bits: every float its own key
         blocks = []
         for block in range(first, last + 1):
-            state = np.random.SeedSequence([self.seed, step, block]).generate_state(2, np.uint32)
+            state = np.random.SeedSequence([self.seed, when, block]).generate_state(2, np.uint32)
             gen = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
             blocks.append(torch.randn((self.BLOCK, self.dim), generator=gen))
         return torch.cat(blocks)[lo - first * self.BLOCK : hi - first * self.BLOCK]

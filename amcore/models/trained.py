@@ -295,6 +295,10 @@ class TrainedModel:
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._by_columns(x)
         given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
+        kind = given.dtype if isinstance(given, torch.Tensor) else np.dtype(given.dtype)
+        real = not kind.is_complex if isinstance(given, torch.Tensor) else kind.kind in "biuf"
+        if not real:  # audit 36: objects met torch's own error, complex numbers lost their imaginary part in silence
+            raise ValueError(f"x must hold real numbers, got {given.dtype}")
         xt = torch.as_tensor(given, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
@@ -428,12 +432,14 @@ class TrainedModel:
         sub-step; ``time`` says when.
 
         Cells are read and pushed ``batch_size`` at a time (``x0`` may be lazy, a dask array of a store's snapshot)
-        and each step of each batch is written to ``out``, ``(x,
-        weight)``: array-likes of shapes ``(steps, cells, features)`` and ``(steps, cells)`` (``weight`` for the
-        weighted method only) such as ``integrate.TrajectoryWriter``'s zarr arrays; numpy arrays when None. Every
-        method but ``dopri5`` gives each cell the result it gets in one batch (the SDE's noise is keyed by the
-        cell's row, ``integrate.ParticleNoise``); ``dopri5`` takes one step size per batch, so its results move
-        within its tolerance with the batching and ``accepted_steps`` is the most any batch took.
+        and each step of each batch is written to ``out``, ``(x, weight)``: array-likes of shapes ``(steps, cells,
+        features)`` and ``(steps, cells)`` (``weight`` for the weighted method only) such as
+        ``integrate.TrajectoryWriter``'s zarr arrays; numpy arrays when None. Every method but ``dopri5`` gives each
+        cell the result it gets in one batch (the SDE's noise is keyed by the cell's row and the step's start time,
+        ``integrate.ParticleNoise``, so a push continued from where another ended draws new noise; cells pushed in
+        separate calls with one seed share their rows' kicks: give each group its own seed where they should be
+        independent); ``dopri5`` takes one step size per batch, so its results move within its tolerance with the
+        batching and ``accepted_steps`` is the most any batch took.
 
         A push that lasts says how far it has come on stderr every ``progress`` seconds (None: never).
         """
@@ -446,10 +452,12 @@ class TrainedModel:
         if times.ndim != 1 or len(times) < 1:
             raise ValueError(f"times must be a list of at least one time (the first is x0's), got shape {times.shape}")
         per_interval = steps_per_interval
-        if isinstance(per_interval, bool) or not isinstance(per_interval, (int, np.integer)) or per_interval < 1:
-            raise ValueError(f"steps per interval must be a whole number >= 1, got {per_interval!r}")
+        for name, count in (("steps per interval", per_interval), ("batch_size", batch_size)):
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {count!r}")
         self._check_times(times)
-        if method in ("sde", "dopri5") and (np.diff(times) <= 0).any():
+        backward = np.diff(times) < 0 if method == "sde" else np.diff(times) <= 0  # an SDE may stay put (h = 0)
+        if method in ("sde", "dopri5") and backward.any():
             why = ("an SDE runs forward only (its reverse needs the score of the marginals, which eAM does not learn)"
                    if method == "sde" else "dopri5 steps forward only; rk4 and euler push backward too")  # fmt: skip
             raise ValueError(f"method {method!r} needs increasing times, got {times.tolist()}: {why}")
@@ -474,11 +482,11 @@ class TrainedModel:
                 rate = self.growth * self.network(points, t)
             return rate if self.growth_range is None else rate.clamp(*self.growth_range)
 
-        for lo in range(0, n, max(1, int(batch_size))):
-            hi = min(n, lo + max(1, int(batch_size)))
+        for lo in range(0, n, int(batch_size)):
+            hi = min(n, lo + int(batch_size))
             (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False), {}
             if method == "sde":
-                batch_noise = lambda i, lo=lo, hi=hi: noise(i, lo, hi)  # noqa: E731
+                batch_noise = lambda t, lo=lo, hi=hi: noise(t, lo, hi)  # noqa: E731
                 steps = integrate.sde_steps(self.flow, xb, grid, self._sigma_at, batch_noise)
             elif method == "weighted":
                 steps = integrate.weighted_steps(self.flow, growth, xb, grid)
@@ -509,7 +517,8 @@ class TrainedModel:
         long push says how far it has come every ``progress`` seconds (None: never)."""
         _one_number("t0", t0)
         _one_number("t1", t1)
-        n = len(x)
+        x = self._by_columns(x)  # a sparse matrix has no len (audit 36)
+        n = x.shape[0] if hasattr(x, "shape") else len(x)
         last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
         traj = self.trajectories(x, [t0, t1], steps, method, seed, batch_size, out=last, progress=progress)
         if not with_weights:
