@@ -111,13 +111,27 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "subsample held one of 12 far cells in 60,000 or none; w1 held) and the largest terms of AM's "
                   "objective (on such data AM's default head lost to the previous time unmoved and head: inner held, "
                   "docs/benchmarks.md; head: auto chooses on training cells); check them, and drop them from the "
-                  "input if they are errors", file=sys.stderr)  # fmt: skip
+                  "input if they are errors (many far cells together may be a real population moving away: audit 38's "
+                  "one moving 5 % read as far; keep those)", file=sys.stderr)  # fmt: skip
         if repeated := snaps.attrs.get("repeated_cells"):
             shown = ", ".join(f"t = {t}: {share:.0%}" for t, share in list(repeated.items())[:10])
             print(f"amcore prepare: warning: cells that repeat another cell of their time exactly ({shown}): copies, "
                   "or discrete values such as counts; two samples of such data share values, so the noise floor "
                   "w1_subsample_noise reads below what a flow's continuous cells can reach (docs/metrics.md)",
                   file=sys.stderr)  # fmt: skip
+        if shared := snaps.attrs.get("shared_cells"):
+            shown = ", ".join(f"t = {pair}: {share:.0%} of t = {pair.split(', ')[1]}'s" for pair, share in
+                              list(shared.items())[:10])  # fmt: skip
+            print(f"amcore prepare: warning: cells equal to a cell of another time exactly ({shown} cells read): "
+                  "copies between times (a mix-up of files or labels), or discrete values; copied cells make the "
+                  "previous time's cells unmoved (copy_prev) look like a prediction", file=sys.stderr)  # fmt: skip
+        if two := snaps.attrs.get("two_valued_features"):
+            names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
+            shown = ", ".join(names[i] for i in two[:10]) + (" ..." if len(two) > 10 else "")
+            print(f"amcore prepare: warning: {len(two)} of {snaps.dim} features take two values only in the cells "
+                  f"read ({shown}): a 0/1 label; a flow moves cells continuously, so its predictions put cells "
+                  "between the two values, where no cell can be; leave them out (dataset.feature_columns, "
+                  "preprocess.select) or split the data by them", file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "
             said += f"{velocity['cells']} cells; a cell whose velocity is 0 is unmeasured and keeps the path's own"

@@ -329,6 +329,19 @@ def test_prepare_warns_of_cells_that_repeat_others(capsys, tmp_path):
         assert main(["prepare", "--dataset", json.dumps(spec), *out]) == 0
         said = capsys.readouterr().err
         assert ("repeat another cell of their time exactly (t = 0: 80%, t = 1: 80%, t = 2: 80%)" in said) is warned
+        assert "cells equal to a cell of another time" not in said and "take two values" not in said
+    # audit 38: half of t = 2's cells copied from t = 1 (copy_prev then tied AM), and a 0/1 feature, in silence
+    shared = cells.copy()
+    shared[600:750] = cells[300:450]
+    binary = np.c_[cells, (np.random.default_rng(1).random(900) < 0.2 + 0.2 * labels).astype(float)]
+    copied = "cells equal to a cell of another time exactly (t = 1, 2: 50% of t = 2's cells read)"
+    two = "1 of 3 features take two values only in the cells read (x2)"
+    for name, x, warning in (("shared", shared, copied), ("binary", binary, two)):
+        np.savez(tmp_path / f"{name}.npz", X=x, t=labels)
+        spec = {"source": "npz", "path": str(tmp_path / f"{name}.npz")}
+        out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
+        assert main(["prepare", "--dataset", json.dumps(spec), *out]) == 0
+        assert warning in capsys.readouterr().err
 
 
 def test_prepare_names_features_that_hold_one_value_in_every_cell(capsys, tmp_path):

@@ -166,3 +166,18 @@ def test_a_shrinking_simulation_that_rounds_a_time_to_no_cells_is_refused():
     with pytest.raises(InputError, match=r"leave \{0\.0: 20, 2\.0: 4, 4\.0: 0\} cells per time; .* raise n_per_time"):
         build_snapshots(spec)
     assert build_snapshots(spec | {"n_per_time": 2000}).counts().tolist() == [2000, 406, 9]
+
+
+def test_uam_is_told_when_the_counts_fall_and_rise_again(tmp_path, capsys):
+    """Counts 400, 100, 400 of one law (cells captured, not a population that died and regrew: audit 38, where uAM
+    learned a 4-fold death and growth in silence) are named for uAM; counts that only grow, or sizes given, are not."""
+    from amcore import Snapshots
+
+    cfg = TrainConfig(objective="uam", steps=5, width=8, depth=1, threads=1, log_every=5)
+    rng = np.random.default_rng(0)
+    for counts, named in (([400, 100, 400], True), ([100, 250, 600], False)):
+        labels = np.repeat(TIMES, counts)
+        train(Snapshots.from_labels(rng.normal(size=(len(labels), 2)), labels), cfg, tmp_path / "m.pt")
+        said = capsys.readouterr().err
+        assert ("uam reads the training times' cell counts as the population's size, and they fall and rise again, "
+                "each more than 2-fold (400, 100, 400)" in said) is named, said  # fmt: skip

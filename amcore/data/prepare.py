@@ -30,6 +30,7 @@ from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
 REPEATED_SHARE = 0.1  # cells repeating another of their time, above which the noise floor reads low
+SHARED_SHARE = 0.01  # cells equal to a cell of another time, above which the pair of times is named
 FAR_MIN_CELLS = 20  # fewer cells in a time give no robust spread to judge a far one by (audit 15)
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
 COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
@@ -245,7 +246,7 @@ def build_snapshots(
             snaps.attrs["feature_names"] = names
     snaps.attrs["holdout_times"] = holdout
     if spec["source"] != "simulate":
-        snaps.attrs["far_cells"], snaps.attrs["repeated_cells"] = sampled_cell_checks(snaps)
+        snaps.attrs.update(sampled_cell_checks(snaps))
     return snaps
 
 
@@ -292,22 +293,44 @@ def raw_counts(x) -> dict | None:
     return {"cells_read": len(head), "median_total": total, "max": float(head.max())} if total >= COUNTS_TOTAL else None
 
 
-def sampled_cell_checks(snaps: Snapshots) -> tuple[dict[str, float], dict[str, float]]:
-    """``far_cells`` and ``repeated_cells`` (each ``{time: share}``, only the times they flag), read on the first
-    ``FAR_SAMPLE`` cells of each time (a uniform sample: rows are in random order within a time), each sample read
-    (and, for a preprocessed store, computed) once for both. Cells that repeat others of their time (over
-    ``REPEATED_SHARE``: copies, or discrete values such as counts) make two samples share values, so the noise floor
-    ``w1_subsample_noise`` reads below what a prediction of continuous cells can reach (audit 15: 0.283 against 0.428
-    for five copies of each cell)."""
-    far, repeated = {}, {}
+def sampled_cell_checks(snaps: Snapshots) -> dict:
+    """What the cells themselves put in doubt, read on the first ``FAR_SAMPLE`` cells of each time (a uniform
+    sample: rows are in random order within a time), each sample read (and, for a preprocessed store, computed)
+    once for all (each entry lists only what it flags):
+
+    - ``far_cells``, ``{time: share}``: :func:`far_share`.
+    - ``repeated_cells``, ``{time: share}``: cells that repeat others of their time (over ``REPEATED_SHARE``:
+      copies, or discrete values such as counts) make two samples share values, so the noise floor
+      ``w1_subsample_noise`` reads below what a prediction of continuous cells can reach (audit 15: 0.283 against
+      0.428 for five copies of each cell).
+    - ``shared_cells``, ``{"a, b": share of b's cells equal to one of a's}`` (over ``SHARED_SHARE``): cells copied
+      between times make the previous time's cells unmoved look like a prediction (audit 38: half of a time copied
+      from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
+    - ``two_valued_features``, feature indices: a feature of two values (a 0/1 label) has no path between them that
+      a flow can take without putting cells where no data can be (audit 38: AM 0.628 against displacement's 0.394).
+    """
+    far, repeated, shared, seen, lows, highs, two = {}, {}, {}, [], [], [], []
     for k, t in enumerate(snaps.t_values):
-        x = np.asarray(snaps.x[snaps.offsets[k] : min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])],
-                       dtype=np.float64)  # fmt: skip
+        lo, hi = snaps.offsets[k], min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])
+        x = np.asarray(snaps.x[lo:hi], dtype=np.float64) + 0.0  # + 0.0: -0.0 becomes 0.0, for the rows' bytes
         if (share := far_share(x)) > 0:
             far[f"{t:g}"] = share
-        if (share := 1 - len(np.unique(x, axis=0)) / len(x)) > REPEATED_SHARE:
+        keys = [hash(row.tobytes()) for row in np.ascontiguousarray(x)]  # 64-bit: no collision in 10^9 pairs
+        distinct = set(keys)
+        if (share := 1 - len(distinct) / len(x)) > REPEATED_SHARE:
             repeated[f"{t:g}"] = float(share)
-    return far, repeated
+        for earlier, rows in seen:
+            if (share := sum(key in rows for key in keys) / len(keys)) > SHARED_SHARE:
+                shared[f"{earlier}, {t:g}"] = float(share)
+        seen.append((f"{t:g}", distinct))
+        lows.append(x.min(0))
+        highs.append(x.max(0))
+        two.append(((x == lows[-1]) | (x == highs[-1])).all(0))
+    ends = np.concatenate([lows, highs])  # each time's two values must be the same two
+    low, high = ends.min(0), ends.max(0)
+    pairs = np.flatnonzero(np.all(two, axis=0) & ((ends == low) | (ends == high)).all(0) & (low < high))
+    return {"far_cells": far, "repeated_cells": repeated, "shared_cells": shared,
+            "two_valued_features": [int(i) for i in pairs]}  # fmt: skip
 
 
 def far_share(x: np.ndarray) -> float:

@@ -843,7 +843,7 @@ def train(
         checkpoint = Path(checkpoint)
         loss_csv = checkpoint.with_suffix(".csv") if checkpoint.suffix == ".pt" else f"{checkpoint}.csv"
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
-    if snaps is not None and cfg.objective != "uam" and (note := _mass_change(snaps)):
+    if snaps is not None and (note := _mass_change(snaps) if cfg.objective != "uam" else _counts_turn(snaps)):
         _say_once(note)
     if snaps is not None and cfg.objective == "eam" and (note := _sigma_coordinates(snaps)):
         _say_once(note)
@@ -885,6 +885,24 @@ def _mass_change(snaps: Snapshots) -> str | None:
     return (f"amcore train: note: the training times' {what} change {fold:.3g}-fold; this objective conserves mass, "
             "so if they follow the population, growth and death are learned as movement between cells: objective uam "
             f"models them{advice}")  # fmt: skip
+
+
+def _counts_turn(snaps: Snapshots) -> str | None:
+    """A note for uAM when the training times' cell counts (no weights given) fall and rise again, each by more than
+    ``MASS_CHANGE``-fold: uAM reads them as the population's size, and counts that swing so are likelier the cells
+    captured per time (audit 38: counts 1000, 250, 200, 800 of one drifting law, and uAM learned a 4-fold death
+    then a 4-fold growth, with no word)."""
+    if snaps.weights is not None or snaps.attrs.get("provenance", {}).get("source") == "simulate":
+        return None
+    counts = snaps.masses()[snaps.kept(snaps.attrs.get("holdout_times", []))]
+    steps = np.diff(np.log(counts))
+    swings = np.sign(steps[np.abs(steps) > np.log(MASS_CHANGE)])
+    if not (swings[1:] != swings[:-1]).any():
+        return None
+    return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they fall "
+            f"and rise again, each more than {MASS_CHANGE:g}-fold ({', '.join(f'{c:.0f}' for c in counts)}): counts "
+            "of the cells captured, not of the population? Then give its sizes (dataset.population, or from_labels' "
+            "weights), or use a balanced objective (am)")  # fmt: skip
 
 
 def _sigma_coordinates(snaps: Snapshots) -> str | None:
