@@ -122,7 +122,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if shared := snaps.attrs.get("shared_cells"):
             shown = ", ".join(f"t = {pair}: {share:.0%} of t = {pair.split(', ')[1]}'s" for pair, share in
                               list(shared.items())[:10])  # fmt: skip
-            print(f"amcore prepare: warning: cells equal to a cell of another time exactly ({shown} cells read): "
+            print(f"amcore prepare: warning: cells equal to a cell of another time exactly ({shown} cells; from "
+                  f"samples of at most {FAR_SAMPLE} cells a time, an estimate beyond): "
                   "copies between times (a mix-up of files or labels), or discrete values; copied cells make the "
                   "previous time's cells unmoved (copy_prev) look like a prediction", file=sys.stderr)  # fmt: skip
         if two := snaps.attrs.get("two_valued_features"):

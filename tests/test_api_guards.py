@@ -3,6 +3,8 @@ never trained on or answered silently."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,9 +132,14 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
     # audit 36: a sparse matrix crashed push only; objects met torch's error; complex lost its imaginary part
     sparse = scipy.sparse.csr_matrix(np.eye(2))
     np.testing.assert_array_equal(model.push(sparse, 0.0, 2.0), model.push(np.eye(2), 0.0, 2.0))
-    for odd, kind in ((np.array([[1, None]]), "object"), (np.zeros((1, 2)) + 1j, "complex128")):
-        with pytest.raises(ValueError, match=f"x must hold real numbers, got {kind}"):
+    for odd, said in ((np.array([[1, "a"]], dtype=object), "got objects such as 1"),
+                      (np.zeros((1, 2)) + 1j, "got complex128")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"x must hold real numbers, {said}"):
             model.velocity(odd, 1.0)
+    with pytest.raises(ValueError, match=r"x has NaN or inf in 1 of 1 cells"):
+        model.velocity(np.array([[1, None]]), 1.0)  # None in an object array is a missing value
+    np.testing.assert_array_equal(model.velocity(np.array([[Decimal(1), 2]], dtype=object), 1.0),
+                                  model.velocity(np.array([[1.0, 2.0]]), 1.0))  # fmt: skip
     with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1, got 0"):
         model.push(np.eye(2), 0.0, 2.0, batch_size=0)  # ran one cell at a time
     # audit 5: an array for t0 failed inside numpy; sde ran Euler in silence; sigma(NaN) answered 0

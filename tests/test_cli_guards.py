@@ -334,7 +334,7 @@ def test_prepare_warns_of_cells_that_repeat_others(capsys, tmp_path):
     shared = cells.copy()
     shared[600:750] = cells[300:450]
     binary = np.c_[cells, (np.random.default_rng(1).random(900) < 0.2 + 0.2 * labels).astype(float)]
-    copied = "cells equal to a cell of another time exactly (t = 1, 2: 50% of t = 2's cells read)"
+    copied = "cells equal to a cell of another time exactly (t = 1, 2: 50% of t = 2's cells; from samples"
     two = "1 of 3 features take two values only in the cells read (x2)"
     for name, x, warning in (("shared", shared, copied), ("binary", binary, two)):
         np.savez(tmp_path / f"{name}.npz", X=x, t=labels)

@@ -175,9 +175,10 @@ def test_uam_is_told_when_the_counts_fall_and_rise_again(tmp_path, capsys):
 
     cfg = TrainConfig(objective="uam", steps=5, width=8, depth=1, threads=1, log_every=5)
     rng = np.random.default_rng(0)
-    for counts, named in (([400, 100, 400], True), ([100, 250, 600], False)):
+    for counts, named in (([400, 100, 400], True), ([100, 400, 100], True), ([100, 250, 600], False),
+                          ([400, 200, 400], False)):  # fmt: skip
         labels = np.repeat(TIMES, counts)
         train(Snapshots.from_labels(rng.normal(size=(len(labels), 2)), labels), cfg, tmp_path / "m.pt")
         said = capsys.readouterr().err
-        assert ("uam reads the training times' cell counts as the population's size, and they fall and rise again, "
-                "each more than 2-fold (400, 100, 400)" in said) is named, said  # fmt: skip
+        assert ("uam reads the training times' cell counts as the population's size, and they turn, down and up, "
+                f"each more than 2-fold ({', '.join(map(str, counts))})" in said) is named, said  # fmt: skip

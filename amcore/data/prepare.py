@@ -303,26 +303,29 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
       copies, or discrete values such as counts) make two samples share values, so the noise floor
       ``w1_subsample_noise`` reads below what a prediction of continuous cells can reach (audit 15: 0.283 against
       0.428 for five copies of each cell).
-    - ``shared_cells``, ``{"a, b": share of b's cells equal to one of a's}`` (over ``SHARED_SHARE``): cells copied
-      between times make the previous time's cells unmoved look like a prediction (audit 38: half of a time copied
-      from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
+    - ``shared_cells``, ``{"a, b": share of b's cells equal to one of a's}`` (over ``SHARED_SHARE``; b's sample
+      against a's, scaled by a's cells over its sample's: an estimate where a has more than ``FAR_SAMPLE``): cells
+      copied between times make the previous time's cells unmoved look like a prediction (audit 38: half of a time
+      copied from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
     - ``two_valued_features``, feature indices: a feature of two values (a 0/1 label) has no path between them that
       a flow can take without putting cells where no data can be (audit 38: AM 0.628 against displacement's 0.394).
     """
     far, repeated, shared, seen, lows, highs, two = {}, {}, {}, [], [], [], []
     for k, t in enumerate(snaps.t_values):
         lo, hi = snaps.offsets[k], min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])
-        x = np.asarray(snaps.x[lo:hi], dtype=np.float64) + 0.0  # + 0.0: -0.0 becomes 0.0, for the rows' bytes
+        x = np.array(snaps.x[lo:hi], dtype=np.float64)  # a copy: never the store's own array
+        x += 0.0  # -0.0 becomes 0.0, for the rows' bytes
         if (share := far_share(x)) > 0:
             far[f"{t:g}"] = share
         keys = [hash(row.tobytes()) for row in np.ascontiguousarray(x)]  # 64-bit: no collision in 10^9 pairs
         distinct = set(keys)
         if (share := 1 - len(distinct) / len(x)) > REPEATED_SHARE:
             repeated[f"{t:g}"] = float(share)
-        for earlier, rows in seen:
-            if (share := sum(key in rows for key in keys) / len(keys)) > SHARED_SHARE:
-                shared[f"{earlier}, {t:g}"] = float(share)
-        seen.append((f"{t:g}", distinct))
+        for earlier, rows, found in seen:  # a copy of one of a's cells is in a's sample with chance found / its cells
+            hits = sum(key in rows for key in keys) / len(keys)
+            if (share := min(1.0, hits * found)) > SHARED_SHARE:
+                shared[f"{earlier}, {t:g}"] = share
+        seen.append((f"{t:g}", distinct, float(snaps.counts()[k] / len(x))))
         lows.append(x.min(0))
         highs.append(x.max(0))
         two.append(((x == lows[-1]) | (x == highs[-1])).all(0))

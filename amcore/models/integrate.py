@@ -156,8 +156,8 @@ class ParticleNoise:
     """Standard normal increments keyed by ``(seed, the step's start time, block of BLOCK particles)``: particle
     ``i`` gets the same noise whichever batch it is pushed in, so a batched SDE run equals the one-shot run of the
     same seed; and a push continued from where another ended draws new noise (keyed by the step's number, its
-    second leg re-drew the first's kicks: twice the spread, audit 36), the same as one push over both legs where
-    their grids agree."""
+    second leg re-drew the first's kicks: twice the variance, audit 36), the same as one push over both legs where
+    their grid times agree bit for bit (elsewhere other noise of the same law)."""
 
     BLOCK = 4096
 

@@ -295,8 +295,12 @@ class TrainedModel:
     def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._by_columns(x)
         given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
-        kind = given.dtype if isinstance(given, torch.Tensor) else np.dtype(given.dtype)
-        real = not kind.is_complex if isinstance(given, torch.Tensor) else kind.kind in "biuf"
+        if not isinstance(given, torch.Tensor) and given.dtype.kind == "O":  # Decimals, None (read as NaN, refused)
+            try:
+                given = given.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"x must hold real numbers, got objects such as {given.flat[0]!r}") from None
+        real = not given.dtype.is_complex if isinstance(given, torch.Tensor) else given.dtype.kind in "biuf"
         if not real:  # audit 36: objects met torch's own error, complex numbers lost their imaginary part in silence
             raise ValueError(f"x must hold real numbers, got {given.dtype}")
         xt = torch.as_tensor(given, dtype=torch.float32)

@@ -888,20 +888,20 @@ def _mass_change(snaps: Snapshots) -> str | None:
 
 
 def _counts_turn(snaps: Snapshots) -> str | None:
-    """A note for uAM when the training times' cell counts (no weights given) fall and rise again, each by more than
-    ``MASS_CHANGE``-fold: uAM reads them as the population's size, and counts that swing so are likelier the cells
-    captured per time (audit 38: counts 1000, 250, 200, 800 of one drifting law, and uAM learned a 4-fold death
-    then a 4-fold growth, with no word)."""
+    """A note for uAM when the training times' cell counts (no weights given) turn, falling then rising or rising then
+    falling, each by more than ``MASS_CHANGE``-fold: uAM reads them as the population's size, and counts that swing
+    so are likelier the cells captured per time (audit 38: counts 1000, 250, 200, 800 of one drifting law, and uAM
+    learned a 4-fold death then a 4-fold growth, with no word)."""
     if snaps.weights is not None or snaps.attrs.get("provenance", {}).get("source") == "simulate":
         return None
     counts = snaps.masses()[snaps.kept(snaps.attrs.get("holdout_times", []))]
-    steps = np.diff(np.log(counts))
-    swings = np.sign(steps[np.abs(steps) > np.log(MASS_CHANGE)])
+    ratios = counts[1:] / counts[:-1]
+    swings = np.sign(np.log(ratios[(ratios > MASS_CHANGE) | (ratios < 1 / MASS_CHANGE)]))
     if not (swings[1:] != swings[:-1]).any():
         return None
-    return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they fall "
-            f"and rise again, each more than {MASS_CHANGE:g}-fold ({', '.join(f'{c:.0f}' for c in counts)}): counts "
-            "of the cells captured, not of the population? Then give its sizes (dataset.population, or from_labels' "
+    return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they turn, "
+            f"down and up, each more than {MASS_CHANGE:g}-fold ({', '.join(f'{c:.0f}' for c in counts)}): counts of "
+            "the cells captured, not of the population? Then give its sizes (dataset.population, or from_labels' "
             "weights), or use a balanced objective (am)")  # fmt: skip
 
 
