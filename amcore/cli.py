@@ -812,29 +812,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-scheduler", default=None, help="address of a dask distributed scheduler (tcp://host:port)")
 
     p = stage("train", cmd_train, "fit an AM potential or a Flow Matching field")
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument("--params", type=_json, required=True, help="training parameters (JSON)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--loss-csv", required=True)
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("--loss-csv", required=True, help="training loss history (.csv)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the whole job, shared by its "
                    "processes (Snakemake's {threads}), in place of the params' threads: a change of them reruns "
                    "nothing")  # fmt: skip
 
     p = stage("integrate", cmd_integrate, "push the first snapshot through the learned flow")
-    p.add_argument("--store", required=True)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
     p.add_argument("--params", type=_json, required=True)
     p.add_argument("--out", required=True, help="trajectories (.zarr)")
 
     p = stage("baseline", cmd_baseline, "a baseline's prediction at a held-out time")
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument("--holdout", type=float, required=True, help="the held-out time")
     p.add_argument("--name", required=True, help="copy_prev, ot_displacement, ot_push, spline_path or velocity_path")
     p.add_argument("--max-size", type=int, default=None, help="cells per time at most in OT plans (default 5000)")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 
     p = stage("score", cmd_score, "distances between predictions and the cells of their held-out time")
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument(
         "--predictions",
         type=_json,
@@ -848,10 +848,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model name, for titles and metrics.json")
     p.add_argument("--holdout", default="none", help="the split's held-out time, for the table")
     p.add_argument("--seed", default="", help="the training seed, for the table")
-    p.add_argument("--store", required=True)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
     p.add_argument("--trajectories", required=True)
-    p.add_argument("--loss-csv", required=True)
+    p.add_argument("--loss-csv", required=True, help="training loss history (.csv)")
     p.add_argument("--params", type=_json, required=True)
     p.add_argument("--metrics", required=True)
     p.add_argument("--plots", required=True, help="directory for PNG plots")
@@ -866,7 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="am", help="the model every other method is paired against by seed")
 
     p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument("--models", type=_json, default={"models": []}, help='{"models": [{"model", "seed", "path"}]}')
     p.add_argument("--out", required=True, help="cells (.h5ad)")
     p.add_argument("--predictions", type=_json, default=None, help='{"predictions": [{"method", "seed", "path"}]}')
