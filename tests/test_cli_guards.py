@@ -192,6 +192,33 @@ def test_summary_tells_tables_in_folders_of_one_name_apart_and_refuses_what_is_n
     )
     (tmp_path / "text.csv").write_text("\n".join(rows).format("high") + "\n")
     assert "column 'value' holds text" in refused(capsys, "summary", str(tmp_path / "text.csv"))
+    # audit 41: table.md met pandas' tokenizer; a copy counted as a second dataset; make run's table (no held-out
+    # time) joined results/*/table.csv as if held out; a seed without one time averaged the others; "0 seeds" of a
+    # reference that has no such metric
+    (tmp_path / "table.md").write_text("## w1 by held-out time\n\n| method | 1 | 2 |\n|---|---|---|\n")
+    assert "table.md: table.md is the table's rendering; give the table.csv" in refused(
+        capsys, "summary", str(tmp_path / "table.md"))  # fmt: skip
+    (tmp_path / "ragged.csv").write_text("method,holdout\nam,1\nam,1,0,w1\n")
+    assert "ragged.csv: not an amcore table (not CSV: Error tokenizing" in refused(
+        capsys, "summary", str(tmp_path / "ragged.csv"))  # fmt: skip
+    (tmp_path / "copy" / "eb").mkdir(parents=True)
+    (tmp_path / "copy" / "eb" / "table.csv").write_text((tmp_path / "runs_a" / "eb" / "table.csv").read_text())
+    assert "holds the rows of" in refused(capsys, "summary", tables[0], str(tmp_path / "copy" / "eb" / "table.csv"))
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "table.csv").write_text("method,holdout,seed,metric,value\nam,none,0,w1,0.07\n")
+    assert main(["summary", tables[0], str(tmp_path / "default" / "table.csv")]) == 0
+    said = capsys.readouterr()
+    assert "default: no held-out time" in said.err and "default" not in said.out
+    assert "none of the tables holds a held-out time" in refused(capsys, "summary", str(tmp_path / "default/table.csv"))
+    (tmp_path / "cut").mkdir()
+    cut = ["method,holdout,seed,metric,value", "am,1,0,w1,0.8", "am,2,0,w1,0.9", "am,1,1,w1,0.7", "uam,1,0,mmd,0.1"]
+    (tmp_path / "cut" / "table.csv").write_text("\n".join(cut) + "\n")
+    assert "am's seed 1 has no w1 at held-out ['2'], which its other runs have" in refused(
+        capsys, "summary", str(tmp_path / "cut" / "table.csv"))  # fmt: skip
+    (tmp_path / "cut" / "table.csv").write_text("\n".join([*cut, "am,2,1,w1,0.8", "uam,1,1,mmd,0.2"]) + "\n")
+    assert main(["summary", str(tmp_path / "cut" / "table.csv"), "--metric", "mmd", "--reference", "uam"]) == 0
+    assert main(["summary", str(tmp_path / "cut" / "table.csv"), "--reference", "uam"]) == 0
+    assert "nothing to pair (uam has no w1)" in capsys.readouterr().out
 
 
 def test_a_missing_key_is_named_as_one(capsys, tmp_path):

@@ -384,6 +384,8 @@ def _unpaired(table: pd.DataFrame, metric: str, reference: str) -> str:
     part = table[(table["metric"] == metric) & (table["holdout"] != "none")]
     if part.empty:
         return "no held-out time"
+    if reference not in set(part["method"]):  # audit 41: said "0 seeds" of a model that has no such metric
+        return f"{reference} has no {metric}"
     seeds = part.loc[part["method"] == reference, "seed"].nunique()
     if seeds < 2:
         return f"{seeds} seed{'s' if seeds != 1 else ''} of {reference}; pairs need two or more"
