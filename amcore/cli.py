@@ -690,40 +690,27 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> None:
     """One table across experiments: each dataset's methods, noise floor and paired differences."""
-    import pandas as pd
-
     from amcore.evaluation.table import HELD_OUT_VAR, across_datasets
 
-    tables, read = {}, {}
+    tables, left_out, seen = {}, [], {}
     paths = [Path(p).resolve() for p in args.tables]
     for path, name in zip(paths, _experiment_names(paths), strict=True):
-        if not path.is_file():
-            raise InputError(f"{path}: no such table; give each experiment's results/<experiment>/table.csv")
-        if path.suffix == ".md":  # audit 41: pandas' tokenizer error said nothing of the file
-            raise InputError(f"{path}: table.md is the table's rendering; give the table.csv beside it")
-        try:  # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
-            table = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
-                                dtype={"holdout": str, "seed": str})  # fmt: skip
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: not an amcore table (not CSV: {str(err).strip()}); give "
-                             "results/<experiment>/table.csv") from None  # fmt: skip
-        missing = sorted({"method", "holdout", "seed", "metric", "value"} - set(table.columns))
-        if missing:
-            raise InputError(f"{path}: not an amcore table (no columns {missing}); give results/<experiment>/table.csv")
-        if not pd.api.types.is_numeric_dtype(table["value"]):
-            raise InputError(f"{path}: column 'value' holds text; expected the numbers amcore table writes")
-        if twin := next((other for other, seen in read.items() if seen.equals(table)), None):
-            raise InputError(f"{path} holds the rows of {twin}: one experiment given twice (a copy?)")
-        read[path] = table
-        if (table["holdout"] == "none").all():  # audit 41: results/*/table.csv takes in make run's default
+        table = _read_table(path)
+        held = table[table["holdout"] != "none"]  # rows of a split without a held-out time are no held-out score
+        if held.empty:  # audit 41: results/*/table.csv takes in make run's default
             print(f"amcore summary: {name}: no held-out time (cells pushed from the first time: not the held-out "
                   "protocol), left out", file=sys.stderr)  # fmt: skip
+            left_out.append(name)
             continue
-        _check_complete(path, table)
-        tables[name] = table
+        rows = held.sort_values(list(held.columns)).reset_index(drop=True)  # a copy in another order is a copy
+        if twin := next((other for other, their in seen.items() if their.equals(rows)), None):
+            raise InputError(f"{path} holds the held-out rows of {twin}: one experiment given twice (a copy?)")
+        seen[path] = rows
+        _check_complete(path, held, {args.metric, "w1_subsample_noise"})
+        tables[name] = held
     if not tables:
         raise InputError("none of the tables holds a held-out time: give the table.csv of leave-one-out experiments")
-    references = _references(args.reference, list(tables))
+    references = _references(args.reference, list(tables), left_out)
     for name, table in tables.items():
         metrics = sorted(m for m in set(table["metric"]) if not m.startswith(HELD_OUT_VAR))  # a pair's, not a metric
         if args.metric not in metrics:
@@ -737,18 +724,43 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(text)
 
 
-def _check_complete(path: Path, table) -> None:
-    """Refuse a table where a method's seed lacks a held-out time its others have: its mean over the held-out times
-    would average other times (audit 41: a row deleted by hand moved am's mean from 1.196 to 1.208, in silence)."""
-    part = table[table["holdout"] != "none"]
-    for (method, metric), rows in part.groupby(["method", "metric"], sort=False):
-        times = set(rows["holdout"])
-        for seed, of_seed in rows.groupby("seed", sort=False):
-            if lacking := sorted(times - set(of_seed["holdout"])):
-                seed_name = f"seed {seed}" if seed else "its one value"
-                raise InputError(f"{path}: {method}'s {seed_name} has no {metric} at held-out {lacking}, which its "
-                                 f"other runs have: a table edited by hand or cut short? amcore table writes every "
-                                 "run of a config")  # fmt: skip
+def _read_table(path: Path):
+    """An experiment's long table (``amcore table``'s table.csv), or an error naming the file and what it is."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such table; give each experiment's results/<experiment>/table.csv")
+    if path.suffix == ".md":  # audit 41: pandas' tokenizer error said nothing of the file
+        raise InputError(f"{path}: table.md is the table's rendering; give the table.csv beside it")
+    try:  # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
+        table = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
+                            dtype={"holdout": str, "seed": str})  # fmt: skip
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not an amcore table (not CSV: {str(err).strip()}); give "
+                         "results/<experiment>/table.csv") from None  # fmt: skip
+    missing = sorted({"method", "holdout", "seed", "metric", "value"} - set(table.columns))
+    if missing:
+        raise InputError(f"{path}: not an amcore table (no columns {missing}); give results/<experiment>/table.csv")
+    if table.empty:
+        raise InputError(f"{path}: an amcore table without rows; give a finished experiment's table.csv")
+    if not pd.api.types.is_numeric_dtype(table["value"]):
+        raise InputError(f"{path}: column 'value' holds text; expected the numbers amcore table writes")
+    return table
+
+
+def _check_complete(path: Path, table, metrics: set[str]) -> None:
+    """Refuse a table where a method's seed lacks a held-out time at which ``metrics`` (those the summary averages)
+    were scored: its mean over the held-out times would average other times (audit 41: a row deleted by hand moved
+    am's mean from 1.196 to 1.208, in silence). Other metrics may be ragged (an older amcore scored some times)."""
+    part = table[table["metric"].isin(metrics)]
+    for metric, scored in part.groupby("metric", sort=False):
+        times = set(scored["holdout"])
+        for (method, seed), rows in scored.groupby(["method", "seed"], sort=False):
+            if lacking := sorted(times - set(rows["holdout"])):
+                run = f"seed {seed}" if seed else "one value"
+                raise InputError(f"{path}: {method} ({run}) has no {metric} at held-out {lacking}, which other runs "
+                                 "have: a table edited by hand or cut short? amcore table writes every run of a "
+                                 "config")  # fmt: skip
 
 
 def _experiment_names(paths: list[Path]) -> list[str]:
@@ -765,13 +777,15 @@ def _experiment_names(paths: list[Path]) -> list[str]:
         depth += 1
 
 
-def _references(given: list[str], experiments: list[str]) -> dict[str, str]:
+def _references(given: list[str], experiments: list[str], left_out: list[str] = ()) -> dict[str, str]:
     """``{experiment: model}`` from ``--reference``: a bare MODEL for every experiment, EXPERIMENT=MODEL for one."""
     default = [g for g in given if "=" not in g]
     if len(default) > 1:
         raise InputError(f"--reference: {default} are several models for every table; give one, or EXPERIMENT=MODEL")
     references = dict.fromkeys(experiments, default[0] if default else "am")
     for name, _, model in (g.partition("=") for g in given if "=" in g):
+        if name in left_out:
+            raise InputError(f"--reference {name}={model}: {name} was left out (no held-out time)")
         if name not in references:
             raise InputError(
                 f"--reference {name}={model}: no table of experiment {name!r}; the tables are {experiments}"

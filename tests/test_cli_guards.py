@@ -203,22 +203,37 @@ def test_summary_tells_tables_in_folders_of_one_name_apart_and_refuses_what_is_n
         capsys, "summary", str(tmp_path / "ragged.csv"))  # fmt: skip
     (tmp_path / "copy" / "eb").mkdir(parents=True)
     (tmp_path / "copy" / "eb" / "table.csv").write_text((tmp_path / "runs_a" / "eb" / "table.csv").read_text())
-    assert "holds the rows of" in refused(capsys, "summary", tables[0], str(tmp_path / "copy" / "eb" / "table.csv"))
+    reordered = (tmp_path / "runs_a" / "eb" / "table.csv").read_text().splitlines()
+    (tmp_path / "copy" / "eb" / "table.csv").write_text("\n".join([reordered[0], *reordered[:0:-1]]) + "\n")
+    assert "holds the held-out rows of" in refused(capsys, "summary", tables[0], str(tmp_path / "copy/eb/table.csv"))
     (tmp_path / "default").mkdir()
     (tmp_path / "default" / "table.csv").write_text("method,holdout,seed,metric,value\nam,none,0,w1,0.07\n")
     assert main(["summary", tables[0], str(tmp_path / "default" / "table.csv")]) == 0
     said = capsys.readouterr()
     assert "default: no held-out time" in said.err and "default" not in said.out
     assert "none of the tables holds a held-out time" in refused(capsys, "summary", str(tmp_path / "default/table.csv"))
+    assert "--reference default=uam: default was left out (no held-out time)" in refused(
+        capsys, "summary", tables[0], str(tmp_path / "default/table.csv"), "--reference", "default=uam")  # fmt: skip
+    (tmp_path / "empty.csv").write_text("")
+    said = refused(capsys, "summary", str(tmp_path / "empty.csv"))
+    assert "empty.csv: not an amcore table (not CSV: No columns" in said
     (tmp_path / "cut").mkdir()
     cut = ["method,holdout,seed,metric,value", "am,1,0,w1,0.8", "am,2,0,w1,0.9", "am,1,1,w1,0.7", "uam,1,0,mmd,0.1"]
     (tmp_path / "cut" / "table.csv").write_text("\n".join(cut) + "\n")
-    assert "am's seed 1 has no w1 at held-out ['2'], which its other runs have" in refused(
+    assert "am (seed 1) has no w1 at held-out ['2'], which other runs have" in refused(
         capsys, "summary", str(tmp_path / "cut" / "table.csv"))  # fmt: skip
-    (tmp_path / "cut" / "table.csv").write_text("\n".join([*cut, "am,2,1,w1,0.8", "uam,1,1,mmd,0.2"]) + "\n")
+    whole = [*cut, "am,2,1,w1,0.8", "uam,1,1,mmd,0.2", "copy_prev,1,,w1,1.2"]  # copy_prev never scored at t = 2
+    (tmp_path / "cut" / "table.csv").write_text("\n".join(whole) + "\n")
+    assert "copy_prev (one value) has no w1 at held-out ['2']" in refused(
+        capsys, "summary", str(tmp_path / "cut" / "table.csv"))  # fmt: skip
+    # Complete in what is averaged: another metric scored at some times only (an older amcore) and rows of a split
+    # without a held-out time (they averaged in: 25.65 for 0.8) pass, and the latter stay out of the means.
+    whole = [*whole, "copy_prev,2,,w1,1.3", "am,1,0,course_excess,0.1", "am,none,0,w1,99", "am,none,1,w1,99"]
+    (tmp_path / "cut" / "table.csv").write_text("\n".join(whole) + "\n")
     assert main(["summary", str(tmp_path / "cut" / "table.csv"), "--metric", "mmd", "--reference", "uam"]) == 0
     assert main(["summary", str(tmp_path / "cut" / "table.csv"), "--reference", "uam"]) == 0
-    assert "nothing to pair (uam has no w1)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "nothing to pair (uam has no w1)" in said and "| am | 0.8 ± 0.071 |" in said and "99" not in said
 
 
 def test_a_missing_key_is_named_as_one(capsys, tmp_path):
