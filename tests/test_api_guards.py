@@ -236,6 +236,9 @@ def test_eam_says_its_sigma_is_the_noise_of_rescaled_coordinates(tmp_path, capsy
         train(snaps, cfg, tmp_path / "m.pt")
         err = capsys.readouterr().err
         assert ("eAM's sigma is the noise of the store's coordinates, which preprocess standardised" in err) == said
+        # audit 42: nothing said the time unit where no preprocessing rescaled the cells
+        assert ("eAM's sigma is noise in the data's units per square root of its time unit (the training times run "
+                "from 0 to 2)" in err) != said  # fmt: skip
 
 
 def test_a_model_matches_a_dataframe_s_columns_by_name(tmp_path):
