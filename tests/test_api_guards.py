@@ -198,6 +198,14 @@ def test_features_on_scales_a_thousand_fold_apart_are_flagged(tmp_path, capsys):
     assert "spreads range" not in capsys.readouterr().err
 
 
+def test_training_needs_two_times_the_holdout_leaves(tmp_path):
+    """Every time held out crashed in numpy ("need at least one array to concatenate"), before a word of what."""
+    snaps = Snapshots.from_labels(*_cells())
+    snaps.attrs["holdout_times"] = [0.0, 1.0, 2.0]
+    with pytest.raises(InputError, match=r"need at least two training times to learn a flow, got \[\] \(times"):
+        train(snaps, TrainConfig(**TINY), tmp_path / "m.pt")
+
+
 def test_snapshots_built_by_hand_must_hold_together():
     """Blocks that miss rows would train on a subset in silence; times out of order would be read as other times."""
     x = np.zeros((10, 2), np.float32)

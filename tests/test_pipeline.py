@@ -191,6 +191,8 @@ def check_export(out: Path, config: dict) -> None:
             {"train_processes": 3},
             "streams (3, one per process) must be a multiple of the 3 training processes and divide batch_size (256)",
         ),
+        # a model named like a baseline the config does not run is still the baseline to every reader (review)
+        ({"models": {"copy_prev": {"objective": "am"}}}, "models ['copy_prev'] are named like baselines"),
         (  # a file source would read every time and cell in silence (audit 11)
             {"dataset": {"source": "npz", "path": "cells.npz", "times": [0.0, 0.3], "n_per_time": 100}},
             "dataset.n_per_time, dataset.times are read only by the simulate source",

@@ -99,16 +99,6 @@ def beyond(table: pd.DataFrame, metric: str, below: float | None = None, above: 
     return part[["method", "holdout", "seed", "value"]].reset_index(drop=True)
 
 
-def behind_unmoved(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose held-out ``w1`` is above that of the previous time's cells unmoved (``copy_prev``) at the same
-    time, ``value`` the ratio: the push did worse than not moving (audit 42: eAM with a noise ten times too large on
-    noise-free cells, 0.508 against 0.480, read as one more row of the table)."""
-    w1 = table[(table["metric"] == "w1") & (table["holdout"] != "none")]
-    unmoved = w1[w1["method"] == "copy_prev"].set_index("holdout")["value"]
-    runs = w1[w1["method"] != "copy_prev"].assign(value=lambda r: r["value"] / r["holdout"].map(unmoved))
-    return runs[runs["value"] > 1.0][["method", "holdout", "seed", "value"]].reset_index(drop=True)
-
-
 def short_of_geodesic(table: pd.DataFrame) -> pd.DataFrame:
     """The runs whose ``action_ratio`` falls short (``evaluate.falls_short``) where the noise leaves the ratio
     informative: a flow spending less than any flow through the snapshots can does not carry the cells as far as
@@ -216,9 +206,6 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          "however close it is; W1 and W2 hold):", lambda v: "observed cells at one point"),
         (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
          f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
-        (behind_unmoved(table), "farther than not moving", "**Flagged predictions** (held-out W1 above that of the "
-         "previous time's cells unmoved, `copy_prev`: the push did worse than not moving):",
-         lambda v: f"w1 {v:.3g} times copy_prev's"),
         (beyond(table, "course_excess", above=1.0), "running the course off", "**Flagged models** (cells pushed "
          "from the first time end farther from the last time's than the first time's cells unmoved, by more than "
          "the noise floor; every seed):",

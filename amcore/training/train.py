@@ -1009,13 +1009,17 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
 
 
 def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path) -> None:
-    """Before step 0: the outputs are two files that can be written, the training cells are numbers, and a path
-    turned towards measured velocities has some (a subsample or refresh without any falls back to the spline)."""
+    """Before step 0: the outputs are two files that can be written, two training times at least (every time held
+    out crashed in numpy, review), the training cells are numbers, and a path turned towards measured velocities has
+    some (a subsample or refresh without any falls back to the spline)."""
     if checkpoint.resolve() == loss_csv.resolve():
         raise InputError(f"the checkpoint and the loss CSV are the same file {checkpoint}")
     for out in (checkpoint, loss_csv):
         if out.is_dir():
             raise InputError(f"{out} is a folder: a checkpoint and a loss CSV are files")
+    if snaps is not None and len(kept := snaps.t_values[snaps.kept(snaps.attrs.get("holdout_times", []))]) < 2:
+        raise InputError(f"need at least two training times to learn a flow, got {kept.tolist()} (times "
+                         f"{snaps.t_values.tolist()}, held out {snaps.attrs.get('holdout_times', [])})")  # fmt: skip
     if snaps is not None and isinstance(snaps.x, np.ndarray):  # a store on disk was checked when prepared
         for k in snaps.kept(snaps.attrs.get("holdout_times", [])):  # held-out cells never reach training
             rows = np.flatnonzero(~np.isfinite(snaps.snapshot(k)).all(axis=1))
