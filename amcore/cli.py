@@ -777,7 +777,7 @@ def _experiment_names(paths: list[Path]) -> list[str]:
         depth += 1
 
 
-def _references(given: list[str], experiments: list[str], left_out: list[str] = ()) -> dict[str, str]:
+def _references(given: list[str], experiments: list[str], left_out: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
     """``{experiment: model}`` from ``--reference``: a bare MODEL for every experiment, EXPERIMENT=MODEL for one."""
     default = [g for g in given if "=" not in g]
     if len(default) > 1:

@@ -173,7 +173,7 @@ def test_backward_pushes_run_where_the_method_can_and_are_refused_where_it_canno
         eam.push(cells, 2.0, 0.0)
     np.testing.assert_array_equal(eam.push(cells, 1.0, 1.0), cells)  # staying put is no backward step (audit 36)
     # Audit 36: a push continued from where another ended re-drew the first leg's kicks (noise keyed by the step's
-    # number), twice the spread; keyed by the step's time, the two legs are the one push over their common grid.
+    # number), twice the variance; keyed by the step's time, the two legs are the one push over their common grid.
     many = np.zeros((2000, 2), np.float32)
     once = eam.push(many, 0.0, 2.0, steps=8, seed=3)
     legs = eam.push(eam.push(many, 0.0, 1.0, steps=4, seed=3), 1.0, 2.0, steps=4, seed=3)

@@ -899,10 +899,11 @@ def _counts_turn(snaps: Snapshots) -> str | None:
     swings = np.sign(np.log(ratios[(ratios > MASS_CHANGE) | (ratios < 1 / MASS_CHANGE)]))
     if not (swings[1:] != swings[:-1]).any():
         return None
-    return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they turn, "
-            f"down and up, each more than {MASS_CHANGE:g}-fold ({', '.join(f'{c:.0f}' for c in counts)}): counts of "
-            "the cells captured, not of the population? Then give its sizes (dataset.population, or from_labels' "
-            "weights), or use a balanced objective (am)")  # fmt: skip
+    shown = ", ".join(f"{c:.0f}" for c in counts)
+    return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they turn "
+            f"(down then up, or up then down), each more than {MASS_CHANGE:g}-fold ({shown}): counts of the cells "
+            "captured, not of the population? Then give its sizes (dataset.population, or from_labels' weights), or "
+            "use a balanced objective (am)")  # fmt: skip
 
 
 def _sigma_units(snaps: Snapshots) -> str:
