@@ -79,9 +79,10 @@ def test_slurm_profile_asks_gpus_for_train_only(tmp_path, tiny_config):
     assert train["--cpus-per-task"] == "8" and train["--mem"] == "32000" and train["-t"] == "240"
 
     # The job the allocation runs is the train rule launched by torchrun with one process per GPU.
-    dry = snakemake(workdir, tiny_config, *slurm, "--dry-run", env=env)
+    dry = snakemake(workdir, tiny_config, *slurm, "--dry-run", "--cores", "16", env=env)  # a cluster's, not 2
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "torchrun --standalone --nproc_per_node=2 --no-python amcore train" in dry.stdout + dry.stderr
+    assert "--threads 8 " in dry.stdout + dry.stderr  # the 8 CPUs it asked for (audit 43: --threads 1 used one)
     assert '"amcore.processes": "2"' in dry.stdout + dry.stderr  # the tag says the processes the job runs
     # Audit 35: a config's own count beside the profile's trained on the profile's and was tagged with the config's.
     for setting in ({"gpus": 1}, {"train_processes": 3}):

@@ -17,7 +17,7 @@ rule train:
             shlex.quote(f"{OUT}/holdout-{wc.holdout}/{wc.model}/seed-{wc.seed}/{name}")
             for name in ("trajectories.zarr", "metrics.json", "plots")
         ),
-    threads: config["threads"] * max(1, config["gpus"] if config["gpus"] > 0 else config["train_processes"])
+    threads: config["threads"] * PROCESSES  # the profile's GPUs included (a profile's set-threads overrides)
     resources:
         gpu=config["gpus"],
     log:
