@@ -31,6 +31,7 @@ from amcore.errors import InputError
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
 REPEATED_SHARE = 0.1  # cells repeating another of their time, above which the noise floor reads low
 SHARED_SHARE = 0.01  # cells equal to a cell of another time, above which the pair of times is named
+SHARED_MIN_HITS = 10  # matches of cells a sample holds once, from which their share is scaled to the whole time
 FAR_MIN_CELLS = 20  # fewer cells in a time give no robust spread to judge a far one by (audit 15)
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
 COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
@@ -304,13 +305,14 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
       ``w1_subsample_noise`` reads below what a prediction of continuous cells can reach (audit 15: 0.283 against
       0.428 for five copies of each cell).
     - ``shared_cells``, ``{"a, b": share of b's cells equal to one of a's}`` (over ``SHARED_SHARE``; b's sample
-      against a's, scaled by a's cells over its sample's: an estimate where a has more than ``FAR_SAMPLE``): cells
+      against a's: an estimate where a has more than ``FAR_SAMPLE`` cells): cells
       copied between times make the previous time's cells unmoved look like a prediction (audit 38: half of a time
       copied from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
     - ``two_valued_features``, feature indices: a feature of two values (a 0/1 label) has no path between them that
       a flow can take without putting cells where no data can be (audit 38: AM 0.628 against displacement's 0.394).
     """
     far, repeated, shared, seen, lows, highs, two = {}, {}, {}, [], [], [], []
+    counts = snaps.counts()
     for k, t in enumerate(snaps.t_values):
         lo, hi = snaps.offsets[k], min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])
         x = np.array(snaps.x[lo:hi], dtype=np.float64)  # a copy: never the store's own array
@@ -318,14 +320,19 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
         if (share := far_share(x)) > 0:
             far[f"{t:g}"] = share
         keys = [hash(row.tobytes()) for row in np.ascontiguousarray(x)]  # 64-bit: no collision in 10^9 pairs
-        distinct = set(keys)
-        if (share := 1 - len(distinct) / len(x)) > REPEATED_SHARE:
+        held = Counter(keys)
+        if (share := 1 - len(held) / len(x)) > REPEATED_SHARE:
             repeated[f"{t:g}"] = float(share)
-        for earlier, rows, found in seen:  # a copy of one of a's cells is in a's sample with chance found / its cells
-            hits = sum(key in rows for key in keys) / len(keys)
-            if (share := min(1.0, hits * found)) > SHARED_SHARE:
+        for earlier, rows, scale in seen:
+            # A value a's sample holds several times is one a holds widely (found whatever the sample); a copy of one
+            # of a's cells is in a's sample with chance 1 / scale, so those matched once stand for scale times as
+            # many, where enough were matched to scale (a 2 % of zero rows in both read as 26 % copied, scaled).
+            widely = sum(rows.get(key, 0) > 1 for key in keys)
+            once = sum(rows.get(key, 0) == 1 for key in keys)
+            hits = widely + (once * scale if once >= SHARED_MIN_HITS else once)
+            if (share := min(1.0, hits / len(keys))) > SHARED_SHARE:
                 shared[f"{earlier}, {t:g}"] = share
-        seen.append((f"{t:g}", distinct, float(snaps.counts()[k] / len(x))))
+        seen.append((f"{t:g}", held, float(counts[k] / len(x))))
         lows.append(x.min(0))
         highs.append(x.max(0))
         two.append(((x == lows[-1]) | (x == highs[-1])).all(0))
