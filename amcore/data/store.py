@@ -236,6 +236,10 @@ class Snapshots:
             return self.counts().astype(np.float64)
         return np.add.reduceat(np.asarray(self.weights, dtype=np.float64), self.offsets[:-1])  # dask: read
 
+    def training_snapshots(self) -> list[int]:
+        """Indices of the snapshots training reads: every one but the store's held-out times."""
+        return self.kept(self.attrs.get("holdout_times", []))
+
     def kept(self, times) -> list[int]:
         """Indices of the snapshots whose time is not among ``times`` (the held-out ones)."""
         drop = {float(t) for t in times}

@@ -156,7 +156,7 @@ def choose_view(training: list, box: np.ndarray) -> View:
 
 def training_view(snaps, box: np.ndarray) -> View:
     """:func:`choose_view` of a store's training times (its held-out times never choose the view)."""
-    kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+    kept = snaps.training_snapshots()
     return choose_view([snaps.snapshot(k) for k in kept], box)
 
 

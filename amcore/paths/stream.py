@@ -29,22 +29,18 @@ from amcore.paths.interpolants import SnapshotPath
 CHUNKS_PER_TIME = 4  # chunks read per time and refresh: rows from several places, at a few chunks' I/O
 
 
-def _training_snapshots(snaps: Snapshots) -> list[int]:
-    return snaps.kept(snaps.attrs.get("holdout_times", []))
-
-
 def training_bytes(snaps: Snapshots) -> int:
     """Bytes of float32 features (and velocities, when measured) in the training (not held-out) snapshots."""
     counts = snaps.counts()
     arrays = 1 if snaps.velocity is None else 2
-    return int(sum(counts[k] for k in _training_snapshots(snaps))) * snaps.dim * 4 * arrays
+    return int(sum(counts[k] for k in snaps.training_snapshots())) * snaps.dim * 4 * arrays
 
 
 def load_training(snaps: Snapshots) -> Snapshots:
     """The training snapshots in memory, read snapshot by snapshot (held-out rows are never read)."""
     if not isinstance(snaps.x, da.Array):
         return snaps.drop_times(snaps.attrs.get("holdout_times", []))
-    keep = _training_snapshots(snaps)
+    keep = snaps.training_snapshots()
     parts = [slice(snaps.offsets[k], snaps.offsets[k + 1]) for k in keep]
     offsets = np.concatenate([[0], np.cumsum([p.stop - p.start for p in parts])])
     sources = [da.concatenate([snaps.x[p] for p in parts])]
@@ -168,7 +164,7 @@ class StreamingPath(RefreshedPath):
         if not isinstance(snaps.x, da.Array):
             raise TypeError("StreamingPath reads a lazily opened store (store.open_store); x is already in memory")
         self.snaps = snaps
-        self.keep = _training_snapshots(snaps)
+        self.keep = snaps.training_snapshots()
         self.rows_per_time = int(rows_per_time)
         # float32 features, and as many velocities where they were measured
         self.budget_rows = budget_bytes // (4 * snaps.dim * (1 if snaps.velocity is None else 2))

@@ -413,7 +413,7 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     if snaps is not None:
         # Slices of the training times only (held-out cells never reach training), reduced chunk by chunk: no
         # copy of the cells and no float64 one, whether they are in memory or in the store.
-        kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+        kept = snaps.training_snapshots()
         x = da.concatenate(
             [da.asarray(snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]], chunks=(UNITS_CHUNK_ROWS, -1)) for k in kept]
         )
@@ -625,7 +625,7 @@ class Run:
         # model is refused where they include its held-out time (``TrainedModel.trained_times``).
         self.trained_times = None
         if snaps is not None:
-            kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+            kept = snaps.training_snapshots()
             self.trained_times = [float(snaps.t_values[k]) for k in kept]
         mlp = {"width": cfg.width, "depth": cfg.depth, "activation": cfg.activation}
         mlp |= {"dim": self.path.dim, "t_range": [self.path.t0, self.path.t1], "time_frequencies": cfg.time_frequencies}
@@ -870,7 +870,7 @@ def _mass_change(snaps: Snapshots) -> str | None:
     """A note when the training times' masses (their cells' weights, else the cell counts) change more than
     ``MASS_CHANGE``-fold: AM, eAM and FM conserve mass, so where they follow the population, growth and death are
     read as movement (audit 8: a dying population's cells were moved into the growing one)."""
-    masses = snaps.masses()[snaps.kept(snaps.attrs.get("holdout_times", []))]
+    masses = snaps.masses()[snaps.training_snapshots()]
     if not (np.isfinite(masses).all() and masses.min() > 0):
         return None  # nothing a ratio can say (a time of zero weight is uAM's business, not this note's)
     fold = float(masses.max() / masses.min())
@@ -894,7 +894,7 @@ def _counts_turn(snaps: Snapshots) -> str | None:
     learned a 4-fold death then a 4-fold growth, with no word)."""
     if snaps.weights is not None or snaps.attrs.get("provenance", {}).get("source") == "simulate":
         return None
-    counts = snaps.masses()[snaps.kept(snaps.attrs.get("holdout_times", []))]
+    counts = snaps.masses()[snaps.training_snapshots()]
     ratios = counts[1:] / counts[:-1]
     swings = np.sign(np.log(ratios[(ratios > MASS_CHANGE) | (ratios < 1 / MASS_CHANGE)]))
     if not (swings[1:] != swings[:-1]).any():
@@ -918,7 +918,7 @@ def _sigma_units(snaps: Snapshots) -> str:
     steps = [name for name, on in (("standardised", config.get("standardize")), ("whitened", config.get("whiten")))
              if on]  # fmt: skip
     if not steps:
-        times = snaps.t_values[snaps.kept(snaps.attrs.get("holdout_times", []))]
+        times = snaps.t_values[snaps.training_snapshots()]
         return (f"amcore train: note: eAM's sigma is noise in the data's units per square root of its time unit (the "
                 f"training times run from {times[0]:g} to {times[-1]:g}): a sigma for days is that for hours times "
                 "√24 (docs/training.md, eAM's noise)")  # fmt: skip
@@ -1018,11 +1018,11 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
     for out in (checkpoint, loss_csv):
         if out.is_dir():
             raise InputError(f"{out} is a folder: a checkpoint and a loss CSV are files")
-    if snaps is not None and len(kept := snaps.t_values[snaps.kept(snaps.attrs.get("holdout_times", []))]) < 2:
+    if snaps is not None and len(kept := snaps.t_values[snaps.training_snapshots()]) < 2:
         raise InputError(f"need at least two training times to learn a flow, got {kept.tolist()} (times "
                          f"{snaps.t_values.tolist()}, held out {snaps.attrs.get('holdout_times', [])})")  # fmt: skip
     if snaps is not None and isinstance(snaps.x, np.ndarray):  # a store on disk was checked when prepared
-        for k in snaps.kept(snaps.attrs.get("holdout_times", [])):  # held-out cells never reach training
+        for k in snaps.training_snapshots():  # held-out cells never reach training
             rows = np.flatnonzero(~np.isfinite(snaps.snapshot(k)).all(axis=1))
             if len(rows):
                 first = int(rows[0]) + int(snaps.offsets[k])
@@ -1031,7 +1031,7 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
                                  "drop them: x[np.isfinite(x).all(axis=1)] and their times in a notebook, "
                                  "dataset.drop_nonfinite for a file")  # fmt: skip
     if snaps is not None and snaps.velocity is not None and cfg.velocity_weight != 0:
-        kept = snaps.kept(snaps.attrs.get("holdout_times", []))
+        kept = snaps.training_snapshots()
         times = (snaps.velocity[snaps.offsets[k] : snaps.offsets[k + 1]] for k in kept)  # read until one has some
         if not any(bool(dask.compute((v != 0).any())[0]) for v in times):
             raise InputError("velocity_weight: no training cell has a measured velocity (every one is 0): nothing "
