@@ -3,14 +3,16 @@
 Reads a store the pipeline prepared for one held-out split and drops its held-out times first (or draws a rotating
 Gaussian process of benchmarks/analytic.py). A tenth of every training time's cells is held apart
 (``Snapshots.split_cells``); AM (the config's ``am`` model) is trained on the rest twice: with the boundary form
-(``pathwise: 0``) and the pathwise form (``pathwise: 1``), or with ``--compare head`` the scalar and the ``inner``
-potential head. Every such model minimises the same objective, ``1/2 E int |grad s - grad s*|^2`` up to a
-constant, so the one with the lower objective on the path through the held-apart cells is closer to that path's
-field. The objective is estimated with both estimators on the same draws for both models (common random numbers),
-so the difference has a small standard error.
+(``pathwise: 0``) and the pathwise form (``pathwise: 1``), with ``--compare head`` the scalar and the ``inner``
+potential head, or with ``--compare time`` one time frequency and none (``time_frequencies`` 1 and 0). Every
+such model minimises the same objective, ``1/2 E int |grad s - grad s*|^2`` up to a constant, so the one with the
+lower objective on the path through the held-apart cells is closer to that path's field. The objective is
+estimated with both estimators on the same draws for both models (common random numbers), so the difference has a
+small standard error.
 
     python benchmarks/estimator_choice.py STORE --config config/leaveout/eb.yaml [--seed 0] [--batches 200]
     python benchmarks/estimator_choice.py --rotating 7 4 --compare head   # dimension 7, process seed 4
+    python benchmarks/estimator_choice.py --rotating 3 4 --stride 1 --compare time
 
 On other snapshots: ``objectives(snaps, {"objective": "am"}, seed=0, batches=200)``. The last line:
 ``objective_<first>=<x> objective_<second>=<y> difference=<y - x> se=<se>`` (pathwise estimator); a negative
@@ -38,6 +40,7 @@ FORMS = {"boundary": 0.0, "pathwise": 1.0}  # the estimators, by their share of 
 CANDIDATES = {
     "pathwise": {"boundary": {"pathwise": 0.0}, "pathwise": {"pathwise": 1.0}},
     "head": {"scalar": {"head": "scalar"}, "inner": {"head": "inner"}},
+    "time": {"t1": {"time_frequencies": 1}, "t0": {"time_frequencies": 0}},
 }
 
 
@@ -76,6 +79,7 @@ def main() -> None:
         metavar=("DIM", "SEED"),
         help="instead of a store: benchmarks/analytic.py's rotating Gaussian, AM as there (stride 2)",
     )
+    parser.add_argument("--stride", type=int, default=2, help="with --rotating: the path's stride")
     parser.add_argument("--compare", choices=sorted(CANDIDATES), default="pathwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batches", type=int, default=200)
@@ -86,7 +90,7 @@ def main() -> None:
     if args.rotating:
         dim, process = args.rotating
         snaps = snapshots(RotatingGaussian(dim, process), 2000, process)  # as analytic.py draws it by default
-        settings = models("rotating")["am_linear_s2"]
+        settings = models("rotating")["am_linear_s2"] | {"stride": args.stride}
     else:
         snaps, settings = read_store(args.store), yaml.safe_load(Path(args.config).read_text())["models"]["am"]
     values = objectives(snaps, settings, args.seed, args.batches, compare=args.compare)
