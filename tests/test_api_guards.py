@@ -269,6 +269,42 @@ def test_a_model_matches_a_dataframe_s_columns_by_name(tmp_path):
     np.testing.assert_array_equal(unnamed.velocity(pd.DataFrame(x), 0.5), unnamed.velocity(x, 0.5))  # by position
 
 
+def test_a_received_model_says_its_coordinates_and_is_not_fed_other_ones(tmp_path):
+    """Audit 45: an unnamed model read a DataFrame of x1, x0 by position (the velocity of the swapped cells, off by up
+    to 2), where the MLflow model and the export match x0, x1 by name; cells in the input's units passed for a
+    standardised model's (its features keep the genes' names) and came back barely moved, with no word; a
+    reversed view of an array met torch's error on negative strides."""
+    import warnings
+
+    from amcore.data.preprocess import Preprocessing
+
+    unnamed = amcore.load(_trained_without_names(tmp_path))
+    x, _ = _cells(seed=1)
+    np.testing.assert_array_equal(unnamed.velocity(pd.DataFrame({"x1": x[:, 1], "x0": x[:, 0]}), 0.5),
+                                  unnamed.velocity(x, 0.5))  # fmt: skip
+    with pytest.raises(ValueError, match=r"lack 2 of this model's features: \['x0', 'x1'\]"):
+        unnamed.velocity(pd.DataFrame(x, columns=["a", "b"]), 0.5)  # names that say nothing of x0, x1: not by position
+    np.testing.assert_array_equal(unnamed.velocity(x[::-1], 0.5), unnamed.velocity(x, 0.5)[::-1])
+    np.testing.assert_allclose(
+        unnamed.push(x[::-1], 0.0, 1.0, steps=2), unnamed.push(x, 0.0, 1.0, steps=2)[::-1], atol=1e-6
+    )
+    assert unnamed.coordinates == "the input's features as given"  # from_labels preprocesses nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cells like the training cells: no word
+        unnamed.velocity(x, 0.5)
+        unnamed.push(x, 0.0, 1.0, steps=2)
+    raw = 100 * x + 140  # as if in the input's units, where the training cells were of spread 1
+    for answer in (lambda: unnamed.velocity(raw, 0.5), lambda: unnamed.push(raw, 0.0, 1.0, steps=2)):
+        with pytest.warns(UserWarning, match=r"times as far from the training cells' mean.*this model's coordinates"):
+            answer()
+    fitted = Preprocessing({"whiten": False}, [0.0], 10, mean=np.zeros(3), scale=np.ones(3), n_input=3)
+    assert fitted.describe() == "the input's features standardised (centred, each feature divided by its spread)"
+    pca = Preprocessing({"whiten": True}, [0.0], 10, indices=np.arange(5), mean=np.zeros(5), components=np.ones((2, 5)),
+                        n_input=50)  # fmt: skip
+    assert pca.describe() == ("the input's features 5 of 50 features selected, projected on 2 principal components, "
+                              "whitened")  # fmt: skip
+
+
 def _trained_without_names(tmp_path) -> str:
     train(Snapshots.from_labels(*_cells()), TrainConfig(**TINY), tmp_path / "plain.pt")
     return tmp_path / "plain.pt"

@@ -74,6 +74,7 @@ def test_the_train_stage_logs_a_pyfunc_of_the_features_and_time_that_predicts_th
     assert signature.inputs.input_names() == ["x0", "x1", "t"] and signature.outputs.input_names() == ["x0", "x1"]
     meta = pyfunc.metadata.metadata
     assert [meta[f"amcore.{key}"] for key in ("objective", "output", "time_column")] == ["am", "velocity", "t"]
+    assert meta["amcore.coordinates"] == "the input's features as given"  # audit 45: what the columns are in
     predicted = pyfunc.predict(_frame(X, T))
     assert list(predicted.columns) == ["x0", "x1"] and predicted.to_numpy().dtype == np.float32
     np.testing.assert_allclose(predicted.to_numpy(), trained_run.velocity, rtol=1e-6, atol=1e-7)

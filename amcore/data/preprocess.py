@@ -43,6 +43,21 @@ class Preprocessing:
     n_input: int | None = None  # the input's features (genes, columns): a model's new cells must have as many
     input_names: list[str] | None = None  # their names, where the input named them: new cells are matched by them
 
+    def describe(self) -> str:
+        """The fitted steps in words (a model's coordinates, for whoever receives it without its store)."""
+        steps = []
+        if self.indices is not None:
+            of = f" of {self.n_input}" if self.n_input is not None else ""
+            steps.append(f"{len(self.indices)}{of} features selected")
+        if self.scale is not None:
+            steps.append("standardised (centred, each feature divided by its spread)")
+        elif self.mean is not None and self.components is None:
+            steps.append("centred")
+        if self.components is not None:
+            steps.append(f"projected on {len(self.components)} principal components"
+                         + (", whitened" if self.config.get("whiten") else ""))  # fmt: skip
+        return "the input's features " + (", ".join(steps) if steps else "as given")
+
     def transform(self, x: da.Array) -> da.Array:
         """Apply the fitted steps lazily, chunk by chunk; float32 out once centred (``to_float32`` casts the rest)."""
         if self.indices is not None:

@@ -124,6 +124,7 @@ def save_model(checkpoint: str | Path, path: str | Path, mlflow_model: Model | N
                 "amcore.time_column": time_column(model.feature_names),
                 "amcore.t_range": list(model.t_range),
                 "amcore.step": int(model.info["step"]),
+                "amcore.coordinates": model.coordinates,  # not the input's units where preprocessing changed them
             },
         )
     return model

@@ -127,6 +127,15 @@ class TrainedModel:
             f"TrainedModel({self.objective}, {self.dim} features, t in [{t0:g}, {t1:g}], step {self.info.get('step')})"
         )
 
+    @property
+    def coordinates(self) -> str:
+        """What this model's cells are, in words: the input's features as given, or what preprocessing made of
+        them (audit 45: standardised cells keep their genes' names, and raw ones passed for them)."""
+        if self.info.get("preprocess") is None:
+            return "the coordinates of the store it was trained on (its checkpoint records no preprocessing)"
+        fitted = self._preprocessing
+        return "the input's features as given" if fitted is None else fitted.describe()
+
     def preprocess(self, x, velocity: bool = False, names=None) -> np.ndarray:
         """Cells in the input's features (the file's ``X``, columns or genes, as ``dataset`` read them) brought into
         the coordinates this model answers in, by its store's preprocessing (selection, standardisation, PCA,
@@ -200,12 +209,14 @@ class TrainedModel:
         center, scale = self.model_args.get("x_center"), self.model_args.get("x_scale")
         if center is None or not scale or not len(z):
             return
+        z = z.detach().cpu().double().numpy() if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float64)
         far = float(np.median(np.linalg.norm(z - np.asarray(center), axis=1))) / (scale * np.sqrt(self.dim))
         if far > FAR_CELLS:
             warnings.warn(
                 f"these cells lie {far:.3g} times as far from the training cells' mean as those do (median against "
-                "root mean square): are they normalised as the training data were (docs/anndata.md)? There the "
-                "network only extrapolates", stacklevel=_outside_this_module(),
+                f"root mean square): are they in this model's coordinates, {self.coordinates} (model.preprocess "
+                "brings the input's cells there), and normalised as the training data were (docs/anndata.md)? There "
+                "the network only extrapolates", stacklevel=_outside_this_module(),
             )  # fmt: skip
 
     def _anndata_cells(self, adata, names):
@@ -279,6 +290,10 @@ class TrainedModel:
         if not (hasattr(x, "columns") and hasattr(x, "to_numpy")):
             return x
         recorded, names = self.info.get("feature_names"), [str(name) for name in x.columns]
+        if not recorded and names != [str(i) for i in range(len(names))]:
+            # an unnamed input's features are x0, x1, ... (as model.feature_names, the MLflow model and an export
+            # name them): a DataFrame's own names go by them, never by position (audit 45: x1, x0 read swapped)
+            recorded = self.feature_names
         if recorded:
             positions, missing = _columns_by_name(names, list(recorded))
             if missing:
@@ -292,7 +307,10 @@ class TrainedModel:
         except (TypeError, ValueError) as err:
             raise ValueError(f"x's feature columns must hold numbers: {err}") from None
 
-    def _inputs(self, x, t, check_times: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, x, t, check_times: bool = True, check_far: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` and ``t`` as float32 tensors, refused where they cannot be cells and times of this model; cells far
+        beyond the training cells are warned of (``check_far``: raw units where the model takes standardised
+        ones came back barely moved, audit 45)."""
         x = self._by_columns(x)
         given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
         if not isinstance(given, torch.Tensor) and given.dtype.kind == "O":  # Decimals, None (read as NaN, refused)
@@ -303,6 +321,8 @@ class TrainedModel:
         real = not given.dtype.is_complex if isinstance(given, torch.Tensor) else given.dtype.kind in "biuf"
         if not real:  # audit 36: objects met torch's own error, complex numbers lost their imaginary part in silence
             raise ValueError(f"x must hold real numbers, got {given.dtype}")
+        if not isinstance(given, torch.Tensor):  # torch takes no negative strides (x[::-1]: audit 45)
+            given = np.ascontiguousarray(given)
         xt = torch.as_tensor(given, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(xt.shape)}")
@@ -324,6 +344,8 @@ class TrainedModel:
             raise ValueError(f"t must be one time or one per cell ({len(xt)}), got shape {tuple(tt.shape)}")
         if check_times:
             self._check_times(tt)
+        if check_far:
+            self._warn_far(xt)
         return xt, tt.expand(len(xt)).contiguous() if tt.ndim == 0 else tt
 
     def _check_times(self, times) -> None:
@@ -488,7 +510,7 @@ class TrainedModel:
 
         for lo in range(0, n, int(batch_size)):
             hi = min(n, lo + int(batch_size))
-            (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False), {}
+            (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False, check_far=lo == 0), {}
             if method == "sde":
                 batch_noise = lambda t, lo=lo, hi=hi: noise(t, lo, hi)  # noqa: E731
                 steps = integrate.sde_steps(self.flow, xb, grid, self._sigma_at, batch_noise)
