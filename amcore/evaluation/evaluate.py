@@ -72,7 +72,8 @@ def distances(
     ``w1``/``w2``: exact OT on seeded subsamples of at most ``max_exact_size`` cells per side;
     ``w1_subsample_noise``: exact W1 between two disjoint seeded subsamples of the observed cells, the first of as
     many cells as the prediction has (``prediction_size``; at most ``max_exact_size`` and half the observed), the
-    second of the rest (at most ``max_exact_size``): what a perfect prediction of that size would score. Pass
+    second of the rest (at most ``max_exact_size``): what a perfect prediction of that size would score, or more
+    where the prediction outnumbers half the observed cells (``metrics.subsample_noise``). Pass
     ``noise`` to reuse it for another prediction of the same size;
     ``sliced_w1``/``sliced_w2``: sliced distances on all cells over ``projections`` directions; ``mmd``
     (squared, multi-bandwidth RBF), ``energy`` and ``neighbour_excess`` (unweighted predictions only:
