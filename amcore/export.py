@@ -153,6 +153,8 @@ def _provenance(snaps, store: str | Path) -> dict:
             "store": str(store),
             "data_sha256": str(provenance.get("sha256", "")),
             "data": _text(provenance),
+            # a simulation's parameters (audit 45: a received export named the simulator, not its dim or times)
+            **({"ground_truth": _text(snaps.attrs["ground_truth"])} if "ground_truth" in snaps.attrs else {}),
             "preprocess": _text(snaps.attrs.get("preprocess", {}).get("config", {})),
             "holdout_times": np.asarray(snaps.attrs.get("holdout_times", []), dtype=np.float64),
             "amcore_version": _version(),

@@ -88,6 +88,7 @@ def test_each_cell_gets_each_models_fields_at_its_own_time(trained, tmp_path):
     assert "growth_rate_am" not in adata.obs
     uns = adata.uns["amcore"]
     assert json.loads(uns["data"])["simulator"] == "gaussian_path" and list(uns["holdout_times"]) == [0.5]
+    assert json.loads(uns["ground_truth"]) == json.loads(json.dumps(snaps.attrs["ground_truth"]))  # its parameters too
     assert dict(uns["mlflow"]) == {}  # untracked here; the pipeline test sees the run ids
 
 
