@@ -198,25 +198,28 @@ class TrainedModel:
             return x.astype(np.float32)
         out = np.asarray(fitted.transform_velocity(x) if velocity else fitted.transform(x), dtype=np.float32)
         if not velocity:
-            self._warn_far(out)
+            self._warn_far(out, preprocessed=True)
         return out
 
-    def _warn_far(self, z: np.ndarray) -> None:
-        """Warn when preprocessed cells lie far beyond the training cells (audit 24: raw counts where the model took
-        log-normalised ones came out 30 times farther out, in silence): their median distance from the training
-        cells' mean, in the training cells' root-mean-square distance (1: as far out as they are), above
-        ``FAR_CELLS``."""
+    def _warn_far(self, z, preprocessed: bool = False) -> None:
+        """Warn when cells in this model's coordinates lie far beyond the training cells: their median distance from
+        the training cells' mean, in the training cells' root-mean-square distance (1: as far out as they are),
+        above ``FAR_CELLS``. From ``preprocess`` (audit 24: raw counts where the model took log-normalised ones came
+        out 30 times farther out, in silence) or given to a field or push (audit 45: genes in their own units where
+        the model took standardised ones)."""
         center, scale = self.model_args.get("x_center"), self.model_args.get("x_scale")
         if center is None or not scale or not len(z):
             return
         z = z.detach().cpu().double().numpy() if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float64)
         far = float(np.median(np.linalg.norm(z - np.asarray(center), axis=1))) / (scale * np.sqrt(self.dim))
         if far > FAR_CELLS:
+            question = ("are they normalised as the training data were (docs/anndata.md)" if preprocessed else
+                        f"are they in this model's coordinates, {self.coordinates} (model.preprocess brings the "
+                        "input's cells there)")  # fmt: skip
             warnings.warn(
                 f"these cells lie {far:.3g} times as far from the training cells' mean as those do (median against "
-                f"root mean square): are they in this model's coordinates, {self.coordinates} (model.preprocess "
-                "brings the input's cells there), and normalised as the training data were (docs/anndata.md)? There "
-                "the network only extrapolates", stacklevel=_outside_this_module(),
+                f"root mean square): {question}? There the network only extrapolates",
+                stacklevel=_outside_this_module(),
             )  # fmt: skip
 
     def _anndata_cells(self, adata, names):
