@@ -559,25 +559,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         drawn_box = view.box(snapshots, box)
         shown = plots.shown_features(drawn_box, count=3)  # constant features make no axis
         frame = plots.frame(truth, drawn_box)  # a few far cells set no axis
+        held_out = snaps.attrs.get("holdout_times", [])
         plots.marginals(plots_dir / "marginals.png", truth, pushed, times, f"{title}: observed vs pushed",
-                        axis_names=names, weights=carried, shown=shown[:2], frame=frame,
-                        held_out=snaps.attrs.get("holdout_times", []))  # fmt: skip
+                        axis_names=names, weights=carried, shown=shown[:2], frame=frame, held_out=held_out)  # fmt: skip
         plots.trajectories(plots_dir / "trajectories.png", view.cells(traj["x"]), truth, f"{title}: trajectories",
                            times=times, shown=shown[:2], axis_names=names, path_times=traj["time"].values,
-                           frame=frame)  # fmt: skip
+                           frame=frame, held_out=held_out)  # fmt: skip
         plots.action_audit(plots_dir / "action.png", audit, f"{title}: kinetic action per interval",
-                           noisy=audit["action_noise"] > ACTION_NOISE)  # fmt: skip
+                           noisy=audit["action_noise"] > ACTION_NOISE, times=times, held_out=held_out,
+                           growth=model.objective == "uam")  # fmt: skip
         observed_mass = snaps.masses() / snaps.masses()[0]
         predicted_mass = np.ones(len(times)) if carried is None else [float(np.mean(w)) for w in carried]
         uam = model.objective == "uam"
         plots.growth(plots_dir / "growth.png", times, observed_mass, predicted_mass,
                      f"{title}: " + ("mass and learned growth rate" if uam else "mass (balanced: held at 1)"),
                      rate=view.scalar(model.growth_rate) if uam else None, truth=truth, axis_names=names,
-                     shown=shown[:2], held_out=snaps.attrs.get("holdout_times", []))  # fmt: skip
+                     shown=shown[:2], held_out=held_out)  # fmt: skip
         plots.projections(plots_dir / "projections.png", truth, pushed, times, f"{title}: observed vs pushed",
-                          weights=carried, shown=shown, axis_names=names)  # fmt: skip
+                          weights=carried, shown=shown, axis_names=names, held_out=held_out)  # fmt: skip
         over_time = {name: result[name] for name in ("mmd", "mmd_paper_by_time") if isinstance(result.get(name), dict)}
-        plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: squared MMD of pushed vs observed cells")
+        plots.distances_over_time(plots_dir / "mmd.png", over_time, f"{title}: squared MMD of pushed vs observed cells",
+                                  held_out=held_out)  # fmt: skip
         from amcore.data.simulate import truth_fields
 
         field = "drift" if model.objective == "eam" else "velocity"
@@ -596,6 +598,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 shown=shown[:2],
                 axis_names=names,
                 box=frame,
+                cells=truth,
+                held_out=held_out,
             )
         else:
             plots.velocity_curves(plots_dir / "velocity.png", view.field(lambda x, t: model.fields(x, t)[field]),

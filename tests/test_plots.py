@@ -179,11 +179,53 @@ def test_the_held_out_figure_says_where_the_noise_floor_is(figures):
     summary = {"am": {"2": np.array([1.10, 1.12]), "mean": np.array([1.11])},
                "copy_prev": {"2": np.array([1.30]), "mean": np.array([1.30])}}  # fmt: skip
     plots.holdout_bars("unused.png", summary, "W1", {"2": 0.129, "mean": 1.2})
-    (fig,) = figures
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.texts] == ["floor 0.129"]
+    plots.holdout_bars("unused.png", summary, "W1", {"2": 0.129, "mean": 0.1})
+    ax, below = figures[0].axes[0], figures[1].axes[0]
+    # under its group's label, not at the middle method's dot (audit 47: it overprinted the best method)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["t = 2\nfloor 0.129", "mean"] and not ax.texts
     (line,) = [c for c in ax.collections if c.get_linestyle()[0][1] is not None]  # the dashed segment
     assert line.get_segments()[0][0][1] == pytest.approx(1.2)
+    assert "noise floor" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "noise floor" not in [t.get_text() for t in below.get_legend().get_texts()]  # no line drawn: no entry
+
+
+def test_every_figure_marks_the_held_out_time_and_says_what_its_numbers_are(figures):
+    """Audit 47: only marginals.png marked the held-out time (a peak of mmd.png there read as a failure); one total
+    of points beyond marginals.png's frame hid 35 % of one time's pushed mass; mmd.png's title was cut at both
+    edges; uAM's action ratio stood bare; the true arrows vanished under the learned ones; the same method took
+    another colour in the training table's figure than in the held-out one's."""
+    times, held = [0.0, 0.5, 1.0], [0.5]
+    truth = _cells(3, 200)
+    far = [x + 50.0 * (k == 2) for k, x in enumerate(_cells(3, 200))]  # the last time's push far off the frame
+    plots.marginals(
+        "unused.png", truth, far, times, "title", frame=plots.frame(truth, np.array([[-9.0] * 3, [9.0] * 3]))
+    )
+    plots.projections("unused.png", truth, truth, times, "title", held_out=held)
+    long = "otcfm (FM): squared MMD of pushed vs observed cells, a title far wider than its figure"
+    plots.distances_over_time("unused.png", {"mmd": {"0.5": 0.2, "1": 0.01}}, long, held_out=held)
+    audit = {"action_flow": {"0-0.5": 1.0, "0.5-1": 2.0}, "action_geodesic": {"0-0.5": 2.0, "0.5-1": 3.0},
+             "action_ratio": 0.6}  # fmt: skip
+    plots.action_audit("unused.png", audit, "title", times=times, held_out=held, growth=True)
+    plots.velocity_field("unused.png", lambda p, t: p, lambda p, t: p, times, np.concatenate(truth)[:, :2], "title",
+                         cells=[x[:, :2] for x in truth], held_out=held)  # fmt: skip
+    plots.metric_by_time("unused.png", times, {"am": [1, 2, 3], "otcfm": [1, 2, 3]}, "W1", "title")
+    marg, proj, mmd, action, velocity, by_time = figures
+    panels = [ax.get_title() for ax in marg.axes if ax.collections]
+    assert panels[:2] == ["t = 0", "t = 0.5"] and panels[2] == "t = 1\n200/200 pushed off the frame"
+    assert [ax.get_title() for ax in proj.axes if ax.get_title()] == ["t = 0", "t = 0.5 (held out)", "t = 1"]
+    ax = mmd.axes[0]
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"] == [0.5]
+    width = max(len(line) for line in mmd._suptitle.get_text().split("\n"))
+    assert width <= mmd.get_figwidth() * 9 and "otcfm (FM)" in mmd._suptitle.get_text()
+    ax = action.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0-0.5*", "0.5-1*"]
+    assert "the geodesic bounds no uAM flow" in ax.get_title()
+    assert [ax.get_title(loc="left") for ax in velocity.axes[:3]] == ["t = 0", "t = 0.5 (held out)", "t = 1"]
+    learned, true = (q for q in velocity.axes[0].collections if hasattr(q, "U"))  # quivers, learned first
+    assert true.get_zorder() > learned.get_zorder() and velocity.axes[0].collections[0].get_offsets().shape == (200, 2)
+    styles, cmap = plots.method_styles(["am", "otcfm"]), plots.plt.get_cmap("tab20")
+    for line in by_time.axes[0].lines:
+        assert plots.matplotlib.colors.to_rgba(line.get_color()) == cmap(styles[line.get_label()])
 
 
 def test_one_dimensional_data_get_velocity_curves(figures):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,18 @@ def _hold(ax, frame: np.ndarray | None, shown: tuple[int, ...]) -> None:
         ax.set_ylim(frame[0][shown[1]], frame[1][shown[1]])
 
 
+def _fit(title: str, fig) -> str:
+    """``title`` in lines that fit ``fig``'s width, at a suptitle's size (audit 47: mmd.png's cut the model's name
+    off at both edges)."""
+    return textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 9)))
+
+
+def _time_title(t, held_out=()) -> str:
+    """``t = 0.3``, marked where the time was held out: never trained on (audit 47: only marginals.png said so)."""
+    unseen = any(np.isclose(float(t), float(h), rtol=1e-9, atol=0.0) for h in held_out)
+    return f"t = {t:.3g}" + (" (held out)" if unseen else "")
+
+
 def _project(x: np.ndarray, shown: tuple[int, ...] = (0, 1)) -> np.ndarray:
     """The two drawn features of each row (a 1-d row: its feature against 0)."""
     x = np.asarray(x)
@@ -302,14 +315,16 @@ def marginals(
     for k, (ax, t, xt, xp) in enumerate(zip(axes.flat, times, truth, predicted, strict=False)):
         a = _project(_subsample(xt, max_points // 2, rng), shown)
         b = _project(_by_weight(xp, None if weights is None else weights[k], max_points // 2, rng), shown)
-        beyond += [_outside(a, frame, shown), _outside(b, frame, shown)] if len(shown) >= 2 else [0, 0]
+        out = [_outside(a, frame, shown), _outside(b, frame, shown)] if len(shown) >= 2 else [0, 0]
+        beyond += out
         if len(shown) < 2:
             _histograms(ax, a[:, 0], b[:, 0], "pushed")
         else:
             ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, c="tab:blue", label="observed", rasterized=True)
             ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="pushed", rasterized=True)
-        unseen = any(np.isclose(float(t), float(h), rtol=1e-9, atol=0.0) for h in held_out)
-        ax.set_title(f"t = {t:.3g}" + (" (held out)" if unseen else ""), fontsize=9 if n <= 12 else 8)
+        # each panel counts its own pushed points off the frame (audit 47: one total hid 35 % of one time's)
+        spill = f"\n{out[1]}/{len(b)} pushed off the frame" if out[1] else ""
+        ax.set_title(_time_title(t, held_out) + spill, fontsize=7 if spill else 9 if n <= 12 else 8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -318,8 +333,9 @@ def marginals(
     axes.flat[0].legend(markerscale=5, fontsize=7, loc="best")
     _hold(axes.flat[0], frame, shown)  # the axes are shared
     if beyond.any():
-        title += (f"\n{beyond[0]} observed and {beyond[1]} pushed points drawn lie beyond the frame (it holds "
-                  f"{FRAME_SHARE:.1%} of the observed cells)")  # fmt: skip
+        title += (f"\n{beyond[0]} observed and {beyond[1]} pushed points drawn lie beyond the frame (the central "
+                  f"{FRAME_SHARE:.1%} of the observed cells, within their range; each panel counts its "
+                  "own)")  # fmt: skip
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path, dpi=110 if n <= 12 else 90)
@@ -336,7 +352,7 @@ def _histograms(ax: plt.Axes, observed: np.ndarray, predicted: np.ndarray, label
 def trajectories(
     path: Path, traj, truth: list[np.ndarray], title: str, n_paths: int = MAX_PATHS, times=None,
     max_points: int = MAX_POINTS, seed: int = 0, shown: tuple[int, ...] = (0, 1), axis_names: list[str] | None = None,
-    path_times=None, frame: np.ndarray | None = None,
+    path_times=None, frame: np.ndarray | None = None, held_out=(),
 ) -> None:  # fmt: skip
     """Paths of a seeded subsample of at most ``n_paths`` particles of ``traj(step, particle, feature)`` (numpy, or
     lazy: only those particles are read) over at most ``max_points`` observed cells coloured by time (``times``,
@@ -380,7 +396,9 @@ def trajectories(
     if not flat:
         _hold(ax, frame, shown)
     beyond = f"; {leaving} leave the frame ({FRAME_SHARE:.1%} of the observed cells)" if leaving else ""
-    ax.set_title(f"{title}\n{len(idx)} of {n} particles{beyond}", fontsize=10)
+    unseen = ", ".join(f"{float(h):.3g}" for h in held_out)
+    unseen = f"\nheld out (drawn, never trained on): t = {unseen}" if unseen else ""
+    ax.set_title(f"{title}\n{len(idx)} of {n} particles{beyond}{unseen}", fontsize=10)
     fig.tight_layout()
     _save(fig, path, dpi=110)
 
@@ -405,8 +423,10 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
     W1, from fresh samples of the true law, averaged over the times (audit 33: the models read 35 % under the
     halves' line, as if better than perfect)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    colours, styles = plt.get_cmap("tab20"), method_styles(list(series))  # a method's look in every figure
     for name, values in series.items():
-        ax.plot(times, values, marker="o", ms=3, label=name)
+        ax.plot(times, values, marker=MARKERS[styles[name] % len(MARKERS)], ms=3, color=colours(styles[name]),
+                label=name)  # fmt: skip
     if floor is not None:
         ax.plot(times, floor, color="0.5", ls="--", lw=1, label="W1 between two halves of the observed cells")
         ax.set_ylim(bottom=0)
@@ -492,20 +512,20 @@ def _holdout_dots(ax, summary: dict[str, dict[str, np.ndarray]], groups: list[st
             if not np.isfinite(m):  # a failed prediction (NaN cells) has no dot: say so where it would stand
                 ax.text(xi, 0.5, "failed", rotation=90, ha="center", va="center", transform=ax.get_xaxis_transform())
     low, high = ax.get_ylim()
+    labels = [h if h == "mean" else (h if many else f"t = {h}") for h in groups]
+    lines = 0
     for g, h in enumerate(groups):
         level = (floor or {}).get(h)
         if level is None or not np.isfinite(level):
             continue
         if low <= level <= high:
             ax.hlines(level, g - 0.45, g + 0.45, colors="0.4", linestyles="dashed", lw=0.8)
-        else:  # far below (or above): a line would flatten every difference between the methods
-            below = level < low
-            ax.text(g, 0.02 if below else 0.98, f"floor {level:.3g}", ha="center", va="bottom" if below else "top",
-                    fontsize=7, color="0.35", transform=ax.get_xaxis_transform())  # fmt: skip
+            lines += 1
+        else:  # off the axis: a line would flatten every difference; written under the group, over no dot
+            labels[g] += f"\nfloor {level:.3g}"
     ax.set_ylim(low, high)
-    if floor:
+    if lines:
         ax.plot([], [], color="0.4", ls="dashed", lw=0.8, label="noise floor")
-    labels = [h if h == "mean" else (h if many else f"t = {h}") for h in groups]
     ax.set_xticks(range(len(groups)), labels, rotation=90 if many else 0, fontsize=8 if many else None)
     for g in range(1, len(groups)):
         ax.axvline(g - 0.5, color="0.85", lw=0.6)
@@ -647,9 +667,11 @@ def velocity_curves(
 
 def velocity_field(
     path: Path, learned, truth, times, x: np.ndarray, title: str, potential=None, shown: tuple[int, int] = (0, 1),
-    axis_names: list[str] | None = None, box: np.ndarray | None = None,
+    axis_names: list[str] | None = None, box: np.ndarray | None = None, cells: list | None = None, held_out=(),
 ) -> None:  # fmt: skip
-    """Arrows of the learned field (and, in grey, the true one when known) at three times.
+    """Arrows of the learned field (and, outlined in black, the true one when known) at three times, over that
+    time's observed ``cells`` where given (one array per time: where the field was trained, and where the arrows
+    are extrapolation; audit 47).
 
     A grid over the ``shown`` two dimensions of ``x`` over their range (``box``, as :func:`velocity_curves`;
     ``axis_names``: every feature's name), other coordinates at their mean; ``learned(points, t)`` and
@@ -675,7 +697,11 @@ def velocity_field(
     sx, sy, shaded = plane(np.linspace(*limits[0], 17), np.linspace(*limits[1], 17))  # the potential, to the edges
     labels = axis_labels(axis_names, shown, x.shape[1])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
+    rng = np.random.default_rng(0)
     for ax, t in zip(axes, picks, strict=True):
+        if cells is not None:
+            seen = _project(_subsample(cells[list(times).index(t)], MAX_POINTS // 4, rng), shown)
+            ax.scatter(seen[:, 0], seen[:, 1], s=2, alpha=0.35, c="tab:blue", rasterized=True, linewidths=0, zorder=1)
         v = np.asarray(learned(grid, t))[:, [i, j]]
         if potential is not None:
             levels = ax.contourf(sx, sy, potential(shaded, t).reshape(sx.shape), levels=14, cmap="Greys", alpha=0.5)
@@ -686,23 +712,26 @@ def velocity_field(
         longest_any = max(np.linalg.norm(w, axis=1).max() for w in (v, u) if w is not None)
         # (the shorter of the two spacings: an arrow is as long along either axis, and the margin is a cell)
         arrows = {"scale_units": "xy", "angles": "xy", "scale": max(longest_any, 1e-300) / min(cell_x, cell_y)}
-        if u is not None:
-            ax.quiver(grid[:, i], grid[:, j], u[:, 0], u[:, 1], color="0.6", label="true", **arrows)
         drawn = ax.quiver(grid[:, i], grid[:, j], v[:, 0], v[:, 1], color="tab:red", alpha=0.8, label="learned",
-                          **arrows)  # fmt: skip
+                          zorder=2, **arrows)  # fmt: skip
+        if u is not None:  # outlined over the learned ones: grey under them, they vanished where the two agree
+            ax.quiver(grid[:, i], grid[:, j], u[:, 0], u[:, 1], facecolor="none", edgecolor="black", linewidth=0.6,
+                      label="true", zorder=3, **arrows)  # fmt: skip
         longest = float(longest_any)  # each panel has its own scale: say it, one (shorter) grid cell long
         ax.quiverkey(drawn, 0.78, 1.03, longest, f"{longest:.2g} / unit time", labelpos="E", fontproperties={"size": 7})
-        ax.set_title(f"t = {t:.3g}", fontsize=9, loc="left")
+        ax.set_title(_time_title(t, held_out), fontsize=9, loc="left")
         ax.set_xlabel(labels[0], fontsize=8)
         ax.set_xlim(*limits[0])
         ax.set_ylim(*limits[1])
     axes[0].set_ylabel(labels[1], fontsize=8)
     # Arrows as lines in the legend: quiver's own handle is a box, read as the potential's grey shading (audit 26);
     # beside the title, over no arrow (audit 33: inside a panel it hid a corner of the field)
-    keys = [("true", "0.6")] if truth is not None else []
+    keys = [("true (outlined)", "black")] if truth is not None else []
     handles = [Line2D([], [], color=colour, lw=2, label=name) for name, colour in [*keys, ("learned", "tab:red")]]
+    if cells is not None:
+        handles.append(Line2D([], [], color="tab:blue", marker="o", ls="", ms=3, label="observed cells"))
     fig.legend(handles=handles, fontsize=7, loc="upper right", ncols=len(handles), frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig))
     fig.tight_layout()
     _save(fig, path, dpi=110)
 
@@ -760,7 +789,7 @@ def growth(
         for ax, t, x, r in zip(panels, times, cells, rates, strict=True):
             a = _project(x, shown)
             ax.scatter(a[:, 0], a[:, 1], s=3, c=r, cmap="coolwarm", norm=norm, rasterized=True, linewidths=0)
-            ax.set_title(f"t = {t:.3g}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
+            ax.set_title(f"{_time_title(t, held_out)}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
             ax.tick_params(labelsize=7)
         names = axis_labels(axis_names, shown, truth[0].shape[1])
         for ax in panels:
@@ -774,12 +803,15 @@ def growth(
     _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
-def action_audit(path: Path, audit: dict, title: str, noisy: bool = False) -> None:
+def action_audit(path: Path, audit: dict, title: str, noisy: bool = False, times=(), held_out=(),
+                 growth: bool = False) -> None:  # fmt: skip
     """Bars per observed interval: the learned flow's kinetic action, the W2 geodesic's (the least any flow through
     the snapshots' laws spends; its cells' estimate, with +-2 sd of their sampling), what two samples of one law
     show by chance and, with a simulator, the true process's. ``noisy``: that chance is most of the geodesic, and
     the title says the ratio measures it (audit 27: a ratio of 0.07 printed bare, one its log called
-    meaningless)."""
+    meaningless). ``times``: the observed times, whose intervals with a ``held_out`` end are starred (never trained
+    on as such); ``growth`` (uAM): growth stands in for transport, so no geodesic bounds the flow (audit 47: its
+    ratio of 0.42 stood bare)."""
     drift = "action_diffusion" in audit  # eAM's: its drift's energy, which the geodesic does not bound
     learned = "learned drift (∫ E|b|² dt; not bounded by the geodesic)" if drift else "learned flow"
     # The snapshots' geodesic bounds the action of a flow through their laws; the cells' own estimate of it moves
@@ -799,10 +831,18 @@ def action_audit(path: Path, audit: dict, title: str, noisy: bool = False) -> No
         sd = audit.get("action_geodesic_sd") if name == geodesic else None
         ax.bar(np.arange(len(intervals)) + (i - (len(series) - 1) / 2) * width, list(values.values()), width,
                label=name, yerr=None if sd is None else 2 * np.array(list(sd.values())), capsize=2)  # fmt: skip
-    ax.set_xticks(np.arange(len(intervals)), intervals, rotation=45 if len(intervals) > 8 else 0)
-    ax.set_xlabel("observed interval")
+    starred = [False] * len(intervals)
+    if len(times) == len(intervals) + 1:
+        ends = [_time_title(t, held_out).endswith("(held out)") for t in times]
+        starred = [a or b for a, b in zip(ends[:-1], ends[1:], strict=True)]
+    ax.set_xticks(np.arange(len(intervals)), [f"{name}*" if star else name for name, star in
+                                              zip(intervals, starred, strict=True)],
+                  rotation=45 if len(intervals) > 8 else 0)  # fmt: skip
+    ax.set_xlabel("observed interval" + (" (*: an end held out, never trained on)" if any(starred) else ""))
     ax.set_ylabel("∫ E|v|² dt")
     ratio = "" if drift else f"\n(flow / geodesic = {audit['action_ratio']:.3g})"  # its own line: never cut off
+    if ratio and growth:
+        ratio += "\ngrowth stands in for transport: the geodesic bounds no uAM flow"
     if ratio and noisy:  # a line of its own too: the narrowest figure cut it off
         ratio += "\nthe geodesic is mostly sampling noise: the ratio says little"
     ax.set_title(title + ratio, fontsize=10)
@@ -814,6 +854,7 @@ def action_audit(path: Path, audit: dict, title: str, noisy: bool = False) -> No
 def projections(
     path: Path, truth: list[np.ndarray], predicted: list[np.ndarray], times, title: str, n_points: int = 1500,
     weights: list[np.ndarray] | None = None, shown: tuple[int, ...] = (0, 1, 2), axis_names: list[str] | None = None,
+    held_out=(),
 ) -> None:  # fmt: skip
     """Observed against pushed cells in three 2-d projections of the ``shown`` features (rows: x0-x1, x0-x2, x1-x2 of
     the first three; fewer for fewer dimensions; ``axis_names``: every feature's name)
@@ -837,7 +878,7 @@ def projections(
                 ax.scatter(x[:, i], np.zeros(len(x)) if j is None else x[:, j], s=1.5, alpha=0.3, c=color,
                            label=label, rasterized=True)  # fmt: skip
             if row == 0:
-                ax.set_title(f"t = {times[k]:.3g}", fontsize=9)
+                ax.set_title(_time_title(times[k], held_out), fontsize=9)
             if col == 0:
                 ax.set_ylabel(names[j] if j is not None else "", fontsize=8)
             ax.set_xlabel(names[i], fontsize=8)
@@ -851,18 +892,23 @@ def projections(
 DISTANCE_LABELS = {"mmd": "squared MMD (unbiased: below 0 near a match)"}
 
 
-def distances_over_time(path: Path, series: dict[str, dict[str, float]], title: str) -> None:
+def distances_over_time(path: Path, series: dict[str, dict[str, float]], title: str, held_out=()) -> None:
     """One panel per distance (each on its own scale), its value at each scored time: e.g. amcore's ``mmd`` beside the
-    paper's ``mmd_paper``. ``series`` maps a name to ``{"<t>": value}`` as metrics.json holds them."""
+    paper's ``mmd_paper``. ``series`` maps a name to ``{"<t>": value}`` as metrics.json holds them; ``held_out``
+    times get a dotted line (a peak there is the time never trained on, not a failure)."""
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.3), squeeze=False)
     for ax, (name, values) in zip(axes[0], series.items(), strict=True):
         ts = [float(t) for t in values]
         ax.plot(ts, list(values.values()), marker="o", ms=3)
         ax.axhline(0.0, color="0.6", lw=0.6)
+        for k, h in enumerate(held_out):
+            ax.axvline(float(h), color="0.4", ls=":", lw=1, label=None if k else "held out (never trained on)")
+        if len(held_out):
+            ax.legend(fontsize=7)
         ax.set_xlabel("t")
         ax.set_title(name, fontsize=9)
         ax.set_ylabel(DISTANCE_LABELS.get(name, name), fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig))
     fig.tight_layout()
     _save(fig, path, dpi=110)
