@@ -217,8 +217,8 @@ def subsample_noise(
 
     Two samples of one law are this far apart by chance. With ``2 * max_size`` points or more the halves have the
     size of the subsamples :func:`wassersteins` compares; with fewer they are two random halves, smaller than those
-    subsamples, and the value is an upper estimate of their noise (W_p between samples shrinks as they grow: 1.2 to
-    1.6 times a perfect prediction's W1 in 1 to 3 dimensions at a few hundred points, benchmarks/noise_floor.py).
+    subsamples, and the value is an upper estimate of their noise (W_p between samples shrinks as they grow: about 1.1
+    to 1.6 times a perfect prediction's W1 in 1 to 3 dimensions at a few hundred points, benchmarks/noise_floor.py).
     Weighted points keep their weights, renormalised within each half.
     Raises ``TooFewPoints`` below two points, ``NonFiniteError`` on NaN or inf points or weights.
     """

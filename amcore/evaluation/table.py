@@ -252,7 +252,8 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
         (("w1_subsample_noise",), "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at "
          "most half of them each, the first as large as the prediction: about what a perfect prediction of its size "
          "would score, or more where the prediction outnumbers half the observed cells (its subsample is then the "
-         "smaller: 1.2 to 1.6 times a perfect prediction's in 1 to 3 dimensions at a few hundred cells, 1.03 in 50, "
+         "smaller: about 1.1 to 1.6 times a perfect prediction's in 1 to 3 dimensions at a few hundred cells, 1.03 in "
+         "50, "
          "docs/metrics.md), so a `w1` near or even below it is not proof of a perfect prediction; it is no "
          "yardstick for the difference of two methods scored on the same cells (the paired section of a held-out "
          "table is)"),

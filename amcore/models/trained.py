@@ -26,7 +26,8 @@ from amcore.models.potentials import Potential, VectorField, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
-FAR_CELLS = 5.0  # preprocessed cells this many times farther out than the training cells (median) are warned of
+FAR_CELLS = 5.0  # cells this many times farther out than the training cells (median) are warned of
+FAR_SAMPLE = 10_000  # the cells whose median distance is read: the check's memory stays small whatever x's size
 
 
 def build_network(model_args: dict) -> nn.Module:
@@ -210,15 +211,19 @@ class TrainedModel:
         center, scale = self.model_args.get("x_center"), self.model_args.get("x_scale")
         if center is None or not scale or not len(z):
             return
+        z = z[:: max(1, len(z) // FAR_SAMPLE)]
         z = z.detach().cpu().double().numpy() if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float64)
         far = float(np.median(np.linalg.norm(z - np.asarray(center), axis=1))) / (scale * np.sqrt(self.dim))
         if far > FAR_CELLS:
-            question = ("are they normalised as the training data were (docs/anndata.md)" if preprocessed else
-                        f"are they in this model's coordinates, {self.coordinates} (model.preprocess brings the "
-                        "input's cells there)")  # fmt: skip
+            where = "" if preprocessed else f"in this model's coordinates ({self.coordinates}"
+            where += "" if preprocessed or self._preprocessing is None else "; model.preprocess brings cells there"
+            where += "" if preprocessed else "), and "
+            # no number in the message: Python shows a warning once per place, not once per call (a push of an eAM
+            # model that ran off warned at every step)
             warnings.warn(
-                f"these cells lie {far:.3g} times as far from the training cells' mean as those do (median against "
-                f"root mean square): {question}? There the network only extrapolates",
+                f"these cells lie more than {FAR_CELLS:g} times as far from the training cells' mean as those do "
+                f"(median against root mean square): are they {where}normalised as the training data were "
+                "(docs/anndata.md)? There the network only extrapolates",
                 stacklevel=_outside_this_module(),
             )  # fmt: skip
 
@@ -283,7 +288,8 @@ class TrainedModel:
     def _by_columns(self, x):
         """A DataFrame's columns matched to this model's features by name (audit 16: columns in another order than
         the training's moved the wrong features, in silence, where ``preprocess`` and the MLflow model match them);
-        positional where the model recorded no names; a scipy sparse matrix dense; any other input as given. An
+        where the model recorded none, by its names x0, x1, ... (columns 0, 1, ... of a DataFrame made from an array
+        by position); a scipy sparse matrix dense; any other input as given. An
         AnnData is refused with the way to its cells (audit 24: numpy's error spoke of 64 dimensions)."""
         if hasattr(x, "var_names") and hasattr(x, "X"):
             raise ValueError("x is an AnnData: this model answers in its own coordinates; model.preprocess(adata) "
@@ -300,10 +306,12 @@ class TrainedModel:
         if recorded:
             positions, missing = _columns_by_name(names, list(recorded))
             if missing:
+                why = ("the model answers in its own coordinates (model.preprocess brings cells in the input's "
+                       "features there)" if self.info.get("feature_names") else "its input named no features: name "
+                       "the columns so, or pass an array in their order")  # fmt: skip
                 raise ValueError(f"x's columns ({names[:5]}{' ...' if len(names) > 5 else ''}) lack {len(missing)} of "
-                                 f"this model's features: {missing[:5]}{' ...' if len(missing) > 5 else ''}; the model "
-                                 "answers in its own coordinates (model.preprocess brings cells in the input's "
-                                 "features there)")  # fmt: skip
+                                 f"this model's features: {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
+                                 f"{why}")  # fmt: skip
             x = x.iloc[:, positions]  # other columns (a cell type, a time) left out
         try:
             return x.to_numpy(dtype=np.float64, na_value=np.nan)
