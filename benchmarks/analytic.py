@@ -12,7 +12,7 @@ error under ``p_t`` of its field at the observed times (``evaluate.score_truth``
   hour a model on 2 cores); both on the mixture of two interleaved straight paths (``stride: 2``), there AM also
   with the potential head ``inner`` and with the pathwise estimator.
 - ``ou``: eAM's drift on a 3-d Ornstein-Uhlenbeck process (rates, noise and start other than the built-in's).
-- ``growth``: uAM's growth rate on a growing, moving 3-d Gaussian.
+- ``growth``: uAM's growth rate on a growing, moving 3-d Gaussian, on the OT path and on the unbalanced one.
 
     python benchmarks/analytic.py [--cases rotating ou growth] [--dims 3 7] [--seeds 0 1 2] [--cells 2000]
                                    [--models am_linear fm]
@@ -99,7 +99,8 @@ def models(case: str) -> dict[str, dict]:
         }
     if case == "ou":
         return {"eam": {"objective": "eam", "sigma": 0.7, "coupling": "entropic"}}
-    return {"uam": {"objective": "uam", "growth": 0.4, "units": "data"}}  # the simulator's growth 0.4, in its units
+    uam = {"objective": "uam", "growth": 0.4, "units": "data"}  # the simulator's growth 0.4, in its units
+    return {"uam": uam, "uam_unbalanced": {**uam, "coupling": "unbalanced"}}
 
 
 def simulators(case: str, dims: list[int], seeds: list[int]):

@@ -37,6 +37,20 @@ chord is less noisy. Every path starts at the first snapshot and ends at the las
 as each path and AM's boundary terms are unchanged. At an observed time the mixture holds that snapshot (from the
 paths through it) and the chord of the others that cross it.
 
+Where the population grows or dies unevenly (uAM), a balanced plan between two snapshots, each normalised to one,
+has to carry cells from a subpopulation whose share falls into one whose share rises (audit 46: 196 of 250 cells
+of a dying cluster moved into a growing one five spreads away). The ``unbalanced`` coupling first asks how much of
+each cell's mass is carried and how much is created or destroyed in place: the Hellinger-Kantorovich (Wasserstein-
+Fisher-Rao) problem between the two snapshots' masses, whose cost ``-log cos^2(min(|x - y| / delta, pi / 2))`` and
+KL terms are the static form of uAM's own action ``|v|^2 + g^2 / lam`` at ``delta = 2 / sqrt(lam)`` (Liero, Mielke
+and Savaré 2018; Chizat et al. 2018), solved with a little entropy since only its marginals are read. Those
+marginals ``r`` (what leaves each cell of the first time) and ``c`` (what arrives at each cell of the second) are
+then paired by exact OT, and each pair's mass runs geometrically from ``a_i / r_i`` to ``b_j / c_j`` times the
+total's log-linear course (``a``, ``b``: the snapshots' own shares). At the observed times the path's weighted
+marginals are the snapshots exactly, whatever ``r`` and ``c`` are; ``r`` and ``c`` only choose who is paired with
+whom and where mass grows. Their ratios to ``a`` and ``b`` are held within ``MASS_RATIO_CAP`` (a cell that all but
+dies would be drawn rarely with a huge weight).
+
 Dense frames (a simulation's 1,000 time steps) need no coupling: ``nearest`` draws ``q_t`` from one of the two
 frames around ``t``, the later with probability ``tau = (t - t_k) / (t_{k+1} - t_k)``, so ``q_t = (1 - tau) q_k +
 tau q_{k+1}``. The AM paper rounds ``t`` to the nearest frame instead; that path is constant between midpoints and
@@ -63,7 +77,9 @@ import torch
 from amcore.data.simulate import GrowingGaussian, Simulator
 from amcore.data.store import Snapshots, check_time_resolution
 
-COUPLINGS = ("independent", "ot", "entropic")
+COUPLINGS = ("independent", "ot", "entropic", "unbalanced")
+UNBALANCED_REG = 0.05  # the entropy of the unbalanced problem, against costs of order 1: its marginals only are read
+MASS_RATIO_CAP = 10.0  # the unbalanced path's a / r and b / c: within [1 / cap, cap]
 INTERPOLATIONS = ("linear", "spline", "nearest")
 NEAREST_MAX_STEP = 0.25
 TENSIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -118,11 +134,14 @@ def ot_pairs(
     return ia[rows], ib[cols], weights
 
 
-def _exact_plan(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The support ``(row, col, weight)`` of the exact OT plan between uniform weights for ``cost``."""
+def _exact_plan(cost: np.ndarray, wa=None, wb=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The support ``(row, col, weight)`` of the exact OT plan between ``wa`` and ``wb`` (each summing to one;
+    uniform where None) for ``cost``."""
     import ot
 
-    plan = ot.emd(ot.unif(cost.shape[0]), ot.unif(cost.shape[1]), cost, numItermax=10_000_000)
+    wa = ot.unif(cost.shape[0]) if wa is None else wa
+    wb = ot.unif(cost.shape[1]) if wb is None else wb
+    plan = ot.emd(wa, wb, cost, numItermax=10_000_000)
     rows, cols = np.nonzero(plan > 0)
     weights = plan[rows, cols]
     return rows, cols, weights / weights.sum()
@@ -136,6 +155,29 @@ SLOW_BELOW = 0.05  # below this share of the costs, Sinkhorn takes thousands of 
 SINKHORN_TOL = 1e-5
 _said_exact: list[float] = []  # once per process
 _said_slow: list[float] = []
+
+
+def unbalanced_shares(
+    xa: np.ndarray, xb: np.ndarray, mass_a: float, mass_b: float, length: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(r, c)``, each summing to one: the shares of the mass that leaves each cell of ``xa`` and arrives at each
+    cell of ``xb`` in the Hellinger-Kantorovich plan between ``xa`` of total mass ``mass_a`` and ``xb`` of
+    ``mass_b`` (cells of equal mass) at length scale ``length`` (module docstring), their ratios to the uniform
+    shares held within :data:`MASS_RATIO_CAP`."""
+    import ot
+
+    a, b = np.full(len(xa), mass_a / len(xa)), np.full(len(xb), mass_b / len(xb))
+    distance = np.sqrt(ot.dist(xa.astype(np.float64), xb.astype(np.float64)))
+    cost = -2.0 * np.log(np.clip(np.cos(np.minimum(distance / length, np.pi / 2)), 1e-30, None))
+    plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, method="sinkhorn_stabilized",
+                                             numItermax=2000)  # fmt: skip
+    shares = []
+    for carried, n in ((plan.sum(1), len(xa)), (plan.sum(0), len(xb))):
+        total = carried.sum()
+        share = carried / total if np.isfinite(total) and total > 0 else np.full(n, 1.0 / n)
+        share = np.clip(share, 1.0 / (MASS_RATIO_CAP * n), MASS_RATIO_CAP / n)
+        shares.append(share / share.sum())
+    return shares[0], shares[1]
 
 
 def entropic_pairs(
@@ -506,10 +548,12 @@ class SnapshotPath:
         sigma_final: float | None = None,
         stride: int = 1,
         velocity_weight: float | str = 0.0,
+        growth_length: float | None = None,
     ) -> None:
         """``sigma`` and ``sigma_final``: the :class:`NoiseSchedule` of eAM's Brownian bridge (0: no noise);
         ``stride``: how many interleaved straight paths are mixed; ``velocity_weight``: how far the spline turns
-        towards the cells' measured velocities (module docstring)."""
+        towards the cells' measured velocities; ``growth_length``: the ``unbalanced`` coupling's length scale, in
+        the data's units (module docstring)."""
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {COUPLINGS}")
         if interpolation not in INTERPOLATIONS:
@@ -521,6 +565,9 @@ class SnapshotPath:
             raise ValueError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not {coupling!r}")
         if snaps.n_snapshots < 2:
             raise ValueError(f"need at least two observed times to learn a flow, got {snaps.n_snapshots}")
+        if coupling == "unbalanced" and (interpolation != "linear" or stride != 1 or sigma or growth_length is None):
+            raise ValueError("coupling 'unbalanced' pairs neighbouring snapshots by their masses: it needs "
+                             "interpolation 'linear', stride 1, no noise and a growth_length")  # fmt: skip
         if stride != 1 and (interpolation != "linear" or coupling == "independent"):
             raise ValueError(f"stride {stride} interleaves straight coupled paths: it needs interpolation 'linear' "
                              f"and coupling 'ot' or 'entropic', not {interpolation!r} and {coupling!r}")  # fmt: skip
@@ -548,6 +595,7 @@ class SnapshotPath:
                 "2 int_{t_a}^{t_b} sigma_t^2 dt"
             )
         self.entropic_regs: list[float] = []
+        self.pair_log_ratio: torch.Tensor | None = None  # the unbalanced coupling's (below)
         self.interpolation = interpolation
         if interpolation == "nearest":
             self.frame_step = check_dense_frames(snaps, ot_max_size, np.random.default_rng(seed))
@@ -557,11 +605,19 @@ class SnapshotPath:
             rng = np.random.default_rng(seed)
             subsets = time_subsets(snaps.counts(), ot_max_size, rng)
             legs = interleaved_legs(snaps.n_snapshots, self.stride)
-            pair_a, pair_b, cum = [], [], []
+            pair_a, pair_b, cum, ratios = [], [], [], []
+            relative = masses / masses[0]
             for leg, (k, j) in enumerate(legs):
                 sa, sb = subsets[k], subsets[j]
                 xa, xb = np.asarray(snaps.snapshot(k))[sa], np.asarray(snaps.snapshot(j))[sb]
-                if coupling == "ot":
+                if coupling == "unbalanced":
+                    ra, rb = unbalanced_shares(xa, xb, relative[k], relative[j], float(growth_length))
+                    import ot
+
+                    ia, ib, w = _exact_plan(ot.dist(xa.astype(np.float64), xb.astype(np.float64)), ra, rb)
+                    # each pair's log mass ratio at its two ends: log(a_i / r_i), log(b_j / c_j)
+                    ratios.append(np.stack([-np.log(len(xa) * ra[ia]), -np.log(len(xb) * rb[ib])], 1))
+                elif coupling == "ot":
                     ia, ib, w = ot_pairs(xa, xb, ot_max_size, rng)
                 else:
                     ua, ub = (self._relative(float(snaps.t_values[i])) for i in (k, j))
@@ -574,6 +630,10 @@ class SnapshotPath:
                 cum.append(leg + np.minimum(np.cumsum(w), 1.0))
             self.pair_a = torch.as_tensor(np.concatenate(pair_a), device=self.device)
             self.pair_b = torch.as_tensor(np.concatenate(pair_b), device=self.device)
+            if ratios:  # per pair: log(a_i / r_i), log(b_j / c_j); the ends' cells, drawn uniformly
+                self.pair_log_ratio = torch.as_tensor(np.concatenate(ratios), dtype=torch.float32, device=self.device)
+                ends = (0, snaps.n_snapshots - 1)
+                self.end_rows = [torch.as_tensor(snaps.offsets[k] + subsets[k], device=self.device) for k in ends]
             self.cum_weights = torch.as_tensor(np.concatenate(cum), device=self.device)
             ends = torch.as_tensor(legs, device=self.device)
             self.leg_times = self.t_values[ends]  # (legs, 2): each leg's first and last time
@@ -693,11 +753,7 @@ class SnapshotPath:
                 xt = xt + std * torch.randn(xt.shape, generator=gen, device=self.device)
             return xt, u
         if self.coupling != "independent":
-            if self.stride > 1:  # one of the interleaved paths, uniformly, and its leg over t
-                k = self.leg_of[(self._uniform(n, gen) * self.stride).long().clamp_max(self.stride - 1), k]
-                ta, tb = self.leg_times[k, 0], self.leg_times[k, 1]
-            # In float64: in float32 a key k + u, k >= 32, can round up to k + 1 and land in the next interval.
-            j = torch.searchsorted(self.cum_weights, k + self._uniform(n, gen).double() * (1 - 1e-6))
+            ta, tb, j = self._pairs(t, k, gen)
             ia, ib = self.pair_a[j], self.pair_b[j]
         else:
             ia, ib = self._rows(k, gen), self._rows(k + 1, gen)
@@ -708,6 +764,33 @@ class SnapshotPath:
         tau, rate, std = self._bridge(t, ta, tb)
         xt = (1 - tau) * xa + tau * xb
         return xt + std * torch.randn(xt.shape, generator=gen, device=self.device), rate * (xb - xa)
+
+    def _pairs(self, t: torch.Tensor, k: torch.Tensor, gen: torch.Generator):
+        """``(t_a, t_b, j)``: for each time ``t`` in observed interval ``k``, a pair ``j`` of the coupling drawn by
+        its weight and the times of its leg."""
+        ta, tb = self.t_values[k], self.t_values[k + 1]
+        if self.stride > 1:  # one of the interleaved paths, uniformly, and its leg over t
+            k = self.leg_of[(self._uniform(len(t), gen) * self.stride).long().clamp_max(self.stride - 1), k]
+            ta, tb = self.leg_times[k, 0], self.leg_times[k, 1]
+        # In float64: in float32 a key k + u, k >= 32, can round up to k + 1 and land in the next interval.
+        j = torch.searchsorted(self.cum_weights, k + self._uniform(len(t), gen).double() * (1 - 1e-6))
+        return ta, tb, j
+
+    def sample_weighted(
+        self, t: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_t, u_t, m, d log m / dt)``: :meth:`sample_at`'s draw with each point's mass relative to the first
+        time's and its rate: the total's log-linear course (:meth:`mass`), on the ``unbalanced`` coupling times each
+        pair's own geometric course from ``a_i / r_i`` to ``b_j / c_j`` (module docstring). uAM's loss reads them."""
+        if self.pair_log_ratio is None:
+            x, u = self.sample_at(t, gen)
+            return x, u, self.mass(t), self.log_mass_rate(t)
+        ta, tb, j = self._pairs(t, self.interval(t), gen)
+        xa, xb = self.x[self.pair_a[j]], self.x[self.pair_b[j]]
+        tau, ends = (t - ta) / (tb - ta), self.pair_log_ratio[j]
+        mass = self.mass(t) * torch.exp((1 - tau) * ends[:, 0] + tau * ends[:, 1])
+        rate = self.log_mass_rate(t) + (ends[:, 1] - ends[:, 0]) / (tb - ta)
+        return (1 - tau[:, None]) * xa + tau[:, None] * xb, (xb - xa) / (tb - ta)[:, None], mass, rate
 
     def _bridge(
         self, t: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor
@@ -734,6 +817,9 @@ class SnapshotPath:
                 (self._uniform(n, gen) * len(self.chains)).long().clamp_max(len(self.chains) - 1) for _ in range(2)
             )
             return self.x[self.chains[first, 0]], self.x[self.chains[last, -1]]
+        if self.pair_log_ratio is not None:  # the unbalanced pairs visit cells by r and c: the snapshots themselves
+            rows = [ends[(self._uniform(n, gen) * len(ends)).long().clamp_max(len(ends) - 1)] for ends in self.end_rows]
+            return self.x[rows[0]], self.x[rows[1]]
         if self.coupling != "independent" and self.interpolation != "nearest":
             last = len(self.leg_times) - 1  # the last leg ends at the last time
             ja = torch.searchsorted(self.cum_weights, self._uniform(n, gen).double() * (1 - 1e-6))

@@ -121,6 +121,9 @@ class RefreshedPath:
     def sample_at(self, t: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.current.sample_at(t, gen)
 
+    def sample_weighted(self, t: torch.Tensor, gen: torch.Generator):
+        return self.current.sample_weighted(t, gen)
+
     def sample_endpoints(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.current.sample_endpoints(n, gen)
 
@@ -253,7 +256,8 @@ def training_path(
     """
     size, budget = training_bytes(snaps), int(budget_mb * 2**20)
     where = "amcore train:" if rank == 0 else None
-    solver = {"ot": "exact OT", "entropic": "entropic OT (Sinkhorn)"}.get(coupling)
+    solver = {"ot": "exact OT", "entropic": "entropic OT (Sinkhorn)",
+              "unbalanced": "unbalanced (Hellinger-Kantorovich) then exact OT"}.get(coupling)  # fmt: skip
     if not isinstance(snaps.x, da.Array) or size <= budget:
         training = load_training(snaps)
         largest = int(training.counts().max())

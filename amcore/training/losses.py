@@ -56,7 +56,11 @@ def draw_action_inputs(
     take their inputs from, so they see the same minibatch."""
     dev = times.device
     t, inv_density = times.sample(batch, gen)
-    x, velocity = path.sample_at(t, gen)
+    mass = mass_rate = None
+    if spec.kind == "uam" and hasattr(path, "sample_weighted"):  # each point's mass (the unbalanced pairs' own)
+        x, velocity, mass, mass_rate = path.sample_weighted(t, gen)
+    else:
+        x, velocity = path.sample_at(t, gen)
     tangents, lap_weight = None, torch.zeros((), device=dev)
     u = (t - path.t0) / path.duration
     if spec.kind == "eam":
@@ -68,10 +72,14 @@ def draw_action_inputs(
     # Constants are filled on the device (torch.full, arange), never copied from the host: a copy from host memory
     # makes the host wait for the GPU in every step (device_check's step_sync).
     if spec.kind == "uam":
-        mass, m1 = path.mass(t), path.mass(torch.full((1,), path.t1, device=dev))[0]
+        mass = path.mass(t) if mass is None else mass
+        m1 = path.mass(torch.full((1,), path.t1, device=dev))[0]
     else:
         mass, m1 = ones, ones
-    mass_rate = path.log_mass_rate(t) if spec.kind == "uam" and spec.pathwise else torch.zeros((), device=dev)
+    if spec.kind == "uam" and spec.pathwise:
+        mass_rate = path.log_mass_rate(t) if mass_rate is None else mass_rate
+    else:
+        mass_rate = torch.zeros((), device=dev)
     (w0, w1), _ = spec.weight(torch.arange(2, device=dev, dtype=t.dtype), path.duration)
     x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])

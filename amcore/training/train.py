@@ -249,6 +249,11 @@ class TrainConfig:
         if self.interpolation == "spline" and self.coupling != "ot":
             raise InputError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not "
                              f"{self.coupling!r}")  # fmt: skip
+        if self.coupling == "unbalanced" and (self.objective != "uam" or self.interpolation != "linear"
+                                              or self.stride != 1):  # fmt: skip
+            raise InputError(f"coupling 'unbalanced' lets mass grow and die along uAM's path: it needs objective "
+                             f"'uam', interpolation 'linear' and stride 1 (got {self.objective!r}, "
+                             f"{self.interpolation!r}, {self.stride!r})")  # fmt: skip
         if self.path_coupling() == "entropic" and self.entropic_reg is None and self.objective != "eam":
             raise InputError(f"coupling 'entropic' needs entropic_reg (objective {self.objective!r} has no sigma to "
                              "take the Schrödinger bridge's 2 int sigma_t^2 dt from, as eam does)")  # fmt: skip
@@ -334,14 +339,21 @@ class TrainConfig:
 
 def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torch.device, tension: float | str,
                   velocity_weight: float | str) -> SnapshotPath:  # fmt: skip
-    """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape."""
+    """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape. The
+    unbalanced coupling's length scale is uAM's own price of growth against motion: ``2 x_scale / sqrt(growth)``
+    (``2 / sqrt(growth)`` in the data's units; ``interpolants``' module docstring)."""
     eam = cfg.objective == "eam"
+    length = None
+    if cfg.path_coupling() == "unbalanced":
+        length = 2.0 * (np.sqrt(training_moments(training)[1].mean()) if cfg.units == "standard" else 1.0)
+        length /= math.sqrt(cfg.growth)
     return SnapshotPath(
         training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=device,
         # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
         sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
         entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
         interpolation=cfg.interpolation, tension=tension, stride=cfg.stride, velocity_weight=velocity_weight,
+        growth_length=length,
     )  # fmt: skip
 
 
@@ -411,13 +423,7 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
     seeded samples of the path at its observed times. Cells without any spread are refused.
     """
     if snaps is not None:
-        # Slices of the training times only (held-out cells never reach training), reduced chunk by chunk: no
-        # copy of the cells and no float64 one, whether they are in memory or in the store.
-        kept = snaps.training_snapshots()
-        x = da.concatenate(
-            [da.asarray(snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]], chunks=(UNITS_CHUNK_ROWS, -1)) for k in kept]
-        )
-        mean, var = (np.asarray(v) for v in dask.compute(x.mean(0, dtype="float64"), x.var(0, dtype="float64")))
+        mean, var = training_moments(snaps)
     else:
         _, means, variances, _ = _observed_moments(path, seed)
         stacked = torch.stack(means)
@@ -439,6 +445,18 @@ def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
         "x_scale": scale if math.isfinite(scale) and scale > 0 else 1.0,
         "t_unit": observation_gap(path),
     }
+
+
+def training_moments(snaps: Snapshots) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's mean and variance over the training times' cells: slices of the training times only
+    (held-out cells never reach training), reduced chunk by chunk, with no copy of the cells and no float64 one,
+    whether they are in memory or in the store."""
+    kept = snaps.training_snapshots()
+    x = da.concatenate(
+        [da.asarray(snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]], chunks=(UNITS_CHUNK_ROWS, -1)) for k in kept]
+    )
+    mean, var = dask.compute(x.mean(0, dtype="float64"), x.var(0, dtype="float64"))
+    return np.asarray(mean), np.asarray(var)
 
 
 FEATURE_SPREAD_RATIO = 1e3  # features whose spreads differ more than this are flagged before training
