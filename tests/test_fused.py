@@ -74,6 +74,17 @@ def test_fused_loss_matches_the_reference(path, case, head):
     )
 
 
+@pytest.mark.parametrize("case", ["uam", "uam-pathwise"])
+def test_fused_loss_matches_the_reference_on_the_unbalanced_path(case):
+    """Each point's own mass and rate (the unbalanced pairs'), and boundary draws from the snapshots themselves."""
+    x, t = simulate_snapshots(GrowingGaussian(dim=3), list(np.linspace(0, 1, 5)), 300, seed=0)
+    unbalanced = SnapshotPath(Snapshots.from_labels(x, t), coupling="unbalanced", growth_length=2.0)
+    assert_same(
+        loss_and_grads(unbalanced, SPECS[case], fused=True, steps=2, head="scalar"),
+        loss_and_grads(unbalanced, SPECS[case], False, steps=2, head="scalar"),
+    )
+
+
 def test_autocast_off_on_cpu_leaves_the_loss_unchanged(path):
     """bf16 is gated to CUDA: asking for it on a CPU must not change a single bit."""
     spec = SPECS["am"]
