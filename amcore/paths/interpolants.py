@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,7 @@ from amcore.data.store import Snapshots, check_time_resolution
 
 COUPLINGS = ("independent", "ot", "entropic", "unbalanced")
 UNBALANCED_REG = 0.05  # the entropy of the unbalanced problem, against costs of order 1: its marginals only are read
+UNBALANCED_COST_CAP = 30.0  # its cost's ceiling: exp(-30 / 0.05) is still a float64
 MASS_RATIO_CAP = 10.0  # the unbalanced path's a / r and b / c: within [1 / cap, cap]
 INTERPOLATIONS = ("linear", "spline", "nearest")
 NEAREST_MAX_STEP = 0.25
@@ -168,11 +170,19 @@ def unbalanced_shares(
 
     a, b = np.full(len(xa), mass_a / len(xa)), np.full(len(xb), mass_b / len(xb))
     distance = np.sqrt(ot.dist(xa.astype(np.float64), xb.astype(np.float64)))
-    cost = -2.0 * np.log(np.clip(np.cos(np.minimum(distance / length, np.pi / 2)), 1e-30, None))
-    plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, method="sinkhorn_stabilized",
-                                             numItermax=2000)  # fmt: skip
+    # Beyond pi/2 lengths nothing is carried (the cost is infinite); held at UNBALANCED_COST_CAP, far above the KL
+    # terms' price of letting a cell die, so that exp(-cost / reg) stays a float64 (no row of zeros).
+    cost = np.minimum(-2.0 * np.log(np.maximum(np.cos(np.minimum(distance / length, np.pi / 2)), 1e-300)),
+                      UNBALANCED_COST_CAP)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT's overflow warnings: the result is checked, and solved again if need be
+        plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, numItermax=2000, stopThr=1e-5)
+    if not np.isfinite(plan).all():  # scaling vectors out of float64's range: the log-domain solver (2-3 x slower)
+        plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, method="sinkhorn_stabilized",
+                                                 numItermax=2000)  # fmt: skip
     shares = []
     for carried, n in ((plan.sum(1), len(xa)), (plan.sum(0), len(xb))):
+        carried = np.where(np.isfinite(carried), carried, 0.0)
         total = carried.sum()
         share = carried / total if np.isfinite(total) and total > 0 else np.full(n, 1.0 / n)
         share = np.clip(share, 1.0 / (MASS_RATIO_CAP * n), MASS_RATIO_CAP / n)
