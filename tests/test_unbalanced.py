@@ -73,6 +73,18 @@ def test_uam_on_the_unbalanced_path_learns_each_cluster_s_own_rate(tmp_path):
         assert float(np.mean(model.growth_rate(cells, 1.0))) == pytest.approx(rate, abs=0.1)
 
 
+def test_every_path_of_a_training_prices_growth_alike():
+    """Review 49: the length scale was read from each path's own cells (a streamed path's resident rows, 9 % off
+    the network's x_scale, and anew at every refresh; the validation cells'): now once, from the training cells
+    that set the network's x_scale."""
+    from amcore.training.train import Run
+
+    snaps, _ = clusters()
+    cfg = TrainConfig(objective="uam", coupling="unbalanced", validation=0.2, steps=10, width=8, depth=1)
+    run = Run(snaps, cfg, None)
+    assert run.growth_length == pytest.approx(2 * run.model_args["x_scale"] / np.sqrt(cfg.growth), rel=1e-6)
+
+
 def test_the_unbalanced_coupling_is_for_uam_on_straight_paths():
     for settings in ({"objective": "am"}, {"objective": "uam", "stride": 2}):  # splines need ot, and say so
         with pytest.raises(InputError, match="coupling 'unbalanced' lets mass grow and die along uAM's path"):

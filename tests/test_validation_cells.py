@@ -44,6 +44,17 @@ def test_validation_cells_never_reach_the_training_path(gaussian_snaps):
     assert not trained.intersection(held)
 
 
+def test_the_held_out_time_s_cells_never_reach_the_validation_path():
+    """Review 49: the cells held apart were split from every time, the held-out one included, and the validation
+    path that picks the checkpoint ran through the held-out time."""
+    rng = np.random.default_rng(0)
+    t = np.repeat(np.arange(4.0), 50)
+    x = (rng.standard_normal((len(t), 2)) + t[:, None]).astype(np.float32)
+    snaps = Snapshots.from_labels(x, t, attrs={"holdout_times": [2.0]})
+    run = Run(snaps, TrainConfig(validation=0.2, steps=10, width=8, depth=1), None)
+    assert run.validation_path.t_values.tolist() == [0.0, 1.0, 3.0] == run.path.t_values.tolist()
+
+
 def test_training_ends_with_the_weights_that_did_best_on_the_validation_cells(tmp_path, gaussian_snaps):
     _, _, snaps = gaussian_snaps
     seen: dict[int, float] = {}

@@ -174,19 +174,25 @@ def unbalanced_shares(
     # terms' price of letting a cell die, so that exp(-cost / reg) stays a float64 (no row of zeros).
     cost = np.minimum(-2.0 * np.log(np.maximum(np.cos(np.minimum(distance / length, np.pi / 2)), 1e-300)),
                       UNBALANCED_COST_CAP)  # fmt: skip
+    # POT's convergence and overflow warnings: the shares are checked below, solved again where they overflow, and
+    # only their rough size is read
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # POT's overflow warnings: the result is checked, and solved again if need be
+        warnings.simplefilter("ignore")
         plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, numItermax=2000, stopThr=1e-5)
-    if not np.isfinite(plan).all():  # scaling vectors out of float64's range: the log-domain solver (2-3 x slower)
-        plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, method="sinkhorn_stabilized",
-                                                 numItermax=2000)  # fmt: skip
+        if not np.isfinite(plan).all():  # scaling vectors out of float64's range: the log-domain solver (2-3 x slower)
+            plan = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, UNBALANCED_REG, 1.0, method="sinkhorn_stabilized",
+                                                     numItermax=2000)  # fmt: skip
     shares = []
     for carried, n in ((plan.sum(1), len(xa)), (plan.sum(0), len(xb))):
         carried = np.where(np.isfinite(carried), carried, 0.0)
         total = carried.sum()
         share = carried / total if np.isfinite(total) and total > 0 else np.full(n, 1.0 / n)
-        share = np.clip(share, 1.0 / (MASS_RATIO_CAP * n), MASS_RATIO_CAP / n)
-        shares.append(share / share.sum())
+        for _ in range(20):  # clipped and renormalised until the cap holds (to 1 %)
+            share = np.clip(share, 1.0 / (MASS_RATIO_CAP * n), MASS_RATIO_CAP / n)
+            share = share / share.sum()
+            if share.max() <= 1.01 * MASS_RATIO_CAP / n and share.min() >= 0.99 / (MASS_RATIO_CAP * n):
+                break
+        shares.append(share)
     return shares[0], shares[1]
 
 
@@ -625,7 +631,9 @@ class SnapshotPath:
                     import ot
 
                     ia, ib, w = _exact_plan(ot.dist(xa.astype(np.float64), xb.astype(np.float64)), ra, rb)
-                    # each pair's log mass ratio at its two ends: log(a_i / r_i), log(b_j / c_j)
+                    # each pair's log mass ratio at its two ends, log(a_i / r_i) and log(b_j / c_j), with the shares
+                    # the plan holds (not those asked of it): the snapshots stay exact whatever the solver met
+                    ra, rb = np.bincount(ia, w, len(xa)), np.bincount(ib, w, len(xb))
                     ratios.append(np.stack([-np.log(len(xa) * ra[ia]), -np.log(len(xb) * rb[ib])], 1))
                 elif coupling == "ot":
                     ia, ib, w = ot_pairs(xa, xb, ot_max_size, rng)

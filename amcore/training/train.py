@@ -337,16 +337,24 @@ class TrainConfig:
         return ObjectiveSpec(kind=self.objective, **{name: getattr(self, name) for name in names})
 
 
+def growth_length(snaps: Snapshots | None, cfg: TrainConfig) -> float | None:
+    """The unbalanced coupling's length scale, uAM's own price of growth against motion: ``2 x_scale / sqrt(growth)``
+    with the network's ``x_scale`` (``2 / sqrt(growth)`` in the data's units; ``interpolants``' module docstring).
+    Read once per training from all its training cells, so that every path it builds (a streamed one's
+    refreshes, the validation cells') prices growth alike; None for other couplings."""
+    if cfg.path_coupling() != "unbalanced" or snaps is None:
+        return None
+    scale = float(np.sqrt(training_moments(snaps)[1].mean())) if cfg.units == "standard" else 1.0
+    return 2.0 * scale / math.sqrt(cfg.growth)
+
+
 def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torch.device, tension: float | str,
-                  velocity_weight: float | str) -> SnapshotPath:  # fmt: skip
-    """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape. The
-    unbalanced coupling's length scale is uAM's own price of growth against motion: ``2 x_scale / sqrt(growth)``
-    (``2 / sqrt(growth)`` in the data's units; ``interpolants``' module docstring)."""
+                  velocity_weight: float | str, length: float | None = None) -> SnapshotPath:  # fmt: skip
+    """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape; ``length``:
+    the unbalanced coupling's (:func:`growth_length`, of ``training`` where None)."""
     eam = cfg.objective == "eam"
-    length = None
-    if cfg.path_coupling() == "unbalanced":
-        length = 2.0 * (np.sqrt(training_moments(training)[1].mean()) if cfg.units == "standard" else 1.0)
-        length /= math.sqrt(cfg.growth)
+    if length is None:
+        length = growth_length(training, cfg)
     return SnapshotPath(
         training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=device,
         # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
@@ -617,6 +625,9 @@ class Run:
                 snaps, held = snaps.split_cells(cfg.validation, cfg.seed)
             except ValueError as err:
                 raise ValueError(f"validation: {err}: raise or lower validation, or set it to 0") from err
+            # the held-out times' cells never choose the checkpoint (review 49: the validation path ran through them)
+            held = held.drop_times(held.attrs.get("holdout_times", []))
+        self.growth_length = growth_length(snaps, cfg)
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
@@ -681,7 +692,8 @@ class Run:
     def _snapshot_path(self, training: Snapshots, seed: int) -> SnapshotPath:
         """The path between the snapshots; tension "auto" is decided on the first build (a streamed path's
         refreshes keep it)."""
-        built = snapshot_path(training, self.cfg, seed, self.cluster.device, self.tension, self.velocity_weight)
+        built = snapshot_path(training, self.cfg, seed, self.cluster.device, self.tension, self.velocity_weight,
+                              self.growth_length)  # fmt: skip
         self.tension = getattr(built, "tension", self.tension)
         self.velocity_weight = getattr(built, "velocity_weight", self.velocity_weight)
         return built
