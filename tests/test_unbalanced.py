@@ -85,6 +85,17 @@ def test_every_path_of_a_training_prices_growth_alike():
     assert run.growth_length == pytest.approx(2 * run.model_args["x_scale"] / np.sqrt(cfg.growth), rel=1e-6)
 
 
+def test_an_unbalanced_problem_that_does_not_converge_pairs_as_ot_and_says_so(capsys):
+    """Review 49: a solver that stopped unconverged (POT's log-domain one read an error of 1.0 on TIGON's lineage)
+    gave shares read as if solved; now the interval is paired as by exact OT, with a note."""
+    from amcore.paths.interpolants import unbalanced_shares
+
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    r, c = unbalanced_shares(x, x + 1, 1.0, 2.0, float("nan"))
+    np.testing.assert_array_equal(r, np.full(30, 1 / 30))
+    assert "did not converge" in capsys.readouterr().err
+
+
 def test_the_unbalanced_coupling_is_for_uam_on_straight_paths():
     for settings in ({"objective": "am"}, {"objective": "uam", "stride": 2}):  # splines need ot, and say so
         with pytest.raises(InputError, match="coupling 'unbalanced' lets mass grow and die along uAM's path"):
