@@ -337,24 +337,23 @@ class TrainConfig:
         return ObjectiveSpec(kind=self.objective, **{name: getattr(self, name) for name in names})
 
 
-def growth_length(snaps: Snapshots | None, cfg: TrainConfig) -> float | None:
+def growth_length(cfg: TrainConfig, moments: tuple[np.ndarray, np.ndarray] | None) -> float | None:
     """The unbalanced coupling's length scale, uAM's own price of growth against motion: ``2 x_scale / sqrt(growth)``
-    with the network's ``x_scale`` (``2 / sqrt(growth)`` in the data's units; ``interpolants``' module docstring).
-    Read once per training from all its training cells, so that every path it builds (a streamed one's
-    refreshes, the validation cells') prices growth alike; None for other couplings."""
-    if cfg.path_coupling() != "unbalanced" or snaps is None:
+    with the network's ``x_scale`` from the training cells' ``moments`` (:func:`training_moments`; None: the data's
+    units, ``x_scale`` 1; ``interpolants``' module docstring). Read once per training, so that every path it builds
+    (a streamed one's refreshes, the validation cells') prices growth alike; None for other couplings."""
+    if cfg.path_coupling() != "unbalanced":
         return None
-    scale = float(np.sqrt(training_moments(snaps)[1].mean())) if cfg.units == "standard" else 1.0
-    return 2.0 * scale / math.sqrt(cfg.growth)
+    scale = 1.0 if moments is None else float(np.sqrt(moments[1].mean()))
+    # cells without spread: standard_units refuses them by name once the path is built; no length of 0 before that
+    return 2.0 * (scale if math.isfinite(scale) and scale > 0 else 1.0) / math.sqrt(cfg.growth)
 
 
 def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torch.device, tension: float | str,
                   velocity_weight: float | str, length: float | None = None) -> SnapshotPath:  # fmt: skip
     """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape; ``length``:
-    the unbalanced coupling's (:func:`growth_length`, of ``training`` where None)."""
+    the unbalanced coupling's (:func:`growth_length`)."""
     eam = cfg.objective == "eam"
-    if length is None:
-        length = growth_length(training, cfg)
     return SnapshotPath(
         training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=device,
         # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
@@ -423,15 +422,16 @@ GROWTH_RANGE_DRAWS, GROWTH_RANGE_BATCH = 2**16, 2**13  # uAM: cells of the path 
 UNITS_CHUNK_ROWS = 2**16  # cells per chunk of the mean and variance that set the network's units
 
 
-def standard_units(snaps: Snapshots | None, path, seed: int) -> dict:
+def standard_units(snaps: Snapshots | None, path, seed: int, moments=None) -> dict:
     """The network's units (``potentials.MLPField``): ``x_center`` and ``x_scale``, the training cells' mean and
     the root mean of their per-feature variances, and ``t_unit`` (``observation_gap``).
 
-    From every training cell when the snapshots are given (the same numbers on every process), otherwise from
-    seeded samples of the path at its observed times. Cells without any spread are refused.
+    From every training cell when the snapshots are given (the same numbers on every process; ``moments``: theirs,
+    where already read), otherwise from seeded samples of the path at its observed times. Cells without any spread
+    are refused.
     """
     if snaps is not None:
-        mean, var = training_moments(snaps)
+        mean, var = training_moments(snaps) if moments is None else moments
     else:
         _, means, variances, _ = _observed_moments(path, seed)
         stacked = torch.stack(means)
@@ -627,7 +627,10 @@ class Run:
                 raise ValueError(f"validation: {err}: raise or lower validation, or set it to 0") from err
             # the held-out times' cells never choose the checkpoint (review 49: the validation path ran through them)
             held = held.drop_times(held.attrs.get("holdout_times", []))
-        self.growth_length = growth_length(snaps, cfg)
+        # the training cells' moments, read once (a pass over the store): the network's units and the unbalanced
+        # coupling's length
+        moments = training_moments(snaps) if snaps is not None and cfg.units == "standard" else None
+        self.growth_length = growth_length(cfg, moments)
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
@@ -662,7 +665,7 @@ class Run:
             mlp["time_periods"] = [float(p) for p in cfg.time_periods]
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
-        units = standard_units(snaps, self.path, cfg.seed) if cfg.units == "standard" else {}
+        units = standard_units(snaps, self.path, cfg.seed, moments) if cfg.units == "standard" else {}
         self.model_args = {**head, **mlp, **units}
         # uAM's growth rate is growth * s / growth_unit: in standard units s / x_scale^2 is a rate (1/t), so growth
         # is the same number for data in micrometres or in millions; 1 in the data's own units.
