@@ -210,10 +210,14 @@ def _fit(title: str, fig) -> str:
     return textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 9)))
 
 
+def _held(t, held_out=()) -> bool:
+    """Whether observed time ``t`` is one of the ``held_out`` (to float rounding): never trained on."""
+    return any(np.isclose(float(t), float(h), rtol=1e-9, atol=0.0) for h in held_out)
+
+
 def _time_title(t, held_out=()) -> str:
-    """``t = 0.3``, marked where the time was held out: never trained on (audit 47: only marginals.png said so)."""
-    unseen = any(np.isclose(float(t), float(h), rtol=1e-9, atol=0.0) for h in held_out)
-    return f"t = {t:.3g}" + (" (held out)" if unseen else "")
+    """``t = 0.3``, marked where the time was held out (audit 47: only marginals.png said so)."""
+    return f"t = {t:.3g}" + (" (held out)" if _held(t, held_out) else "")
 
 
 def _project(x: np.ndarray, shown: tuple[int, ...] = (0, 1)) -> np.ndarray:
@@ -758,7 +762,7 @@ def growth(
                              squeeze=False, layout="constrained")  # fmt: skip
     ax = axes.flat[0]
     observed_mass, times_array = np.asarray(observed_mass, dtype=np.float64), np.asarray(times, dtype=np.float64)
-    unseen = np.isin(times_array, np.asarray(held_out, dtype=np.float64))
+    unseen = np.array([_held(t, held_out) for t in times_array], dtype=bool)
     ax.plot(times_array[~unseen], observed_mass[~unseen], "o", color="black", label="observed")
     if unseen.any():
         ax.plot(times_array[unseen], observed_mass[unseen], "o", mfc="none", color="black", label="held out")
@@ -833,7 +837,7 @@ def action_audit(path: Path, audit: dict, title: str, noisy: bool = False, times
                label=name, yerr=None if sd is None else 2 * np.array(list(sd.values())), capsize=2)  # fmt: skip
     starred = [False] * len(intervals)
     if len(times) == len(intervals) + 1:
-        ends = [_time_title(t, held_out).endswith("(held out)") for t in times]
+        ends = [_held(t, held_out) for t in times]
         starred = [a or b for a, b in zip(ends[:-1], ends[1:], strict=True)]
     ax.set_xticks(np.arange(len(intervals)), [f"{name}*" if star else name for name, star in
                                               zip(intervals, starred, strict=True)],
