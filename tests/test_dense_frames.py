@@ -127,7 +127,7 @@ def test_time_periods_add_features_of_those_periods():
     assert features.shape == (3, 1 + 2 * 3)
     np.testing.assert_allclose(features[:, 3].numpy(), [0.0, 1.0, 0.0], atol=1e-5)
     h = 1e-3
-    slope = emb.slope(features)
+    slope = emb.slope(t, features)
     fd = (emb(t + h) - emb(t - h)) / (2 * h)
     np.testing.assert_allclose(slope.numpy(), fd.numpy(), rtol=1e-5, atol=1e-8)
 

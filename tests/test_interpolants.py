@@ -4,6 +4,7 @@ import torch
 
 from amcore import Snapshots
 from amcore.models.objective import ObjectiveSpec
+from amcore.paths import interpolants
 from amcore.paths.interpolants import (
     NoiseSchedule,
     SnapshotPath,
@@ -79,7 +80,6 @@ def test_a_slow_sinkhorn_says_so_and_reports_each_pair(capsys, monkeypatch):
     """Audit 20: at a reg of 0.011 of the pairs' median cost, one pair of 1,500 cells took a minute and a training sat
     before its first step for minutes, saying nothing. Between 0.001 and 0.05 of the cost it says why, pair by pair;
     above, nothing."""
-    from amcore.paths import interpolants
 
     monkeypatch.setattr(interpolants, "_said_slow", [])
     rng = np.random.default_rng(5)
@@ -318,3 +318,15 @@ def test_stride_one_is_the_neighbouring_path_and_bad_strides_are_refused():
         SnapshotPath(snaps, stride=3)
     with pytest.raises(ValueError, match=r"stride must be 1 with so few times .* 2 intervals"):  # audit 16
         SnapshotPath(Snapshots(snaps.x[: snaps.offsets[3]], snaps.t_values[:3], snaps.offsets[:4]), stride=2)
+
+
+def test_couplings_that_take_long_say_how_many_are_solved(monkeypatch):
+    """Audit 51: 5,000 cells a time in 20-d took 20 s an interval and the log was silent for three minutes."""
+    monkeypatch.setattr(interpolants, "PROGRESS_S", 0.0)
+    lines: list[str] = []
+    SnapshotPath(_snaps(times=(0.0, 1.0, 2.0, 3.0)), progress=lines.append)
+    assert lines[0].startswith("1 of 3 couplings solved (") and lines[-1].startswith("2 of 3 couplings solved (")
+    monkeypatch.setattr(interpolants, "PROGRESS_S", 1e9)  # a short solve says nothing
+    lines.clear()
+    SnapshotPath(_snaps(times=(0.0, 1.0, 2.0, 3.0)), progress=lines.append)
+    assert lines == []

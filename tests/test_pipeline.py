@@ -38,6 +38,8 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["w1"]) == {"0.5", "1"}
     assert all(math.isfinite(v) for v in metrics["w1"].values())
+    # what the capped subsamples were drawn from: every pushed cell, every observed one (audit 51)
+    assert metrics["cells"] == {"predicted": {"0.5": n, "1": n}, "observed": {"0.5": n, "1": n}}
     # Even a few hundred steps move the cloud: W1 at t=1 without motion is ~4 (the mean shifts by 4+).
     assert metrics["w1_mean"] < 1.5
     # Measured on this tiny config (400 steps, 300 cells a time): 0.26 (seed 0), 0.27, 0.27, 0.31 (seeds 1-3); an

@@ -335,6 +335,48 @@ def test_missing_keys_and_columns_are_named(tmp_path, data):
             build_snapshots(spec)
 
 
+def test_a_header_that_names_a_column_twice_is_refused_by_name(tmp_path, data):
+    """Audit 51: pandas read a CSV's second 'g3' as a feature 'g3.1' in silence, and a second time column as
+    'day.1' (the first, a feature, became the time); pyarrow's refusal read as an unreadable file."""
+    x, t = data
+    header = "g0,g1,g3,g3,g4,day"
+    rows = [",".join(f"{v:.4f}" for v in row) + f",{tk:g}" for row, tk in zip(x, t, strict=True)]
+    (tmp_path / "a.csv").write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(InputError, match=r"a\.csv: the header repeats the column name\(s\) \['g3'\]"):
+        build_snapshots({"source": "csv", "path": str(tmp_path / "a.csv"), "t_key": "day"})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays([pa.array(x[:, 0]), pa.array(t), pa.array(t)], names=["g0", "day", "day"])
+    pq.write_table(table, tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=r"a\.parquet: the header repeats the column name\(s\) \['day'\]"):
+        build_snapshots({"source": "parquet", "path": str(tmp_path / "a.parquet"), "t_key": "day"})
+
+
+def test_a_missing_time_column_shows_every_column_or_the_ones_that_may_be_times(tmp_path, data):
+    """Audit 51: of 23 columns only the first 20 were shown, the time column ('day') among those left out."""
+    x, t = data
+    frame = pd.DataFrame(np.repeat(x, 5, axis=1), columns=[f"g{i}" for i in range(25)]).assign(batch="b", day=t)
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(InputError, match=r"'t' missing; the file has columns \['g0', .*'batch', 'day'\]$"):
+        build_snapshots({"source": "csv", "path": str(tmp_path / "a.csv")})
+    wide = pd.DataFrame(np.repeat(x, 12, axis=1), columns=[f"g{i}" for i in range(60)]).assign(batch="b", Day=t)
+    wide.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(InputError, match=r"62 columns, the first 20: .*; later ones that may hold times: \['Day'\]"):
+        build_snapshots({"source": "csv", "path": str(tmp_path / "b.csv")})
+
+
+def test_a_missing_time_spelled_as_text_is_named_as_missing(tmp_path, data):
+    """Audit 51: 'NA' among numbers stored as text was offered a time_map that mapped day 3 to 0."""
+    x, t = data
+    labels = np.array([f"{v:g}" for v in t], dtype=object)
+    labels[3] = "NA"
+    with pytest.raises(InputError, match=r"time labels \['NA'\] read as missing times.*drop_nonfinite"):
+        to_times(labels, None, "w")
+    with pytest.raises(InputError, match=r"found \['day0', 'day1', 'day4'\]; give dataset.time_map"):
+        to_times(text_labels(t), None, "w")
+
+
 @pytest.mark.parametrize(
     "source, name, message",
     [

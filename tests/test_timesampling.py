@@ -33,3 +33,56 @@ def test_importance_sampling_is_unbiased_and_adapts():
     uniform = TimeSampler("uniform", 0.0, 1.0)
     plain = torch.stack([(f(t) * inv).mean() for t, inv in (uniform.sample(4096, gen) for _ in range(50))])
     assert estimates.std() < plain.std()
+
+
+KNOTS = [0.1, 0.3, 1.0, 2.0, 4.0, 8.0, 24.0, 72.0, 168.0]  # log-spaced observations (audit 50)
+
+
+def test_the_observed_clock_gives_each_interval_as_many_draws_and_stays_unbiased():
+    """On the observed times' clock every interval gets the same share of draws (on t's own, the first four hours
+    got 2 %), and ``mean(f(t) * inv)`` still estimates ``int f dt``: exact for f = 1 (each stratum's weight is its
+    interval's length times the number of intervals), and within 1 % for a peaked f (50 x 4096 stratified draws)."""
+    gen = torch.Generator().manual_seed(0)
+    sampler = TimeSampler("stratified", KNOTS[0], KNOTS[-1], knots=KNOTS)
+    t, inv = sampler.sample(800, gen)
+    counts = torch.histc(torch.searchsorted(torch.tensor(KNOTS), t).float(), bins=8, min=0.5, max=8.5)
+    assert torch.all(counts == 100)
+    assert abs(float(inv.mean()) / (KNOTS[-1] - KNOTS[0]) - 1) < 1e-5
+
+    def f(t):
+        return torch.exp(-t / 2.0)
+
+    exact = 2.0 * (torch.exp(torch.tensor(-KNOTS[0] / 2)) - torch.exp(torch.tensor(-KNOTS[-1] / 2)))
+    estimates = torch.stack([(f(t) * inv).mean() for t, inv in (sampler.sample(4096, gen) for _ in range(50))])
+    assert abs(estimates.mean() / exact - 1) < 0.01
+    # the importance bins are on the same clock: a bin's draws land where its share of the clock is
+    importance = TimeSampler("importance", KNOTS[0], KNOTS[-1], bins=8, knots=KNOTS)
+    t, _ = importance.sample(4000, gen)
+    importance.update(t, f(t))
+    importance.commit()
+    assert importance.probabilities()[0] > 3 * importance.probabilities()[-1]
+
+
+def test_equal_gaps_keep_the_clock_of_t_itself():
+    a, b = (TimeSampler("stratified", 0.0, 3.0, knots=knots) for knots in (None, [0.0, 1.0, 2.0, 3.0]))
+    draws = [s.sample(100, torch.Generator().manual_seed(0)) for s in (a, b)]
+    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+
+
+def test_the_network_clock_is_continuous_and_its_slope_is_its_derivative():
+    """The embedding's clock u is k / K at the k-th knot, continuous across it, and ``slope`` (the fused loss's
+    d_t s) matches central differences inside each interval."""
+    from amcore.models.potentials import TimeEmbedding
+
+    emb = TimeEmbedding(2, KNOTS[0], KNOTS[-1], knots=KNOTS).double()
+    at_knots = emb(torch.tensor(KNOTS, dtype=torch.float64))[:, 0]
+    torch.testing.assert_close(at_knots, torch.arange(9, dtype=torch.float64) / 8, atol=1e-6, rtol=0)
+    h = 1e-6
+    for knot in KNOTS[1:-1]:
+        left, right = emb(torch.tensor([knot - h, knot + h], dtype=torch.float64))
+        assert (left - right).abs().max() < 1e-4
+    t = torch.tensor([0.2, 0.5, 3.0, 50.0, 100.0], dtype=torch.float64)
+    step = 1e-4 * t
+    fd = (emb(t + step) - emb(t - step)) / (2 * step[:, None])
+    torch.testing.assert_close(emb.slope(t, emb(t)), fd, rtol=1e-5, atol=1e-6)
+    assert TimeEmbedding(2, 0.0, 3.0, knots=[0.0, 1.0, 2.0, 3.0]).knots is None

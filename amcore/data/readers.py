@@ -10,6 +10,7 @@ non-finite rows.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import os
 import re
@@ -279,11 +280,30 @@ def read_h5ad(path: Path, x_key: str = "X", t_key: str | None = "t") -> Read:
     return x, labels, info
 
 
+def _column_list(columns: list[str]) -> str:
+    """The file's columns for an error message: all of them up to 50; beyond, the first 20, the count, and the
+    text columns' names would be lost, so the ones that look like times (time, day, hour, stage, age) follow."""
+    if len(columns) <= 50:
+        return f"columns {columns}"
+    timely = [c for c in columns[20:] if re.search(r"time|day|hour|stage|age|^t$", c, re.IGNORECASE)]
+    return (f"{len(columns)} columns, the first 20: {columns[:20]}"
+            + (f"; later ones that may hold times: {timely[:20]}" if timely else ""))  # fmt: skip
+
+
+def _refuse_repeated(path: Path, columns: list[str]) -> None:
+    """A header that names a column twice: a reader keeps one (pyarrow) or renames the second (pandas: ``g3.1``),
+    and the time or a feature would be read from the wrong one."""
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise InputError(f"{path}: the header repeats the column name(s) {repeated[:10]}; expected each column "
+                         "named once")  # fmt: skip
+
+
 def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str] | None) -> Read:
     """A time column and feature columns (all numeric columns but the time by default) of a data frame."""
     columns = [str(c) for c in frame.columns]
     if t_key is not None and t_key not in columns:
-        raise InputError(f"{path}: time column {t_key!r} missing; the file has columns {columns[:20]}")
+        raise InputError(f"{path}: time column {t_key!r} missing; the file has {_column_list(columns)}")
     types = pd.api.types
     numeric = {
         str(c) for c, dtype in frame.dtypes.items() if types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
@@ -292,7 +312,7 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
     if feature_columns:
         missing = [c for c in feature_columns if c not in columns]
         if missing:
-            raise InputError(f"{path}: feature columns {missing} missing; the file has columns {columns[:20]}")
+            raise InputError(f"{path}: feature columns {missing} missing; the file has {_column_list(columns)}")
         if t_key in feature_columns:
             raise InputError(f"{path}: feature_columns lists the time column {t_key!r}; a time is not a feature")
         if len(set(feature_columns)) < len(feature_columns):
@@ -351,6 +371,8 @@ def read_csv(path: Path, t_key: str | None = "t", feature_columns: list[str] | N
     """A CSV with a header: one row per cell (read into memory: text is for small data)."""
     try:
         frame = pd.read_csv(path)
+        with open(path, newline="", encoding="utf-8") as handle:  # pandas renames a repeated name: read the header
+            _refuse_repeated(path, next(csv.reader(handle), []))
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputError(f"{path}: not a readable CSV file ({err})") from err
     if len(frame) and frame.iloc[-1].isna().any() and not _ends_with_line_break(path):
@@ -374,8 +396,21 @@ def read_parquet(path: Path, t_key: str | None = "t", feature_columns: list[str]
     try:
         frame = dd.read_parquet(path)
     except (ValueError, OSError) as err:
+        _refuse_repeated(path, _parquet_names(path))
         raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[-1]})") from err
     return _read_frame(path, frame, t_key, feature_columns)
+
+
+def _parquet_names(path: Path) -> list[str]:
+    """The column names of a Parquet file (of a folder's first part), as its schema holds them; none where the
+    file cannot be read at all."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    try:
+        return list(pq.read_schema(parts[0]).names) if parts else []
+    except (OSError, ValueError):
+        return []
 
 
 def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
@@ -523,6 +558,9 @@ def read_directory(
     return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
 
 
+MISSING_LABELS = {"", "na", "n/a", "nan", "none", "null", "-"}  # text a spreadsheet writes for no value
+
+
 def _label_text(label) -> str:
     """A label as it is looked up in ``time_map``: text as is, numbers without a trailing ``.0``."""
     if isinstance(label, (float, np.floating)):
@@ -545,7 +583,7 @@ def _suggested_map(text: list) -> str:
         pairs = sorted((float(n.group()), n.group(), str(label)) for n, label in zip(numbers, text, strict=True))
         shown = ", ".join(f"{label!r}: {number}" for _, number, label in pairs[:12])
         return f"{{{shown}{', ...' if len(pairs) > 12 else ''}}} (each label's number: check the unit)"
-    return f"{{{text[0]!r}: 0.0, ...}}"
+    return f"{{{sorted(map(str, text))[0]!r}: 0.0, ...}}"
 
 
 def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarray:
@@ -595,12 +633,20 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
         if text and plain and len(set(map(float, spelled))) == len(spelled):
             # numbers stored as text ("6.5", a CSV's quoted column), each label its own number ('01' beside '1', or
             # '2' beside 2, would merge two labels): read as the numbers they spell
-            print(f"{where}: text labels read as the numbers they spell ({', '.join(map(str, text[:10]))})",
+            shown = sorted(text, key=float)[:10]
+            print(f"{where}: text labels read as the numbers they spell ({', '.join(map(str, shown))})",
                   file=sys.stderr)  # fmt: skip
             uniques = spelled
         elif text:
-            raise InputError(f"{where}: time labels must be numbers, found {text[:10]}; give dataset.time_map, "
-                             f"e.g. {_suggested_map(text)}")  # fmt: skip
+            absent = [u for u in text if isinstance(u, str) and u.strip().lower() in MISSING_LABELS]
+            if absent and all(u in absent or not isinstance(s, str) for u, s in zip(uniques, spelled, strict=True)):
+                raise InputError(
+                    f"{where}: time labels {absent} read as missing times beside numbers; expected a number in every "
+                    "row: give those cells their time, or leave the time empty (NaN) and set dataset.drop_nonfinite: "
+                    "true to drop them"
+                )
+            raise InputError(f"{where}: time labels must be numbers, found {sorted(map(str, text))[:10]}; give "
+                             f"dataset.time_map, e.g. {_suggested_map(text)}")  # fmt: skip
         values = [float(u) for u in uniques]
     return np.append(np.asarray(values, dtype=np.float64), np.nan)[codes]  # code -1 (a missing label): NaN
 

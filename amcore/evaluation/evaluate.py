@@ -198,6 +198,7 @@ def score_marginals(snaps: Snapshots, predicted, weights, box: np.ndarray | None
     lazy: one time is read at a time. ``box``: :func:`data_box`'s, where the caller has it (a pass over the store).
     ``say(line)``, where given, hears of each time as it is scored (a minute a time at 10^5 cells, audit 21)."""
     result: dict = {}
+    cells: dict = {}
     masses = snaps.masses() / snaps.masses()[0]
     box = data_box(snaps) if box is None else box
     for k in range(1, snaps.n_snapshots):
@@ -211,6 +212,8 @@ def score_marginals(snaps: Snapshots, predicted, weights, box: np.ndarray | None
             scores |= {"mass_rel_error": float(abs(w.mean() - masses[k]) / masses[k]), "effective_size": _share(w)}
         for name, value in scores.items():
             result.setdefault(name, {})[key] = value
+        # what the capped subsamples were drawn from (settings holds the caps): 50,000 pushed against 300,000
+        cells.setdefault("predicted", {})[key], cells.setdefault("observed", {})[key] = len(predicted[k]), len(observed)
     for name in list(result):
         values = list(result[name].values())
         if name in ("nonfinite", "escaped", "coinciding"):  # the same particles at every time: count the worst
@@ -221,7 +224,7 @@ def score_marginals(snaps: Snapshots, predicted, weights, box: np.ndarray | None
             result[f"{name}_mean"] = float(np.mean(values))
         if name == "mass_rel_error":  # the flag looks at the worst time
             result[f"{name}_max"] = float(np.max(values))
-    return result
+    return result | {"cells": cells}
 
 
 def course(snaps: Snapshots, scores: dict, opts: dict, unmoved: float | None = None) -> dict:

@@ -145,7 +145,7 @@ class _ActionTerms(torch.autograd.Function):
         n, dim = x.shape
         eam = probes.numel() > 0
         features = embed(t)
-        time_slope = embed.slope(features)
+        time_slope = embed.slope(t, features)
         h, h_ends = torch.cat([x, features], 1), torch.cat([x_ends, embed(t_ends)], 1)
         inputs, end_inputs, slopes, end_slopes, curvatures, thirds = [h], [h_ends], [], [], [], []
         for weight, bias in zip(weights[:hidden], biases[:hidden], strict=True):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from amcore.models.potentials import clock_of, time_of, unequal_times
+
 TIME_SAMPLINGS = ("uniform", "stratified", "importance")
 
 
@@ -19,11 +21,17 @@ class TimeSampler:
     """
 
     def __init__(
-        self, kind: str, t0: float, t1: float, bins: int = 20, momentum: float = 0.99, device: str = "cpu"
-    ) -> None:
+        self, kind: str, t0: float, t1: float, bins: int = 20, momentum: float = 0.99, device: str = "cpu",
+        knots=None,
+    ) -> None:  # fmt: skip
+        """``knots``: the observed times whose clock (``potentials.clock_of``) the draws are uniform, stratified or
+        binned on, as the network's time is; None (or equal gaps): ``t`` itself."""
         if kind not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {kind!r}; expected one of {TIME_SAMPLINGS}")
         self.kind, self.t0, self.duration = kind, t0, t1 - t0
+        self.knots = None
+        if knots is not None and unequal_times(list(knots)):
+            self.knots = torch.tensor(knots, dtype=torch.float32, device=device)
         self.bins, self.momentum = bins, momentum
         self.device = torch.device(device)
         self.second_moment = torch.ones(bins, device=self.device)
@@ -35,18 +43,31 @@ class TimeSampler:
         return 0.5 * rms / rms.sum() + 0.5 / self.bins
 
     def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Times and the inverse of their density."""
+        if self.knots is None:
+            return self._sample(n, gen, self.t0, self.duration)
+        u, inverse = self._sample(n, gen, 0.0, 1.0)
+        t, stretch = time_of(self.knots, u)
+        return t, inverse * stretch
+
+    def _bin(self, t: torch.Tensor) -> torch.Tensor:
+        u = (t - self.t0) / self.duration if self.knots is None else clock_of(self.knots, t)[0]
+        return (u * self.bins).long().clamp(0, self.bins - 1)
+
+    def _sample(self, n: int, gen: torch.Generator, start: float, length: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draws on ``[start, start + length]`` and the inverse of their density."""
         dev = self.device
         u = torch.rand(n, generator=gen, device=dev)
         if self.kind == "uniform":
-            return self.t0 + self.duration * u, torch.full((n,), self.duration, device=dev)
+            return start + length * u, torch.full((n,), length, device=dev)
         if self.kind == "stratified":
             strata = (torch.arange(n, device=dev) + u) / n
-            t = self.t0 + self.duration * strata[torch.randperm(n, generator=gen, device=dev)]
-            return t, torch.full((n,), self.duration, device=dev)
+            t = start + length * strata[torch.randperm(n, generator=gen, device=dev)]
+            return t, torch.full((n,), length, device=dev)
         probs = self.probabilities()
         b = torch.multinomial(probs, n, replacement=True, generator=gen)
-        t = self.t0 + self.duration * (b + u) / self.bins
-        return t, self.duration / (self.bins * probs[b])
+        t = start + length * (b + u) / self.bins
+        return t, length / (self.bins * probs[b])
 
     def update(self, t: torch.Tensor, values: torch.Tensor) -> None:
         """Feed back integrand values at ``t`` (detached) to refine the importance proposal: tallied per bin, one
@@ -55,7 +76,7 @@ class TimeSampler:
         second stream of one process drew from a proposal the first had moved)."""
         if self.kind != "importance":
             return
-        b = ((t - self.t0) / self.duration * self.bins).long().clamp(0, self.bins - 1)
+        b = self._bin(t)
         sums = torch.zeros(self.bins, device=self.device).index_add_(0, b, values.double().pow(2).float())
         counts = torch.zeros(self.bins, device=self.device).index_add_(0, b, torch.ones_like(values))
         self.pending.append(torch.stack([sums, counts]))

@@ -28,7 +28,7 @@ from amcore.atomic import replacing
 from amcore.data.store import Snapshots, store_identity
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
-from amcore.models.potentials import ACTIVATIONS, HEADS
+from amcore.models.potentials import ACTIVATIONS, HEADS, unequal_times
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
@@ -92,7 +92,8 @@ _FLAGS = ("fused", "compile", "tf32", "bf16")
 # Each text setting and its choices (a typo, or another case, would otherwise silently mean the default).
 _CHOICES = {
     "coupling": COUPLINGS, "interpolation": INTERPOLATIONS, "head": ("auto", *HEADS), "activation": tuple(ACTIVATIONS),
-    "time_sampling": TIME_SAMPLINGS, "time_weight": ("none", "linear"), "laplacian": ("auto", "exact", "hutchinson"),
+    "time_sampling": TIME_SAMPLINGS, "time_clock": ("observed", "linear"), "time_weight": ("none", "linear"),
+    "laplacian": ("auto", "exact", "hutchinson"),
 }  # fmt: skip
 
 
@@ -156,6 +157,7 @@ class TrainConfig:
     time_frequencies: int = 1
     time_periods: tuple[float, ...] = ()
     time_sampling: str = "stratified"
+    time_clock: str = "observed"
     time_weight: str = "none"
     pathwise: float = 0.0
     sigma: float = 0.0
@@ -360,7 +362,7 @@ def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torc
         sigma=cfg.sigma if eam else 0.0, sigma_final=cfg.sigma_final if eam else None,
         entropic_reg=cfg.entropic_reg, entropic_draws=cfg.entropic_draws,
         interpolation=cfg.interpolation, tension=tension, stride=cfg.stride, velocity_weight=velocity_weight,
-        growth_length=length,
+        growth_length=length, progress=lambda line: _say_once(f"amcore train: {line}"),
     )  # fmt: skip
 
 
@@ -663,6 +665,14 @@ class Run:
         mlp |= {"dim": self.path.dim, "t_range": [self.path.t0, self.path.t1], "time_frequencies": cfg.time_frequencies}
         if cfg.time_periods:
             mlp["time_periods"] = [float(p) for p in cfg.time_periods]
+        # The clock of the observed times (potentials.TimeEmbedding), for the network and the draws over time alike;
+        # equal gaps (and a simulator's exact marginals: no observed times) keep t's own.
+        self.knots = None
+        if cfg.time_clock == "observed" and hasattr(self.path, "t_values"):
+            knots = [float(t) for t in self.path.t_values.tolist()]
+            self.knots = knots if unequal_times(knots) else None
+        if self.knots:
+            mlp["time_knots"] = self.knots
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         units = standard_units(snaps, self.path, cfg.seed, moments) if cfg.units == "standard" else {}
@@ -685,7 +695,7 @@ class Run:
                 raise ValueError("implementation 'torchcfm' pairs cells of observed times: it needs snapshots, not "
                                  "a simulator's exact marginals")  # fmt: skip
             self.matcher = torchcfm_matcher(cfg.coupling, cfg.torchcfm_sigma)
-        self.times = TimeSampler(cfg.time_sampling, self.path.t0, self.path.t1, device=device)
+        self.times = TimeSampler(cfg.time_sampling, self.path.t0, self.path.t1, device=device, knots=self.knots)
         self.scale = kinetic_scale(self.path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
         self.history: list[tuple[int, float]] = []
         # The loss summed since the last log line stays on the device: reading it every step (.item()) would make
@@ -773,7 +783,8 @@ class Run:
         training cells', so it rises once the network starts fitting the training cells' noise."""
         cfg, device = self.cfg, self.cluster.device
         gen = torch.Generator(device).manual_seed(cfg.seed + VALIDATION_SEED)
-        times = TimeSampler("stratified", self.validation_path.t0, self.validation_path.t1, device=device)
+        times = TimeSampler("stratified", self.validation_path.t0, self.validation_path.t1, device=device,
+                            knots=self.knots)  # fmt: skip
         total = 0.0
         for _ in range(VALIDATION_BATCHES):
             if cfg.objective == "fm":
