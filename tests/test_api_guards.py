@@ -3,6 +3,7 @@ never trained on or answered silently."""
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 import numpy as np
@@ -340,3 +341,30 @@ def test_notebook_inputs_of_the_wrong_kind_are_named():
         train(Snapshots.from_labels(x, t), dict(TINY), "unused.pt")
     with pytest.raises(InputError, match="the training cells have no spread"):
         train(Snapshots.from_labels(np.ones_like(x), t), TrainConfig(**TINY), "unused.pt")
+
+
+def test_an_eam_noise_far_beyond_the_cells_spread_is_noted_before_training(tmp_path, capfd):
+    """Audit 52: sigma 50 on cells of spread 1 (or a sigma for another time unit) trained in silence and was flagged
+    only after the push. Spread 1 over 2 time units: sigma 0.5 spreads a cell by 0.71 (no note), sigma 5 by 7.1."""
+    snaps = Snapshots.from_labels(*_cells())
+    for sigma in (0.5, 5.0):
+        train(snaps, TrainConfig(**TINY, objective="eam", sigma=sigma), tmp_path / f"{sigma}.pt")
+        said = capfd.readouterr().err
+        noted = "eAM's noise alone spreads a cell by sigma √(t_last - t_first) = 7.07 over the training times"
+        assert (noted in said) == (sigma == 5.0), said
+
+
+def test_the_default_threads_follow_omp_num_threads_outside_torchrun(monkeypatch):
+    """Audit 50: a notebook with OMP_NUM_THREADS=1 on a shared machine trained on every core. Under torchrun (which
+    sets it to 1 itself, LOCAL_WORLD_SIZE beside it) the ranks share the cores instead."""
+    from amcore.training.speed import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads(0) == 1 and cpu_threads(3) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cpu_threads(0) == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert cpu_threads(0) == cores

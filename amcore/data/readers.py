@@ -558,6 +558,11 @@ def read_directory(
     return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
 
 
+def _first(items: list, n: int = 10) -> str:
+    """The first ``n`` of ``items`` for a message, and how many more there are."""
+    return f"{items[:n]}" + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 MISSING_LABELS = {"", "na", "n/a", "nan", "none", "null", "-"}  # text a spreadsheet writes for no value
 
 
@@ -624,7 +629,7 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
 
         unknown = [u for u in uniques if mapped(u) is None]
         if unknown:
-            raise InputError(f"{where}: labels {unknown[:10]} are not in time_map (keys {sorted(time_map)})")
+            raise InputError(f"{where}: labels {_first(unknown)} are not in time_map (keys {sorted(time_map)})")
         values = [float(mapped(u)) for u in uniques]
     else:
         text = [u for u in uniques if isinstance(u, (str, bytes, bool, np.bool_))]
@@ -645,7 +650,7 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
                     "row: give those cells their time, or leave the time empty (NaN) and set dataset.drop_nonfinite: "
                     "true to drop them"
                 )
-            raise InputError(f"{where}: time labels must be numbers, found {sorted(map(str, text))[:10]}; give "
+            raise InputError(f"{where}: time labels must be numbers, found {_first(sorted(map(str, text)))}; give "
                              f"dataset.time_map, e.g. {_suggested_map(text)}")  # fmt: skip
         values = [float(u) for u in uniques]
     return np.append(np.asarray(values, dtype=np.float64), np.nan)[codes]  # code -1 (a missing label): NaN

@@ -244,11 +244,13 @@ def course(snaps: Snapshots, scores: dict, opts: dict, unmoved: float | None = N
             "excess": _over(pushed - unmoved, floor)}  # fmt: skip
 
 
-def ran_off(run: dict) -> str:
-    """What a flagged :func:`course` (``run``) says, in a log line."""
+def ran_off(run: dict, noisy: bool = False) -> str:
+    """What a flagged :func:`course` (``run``) says, in a log line; ``noisy``: of an SDE (eAM), whose noise alone
+    spreads the cells (audit 52: sigma 50 on data of spread 1, or sigma left in hours on times in minutes)."""
     return (f"pushed from the first time, its cells end farther from the last time's (W1 {run['w1']:.4g}) than the "
             f"first time's cells unmoved ({run['unmoved_w1']:.4g}), by {run['excess']:.3g} noise floors: the field "
-            "runs the course off, whatever each interval scores")  # fmt: skip
+            "runs the course off, whatever each interval scores"
+            + ("; or the noise sigma is too large for the data (its time unit?)" if noisy else ""))  # fmt: skip
 
 
 def course_flags(

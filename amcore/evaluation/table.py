@@ -249,12 +249,12 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
         (("w1", "w2"), "`w1`, `w2`: exact OT on seeded subsamples (at most "
          f"`evaluate.max_exact_size`{said.get('max_exact_size', '')} cells per side); W1 rewards averaged points: "
          "displacement interpolation and OT pushes can score below a perfect sample"),
-        (("w1_subsample_noise",), "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, at "
-         "most half of them each, the first as large as the prediction: about what a perfect prediction of its size "
-         "would score, or more where the prediction outnumbers half the observed cells (its subsample is then the "
-         "smaller: about 1.1 to 1.6 times a perfect prediction's in 1 to 3 dimensions at a few hundred cells, 1.03 in "
-         "50, "
-         "docs/metrics.md), so a `w1` near or even below it is not proof of a perfect prediction; it is no "
+        (("w1_subsample_noise",), "`w1_subsample_noise`: W1 between two disjoint subsamples of the observed cells, the "
+         "first as large as the prediction (at most half of them), the second of the rest: about what a perfect "
+         "prediction of its size would score, or more where the prediction outnumbers half the observed cells (its "
+         "subsample is then the smaller: about 1.1 to 1.6 times a perfect prediction's in 1 to 3 dimensions at a few "
+         "hundred cells, 1.03 in 50, docs/metrics.md), so a `w1` near or even below it is not proof of a perfect "
+         "prediction; it is no "
          "yardstick for the difference of two methods scored on the same cells (the paired section of a held-out "
          "table is)"),
         (("sliced_w1", "sliced_w2"), "`sliced_w1`, `sliced_w2`: all cells, on "

@@ -372,7 +372,8 @@ class TrainedModel:
         lo, hi = float(times.min()), float(times.max())
         if lo < t0 - slack or hi > t1 + slack:
             warnings.warn(
-                f"t from {lo:g} to {hi:g} leaves the time range this model was trained on, [{t0:g}, {t1:g}]: "
+                f"t {lo:g}{f' to {hi:g}' if hi > lo else ''} leaves the time range this model was trained on, "
+                f"[{t0:g}, {t1:g}]: "
                 "there the network extrapolates, and nothing it learned says how the population moves",
                 stacklevel=_outside_this_module(),
             )

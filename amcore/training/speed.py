@@ -150,12 +150,18 @@ def action_step(model: nn.Module, spec: ObjectiveSpec, fused: bool, compile: boo
 
 
 def cpu_threads(requested: int) -> int:
-    """Threads for this process: ``requested``, or (0) the cores it may run on shared by the local processes.
+    """Threads for this process: ``requested``, or (0) ``OMP_NUM_THREADS`` where the user set it, else the cores it
+    may run on shared by the local processes.
 
-    torchrun sets ``OMP_NUM_THREADS=1``, so leaving torch's default would run every rank on one core.
+    torchrun sets ``OMP_NUM_THREADS=1``, so under it (``LOCAL_WORLD_SIZE`` set) that variable is not the user's:
+    leaving torch's default would run every rank on one core. Outside, it is (audit 50: a notebook on a shared
+    machine, ``OMP_NUM_THREADS=1``, ran on every core, 40 times slower).
     """
     if requested > 0:
         return requested
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if "LOCAL_WORLD_SIZE" not in os.environ and given.isdigit() and int(given) > 0:
+        return int(given)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, len(os.sched_getaffinity(0)) // local)
 

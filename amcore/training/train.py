@@ -891,6 +891,8 @@ def train(
         _say_once(note)
     if snaps is not None and cfg.objective == "eam":
         _say_once(_sigma_units(snaps))
+        if note := _sigma_spread(snaps, cfg):
+            _say_once(note)
     threads = torch.get_num_threads()
     try:
         chosen = None
@@ -908,6 +910,7 @@ def train(
 
 
 MASS_CHANGE = 2.0  # a balanced objective is told when the training times' masses change more than this many-fold
+SIGMA_SPREAD = 5.0  # eAM is told when its noise alone spreads a cell farther than this many of the cells' spreads
 
 
 def _mass_change(snaps: Snapshots) -> str | None:
@@ -948,6 +951,22 @@ def _counts_turn(snaps: Snapshots) -> str | None:
             f"(down then up, or up then down), each more than {MASS_CHANGE:g}-fold ({shown}): counts of the cells "
             "captured, not of the population? Then give its sizes (dataset.population, or from_labels' weights), or "
             "use a balanced objective (am)")  # fmt: skip
+
+
+def _sigma_spread(snaps: Snapshots, cfg: TrainConfig) -> str | None:
+    """A note where eAM's noise alone would spread a cell over the training times by more than
+    :data:`SIGMA_SPREAD` times the cells' own spread (audit 52: sigma 50 on a double well of spread 0.8, or a sigma
+    for times in days left on times in hours, trained in silence; flagged only after the fact). A stationary
+    Ornstein-Uhlenbeck process over ``theta T`` relaxation times reads ``sqrt(2 theta T)``: 5 is twelve of them."""
+    times = snaps.t_values[snaps.training_snapshots()]
+    noise = max(cfg.sigma, cfg.sigma_final or 0.0) * math.sqrt(float(times[-1] - times[0]))
+    spread = float(np.sqrt(training_moments(snaps)[1].mean()))
+    if not noise > SIGMA_SPREAD * spread:
+        return None
+    return (f"amcore train: note: eAM's noise alone spreads a cell by sigma √(t_last - t_first) = {noise:.3g} over "
+            f"the training times, {noise / spread:.3g} times the cells' spread ({spread:.3g}): the drift must pull "
+            "every cell back against it. Is sigma in the data's units, per square root of its time unit? "
+            "(docs/training.md, eAM's noise)")  # fmt: skip
 
 
 def _sigma_units(snaps: Snapshots) -> str:
