@@ -509,3 +509,26 @@ def test_the_velocity_arrows_stay_in_the_frame_whatever_the_axes_spans(figures):
             (left, right), (low, high) = ax.get_xlim(), ax.get_ylim()
             assert left <= tips[:, 0].min() and tips[:, 0].max() <= right
             assert low <= tips[:, 1].min() and tips[:, 1].max() <= high, (tips[:, 1].max(), high)
+
+
+def test_log_spaced_times_get_an_axis_on_their_clock_and_the_action_a_log_scale(figures):
+    """Audit 50: hours 0.1 to 168 put 0.1-4 h in the first 2 % of mmd.png's and growth.png's axes (the held-out
+    marker at 2 h on top of them), and action.png's linear axis hid every interval after 12 h."""
+    times = [0.1, 0.3, 1.0, 2.0, 4.0, 24.0, 168.0]
+    plots.distances_over_time("unused.png", {"mmd": {f"{t:g}": 0.01 * k for k, t in enumerate(times)}}, "title",
+                              held_out=[2.0])  # fmt: skip
+    plots.growth("unused.png", times, np.ones(7), np.ones(7), "title", held_out=[2.0])
+    plots.distances_over_time("unused.png", {"mmd": {"0": 0.1, "1": 0.2, "2": 0.3}}, "title")
+    mmd, mass, even = (fig.axes[0] for fig in figures)
+    np.testing.assert_allclose(mmd.lines[0].get_xdata(), np.arange(7))
+    assert mmd.lines[-1].get_xdata()[0] == 3  # the held-out 2 h at its place among the observed times
+    assert [t.get_text() for t in mmd.get_xticklabels()] == ["0.1", "0.3", "1", "2", "4", "24", "168"]
+    lines = {line.get_label(): line for line in mass.lines}
+    assert list(lines["held out"].get_xdata()) == [3.0] and list(lines["observed"].get_xdata()) == [0, 1, 2, 4, 5, 6]
+    np.testing.assert_allclose(even.lines[0].get_xdata(), [0.0, 1.0, 2.0])  # even times: the times themselves
+    intervals = [f"{a:g}-{b:g}" for a, b in zip(times[:-1], times[1:], strict=True)]
+    audit = {"action_flow": dict(zip(intervals, [3.0, 2.0, 1.0, 0.5, 0.05, 0.004], strict=True)),
+             "action_geodesic": dict(zip(intervals, [3.2, 2.1, 1.1, 0.6, 0.06, 0.005], strict=True)),
+             "action_ratio": 0.9}  # fmt: skip
+    plots.action_audit("unused.png", audit, "title", times=times)
+    assert figures[-1].axes[0].get_yscale() == "log"

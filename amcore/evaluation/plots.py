@@ -277,6 +277,7 @@ def _name_axes(axes: np.ndarray, labels: list[str], n: int) -> None:
         ax.set_ylabel(labels[1], fontsize=8)
 
 
+ACTION_LOG_SPREAD = 100.0  # largest over smallest bar of action.png above which its axis is logarithmic
 UNEVEN_GAPS = 5.0  # largest over smallest gap between observed times above which colours go by the times' order
 
 
@@ -295,6 +296,21 @@ def _time_colours(times):
     norm = matplotlib.colors.Normalize(vmin=times.min(), vmax=max(times.max(), times.min() + 1e-12))
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
     return [mappable.to_rgba(t) for t in times], mappable, None
+
+
+def _time_axis(ax, times, label: str = "t"):
+    """Where on ``ax``'s x axis each time goes (a function of times): at the time itself, or, where the observed
+    ``times`` are spread unevenly (as for :func:`_time_colours`), on their clock, equal steps from one to the next,
+    each tick labelled with its time (audit 50: 0.1 to 4 hours took the first 2 % of an axis to 168 hours)."""
+    observed = np.unique(np.asarray(times, dtype=np.float64))
+    gaps = np.diff(observed)
+    if not (len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_GAPS):
+        ax.set_xlabel(label, fontsize=8)
+        return lambda t: np.asarray(t, dtype=np.float64)
+    ax.set_xticks(np.arange(len(observed)), [f"{t:.3g}" for t in observed], rotation=45 if len(observed) > 6 else 0,
+                  fontsize=7)  # fmt: skip
+    ax.set_xlabel(f"{label} (the observed times, evenly spaced)", fontsize=8)
+    return lambda t: np.interp(np.asarray(t, dtype=np.float64), observed, np.arange(len(observed)))
 
 
 def marginals(
@@ -428,16 +444,16 @@ def metric_by_time(path: Path, times, series: dict[str, list[float]], ylabel: st
     halves' line, as if better than perfect)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     colours, styles = plt.get_cmap("tab20"), method_styles(list(series))  # a method's look in every figure
+    at = _time_axis(ax, times)
     for name, values in series.items():
-        ax.plot(times, values, marker=MARKERS[styles[name] % len(MARKERS)], ms=3, color=colours(styles[name]),
+        ax.plot(at(times), values, marker=MARKERS[styles[name] % len(MARKERS)], ms=3, color=colours(styles[name]),
                 label=name)  # fmt: skip
     if floor is not None:
-        ax.plot(times, floor, color="0.5", ls="--", lw=1, label="W1 between two halves of the observed cells")
+        ax.plot(at(times), floor, color="0.5", ls="--", lw=1, label="W1 between two halves of the observed cells")
         ax.set_ylim(bottom=0)
     if truth_floor is not None and np.isfinite(truth_floor):
         ax.axhline(truth_floor, color="0.3", ls=":", lw=1, label="a perfect prediction's W1 (true law, mean)")
         ax.set_ylim(bottom=0)
-    ax.set_xlabel("t")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -763,15 +779,15 @@ def growth(
     ax = axes.flat[0]
     observed_mass, times_array = np.asarray(observed_mass, dtype=np.float64), np.asarray(times, dtype=np.float64)
     unseen = np.array([_held(t, held_out) for t in times_array], dtype=bool)
-    ax.plot(times_array[~unseen], observed_mass[~unseen], "o", color="black", label="observed")
+    at = _time_axis(ax, times_array, "time")
+    ax.plot(at(times_array[~unseen]), observed_mass[~unseen], "o", color="black", label="observed")
     if unseen.any():
-        ax.plot(times_array[unseen], observed_mass[unseen], "o", mfc="none", color="black", label="held out")
-    ax.plot(times, predicted_mass, "-", color="tab:red", label="pushed")
+        ax.plot(at(times_array[unseen]), observed_mass[unseen], "o", mfc="none", color="black", label="held out")
+    ax.plot(at(times_array), predicted_mass, "-", color="tab:red", label="pushed")
     if np.all(np.isfinite(observed_mass)) and np.all(np.isfinite(predicted_mass)):
         spread = np.concatenate([np.asarray(observed_mass, float), np.asarray(predicted_mass, float)])
         if np.all(spread > 0) and spread.max() / spread.min() > 10:
             ax.set_yscale("log")
-    ax.set_xlabel("time", fontsize=8)
     ax.set_title("mass / first time's", fontsize=9)
     ax.legend(fontsize=7, framealpha=0.5)  # a point under the legend still shows (audit 18)
     ax.tick_params(labelsize=7)
@@ -844,6 +860,10 @@ def action_audit(path: Path, audit: dict, title: str, noisy: bool = False, times
                   rotation=45 if len(intervals) > 8 else 0)  # fmt: skip
     ax.set_xlabel("observed interval" + (" (*: an end held out, never trained on)" if any(starred) else ""))
     ax.set_ylabel("∫ E|v|² dt")
+    bars = np.array([v for values in series.values() for v in values.values()], dtype=np.float64)
+    bars = bars[np.isfinite(bars) & (bars > 0)]
+    if len(bars) and bars.max() / bars.min() > ACTION_LOG_SPREAD:  # audit 50: 12 h to 168 h under 1 % of the axis
+        ax.set_yscale("log")
     ratio = "" if drift else f"\n(flow / geodesic = {audit['action_ratio']:.3g})"  # its own line: never cut off
     if ratio and growth:
         ratio += "\ngrowth stands in for transport: the geodesic bounds no uAM flow"
@@ -903,13 +923,14 @@ def distances_over_time(path: Path, series: dict[str, dict[str, float]], title: 
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.3), squeeze=False)
     for ax, (name, values) in zip(axes[0], series.items(), strict=True):
         ts = [float(t) for t in values]
-        ax.plot(ts, list(values.values()), marker="o", ms=3)
+        at = _time_axis(ax, ts)
+        ax.plot(at(ts), list(values.values()), marker="o", ms=3)
         ax.axhline(0.0, color="0.6", lw=0.6)
         for k, h in enumerate(held_out):
-            ax.axvline(float(h), color="0.4", ls=":", lw=1, label=None if k else "held out (never trained on)")
+            ax.axvline(float(at(float(h))), color="0.4", ls=":", lw=1,
+                       label=None if k else "held out (never trained on)")  # fmt: skip
         if len(held_out):
             ax.legend(fontsize=7)
-        ax.set_xlabel("t")
         ax.set_title(name, fontsize=9)
         ax.set_ylabel(DISTANCE_LABELS.get(name, name), fontsize=8)
         ax.grid(alpha=0.3)
