@@ -63,10 +63,13 @@ def test_the_observed_clock_gives_each_interval_as_many_draws_and_stays_unbiased
     assert importance.probabilities()[0] > 3 * importance.probabilities()[-1]
 
 
-def test_equal_gaps_keep_the_clock_of_t_itself():
-    a, b = (TimeSampler("stratified", 0.0, 3.0, knots=knots) for knots in (None, [0.0, 1.0, 2.0, 3.0]))
-    draws = [s.sample(100, torch.Generator().manual_seed(0)) for s in (a, b)]
-    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+def test_gaps_within_five_fold_keep_the_clock_of_t_itself():
+    """Even times, with or without one held out (gaps 1, 2, 1: EB's leave-one-out), draw as without knots."""
+    for knots in ([0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.5, 3.0]):
+        a, b = (TimeSampler("stratified", 0.0, 3.0, knots=k) for k in (None, knots))
+        draws = [s.sample(100, torch.Generator().manual_seed(0)) for s in (a, b)]
+        assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+    assert TimeSampler("stratified", 0.0, 3.0, knots=[0.0, 0.4, 2.5, 3.0]).knots is not None  # 2.1 / 0.4 > 5
 
 
 def test_the_network_clock_is_continuous_and_its_slope_is_its_derivative():

@@ -5,16 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
-def unequal_times(times, rtol: float = 1e-6) -> bool:
-    """Observed times whose gaps differ (beyond rounding): the clock of :class:`TimeEmbedding` runs by them."""
-    gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
-    return len(gaps) > 1 and max(gaps) - min(gaps) > rtol * max(gaps)
+UNEVEN_CLOCK = 5.0  # largest over smallest gap between training times above which the clock runs by them
+
+
+def uneven_times(times) -> bool:
+    """Training times whose gaps differ more than :data:`UNEVEN_CLOCK`-fold: the clock of :class:`TimeEmbedding`
+    runs by them. Below, the smallest interval keeps at least a fifth of an even share of the network's time and of
+    the draws, and even times with one held out (gaps 1, 2, 1) keep ``t``'s own clock."""
+    gaps = np.diff(np.asarray(times, dtype=np.float64))
+    return len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_CLOCK
 
 
 def clock_of(knots: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +47,7 @@ class TimeEmbedding(nn.Module):
     (``knots``), by equal steps from one of them to the next (linearly in between and beyond the ends). Times taken
     at 0.1, 0.3, 1, 2, ..., 168 hours then get as much of the network's time resolution in the first hour as in the
     last days; on the linear clock the first 4 hours were 2 % of the range, and the learned field there was half as
-    fast as the truth (audit 50). Equally spaced knots give the linear clock.
+    fast as the truth (audit 50). Knots that are not :func:`uneven_times` give the linear clock.
     ``n_frequencies`` features at ``pi k`` over ``u``, and one at each of ``periods`` (in the data's time units, on
     the linear clock): dynamics known to oscillate (the hydrogen atom's dipole turns every ``2 pi / (E_2 - E_3)``,
     155 times over the AM paper's time range) get that oscillation as an input instead of from hundreds of features.
@@ -56,7 +62,7 @@ class TimeEmbedding(nn.Module):
         freqs = math.pi * torch.arange(1, n_frequencies + 1, dtype=torch.float64)
         self.register_buffer("freqs", torch.cat([freqs, torch.tensor(extra, dtype=torch.float64)]).float())
         self.n_clock = n_frequencies
-        knots = None if knots is None or not unequal_times(list(knots)) else torch.tensor(knots, dtype=torch.float32)
+        knots = None if knots is None or not uneven_times(list(knots)) else torch.tensor(knots, dtype=torch.float32)
         # from model_args, not the state dict: a checkpoint without knots loads the linear clock
         self.register_buffer("knots", knots, persistent=False)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from amcore.models.potentials import clock_of, time_of, unequal_times
+from amcore.models.potentials import clock_of, time_of, uneven_times
 
 TIME_SAMPLINGS = ("uniform", "stratified", "importance")
 
@@ -25,12 +25,12 @@ class TimeSampler:
         knots=None,
     ) -> None:  # fmt: skip
         """``knots``: the observed times whose clock (``potentials.clock_of``) the draws are uniform, stratified or
-        binned on, as the network's time is; None (or equal gaps): ``t`` itself."""
+        binned on, as the network's time is; None (or gaps within 5-fold of each other): ``t`` itself."""
         if kind not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {kind!r}; expected one of {TIME_SAMPLINGS}")
         self.kind, self.t0, self.duration = kind, t0, t1 - t0
         self.knots = None
-        if knots is not None and unequal_times(list(knots)):
+        if knots is not None and uneven_times(list(knots)):
             self.knots = torch.tensor(knots, dtype=torch.float32, device=device)
         self.bins, self.momentum = bins, momentum
         self.device = torch.device(device)

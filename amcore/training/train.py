@@ -28,7 +28,7 @@ from amcore.atomic import replacing
 from amcore.data.store import Snapshots, store_identity
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
-from amcore.models.potentials import ACTIVATIONS, HEADS, unequal_times
+from amcore.models.potentials import ACTIVATIONS, HEADS, uneven_times
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
@@ -666,11 +666,11 @@ class Run:
         if cfg.time_periods:
             mlp["time_periods"] = [float(p) for p in cfg.time_periods]
         # The clock of the observed times (potentials.TimeEmbedding), for the network and the draws over time alike;
-        # equal gaps (and a simulator's exact marginals: no observed times) keep t's own.
+        # gaps within 5-fold of each other (and a simulator's exact marginals: no observed times) keep t's own.
         self.knots = None
         if cfg.time_clock == "observed" and hasattr(self.path, "t_values"):
             knots = [float(t) for t in self.path.t_values.tolist()]
-            self.knots = knots if unequal_times(knots) else None
+            self.knots = knots if uneven_times(knots) else None
         if self.knots:
             mlp["time_knots"] = self.knots
         fm = cfg.objective == "fm"
