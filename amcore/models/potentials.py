@@ -23,37 +23,48 @@ def uneven_times(times) -> bool:
     return len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_CLOCK
 
 
-def clock_of(knots: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(u, du/dt)``: the clock that takes equal steps from one of the increasing ``knots`` to the next, 0 at the
-    first and 1 at the last, linear between them and beyond the ends."""
+def clock_of(knots: torch.Tensor, levels: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(u, du/dt)``: the clock at ``levels`` (increasing, 0 to 1) at the increasing ``knots``, linear between them
+    and beyond the ends."""
     intervals = len(knots) - 1
     k = (torch.searchsorted(knots, t.contiguous(), right=True) - 1).clamp(0, intervals - 1)
-    start, gap = knots[k], knots[k + 1] - knots[k]
-    return (k + (t - start) / gap) / intervals, 1.0 / (intervals * gap)
+    rate = (levels[k + 1] - levels[k]) / (knots[k + 1] - knots[k])
+    return levels[k] + (t - knots[k]) * rate, rate
 
 
-def time_of(knots: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def time_of(knots: torch.Tensor, levels: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(t, dt/du)``: :func:`clock_of` inverted."""
     intervals = len(knots) - 1
-    k = (u * intervals).floor().long().clamp(0, intervals - 1)
-    gap = knots[k + 1] - knots[k]
-    return knots[k] + (u * intervals - k) * gap, intervals * gap
+    k = (torch.searchsorted(levels, u.contiguous(), right=True) - 1).clamp(0, intervals - 1)
+    stretch = (knots[k + 1] - knots[k]) / (levels[k + 1] - levels[k])
+    return knots[k] + (u - levels[k]) * stretch, stretch
+
+
+def clock_levels(knots, levels=None) -> torch.Tensor | None:
+    """The clock's levels at ``knots`` (equal steps where ``levels`` is None: a checkpoint that holds knots
+    alone), or None where the knots are not :func:`uneven_times` (``t``'s own clock)."""
+    if knots is None or not uneven_times(knots):
+        return None
+    if levels is None:
+        return torch.linspace(0.0, 1.0, len(knots))
+    return torch.as_tensor(levels, dtype=torch.float32)
 
 
 class TimeEmbedding(nn.Module):
     """The clock ``u`` and a few sinusoidal features of it: lets a small MLP bend quickly in time.
 
-    ``u`` runs from 0 to 1 over ``[t_min, t_max]``: linearly in ``t``, or, given the observed training times
-    (``knots``), by equal steps from one of them to the next (linearly in between and beyond the ends). Times taken
-    at 0.1, 0.3, 1, 2, ..., 168 hours then get as much of the network's time resolution in the first hour as in the
-    last days; on the linear clock the first 4 hours were 2 % of the range, and the learned field there was half as
-    fast as the truth (audit 50). Knots that are not :func:`uneven_times` give the linear clock.
+    ``u`` runs from 0 to 1 over ``[t_min, t_max]``: linearly in ``t``, or, given the training times (``knots``) and
+    the clock's ``levels`` there (``train.motion_levels``: as far as the population has moved), linearly between
+    them and beyond the ends. Times taken at 0.1, 0.3, 1, 2, ..., 168 hours, the first hours the fastest, then get the
+    network's time resolution where the cells move; on the linear clock the first 4 hours were 2 % of the range, and
+    the learned field there was half as fast as the truth (audit 50). Knots that are not :func:`uneven_times` give the
+    linear clock.
     ``n_frequencies`` features at ``pi k`` over ``u``, and one at each of ``periods`` (in the data's time units, on
     the linear clock): dynamics known to oscillate (the hydrogen atom's dipole turns every ``2 pi / (E_2 - E_3)``,
     155 times over the AM paper's time range) get that oscillation as an input instead of from hundreds of features.
     """
 
-    def __init__(self, n_frequencies: int, t_min: float, t_max: float, periods=(), knots=None) -> None:
+    def __init__(self, n_frequencies: int, t_min: float, t_max: float, periods=(), knots=None, levels=None) -> None:
         super().__init__()
         span = max(t_max - t_min, 1e-12)
         self.register_buffer("t_min", torch.tensor(float(t_min)))
@@ -62,9 +73,11 @@ class TimeEmbedding(nn.Module):
         freqs = math.pi * torch.arange(1, n_frequencies + 1, dtype=torch.float64)
         self.register_buffer("freqs", torch.cat([freqs, torch.tensor(extra, dtype=torch.float64)]).float())
         self.n_clock = n_frequencies
-        knots = None if knots is None or not uneven_times(list(knots)) else torch.tensor(knots, dtype=torch.float32)
+        levels = clock_levels(knots, levels)
         # from model_args, not the state dict: a checkpoint without knots loads the linear clock
-        self.register_buffer("knots", knots, persistent=False)
+        self.register_buffer("knots", None if levels is None else torch.as_tensor(knots, dtype=torch.float32),
+                             persistent=False)  # fmt: skip
+        self.register_buffer("levels", levels, persistent=False)
 
     @property
     def dim(self) -> int:
@@ -74,7 +87,7 @@ class TimeEmbedding(nn.Module):
         """``(u, du/dt)`` at ``t`` (class docstring)."""
         if self.knots is None:
             return (t - self.t_min) / self.span, torch.ones_like(t) / self.span
-        return clock_of(self.knots, t)
+        return clock_of(self.knots, self.levels, t)
 
     def _rates(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``u``, ``du/dt``, each sinusoid's angle per unit ``t`` and its angle at ``t`` (``(..., n)`` each)."""
@@ -116,6 +129,7 @@ class MLPField(nn.Module):
         time_frequencies: int = 1,
         time_periods=(),
         time_knots=None,
+        time_levels=None,
         x_center=None,
         x_scale: float = 1.0,
     ) -> None:
@@ -124,7 +138,9 @@ class MLPField(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if any(not float(p) > 0 for p in time_periods):
             raise ValueError(f"time_periods must be > 0, got {list(time_periods)}")
-        self.embed = TimeEmbedding(time_frequencies, *t_range, periods=time_periods, knots=time_knots)
+        self.embed = TimeEmbedding(
+            time_frequencies, *t_range, periods=time_periods, knots=time_knots, levels=time_levels
+        )
         center = torch.zeros(dim) if x_center is None else torch.tensor(x_center, dtype=torch.float32)
         self.register_buffer("x_center", center, persistent=False)  # from model_args, not the state dict
         self.x_scale = _positive("x_scale", x_scale)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from amcore.models.potentials import clock_of, time_of, uneven_times
+from amcore.models.potentials import clock_levels, clock_of, time_of
 
 TIME_SAMPLINGS = ("uniform", "stratified", "importance")
 
@@ -22,16 +22,17 @@ class TimeSampler:
 
     def __init__(
         self, kind: str, t0: float, t1: float, bins: int = 20, momentum: float = 0.99, device: str = "cpu",
-        knots=None,
+        knots=None, levels=None,
     ) -> None:  # fmt: skip
-        """``knots``: the observed times whose clock (``potentials.clock_of``) the draws are uniform, stratified or
-        binned on, as the network's time is; None (or gaps within 5-fold of each other): ``t`` itself."""
+        """``knots``, ``levels``: the training times and the clock (``potentials.clock_of``) the draws are uniform,
+        stratified or binned on, as the network's time is; None (or gaps within 5-fold of each other): ``t``."""
         if kind not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {kind!r}; expected one of {TIME_SAMPLINGS}")
         self.kind, self.t0, self.duration = kind, t0, t1 - t0
-        self.knots = None
-        if knots is not None and uneven_times(list(knots)):
+        self.knots = self.levels = None
+        if (on := clock_levels(knots, levels)) is not None:
             self.knots = torch.tensor(knots, dtype=torch.float32, device=device)
+            self.levels = on.to(device)
         self.bins, self.momentum = bins, momentum
         self.device = torch.device(device)
         self.second_moment = torch.ones(bins, device=self.device)
@@ -47,11 +48,11 @@ class TimeSampler:
         if self.knots is None:
             return self._sample(n, gen, self.t0, self.duration)
         u, inverse = self._sample(n, gen, 0.0, 1.0)
-        t, stretch = time_of(self.knots, u)
+        t, stretch = time_of(self.knots, self.levels, u)
         return t, inverse * stretch
 
     def _bin(self, t: torch.Tensor) -> torch.Tensor:
-        u = (t - self.t0) / self.duration if self.knots is None else clock_of(self.knots, t)[0]
+        u = (t - self.t0) / self.duration if self.knots is None else clock_of(self.knots, self.levels, t)[0]
         return (u * self.bins).long().clamp(0, self.bins - 1)
 
     def _sample(self, n: int, gen: torch.Generator, start: float, length: float) -> tuple[torch.Tensor, torch.Tensor]:
