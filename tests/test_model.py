@@ -53,7 +53,7 @@ def test_times_it_was_not_trained_on_are_refused_or_flagged(tmp_path):
     with pytest.warns(UserWarning, match=r"trained on, \[0, 1\]") as caught:
         model.push(x, 0.0, 1.5)
     assert caught[0].filename == __file__
-    with pytest.warns(UserWarning, match=r"t from -0.5 to -0.5"):
+    with pytest.warns(UserWarning, match=r"t -0.5 leaves the time range"):
         model.velocity(x, -0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the ends of the range themselves are inside

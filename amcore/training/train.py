@@ -413,11 +413,11 @@ MOTION_DRAWS = 4096  # cells of the path drawn at each training time for the clo
 def motion_levels(path, seed: int) -> list[float]:
     """The clock's level at each training time (``potentials.TimeEmbedding``): half the time elapsed and half the
     distance the population has moved, each as a share of the whole. The distance is the W2 arc length of Gaussians
-    with each time's mean and per-feature variances (``|dm|^2 + sum (sd_b - sd_a)^2`` an interval), the mean's
-    sampling noise taken off. Where the cells move uniformly it is ``t``'s own clock (a Gaussian path on times 0,
-    0.02, ..., 1: velocity error 0.075 / 0.063 / 0.169 against 0.073 / 0.063 / 0.149); equal steps between the
-    times gave 0.138 / 0.097 / 0.394, fitting the pairing noise of the shortest intervals. The half on ``t`` keeps
-    every interval drawn where the cells barely move."""
+    with each time's mean and per-feature variances (``|dm|^2 + sum (sd_b - sd_a)^2`` an interval), the moments'
+    sampling noise taken off (else many close times that barely move add it up). Where the cells move uniformly
+    it is ``t``'s own clock (a Gaussian path on times 0, 0.02, ..., 1: velocity error 0.075 / 0.063 / 0.169 against
+    0.073 / 0.063 / 0.149); equal steps between the times gave 0.138 / 0.097 / 0.394, fitting the pairing noise of
+    the shortest intervals. The half on ``t`` keeps every interval drawn where the cells barely move."""
     gen = torch.Generator(getattr(path, "device", None) or "cpu").manual_seed(seed)
     times = torch.as_tensor(path.t_values).float()
     means, sds = [], []
@@ -430,9 +430,10 @@ def motion_levels(path, seed: int) -> list[float]:
     cells = [float("inf")] * len(times) if counts is None else [float(c) for c in counts.tolist()]
     noise = [float(sd.pow(2).sum()) * (1 / n + 1 / MOTION_DRAWS) for sd, n in zip(sds, cells, strict=True)]
     steps = []
-    for k in range(len(times) - 1):
-        shift = max(float((means[k + 1] - means[k]).pow(2).sum()) - noise[k] - noise[k + 1], 0.0)
-        steps.append(math.sqrt(shift + float((sds[k + 1] - sds[k]).pow(2).sum())))
+    for k in range(len(times) - 1):  # a standard deviation's noise is half its mean's: var / (2 n)
+        shift = float((means[k + 1] - means[k]).pow(2).sum()) - noise[k] - noise[k + 1]
+        spread = float((sds[k + 1] - sds[k]).pow(2).sum()) - (noise[k] + noise[k + 1]) / 2
+        steps.append(math.sqrt(max(shift, 0.0) + max(spread, 0.0)))
     arc = np.concatenate([[0.0], np.cumsum(steps)])
     elapsed = (times - times[0]).double().numpy() / float(times[-1] - times[0])
     moved = arc / arc[-1] if arc[-1] > 0 else elapsed
