@@ -618,3 +618,18 @@ def test_a_netcdf_feature_coordinate_names_the_features_and_a_per_time_array_is_
     stacked.to_netcdf(tmp_path / "stacked.nc")
     snaps = build_snapshots({"source": "netcdf", "path": str(tmp_path / "stacked.nc")})
     assert snaps.t_values.tolist() == [0.0, 1.0] and snaps.counts().tolist() == [10, 10]
+
+
+def test_the_header_check_reads_what_pandas_reads(tmp_path, data):
+    """Review: the repeated-header check opened the file as UTF-8 text, refusing a .csv.gz pandas read and a
+    spreadsheet's trailing empty columns, and missed a repeat behind a byte-order mark."""
+    x, t = data
+    frame = pd.DataFrame(x[:, :2], columns=["g0", "g1"]).assign(t=t)
+    frame.to_csv(tmp_path / "a.csv.gz", index=False)
+    assert build_snapshots({"source": "csv", "path": str(tmp_path / "a.csv.gz")}).dim == 2
+    rows = [f"{a:.3f},{b:.3f},{tk:g},," for (a, b), tk in zip(x[:, :2], t, strict=True)]
+    (tmp_path / "b.csv").write_text("\n".join(["g0,g1,t,,", *rows]) + "\n")
+    assert build_snapshots({"source": "csv", "path": str(tmp_path / "b.csv"), "feature_columns": ["g0", "g1"]}).dim == 2
+    (tmp_path / "c.csv").write_bytes(b"\xef\xbb\xbft,g0,t\n" + b"\n".join(b"%g,1,2" % tk for tk in t) + b"\n")
+    with pytest.raises(InputError, match=r"repeats the column name\(s\) \['t'\]"):
+        build_snapshots({"source": "csv", "path": str(tmp_path / "c.csv")})

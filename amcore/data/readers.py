@@ -10,7 +10,6 @@ non-finite rows.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import os
 import re
@@ -371,8 +370,9 @@ def read_csv(path: Path, t_key: str | None = "t", feature_columns: list[str] | N
     """A CSV with a header: one row per cell (read into memory: text is for small data)."""
     try:
         frame = pd.read_csv(path)
-        with open(path, newline="", encoding="utf-8") as handle:  # pandas renames a repeated name: read the header
-            _refuse_repeated(path, next(csv.reader(handle), []))
+        # pandas renames a repeated name ("g3.1"): the header as written, as pandas reads it (compressed, a BOM)
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        _refuse_repeated(path, [name for name in header if name])  # empty ones: a spreadsheet's trailing commas
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputError(f"{path}: not a readable CSV file ({err})") from err
     if len(frame) and frame.iloc[-1].isna().any() and not _ends_with_line_break(path):

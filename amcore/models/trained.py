@@ -22,7 +22,7 @@ from torch import nn
 from amcore.errors import InputError
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
-from amcore.models.potentials import Potential, VectorField, velocity_fn
+from amcore.models.potentials import Potential, VectorField, uneven_times, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
@@ -550,9 +550,10 @@ class TrainedModel:
         self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False,
         batch_size: int = integrate.BATCH_SIZE, progress: float | None = integrate.PROGRESS_S,
     ):  # fmt: skip
-        """The cells ``x`` observed at ``t0``, moved to ``t1``, ``steps`` steps between each two of the times it
-        passes: ``t0``, the training times between, ``t1`` (as the pipeline integrates: 20 even steps from 0.1 to 168
-        hours jumped the first hours' fast course in one step of 8.4, audit 50); with ``with_weights``, also uAM's
+        """The cells ``x`` observed at ``t0``, moved to ``t1`` in ``steps`` steps; where the training times are
+        spread unevenly (``potentials.uneven_times``), ``steps`` between each two of the times it passes: ``t0``, the
+        training times between, ``t1`` (as the pipeline integrates: 20 even steps from 0.1 to 168 hours jumped the
+        first hours' fast course in one step of 8.4, audit 50); with ``with_weights``, also uAM's
         particle weights (ones for the other objectives). Only the last step is kept: memory grows with the cells,
         not the steps. A long push says how far it has come every ``progress`` seconds (None: never)."""
         _one_number("t0", t0)
@@ -560,7 +561,8 @@ class TrainedModel:
         x = self._by_columns(x)  # a sparse matrix has no len (audit 36)
         n = x.shape[0] if hasattr(x, "shape") else len(x)
         last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
-        between = sorted(t for t in self.info.get("trained_times") or () if min(t0, t1) < t < max(t0, t1))
+        trained = self.info.get("trained_times") or []
+        between = sorted(t for t in trained if min(t0, t1) < t < max(t0, t1)) if uneven_times(trained) else []
         times = [t0, *(between if t1 >= t0 else between[::-1]), t1]
         traj = self.trajectories(x, times, steps, method, seed, batch_size, out=last, progress=progress)
         if not with_weights:

@@ -77,6 +77,8 @@ class TimeSampler:
         second stream of one process drew from a proposal the first had moved)."""
         if self.kind != "importance":
             return
+        if self.knots is not None:  # on the clock the integrand is f dt/du: its bins are drawn by that
+            values = values / clock_of(self.knots, self.levels, t)[1]
         b = self._bin(t)
         sums = torch.zeros(self.bins, device=self.device).index_add_(0, b, values.double().pow(2).float())
         counts = torch.zeros(self.bins, device=self.device).index_add_(0, b, torch.ones_like(values))

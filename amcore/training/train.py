@@ -407,37 +407,39 @@ def _observed_moments(path, seed: int) -> tuple[torch.Tensor, list, list, list]:
     return grid, means, variances, masses
 
 
-MOTION_DRAWS = 4096  # cells of the path drawn at each training time for the clock's levels
-
-
-def motion_levels(path, seed: int) -> list[float]:
-    """The clock's level at each training time (``potentials.TimeEmbedding``): half the time elapsed and half the
-    distance the population has moved, each as a share of the whole. The distance is the W2 arc length of Gaussians
-    with each time's mean and per-feature variances (``|dm|^2 + sum (sd_b - sd_a)^2`` an interval), the moments'
-    sampling noise taken off (else many close times that barely move add it up). Where the cells move uniformly
-    it is ``t``'s own clock (a Gaussian path on times 0, 0.02, ..., 1: velocity error 0.075 / 0.063 / 0.169 against
-    0.073 / 0.063 / 0.149); equal steps between the times gave 0.138 / 0.097 / 0.394, fitting the pairing noise of
-    the shortest intervals. The half on ``t`` keeps every interval drawn where the cells barely move."""
-    gen = torch.Generator(getattr(path, "device", None) or "cpu").manual_seed(seed)
-    times = torch.as_tensor(path.t_values).float()
-    means, sds = [], []
-    for t in times.tolist():
-        x, _ = path.sample_at(torch.full((MOTION_DRAWS,), t, device=gen.device), gen)
-        means.append(x.double().mean(0).cpu())
-        sds.append(x.double().std(0).cpu())
-    # each mean's noise: its cells' sampling (as many as the time holds) and the draws' own
-    counts = getattr(path, "counts", None)
-    cells = [float("inf")] * len(times) if counts is None else [float(c) for c in counts.tolist()]
-    noise = [float(sd.pow(2).sum()) * (1 / n + 1 / MOTION_DRAWS) for sd, n in zip(sds, cells, strict=True)]
+def motion_levels(snaps: Snapshots) -> tuple[list[float], list[float]] | None:
+    """The training times and the clock's level at each (``potentials.TimeEmbedding``), or None where their gaps
+    are within 5-fold of each other (``potentials.uneven_times``): half the time elapsed and half the distance the
+    population has moved, each as a share of the whole. The distance is the W2 arc length of Gaussians with each
+    time's mean and per-feature spreads (``|dm|^2 + sum (sd_b - sd_a)^2`` an interval), their sampling noise taken
+    off (else many close times that barely move add it up). From every training cell, in float64: the same levels
+    on every process, whether the cells are in memory, subsampled or streamed. Where the cells move uniformly it is
+    ``t``'s own clock (a Gaussian path on times 0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1: velocity error 0.075 / 0.063 /
+    0.169 against 0.073 / 0.063 / 0.149); equal steps between the times gave 0.138 / 0.097 / 0.394, fitting the
+    pairing noise of the shortest intervals. The half on ``t`` keeps every interval drawn where the cells barely
+    move."""
+    kept = snaps.training_snapshots()
+    times = np.asarray(snaps.t_values, dtype=np.float64)[kept]
+    if not uneven_times(times):
+        return None
+    means, variances, noise = [], [], []
+    for k in kept:
+        x = snaps.snapshot(k)
+        x = x.astype(np.float64) if isinstance(x, da.Array) else np.asarray(x, dtype=np.float64)
+        mean, variance = (np.asarray(v) for v in da.compute(x.mean(0), x.var(0)))
+        means.append(mean)
+        variances.append(variance)
+        noise.append(float(variance.sum()) / len(x))  # the mean's; a standard deviation's is half of it
     steps = []
-    for k in range(len(times) - 1):  # a standard deviation's noise is half its mean's: var / (2 n)
-        shift = float((means[k + 1] - means[k]).pow(2).sum()) - noise[k] - noise[k + 1]
-        spread = float((sds[k + 1] - sds[k]).pow(2).sum()) - (noise[k] + noise[k + 1]) / 2
+    for k in range(len(kept) - 1):
+        shift = float(np.square(means[k + 1] - means[k]).sum()) - noise[k] - noise[k + 1]
+        spread = float(np.square(np.sqrt(variances[k + 1]) - np.sqrt(variances[k])).sum())
+        spread -= (noise[k] + noise[k + 1]) / 2
         steps.append(math.sqrt(max(shift, 0.0) + max(spread, 0.0)))
     arc = np.concatenate([[0.0], np.cumsum(steps)])
-    elapsed = (times - times[0]).double().numpy() / float(times[-1] - times[0])
+    elapsed = (times - times[0]) / (times[-1] - times[0])
     moved = arc / arc[-1] if arc[-1] > 0 else elapsed
-    return [float(v) for v in 0.5 * moved + 0.5 * elapsed]
+    return times.tolist(), [float(v) for v in 0.5 * moved + 0.5 * elapsed]
 
 
 def observation_gap(path) -> float:
@@ -627,8 +629,10 @@ def partial_path(checkpoint: str | Path) -> Path:
 
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a partial state was saved by a training of this config; a key it lacks (saved before the key
+    existed: ``time_clock``) is no difference of its own, as its network's ``model_args`` are compared too."""
     current = asdict(cfg)
-    return all(saved.get(k) == v for k, v in current.items() if k not in RESUME_IGNORES)
+    return all(k not in saved or saved[k] == v for k, v in current.items() if k not in RESUME_IGNORES)
 
 
 class Run:
@@ -701,11 +705,9 @@ class Run:
         # The clock of the population's motion (potentials.TimeEmbedding), for the network and the draws over time
         # alike; gaps within 5-fold of each other (and a simulator's exact marginals: no observed times) keep t's.
         self.knots = self.levels = None
-        if cfg.time_clock == "motion" and hasattr(self.path, "t_values"):
-            knots = [float(t) for t in self.path.t_values.tolist()]
-            if uneven_times(knots):
-                self.knots, self.levels = knots, motion_levels(self.path, cfg.seed)
-                mlp |= {"time_knots": self.knots, "time_levels": self.levels}
+        if cfg.time_clock == "motion" and snaps is not None and (clock := motion_levels(snaps)) is not None:
+            self.knots, self.levels = clock
+            mlp |= {"time_knots": self.knots, "time_levels": self.levels}
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         units = standard_units(snaps, self.path, cfg.seed, moments) if cfg.units == "standard" else {}
