@@ -18,6 +18,7 @@ _HOMES = {
     "Snapshots": "amcore.data.store",
     "read_store": "amcore.data.store",
     "open_store": "amcore.data.store",
+    "read_trajectories": "amcore.models.integrate",
 }
 __all__ = sorted(_HOMES)
 

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,9 @@ def test_the_integrate_command_writes_trajectories_batch_by_batch_to_zarr(tmp_pa
     np.testing.assert_allclose(traj["holdout_weight"].values, weights / weights.sum(), rtol=1e-5)
     chunks = json.loads((tmp_path / "traj.zarr" / "x" / "zarr.json").read_text())["chunk_grid"]["configuration"]
     assert chunks["chunk_shape"] == [1, 64, 2]
+    # Audits 50, 52: opened as the README said, Snakemake's timestamp file in the folder made zarr warn each time;
+    # amcore.read_trajectories opens it without a word
+    (tmp_path / "traj.zarr" / ".snakemake_timestamp").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(amcore.read_trajectories(tmp_path / "traj.zarr")["x"].values, traj["x"].values)
