@@ -385,3 +385,27 @@ def test_a_push_across_unevenly_spread_training_times_steps_through_them(tmp_pat
     train(Snapshots.from_labels(*_cells()), TrainConfig(**TINY), tmp_path / "even.pt")
     even = amcore.load(tmp_path / "even.pt")
     np.testing.assert_array_equal(even.push(cells, 0.0, 2.0, steps=4), even.trajectories(cells, [0.0, 2.0], 4).x[-1])
+
+
+def test_uam_s_growth_range_reads_its_path_on_the_training_clock(tmp_path, monkeypatch):
+    """Review 54: the range a uAM push is held in was read at times uniform in t, so on log-spaced times the fast
+    first hours (where the rates are extreme) held 2 % of the cells it was read on. Cells that make all their move in
+    the first 2 % of the time put half the clock there: about half the range's cells now (a third at least)."""
+    from amcore.paths.interpolants import SnapshotPath
+    from amcore.training.train import GROWTH_RANGE_BATCH
+
+    seen = []
+    sample_at = SnapshotPath.sample_at
+
+    def spy(self, t, gen):
+        if len(t) == GROWTH_RANGE_BATCH:
+            seen.append(t.clone())
+        return sample_at(self, t, gen)
+
+    monkeypatch.setattr(SnapshotPath, "sample_at", spy)
+    times = (0.0, 0.01, 0.02, 1.0)
+    x, t = _cells(times=times)
+    x[:, 0] += 5 * (t > 0)
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY, objective="uam"), tmp_path / "m.pt")
+    drawn = torch.cat(seen)
+    assert len(drawn) and float((drawn < 0.02).double().mean()) > 1 / 3
