@@ -434,6 +434,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         diffusion_energy,
         falls_short,
         options,
+        percent,
         ran_off,
         score_marginals,
         score_paper_mmd,
@@ -491,7 +492,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if result.get("mass_rel_error_max", 0.0) > MASS_OFF:  # audit 18: flagged in the table, not in the log
             off = max(result["mass_rel_error"], key=result["mass_rel_error"].get)
             print(f"amcore evaluate {args.model}: FLAGGED: the pushed mass is off by "
-                  f"{result['mass_rel_error'][off]:.0%} at t = {off} (more than {MASS_OFF:.0%}): the growth it "
+                  f"{percent(result['mass_rel_error'][off])} at t = {off} (more than {MASS_OFF:.0%}): the growth it "
                   "learned does not carry the population's", file=sys.stderr)  # fmt: skip
         if "fewest_cells" in result:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
@@ -610,13 +611,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                   true_field, times, view.cells(snaps.x), f"{title}: learned {field}", field, shown[0],
                                   names, frame)  # fmt: skip
         plots.loss_curve(plots_dir / "loss.png", loss["step"].values, loss["loss"].values, f"{title}: loss")
-        _write_json(args.metrics, result | {"settings": opts})
         run.log_metrics(
             {k: v for k, v in result.items() if isinstance(v, float)}
             | {"nonfinite_max": result["nonfinite_max"], "escaped_max": result["escaped_max"]}
         )
-        for k, t in enumerate(times[1:], start=1):
-            run.log_metrics({f"{name}_by_time": result[name][f"{t:g}"] for name in DISTANCES if name in result}, k)
+        for k, t in enumerate(times[1:], start=1):  # a distance weighted particles lack is NaN at a failed time only
+            by_time = {name: result[name].get(f"{t:g}") for name in DISTANCES if name in result}
+            run.log_metrics({f"{name}_by_time": v for name, v in by_time.items() if v is not None}, k)
+        _write_json(args.metrics, result | {"settings": opts})  # last: a failure before leaves no metrics.json
         run.log_artifact(args.metrics)
         run.log_artifact(plots_dir, "plots")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))

@@ -370,12 +370,13 @@ def test_the_default_threads_follow_omp_num_threads_outside_torchrun(monkeypatch
     assert cpu_threads(0) == cores
 
 
-def test_a_push_across_unevenly_spread_training_times_steps_through_them(tmp_path):
+def test_a_push_across_unevenly_spread_training_times_steps_through_them(tmp_path, capfd):
     """Audit 50: 20 even steps from 0.1 to 168 hours took one step of 8.4 across the fast first hours. Across training
     times spread unevenly a push takes ``steps`` between each two it passes, forward and backward, as the pipeline
     integrates; across even ones (hydrogen's 1,001 frames) it keeps ``steps`` in all."""
     times = (0.0, 0.1, 0.3, 2.0)
     train(Snapshots.from_labels(*_cells(times=times)), TrainConfig(**TINY), tmp_path / "m.pt")
+    assert "amcore train: time clock: with the population's motion (0: 0.00, 0.1: " in capfd.readouterr().err
     model = amcore.load(tmp_path / "m.pt")
     cells = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
     through = model.trajectories(cells, [0.05, 0.1, 0.3, 1.0], steps_per_interval=3)
@@ -383,6 +384,7 @@ def test_a_push_across_unevenly_spread_training_times_steps_through_them(tmp_pat
     back = model.trajectories(cells, [1.5, 0.3, 0.1], steps_per_interval=2)
     np.testing.assert_array_equal(model.push(cells, 1.5, 0.1, steps=2), back.x[-1])
     train(Snapshots.from_labels(*_cells()), TrainConfig(**TINY), tmp_path / "even.pt")
+    assert "time clock: t's own (the training times' gaps are within 5-fold of each other)" in capfd.readouterr().err
     even = amcore.load(tmp_path / "even.pt")
     np.testing.assert_array_equal(even.push(cells, 0.0, 2.0, steps=4), even.trajectories(cells, [0.0, 2.0], 4).x[-1])
 

@@ -491,3 +491,30 @@ def test_a_full_disk_names_where_it_is_full_and_leaves_nothing(work, capsys, sma
                    "--out", str(full_disk / "store.zarr"), "--summary", str(work / "full.json"))  # fmt: skip
     assert "No space left on device" in said and f"writing under {full_disk}" in said, said
     assert not any(full_disk.iterdir()), "a failed write leaves nothing"
+
+
+def test_a_weighted_push_that_fails_at_some_times_is_scored_where_it_holds(work, tmp_path):
+    """Audit 55: a uAM whose weights rested on under two particles at the last two times stopped evaluate with
+    "missing key '0.25'" (a distance weighted particles lack, NaN only at the failed times) and left metrics.json and
+    plots behind. The failed time is NaN and counted, the others scored, metrics.json written last."""
+    import zarr
+
+    from amcore.data.store import read_store
+
+    snaps = read_store(work / "other.zarr")
+    uam = TrainConfig(objective="uam", steps=20, width=8, depth=1, log_every=10)
+    train(snaps, uam, tmp_path / "uam.pt", tmp_path / "uam.csv")
+    traj = tmp_path / "traj.zarr"
+    argv = ["integrate", "--store", str(work / "other.zarr"), "--checkpoint", str(tmp_path / "uam.pt"),
+            "--params", '{"steps_per_interval": 2}', "--out", str(traj)]  # fmt: skip
+    assert main(argv) == 0
+    weight = zarr.open_array(str(traj / "weight"), mode="r+")
+    last = np.zeros(weight.shape[1], np.float32)
+    last[0] = 1.0  # the last time's mass on one particle: failed there
+    weight[weight.shape[0] - 1] = last
+    argv = ["evaluate", "--model", "uam", "--store", str(work / "other.zarr"), "--checkpoint", str(tmp_path / "uam.pt"),
+            "--trajectories", str(traj), "--loss-csv", str(tmp_path / "uam.csv"), "--params", json.dumps(PARAMS),
+            "--metrics", str(tmp_path / "metrics.json"), "--plots", str(tmp_path / "plots")]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["nonfinite"]["6"] > 0 and np.isnan(metrics["w1"]["6"]) and np.isfinite(metrics["w1"]["2"])

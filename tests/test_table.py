@@ -356,3 +356,10 @@ def test_the_tables_glossary_says_only_what_the_table_holds():
     ]
     glossary = markdown(long_table(rows)).split("### ")[0]
     assert "(baselines are deterministic: one value)" in glossary and "`predicted_cells` (a count" in glossary
+
+
+def test_a_relative_error_far_off_prints_in_three_digits():
+    """Audit 55: a mass 1.8e19 times off printed as a 22-digit percentage."""
+    from amcore.evaluation.evaluate import percent
+
+    assert (percent(0.674), percent(14.44), percent(1.774e19)) == ("67%", "1444%", "1.77e+21%")

@@ -18,6 +18,7 @@ from amcore.evaluation.evaluate import (
     TRUTH_ERRORS,
     data_box,
     falls_short,
+    percent,
 )
 from amcore.evaluation.holdout import read_prediction
 
@@ -205,7 +206,8 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          "cell of a time is one point: `mmd` and `neighbour_excess` judge the prediction's spread against none, "
          "however close it is; W1 and W2 hold):", lambda v: "observed cells at one point"),
         (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
-         f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):", lambda v: f"mass error {v:.0%}"),
+         f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):",
+         lambda v: f"mass error {percent(v)}"),
         (beyond(table, "course_excess", above=1.0), "running the course off", "**Flagged models** (cells pushed "
          "from the first time end farther from the last time's than the first time's cells unmoved, by more than "
          "the noise floor; every seed):",
@@ -215,7 +217,7 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          lambda v: f"{int(v)} cells"),
         (beyond(table, "course_mass_error", above=MASS_OFF), "with the mass off over the course", "**Flagged "
          f"models** (the weighted particles pushed from the first time carry a mass off by more than {MASS_OFF:.0%} "
-         "at some time; every seed):", lambda v: f"mass error {v:.0%}"),
+         "at some time; every seed):", lambda v: f"mass error {percent(v)}"),
         (beyond(table, "action_noise", above=ACTION_NOISE), "with an action ratio that says little", "**Flagged "
          f"action ratios** (the snapshots' sampling noise is over {ACTION_NOISE:.0%} of the geodesic action, so "
          "`action_ratio` measures that noise, not a detour):", lambda v: f"action_noise {v:.2f}"),

@@ -708,6 +708,10 @@ class Run:
         if cfg.time_clock == "motion" and snaps is not None and (clock := motion_levels(snaps)) is not None:
             self.knots, self.levels = clock
             mlp |= {"time_knots": self.knots, "time_levels": self.levels}
+        if self.cluster.leader and cfg.time_clock == "motion" and snaps is not None:  # audit 55: said nowhere
+            shown = ", ".join(f"{t:g}: {u:.2f}" for t, u in zip(self.knots or [], self.levels or [], strict=True))
+            print("amcore train: time clock: " + (f"with the population's motion ({shown})" if self.knots else
+                  "t's own (the training times' gaps are within 5-fold of each other)"), file=sys.stderr)  # fmt: skip
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         units = standard_units(snaps, self.path, cfg.seed, moments) if cfg.units == "standard" else {}
