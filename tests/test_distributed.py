@@ -108,3 +108,28 @@ def test_killing_torchrun_stops_its_training_processes(tmp_path):
     subprocess.run(["pkill", "-9", "-f", str(out / "model.pt")])  # none, unless the test fails: never left running
     assert not left, "training processes outlived torchrun"
     assert not (out / "model.pt").exists() and (out / "model.pt.partial").exists()
+
+
+def test_two_processes_resume_a_streamed_training_together(tmp_path):
+    """Audit 56: each rank decided alone whether to resume, and a streamed path's data key is its own rank's sample:
+    rank 0 resumed, rank 1 started afresh, the job wrote a wrong model.pt and hung. The first rank decides for all
+    and says so once. A partial from another number of processes starts afresh, and says why."""
+    store = _store(tmp_path)
+    streamed = {**PARAMS, "in_memory_max_mb": 0.005, "ot_max_size": 100, "stream_refresh_every": 10, "streams": 2}
+    torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
+    half = _train(store, tmp_path / "half", {**streamed, "steps": 20}, torchrun)
+    assert half["processes"] == 2
+    half["config"]["steps"] = PARAMS["steps"]  # as the partial of the 40-step training, at step 20
+    for name, launcher, params in (("two", torchrun, streamed), ("one", (), streamed)):  # one process, two streams
+        out = tmp_path / name
+        out.mkdir()
+        torch.save(half, out / "model.pt.partial")
+        cmd = [*launcher, str(BIN / "amcore"), "train", "--store", str(store), "--params", json.dumps(params),
+               "--checkpoint", str(out / "model.pt"), "--loss-csv", str(out / "loss.csv")]  # fmt: skip
+        result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert torch.load(out / "model.pt", weights_only=True)["step"] == PARAMS["steps"]
+        if name == "two":
+            assert result.stderr.count("resuming from step 20") == 1 and "starting afresh" not in result.stderr
+        else:
+            assert "(the number of processes differ); starting afresh" in result.stderr

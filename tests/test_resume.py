@@ -76,4 +76,5 @@ def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):
         torch.save(payload, partial_path(tmp_path / f"{name}.pt"))
         train(snaps(data_seed), cfg, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv")
     err = capsys.readouterr().err
-    assert "resuming from step 10" in err and "from another configuration or data; starting afresh" in err
+    assert "resuming from step 10" in err
+    assert "is from another training (the data, the network differ); starting afresh" in err

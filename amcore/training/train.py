@@ -586,6 +586,15 @@ class Cluster:
         dist.all_gather_object(gathered, items)
         return [item for part in gathered for item in part]
 
+    def agree(self, value):
+        """The first rank's ``value`` on every rank: one decision for the job (a streamed path's data key is each
+        rank's own sample's, audit 56)."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
@@ -756,10 +765,20 @@ class Run:
         if not partial.exists():
             return
         saved = read_partial(partial, self.cluster.device)
-        same = _same_run(saved["config"], self.cfg) and saved["data"] == self.data_key
-        same = same and saved["model_args"] == self.model_args
-        if not (same and len(saved["generators"]) == self.streams):
-            print(f"amcore train: {partial} is from another configuration or data; starting afresh", file=sys.stderr)
+        differs = [what for what, same in (
+            ("the configuration", _same_run(saved["config"], self.cfg)), ("the data", saved["data"] == self.data_key),
+            ("the network", saved["model_args"] == self.model_args),
+            ("the number of streams", len(saved["generators"]) == self.streams),
+            # a partial from before the count was kept: as before, the streams decide
+            ("the number of processes", saved.get("processes", self.cluster.world) == self.cluster.world),
+        ) if not same]  # fmt: skip
+        # One decision for every rank, the first's: each deciding alone, a streamed training resumed on rank 0 and
+        # started afresh on rank 1, wrote a wrong model.pt and hung (audit 56).
+        differs = self.cluster.agree(differs)
+        if differs:
+            if self.cluster.leader:
+                print(f"amcore train: {partial} is from another training ({', '.join(differs)} differ); starting "
+                      "afresh", file=sys.stderr)  # fmt: skip
             return
         self.model.load_state_dict(saved["model"])
         self.ema.load_state_dict(saved["ema"])
@@ -771,7 +790,8 @@ class Run:
         self.best = saved.get("best")
         self.first_step = saved["step"]
         self.running.fill_(saved["running"])
-        print(f"amcore train: resuming from step {self.first_step} ({partial})", file=sys.stderr)
+        if self.cluster.leader:
+            print(f"amcore train: resuming from step {self.first_step} ({partial})", file=sys.stderr)
 
     def growth_range(self, ema: dict, draws: int = GROWTH_RANGE_DRAWS) -> list[float]:
         """The lowest and highest growth rate (``growth * s / x_scale^2``) of the ``ema`` weights at ``draws`` cells
@@ -814,7 +834,7 @@ class Run:
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
             "running": float(self.running), "best": self.best, "head_choice": self.head_choice,
-            "code": code_version(), "data_sha256": self.data_sha256,
+            "code": code_version(), "data_sha256": self.data_sha256, "processes": self.cluster.world,
         }  # fmt: skip
 
     def validate(self, step: int, on_metrics: Callable[[int, dict], None] | None) -> None:
