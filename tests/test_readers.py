@@ -633,3 +633,20 @@ def test_the_header_check_reads_what_pandas_reads(tmp_path, data):
     (tmp_path / "c.csv").write_bytes(b"\xef\xbb\xbft,g0,t\n" + b"\n".join(b"%g,1,2" % tk for tk in t) + b"\n")
     with pytest.raises(InputError, match=r"repeats the column name\(s\) \['t'\]"):
         build_snapshots({"source": "csv", "path": str(tmp_path / "c.csv")})
+
+
+def test_a_compressed_csv_ending_in_an_empty_cell_and_a_twice_saved_index_are_read(tmp_path, data):
+    """Review 55: a .csv.gz whose last row ends in an empty cell was refused as truncated (the check read the
+    archive's last byte), and a CSV saved again with pandas' index took the old index ('Unnamed: 0.1') as a
+    feature."""
+    x, t = data
+    frame = pd.DataFrame(x[:, :2], columns=["g0", "t"]).assign(g1=x[:, 2])  # the feature last: the row ends in it
+    frame["t"] = t
+    frame.loc[len(frame) - 1, "g1"] = np.nan
+    frame.to_csv(tmp_path / "a.csv.gz", index=False)
+    spec = {"source": "csv", "path": str(tmp_path / "a.csv.gz"), "drop_nonfinite": True}
+    assert build_snapshots(spec).dim == 2
+    pd.DataFrame(x[:, :2], columns=["g0", "g1"]).assign(t=t).to_csv(tmp_path / "once.csv")
+    pd.read_csv(tmp_path / "once.csv").to_csv(tmp_path / "twice.csv")
+    snaps = build_snapshots({"source": "csv", "path": str(tmp_path / "twice.csv")})
+    assert snaps.attrs["provenance"]["reader"]["feature_columns"] == ["g0", "g1"]

@@ -78,3 +78,22 @@ def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "resuming from step 10" in err
     assert "is from another training (the data, the network differ); starting afresh" in err
+
+
+def test_a_partial_saved_before_a_setting_existed_resumes_only_for_the_clock(tmp_path, capsys):
+    """A partial from before time_clock existed resumes (its clock is in the network's model_args, compared too);
+    one lacking any other setting does not (review 55: velocity_weight changes no model_args)."""
+    from amcore import TrainConfig, train
+
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 1.0], 100, seed=0)
+    cfg = TrainConfig(steps=20, batch_size=32, width=8, depth=1, log_every=10, threads=1)
+    train(Snapshots.from_labels(x, t), cfg, tmp_path / "a.pt", tmp_path / "a.csv")
+    payload = torch.load(tmp_path / "a.pt", weights_only=True)
+    payload["step"] = 10
+    for missing in ("time_clock", "velocity_weight"):
+        older = {**payload, "config": {k: v for k, v in payload["config"].items() if k != missing}}
+        torch.save(older, partial_path(tmp_path / f"{missing}.pt"))
+        capsys.readouterr()
+        train(Snapshots.from_labels(x, t), cfg, tmp_path / f"{missing}.pt", tmp_path / f"{missing}.csv")
+        err = capsys.readouterr().err
+        assert ("resuming from step 10" in err) == (missing == "time_clock"), err

@@ -325,7 +325,8 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
     else:
         _check_not_mostly_numbers(path, frame, [c for c in text if c != t_key])
         # A column without a header ("Unnamed: 0") is a row index (pandas' to_csv writes one), not a measurement.
-        unnamed = [c for c in columns if re.fullmatch(r"Unnamed: \d+", c)]
+        # (saved again with its index: "Unnamed: 0.1", the old index beside the new, review 55)
+        unnamed = [c for c in columns if re.fullmatch(r"Unnamed: \d+(\.\d+)?", c)]
         features = [c for c in columns if c in numeric and c != t_key and c not in unnamed]
         if not features:
             raise InputError(f"{path}: no numeric feature columns besides the time column {t_key!r}")
@@ -375,7 +376,8 @@ def read_csv(path: Path, t_key: str | None = "t", feature_columns: list[str] | N
         _refuse_repeated(path, [name for name in header if name])  # empty ones: a spreadsheet's trailing commas
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputError(f"{path}: not a readable CSV file ({err})") from err
-    if len(frame) and frame.iloc[-1].isna().any() and not _ends_with_line_break(path):
+    compressed = path.suffix.lower() in (".gz", ".bz2", ".zip", ".xz", ".zst")  # its last byte is the archive's
+    if len(frame) and frame.iloc[-1].isna().any() and not compressed and not _ends_with_line_break(path):
         raise InputError(
             f"{path}: the last row lacks values and no line break ends the file: truncated? Expected a complete "
             "CSV file (each row with every column, the last one ending in a line break)"

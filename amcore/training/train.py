@@ -637,11 +637,16 @@ def partial_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".partial")
 
 
+RESUME_NEWER = ("time_clock",)  # settings a partial saved before they existed may lack: its model_args decide
+
+
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
-    """Whether a partial state was saved by a training of this config; a key it lacks (saved before the key
-    existed: ``time_clock``) is no difference of its own, as its network's ``model_args`` are compared too."""
+    """Whether a partial state was saved by a training of this config. Only the settings of :data:`RESUME_NEWER`
+    may be missing from it (their effect is in the network's ``model_args``, compared too); any other missing key
+    is a difference (review 55: ``velocity_weight`` changes no ``model_args``)."""
     current = asdict(cfg)
-    return all(k not in saved or saved[k] == v for k, v in current.items() if k not in RESUME_IGNORES)
+    return all(saved[k] == v if k in saved else k in RESUME_NEWER for k, v in current.items()
+               if k not in RESUME_IGNORES)  # fmt: skip
 
 
 class Run:
