@@ -339,8 +339,9 @@ def test_notebook_inputs_of_the_wrong_kind_are_named():
         train(x, TrainConfig(**TINY), "unused.pt")
     with pytest.raises(InputError, match="the config must be an amcore.TrainConfig, got dict"):
         train(Snapshots.from_labels(x, t), dict(TINY), "unused.pt")
-    with pytest.raises(InputError, match="the training cells have no spread"):
-        train(Snapshots.from_labels(np.ones_like(x), t), TrainConfig(**TINY), "unused.pt")
+    for objective in ({}, {"objective": "eam", "sigma": 0.5}):  # eAM's noise note divided by the spread (review)
+        with pytest.raises(InputError, match="the training cells have no spread"):
+            train(Snapshots.from_labels(np.ones_like(x), t), TrainConfig(**TINY, **objective), "unused.pt")
 
 
 def test_an_eam_noise_far_beyond_the_cells_spread_is_noted_before_training(tmp_path, capfd):

@@ -59,6 +59,18 @@ def check_cells_per_time(t_values: np.ndarray, counts: np.ndarray, where: str) -
         )
 
 
+UNEVEN_GAPS = 5.0  # largest over smallest gap between observed times above which they count as uneven
+
+
+def uneven_times(times) -> bool:
+    """Observed times whose gaps differ more than :data:`UNEVEN_GAPS`-fold. The network's clock then runs by the
+    training times (``potentials.TimeEmbedding``; below, the smallest interval keeps at least a fifth of an even
+    share of the network's time and of the draws, and even times with one held out, gaps 1, 2, 1, keep ``t``'s own),
+    and plots space the times evenly and colour them by order."""
+    gaps = np.diff(np.unique(np.asarray(times, dtype=np.float64)))
+    return len(gaps) > 1 and gaps.max() / gaps.min() > UNEVEN_GAPS
+
+
 def check_time_resolution(t_values: np.ndarray, where: str) -> None:
     """Refuse times that float32, in which training samples and integration steps hold them, cannot tell apart.
 

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from amcore.atomic import replacing  # noqa: E402
+from amcore.data.store import uneven_times  # noqa: E402
 
 
 def _save(fig, path: Path, dpi: int) -> None:
@@ -278,7 +279,6 @@ def _name_axes(axes: np.ndarray, labels: list[str], n: int) -> None:
 
 
 ACTION_LOG_SPREAD = 100.0  # largest over smallest bar of action.png above which its axis is logarithmic
-UNEVEN_GAPS = 5.0  # largest over smallest gap between observed times above which colours go by the times' order
 
 
 def _time_colours(times):
@@ -286,8 +286,7 @@ def _time_colours(times):
     unreadable, a colorbar is not. Times spread unevenly (0, 0.05, 0.3, 2, 10) take colours by their order, the
     colorbar labelled with the times: on the range, the first three were one purple."""
     times = np.asarray(times, dtype=np.float64)
-    gaps = np.diff(np.sort(times))
-    if len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_GAPS:
+    if uneven_times(times):
         norm = matplotlib.colors.Normalize(vmin=0, vmax=len(times) - 1)
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
         rank = np.argsort(np.argsort(times))
@@ -303,8 +302,7 @@ def _time_axis(ax, times, label: str = "t"):
     ``times`` are spread unevenly (as for :func:`_time_colours`), on their clock, equal steps from one to the next,
     each tick labelled with its time (audit 50: 0.1 to 4 hours took the first 2 % of an axis to 168 hours)."""
     observed = np.unique(np.asarray(times, dtype=np.float64))
-    gaps = np.diff(observed)
-    if not (len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_GAPS):
+    if not uneven_times(observed):
         ax.set_xlabel(label, fontsize=8)
         return lambda t: np.asarray(t, dtype=np.float64)
     ax.set_xticks(np.arange(len(observed)), [f"{t:.3g}" for t in observed], rotation=45 if len(observed) > 6 else 0,

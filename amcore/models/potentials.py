@@ -5,22 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
+from amcore.data.store import uneven_times
+
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
-
-
-UNEVEN_CLOCK = 5.0  # largest over smallest gap between training times above which the clock runs by them
-
-
-def uneven_times(times) -> bool:
-    """Training times whose gaps differ more than :data:`UNEVEN_CLOCK`-fold: the clock of :class:`TimeEmbedding`
-    runs by them. Below, the smallest interval keeps at least a fifth of an even share of the network's time and of
-    the draws, and even times with one held out (gaps 1, 2, 1) keep ``t``'s own clock."""
-    gaps = np.diff(np.asarray(times, dtype=np.float64))
-    return len(gaps) > 1 and gaps.min() > 0 and gaps.max() / gaps.min() > UNEVEN_CLOCK
 
 
 def clock_of(knots: torch.Tensor, levels: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +82,7 @@ class TimeEmbedding(nn.Module):
     def _rates(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``u``, ``du/dt``, each sinusoid's angle per unit ``t`` and its angle at ``t`` (``(..., n)`` each)."""
         u, rate = self.clock(t)
-        linear = (t - self.t_min) / self.span
+        linear = u if self.knots is None else (t - self.t_min) / self.span
         per_clock, per_period = self.freqs[: self.n_clock], self.freqs[self.n_clock :]
         angles = torch.cat([u[..., None] * per_clock, linear[..., None] * per_period], -1)
         rates = torch.cat([rate[..., None] * per_clock, (per_period / self.span).expand(*t.shape, -1)], -1)

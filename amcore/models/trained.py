@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from amcore.data.store import uneven_times
 from amcore.errors import InputError
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
-from amcore.models.potentials import Potential, VectorField, uneven_times, velocity_fn
+from amcore.models.potentials import Potential, VectorField, velocity_fn
 
 METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
@@ -551,7 +552,7 @@ class TrainedModel:
         batch_size: int = integrate.BATCH_SIZE, progress: float | None = integrate.PROGRESS_S,
     ):  # fmt: skip
         """The cells ``x`` observed at ``t0``, moved to ``t1`` in ``steps`` steps; where the training times are
-        spread unevenly (``potentials.uneven_times``), ``steps`` between each two of the times it passes: ``t0``, the
+        spread unevenly (``store.uneven_times``), ``steps`` between each two of the times it passes: ``t0``, the
         training times between, ``t1`` (as the pipeline integrates: 20 even steps from 0.1 to 168 hours jumped the
         first hours' fast course in one step of 8.4, audit 50); with ``with_weights``, also uAM's
         particle weights (ones for the other objectives). Only the last step is kept: memory grows with the cells,

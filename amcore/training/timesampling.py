@@ -51,10 +51,6 @@ class TimeSampler:
         t, stretch = time_of(self.knots, self.levels, u)
         return t, inverse * stretch
 
-    def _bin(self, t: torch.Tensor) -> torch.Tensor:
-        u = (t - self.t0) / self.duration if self.knots is None else clock_of(self.knots, self.levels, t)[0]
-        return (u * self.bins).long().clamp(0, self.bins - 1)
-
     def _sample(self, n: int, gen: torch.Generator, start: float, length: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws on ``[start, start + length]`` and the inverse of their density."""
         dev = self.device
@@ -77,9 +73,12 @@ class TimeSampler:
         second stream of one process drew from a proposal the first had moved)."""
         if self.kind != "importance":
             return
-        if self.knots is not None:  # on the clock the integrand is f dt/du: its bins are drawn by that
-            values = values / clock_of(self.knots, self.levels, t)[1]
-        b = self._bin(t)
+        if self.knots is None:
+            u = (t - self.t0) / self.duration
+        else:  # on the clock the integrand is f dt/du: its bins are drawn by that
+            u, rate = clock_of(self.knots, self.levels, t)
+            values = values / rate
+        b = (u * self.bins).long().clamp(0, self.bins - 1)
         sums = torch.zeros(self.bins, device=self.device).index_add_(0, b, values.double().pow(2).float())
         counts = torch.zeros(self.bins, device=self.device).index_add_(0, b, torch.ones_like(values))
         self.pending.append(torch.stack([sums, counts]))

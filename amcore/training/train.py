@@ -25,10 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.atomic import replacing
-from amcore.data.store import Snapshots, store_identity
+from amcore.data.store import Snapshots, store_identity, uneven_times
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
-from amcore.models.potentials import ACTIVATIONS, HEADS, uneven_times
+from amcore.models.potentials import ACTIVATIONS, HEADS
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
@@ -409,7 +409,7 @@ def _observed_moments(path, seed: int) -> tuple[torch.Tensor, list, list, list]:
 
 def motion_levels(snaps: Snapshots) -> tuple[list[float], list[float]] | None:
     """The training times and the clock's level at each (``potentials.TimeEmbedding``), or None where their gaps
-    are within 5-fold of each other (``potentials.uneven_times``): half the time elapsed and half the distance the
+    are within 5-fold of each other (``store.uneven_times``): half the time elapsed and half the distance the
     population has moved, each as a share of the whole. The distance is the W2 arc length of Gaussians with each
     time's mean and per-feature spreads (``|dm|^2 + sum (sd_b - sd_a)^2`` an interval), their sampling noise taken
     off (else many close times that barely move add it up). From every training cell, in float64: the same levels
@@ -422,14 +422,10 @@ def motion_levels(snaps: Snapshots) -> tuple[list[float], list[float]] | None:
     times = np.asarray(snaps.t_values, dtype=np.float64)[kept]
     if not uneven_times(times):
         return None
-    means, variances, noise = [], [], []
-    for k in kept:
-        x = snaps.snapshot(k)
-        x = x.astype(np.float64) if isinstance(x, da.Array) else np.asarray(x, dtype=np.float64)
-        mean, variance = (np.asarray(v) for v in da.compute(x.mean(0), x.var(0)))
-        means.append(mean)
-        variances.append(variance)
-        noise.append(float(variance.sum()) / len(x))  # the mean's; a standard deviation's is half of it
+    moments = [_moments([snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]]]) for k in kept]
+    means, variances = [m for m, _ in moments], [v for _, v in moments]
+    # the mean's noise; a standard deviation's is half of it
+    noise = [float(v.sum()) / n for v, n in zip(variances, snaps.counts()[kept], strict=True)]
     steps = []
     for k in range(len(kept) - 1):
         shift = float(np.square(means[k + 1] - means[k]).sum()) - noise[k] - noise[k + 1]
@@ -497,9 +493,13 @@ def training_moments(snaps: Snapshots) -> tuple[np.ndarray, np.ndarray]:
     (held-out cells never reach training), reduced chunk by chunk, with no copy of the cells and no float64 one,
     whether they are in memory or in the store."""
     kept = snaps.training_snapshots()
-    x = da.concatenate(
-        [da.asarray(snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]], chunks=(UNITS_CHUNK_ROWS, -1)) for k in kept]
-    )
+    return _moments([snaps.x[snaps.offsets[k] : snaps.offsets[k + 1]] for k in kept])
+
+
+def _moments(blocks: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's mean and variance over the rows of ``blocks`` (arrays in memory or in the store), reduced
+    chunk by chunk in float64."""
+    x = da.concatenate([da.asarray(block, chunks=(UNITS_CHUNK_ROWS, -1)) for block in blocks])
     mean, var = dask.compute(x.mean(0, dtype="float64"), x.var(0, dtype="float64"))
     return np.asarray(mean), np.asarray(var)
 
@@ -1029,7 +1029,7 @@ def _sigma_spread(snaps: Snapshots, cfg: TrainConfig) -> str | None:
     times = snaps.t_values[snaps.training_snapshots()]
     noise = max(cfg.sigma, cfg.sigma_final or 0.0) * math.sqrt(float(times[-1] - times[0]))
     spread = float(np.sqrt(training_moments(snaps)[1].mean()))
-    if not noise > SIGMA_SPREAD * spread:
+    if spread == 0 or not noise > SIGMA_SPREAD * spread:  # no spread at all: refused by name once training starts
         return None
     return (f"amcore train: note: eAM's noise alone spreads a cell by sigma √(t_last - t_first) = {noise:.3g} over "
             f"the training times, {noise / spread:.3g} times the cells' spread ({spread:.3g}): the drift must pull "
