@@ -237,7 +237,7 @@ def cmd_integrate(args: argparse.Namespace) -> None:
             print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         x0 = snaps.snapshot(0)  # lazy: each batch is read from the store as it is pushed
         writer = integrate.TrajectoryWriter(
-            args.out, grid, observed, len(x0), snaps.dim, method == "weighted", batch, prediction
+            args.out, grid, observed, len(x0), snaps.dim, method == "weighted", batch, prediction, method
         )
         with writer:
             pushed = model.trajectories(x0, snaps.t_values, steps, method, seed, batch, out=(writer.x, writer.weight))
@@ -502,10 +502,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"amcore evaluate {args.model}: at t = {', '.join(result['coinciding'])}: {COINCIDING}",
                   file=sys.stderr)  # fmt: skip
         say("the push's course from the first time to the last")
-        result["course"] = course(snaps, result, opts)
+        result["course"] = course(snaps, result, opts) | {"noisy": traj.attrs.get("method") == "sde"}
         table["course_excess"] = result["course"]["excess"]
         if result["course"]["excess"] > 1:
-            print(f"amcore evaluate {args.model}: FLAGGED: {ran_off(result['course'], model.objective == 'eam')}",
+            print(f"amcore evaluate {args.model}: FLAGGED: {ran_off(result['course'])}",
                   file=sys.stderr)  # fmt: skip
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
         simulator = ground_truth(snaps)

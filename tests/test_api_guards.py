@@ -14,6 +14,7 @@ import torch
 
 import amcore
 from amcore import Snapshots, TrainConfig, train
+from amcore.data.preprocess import to_float32
 from amcore.errors import InputError
 
 TINY = {"steps": 10, "width": 8, "depth": 1, "log_every": 5}
@@ -59,9 +60,17 @@ def test_snapshots_from_arrays_get_the_checks_prepare_makes_on_a_file(tmp_path):
         Snapshots.from_labels(pd.DataFrame(1e8 + x, columns=["a", "b"]), t)
     assert Snapshots.from_labels(1e3 + x, t).x.std(axis=0).min() > 0.9  # float32 keeps 1e3 plus noise: accepted
     hidden = 1e8 + x
-    hidden[0, 1] = np.nan  # a NaN cell (training refuses it) must not hide the flattened features
+    hidden[np.flatnonzero(t == 1)[0], 1] = np.nan  # a held-out cell's NaN must not hide the flattened features
     with pytest.raises(InputError, match=r"x: feature 0 varies by 1\.\d+ .* resolves only 8"):
-        Snapshots.from_labels(hidden, t)
+        Snapshots.from_labels(hidden, t, attrs={"holdout_times": [1.0]})
+    # audit 57: NaN was let through to train, inf was "as large as inf ... rescale it"; both as prepare says them
+    for bad in (np.nan, np.inf):
+        cells = x.copy()
+        cells[5, 0] = bad
+        with pytest.raises(InputError, match=r"1 cells of time 0 have a NaN or inf feature \(the first: row 5 of x\)"):
+            Snapshots.from_labels(cells, t)
+    with pytest.raises(InputError, match="feature 'a' holds inf: drop the cells"):
+        to_float32(np.where(np.arange(120)[:, None] == 5, np.inf, x), "x", ["a", "b"])
     with pytest.raises(InputError, match=r"time: each time point needs at least 2 cells .*times \(cells\): 3 \(1\)"):
         Snapshots.from_labels(np.vstack([x, x[:1]]), np.append(t, 3.0))
     with pytest.raises(InputError, match=r"and 2 more\. Drop"):  # 12 single-cell times: ten named, the rest counted
@@ -82,8 +91,7 @@ def test_training_refuses_non_finite_training_cells_but_never_reads_held_out_one
     broken = x.copy()
     broken[45, 1] = np.nan  # a cell of time 1
     with pytest.raises(InputError, match=r"1 cells of time 1 have a NaN or inf feature \(the first: row 45 of x\)"):
-        train(Snapshots.from_labels(broken, t), TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
-    assert not list(tmp_path.iterdir())
+        Snapshots.from_labels(broken, t)  # as prepare refuses them (audit 57: it was train, after the arrays)
     held_out = Snapshots.from_labels(broken, t, {"holdout_times": [1.0]})
     train(held_out, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
     assert amcore.load(tmp_path / "m.pt").info["trained_times"] == [0.0, 2.0]
@@ -268,6 +276,10 @@ def test_a_model_matches_a_dataframe_s_columns_by_name(tmp_path):
         model.velocity(frame.rename(columns={"geneB": "Sox2"}), 0.5)
     unnamed = amcore.load(_trained_without_names(tmp_path))
     np.testing.assert_array_equal(unnamed.velocity(pd.DataFrame(x), 0.5), unnamed.velocity(x, 0.5))  # by position
+    # audit 57: rows sorted by a gene beside per-cell times as a Series met other cells' times, in silence
+    per_cell = pd.Series(np.linspace(0.0, 2.0, len(frame)), index=frame.index)
+    order = frame.sort_values("geneA")
+    np.testing.assert_array_equal(model.velocity(order, per_cell), model.velocity(frame, per_cell)[order.index])
 
 
 def test_a_received_model_says_its_coordinates_and_is_not_fed_other_ones(tmp_path):
@@ -412,3 +424,21 @@ def test_uam_s_growth_range_reads_its_path_on_the_training_clock(tmp_path, monke
     train(Snapshots.from_labels(x, t), TrainConfig(**TINY, objective="uam"), tmp_path / "m.pt")
     drawn = torch.cat(seen)
     assert len(drawn) and float((drawn < 0.02).double().mean()) > 1 / 3
+
+
+def test_pandas_rows_are_matched_by_label_and_a_time_column_or_a_list_of_arrays_is_named():
+    """Audit 57: a DataFrame sorted by a gene beside its times as a Series paired cells with other cells' times (and
+    the model's fields with other cells' times), in silence; the time left among the features trained a flow of
+    the clock; a list of one array per time met numpy's "inhomogeneous shape"."""
+    x, t = _cells()
+    frame, times = pd.DataFrame(x, columns=["a", "b"]), pd.Series(t, name="day")
+    shuffled = frame.sort_values("a")
+    by_label, in_order = Snapshots.from_labels(shuffled, times), Snapshots.from_labels(frame, times)
+    for k in range(3):  # each time holds the same cells (the store's order within a time is the input's)
+        np.testing.assert_array_equal(np.sort(by_label.snapshot(k), 0), np.sort(in_order.snapshot(k), 0))
+    with pytest.raises(InputError, match="time and x are pandas objects whose row labels differ"):
+        Snapshots.from_labels(shuffled, times.set_axis(times.index + 1000))
+    with pytest.raises(InputError, match="x's column 'day' holds the time labels themselves"):
+        Snapshots.from_labels(frame.assign(day=t), times)
+    with pytest.raises(InputError, match=r"list of 3 items .* np\.vstack\(arrays\)"):
+        Snapshots.from_labels([x[t == k] for k in range(3)], [0, 1, 2])

@@ -237,7 +237,7 @@ def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_
 def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
     """Each seed's push from the first time, not only the first seed's (evaluate's): one that lands on the last
     time scores far below one noise floor; one that overshoots by 30 runs the course off, leaves the data and is
-    flagged; a baseline has no course."""
+    flagged (an SDE's flag names its noise sigma too); a baseline has no course."""
     from amcore.cli import main
     from amcore.data.store import write_store
     from amcore.models.integrate import TrajectoryWriter
@@ -248,14 +248,15 @@ def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
     held = np.asarray(snaps.snapshot(1))[np.arange(80) % 60]
     lost = base[:80] + shift
     lost[:7] = np.nan  # 7 cells lost on the way: they left the data too
-    for seed, last in ((0, base[:80] + shift), (1, base[:80] + shift + 30.0), (2, lost)):
+    far = base[:80] + shift + 30.0
+    for seed, last, method in ((0, base[:80] + shift, "ode"), (1, far, "sde"), (2, lost, "ode"), (3, far, "ode")):
         extra = prediction_variables(held, np.ones(80), 1.0, 0.0, pushed=True)
         with TrajectoryWriter(tmp_path / f"am{seed}.zarr", np.array([0.0, 1.0, 4.0]), np.ones(3, bool), 80, 2,
-                              False, extra=extra) as out:  # fmt: skip
+                              False, extra=extra, method=method) as out:  # fmt: skip
             for step, x in enumerate((base[:80], held, last)):
                 out.x[step, 0:80] = x.astype(np.float32)
     write_prediction(tmp_path / "copy_prev.zarr", *copy_prev(snaps, 1.0), 1.0, 0.0)
-    entries = [{"method": "am", "seed": s, "path": str(tmp_path / f"am{s}.zarr")} for s in (0, 1, 2)]
+    entries = [{"method": "am", "seed": s, "path": str(tmp_path / f"am{s}.zarr")} for s in (0, 1, 2, 3)]
     entries.append({"method": "copy_prev", "seed": "", "path": str(tmp_path / "copy_prev.zarr")})
     params = {"max_exact_size": 500, "kernel_max_size": 500, "projections": 50, "seed": 0}
     predictions = json.dumps({"predictions": entries})
@@ -265,10 +266,14 @@ def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
     assert rows[0]["course_excess"] < -1 and rows[0]["course_escaped"] == 0
     assert rows[1]["course_excess"] > 10 and rows[1]["course_escaped"] > 40
     assert rows[2]["course_escaped"] == 7 and np.isnan(rows[2]["course_excess"])  # NaN cells are never a score
-    assert "course_excess" not in rows[3] and "course_mass_error" not in rows[0]
+    assert "course_excess" not in rows[4] and "course_mass_error" not in rows[0]
     said = capsys.readouterr().err
     assert "amcore score am (seed 1): FLAGGED: pushed from the first time" in said
     assert "amcore score am (seed 0): FLAGGED" not in said
+    # an SDE's push (eAM) may run off by its noise alone: its line names sigma, an ODE's does not
+    flagged = {line.split(")")[0]: line for line in said.splitlines() if "FLAGGED" in line}
+    assert "noise sigma is too large" in flagged["amcore score am (seed 1"]
+    assert "sigma" not in flagged["amcore score am (seed 3"]
 
 
 def test_score_gives_each_model_its_fields_error_against_the_truth_at_evaluates_times(tmp_path, capsys):

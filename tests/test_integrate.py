@@ -168,6 +168,7 @@ def test_the_integrate_command_writes_trajectories_batch_by_batch_to_zarr(tmp_pa
     np.testing.assert_allclose(traj["weight"].values, expected.weight, rtol=1e-5)
     np.testing.assert_allclose(traj["time"].values, expected.time)
     assert np.flatnonzero(traj["observed"].values).tolist() == [0, 4, 8]
+    assert traj.attrs["method"] == "weighted"  # how they moved (evaluate names an SDE's sigma where one runs off)
     cells, weights = model.push(snaps.snapshot(0), 0.0, 0.5, 4, with_weights=True)
     np.testing.assert_allclose(traj["holdout_x"].values, cells, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(traj["holdout_weight"].values, weights / weights.sum(), rtol=1e-5)

@@ -140,7 +140,8 @@ def test_velocity_path_beats_the_spline_where_velocities_know_the_bend_and_never
         assert wasserstein(turned, truth) < wasserstein(plain, truth) - 0.015
 
     x[t == 2.0], v[t == 2.0] = np.nan, 1e30  # velocities must be finite: garbage instead
-    again, _ = spline_path(Snapshots.from_labels(x, t, velocity=v), 2.0, velocity_weight="auto")
+    again, _ = spline_path(Snapshots.from_labels(x, t, {"holdout_times": [2.0]}, velocity=v), 2.0,
+                           velocity_weight="auto")  # fmt: skip
     np.testing.assert_array_equal(again, turned)
 
 

@@ -201,6 +201,10 @@ def to_float32(x: da.Array | np.ndarray, where: str, names: list[str] | None = N
     def feature(k: int) -> str:
         return f"feature {names[k]!r}" if names and k < len(names) else f"feature {k}"
 
+    if (infinite := np.isinf(peak)).any():  # audit 57: "values as large as inf ... rescale it" fixed nothing
+        k = int(np.argmax(infinite))
+        raise InputError(f"{where}: {feature(k)} holds inf: drop the cells without finite values (a file's: "
+                         "dataset.drop_nonfinite: true)")  # fmt: skip
     if (huge := peak > np.finfo(np.float32).max).any():
         k = int(np.argmax(huge))
         raise InputError(f"{where}: {feature(k)} has values as large as {peak[k]:.3g}, beyond float32's range "

@@ -71,6 +71,22 @@ def uneven_times(times) -> bool:
     return len(gaps) > 1 and gaps.max() / gaps.min() > UNEVEN_GAPS
 
 
+def by_row_labels(x, values, name: str):
+    """``values`` in the order of ``x``'s rows where both are pandas objects whose row labels differ: pandas users
+    expect rows matched by label, as columns are by name (audit 57: a DataFrame sorted by a gene beside its times
+    as a Series paired cells with other cells' times, in silence). Anything else as given, matched by position."""
+    import pandas as pd
+
+    pandas = (pd.Series, pd.DataFrame)
+    if not isinstance(x, pandas) or not isinstance(values, pandas) or x.index.equals(values.index):
+        return values
+    if x.index.is_unique and values.index.is_unique and len(x) == len(values) and x.index.isin(values.index).all():
+        return values.reindex(x.index)
+    raise InputError(f"{name} and x are pandas objects whose row labels differ (x: {list(x.index[:3])}..., {name}: "
+                     f"{list(values.index[:3])}...): give them the same index, or pass numpy arrays (matched by "
+                     "position)")  # fmt: skip
+
+
 def check_time_resolution(t_values: np.ndarray, where: str) -> None:
     """Refuse times that float32, in which training samples and integration steps hold them, cannot tell apart.
 
@@ -144,12 +160,16 @@ class Snapshots:
         (optional) one row per cell.
 
         The checks ``amcore prepare`` makes on a file are made here too: at least two cells per time, times that
-        float32 tells apart (float32 labels read as the decimals written: 0.1), and float64 cells that the cast
-        to float32 would flatten (1e8 plus noise) refused."""
+        float32 tells apart (float32 labels read as the decimals written: 0.1), cells with NaN or inf (outside the
+        held-out times of ``attrs``), a feature that is the time itself, and float64 cells that the cast to float32
+        would flatten (1e8 plus noise) refused. Where ``x`` and ``time`` (``weights``, ``velocity``) are pandas
+        objects, rows are matched by their labels."""
         from amcore.data.preprocess import to_float32
         from amcore.data.readers import to_times
 
         attrs = dict(attrs or {})
+        time, weights, velocity = (by_row_labels(x, v, k) for k, v in (("time", time), ("weights", weights),
+                                                                        ("velocity", velocity)))  # fmt: skip
         if hasattr(x, "obs") and hasattr(x, "X"):  # an AnnData: its cells are in X, a layer or obsm, its times in obs
             raise InputError(
                 "x is an AnnData: pass its cells and their times, e.g. from_labels(adata.obsm['X_pca'], "
@@ -168,7 +188,15 @@ class Snapshots:
             attrs["feature_names"] = [str(name) for name in x.columns]
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # nullable dtypes (Float64, Int64) too: NaN for NA
             x = x.to_numpy(dtype=np.float64, na_value=np.nan)
-        x, time = np.asarray(x), np.asarray(time)
+        # audit 57: a list of one array per time met numpy's "inhomogeneous shape" (or became 3-d)
+        stacked = "" if not isinstance(x, (list, tuple)) else (
+            f"; got a list of {len(x)} items of shapes {[np.shape(part) for part in x[:3]]}...: for one array per "
+            "time, pass np.vstack(arrays) and time np.repeat(times, [len(a) for a in arrays])")  # fmt: skip
+        try:
+            x = np.asarray(x)
+        except ValueError as err:
+            raise InputError(f"x must be (cells, features), one row per cell ({err}){stacked}") from None
+        time = np.asarray(time)
         if x.dtype == object:  # numbers held as Python objects: read as such, anything else refused
             try:
                 x = x.astype(np.float64)
@@ -178,7 +206,7 @@ class Snapshots:
             time = time[:, 0]
         if x.ndim != 2 or time.ndim != 1 or len(x) != len(time) or not len(x) or not x.shape[1]:
             raise InputError(f"x must be (cells, features), at least one of each, and time one label per cell, got "
-                             f"x of shape {x.shape} and time of shape {time.shape}")  # fmt: skip
+                             f"x of shape {x.shape} and time of shape {time.shape}{stacked}")  # fmt: skip
         if x.dtype.kind not in "biuf":  # text, complex, dates
             raise InputError(f"x must hold real numbers, got {x.dtype} ({x.flat[0]!r}, ...)")
         if not np.issubdtype(time.dtype, np.number) or np.issubdtype(time.dtype, np.complexfloating):
@@ -186,6 +214,18 @@ class Snapshots:
                              "to times first (dataset.time_map does it for files)")  # fmt: skip
         if not np.isfinite(time).all():
             raise InputError(f"time: {int((~np.isfinite(time)).sum())} labels are NaN or inf")
+        if len(np.unique(time)) > 1 and (same := np.flatnonzero((x == time[:, None]).all(axis=0))).size:
+            names = attrs.get("feature_names")
+            column = repr(names[same[0]]) if names else f"{same[0]}"
+            raise InputError(f"x's column {column} holds the time labels themselves: a feature that is the time "
+                             "would be a flow of the clock; drop it from x")  # fmt: skip
+        if x.dtype.kind == "f":  # as amcore prepare refuses them (a held-out time's cells train nothing)
+            held = np.isin(time, attrs.get("holdout_times") or [])
+            if len(bad := np.flatnonzero(~held & ~np.isfinite(x).all(axis=1))):
+                at = ", ".join(f"{v:g}" for v in np.unique(time[bad])[:5])
+                raise InputError(f"x: {len(bad)} cells of time{'s' * (',' in at)} {at} have a NaN or inf feature (the "
+                                 f"first: row {bad[0]} of x): drop or impute them (amcore prepare drops them with "
+                                 "dataset.drop_nonfinite: true)")  # fmt: skip
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float64)
             if weights.shape != time.shape:

@@ -250,13 +250,13 @@ def course(snaps: Snapshots, scores: dict, opts: dict, unmoved: float | None = N
             "excess": _over(pushed - unmoved, floor)}  # fmt: skip
 
 
-def ran_off(run: dict, noisy: bool = False) -> str:
-    """What a flagged :func:`course` (``run``) says, in a log line; ``noisy``: of an SDE (eAM), whose noise alone
-    spreads the cells (audit 52: sigma 50 on data of spread 1, or sigma left in hours on times in minutes)."""
+def ran_off(run: dict) -> str:
+    """What a flagged :func:`course_flags` record (``run``) says, in a log line; of an SDE's push (eAM), whose noise
+    alone spreads the cells, it names sigma too (audit 52: sigma 50 on data of spread 1, or in hours on minutes)."""
     return (f"pushed from the first time, its cells end farther from the last time's (W1 {run['w1']:.4g}) than the "
             f"first time's cells unmoved ({run['unmoved_w1']:.4g}), by {run['excess']:.3g} noise floors: the field "
             "runs the course off, whatever each interval scores"
-            + ("; or the noise sigma is too large for the data (its time unit?)" if noisy else ""))  # fmt: skip
+            + ("; or the noise sigma is too large for the data (its time unit?)" * bool(run.get("noisy"))))  # fmt: skip
 
 
 def course_flags(
@@ -297,6 +297,7 @@ def course_flags(
         floor = metrics.subsample_noise(observed, size, opts["seed"], size=prediction_size(x, weights))
     key = f"{snaps.t_values[last]:g}"
     run = course(snaps, {"w1": {key: w1}, "w1_subsample_noise": {key: floor}}, opts, unmoved)
+    run["noisy"] = traj.attrs.get("method") == "sde"
     flags = {"course_excess": run["excess"], "course_escaped": escaped}
     return flags | ({"course_mass_error": float(np.max(mass_errors))} if mass_errors else {}), run
 

@@ -226,18 +226,19 @@ class _Rows:
 
 
 class TrajectoryWriter:
-    """A trajectories store (``x(step, particle, feature)``, ``time(step)``, ``observed``, uAM's ``weight``, and
-    ``extra``) filled step by step and batch by batch (``writer.x[step, lo:hi] = ...``), renamed into place
-    when the block exits cleanly. A zarr chunk holds one step of ``chunk_rows`` particles (at most
-    ``CHUNK_BYTES``), so a batch of that size writes whole chunks and memory holds one batch's state, never the
-    trajectories; ``lost`` counts the particles that became NaN or inf at any step."""
+    """A trajectories store (``x(step, particle, feature)``, ``time(step)``, ``observed``, uAM's ``weight``,
+    ``extra``, and the integration ``method`` in its attributes) filled step by step and batch by batch
+    (``writer.x[step, lo:hi] = ...``), renamed into place when the block exits cleanly. A zarr chunk holds one step
+    of ``chunk_rows`` particles (at most ``CHUNK_BYTES``), so a batch of that size writes whole chunks and memory
+    holds one batch's state, never the trajectories; ``lost`` counts the particles that became NaN or inf at any
+    step."""
 
     def __init__(
         self, path: str | Path, grid: np.ndarray, observed: np.ndarray, n: int, dim: int, weighted: bool,
-        chunk_rows: int = BATCH_SIZE, extra: xr.Dataset | None = None,
+        chunk_rows: int = BATCH_SIZE, extra: xr.Dataset | None = None, method: str | None = None,
     ) -> None:  # fmt: skip
         self.path, self.grid, self.observed, self.n, self.dim = Path(path), grid, observed, n, dim
-        self.weighted, self.extra = weighted, extra
+        self.weighted, self.extra, self.method = weighted, extra, method
         self.chunk = max(1, min(chunk_rows, n or 1, CHUNK_BYTES // (4 * max(1, dim))))
         self.nonfinite = np.zeros(n, dtype=bool)
 
@@ -259,6 +260,8 @@ class TrajectoryWriter:
             encoding["weight"] = {"chunks": (1, self.chunk)}
         if self.extra is not None:
             ds = ds.merge(self.extra, combine_attrs="no_conflicts")
+        if self.method is not None:  # how the particles moved (an SDE's noise spreads them: evaluate.ran_off says so)
+            ds.attrs["method"] = self.method
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
         group = zarr.open_group(tmp, mode="r+", zarr_format=3)
         self.x = _Rows(group["x"], self.nonfinite)

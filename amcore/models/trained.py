@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from amcore.data.store import uneven_times
+from amcore.data.store import by_row_labels, uneven_times
 from amcore.errors import InputError
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
@@ -322,7 +322,8 @@ class TrainedModel:
     def _inputs(self, x, t, check_times: bool = True, check_far: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` and ``t`` as float32 tensors, refused where they cannot be cells and times of this model; cells far
         beyond the training cells are warned of (``check_far``: raw units where the model takes standardised
-        ones came back barely moved, audit 45)."""
+        ones came back barely moved, audit 45). Pandas ``x`` and ``t`` are matched by row label (``by_row_labels``)."""
+        t = by_row_labels(x, t, "t")
         x = self._by_columns(x)
         given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
         if not isinstance(given, torch.Tensor) and given.dtype.kind == "O":  # Decimals, None (read as NaN, refused)

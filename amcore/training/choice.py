@@ -23,14 +23,22 @@ CLEAR = 2.0  # standard errors by which a candidate must beat the default to rep
 
 
 def held_apart_objectives(
-    networks: dict[str, nn.Module], path: SnapshotPath, spec: ObjectiveSpec, batch: int, batches: int, seed: int
+    networks: dict[str, nn.Module],
+    path: SnapshotPath,
+    spec: ObjectiveSpec,
+    batch: int,
+    batches: int,
+    seed: int,
+    knots=None,
+    levels=None,
 ) -> dict[str, np.ndarray]:
-    """``{candidate: per-batch AM objective}`` on ``path``, every candidate on the same draws."""
+    """``{candidate: per-batch AM objective}`` on ``path``, every candidate on the same draws; times drawn on the
+    candidates' clock (``knots``, ``levels``: ``TimeSampler``), as in their trainings and validations."""
     values = {}
     for name, network in networks.items():
         device = next(network.parameters()).device
         gen = torch.Generator(device).manual_seed(seed)
-        times = TimeSampler("stratified", path.t0, path.t1, device=device)
+        times = TimeSampler("stratified", path.t0, path.t1, device=device, knots=knots, levels=levels)
         values[name] = np.asarray([action_loss(network, path, batch, gen, spec, times).item() for _ in range(batches)])
         if not np.isfinite(values[name]).all():  # never a difference of NaNs or infinities read as a choice
             raise ValueError(f"the {name} candidate's objective on the held-apart cells is not finite")

@@ -1125,8 +1125,10 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
     held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight)
     # The pathwise estimator where the path has velocities: the same objective, and a smaller error.
     share = 1.0 if cfg.interpolation != "nearest" and cfg.time_weight == "none" else 0.0
+    clock = payload["model_args"]  # both candidates' clock: the same cells, the same levels
     values = choice.held_apart_objectives(networks, held, replace(cfg.spec(), pathwise=share), cfg.batch_size,
-                                          choice.BATCHES, cfg.seed + VALIDATION_SEED)  # fmt: skip
+                                          choice.BATCHES, cfg.seed + VALIDATION_SEED, clock.get("time_knots"),
+                                          clock.get("time_levels"))  # fmt: skip
     head, record = choice.choose(values, "scalar")
     if dist.is_initialized():  # one choice for every rank, the first's: a close call must not split the job
         shared = [head]
