@@ -25,6 +25,9 @@ from amcore.errors import InputError
 BLOCK_ELEMENTS = 2**21
 # The RBF bandwidths are multiples of the median pairwise squared distance among at most this many pooled points.
 MEDIAN_SAMPLE = 2000
+# Weighted particles whose effective sample size is under this share of them are flagged: their distances (and
+# their mass) measure the few that carry it.
+FEW_EFFECTIVE = 0.1
 
 
 class NonFiniteError(ValueError):

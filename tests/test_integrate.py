@@ -180,3 +180,23 @@ def test_the_integrate_command_writes_trajectories_batch_by_batch_to_zarr(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(amcore.read_trajectories(tmp_path / "traj.zarr")["x"].values, traj["x"].values)
+
+
+def test_a_push_whose_weights_rest_on_few_particles_warns():
+    """Audit 57: a uAM push from the API gave 117 times the mass where 32 was right, carried by 1 % of the particles,
+    and said nothing (the pipeline flags it). Growth rates that spread the weights over orders of magnitude warn
+    (the weights' effective sample size under 10 % of the particles); nearly even weights do not."""
+    import warnings
+
+    x0 = np.random.default_rng(0).standard_normal((400, 3)).astype(np.float32)
+    steep = _untrained("uam")
+    steep.growth = 500.0  # the rate is 500 times the network's output: log-weights spread by tens
+    with pytest.warns(UserWarning, match=r"at t = 1 the weights rest on \d+\.\d% of the particles"):
+        steep.push(x0, 0.0, 1.0, steps=4, with_weights=True)
+    with pytest.warns(UserWarning, match="the weights rest on"):
+        steep.trajectories(x0, [0.0, 1.0], 4)
+    flat = _untrained("uam")
+    flat.growth = 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flat.push(x0, 0.0, 1.0, steps=4, with_weights=True)

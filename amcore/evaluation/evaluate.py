@@ -15,9 +15,7 @@ DEFAULTS = {"max_exact_size": 2000, "kernel_max_size": 5000, "projections": 500,
 DEFAULTS |= {"n_times": None, "mmd_paper_alphas": None}  # dense frames; the AM paper's MMD (select_times, mmd_paper)
 # Every distance between a prediction and observed cells, under the same name at any size (docs/metrics.md).
 DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", "energy", "neighbour_excess")
-# Weighted particles whose effective sample size is under this share of them are flagged: their distances measure
-# the few that carry the mass.
-FEW_EFFECTIVE = 0.1
+FEW_EFFECTIVE = metrics.FEW_EFFECTIVE  # weighted particles' effective share below which a prediction is flagged
 FEW_CELLS = 20  # cells on one side of a distance below which it is flagged: mostly sampling noise
 MASS_OFF = 0.5  # relative error of the weighted particles' mass at some time above which a prediction is flagged
 ACTION_NOISE = 0.5  # sampling noise's share of the geodesic action above which action_ratio says little
