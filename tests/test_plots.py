@@ -128,6 +128,12 @@ def test_a_balanced_model_draws_its_mass_held_at_one_beside_the_observed(figures
     observed, pushed = (line.get_ydata() for line in panel.lines)
     assert list(observed) == [1.0, 3.0, 100.0] and list(pushed) == [1.0, 1.0, 1.0]
     assert panel.get_yscale() == "log" and not [ax for ax in fig.axes if ax.get_title().startswith("t = ")]
+    assert panel.get_title() == "mass / first time's (log scale)"  # audit 59: linear in one run, log in the next
+
+
+def test_panels_wrap_into_even_rows():
+    """Audit 59: six times and the mass panel drew six panels, then one alone on a second row."""
+    assert [plots._grid(n)[:2] for n in (6, 7, 12, 13, 17)] == [(6, 1), (4, 2), (6, 2), (7, 2), (6, 3)]
 
 
 def test_a_held_out_time_s_mass_is_marked_as_never_trained_on(figures):

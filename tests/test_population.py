@@ -183,3 +183,5 @@ def test_uam_is_told_when_the_counts_fall_and_rise_again(tmp_path, capsys):
         shown = ", ".join(map(str, counts))
         assert ("uam reads the training times' cell counts as the population's size, and they turn (down then up, "
                 f"or up then down), each more than 2-fold ({shown})" in said) is named, said  # fmt: skip
+        if named:  # what uAM makes of them, said before any doubt (audit 59: a real rise and fall read as a mistake)
+            assert ("growth then death" if counts[1] > counts[0] else "death then growth") in said

@@ -255,9 +255,10 @@ def _by_weight(x, weight, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _grid(n: int) -> tuple[int, int, float]:
-    """Columns, rows and panel size (inches) for ``n`` panels: up to 6 a row, 8 beyond 12 panels, smaller."""
-    cols = min(n, 6 if n <= 12 else 8)
-    return cols, -(-n // cols), 2.6 if n <= 12 else 1.9
+    """Columns, rows and panel size (inches) for ``n`` panels: up to 6 a row, 8 beyond 12 panels, smaller; the rows
+    as even as they go (audit 59: seven panels left one alone under six)."""
+    rows = -(-n // (6 if n <= 12 else 8))
+    return -(-n // rows), rows, 2.6 if n <= 12 else 1.9
 
 
 def axis_labels(names: list[str] | None, shown: tuple[int, ...], dim: int) -> list[str]:
@@ -319,7 +320,7 @@ def marginals(
     """One panel per observed time (``held_out`` ones titled so: never trained on): observed samples against samples
     pushed from the first time; each panel draws
     at most ``max_points`` (half observed, half predicted, seeded subsamples; weighted particles, ``weights``, drawn
-    by weight); panels wrap, 6 or 8 a row. The axes are the ``shown`` features (:func:`shown_features`;
+    by weight); panels wrap, at most 6 or 8 a row, the rows even. The axes are the ``shown`` features (:func:`shown_features`;
     ``axis_names``: every feature's name, e.g. PC1, PC2, ...), over ``frame`` (:func:`frame`) where given, the
     title counting the drawn points beyond it; with one feature, each panel is the two clouds' histograms on one
     set of bins (points on a line hide where they pile up)."""
@@ -786,7 +787,8 @@ def growth(
         spread = np.concatenate([np.asarray(observed_mass, float), np.asarray(predicted_mass, float)])
         if np.all(spread > 0) and spread.max() / spread.min() > 10:
             ax.set_yscale("log")
-    ax.set_title("mass / first time's", fontsize=9)
+    logarithmic = ax.get_yscale() == "log"  # said in the title: one run's axis is linear, the next's not (audit 59)
+    ax.set_title("mass / first time's" + (" (log scale)" if logarithmic else ""), fontsize=9)
     ax.legend(fontsize=7, framealpha=0.5)  # a point under the legend still shows (audit 18)
     ax.tick_params(labelsize=7)
     panels = list(axes.flat)[1 : n + 1]
