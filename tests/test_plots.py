@@ -538,3 +538,11 @@ def test_log_spaced_times_get_an_axis_on_their_clock_and_the_action_a_log_scale(
              "action_ratio": 0.9}  # fmt: skip
     plots.action_audit("unused.png", audit, "title", times=times)
     assert figures[-1].axes[0].get_yscale() == "log"
+
+
+def test_time_labels_tell_every_time_apart():
+    """Audit 58: years 1990, 1991 and 1993 were all titled t = 1.99e+03; three digits stay where they suffice."""
+    assert plots._time_labels([1990.0, 1991.0, 1993.0, 2000.0]) == ["1990", "1991", "1993", "2000"]
+    assert plots._time_labels([0.1, 0.25, 1.0]) == ["0.1", "0.25", "1"]
+    assert plots._time_labels([3456000.0, 3542400.0, 3542401.0]) == ["3456000", "3542400", "3542401"]
+    assert plots._time_title(1991.0, times=[1990.0, 1991.0]) == "t = 1991"

@@ -216,9 +216,23 @@ def _held(t, held_out=()) -> bool:
     return any(np.isclose(float(t), float(h), rtol=1e-9, atol=0.0) for h in held_out)
 
 
-def _time_title(t, held_out=()) -> str:
-    """``t = 0.3``, marked where the time was held out (audit 47: only marginals.png said so)."""
-    return f"t = {t:.3g}" + (" (held out)" if _held(t, held_out) else "")
+def _time_labels(times) -> list[str]:
+    """Each time in as few significant digits (3 at least) as tell every one of ``times`` apart (audit 58: years 1990,
+    1991 and 1993 all read 1.99e+03)."""
+    times = [float(t) for t in np.ravel(times)]
+    for digits in range(3, 17):
+        labels = [f"{t:.{digits}g}" for t in times]
+        if len(set(labels)) == len(set(times)):
+            break
+    return labels
+
+
+def _time_title(t, held_out=(), times=()) -> str:
+    """``t = 0.3``, told apart from the other ``times``, marked where the time was held out (audit 47: only
+    marginals.png said so)."""
+    every = [float(v) for v in times] or [float(t)]
+    label = _time_labels([float(t), *every])[0]
+    return f"t = {label}" + (" (held out)" if _held(t, held_out) else "")
 
 
 def _project(x: np.ndarray, shown: tuple[int, ...] = (0, 1)) -> np.ndarray:
@@ -291,7 +305,7 @@ def _time_colours(times):
         norm = matplotlib.colors.Normalize(vmin=0, vmax=len(times) - 1)
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
         rank = np.argsort(np.argsort(times))
-        ticks = (np.arange(len(times)), [f"{t:.3g}" for t in np.sort(times)])
+        ticks = (np.arange(len(times)), _time_labels(np.sort(times)))
         return [mappable.to_rgba(r) for r in rank], mappable, ticks
     norm = matplotlib.colors.Normalize(vmin=times.min(), vmax=max(times.max(), times.min() + 1e-12))
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
@@ -306,7 +320,7 @@ def _time_axis(ax, times, label: str = "t"):
     if not uneven_times(observed):
         ax.set_xlabel(label, fontsize=8)
         return lambda t: np.asarray(t, dtype=np.float64)
-    ax.set_xticks(np.arange(len(observed)), [f"{t:.3g}" for t in observed], rotation=45 if len(observed) > 6 else 0,
+    ax.set_xticks(np.arange(len(observed)), _time_labels(observed), rotation=45 if len(observed) > 6 else 0,
                   fontsize=7)  # fmt: skip
     ax.set_xlabel(f"{label} (the observed times, evenly spaced)", fontsize=8)
     return lambda t: np.interp(np.asarray(t, dtype=np.float64), observed, np.arange(len(observed)))
@@ -320,7 +334,8 @@ def marginals(
     """One panel per observed time (``held_out`` ones titled so: never trained on): observed samples against samples
     pushed from the first time; each panel draws
     at most ``max_points`` (half observed, half predicted, seeded subsamples; weighted particles, ``weights``, drawn
-    by weight); panels wrap, at most 6 or 8 a row, the rows even. The axes are the ``shown`` features (:func:`shown_features`;
+    by weight); panels wrap, at most 6 or 8 a row, the rows even. The axes are the ``shown`` features
+    (:func:`shown_features`;
     ``axis_names``: every feature's name, e.g. PC1, PC2, ...), over ``frame`` (:func:`frame`) where given, the
     title counting the drawn points beyond it; with one feature, each panel is the two clouds' histograms on one
     set of bins (points on a line hide where they pile up)."""
@@ -343,7 +358,7 @@ def marginals(
             ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:orange", label="pushed", rasterized=True)
         # each panel counts its own pushed points off the frame (audit 47: one total hid 35 % of one time's)
         spill = f"\n{out[1]}/{len(b)} pushed off the frame" if out[1] else ""
-        ax.set_title(_time_title(t, held_out) + spill, fontsize=7 if spill else 9 if n <= 12 else 8)
+        ax.set_title(_time_title(t, held_out, times) + spill, fontsize=7 if spill else 9 if n <= 12 else 8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -415,7 +430,7 @@ def trajectories(
     if not flat:
         _hold(ax, frame, shown)
     beyond = f"; {leaving} leave the frame ({FRAME_SHARE:.1%} of the observed cells)" if leaving else ""
-    unseen = ", ".join(f"{float(h):.3g}" for h in held_out)
+    unseen = ", ".join(f"{float(h):.6g}" for h in held_out)
     unseen = f"\nheld out (drawn, never trained on): t = {unseen}" if unseen else ""
     ax.set_title(f"{title}\n{len(idx)} of {n} particles{beyond}{unseen}", fontsize=10)
     fig.tight_layout()
@@ -738,7 +753,7 @@ def velocity_field(
                       label="true", zorder=3, **arrows)  # fmt: skip
         longest = float(longest_any)  # each panel has its own scale: say it, one (shorter) grid cell long
         ax.quiverkey(drawn, 0.78, 1.03, longest, f"{longest:.2g} / unit time", labelpos="E", fontproperties={"size": 7})
-        ax.set_title(_time_title(t, held_out), fontsize=9, loc="left")
+        ax.set_title(_time_title(t, held_out, times), fontsize=9, loc="left")
         ax.set_xlabel(labels[0], fontsize=8)
         ax.set_xlim(*limits[0])
         ax.set_ylim(*limits[1])
@@ -809,7 +824,7 @@ def growth(
         for ax, t, x, r in zip(panels, times, cells, rates, strict=True):
             a = _project(x, shown)
             ax.scatter(a[:, 0], a[:, 1], s=3, c=r, cmap="coolwarm", norm=norm, rasterized=True, linewidths=0)
-            ax.set_title(f"{_time_title(t, held_out)}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
+            ax.set_title(f"{_time_title(t, held_out, times)}: mean {np.nanmean(r):+.3g}", fontsize=9 if n <= 12 else 8)
             ax.tick_params(labelsize=7)
         names = axis_labels(axis_names, shown, truth[0].shape[1])
         for ax in panels:
@@ -902,7 +917,7 @@ def projections(
                 ax.scatter(x[:, i], np.zeros(len(x)) if j is None else x[:, j], s=1.5, alpha=0.3, c=color,
                            label=label, rasterized=True)  # fmt: skip
             if row == 0:
-                ax.set_title(_time_title(times[k], held_out), fontsize=9)
+                ax.set_title(_time_title(times[k], held_out, times), fontsize=9)
             if col == 0:
                 ax.set_ylabel(names[j] if j is not None else "", fontsize=8)
             ax.set_xlabel(names[i], fontsize=8)

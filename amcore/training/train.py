@@ -1019,8 +1019,9 @@ def _counts_turn(snaps: Snapshots) -> str | None:
     # audit 59: said as a doubt with "use am", it met a population that really rose and fell, where uAM did best
     return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they turn "
             f"(down then up, or up then down), each more than {MASS_CHANGE:g}-fold ({shown}): it learns {course}. "
-            "Right where the counts follow the population; where they are the cells captured per time, give the "
-            "population's sizes (dataset.population, or from_labels' weights), or use a balanced objective (am)")  # fmt: skip
+            "Right where the counts follow the population; where they are the cells captured per time, give "
+            "the population's sizes (dataset.population, or from_labels' weights), or use a balanced objective "
+            "(am)")  # fmt: skip
 
 
 def _sigma_spread(snaps: Snapshots, cfg: TrainConfig) -> str | None:
