@@ -442,3 +442,21 @@ def test_pandas_rows_are_matched_by_label_and_a_time_column_or_a_list_of_arrays_
         Snapshots.from_labels(frame.assign(day=t), times)
     with pytest.raises(InputError, match=r"list of 3 items .* np\.vstack\(arrays\)"):
         Snapshots.from_labels([x[t == k] for k in range(3)], [0, 1, 2])
+
+
+def test_dates_are_refused_with_the_way_to_numbers_and_durations_read_in_seconds():
+    """Audit 58: dates as datetime64 were "text labels" to map with time_map (a file's key) here; dates written as
+    text were offered a map of each date's first number (the year alone, or the day of the month out of order);
+    labels were listed as text sorts them (day 0, day 1, day 10, day 120, day 3)."""
+    from amcore.data.readers import to_times
+
+    x, t = _cells(n=20, times=(0.0, 3.0))
+    with pytest.raises(InputError, match=r"time: times are dates .* \(t - t\.min\(\)\) / np\.timedelta64\(1, 'h'\)"):
+        Snapshots.from_labels(x, pd.to_datetime(t, unit="D"))
+    hours = Snapshots.from_labels(x, (t * 3600).astype("timedelta64[s]"))
+    np.testing.assert_array_equal(hours.t_values, [0.0, 10800.0])
+    for dates in (["2024-03-01", "2024-04-05", "2025-03-01"], ["28/02/2024", "20/06/2024"]):
+        with pytest.raises(InputError, match=r"dates written as text .* pd\.to_datetime\(col\)"):
+            to_times(np.array(dates), None, "f.csv")
+    with pytest.raises(InputError, match=r"found \['day 0', 'day 3', 'day 10', 'day 120'\]"):
+        to_times(np.array(["day 10", "day 0", "day 3", "day 120"]), None, "f.csv")

@@ -518,3 +518,13 @@ def test_a_weighted_push_that_fails_at_some_times_is_scored_where_it_holds(work,
     assert main(argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["nonfinite"]["6"] > 0 and np.isnan(metrics["w1"]["6"]) and np.isfinite(metrics["w1"]["2"])
+
+
+def test_json_outputs_list_times_in_order(tmp_path):
+    """Audit 58: metrics.json listed days 1, 10, 120, 3, 40 (sorted as text) and -19 before -50."""
+    from amcore.cli import _write_json
+
+    _write_json(tmp_path / "m.json", {"w1": {"120": 1, "3": 2, "-50": 3, "10": 4}, "cells": {"b": 1, "a": 2}})
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert list(written) == ["cells", "w1"] and list(written["cells"]) == ["a", "b"]
+    assert list(written["w1"]) == ["-50", "3", "10", "120"]

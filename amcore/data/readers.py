@@ -582,6 +582,20 @@ def as_number(key) -> float | None:
         return None
 
 
+# Dates written as text: ISO (2024-03-01, with a time of day or not), 01/03/2024, 1.3.24, 2024/03/01
+DATE_TEXT = r"\d{4}-\d{1,2}-\d{1,2}(?:[ T].*)?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}"
+
+
+def _in_order(labels) -> list[str]:
+    """Labels as text, by the first number each holds, then as text (audit 58: day 0, day 1, day 10, day 120, day 3)."""
+
+    def key(label: str) -> tuple[float, str]:
+        number = re.search(DEFAULT_TIME_PATTERN, label)
+        return (float(number.group()) if number else np.inf, label)
+
+    return sorted(map(str, labels), key=key)
+
+
 def _suggested_map(text: list) -> str:
     """A ``time_map`` to start from: each label's first number (``E6.5``: 6.5, ``day-3``: 3), in order, where every
     label has one and they differ (check the unit: stages, days, hours); else the first label's entry."""
@@ -590,7 +604,7 @@ def _suggested_map(text: list) -> str:
         pairs = sorted((float(n.group()), n.group(), str(label)) for n, label in zip(numbers, text, strict=True))
         shown = ", ".join(f"{label!r}: {number}" for _, number, label in pairs[:12])
         return f"{{{shown}{', ...' if len(pairs) > 12 else ''}}} (each label's number: check the unit)"
-    return f"{{{sorted(map(str, text))[0]!r}: 0.0, ...}}"
+    return f"{{{_in_order(text)[0]!r}: 0.0, ...}}"
 
 
 def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarray:
@@ -652,7 +666,13 @@ def to_times(labels: np.ndarray, time_map: dict | None, where: str) -> np.ndarra
                     "row: give those cells their time, or leave the time empty (NaN) and set dataset.drop_nonfinite: "
                     "true to drop them"
                 )
-            raise InputError(f"{where}: time labels must be numbers, found {_first(sorted(map(str, text)))}; give "
+            if all(isinstance(u, str) and re.fullmatch(DATE_TEXT, u.strip()) for u in text):
+                # audit 58: the map suggested from each date's first number kept only its year (or its day)
+                raise InputError(f"{where}: time labels are dates written as text ({_first(_in_order(text))}): "
+                                 "amcore reads numbers; give the time since the first date, in the unit that suits "
+                                 "the process, e.g. days: (pd.to_datetime(col) - pd.to_datetime(col).min()).dt.days "
+                                 "in pandas (or dataset.time_map, a time per date)")  # fmt: skip
+            raise InputError(f"{where}: time labels must be numbers, found {_first(_in_order(text))}; give "
                              f"dataset.time_map, e.g. {_suggested_map(text)}")  # fmt: skip
         values = [float(u) for u in uniques]
     return np.append(np.asarray(values, dtype=np.float64), np.nan)[codes]  # code -1 (a missing label): NaN

@@ -197,6 +197,8 @@ class Snapshots:
         except ValueError as err:
             raise InputError(f"x must be (cells, features), one row per cell ({err}){stacked}") from None
         time = np.asarray(time)
+        if time.dtype.kind in "mM":  # durations in seconds, dates refused with the way to numbers (audit 58)
+            time = to_times(time, None, "time")
         if x.dtype == object:  # numbers held as Python objects: read as such, anything else refused
             try:
                 x = x.astype(np.float64)
