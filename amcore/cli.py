@@ -515,7 +515,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"amcore evaluate {args.model}: at t = {', '.join(result['coinciding'])}: {COINCIDING}",
                   file=sys.stderr)  # fmt: skip
         say("the push's course from the first time to the last")
-        result["course"] = course(snaps, result, opts) | {"noisy": traj.attrs.get("method") == "sde"}
+        moved = traj.attrs.get("method", "sde" if model.objective == "eam" else None)  # a store from before it said
+        result["course"] = course(snaps, result, opts) | {"noisy": moved == "sde"}
         table["course_excess"] = result["course"]["excess"]
         if result["course"]["excess"] > 1:
             print(f"amcore evaluate {args.model}: FLAGGED: {ran_off(result['course'])}",

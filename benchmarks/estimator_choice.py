@@ -63,7 +63,9 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
                         stride=settings.get("stride", 1))  # fmt: skip
     values = {}
     for estimator, share in FORMS.items():
-        drawn = held_apart_objectives(models, path, ObjectiveSpec("am", pathwise=share), batch, batches, seed + 2)
+        clock = load(checkpoint).model_args  # the candidates' clock (t's own on even times), as head auto draws
+        drawn = held_apart_objectives(models, path, ObjectiveSpec("am", pathwise=share), batch, batches, seed + 2,
+                                      clock.get("time_knots"), clock.get("time_levels"))  # fmt: skip
         values |= {(form, estimator): v for form, v in drawn.items()}
     return values
 

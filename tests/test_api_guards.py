@@ -63,6 +63,8 @@ def test_snapshots_from_arrays_get_the_checks_prepare_makes_on_a_file(tmp_path):
     hidden[np.flatnonzero(t == 1)[0], 1] = np.nan  # a held-out cell's NaN must not hide the flattened features
     with pytest.raises(InputError, match=r"x: feature 0 varies by 1\.\d+ .* resolves only 8"):
         Snapshots.from_labels(hidden, t, attrs={"holdout_times": [1.0]})
+    tenths = (t / 10).astype(np.float32)  # held out at 0.1, as float32 labels read (review: 0.1 never matched)
+    Snapshots.from_labels(hidden - 1e8, tenths, attrs={"holdout_times": [0.1]})
     # audit 57: NaN was let through to train, inf was "as large as inf ... rescale it"; both as prepare says them
     for bad in (np.nan, np.inf):
         cells = x.copy()
@@ -436,10 +438,19 @@ def test_pandas_rows_are_matched_by_label_and_a_time_column_or_a_list_of_arrays_
     by_label, in_order = Snapshots.from_labels(shuffled, times), Snapshots.from_labels(frame, times)
     for k in range(3):  # each time holds the same cells (the store's order within a time is the input's)
         np.testing.assert_array_equal(np.sort(by_label.snapshot(k), 0), np.sort(in_order.snapshot(k), 0))
-    with pytest.raises(InputError, match="time and x are pandas objects whose row labels differ"):
-        Snapshots.from_labels(shuffled, times.set_axis(times.index + 1000))
+    # review: repeated labels (pd.concat of per-day frames) or none in common (barcodes beside 0, 1, ...) name no
+    # row: by position, as before; labels that only partly match are refused
+    days = pd.concat([frame.iloc[:40], frame.iloc[40:80].reset_index(drop=True), frame.iloc[80:]])
+    barcodes = frame.set_axis([f"cell{i}" for i in range(len(frame))])
+    for positional in (days, barcodes):
+        np.testing.assert_array_equal(Snapshots.from_labels(positional, times).x, in_order.x)
+    with pytest.raises(InputError, match=r"row labels only partly match \(60 of x's 120 are among time's 120\)"):
+        Snapshots.from_labels(shuffled, times.set_axis(times.index + 60))
     with pytest.raises(InputError, match="x's column 'day' holds the time labels themselves"):
         Snapshots.from_labels(frame.assign(day=t), times)
+    tenths = np.float32(t / 10)  # float32 cells hold float32 copies of 0.1
+    with pytest.raises(InputError, match="x's column 2 holds the time labels themselves"):
+        Snapshots.from_labels(np.c_[x, tenths].astype(np.float32), t / 10)
     with pytest.raises(InputError, match=r"list of 3 items .* np\.vstack\(arrays\)"):
         Snapshots.from_labels([x[t == k] for k in range(3)], [0, 1, 2])
 

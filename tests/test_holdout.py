@@ -108,7 +108,7 @@ def test_spline_path_follows_a_translation_and_never_reads_the_held_out_cells():
     order = np.lexsort(pred.T[::-1]), np.lexsort(truth.T[::-1])
     np.testing.assert_allclose(pred[order[0]], truth[order[1]], atol=1e-4)
     x[labels == 2.5] = np.nan
-    again, _ = spline_path(Snapshots.from_labels(x.astype(np.float32), labels), 2.5)
+    again, _ = spline_path(Snapshots.from_labels(x.astype(np.float32), labels, {"holdout_times": [2.5]}), 2.5)
     np.testing.assert_array_equal(again, pred)
 
 

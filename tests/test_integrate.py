@@ -190,11 +190,14 @@ def test_a_push_whose_weights_rest_on_few_particles_warns():
 
     x0 = np.random.default_rng(0).standard_normal((400, 3)).astype(np.float32)
     steep = _untrained("uam")
-    steep.growth = 500.0  # the rate is 500 times the network's output: log-weights spread by tens
+    steep.growth = 100.0  # the rate is 100 times the network's output: log-weights spread by tens
     with pytest.warns(UserWarning, match=r"at t = 1 the weights rest on \d+\.\d% of the particles"):
         steep.push(x0, 0.0, 1.0, steps=4, with_weights=True)
     with pytest.warns(UserWarning, match="the weights rest on"):
         steep.trajectories(x0, [0.0, 1.0], 4)
+    steep.growth = 1e6  # weights beyond float32: a failed push, named as one, never as few carriers
+    with pytest.warns(UserWarning, match=r"the weights of \d+ particles are NaN or inf: the push failed"):
+        steep.push(x0, 0.0, 1.0, steps=4, with_weights=True)
     flat = _untrained("uam")
     flat.growth = 1e-3
     with warnings.catch_warnings():

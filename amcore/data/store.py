@@ -16,6 +16,7 @@ import dask
 import dask.array as da
 import numcodecs
 import numpy as np
+import pandas as pd
 import xarray as xr
 import zarr
 
@@ -74,17 +75,21 @@ def uneven_times(times) -> bool:
 def by_row_labels(x, values, name: str):
     """``values`` in the order of ``x``'s rows where both are pandas objects whose row labels differ: pandas users
     expect rows matched by label, as columns are by name (audit 57: a DataFrame sorted by a gene beside its times
-    as a Series paired cells with other cells' times, in silence). Anything else as given, matched by position."""
-    import pandas as pd
-
+    as a Series paired cells with other cells' times, in silence); refused where the labels only partly match.
+    Anything else as given, matched by position: numpy, repeated labels, labels with none in common."""
     pandas = (pd.Series, pd.DataFrame)
     if not isinstance(x, pandas) or not isinstance(values, pandas) or x.index.equals(values.index):
         return values
-    if x.index.is_unique and values.index.is_unique and len(x) == len(values) and x.index.isin(values.index).all():
+    shared = x.index.isin(values.index)
+    # Repeated labels (pd.concat of per-day frames) name no row, and labels with nothing in common (barcodes beside
+    # 0, 1, 2, ...) were never meant to match: by position, as before
+    if not (x.index.is_unique and values.index.is_unique) or not shared.any():
+        return values
+    if len(x) == len(values) and shared.all():
         return values.reindex(x.index)
-    raise InputError(f"{name} and x are pandas objects whose row labels differ (x: {list(x.index[:3])}..., {name}: "
-                     f"{list(values.index[:3])}...): give them the same index, or pass numpy arrays (matched by "
-                     "position)")  # fmt: skip
+    raise InputError(f"{name} and x are pandas objects whose row labels only partly match ({int(shared.sum())} of "
+                     f"x's {len(x)} are among {name}'s {len(values)}): give them the same index, or pass numpy "
+                     "arrays (matched by position)")  # fmt: skip
 
 
 def check_time_resolution(t_values: np.ndarray, where: str) -> None:
@@ -161,9 +166,9 @@ class Snapshots:
 
         The checks ``amcore prepare`` makes on a file are made here too: at least two cells per time, times that
         float32 tells apart (float32 labels read as the decimals written: 0.1), cells with NaN or inf (outside the
-        held-out times of ``attrs``), a feature that is the time itself, and float64 cells that the cast to float32
-        would flatten (1e8 plus noise) refused. Where ``x`` and ``time`` (``weights``, ``velocity``) are pandas
-        objects, rows are matched by their labels."""
+        held-out times of ``attrs``), and float64 cells that the cast to float32 would flatten (1e8 plus noise)
+        refused; and a feature that is the time itself (a DataFrame that kept its time column). Where ``x`` and
+        ``time`` (``weights``, ``velocity``) are pandas objects, rows are matched by label (``by_row_labels``)."""
         from amcore.data.preprocess import to_float32
         from amcore.data.readers import to_times
 
@@ -189,13 +194,15 @@ class Snapshots:
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # nullable dtypes (Float64, Int64) too: NaN for NA
             x = x.to_numpy(dtype=np.float64, na_value=np.nan)
         # audit 57: a list of one array per time met numpy's "inhomogeneous shape" (or became 3-d)
-        stacked = "" if not isinstance(x, (list, tuple)) else (
+        stacked = "" if not isinstance(x, (list, tuple)) or np.ndim(x[0]) != 2 else (
             f"; got a list of {len(x)} items of shapes {[np.shape(part) for part in x[:3]]}...: for one array per "
             "time, pass np.vstack(arrays) and time np.repeat(times, [len(a) for a in arrays])")  # fmt: skip
         try:
             x = np.asarray(x)
         except ValueError as err:
             raise InputError(f"x must be (cells, features), one row per cell ({err}){stacked}") from None
+        if isinstance(getattr(time, "dtype", None), pd.DatetimeTZDtype):  # dates with a zone: refused as dates
+            time = time.dt.tz_localize(None)
         time = np.asarray(time)
         if time.dtype.kind in "mM":  # durations in seconds, dates refused with the way to numbers (audit 58)
             time = to_times(time, None, "time")
@@ -216,13 +223,14 @@ class Snapshots:
                              "to times first (dataset.time_map does it for files)")  # fmt: skip
         if not np.isfinite(time).all():
             raise InputError(f"time: {int((~np.isfinite(time)).sum())} labels are NaN or inf")
-        if len(np.unique(time)) > 1 and (same := np.flatnonzero((x == time[:, None]).all(axis=0))).size:
-            names = attrs.get("feature_names")
-            column = repr(names[same[0]]) if names else f"{same[0]}"
+        as_x = time.astype(x.dtype) if x.dtype.kind == "f" else time  # float32 cells hold float32 copies of 0.1
+        if len(np.unique(time)) > 1 and (same := np.flatnonzero((x == as_x[:, None]).all(axis=0))).size:
+            names = attrs.get("feature_names") or []
+            column = repr(names[same[0]]) if same[0] < len(names) else f"{same[0]}"
             raise InputError(f"x's column {column} holds the time labels themselves: a feature that is the time "
                              "would be a flow of the clock; drop it from x")  # fmt: skip
         if x.dtype.kind == "f":  # as amcore prepare refuses them (a held-out time's cells train nothing)
-            held = np.isin(time, attrs.get("holdout_times") or [])
+            held = np.isin(to_times(time, None, "time"), attrs.get("holdout_times") or [])  # float32 0.1 as 0.1
             if len(bad := np.flatnonzero(~held & ~np.isfinite(x).all(axis=1))):
                 at = ", ".join(f"{v:g}" for v in np.unique(time[bad])[:5])
                 raise InputError(f"x: {len(bad)} cells of time{'s' * (',' in at)} {at} have a NaN or inf feature (the "

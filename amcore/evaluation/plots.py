@@ -430,7 +430,7 @@ def trajectories(
     if not flat:
         _hold(ax, frame, shown)
     beyond = f"; {leaving} leave the frame ({FRAME_SHARE:.1%} of the observed cells)" if leaving else ""
-    unseen = ", ".join(f"{float(h):.6g}" for h in held_out)
+    unseen = ", ".join(_time_labels([*held_out, *(() if times is None else times)])[: len(held_out)])
     unseen = f"\nheld out (drawn, never trained on): t = {unseen}" if unseen else ""
     ax.set_title(f"{title}\n{len(idx)} of {n} particles{beyond}{unseen}", fontsize=10)
     fig.tight_layout()

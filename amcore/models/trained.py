@@ -580,7 +580,13 @@ class TrainedModel:
 def _warn_few_carriers(weights: np.ndarray, t: float) -> None:
     """Warn where uAM's weights rest on under :data:`FEW_EFFECTIVE` of the particles (the pipeline flags it; audit
     57: a push from the API gave 117 times the mass for 32 with 1 % of the particles carrying it, and no word)."""
-    share = effective_size(weights) / max(1, len(weights))
+    if not len(weights):
+        return
+    if not np.isfinite(weights).all():  # not few carriers: a failed push, as evaluate and score read it
+        warnings.warn(f"at t = {t:g} the weights of {int((~np.isfinite(weights)).sum())} particles are NaN or inf: "
+                      "the push failed", stacklevel=3)  # fmt: skip
+        return
+    share = effective_size(weights) / len(weights)
     if share < FEW_EFFECTIVE:
         warnings.warn(f"at t = {t:g} the weights rest on {share:.1%} of the particles (effective sample size): the "
                       "mass and any distance of these cells measure those few; the growth rate away from the "

@@ -1015,7 +1015,8 @@ def _counts_turn(snaps: Snapshots) -> str | None:
     if not (swings[1:] != swings[:-1]).any():
         return None
     shown = ", ".join(f"{c:.0f}" for c in counts)
-    course = "growth then death" if swings[0] > 0 else "death then growth"
+    course = " then ".join("growth" if sign > 0 else "death" for k, sign in enumerate(swings) if not k or
+                           sign != swings[k - 1])  # fmt: skip
     # audit 59: said as a doubt with "use am", it met a population that really rose and fell, where uAM did best
     return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they turn "
             f"(down then up, or up then down), each more than {MASS_CHANGE:g}-fold ({shown}): it learns {course}. "
