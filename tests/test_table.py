@@ -131,7 +131,7 @@ def test_paired_differences_by_seed_with_a_t_interval():
     mean, low, high, n, _ = pairs["copy_prev"]["1"]
     assert n == 3 and mean == 0 and np.isclose(high, 6.572, atol=1e-3)
     assert "### am − peer, w1, paired by seed" in markdown(table)
-    assert "| fm | +0 [-2.48, +2.48] |" in markdown(table)
+    assert "| fm | +0.00 [-2.48, +2.48] |" in markdown(table)
     assert paired_differences(long_table(rows[:2])) == {}, "one seed: no interval"
     one_shared = long_table([*rows[:2], rows[2]])  # the reference on seeds 0 and 1, the peer on seed 0 only
     assert "| fm | -1 (1 seed: no interval) |" in markdown(one_shared)
@@ -168,7 +168,7 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert "| method | eb_leaveout | tigon |" in text
     assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 |" in text and "| copy_prev | 6 | 6 |" in text
     assert "| *noise floor* (`w1_subsample_noise`, the reference's) | 0.6 | — |" in text
-    assert "| copy_prev | -3.5 [-16.2, +9.21] | -3.5 [-16.2, +9.21] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
+    assert "| copy_prev | -3.5 [-16.2, +9.2] | -3.5 [-16.2, +9.2] |" in text  # diffs -4.5, -2.5: t(1) = 12.71
     assert "Failed and flagged" not in text  # nothing to say
     assert "nothing to pair" not in text
     assert main(["summary", *paths, "--metric", "mmd", "--out", str(tmp_path / "mmd.md")]) == 0
@@ -189,8 +189,8 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     assert main(["summary", *paths, "--reference", "tigon=uam", "--out", str(tmp_path / "summary.md")]) == 0
     text = (tmp_path / "summary.md").read_text()
     assert "| method | eb_leaveout (− am) | tigon (− uam) |" in text
-    assert "| am | reference | -1 [-7.35, +5.35] |" in text  # sd 0.707, se 0.5, t(1) = 12.71
-    assert "| copy_prev | -3.5 [-16.2, +9.21] | -4.5 [-10.9, +1.85] |" in text
+    assert "| am | reference | -1.00 [-7.35, +5.35] |" in text  # sd 0.707, se 0.5, t(1) = 12.71
+    assert "| copy_prev | -3.5 [-16.2, +9.2] | -4.5 [-10.9, +1.9] |" in text
     assert "| uam | — | reference |" in text
     one_seed = long_table([r for r in _results() if r["seed"] in ("", "0")])
     one_seed.to_csv(tmp_path / "tigon" / "table.csv", index=False)
@@ -363,3 +363,25 @@ def test_a_relative_error_far_off_prints_in_three_digits():
     from amcore.evaluation.evaluate import percent
 
     assert (percent(0.674), percent(14.44), percent(1.774e19)) == ("67%", "1444%", "1.77e+21%")
+
+
+def test_a_shared_noise_floor_reads_as_one_draw_and_other_metrics_intervals_say_seeds_alone():
+    """Audit 61: the floor, one split the seeds share, read "0.2858 ± 0" (redrawn splits moved it by 20 %); a
+    summary of sliced_w1 printed "[95 % interval]" as W1's, which holds the held-out cells' sampling too; and one
+    interval read "+0.0866 [+0.0328, +0.14]", three precisions."""
+    from amcore.evaluation.table import _interval_cell, across_datasets
+
+    rows = _results()
+    for seed in ("0", "1"):
+        rows.append({"method": "am", "holdout": "1", "seed": seed, "table": {"w1_subsample_noise": 0.2858}})
+        rows[-1]["table"]["sliced_w1"] = 0.5 + int(seed)
+        rows.append({"method": "fm", "holdout": "1", "seed": seed, "table": {"sliced_w1": 0.6 + 2 * int(seed)}})
+    table = long_table(rows)
+    assert "| am | 0.2858 (one draw) |" in markdown(table)
+    assert "paired by seed: mean [95 % interval of the seeds' spread alone]" in across_datasets(
+        {"d": table}, "sliced_w1"
+    )
+    assert "paired by seed: mean [95 % interval]" in across_datasets({"d": table}, "w1")
+    assert _interval_cell((0.0866, 0.0328, 0.14, 3, True)) == "+0.087 [+0.033, +0.140]"
+    one_seed = long_table([r for r in rows if r["seed"] in ("0", "")])
+    assert "No paired differences: 1 seed of am; pairs need two or more." in markdown(one_seed)

@@ -605,7 +605,7 @@ def _paired_panel(ax, pairs: dict[str, dict[str, tuple]], reference: str, colour
     ax.axvline(0.0, color="0.3", lw=0.8)
     ax.set_yticks(range(len(peers)), peers, fontsize=7)
     ax.set_ylim(len(peers) - 0.4, -0.6)
-    ax.set_xlabel(f"{reference} − peer, W1 (95 % interval)", fontsize=8)
+    ax.set_xlabel(f"{reference} − peer, W1 (95 % interval); left of 0: {reference} better", fontsize=8)  # audit 61
     several = any("mean" in cols for cols in pairs.values())
     ax.set_title("filled: mean over held-out times; open: each time" if several else "the held-out time", fontsize=7)
     ax.grid(axis="x", alpha=0.3)
