@@ -140,6 +140,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   f"samples of at most {FAR_SAMPLE} cells a time, an estimate beyond): "
                   "copies between times (a mix-up of files or labels), or discrete values; copied cells make the "
                   "previous time's cells unmoved (copy_prev) look like a prediction", file=sys.stderr)  # fmt: skip
+        if tracked := snaps.attrs.get("tracked_cells"):
+            shown = ", ".join(f"t = {pair}: {ratio:.2f}" for pair, ratio in list(tracked.items())[:5])
+            more = f" and {len(tracked) - 5} more pairs" if len(tracked) > 5 else ""
+            print(f"amcore prepare: warning: each time's cells lie nearer to the previous time's than to each other "
+                  f"(median nearest-cell distances' ratio {shown}{more}; about 1 for independent samples): the same "
+                  "particles followed from time to time? A held-out time then rewards carrying cells forward "
+                  "(copy_prev, displacement) over a flow of the population's law, noise and all; give each time "
+                  "its own particles (a disjoint subsample per frame) to compare them fairly "
+                  "(docs/leave-one-out.md)", file=sys.stderr)  # fmt: skip
         if two := snaps.attrs.get("two_valued_features"):
             names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
             shown = ", ".join(names[i] for i in two[:10]) + (" ..." if len(two) > 10 else "")

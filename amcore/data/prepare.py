@@ -32,6 +32,8 @@ IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of th
 REPEATED_SHARE = 0.1  # cells repeating another of their time, above which the noise floor reads low
 SHARED_SHARE = 0.01  # cells equal to a cell of another time, above which the pair of times is named
 SHARED_MIN_HITS = 10  # matches of cells a sample holds once, from which their share is scaled to the whole time
+TRACKED_SAMPLE = 500  # cells per time whose nearest neighbours say whether the next time holds the same particles
+TRACKED_RATIO = 0.7  # nearest cell of the previous time over nearest of its own time, below which they are followed
 FAR_MIN_CELLS = 20  # fewer cells in a time give no robust spread to judge a far one by (audit 15)
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
 COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
@@ -310,8 +312,17 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
       copied from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
     - ``two_valued_features``, feature indices: a feature of two values (a 0/1 label) has no path between them that
       a flow can take without putting cells where no data can be (audit 38: AM 0.628 against displacement's 0.394).
+    - ``tracked_cells``, ``{"a, b": ratio}``: b's cells (``TRACKED_SAMPLE`` of them, against as many of a's as of
+      b's own) are nearer to a's than to each other (the median nearest-cell distances' ratio under
+      ``TRACKED_RATIO``; about 1 for independent samples of one law, more where it moved): the same particles
+      followed from frame to frame, a simulation's (seen where the samples hold most of each frame's particles). Leave-one-out
+      then rewards carrying cells forward over a flow of the law (audit 62: copy_prev 0.177, eAM with the right
+      noise 0.208, an independent sample of the true law 0.246).
     """
-    far, repeated, shared, seen, lows, highs, two = {}, {}, {}, [], [], [], []
+    from scipy.spatial import cKDTree
+
+    far, repeated, shared, seen, lows, highs, two, tracked = {}, {}, {}, [], [], [], [], {}
+    previous = None
     counts = snaps.counts()
     for k, t in enumerate(snaps.t_values):
         lo, hi = snaps.offsets[k], min(snaps.offsets[k] + FAR_SAMPLE, snaps.offsets[k + 1])
@@ -332,6 +343,14 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
             hits = widely + (once * scale if once >= SHARED_MIN_HITS else once)
             if (share := min(1.0, hits / len(keys))) > SHARED_SHARE:
                 shared[f"{earlier}, {t:g}"] = share
+        n = min(len(x), len(previous) if previous is not None else 0)  # both sides as dense
+        if n >= 2 and (pair := f"{snaps.t_values[k - 1]:g}, {t:g}") not in shared:
+            asked = x[: min(n, TRACKED_SAMPLE)]
+            own = float(np.median(cKDTree(x[:n]).query(asked, k=2)[0][:, 1]))
+            across = float(np.median(cKDTree(previous[:n]).query(asked, k=1)[0]))
+            if own > 0 and across / own < TRACKED_RATIO:
+                tracked[pair] = across / own
+        previous = x
         seen.append((f"{t:g}", held, float(counts[k] / len(x))))
         lows.append(x.min(0))
         highs.append(x.max(0))
@@ -340,7 +359,7 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
     low, high = ends.min(0), ends.max(0)
     pairs = np.flatnonzero(np.all(two, axis=0) & ((ends == low) | (ends == high)).all(0) & (low < high))
     return {"far_cells": far, "repeated_cells": repeated, "shared_cells": shared,
-            "two_valued_features": [int(i) for i in pairs]}  # fmt: skip
+            "two_valued_features": [int(i) for i in pairs], "tracked_cells": tracked}  # fmt: skip
 
 
 def far_share(x: np.ndarray) -> float:
