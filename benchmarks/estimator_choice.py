@@ -56,14 +56,14 @@ def objectives(snaps: Snapshots, settings: dict, seed: int, batches: int, batch:
             cfg = TrainConfig(**{**settings, **overrides, "seed": seed, "threads": 1, "log_every": 10**9})
             checkpoint = Path(workdir) / f"{form}.pt"
             summary = train(fit, cfg, checkpoint, checkpoint.with_suffix(".csv"))
-            models[form] = load(checkpoint).network
+            loaded = load(checkpoint)
+            models[form], clock = loaded.network, loaded.model_args  # one clock (t's own on even times) for all
             tension = summary.get("spline_tension", tension)  # the same path shape as the models trained on
     path = SnapshotPath(held.in_memory(), settings.get("coupling", "ot"), seed=seed + 1, tension=tension,
                         interpolation=settings.get("interpolation", "linear"),
                         stride=settings.get("stride", 1))  # fmt: skip
     values = {}
     for estimator, share in FORMS.items():
-        clock = load(checkpoint).model_args  # the candidates' clock (t's own on even times), as head auto draws
         drawn = held_apart_objectives(models, path, ObjectiveSpec("am", pathwise=share), batch, batches, seed + 2,
                                       clock.get("time_knots"), clock.get("time_levels"))  # fmt: skip
         values |= {(form, estimator): v for form, v in drawn.items()}

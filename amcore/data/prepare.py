@@ -315,9 +315,9 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
     - ``tracked_cells``, ``{"a, b": ratio}``: b's cells (``TRACKED_SAMPLE`` of them, against as many of a's as of
       b's own) are nearer to a's than to each other (the median nearest-cell distances' ratio under
       ``TRACKED_RATIO``; about 1 for independent samples of one law, more where it moved): the same particles
-      followed from frame to frame, a simulation's (seen where the samples hold most of each frame's particles). Leave-one-out
-      then rewards carrying cells forward over a flow of the law (audit 62: copy_prev 0.177, eAM with the right
-      noise 0.208, an independent sample of the true law 0.246).
+      followed from frame to frame, a simulation's (seen where the samples hold most of each frame's particles).
+      Leave-one-out then rewards carrying cells forward over a flow of the law (audit 62: copy_prev 0.177, eAM with
+      the right noise 0.208, an independent sample of the true law 0.246).
     """
     from scipy.spatial import cKDTree
 

@@ -167,8 +167,8 @@ class Snapshots:
         The checks ``amcore prepare`` makes on a file are made here too: at least two cells per time, times that
         float32 tells apart (float32 labels read as the decimals written: 0.1), cells with NaN or inf (outside the
         held-out times of ``attrs``), and float64 cells that the cast to float32 would flatten (1e8 plus noise)
-        refused; and a feature that is the time itself (a DataFrame that kept its time column). Where ``x`` and
-        ``time`` (``weights``, ``velocity``) are pandas objects, rows are matched by label (``by_row_labels``)."""
+        refused; a feature that is the time itself is warned of (a DataFrame that kept its time column). Where ``x``
+        and ``time`` (``weights``, ``velocity``) are pandas objects, rows are matched by label (``by_row_labels``)."""
         from amcore.data.preprocess import to_float32
         from amcore.data.readers import to_times
 
@@ -227,8 +227,10 @@ class Snapshots:
         if len(np.unique(time)) > 1 and (same := np.flatnonzero((x == as_x[:, None]).all(axis=0))).size:
             names = attrs.get("feature_names") or []
             column = repr(names[same[0]]) if same[0] < len(names) else f"{same[0]}"
-            raise InputError(f"x's column {column} holds the time labels themselves: a feature that is the time "
-                             "would be a flow of the clock; drop it from x")  # fmt: skip
+            # a warning: a point moving at unit speed is a flow too (the tests' toy), a time column left in is not
+            warnings.warn(f"x's column {column} holds the time labels themselves: if it is the time column left "
+                          "among the features, drop it from x (a feature that is the time trains a flow of the "
+                          "clock)", stacklevel=2)  # fmt: skip
         if x.dtype.kind == "f":  # as amcore prepare refuses them (a held-out time's cells train nothing)
             held = np.isin(to_times(time, None, "time"), attrs.get("holdout_times") or [])  # float32 0.1 as 0.1
             if len(bad := np.flatnonzero(~held & ~np.isfinite(x).all(axis=1))):
