@@ -92,6 +92,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: columns {unnamed} have no header (a row index, as pandas' to_csv writes) and "
                   "were left out of the features (dataset.feature_columns lists the features to take)",
                   file=sys.stderr)  # fmt: skip
+        if unit := reader.get("t_units"):  # audit 62: "ps" in the file, said nowhere
+            print(f"amcore prepare: times in {unit} (the units of {reader['t_key']!r}): rates are per {unit}, eAM's "
+                  f"sigma per square root of it", file=sys.stderr)  # fmt: skip
         if timelike := reader.get("time_like_columns"):
             print(f"amcore prepare: warning: feature columns {timelike[:10]} hold one value per time point (another "
                   "time or a batch label, not a measurement?): they separate the times by themselves; list the "

@@ -618,6 +618,21 @@ def test_a_netcdf_feature_coordinate_names_the_features_and_a_per_time_array_is_
     stacked.to_netcdf(tmp_path / "stacked.nc")
     snaps = build_snapshots({"source": "netcdf", "path": str(tmp_path / "stacked.nc")})
     assert snaps.t_values.tolist() == [0.0, 1.0] and snaps.counts().tolist() == [10, 10]
+    # audit 62: frames along "frame" with their times a coordinate "time" got the bare "must have 2 dims"
+    assert "t_units" not in snaps.attrs["provenance"]["reader"]  # none written, none said
+    frames = xr.Dataset(
+        {"X": (("frame", "particle", "feature"), x.reshape(2, 10, 3))}, coords={"time": ("frame", [0.0, 1.5])}
+    )
+    frames.to_netcdf(tmp_path / "frames.nc")
+    with pytest.raises(InputError, match=r"ds\.stack\(obs=\('frame', 'particle'\)\).* with 'time' along obs") as err:
+        build_snapshots({"source": "netcdf", "path": str(tmp_path / "frames.nc"), "t_key": "time"})
+    recipe = str(err.value).split("amcore reads one row per cell: ")[1].split(" makes")[0]
+    restacked = eval(recipe, {"ds": frames})
+    restacked["time"].attrs["units"] = "ps"  # a physicist's unit, kept where the store says where it came from
+    restacked.to_netcdf(tmp_path / "restacked.nc")
+    snaps = build_snapshots({"source": "netcdf", "path": str(tmp_path / "restacked.nc"), "t_key": "time"})
+    assert snaps.t_values.tolist() == [0.0, 1.5] and snaps.counts().tolist() == [10, 10]
+    assert snaps.attrs["provenance"]["reader"]["t_units"] == "ps"
 
 
 def test_the_header_check_reads_what_pandas_reads(tmp_path, data):

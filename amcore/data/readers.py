@@ -420,14 +420,17 @@ def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
     if x_key not in ds.variables:
         raise InputError(f"{path}: variable {x_key!r} missing; data variables are {sorted(map(str, ds.data_vars))}")
     var = ds[x_key]
-    if var.ndim == 3 and t_key in var.dims:  # a simulation's (time, particle, feature): one row per particle
+    # a simulation's (frame, particle, feature), the frame's time ``t_key`` itself or a coordinate along it (audit
+    # 62: time along frame got the bare "must have 2 dims")
+    along = ds[t_key].dims[0] if t_key in ds.variables and ds[t_key].ndim == 1 else t_key
+    if var.ndim == 3 and along in var.dims:
         # the particles: the longer of the other two dims (a few features, many particles)
-        feature, particle = sorted((d for d in var.dims if d != t_key), key=lambda d: var.sizes[d])
+        feature, particle = sorted((d for d in var.dims if d != along), key=lambda d: var.sizes[d])
         raise InputError(
             f"{path}: variable {x_key!r} has dims {var.dims}, one array per time; amcore reads one row per cell: "
-            f"ds.stack(obs=({t_key!r}, {str(particle)!r})).reset_index('obs').transpose('obs', {str(feature)!r}) "
-            f"makes that layout, with {t_key!r} along obs (if {str(particle)!r} holds the particles and "
-            f"{str(feature)!r} the features)"
+            f"ds.stack(obs=({str(along)!r}, {str(particle)!r})).reset_index('obs').transpose('obs', "
+            f"{str(feature)!r}) makes that layout, with {t_key!r} along obs (if {str(particle)!r} holds the "
+            f"particles and {str(feature)!r} the features)"
         )
     if var.ndim != 2:
         raise InputError(f"{path}: variable {x_key!r} must have 2 dims (obs, feature), got {var.dims}")
@@ -442,6 +445,8 @@ def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
         labels = time.values
     data = var.data if isinstance(var.data, da.Array) else np.asarray(var.data)
     info = {"x_key": x_key, "t_key": t_key, "obs_dim": str(var.dims[0])}
+    if t_key is not None and (unit := ds[t_key].attrs.get("units")):  # kept and said: sigma is per its square root
+        info["t_units"] = str(unit)
     if var.dims[1] in var.coords and var.coords[var.dims[1]].ndim == 1:  # the features' names, as a coordinate
         info["feature_names"] = [str(name) for name in var.coords[var.dims[1]].values]
     return _chunked(data, path, x_key), labels, info
