@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow  # 32 s of the default run's 14 minutes, for a property of one allocator setting
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory acts on glibc's malloc only")
 def test_kept_memory_spares_each_step_its_page_faults():
     """The AM step at batch 1024 frees megabytes of temporaries; under glibc's defaults they go back to the kernel
