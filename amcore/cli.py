@@ -745,7 +745,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
         _check_complete(path, held, {args.metric, "w1_subsample_noise"})
         tables[name] = held
     if not tables:
-        raise InputError("none of the tables holds a held-out time: give the table.csv of leave-one-out experiments")
+        raise InputError("none of the tables holds a held-out time: summary compares leave-one-out experiments "
+                         "(config/leaveout/*.yaml, or holdout_times in yours); a run without one has its table.md "
+                         "already")  # fmt: skip
     references = _references(args.reference, list(tables), left_out)
     for name, table in tables.items():
         metrics = sorted(m for m in set(table["metric"]) if not m.startswith(HELD_OUT_VAR))  # a pair's, not a metric
