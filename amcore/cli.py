@@ -144,10 +144,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "copies between times (a mix-up of files or labels), or discrete values; copied cells make the "
                   "previous time's cells unmoved (copy_prev) look like a prediction", file=sys.stderr)  # fmt: skip
         if tracked := snaps.attrs.get("tracked_cells"):
-            shown = ", ".join(f"t = {pair}: {ratio:.2f}" for pair, ratio in list(tracked.items())[:5])
+            shown = ", ".join(f"t = {pair}: {share:.0%}" for pair, share in list(tracked.items())[:5])
             more = f" and {len(tracked) - 5} more pairs" if len(tracked) > 5 else ""
             print(f"amcore prepare: warning: each time's cells lie nearer to the previous time's than to each other "
-                  f"(median nearest-cell distances' ratio {shown}{more}; about 1 for independent samples): the same "
+                  f"(the share whose nearest cell is the previous time's: {shown}{more}; about half for "
+                  "independent samples): the same "
                   "particles followed from time to time? A held-out time then rewards carrying cells forward "
                   "(copy_prev, displacement) over a flow of the population's law, noise and all; give each time "
                   "its own particles (a disjoint subsample per frame) to compare them fairly "

@@ -196,3 +196,23 @@ def test_prepare_warns_of_the_same_particles_followed_from_frame_to_frame(tmp_pa
                      "--summary", str(tmp_path / f"{name}.json")]) == 0  # fmt: skip
         said = capsys.readouterr().err
         assert ("the same particles followed from time to time?" in said) is (name == "followed"), said
+
+
+def test_the_followed_particles_check_needs_a_hundred_cells_and_reads_wide_cells_on_their_axes():
+    """Review 63: a 2-cell time among 300-cell ones, and 1-d samples of one law, read as followed particles (the
+    distance ratio it used was too loose for so few); 1,000 features made its k-d tree slower than none."""
+    import numpy as np
+
+    from amcore import Snapshots
+    from amcore.data.prepare import sampled_cell_checks
+
+    rng = np.random.default_rng(1)
+    for counts, dim in (([300, 2, 300], 2), ([200] * 20, 1)):
+        labels = np.repeat(np.arange(float(len(counts))), counts)
+        assert sampled_cell_checks(Snapshots.from_labels(rng.standard_normal((len(labels), dim)), labels))[
+            "tracked_cells"
+        ] == {}  # fmt: skip
+    wide = rng.standard_normal((300, 1000))
+    followed = np.vstack([wide, wide + 0.01 * rng.standard_normal(wide.shape)])
+    checks = sampled_cell_checks(Snapshots.from_labels(followed, np.repeat([0.0, 1.0], 300)))
+    assert checks["tracked_cells"]["0, 1"] > 0.95

@@ -385,3 +385,13 @@ def test_a_shared_noise_floor_reads_as_one_draw_and_other_metrics_intervals_say_
     assert _interval_cell((0.0866, 0.0328, 0.14, 3, True)) == "+0.087 [+0.033, +0.140]"
     one_seed = long_table([r for r in rows if r["seed"] in ("0", "")])
     assert "No paired differences: 1 seed of am; pairs need two or more." in markdown(one_seed)
+
+
+def test_an_interval_of_infinities_or_tiny_numbers_is_still_written():
+    """Review 63: an inf seed (a mass error can be one) raised OverflowError and took the table with it; a mean
+    that rounds to zero read -0.000; numbers of 1e-12 read as zeros."""
+    from amcore.evaluation.table import _interval_cell
+
+    assert _interval_cell((np.inf, -np.inf, np.nan, 3, True)) == "+inf [-inf, +nan]"
+    assert _interval_cell((-0.0004, -0.5, 0.5, 3, True)) == "+0.000 [-0.500, +0.500]"
+    assert _interval_cell((1e-12, -2e-12, 3e-12, 3, True)) == "+1e-12 [-2e-12, +3e-12]"

@@ -33,7 +33,9 @@ REPEATED_SHARE = 0.1  # cells repeating another of their time, above which the n
 SHARED_SHARE = 0.01  # cells equal to a cell of another time, above which the pair of times is named
 SHARED_MIN_HITS = 10  # matches of cells a sample holds once, from which their share is scaled to the whole time
 TRACKED_SAMPLE = 500  # cells per time whose nearest neighbours say whether the next time holds the same particles
-TRACKED_RATIO = 0.7  # nearest cell of the previous time over nearest of its own time, below which they are followed
+TRACKED_SHARE = 0.75  # share of them whose nearest cell is the previous time's, above which they are followed
+TRACKED_MIN_CELLS = 100  # cells both times need for the check (at 20 a share of 0.75 comes by chance)
+TRACKED_COMPONENTS = 20  # principal axes the check reads wider cells on
 FAR_MIN_CELLS = 20  # fewer cells in a time give no robust spread to judge a far one by (audit 15)
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
 COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
@@ -296,6 +298,25 @@ def raw_counts(x) -> dict | None:
     return {"cells_read": len(head), "median_total": total, "max": float(head.max())} if total >= COUNTS_TOTAL else None
 
 
+def _previous_neighbours(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of ``TRACKED_SAMPLE`` of ``b``'s cells whose nearest other cell among ``a`` and ``b`` (as many each)
+    is one of ``a``'s: about a half for independent samples of one law (binomial, sd 0.022 at 500), less where the
+    law moved, near 1 for the same particles moved a little. Wide cells are read on their first
+    ``TRACKED_COMPONENTS`` principal axes (a k-d tree in 1,000 features was 5 times slower than none: review 63)."""
+    from scipy.spatial import cKDTree
+
+    asked = b[:TRACKED_SAMPLE]
+    pooled = np.concatenate([a, b])
+    if pooled.shape[1] > TRACKED_COMPONENTS:
+        centre = asked.mean(0)
+        axes = np.linalg.svd(asked - centre, full_matrices=False)[2][:TRACKED_COMPONENTS]
+        pooled, asked = (pooled - centre) @ axes.T, (asked - centre) @ axes.T
+    _, nearest = cKDTree(pooled).query(asked, k=2)
+    own = len(a) + np.arange(len(asked))  # each asked cell's own row in pooled: never its own neighbour
+    other = np.where(nearest[:, 0] == own, nearest[:, 1], nearest[:, 0])
+    return float(np.mean(other < len(a)))
+
+
 def sampled_cell_checks(snaps: Snapshots) -> dict:
     """What the cells themselves put in doubt, read on the first ``FAR_SAMPLE`` cells of each time (a uniform
     sample: rows are in random order within a time), each sample read (and, for a preprocessed store, computed)
@@ -312,15 +333,13 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
       copied from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
     - ``two_valued_features``, feature indices: a feature of two values (a 0/1 label) has no path between them that
       a flow can take without putting cells where no data can be (audit 38: AM 0.628 against displacement's 0.394).
-    - ``tracked_cells``, ``{"a, b": ratio}``: b's cells (``TRACKED_SAMPLE`` of them, against as many of a's as of
-      b's own) are nearer to a's than to each other (the median nearest-cell distances' ratio under
-      ``TRACKED_RATIO``; about 1 for independent samples of one law, more where it moved): the same particles
-      followed from frame to frame, a simulation's (seen where the samples hold most of each frame's particles).
+    - ``tracked_cells``, ``{"a, b": share}``: b's cells whose nearest cell is one of a's (:func:`_previous_neighbours`)
+      over ``TRACKED_SHARE``, where about half are for independent samples of one law and fewer where it moved:
+      the same particles followed from frame to frame, a simulation's (seen where the samples hold most of each
+      frame's particles: frames of up to ``FAR_SAMPLE``).
       Leave-one-out then rewards carrying cells forward over a flow of the law (audit 62: copy_prev 0.177, eAM with
       the right noise 0.208, an independent sample of the true law 0.246).
     """
-    from scipy.spatial import cKDTree
-
     far, repeated, shared, seen, lows, highs, two, tracked = {}, {}, {}, [], [], [], [], {}
     previous = None
     counts = snaps.counts()
@@ -344,12 +363,9 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
             if (share := min(1.0, hits / len(keys))) > SHARED_SHARE:
                 shared[f"{earlier}, {t:g}"] = share
         n = min(len(x), len(previous) if previous is not None else 0)  # both sides as dense
-        if n >= 2 and (pair := f"{snaps.t_values[k - 1]:g}, {t:g}") not in shared:
-            asked = x[: min(n, TRACKED_SAMPLE)]
-            own = float(np.median(cKDTree(x[:n]).query(asked, k=2)[0][:, 1]))
-            across = float(np.median(cKDTree(previous[:n]).query(asked, k=1)[0]))
-            if own > 0 and across / own < TRACKED_RATIO:
-                tracked[pair] = across / own
+        if n >= TRACKED_MIN_CELLS and (pair := f"{snaps.t_values[k - 1]:g}, {t:g}") not in shared:
+            if (share := _previous_neighbours(previous[:n], x[:n])) > TRACKED_SHARE:
+                tracked[pair] = share
         previous = x
         seen.append((f"{t:g}", held, float(counts[k] / len(x))))
         lows.append(x.min(0))

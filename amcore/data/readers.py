@@ -430,7 +430,8 @@ def _read_xarray(path: Path, ds, x_key: str, t_key: str | None) -> Read:
             f"{path}: variable {x_key!r} has dims {var.dims}, one array per time; amcore reads one row per cell: "
             f"ds.stack(obs=({str(along)!r}, {str(particle)!r})).reset_index('obs').transpose('obs', "
             f"{str(feature)!r}) makes that layout, with {t_key!r} along obs (if {str(particle)!r} holds the "
-            f"particles and {str(feature)!r} the features)"
+            f"particles and {str(feature)!r} the features; for held-out times, give each frame its own particles: "
+            "docs/leave-one-out.md)"
         )
     if var.ndim != 2:
         raise InputError(f"{path}: variable {x_key!r} must have 2 dims (obs, feature), got {var.dims}")

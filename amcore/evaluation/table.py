@@ -414,14 +414,18 @@ def _interval_cell(pair: tuple[float, float, float, int, bool] | None, mark: boo
         return f"{mean:+.3g} (1 seed: no interval)"
     # one number of decimals for the three (audit 61: "+0.0866 [+0.0328, +0.14]"): three significant digits of the
     # largest, at least one of the narrowest
+    marked = " (seeds only)" if mark and not cells else ""
     top, width = max(abs(mean), abs(low), abs(high)), high - low
-    digits = max(
-        0, 2 - math.floor(math.log10(top)) if top > 0 else 0, -math.floor(math.log10(width)) if width > 0 else 0
-    )
-    digits = min(digits, 10)
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]" + (
-        " (seeds only)" if mark and not cells else ""
-    )
+    if not np.isfinite([top, width]).all() or 0 < top < 1e-6:  # inf, or too small for decimals (review 63)
+        return f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]{marked}"
+    digits = max(0, 2 - math.floor(math.log10(top)) if top > 0 else 0)
+    digits = max(digits, -math.floor(math.log10(width)) if width > 0 else 0)
+
+    def shown(value: float) -> str:  # a mean that rounds to zero reads +0.000, never -0.000
+        text = f"{value:+.{digits}f}"
+        return "+" + text[1:] if float(text) == 0 else text
+
+    return f"{shown(mean)} [{shown(low)}, {shown(high)}]{marked}"
 
 
 def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", reference: str | dict[str, str] = "am") -> str:

@@ -551,7 +551,8 @@ def resolve_shape(
         if velocity_weight not in ("auto", 0):
             named += f" (at velocity weight {float(velocity_weight):g})"
         shown = f"{chosen[0]:g}" + (f" / {chosen[1]:g}" if velocity_weight == "auto" else "")
-        print(f"amcore: {named} {shown} (W1, each interior time left out: {table})", file=sys.stderr)
+        left = "each interior time" if len(clouds) - 2 <= TENSION_CV_TIMES else f"{TENSION_CV_TIMES} interior times"
+        print(f"amcore: {named} {shown} (W1, {left} left out: {table})", file=sys.stderr)
     elif len(clouds) > 2:
         print(f"amcore: spline tension {chosen[0]:g}, velocity weight {chosen[1]:g}: {len(clouds)} training times "
               f"leave none to choose them on (auto takes tension {FALLBACK_TENSION:g}, half way between the straight "
