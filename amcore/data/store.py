@@ -223,8 +223,10 @@ class Snapshots:
                              "to times first (dataset.time_map does it for files)")  # fmt: skip
         if not np.isfinite(time).all():
             raise InputError(f"time: {int((~np.isfinite(time)).sum())} labels are NaN or inf")
+        time = to_times(time, None, "time")  # float64, float32 labels as the decimals written (0.1)
         as_x = time.astype(x.dtype) if x.dtype.kind == "f" else time  # float32 cells hold float32 copies of 0.1
-        if len(np.unique(time)) > 1 and (same := np.flatnonzero((x == as_x[:, None]).all(axis=0))).size:
+        # only the columns whose first cell is its time are read whole: no cells-by-features copy of a large x
+        if same := [j for j in np.flatnonzero(x[0] == as_x[0]) if (x[:, j] == as_x).all()]:
             names = attrs.get("feature_names") or []
             column = repr(names[same[0]]) if same[0] < len(names) else f"{same[0]}"
             # a warning: a point moving at unit speed is a flow too (the tests' toy), a time column left in is not
@@ -232,8 +234,10 @@ class Snapshots:
                           "among the features, drop it from x (a feature that is the time trains a flow of the "
                           "clock)", stacklevel=2)  # fmt: skip
         if x.dtype.kind == "f":  # as amcore prepare refuses them (a held-out time's cells train nothing)
-            held = np.isin(to_times(time, None, "time"), attrs.get("holdout_times") or [])  # float32 0.1 as 0.1
-            if len(bad := np.flatnonzero(~held & ~np.isfinite(x).all(axis=1))):
+            # rows whose float64 sum is not finite hold a NaN or inf (float32 sums never overflow there); then exactly
+            rows = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
+            rows = rows[~np.isfinite(x[rows]).all(axis=1) & ~np.isin(time[rows], attrs.get("holdout_times") or [])]
+            if len(bad := rows):
                 at = ", ".join(f"{v:g}" for v in np.unique(time[bad])[:5])
                 raise InputError(f"x: {len(bad)} cells of time{'s' * (',' in at)} {at} have a NaN or inf feature (the "
                                  f"first: row {bad[0]} of x): drop or impute them (amcore prepare drops them with "
@@ -246,7 +250,6 @@ class Snapshots:
             if len(bad):
                 raise InputError(f"weights must be finite and >= 0: {len(bad)} are not (the first: "
                                  f"{float(weights[bad[0]])})")  # fmt: skip
-        time = to_times(time, None, "time")
         order = np.argsort(time, kind="stable")
         t_values, counts = np.unique(time[order], return_counts=True)
         check_cells_per_time(t_values, counts, "time")
