@@ -1,5 +1,6 @@
 # amcore: Action Matching on time-indexed snapshots. configfile, validate, includes and `rule all` live
 # here: Snakemake drops a default target set in an included file.
+import copy
 import functools
 import hashlib
 import json
@@ -11,14 +12,37 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import ExecMode
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+CONFIG_ALONE = "AMCORE_CONFIG_ALONE"  # "1": the run read its config file alone, without config/config.yaml
 
 
 # The repository's default, wherever --directory points: a path relative to the working directory was skipped in
 # silence outside the repository, or read from a run directory's own copy.
 configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+
+
+# --replace-workflow-config never reaches the jobs an executor plugin starts (SLURM's get --configfiles only): each
+# laid config/config.yaml under the user's file again and trained other settings than the run had planned (audit
+# 65: 6,000 steps where the file gave none). The run's choice travels in the environment, which sbatch passes on.
+if workflow.exec_mode == ExecMode.DEFAULT:
+    os.environ[CONFIG_ALONE] = "1" if workflow.config_settings.replace_workflow_config else "0"
+elif CONFIG_ALONE not in os.environ:
+    raise WorkflowError(
+        f"this job did not inherit {CONFIG_ALONE} from the snakemake run that submitted it, so it cannot tell "
+        "whether that run read its config file alone (--replace-workflow-config): let jobs inherit the "
+        "environment (sbatch's default; unset SBATCH_EXPORT=NONE) or pass it with --envvars"
+    )
+elif os.environ[CONFIG_ALONE] == "1" and workflow.config_settings.overwrite_config:
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+
+
+envvars:
+    CONFIG_ALONE,
 
 
 # `--config 'holdout_times=[1, 2]'` arrives as ['1', '2']: Snakemake reads a list on the command line with YAML's

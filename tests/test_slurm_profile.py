@@ -8,7 +8,9 @@ own code on this project's profile and Snakefile.
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from conftest import ROOT, cli_env, snakemake
 
 RECORDING_SBATCH = f"""#!{sys.executable}
 import json, os, sys
-with open(os.environ["SBATCH_RECORD"], "a") as record:
-    record.write(json.dumps(sys.argv[1:]) + "\\n")
+with open(os.environ["SBATCH_RECORD"], "a") as record:  # the arguments, then what the job would inherit
+    record.write(json.dumps([*sys.argv[1:], os.environ.get("AMCORE_CONFIG_ALONE")]) + "\\n")
 sys.exit("sbatch: error: no cluster here, nothing submitted")
 """
 
@@ -38,11 +40,12 @@ def fake_slurm(tmp_path: Path) -> dict:
 
 
 def submissions(tmp_path: Path) -> dict[str, dict[str, str]]:
-    """The recorded sbatch calls by rule: ``{rule: {option: value}}`` (flags without a value map to "")."""
+    """The recorded sbatch calls by rule: ``{rule: {option: value}}`` (flags without a value map to ""; the job's
+    inherited ``AMCORE_CONFIG_ALONE`` beside them)."""
     calls = {}
     for line in (tmp_path / "sbatch.jsonl").read_text().splitlines():
-        args = json.loads(line)
-        options, i = {}, 0
+        *args, alone = json.loads(line)
+        options, i = {"AMCORE_CONFIG_ALONE": alone}, 0
         while i < len(args):
             key, _, value = args[i].partition("=")
             if not value and i + 1 < len(args) and not args[i + 1].startswith("-"):
@@ -77,6 +80,22 @@ def test_slurm_profile_asks_gpus_for_train_only(tmp_path, tiny_config):
     # One task holding both GPUs on one node (torchrun starts a process per GPU), not one task per GPU.
     assert train["--gpus"] == "2" and "--ntasks-per-gpu" not in train and train.get("--ntasks", "1") == "1"
     assert train["--cpus-per-task"] == "8" and train["--mem"] == "32000" and train["-t"] == "240"
+
+    # Audit 65: the job's snakemake gets the config file but not --replace-workflow-config, and laid
+    # config/config.yaml under it again. Told by the environment it inherits, it trains what the run planned.
+    assert train["AMCORE_CONFIG_ALONE"] == "1"
+    job = shlex.split(train["--wrap"])
+    wait = job.index("--wait-for-files")  # the submitting run's marker, gone with it
+    after = next(i for i in range(wait + 1, len(job)) if job[i].startswith("--"))
+    del job[wait:after]
+    ran = subprocess.run([*job, "--dry-run"], cwd=workdir, env=env | {"AMCORE_CONFIG_ALONE": "1"},
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    planned = snakemake(workdir, tiny_config, "--dry-run", "--printshellcmds")
+    params = [re.search(r"--params ('[^']*')", out.stdout + out.stderr) for out in (ran, planned)]
+    assert all(params) and params[0][1] == params[1][1], (ran.stdout + ran.stderr)[-3000:]
+    lost = subprocess.run([*job, "--dry-run"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    said = lost.stdout + lost.stderr
+    assert lost.returncode != 0 and "did not inherit AMCORE_CONFIG_ALONE" in said, said[-2000:]
 
     # The job the allocation runs is the train rule launched by torchrun with one process per GPU.
     dry = snakemake(workdir, tiny_config, *slurm, "--dry-run", "--cores", "16", env=env)  # a cluster's, not 2
