@@ -157,6 +157,11 @@ from amcore.training.train import TrainConfig
 # One training's processes: a GPU each, else train_processes. A profile's set-resources (profiles/slurm: train's
 # gpu) decides the job's GPUs and so the launcher: a config that says otherwise is refused, never tagged as run
 # (audit 35: `gpus: 2` under the SLURM profile trained on one GPU, tagged as two processes).
+if config["gpus"] > 0 and config["train_processes"] > 1:  # audit 65: train_processes was dropped in silence
+    raise ValueError(
+        f"gpus: {config['gpus']} and train_processes: {config['train_processes']}: a training runs one process per "
+        "GPU when gpus is set, and train_processes CPU processes otherwise; set one of them"
+    )
 _site = (workflow.resource_settings.overwrite_resources or {}).get("train", {}).get("gpu")
 _site = None if _site is None else int(getattr(_site, "value", _site))
 if _site is not None and (config["gpus"] not in (0, _site) or (_site > 0 and config["train_processes"] > 1)):

@@ -219,7 +219,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "best_step" in summary:
         kept += f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
     if os.environ.get("RANK", "0") == "0":  # one line for the job, not one per process
-        print(f"amcore train: {cfg.steps} steps in {summary['train_seconds']:.1f}s, final loss "
+        first = summary.get("resumed_from_step", 0)  # audit 65: a resumed run read as all its steps in that time
+        ran = f"{cfg.steps - first} steps (resumed at {first} of {cfg.steps})" if first else f"{cfg.steps} steps"
+        print(f"amcore train: {ran} in {summary['train_seconds']:.1f}s, final loss "
               f"{summary['final_loss']:.5g}{kept}", file=sys.stderr)  # fmt: skip
 
 

@@ -386,7 +386,9 @@ def energy_distance(
 
 
 def _median_sq_distance(pooled: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """The median pairwise squared distance, among at most ``MEDIAN_SAMPLE`` seeded points of the pooled cloud.
+    """The median pairwise squared distance, among at most ``MEDIAN_SAMPLE`` seeded points of the pooled cloud (the
+    lower of the two middle values when the pairs are even in number, as ``torch.median``: below a few dozen points
+    that moves MMD, audit 66: 0.139 against 0.127 on 2 + 2 points).
 
     No absolute floor: the bandwidth must scale with the data (a floor of 1e-12 made MMD vanish for data in units
     of 1e-8). When most pairs coincide (duplicated cells) the mean squared distance sets the scale; any does when
@@ -577,9 +579,10 @@ def geodesic_action(
     clouds: list[np.ndarray], knots: np.ndarray, max_size: int = 5000, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """``W2^2(p_k, p_{k+1}) / dt_k`` per interval: the action of the piecewise W2 geodesic through the snapshots, a
-    lower bound on the action of any flow that carries ``p_k`` to ``p_{k+1}`` (Benamou-Brenier), for the laws the
-    cells are drawn from. Exact OT on a seeded subsample of at most ``max_size`` cells of each time (one per time,
-    shared by its two intervals).
+    lower bound on the action of any flow without growth that carries ``p_k`` to ``p_{k+1}`` (Benamou-Brenier), for
+    the laws the cells are drawn from (growth can stand in for transport: uAM's true flow may spend less). Exact
+    OT on a seeded subsample of at most ``max_size`` cells of each time (one per time, shared by its two
+    intervals).
 
     Also the standard deviation its cells' sampling gives each term, and their sum: to first order a term moves by
     the mean of its Kantorovich potentials over each side's cells (del Barrio & Loubes 2019), so its variance is

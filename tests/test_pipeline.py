@@ -191,8 +191,9 @@ def check_export(out: Path, config: dict) -> None:
         ),
         (
             {"train_processes": 3},
-            "streams (3, one per process) must be a multiple of the 3 training processes and divide batch_size (256)",
+            "streams (3, one per process) does not divide batch_size (256)",
         ),
+        ({"gpus": 1, "train_processes": 2}, "set one of them"),  # audit 65: train_processes was dropped in silence
         # a model named like a baseline the config does not run is still the baseline to every reader (review)
         ({"models": {"copy_prev": {"objective": "am"}}}, "models ['copy_prev'] are named like baselines"),
         (  # a file source would read every time and cell in silence (audit 11)

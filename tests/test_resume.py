@@ -48,6 +48,9 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     resumed = subprocess.run(_train_cmd(store, killed), env=cli_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from step {killed_at}" in resumed.stderr
+    # audit 65: the closing line read as every step run in the resumed run's time
+    left = PARAMS["steps"] - killed_at
+    assert f"amcore train: {left} steps (resumed at {killed_at} of {PARAMS['steps']}) in " in resumed.stderr
     assert not partial.exists()
     a = torch.load(straight / "model.pt", weights_only=True)
     b = torch.load(killed / "model.pt", weights_only=True)

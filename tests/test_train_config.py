@@ -159,3 +159,16 @@ def test_a_setting_the_chosen_model_never_reads_is_refused():
     TrainConfig(objective="eam", sigma=0.5, probes=4, exact_trace_max_dim=8)  # auto reads both
     TrainConfig(validation=0.1, validate_every=10)
     TrainConfig(coupling="entropic", entropic_reg=0.1, entropic_draws=4, head="inner")
+
+
+def test_streams_that_do_not_share_out_name_the_half_that_fails():
+    """Audit 65: three processes beside batch_size 128 read "must be a multiple of the 3 training processes and
+    divide batch_size", the first half already true."""
+    for settings, world, message in (
+        ({"batch_size": 128}, 3, "streams (3, one per process) does not divide batch_size (128):"),
+        ({"batch_size": 128, "streams": 3}, 2, "is not a multiple of the 2 training processes and does not divide"),
+        ({"batch_size": 120, "streams": 3}, 2, "streams (3) is not a multiple of the 2 training processes:"),
+    ):
+        with pytest.raises(InputError, match=re.escape(message)):
+            TrainConfig(**settings).streams_of(world)
+    assert TrainConfig(batch_size=120, streams=6).streams_of(2) == 6

@@ -376,8 +376,8 @@ def action_audit(
     drift=None,
 ) -> dict:
     """The kinetic action the pushed population spends on each observed interval (``metrics.flow_action``) beside
-    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow through the snapshots' laws can
-    spend; with the sd its cells' sampling gives each term and the total), their totals and ratio, and
+    the piecewise W2 geodesic's (``metrics.geodesic_action``, the least any flow without growth through the snapshots'
+    laws can spend; with the sd its cells' sampling gives each term and the total), their totals and ratio, and
     ``action_noise``: the share of the geodesic action two samples of one law would
     show by chance (each time's W2^2 between two disjoint subsamples, over dt); near 1 the ratio is not
     informative (``x(step, particle, feature)`` and ``weight(step, particle)`` may be lazy: read a block

@@ -315,12 +315,13 @@ class TrainConfig:
         """The seeded sub-batches of each step in a training of ``world`` processes (``streams``, else one a
         process), refused where they do not share out: checked by the workflow before any job, as by train."""
         streams = self.streams or world
-        if streams % world or self.batch_size % streams:
-            raise InputError(
-                f"streams ({streams}{', one per process' if not self.streams else ''}) must be a "
-                f"multiple of the {world} training processes and divide batch_size ({self.batch_size}): "
-                "set batch_size or streams to fit (train_processes and gpus set the processes)"
-            )
+        if streams % world or self.batch_size % streams:  # name the half that fails (audit 65)
+            what = f"streams ({streams}{', one per process' if not self.streams else ''})"
+            if streams % world:
+                what += f" is not a multiple of the {world} training processes"
+            if self.batch_size % streams:
+                what += f"{' and' if streams % world else ''} does not divide batch_size ({self.batch_size})"
+            raise InputError(f"{what}: set batch_size or streams to fit (train_processes and gpus set the processes)")
         if self.compile and world > 1:
             raise InputError(
                 f"compile compiles the fused loss of one process, not {world} (train_processes, gpus): "
@@ -1226,6 +1227,8 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=T
         "final_loss": run.history[-1][1],
         "steps_per_second": done / max(seconds, 1e-9),
     }
+    if run.first_step:
+        summary["resumed_from_step"] = run.first_step
     if run.best is not None:
         summary |= {"best_step": run.best["step"], "validation_loss": run.best["loss"]}
     if isinstance(run.path, (SnapshotPath, RefreshedPath)):
