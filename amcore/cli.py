@@ -68,6 +68,7 @@ def _dask_client(address: str | None):
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.data.prepare import FAR_SAMPLE, FAR_SPREADS, build_snapshots
+    from amcore.data.preprocess import counts_advice
     from amcore.data.store import write_store
     from amcore.tracking import StageRun
 
@@ -113,11 +114,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: files {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} are in the folder but "
                   "not in dataset.file_times, and were not read", file=sys.stderr)  # fmt: skip
         if counts := snaps.attrs.get("raw_counts"):
-            print(f"amcore prepare: warning: the input looks like raw counts (non-negative integers, a median of "
-                  f"{counts['median_total']:.0f} per cell in the first {counts['cells_read']} cells): amcore does not "
-                  "normalise them, and on raw counts AM moved cells far worse than on normalised ones "
-                  "(docs/anndata.md); normalise each cell's total and take log1p first (scanpy.pp.normalize_total, "
-                  "scanpy.pp.log1p), then select, standardise and project here", file=sys.stderr)  # fmt: skip
+            print(
+                f"amcore prepare: warning: {counts_advice(counts)}, then select, standardise and project here",
+                file=sys.stderr,
+            )
         if far := snaps.attrs.get("far_cells"):
             read = {f"{t:g}": min(FAR_SAMPLE, int(n)) for t, n in zip(snaps.t_values, snaps.counts(), strict=True)}
             shown = ", ".join(f"t = {t}: {round(share * read[t])} of {read[t]}" for t, share in list(far.items())[:10])

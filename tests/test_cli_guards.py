@@ -5,6 +5,7 @@ baseline at a time that was trained on, a summary of a metric no table has."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -470,9 +471,35 @@ def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path
         out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
         assert main(["prepare", "--dataset", json.dumps(spec), "--preprocess", '{"pca": 3}', *out]) == 0
         said = capsys.readouterr().err
-        assert ("looks like raw counts (non-negative integers, a median of 1002 per cell in the first 300 cells)"
-                in said) is warned, said  # fmt: skip
+        assert ("looks like raw counts (non-negative integers, a median of 1002 per cell and 0% zeros in 300 cells "
+                "read across it)" in said) is warned, said  # fmt: skip
         assert ("scanpy.pp.normalize_total" in said) is warned
+
+
+def test_raw_counts_are_told_across_the_file_at_any_depth_and_from_the_python_api(capsys, tmp_path):
+    """Audit 69: only the first 1,000 rows were read and a median total of 100 needed, so a file sorted by time
+    whose early times were shallow, or a 50-gene panel (a median of about 25), passed unwarned; ``from_labels``
+    never looked, and a notebook's counts were pushed 166-fold off the data."""
+    from amcore.cli import main
+    from amcore.data.store import Snapshots
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.0, 2.0], 1000)
+    deepening = rng.poisson(np.repeat([0.2, 2.0, 20.0], 1000)[:, None], size=(3000, 50)).astype(np.float64)
+    panel = rng.poisson(0.5, size=(3000, 50)).astype(np.float64)
+    for name, x in (("deepening", deepening), ("panel", panel)):
+        np.savez(tmp_path / f"{name}.npz", X=x, t=labels)
+        spec = {"source": "npz", "path": str(tmp_path / f"{name}.npz")}
+        out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
+        assert main(["prepare", "--dataset", json.dumps(spec), *out]) == 0
+        assert "looks like raw counts" in capsys.readouterr().err, name
+        with pytest.warns(UserWarning, match=r"x: the input looks like raw counts .*scanpy.pp.normalize_total"):
+            Snapshots.from_labels(x, labels)
+    logged = np.log1p(deepening / np.maximum(deepening.sum(1, keepdims=True), 1) * 1e4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Snapshots.from_labels(logged, labels)  # normalised: nothing to say
+        Snapshots.from_labels((rng.random((3000, 4)) < 0.5).astype(float), labels)  # 0/1 labels are not counts
 
 
 def test_a_full_disk_names_where_it_is_full_and_leaves_nothing(work, capsys, small_disk):

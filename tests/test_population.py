@@ -151,6 +151,9 @@ def test_weights_must_be_even_within_a_time_and_the_loss_csv_lands_beside_the_mo
         Snapshots.from_labels(x, t, weights=weights)
     with pytest.raises(InputError, match=r"weights: times \[0\.0\] weigh 0: a time's total weight is its mass"):
         Snapshots.from_labels(x, t, weights=np.repeat([0.0, 1.0, 1.0], 20))
+    weights[0] = 0.0  # audit 69: one cell of no weight first in its time read as a time of no mass
+    with pytest.raises(InputError, match=r"weights: unequal within times \[0\.0\]"):
+        Snapshots.from_labels(x, t, weights=weights)
     cfg = TrainConfig(objective="am", steps=5, width=8, depth=1, threads=1, log_every=5)
     train(Snapshots.from_labels(x, t, weights=np.repeat([1.0, 1.5, 1.0], 20)), cfg, tmp_path / "run.1")
     train(Snapshots.from_labels(x, t), cfg, tmp_path / "run.2")

@@ -38,8 +38,6 @@ TRACKED_MIN_CELLS = 100  # cells both times need for the check (at 20 a share of
 TRACKED_COMPONENTS = 20  # principal axes the check reads wider cells on
 FAR_MIN_CELLS = 20  # fewer cells in a time give no robust spread to judge a far one by (audit 15)
 FAR_SPREADS = 20  # a cell this many robust spreads (1.4826 MAD) from its time's median, in some feature, is far
-COUNTS_SAMPLE = 1000  # input rows read to tell raw counts (integers) from normalised values
-COUNTS_TOTAL = 100  # a median total per cell from which integer features read as raw counts
 FAR_SAMPLE = 5000  # cells per time the share of far cells is read on (each time's rows are in random order)
 
 
@@ -196,7 +194,7 @@ def build_snapshots(
         snaps.attrs["row_order"] = {"within_time": "simulated"}  # independent draws: any chunks are a uniform sample
     else:
         x, time, provenance, rows = read_dataset(spec)
-        counts_seen = raw_counts(x)
+        counts_seen = preprocess.raw_counts(x)
         velocity = None
         if spec.get("v_key"):
             velocity, read = read_velocity(spec, rows, (len(rows) + provenance["dropped_nonfinite"], x.shape[1]))
@@ -283,19 +281,6 @@ def population_weights(
         raise InputError(f"{where}: dataset.population sizes must be finite numbers > 0, got {bad}")
     ordered = [float(sizes[float(t)]) for t in t_values]
     return np.repeat(np.divide(ordered, counts), counts), ordered
-
-
-def raw_counts(x) -> dict | None:
-    """What the input's first ``COUNTS_SAMPLE`` rows show when they look like raw counts (every value a
-    non-negative integer, a median total per cell of ``COUNTS_TOTAL`` or more), else None. amcore does not normalise:
-    on raw counts of 16,000 genes (audit 7) AM pushed day 0 to day 10 at W1 128 against 17.5 after each cell's total
-    was normalised and log1p taken, where the cells unmoved scored 39.7 and 45.3."""
-    head = dask.compute(x[:COUNTS_SAMPLE])[0]
-    head = np.asarray(head.toarray() if hasattr(head, "toarray") else head, dtype=np.float64)
-    if not (np.isfinite(head).all() and (head >= 0).all() and (head == np.round(head)).all()):
-        return None
-    total = float(np.median(head.sum(axis=1)))
-    return {"cells_read": len(head), "median_total": total, "max": float(head.max())} if total >= COUNTS_TOTAL else None
 
 
 def _previous_neighbours(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,15 +32,16 @@ SAMPLE_BYTES = 2**20  # of x tried with zstd before choosing the codec
 def _check_even_weights(blocks: list[np.ndarray], t_values: np.ndarray) -> None:
     """Each time's weights one positive number: a time's total is its mass (uAM's), its cells are drawn evenly, so
     unequal weights within a time would be ignored in silence and a time of no mass would divide its growth by 0."""
-    empty = [float(t) for t, w in zip(t_values, blocks, strict=True) if w[0] == 0]
-    if empty:
-        raise InputError(f"weights: times {empty[:10]} weigh 0: a time's total weight is its mass, which uAM's growth "
-                         "divides by; drop those times")  # fmt: skip
+    # Unequal first: a time whose first cell alone weighs 0 read as a time of no mass (audit 69).
     uneven = [float(t) for t, w in zip(t_values, blocks, strict=True) if not np.allclose(w, w[0], rtol=1e-9, atol=0)]
     if uneven:
         raise InputError(f"weights: unequal within times {uneven[:10]}: amcore takes each time's total weight as its "
                          "mass (uAM) and draws a time's cells evenly, so unequal ones would be ignored in silence; "
                          "give a time's cells one weight (its total over its count)")  # fmt: skip
+    empty = [float(t) for t, w in zip(t_values, blocks, strict=True) if w[0] == 0]
+    if empty:
+        raise InputError(f"weights: times {empty[:10]} weigh 0: a time's total weight is its mass, which uAM's growth "
+                         "divides by; drop those times")  # fmt: skip
 
 
 MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
@@ -167,9 +168,10 @@ class Snapshots:
         The checks ``amcore prepare`` makes on a file are made here too: at least two cells per time, times that
         float32 tells apart (float32 labels read as the decimals written: 0.1), cells with NaN or inf (outside the
         held-out times of ``attrs``), and float64 cells that the cast to float32 would flatten (1e8 plus noise)
-        refused; a feature that is the time itself is warned of (a DataFrame that kept its time column). Where ``x``
+        refused; a feature that is the time itself, and raw counts, are warned of (a DataFrame that kept its time
+        column; counts amcore does not normalise). Where ``x``
         and ``time`` (``weights``, ``velocity``) are pandas objects, rows are matched by label (``by_row_labels``)."""
-        from amcore.data.preprocess import to_float32
+        from amcore.data.preprocess import counts_advice, raw_counts, to_float32
         from amcore.data.readers import to_times
 
         attrs = dict(attrs or {})
@@ -233,6 +235,8 @@ class Snapshots:
             warnings.warn(f"x's column {column} holds the time labels themselves: if it is the time column left "
                           "among the features, drop it from x (a feature that is the time trains a flow of the "
                           "clock)", stacklevel=2)  # fmt: skip
+        if counts := raw_counts(x):  # audit 69: a notebook's raw counts trained and pushed 166-fold off, unwarned
+            warnings.warn(f"x: {counts_advice(counts)}", stacklevel=2)
         if x.dtype.kind == "f":  # as amcore prepare refuses them (a held-out time's cells train nothing)
             # rows whose float64 sum is not finite hold a NaN or inf (float32 sums never overflow there); then exactly
             rows = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
