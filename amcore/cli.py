@@ -160,6 +160,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   f"read ({shown}): a 0/1 label; a flow moves cells continuously, so its predictions put cells "
                   "between the two values, where no cell can be; leave them out (dataset.feature_columns, "
                   "preprocess.select) or split the data by them", file=sys.stderr)  # fmt: skip
+        if (timelike := snaps.attrs.get("time_like_features")) and not reader.get("time_like_columns"):
+            names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
+            shown = ", ".join(names[i] for i in timelike[:10]) + (" ..." if len(timelike) > 10 else "")
+            print(f"amcore prepare: warning: {len(timelike)} of {snaps.dim} features hold one value within each time "
+                  f"in the cells read ({shown}): another time or a batch label, not a measurement? They separate the "
+                  "times by themselves; leave them out (dataset.feature_columns, preprocess.select)",
+                  file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "
             said += f"{velocity['cells']} cells; a cell whose velocity is 0 is unmeasured and keeps the path's own"

@@ -502,6 +502,33 @@ def test_raw_counts_are_told_across_the_file_at_any_depth_and_from_the_python_ap
         Snapshots.from_labels((rng.random((3000, 4)) < 0.5).astype(float), labels)  # 0/1 labels are not counts
 
 
+def test_a_feature_of_one_value_per_time_is_warned_of_from_any_source(capsys, tmp_path):
+    """Audit 69: a batch-like feature (10 t^2, one value within each time) was named for a CSV only; an npz, a
+    standardised store and ``from_labels`` took it in silence. A CSV's is said once."""
+    from amcore.cli import main
+    from amcore.data.store import Snapshots
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.0, 2.0], 200)
+    x = np.column_stack([rng.normal(size=600) + labels, 10 * labels**2, rng.normal(size=600)])
+    np.savez(tmp_path / "b.npz", X=x, t=labels)
+    pd.DataFrame({"g0": x[:, 0], "batch": x[:, 1], "g2": x[:, 2], "day": labels}).to_csv(tmp_path / "b.csv")
+    for k, (source, spec, preprocess) in enumerate(
+        (("npz", {}, "{}"), ("npz", {}, '{"standardize": true}'), ("csv", {"t_key": "day"}, "{}"))
+    ):
+        out = ["--out", str(tmp_path / f"{k}.zarr"), "--summary", str(tmp_path / f"{k}.json")]
+        dataset = json.dumps({"source": source, "path": str(tmp_path / f"b.{source}"), **spec})
+        assert main(["prepare", "--dataset", dataset, "--preprocess", preprocess, *out]) == 0
+        said = capsys.readouterr().err
+        told = said.count("hold one value within each time") + said.count("hold one value per time point")
+        assert told == 1 and ("(x1)" in said or "['batch']" in said), said
+    with pytest.warns(UserWarning, match=r"x's columns \[1\] hold one value within each time"):
+        Snapshots.from_labels(x, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Snapshots.from_labels(np.delete(x, 1, axis=1), labels)
+
+
 def test_a_full_disk_names_where_it_is_full_and_leaves_nothing(work, capsys, small_disk):
     """Audit 30: a checkpoint on a full disk ended in torch's `unexpected pos 77376 vs 77328` (a traceback, exit 1),
     and a store on one in a bare `[Errno 28] No space left on device`: each is now one line naming the path, exit

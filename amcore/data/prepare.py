@@ -318,6 +318,9 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
       copied from the one before, copy_prev scored 0.331 against AM's 0.320, in silence).
     - ``two_valued_features``, feature indices: a feature of two values (a 0/1 label) has no path between them that
       a flow can take without putting cells where no data can be (audit 38: AM 0.628 against displacement's 0.394).
+    - ``time_like_features``, feature indices: one value within every time's cells read, another across times (a
+      batch, another time): they separate the times by themselves (audit 69: a CSV's columns were named so, an
+      npz's or a preprocessed store's not).
     - ``tracked_cells``, ``{"a, b": share}``: b's cells whose nearest cell is one of a's (:func:`_previous_neighbours`)
       over ``TRACKED_SHARE``, where about half are for independent samples of one law and fewer where it moved:
       the same particles followed from frame to frame, a simulation's (seen where the samples hold most of each
@@ -359,8 +362,11 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
     ends = np.concatenate([lows, highs])  # each time's two values must be the same two
     low, high = ends.min(0), ends.max(0)
     pairs = np.flatnonzero(np.all(two, axis=0) & ((ends == low) | (ends == high)).all(0) & (low < high))
+    # one value within each time, another across them: a batch or another time (a CSV's reader names its columns)
+    timelike = np.flatnonzero(np.all(np.array(lows) == np.array(highs), axis=0) & (low < high))
     return {"far_cells": far, "repeated_cells": repeated, "shared_cells": shared,
-            "two_valued_features": [int(i) for i in pairs], "tracked_cells": tracked}  # fmt: skip
+            "two_valued_features": [int(i) for i in pairs if i not in timelike], "tracked_cells": tracked,
+            "time_like_features": [int(i) for i in timelike]}  # fmt: skip
 
 
 def far_share(x: np.ndarray) -> float:

@@ -264,6 +264,14 @@ class Snapshots:
         if x.dtype.kind in "iuf":  # bool (kind b) goes to 0 and 1 as it is
             x = to_float32(x, "x", attrs.get("feature_names"))
         x = np.ascontiguousarray(x[order], dtype=np.float32)
+        low, high = np.minimum.reduceat(x, offsets[:-1]), np.maximum.reduceat(x, offsets[:-1])
+        timelike = [j for j in np.flatnonzero((low == high).all(0) & (low.min(0) < low.max(0))) if j not in same]
+        if timelike:  # audit 69: a batch label or another time among the features, said by prepare for CSV only
+            names = attrs.get("feature_names") or []
+            shown = [str(names[j]) if j < len(names) else int(j) for j in timelike[:10]]
+            warnings.warn(f"x's columns {shown} hold one value within each time: another time or a batch label, not "
+                          "a measurement? They separate the times by themselves: drop them from x",
+                          stacklevel=2)  # fmt: skip
         if velocity is not None:
             if np.shape(velocity) != x.shape:
                 raise InputError(f"velocity must have the shape of x {x.shape}, got {np.shape(velocity)}")
