@@ -136,6 +136,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "or discrete values such as counts; two samples of such data share values, so the noise floor "
                   "w1_subsample_noise reads below what a flow's continuous cells can reach (docs/metrics.md)",
                   file=sys.stderr)  # fmt: skip
+        if one := snaps.attrs.get("one_point_times"):
+            print(f"amcore prepare: warning: every cell read of t = {', '.join(one[:10])} is one and the same point (a "
+                  "placeholder, a collapsed export?): a flow must carry the whole population through it; drop the "
+                  "time if it is not a measurement", file=sys.stderr)  # fmt: skip
         if shared := snaps.attrs.get("shared_cells"):
             shown = ", ".join(f"t = {pair}: {share:.0%} of t = {pair.split(', ')[1]}'s" for pair, share in
                               list(shared.items())[:10])  # fmt: skip

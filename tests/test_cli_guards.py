@@ -529,6 +529,22 @@ def test_a_feature_of_one_value_per_time_is_warned_of_from_any_source(capsys, tm
         Snapshots.from_labels(np.delete(x, 1, axis=1), labels)
 
 
+def test_a_time_of_one_point_is_named_as_such(capsys, tmp_path):
+    """Audit 69: every cell of a time one point was named only as copies that lower the noise floor."""
+    from amcore.cli import main
+    from amcore.data.store import Snapshots
+
+    labels = np.repeat([0.0, 1.0, 2.0, 3.0], 100)
+    x = np.random.default_rng(0).normal(size=(400, 3)) + labels[:, None]
+    x[labels == 2.0] = x[200]
+    np.savez(tmp_path / "p.npz", X=x, t=labels)
+    out = ["--out", str(tmp_path / "p.zarr"), "--summary", str(tmp_path / "p.json")]
+    assert main(["prepare", "--dataset", json.dumps({"source": "npz", "path": str(tmp_path / "p.npz")}), *out]) == 0
+    assert "every cell read of t = 2 is one and the same point" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="every cell of t = 2 is one and the same point"):
+        Snapshots.from_labels(x, labels)
+
+
 def test_a_full_disk_names_where_it_is_full_and_leaves_nothing(work, capsys, small_disk):
     """Audit 30: a checkpoint on a full disk ended in torch's `unexpected pos 77376 vs 77328` (a traceback, exit 1),
     and a store on one in a bare `[Errno 28] No space left on device`: each is now one line naming the path, exit

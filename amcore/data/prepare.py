@@ -321,6 +321,8 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
     - ``time_like_features``, feature indices: one value within every time's cells read, another across times (a
       batch, another time): they separate the times by themselves (audit 69: a CSV's columns were named so, an
       npz's or a preprocessed store's not).
+    - ``one_point_times``: times whose cells read are all one point (a placeholder, a collapsed export): every flow
+      must pass the whole population through it (audit 69: named only as copies lowering the noise floor).
     - ``tracked_cells``, ``{"a, b": share}``: b's cells whose nearest cell is one of a's (:func:`_previous_neighbours`)
       over ``TRACKED_SHARE``, where about half are for independent samples of one law and fewer where it moved:
       the same particles followed from frame to frame, a simulation's (seen where the samples hold most of each
@@ -328,7 +330,7 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
       Leave-one-out then rewards carrying cells forward over a flow of the law (audit 62: copy_prev 0.177, eAM with
       the right noise 0.208, an independent sample of the true law 0.246).
     """
-    far, repeated, shared, seen, lows, highs, two, tracked = {}, {}, {}, [], [], [], [], {}
+    far, repeated, shared, seen, lows, highs, two, tracked, one_point = {}, {}, {}, [], [], [], [], {}, []
     previous = None
     counts = snaps.counts()
     for k, t in enumerate(snaps.t_values):
@@ -341,6 +343,8 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
         held = Counter(keys)
         if (share := 1 - len(held) / len(x)) > REPEATED_SHARE:
             repeated[f"{t:g}"] = float(share)
+        if len(held) == 1:
+            one_point.append(f"{t:g}")
         for earlier, rows, scale in seen:
             # A value a's sample holds several times is one a holds widely (found whatever the sample); a copy of one
             # of a's cells is in a's sample with chance 1 / scale, so those matched once stand for scale times as
@@ -366,7 +370,7 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
     timelike = np.flatnonzero(np.all(np.array(lows) == np.array(highs), axis=0) & (low < high))
     return {"far_cells": far, "repeated_cells": repeated, "shared_cells": shared,
             "two_valued_features": [int(i) for i in pairs if i not in timelike], "tracked_cells": tracked,
-            "time_like_features": [int(i) for i in timelike]}  # fmt: skip
+            "time_like_features": [int(i) for i in timelike], "one_point_times": one_point}  # fmt: skip
 
 
 def far_share(x: np.ndarray) -> float:

@@ -266,6 +266,10 @@ class Snapshots:
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         low, high = np.minimum.reduceat(x, offsets[:-1]), np.maximum.reduceat(x, offsets[:-1])
         timelike = [j for j in np.flatnonzero((low == high).all(0) & (low.min(0) < low.max(0))) if j not in same]
+        if (one := (low == high).all(1)).any():  # audit 69: a placeholder time passed in silence
+            warnings.warn(f"time: every cell of t = {', '.join(f'{v:g}' for v in t_values[one][:10])} is one and the "
+                          "same point (a placeholder, a collapsed export?): a flow must carry the whole population "
+                          "through it; drop the time if it is not a measurement", stacklevel=2)  # fmt: skip
         if timelike:  # audit 69: a batch label or another time among the features, said by prepare for CSV only
             names = attrs.get("feature_names") or []
             shown = [str(names[j]) if j < len(names) else int(j) for j in timelike[:10]]
