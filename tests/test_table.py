@@ -58,6 +58,20 @@ def test_a_failed_seed_is_marked_never_averaged_away():
     assert failures(table)[["method", "holdout", "seed"]].values.tolist() == [["am", "2", "1"]]
 
 
+def test_a_failed_course_is_listed_and_its_method_marked_where_read():
+    """Audit 68: a uAM whose push from the first time turned NaN (course_excess and course_mass_error NaN, which no
+    threshold flags) topped the W1 table with no mark; a flag of the data (a time of few cells) marks no method."""
+    rows = _results()
+    rows[0]["table"] |= {"course_excess": float("nan"), "course_mass_error": float("nan")}  # am, held-out 1, seed 0
+    text = markdown(long_table(rows))
+    assert "**FAILED models** (the push from the first time has NaN or inf" in text
+    assert text.count("- am, held-out 1, seed 0: NaN or inf") == 1
+    assert "| am | 2 ± 1.4 ⚑ | 3 ± 1.4 | 2.5 ± 1.4 ⚑ |" in text and "| copy_prev | 5 | 7 | 6 |" in text
+    rows = _results()
+    rows[0]["table"] |= {"fewest_cells": 5}
+    assert "⚑" not in markdown(long_table(rows))
+
+
 def test_weights_resting_on_a_few_particles_are_flagged_in_the_table():
     """uAM's scored prediction whose weights rest on 4 % of its particles keeps its distances and is listed under a
     flag; 10 % and more is not (FEW_EFFECTIVE)."""
@@ -179,7 +193,8 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     long_table(flagged).to_csv(tmp_path / "tigon" / "table.csv", index=False)
     assert main(["summary", *paths, "--out", str(tmp_path / "summary.md")]) == 0
     text = (tmp_path / "summary.md").read_text()
-    assert "- tigon: 1 with escaped cells, 1 on under 20 cells (listed in its table.md)" in text
+    assert "- tigon: 1 with escaped cells (am), 1 on under 20 cells (am) (listed in its table.md)" in text
+    assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 ⚑ |" in text  # audit 68: the flagged method is marked where it is read
     assert "eb_leaveout:" not in text
     # each dataset's own rule may choose the reference (uam where counts change): the pairs are taken against it
     rows = _results()

@@ -89,6 +89,16 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
     return _counted(table, "nonfinite")
 
 
+def course_failed(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose push from the first time failed (NaN or inf cells or weights): their ``course_excess`` or
+    ``course_mass_error`` is NaN, which no threshold flags (audit 68: a uAM whose course weights turned NaN topped
+    the W1 table unmarked)."""
+    part = table[table["metric"].isin(["course_excess", "course_mass_error"]) & table["value"].isna()]
+    return part.drop_duplicates(["method", "holdout", "seed"])[["method", "holdout", "seed", "value"]].reset_index(
+        drop=True
+    )
+
+
 def flagged(table: pd.DataFrame) -> pd.DataFrame:
     """The runs that flung finite cells out of the data (``escaped`` > 0)."""
     return _counted(table, "escaped")
@@ -192,7 +202,7 @@ def held_out_variances(table: pd.DataFrame, metric: str, reference: str) -> dict
 
 def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Callable[[float], str]]]:
     """Each kind of failed or flagged prediction: its runs, a short name, the heading of its table.md section and
-    how a run's value reads."""
+    how a run's value reads. The kinds in :data:`OF_THE_DATA` judge the observed cells, not the method."""
     return [
         (failures(table), "failed", "**FAILED predictions** (NaN or inf cells, or weights resting on fewer than two "
          "cells; their distances are NaN, never scored):", lambda v: f"{int(v)} cells"),
@@ -210,6 +220,9 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
         (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
          f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):",
          lambda v: f"mass error {percent(v)}"),
+        (course_failed(table), "failing over the course", "**FAILED models** (the push from the first time has "
+         "NaN or inf cells or weights at some time: the flow breaks down over the course; the held-out distances are "
+         "kept, but not the model's):", lambda v: "NaN or inf"),
         (beyond(table, "course_excess", above=1.0), "running the course off", "**Flagged models** (cells pushed "
          "from the first time end farther from the last time's than the first time's cells unmoved, by more than "
          "the noise floor; every seed):",
@@ -227,6 +240,22 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
          f"{ACTION_SHORT:.0%} of the W2 geodesic's action less twice its sampling noise, the least any flow through "
          "the snapshots spends: the flow falls short of where the snapshots go):", lambda v: f"action_ratio {v:.2f}"),
     ]  # fmt: skip
+
+
+OF_THE_DATA = (f"on under {FEW_CELLS} cells", "against cells that all coincide",
+               "with an action ratio that says little")  # fmt: skip
+FLAG_MARK = "⚑"  # beside a table cell with a failed or flagged run of the method (audit 68: none said which)
+
+
+def marked_runs(table: pd.DataFrame) -> set[tuple[str, str]]:
+    """``(method, holdout)`` of every failed or flagged run whose flag judges the method (not the data)."""
+    return {(r.method, r.holdout) for runs, short, _, _ in flag_sections(table) if short not in OF_THE_DATA
+            for r in runs.itertuples()}  # fmt: skip
+
+
+def _mark(marked: set[tuple[str, str]], method: str, holdout: str) -> str:
+    hit = any(m == method for m, _ in marked) if holdout == "mean" else (method, holdout) in marked
+    return f" {FLAG_MARK}" if hit else ""
 
 
 def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None = None) -> str:
@@ -301,6 +330,9 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
                 f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {what(r.value)}" for r in runs.itertuples()
             ]
             lines.append("")
+    if marked := marked_runs(table):
+        lines += [f"{FLAG_MARK} below: a run of that method and held-out time (any seed) is failed or flagged above.",
+                  ""]  # fmt: skip
     for metric in (m for m in dict.fromkeys(table["metric"]) if not m.startswith(HELD_OUT_VAR)):
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
@@ -308,7 +340,10 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
         header = ["method", *[names.get(h, f"t = {h}") for h in holdouts]]
         lines += [f"### {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, c in cols.items():
-            cells = [_cell(c[h], metric == "w1_subsample_noise") if h in c else "—" for h in holdouts]
+            draw = metric == "w1_subsample_noise"
+            cells = [_cell(c[h], draw) if h in c else "—" for h in holdouts]
+            cells = [cell if cell.startswith(("FAILED", "—")) else cell + _mark(marked, method, h)
+                     for cell, h in zip(cells, holdouts, strict=True)]  # fmt: skip
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.append("")
         if metric == "w1" and (pairs := paired_differences(table, metric, reference)):
@@ -446,12 +481,18 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
     header = "| method | " + " | ".join(names) + " |\n|" + "---|" * (len(names) + 1)
     lines = []
     for name, table in tables.items():  # first what the means below hide: runs that failed or are flagged
-        counts = [f"{len(runs)} {short}" for runs, short, _, _ in flag_sections(table) if len(runs)]
+        counts = [f"{len(runs)} {short} ({', '.join(dict.fromkeys(runs['method']))})"
+                  for runs, short, _, _ in flag_sections(table) if len(runs)]  # fmt: skip
         lines += [f"- {name}: " + ", ".join(counts) + " (listed in its table.md)"] if counts else []
     lines = ["**Failed and flagged predictions**", "", *lines, ""] if lines else []
     lines += [f"### {metric}, mean over held-out times (± std over seeds)", "", header]
+    marked = {name: marked_runs(t) for name, t in tables.items()}
+    if any(marked.values()):
+        lines += [f"{FLAG_MARK}: a run of that method (any held-out time or seed) is failed or flagged in its "
+                  "table.md.", ""]  # fmt: skip
     for method in methods:
-        cells = [_cell(column(means[n][method])) if method in means[n] else "—" for n in names]
+        cells = [_cell(column(means[n][method])) + _mark(marked[n], method, "mean") if method in means[n] else "—"
+                 for n in names]  # fmt: skip
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     floor = [  # drawn for a prediction's size: the reference's, as the pairs below are against it
         f"{np.mean(column(floors[n].get(references[n], next(iter(floors[n].values()))))):.4g}" if floors[n] else "—"
