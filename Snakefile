@@ -135,6 +135,14 @@ from amcore.evaluation.holdout import BASELINES as ALL_BASELINES
 
 if set(MODELS) & set(ALL_BASELINES):  # one named so read as the baseline wherever tables look for it (review)
     raise ValueError(f"models {sorted(set(MODELS) & set(ALL_BASELINES))} are named like baselines; rename them")
+EXTERNAL = config["external"] if config["holdout_times"] else {}
+if config["external"] and not config["holdout_times"]:
+    raise ValueError("external: other methods' predictions are scored at held-out times, and holdout_times is empty")
+if _clash := sorted(set(EXTERNAL) & (set(MODELS) | set(ALL_BASELINES))):
+    raise ValueError(f"external: {_clash} are named like models or baselines; rename them")
+if _one := [name for name, path in EXTERNAL.items() if "{holdout}" not in path and len(HOLDOUTS) > 1]:
+    raise ValueError(f"external: {_one} name no {{holdout}} in their path: one file would stand for every held-out "
+                     f"time {HOLDOUTS}")  # fmt: skip
 _turned = [m for m in MODELS if config["models"][m].get("velocity_weight", 0) != 0]
 _turned += ["velocity_path"] if "velocity_path" in BASELINES else []
 if _turned and not config["dataset"].get("v_key"):

@@ -309,6 +309,24 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     print(f"amcore baseline {args.name}: {len(x)} cells at t = {args.holdout:g} -> {args.out}", file=sys.stderr)
 
 
+def cmd_external(args: argparse.Namespace) -> None:
+    """Another method's prediction of the held-out time (an npz in the input's features), in the store's coordinates
+    and stored like a baseline's, for score and the table."""
+    from amcore.data.store import read_store
+    from amcore.evaluation import holdout
+    from amcore.tracking import StageRun
+
+    with StageRun("external", args.tags, {"name": args.name, "holdout": args.holdout, "cells": args.cells}) as run:
+        snaps = read_store(args.store)
+        _check_held_out(snaps, args.store, args.holdout, f"--holdout {args.holdout:g}", "its cells were trained on")
+        prev, _, _ = holdout.bracket(snaps, args.holdout)
+        x, weight = holdout.external(snaps, args.cells)
+        holdout.write_prediction(args.out, x, weight, args.holdout, float(snaps.t_values[prev]))
+        run.log_metrics({"n_particles": len(x)})
+    print(f"amcore external {args.name}: {len(x)} cells at t = {args.holdout:g} from {args.cells} -> {args.out}",
+          file=sys.stderr)  # fmt: skip
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     """Every distance (``evaluate.DISTANCES``) between each prediction and all cells of the held-out time; each
     model's whole course from the first time; on simulated data, each model's field against the truth."""
@@ -929,6 +947,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=int, default=None, help="cells per time at most in OT plans (default 5000)")
     p.add_argument("--out", required=True, help="prediction (.zarr)")
 
+    p = stage("external", cmd_external, "another method's prediction at a held-out time, scored as a baseline")
+    p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
+    p.add_argument("--holdout", type=float, required=True, help="the held-out time")
+    p.add_argument("--name", required=True, help="the method's name in the table")
+    p.add_argument("--cells", required=True, help="npz: X (cells x the input's features, before preprocessing), "
+                   "optionally weights (one per cell)")  # fmt: skip
+    p.add_argument("--out", required=True, help="prediction (.zarr)")
+
     p = stage("score", cmd_score, "distances between predictions and the cells of their held-out time")
     p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument(
@@ -992,11 +1018,12 @@ def build_parser() -> argparse.ArgumentParser:
 # destroy what is being read) nor a folder amcore did not write.
 OUTPUTS = {
     "prepare": ("out", "summary"), "train": ("checkpoint", "loss_csv"), "integrate": ("out",), "baseline": ("out",),
-    "score": ("out",), "evaluate": ("metrics", "plots"), "table": ("table", "markdown", "figure", "predictions_figure"),
-    "export": ("out", "predictions_out"), "summary": ("out",),
+    "external": ("out",), "score": ("out",), "evaluate": ("metrics", "plots"),
+    "table": ("table", "markdown", "figure", "predictions_figure"), "export": ("out", "predictions_out"),
+    "summary": ("out",),
 }  # fmt: skip
-INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables")
-FOLDER_OUTPUTS = {("prepare", "out"), ("integrate", "out"), ("baseline", "out")}  # zarr stores
+INPUTS = ("store", "checkpoint", "trajectories", "loss_csv", "results", "tables", "cells")
+FOLDER_OUTPUTS = {("prepare", "out"), ("integrate", "out"), ("baseline", "out"), ("external", "out")}  # zarr stores
 
 
 # The config sections a command's --params carries (workflow/schemas/config.schema.yaml): a typo is an error, not a

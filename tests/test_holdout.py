@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from amcore.errors import InputError
 from amcore.evaluation.holdout import (
     bracket,
     copy_prev,
+    external,
     ot_displacement,
     ot_push,
     prediction_variables,
@@ -91,6 +93,35 @@ def test_prediction_round_trip(tmp_path):
     y, w, held_out = read_prediction(tmp_path / "p.zarr")
     np.testing.assert_allclose(y, x, rtol=1e-6)
     assert w.sum() == pytest.approx(1.0) and held_out == 1.5
+
+
+def test_another_method_s_prediction_is_read_in_the_input_s_units_and_checked(tmp_path):
+    """Audit 68: a methods developer had no documented way into the table; an npz of cells in the input's features
+    is brought into the store's coordinates by its fitted preprocessing, and a wrong file is named with what it
+    lacks."""
+    from amcore.data.preprocess import Preprocessing
+
+    snaps, _, _ = _snaps()
+    mean, scale = np.array([1.0, -2.0]), np.array([2.0, 0.5])
+    fitted = Preprocessing({"standardize": True, "whiten": False}, [0.0, 4.0], 160, mean=mean, scale=scale, n_input=2)
+    snaps.attrs["preprocess"] = fitted.to_json()
+    cells = np.random.default_rng(2).normal(size=(50, 2))
+    np.savez(tmp_path / "mine.npz", X=cells)
+    x, w = external(snaps, str(tmp_path / "mine.npz"))
+    np.testing.assert_allclose(x, (cells - mean) / scale, rtol=1e-6)  # float32 once centred, as prepare stores
+    assert (w == 1).all()
+    np.savez(tmp_path / "weighted.npz", X=cells, weights=np.arange(50.0))
+    assert external(snaps, str(tmp_path / "weighted.npz"))[1][7] == 7
+    for name, arrays, message in (
+        ("wide", {"X": np.ones((5, 3))}, "key 'X' must be (cells, 2), the input's features"),
+        ("unnamed", {"cells": cells}, "no array 'X' (the predicted cells, one row each); it holds ['cells']"),
+        ("negative", {"X": cells, "weights": -np.ones(50)}, "key 'weights' must be 50 finite numbers >= 0"),
+    ):
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(InputError, match=re.escape(f"{tmp_path / name}.npz: {message}")):
+            external(snaps, str(tmp_path / f"{name}.npz"))
+    with pytest.raises(InputError, match="cannot read it as an npz"):
+        external(snaps, str(tmp_path / "absent.npz"))
 
 
 def test_spline_path_follows_a_translation_and_never_reads_the_held_out_cells():

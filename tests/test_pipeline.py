@@ -8,6 +8,7 @@ import math
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import BIN, cli_env, snakemake
@@ -194,6 +195,8 @@ def check_export(out: Path, config: dict) -> None:
             "streams (3, one per process) does not divide batch_size (256)",
         ),
         ({"gpus": 1, "train_processes": 2}, "set one of them"),  # audit 65: train_processes was dropped in silence
+        ({"external": {"mine": "m-{holdout}.npz"}}, "scored at held-out times, and holdout_times is empty"),
+        ({"holdout_times": [0.5], "external": {"am": "m-{holdout}.npz"}}, "['am'] are named like models or baselines"),
         # a model named like a baseline the config does not run is still the baseline to every reader (review)
         ({"models": {"copy_prev": {"objective": "am"}}}, "models ['copy_prev'] are named like baselines"),
         (  # a file source would read every time and cell in silence (audit 11)
@@ -276,6 +279,13 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
         assert f"results/tiny/holdout-{holdout}/data/store.zarr" in text
         assert all(f"results/tiny/holdout-{holdout}/am/seed-{s}/model.pt" in text for s in (0, 1))
     config["holdout_times"] = [0.5]
+    # Audit 68: another method's prediction (here a fresh sample of the true law, in the input's units) is scored
+    # and tabled beside the baselines
+    from amcore.data.simulate import make_simulator, simulate_snapshots
+
+    truth, _ = simulate_snapshots(make_simulator("gaussian_path", {}), [0.5], config["dataset"]["n_per_time"], 7)
+    np.savez(tmp_path / "mine-0.5.npz", X=truth)
+    config["external"] = {"mine": "mine-{holdout}.npz"}
     result = snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "results" / "tiny"
@@ -288,11 +298,11 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     w1 = table[table["metric"] == "w1"]
     assert sorted(set(zip(w1["method"], w1["holdout"], w1["seed"], strict=True))) == sorted(
         [("am", "0.5", s) for s in ("0", "1")]
-        + [(b, "0.5", "") for b in ("copy_prev", "ot_displacement", "spline_path")]
+        + [(b, "0.5", "") for b in ("copy_prev", "ot_displacement", "spline_path", "mine")]
     )
     # No effective_size: every prediction's particles weigh the same (equal counts: the displacement plan is a
     # permutation).
-    pairs = {f"w1_held_out_var:{m}" for m in ("am", "copy_prev", "ot_displacement", "spline_path")}  # each pair's
+    pairs = {f"w1_held_out_var:{m}" for m in ("am", "copy_prev", "ot_displacement", "spline_path", "mine")}
     every = {
         *DISTANCES,
         "nonfinite",
@@ -319,13 +329,14 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     value = {(m, h): v for m, h, v in zip(w1["method"], w1["holdout"], w1["value"], strict=True)}
     # The cloud moves: not moving at all is far worse than interpolating between the bracketing times.
     assert value[("copy_prev", "0.5")] > 2 * value[("ot_displacement", "0.5")]
+    assert value[("mine", "0.5")] < value[("copy_prev", "0.5")] / 2  # a sample of the truth, not moved off it
     markdown = (out / "table.md").read_text()
     assert "### w1" in markdown and "| am |" in markdown and " ± " in markdown
     assert "the sampling of the held-out cells" in markdown  # the paired intervals hold it
     # Audit 28: the subsample sizes the distances were computed with, and each prediction's size, are in the table
     assert "(at most `evaluate.max_exact_size` = 2000 cells per side)" in markdown
     cells = table[table["metric"] == "predicted_cells"]
-    assert (cells["value"] == config["dataset"]["n_per_time"]).all() and len(cells) == 5  # 2 seeds, 3 baselines
+    assert (cells["value"] == config["dataset"]["n_per_time"]).all() and len(cells) == 6  # 2 seeds, 4 others
     assert (out / "predictions.png").read_bytes()[:4] == b"\x89PNG"
     # Settings a job never reads rerun nothing of it (audit 23): score reads no mmd_paper_alphas, copy_prev solves
     # no OT (of the three baselines, two rerun); evaluate does rerun.

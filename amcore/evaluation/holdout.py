@@ -166,6 +166,33 @@ def prediction_variables(
     )
 
 
+def external(snaps: Snapshots, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Another method's prediction of the held-out time, from an npz of ``X`` (cells by the input's features, in its
+    units and column order, as ``dataset`` read them) and optionally ``weights`` (one per cell; default equal),
+    brought into the store's coordinates by its preprocessing (fitted on the training times): scored and tabled as
+    a baseline is. NaN or inf cells are kept for score to mark the prediction FAILED."""
+    from amcore.data.preprocess import Preprocessing
+
+    try:
+        with np.load(path) as data:
+            if "X" not in data:
+                raise InputError(f"{path}: no array 'X' (the predicted cells, one row each); it holds {list(data)}")
+            x = np.asarray(data["X"], dtype=np.float64)
+            weight = np.asarray(data["weights"], dtype=np.float64) if "weights" in data else np.ones(len(x))
+    except (OSError, ValueError) as err:  # missing, not an npz, or object arrays
+        raise InputError(f"{path}: cannot read it as an npz of arrays X (and weights): {err}") from None
+    fitted = Preprocessing.from_json(snaps.attrs.get("preprocess") or {})
+    width = fitted.n_input if fitted is not None and fitted.n_input is not None else snaps.dim
+    if x.ndim != 2 or x.shape[1] != width or not len(x):
+        raise InputError(f"{path}: key 'X' must be (cells, {width}), the input's features as the dataset holds them "
+                         f"(before preprocessing), got shape {x.shape}")  # fmt: skip
+    if weight.shape != (len(x),) or not np.isfinite(weight).all() or (weight < 0).any() or not weight.sum() > 0:
+        raise InputError(f"{path}: key 'weights' must be {len(x)} finite numbers >= 0, not all 0, got shape "
+                         f"{weight.shape}")  # fmt: skip
+    x = x if fitted is None else np.asarray(fitted.transform(x), dtype=np.float64)
+    return x, weight
+
+
 def write_prediction(path, x: np.ndarray, weight: np.ndarray, holdout: float, start: float) -> None:
     write_dataset_atomic(prediction_variables(x, weight, holdout, start), path, {"holdout_x": {"compressors": [ZSTD]}})
 

@@ -137,7 +137,9 @@ def held_out_predictions(holdout):
     ]
     return runs + [
         {"method": name, "seed": "", "path": f"{OUT}/holdout-{holdout}/{name}/prediction.zarr"} for name in BASELINES
-    ]
+    ] + [
+        {"method": name, "seed": "", "path": f"{OUT}/holdout-{holdout}/{name}/external.zarr"} for name in EXTERNAL
+    ]  # fmt: skip
 
 
 def scored_predictions(holdout):

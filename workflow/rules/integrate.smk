@@ -36,3 +36,22 @@ rule baseline:
     shell:
         "amcore baseline --store {input.store:q} --holdout {wildcards.holdout:q} --name {wildcards.baseline:q}"
         " --max-size {params.max_size} --out {output.prediction:q} --tags {params.tags} 2>&1 | tee {log:q}"
+
+
+rule external:
+    """Another method's prediction at the held-out time (config external: an npz in the input's features), in the
+    store's coordinates, scored and tabled as a baseline is."""
+    input:
+        store=rules.prepare.output.store,
+        cells=lambda wc: EXTERNAL[wc.name].replace("{holdout}", wc.holdout),
+    output:
+        prediction=directory(f"{SPLIT}/{{name}}/external.zarr"),
+    params:
+        tags=lambda wc: stage_tags("external", holdout=wc.holdout, model=wc.name),
+    log:
+        f"{OUT}/logs/external_{{holdout}}_{{name}}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "amcore external --store {input.store:q} --holdout {wildcards.holdout:q} --name {wildcards.name:q}"
+        " --cells {input.cells:q} --out {output.prediction:q} --tags {params.tags} 2>&1 | tee {log:q}"
