@@ -188,11 +188,12 @@ def test_the_held_out_figure_says_where_the_noise_floor_is(figures):
     plots.holdout_bars("unused.png", summary, "W1", {"2": 0.129, "mean": 0.1})
     ax, below = figures[0].axes[0], figures[1].axes[0]
     # under its group's label, not at the middle method's dot (audit 47: it overprinted the best method)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["t = 2\nfloor 0.129", "mean"] and not ax.texts
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["t = 2\nfloor 0.129 (median)", "mean"] and not ax.texts
     (line,) = [c for c in ax.collections if c.get_linestyle()[0][1] is not None]  # the dashed segment
     assert line.get_segments()[0][0][1] == pytest.approx(1.2)
-    assert "noise floor" in [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "noise floor" not in [t.get_text() for t in below.get_legend().get_texts()]  # no line drawn: no entry
+    floor = "noise floor (median of the methods')"  # audit 68: each method's floor differs; the line is their median
+    assert floor in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert floor not in [t.get_text() for t in below.get_legend().get_texts()]  # no line drawn: no entry
 
 
 def test_every_figure_marks_the_held_out_time_and_says_what_its_numbers_are(figures):
@@ -546,3 +547,19 @@ def test_time_labels_tell_every_time_apart():
     assert plots._time_labels([0.1, 0.25, 1.0]) == ["0.1", "0.25", "1"]
     assert plots._time_labels([3456000.0, 3542400.0, 3542401.0]) == ["3456000", "3542400", "3542401"]
     assert plots._time_title(1991.0, times=[1990.0, 1991.0]) == "t = 1991"
+
+
+def test_a_title_of_several_lines_is_fitted_line_by_line():
+    """Audit 68: marginals.png's second title line (the points beyond the frame) ran off both edges of three panels;
+    each line now wraps to the figure's width and keeps its own break."""
+    import matplotlib.pyplot as plt
+
+    from amcore.evaluation.plots import _fit
+
+    fig = plt.figure(figsize=(7.5, 3))
+    long = ("12 observed and 837 pushed points drawn lie beyond the frame (the central 99.9% of the observed cells, "
+            "within their range; each panel counts its own)")  # fmt: skip
+    lines = _fit(f"uam (UAM): observed vs pushed\n{long}", fig).split("\n")
+    plt.close(fig)
+    assert lines[0] == "uam (UAM): observed vs pushed" and len(lines) >= 3
+    assert max(map(len, lines)) <= 7.5 * 9 and " ".join(lines[1:]) == long

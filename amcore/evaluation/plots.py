@@ -207,8 +207,9 @@ def _hold(ax, frame: np.ndarray | None, shown: tuple[int, ...]) -> None:
 
 def _fit(title: str, fig) -> str:
     """``title`` in lines that fit ``fig``'s width, at a suptitle's size (audit 47: mmd.png's cut the model's name
-    off at both edges)."""
-    return textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 9)))
+    off at both edges; audit 68: marginals.png's second line, at both edges too)."""
+    width = max(30, int(fig.get_figwidth() * 9))
+    return "\n".join(textwrap.fill(line, width=width) for line in title.split("\n"))  # each of its own lines
 
 
 def _held(t, held_out=()) -> bool:
@@ -370,7 +371,7 @@ def marginals(
         title += (f"\n{beyond[0]} observed and {beyond[1]} pushed points drawn lie beyond the frame (the central "
                   f"{FRAME_SHARE:.1%} of the observed cells, within their range; each panel counts its "
                   "own)")  # fmt: skip
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig))
     fig.tight_layout()
     _save(fig, path, dpi=110 if n <= 12 else 90)
 
@@ -556,10 +557,11 @@ def _holdout_dots(ax, summary: dict[str, dict[str, np.ndarray]], groups: list[st
             ax.hlines(level, g - 0.45, g + 0.45, colors="0.4", linestyles="dashed", lw=0.8)
             lines += 1
         else:  # off the axis: a line would flatten every difference; written under the group, over no dot
-            labels[g] += f"\nfloor {level:.3g}"
+            labels[g] += f"\nfloor {level:.3g} (median)"
     ax.set_ylim(low, high)
     if lines:
-        ax.plot([], [], color="0.4", ls="dashed", lw=0.8, label="noise floor")
+        # each method's floor is drawn at its prediction's size: the line is their median (audit 68: whose?)
+        ax.plot([], [], color="0.4", ls="dashed", lw=0.8, label="noise floor (median of the methods')")
     ax.set_xticks(range(len(groups)), labels, rotation=90 if many else 0, fontsize=8 if many else None)
     for g in range(1, len(groups)):
         ax.axvline(g - 0.5, color="0.85", lw=0.6)
@@ -834,7 +836,7 @@ def growth(
                      label="growth rate (d log mass / dt)", extend="both" if beyond else "neither")  # fmt: skip
     for ax in list(axes.flat)[n + 1 :]:
         ax.axis("off")
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig))
     _save(fig, path, dpi=110 if n <= 12 else 90)
 
 
@@ -922,7 +924,7 @@ def projections(
                 ax.set_ylabel(names[j] if j is not None else "", fontsize=8)
             ax.set_xlabel(names[i], fontsize=8)
     axes[0, 0].legend(markerscale=5, fontsize=7, loc="best")
-    fig.suptitle(title)
+    fig.suptitle(_fit(title, fig))
     fig.tight_layout()
     _save(fig, path, dpi=100)
 
