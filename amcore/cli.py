@@ -741,7 +741,8 @@ def cmd_table(args: argparse.Namespace) -> None:
         # only: no paired panel, whose intervals would leave out the cells' sampling.
         sliced = [(tables.summary(table, "sliced_w1"), "sliced W1 at the held-out time (all cells)", None, None)]
         plots.holdout_bars(Path(args.figure), tables.summary(table, "w1"), "W1 at the held-out time", floor, pairs,
-                           args.reference, sliced if (table["metric"] == "sliced_w1").any() else [])  # fmt: skip
+                           args.reference, sliced if (table["metric"] == "sliced_w1").any() else [],
+                           {method for method, _ in tables.marked_runs(table)})  # fmt: skip
     artifacts = [args.table, args.markdown, args.figure]
     if args.predictions_figure:
         plots.holdout_panels(Path(args.predictions_figure), tables.load_panels(args.panels["panels"]))

@@ -563,3 +563,10 @@ def test_a_title_of_several_lines_is_fitted_line_by_line():
     plt.close(fig)
     assert lines[0] == "uam (UAM): observed vs pushed" and len(lines) >= 3
     assert max(map(len, lines)) <= 7.5 * 9 and " ".join(lines[1:]) == long
+
+
+def test_a_method_with_a_flagged_run_is_marked_in_the_held_out_figure(figures):
+    """Audit 68: a uAM whose course failed topped table.png with nothing on it; its legend entry now says so."""
+    summary = {"am": {"2": np.array([1.10, 1.12])}, "uam": {"2": np.array([0.9, 0.95])}}
+    plots.holdout_bars("unused.png", summary, "W1", flagged={"uam"})
+    assert [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()] == ["am", "uam ⚑ (flagged)"]

@@ -501,6 +501,7 @@ def holdout_bars(
     pairs: dict[str, dict[str, tuple]] | None = None,
     reference: str = "am",
     more: list[tuple] = (),
+    flagged: set[str] = frozenset(),
 ) -> None:
     """Per held-out time (and their mean) a dot per method with the spread over seeds; dots, not bars, as the axis
     starts near the best score, where differences of a few % show. Each method has its own colour and marker,
@@ -510,7 +511,8 @@ def holdout_bars(
     it falls below: how large those few % are. ``pairs`` (``table.paired_differences``) adds a panel beside: the
     reference minus each peer with its 95 % interval, the question the dots leave to the eye. ``more``: further
     rows, each ``(summary, ylabel, floor, pairs)`` of another distance (in many dimensions W1 of a few thousand
-    cells is mostly sampling noise, and the sliced distance on all cells may rank the methods otherwise)."""
+    cells is mostly sampling noise, and the sliced distance on all cells may rank the methods otherwise).
+    ``flagged``: methods with a failed or flagged run, marked ⚑ in the legend (``table.marked_runs``)."""
     rows = [(summary, ylabel, floor, pairs), *more]
     groups = list(dict.fromkeys(h for row in rows for cols in row[0].values() for h in cols))
     many = len(groups) > 8
@@ -519,7 +521,7 @@ def holdout_bars(
     fig, axes = plt.subplots(len(rows), 2 if sides else 1, figsize=(wide + (4.2 if sides else 0), 3.8 * len(rows)),
                              squeeze=False, gridspec_kw={"width_ratios": [wide, 4.2]} if sides else None)  # fmt: skip
     for (values, label, level, paired), row_axes in zip(rows, axes, strict=True):
-        _holdout_dots(row_axes[0], values, groups, label, level)
+        _holdout_dots(row_axes[0], values, groups, label, level, flagged)
         if sides and paired:
             _paired_panel(row_axes[1], paired, reference, plt.get_cmap("tab20"), method_styles(list(values)))
         elif sides:
@@ -529,7 +531,7 @@ def holdout_bars(
 
 
 def _holdout_dots(ax, summary: dict[str, dict[str, np.ndarray]], groups: list[str], ylabel: str,
-                  floor: dict[str, float] | None) -> None:  # fmt: skip
+                  floor: dict[str, float] | None, flagged: set[str] = frozenset()) -> None:  # fmt: skip
     """One row of :func:`holdout_bars`: the dots of each method at each group, the floor, the legend."""
     width = 0.8 / max(1, len(summary))
     many = len(groups) > 8
@@ -541,7 +543,7 @@ def _holdout_dots(ax, summary: dict[str, dict[str, np.ndarray]], groups: list[st
         errs = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
         x = np.array(pos) + (i - (len(summary) - 1) / 2) * width
         ax.errorbar(x, means, yerr=errs, fmt=MARKERS[styles[method] % len(MARKERS)], color=colours(styles[method]),
-                    label=method,
+                    label=f"{method} ⚑ (flagged)" if method in flagged else method,
                     markersize=4 if many else 5, elinewidth=0.8, capsize=0 if many else 2)  # fmt: skip
         for xi, m in zip(x, means, strict=True):
             if not np.isfinite(m):  # a failed prediction (NaN cells) has no dot: say so where it would stand
