@@ -204,6 +204,7 @@ wildcard_constraints:
     seed=r"\d+",
     model="|".join(MODELS),
     baseline="|".join(BASELINES) or "(?!)",
+    name="|".join(map(re.escape, EXTERNAL)) or "(?!)",
 
 
 include: "workflow/rules/common.smk"

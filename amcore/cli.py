@@ -69,7 +69,7 @@ def _dask_client(address: str | None):
 def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.data.prepare import FAR_SAMPLE, FAR_SPREADS, build_snapshots
     from amcore.data.preprocess import counts_advice
-    from amcore.data.store import write_store
+    from amcore.data.store import ONE_POINT_TEXT, write_store
     from amcore.tracking import StageRun
 
     params = {**args.dataset, "preprocess": args.preprocess, "holdout_times": args.holdout_times}
@@ -137,9 +137,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   "w1_subsample_noise reads below what a flow's continuous cells can reach (docs/metrics.md)",
                   file=sys.stderr)  # fmt: skip
         if one := snaps.attrs.get("one_point_times"):
-            print(f"amcore prepare: warning: every cell read of t = {', '.join(one[:10])} is one and the same point (a "
-                  "placeholder, a collapsed export?): a flow must carry the whole population through it; drop the "
-                  "time if it is not a measurement", file=sys.stderr)  # fmt: skip
+            print(f"amcore prepare: warning: every cell read of t = {', '.join(one[:10])} is one and the same point: "
+                  f"{ONE_POINT_TEXT}", file=sys.stderr)  # fmt: skip
         if shared := snaps.attrs.get("shared_cells"):
             shown = ", ".join(f"t = {pair}: {share:.0%} of t = {pair.split(', ')[1]}'s" for pair, share in
                               list(shared.items())[:10])  # fmt: skip
@@ -164,8 +163,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   f"read ({shown}): a 0/1 label; a flow moves cells continuously, so its predictions put cells "
                   "between the two values, where no cell can be; leave them out (dataset.feature_columns, "
                   "preprocess.select) or split the data by them", file=sys.stderr)  # fmt: skip
-        if (timelike := snaps.attrs.get("time_like_features")) and not reader.get("time_like_columns"):
-            names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
+        names = snaps.attrs.get("feature_names") or [f"x{i}" for i in range(snaps.dim)]
+        said = set(reader.get("time_like_columns") or [])  # a CSV's reader named its own
+        if timelike := [i for i in snaps.attrs.get("time_like_features", []) if names[i] not in said]:
             shown = ", ".join(names[i] for i in timelike[:10]) + (" ..." if len(timelike) > 10 else "")
             print(f"amcore prepare: warning: {len(timelike)} of {snaps.dim} features hold one value within each time "
                   f"in the cells read ({shown}): another time or a batch label, not a measurement? They separate the "

@@ -500,6 +500,14 @@ def test_raw_counts_are_told_across_the_file_at_any_depth_and_from_the_python_ap
         warnings.simplefilter("error")
         Snapshots.from_labels(logged, labels)  # normalised: nothing to say
         Snapshots.from_labels((rng.random((3000, 4)) < 0.5).astype(float), labels)  # 0/1 labels are not counts
+        walk = np.abs(rng.integers(-1, 2, size=(3000, 2, 6)).sum(2)).astype(float)  # review 71: a lattice walk
+        Snapshots.from_labels(walk, labels)  # integers with zeros in 2-d, no count matrix
+        Snapshots.from_labels(np.repeat([[1.0], [2.0]], 5, axis=0)[:6], [0, 0, 1, 1, 2, 2])  # two cells coincide
+    np.savez(tmp_path / "empty.npz", X=np.ones((0, 5)), t=np.zeros(0))  # review 71: numpy's "zero-size array"
+    spec = json.dumps({"source": "npz", "path": str(tmp_path / "empty.npz")})
+    out = ["--out", str(tmp_path / "e.zarr"), "--summary", str(tmp_path / "e.json")]
+    assert main(["prepare", "--dataset", spec, *out]) == 2
+    assert "found 0 time point(s)" in capsys.readouterr().err
 
 
 def test_a_feature_of_one_value_per_time_is_warned_of_from_any_source(capsys, tmp_path):

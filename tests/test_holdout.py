@@ -122,6 +122,18 @@ def test_another_method_s_prediction_is_read_in_the_input_s_units_and_checked(tm
             external(snaps, str(tmp_path / f"{name}.npz"))
     with pytest.raises(InputError, match="cannot read it as an npz"):
         external(snaps, str(tmp_path / "absent.npz"))
+    np.save(tmp_path / "bare.npy", cells)  # review 71: a traceback; a missing X was wrapped in a second message
+    with pytest.raises(InputError, match=r"bare.npy: an npz of named arrays X \(and weights\) is needed"):
+        external(snaps, str(tmp_path / "bare.npy"))
+    with pytest.raises(InputError) as said:
+        external(snaps, str(tmp_path / "unnamed.npz"))
+    assert str(said.value).count("unnamed.npz") == 1
+    np.savez(tmp_path / "complex.npz", X=cells + 1j)
+    with pytest.raises(InputError, match="X and weights must hold real numbers, got complex128"):
+        external(snaps, str(tmp_path / "complex.npz"))
+    del snaps.attrs["preprocess"]["n_input"]  # a store of an older amcore: its input's width unknown
+    with pytest.raises(InputError, match="records no width of its input"):
+        external(snaps, str(tmp_path / "mine.npz"))
 
 
 def test_spline_path_follows_a_translation_and_never_reads_the_held_out_cells():

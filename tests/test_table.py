@@ -64,7 +64,7 @@ def test_a_failed_course_is_listed_and_its_method_marked_where_read():
     rows = _results()
     rows[0]["table"] |= {"course_excess": float("nan"), "course_mass_error": float("nan")}  # am, held-out 1, seed 0
     text = markdown(long_table(rows))
-    assert "**FAILED models** (the push from the first time has NaN or inf" in text
+    assert "**FAILED models** (the push from the first time ended in NaN or inf" in text
     assert text.count("- am, held-out 1, seed 0: NaN or inf") == 1
     assert "| am | 2 ± 1.4 ⚑ | 3 ± 1.4 | 2.5 ± 1.4 ⚑ |" in text and "| copy_prev | 5 | 7 | 6 |" in text
     rows = _results()

@@ -25,7 +25,13 @@ from amcore.data.readers import (
 )
 from amcore.data.shuffle import gather, within_time_order
 from amcore.data.simulate import make_simulator, simulate_snapshots, snapshot_counts
-from amcore.data.store import MIN_CELLS_PER_TIME, Snapshots, check_cells_per_time, check_time_resolution
+from amcore.data.store import (
+    MIN_CELLS_PER_TIME,
+    ONE_POINT_CELLS,
+    Snapshots,
+    check_cells_per_time,
+    check_time_resolution,
+)
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
@@ -343,7 +349,7 @@ def sampled_cell_checks(snaps: Snapshots) -> dict:
         held = Counter(keys)
         if (share := 1 - len(held) / len(x)) > REPEATED_SHARE:
             repeated[f"{t:g}"] = float(share)
-        if len(held) == 1:
+        if len(held) == 1 and len(x) >= ONE_POINT_CELLS:
             one_point.append(f"{t:g}")
         for earlier, rows, scale in seen:
             # A value a's sample holds several times is one a holds widely (found whatever the sample); a copy of one

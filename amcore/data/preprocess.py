@@ -30,6 +30,7 @@ COUNTS_SAMPLE = 1000  # rows read to tell raw counts (integers) from normalised 
 COUNTS_BLOCKS = 10  # a file sorted by time, shallow times first, hid the counts of its later rows (audit 69)
 COUNTS_TOTAL = 100  # a median total per cell from which integer features read as raw counts
 COUNTS_ZEROS = 0.3  # a share of zeros from which they do at any depth (a 50-gene panel: a median total of 25)
+COUNTS_WIDE = 20  # features from which that share counts: a lattice walk in 2-d is integers with zeros too
 
 
 @dataclass
@@ -262,21 +263,25 @@ def fit(x: da.Array, time: np.ndarray, holdout_times: list[float], config: dict)
 
 
 def raw_counts(x) -> dict | None:
-    """What ``COUNTS_SAMPLE`` rows of ``x`` (numpy, scipy sparse or dask; read in ``COUNTS_BLOCKS`` blocks spread
-    over its rows) show when they look like raw counts: non-negative integers, not only 0 and 1, with a median total
-    per cell of ``COUNTS_TOTAL`` or more or ``COUNTS_ZEROS`` of the values 0; else None. amcore does not normalise:
+    """What ``COUNTS_SAMPLE`` rows of ``x`` show when they look like raw counts: non-negative integers, not only 0
+    and 1, with a median total per cell of ``COUNTS_TOTAL`` or more, or (``COUNTS_WIDE`` features or more)
+    ``COUNTS_ZEROS`` of the values 0; else None. In memory (numpy, scipy sparse) the rows are read in
+    ``COUNTS_BLOCKS`` blocks spread over ``x``; a lazy file's are its first rows (a block elsewhere reads its whole
+    chunk: review 71), where a file sorted by time with shallow times first shows its zeros. amcore does not normalise:
     on raw counts of 16,000 genes (audit 7) AM pushed day 0 to day 10 at W1 128 against 17.5 after each cell's total
     was normalised and log1p taken, where the cells unmoved scored 39.7 and 45.3."""
     size = COUNTS_SAMPLE // COUNTS_BLOCKS
-    starts = np.linspace(0, x.shape[0] - size, COUNTS_BLOCKS).astype(int) if x.shape[0] > COUNTS_SAMPLE else [0]
-    blocks = dask.compute(*(x[s : s + (size if len(starts) > 1 else COUNTS_SAMPLE)] for s in starts))
+    spread = x.shape[0] > COUNTS_SAMPLE and not isinstance(x, da.Array)
+    starts = np.linspace(0, x.shape[0] - size, COUNTS_BLOCKS).astype(int) if spread else [0]
+    blocks = dask.compute(*(x[s : s + (size if spread else COUNTS_SAMPLE)] for s in starts))
     sample = np.concatenate([np.asarray(b.toarray() if hasattr(b, "toarray") else b, dtype=np.float64) for b in blocks])
-    if not (np.isfinite(sample).all() and (sample >= 0).all() and (sample == np.round(sample)).all()):
+    integers = np.isfinite(sample).all() and (sample >= 0).all() and (sample == np.round(sample)).all()
+    if not sample.size or not integers:  # no rows: prepare names an empty file
         return None
     if sample.max() < 2:  # 0/1 labels: prepare names two-valued features on their own
         return None
     total, zeros = float(np.median(sample.sum(axis=1))), float(np.mean(sample == 0))
-    if total < COUNTS_TOTAL and zeros < COUNTS_ZEROS:
+    if total < COUNTS_TOTAL and (zeros < COUNTS_ZEROS or sample.shape[1] < COUNTS_WIDE):
         return None
     return {"cells_read": len(sample), "median_total": total, "zeros": zeros, "max": float(sample.max())}
 

@@ -174,15 +174,24 @@ def external(snaps: Snapshots, path: str) -> tuple[np.ndarray, np.ndarray]:
     from amcore.data.preprocess import Preprocessing
 
     try:
-        with np.load(path) as data:
-            if "X" not in data:
-                raise InputError(f"{path}: no array 'X' (the predicted cells, one row each); it holds {list(data)}")
-            x = np.asarray(data["X"], dtype=np.float64)
-            weight = np.asarray(data["weights"], dtype=np.float64) if "weights" in data else np.ones(len(x))
-    except (OSError, ValueError) as err:  # missing, not an npz, or object arrays
+        data = np.load(path)
+    except (OSError, ValueError) as err:  # missing, not numpy's, or pickled objects
         raise InputError(f"{path}: cannot read it as an npz of arrays X (and weights): {err}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy: one array, no names
+        raise InputError(f"{path}: an npz of named arrays X (and weights) is needed, not one array (np.savez(path, "
+                         "X=cells))")  # fmt: skip
+    with data:
+        if "X" not in data:
+            raise InputError(f"{path}: no array 'X' (the predicted cells, one row each); it holds {list(data)}")
+        x, weight = data["X"], data["weights"] if "weights" in data else np.ones(len(data["X"]))
+    if x.dtype.kind not in "biuf" or weight.dtype.kind not in "biuf":
+        raise InputError(f"{path}: X and weights must hold real numbers, got {x.dtype} and {weight.dtype}")
+    x, weight = x.astype(np.float64), weight.astype(np.float64)
     fitted = Preprocessing.from_json(snaps.attrs.get("preprocess") or {})
-    width = fitted.n_input if fitted is not None and fitted.n_input is not None else snaps.dim
+    if fitted is not None and fitted.n_input is None:
+        raise InputError("the store's preprocessing records no width of its input (written by an older amcore): "
+                         "rerun prepare to score another method's cells against it")  # fmt: skip
+    width = snaps.dim if fitted is None else fitted.n_input
     if x.ndim != 2 or x.shape[1] != width or not len(x):
         raise InputError(f"{path}: key 'X' must be (cells, {width}), the input's features as the dataset holds them "
                          f"(before preprocessing), got shape {x.shape}")  # fmt: skip

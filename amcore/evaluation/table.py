@@ -220,9 +220,10 @@ def flag_sections(table: pd.DataFrame) -> list[tuple[pd.DataFrame, str, str, Cal
         (beyond(table, "mass_rel_error", above=MASS_OFF), "with the mass off", "**Flagged predictions** (the "
          f"weighted particles' mass off by more than {MASS_OFF:.0%} at some time):",
          lambda v: f"mass error {percent(v)}"),
-        (course_failed(table), "failing over the course", "**FAILED models** (the push from the first time has "
-         "NaN or inf cells or weights at some time: the flow breaks down over the course; the held-out distances are "
-         "kept, but not the model's):", lambda v: "NaN or inf"),
+        (course_failed(table), "failing over the course", "**FAILED models** (the push from the first time ended "
+         "in NaN or inf cells or weights: its W1 at the last time or its mass is not a number; cells that turned NaN "
+         "earlier are counted as escaped below; the held-out distances are kept, but not the model's):",
+         lambda v: "NaN or inf"),
         (beyond(table, "course_excess", above=1.0), "running the course off", "**Flagged models** (cells pushed "
          "from the first time end farther from the last time's than the first time's cells unmoved, by more than "
          "the noise floor; every seed):",
