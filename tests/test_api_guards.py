@@ -474,3 +474,24 @@ def test_dates_are_refused_with_the_way_to_numbers_and_durations_read_in_seconds
             to_times(np.array(dates), None, "f.csv")
     with pytest.raises(InputError, match=r"found \['day 0', 'day 3', 'day 10', 'day 120'\]"):
         to_times(np.array(["day 10", "day 0", "day 3", "day 120"]), None, "f.csv")
+
+
+def test_pushed_cells_that_run_off_or_turn_nan_are_warned_of(tmp_path):
+    """Audit 70: an SDE push in one step flung 108 of 800 cells past twice the data's range and said nothing (the
+    pipeline flags them as escaped). Cells pushed as far out as five times the training cells' own spread, or NaN,
+    are warned of; a push of the training cells is not."""
+    import warnings
+
+    x, t = _cells()
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt")
+    model = amcore.load(tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.push(x[:40], 0.0, 1.0, steps=2)
+        model.trajectories(x[:40], [0.0, 1.0], 2)
+    far = x[:5] + 60.0  # beyond any spread of the training cells: the field there is extrapolated
+    for answer in (lambda: model.push(far, 0.0, 1.0, steps=2), lambda: model.trajectories(far, [0.0, 1.0], 2)):
+        with pytest.warns(UserWarning, match=r"at t = 1, of 5 pushed cells, 5 lie more than 5 times as far from"):
+            answer()
+    with pytest.warns(UserWarning, match=r"at t = 2, of 2 pushed cells, 1 are NaN or inf: there the field"):
+        model._warn_ran_off(np.array([[np.nan, 0.0], [0.0, 1.0]]), 2.0)  # a push whose cells turned NaN on the way

@@ -40,13 +40,17 @@ def data_stamp():
     return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
 
 
-def integrate_settings(model):
-    """The integrate section as one model runs it: its own entry of integrate.models over the shared settings; the
-    seed only where the SDE draws noise with it (a change of it reran every RK4 push to the same numbers)."""
+def integrate_settings(model, seed):
+    """The integrate section as one model and training seed run it: its own entry of integrate.models over the shared
+    settings; the seed only where the SDE draws noise with it (a change of it reran every RK4 push to the same
+    numbers), offset by the training seed, so that the table's spread over seeds holds the SDE's noise too (audit
+    70: every seed's push drew the same kicks)."""
     shared = {key: value for key, value in config["integrate"].items() if key != "models"}
     settings = {**shared, **config["integrate"]["models"].get(model, {})}
     if integrator(config["models"][model]["objective"], settings["method"]) != "sde":
         settings.pop("seed", None)
+    else:
+        settings["seed"] += int(seed)
     return settings
 
 

@@ -7,7 +7,7 @@ rule integrate:
     output:
         trajectories=directory(f"{RUN}/trajectories.zarr"),
     params:
-        integrate=lambda wc: as_arg(integrate_settings(wc.model)),
+        integrate=lambda wc: as_arg(integrate_settings(wc.model, wc.seed)),
         tags=lambda wc: stage_tags("integrate", holdout=wc.holdout, model=wc.model, seed=wc.seed),
     log:
         f"{OUT}/logs/integrate_{{holdout}}_{{model}}_{{seed}}.log",
