@@ -63,7 +63,7 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
     if _where.startswith("['holdout_times']") and "is not of type 'number'" in _what:
         _what += " (held-out times are the numbers the data's times are: with text labels, what dataset.time_map maps them to)"
     elif re.match(r"'[-+]?\d+(\.\d*)?[eE][-+]?\d+' is not of type", _what):  # YAML 1.1 reads 1e-3 as text
-        _what += " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
+        _what += " (YAML reads a number like 1e-3 or 1.0e5 as text: write 1.0e-3 or 1.0e+5, a dot and a signed exponent)"
     elif "'sigma' is a required property" in _what or _where.endswith("['sigma']") and "minimum" in _what:
         _what += " (eam needs sigma > 0, the noise of dX = grad s dt + sigma dW: docs/training.md, eAM's noise)"
     elif re.search(r"was expected|should not be valid", _what) and any(

@@ -93,6 +93,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: columns {unnamed} have no header (a row index, as pandas' to_csv writes) and "
                   "were left out of the features (dataset.feature_columns lists the features to take)",
                   file=sys.stderr)  # fmt: skip
+        if sizes := snaps.attrs.get("population"):  # audit 72: given, and said nowhere
+            shown = ", ".join(f"t = {float(t):g}: {size:g}" for t, size in list(sizes.items())[:10])
+            print(f"amcore prepare: population sizes (dataset.population): {shown}{' ...' if len(sizes) > 10 else ''}",
+                  file=sys.stderr)  # fmt: skip
         if unit := reader.get("t_units"):  # audit 62: "ps" in the file, said nowhere
             print(f"amcore prepare: times in {unit} (the units of {reader['t_key']!r}): rates are per {unit}, eAM's "
                   f"sigma per square root of it", file=sys.stderr)  # fmt: skip

@@ -31,6 +31,19 @@ def test_the_sizes_become_the_cells_weights_and_survive_the_store(fixed, tmp_pat
     np.testing.assert_array_equal(build_snapshots(fixed).masses(), [300, 300, 300])  # without: the counts
 
 
+def test_prepare_says_the_sizes_it_was_given(fixed, tmp_path, capsys):
+    """Audit 72: the sizes were stored and used, and said nowhere a user would check them."""
+    import json
+
+    from amcore.cli import main
+
+    dataset = json.dumps(fixed | {"population": {"0": 1.0e5, "1": 1.6e5, "2": 3.0e5}})
+    assert main(["prepare", "--dataset", dataset, "--out", str(tmp_path / "p.zarr"), "--summary",
+                 str(tmp_path / "p.json")]) == 0  # fmt: skip
+    said = capsys.readouterr().err
+    assert "population sizes (dataset.population): t = 0: 100000, t = 1: 160000, t = 2: 300000" in said
+
+
 @pytest.mark.parametrize(
     ("population", "message"),
     [
@@ -189,3 +202,21 @@ def test_uam_is_told_when_the_counts_fall_and_rise_again(tmp_path, capsys):
         if named:  # what uAM makes of them, said before any doubt (audit 59: a real rise and fall read as a mistake)
             course = " then ".join("growth" if b > a else "death" for a, b in zip(counts, counts[1:], strict=False))
             assert f"it learns {course}." in said
+        assert "they are equal" not in said
+
+
+def test_uam_is_told_that_equal_counts_are_read_as_no_net_growth(tmp_path, capsys):
+    """Audit 72: 600 cells a day of a population growing 5-fold learned its growing cluster dying, with perfect mass
+    scores and no word; counts within 10 % of each other are named, with the way to give the sizes."""
+    from amcore import Snapshots
+
+    cfg = TrainConfig(objective="uam", steps=5, width=8, depth=1, threads=1, log_every=5)
+    rng = np.random.default_rng(0)
+    for counts, named in (([600, 600, 600], True), ([600, 630, 580], True), ([600, 700, 600], False)):
+        labels = np.repeat(np.arange(3.0), counts)
+        x = rng.normal(size=(len(labels), 2))
+        train(Snapshots.from_labels(x, labels), cfg, tmp_path / "m.pt")
+        said = capsys.readouterr().err
+        assert ("they are equal" in said and "give the population's sizes (dataset.population" in said) is named
+        train(Snapshots.from_labels(x, labels, weights=np.ones(len(labels))), cfg, tmp_path / "w.pt")  # sizes given
+        assert "they are equal" not in capsys.readouterr().err

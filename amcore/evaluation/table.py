@@ -298,7 +298,8 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
          f"`evaluate.kernel_max_size`{said.get('kernel_max_size', '')}"),
         (("neighbour_excess",), "`neighbour_excess`: how far the cells keep to their own kind among their 10 nearest "
          "neighbours (0: prediction and data mixed as two samples of one law, 1: apart); unweighted predictions "
-         "only: a weighted one (uAM's, ot_displacement's) has no row"),
+         "only (weights all equal): one of unequal weights (uAM's; ot_displacement's where the counts differ) has "
+         "no row"),
         (("course_excess",), "`course_excess`: W1 of the push from the first time less that of the first time's cells "
          "unmoved, at the last time, in noise floors (above 1: flagged)"),
         (("mass_rel_error",), "`mass_rel_error` (weighted particles): the predicted growth over the observed one "
