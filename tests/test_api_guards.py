@@ -489,9 +489,23 @@ def test_pushed_cells_that_run_off_or_turn_nan_are_warned_of(tmp_path):
         warnings.simplefilter("error")
         model.push(x[:40], 0.0, 1.0, steps=2)
         model.trajectories(x[:40], [0.0, 1.0], 2)
-    far = x[:5] + 60.0  # beyond any spread of the training cells: the field there is extrapolated
-    for answer in (lambda: model.push(far, 0.0, 1.0, steps=2), lambda: model.trajectories(far, [0.0, 1.0], 2)):
-        with pytest.warns(UserWarning, match=r"at t = 1, of 5 pushed cells, 5 lie more than 5 times as far from"):
-            answer()
-    with pytest.warns(UserWarning, match=r"at t = 2, of 2 pushed cells, 1 are NaN or inf: there the field"):
-        model._warn_ran_off(np.array([[np.nan, 0.0], [0.0, 1.0]]), 2.0)  # a push whose cells turned NaN on the way
+    # cells given far out are warned of as input only; a heavy tail's own far cells that stay put are not run off
+    # (review 73): only cells that start within five spreads and end beyond them, or end NaN
+    start = torch.as_tensor(np.array([[0.0, 0.0], [60.0, 60.0], [0.0, 1.0], [1.0, 0.0]]), dtype=torch.float32)
+    end = start.clone()
+    assert model._ran_off(start, end) == (0, 0)
+    end[0], end[2] = torch.tensor([60.0, -60.0]), torch.tensor([float("nan"), 0.0])
+    assert model._ran_off(start, end) == (1, 1)
+    with pytest.warns(UserWarning, match=r"at t = 2, of 4 pushed cells, 1 are NaN or inf and 1 ran more than 5 times"):
+        model._warn_ran_off((1, 1), 4, 2.0)
+    far = x[:5] + 60.0
+    with pytest.warns(UserWarning) as said:
+        model.push(far, 0.0, 1.0, steps=2)
+    assert not any("pushed cells" in str(w.message) for w in said)
+    # a field that flings every cell off: said by push and by trajectories, not by a store's writer (evaluate flags)
+    fling = property(lambda self: lambda z, t: torch.full_like(z, 1000.0))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(model), "flow", fling)
+        for answer in (lambda: model.push(x[:8], 0.0, 1.0, steps=2), lambda: model.trajectories(x[:8], [0, 1], 2)):
+            with pytest.warns(UserWarning, match=r"at t = 1, of 8 pushed cells, 8 ran more than 5 times as far"):
+                answer()

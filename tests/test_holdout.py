@@ -128,6 +128,9 @@ def test_another_method_s_prediction_is_read_in_the_input_s_units_and_checked(tm
     with pytest.raises(InputError) as said:
         external(snaps, str(tmp_path / "unnamed.npz"))
     assert str(said.value).count("unnamed.npz") == 1
+    np.savez(tmp_path / "objects.npz", X=np.array([cells[0], "a"], dtype=object))  # review 73: numpy's bare error
+    with pytest.raises(InputError, match=r"objects.npz: cannot read it as an npz of arrays X .*allow_pickle"):
+        external(snaps, str(tmp_path / "objects.npz"))
     np.savez(tmp_path / "complex.npz", X=cells + 1j)
     with pytest.raises(InputError, match="X and weights must hold real numbers, got complex128"):
         external(snaps, str(tmp_path / "complex.npz"))

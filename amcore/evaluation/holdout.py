@@ -175,7 +175,7 @@ def external(snaps: Snapshots, path: str) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         data = np.load(path)
-    except (OSError, ValueError) as err:  # missing, not numpy's, or pickled objects
+    except (OSError, ValueError) as err:  # missing, or not numpy's
         raise InputError(f"{path}: cannot read it as an npz of arrays X (and weights): {err}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy: one array, no names
         raise InputError(f"{path}: an npz of named arrays X (and weights) is needed, not one array (np.savez(path, "
@@ -183,7 +183,11 @@ def external(snaps: Snapshots, path: str) -> tuple[np.ndarray, np.ndarray]:
     with data:
         if "X" not in data:
             raise InputError(f"{path}: no array 'X' (the predicted cells, one row each); it holds {list(data)}")
-        x, weight = data["X"], data["weights"] if "weights" in data else np.ones(len(data["X"]))
+        try:  # members are read here: an object array (pickled) fails now, not at load (review 73)
+            x = data["X"]
+            weight = data["weights"] if "weights" in data else np.ones(len(x))
+        except ValueError as err:
+            raise InputError(f"{path}: cannot read it as an npz of arrays X (and weights): {err}") from None
     if x.dtype.kind not in "biuf" or weight.dtype.kind not in "biuf":
         raise InputError(f"{path}: X and weights must hold real numbers, got {x.dtype} and {weight.dtype}")
     x, weight = x.astype(np.float64), weight.astype(np.float64)

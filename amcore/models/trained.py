@@ -9,6 +9,7 @@ fits the objective). Nothing else reads a checkpoint's dictionary.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 from collections import Counter
@@ -229,21 +230,28 @@ class TrainedModel:
                 stacklevel=_outside_this_module(),
             )  # fmt: skip
 
-    def _warn_ran_off(self, x: np.ndarray, t: float) -> None:
-        """Warn of pushed cells that are NaN or inf, or lie more than ``FAR_CELLS`` times as far from the training
-        cells' mean as those do (root mean square): the field there is extrapolated (audit 70: an SDE push in one
-        step flung 108 of 800 cells past twice the data's range, unsaid; the pipeline flags them as escaped)."""
+    def _ran_off(self, start: torch.Tensor, end: torch.Tensor) -> tuple[int, int]:
+        """Of a batch pushed from ``start`` to ``end``: how many ended NaN or inf, and how many started within and
+        ended beyond ``FAR_CELLS`` times the training cells' root-mean-square distance from their mean (cells given
+        out there are warned of as input, and a heavy tail's own cells there stay put: review 73). (0, 0) for a
+        model without those units (``units: data``)."""
         center, scale = self.model_args.get("x_center"), self.model_args.get("x_scale")
-        if center is None or not scale or not len(x):
-            return
-        with np.errstate(invalid="ignore", over="ignore"):
-            distance = np.linalg.norm(np.asarray(x, dtype=np.float64) - np.asarray(center), axis=1)
-        off = int((~np.isfinite(distance)).sum()), int((distance > FAR_CELLS * scale * np.sqrt(self.dim)).sum())
+        if center is None or not scale:
+            return 0, 0
+        limit = FAR_CELLS * scale * math.sqrt(self.dim)
+        center = torch.as_tensor(center, dtype=end.dtype, device=end.device)
+        beyond = [(z - center).norm(dim=1) > limit for z in (start, end)]
+        return int((~torch.isfinite(end).all(1)).sum()), int((~beyond[0] & beyond[1]).sum())
+
+    @staticmethod
+    def _warn_ran_off(off: tuple[int, int], n: int, t: float) -> None:
+        """Warn of the pushed cells :meth:`_ran_off` counted (audit 70: an SDE push in one step flung 108 of 800
+        cells past twice the data's range, unsaid; the pipeline's evaluate flags escaped cells its own way)."""
         said = [f"{off[0]} are NaN or inf"] if off[0] else []
-        said += [f"{off[1]} lie more than {FAR_CELLS:g} times as far from the training cells' mean as those do (root "
+        said += [f"{off[1]} ran more than {FAR_CELLS:g} times as far from the training cells' mean as those lie (root "
                  "mean square)"] if off[1] else []  # fmt: skip
         if said:
-            warnings.warn(f"at t = {t:g}, of {len(x)} pushed cells, {' and '.join(said)}: there the field is "
+            warnings.warn(f"at t = {t:g}, of {n} pushed cells, {' and '.join(said)}: there the field is "
                           "extrapolated (a push with more steps, within the training times, or a field that "
                           "diverges?)", stacklevel=_outside_this_module())  # fmt: skip
 
@@ -541,6 +549,7 @@ class TrainedModel:
                 rate = self.growth * self.network(points, t)
             return rate if self.growth_range is None else rate.clamp(*self.growth_range)
 
+        ran_off = [0, 0]
         for lo in range(0, n, int(batch_size)):
             hi = min(n, lo + int(batch_size))
             (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False, check_far=lo == 0), {}
@@ -557,18 +566,20 @@ class TrainedModel:
                 steps = integrate.adaptive_steps(self.flow, xb, grid, atol=atol, stats=stats)
             else:
                 steps = integrate.ode_steps(self.flow, xb, grid)
+            state = xb
             for i, state in enumerate(steps):
                 if weighted:
                     state, w = state
                     out_w[i, lo:hi] = w.cpu().numpy()
                 out_x[i, lo:hi] = state.cpu().numpy()
                 report(lo, hi, i)
+            ran_off = [a + b for a, b in zip(ran_off, self._ran_off(xb, state), strict=True)]
             if "accepted_steps" in stats:
                 info["accepted_steps"] = max(info.get("accepted_steps", 0), stats["accepted_steps"])
-        if isinstance(out_x, np.ndarray):  # in memory (a store's writer leaves it to evaluate's flags)
-            self._warn_ran_off(out_x[-1], grid[-1])
-            if weighted:
-                _warn_few_carriers(out_w[-1], grid[-1])
+        if isinstance(out_x, (np.ndarray, _LastStep)):  # in memory (a store's writer leaves it to evaluate's flags)
+            self._warn_ran_off(ran_off, n, grid[-1])
+        if isinstance(out_x, np.ndarray) and weighted:  # (push reads its own last step's weights)
+            _warn_few_carriers(out_w[-1], grid[-1])
         return Trajectories(out_x, grid, out_w, method, info)
 
     def push(
@@ -590,7 +601,6 @@ class TrainedModel:
         between = sorted(t for t in trained if min(t0, t1) < t < max(t0, t1)) if uneven_times(trained) else []
         times = [t0, *(between if t1 >= t0 else between[::-1]), t1]
         traj = self.trajectories(x, times, steps, method, seed, batch_size, out=last, progress=progress)
-        self._warn_ran_off(traj.x.values, t1)
         if traj.weight is not None:
             _warn_few_carriers(traj.weight.values, t1)
         if not with_weights:

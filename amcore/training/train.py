@@ -1017,9 +1017,9 @@ def _counts_note(snaps: Snapshots) -> str | None:
     if counts.max() <= EQUAL_COUNTS * counts.min():
         shown = f"{counts[0]:.0f} each" if counts.min() == counts.max() else f"{counts.min():.0f} to {counts.max():.0f}"
         return (f"amcore train: note: uam reads the training times' cell counts as the population's size, and they "
-                f"are equal ({shown}): it learns no net growth, only growth in some "
-                "cells balanced by death in others. Where a fixed number of cells was sequenced per time, give the "
-                "population's sizes (dataset.population, or from_labels' weights)")  # fmt: skip
+                f"are about equal ({shown}, within {EQUAL_COUNTS - 1:.0%}): it learns no net growth, only growth in "
+                "some cells balanced by death in others. Where a fixed number of cells was sequenced per time, give "
+                "the population's sizes (dataset.population, or from_labels' weights)")  # fmt: skip
     ratios = counts[1:] / counts[:-1]
     swings = np.sign(np.log(ratios[(ratios > MASS_CHANGE) | (ratios < 1 / MASS_CHANGE)]))
     if not (swings[1:] != swings[:-1]).any():
