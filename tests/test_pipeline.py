@@ -170,7 +170,10 @@ def check_export(out: Path, config: dict) -> None:
         ({"models": {"am": {"objective": "am", "steps": -5}}}, "-5"),
         ({"models": {"am": {"objective": "am", "learning_rate": 0.1}}}, "learning_rate"),
         ({"dataset": {"source": "simulate", "n_per_time": "many"}}, "many"),
-        ({"models": {"am": {"objective": "am", "lr": "1e-3"}}}, "YAML reads a number like 1e-3 as text"),
+        (
+            {"models": {"am": {"objective": "am", "lr": "1e-3"}}},
+            "YAML reads a number like 1e-3 or 1.0e5 as text: write 1.0e-3 or 1.0e+5",
+        ),
         (
             {"models": {"am": {"objective": "am", "sigma": 1.0}}},
             "read only with another objective, interpolation or implementation",
