@@ -143,6 +143,11 @@ if _clash := sorted(set(EXTERNAL) & (set(MODELS) | set(ALL_BASELINES))):
 if _one := [name for name, path in EXTERNAL.items() if "{holdout}" not in path and len(HOLDOUTS) > 1]:
     raise ValueError(f"external: {_one} name no {{holdout}} in their path: one file would stand for every held-out "
                      f"time {HOLDOUTS}")  # fmt: skip
+# Before any job: a path changed to a missing file kept the old table in silence (audit 74: nothing to be done)
+_wanted = [path.replace("{holdout}", h) for path in EXTERNAL.values() for h in HOLDOUTS]
+if _missing := [path for path in _wanted if not Path(path).exists()]:
+    raise ValueError(f"external: {_missing[:5]} do not exist (a relative path is read from the run's folder, "
+                     f"{Path.cwd()})")  # fmt: skip
 _turned = [m for m in MODELS if config["models"][m].get("velocity_weight", 0) != 0]
 _turned += ["velocity_path"] if "velocity_path" in BASELINES else []
 if _turned and not config["dataset"].get("v_key"):

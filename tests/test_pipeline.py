@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -200,6 +201,7 @@ def check_export(out: Path, config: dict) -> None:
         ({"gpus": 1, "train_processes": 2}, "set one of them"),  # audit 65: train_processes was dropped in silence
         ({"external": {"mine": "m-{holdout}.npz"}}, "scored at held-out times, and holdout_times is empty"),
         ({"holdout_times": [0.5], "external": {"am": "m-{holdout}.npz"}}, "['am'] are named like models or baselines"),
+        ({"holdout_times": [0.5], "external": {"x": "m-{holdout}.npz"}}, "external: ['m-0.5.npz'] do not exist"),
         # a model named like a baseline the config does not run is still the baseline to every reader (review)
         ({"models": {"copy_prev": {"objective": "am"}}}, "models ['copy_prev'] are named like baselines"),
         (  # a file source would read every time and cell in silence (audit 11)
@@ -358,6 +360,15 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     plan = snakemake(tmp_path, config, "--dry-run").stdout
     store.with_name("moved.zarr").rename(store)
     assert "rule prepare:" in plan, plan[-3000:]
+    # Audit 74: the external prediction replaced by other cells with an older time (cp -p) kept its old score
+    mine = tmp_path / "mine-0.5.npz"
+    stamp = mine.stat().st_mtime_ns
+    np.savez(mine, X=truth + 0.5)
+    os.utime(mine, ns=(stamp - 10**9, stamp - 10**9))
+    plan = snakemake(tmp_path, config, "--dry-run").stdout
+    np.savez(mine, X=truth)
+    os.utime(mine, ns=(stamp, stamp))
+    assert "rule external:" in plan and "rule score:" in plan, plan[-3000:]
     check_a_nan_model_is_marked_failed(tmp_path, config)
 
 

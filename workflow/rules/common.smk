@@ -27,12 +27,18 @@ def text_keys(value, where):
 
 @functools.cache
 def data_stamp():
-    """The data file's size and modification time (of each file, for a folder, links followed), a parameter of
-    prepare: Snakemake reruns a job for an input newer than its outputs, and a file replaced by an older one (cp -p,
-    rsync -t) with other cells would keep the old store in silence. Read once, and only for prepare's jobs."""
-    if config["dataset"]["source"] == "simulate" or not Path(config["dataset"]["path"]).exists():
-        return ""  # prepare itself names a missing file
-    path = Path(config["dataset"]["path"])
+    """The data file's stamp (:func:`file_stamp`), a parameter of prepare. Read once, and only for prepare's jobs."""
+    return "" if config["dataset"]["source"] == "simulate" else file_stamp(config["dataset"]["path"])
+
+
+def file_stamp(path):
+    """A file's size and modification time (of each file, for a folder, links followed), as a job's parameter:
+    Snakemake reruns a job for an input newer than its outputs, and a file replaced by an older one (cp -p, rsync
+    -t) with other cells would keep the old outputs in silence (the dataset's; audit 74: an external prediction's).
+    Empty for a missing path (its job names it)."""
+    path = Path(path)
+    if not path.exists():
+        return ""
     files = [path]
     if path.is_dir():
         files = sorted(Path(top) / name for top, _, names in os.walk(path, followlinks=True) for name in names)

@@ -48,6 +48,7 @@ rule external:
         prediction=directory(f"{SPLIT}/{{name}}/external.zarr"),
     params:
         tags=lambda wc: stage_tags("external", holdout=wc.holdout, model=wc.name),
+        stamp=lambda wc: file_stamp(EXTERNAL[wc.name].replace("{holdout}", wc.holdout)),  # unused: reruns on a change
     log:
         f"{OUT}/logs/external_{{holdout}}_{{name}}.log",
     conda:
