@@ -549,7 +549,7 @@ class TrainedModel:
                 rate = self.growth * self.network(points, t)
             return rate if self.growth_range is None else rate.clamp(*self.growth_range)
 
-        ran_off = [0, 0]
+        ran_off, in_memory = [0, 0], isinstance(out_x, (np.ndarray, _LastStep))  # a store's writer: evaluate flags
         for lo in range(0, n, int(batch_size)):
             hi = min(n, lo + int(batch_size))
             (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False, check_far=lo == 0), {}
@@ -573,10 +573,11 @@ class TrainedModel:
                     out_w[i, lo:hi] = w.cpu().numpy()
                 out_x[i, lo:hi] = state.cpu().numpy()
                 report(lo, hi, i)
-            ran_off = [a + b for a, b in zip(ran_off, self._ran_off(xb, state), strict=True)]
+            if in_memory:
+                ran_off = [a + b for a, b in zip(ran_off, self._ran_off(xb, state), strict=True)]
             if "accepted_steps" in stats:
                 info["accepted_steps"] = max(info.get("accepted_steps", 0), stats["accepted_steps"])
-        if isinstance(out_x, (np.ndarray, _LastStep)):  # in memory (a store's writer leaves it to evaluate's flags)
+        if in_memory:
             self._warn_ran_off(ran_off, n, grid[-1])
         if isinstance(out_x, np.ndarray) and weighted:  # (push reads its own last step's weights)
             _warn_few_carriers(out_w[-1], grid[-1])
