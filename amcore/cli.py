@@ -16,6 +16,7 @@ import numpy as np
 
 from amcore.atomic import check_replaceable, replacing, scratch
 from amcore.errors import InputError, TrainingDiverged
+from amcore.version import __version__
 
 COINCIDING = ("every observed cell is one point: mmd and neighbour_excess judge the prediction's spread against none, "
               "however close it is (flagged in the table); W1 and W2 hold")  # fmt: skip
@@ -40,14 +41,31 @@ def _write_json(path: str | Path, payload: dict) -> None:
     _write_text(path, json.dumps(_sorted(payload), indent=2) + "\n")
 
 
+def _time_order(key: str) -> tuple[float, ...]:
+    """A time (``"12"``) or an interval between two (``evaluate.interval_name``: ``"4-12"``, ``"-1 to 0"``) as
+    numbers to sort by; ValueError for any other key."""
+    try:
+        return (float(key),)
+    except ValueError:
+        pass
+    for sep in (" to ", "-"):
+        for at in (i for i in range(1, len(key)) if key.startswith(sep, i)):
+            try:
+                return float(key[:at]), float(key[at + len(sep) :])
+            except ValueError:
+                continue
+    raise ValueError(key)
+
+
 def _sorted(value):
-    """Keys in order, times (every key a number) by value: as text, 10 and 120 came before 3 (audit 58)."""
+    """Keys in order, times and intervals (every key one) by value: as text, 10 and 120 came before 3 (audit 58),
+    and the interval 12-48 before 2-4 (audit 76)."""
     if isinstance(value, list):
         return [_sorted(item) for item in value]
     if not isinstance(value, dict):
         return value
     try:
-        keys = sorted(value, key=float)
+        keys = sorted(value, key=_time_order)
     except (TypeError, ValueError):
         keys = sorted(value, key=str)
     return {key: _sorted(value[key]) for key in keys}
@@ -914,6 +932,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"amcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
 """What a Snakemake job costs before it computes anything: the interpreter, imports, MLflow's run set-up.
 
 Every figure is the median wall time of fresh processes (``--rounds`` each, alternated): the interpreter alone,
-the imports of the heavy libraries on their own, ``amcore --help``, and real stages on a tiny store (they compute
-next to nothing, so their time is overhead): ``baseline copy_prev``, ``integrate`` and ``prepare``, untracked and
-tracked (a sqlite MLflow backend and parent run created first, as the pipeline's ``onstart`` does).
+the imports of the heavy libraries on their own, ``amcore --help``, loading a model and pushing 100 cells from
+Python, and real stages on a tiny store (they compute next to nothing, so their time is overhead): ``baseline
+copy_prev``, ``integrate`` and ``prepare``, untracked and tracked (a sqlite MLflow backend and parent run created
+first, as the pipeline's ``onstart`` does).
 
     python benchmarks/job_overhead.py [--rounds 5] [--compare /path/to/other/checkout]
 
@@ -65,6 +66,9 @@ def main() -> None:
         commands = {"python -c pass": [*py, "-c", "pass"]}
         commands |= {f"import {lib}": [*py, "-c", f"import {lib}"] for lib in LIBRARIES}
         commands["amcore --help"] = [*amcore, "--help"]
+        # A collaborator's script: the model alone, outside the pipeline (audit 75).
+        push = f"import amcore, numpy as np; amcore.load({str(work / 'm.pt')!r}).push(np.zeros((100, 2)), 0.0, 1.0)"
+        commands["amcore.load + push"] = [*py, "-c", push]
         stages = {
             "baseline copy_prev": [*amcore, "baseline", "--store", str(store), "--holdout", "0.5", "--name",
                                    "copy_prev", "--out", out],

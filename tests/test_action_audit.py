@@ -282,3 +282,18 @@ def test_intervals_of_negative_times_are_named_readably():
     assert [interval_name(a, b) for a, b in ((-2.5, -1.0), (-1.0, 0.0), (0.0, 0.75))] == [
         "-2.5 to -1", "-1 to 0", "0-0.75"
     ]  # fmt: skip
+
+
+def test_intervals_and_times_are_written_in_time_order(tmp_path):
+    """As text the interval 12-48 came before 2-4 in metrics.json (audit 76: hours 0, 0.5, ..., 48), where the same
+    data in days were in order: the order of a file's keys hung on the time unit."""
+    import json
+
+    from amcore.cli import _write_json
+    from amcore.evaluation.evaluate import interval_name
+
+    times = [-1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 12.0, 48.0, 1e-5 + 48]
+    names = [interval_name(a, b) for a, b in zip(times[:-1], times[1:], strict=True)]
+    _write_json(tmp_path / "m.json", {"action_flow": dict.fromkeys(sorted(names), 0.0), "w1": {"48": 1, "12": 2}})
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert list(written["action_flow"]) == names and list(written["w1"]) == ["12", "48"]

@@ -56,7 +56,8 @@ def test_snapshots_from_arrays_get_the_checks_prepare_makes_on_a_file(tmp_path):
     noise flattened to 3 values per feature, and on single-cell times, in silence); a DataFrame's columns name the
     features, as a CSV's do, and float32 labels are the decimals written."""
     x, t = _cells()
-    with pytest.raises(InputError, match=r"x: feature 'a' varies by 1\.\d+ .* resolves only 8; subtract the offset"):
+    refused = r"x: feature 'a' varies by 1\.\d+ .* resolves only 8; subtract the offset in float64 \(x - x\.mean"
+    with pytest.raises(InputError, match=refused):
         Snapshots.from_labels(pd.DataFrame(1e8 + x, columns=["a", "b"]), t)
     assert Snapshots.from_labels(1e3 + x, t).x.std(axis=0).min() > 0.9  # float32 keeps 1e3 plus noise: accepted
     hidden = 1e8 + x
@@ -230,8 +231,11 @@ def test_snapshots_built_by_hand_must_hold_together():
 def test_loading_a_file_that_is_no_checkpoint_says_so(tmp_path):
     """The loss CSV beside the model is the likeliest mistake: torch's own error said 'pop from empty list'."""
     (tmp_path / "loss.csv").write_text("step,loss\n1,0.5\n")
-    with pytest.raises(InputError, match=r"loss\.csv: not a readable amcore checkpoint \(not a file torch\.save"):
-        amcore.load(tmp_path / "loss.csv")
+    with pytest.raises(InputError, match=r"loss\.csv: not a readable amcore checkpoint \(not a file torch\.save.*\)$"):
+        amcore.load(tmp_path / "loss.csv")  # the message ends there: torch's ": 115" (a byte) said nothing (audit 75)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.pt: not a readable amcore checkpoint \(not a file torch\.save.*\)$"):
+        amcore.load(tmp_path / "empty.pt")
     x, t = _cells()
     train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:2000])
@@ -509,3 +513,21 @@ def test_pushed_cells_that_run_off_or_turn_nan_are_warned_of(tmp_path):
         for answer in (lambda: model.push(x[:8], 0.0, 1.0, steps=2), lambda: model.trajectories(x[:8], [0, 1], 2)):
             with pytest.warns(UserWarning, match=r"at t = 1, of 8 pushed cells, 8 ran more than 5 times as far"):
                 answer()
+
+
+def test_a_loaded_model_pushes_without_the_pipelines_libraries(tmp_path):
+    """``amcore.load`` cost 2.5 times ``import torch`` (audit 75): the model's modules imported the store's (dask,
+    xarray's zarr backend) and the metrics' (POT, which imports sklearn), none of which a push uses."""
+    import subprocess
+    import sys
+
+    x, t = _cells()
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt")
+    script = (
+        "import sys, numpy as np, amcore\n"
+        f"m = amcore.load({str(tmp_path / 'm.pt')!r})\n"
+        "m.push(np.zeros((5, 2)), 0.0, 2.0, steps=4)\n"
+        "print(sorted({'dask', 'zarr', 'ot', 'sklearn', 'mlflow', 'snakemake'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -21,6 +21,7 @@ import xarray as xr
 import zarr
 
 from amcore.atomic import replacing
+from amcore.data.labels import by_row_labels
 from amcore.errors import InputError
 
 CHUNK_BYTES = 8 * 2**20
@@ -64,38 +65,6 @@ def check_cells_per_time(t_values: np.ndarray, counts: np.ndarray, where: str) -
             f"does); times (cells): {shown}{more}. Drop them, or merge them with a neighbouring time (files: "
             "dataset.time_map)"
         )
-
-
-UNEVEN_GAPS = 5.0  # largest over smallest gap between observed times above which they count as uneven
-
-
-def uneven_times(times) -> bool:
-    """Observed times whose gaps differ more than :data:`UNEVEN_GAPS`-fold. The network's clock then runs by the
-    training times (``potentials.TimeEmbedding``; below, the smallest interval keeps at least a fifth of an even
-    share of the network's time and of the draws, and even times with one held out, gaps 1, 2, 1, keep ``t``'s own),
-    and plots space the times evenly and colour them by order."""
-    gaps = np.diff(np.unique(np.asarray(times, dtype=np.float64)))
-    return len(gaps) > 1 and gaps.max() / gaps.min() > UNEVEN_GAPS
-
-
-def by_row_labels(x, values, name: str):
-    """``values`` in the order of ``x``'s rows where both are pandas objects whose row labels differ: pandas users
-    expect rows matched by label, as columns are by name (audit 57: a DataFrame sorted by a gene beside its times
-    as a Series paired cells with other cells' times, in silence); refused where the labels only partly match.
-    Anything else as given, matched by position: numpy, repeated labels, labels with none in common."""
-    pandas = (pd.Series, pd.DataFrame)
-    if not isinstance(x, pandas) or not isinstance(values, pandas) or x.index.equals(values.index):
-        return values
-    shared = x.index.isin(values.index)
-    # Repeated labels (pd.concat of per-day frames) name no row, and labels with nothing in common (barcodes beside
-    # 0, 1, 2, ...) were never meant to match: by position, as before
-    if not (x.index.is_unique and values.index.is_unique) or not shared.any():
-        return values
-    if len(x) == len(values) and shared.all():
-        return values.reindex(x.index)
-    raise InputError(f"{name} and x are pandas objects whose row labels only partly match ({int(shared.sum())} of "
-                     f"x's {len(x)} are among {name}'s {len(values)}): give them the same index, or pass numpy "
-                     "arrays (matched by position)")  # fmt: skip
 
 
 def check_time_resolution(t_values: np.ndarray, where: str) -> None:
@@ -268,7 +237,8 @@ class Snapshots:
         check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         if x.dtype.kind in "iuf":  # bool (kind b) goes to 0 and 1 as it is
-            x = to_float32(x, "x", attrs.get("feature_names"))
+            centring = " in float64 (x - x.mean(axis=0)) before the cells come here"
+            x = to_float32(x, "x", attrs.get("feature_names"), centring)
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         blocks = [x[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]  # 7 times reduceat's speed
         low, high = np.array([b.min(0) for b in blocks]), np.array([b.max(0) for b in blocks])

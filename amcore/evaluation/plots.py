@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from amcore.atomic import replacing  # noqa: E402
-from amcore.data.store import uneven_times  # noqa: E402
+from amcore.data.times import uneven_times  # noqa: E402
 
 
 def _save(fig, path: Path, dpi: int) -> None:

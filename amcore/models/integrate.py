@@ -19,7 +19,6 @@ import torch
 import xarray as xr
 
 from amcore.atomic import replacing
-from amcore.data.store import ZSTD, open_zarr, write_dataset_atomic
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BATCH_SIZE = 2**16  # cells pushed at once (integrate.batch_size): the memory of a push does not grow with the cells
@@ -200,6 +199,8 @@ def write_trajectories(
     extra: xr.Dataset | None = None,
 ) -> None:
     """``x(step, particle, feature)``, ``time(step)``, for uAM ``weight(step, particle)``, and ``extra``, atomically."""
+    from amcore.data.store import ZSTD, write_dataset_atomic  # here, as below: the store's module imports dask (s)
+
     path = Path(path)
     ds = xr.Dataset(
         {"x": (("step", "particle", "feature"), x), "observed": (("step",), observed)},
@@ -246,6 +247,8 @@ class TrajectoryWriter:
         import dask.array as da
         import zarr
 
+        from amcore.data.store import ZSTD
+
         self._replacing = replacing(self.path)
         tmp = self._replacing.__enter__()
         steps = len(self.grid)
@@ -278,6 +281,8 @@ class TrajectoryWriter:
 
 def read_trajectories(path: str | Path, load: bool = True) -> xr.Dataset:
     """A trajectories store, loaded (``load=False``: lazily, for reading a few steps or particles of a big one)."""
+    from amcore.data.store import open_zarr
+
     if not load:
         return open_zarr(path)
     with open_zarr(path) as ds:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from amcore.data.store import by_row_labels, uneven_times
+from amcore.data.labels import by_row_labels
+from amcore.data.times import uneven_times
 from amcore.errors import InputError
-from amcore.metrics import FEW_EFFECTIVE, effective_size
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
 from amcore.models.potentials import Potential, VectorField, velocity_fn
@@ -103,7 +103,9 @@ class TrainedModel:
                 with open(path, "rb") as handle:
                     zipped = handle.read(2) == b"PK"
             why = "truncated or damaged?" if zipped else "not a file torch.save wrote: amcore train's model.pt is one"
-            raise InputError(f"{path}: not a readable amcore checkpoint ({why}): {err}") from err
+            said = str(err).strip()  # an empty file says nothing, a CSV only the byte unpickling stopped at
+            said = f": {said}" if zipped and said else ""
+            raise InputError(f"{path}: not a readable amcore checkpoint ({why}){said}") from err
         keys = ("model_args", "ema", "objective", "config")
         missing = [key for key in keys if key not in payload] if isinstance(payload, dict) else list(keys)
         if missing:
@@ -588,7 +590,7 @@ class TrainedModel:
         batch_size: int = integrate.BATCH_SIZE, progress: float | None = integrate.PROGRESS_S,
     ):  # fmt: skip
         """The cells ``x`` observed at ``t0``, moved to ``t1`` in ``steps`` steps; where the training times are
-        spread unevenly (``store.uneven_times``), ``steps`` between each two of the times it passes: ``t0``, the
+        spread unevenly (``times.uneven_times``), ``steps`` between each two of the times it passes: ``t0``, the
         training times between, ``t1`` (as the pipeline integrates: 20 even steps from 0.1 to 168 hours jumped the
         first hours' fast course in one step of 8.4, audit 50); with ``with_weights``, also uAM's
         particle weights (ones for the other objectives). Only the last step is kept: memory grows with the cells,
@@ -612,6 +614,8 @@ class TrainedModel:
 def _warn_few_carriers(weights: np.ndarray, t: float) -> None:
     """Warn where uAM's weights rest on under :data:`FEW_EFFECTIVE` of the particles (the pipeline flags it; audit
     57: a push from the API gave 117 times the mass for 32 with 1 % of the particles carrying it, and no word)."""
+    from amcore.metrics import FEW_EFFECTIVE, effective_size  # here: metrics imports POT, which imports sklearn
+
     if not len(weights):
         return
     if not np.isfinite(weights).all():  # not few carriers: a failed push, as evaluate and score read it

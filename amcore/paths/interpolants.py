@@ -72,12 +72,15 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from amcore.data.simulate import GrowingGaussian, Simulator
-from amcore.data.store import Snapshots, check_time_resolution
+
+if TYPE_CHECKING:  # the store's module imports dask and xarray (seconds), which a loaded model does not need
+    from amcore.data.store import Snapshots
 
 COUPLINGS = ("independent", "ot", "entropic", "unbalanced")
 UNBALANCED_REG = 0.05  # the entropy of the unbalanced problem, against costs of order 1: its marginals only are read
@@ -634,6 +637,8 @@ class SnapshotPath:
         self.coupling = coupling
         self.device = torch.device(device)
         self.x = torch.as_tensor(snaps.x, device=self.device)
+        from amcore.data.store import check_time_resolution
+
         check_time_resolution(np.asarray(snaps.t_values, dtype=np.float64), "snapshot times")
         self.t_values = torch.as_tensor(snaps.t_values, dtype=torch.float32, device=self.device)
         self.offsets = torch.as_tensor(snaps.offsets, device=self.device)

@@ -25,7 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.atomic import replacing
-from amcore.data.store import Snapshots, store_identity, uneven_times
+from amcore.data.store import Snapshots, store_identity
+from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
 from amcore.models.potentials import ACTIVATIONS, HEADS
@@ -410,7 +411,7 @@ def _observed_moments(path, seed: int) -> tuple[torch.Tensor, list, list, list]:
 
 def motion_levels(snaps: Snapshots) -> tuple[list[float], list[float]] | None:
     """The training times and the clock's level at each (``potentials.TimeEmbedding``), or None where their gaps
-    are within 5-fold of each other (``store.uneven_times``): half the time elapsed and half the distance the
+    are within 5-fold of each other (``times.uneven_times``): half the time elapsed and half the distance the
     population has moved, each as a share of the whole. The distance is the W2 arc length of Gaussians with each
     time's mean and per-feature spreads (``|dm|^2 + sum (sd_b - sd_a)^2`` an interval), their sampling noise taken
     off (else many close times that barely move add it up). From every training cell, in float64: the same levels
