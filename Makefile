@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --disable-pip-version-check pip==26.3  # pinned: a new pip is no new CI
 	# torch first, pinned: the CPU wheel on disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[pipeline,dev]'
 	# The peers from their own package (implementation: torchcfm). Without its dependencies: the matchers amcore
 	# uses need only torch and POT; torchdyn would pull torchvision, lightning and jupyter.
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps torchcfm==1.0.7

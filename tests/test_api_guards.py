@@ -531,3 +531,28 @@ def test_a_loaded_model_pushes_without_the_pipelines_libraries(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_library_trains_and_loads_without_the_pipelines_packages(tmp_path):
+    """Snakemake and MLflow are the pipeline's extra (``amcore[pipeline]``, about 170 packages): the library trains,
+    loads and pushes without them, and an MLflow model's URI says what it needs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules.update(mlflow=None, snakemake=None)  # as if not installed: importing them fails\n"
+        "import numpy as np, amcore\n"
+        "x, t = np.random.default_rng(0).normal(size=(120, 2)), np.repeat([0.0, 1.0, 2.0], 40)\n"
+        f"amcore.train(amcore.Snapshots.from_labels(x, t), amcore.TrainConfig(**{TINY!r}), 'm.pt')\n"
+        "print(amcore.load('m.pt').push(x[:5], 0.0, 1.0).shape)\n"
+        "try:\n"
+        "    amcore.load('runs:/0123/model')\n"
+        "except ModuleNotFoundError as err:\n"
+        "    print(err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    shape, said = done.stdout.strip().splitlines()
+    assert shape == "(5, 2)" and said.endswith("needs mlflow, which amcore installs with its pipeline: pip install "
+                                               "'amcore[pipeline]' (or mlflow alone)")  # fmt: skip

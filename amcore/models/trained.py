@@ -714,7 +714,12 @@ def load(path: str | Path) -> TrainedModel:
     """
     text = str(path)
     if text.startswith(("runs:/", "models:/")) or (Path(text) / "MLmodel").is_file():
-        from amcore.models.mlflow_model import load_trained  # imports mlflow (seconds): only for MLflow models
-
+        try:
+            from amcore.models.mlflow_model import load_trained  # imports mlflow (seconds): only for MLflow models
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] != "mlflow":
+                raise
+            said = f"{text}: an MLflow model needs mlflow, which amcore installs with its pipeline: pip install "
+            raise ModuleNotFoundError(said + "'amcore[pipeline]' (or mlflow alone)", name="mlflow") from err
         return load_trained(text)
     return TrainedModel.from_checkpoint(path)
