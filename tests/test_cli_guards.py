@@ -606,3 +606,10 @@ def test_json_outputs_list_times_in_order(tmp_path):
     written = json.loads((tmp_path / "m.json").read_text())
     assert list(written) == ["cells", "w1"] and list(written["cells"]) == ["a", "b"]
     assert list(written["w1"]) == ["-50", "3", "10", "120"]
+
+
+def test_the_cli_says_its_version(capsys):
+    """``amcore --version`` asked for a command (audit 75); the version is the package's."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"amcore {amcore.__version__}"
