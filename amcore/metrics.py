@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import ot
 import torch
 
 from amcore.errors import InputError
@@ -116,6 +115,8 @@ def _solve(
     xa: np.ndarray, pa: np.ndarray, xb: np.ndarray, pb: np.ndarray, ps: tuple[int, ...]
 ) -> tuple[dict[int, float], np.ndarray | None]:
     """:func:`_exact`, and for ``p = 1`` the optimal dual potential on ``xb``'s side (None without ``p = 1``)."""
+    import ot  # here, as in geodesic_action: POT imports sklearn (seconds), which a loaded model's push never needs
+
     cost = ot.dist(xa, xb, metric="euclidean")
     out, potential = {}, None
     for p in ps:
@@ -590,6 +591,8 @@ def geodesic_action(
     each). Between two different laws this is first order in the sampling, where the bias two samples of one law
     show is second: on the 2-d Gaussian path (2,000 cells, 0.1 apart) a term read 3.50 against the laws' 2.79, 2.1
     of its sd (0.34), and 3.4 times that bias (audit 26)."""
+    import ot
+
     rng = np.random.default_rng(seed)
     drawn = [_subsample(x, None, max_size, rng) for x in clouds]
     out, sd, influence = [], [], [np.zeros(len(x)) for x, _ in drawn]

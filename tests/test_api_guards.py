@@ -522,15 +522,19 @@ def test_a_loaded_model_pushes_without_the_pipelines_libraries(tmp_path):
     import sys
 
     x, t = _cells()
-    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt")
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "am.pt")
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY, objective="uam"), tmp_path / "uam.pt")  # review 78
     script = (
         "import sys, numpy as np, amcore\n"
-        f"m = amcore.load({str(tmp_path / 'm.pt')!r})\n"
-        "m.push(np.zeros((5, 2)), 0.0, 2.0, steps=4)\n"
+        "for name in 'am', 'uam':\n"
+        f"    amcore.load({str(tmp_path)!r} + f'/{{name}}.pt').push(np.zeros((5, 2)), 0.0, 2.0, steps=4)\n"
         "print(sorted({'dask', 'zarr', 'ot', 'sklearn', 'mlflow', 'snakemake'} & set(sys.modules)))\n"
+        "print(dir(amcore))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    imported, public = done.stdout.strip().splitlines()
+    assert imported == "[]", done.stdout + done.stderr
+    assert public == str(sorted([*amcore.__all__, "__version__"]))  # the public names, not the modules it imported
 
 
 def test_the_library_trains_and_loads_without_the_pipelines_packages(tmp_path):

@@ -23,6 +23,7 @@ from torch import nn
 from amcore.data.labels import by_row_labels
 from amcore.data.times import uneven_times
 from amcore.errors import InputError
+from amcore.metrics import FEW_EFFECTIVE, effective_size
 from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
 from amcore.models.potentials import Potential, VectorField, velocity_fn
@@ -614,8 +615,6 @@ class TrainedModel:
 def _warn_few_carriers(weights: np.ndarray, t: float) -> None:
     """Warn where uAM's weights rest on under :data:`FEW_EFFECTIVE` of the particles (the pipeline flags it; audit
     57: a push from the API gave 117 times the mass for 32 with 1 % of the particles carrying it, and no word)."""
-    from amcore.metrics import FEW_EFFECTIVE, effective_size  # here: metrics imports POT, which imports sklearn
-
     if not len(weights):
         return
     if not np.isfinite(weights).all():  # not few carriers: a failed push, as evaluate and score read it
