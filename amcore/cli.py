@@ -495,6 +495,24 @@ def _warn_few_effective(who: str, time: str, share: float) -> None:
               "(effective sample size)", file=sys.stderr)  # fmt: skip
 
 
+def _advise_growth(who: str, errors: dict, holdout: str, growth: float) -> None:
+    """uAM's pushed mass far off at a training time, whose mass it was given: the price of growth is the likeliest
+    cause (investigation 77, a 3-d growing Gaussian: with `growth: 1` uAM read part of the motion as growth ahead and
+    death behind, its mass 43 % off at a training time where `growth: 0.1` missed by 3 %)."""
+    from amcore.evaluation.evaluate import MASS_ADVICE, percent
+
+    held = "none" if holdout == "none" else f"{float(holdout):g}"  # the keys' format
+    trained = {t: e for t, e in errors.items() if t != held and np.isfinite(e)}  # NaN: a failed push, said above
+    if not trained or max(trained.values()) <= MASS_ADVICE:
+        return
+    worst = max(trained, key=trained.get)
+    print(f"{who}: the pushed mass is off by {percent(trained[worst])} at t = {worst}, a training time whose mass "
+          f"uAM was given (more than {MASS_ADVICE:.0%}): its price of growth (growth: {growth:g}) may not fit these "
+          "data (too cheap, it reads motion as growth ahead and death behind; too dear, it cannot follow the "
+          f"masses); compare growth {growth / 10:g} and {growth * 10:g} on held-out times (docs/training.md)",
+          file=sys.stderr)  # fmt: skip
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -573,6 +591,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"amcore evaluate {args.model}: FLAGGED: the pushed mass is off by "
                   f"{percent(result['mass_rel_error'][off])} at t = {off} (more than {MASS_OFF:.0%}): the growth it "
                   "learned does not carry the population's", file=sys.stderr)  # fmt: skip
+        if model.objective == "uam" and "mass_rel_error" in result:
+            growth = float(model.config.get("growth", 1.0))
+            _advise_growth(f"amcore evaluate {args.model}", result["mass_rel_error"], args.holdout, growth)
         if "fewest_cells" in result:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
             print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "

@@ -18,6 +18,7 @@ DISTANCES = ("w1", "w2", "w1_subsample_noise", "sliced_w1", "sliced_w2", "mmd", 
 FEW_EFFECTIVE = metrics.FEW_EFFECTIVE  # weighted particles' effective share below which a prediction is flagged
 FEW_CELLS = 20  # cells on one side of a distance below which it is flagged: mostly sampling noise
 MASS_OFF = 0.5  # relative error of the weighted particles' mass at some time above which a prediction is flagged
+MASS_ADVICE = 0.2  # ... at a training time (whose mass uAM was given) above which evaluate speaks of `growth`
 ACTION_NOISE = 0.5  # sampling noise's share of the geodesic action above which action_ratio says little
 ACTION_SHORT = 0.9  # see falls_short
 
