@@ -53,6 +53,7 @@ def test_two_process_gloo_ddp_equals_one_process(tmp_path):
     assert any(not torch.allclose(other["model"][k], v) for k, v in single["model"].items())
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_importance_sampled_times_are_the_same_on_two_processes(tmp_path):
     """Audit 25: each process moved its time proposal with its own stream's integrand, where one process moved it
     between its streams (weights 5e-3 apart). Every stream of a step now draws from one proposal, moved by all of
@@ -64,6 +65,7 @@ def test_importance_sampled_times_are_the_same_on_two_processes(tmp_path):
     assert single["time_sampler"][1].all() and single["time_sampler"][0].std() > 0  # the proposal did adapt
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_head_auto_under_two_processes_chooses_and_trains_as_one_process(tmp_path):
     """Three trainings in one torchrun job (two candidates, then the chosen head): the process group is set up and
     torn down for each, and the ranks agree on the choice, which equals one process's."""
@@ -110,6 +112,7 @@ def test_killing_torchrun_stops_its_training_processes(tmp_path):
     assert not (out / "model.pt").exists() and (out / "model.pt.partial").exists()
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_two_processes_resume_a_streamed_training_together(tmp_path):
     """Audit 56: each rank decided alone whether to resume, and a streamed path's data key is its own rank's sample:
     rank 0 resumed, rank 1 started afresh, the job wrote a wrong model.pt and hung. The first rank decides for all

@@ -54,6 +54,7 @@ def expected_baselines(holdout: float) -> tuple[dict[str, float], np.ndarray]:
     return expected, true
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_eb_baselines_through_the_pipeline_match_the_protocol_written_out(tmp_path):
     """Snakemake's prepare and baseline jobs on the real subset: the same W1 as the independent computation, to
     float32 rounding (~1e-6 relative), and the reference numbers of ../shared/data/README.md (scaler fitted on all

@@ -35,6 +35,7 @@ def test_a_data_file_changed_in_place_reruns_prepare(tmp_path, tiny_config):
     assert plan.returncode == 0 and "rule prepare" in plan.stdout + plan.stderr
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_a_data_file_replaced_by_an_older_one_reruns_prepare(tmp_path, tiny_config):
     """cp -p or rsync -t keep the source's older mtime: Snakemake saw no newer input and kept the old store beside
     the new cells (audit 14). The file's size and mtime are a parameter of prepare."""
@@ -101,6 +102,7 @@ def test_a_number_where_a_list_belongs_gets_the_schema_s_one_line(tmp_path, tiny
     assert plan.returncode == 0 and "seed-1/model.pt" in plan.stdout, plan.stderr[-2000:]
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_more_threads_retrain_nothing_and_reach_the_training(tmp_path, tiny_config):
     """threads were a parameter of train: asking for two retrained every model to the same numbers (audit 14).
     They go as Snakemake's {threads}, each process its share."""
@@ -147,6 +149,7 @@ def test_a_model_s_settings_are_refused_before_any_job(tmp_path, tiny_config, mo
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_a_held_out_time_typed_in_full_names_the_simulated_time(tmp_path, tiny_config):
     """n_times 4 from 0 to 1 simulates 0.333333333333 (12 digits); 1/3 typed in full passed the Snakefile's check and
     was refused by prepare (audit 17). The Snakefile now holds out the very time simulated, in every stage."""

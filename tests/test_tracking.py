@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import BIN, ROOT, cli_env
 from mlflow.tracking import MlflowClient
@@ -52,6 +53,7 @@ def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, mlflo
     assert (tmp_path / "model.pt").exists()
 
 
+@pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_config):
     """Three invocations creating one sqlite database at once: each gets its parent run, none is untracked."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
