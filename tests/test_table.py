@@ -410,3 +410,17 @@ def test_an_interval_of_infinities_or_tiny_numbers_is_still_written():
     assert _interval_cell((np.inf, -np.inf, np.nan, 3, True)) == "+inf [-inf, +nan]"
     assert _interval_cell((-0.0004, -0.5, 0.5, 3, True)) == "+0.000 [-0.500, +0.500]"
     assert _interval_cell((1e-12, -2e-12, 3e-12, 3, True)) == "+1e-12 [-2e-12, +3e-12]"
+
+
+def test_held_out_times_are_headed_as_the_other_outputs_print_them():
+    """Audit 76: a held-out time of 1/48 day headed its column ``t = 0.020833333333333332`` where metrics.json and the
+    logs said 0.0208333; two times that would print alike keep their digits, and the table's rows keep them all."""
+    from amcore.evaluation.table import held_label
+
+    rows = [{**r, "holdout": {"1": "0.020833333333333332", "2": "0.5"}[r["holdout"]]} for r in _results()]
+    table = long_table(rows)
+    text = markdown(table)
+    assert "| method | t = 0.0208333 | t = 0.5 | mean |" in text and "0.020833333333333332" not in text
+    assert set(table["holdout"]) == {"0.020833333333333332", "0.5"}
+    alike = ["0.1234567", "0.12345671", "none"]
+    assert [held_label(h, alike) for h in alike] == alike

@@ -259,6 +259,21 @@ def _mark(marked: set[tuple[str, str]], method: str, holdout: str) -> str:
     return f" {FLAG_MARK}" if hit else ""
 
 
+def held_label(holdout: str, holdouts) -> str:
+    """A held-out time as the other outputs print it (6 digits), unless another would then print alike: the table's
+    ``holdout`` keeps every digit, so that it gives the float back (audit 76: 0.020833333333333332 in table.md where
+    metrics.json and the logs said 0.0208333)."""
+
+    def short(h: str) -> str:
+        try:
+            return f"{float(h):g}"
+        except ValueError:  # "none", "mean"
+            return h
+
+    alike = [h for h in holdouts if short(h) == short(holdout)]
+    return short(holdout) if len(set(alike) | {holdout}) == 1 else holdout
+
+
 def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None = None) -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds; ``settings``: the
     evaluate settings the distances were computed with (their subsample sizes), where every run shares them."""
@@ -324,12 +339,13 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
     ]  # fmt: skip
     if not any(present & set(names) for names, _ in meanings):
         del lines[-3:-1]  # no distance: no glossary
-    sections = flag_sections(table)
+    sections, held = flag_sections(table), list(dict.fromkeys(table["holdout"]))
     for runs, _, heading, what in sections:
         if len(runs):
             lines += [heading, ""]
             lines += [
-                f"- {r.method}, held-out {r.holdout}, seed {r.seed or '-'}: {what(r.value)}" for r in runs.itertuples()
+                f"- {r.method}, held-out {held_label(r.holdout, held)}, seed {r.seed or '-'}: {what(r.value)}"
+                for r in runs.itertuples()
             ]
             lines.append("")
     if marked := marked_runs(table):
@@ -339,7 +355,7 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
         cols = summary(table, metric)
         holdouts = list(dict.fromkeys(h for c in cols.values() for h in c))
         names = {"none": f"{NOT_A_MEAN.get(metric, 'mean over observed times')} (none held out)", "mean": "mean"}
-        header = ["method", *[names.get(h, f"t = {h}") for h in holdouts]]
+        header = ["method", *[names.get(h, f"t = {held_label(h, holdouts)}") for h in holdouts]]
         lines += [f"### {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, c in cols.items():
             draw = metric == "w1_subsample_noise"
@@ -375,7 +391,7 @@ NOT_A_MEAN = {
 def _paired_lines(pairs: dict, metric: str, reference: str) -> list[str]:
     """The paired-differences section of :func:`markdown`."""
     holdouts = list(dict.fromkeys(h for c in pairs.values() for h in c))
-    header = ["peer", *[("mean" if h == "mean" else f"t = {h}") for h in holdouts]]
+    header = ["peer", *[("mean" if h == "mean" else f"t = {held_label(h, holdouts)}") for h in holdouts]]
     note, mark = _interval_note(metric, [pairs])
     lines = [
         f"### {reference} − peer, {metric}, paired by seed",
