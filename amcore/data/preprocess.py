@@ -188,14 +188,14 @@ FLOAT32_STEPS = 100  # float32 steps per standard deviation below which a featur
 NEGLIGIBLE_SPREAD = 1e-3  # of the largest feature's spread: too small to matter in any distance, never refused
 
 
-PIPELINE_CENTRING = ", or set preprocess: {standardize: true} (centred in float64 before the cast)"
-
-
 def to_float32(
-    x: da.Array | np.ndarray, where: str, names: list[str] | None = None, centring: str = PIPELINE_CENTRING
+    x: da.Array | np.ndarray,
+    where: str,
+    names: list[str] | None = None,
+    fix: str = "subtract the offset, or set preprocess: {standardize: true} (centred in float64 before the cast)",
 ) -> da.Array | np.ndarray:
-    """``x`` in float32, as training holds it, refused where the cast would lose the data (``centring``: how the
-    caller's route centres the data, said after "subtract the offset").
+    """``x`` in float32, as training holds it, refused where the cast would lose the data (``fix``: what the
+    caller's route offers against an offset; the default, a config's).
 
     A float64 feature may hold values beyond float32's range, or vary little around a large offset: 1e8 plus noise
     of 1 keeps two or three distinct values in float32 (its step is 8 there), and everything downstream would look
@@ -227,7 +227,7 @@ def to_float32(
         raise InputError(
             f"{where}: {feature(k)} varies by {spread[k]:.3g} (standard deviation) around values as large as "
             f"{peak[k]:.10g}, where float32, in which training holds the data, resolves only {step[k]:.3g}; "
-            f"subtract the offset{centring}"
+            f"{fix}"
         )
     return x.astype(np.float32)
 

@@ -237,8 +237,8 @@ class Snapshots:
         check_time_resolution(t_values, "time")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         if x.dtype.kind in "iuf":  # bool (kind b) goes to 0 and 1 as it is
-            centring = " in float64 (x - x.mean(axis=0)) before the cells come here"
-            x = to_float32(x, "x", attrs.get("feature_names"), centring)
+            fix = "subtract the offset in float64 (x - x.mean(axis=0)) before the cells come here"
+            x = to_float32(x, "x", attrs.get("feature_names"), fix)
         x = np.ascontiguousarray(x[order], dtype=np.float32)
         blocks = [x[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]  # 7 times reduceat's speed
         low, high = np.array([b.min(0) for b in blocks]), np.array([b.max(0) for b in blocks])

@@ -270,8 +270,8 @@ def held_label(holdout: str, holdouts) -> str:
         except ValueError:  # "none", "mean"
             return h
 
-    alike = [h for h in holdouts if short(h) == short(holdout)]
-    return short(holdout) if len(set(alike) | {holdout}) == 1 else holdout
+    alike = {h for h in holdouts if short(h) == short(holdout)} | {holdout}
+    return short(holdout) if len(alike) == 1 else holdout
 
 
 def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None = None) -> str:
