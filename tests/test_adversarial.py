@@ -5,7 +5,7 @@ in hours (0-48). Before AM's boundary terms followed the path's own ends, such d
 bound and fling cells out of the data. Checked: the training loss stays above minus half the path's action (the
 bound, less 10 % for Monte Carlo noise in the logged loss), no cell leaves the data's box, and the held-out
 prediction is no worse than the spline path AM trained on by more than the data's noise floor (W1 between two
-halves of the held-out cells).
+halves of the held-out cells). eAM and uAM are held to the same on it.
 """
 
 import sys
@@ -27,6 +27,21 @@ def test_am_holds_up_on_a_tiny_heavy_tailed_time_course_in_hours(tmp_path):
     assert am["final_loss"] > 1.1 * am["bound"], am
     assert am["escaped"] == 0, am
     assert am["excess"] <= 1.0, am  # AM - its interpolant, in noise floors
+
+
+def test_eam_holds_up_on_a_tiny_heavy_tailed_time_course_in_hours(tmp_path):
+    """eAM on the same course, with a noise that alone spreads a cell by half the cells' spread over the 48 hours
+    (sigma in the course's own units, per square root of an hour): its Laplacian term is a second derivative of the
+    potential that the outliers' chains could drive anywhere, and the SDE push adds noise on top of the drift.
+    Checked: the training finishes, no pushed cell leaves the data's box, and the held-out prediction is within a
+    noise floor of the spline path eAM trained on."""
+    result = adversarial.run_case("tiny_heavy_hours", steps=500, interpolations=("spline",), workdir=tmp_path,
+                                  objective="eam", width=64, batch_size=128)  # fmt: skip
+    eam = result["spline"]
+    assert result["sigma"] > 0, result
+    assert eam["diverged"] is None, eam
+    assert eam["escaped"] == 0, eam
+    assert eam["excess"] <= 1.0, eam
 
 
 @pytest.mark.parametrize("objective", ["am", "uam"])

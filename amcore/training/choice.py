@@ -1,9 +1,11 @@
 """Choosing between AM settings on training cells none of the candidates saw (``head: auto``).
 
 Every AM model minimises the same objective, ``1/2 E int |grad s - grad s*|^2 dt`` up to a constant that depends on
-the path alone, so of two models the one with the lower objective on the path through cells held apart from both
-trainings is the closer to that path's field. The objective is estimated for every candidate on the same draws
-(common random numbers): the paired difference has a far smaller standard error than either estimate.
+the path alone (eAM's ``grad s*`` is the drift that carries the path under its noise; uAM's expectation is weighted
+by the path's mass and adds ``growth/2 (s - s*)^2``), so of two models the one with the lower objective on the path
+through cells held apart from both trainings is the closer to that path's field. The objective is estimated for
+every candidate on the same draws (common random numbers): the paired difference has a far smaller standard error
+than either estimate.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def held_apart_objectives(
     knots=None,
     levels=None,
 ) -> dict[str, np.ndarray]:
-    """``{candidate: per-batch AM objective}`` on ``path``, every candidate on the same draws; times drawn on the
+    """``{candidate: per-batch objective}`` on ``path``, every candidate on the same draws; times drawn on the
     candidates' clock (``knots``, ``levels``: ``TimeSampler``), as in their trainings and validations."""
     values = {}
     for name, network in networks.items():

@@ -301,10 +301,10 @@ class TrainConfig:
                 "interpolation 'nearest' draws frames, not pairs: Flow Matching regresses on a pair's velocity and "
                 "needs interpolation 'linear' or 'spline'"
             )
-        if self.head == "auto" and self.objective != "am":
-            raise InputError(f"head 'auto' chooses the head by AM's objective on held-apart training cells: it "
-                             f"needs objective 'am', got {self.objective!r}; set head scalar, quadratic or "
-                             "inner")  # fmt: skip
+        if self.head == "auto" and self.objective == "fm":
+            raise InputError("head 'auto' chooses the potential's head by the objective on held-apart training "
+                             "cells: it needs objective 'am', 'eam' or 'uam', got 'fm' (a vector field, no "
+                             "potential)")  # fmt: skip
         if not self.growth > 0:  # also refuses NaN
             raise ValueError(
                 f"growth must be > 0, got {self.growth}: uAM's growth rate is growth * s and its loss has "
@@ -1111,8 +1111,9 @@ def _candidate(checkpoint: Path, head: str) -> Path:
 
 def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, path) -> dict:
     """``head: auto``: the scalar and the inner head trained on nine tenths of every training time's cells, and the
-    one whose AM objective is lower on the path through the tenth held apart (the scalar head unless the inner is
-    clearly better: ``choice.choose``). The held-out times are dropped first: they never reach the choice."""
+    one whose objective (AM's, eAM's or uAM's: each is half the squared distance to its path's field plus a constant
+    of the path) is lower on the path through the tenth held apart (the scalar head unless the inner is clearly
+    better: ``choice.choose``). The held-out times are dropped first: they never reach the choice."""
     if snaps is None or path is not None:
         raise InputError("head 'auto' holds training cells apart to choose the head: it needs snapshots, not a "
                          "given path")  # fmt: skip
@@ -1138,8 +1139,10 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
     device = next(iter(payload["ema"].values())).device
     networks = {head: network.to(device) for head, network in networks.items()}
     held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight)
-    # The pathwise estimator where the path has velocities: the same objective, and a smaller error.
-    share = 1.0 if cfg.interpolation != "nearest" and cfg.time_weight == "none" else 0.0
+    # The pathwise estimator where the path has velocities: the same objective, and a smaller error (eAM's has
+    # none: its Laplacian term is read where the points are).
+    pathwise = cfg.objective != "eam" and cfg.interpolation != "nearest" and cfg.time_weight == "none"
+    share = 1.0 if pathwise else 0.0
     clock = payload["model_args"]  # both candidates' clock: the same cells, the same levels
     values = choice.held_apart_objectives(networks, held, replace(cfg.spec(), pathwise=share), cfg.batch_size,
                                           choice.BATCHES, cfg.seed + VALIDATION_SEED, clock.get("time_knots"),
@@ -1150,7 +1153,8 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
         dist.broadcast_object_list(shared, src=0)
         head = shared[0]
     diff = record["differences"]["inner"]
-    _say_once(f"amcore train: head auto: AM objective on the held-apart cells {record['objectives']['scalar']:.5g} "
+    _say_once(f"amcore train: head auto: {cfg.objective} objective on the held-apart cells "
+        f"{record['objectives']['scalar']:.5g} "
         f"(scalar), {record['objectives']['inner']:.5g} (inner), difference {diff['difference']:+.4g} ± "
         f"{diff['se']:.2g}: head {head}")  # fmt: skip
     return {"head": head, "head_objective_scalar": record["objectives"]["scalar"],
