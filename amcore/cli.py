@@ -249,6 +249,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint
         run.log_artifact(args.loss_csv)
     kept = f"; head {summary['head']} (chosen on held-apart cells)" if cfg.head == "auto" else ""
+    if cfg.growth == "auto":
+        kept += f"; growth {summary['growth']:g} (chosen by its push through the training times)"
     if "best_step" in summary:
         kept += f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
     if os.environ.get("RANK", "0") == "0":  # one line for the job, not one per process
@@ -509,7 +511,8 @@ def _advise_growth(who: str, errors: dict, holdout: str, growth: float) -> None:
     print(f"{who}: the pushed mass is off by {percent(trained[worst])} at t = {worst}, a training time whose mass "
           f"uAM was given (more than {MASS_ADVICE:.0%}): its price of growth (growth: {growth:g}) may not fit these "
           "data (too cheap, it reads motion as growth ahead and death behind; too dear, it cannot follow the "
-          f"masses); compare growth {growth / 10:g} and {growth * 10:g} on held-out times (docs/training.md)",
+          f"masses); growth: auto chooses it on the training times, or compare growth {growth / 10:g} and "
+          f"{growth * 10:g} on held-out times (docs/training.md)",
           file=sys.stderr)  # fmt: skip
 
 

@@ -70,7 +70,6 @@ _DOMAINS: dict[str, tuple[str, str, Callable | None]] = {
     "pathwise": ("number", "a number in [0, 1]", None),
     "sigma": ("number", "a number >= 0", None),
     "sigma_final": ("number|null", "a number >= 0 or null", None),
-    "growth": ("number", "a number > 0", None),
     "exact_trace_max_dim": ("int", "an integer >= 1", _in(1)),
     "probes": ("int", "an integer >= 1", _in(1)),
     "ot_max_size": ("int", "an integer >= 2", _in(2)),
@@ -109,6 +108,8 @@ def _check_domains(cfg: TrainConfig) -> None:
         if not typed or (test is not None and not test(value)):
             kind_of = "" if typed else f" (a {type(value).__name__})"
             raise InputError(f"{name} must be {what}, got {value!r}{kind_of}")
+    if cfg.growth != "auto" and not _number(cfg.growth):  # > 0 in __post_init__, with why
+        raise InputError(f"growth must be 'auto' or a number > 0, got {cfg.growth!r} (a {type(cfg.growth).__name__})")
     tension = cfg.tension
     if tension != "auto" and not (_number(tension) and 0 <= tension <= 1):
         raise InputError(f"tension must be 'auto' or a number in [0, 1], got {tension!r}")
@@ -163,7 +164,7 @@ class TrainConfig:
     pathwise: float = 0.0
     sigma: float = 0.0
     sigma_final: float | None = None
-    growth: float = 1.0
+    growth: float | str = 1.0
     laplacian: str = "auto"
     exact_trace_max_dim: int = 1
     probes: int = 1
@@ -305,7 +306,10 @@ class TrainConfig:
             raise InputError("head 'auto' chooses the potential's head by the objective on held-apart training "
                              "cells: it needs objective 'am', 'eam' or 'uam', got 'fm' (a vector field, no "
                              "potential)")  # fmt: skip
-        if not self.growth > 0:  # also refuses NaN
+        if self.growth == "auto" and self.head == "auto":
+            raise InputError("growth 'auto' and head 'auto' each train candidates: choose one of them at a time "
+                             "(head auto first, then set the head it chose)")  # fmt: skip
+        if self.growth != "auto" and not self.growth > 0:  # also refuses NaN
             raise ValueError(
                 f"growth must be > 0, got {self.growth}: uAM's growth rate is growth * s and its loss has "
                 "+ 1/2 growth s^2, which for growth <= 0 is unbounded below (or, at 0, linear in a constant shift of "
@@ -970,6 +974,8 @@ def train(
             chosen = _chosen_before(snaps, cfg, partial_path(checkpoint))
             chosen = chosen or _choose_head(snaps, cfg, Path(checkpoint), path)
             cfg = replace(cfg, head=chosen["head"])
+        if cfg.growth == "auto":
+            return _choose_growth(snaps, cfg, Path(checkpoint), Path(loss_csv), path)
         summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
         if os.environ.get("RANK", "0") == "0":  # an interrupted head auto's candidates, when the job changed head
             for head in HEAD_CANDIDATES:
@@ -1159,6 +1165,46 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
         f"{diff['se']:.2g}: head {head}")  # fmt: skip
     return {"head": head, "head_objective_scalar": record["objectives"]["scalar"],
             "head_objective_inner": record["objectives"]["inner"], "head_difference_se": diff["se"]}  # fmt: skip
+
+
+def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path, path) -> dict:
+    """``growth: auto``: uAM trained at each of ``choice.GROWTHS`` on the training times, each pushed from the first
+    training time through the others (``choice.growth_score``), and the best kept as the model (``choice.
+    choose_growth``): three trainings, none repeated. The held-out times are dropped first: they never reach the
+    choice. A candidate's loss curve is in its loss CSV, not in ``on_metrics`` (three curves on one axis)."""
+    from amcore.models.trained import load
+
+    if snaps is None or path is not None:
+        raise InputError("growth 'auto' pushes the training times' cells to choose the price of growth: it needs "
+                         "snapshots, not a given path")  # fmt: skip
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("growth 'auto' trains its candidates in one process: set a growth (or train them one by "
+                         "one), or train on one process")  # fmt: skip
+    training = snaps.drop_times(snaps.attrs.get("holdout_times", [])).in_memory()
+    scores, trained = {}, {}
+    _say_once(f"amcore train: growth auto: training uam at growth {', '.join(f'{g:g}' for g in choice.GROWTHS)} "
+              f"({cfg.steps} steps each), each pushed from the first training time through the others")  # fmt: skip
+    for growth in choice.GROWTHS:
+        candidate = checkpoint.with_name(f"{checkpoint.name}.growth-{growth:g}")  # its .partial resumes after a kill
+        losses = candidate.with_name(f"{candidate.name}.csv")
+        _say_once(f"amcore train: growth auto: candidate growth {growth:g}")
+        trained[growth] = (candidate, losses, _fit(snaps, replace(cfg, growth=growth), candidate, losses, None,
+                                                   None, None)[0])  # fmt: skip
+        scores[growth] = choice.growth_score(load(candidate), training, cfg.seed)
+    growth, record = choice.choose_growth(scores)
+    shown = "; ".join(f"{g:g}: W1 {v['w1']:.4g}, mass off by up to {v['mass_error']:.1%}" for g, v in scores.items())
+    _say_once(f"amcore train: growth auto: {shown}: growth {growth:g}" + ("" if record["gated"] else
+              f" (every candidate missed a training mass by more than {choice.MASS_GATE:.0%})"))  # fmt: skip
+    candidate, losses, summary = trained[growth]
+    payload = torch.load(candidate, map_location="cpu", weights_only=False)
+    payload["growth_choice"] = record
+    save_checkpoint(checkpoint, payload)
+    os.replace(losses, loss_csv)
+    for other, other_losses, _ in trained.values():
+        other.unlink(missing_ok=True)
+        other_losses.unlink(missing_ok=True)
+    flat = {f"growth_w1_{g:g}": v["w1"] for g, v in scores.items()}
+    return summary | {"growth": growth} | flat
 
 
 def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path) -> None:
