@@ -83,9 +83,9 @@ def growth_score(model, training, seed: int) -> dict:
 
     rng = np.random.default_rng(seed)
 
-    def cells(k: int) -> np.ndarray:
-        x = np.asarray(training.snapshot(k), dtype=np.float32)
-        return x[np.sort(rng.choice(len(x), min(len(x), GROWTH_CELLS), replace=False))]
+    def cells(k: int) -> np.ndarray:  # a seeded sample of a time's cells, the only rows read from a lazy store
+        x = training.snapshot(k)
+        return np.asarray(x[np.sort(rng.choice(len(x), min(len(x), GROWTH_CELLS), replace=False))], dtype=np.float32)
 
     times = np.asarray(training.t_values, dtype=np.float64)
     masses = training.masses() / training.masses()[0]

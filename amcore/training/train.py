@@ -1180,7 +1180,7 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("growth 'auto' trains its candidates in one process: set a growth (or train them one by "
                          "one), or train on one process")  # fmt: skip
-    training = snaps.drop_times(snaps.attrs.get("holdout_times", [])).in_memory()
+    training = snaps.drop_times(snaps.attrs.get("holdout_times", []))  # lazy stays lazy: a sample is read
     scores, trained = {}, {}
     _say_once(f"amcore train: growth auto: training uam at growth {', '.join(f'{g:g}' for g in choice.GROWTHS)} "
               f"({cfg.steps} steps each), each pushed from the first training time through the others")  # fmt: skip
