@@ -187,7 +187,11 @@ _gpus = config["gpus"] if _site is None else _site
 PROCESSES = max(1, _gpus if _gpus > 0 else config["train_processes"])
 for _model in MODELS:
     try:
-        TrainConfig.from_params(config["models"][_model]).streams_of(PROCESSES)
+        _cfg = TrainConfig.from_params(config["models"][_model])
+        _cfg.streams_of(PROCESSES)
+        if _cfg.growth == "auto" and PROCESSES > 1:  # refused before prepare runs, not in the train job (review 81)
+            raise InputError(f"growth 'auto' trains its candidates in one process, but train runs {PROCESSES}: set "
+                             "a growth, or train_processes / gpus 1")  # fmt: skip
         _method = config["integrate"]["models"].get(_model, {}).get("method", config["integrate"]["method"])
         integrator(config["models"][_model]["objective"], _method)
     except (InputError, ValueError) as err:

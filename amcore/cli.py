@@ -497,7 +497,7 @@ def _warn_few_effective(who: str, time: str, share: float) -> None:
               "(effective sample size)", file=sys.stderr)  # fmt: skip
 
 
-def _advise_growth(who: str, errors: dict, holdout: str, growth: float) -> None:
+def _advise_growth(who: str, errors: dict, holdout: str, growth: float, chosen: bool = False) -> None:
     """uAM's pushed mass far off at a training time, whose mass it was given: the price of growth is the likeliest
     cause (investigation 77, a 3-d growing Gaussian: with `growth: 1` uAM read part of the motion as growth ahead and
     death behind, its mass 43 % off at a training time where `growth: 0.1` missed by 3 %)."""
@@ -508,11 +508,11 @@ def _advise_growth(who: str, errors: dict, holdout: str, growth: float) -> None:
     if not trained or max(trained.values()) <= MASS_ADVICE:
         return
     worst = max(trained, key=trained.get)
+    how = "growth: auto chose it among 0.1, 1 and 10; " if chosen else "growth: auto chooses it on training times, or "
     print(f"{who}: the pushed mass is off by {percent(trained[worst])} at t = {worst}, a training time whose mass "
           f"uAM was given (more than {MASS_ADVICE:.0%}): its price of growth (growth: {growth:g}) may not fit these "
           "data (too cheap, it reads motion as growth ahead and death behind; too dear, it cannot follow the "
-          f"masses); growth: auto chooses it on the training times, or compare growth {growth / 10:g} and "
-          f"{growth * 10:g} on held-out times (docs/training.md)",
+          f"masses); {how}compare growth {growth / 10:g} and {growth * 10:g} on held-out times (docs/training.md)",
           file=sys.stderr)  # fmt: skip
 
 
@@ -596,7 +596,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                   "learned does not carry the population's", file=sys.stderr)  # fmt: skip
         if model.objective == "uam" and "mass_rel_error" in result:
             growth = float(model.config.get("growth", 1.0))
-            _advise_growth(f"amcore evaluate {args.model}", result["mass_rel_error"], args.holdout, growth)
+            _advise_growth(f"amcore evaluate {args.model}", result["mass_rel_error"], args.holdout, growth,
+                           model.info.get("growth_choice") is not None)  # fmt: skip
         if "fewest_cells" in result:
             few = ", ".join(f"t = {t} ({n})" for t, n in result["fewest_cells"].items())
             print(f"amcore evaluate {args.model}: few cells at {few}: those distances are mostly sampling noise "

@@ -45,6 +45,30 @@ def test_the_held_out_cells_reach_no_choice_and_the_chosen_candidate_is_the_mode
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "c.csv").read_text()
 
 
+def test_a_candidate_that_diverges_is_set_aside_and_nothing_is_left_behind(tmp_path, monkeypatch):
+    """Review 81: a price of growth whose training diverges is one the choice sets aside, not the end of it; a
+    training of a fixed growth into the same checkpoint removes what an interrupted growth auto left there."""
+    from amcore.errors import TrainingDiverged
+    from amcore.training import train as training
+
+    fit = training._fit
+
+    def diverging(snaps, cfg, *args, **kwargs):
+        if cfg.growth == 10.0:
+            raise TrainingDiverged("the loss is nan (NaN or inf)")
+        return fit(snaps, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_fit", diverging)
+    summary = train(snapshots(np.nan), TrainConfig(**SMALL), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert summary["growth"] in (0.1, 1.0) and summary["growth_w1_10"] == float("inf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "m.pt"]
+    monkeypatch.undo()
+    for name in ("m.pt.growth-0.1", "m.pt.growth-0.1.csv", "m.pt.growth-1", "m.pt.growth-10.partial"):
+        (tmp_path / name).write_text("left by a killed growth auto")
+    train(snapshots(np.nan), TrainConfig(**{**SMALL, "growth": 1.0}), tmp_path / "m.pt", tmp_path / "m.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "m.pt"]
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

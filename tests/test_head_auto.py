@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_inner_loo import snapshots
 
-from amcore import TrainConfig, load, train
+from amcore import Snapshots, TrainConfig, load, train
 from amcore.errors import InputError
 from amcore.training import choice
 from amcore.training.train import partial_path
@@ -66,6 +66,26 @@ def test_resuming_keeps_the_choice_made_before_the_interruption(tmp_path, capsys
     assert resumed["head"] == whole["head"] and resumed["head_objective_inner"] == whole["head_objective_inner"]
     a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=True)["ema"] for n in ("whole", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same weights as the run never interrupted
+
+
+def test_uam_chooses_alike_in_any_units_and_on_the_unbalanced_path(tmp_path):
+    """Review 81: the held-apart objective priced uAM's growth at ``growth`` where training prices it at ``growth /
+    x_scale^2``, so cells in thousands weighed its ``growth/2 s^2`` term a million times too heavily; and the held-apart
+    path of ``coupling: unbalanced`` had no length for growth and failed. The same cells times 1000 now give the same
+    objectives times 1000^2 (the potential's unit: x^2 / t), to float32 round-off over 40 Adam steps."""
+    snaps = snapshots(np.nan)
+    labels = np.repeat(snaps.t_values, snaps.counts())
+    cfg = TrainConfig(objective="uam", head="auto", **SMALL)
+    runs = []
+    for scale in (1.0, 1000.0):
+        scaled = Snapshots.from_labels(np.asarray(snaps.x) * scale, labels, attrs=dict(snaps.attrs))
+        runs.append(train(scaled, cfg, tmp_path / f"{scale:g}.pt", tmp_path / f"{scale:g}.csv"))
+    for key in ("head_objective_scalar", "head_objective_inner"):
+        assert runs[1][key] == pytest.approx(runs[0][key] * 1e6, rel=1e-3), key
+    assert runs[1]["head"] == runs[0]["head"]
+    unbalanced = TrainConfig(objective="uam", head="auto", coupling="unbalanced", **SMALL)
+    summary = train(snaps, unbalanced, tmp_path / "u.pt", tmp_path / "u.csv")
+    assert np.isfinite(summary["head_objective_inner"]) and summary["head"] in ("scalar", "inner")
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,16 @@ def test_a_model_s_settings_are_refused_before_any_job(tmp_path, tiny_config, mo
     assert not (tmp_path / "results").exists()
 
 
+def test_growth_auto_on_several_processes_is_refused_before_any_job(tmp_path, tiny_config):
+    """Review 81: train refused it in its own job, after prepare had run."""
+    config = {**tiny_config, "models": {"u": {"objective": "uam", "growth": "auto"}}, "train_processes": 2}
+    plan = snakemake(tmp_path, config, "-n")
+    assert plan.returncode != 0 and "growth 'auto' trains its candidates in one process, but train runs 2" in (
+        plan.stdout + plan.stderr
+    )
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
 def test_a_held_out_time_typed_in_full_names_the_simulated_time(tmp_path, tiny_config):
     """n_times 4 from 0 to 1 simulates 0.333333333333 (12 digits); 1/3 typed in full passed the Snakefile's check and

@@ -248,9 +248,11 @@ def test_evaluate_speaks_of_the_price_of_growth_where_a_training_times_mass_is_m
     said = capsys.readouterr().err
     assert (f"amcore evaluate u: the pushed mass is off by {errors['2']:.0%} at t = 2, a training time whose mass "
             "uAM was given (more than 20%): its price of growth (growth: 0.5) may not fit") in said  # fmt: skip
-    assert "growth: auto chooses it on the training times, or compare growth 0.05 and 5" in said
+    assert "growth: auto chooses it on training times, or compare growth 0.05 and 5" in said
     assert "FLAGGED" not in said
     from amcore.cli import _advise_growth
 
     _advise_growth("u", {"1": 0.1, "2": 0.4}, "2.0", 0.5)  # t = 2 held out: uAM was not given its mass
     assert capsys.readouterr().err == ""
+    _advise_growth("u", {"1": 0.3}, "none", 0.1, chosen=True)  # growth auto's own pick: not "auto chooses it"
+    assert "growth: auto chose it among 0.1, 1 and 10; compare growth 0.01 and 1" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import pickle
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -977,9 +978,11 @@ def train(
         if cfg.growth == "auto":
             return _choose_growth(snaps, cfg, Path(checkpoint), Path(loss_csv), path)
         summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
-        if os.environ.get("RANK", "0") == "0":  # an interrupted head auto's candidates, when the job changed head
+        if os.environ.get("RANK", "0") == "0":  # an interrupted head or growth auto's candidates (review 81)
             for head in HEAD_CANDIDATES:
                 partial_path(_candidate(Path(checkpoint), head)).unlink(missing_ok=True)
+            for growth in choice.GROWTHS:
+                _remove_candidate(*_growth_candidate(Path(checkpoint), growth))
         return summary
     finally:
         torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
@@ -1144,13 +1147,17 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
         weight = summary.get("velocity_weight", weight)
     device = next(iter(payload["ema"].values())).device
     networks = {head: network.to(device) for head, network in networks.items()}
-    held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight)
+    # uAM's unbalanced coupling prices growth at the candidates' own length (review 81: it was left out)
+    length = growth_length(cfg, training_moments(fit) if cfg.units == "standard" else None)
+    held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight, length)
     # The pathwise estimator where the path has velocities: the same objective, and a smaller error (eAM's has
     # none: its Laplacian term is read where the points are).
     pathwise = cfg.objective != "eam" and cfg.interpolation != "nearest" and cfg.time_weight == "none"
     share = 1.0 if pathwise else 0.0
-    clock = payload["model_args"]  # both candidates' clock: the same cells, the same levels
-    values = choice.held_apart_objectives(networks, held, replace(cfg.spec(), pathwise=share), cfg.batch_size,
+    clock = payload["model_args"]  # both candidates' clock and units: the same cells, the same levels
+    # uAM's growth as its training read it, per standard unit (``Run.growth_unit``; review 81: x_scale^2 off)
+    spec = replace(cfg.spec(), pathwise=share, growth=cfg.growth / clock.get("x_scale", 1.0) ** 2)
+    values = choice.held_apart_objectives(networks, held, spec, cfg.batch_size,
                                           choice.BATCHES, cfg.seed + VALIDATION_SEED, clock.get("time_knots"),
                                           clock.get("time_levels"))  # fmt: skip
     head, record = choice.choose(values, "scalar")
@@ -1170,8 +1177,9 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
 def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path, path) -> dict:
     """``growth: auto``: uAM trained at each of ``choice.GROWTHS`` on the training times, each pushed from the first
     training time through the others (``choice.growth_score``), and the best kept as the model (``choice.
-    choose_growth``): three trainings, none repeated. The held-out times are dropped first: they never reach the
-    choice. A candidate's loss curve is in its loss CSV, not in ``on_metrics`` (three curves on one axis)."""
+    choose_growth``): three trainings. The held-out times are dropped first: they never reach the
+    choice. A candidate's loss curve is in its loss CSV, not in ``on_metrics`` (three curves on one axis). A rerun
+    after a kill resumes the candidate in progress and trains the finished ones again (they are not kept apart)."""
     from amcore.models.trained import load
 
     if snaps is None or path is not None:
@@ -1184,14 +1192,23 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
     scores, trained = {}, {}
     _say_once(f"amcore train: growth auto: training uam at growth {', '.join(f'{g:g}' for g in choice.GROWTHS)} "
               f"({cfg.steps} steps each), each pushed from the first training time through the others")  # fmt: skip
-    for growth in choice.GROWTHS:
-        candidate = checkpoint.with_name(f"{checkpoint.name}.growth-{growth:g}")  # its .partial resumes after a kill
-        losses = candidate.with_name(f"{candidate.name}.csv")
-        _say_once(f"amcore train: growth auto: candidate growth {growth:g}")
-        trained[growth] = (candidate, losses, _fit(snaps, replace(cfg, growth=growth), candidate, losses, None,
-                                                   None, None)[0])  # fmt: skip
-        scores[growth] = choice.growth_score(load(candidate), training, cfg.seed)
-    growth, record = choice.choose_growth(scores)
+    try:
+        for growth in choice.GROWTHS:
+            candidate, losses = _growth_candidate(checkpoint, growth)  # its .partial resumes after a kill
+            _say_once(f"amcore train: growth auto: candidate growth {growth:g}")
+            try:
+                summary = _fit(snaps, replace(cfg, growth=growth), candidate, losses, None, None, None)[0]
+            except TrainingDiverged as err:  # a price of growth that diverges is one to set aside, not the end
+                _say_once(f"amcore train: growth auto: growth {growth:g} diverged ({err}): set aside")
+                scores[growth] = {"w1": float("inf"), "mass_error": float("inf")}
+                continue
+            trained[growth] = (candidate, losses, summary)
+            scores[growth] = choice.growth_score(load(candidate), training, cfg.seed)
+        growth, record = choice.choose_growth(scores)
+    except BaseException:  # no finished candidate is left to look like a model; an interrupted one's state stays
+        for other in choice.GROWTHS:  # to resume (a kill -9 leaves them all, removed by the next training here)
+            _remove_candidate(*_growth_candidate(checkpoint, other), resumable=False)
+        raise
     shown = "; ".join(f"{g:g}: W1 {v['w1']:.4g}, mass off by up to {v['mass_error']:.1%}" for g, v in scores.items())
     _say_once(f"amcore train: growth auto: {shown}: growth {growth:g}" + ("" if record["gated"] else
               f" (every candidate missed a training mass by more than {choice.MASS_GATE:.0%})"))  # fmt: skip
@@ -1199,12 +1216,24 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
     payload = torch.load(candidate, map_location="cpu", weights_only=False)
     payload["growth_choice"] = record
     save_checkpoint(checkpoint, payload)
-    os.replace(losses, loss_csv)
-    for other, other_losses, _ in trained.values():
-        other.unlink(missing_ok=True)
-        other_losses.unlink(missing_ok=True)
+    with replacing(loss_csv) as tmp:  # any folder, any file system
+        shutil.copyfile(losses, tmp)
+    for other in choice.GROWTHS:
+        _remove_candidate(*_growth_candidate(checkpoint, other))
     flat = {f"growth_w1_{g:g}": v["w1"] for g, v in scores.items()}
     return summary | {"growth": growth} | flat
+
+
+def _growth_candidate(checkpoint: Path, growth: float) -> tuple[Path, Path]:
+    """Where ``growth: auto`` trains its candidate ``growth``, and its loss CSV."""
+    candidate = checkpoint.with_name(f"{checkpoint.name}.growth-{growth:g}")
+    return candidate, candidate.with_name(f"{candidate.name}.csv")
+
+
+def _remove_candidate(candidate: Path, losses: Path, resumable: bool = True) -> None:
+    """A growth candidate's files; with ``resumable``, its resumable state too."""
+    for leftover in (candidate, losses, *([partial_path(candidate)] if resumable else [])):
+        leftover.unlink(missing_ok=True)
 
 
 def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path) -> None:
