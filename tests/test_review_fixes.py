@@ -86,6 +86,8 @@ def test_nonpositive_growth_is_refused_by_the_schema(growth):
     message = schema_refuses({"objective": "uam", "growth": growth})
     assert message is not None and "growth" in message and "less than or equal to the minimum of 0" in message
     assert schema_refuses({"objective": "uam", "growth": 0.5}) is None
+    assert schema_refuses({"objective": "uam", "growth": "auto"}) is None
+    assert "'fast' does not match '^auto$'" in schema_refuses({"objective": "uam", "growth": "fast"})
 
 
 # --- 3. per-cell mass weights: not promised, since no reader produces them ------------------------------------
