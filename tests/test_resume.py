@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 import torch
 from conftest import BIN, cli_env
 
@@ -100,3 +101,41 @@ def test_a_partial_saved_before_a_setting_existed_resumes_only_for_the_clock(tmp
         train(Snapshots.from_labels(x, t), cfg, tmp_path / f"{missing}.pt", tmp_path / f"{missing}.csv")
         err = capsys.readouterr().err
         assert ("resuming from step 10" in err) == (missing == "time_clock"), err
+
+
+@pytest.mark.slow  # three trainings twice, in processes of their own (the plain kill -9 case above is fast)
+def test_growth_auto_killed_in_a_candidate_resumes_to_the_uninterrupted_model(tmp_path):
+    """kill -9 while ``growth: auto`` trains its second candidate: nothing looks finished; the rerun trains the first
+    candidate again, resumes the second from its state and keeps the model an uninterrupted choice keeps, with no
+    candidate file left beside it."""
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 200, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    params = {**PARAMS, "objective": "uam", "growth": "auto", "steps": 300}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        folder.mkdir()
+
+    def cmd(out):
+        return [*_train_cmd(store, out)[:5], json.dumps(params), *_train_cmd(store, out)[6:]]
+
+    subprocess.run(cmd(straight), env=cli_env(), check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(cmd(killed), env=cli_env(), stderr=subprocess.DEVNULL)
+    partial = partial_path(killed / "model.pt.growth-1")
+    deadline = time.monotonic() + 400
+    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= 100):
+        assert proc.poll() is None, "training ended before it could be killed: make it longer"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "a killed job must not look finished"
+    resumed = subprocess.run(cmd(killed), env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from step" in resumed.stderr
+    assert sorted(p.name for p in killed.iterdir()) == ["loss.csv", "model.pt"]
+    a = torch.load(straight / "model.pt", weights_only=False)
+    b = torch.load(killed / "model.pt", weights_only=False)
+    assert a["growth_choice"] == b["growth_choice"]
+    for name in a["ema"]:
+        torch.testing.assert_close(b["ema"][name], a["ema"][name], rtol=0, atol=1e-6)
