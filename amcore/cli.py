@@ -246,6 +246,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         summary = train(snaps, cfg, args.checkpoint, args.loss_csv, on_metrics)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        # what an auto setting chose, beside the param that says "auto" (audit 82: the head was in no param or metric)
+        run.log_params({f"{name}_chosen": summary[name] for name in ("head", "growth") if getattr(cfg, name) == "auto"})
         run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint
         run.log_artifact(args.loss_csv)
     kept = f"; head {summary['head']} (chosen on held-apart cells)" if cfg.head == "auto" else ""

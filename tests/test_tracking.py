@@ -153,3 +153,31 @@ def test_a_tracking_database_on_a_full_disk_is_one_line_not_a_traceback_a_retry(
     assert said.count("database or disk is full") == 1, said[:3000]
     assert "amcore: MLflow did not take 1000 metric values of stage export" in said
     assert len(said.splitlines()) <= 3, said[:3000]
+
+
+def test_what_an_auto_setting_chose_reaches_mlflow(tmp_path, monkeypatch):
+    """The train run's params keep ``head: auto`` and ``growth: auto`` as given; what they chose goes beside them as
+    ``head_chosen`` / ``growth_chosen`` (audit 82: the chosen head was in no param, tag or metric)."""
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 60, seed=0)
+    write_store(tmp_path / "store.zarr", Snapshots.from_labels(x, t))
+    for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
+        monkeypatch.delenv(key, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.start_parent(uri, "chosen", tmp_path, {})
+    env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
+    small = {"steps": 30, "batch_size": 32, "width": 8, "depth": 1, "threads": 1, "log_every": 10}
+    for name, auto in (("head", {"objective": "eam", "sigma": 0.3, "head": "auto"}),
+                       ("growth", {"objective": "uam", "growth": "auto"})):  # fmt: skip
+        cmd = [str(BIN / "amcore"), "train", "--store", str(tmp_path / "store.zarr"), "--params",
+               json.dumps({**small, **auto}), "--checkpoint", str(tmp_path / f"{name}.pt"), "--loss-csv",
+               str(tmp_path / f"{name}.csv"), "--tags", json.dumps({"which": name})]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("chosen").experiment_id
+    runs = {r.data.tags["which"]: r for r in client.search_runs([experiment], "tags.`amcore.stage` = 'train'")}
+    head, growth = runs["head"].data, runs["growth"].data
+    assert head.params["head"] == "auto" and head.params["head_chosen"] in ("scalar", "inner")
+    assert growth.params["growth"] == "auto" and float(growth.params["growth_chosen"]) in (0.1, 1.0, 10.0)
+    assert growth.metrics["growth"] == float(growth.params["growth_chosen"])
+    assert "head_chosen" not in growth.params and "growth_chosen" not in head.params

@@ -1206,7 +1206,9 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
             scores[growth] = choice.growth_score(load(candidate), training, cfg.seed)
         growth, record = choice.choose_growth(scores)
     except BaseException:  # no finished candidate is left to look like a model; an interrupted one's state stays
-        for other in choice.GROWTHS:  # to resume (a kill -9 leaves them all, removed by the next training here)
+        for (
+            other
+        ) in choice.GROWTHS:  # to resume (kill -9 or SIGTERM leaves them all: the next training here removes them)
             _remove_candidate(*_growth_candidate(checkpoint, other), resumable=False)
         raise
     shown = "; ".join(f"{g:g}: W1 {v['w1']:.4g}, mass off by up to {v['mass_error']:.1%}" for g, v in scores.items())
