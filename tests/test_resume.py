@@ -25,6 +25,17 @@ def _train_cmd(store, out):
             "--checkpoint", str(out / "model.pt"), "--loss-csv", str(out / "loss.csv")]  # fmt: skip
 
 
+def _kill_once_past(proc: subprocess.Popen, partial, step: int, timeout_s: float) -> None:
+    """SIGKILL ``proc`` once its resumable state ``partial`` holds ``step`` or more."""
+    deadline = time.monotonic() + timeout_s
+    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= step):
+        assert proc.poll() is None, "training ended before it could be killed: make it longer"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
     store = tmp_path / "store.zarr"
@@ -36,13 +47,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
 
     proc = subprocess.Popen(_train_cmd(store, killed), env=cli_env(), stderr=subprocess.PIPE, text=True)
     partial = partial_path(killed / "model.pt")
-    deadline = time.monotonic() + 240
-    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= 200):
-        assert proc.poll() is None, "training ended before it could be killed: make it longer"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_once_past(proc, partial, 200, 240)
     killed_at = torch.load(partial, weights_only=True)["step"]
     assert killed_at < PARAMS["steps"] and not (killed / "model.pt").exists(), "a killed job must not look finished"
 
@@ -121,14 +126,7 @@ def test_growth_auto_killed_in_a_candidate_resumes_to_the_uninterrupted_model(tm
 
     subprocess.run(cmd(straight), env=cli_env(), check=True, capture_output=True, timeout=600)
     proc = subprocess.Popen(cmd(killed), env=cli_env(), stderr=subprocess.DEVNULL)
-    partial = partial_path(killed / "model.pt.growth-1")
-    deadline = time.monotonic() + 400
-    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= 100):
-        assert proc.poll() is None, "training ended before it could be killed: make it longer"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_once_past(proc, partial_path(killed / "model.pt.growth-1"), 100, 400)
     assert not (killed / "model.pt").exists(), "a killed job must not look finished"
     resumed = subprocess.run(cmd(killed), env=cli_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
