@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -245,7 +246,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                 run.flush()
 
         summary = train(snaps, cfg, args.checkpoint, args.loss_csv, on_metrics)
-        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        # numbers only, and finite: a growth candidate set aside scores inf in the summary, never as a metric
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and math.isfinite(v)})
         # what an auto setting chose, beside the param that says "auto" (audit 82: the head was in no param or metric)
         run.log_params({f"{name}_chosen": summary[name] for name in ("head", "growth") if getattr(cfg, name) == "auto"})
         run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint

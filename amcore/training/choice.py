@@ -102,7 +102,8 @@ def growth_score(model, training, seed: int) -> dict:
             return {"w1": float("inf"), "mass_error": float("inf")}
         errors.append(abs(w.mean() - masses[k]) / masses[k])
         w1s.append(wasserstein(x, cells(k), p=1, max_size=GROWTH_CELLS, wa=w))
-    return {"w1": float(np.mean(w1s)), "mass_error": float(max(errors))}
+    w1 = float(np.mean(w1s))  # a NaN would neither win nor lose a comparison: it is a failed push, as above
+    return {"w1": w1 if np.isfinite(w1) else float("inf"), "mass_error": float(max(errors))}
 
 
 def choose_growth(scores: dict[float, dict]) -> tuple[float, dict]:

@@ -1147,8 +1147,10 @@ def _choose_head(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, pa
         weight = summary.get("velocity_weight", weight)
     device = next(iter(payload["ema"].values())).device
     networks = {head: network.to(device) for head, network in networks.items()}
-    # uAM's unbalanced coupling prices growth at the candidates' own length (review 81: it was left out)
-    length = growth_length(cfg, training_moments(fit) if cfg.units == "standard" else None)
+    # uAM's unbalanced coupling prices growth at the candidates' own length (review 81: it was left out); the pass
+    # over the cells for their moments only where that length reads them
+    unbalanced = cfg.path_coupling() == "unbalanced" and cfg.units == "standard"
+    length = growth_length(cfg, training_moments(fit) if unbalanced else None)
     held = snapshot_path(apart.in_memory(), cfg, cfg.seed + VALIDATION_SEED, device, tension, weight, length)
     # The pathwise estimator where the path has velocities: the same objective, and a smaller error (eAM's has
     # none: its Laplacian term is read where the points are).
