@@ -116,3 +116,36 @@ def test_growth_auto_prices_growth_dearer_where_the_default_reads_motion_as_grow
 
     train(snaps, TrainConfig(objective="uam", steps=2000, threads=1), tmp_path / "default.pt")
     assert rate_error(load(tmp_path / "m.pt")) < 0.5 * rate_error(load(tmp_path / "default.pt"))
+
+
+def test_an_interrupted_choice_trains_no_finished_candidate_again(tmp_path, capsys, monkeypatch):
+    """A finished candidate left by an interruption (SIGTERM or Ctrl-C: the handler; kill -9: its checkpoint stays)
+    is resumed at its last step, not trained again, and the choice ends on the uninterrupted model."""
+    from amcore.training import train as training
+
+    train(snapshots(np.nan), TrainConfig(**SMALL), tmp_path / "a.pt", tmp_path / "a.csv")
+    fit = training._fit
+
+    def interrupted(snaps, cfg, *args, **kwargs):
+        if cfg.growth == 1.0:
+            raise KeyboardInterrupt
+        return fit(snaps, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(snapshots(np.nan), TrainConfig(**SMALL), tmp_path / "b.pt", tmp_path / "b.csv")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.pt", "b.pt.growth-0.1.partial"]
+    # what a kill -9 leaves once the third candidate finished: its checkpoint and loss CSV
+    train(snapshots(np.nan), TrainConfig(**{**SMALL, "growth": 10.0}), tmp_path / "b.pt.growth-10",
+          tmp_path / "b.pt.growth-10.csv")  # fmt: skip
+    capsys.readouterr()
+    train(snapshots(np.nan), TrainConfig(**SMALL), tmp_path / "b.pt", tmp_path / "b.csv")
+    err = capsys.readouterr().err
+    steps = SMALL["steps"]
+    assert err.count(f"resuming from step {steps}") == 2 and f"step {steps // 2}/{steps}" in err  # 1 trained alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.pt", "b.csv", "b.pt"]
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in "ab")
+    assert a["growth_choice"] == b["growth_choice"]
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

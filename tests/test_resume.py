@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -110,9 +111,9 @@ def test_a_partial_saved_before_a_setting_existed_resumes_only_for_the_clock(tmp
 
 @pytest.mark.slow  # three trainings twice, in processes of their own (the plain kill -9 case above is fast)
 def test_growth_auto_killed_in_a_candidate_resumes_to_the_uninterrupted_model(tmp_path):
-    """kill -9 while ``growth: auto`` trains its second candidate: nothing looks finished; the rerun trains the first
-    candidate again, resumes the second from its state and keeps the model an uninterrupted choice keeps, with no
-    candidate file left beside it."""
+    """kill -9 while ``growth: auto`` trains its second candidate: nothing looks finished; the rerun resumes the
+    first candidate at its last step (no step trained twice) and the second from its state, and keeps the model an
+    uninterrupted choice keeps, with no candidate file left beside it."""
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 200, seed=0)
     store = tmp_path / "store.zarr"
     write_store(store, Snapshots.from_labels(x, t))
@@ -130,7 +131,10 @@ def test_growth_auto_killed_in_a_candidate_resumes_to_the_uninterrupted_model(tm
     assert not (killed / "model.pt").exists(), "a killed job must not look finished"
     resumed = subprocess.run(cmd(killed), env=cli_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from step" in resumed.stderr
+    found = re.findall(r"resuming from step (\d+) \(\S+growth-([\d.]+)\.partial\)", resumed.stderr)
+    resumed_at = {growth: int(step) for step, growth in found}
+    assert resumed_at.keys() == {"0.1", "1"}, resumed.stderr[-2000:]  # the first finished before the kill, at its end
+    assert resumed_at["0.1"] == params["steps"] and 100 <= resumed_at["1"] < params["steps"]
     assert sorted(p.name for p in killed.iterdir()) == ["loss.csv", "model.pt"]
     a = torch.load(straight / "model.pt", weights_only=False)
     b = torch.load(killed / "model.pt", weights_only=False)

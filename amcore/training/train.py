@@ -1180,8 +1180,9 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
     """``growth: auto``: uAM trained at each of ``choice.GROWTHS`` on the training times, each pushed from the first
     training time through the others (``choice.growth_score``), and the best kept as the model (``choice.
     choose_growth``): three trainings. The held-out times are dropped first: they never reach the
-    choice. A candidate's loss curve is in its loss CSV, not in ``on_metrics`` (three curves on one axis). A rerun
-    after a kill resumes the candidate in progress and trains the finished ones again (they are not kept apart)."""
+    choice. A candidate's loss curve is in its loss CSV, not in ``on_metrics`` (three curves on one axis). A
+    finished candidate that an interruption leaves is kept as resumable state at its last step, so a rerun resumes
+    every candidate where it stood and trains none twice (``Run.resume`` checks the configuration and the data)."""
     from amcore.models.trained import load
 
     if snaps is None or path is not None:
@@ -1194,6 +1195,8 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
     scores, trained = {}, {}
     _say_once(f"amcore train: growth auto: training uam at growth {', '.join(f'{g:g}' for g in choice.GROWTHS)} "
               f"({cfg.steps} steps each), each pushed from the first training time through the others")  # fmt: skip
+    for growth in choice.GROWTHS:  # a kill -9 leaves finished candidates as checkpoints: resume them at their end
+        _shelve_candidate(*_growth_candidate(checkpoint, growth))
     try:
         for growth in choice.GROWTHS:
             candidate, losses = _growth_candidate(checkpoint, growth)  # its .partial resumes after a kill
@@ -1207,11 +1210,9 @@ def _choose_growth(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, 
             trained[growth] = (candidate, losses, summary)
             scores[growth] = choice.growth_score(load(candidate), training, cfg.seed)
         growth, record = choice.choose_growth(scores)
-    except BaseException:  # no finished candidate is left to look like a model; an interrupted one's state stays
-        for (
-            other
-        ) in choice.GROWTHS:  # to resume (kill -9 or SIGTERM leaves them all: the next training here removes them)
-            _remove_candidate(*_growth_candidate(checkpoint, other), resumable=False)
+    except BaseException:  # no candidate is left to look like a model, each one's state stays to resume
+        for other in choice.GROWTHS:  # (the next training of a fixed growth here removes them)
+            _shelve_candidate(*_growth_candidate(checkpoint, other))
         raise
     shown = "; ".join(f"{g:g}: W1 {v['w1']:.4g}, mass off by up to {v['mass_error']:.1%}" for g, v in scores.items())
     _say_once(f"amcore train: growth auto: {shown}: growth {growth:g}" + ("" if record["gated"] else
@@ -1234,10 +1235,19 @@ def _growth_candidate(checkpoint: Path, growth: float) -> tuple[Path, Path]:
     return candidate, candidate.with_name(f"{candidate.name}.csv")
 
 
-def _remove_candidate(candidate: Path, losses: Path, resumable: bool = True) -> None:
-    """A growth candidate's files; with ``resumable``, its resumable state too."""
-    for leftover in (candidate, losses, *([partial_path(candidate)] if resumable else [])):
+def _remove_candidate(candidate: Path, losses: Path) -> None:
+    """A growth candidate's files and its resumable state."""
+    for leftover in (candidate, losses, partial_path(candidate)):
         leftover.unlink(missing_ok=True)
+
+
+def _shelve_candidate(candidate: Path, losses: Path) -> None:
+    """A finished growth candidate turned back into resumable state at its last step (its loss history is in it),
+    where an interrupted choice left it: resumed, it trains no step again, and nothing looks like a finished model.
+    It replaces any state of the same training (a kill between the checkpoint and the state's removal leaves both)."""
+    if candidate.exists():
+        os.replace(candidate, partial_path(candidate))
+    losses.unlink(missing_ok=True)
 
 
 def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint: Path, loss_csv: Path) -> None:
