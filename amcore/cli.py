@@ -300,7 +300,7 @@ def cmd_integrate(args: argparse.Namespace) -> None:
                                   batch_size=batch)  # fmt: skip
             # every particle starts at weight 1
             growth = float(np.mean(w, dtype=np.float64)) if model.objective == "uam" else None
-            prediction = holdout.prediction_variables(cells, w, held_out, start, growth, pushed=True)
+            prediction = holdout.prediction_variables(cells, w, held_out, start, growth, True, _chosen(model))
             print(f"amcore integrate: {len(cells)} cells of t = {start:g} pushed to {held_out:g}", file=sys.stderr)
         x0 = snaps.snapshot(0)  # lazy: each batch is read from the store as it is pushed
         writer = integrate.TrajectoryWriter(
@@ -423,7 +423,8 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"amcore score {entry['method']} (seed {seed})", scores["nonfinite"], len(x),
                 scores["escaped"],
             )  # fmt: skip
-            if (growth := holdout.prediction_facts(entry["path"])[0]) is not None:
+            growth, _, chosen = holdout.prediction_facts(entry["path"])
+            if growth is not None:
                 masses = snaps.masses()
                 observed_growth = float(masses[k] / masses[k - 1])
                 scores["mass_rel_error"] = abs(growth / observed_growth - 1) if not scores["nonfinite"] else np.nan
@@ -452,8 +453,12 @@ def cmd_score(args: argparse.Namespace) -> None:
             # prediction than a model's push of every cell, whose distances carry less sampling noise (audit 28)
             scores["predicted_cells"] = len(x)
             row = {"method": entry["method"], "holdout": label, "seed": entry["seed"], "table": scores}
+            if chosen:  # what head or growth auto chose on the training times (audit 82: said nowhere in the table)
+                row["chosen"] = chosen
             results.append(row)
-            run.log_metrics({f"{entry['method']}{entry['seed']}.{name}": v for name, v in scores.items()})
+            # method.seedN.name: "am1" at seed 2 and "am" at seed 12 were both am12.w1 (audit 82)
+            prefix = entry["method"] + ("" if seed == "-" else f".seed{seed}")
+            run.log_metrics({f"{prefix}.{name}": v for name, v in scores.items()})
             summary = ", ".join(f"{name}={v:.4g}" for name, v in scores.items())
             print(f"amcore score {who}: {summary}", file=sys.stderr)
         variances = [
@@ -464,6 +469,15 @@ def cmd_score(args: argparse.Namespace) -> None:
         ]
         _write_json(args.out, {"results": results, "held_out_variance": variances, "settings": opts})
         run.log_artifact(args.out)
+
+
+def _chosen(model) -> dict:
+    """What the ``auto`` settings (``head``, ``growth``, the spline's ``tension`` and ``velocity_weight``) chose for
+    ``model`` on its training times (audit 82: the table said none of them), empty where none chose."""
+    chosen = {key: model.config[key] for key in ("head", "growth") if model.info.get(f"{key}_choice")}
+    shape = model.info.get("interpolant") or {}
+    return chosen | {key: float(shape[key]) for key in ("tension", "velocity_weight")
+                     if model.config.get(key) == "auto" and shape.get(key) is not None}  # fmt: skip
 
 
 def _same_time(values, time, every: bool = False) -> bool:
@@ -617,6 +631,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"amcore evaluate {args.model}: FLAGGED: {ran_off(result['course'])}",
                   file=sys.stderr)  # fmt: skip
         result |= {"method": args.model, "holdout": args.holdout, "seed": args.seed, "table": table}
+        if chosen := _chosen(model):
+            result["chosen"] = chosen
         simulator = ground_truth(snaps)
         truth_samples = params.get("truth_samples", DEFAULTS["truth_samples"])
         if simulator is not None:
@@ -770,6 +786,8 @@ def cmd_table(args: argparse.Namespace) -> None:
     table = tables.long_table(results, variances)
     shared = settings[0] if all(s == settings[0] for s in settings) else None  # the subsample sizes, where one
     markdown = tables.markdown(table, args.reference, shared)
+    if chosen := tables.chosen_section(results):
+        markdown = markdown.rstrip("\n") + "\n\n" + chosen
     _write_text(args.table, table.to_csv(index=False))
     _write_text(args.markdown, markdown)
     if (table["holdout"] == "none").all():

@@ -241,7 +241,7 @@ def predictions(store: str | Path, entries: list[dict], var_names: list[str] | N
         x, weight, t = holdout.read_prediction(entry["path"])
         seed = str(entry.get("seed", ""))
         label = f"{entry['method']}/seed-{seed}" if seed else entry["method"]
-        predicted, pushed = holdout.prediction_facts(entry["path"])
+        predicted, pushed, _ = holdout.prediction_facts(entry["path"])
         if predicted is not None:  # by method, then seed: an h5ad key holds no "/"
             growth.setdefault(entry["method"], {})[seed or "-"] = predicted
         blocks.append(x.astype(np.float32))

@@ -149,3 +149,43 @@ def test_an_interrupted_choice_trains_no_finished_candidate_again(tmp_path, caps
     assert a["growth_choice"] == b["growth_choice"]
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_what_auto_chose_reaches_the_prediction_the_scores_and_table_md(tmp_path):
+    """Audit 82: neither the chosen head nor the chosen growth was in the table. integrate writes them into the
+    held-out prediction, score carries them, and table.md lists them by method and held-out time (a fixed setting
+    and a baseline list nothing)."""
+    import json
+
+    from amcore.cli import main
+    from amcore.data.store import write_store
+
+    snaps = snapshots(0.5)  # the held-out time's cells all at one point: finite, so they can be scored
+    write_store(tmp_path / "store.zarr", snaps)
+    settings = {"uam": SMALL, "am": {**SMALL, "objective": "am", "growth": 1.0, "head": "auto"},
+                "spline": {**SMALL, "objective": "am", "growth": 1.0, "interpolation": "spline", "tension": "auto"},
+                "fixed": {**SMALL, "growth": 1.0}}  # fmt: skip
+    entries = []
+    for name, params in settings.items():
+        train(snaps, TrainConfig(**params), tmp_path / f"{name}.pt", tmp_path / f"{name}.csv")
+        out = tmp_path / f"{name}.zarr"
+        assert main(["integrate", "--store", str(tmp_path / "store.zarr"), "--checkpoint", str(tmp_path / f"{name}.pt"),
+                     "--params", json.dumps({"steps_per_interval": 4}), "--out", str(out)]) == 0  # fmt: skip
+        entries.append({"method": name, "seed": "0", "path": str(out)})
+    params = {"max_exact_size": 200, "kernel_max_size": 200, "projections": 20, "seed": 0}
+    predictions = json.dumps({"predictions": entries})
+    assert main(["score", "--store", str(tmp_path / "store.zarr"), "--predictions", predictions,
+                 "--params", json.dumps(params), "--out", str(tmp_path / "scores.json")]) == 0  # fmt: skip
+    rows = {r["method"]: r for r in json.loads((tmp_path / "scores.json").read_text())["results"]}
+    growth, head = load(tmp_path / "uam.pt").config["growth"], load(tmp_path / "am.pt").config["head"]
+    assert rows["uam"]["chosen"] == {"growth": growth} and rows["am"]["chosen"] == {"head": head}
+    tension = load(tmp_path / "spline.pt").info["interpolant"]["tension"]
+    assert rows["spline"]["chosen"] == {"tension": tension}
+    assert "chosen" not in rows["fixed"]
+    out = [str(tmp_path / n) for n in ("t.csv", "t.md", "t.png")]
+    assert main(["table", "--results", str(tmp_path / "scores.json"), "--table", out[0], "--markdown", out[1],
+                 "--figure", out[2]]) == 0  # fmt: skip
+    section = (tmp_path / "t.md").read_text().split("### Chosen on the training times")[1]
+    assert f"| uam | growth | {growth:g} (1 seed) |" in section and f"| am | head | {head} (1 seed) |" in section
+    assert f"| spline | tension | {tension:g} (1 seed) |" in section
+    assert "fixed" not in section

@@ -146,11 +146,13 @@ def baseline(name: str, snaps: Snapshots, holdout: float, max_size: int = OT_MAX
 
 
 def prediction_variables(
-    x: np.ndarray, weight: np.ndarray, holdout: float, start: float, growth: float | None = None, pushed: bool = False
-) -> xr.Dataset:
+    x: np.ndarray, weight: np.ndarray, holdout: float, start: float, growth: float | None = None, pushed: bool = False,
+    chosen: dict | None = None,
+) -> xr.Dataset:  # fmt: skip
     """The prediction at a held-out time as ``holdout_x(holdout_particle, feature)`` and its weights (summing to 1);
     ``growth``: the mass it predicts there over the mass it started from (uAM's), which the weights no longer say;
-    ``pushed``: particle ``i`` is the ``i``-th cell of the start time, moved (a model's; a baseline's points are not).
+    ``pushed``: particle ``i`` is the ``i``-th cell of the start time, moved (a model's; a baseline's points are not);
+    ``chosen``: the settings ``head: auto`` or ``growth: auto`` chose for the model on its training times.
 
     Models carry it inside their trajectories store, baselines in a store of their own; both read alike.
     """
@@ -162,7 +164,8 @@ def prediction_variables(
         },
         attrs=attrs
         | ({} if growth is None else {"holdout_growth": json.dumps(float(growth))})
-        | ({"holdout_pushed": "true"} if pushed else {}),
+        | ({"holdout_pushed": "true"} if pushed else {})
+        | ({"holdout_chosen": json.dumps(chosen)} if chosen else {}),
     )
 
 
@@ -210,13 +213,14 @@ def write_prediction(path, x: np.ndarray, weight: np.ndarray, holdout: float, st
     write_dataset_atomic(prediction_variables(x, weight, holdout, start), path, {"holdout_x": {"compressors": [ZSTD]}})
 
 
-def prediction_facts(path) -> tuple[float | None, bool]:
+def prediction_facts(path) -> tuple[float | None, bool, dict]:
     """What a prediction at ``path`` says beside its cells: the mass it gives its held-out time over its start's
-    (``None``: nothing of mass, a balanced model's or a baseline's), and whether its particles are the start time's
-    cells, in order, moved."""
+    (``None``: nothing of mass, a balanced model's or a baseline's), whether its particles are the start time's
+    cells, in order, moved, and what its model's ``auto`` settings chose (empty: none)."""
     with open_zarr(path) as ds:
         growth, pushed = ds.attrs.get("holdout_growth"), ds.attrs.get("holdout_pushed") == "true"
-    return (None if growth is None else float(json.loads(growth))), pushed
+        chosen = json.loads(ds.attrs.get("holdout_chosen", "{}"))
+    return (None if growth is None else float(json.loads(growth))), pushed, chosen
 
 
 def read_prediction(path) -> tuple[np.ndarray, np.ndarray, float]:

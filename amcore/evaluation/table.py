@@ -259,6 +259,31 @@ def _mark(marked: set[tuple[str, str]], method: str, holdout: str) -> str:
     return f" {FLAG_MARK}" if hit else ""
 
 
+def chosen_section(results: list[dict]) -> str:
+    """What the ``auto`` settings chose (``head``, ``growth``, ``tension``, ``velocity_weight``), by method and
+    held-out time, with the number of seeds that chose each value: each choice was made on its split's training times
+    alone. Empty where nothing chose."""
+    runs = [r for r in results if r.get("chosen")]
+    if not runs:
+        return ""
+    holdouts = list(dict.fromkeys(str(r["holdout"]) for r in runs))
+    lines = ["### Chosen on the training times (the `auto` settings)", "",
+             "| method | setting | " + " | ".join(f"t = {held_label(h, holdouts)}" if h != "none" else "none held out"
+                                                 for h in holdouts) + " |",
+             "|" + "---|" * (len(holdouts) + 2)]  # fmt: skip
+    methods = dict.fromkeys(r["method"] for r in runs)
+    for method, setting in ((m, k) for m in methods for k in ("head", "growth", "tension", "velocity_weight")):
+        cells = []
+        for h in holdouts:
+            values = [r["chosen"][setting] for r in runs
+                      if r["method"] == method and str(r["holdout"]) == h and setting in r["chosen"]]  # fmt: skip
+            counts = {f"{v:g}" if isinstance(v, float) else str(v): values.count(v) for v in dict.fromkeys(values)}
+            cells.append(", ".join(f"{v} ({n} seed{'s' * (n > 1)})" for v, n in counts.items()) or "—")
+        if any(cell != "—" for cell in cells):
+            lines.append(f"| {method} | {setting} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
 def held_label(holdout: str, holdouts) -> str:
     """A held-out time as the other outputs print it (6 digits), unless another would then print alike: the table's
     ``holdout`` keeps every digit, so that it gives the float back (audit 76: 0.020833333333333332 in table.md where
