@@ -196,7 +196,11 @@ for _model in MODELS:
         integrator(config["models"][_model]["objective"], _method)
     except (InputError, ValueError) as err:
         raise ValueError(f"models.{_model}: {err}") from None
-if config["reference"] not in MODELS and "am" != config["reference"]:
+# The model the table pairs the others against: am, else the config's first Action Matching model (am, eam or uam),
+# else its first (audit 82: a run without a model named am had no pairs at all).
+_actions = [name for name, spec in config["models"].items() if spec["objective"] != "fm"] + list(config["models"])
+config.setdefault("reference", "am" if "am" in MODELS else _actions[0])
+if config["reference"] not in MODELS:
     raise ValueError(f"reference: {config['reference']!r} is not one of the models {MODELS}")
 SPLIT = f"{OUT}/holdout-{{holdout}}"
 RUN = f"{SPLIT}/{{model}}/seed-{{seed}}"

@@ -110,6 +110,14 @@ def test_a_reference_that_is_not_a_model_is_refused(tmp_path, tiny_config):
     assert written(tmp_path) == [], "no job may run for a refused config"
 
 
+def test_without_a_model_named_am_the_table_pairs_against_the_first(tmp_path, tiny_config):
+    """Audit 82: the default reference am, where no model had that name, left the paired section out in silence."""
+    models = {"mine": tiny_config["models"]["am"], "flow": {"objective": "fm", "steps": 10}}
+    result = snakemake(tmp_path, {**tiny_config, "models": models}, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--reference mine" in result.stdout, result.stdout[-3000:]
+
+
 def test_an_interior_holdout_time_is_planned(tmp_path, tiny_config):
     result = snakemake(tmp_path, {**tiny_config, "holdout_times": [0.5]}, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
