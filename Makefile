@@ -26,8 +26,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 # The Snakefile reads config/config.yaml itself: named again, Snakemake said it was "extended" by itself (audit 33).
+# ARGS before --configfile, which takes several values: a target file after it was read as a second config (audit 83).
 run: install
-	$(BIN)/snakemake --cores $(CORES) $(if $(filter-out config/config.yaml,$(CONFIG)),--configfile $(CONFIG)) $(ARGS)
+	$(BIN)/snakemake --cores $(CORES) $(ARGS) $(if $(filter-out config/config.yaml,$(CONFIG)),--configfile $(CONFIG))
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15

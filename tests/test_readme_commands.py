@@ -89,3 +89,8 @@ def test_a_readme_pipeline_command_runs_as_written_without_the_venv_on_path(tmp_
     assert not (repo / "results" / "mine" / "holdout-3").exists()
     assert not (repo / "results" / "eb_leaveout").exists(), "the EB benchmark's results are left alone"
     assert not (repo / "results" / "mine" / "holdout-1" / "am").exists(), "the profile stops after prepare"
+    # A target first in ARGS (audit 83: after --configfile, which takes several values, it was read as a config)
+    target = "results/mine/holdout-1/data/store.zarr"
+    again = command.replace("ARGS=", f"ARGS={target} --dry-run ", 1)
+    result = subprocess.run(["bash", "-c", again], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stderr[-3000:]
