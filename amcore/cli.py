@@ -785,9 +785,7 @@ def cmd_table(args: argparse.Namespace) -> None:
         seen[key] = path
     table = tables.long_table(results, variances)
     shared = settings[0] if all(s == settings[0] for s in settings) else None  # the subsample sizes, where one
-    markdown = tables.markdown(table, args.reference, shared)
-    if chosen := tables.chosen_section(results):
-        markdown = markdown.rstrip("\n") + "\n\n" + chosen
+    markdown = tables.markdown(table, args.reference, shared, tables.chosen_lines(results))
     _write_text(args.table, table.to_csv(index=False))
     _write_text(args.markdown, markdown)
     if (table["holdout"] == "none").all():
@@ -857,7 +855,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
             raise InputError(f"--metric {args.metric}: not in {name}'s table (it has {metrics})")
         if references[name] not in set(table["method"]):
             raise InputError(f"--reference {references[name]}: no such method in {name}'s table "
-                             f"({sorted(set(table['method']))})")  # fmt: skip
+                             f"({sorted(set(table['method']))}): give the model to pair against, as the config's "
+                             f"reference does (--reference {name}=MODEL for this table alone)")  # fmt: skip
     text = across_datasets(tables, args.metric, references)
     if args.out:
         _write_text(args.out, text)

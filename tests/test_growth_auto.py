@@ -119,8 +119,9 @@ def test_growth_auto_prices_growth_dearer_where_the_default_reads_motion_as_grow
 
 
 def test_an_interrupted_choice_trains_no_finished_candidate_again(tmp_path, capsys, monkeypatch):
-    """A finished candidate left by an interruption (SIGTERM or Ctrl-C: the handler; kill -9: its checkpoint stays)
-    is resumed at its last step, not trained again, and the choice ends on the uninterrupted model."""
+    """A finished candidate left by an interruption (an exception or Ctrl-C: turned into resumable state at once;
+    SIGTERM or kill -9: its checkpoint stays and the rerun turns it) is resumed at its last step, not trained again,
+    and the choice ends on the uninterrupted model."""
     from amcore.training import train as training
 
     train(snapshots(np.nan), TrainConfig(**SMALL), tmp_path / "a.pt", tmp_path / "a.csv")
@@ -185,7 +186,8 @@ def test_what_auto_chose_reaches_the_prediction_the_scores_and_table_md(tmp_path
     out = [str(tmp_path / n) for n in ("t.csv", "t.md", "t.png")]
     assert main(["table", "--results", str(tmp_path / "scores.json"), "--table", out[0], "--markdown", out[1],
                  "--figure", out[2]]) == 0  # fmt: skip
-    section = (tmp_path / "t.md").read_text().split("### Chosen on the training times")[1]
-    assert f"| uam | growth | {growth:g} (1 seed) |" in section and f"| am | head | {head} (1 seed) |" in section
-    assert f"| spline | tension | {tension:g} (1 seed) |" in section
+    section = (tmp_path / "t.md").read_text().split("### Chosen on the training times")[1].split("###")[0]
+    assert "### w1" in (tmp_path / "t.md").read_text().split("### Chosen")[0]  # beside W1, not after every table
+    assert f"| uam | growth | {growth:g} (seed 0) |" in section and f"| am | head | {head} (seed 0) |" in section
+    assert f"| spline | tension | {tension:g} (seed 0) |" in section
     assert "fixed" not in section

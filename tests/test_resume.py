@@ -90,6 +90,36 @@ def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):
     assert "is from another training (the data, the network differ); starting afresh" in err
 
 
+def test_a_partial_of_the_same_values_in_another_feature_order_or_store_starts_afresh(tmp_path, capsys):
+    """Review 84: the data's fingerprint was one sum of every value, so the features swapped read as the same data
+    (with ``units: data`` the same network too), and a partial of another store resumed: with growth auto's finished
+    candidates kept to resume, a model of other data could have been kept."""
+    from amcore import TrainConfig, train
+
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 1.0], 100, seed=0)
+    cfg = TrainConfig(steps=20, batch_size=32, width=8, depth=1, log_every=10, threads=1, units="data")
+    train(Snapshots.from_labels(x, t), cfg, tmp_path / "a.pt", tmp_path / "a.csv")
+    payload = torch.load(tmp_path / "a.pt", weights_only=True)
+    payload["step"] = 10
+    torch.save(payload, partial_path(tmp_path / "swapped.pt"))
+    train(Snapshots.from_labels(x[:, ::-1].copy(), t), cfg, tmp_path / "swapped.pt", tmp_path / "swapped.csv")
+    assert "is from another training (the data differ); starting afresh" in capsys.readouterr().err
+
+    def stored(sha):
+        return Snapshots.from_labels(x, t, attrs={"provenance": {"sha256": sha}})
+
+    train(stored("a"), cfg, tmp_path / "b.pt", tmp_path / "b.csv")
+    payload = torch.load(tmp_path / "b.pt", weights_only=True)
+    payload["step"] = 10
+    for name, sha in (("same", "a"), ("other", "b")):
+        torch.save(payload, partial_path(tmp_path / f"{name}.pt"))
+        capsys.readouterr()
+        train(stored(sha), cfg, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv")
+        err = capsys.readouterr().err
+        assert ("resuming from step 10" in err) == (name == "same"), err
+    assert "is from another training (the store differ); starting afresh" in err
+
+
 def test_a_partial_saved_before_a_setting_existed_resumes_only_for_the_clock(tmp_path, capsys):
     """A partial from before time_clock existed resumes (its clock is in the network's model_args, compared too);
     one lacking any other setting does not (review 55: velocity_weight changes no model_args)."""

@@ -259,13 +259,13 @@ def _mark(marked: set[tuple[str, str]], method: str, holdout: str) -> str:
     return f" {FLAG_MARK}" if hit else ""
 
 
-def chosen_section(results: list[dict]) -> str:
+def chosen_lines(results: list[dict]) -> list[str]:
     """What the ``auto`` settings chose (``head``, ``growth``, ``tension``, ``velocity_weight``), by method and
-    held-out time, with the number of seeds that chose each value: each choice was made on its split's training times
+    held-out time, each value with the seeds that chose it: each choice was made on its split's training times
     alone. Empty where nothing chose."""
     runs = [r for r in results if r.get("chosen")]
     if not runs:
-        return ""
+        return []
     holdouts = list(dict.fromkeys(str(r["holdout"]) for r in runs))
     lines = ["### Chosen on the training times (the `auto` settings)", "",
              "| method | setting | " + " | ".join(f"t = {held_label(h, holdouts)}" if h != "none" else "none held out"
@@ -275,13 +275,20 @@ def chosen_section(results: list[dict]) -> str:
     for method, setting in ((m, k) for m in methods for k in ("head", "growth", "tension", "velocity_weight")):
         cells = []
         for h in holdouts:
-            values = [r["chosen"][setting] for r in runs
-                      if r["method"] == method and str(r["holdout"]) == h and setting in r["chosen"]]  # fmt: skip
-            counts = {f"{v:g}" if isinstance(v, float) else str(v): values.count(v) for v in dict.fromkeys(values)}
-            cells.append(", ".join(f"{v} ({n} seed{'s' * (n > 1)})" for v, n in counts.items()) or "—")
+            seeds: dict = {}
+            for r in runs:
+                if r["method"] == method and str(r["holdout"]) == h and setting in r["chosen"]:
+                    seeds.setdefault(r["chosen"][setting], []).append(str(r["seed"]))
+            cells.append(", ".join(_chose(value, chose) for value, chose in sorted(seeds.items())) or "—")
         if any(cell != "—" for cell in cells):
             lines.append(f"| {method} | {setting} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n"
+    return [*lines, ""]
+
+
+def _chose(value, seeds: list[str]) -> str:
+    """``0.1 (seeds 0, 2)``: a chosen value and the seeds that chose it."""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{shown} (seed{'s' * (len(seeds) > 1)} {', '.join(sorted(seeds, key=lambda s: (len(s), s)))})"
 
 
 def held_label(holdout: str, holdouts) -> str:
@@ -299,9 +306,10 @@ def held_label(holdout: str, holdouts) -> str:
     return short(holdout) if len(alike) == 1 else holdout
 
 
-def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None = None) -> str:
+def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None = None, chosen: list[str] = ()) -> str:
     """One markdown table per metric: methods by held-out time, mean ± sample std over seeds; ``settings``: the
-    evaluate settings the distances were computed with (their subsample sizes), where every run shares them."""
+    evaluate settings the distances were computed with (their subsample sizes), where every run shares them;
+    ``chosen``: what the ``auto`` settings chose (:func:`chosen_lines`), after W1 and its paired differences."""
     said = {key: f" = {value}" for key, value in (settings or {}).items()}
     present = set(table["metric"])
     # What each metric means, said only where the table has it (audit 33: a one-seed run without baselines or
@@ -393,7 +401,9 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
             lines += _paired_lines(pairs, metric, reference)
         elif metric == "w1" and (table["holdout"] != "none").any():  # audit 61: the section left without a word
             lines += [f"No paired differences: {_unpaired(table, metric, reference)}.", ""]
-    return "\n".join(lines)
+        if metric == "w1":  # beside the numbers the choices made (review 84: last, after some twenty tables)
+            lines, chosen = [*lines, *chosen], []
+    return "\n".join([*lines, *chosen])
 
 
 # What a run without held-out time reports for the metrics that are not a mean over its observed times

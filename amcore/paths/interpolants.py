@@ -751,14 +751,18 @@ class SnapshotPath:
         return self.x[self._rows(torch.full((n,), k, device=self.device), gen)]
 
     def fingerprint(self) -> str:
-        """Identifies the data (times, counts, masses, a checksum of the values) for resuming a training: a uAM
-        training stopped and rerun with other masses (``dataset.population`` added) starts afresh.
+        """Identifies the data (times, counts, masses, each feature's sum and sum of squares) for resuming a
+        training: a uAM training stopped and rerun with other masses (``dataset.population`` added) starts afresh,
+        and so do the same values in another order of features (review 84: one sum of every value took them for the
+        same data, with ``units: data`` the same network too).
 
         Summed in float64 block by block: a float64 copy of the whole array would double the memory.
         """
-        total = sum(float(block.sum(dtype=torch.float64)) for block in self.x.split(1 << 18))
+        sums = sum(torch.stack([block.sum(0, dtype=torch.float64), block.double().square().sum(0)])
+                   for block in self.x.split(1 << 16))  # fmt: skip
+        values = " ".join(f"{v:.10e}" for v in sums.flatten().tolist())
         masses = [f"{m:.6e}" for m in self.log_mass.tolist()]
-        return f"{self.t_values.tolist()}|{self.counts.tolist()}|{total:.10e}|{masses}"
+        return f"{self.t_values.tolist()}|{self.counts.tolist()}|{values}|{masses}"
 
     def interval(self, t: torch.Tensor) -> torch.Tensor:
         """Index ``k`` of the observed interval ``[t_k, t_{k+1}]`` holding each ``t``."""

@@ -779,6 +779,8 @@ class Run:
         saved = read_partial(partial, self.cluster.device)
         differs = [what for what, same in (
             ("the configuration", _same_run(saved["config"], self.cfg)), ("the data", saved["data"] == self.data_key),
+            # where both came from amcore prepare: the input file's sha256, its preprocessing, the held-out times
+            ("the store", None in (saved.get("store"), self.store_key) or saved["store"] == self.store_key),
             ("the network", saved["model_args"] == self.model_args),
             ("the number of streams", len(saved["generators"]) == self.streams),
             # a partial from before the count was kept: as before, the streams decide
