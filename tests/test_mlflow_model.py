@@ -65,6 +65,27 @@ def trained_run(tmp_path_factory):
                            reference=reference, velocity=reference.velocity(X, T))  # fmt: skip
 
 
+def test_a_run_uri_without_a_tracker_that_can_answer_is_one_clear_line(trained_run, tmp_path, monkeypatch):
+    """Audit 85: a stopped server was retried for 4 minutes; with no tracker set, MLflow created ./mlflow.db and
+    said only that the run was not found; a run of another tracker named no tracker."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    with pytest.raises(InputError, match=f"the tracking server http://127.0.0.1:{port} does not answer"):
+        amcore.load("runs:/0123456789abcdef/model")
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    with pytest.raises(InputError, match="which does not exist: set MLFLOW_TRACKING_URI"):
+        amcore.load("runs:/0123456789abcdef/model")
+    assert not missing.parent.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_run.uri)
+    with pytest.raises(InputError, match=f"not found .*in the tracker {trained_run.uri}"):
+        amcore.load("runs:/0123456789abcdef/model")
+
+
 def test_the_train_stage_logs_a_pyfunc_of_the_features_and_time_that_predicts_the_velocity(trained_run, monkeypatch):
     run_id = trained_run.run.info.run_id
     assert f"MLflow model runs:/{run_id}/model" in trained_run.stderr and "MLflow call failed" not in trained_run.stderr

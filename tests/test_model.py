@@ -45,7 +45,7 @@ def test_times_it_was_not_trained_on_are_refused_or_flagged(tmp_path):
         model.velocity(x, np.zeros(2))
     with pytest.raises(ValueError, match="t must be finite"):
         model.potential(x, float("nan"))
-    with pytest.raises(ValueError, match="t must be a number or one number per cell, got <U2"):
+    with pytest.raises(ValueError, match="t must be a real number or one per cell, got <U2"):
         model.velocity(x, "d1")
     with pytest.raises(ValueError, match="t must be finite"):
         model.trajectories(x, [0.0, np.inf])
@@ -192,3 +192,57 @@ def test_one_feature_models_push_cells_as_a_column(tmp_path, objective, head):
         np.testing.assert_allclose(model.potential(cells[:10], 0.5), model.potential(cells, 0.5)[:10], rtol=1e-5)
     later = model.push(cells, 0.0, 2.0)
     assert later.shape == (50, 1) and np.isfinite(later).all()
+
+
+def test_careless_notebook_calls_get_answers_or_say_what_was_wrong(tmp_path):
+    """Audit 85: under torch.inference_mode every gradient raised autograd's own error; a seed of None or -1 failed
+    deep inside; True ran from t = 1 and a complex t lost its imaginary part; a NaN in a later batch of a push was
+    named by its row in the batch, after the batches before it had moved."""
+    model = _trained(tmp_path, "am")
+    x = np.random.default_rng(0).normal(size=(9, 2))
+    outside = model.velocity(x, 0.5)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(model.velocity(x, 0.5), outside)
+        inside = model.push(torch.as_tensor(x, dtype=torch.float32), 0.0, 1.0)
+    np.testing.assert_array_equal(inside, model.push(x, 0.0, 1.0))
+    for seed in (None, -1, 1.5, np.random.default_rng(0)):
+        with pytest.raises(ValueError, match="seed must be a whole number >= 0"):
+            model.push(x, 0.0, 1.0, seed=seed)
+    for t0 in (True, 0.5 + 1j, np.array("0")):
+        with pytest.raises(ValueError, match="t0 must be one real number"):
+            model.push(x, t0, 1.0)
+    with pytest.raises(ValueError, match="t must be a real number or one per cell, got complex"):
+        model.velocity(x, 0.5 + 0j)
+    many = np.random.default_rng(1).normal(size=(70_000, 2))
+    many[69_995] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 of 70000 cells \(the first: row 69995\)"):
+        model.push(many, 0.0, 1.0, steps=2, progress=None)
+
+
+def test_a_damaged_or_unfinished_checkpoint_is_never_taken_for_a_model(tmp_path):
+    """Audit 85: torch.load checks no checksum, so damaged bytes inside a tensor loaded as wrong numbers; a partial
+    state renamed to model.pt loaded without a word; a missing model.pt beside its .partial met torch's bare error."""
+    import shutil
+    import zipfile
+
+    from amcore.errors import InputError
+
+    _trained(tmp_path, "am")
+    data = bytearray((tmp_path / "am.pt").read_bytes())
+    with zipfile.ZipFile(tmp_path / "am.pt") as archive:
+        member = max((m for m in archive.infolist() if "/data/" in m.filename), key=lambda m: m.file_size)
+    name_length = int.from_bytes(data[member.header_offset + 26 : member.header_offset + 28], "little")
+    extra_length = int.from_bytes(data[member.header_offset + 28 : member.header_offset + 30], "little")
+    start = member.header_offset + 30 + name_length + extra_length
+    data[start : start + 16] = bytes(16)
+    (tmp_path / "damaged.pt").write_bytes(data)
+    with pytest.raises(InputError, match=f"damaged.pt: a damaged checkpoint \\({member.filename} fails its checksum"):
+        amcore.load(tmp_path / "damaged.pt")
+    payload = torch.load(tmp_path / "am.pt", weights_only=True)
+    payload["step"] = 20
+    torch.save(payload, tmp_path / "renamed.pt")
+    with pytest.warns(UserWarning, match=r"did not finish \(step 20 of 60\)"):
+        amcore.load(tmp_path / "renamed.pt")
+    shutil.move(tmp_path / "renamed.pt", tmp_path / "gone.pt.partial")
+    with pytest.raises(FileNotFoundError, match="gone.pt: no such checkpoint, but .*gone.pt.partial holds the state"):
+        amcore.load(tmp_path / "gone.pt")

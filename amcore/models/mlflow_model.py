@@ -168,6 +168,32 @@ def _checkpoint_in(model_dir: Path) -> Path:
         raise ValueError(f"{model_dir} is an MLflow model without an amcore checkpoint") from None
 
 
+def _reachable_tracker(text: str) -> str:
+    """The tracking URI a ``runs:/`` or ``models:/`` URI resolves against, refused at once where it cannot answer
+    (audit 85: a stopped server was retried for 4 minutes; with none set, MLflow created ./mlflow.db and said only
+    that the run was not found)."""
+    import socket
+    from urllib.parse import urlparse
+
+    uri = mlflow.get_tracking_uri()
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise InputError(
+            f"{text}: MLflow looks for it in {uri}, which does not exist: set MLFLOW_TRACKING_URI to "
+            "the tracker that logged the run (the pipeline's: sqlite:///<results_dir>/mlflow.db)"
+        )
+    if scheme in ("http", "https"):
+        address = urlparse(uri)
+        try:
+            socket.create_connection((address.hostname, address.port or (443 if scheme == "https" else 80)), 10).close()
+        except OSError as err:
+            raise InputError(
+                f"{text}: the tracking server {uri} does not answer ({err.strerror or err}): start it, "
+                "or set MLFLOW_TRACKING_URI to the tracker that logged the run"
+            ) from None
+    return uri
+
+
 def load_trained(uri: str | Path) -> TrainedModel:
     """The ``TrainedModel`` of an MLflow model: a ``runs:/`` or ``models:/`` URI, or a local model directory.
 
@@ -180,9 +206,15 @@ def load_trained(uri: str | Path) -> TrainedModel:
         model.info["mlflow_model"] = text
         return model
     from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
 
+    tracker = _reachable_tracker(text)
     with tempfile.TemporaryDirectory(prefix="amcore-mlflow-") as tmp:
-        local = Path(download_artifacts(artifact_uri=text, dst_path=tmp))
+        try:
+            local = Path(download_artifacts(artifact_uri=text, dst_path=tmp))
+        except MlflowException as err:  # "Run with id=... not found" said nothing of where it was looked for
+            raise InputError(f"{text}: {err.message} (in the tracker {tracker}: MLFLOW_TRACKING_URI or "
+                             "mlflow.set_tracking_uri names it)") from err  # fmt: skip
         model = TrainedModel.from_checkpoint(_checkpoint_in(local))  # read into memory: the files can go
     model.info["path"] = model.info["mlflow_model"] = text
     return model

@@ -203,8 +203,12 @@ class Potential(nn.Module):
 
 
 def potential_velocity(potential: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``grad_x s(x, t)``: the AM velocity, without building a graph for the parameters."""
-    with torch.enable_grad():
+    """``grad_x s(x, t)``: the AM velocity, without building a graph for the parameters. Under
+    ``torch.inference_mode`` too (a notebook's idiom, audit 85: enable_grad cannot lift it), on copies of ``x`` and
+    ``t`` made outside it: tensors made inside it cannot take part in a backward pass."""
+    with torch.inference_mode(False), torch.enable_grad():
+        if x.is_inference() or t.is_inference():
+            x, t = x.clone(), t.clone()
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(potential(x, t).sum(), x)
     return grad

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from amcore.atomic import damaged_member
 from amcore.data.labels import by_row_labels
 from amcore.data.times import uneven_times
 from amcore.errors import InputError
@@ -55,9 +56,13 @@ class Trajectories:
 
 
 def _one_number(name: str, value) -> None:
-    """Refuse text and arrays where one time belongs (NaN and the range are ``_check_times``'s)."""
+    """Refuse text, arrays, truth values and complex numbers where one time belongs (NaN and the range are
+    ``_check_times``'s; audit 85: True ran from t = 1, a 0-d array of text met numpy's own error)."""
     if isinstance(value, (str, bytes)) or not np.isscalar(value) and np.ndim(value) != 0:
         raise ValueError(f"{name} must be one number, got {value!r}")
+    kind = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).dtype.kind
+    if kind not in "iuf":
+        raise ValueError(f"{name} must be one real number, got {value!r}")
 
 
 class TrainedModel:
@@ -94,6 +99,11 @@ class TrainedModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> TrainedModel:
         """The finished training at ``path`` (``weights_only`` loading: a checkpoint runs no code)."""
+        partial = Path(f"{path}.partial")
+        if not Path(path).exists() and partial.is_file():  # audit 85: torch's bare FileNotFoundError
+            raise FileNotFoundError(f"{path}: no such checkpoint, but {partial} holds the state of a training that did "
+                                    "not finish: rerun the training to finish it (it resumes there), or load that "
+                                    "file (a warning says what it is)")  # fmt: skip
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -107,11 +117,15 @@ class TrainedModel:
             said = str(err).strip()  # an empty file says nothing, a CSV only the byte unpickling stopped at
             said = f": {said}" if zipped and said else ""
             raise InputError(f"{path}: not a readable amcore checkpoint ({why}){said}") from err
+        if damaged := damaged_member(path):
+            raise InputError(f"{path}: a damaged checkpoint ({damaged} fails its checksum): its weights would be "
+                             "wrong numbers; copy or train it again")  # fmt: skip
         keys = ("model_args", "ema", "objective", "config")
         missing = [key for key in keys if key not in payload] if isinstance(payload, dict) else list(keys)
         if missing:
             raise InputError(f"{path}: not an amcore checkpoint (it lacks {', '.join(missing)})")
-        if Path(path).suffix == ".partial":
+        step, steps = payload.get("step"), payload["config"].get("steps")
+        if Path(path).suffix == ".partial" or None not in (step, steps) and step < steps:  # renamed (audit 85)
             warnings.warn(f"{path} is the partial state of a training that did not finish (step {payload.get('step')} "
                           f"of {payload['config'].get('steps')}): its weights are not a trained model's",
                           stacklevel=_outside_this_module())  # fmt: skip
@@ -350,10 +364,13 @@ class TrainedModel:
         except (TypeError, ValueError) as err:
             raise ValueError(f"x's feature columns must hold numbers: {err}") from None
 
-    def _inputs(self, x, t, check_times: bool = True, check_far: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(
+        self, x, t, check_times: bool = True, check_far: bool = True, first_row: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` and ``t`` as float32 tensors, refused where they cannot be cells and times of this model; cells far
         beyond the training cells are warned of (``check_far``: raw units where the model takes standardised
-        ones came back barely moved, audit 45). Pandas ``x`` and ``t`` are matched by row label (``by_row_labels``)."""
+        ones came back barely moved, audit 45). Pandas ``x`` and ``t`` are matched by row label (``by_row_labels``).
+        ``first_row``: the row of the whole input that ``x``'s first is (a batch of a push), for the messages."""
         t = by_row_labels(x, t, "t")
         x = self._by_columns(x)
         given = x.detach() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -374,15 +391,18 @@ class TrainedModel:
             bad = (~torch.isfinite(xt)).any(1)
             first = int(bad.nonzero()[0])
             row = given[first].cpu().numpy() if isinstance(given, torch.Tensor) else given[first]
+            where = f"{int(bad.sum())} of {len(xt)} cells" + (f" from row {first_row}" if first_row else "")
             if np.isfinite(row.astype(np.float64)).all():  # finite, but beyond float32's range (3.4e38)
-                raise ValueError(f"x has values beyond float32's range in {int(bad.sum())} of {len(xt)} cells "
-                                 f"(the first: row {first}); the network computes in float32")  # fmt: skip
-            raise ValueError(f"x has NaN or inf in {int(bad.sum())} of {len(xt)} cells (the first: row {first}); a "
-                             "field at a cell without coordinates means nothing")  # fmt: skip
+                raise ValueError(f"x has values beyond float32's range in {where} (the first: row "
+                                 f"{first + first_row}); the network computes in float32")  # fmt: skip
+            raise ValueError(f"x has NaN or inf in {where} (the first: row {first + first_row}); a field at a cell "
+                             "without coordinates means nothing")  # fmt: skip
         if not isinstance(t, torch.Tensor):
             t = np.asarray(t)
-            if not np.issubdtype(t.dtype, np.number):
-                raise ValueError(f"t must be a number or one number per cell, got {t.dtype} ({t.flat[0]!r})")
+            if not np.issubdtype(t.dtype, np.number) or t.dtype.kind == "c":  # complex: audit 85
+                raise ValueError(f"t must be a real number or one per cell, got {t.dtype} ({t.flat[0]!r})")
+        elif t.is_complex():
+            raise ValueError(f"t must be a real number or one per cell, got {t.dtype}")
         tt = torch.as_tensor(t, dtype=torch.float32)
         if tt.ndim != 0 and tuple(tt.shape) != (len(xt),):
             raise ValueError(f"t must be one time or one per cell ({len(xt)}), got shape {tuple(tt.shape)}")
@@ -523,9 +543,10 @@ class TrainedModel:
         if times.ndim != 1 or len(times) < 1:
             raise ValueError(f"times must be a list of at least one time (the first is x0's), got shape {times.shape}")
         per_interval = steps_per_interval
-        for name, count in (("steps per interval", per_interval), ("batch_size", batch_size)):
-            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {count!r}")
+        counts = (("steps per interval", per_interval, 1), ("batch_size", batch_size, 1), ("seed", seed, 0))
+        for name, count, least in counts:  # audit 85: a seed None, -1 or a Generator failed deep inside
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {count!r}")
         self._check_times(times)
         backward = np.diff(times) < 0 if method == "sde" else np.diff(times) <= 0  # an SDE may stay put (h = 0)
         if method in ("sde", "dopri5") and backward.any():
@@ -537,6 +558,10 @@ class TrainedModel:
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
         if len(x0.shape) != 2 or x0.shape[1] != self.dim:
             raise ValueError(f"x must be (cells, {self.dim}) for this model's features, got {tuple(x0.shape)}")
+        finite = (np.isfinite(x0).all() if isinstance(x0, np.ndarray) and x0.dtype.kind == "f" else
+                  bool(torch.isfinite(x0).all()) if isinstance(x0, torch.Tensor) else True)  # fmt: skip
+        if not finite:  # in memory: refused before any batch moves, by its row in the whole input (audit 85)
+            self._inputs(x0, times[0], check_times=False, check_far=False)
         n, weighted = int(x0.shape[0]), method == "weighted"
         if out is None:
             out = (np.empty((len(grid), n, self.dim), dtype=np.float32),
@@ -556,7 +581,7 @@ class TrainedModel:
         ran_off, in_memory = [0, 0], isinstance(out_x, (np.ndarray, _LastStep))  # a store's writer: evaluate flags
         for lo in range(0, n, int(batch_size)):
             hi = min(n, lo + int(batch_size))
-            (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False, check_far=lo == 0), {}
+            (xb, _), stats = self._inputs(x0[lo:hi], times[0], check_times=False, check_far=lo == 0, first_row=lo), {}
             if method == "sde":
                 batch_noise = lambda t, lo=lo, hi=hi: noise(t, lo, hi)  # noqa: E731
                 steps = integrate.sde_steps(self.flow, xb, grid, self._sigma_at, batch_noise)

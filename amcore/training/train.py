@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from amcore.atomic import replacing
+from amcore.atomic import damaged_member, replacing
 from amcore.data.store import Snapshots, store_identity
 from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
@@ -630,12 +630,16 @@ def read_partial(partial: Path, device: torch.device | str = "cpu") -> dict:
     """The resumable state at ``partial``; one that cannot be read is an error, and is kept, not deleted: it may be
     the only copy of a long run's progress (a disk that filled up, a copy still arriving); the user decides."""
     try:
-        return torch.load(partial, map_location=device, weights_only=True)
+        saved = torch.load(partial, map_location=device, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise InputError(
             f"{partial}: the resumable state of an interrupted training cannot be read (truncated or damaged: "
             f"{type(err).__name__}); delete it to start the training over"
         ) from err
+    if damaged := damaged_member(partial):  # torch.load checks no checksum: damaged weights would resume
+        raise InputError(f"{partial}: the resumable state of an interrupted training is damaged ({damaged} fails its "
+                         "checksum); delete it to start the training over")  # fmt: skip
+    return saved
 
 
 def partial_path(checkpoint: str | Path) -> Path:
