@@ -146,7 +146,7 @@ def test_a_stopped_training_rerun_with_other_masses_starts_afresh(fixed, tmp_pat
     capsys.readouterr()
     train(build_snapshots(fixed | {"population": {"0": 1, "1": 2, "2": 4}}), cfg, tmp_path / "m.pt")
     said = capsys.readouterr().err
-    assert "is from another training (the data differ); starting afresh" in said and "resuming" not in said
+    assert "is from another training (the data, the store differ); starting afresh" in said and "resuming" not in said
 
 
 def test_weights_must_be_even_within_a_time_and_the_loss_csv_lands_beside_the_model(fixed, tmp_path, capsys):
