@@ -195,9 +195,9 @@ def test_one_feature_models_push_cells_as_a_column(tmp_path, objective, head):
 
 
 def test_careless_notebook_calls_get_answers_or_say_what_was_wrong(tmp_path):
-    """Audit 85: under torch.inference_mode every gradient raised autograd's own error; a seed of None or -1 failed
-    deep inside; True ran from t = 1 and a complex t lost its imaginary part; a NaN in a later batch of a push was
-    named by its row in the batch, after the batches before it had moved."""
+    """Audit 85: under torch.inference_mode every gradient (and a training) raised autograd's own error; a seed of
+    None or -1 failed deep inside; True ran from t = 1 and a complex t lost its imaginary part; a NaN in a later
+    batch of a push was named by its row in the batch, after the batches before it had moved."""
     model = _trained(tmp_path, "am")
     x = np.random.default_rng(0).normal(size=(9, 2))
     outside = model.velocity(x, 0.5)
@@ -205,6 +205,10 @@ def test_careless_notebook_calls_get_answers_or_say_what_was_wrong(tmp_path):
         np.testing.assert_array_equal(model.velocity(x, 0.5), outside)
         inside = model.push(torch.as_tensor(x, dtype=torch.float32), 0.0, 1.0)
     np.testing.assert_array_equal(inside, model.push(x, 0.0, 1.0))
+    (tmp_path / "again").mkdir()
+    with torch.inference_mode(), torch.no_grad():  # and training there: the same model
+        again = _trained(tmp_path / "again", "am")
+    np.testing.assert_array_equal(again.velocity(x, 0.5), outside)
     for seed in (None, -1, 1.5, np.random.default_rng(0)):
         with pytest.raises(ValueError, match="seed must be a whole number >= 0"):
             model.push(x, 0.0, 1.0, seed=seed)

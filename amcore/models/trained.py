@@ -97,6 +97,7 @@ class TrainedModel:
         self.info = dict(info or {})
 
     @classmethod
+    @torch.inference_mode(False)  # weights loaded inside it could never take part in a velocity's backward pass
     def from_checkpoint(cls, path: str | Path) -> TrainedModel:
         """The finished training at ``path`` (``weights_only`` loading: a checkpoint runs no code)."""
         partial = Path(f"{path}.partial")

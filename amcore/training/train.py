@@ -936,6 +936,8 @@ class Run:
         return self.history[-1][1]
 
 
+@torch.inference_mode(False)  # a notebook's torch.inference_mode or no_grad around it (audit 85)
+@torch.enable_grad()
 def train(
     snaps: Snapshots | None,
     cfg: TrainConfig,
