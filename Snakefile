@@ -198,8 +198,9 @@ for _model in MODELS:
         raise ValueError(f"models.{_model}: {err}") from None
 # The model the table pairs the others against: am, else the config's first Action Matching model (am, eam or uam),
 # else its first (audit 82: a run without a model named am had no pairs at all).
-_actions = [name for name, spec in config["models"].items() if spec["objective"] != "fm"] + list(config["models"])
-config.setdefault("reference", "am" if "am" in MODELS else _actions[0])
+_in_order = list(config["models"])
+_first = next((name for name in _in_order if config["models"][name]["objective"] != "fm"), _in_order[0])
+config.setdefault("reference", "am" if "am" in MODELS else _first)
 if config["reference"] not in MODELS:
     raise ValueError(f"reference: {config['reference']!r} is not one of the models {MODELS}")
 SPLIT = f"{OUT}/holdout-{{holdout}}"

@@ -162,7 +162,9 @@ def _log_params(client, run_id: str, params: dict) -> None:
 def _creation_lock(uri: str, timeout_s: float = 300.0):
     """Hold ``<db>.lock`` beside a sqlite database: MLflow creates and migrates its schema on first use, and
     pipelines started together on a fresh file race on it ("duplicate column name"). Servers need no lock."""
-    path = _sqlite_path(uri)
+    from amcore.models.mlflow_model import sqlite_path  # MLflow is imported by now: nothing more to load
+
+    path = sqlite_path(uri)
     if path is None:
         yield
         return
@@ -178,16 +180,6 @@ def _creation_lock(uri: str, timeout_s: float = 300.0):
                     raise TimeoutError(f"{path}.lock held for more than {timeout_s:.0f} s") from None
                 time.sleep(0.1)
         yield  # closing the file releases the lock, also when the body raises
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite URI; None for other backends and in-memory databases."""
-    if not uri.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(uri).database
-    return Path(database) if database and database != ":memory:" else None
 
 
 def _experiment_id(client, name: str, artifact_location: str | None) -> str:

@@ -168,6 +168,16 @@ def _checkpoint_in(model_dir: Path) -> Path:
         raise ValueError(f"{model_dir} is an MLflow model without an amcore checkpoint") from None
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite URI; None for other backends and in-memory databases."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
 def _reachable_tracker(text: str) -> str:
     """The tracking URI a ``runs:/`` or ``models:/`` URI resolves against, refused at once where it cannot answer
     (audit 85: a stopped server was retried for 4 minutes; with none set, MLflow created ./mlflow.db and said only
@@ -176,8 +186,8 @@ def _reachable_tracker(text: str) -> str:
     from urllib.parse import urlparse
 
     uri = mlflow.get_tracking_uri()
-    scheme = urlparse(uri).scheme
-    if scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).is_file():
+    scheme, database = urlparse(uri).scheme, sqlite_path(uri)
+    if database is not None and not database.is_file():
         raise InputError(
             f"{text}: MLflow looks for it in {uri}, which does not exist: set MLFLOW_TRACKING_URI to "
             "the tracker that logged the run (the pipeline's: sqlite:///<results_dir>/mlflow.db)"
