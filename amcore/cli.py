@@ -786,7 +786,8 @@ def cmd_table(args: argparse.Namespace) -> None:
     table = tables.long_table(results, variances)
     shared = settings[0] if all(s == settings[0] for s in settings) else None  # the subsample sizes, where one
     markdown = tables.markdown(table, args.reference, shared, tables.chosen_lines(results))
-    _write_text(args.table, table.to_csv(index=False))
+    recorded = table.assign(reference=args.reference)  # what summary pairs against unless told otherwise
+    _write_text(args.table, recorded.to_csv(index=False))
     _write_text(args.markdown, markdown)
     if (table["holdout"] == "none").all():
         series = {r["method"]: list(r["w1"].values()) for r in results if "w1" in r}
@@ -828,7 +829,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     """One table across experiments: each dataset's methods, noise floor and paired differences."""
     from amcore.evaluation.table import HELD_OUT_VAR, across_datasets
 
-    tables, left_out, seen = {}, [], {}
+    tables, where, left_out, seen = {}, {}, [], {}
     paths = [Path(p).resolve() for p in args.tables]
     for path, name in zip(paths, _experiment_names(paths), strict=True):
         table = _read_table(path)
@@ -843,18 +844,20 @@ def cmd_summary(args: argparse.Namespace) -> None:
             raise InputError(f"{path} holds the held-out rows of {twin}: one experiment given twice (a copy?)")
         seen[path] = rows
         _check_complete(path, held, {args.metric, "w1_subsample_noise"})
-        tables[name] = held
+        tables[name], where[name] = held, path
     if not tables:
         raise InputError("none of the tables holds a held-out time: summary compares leave-one-out experiments "
                          "(config/leaveout/*.yaml, or holdout_times in yours); a run without one has its table.md "
                          "already")  # fmt: skip
-    references = _references(args.reference, list(tables), left_out)
+    recorded = {name: _recorded_reference(where[name], table) for name, table in tables.items()}
+    references = _references(args.reference, recorded, left_out)
     for name, table in tables.items():
         metrics = sorted(m for m in set(table["metric"]) if not m.startswith(HELD_OUT_VAR))  # a pair's, not a metric
         if args.metric not in metrics:
             raise InputError(f"--metric {args.metric}: not in {name}'s table (it has {metrics})")
         if references[name] not in set(table["method"]):
-            raise InputError(f"--reference {references[name]}: no such method in {name}'s table "
+            said = "--reference " if args.reference else f"the reference {name} was paired against, "
+            raise InputError(f"{said}{references[name]}: no such method in {name}'s table "
                              f"({sorted(set(table['method']))}): give the model to pair against, as the config's "
                              f"reference does (--reference {name}=MODEL for this table alone)")  # fmt: skip
     text = across_datasets(tables, args.metric, references)
@@ -916,12 +919,26 @@ def _experiment_names(paths: list[Path]) -> list[str]:
         depth += 1
 
 
-def _references(given: list[str], experiments: list[str], left_out: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
-    """``{experiment: model}`` from ``--reference``: a bare MODEL for every experiment, EXPERIMENT=MODEL for one."""
+def _recorded_reference(path: Path, table) -> str:
+    """The model ``amcore table`` paired the experiment against (its config's ``reference``); ``am`` for a table
+    written before it was recorded."""
+    if "reference" not in table.columns:
+        return "am"
+    names = sorted(set(table["reference"]))
+    if len(names) != 1 or not names[0]:
+        raise InputError(f"{path}: column 'reference' holds {names}; expected the one model amcore table paired "
+                         "against, on every row")  # fmt: skip
+    return names[0]
+
+
+def _references(given: list[str], recorded: dict[str, str], left_out: list[str] = ()) -> dict[str, str]:
+    """``{experiment: model}``: each table's recorded reference, unless ``--reference`` names a bare MODEL for every
+    experiment or EXPERIMENT=MODEL for one."""
+    experiments = list(recorded)
     default = [g for g in given if "=" not in g]
     if len(default) > 1:
         raise InputError(f"--reference: {default} are several models for every table; give one, or EXPERIMENT=MODEL")
-    references = dict.fromkeys(experiments, default[0] if default else "am")
+    references = {name: default[0] if default else model for name, model in recorded.items()}
     for name, _, model in (g.partition("=") for g in given if "=" in g):
         if name in left_out:
             raise InputError(f"--reference {name}={model}: {name} was left out (no held-out time)")
@@ -1071,8 +1088,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         nargs="+",
-        default=["am"],
-        help="the model the paired differences are taken against: MODEL for every table, EXPERIMENT=MODEL for one",
+        default=[],
+        help="the model the paired differences are taken against: MODEL for every table, EXPERIMENT=MODEL for one "
+        "(default: the one each table was paired against, its config's reference)",
     )
     p.add_argument("--out", default=None, help="also write the markdown here")
 

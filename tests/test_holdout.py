@@ -235,7 +235,7 @@ def test_the_score_labels_its_split_with_every_digit_of_the_time(tmp_path):
     assert row["holdout"] == "1.2345678"
 
 
-def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_table_widens_by_it(tmp_path):
+def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_table_widens_by_it(tmp_path, capsys):
     """Two methods on three seeds and a baseline, scored against the 60 held-out cells: score writes, per ordered
     pair of methods, the variance of their W1 means' difference over the held-out cells' sampling (the influence
     functions at one set of cells, paired); it is the pair's own (symmetric, zero for a method against itself
@@ -278,6 +278,21 @@ def test_score_writes_how_each_difference_moves_with_the_held_out_cells_and_the_
     assert "sampling of the held-out cells" in (tmp_path / "table.md").read_text()
     assert main(["summary", outputs[0]]) == 0  # the summary's intervals hold it too
     assert main(["summary", outputs[0], "--metric", "w1_held_out_var:fm"]) == 2, "a pair's variance is no metric"
+    # The table records what it paired against, and summary pairs against that unless told otherwise: a config's
+    # reference fm used to be summarised against am unless --reference was given again.
+    assert main([*args, "--figure", outputs[2], "--reference", "fm"]) == 0
+    assert set(pd.read_csv(outputs[0])["reference"]) == {"fm"}
+    capsys.readouterr()
+    assert main(["summary", outputs[0]]) == 0
+    said = capsys.readouterr().out
+    assert "### fm − peer" in said and "| fm | reference |" in said and "| am | reference |" not in said
+    assert main(["summary", outputs[0], "--reference", "am"]) == 0
+    assert "| am | reference |" in capsys.readouterr().out
+    edited = pd.read_csv(outputs[0], keep_default_na=False, dtype=str)
+    edited.loc[0, "reference"] = "am"
+    edited.to_csv(tmp_path / "mixed.csv", index=False)
+    assert main(["summary", str(tmp_path / "mixed.csv")]) == 2
+    assert "mixed.csv: column 'reference' holds ['am', 'fm']" in capsys.readouterr().err
 
 
 def test_score_checks_every_seeds_whole_course(tmp_path, capsys):
