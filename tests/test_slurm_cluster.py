@@ -1,0 +1,110 @@
+"""The pipeline on a real SLURM cluster through ``profiles/slurm``: every rule an sbatch job, and a training
+cancelled by ``scancel`` resumed by the rerun.
+
+Needs a running SLURM whose ``sinfo`` answers (``profiles/slurm/local-cluster.sh`` starts a one-node cluster on
+Debian as root); skipped otherwise. The profile is the project's own with the resources cut to a laptop-sized
+node (one CPU, no GPU), as docs/cluster.md tells a site without GPUs to set them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import BIN, ROOT, TINY_CONFIG, cli_env
+
+from amcore.training.train import partial_path
+
+
+def _cluster_answers() -> bool:
+    if not shutil.which("sinfo") or not shutil.which("sbatch"):
+        return False
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    return any(s.strip("*~#") in ("idle", "mixed", "allocated") for s in states.split())
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _cluster_answers(), reason="no SLURM answers here (profiles/slurm/local-cluster.sh)"),
+]
+
+
+def _profile(folder: Path) -> Path:
+    """profiles/slurm with each job sized to fit a small node: one CPU, no GPU, a little memory."""
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["default-resources"].update({"cpus_per_task": 1, "mem_mb": 1000, "runtime": 20})
+    profile["set-resources"]["train"].update({"cpus_per_task": 1, "mem_mb": 2000, "gpu": 0})
+    profile["set-threads"]["train"] = 1
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def _run(workdir: Path, config: dict, *, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config",
+           "--profile", str(_profile(workdir / f"profile-{time.monotonic_ns()}")), "--workflow-profile", "none",
+           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+           "--seconds-between-status-checks", "2", "--slurm-keep-successful-logs"]  # fmt: skip
+    if wait:
+        return subprocess.run(cmd, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=1200)
+    return subprocess.Popen(cmd, cwd=workdir, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+
+
+def _jobs_of(rule: str) -> list[tuple[str, str]]:
+    """(job id, state) of every job of ``rule`` the cluster still lists, finished ones included."""
+    listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True).stdout
+    rows = [line.split("|") for line in listed.splitlines()]
+    return [(job, state) for job, comment, state in rows if comment.startswith(f"rule_{rule}")]
+
+
+def test_every_rule_runs_as_a_slurm_job_and_a_cancelled_training_resumes(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
+    config["experiment"] = f"slurm{time.monotonic_ns()}"  # squeue's rule comments name no experiment: tell runs apart
+    done = _run(tmp_path / "whole", config)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = tmp_path / "whole" / "results" / config["experiment"]
+    assert (results / "table.csv").is_file() and (results / "holdout-none" / "export.h5ad").is_file()
+    logs = tmp_path / "whole" / ".snakemake" / "slurm_logs"
+    for rule in ("prepare", "train", "integrate", "evaluate", "table", "export"):
+        assert list((logs / f"rule_{rule}").rglob("*.log")), f"{rule} did not run as an sbatch job"
+    trained = next((logs / "rule_train").rglob("*.log")).read_text()
+    assert "amcore train: 400 steps" in trained, trained[-2000:]
+
+    # scancel sends SIGTERM, then SIGKILL after KillWait: the job fails, nothing looks finished, the rerun resumes
+    config["models"]["am"].update({"steps": 20000, "checkpoint_every": 50})
+    run = _run(tmp_path / "cancel", config, wait=False)
+    model = tmp_path / "cancel" / "results" / config["experiment"] / "holdout-none" / "am" / "seed-0" / "model.pt"
+    partial = partial_path(model)
+    deadline = time.monotonic() + 600
+    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= 200):
+        assert run.poll() is None, run.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the training never wrote its resumable state"
+        time.sleep(1)
+    running = [job for job, state in _jobs_of("train") if state == "RUNNING"]
+    assert len(running) == 1, _jobs_of("train")
+    subprocess.run(["scancel", running[0]], check=True)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode != 0, out[-3000:]
+    assert not model.exists(), "a cancelled training must not look finished"
+    cancelled_at = torch.load(partial, weights_only=True)["step"]
+    assert 200 <= cancelled_at < 20000
+
+    rerun = _run(tmp_path / "cancel", config)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    trained = (model.parent.parents[2] / "logs" / "train_none_am_0.log").read_text()
+    assert f"resuming from step {cancelled_at}" in trained, trained[-2000:]
+    said = f"amcore train: {20000 - cancelled_at} steps (resumed at {cancelled_at} of 20000)"
+    assert said in trained, trained[-2000:]
+    assert model.is_file() and not partial.exists()
