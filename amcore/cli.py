@@ -8,7 +8,9 @@ import errno
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from amcore.atomic import check_replaceable, replacing, scratch
-from amcore.errors import InputError, TrainingDiverged
+from amcore.errors import InputError, Terminated, TrainingDiverged
 from amcore.version import __version__
 
 COINCIDING = ("every observed cell is one point: mmd and neighbour_excess judge the prediction's spread against none, "
@@ -1189,9 +1191,13 @@ def _where_full(err: BaseException, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _check_params(args)
-        _check_outputs(args)
-        args.func(args)
+        with _terminable():
+            _check_params(args)
+            _check_outputs(args)
+            args.func(args)
+    except Terminated:
+        print(f"amcore {args.command}: stopped by SIGTERM; no output it was writing was kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyError as err:  # a bare key (a missing entry of a JSON argument or a file) says nothing by itself
         what = err.args[0] if err.args else ""
         said = f"missing key {what!r}" if isinstance(what, str) and " " not in what else str(what)
@@ -1204,6 +1210,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amcore {args.command}: error: {err}", file=sys.stderr)
         return 3
     return 0
+
+
+@contextlib.contextmanager
+def _terminable():
+    """SIGTERM raises Terminated while a stage runs, so that its outputs and its MLflow run close as on Ctrl-C (audit
+    86: a training cancelled by scancel left its stage's run RUNNING for good). Not in a process of a multi-process
+    training: one blocked in a collective on a dead peer would not see the exception, and SIGTERM must end it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

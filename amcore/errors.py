@@ -9,3 +9,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became non-finite or left the scale the data allow: the model's numbers would mean nothing.
 
     The CLI turns it into a message and exit status 3."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``scancel``, a cluster's time limit, Snakemake stopping its jobs): raised in the main thread
+    so that every open output and tracking run unwinds as on Ctrl-C. A BaseException, as KeyboardInterrupt is,
+    so that no ``except Exception`` takes it for an error to carry on from."""

@@ -21,6 +21,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from amcore.errors import Terminated
 from amcore.version import code_version, uncommitted_changes
 
 # A dead server must fail fast: MLflow's defaults retry for minutes per call.
@@ -267,14 +268,16 @@ class StageRun:
         self._stop.set()
         self._wake.set()
         self._thread.join()
-        deadline = time.monotonic() + self.final_wait_s
+        stopped = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Terminated))
+        # stopped from outside: a cluster kills the job outright soon (SLURM's KillWait, 30 s by default)
+        deadline = time.monotonic() + (min(self.final_wait_s, 5.0) if stopped else self.final_wait_s)
         while time.monotonic() < deadline and not self._attempt(self._send_pending):
             time.sleep(2.0)
         for path, subdir in self.artifacts:
             self._attempt(lambda p=path, s=subdir: self._log_artifact(p, s))
         for checkpoint, name in self.models:
             self._attempt(lambda c=checkpoint, n=name: self._log_model(c, n))
-        status = "FAILED" if exc_type else "FINISHED"
+        status = "KILLED" if stopped else "FAILED" if exc_type else "FINISHED"
         if self._created:
             self._attempt(lambda: self.client.set_terminated(self._created, status=status))
         if self.pending or self.run_id is None:

@@ -71,6 +71,44 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     )
 
 
+def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_path, monkeypatch):
+    """Audit 86: scancel (SIGTERM, then SIGKILL after SLURM's KillWait) killed the training at once, and its stage's
+    MLflow run stayed RUNNING for good, beside the resumed training's. Now the stage unwinds: the run is KILLED, the
+    resumable state stays, nothing looks finished."""
+    from mlflow.tracking import MlflowClient
+
+    from amcore import tracking
+
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
+        monkeypatch.delenv(key, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.start_parent(uri, "stopped", tmp_path, {})
+    env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
+    proc = subprocess.Popen(_train_cmd(store, tmp_path), env=env, stderr=subprocess.PIPE, text=True)
+    partial = partial_path(tmp_path / "model.pt")
+    deadline = time.monotonic() + 240
+    while not (partial.exists() and torch.load(partial, weights_only=True)["step"] >= 100):
+        assert proc.poll() is None, "training ended before it could be stopped: make it longer"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "amcore train: stopped by SIGTERM; no output it was writing was kept" in stderr
+    assert partial.exists() and not (tmp_path / "model.pt").exists()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("stopped").experiment_id
+    [stopped] = client.search_runs([experiment], "tags.`amcore.stage` = 'train'")
+    assert stopped.info.status == "KILLED"
+    resumed = subprocess.run(_train_cmd(store, tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "resuming from step" in resumed.stderr, resumed.stderr[-2000:]
+    statuses = sorted(r.info.status for r in client.search_runs([experiment], "tags.`amcore.stage` = 'train'"))
+    assert statuses == ["FINISHED", "KILLED"]
+
+
 def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):
     from amcore import TrainConfig, train
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from conftest import BIN, ROOT, TINY_CONFIG, cli_env
+from mlflow.tracking import MlflowClient
 
 from amcore.training.train import partial_path
 
@@ -100,6 +101,11 @@ def test_every_rule_runs_as_a_slurm_job_and_a_cancelled_training_resumes(tmp_pat
     assert not model.exists(), "a cancelled training must not look finished"
     cancelled_at = torch.load(partial, weights_only=True)["step"]
     assert 200 <= cancelled_at < 20000
+    # The stage unwound on SIGTERM: its MLflow run is closed as KILLED, not left RUNNING (audit 86)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'cancel' / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("amcore").experiment_id
+    [train] = client.search_runs([experiment], "tags.`amcore.stage` = 'train'")
+    assert train.info.status == "KILLED"
 
     rerun = _run(tmp_path / "cancel", config)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
