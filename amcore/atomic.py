@@ -3,12 +3,13 @@
 A killed or failing job leaves either the previous file or none, never one that looks finished; the rename is
 atomic within a file system.
 
-A job killed outright (SIGKILL, or SIGTERM from Snakemake) cannot remove its temporary itself, and its rerun
-writes under another name (the PID differs), so each write first removes the temporaries of the same output
-whose writer is dead. Liveness is judged by PID on this host: a temporary is kept while a process of that PID
-runs here, and removed otherwise, even when its writer was another host's job still running on a shared file
-system. Two live jobs writing the same output are already a conflict (Snakemake never schedules one output
-twice, and locks its working directory against a second instance), so this only assumes what the workflow
+A job killed outright (SIGKILL, or SIGTERM to a process of a multi-process training) cannot remove its temporary
+itself, and its rerun writes under another name (the PID differs), so each write first removes the temporaries of
+the same output whose writer is dead. Liveness is judged by PID on this host: a temporary is kept while a process of
+that PID runs here, and removed otherwise, even when its writer was another host's job still running on a shared
+file system. Two live jobs writing the same output are already a conflict (Snakemake never schedules one output
+twice, and locks its working directory against a second instance; after kill -9 of Snakemake on a cluster its jobs
+run on, and docs/cluster.md says to cancel them before the rerun), so this only assumes what the workflow
 guarantees.
 """
 
