@@ -753,7 +753,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> None:
-    """One long table (method, holdout, seed, metric, value), its mean ± std rendering, and figures."""
+    """One long table (method, holdout, seed, metric, value, reference), its mean ± std rendering, and figures."""
     from amcore import tracking
     from amcore.evaluation import plots
     from amcore.evaluation import table as tables
@@ -1069,7 +1069,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("table", cmd_table, "every method, held-out time and seed in one table, with figures")
     p.add_argument("--results", nargs="+", required=True, help="metrics.json (no held-out time) and scores JSON")
-    p.add_argument("--table", required=True, help="output CSV: method, holdout, seed, metric, value")
+    p.add_argument("--table", required=True, help="output CSV: method, holdout, seed, metric, value, reference")
     p.add_argument("--markdown", required=True, help="output markdown: mean ± std over seeds")
     p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")

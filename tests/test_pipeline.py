@@ -50,7 +50,8 @@ def check_outputs(workdir: Path, config: dict) -> dict:
     for name in ("marginals", "trajectories", "velocity", "loss", "action", "growth", "mmd"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "table.csv", keep_default_na=False)
-    assert list(table.columns) == ["method", "holdout", "seed", "metric", "value"]
+    assert list(table.columns) == ["method", "holdout", "seed", "metric", "value", "reference"]
+    assert set(table["reference"]) == {"am"}  # what amcore summary pairs against
     # No held-out time: one row per metric, each the mean over the observed times after the first.
     rows = table.set_index("metric")["value"]
     assert rows["w1"] == pytest.approx(metrics["w1_mean"]) and rows["nonfinite"] == 0
