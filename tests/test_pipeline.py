@@ -219,16 +219,6 @@ def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, mess
     assert not (tmp_path / "results").exists(), "nothing may be written for a refused config"
 
 
-def test_tiny_pipeline_against_a_real_mlflow_server(tmp_path, tiny_config, mlflow_server):
-    mlflow_server = mlflow_server.uri
-    workdir = tmp_path / "work"
-    result = snakemake(workdir, tiny_config, env=cli_env(MLFLOW_TRACKING_URI=mlflow_server))
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = check_outputs(workdir, tiny_config)
-    check_tracking(mlflow_server, tiny_config, metrics)
-    assert not (workdir / "results" / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must win over the default"
-
-
 @pytest.mark.parametrize(
     "simulator, model, expected",
     [
@@ -269,8 +259,9 @@ def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tin
     assert ("(sde)" if model["objective"] == "eam" else "(weighted)") in log
 
 
-def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
-    """One store and one model per held-out time and seed; baselines and models scored in one table."""
+def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config, mlflow_server):
+    """One store and one model per held-out time and seed; baselines and models scored in one table, tracked on a
+    real MLflow server."""
     config = copy.deepcopy(tiny_config)
     config["dataset"]["times"] = [0.0, 0.25, 0.5, 0.75, 1.0]
     config["holdout_times"] = [0.25, 0.5]
@@ -292,8 +283,17 @@ def test_leave_one_time_out_with_seeds_and_baselines(tmp_path, tiny_config):
     truth, _ = simulate_snapshots(make_simulator("gaussian_path", {}), [0.5], config["dataset"]["n_per_time"], 7)
     np.savez(tmp_path / "mine-0.5.npz", X=truth)
     config["external"] = {"mine": "mine-{holdout}.npz"}
-    result = snakemake(tmp_path, config)
+    result = snakemake(tmp_path, config, env=cli_env(MLFLOW_TRACKING_URI=mlflow_server.uri))
     assert result.returncode == 0, result.stderr[-4000:]
+    assert not (tmp_path / "results" / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must win over the default"
+    client = MlflowClient(mlflow_server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("amcore").experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("amcore.kind") == "pipeline"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    stages = sorted(r.data.tags["amcore.stage"] for r in children)
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
+    assert stages == sorted(["prepare", "train", "train", "integrate", "integrate", "evaluate", "baseline",
+                             "baseline", "baseline", "external", "score", "export"]), stages  # fmt: skip
     out = tmp_path / "results" / "tiny"
     snaps = read_store(out / "holdout-0.5" / "data" / "store.zarr")
     assert snaps.attrs["holdout_times"] == [0.5]  # recorded, so training drops it
