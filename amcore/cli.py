@@ -878,7 +878,7 @@ def _read_table(path: Path):
         raise InputError(f"{path}: table.md is the table's rendering; give the table.csv beside it")
     try:  # seed "" (a baseline) and holdout "none" stay text; an empty value is a failed run's NaN
         table = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "NaN", "nan"]},
-                            dtype={"holdout": str, "seed": str})  # fmt: skip
+                            dtype={"holdout": str, "seed": str, "reference": str})  # fmt: skip
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not an amcore table (not CSV: {str(err).strip()}); give "
                          "results/<experiment>/table.csv") from None  # fmt: skip

@@ -44,7 +44,7 @@ def _profile(folder: Path) -> Path:
     profile["default-resources"].update({"cpus_per_task": 1, "mem_mb": 1000, "runtime": 20})
     profile["set-resources"]["train"].update({"cpus_per_task": 1, "mem_mb": 2000, "gpu": 0})
     profile["set-threads"]["train"] = 1
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
 
@@ -54,7 +54,7 @@ def _run(workdir: Path, config: dict, *, wait: bool = True) -> subprocess.Popen 
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config",
-           "--profile", str(_profile(workdir / f"profile-{time.monotonic_ns()}")), "--workflow-profile", "none",
+           "--profile", str(_profile(workdir / "profile")), "--workflow-profile", "none",
            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
            "--seconds-between-status-checks", "2", "--slurm-keep-successful-logs"]  # fmt: skip
     if wait:
@@ -64,7 +64,7 @@ def _run(workdir: Path, config: dict, *, wait: bool = True) -> subprocess.Popen 
 
 
 def _jobs_of(rule: str) -> list[tuple[str, str]]:
-    """(job id, state) of every job of ``rule`` the cluster still lists, finished ones included."""
+    """(job id, state) of every job of ``rule`` the cluster still lists, finished ones and other runs' included."""
     listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True).stdout
     rows = [line.split("|") for line in listed.splitlines()]
     return [(job, state) for job, comment, state in rows if comment.startswith(f"rule_{rule}")]
@@ -72,7 +72,6 @@ def _jobs_of(rule: str) -> list[tuple[str, str]]:
 
 def test_every_rule_runs_as_a_slurm_job_and_a_cancelled_training_resumes(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
-    config["experiment"] = f"slurm{time.monotonic_ns()}"  # squeue's rule comments name no experiment: tell runs apart
     done = _run(tmp_path / "whole", config)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = tmp_path / "whole" / "results" / config["experiment"]
