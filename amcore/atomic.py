@@ -8,20 +8,27 @@ itself, and its rerun writes under another name (the PID differs), so each write
 the same output whose writer is dead. Liveness is judged by PID on this host: a temporary is kept while a process of
 that PID runs here, and removed otherwise, even when its writer was another host's job still running on a shared
 file system. Two live jobs writing the same output are already a conflict (Snakemake never schedules one output
-twice, and locks its working directory against a second instance; after kill -9 of Snakemake on a cluster its jobs
-run on, and docs/cluster.md says to cancel them before the rerun), so this only assumes what the workflow
-guarantees.
+twice, and locks its working directory against a second instance), so this only assumes what the workflow
+guarantees, except after kill -9 of Snakemake: its jobs run on, and its rerun starts the same jobs beside them.
+Where that costs more than time, a job holds a lease on its output (``leased``, the training's resumable state)
+and the second writer is refused while the first runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
+import socket
+import subprocess
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from amcore.errors import AlreadyRunning
 
 
 def temporary_name(path: Path, pid: int) -> Path:
@@ -108,6 +115,113 @@ def _running(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return True  # another user's process, or not a PID: leave it alone
     return True
+
+
+def lease_path(path: str | Path) -> Path:
+    """The lease a writer of ``path`` holds while it runs: ``<path>.running``."""
+    path = Path(path)
+    return path.with_name(path.name + ".running")
+
+
+@contextlib.contextmanager
+def leased(path: str | Path, what: str) -> Iterator[None]:
+    """Hold ``<path>.running`` while this process writes ``path`` (and its resumable state). A second writer is
+    refused with :class:`AlreadyRunning` while the holder runs (a job left running by a Snakemake killed with
+    kill -9, and its rerun resuming from the same state beside it: two trainings wrote one ``model.pt.partial``);
+    the lease of one that no longer runs is taken over. ``what`` names the job in the refusal."""
+    lease = lease_path(path)
+    lease.parent.mkdir(parents=True, exist_ok=True)
+    me = _holder()
+    for _ in range(3):  # a lease removed as stale may be taken by another rerun in between
+        try:
+            fd = os.open(lease, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_holder(lease)
+            runs = _holder_runs(holder) if holder else False  # unreadable: written by no amcore of this version
+            if runs is False:
+                lease.unlink(missing_ok=True)
+                continue
+            raise AlreadyRunning(_refusal(path, lease, holder, what, runs)) from None
+        with os.fdopen(fd, "w") as out:
+            json.dump(me, out)
+        break
+    else:
+        raise AlreadyRunning(f"{path}: {what} could not take its lease {lease}: another process kept taking it")
+    try:
+        yield
+    finally:
+        if _read_holder(lease) == me:  # never another's: a process that took over a lease judged stale
+            lease.unlink(missing_ok=True)
+
+
+LIVE_SLURM_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+                     "SIGNALING", "STAGE_OUT", "STOPPED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD")  # fmt: skip
+
+
+def _holder() -> dict:
+    """Who this process is, in terms another process (maybe on another host) can check."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _start_token(pid),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+
+
+def _read_holder(lease: Path) -> dict | None:
+    try:
+        holder = json.loads(lease.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _start_token(pid: int) -> str | None:
+    """When the process ``pid`` started, in this boot (Linux), so that a PID reused after the holder died is not
+    taken for it; None where ``/proc`` cannot say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, starttime; the name may hold spaces
+
+
+def _holder_runs(holder: dict) -> bool | None:
+    """Whether the lease's holder still runs: by PID and start time on this host, by ``squeue`` for a SLURM job
+    elsewhere; None where nothing here can tell."""
+    if holder.get("host") == socket.gethostname():
+        pid = holder.get("pid")
+        if not isinstance(pid, int) or not _running(pid):
+            return False
+        started = holder.get("start")
+        return started is None or _start_token(pid) in (None, started)
+    job = holder.get("slurm_job")
+    if not job:
+        return None
+    if job == os.environ.get("SLURM_JOB_ID"):
+        return False  # this very job, requeued: its earlier run is over
+    if not shutil.which("squeue"):
+        return None
+    try:
+        asked = subprocess.run(["squeue", "--noheader", "--jobs", str(job), "--format", "%T"], capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if asked.returncode != 0:
+        return False if "invalid job id" in asked.stderr.lower() else None
+    return asked.stdout.strip() in LIVE_SLURM_STATES
+
+
+def _refusal(path, lease: Path, holder: dict, what: str, runs: bool | None) -> str:
+    pid, job = holder.get("pid"), holder.get("slurm_job")
+    since = f", since {holder['since']}" if holder.get("since") else ""
+    if runs is None:
+        return (f"{path}: {what} holds {lease} (process {pid} on host {holder.get('host')}{since}), and nothing here "
+                "can check whether it still runs: if it does, wait for it or stop it there; if it does not, delete "
+                f"{lease} and rerun")  # fmt: skip
+    local = holder.get("host") == socket.gethostname()
+    who = f"process {pid} on this host{since}" if local else f"SLURM job {job} on {holder.get('host')}{since}"
+    return (f"{path}: {what} is already running ({who}); a Snakemake stopped with kill -9 leaves its jobs running. "
+            f"Wait for it to end, or stop it with `{f'kill {pid}' if local else f'scancel {job}'}` (a stopped "
+            "training keeps its resumable state), then rerun")  # fmt: skip
 
 
 def _remove(path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from amcore.atomic import check_replaceable, replacing, scratch
-from amcore.errors import InputError, Terminated, TrainingDiverged
+from amcore.errors import AlreadyRunning, InputError, Terminated, TrainingDiverged
 from amcore.version import __version__
 
 COINCIDING = ("every observed cell is one point: mmd and neighbour_excess judge the prediction's spread against none, "
@@ -1203,7 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
         said = f"missing key {what!r}" if isinstance(what, str) and " " not in what else str(what)
         print(f"amcore {args.command}: error: {said}", file=sys.stderr)
         return 2
-    except (InputError, ValueError, OSError) as err:  # OSError: a missing file, an unwritable folder, a full disk
+    except (InputError, ValueError, OSError, AlreadyRunning) as err:  # OSError: a missing file, a full disk, ...
         print(f"amcore {args.command}: error: {err}{_where_full(err, args)}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

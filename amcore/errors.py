@@ -11,6 +11,11 @@ class TrainingDiverged(RuntimeError):
     The CLI turns it into a message and exit status 3."""
 
 
+class AlreadyRunning(RuntimeError):
+    """Another live process writes the same output (``atomic.leased``): a job left running by a Snakemake killed
+    with kill -9, beside its rerun. The message names the process and how to stop it."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (``scancel``, a cluster's time limit, Snakemake stopping its jobs): raised in the main thread
     so that every open output and tracking run unwinds as on Ctrl-C. A BaseException, as KeyboardInterrupt is,

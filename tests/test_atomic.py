@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from amcore.atomic import remove_stale_temporaries, replacing
+from amcore.atomic import lease_path, leased, remove_stale_temporaries, replacing
+from amcore.errors import AlreadyRunning
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
@@ -112,6 +116,80 @@ def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path
     with replacing(target) as tmp:
         tmp.mkdir()
     assert [p.name for p in target.parent.iterdir()] == ["store.zarr"]
+
+
+HOLD = (
+    "import sys, time; from amcore.atomic import leased\n"
+    "with leased(sys.argv[1], 'a training of this model'):\n"
+    "    print('held', flush=True); time.sleep(300)\n"
+)
+
+
+def holding(path: Path) -> subprocess.Popen:
+    """A real process that holds the lease on ``path`` until it is killed."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n", "the holder did not take its lease"
+    return holder
+
+
+def holder_pid(path: Path) -> int:
+    return json.loads(lease_path(path).read_text())["pid"]
+
+
+def test_a_lease_refuses_a_second_writer_while_the_first_runs_and_passes_on_after_kill_9(tmp_path):
+    """After kill -9 of Snakemake its training runs on, and the rerun's training resumed from the same state beside
+    it. The second writer is refused, naming the first and how to stop it; once the first is dead (kill -9 leaves
+    its lease behind) the next writer takes the lease over and removes it when done."""
+    target = tmp_path / "model.pt"
+    holder = holding(target)
+    try:
+        with pytest.raises(AlreadyRunning, match=rf"already running \(process {holder.pid} on this host, since .*"
+                                                 rf"stop it with `kill {holder.pid}`"):  # fmt: skip
+            with leased(target, "a training of this model"):
+                pass
+        assert holder_pid(target) == holder.pid, "the refused writer leaves the holder's lease alone"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder_pid(target) == holder.pid, "kill -9 leaves the lease behind"
+    with leased(target, "a training of this model"):
+        assert holder_pid(target) == os.getpid()
+    assert not lease_path(target).exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
+def test_a_lease_whose_pid_now_runs_another_process_is_taken_over(tmp_path):
+    target = tmp_path / "model.pt"
+    reused = {"host": socket.gethostname(), "pid": os.getppid(), "start": "an-earlier-boot:1"}  # runs, but not it
+    lease_path(target).write_text(json.dumps(reused))
+    with leased(target, "a training of this model"):
+        assert holder_pid(target) == os.getpid()
+
+
+def test_a_lease_from_another_host_is_kept_unless_slurm_says_its_job_is_over(tmp_path, monkeypatch):
+    target, lease = tmp_path / "model.pt", lease_path(tmp_path / "model.pt")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-squeue"))  # nothing here can ask SLURM
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    for elsewhere in ({"host": "node-elsewhere", "pid": 4242, "since": "then"},
+                      {"host": "node-elsewhere", "pid": 4242, "slurm_job": "77"}):  # fmt: skip
+        lease.write_text(json.dumps(elsewhere))
+        with pytest.raises(AlreadyRunning, match=rf"process 4242 on host node-elsewhere.*delete {lease} and rerun"):
+            with leased(target, "a training of this model"):
+                pass
+        assert json.loads(lease.read_text()) == elsewhere
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the holder's own job, requeued after its node failed: it is over
+    with leased(target, "a training of this model"):
+        assert holder_pid(target) == os.getpid()
+
+
+def test_a_lease_nobody_can_read_is_taken_over_and_only_ones_own_is_removed(tmp_path):
+    target = tmp_path / "model.pt"
+    lease_path(target).write_text("{")
+    with leased(target, "a training of this model"):
+        assert holder_pid(target) == os.getpid()
+        other = {"host": "node-elsewhere", "pid": 1}  # taken over meanwhile by a process that judged this one gone
+        lease_path(target).write_text(json.dumps(other))
+    assert json.loads(lease_path(target).read_text()) == other
 
 
 def test_equal_checkpoints_are_equal_bytes(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import BIN, cli_env
 
+from amcore.atomic import lease_path
 from amcore.data.simulate import GaussianPath, simulate_snapshots
 from amcore.data.store import Snapshots, write_store
 from amcore.training.train import partial_path
@@ -21,8 +22,8 @@ from amcore.training.train import partial_path
 PARAMS = {"steps": 600, "checkpoint_every": 25, "batch_size": 128, "width": 32, "depth": 2, "threads": 1, "seed": 3}
 
 
-def _train_cmd(store, out):
-    return [str(BIN / "amcore"), "train", "--store", str(store), "--params", json.dumps(PARAMS),
+def _train_cmd(store, out, params=PARAMS):
+    return [str(BIN / "amcore"), "train", "--store", str(store), "--params", json.dumps(params),
             "--checkpoint", str(out / "model.pt"), "--loss-csv", str(out / "loss.csv")]  # fmt: skip
 
 
@@ -107,6 +108,32 @@ def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_pat
     assert resumed.returncode == 0 and "resuming from step" in resumed.stderr, resumed.stderr[-2000:]
     statuses = sorted(r.info.status for r in client.search_runs([experiment], "tags.`amcore.stage` = 'train'"))
     assert statuses == ["FINISHED", "KILLED"]
+
+
+def test_a_second_training_of_one_checkpoint_is_refused_while_the_first_runs(tmp_path):
+    """kill -9 of Snakemake leaves its training running, and the rerun's training resumed from the same
+    model.pt.partial beside it: two processes wrote one resumable state and one model.pt. The second is refused,
+    naming the first and how to stop it; the first trains on, and gives its lease back when stopped."""
+    x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
+    store = tmp_path / "store.zarr"
+    write_store(store, Snapshots.from_labels(x, t))
+    cmd = _train_cmd(store, tmp_path, PARAMS | {"steps": 100_000})  # far longer than the test
+    first = subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.DEVNULL)
+    try:
+        partial, deadline = partial_path(tmp_path / "model.pt"), time.monotonic() + 240
+        while not partial.exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first training did not start"
+            time.sleep(0.05)
+        second = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"is already running (process {first.pid} on this host" in second.stderr
+        assert f"stop it with `kill {first.pid}`" in second.stderr
+        assert first.poll() is None, "the refused training must leave the first alone"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert first.returncode == 128 + signal.SIGTERM
+    assert partial.exists() and not lease_path(tmp_path / "model.pt").exists()
 
 
 def test_a_partial_checkpoint_resumes_only_the_same_data(tmp_path, capsys):

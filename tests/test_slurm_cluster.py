@@ -1,5 +1,5 @@
-"""The pipeline on a real SLURM cluster through ``profiles/slurm``: every rule an sbatch job, and a training
-cancelled by ``scancel`` resumed by the rerun.
+"""The pipeline on a real SLURM cluster through ``profiles/slurm``: every rule an sbatch job, a training
+cancelled by ``scancel`` resumed by the rerun, and a training's lease known by its SLURM job.
 
 Needs a running SLURM whose ``sinfo`` answers (``profiles/slurm/local-cluster.sh`` starts a one-node cluster on
 Debian as root); skipped otherwise. The profile is the project's own with the resources cut to a laptop-sized
@@ -8,6 +8,8 @@ node (one CPU, no GPU), as docs/cluster.md tells a site without GPUs to set them
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import time
@@ -113,3 +115,30 @@ def test_every_rule_runs_as_a_slurm_job_and_a_cancelled_training_resumes(tmp_pat
     said = f"amcore train: {20000 - cancelled_at} steps (resumed at {cancelled_at} of 20000)"
     assert said in trained, trained[-2000:]
     assert model.is_file() and not partial.exists()
+
+
+def test_a_lease_held_by_a_running_slurm_job_is_refused_until_the_job_is_cancelled(tmp_path, monkeypatch):
+    """A training left running on another node by a Snakemake killed with kill -9 is known by its SLURM job: while
+    squeue says the job runs, a rerun's training of the same checkpoint is refused and told to scancel it; once
+    the job is over, the lease is taken over. (The node here is this machine, so the lease names another host.)"""
+    from amcore.atomic import lease_path, leased
+    from amcore.errors import AlreadyRunning
+
+    sleeper = ["sbatch", "--parsable", "--wrap", "sleep 600", "--output=/dev/null", "--cpus-per-task=1", "--mem=100"]
+    job = subprocess.run(sleeper, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    target = tmp_path / "model.pt"
+    lease_path(target).write_text(json.dumps({"host": "node-elsewhere", "pid": 4242, "slurm_job": job}))
+    try:
+        with pytest.raises(AlreadyRunning, match=rf"SLURM job {job} on node-elsewhere.*`scancel {job}`"):
+            with leased(target, "a training of this model"):
+                pass
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["squeue", "--noheader", "--jobs", job, "--format", "%T"], capture_output=True,
+                         text=True).stdout.strip():  # fmt: skip
+        assert time.monotonic() < deadline, f"job {job} did not end after scancel"
+        time.sleep(1)
+    with leased(target, "a training of this model"):
+        assert json.loads(lease_path(target).read_text())["pid"] == os.getpid()

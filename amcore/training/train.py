@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from amcore.atomic import damaged_member, replacing
+from amcore.atomic import damaged_member, leased, replacing
 from amcore.data.store import Snapshots, store_identity
 from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
@@ -954,7 +955,9 @@ def train(
     Every ``checkpoint_every`` steps the whole state (weights, EMA, optimiser, RNG, time sampler, loss
     history) goes atomically to ``<checkpoint>.partial``; a rerun after a kill resumes from it and ends
     with the same parameters as an uninterrupted run. A loss that turns non-finite or diverges raises
-    ``TrainingDiverged`` and leaves nothing behind. Torch's thread count is restored afterwards.
+    ``TrainingDiverged`` and leaves nothing behind. While it runs, ``<checkpoint>.running`` names its process, and a
+    second training of the same checkpoint meanwhile raises ``AlreadyRunning``. Torch's thread count is restored
+    afterwards.
     """
     if snaps is None and path is None:
         raise InputError("train: no snapshots: give amcore.Snapshots.from_labels(x, time) or amcore.read_store(store)")
@@ -976,24 +979,28 @@ def train(
         _say_once(_sigma_units(snaps))
         if note := _sigma_spread(snaps, cfg):
             _say_once(note)
+    # One training per checkpoint at a time, the first rank's lease for the job: a rerun beside a training left
+    # running by a Snakemake killed with kill -9 resumed from the same state, and both wrote it
+    lease = leased(checkpoint, "a training of this model") if os.environ.get("RANK", "0") == "0" else nullcontext()
     threads = torch.get_num_threads()
-    try:
-        chosen = None
-        if cfg.head == "auto":
-            chosen = _chosen_before(snaps, cfg, partial_path(checkpoint))
-            chosen = chosen or _choose_head(snaps, cfg, Path(checkpoint), path)
-            cfg = replace(cfg, head=chosen["head"])
-        if cfg.growth == "auto":
-            return _choose_growth(snaps, cfg, Path(checkpoint), Path(loss_csv), path)
-        summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
-        if os.environ.get("RANK", "0") == "0":  # an interrupted head or growth auto's candidates (review 81)
-            for head in HEAD_CANDIDATES:
-                partial_path(_candidate(Path(checkpoint), head)).unlink(missing_ok=True)
-            for growth in choice.GROWTHS:
-                _remove_candidate(*_growth_candidate(Path(checkpoint), growth))
-        return summary
-    finally:
-        torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
+    with lease:
+        try:
+            chosen = None
+            if cfg.head == "auto":
+                chosen = _chosen_before(snaps, cfg, partial_path(checkpoint))
+                chosen = chosen or _choose_head(snaps, cfg, Path(checkpoint), path)
+                cfg = replace(cfg, head=chosen["head"])
+            if cfg.growth == "auto":
+                return _choose_growth(snaps, cfg, Path(checkpoint), Path(loss_csv), path)
+            summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
+            if os.environ.get("RANK", "0") == "0":  # an interrupted head or growth auto's candidates (review 81)
+                for head in HEAD_CANDIDATES:
+                    partial_path(_candidate(Path(checkpoint), head)).unlink(missing_ok=True)
+                for growth in choice.GROWTHS:
+                    _remove_candidate(*_growth_candidate(Path(checkpoint), growth))
+            return summary
+        finally:
+            torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
 
 
 MASS_CHANGE = 2.0  # a balanced objective is told when the training times' masses change more than this many-fold

@@ -28,8 +28,9 @@ if [[ -f $CONF ]] && ! grep -qF "$MARK" "$CONF"; then
     exit 1
 fi
 
-mkdir -p "$STATE/state" "$STATE/spool" "$STATE/log" /run/munge
-chown munge:munge /run/munge
+mkdir -p "$STATE/state" "$STATE/spool" "$STATE/log" /run/munge /var/log/munge
+# munged refuses files it does not own; a munged that the package's install started as root left some behind
+chown -R munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
 pgrep -x munged >/dev/null || runuser -u munge -- munged
 
 node=$(hostname -s)
