@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -198,7 +199,34 @@ def _experiment_id(client, name: str, artifact_location: str | None) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+_STOPS: list[int] = []
+
+
+def note_stops() -> None:
+    """Remember a SIGINT or SIGTERM to this process (Ctrl-C, a cluster stopping the Snakemake job) and hand it on
+    to the handler before: Snakemake's ``onerror`` is not told why the run ended, and its parent run read FAILED
+    where it was stopped (audit 86). :func:`end_parent` then closes it KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(sig)
+        if before == signal.SIG_IGN:
+            continue
+
+        def noted(signum, frame, before=before):
+            _STOPS.append(signum)
+            if callable(before):
+                return before(signum, frame)
+            signal.signal(signum, signal.SIG_DFL)  # the default: end the process as the signal would have
+            signal.raise_signal(signum)
+
+        signal.signal(sig, noted)
+
+
 def end_parent(status: str) -> None:
+    """Close the parent run ``status``; a failure after a stop was asked for (:func:`note_stops`) is KILLED."""
+    if status == "FAILED" and _STOPS:
+        status = "KILLED"
     state = _read_state()
     if state:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -83,6 +84,36 @@ def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_
         assert parent.info.status == "FINISHED"
         children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
         assert [run.data.tags["amcore.stage"] for run in children] == ["prepare"]
+
+
+def test_a_pipeline_stopped_by_ctrl_c_closes_its_runs_killed_not_failed(tmp_path, tiny_config):
+    """Audit 86: Snakemake's onerror is not told why a run ended, and a Ctrl-C read as FAILED in MLflow. Ctrl-C (a
+    SIGINT to the terminal's process group) now closes the parent run and the stopped training's run KILLED, and
+    the training leaves its resumable state, no model and no lease."""
+    tiny_config["models"]["am"].update(steps=100_000, checkpoint_every=25)  # far longer than the test
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "1"]  # fmt: skip
+    with open(workdir / "snakemake.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=cli_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    model = workdir / "results" / "tiny" / "holdout-none" / "am" / "seed-0" / "model.pt"
+    deadline = time.monotonic() + 300
+    while not model.with_name("model.pt.partial").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (workdir / "snakemake.log").read_text()[-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    assert model.with_name("model.pt.partial").exists() and not model.exists()
+    assert not model.with_name("model.pt.running").exists(), "a stopped training gives its lease back"
+    client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("amcore").experiment_id
+    [parent] = client.search_runs([experiment], "tags.`amcore.kind` = 'pipeline'")
+    assert parent.info.status == "KILLED"
+    [stopped] = client.search_runs([experiment], "tags.`amcore.stage` = 'train'")
+    assert stopped.info.status == "KILLED"
 
 
 def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_closed(tmp_path, monkeypatch):

@@ -119,6 +119,7 @@ def start_tracking():
     uri = tracking.resolve_uri(config["mlflow"]["tracking_uri"], RESULTS)
     tags = {"amcore.experiment": config["experiment"]}
     tracking.start_parent(uri, config["mlflow"]["experiment"], RESULTS, tags, config)
+    tracking.note_stops()  # a run stopped by Ctrl-C or SIGTERM closes KILLED, not FAILED
 
 
 def end_tracking(status):
