@@ -217,11 +217,11 @@ def _refusal(path, lease: Path, holder: dict, what: str, runs: bool | None) -> s
         return (f"{path}: {what} holds {lease} (process {pid} on host {holder.get('host')}{since}), and nothing here "
                 "can check whether it still runs: if it does, wait for it or stop it there; if it does not, delete "
                 f"{lease} and rerun")  # fmt: skip
-    local = holder.get("host") == socket.gethostname()
-    who = f"process {pid} on this host{since}" if local else f"SLURM job {job} on {holder.get('host')}{since}"
-    return (f"{path}: {what} is already running ({who}); a Snakemake stopped with kill -9 leaves its jobs running. "
-            f"Wait for it to end, or stop it with `{f'kill {pid}' if local else f'scancel {job}'}` (a stopped "
-            "training keeps its resumable state), then rerun")  # fmt: skip
+    where = "this host" if holder.get("host") == socket.gethostname() else holder.get("host")
+    who, stop = (f"SLURM job {job}", f"scancel {job}") if job else (f"process {pid}", f"kill {pid}")
+    return (f"{path}: {what} is already running ({who} on {where}{since}); a Snakemake stopped with kill -9 leaves "
+            f"its jobs running. Wait for it to end, or stop it with `{stop}` (a stopped training keeps its resumable "
+            "state), then rerun")  # fmt: skip
 
 
 def _remove(path: Path) -> None:
