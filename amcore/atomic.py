@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -132,26 +133,82 @@ def leased(path: str | Path, what: str) -> Iterator[None]:
     lease = lease_path(path)
     lease.parent.mkdir(parents=True, exist_ok=True)
     me = _holder()
-    for _ in range(3):  # a lease removed as stale may be taken by another rerun in between
-        try:
-            fd = os.open(lease, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_holder(lease)
-            runs = _holder_runs(holder) if holder else False  # unreadable: written by no amcore of this version
-            if runs is False:
-                lease.unlink(missing_ok=True)
-                continue
-            raise AlreadyRunning(_refusal(path, lease, holder, what, runs)) from None
-        with os.fdopen(fd, "w") as out:
-            json.dump(me, out)
-        break
-    else:
-        raise AlreadyRunning(f"{path}: {what} could not take its lease {lease}: another process kept taking it")
+    _claim(lease, me, path, what)
     try:
         yield
     finally:
         if _read_holder(lease) == me:  # never another's: a process that took over a lease judged stale
             lease.unlink(missing_ok=True)
+
+
+def check_lease(path: str | Path, what: str) -> None:
+    """Raise :class:`AlreadyRunning` where a live process holds ``path``'s lease, without taking it: a caller that
+    records its attempt elsewhere (a stage's MLflow run) refuses before it starts."""
+    lease = lease_path(path)
+    holder = _read_holder(lease)
+    if holder is not None and (runs := _holder_runs(holder)) is not False:
+        raise AlreadyRunning(_refusal(path, lease, holder, what, runs))
+
+
+def _claim(lease: Path, me: dict, path, what: str) -> None:
+    """Create ``lease`` naming ``me``, whole or not at all: written aside, then linked into place (a link fails where
+    the name exists), so a rival never reads a half-written lease and takes it for a stale one (audit 87: six
+    claimants at once, up to four holders)."""
+    mine = temporary_name(lease, os.getpid())
+    mine.write_text(json.dumps(me))
+    try:
+        for _ in range(3):  # a stale lease removed may be taken by another claimant in between
+            try:
+                os.link(mine, lease)
+                return
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system (FAT, some FUSE mounts): created, then written
+                if _create_exclusive(lease, me):
+                    return
+            holder = _read_holder(lease)
+            if holder is None and _age_s(lease) < FRESH_LEASE_S:  # being written where it could not be linked
+                raise AlreadyRunning(f"{path}: {what} is starting in another process ({lease} was just created)")
+            runs = _holder_runs(holder) if holder is not None else False  # unreadable and old: no amcore lease
+            if runs is not False:
+                raise AlreadyRunning(_refusal(path, lease, holder, what, runs))
+            _remove_stale(lease, holder)
+        raise AlreadyRunning(f"{path}: {what} could not take its lease {lease}: other processes kept taking it")
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+FRESH_LEASE_S = 10.0  # a lease that cannot be read yet is being written for this long at most
+
+
+def _create_exclusive(lease: Path, me: dict) -> bool:
+    try:
+        fd = os.open(lease, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        json.dump(me, out)
+    return True
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return math.inf
+
+
+def _remove_stale(lease: Path, holder: dict | None) -> None:
+    """Remove ``lease``, judged stale as ``holder``'s; one that a live claimant put there meanwhile goes back."""
+    grave = lease.with_name(f".{lease.name}.stale-{os.getpid()}")
+    try:
+        os.replace(lease, grave)  # atomic: what was moved is this process's to look at
+    except FileNotFoundError:
+        return
+    if _read_holder(grave) != holder:
+        with contextlib.suppress(OSError):  # FileExistsError, or no hard links here
+            os.link(grave, lease)
+    grave.unlink(missing_ok=True)
 
 
 LIVE_SLURM_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
@@ -161,8 +218,9 @@ LIVE_SLURM_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPEND
 def _holder() -> dict:
     """Who this process is, in terms another process (maybe on another host) can check."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _start_token(pid),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_stat(pid)[1],
+            "slurm_job": os.environ.get("SLURM_JOB_ID"), "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
 
 
 def _read_holder(lease: Path) -> dict | None:
@@ -173,15 +231,15 @@ def _read_holder(lease: Path) -> dict | None:
     return holder if isinstance(holder, dict) else None
 
 
-def _start_token(pid: int) -> str | None:
-    """When the process ``pid`` started, in this boot (Linux), so that a PID reused after the holder died is not
-    taken for it; None where ``/proc`` cannot say."""
+def _process_stat(pid: int) -> tuple[str | None, str | None]:
+    """The process ``pid``'s state letter (``Z`` for a zombie) and when it started in this boot (Linux), so that a PID
+    reused after the holder died is not taken for it; Nones where ``/proc`` cannot say."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
     except OSError:
-        return None
-    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, starttime; the name may hold spaces
+        return None, None
+    return fields[0], f"{boot}:{fields[19]}"  # fields 3 and 22 of proc(5)
 
 
 def _holder_runs(holder: dict) -> bool | None:
@@ -191,13 +249,17 @@ def _holder_runs(holder: dict) -> bool | None:
         pid = holder.get("pid")
         if not isinstance(pid, int) or not _running(pid):
             return False
-        started = holder.get("start")
-        return started is None or _start_token(pid) in (None, started)
+        state, started = _process_stat(pid)
+        if state == "Z":
+            return False  # exited, not yet reaped by its parent
+        return holder.get("start") is None or started in (None, holder["start"])
     job = holder.get("slurm_job")
     if not job:
         return None
     if job == os.environ.get("SLURM_JOB_ID"):
-        return False  # this very job, requeued: its earlier run is over
+        # this job requeued (its earlier run is over), or another node of this job's allocation (cannot tell)
+        before, now = str(holder.get("slurm_restart", "0")), os.environ.get("SLURM_RESTART_COUNT", "0")
+        return False if before.isdigit() and now.isdigit() and int(now) > int(before) else None
     if not shutil.which("squeue"):
         return None
     try:
@@ -211,17 +273,20 @@ def _holder_runs(holder: dict) -> bool | None:
 
 
 def _refusal(path, lease: Path, holder: dict, what: str, runs: bool | None) -> str:
-    pid, job = holder.get("pid"), holder.get("slurm_job")
+    pid, job, host = holder.get("pid"), holder.get("slurm_job"), holder.get("host")
     since = f", since {holder['since']}" if holder.get("since") else ""
+    if host == socket.gethostname() and pid == os.getpid():
+        return (f"{path}: {what} is already running in this process (another thread, or a callback that trains the "
+                "same checkpoint): train one checkpoint at a time")  # fmt: skip
     if runs is None:
-        return (f"{path}: {what} holds {lease} (process {pid} on host {holder.get('host')}{since}), and nothing here "
-                "can check whether it still runs: if it does, wait for it or stop it there; if it does not, delete "
+        slurm = f", SLURM job {job}" if job else ""
+        return (f"{path}: {what} holds {lease} (process {pid} on host {host}{slurm}{since}), and nothing here can "
+                "check whether it still runs: if it does, wait for it or stop it there; if it does not, delete "
                 f"{lease} and rerun")  # fmt: skip
-    where = "this host" if holder.get("host") == socket.gethostname() else holder.get("host")
     who, stop = (f"SLURM job {job}", f"scancel {job}") if job else (f"process {pid}", f"kill {pid}")
-    return (f"{path}: {what} is already running ({who} on {where}{since}); a Snakemake stopped with kill -9 leaves "
-            f"its jobs running. Wait for it to end, or stop it with `{stop}` (a stopped training keeps its resumable "
-            "state), then rerun")  # fmt: skip
+    return (f"{path}: {what} is already running ({who} on host {host}{since}); a Snakemake stopped with kill -9 "
+            f"leaves its jobs running. Wait for it to end, or stop it with `{stop}` (a stopped training keeps its "
+            "resumable state), then rerun")  # fmt: skip
 
 
 def _remove(path: Path) -> None:

@@ -231,14 +231,16 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
+    from amcore.atomic import check_lease
     from amcore.data.store import open_store
     from amcore.tracking import StageRun
-    from amcore.training.train import TrainConfig, train
+    from amcore.training.train import TRAINING, TrainConfig, train
 
     params = dict(args.params)
     if args.threads is not None:  # the job's threads, each of torchrun's processes on this node its share
         params["threads"] = max(1, args.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     cfg = TrainConfig.from_params(params)
+    check_lease(args.checkpoint, TRAINING)  # before the stage's MLflow run: a refusal is no failed training
     with StageRun("train", args.tags, asdict(cfg)) as run:  # every setting, the defaults too
         snaps = open_store(args.store)  # lazily: train loads it, or streams it when it exceeds in_memory_max_mb
 

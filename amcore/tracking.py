@@ -206,11 +206,12 @@ def note_stops() -> None:
     """Remember a SIGINT or SIGTERM to this process (Ctrl-C, a cluster stopping the Snakemake job) and hand it on
     to the handler before: Snakemake's ``onerror`` is not told why the run ended, and its parent run read FAILED
     where it was stopped (audit 86). :func:`end_parent` then closes it KILLED."""
+    _STOPS.clear()  # an earlier invocation in this process (Snakemake's API) does not make this one's failure a stop
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         before = signal.getsignal(sig)
-        if before == signal.SIG_IGN:
+        if before == signal.SIG_IGN or getattr(before, "notes_stops", False):  # ignored, or noted already
             continue
 
         def noted(signum, frame, before=before):
@@ -220,6 +221,7 @@ def note_stops() -> None:
             signal.signal(signum, signal.SIG_DFL)  # the default: end the process as the signal would have
             signal.raise_signal(signum)
 
+        noted.notes_stops = True
         signal.signal(sig, noted)
 
 

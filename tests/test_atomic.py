@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from amcore.atomic import lease_path, leased, remove_stale_temporaries, replacing
+from amcore.atomic import _process_stat, lease_path, leased, remove_stale_temporaries, replacing
 from amcore.errors import AlreadyRunning
 
 
@@ -143,8 +143,8 @@ def test_a_lease_refuses_a_second_writer_while_the_first_runs_and_passes_on_afte
     target = tmp_path / "model.pt"
     holder = holding(target)
     try:
-        with pytest.raises(AlreadyRunning, match=rf"already running \(process {holder.pid} on this host, since .*"
-                                                 rf"stop it with `kill {holder.pid}`"):  # fmt: skip
+        said = rf"already running \(process {holder.pid} on host {socket.gethostname()}, since .*`kill {holder.pid}`"
+        with pytest.raises(AlreadyRunning, match=said):
             with leased(target, "a training of this model"):
                 pass
         assert holder_pid(target) == holder.pid, "the refused writer leaves the holder's lease alone"
@@ -158,12 +158,22 @@ def test_a_lease_refuses_a_second_writer_while_the_first_runs_and_passes_on_afte
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
-def test_a_lease_whose_pid_now_runs_another_process_is_taken_over(tmp_path):
+def test_a_lease_whose_pid_now_runs_another_process_or_a_zombie_is_taken_over(tmp_path):
     target = tmp_path / "model.pt"
     reused = {"host": socket.gethostname(), "pid": os.getppid(), "start": "an-earlier-boot:1"}  # runs, but not it
     lease_path(target).write_text(json.dumps(reused))
     with leased(target, "a training of this model"):
         assert holder_pid(target) == os.getpid()
+    exited = subprocess.Popen([sys.executable, "-c", ""])  # never waited for: a zombie once it exits
+    deadline = time.monotonic() + 30
+    while _process_stat(exited.pid)[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.05)
+    zombie = {"host": socket.gethostname(), "pid": exited.pid, "start": _process_stat(exited.pid)[1]}
+    lease_path(target).write_text(json.dumps(zombie))  # audit 87: refused, naming a process that `kill` cannot end
+    with leased(target, "a training of this model"):
+        assert holder_pid(target) == os.getpid()
+    exited.wait()
 
 
 def test_a_lease_from_another_host_is_kept_unless_slurm_says_its_job_is_over(tmp_path, monkeypatch):
@@ -177,19 +187,49 @@ def test_a_lease_from_another_host_is_kept_unless_slurm_says_its_job_is_over(tmp
             with leased(target, "a training of this model"):
                 pass
         assert json.loads(lease.read_text()) == elsewhere
-    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the holder's own job, requeued after its node failed: it is over
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the same job: another node of its allocation may be running it
+    with pytest.raises(AlreadyRunning, match="nothing here can check"):
+        with leased(target, "a training of this model"):
+            pass
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the holder's own job, requeued after its node failed: it is over
     with leased(target, "a training of this model"):
         assert holder_pid(target) == os.getpid()
 
 
 def test_a_lease_nobody_can_read_is_taken_over_and_only_ones_own_is_removed(tmp_path):
     target = tmp_path / "model.pt"
-    lease_path(target).write_text("{")
+    lease_path(target).write_text("{")  # as written where no hard link can be made, and read before its JSON came
+    with pytest.raises(AlreadyRunning, match="is starting in another process"):
+        with leased(target, "a training of this model"):
+            pass
+    an_hour_ago = time.time() - 3600
+    os.utime(lease_path(target), (an_hour_ago, an_hour_ago))  # and never finished: a lease of no amcore
     with leased(target, "a training of this model"):
         assert holder_pid(target) == os.getpid()
         other = {"host": "node-elsewhere", "pid": 1}  # taken over meanwhile by a process that judged this one gone
         lease_path(target).write_text(json.dumps(other))
     assert json.loads(lease_path(target).read_text()) == other
+
+
+RACE = (
+    "import sys, time; from amcore.atomic import leased; from amcore.errors import AlreadyRunning\n"
+    "while time.time() < float(sys.argv[2]): pass\n"
+    "try:\n"
+    "    with leased(sys.argv[1], 'a training of this model'): print('held', flush=True); time.sleep(1.0)\n"
+    "except AlreadyRunning: print('refused', flush=True)\n"
+)
+
+
+def test_claimants_starting_at_the_same_instant_get_one_lease(tmp_path):
+    """Audit 87: a lease created empty and then written was read empty by a rival, taken for stale and replaced:
+    six claimants at once gave up to four holders. Each round here has six; exactly one may hold it."""
+    for round_ in range(3):
+        target, start = tmp_path / f"model{round_}.pt", time.time() + 1.5  # every claimant started and waiting
+        claimants = [subprocess.Popen([sys.executable, "-c", RACE, str(target), str(start)], stdout=subprocess.PIPE,
+                                      text=True) for _ in range(6)]  # fmt: skip
+        said = sorted(claimant.communicate(timeout=60)[0].strip() for claimant in claimants)
+        assert said == ["held"] + ["refused"] * 5, f"round {round_}: {said}"
+        assert not lease_path(target).exists()
 
 
 def test_equal_checkpoints_are_equal_bytes(tmp_path):

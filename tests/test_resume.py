@@ -110,25 +110,41 @@ def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_pat
     assert statuses == ["FINISHED", "KILLED"]
 
 
-def test_a_second_training_of_one_checkpoint_is_refused_while_the_first_runs(tmp_path):
+def test_a_second_training_of_one_checkpoint_is_refused_while_the_first_runs(tmp_path, monkeypatch):
     """kill -9 of Snakemake leaves its training running, and the rerun's training resumed from the same
     model.pt.partial beside it: two processes wrote one resumable state and one model.pt. The second is refused,
-    naming the first and how to stop it; the first trains on, and gives its lease back when stopped."""
+    naming the first and how to stop it, before it opens an MLflow run (audit 87: a FAILED training run stood
+    beside the running one); the first trains on, and gives its lease back when stopped."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from amcore import tracking
+
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
     store = tmp_path / "store.zarr"
     write_store(store, Snapshots.from_labels(x, t))
     cmd = _train_cmd(store, tmp_path, PARAMS | {"steps": 100_000})  # far longer than the test
-    first = subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.DEVNULL)
+    for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
+        monkeypatch.delenv(key, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.start_parent(uri, "refused", tmp_path, {})
+    env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
+    first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     try:
         partial, deadline = partial_path(tmp_path / "model.pt"), time.monotonic() + 240
         while not partial.exists():
             assert first.poll() is None and time.monotonic() < deadline, "the first training did not start"
             time.sleep(0.05)
-        second = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr[-2000:]
-        assert f"is already running (process {first.pid} on this host" in second.stderr
+        assert f"is already running (process {first.pid} on host {socket.gethostname()}" in second.stderr
         assert f"stop it with `kill {first.pid}`" in second.stderr
         assert first.poll() is None, "the refused training must leave the first alone"
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("refused").experiment_id
+        runs = client.search_runs([experiment], "tags.`amcore.stage` = 'train'")
+        assert [run.info.status for run in runs] == ["RUNNING"], "the refused training opens no run"
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)

@@ -130,7 +130,7 @@ def test_a_lease_held_by_a_running_slurm_job_is_refused_until_the_job_is_cancell
     target = tmp_path / "model.pt"
     lease_path(target).write_text(json.dumps({"host": "node-elsewhere", "pid": 4242, "slurm_job": job}))
     try:
-        with pytest.raises(AlreadyRunning, match=rf"SLURM job {job} on node-elsewhere.*`scancel {job}`"):
+        with pytest.raises(AlreadyRunning, match=rf"SLURM job {job} on host node-elsewhere.*`scancel {job}`"):
             with leased(target, "a training of this model"):
                 pass
     finally:

@@ -937,6 +937,9 @@ class Run:
         return self.history[-1][1]
 
 
+TRAINING = "a training of this model"  # who holds a checkpoint's lease, in a refusal
+
+
 @torch.inference_mode(False)  # a notebook's torch.inference_mode or no_grad around it (audit 85)
 @torch.enable_grad()
 def train(
@@ -981,7 +984,7 @@ def train(
             _say_once(note)
     # One training per checkpoint at a time, the first rank's lease for the job: a rerun beside a training left
     # running by a Snakemake killed with kill -9 resumed from the same state, and both wrote it
-    lease = leased(checkpoint, "a training of this model") if os.environ.get("RANK", "0") == "0" else nullcontext()
+    lease = leased(checkpoint, TRAINING) if os.environ.get("RANK", "0") == "0" else nullcontext()
     threads = torch.get_num_threads()
     with lease:
         try:
