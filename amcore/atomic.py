@@ -154,6 +154,7 @@ def _claim(lease: Path, me: dict, path, what: str) -> None:
     """Create ``lease`` naming ``me``, whole or not at all: written aside, then linked into place (a link fails where
     the name exists), so a rival never reads a half-written lease and takes it for a stale one (audit 87: six
     claimants at once, up to four holders)."""
+    remove_stale_temporaries(lease)  # a claimant killed between writing its lease aside and linking it
     mine = temporary_name(lease, os.getpid())
     mine.write_text(json.dumps(me))
     try:
