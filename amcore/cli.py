@@ -240,7 +240,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.threads is not None:  # the job's threads, each of torchrun's processes on this node its share
         params["threads"] = max(1, args.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     cfg = TrainConfig.from_params(params)
-    check_lease(args.checkpoint, TRAINING)  # before the stage's MLflow run: a refusal is no failed training
+    if os.environ.get("RANK", "0") == "0":  # the lease is the first rank's (train): another rank's check could see it
+        check_lease(args.checkpoint, TRAINING)  # before the stage's MLflow run: a refusal is no failed training
     with StageRun("train", args.tags, asdict(cfg)) as run:  # every setting, the defaults too
         snaps = open_store(args.store)  # lazily: train loads it, or streams it when it exceeds in_memory_max_mb
 
