@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--smoothings", nargs="+", type=float, default=list(SMOOTHINGS))
     args = parser.parse_args()
     assert TIMES[0] == 0 and TIMES[-1] == 1, "the smoothings are for times on [0, 1]"
+    if args.cells <= max(args.dims):  # a singular sample covariance: no Lyapunov field, NaN errors chosen as least
+        parser.error(f"--cells {args.cells}: needs more cells than dimensions ({max(args.dims)})")
     summary = {}
     print("| process | smoothing chosen on the data | its error | best smoothing (by the truth) | its error |")
     print("|---|---|---|---|---|")
