@@ -118,6 +118,43 @@ def test_tables_take_numeric_columns_or_the_given_ones(tmp_path, data, fmt):
     check_round_trip(tmp_path, {**spec, "time_map": LABELS}, x, t)
 
 
+def test_pandas_nullable_numbers_in_parquet_are_read_as_floats_and_missing_ones_named(tmp_path, data):
+    """``convert_dtypes()`` writes Float64 and Int64 columns: dask read them as objects, and prepare refused numbers
+    as "not numbers" without naming the column (audit 88). Read as float64, a missing value is NaN, named as such."""
+    x, t = data
+    frame = pd.DataFrame(x.astype(np.float64), columns=[f"g{i}" for i in range(x.shape[1])]).assign(time=t)
+    frame["g4"] = np.arange(len(t)) % 4
+    frame = frame.convert_dtypes()
+    assert str(frame["g0"].dtype) == "Float64" and str(frame["g4"].dtype) == "Int64"
+    frame.to_parquet(tmp_path / "in.parquet")
+    spec = {"source": "parquet", "path": str(tmp_path / "in.parquet"), "t_key": "time"}
+    check_round_trip(tmp_path, spec, np.c_[x[:, :4], np.arange(len(t)) % 4].astype(np.float32), t)
+    frame.loc[5, "g2"] = pd.NA
+    frame.to_parquet(tmp_path / "in.parquet")
+    with pytest.raises(InputError, match=r"in\.parquet: key 'g2' has NaN or inf values in 1 rows"):
+        build_snapshots(spec)
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.ones((24, 3)) + 1j, r"key 'X' must hold real numbers, got dtype complex128"),  # numpy dropped the imaginary
+        (np.ones((24, 0)), r"key 'X' has no features \(shape \(24, 0\)\); expected at least one column"),
+    ],
+)
+def test_complex_values_and_no_features_are_refused(tmp_path, data, x, message):
+    """Both passed prepare (audit 88): complex values lost their imaginary parts with a numpy warning, and a store of
+    no features failed only in training, as a divergence."""
+    t = data[1]
+    with pytest.raises(InputError, match=rf"in\.npz: {message}"):
+        build_snapshots({"source": "npz", "path": write_npz(tmp_path, x, t)})
+    if x.shape[1] == 0:
+        obs = pd.DataFrame({"time": t}, index=[f"c{i}" for i in range(len(t))])
+        ad.AnnData(X=x, obs=obs).write_h5ad(tmp_path / "in.h5ad")
+        with pytest.raises(InputError, match=rf"in\.h5ad: {message}"):
+            build_snapshots({"source": "h5ad", "path": str(tmp_path / "in.h5ad"), "t_key": "time"})
+
+
 @pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
 def test_xarray_formats_find_obs_by_the_time_variable(tmp_path, data, fmt):
     x, t = data
@@ -475,13 +512,16 @@ def test_timestamps_float32_cannot_tell_apart_are_refused(tmp_path, data):
     [
         ([1.7e9, 1.7e9 + 60, 1.7e9 + 120], r"give them relative to the first \(1700000000\)"),  # an offset
         ([0.0, 0.3, 0.1 + 0.2, 1.0], r"0\.3 and 0\.30000000000000004 differ only by float rounding"),
-        ([0.0, 0.001, 0.002, 1000.0], r"4 distinct times over 1e\+06 smallest gaps .* bin the times"),
+        # audit 88: a real design (0, 36 s, 1 h, 3 d, 7 d) is no pseudotime, and no unit can help it
+        ([0.0, 0.01, 1.0, 72.0, 168.0], r"span 1\.68e\+04 times their smallest gap \(0 and 0\.01\).* merge those two"),
+        ([*np.arange(201) * 1e-3, 1e4], r"202 distinct times over 1e\+07 smallest gaps .* bin the times"),
         ([0.0, 1e39, 2e39], r"times as large as 2e\+39 are beyond float32's range"),
     ],
 )
 def test_times_float32_cannot_hold_are_refused_with_advice_that_fits(times, advice):
-    """Shifting the times helps an offset only; rounding noise, a span of a million gaps and times beyond float32's
-    range each get the advice that would help (times above 3.4e38 passed the check: their float32 step was NaN)."""
+    """Shifting the times helps an offset only; rounding noise, two close times of a time course, a time per cell and
+    times beyond float32's range each get the advice that would help (times above 3.4e38 passed the check: their
+    float32 step was NaN)."""
     with pytest.raises(InputError, match=advice):
         check_time_resolution(np.array(sorted(times)), "in.npz")
 

@@ -119,6 +119,10 @@ def _chunked(x, path: Path, key: str) -> da.Array:
         raise InputError(f"{path}: key {key!r} must be 2-d (cells, features), got shape {tuple(x.shape)}")
     if not np.issubdtype(x.dtype, np.number):
         raise InputError(f"{path}: key {key!r} must hold numbers, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):  # numpy would drop the imaginary parts with a warning (audit 88)
+        raise InputError(f"{path}: key {key!r} must hold real numbers, got dtype {x.dtype}")
+    if x.shape[1] == 0:
+        raise InputError(f"{path}: key {key!r} has no features (shape {tuple(x.shape)}); expected at least one column")
     if not isinstance(x, da.Array):
         x = da.from_array(x, chunks=(obs_chunk_rows(x.shape[1]), -1), asarray=False)
     dense = x.map_blocks(
@@ -298,6 +302,15 @@ def _refuse_repeated(path: Path, columns: list[str]) -> None:
                          "named once")  # fmt: skip
 
 
+def _plain_floats(column, meta: pd.Series):
+    """A column of pandas' nullable numbers as float64, its missing values (``pd.NA``) NaN, as pyarrow's nulls read."""
+
+    def as_floats(part: pd.Series) -> pd.Series:
+        return pd.Series(part.to_numpy(dtype=np.float64, na_value=np.nan), index=part.index, name=part.name)
+
+    return as_floats(column) if isinstance(column, pd.Series) else column.map_partitions(as_floats, meta=meta)
+
+
 def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str] | None) -> Read:
     """A time column and feature columns (all numeric columns but the time by default) of a data frame."""
     columns = [str(c) for c in frame.columns]
@@ -330,6 +343,10 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
         features = [c for c in columns if c in numeric and c != t_key and c not in unnamed]
         if not features:
             raise InputError(f"{path}: no numeric feature columns besides the time column {t_key!r}")
+    nullable = [c for c in features if isinstance(frame.dtypes[c], pd.api.extensions.ExtensionDtype)]
+    if nullable:  # pandas' nullable numbers (Float64, Int64: what convert_dtypes writes) read as object (audit 88)
+        meta = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in features})
+        frame = frame.assign(**{c: _plain_floats(frame[c], meta[c]) for c in nullable})
     if isinstance(frame, pd.DataFrame):
         x, labels = frame[features].to_numpy(), None if t_key is None else frame[t_key].to_numpy()
     else:

@@ -52,6 +52,7 @@ ONE_POINT_TEXT = (
     "flow must carry the whole population through it: drop the time if it is not a measurement"
 )
 TIME_RESOLUTION = 1e-3  # the coarsest float32 step allowed, as a fraction of the smallest gap between times
+PSEUDOTIMES = 100  # more distinct times than a time course is sampled at: a time per cell, as pseudotime gives
 
 
 def check_cells_per_time(t_values: np.ndarray, counts: np.ndarray, where: str) -> None:
@@ -89,9 +90,15 @@ def check_time_resolution(t_values: np.ndarray, where: str) -> None:
             advice = f"{pair} differ only by float rounding: round the labels, or map them with dataset.time_map"
         elif float(np.spacing(np.float32(t_values[-1] - t_values[0]))) > TIME_RESOLUTION * gap:
             span = (t_values[-1] - t_values[0]) / gap
-            advice = (f"{len(t_values)} distinct times over {span:.3g} smallest gaps are more than float32 keeps "
-                      "apart even relative to the first; snapshots at a few times are expected (a time per cell "
-                      "looks like pseudotime): bin the times with dataset.time_map")  # fmt: skip
+            if len(t_values) > PSEUDOTIMES:
+                advice = (f"{len(t_values)} distinct times over {span:.3g} smallest gaps are more than float32 keeps "
+                          "apart even relative to the first; snapshots at a few times are expected (a time per cell "
+                          "looks like pseudotime): bin the times with dataset.time_map")  # fmt: skip
+            else:  # a real design with two times close together: shifting or rescaling the times cannot help
+                pair = f"{float(t_values[k]):.6g} and {float(t_values[k + 1]):.6g}"
+                advice = (f"the times span {span:.3g} times their smallest gap ({pair}), more than the about 10^4 "
+                          "that float32 keeps apart, whatever the unit: merge those two times (dataset.time_map "
+                          "maps both labels to one) or leave one of them out")  # fmt: skip
         else:
             advice = f"give them relative to the first ({t_values[0]:.10g}), or map each label with dataset.time_map"
         raise InputError(
