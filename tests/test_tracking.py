@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,18 +95,26 @@ def test_a_pipeline_stopped_by_ctrl_c_closes_its_runs_killed_not_failed(tmp_path
     workdir = tmp_path / "work"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config))
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "1"]  # fmt: skip
+    # SIGINT as a terminal leaves it: a test run started in the background (`make test &`) ignores SIGINT, every
+    # process it starts inherits that, and Python keeps it ignored (the pipeline then ran on and the test hung).
+    cmd = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+           "os.execv(sys.argv[1], sys.argv[1:])", str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config",
+           "--cores", "1"]  # fmt: skip
     with open(workdir / "snakemake.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=cli_env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
     model = workdir / "results" / "tiny" / "holdout-none" / "am" / "seed-0" / "model.pt"
-    deadline = time.monotonic() + 300
-    while not model.with_name("model.pt.partial").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (workdir / "snakemake.log").read_text()[-3000:]
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
+    try:
+        deadline = time.monotonic() + 300
+        while not model.with_name("model.pt.partial").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (workdir / "snakemake.log").read_text()[-3000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+    finally:  # never a 100,000-step training left running behind a failed test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert model.with_name("model.pt.partial").exists() and not model.exists()
     assert not model.with_name("model.pt.running").exists(), "a stopped training gives its lease back"
     client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
