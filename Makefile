@@ -30,8 +30,10 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/snakemake --cores $(CORES) $(ARGS) $(if $(filter-out config/config.yaml,$(CONFIG)),--configfile $(CONFIG))
 
+# The tests spend most of their time starting real processes (Snakemake, amcore jobs, mlflow servers): two at a time
+# (pytest-xdist, one per core) took 497 s where one at a time took 915 (docs/benchmarks.md). CORES=1: one at a time.
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q --durations=15
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15 $(if $(filter-out 1,$(CORES)),-n $(CORES))
 
 lint: install
 	$(BIN)/ruff check .
