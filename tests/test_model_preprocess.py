@@ -89,6 +89,9 @@ def test_to_input_takes_cells_and_velocities_back_to_the_genes(trained):
                                (v @ fitted.components) * fitted.scale, rtol=1e-6)  # fmt: skip
     with pytest.raises(ValueError, match=r"z must be \(cells, 3\) in this model's coordinates"):
         model.to_input(kept)
+    z[[4, 7], 1] = [np.nan, np.inf]  # a NaN cell came back as NaN genes, where preprocess refuses one (audit 88)
+    with pytest.raises(ValueError, match=r"z has NaN or inf in 2 row\(s\) \(the first: row 4\)"):
+        model.to_input(z)
 
 
 def test_what_a_notebook_hands_the_model_is_read_by_name_or_refused_with_the_way(trained, tmp_path):

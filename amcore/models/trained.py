@@ -314,6 +314,10 @@ class TrainedModel:
         z = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must be (cells, {self.dim}) in this model's coordinates, got shape {z.shape}")
+        if not np.isfinite(z).all():  # as preprocess refuses them: a NaN row would come back as NaN genes (audit 88)
+            rows = np.flatnonzero(~np.isfinite(z).all(1))
+            raise ValueError(f"z has NaN or inf in {len(rows)} row(s) (the first: row {rows[0]}): no cell of the input "
+                             "lies there")  # fmt: skip
         fitted = self._preprocessing
         if fitted is None:  # the store's coordinates are the input's
             return pd.DataFrame(z, columns=self.feature_names, index=index)
