@@ -184,6 +184,11 @@ def test_backward_pushes_run_where_the_method_can_and_are_refused_where_it_canno
     with pytest.raises(ValueError, match=r"method 'sde' needs increasing times.*reverse needs the score"):
         eam.push(cells, 2.0, 0.0)
     np.testing.assert_array_equal(eam.push(cells, 1.0, 1.0), cells)  # staying put is no backward step (audit 36)
+    # Audit 88: on uneven times the refusal listed the training times the push passes, which the user never gave
+    uneven = Snapshots.from_labels(*_cells(times=(0.0, 0.1, 6.0, 24.0)))
+    train(uneven, TrainConfig(**TINY, objective="eam", sigma=0.1), tmp_path / "week.pt", tmp_path / "week.csv")
+    with pytest.raises(ValueError, match=r"method 'sde' needs increasing times, got \[24.0, 0.0\]"):
+        amcore.load(tmp_path / "week.pt").push(cells, 24.0, 0.0)
     # Audit 36: a push continued from where another ended re-drew the first leg's kicks (noise keyed by the step's
     # number), twice the variance; keyed by the step's time, the two legs are the one push over their common grid.
     many = np.zeros((2000, 2), np.float32)

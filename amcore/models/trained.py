@@ -55,6 +55,15 @@ class Trajectories:
     info: dict
 
 
+def _forward_only(method: str, times: np.ndarray, shown: list[float]) -> None:
+    """Refuse a backward step to the integrators that cannot take one (``shown``: the times as the caller gave them)."""
+    backward = np.diff(times) < 0 if method == "sde" else np.diff(times) <= 0  # an SDE may stay put (h = 0)
+    if method in ("sde", "dopri5") and backward.any():
+        why = ("an SDE runs forward only (its reverse needs the score of the marginals, which eAM does not learn)"
+               if method == "sde" else "dopri5 steps forward only; rk4 and euler push backward too")  # fmt: skip
+        raise ValueError(f"method {method!r} needs increasing times, got {shown}: {why}")
+
+
 def _one_number(name: str, value) -> None:
     """Refuse text, arrays, truth values and complex numbers where one time belongs (NaN and the range are
     ``_check_times``'s; audit 85: True ran from t = 1, a 0-d array of text met numpy's own error)."""
@@ -553,11 +562,7 @@ class TrainedModel:
             if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, got {count!r}")
         self._check_times(times)
-        backward = np.diff(times) < 0 if method == "sde" else np.diff(times) <= 0  # an SDE may stay put (h = 0)
-        if method in ("sde", "dopri5") and backward.any():
-            why = ("an SDE runs forward only (its reverse needs the score of the marginals, which eAM does not learn)"
-                   if method == "sde" else "dopri5 steps forward only; rk4 and euler push backward too")  # fmt: skip
-            raise ValueError(f"method {method!r} needs increasing times, got {times.tolist()}: {why}")
+        _forward_only(method, times, times.tolist())
         grid, _ = integrate.time_grid(times, per_interval)
         x0 = self._by_columns(x0)
         x0 = x0 if hasattr(x0, "shape") else np.asarray(x0)  # numpy, torch, or lazy (dask): read batch by batch
@@ -632,6 +637,8 @@ class TrainedModel:
         x = self._by_columns(x)  # a sparse matrix has no len (audit 36)
         n = x.shape[0] if hasattr(x, "shape") else len(x)
         last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
+        # before the training times between are added: refused, the push says its own ends (audit 88)
+        _forward_only(self.integrator(method), np.array([t0, t1], dtype=np.float64), [float(t0), float(t1)])
         trained = self.info.get("trained_times") or []
         between = sorted(t for t in trained if min(t0, t1) < t < max(t0, t1)) if uneven_times(trained) else []
         times = [t0, *(between if t1 >= t0 else between[::-1]), t1]
