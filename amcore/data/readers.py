@@ -302,13 +302,15 @@ def _refuse_repeated(path: Path, columns: list[str]) -> None:
                          "named once")  # fmt: skip
 
 
-def _plain_floats(column, meta: pd.Series):
+def _plain_floats(column):
     """A column of pandas' nullable numbers as float64, its missing values (``pd.NA``) NaN, as pyarrow's nulls read."""
 
     def as_floats(part: pd.Series) -> pd.Series:
         return pd.Series(part.to_numpy(dtype=np.float64, na_value=np.nan), index=part.index, name=part.name)
 
-    return as_floats(column) if isinstance(column, pd.Series) else column.map_partitions(as_floats, meta=meta)
+    if isinstance(column, pd.Series):
+        return as_floats(column)
+    return column.map_partitions(as_floats, meta=pd.Series(dtype=np.float64, name=column.name))
 
 
 def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str] | None) -> Read:
@@ -345,8 +347,7 @@ def _read_frame(path: Path, frame, t_key: str | None, feature_columns: list[str]
             raise InputError(f"{path}: no numeric feature columns besides the time column {t_key!r}")
     nullable = [c for c in features if isinstance(frame.dtypes[c], pd.api.extensions.ExtensionDtype)]
     if nullable:  # pandas' nullable numbers (Float64, Int64: what convert_dtypes writes) read as object (audit 88)
-        meta = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in features})
-        frame = frame.assign(**{c: _plain_floats(frame[c], meta[c]) for c in nullable})
+        frame = frame.assign(**{c: _plain_floats(frame[c]) for c in nullable})
     if isinstance(frame, pd.DataFrame):
         x, labels = frame[features].to_numpy(), None if t_key is None else frame[t_key].to_numpy()
     else:

@@ -323,8 +323,9 @@ class TrainedModel:
         z = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must be (cells, {self.dim}) in this model's coordinates, got shape {z.shape}")
-        if not np.isfinite(z).all():  # as preprocess refuses them: a NaN row would come back as NaN genes (audit 88)
-            rows = np.flatnonzero(~np.isfinite(z).all(1))
+        finite = np.isfinite(z).all(1)
+        if not finite.all():  # as preprocess refuses them: a NaN row would come back as NaN genes (audit 88)
+            rows = np.flatnonzero(~finite)
             raise ValueError(f"z has NaN or inf in {len(rows)} row(s) (the first: row {rows[0]}): no cell of the input "
                              "lies there")  # fmt: skip
         fitted = self._preprocessing
@@ -636,9 +637,10 @@ class TrainedModel:
         _one_number("t1", t1)
         x = self._by_columns(x)  # a sparse matrix has no len (audit 36)
         n = x.shape[0] if hasattr(x, "shape") else len(x)
-        last = _LastStep((n, self.dim)), _LastStep((n,)) if self.integrator(method) == "weighted" else None
+        integrator = self.integrator(method)
+        last = _LastStep((n, self.dim)), _LastStep((n,)) if integrator == "weighted" else None
         # before the training times between are added: refused, the push says its own ends (audit 88)
-        _forward_only(self.integrator(method), np.array([t0, t1], dtype=np.float64), [float(t0), float(t1)])
+        _forward_only(integrator, np.array([t0, t1], dtype=np.float64), [float(t0), float(t1)])
         trained = self.info.get("trained_times") or []
         between = sorted(t for t in trained if min(t0, t1) < t < max(t0, t1)) if uneven_times(trained) else []
         times = [t0, *(between if t1 >= t0 else between[::-1]), t1]
