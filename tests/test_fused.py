@@ -40,9 +40,15 @@ def path():
     return SnapshotPath(Snapshots.from_labels(x, t), coupling="independent")
 
 
-def loss_and_grads(path, spec, fused: bool, compile: bool = False, steps: int = 1, head: str = "quadratic"):
+# A clock whose rates span 9-fold, the potential paced on it (potentials.clock_pace).
+PACED = {"time_knots": [0.0, 0.05, 0.25, 1.0], "time_levels": [0.0, 0.3, 0.5, 1.0], "paced": True}
+
+
+def loss_and_grads(
+    path, spec, fused: bool, compile: bool = False, steps: int = 1, head: str = "quadratic", clock=None
+):  # fmt: skip
     torch.manual_seed(0)
-    model = Potential(path.dim, (path.t0, path.t1), head=head, width=32, depth=2)
+    model = Potential(path.dim, (path.t0, path.t1), head=head, width=32, depth=2, **(clock or {}))
     gen = torch.Generator().manual_seed(1)
     times = TimeSampler("importance", path.t0, path.t1)
     terms = mlp_terms.ActionTerms(model) if fused and head == "scalar" and not compile else None
@@ -72,6 +78,15 @@ def test_fused_loss_matches_the_reference(path, case, head):
         loss_and_grads(path, SPECS[case], fused=True, steps=2, head=head),
         loss_and_grads(path, SPECS[case], False, steps=2, head=head),
     )
+
+
+@pytest.mark.parametrize("head", ["quadratic", "scalar"])
+@pytest.mark.parametrize("case", ["am", "am-pathwise", "eam-exact", "uam-pathwise"])
+def test_fused_loss_matches_the_reference_for_a_paced_potential(path, case, head):
+    """The pace scales ``s`` row by row (interior and boundary rows alike) and weighs every term by its inverse."""
+    fused = loss_and_grads(path, SPECS[case], fused=True, steps=2, head=head, clock=PACED)
+    assert_same(fused, loss_and_grads(path, SPECS[case], False, steps=2, head=head, clock=PACED))
+    assert not torch.allclose(fused[0], loss_and_grads(path, SPECS[case], True, steps=2, head=head)[0], rtol=1e-2)
 
 
 @pytest.mark.parametrize("case", ["uam", "uam-pathwise"])

@@ -57,15 +57,18 @@ def test_unbalanced_loss_is_minimised_by_the_true_potential(time_weight):
     assert losses[0.0] < losses[-0.3] and losses[0.0] < losses[0.3]
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["unpaced", "paced"])
 @pytest.mark.parametrize("kind", ["am", "uam"])
 @pytest.mark.parametrize("interpolation", ["linear", "spline"])
-def test_the_pathwise_estimator_has_the_boundary_form_s_expectation(interpolation, kind):
+def test_the_pathwise_estimator_has_the_boundary_form_s_expectation(interpolation, kind, paced):
     """Same potential, same path: AM's (uAM's) loss from its boundary form (pathwise 0) and from its pathwise form
     (1) estimate one number (the chain rule along the path's particles, with uAM's mass growing 1.8-fold).
     24 independent batches of 1,000 points each; the means must agree within 4 standard errors of their difference
     (a false alarm about 1 in 16,000). AM's loss is about -0.16 and the standard error about 0.001: a wrong sign in
     either form moves the mean by the loss's size, and the cross term 5 % too large moves it by about 8 standard
-    errors; uAM's mass-rate term left out moves it by about 190."""
+    errors; uAM's mass-rate term left out moves it by about 190. Paced (``potentials.clock_pace``, rates 12-fold
+    apart), the two forms weigh each time by the inverse pace and the boundary terms by the ends' own: they agree
+    only if the pace's derivative is left out of ``d_t s`` and the ends are weighed as the pace says."""
     from amcore.data.simulate import GaussianPath
     from amcore.models.potentials import Potential
 
@@ -73,7 +76,8 @@ def test_the_pathwise_estimator_has_the_boundary_form_s_expectation(interpolatio
     x, t = simulate_snapshots(sim, list(np.linspace(0, 1, 5)), 500, seed=0)
     path = SnapshotPath(Snapshots.from_labels(x, t), coupling="ot", interpolation=interpolation, tension=1.0)
     torch.manual_seed(0)
-    potential = Potential(2, (0.0, 1.0), width=32, depth=2)
+    clock = {"time_knots": [0.0, 0.05, 0.3, 1.0], "time_levels": [0.0, 0.3, 0.5, 1.0], "paced": True}
+    potential = Potential(2, (0.0, 1.0), width=32, depth=2, **(clock if paced else {}))
     samples = {}
     for weight in (0.0, 1.0):
         spec, gen = ObjectiveSpec(kind, pathwise=weight), torch.Generator().manual_seed(int(weight) + 1)

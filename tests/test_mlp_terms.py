@@ -24,13 +24,15 @@ def reference_terms(model, x, t, tangents, x_ends, t_ends):
     return s, gx, gt, quad, model(x_ends, t_ends)
 
 
-# A network in the data's own units, and one that standardises cells in thousands over a time span in seconds.
-UNITS = [{}, {"x_center": [3e3, -1e3, 5e2], "x_scale": 2.5e3, "t_unit": 7.2e3}]
+# A network in the data's own units, one that standardises cells in thousands over a time span in seconds, and a
+# paced one (potentials.clock_pace: its scale changes with t, and its d_t s takes no term from the pace).
+PACED = {"time_knots": [0.5, 0.55, 1.0, 2.0], "time_levels": [0.0, 0.3, 0.45, 1.0], "paced": True}
+UNITS = [{}, {"x_center": [3e3, -1e3, 5e2], "x_scale": 2.5e3, "t_unit": 7.2e3}, PACED]
 
 
 @pytest.mark.parametrize(("depth", "frequencies"), [(1, 0), (3, 4)])
 @pytest.mark.parametrize("activation", ["silu", "tanh", "softplus", "gelu"])
-@pytest.mark.parametrize("units", UNITS, ids=["plain", "standardised"])
+@pytest.mark.parametrize("units", UNITS, ids=["plain", "standardised", "paced"])
 def test_terms_and_parameter_gradients_match_autograd(activation, depth, frequencies, units):
     torch.manual_seed(0)
     dim, n = 3, 11
@@ -38,7 +40,7 @@ def test_terms_and_parameter_gradients_match_autograd(activation, depth, frequen
         dim, (0.5, 2.0), width=16, depth=depth, activation=activation, time_frequencies=frequencies, **units
     )
     model = model.double()
-    assert mlp_terms.supports(model)
+    assert mlp_terms.supports(model) and model.paced == bool(units.get("paced"))
     center, scale = model.net.x_center, model.net.x_scale
     x, t = center + scale * torch.randn(n, dim, dtype=torch.float64), 0.5 + 1.5 * torch.rand(n, dtype=torch.float64)
     tangents = torch.randn(2, n, dim, dtype=torch.float64)

@@ -102,8 +102,9 @@ def action_terms(
     """``s``, ``grad_x s``, ``d_t s`` and ``sum_k e_k^T (hess_x s) e_k`` over ``tangents`` (``K x B x d``) at the
     interior rows ``(x, t)``, and ``s`` at ``(x_ends, t_ends)``; differentiable in the parameters only.
 
-    The passes run on the MLP's standardised inputs ``z = (x - c) / a``; with ``s = gain * g(z, t)`` the chain rule
-    scales ``grad_x`` by ``gain / a`` and the Hessian by ``gain / a^2``."""
+    The passes run on the MLP's standardised inputs ``z = (x - c) / a``; with ``s = scale(t) g(z, t)`` (``gain``, or
+    ``gain`` times a pace whose own derivative needs no term: ``potentials.clock_pace``) the chain rule scales
+    ``grad_x`` by ``scale / a`` and the Hessian by ``scale / a^2``."""
     mlp = potential.net
     linears = list(mlp.net[0::2])
     derivative = DERIVATIVES[type(mlp.net[1])]
@@ -111,9 +112,10 @@ def action_terms(
     probes = tangents if tangents is not None else x.new_empty(0)
     z, z_ends = mlp.standardize(x), mlp.standardize(x_ends)
     g, gz, gt, quad, g_ends = _ActionTerms.apply(z, t, probes, z_ends, t_ends, mlp.embed, derivative, *params)
-    gain, a = potential.gain, mlp.x_scale
-    quad = gain / a**2 * quad if tangents is not None else None
-    return gain * g, gain / a * gz, gain * gt, quad, gain * g_ends
+    scale, a = potential.scale(t), mlp.x_scale
+    per_row = scale[:, None] if potential.paced else scale
+    quad = scale / a**2 * quad if tangents is not None else None
+    return scale * g, per_row / a * gz, scale * gt, quad, potential.scale(t_ends) * g_ends
 
 
 class ActionTerms(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,40 @@ def time_of(knots: torch.Tensor, levels: torch.Tensor, u: torch.Tensor) -> tuple
     k = (torch.searchsorted(levels, u.contiguous(), right=True) - 1).clamp(0, intervals - 1)
     stretch = (knots[k + 1] - knots[k]) / (levels[k + 1] - levels[k])
     return knots[k] + (u - levels[k]) * stretch, stretch
+
+
+# The clock's rates (``du/dt``) of its intervals spanning more than this: the potential is paced (``clock_pace``).
+PACE_RANGE = 10.0
+# The pace's change at an inner knot spans this share of the shorter neighbouring interval (on the clock) each side.
+PACE_WINDOW = 0.25
+
+
+def paced_clock(knots, levels) -> bool:
+    """Whether a potential on this clock is paced: its intervals' rates span more than :data:`PACE_RANGE`-fold."""
+    rates = np.diff(np.asarray(levels, dtype=np.float64)) / np.diff(np.asarray(knots, dtype=np.float64))
+    return bool(rates.max() > PACE_RANGE * rates.min())
+
+
+def clock_pace(knots: torch.Tensor, levels: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The pace ``p(t)``: each interval's rate ``du/dt`` times the span (1 where the clock is ``t``'s own), its log
+    linear in ``u`` across :data:`PACE_WINDOW` of the shorter neighbouring interval each side of an inner knot.
+
+    A paced potential is ``s = p(t) s_hat`` trained with the time weight ``1 / p`` (``losses.draw_action_inputs``):
+    the action in the clock's time, ``int (d_t s_hat + p/2 |grad s_hat|^2) dt``, whose ``grad s_hat`` moves cells
+    per unit of the clock, at one scale in every interval. Unpaced, the network's ``grad s`` must be about 40 per
+    hour in the first interval of times 0, 3 min, 1 h, 1 week and 0.01 per hour in the last; 1 % of the first held
+    over 71 hours carried cells 25 units off data within 4.4 (audit 88). Continuous: rates that jump at a knot made
+    the network's smooth ``grad s_hat`` read a quarter too slow there (audit 50's relaxation, 2-fold jumps); the
+    pace's own derivative needs no term, as ``s``'s ``p' s_hat`` and the weight's ``(1/p)' s`` cancel.
+    """
+    u, _ = clock_of(knots, levels, t)
+    steps = levels[1:] - levels[:-1]
+    log_rates = torch.log(steps / (knots[1:] - knots[:-1]) * (knots[-1] - knots[0]))
+    pace = log_rates[0].expand_as(u)
+    for k in range(1, len(steps)):
+        half = PACE_WINDOW * torch.minimum(steps[k - 1], steps[k])
+        pace = pace + (log_rates[k] - log_rates[k - 1]) * ((u - levels[k] + half) / (2 * half)).clamp(0, 1)
+    return pace.exp()
 
 
 def clock_levels(knots, levels=None) -> torch.Tensor | None:
@@ -179,27 +214,46 @@ class Potential(nn.Module):
     ``scalar``: the MLP's single output. ``quadratic``: ``1/2 |z - h(x, t)|^2`` and ``inner``: ``<h(x, t), z>``
     with ``h`` a vector-valued MLP and ``z`` the standardised ``x``; both build in the near-quadratic growth of
     typical AM potentials. Each is scaled by ``gain = x_scale^2 / t_unit``, so ``grad_x s`` is in standard units
-    per ``t_unit`` (see ``VectorField``).
+    per ``t_unit`` (see ``VectorField``), and, ``paced`` on an uneven clock, by its pace (:func:`clock_pace`).
     """
 
     def __init__(
-        self, dim: int, t_range: tuple[float, float], head: str = "scalar", t_unit: float = 1.0, **mlp
-    ) -> None:
+        self, dim: int, t_range: tuple[float, float], head: str = "scalar", t_unit: float = 1.0, paced: bool = False,
+        **mlp,
+    ) -> None:  # fmt: skip
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown potential head {head!r}; expected one of {HEADS}")
         self.head = head
         self.net = MLPField(dim, 1 if head == "scalar" else dim, t_range, **mlp)
         self.gain = self.net.x_scale**2 / _positive("t_unit", t_unit)
+        # from model_args: a checkpoint from before the pace loads unpaced, as it was trained
+        self.paced = bool(paced) and self.net.embed.knots is not None
+
+    def pace(self, t: torch.Tensor) -> torch.Tensor:
+        """:func:`clock_pace` at ``t`` (no gradient in ``t``; ones where not paced)."""
+        if not self.paced:
+            return torch.ones_like(t)
+        return clock_pace(self.net.embed.knots, self.net.embed.levels, t.detach())
+
+    def scale(self, t: torch.Tensor) -> torch.Tensor | float:
+        """What the network's output is multiplied by at ``t``: ``gain``, times the pace where paced."""
+        return self.gain * self.pace(t) if self.paced else self.gain
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = self.net(x, t)
+        h, scale = self.net(x, t), self.scale(t)
         if self.head == "scalar":
-            return self.gain * h.squeeze(-1)
+            return scale * h.squeeze(-1)
         z = self.net.standardize(x)
         if self.head == "quadratic":
-            return self.gain * 0.5 * (z - h).pow(2).sum(-1)
-        return self.gain * (h * z).sum(-1)
+            return scale * 0.5 * (z - h).pow(2).sum(-1)
+        return scale * (h * z).sum(-1)
+
+
+def pace_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A paced potential's pace (under DistributedDataParallel too), else None."""
+    model = getattr(model, "module", model)
+    return model.pace if getattr(model, "paced", False) else None
 
 
 def potential_velocity(potential: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

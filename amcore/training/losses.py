@@ -13,6 +13,7 @@ from torch import nn
 
 from amcore.errors import InputError
 from amcore.models.objective import ObjectiveSpec
+from amcore.models.potentials import pace_of
 from amcore.paths.interpolants import SnapshotPath
 from amcore.training.timesampling import TimeSampler
 
@@ -49,11 +50,12 @@ def laplacian(grad: torch.Tensor, x: torch.Tensor, spec: ObjectiveSpec, gen: tor
 
 
 def draw_action_inputs(
-    path: SnapshotPath, batch: int, gen: torch.Generator, spec: ObjectiveSpec, times: TimeSampler
+    path: SnapshotPath, batch: int, gen: torch.Generator, spec: ObjectiveSpec, times: TimeSampler, pace=None
 ) -> dict:
     """Everything random in one minibatch of the AM / eAM / uAM loss, drawn from ``gen`` in one fixed order (times,
     path points, Laplacian directions, boundary points): the one place both ``action_loss`` and the fused loss
-    take their inputs from, so they see the same minibatch."""
+    take their inputs from, so they see the same minibatch. ``pace``: a paced potential's (``potentials.pace_of``),
+    whose time weight ``1 / pace`` multiplies ``w`` and the pathwise estimator's points (``clock_weight``)."""
     dev = times.device
     t, inv_density = times.sample(batch, gen)
     mass = mass_rate = None
@@ -69,6 +71,8 @@ def draw_action_inputs(
     x_first, x_last = path.sample_endpoints(batch, gen)
     w, dw = spec.weight(u, path.duration)
     ones = torch.ones((), device=dev)
+    clock_weight = ones if pace is None else 1 / pace(t)
+    w, dw = w * clock_weight, dw * clock_weight
     # Constants are filled on the device (torch.full, arange), never copied from the host: a copy from host memory
     # makes the host wait for the GPU in every step (device_check's step_sync).
     if spec.kind == "uam":
@@ -83,11 +87,13 @@ def draw_action_inputs(
     (w0, w1), _ = spec.weight(torch.arange(2, device=dev, dtype=t.dtype), path.duration)
     x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
+    if pace is not None:
+        w0, w1 = w0 / pace(t_ends[:1])[0], w1 / pace(t_ends[-1:])[0]
     if spec.pathwise == 1:  # the boundary form has no weight: its points are drawn (same random numbers), not used
         x_ends, t_ends = x_ends[:0], t_ends[:0]
     return dict(
         x=x, t=t, velocity=velocity if spec.pathwise else None, tangents=tangents, lap_weight=lap_weight, w=w, dw=dw,
-        mass=mass, mass_rate=mass_rate, inv_density=inv_density,
+        clock_weight=clock_weight, mass=mass, mass_rate=mass_rate, inv_density=inv_density,
         x_ends=x_ends, t_ends=t_ends, end_weights=torch.stack([w0, w1 * m1]),
     )  # fmt: skip
 
@@ -102,7 +108,7 @@ def action_loss(
 ) -> torch.Tensor:
     """The AM / eAM / uAM objective by Monte Carlo over time (``times``) and the interpolated path, with plain
     autograd: the reference the fused loss (``speed.FusedActionLoss``) is tested against."""
-    d = draw_action_inputs(path, batch, gen, spec, times)
+    d = draw_action_inputs(path, batch, gen, spec, times, pace_of(potential))
     x, t = d["x"].requires_grad_(True), d["t"].clone().requires_grad_(True)
     s = potential(x, t)
     ds_dx, ds_dt = torch.autograd.grad(s.sum(), (x, t), create_graph=True, materialize_grads=True)
@@ -114,7 +120,7 @@ def action_loss(
     integrand = (d["w"] * inner + d["dw"] * s) * d["mass"]
     boundary = boundary_term(potential(d["x_ends"], d["t_ends"]), d["end_weights"])
     if d["velocity"] is not None:
-        pathwise = pathwise_integrand(spec, s, ds_dx, d["velocity"], d["mass"], d["mass_rate"])
+        pathwise = pathwise_integrand(spec, s, ds_dx, d["velocity"], d["mass"], d["mass_rate"]) * d["clock_weight"]
         boundary, integrand = pathwise_mix(spec.pathwise, boundary, integrand, pathwise)
     times.update(d["t"], integrand.detach())
     return boundary + (integrand * d["inv_density"]).mean()

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from amcore.models import mlp_terms
 from amcore.models.objective import ObjectiveSpec
+from amcore.models.potentials import pace_of
 from amcore.paths.interpolants import SnapshotPath
 from amcore.training.losses import (
     action_loss,
@@ -85,6 +86,7 @@ class FusedActionLoss:
         lap_weight: torch.Tensor,
         w: torch.Tensor,
         dw: torch.Tensor,
+        clock_weight: torch.Tensor,
         mass: torch.Tensor,
         mass_rate: torch.Tensor,
         inv_density: torch.Tensor,
@@ -105,13 +107,13 @@ class FusedActionLoss:
         integrand = (w * inner + dw * s) * mass
         boundary = boundary_term(s_ends, end_weights)
         if velocity is not None:
-            pathwise = pathwise_integrand(self.spec, s, gx, velocity, mass, mass_rate)
+            pathwise = pathwise_integrand(self.spec, s, gx, velocity, mass, mass_rate) * clock_weight
             boundary, integrand = pathwise_mix(self.spec.pathwise, boundary, integrand, pathwise)
         return boundary + (integrand * inv_density).mean(), integrand.detach()
 
     def draw(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> dict:
         """One minibatch's inputs to ``loss`` (``losses.draw_action_inputs``)."""
-        return draw_action_inputs(path, batch, gen, self.spec, times)
+        return draw_action_inputs(path, batch, gen, self.spec, times, pace_of(self.potential))
 
     def __call__(self, path: SnapshotPath, batch: int, gen: torch.Generator, times: TimeSampler) -> torch.Tensor:
         inputs = self.draw(path, batch, gen, times)

@@ -31,7 +31,7 @@ from amcore.data.store import Snapshots, store_identity
 from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
-from amcore.models.potentials import ACTIVATIONS, HEADS
+from amcore.models.potentials import ACTIVATIONS, HEADS, paced_clock
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
@@ -374,7 +374,7 @@ def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torc
     )  # fmt: skip
 
 
-def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
+def kinetic_scale(path, objective: str, sigma: float, seed: int, clock=None) -> float:
     """A scale the loss of a converging run stays within, from samples of the path at its observed times.
 
     ``A = sum_k (|mu_{k+1} - mu_k|^2 + var_k + var_{k+1}) / dt_k`` is the kinetic action of straight lines between
@@ -383,9 +383,14 @@ def kinetic_scale(path, objective: str, sigma: float, seed: int) -> float:
     loss is a mean squared speed (``A / duration``); eAM's drift adds about ``sigma^4 d^2 / var`` per unit time (the
     score term of a Gaussian); uAM weights everything by the relative mass. A run whose loss goes orders of
     magnitude beyond this is exploiting finite samples (an objective unbounded below between or at the sampled
-    cells), not learning the flow.
+    cells), not learning the flow. ``clock``: a paced potential's knots and levels, whose loss is the action in the
+    clock's time (``potentials.clock_pace``): each interval's time is then its share of the clock times the span.
     """
     grid, means, variances, masses = _observed_moments(path, seed)
+    grid = grid.double().numpy()
+    if clock is not None:
+        knots, levels = clock
+        grid = np.interp(grid, knots, levels) * (knots[-1] - knots[0])
     action = sum(
         (float((means[j + 1] - means[j]).pow(2).sum()) + variances[j] + variances[j + 1]) / float(grid[j + 1] - grid[j])
         for j in range(len(grid) - 1)
@@ -457,6 +462,12 @@ def observation_gap(path) -> float:
     if t_values is None:
         return float(path.t1 - path.t0)
     return float(np.median(np.diff(torch.as_tensor(t_values).double().cpu().numpy())))
+
+
+def clock_gap(knots: list[float], levels: list[float]) -> float:
+    """The median gap between the training times on the clock (``motion_levels``), in the times' units: a paced
+    potential's ``observation_gap``."""
+    return float(np.median(np.diff(levels)) * (knots[-1] - knots[0]))
 
 
 GROWTH_RANGE_DRAWS, GROWTH_RANGE_BATCH = 2**16, 2**13  # uAM: cells of the path its growth-rate range is read on
@@ -741,6 +752,12 @@ class Run:
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         units = standard_units(snaps, self.path, cfg.seed, moments) if cfg.units == "standard" else {}
+        # On a clock whose rates span more than 10-fold the potential is paced (potentials.clock_pace): its network
+        # moves cells per unit of the clock, and its time unit is the training times' median gap on the clock.
+        if not fm and self.knots is not None and paced_clock(self.knots, self.levels):
+            head["paced"] = True
+            if units:
+                units["t_unit"] = clock_gap(self.knots, self.levels)
         self.model_args = {**head, **mlp, **units}
         # uAM's growth rate is growth * s / growth_unit: in standard units s / x_scale^2 is a rate (1/t), so growth
         # is the same number for data in micrometres or in millions; 1 in the data's own units.
@@ -762,7 +779,8 @@ class Run:
             self.matcher = torchcfm_matcher(cfg.coupling, cfg.torchcfm_sigma)
         self.times = TimeSampler(cfg.time_sampling, self.path.t0, self.path.t1, device=device, knots=self.knots,
                                  levels=self.levels)  # fmt: skip
-        self.scale = kinetic_scale(self.path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed)
+        paced = (self.knots, self.levels) if self.model_args.get("paced") else None
+        self.scale = kinetic_scale(self.path, cfg.objective, max(cfg.sigma, cfg.sigma_final or 0.0), cfg.seed, paced)
         self.history: list[tuple[int, float]] = []
         # The loss summed since the last log line stays on the device: reading it every step (.item()) would make
         # each GPU step wait for the previous one; float64, as a Python float sum would be.
