@@ -892,17 +892,21 @@ class SnapshotPath:
         first = torch.zeros(n, dtype=torch.long, device=self.device)
         return self.x[self._rows(first, gen)], self.x[self._rows(first + last, gen)]
 
-    def action(self, draws: int = 200_000, seed: int = 0) -> float:
+    def action(self, draws: int = 200_000, seed: int = 0, pace=None) -> float:
         """The path's kinetic action ``int E|u_t|^2 dt`` (Monte Carlo over ``draws`` times and points). AM's loss on
         this path cannot go below minus half of it (``docs/training.md``); it is also what the interpolant alone
-        spends, beside a learned flow's action and the geodesic's in the action audit. NaN for ``nearest``: a mixture
-        of frames has no pair velocities (its action needs a solve of ``div(q u) = -d_t q``)."""
+        spends, beside a learned flow's action and the geodesic's in the action audit. ``pace``: a paced potential's
+        (``potentials.pace_of``), whose loss is the action in the clock's time, ``int E|u_t|^2 / p dt``. NaN for
+        ``nearest``: a mixture of frames has no pair velocities (its action needs a solve of ``div(q u) = -d_t q``)."""
         if self.interpolation == "nearest":
             return float("nan")
         gen = torch.Generator(self.device).manual_seed(seed)
         t = self.t0 + torch.rand(draws, generator=gen, device=self.device, dtype=torch.float64) * self.duration
         _, u = self.sample_at(t.float(), gen)
-        return self.duration * float(u.double().pow(2).sum(-1).mean())
+        speed = u.double().pow(2).sum(-1)
+        if pace is not None:
+            speed = speed / pace(t.float()).double()
+        return self.duration * float(speed.mean())
 
 
 class MarginalPath:
