@@ -146,9 +146,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if far := snaps.attrs.get("far_cells"):
             read = {f"{t:g}": min(FAR_SAMPLE, int(n)) for t, n in zip(snaps.t_values, snaps.counts(), strict=True)}
             shown = ", ".join(f"t = {t}: {round(share * read[t])} of {read[t]}" for t, share in list(far.items())[:10])
-            print(f"amcore prepare: warning: cells {FAR_SPREADS} or more robust spreads (1.4826 MAD) from their time's "
-                  f"median in some feature ({shown} cells read; at most {FAR_SAMPLE} a time, a uniform sample: a "
-                  "time not named may hold a few the sample missed): a few far cells set the standardisation's "
+            print(f"amcore prepare: warning: cells {FAR_SPREADS} or more robust spreads (1.4826 MAD, at least the "
+                  f"10-90 % range / 2.56) from their time's median in some feature ({shown} cells read; at most "
+                  f"{FAR_SAMPLE} a time, a uniform sample: a time not named may hold a few the sample missed): a few "
+                  "far cells set the standardisation's "
                   "scale, the OT pairs, the scored w2 (it squares distances: audit 21 read 2.46 or 1.49 as a "
                   "subsample held one of 12 far cells in 60,000 or none; w1 held) and the largest terms of AM's "
                   "objective (on such data AM's default head lost to the previous time unmoved and head: inner held, "
