@@ -89,3 +89,27 @@ def test_the_pathwise_estimator_has_the_boundary_form_s_expectation(interpolatio
     error = np.sqrt(samples[0.0].var(ddof=1) / 24 + samples[1.0].var(ddof=1) / 24)
     assert abs(difference) < 4 * error, (samples[0.0].mean(), samples[1.0].mean(), error)
     assert abs(samples[1.0].mean()) > 20 * error  # the test has power: the loss is far from 0 at this precision
+
+
+def test_a_paced_flow_matching_field_regresses_in_the_clock_s_time():
+    """A paced field is ``gain * p(t) * f`` and its loss the residual divided by ``p``: ``|gain f - u / p|^2``, the
+    regression of the path's velocity in clock units (same draws: same generator seed, drawn in the same order)."""
+    from amcore.data.simulate import GaussianPath
+    from amcore.models.potentials import VectorField, clock_pace
+    from amcore.training.losses import fm_loss
+
+    knots, levels = [0.0, 0.02, 0.3, 1.0], [0.0, 0.3, 0.5, 1.0]
+    x, t = simulate_snapshots(GaussianPath(dim=2), knots, 200, seed=0)
+    path = SnapshotPath(Snapshots.from_labels(x, t), coupling="ot", interpolation="linear")
+    torch.manual_seed(0)
+    field = VectorField(2, 2, (0.0, 1.0), width=16, depth=2, time_knots=knots, time_levels=levels, paced=True)
+    times = TimeSampler("stratified", 0.0, 1.0, knots=knots, levels=levels)
+    loss = fm_loss(field, path, 500, torch.Generator().manual_seed(3), times)
+    gen = torch.Generator().manual_seed(3)
+    draws, _ = times.sample(500, gen)
+    xt, target = path.sample_at(draws, gen)
+    pace = clock_pace(torch.tensor(knots), torch.tensor(levels), draws)
+    f = field.gain * super(VectorField, field).forward(xt, draws)
+    assert field.paced and pace.max() / pace.min() > 20
+    torch.testing.assert_close(field(xt, draws), pace[:, None] * f)
+    torch.testing.assert_close(loss, (f - target / pace[:, None]).pow(2).sum(-1).mean())

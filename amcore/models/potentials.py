@@ -187,16 +187,42 @@ class MLPField(nn.Module):
         return self.net(torch.cat([self.standardize(x), self.embed(t)], dim=-1))
 
 
-class VectorField(MLPField):
-    """Flow Matching's velocity ``(x_scale / t_unit) f``: ``f`` moves standard units per ``t_unit`` of time, so
-    that a network of order one fits a time course in hours as well as one in seconds."""
+class Paced:
+    """``pace``: :func:`clock_pace` on the network's clock where ``paced`` (from ``model_args``: a checkpoint from
+    before the pace loads unpaced, as it was trained), else ones."""
 
-    def __init__(self, dim: int, out_dim: int, t_range: tuple[float, float], t_unit: float = 1.0, **mlp) -> None:
+    paced: bool = False
+
+    @property
+    def clock_embedding(self) -> TimeEmbedding:
+        raise NotImplementedError
+
+    def pace(self, t: torch.Tensor) -> torch.Tensor:
+        """The pace at ``t``, no gradient in ``t``: ``p``'s own derivative needs no term (:func:`clock_pace`)."""
+        if not self.paced:
+            return torch.ones_like(t)
+        return clock_pace(self.clock_embedding.knots, self.clock_embedding.levels, t.detach())
+
+
+class VectorField(Paced, MLPField):
+    """Flow Matching's velocity ``(x_scale / t_unit) f``: ``f`` moves standard units per ``t_unit`` of time, so
+    that a network of order one fits a time course in hours as well as one in seconds; ``paced``, times the pace,
+    ``f`` moving them per unit of the clock (``losses.fm_loss`` divides the residual by it)."""
+
+    def __init__(
+        self, dim: int, out_dim: int, t_range: tuple[float, float], t_unit: float = 1.0, paced: bool = False, **mlp
+    ) -> None:
         super().__init__(dim, out_dim, t_range, **mlp)
         self.gain = self.x_scale / _positive("t_unit", t_unit)
+        self.paced = bool(paced) and self.embed.knots is not None
+
+    @property
+    def clock_embedding(self) -> TimeEmbedding:
+        return self.embed
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.gain * super().forward(x, t)
+        f = super().forward(x, t)
+        return self.gain * (self.pace(t)[..., None] * f if self.paced else f)
 
 
 def _positive(name: str, value: float) -> float:
@@ -208,7 +234,7 @@ def _positive(name: str, value: float) -> float:
 HEADS = ("scalar", "quadratic", "inner")
 
 
-class Potential(nn.Module):
+class Potential(Paced, nn.Module):
     """A scalar potential ``s(x, t)`` with one of three heads on an MLP.
 
     ``scalar``: the MLP's single output. ``quadratic``: ``1/2 |z - h(x, t)|^2`` and ``inner``: ``<h(x, t), z>``
@@ -227,14 +253,11 @@ class Potential(nn.Module):
         self.head = head
         self.net = MLPField(dim, 1 if head == "scalar" else dim, t_range, **mlp)
         self.gain = self.net.x_scale**2 / _positive("t_unit", t_unit)
-        # from model_args: a checkpoint from before the pace loads unpaced, as it was trained
         self.paced = bool(paced) and self.net.embed.knots is not None
 
-    def pace(self, t: torch.Tensor) -> torch.Tensor:
-        """:func:`clock_pace` at ``t`` (no gradient in ``t``; ones where not paced)."""
-        if not self.paced:
-            return torch.ones_like(t)
-        return clock_pace(self.net.embed.knots, self.net.embed.levels, t.detach())
+    @property
+    def clock_embedding(self) -> TimeEmbedding:
+        return self.net.embed
 
     def scale(self, t: torch.Tensor) -> torch.Tensor | float:
         """What the network's output is multiplied by at ``t``: ``gain``, times the pace where paced."""
@@ -251,7 +274,7 @@ class Potential(nn.Module):
 
 
 def pace_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A paced potential's pace (under DistributedDataParallel too), else None."""
+    """A paced network's pace (under DistributedDataParallel too), else None."""
     model = getattr(model, "module", model)
     return model.pace if getattr(model, "paced", False) else None
 

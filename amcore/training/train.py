@@ -752,9 +752,11 @@ class Run:
         fm = cfg.objective == "fm"
         head = {"kind": "field", "out_dim": self.path.dim} if fm else {"kind": "potential", "head": cfg.head}
         units = standard_units(snaps, self.path, cfg.seed, moments) if cfg.units == "standard" else {}
-        # On a clock whose rates span more than 10-fold the potential is paced (potentials.clock_pace): its network
-        # moves cells per unit of the clock, and its time unit is the training times' median gap on the clock.
-        if not fm and self.knots is not None and paced_clock(self.knots, self.levels):
+        # On a clock whose rates span more than 10-fold the network is paced (potentials.clock_pace): it moves cells
+        # per unit of the clock, and its time unit is the training times' median gap on the clock. TorchCFM's loss
+        # is the package's own, in t: its field is not.
+        paceable = self.knots is not None and cfg.implementation != "torchcfm"
+        if paceable and paced_clock(self.knots, self.levels):
             head["paced"] = True
             if units:
                 units["t_unit"] = clock_gap(self.knots, self.levels)
