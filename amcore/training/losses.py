@@ -88,7 +88,8 @@ def draw_action_inputs(
     x_ends = torch.cat([x_first, x_last])
     t_ends = torch.cat([torch.full((batch,), path.t0, device=dev), torch.full((batch,), path.t1, device=dev)])
     if pace is not None:
-        w0, w1 = w0 / pace(t_ends[:1])[0], w1 / pace(t_ends[-1:])[0]
+        first, last = pace(t_ends[[0, -1]])
+        w0, w1 = w0 / first, w1 / last
     if spec.pathwise == 1:  # the boundary form has no weight: its points are drawn (same random numbers), not used
         x_ends, t_ends = x_ends[:0], t_ends[:0]
     return dict(
