@@ -44,7 +44,7 @@ def test_eam_holds_up_on_a_tiny_heavy_tailed_time_course_in_hours(tmp_path):
     assert eam["excess"] <= 1.0, eam
 
 
-def test_am_holds_up_when_the_intervals_speeds_differ_by_orders_of_magnitude(tmp_path):
+def test_am_holds_up_when_the_intervals_speeds_differ_by_orders_of_magnitude(tmp_path, capsys):
     """Audit 88's course: times 0, 3 min, 1 h, 3 days, 1 week, 35-100 cells of a 2-d spiral with Student-t noise,
     72 h held out; the cells move about 470 times faster per hour in the first interval than in the last.
     Unpaced, the network's ``grad s`` had to span that range, and this training (2,000 steps, seed 0) flung cells
@@ -57,6 +57,7 @@ def test_am_holds_up_when_the_intervals_speeds_differ_by_orders_of_magnitude(tmp
                                   batch_size=128)  # fmt: skip
     am = result["spline"]
     assert load(tmp_path / "uneven_week-spline.pt").model_args["paced"]
+    assert "the network is paced by the clock (its intervals' rates 576-fold apart" in capsys.readouterr().err
     assert am["diverged"] is None, am
     assert am["final_loss"] > 1.1 * am["bound"], am  # the bound in the clock's time, as the paced loss is
     assert am["excess"] <= 1.0, am

@@ -37,10 +37,15 @@ PACE_RANGE = 10.0
 PACE_WINDOW = 0.25
 
 
-def paced_clock(knots, levels) -> bool:
-    """Whether a potential on this clock is paced: its intervals' rates span more than :data:`PACE_RANGE`-fold."""
+def clock_rate_range(knots, levels) -> float:
+    """How many times faster the clock runs in its fastest interval than in its slowest."""
     rates = np.diff(np.asarray(levels, dtype=np.float64)) / np.diff(np.asarray(knots, dtype=np.float64))
-    return bool(rates.max() > PACE_RANGE * rates.min())
+    return float(rates.max() / rates.min())
+
+
+def paced_clock(knots, levels) -> bool:
+    """Whether a network on this clock is paced: its intervals' rates span more than :data:`PACE_RANGE`-fold."""
+    return clock_rate_range(knots, levels) > PACE_RANGE
 
 
 def clock_pace(knots: torch.Tensor, levels: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from amcore.data.store import Snapshots, store_identity
 from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.objective import OBJECTIVES, ObjectiveSpec
-from amcore.models.potentials import ACTIVATIONS, HEADS, paced_clock
+from amcore.models.potentials import ACTIVATIONS, HEADS, PACE_RANGE, clock_rate_range, paced_clock
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import COUPLINGS, INTERPOLATIONS, MarginalPath, SnapshotPath
 from amcore.paths.stream import RefreshedPath, training_path
@@ -760,6 +760,10 @@ class Run:
             head["paced"] = True
             if units:
                 units["t_unit"] = clock_gap(self.knots, self.levels)
+            if self.cluster.leader:
+                print(f"amcore train: the network is paced by the clock (its intervals' rates "
+                      f"{clock_rate_range(self.knots, self.levels):.0f}-fold apart, more than {PACE_RANGE:g}): the "
+                      "logged loss is in the clock's time (docs/training.md)", file=sys.stderr)  # fmt: skip
         self.model_args = {**head, **mlp, **units}
         # uAM's growth rate is growth * s / growth_unit: in standard units s / x_scale^2 is a rate (1/t), so growth
         # is the same number for data in micrometres or in millions; 1 in the data's own units.
