@@ -25,15 +25,17 @@ def _train(store, out, params, launcher=()):
     return torch.load(out / "model.pt", weights_only=True)
 
 
-def _store(tmp_path):
+def _store(tmp_path, times=(0.0, 0.5, 1.0)):
+    """The Gaussian path's cells at 0, 0.5 and 1, labelled ``times``."""
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
-    write_store(tmp_path / "store.zarr", Snapshots.from_labels(x, t))
+    labels = np.asarray(times)[np.searchsorted([0.0, 0.5, 1.0], t)]
+    write_store(tmp_path / "store.zarr", Snapshots.from_labels(x, labels))
     return tmp_path / "store.zarr"
 
 
-def _one_and_two_processes(tmp_path, params):
+def _one_and_two_processes(tmp_path, params, times=(0.0, 0.5, 1.0)):
     """The store, and one process with ``streams: 2`` beside two torchrun processes, trained with ``params``."""
-    store = _store(tmp_path)
+    store = _store(tmp_path, times)
     single = _train(store, tmp_path / "single", {**params, "streams": 2})
     torchrun = (str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python")
     return store, single, _train(store, tmp_path / "ddp", params, torchrun)
@@ -51,6 +53,17 @@ def test_two_process_gloo_ddp_equals_one_process(tmp_path):
     # And the stream split matters: one stream of 128 is a different (equally valid) run.
     other = _train(store, tmp_path / "one", {**PARAMS, "streams": 1})
     assert any(not torch.allclose(other["model"][k], v) for k, v in single["model"].items())
+
+
+@pytest.mark.parametrize("objective", ["am", "fm"])
+def test_a_paced_network_trains_alike_on_two_processes(tmp_path, objective):
+    """The middle cells labelled 0.01: half the motion in 1 % of the time, a clock whose rates are 32-fold apart, so
+    the network is paced (potentials.clock_pace): AM's hand-derived terms under DDP scale their rows by the pace, and
+    Flow Matching's loss divides by it on each process's draws."""
+    _, single, ddp = _one_and_two_processes(tmp_path, {**PARAMS, "objective": objective}, times=(0.0, 0.01, 1.0))
+    assert single["model_args"]["paced"] and ddp["model_args"]["paced"]
+    for name, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
