@@ -383,8 +383,8 @@ def kinetic_scale(path, objective: str, sigma: float, seed: int, clock=None) -> 
     loss is a mean squared speed (``A / duration``); eAM's drift adds about ``sigma^4 d^2 / var`` per unit time (the
     score term of a Gaussian); uAM weights everything by the relative mass. A run whose loss goes orders of
     magnitude beyond this is exploiting finite samples (an objective unbounded below between or at the sampled
-    cells), not learning the flow. ``clock``: a paced potential's knots and levels, whose loss is the action in the
-    clock's time (``potentials.clock_pace``): each interval's time is then its share of the clock times the span.
+    cells), not learning the flow. ``clock``: a paced network's knots and levels, whose loss is in the clock's time
+    (``potentials.clock_pace``): each interval's time is then its share of the clock times the span.
     """
     grid, means, variances, masses = _observed_moments(path, seed)
     grid = grid.double().numpy()
