@@ -78,7 +78,7 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
 # Held-out times are checked against the simulated times before any job: an end time has no previous (or next)
 # observed time to predict it from. The times of the user's data are checked by `amcore prepare`.
 if config["dataset"]["source"] == "simulate":
-    from amcore.data.prepare import simulated_times
+    from amcore.data.times import simulated_times
 
     _times = sorted(simulated_times(config["dataset"]))
     _bad = [t for t in config["holdout_times"] if not any(math.isclose(float(t), s) for s in _times[1:-1])]
@@ -131,7 +131,7 @@ SEEDS = [str(seed) for seed in config["seeds"]]
 # Labels read back as the very time (repr, not :g, whose 6 digits turn 1.2345678 into a time that is not there).
 HOLDOUTS = [repr(float(t)).removesuffix(".0") for t in config["holdout_times"]] or ["none"]
 BASELINES = config["baselines"] if config["holdout_times"] else []
-from amcore.evaluation.holdout import BASELINES as ALL_BASELINES
+from amcore.choices import BASELINES as ALL_BASELINES
 
 if set(MODELS) & set(ALL_BASELINES):  # one named so read as the baseline wherever tables look for it (review)
     raise ValueError(f"models {sorted(set(MODELS) & set(ALL_BASELINES))} are named like baselines; rename them")
@@ -164,8 +164,8 @@ if set(config["integrate"]["models"]) - set(MODELS):
 # Every model's settings as amcore train and integrate will read them, before any job: train refused a combination
 # the schema let through only once prepare had run, integrate a method only after every training (audit 17).
 from amcore.errors import InputError
-from amcore.models.trained import integrator
-from amcore.training.train import TrainConfig
+from amcore.choices import integrator
+from amcore.training.config import TrainConfig
 
 # One training's processes: a GPU each, else train_processes. A profile's set-resources (profiles/slurm: train's
 # gpu) decides the job's GPUs and so the launcher: a config that says otherwise is refused, never tagged as run

@@ -14,7 +14,7 @@ _HOMES = {
     "TrainedModel": "amcore.models.trained",
     "Trajectories": "amcore.models.trained",
     "train": "amcore.training.train",
-    "TrainConfig": "amcore.training.train",
+    "TrainConfig": "amcore.training.config",
     "Snapshots": "amcore.data.store",
     "read_store": "amcore.data.store",
     "open_store": "amcore.data.store",

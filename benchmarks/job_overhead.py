@@ -1,7 +1,8 @@
 """What a Snakemake job costs before it computes anything: the interpreter, imports, MLflow's run set-up.
 
 Every figure is the median wall time of fresh processes (``--rounds`` each, alternated): the interpreter alone,
-the imports of the heavy libraries on their own, ``amcore --help``, loading a model and pushing 100 cells from
+the imports of the heavy libraries on their own, ``amcore --help``, ``snakemake --dry-run`` on the default config
+(the Snakefile's own checks, which every ``snakemake`` call runs), loading a model and pushing 100 cells from
 Python, and real stages on a tiny store (they compute next to nothing, so their time is overhead): ``baseline
 copy_prev``, ``integrate`` and ``prepare``, untracked and tracked (a sqlite MLflow backend and parent run created
 first, as the pipeline's ``onstart`` does).
@@ -32,7 +33,8 @@ LIBRARIES = ["numpy", "xarray", "zarr", "dask.array", "pandas", "scipy.interpola
 
 def timed(cmd: list[str], src: Path, env: dict, cwd: Path) -> float:
     """Wall seconds of ``cmd`` importing amcore from ``src`` (run elsewhere: ``python -m`` puts the working
-    directory first on the path, ahead of ``PYTHONPATH``)."""
+    directory first on the path, ahead of ``PYTHONPATH``); ``{tree}`` in ``cmd`` stands for ``src``."""
+    cmd = [part.replace("{tree}", str(src)) for part in cmd]
     start = time.perf_counter()
     done = subprocess.run(cmd, env={**env, "PYTHONPATH": str(src)}, capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - start
@@ -66,6 +68,8 @@ def main() -> None:
         commands = {"python -c pass": [*py, "-c", "pass"]}
         commands |= {f"import {lib}": [*py, "-c", f"import {lib}"] for lib in LIBRARIES}
         commands["amcore --help"] = [*amcore, "--help"]
+        snakemake = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", "{tree}/Snakefile"]
+        commands["snakemake --dry-run"] = [*snakemake, "--directory", str(work / "sm"), "--cores", "1", "--dry-run"]
         # A collaborator's script: the model alone, outside the pipeline (audit 75).
         push = f"import amcore, numpy as np; amcore.load({str(work / 'm.pt')!r}).push(np.zeros((100, 2)), 0.0, 1.0)"
         commands["amcore.load + push"] = [*py, "-c", push]

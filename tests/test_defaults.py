@@ -63,7 +63,7 @@ def test_the_baselines_ot_cap_default_is_the_library_default():
 def test_every_text_setting_s_choices_are_the_schema_s():
     """Review: the schema allowed time_clock observed / linear where the library took motion / linear, so a config
     could not name the default; every choice the library checks is the schema's enum, and the reverse."""
-    from amcore.training.train import _CHOICES
+    from amcore.training.config import _CHOICES
 
     for key, choices in _CHOICES.items():
         enum = MODEL_KEYS[key]["enum"]

@@ -1,18 +1,22 @@
 """The subpackages of ``amcore`` form layers, and every import points left: a module imports only from its own layer
 or from layers before it (foundations < data < paths < models < training < evaluation < top level).
 
-Pure ``ast``: reads the sources, imports nothing (no torch), so it runs in a blink.
+Pure ``ast``: reads the sources, imports nothing (no torch), so it runs in a blink; one test starts a Python to see
+what the workflow's own imports load.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "amcore"
-FOUNDATIONS = ("amcore.errors", "amcore.atomic", "amcore.metrics", "amcore.version")
+FOUNDATIONS = ("amcore.errors", "amcore.atomic", "amcore.choices", "amcore.metrics", "amcore.version")
 LAYERS = ("foundations", "data", "paths", "models", "training", "evaluation", "top")
 
 
@@ -80,3 +84,20 @@ def test_foundations_import_nothing_but_the_errors():
         path = ROOT / (name.replace(".", "/") + ".py")
         allowed = set() if name == "amcore.errors" else {"amcore.errors"}
         assert {target for _, target in imported(path)} <= allowed, f"{name} imports {imported(path)}"
+
+
+HEAVY = ("torch", "dask", "xarray", "zarr", "ot", "mlflow", "sklearn", "matplotlib")
+
+
+def test_the_workflow_checks_a_config_without_loading_torch():
+    """The Snakefile checks every model's settings before any job, on every ``snakemake`` call (a dry run, each
+    cluster job's own): what it imports of amcore loads none of the heavy libraries (torch alone cost 2.5 s a call)."""
+    rules = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    # Snakemake's grammar is not Python's: its import lines are read as text
+    found = (re.findall(r"^\s*(?:from|import) (amcore[\w.]*)", path.read_text(), re.MULTILINE) for path in rules)
+    modules = sorted({name for names in found for name in names})
+    assert "amcore.training.config" in modules and "amcore.choices" in modules, modules
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    heavy = [name for name in HEAVY if f"'{name}'" in loaded.stdout]
+    assert not heavy, f"the workflow's imports {modules} load {heavy}"

@@ -32,6 +32,7 @@ from amcore.data.store import (
     check_cells_per_time,
     check_time_resolution,
 )
+from amcore.data.times import simulated_times
 from amcore.errors import InputError
 
 IN_MEMORY_ORDER_BYTES = 256 * 2**20  # rows up to this size (and a quarter of the memory free) reorder in memory
@@ -83,18 +84,6 @@ def _check_times(t_values: np.ndarray, holdout_times: list[float], where: str) -
     if len(t_values) - len(set(holdout_times)) < 2:
         raise InputError(f"holdout_times: {holdout_times} leave fewer than two of {t_values.tolist()} to train on")
     check_time_resolution(t_values, where)
-
-
-def simulated_times(spec: dict) -> list[float]:
-    """The simulate source's observed times: ``times``, or ``n_times`` evenly spaced from its first to its last."""
-    times = [float(t) for t in spec["times"]]
-    if spec.get("n_times"):
-        lo, hi = min(times), max(times)
-        # 12 significant digits of the span: 0.3, not linspace's 0.30000000000000004, so the time a config names
-        # is the time simulated (the Snakefile checks held-out times against these)
-        digits = 12 - int(np.floor(np.log10(hi - lo))) if hi > lo else 12
-        times = [round(float(t), digits) for t in np.linspace(lo, hi, int(spec["n_times"]))]
-    return times
 
 
 # The keys of the config's dataset section (workflow/schemas/config.schema.yaml; a test keeps the two in step): a

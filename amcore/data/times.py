@@ -14,3 +14,15 @@ def uneven_times(times) -> bool:
     and plots space the times evenly and colour them by order."""
     gaps = np.diff(np.unique(np.asarray(times, dtype=np.float64)))
     return len(gaps) > 1 and gaps.max() / gaps.min() > UNEVEN_GAPS
+
+
+def simulated_times(spec: dict) -> list[float]:
+    """The simulate source's observed times: ``times``, or ``n_times`` evenly spaced from its first to its last."""
+    times = [float(t) for t in spec["times"]]
+    if spec.get("n_times"):
+        lo, hi = min(times), max(times)
+        # 12 significant digits of the span: 0.3, not linspace's 0.30000000000000004, so the time a config names
+        # is the time simulated (the Snakefile checks held-out times against these)
+        digits = 12 - int(np.floor(np.log10(hi - lo))) if hi > lo else 12
+        times = [round(float(t), digits) for t in np.linspace(lo, hi, int(spec["n_times"]))]
+    return times

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from amcore import metrics
+from amcore.choices import DISTANCE_OPTIONS
 from amcore.data.simulate import Simulator, truth_fields
 from amcore.data.store import Snapshots
 from amcore.errors import InputError
@@ -23,7 +24,6 @@ ACTION_NOISE = 0.5  # sampling noise's share of the geodesic action above which 
 ACTION_SHORT = 0.9  # see falls_short
 
 
-OPTION_KEYS = ("max_exact_size", "kernel_max_size", "projections", "seed")  # what :func:`options` reads
 TRUTH_ERRORS = ("velocity_rel_error", "drift_rel_error", "growth_rel_error")  # :func:`score_truth`'s errors
 
 
@@ -31,7 +31,7 @@ def options(params: dict) -> dict:
     """The keyword arguments of :func:`distances` from the config's evaluate section (defaults filled in). Caps under
     :data:`FEW_CELLS` are refused (audit 17: at 5 cells a side every cell's 10 nearest neighbours were all the
     pooled cells, and ``neighbour_excess`` read 0, two samples of one law, for every prediction)."""
-    chosen = {key: params.get(key, DEFAULTS[key]) for key in OPTION_KEYS}
+    chosen = {key: params.get(key, DEFAULTS[key]) for key in DISTANCE_OPTIONS}
     for key in ("max_exact_size", "kernel_max_size"):
         if not chosen[key] >= FEW_CELLS:
             raise InputError(

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import xarray as xr
 
+from amcore.choices import BASELINES
 from amcore.data.store import ZSTD, Snapshots, open_zarr, write_dataset_atomic
 from amcore.errors import InputError
 from amcore.paths.interpolants import (
@@ -22,8 +23,6 @@ from amcore.paths.interpolants import (
     spline_at,
     time_subsets,
 )
-
-BASELINES = ("copy_prev", "ot_displacement", "ot_push", "spline_path", "velocity_path")
 
 
 def bracket(snaps: Snapshots, holdout: float) -> tuple[int, int, int]:

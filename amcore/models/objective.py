@@ -9,8 +9,6 @@ import torch
 
 from amcore.paths.interpolants import NoiseSchedule
 
-OBJECTIVES = ("am", "eam", "uam", "fm")
-
 
 @dataclass(frozen=True)
 class ObjectiveSpec:

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from amcore.choices import ACTIVATIONS, HEADS
 from amcore.data.times import uneven_times
-
-ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
 def clock_of(knots: torch.Tensor, levels: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +182,7 @@ class MLPField(nn.Module):
         layers: list[nn.Module] = []
         n_in = dim + self.embed.dim
         for _ in range(depth):
-            layers += [nn.Linear(n_in, width), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(n_in, width), getattr(nn, ACTIVATIONS[activation])()]
             n_in = width
         layers.append(nn.Linear(n_in, out_dim))
         self.net = nn.Sequential(*layers)
@@ -237,9 +236,6 @@ def _positive(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be finite and > 0, got {value}")
     return float(value)
-
-
-HEADS = ("scalar", "quadratic", "inner")
 
 
 class Potential(Paced, nn.Module):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from amcore.atomic import damaged_member
+from amcore.choices import integrator
 from amcore.data.labels import by_row_labels
 from amcore.data.times import uneven_times
 from amcore.errors import InputError
@@ -29,7 +30,6 @@ from amcore.models import integrate
 from amcore.models.objective import ObjectiveSpec
 from amcore.models.potentials import Potential, VectorField, velocity_fn
 
-METHODS = ("auto", "rk4", "dopri5", "sde", "weighted", "euler")
 BATCH_ROWS = 2**16  # cells per forward (and backward) pass of a field evaluation
 FAR_CELLS = 5.0  # cells this many times farther out than the training cells (median) are warned of
 FAR_SAMPLE = 10_000  # the cells whose median distance is read: the check's memory stays small whatever x's size
@@ -676,26 +676,6 @@ class _LastStep:
 
     def __setitem__(self, key: tuple[int, slice], values: np.ndarray) -> None:
         self.values[key[1]] = values  # each step overwrites the previous one: the last stays
-
-
-def integrator(objective: str, method: str = "auto") -> str:
-    """The integration method ``method`` stands for on a model of ``objective``: ``auto`` is Euler-Maruyama
-    (``sde``) for eAM, weighted particles for uAM and RK4 otherwise; a method that drops eAM's noise or uAM's
-    weights, or needs what the model has not, is refused (the pipeline asks before any job)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
-    needs = {"weighted": ("uam", "growth to weight particles by"),
-             "sde": ("eam", "noise for the SDE to draw (rk4, dopri5 or euler push it)")}.get(method)  # fmt: skip
-    if needs and objective != needs[0]:
-        article = "a" if objective == "uam" else "an"  # an AM, an EAM, an FM; a UAM
-        raise ValueError(f"{article} {objective.upper()} model has no {needs[1]} (only {needs[0]} models)")
-    own = {"eam": "sde", "uam": "weighted"}.get(objective)
-    if own and method not in ("auto", own):
-        lost = "noise (its marginals collapse)" if own == "sde" else "growth (its particles lose their weights)"
-        raise ValueError(f"method {method!r} would push this {objective} model without its {lost}: use {own!r} or "
-                         "'auto' (in a pipeline, integrate.models gives one model a method of its own, and auto gives "
-                         "each kind its own)")  # fmt: skip
-    return (own or "rk4") if method == "auto" else method
 
 
 def _by_name(x, names: list[str], expected: list[str], used: list[int] | None = None):

@@ -77,17 +77,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from amcore.choices import COUPLINGS, INTERPOLATIONS
 from amcore.data.simulate import GrowingGaussian, Simulator
 
 if TYPE_CHECKING:  # the store's module imports dask and xarray (seconds), which a loaded model does not need
     from amcore.data.store import Snapshots
 
-COUPLINGS = ("independent", "ot", "entropic", "unbalanced")
 UNBALANCED_REG = 0.05  # the entropy of the unbalanced problem, against costs of order 1: its marginals only are read
 UNBALANCED_COST_CAP = 30.0  # its cost's ceiling: exp(-30 / 0.05) is still a float64
 MASS_RATIO_CAP = 10.0  # the unbalanced path's a / r and b / c: within [1 / cap, cap]
 PROGRESS_S = 10.0  # seconds between two lines on couplings being solved
-INTERPOLATIONS = ("linear", "spline", "nearest")
 NEAREST_MAX_STEP = 0.25
 TENSIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TENSION_CV_SIZE = 1000

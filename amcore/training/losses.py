@@ -163,9 +163,6 @@ def pathwise_mix(
     return (1 - weight) * boundary, (1 - weight) * integrand + weight * pathwise
 
 
-IMPLEMENTATIONS = ("amcore", "torchcfm")
-
-
 def torchcfm_matcher(coupling: str, sigma: float):
     """TorchCFM's own conditional flow matcher, the published peer from its package: minibatch exact OT (OT-CFM,
     ``coupling: ot``) or independent pairs (I-CFM), with its constant ``sigma``."""

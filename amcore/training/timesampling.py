@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from amcore.choices import TIME_SAMPLINGS
 from amcore.models.potentials import clock_levels, clock_of, time_of
-
-TIME_SAMPLINGS = ("uniform", "stratified", "importance")
 
 
 class TimeSampler:

@@ -78,12 +78,12 @@ def evaluate_settings():
 
 
 def score_settings():
-    """The evaluate settings score reads (evaluate.OPTION_KEYS; a simulator's truth_samples and n_times, the times
+    """The evaluate settings score reads (choices.DISTANCE_OPTIONS; a simulator's truth_samples and n_times, the times
     its truth is scored at): mmd_paper_alphas, read by evaluate only, reran score to the same numbers (audit 23)."""
-    from amcore.evaluation.evaluate import OPTION_KEYS
+    from amcore.choices import DISTANCE_OPTIONS
 
     truth = ("truth_samples", "n_times") if config["dataset"]["source"] == "simulate" else ()
-    return {key: value for key, value in evaluate_settings().items() if key in (*OPTION_KEYS, *truth)}
+    return {key: value for key, value in evaluate_settings().items() if key in (*DISTANCE_OPTIONS, *truth)}
 
 
 def stage_tags(rule, extra=None, **wildcards):

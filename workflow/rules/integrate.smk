@@ -19,7 +19,7 @@ rule integrate:
 
 
 rule baseline:
-    """A simple answer at the held-out time (amcore.evaluation.holdout.BASELINES): the previous cells unchanged,
+    """A simple answer at the held-out time (amcore.choices.BASELINES): the previous cells unchanged,
     displacement interpolation, the spline path, ..."""
     input:
         store=rules.prepare.output.store,
