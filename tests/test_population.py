@@ -155,8 +155,8 @@ def test_weights_must_be_even_within_a_time_and_the_loss_csv_lands_beside_the_mo
     CSVs."""
     from amcore import Snapshots
 
-    x = np.random.default_rng(1).normal(size=(60, 2))
     t = np.repeat(TIMES, 20)
+    x = np.random.default_rng(1).normal(size=(60, 2)) + 3 * t[:, None]  # moving: no note on unresolved motion
     weights = np.repeat([1.0, 2.0, 4.0], 20)
     Snapshots.from_labels(x, t, weights=weights)
     weights[0] = 1.9

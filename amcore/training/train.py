@@ -695,6 +695,8 @@ def train(
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     if snaps is not None and (note := _mass_change(snaps) if cfg.objective != "uam" else _counts_note(snaps)):
         _say_once(note)
+    if snaps is not None and os.environ.get("RANK", "0") == "0" and (note := _motion_note(snaps)):
+        _say_once(note)
     if snaps is not None and cfg.objective == "eam":
         _say_once(_sigma_units(snaps))
         if note := _sigma_spread(snaps, cfg):
@@ -778,6 +780,54 @@ def _counts_note(snaps: Snapshots) -> str | None:
             "Right where the counts follow the population; where they are the cells captured per time, give "
             "the population's sizes (dataset.population, or from_labels' weights), or use a balanced objective "
             "(am)")  # fmt: skip
+
+
+MOTION_NOISE = 1.5  # an interval whose squared W2 is under this many times two halves of one time's is named
+MOTION_CELLS = 500  # cells a side at most, for each of those distances (1,000 took 3-4 s on 10 intervals)
+MOTION_INTERVALS = 12  # training intervals looked at, at most (evenly spread): 1,001 frames are read in seconds
+
+
+def _uniform_cells(snaps: Snapshots, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` cells of time ``k`` drawn uniformly, in float64: a store's first ``n`` (each time's rows are in seeded
+    random order, so a contiguous read is a uniform sample), else seeded rows of an input that may be sorted."""
+    start, count = int(snaps.offsets[k]), int(snaps.counts()[k])
+    if snaps.attrs.get("row_order", {}).get("within_time") in ("random", "simulated"):
+        return np.asarray(snaps.x[start : start + n], dtype=np.float64)
+    rows = np.asarray(snaps.x[start + np.sort(rng.choice(count, n, replace=False))], dtype=np.float64)
+    return rows[rng.permutation(n)]  # read in order, returned in none: any slice of them is uniform too
+
+
+def _motion_note(snaps: Snapshots) -> str | None:
+    """A note naming the training intervals over which the cells moved hardly farther than two samples of one time
+    differ by chance: squared W2 between halves of the two times under ``MOTION_NOISE`` times that between two halves
+    of one time. OT plans between finite samples then pair cells mostly by chance, and the field there is not
+    resolved by the data (benchmarks/chord_noise.py: the analytic processes with the largest velocity errors are the
+    ones at 1.2-1.7, and so are EB's day 2 to 3 and TIGON EMT's last interval)."""
+    from amcore import metrics  # POT: imported once a training has snapshots to read
+
+    kept = snaps.training_snapshots()
+    if len(kept) < 2:
+        return None
+    rng, counts, slow = np.random.default_rng(0), snaps.counts(), []
+    chosen = np.unique(np.linspace(0, len(kept) - 2, min(MOTION_INTERVALS, len(kept) - 1)).round().astype(int))
+    for j in chosen:
+        a, b = kept[j], kept[j + 1]
+        n = min(MOTION_CELLS, int(counts[a]) // 2, int(counts[b]) // 2)
+        if n < 5:  # two halves of a few cells say nothing either way
+            continue
+        (a1, a2), (b1, b2) = (np.split(_uniform_cells(snaps, k, 2 * n, rng), 2) for k in (a, b))
+        noise = (metrics.wasserstein(a1, a2, 2, n) ** 2 + metrics.wasserstein(b1, b2, 2, n) ** 2) / 2
+        moved = metrics.wasserstein(a1, b1, 2, n) ** 2
+        if moved < MOTION_NOISE * noise:
+            slow.append(f"t = {snaps.t_values[a]:g} to {snaps.t_values[b]:g}: {moved / noise:.2f}")
+    if not slow:
+        return None
+    shown = "; ".join(slow[:4]) + (f"; and {len(slow) - 4} more" if len(slow) > 4 else "")
+    return (f"amcore train: note: over {len(slow)} of the {len(chosen)} training intervals looked at, the cells of the "
+            f"two times differ hardly more than two random halves of one time do (squared W2 over that of the "
+            f"halves, under {MOTION_NOISE:g}, on up to {MOTION_CELLS} cells a side; {shown}): OT pairs their cells "
+            "mostly by chance, and the velocities learned there are not resolved by these cells. More cells per "
+            "time, fewer features (preprocess: n_features or pca) or times farther apart resolve them")  # fmt: skip
 
 
 def _sigma_spread(snaps: Snapshots, cfg: TrainConfig) -> str | None:
