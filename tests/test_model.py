@@ -250,3 +250,21 @@ def test_a_damaged_or_unfinished_checkpoint_is_never_taken_for_a_model(tmp_path)
     shutil.move(tmp_path / "renamed.pt", tmp_path / "gone.pt.partial")
     with pytest.raises(FileNotFoundError, match="gone.pt: no such checkpoint, but .*gone.pt.partial holds the state"):
         amcore.load(tmp_path / "gone.pt")
+
+
+def test_a_plots_grid_over_the_data_s_box_draws_no_far_cells_warning(tmp_path):
+    """Audit 90: evaluate's field plots read the model on a grid over the data's box, which heavy-tailed outliers
+    stretch, and its log asked the user whether "these cells" were normalised. The grid is the pipeline's own; the
+    warning stays for cells a user passes."""
+    from amcore.cli import _grid_of_the_plot
+
+    model = _trained(tmp_path, "am")
+    far = np.full((10, 2), 1e3)
+    with pytest.warns(UserWarning, match="lie more than 5 times as far"):
+        model.velocity(far, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with _grid_of_the_plot():
+            model.velocity(far, 0.5)
+        with pytest.raises(UserWarning, match="lie more than 5 times as far"):
+            model.velocity(far, 0.5)
