@@ -424,3 +424,16 @@ def test_held_out_times_are_headed_as_the_other_outputs_print_them():
     assert set(table["holdout"]) == {"0.020833333333333332", "0.5"}
     alike = ["0.1234567", "0.12345671", "none"]
     assert [held_label(h, alike) for h in alike] == alike
+
+
+def test_a_held_out_time_whose_noise_floor_reaches_copying_the_previous_cells_is_named():
+    """Audit 90: heavy tails in 6-d put the noise floor (3.7) above copy_prev's W1 (2.96): W1 told no prediction
+    from none, and the table said nothing. Held-out 1 here (floor 5.5 against copy_prev 5) is named; held-out 2
+    (floor 1 against 7) is not."""
+    rows = _results()
+    for row in rows:
+        row["table"]["w1_subsample_noise"] = 5.5 if row["holdout"] == "1" else 1.0
+    text = markdown(long_table(rows))
+    assert "**W1 cannot separate the methods** at t = 1 (5.5 against 5):" in text
+    assert "t = 2" not in text.split("W1 cannot separate")[1].split("\n")[0]
+    assert "W1 cannot separate" not in markdown(long_table(_results()))  # no floor, nothing said

@@ -401,9 +401,32 @@ def markdown(table: pd.DataFrame, reference: str = "am", settings: dict | None =
             lines += _paired_lines(pairs, metric, reference)
         elif metric == "w1" and (table["holdout"] != "none").any():  # audit 61: the section left without a word
             lines += [f"No paired differences: {_unpaired(table, metric, reference)}.", ""]
+        if metric == "w1" and (blind := _w1_blind(table, reference)):
+            lines += [blind, ""]
         if metric == "w1":  # beside the numbers the choices made (review 84: last, after some twenty tables)
             lines, chosen = [*lines, *chosen], []
     return "\n".join([*lines, *chosen])
+
+
+def _w1_blind(table: pd.DataFrame, reference: str) -> str | None:
+    """A line naming the held-out times where the noise floor (the reference's, else the first method's) is at or
+    above the W1 of copying the previous time's cells: there W1 on these cells cannot tell any prediction from no
+    motion at all (audit 90: Student-t tails in 6-d, a floor of 3.7 against 2.96 for copy_prev; 50-d, 4.07 against
+    4.47), and sliced W1, on all cells, may still."""
+    floors, copied = summary(table, "w1_subsample_noise"), summary(table, "w1").get("copy_prev", {})
+    floor = floors.get(reference) or next(iter(floors.values()), {})
+    blind = [h for h in copied if h not in ("mean", "none") and h in floor
+             and np.nanmean(floor[h]) >= 0.9 * np.nanmean(copied[h])]  # fmt: skip
+    if not blind:
+        return None
+    held = list(dict.fromkeys(table["holdout"]))
+    shown = ", ".join(f"t = {held_label(h, held)} ({np.nanmean(floor[h]):.4g} against {np.nanmean(copied[h]):.4g})"
+                      for h in blind)  # fmt: skip
+    return (
+        f"**W1 cannot separate the methods** at {shown}: the noise floor is within 10 % of, or above, the W1 of "
+        "copying the previous time's cells, so on these cells W1 tells no prediction from no motion; compare "
+        "`sliced_w1` (all cells) and the paired differences, or hold out a time with more cells."
+    )
 
 
 # What a run without held-out time reports for the metrics that are not a mean over its observed times
