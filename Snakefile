@@ -1,6 +1,7 @@
 # amcore: Action Matching on time-indexed snapshots. configfile, validate, includes and `rule all` live
 # here: Snakemake drops a default target set in an included file.
 import copy
+import difflib
 import functools
 import hashlib
 import json
@@ -10,6 +11,8 @@ import re
 import shlex
 import sys
 from pathlib import Path
+
+import yaml
 
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import ExecMode
@@ -70,9 +73,27 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
         "['then']" in line for line in _lines if line.startswith("Failed validating")
     ):
         _what += " (a setting read only with another objective, interpolation or implementation: its description in the schema says which)"
+    elif _what.startswith("Additional properties are not allowed") and (
+        _unexpected := re.findall(r"'([^']+)'", _what.partition("(")[2])
+    ):  # audit 90: a typo got no suggestion
+
+        def _properties(node):
+            if isinstance(node, dict):
+                yield from node.get("properties", {}) if isinstance(node.get("properties"), dict) else ()
+                for value in node.values():
+                    yield from _properties(value)
+            elif isinstance(node, list):
+                for value in node:
+                    yield from _properties(value)
+
+        _known = sorted(set(_properties(yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text()))))
+        _meant = [f"{key!r}: did you mean {close[0]!r}?" for key in _unexpected
+                  if (close := difflib.get_close_matches(key, _known, n=1))]  # fmt: skip
+        _what += f" ({'; '.join(_meant)})" if _meant else ""
+    _files = ", ".join(str(path) for path in workflow.config_settings.configfiles or []) or "config/config.yaml"
     raise WorkflowError(
-        f"the config does not fit workflow/schemas/config.schema.yaml: {_where}: {_what} (docs/configuration.md "
-        "lists every key)"
+        f"the config ({_files}) does not fit workflow/schemas/config.schema.yaml: {_where}: {_what} "
+        "(docs/configuration.md lists every key)"
     ) from None
 
 # Held-out times are checked against the simulated times before any job: an end time has no previous (or next)

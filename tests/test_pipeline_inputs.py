@@ -69,6 +69,8 @@ def test_a_config_typo_is_named_in_one_line_not_a_schema_dump(tmp_path, tiny_con
         result.returncode != 0 and "['dataset']: Additional properties are not allowed ('x_kye' was unexpected)" in said
     )
     assert len(said.splitlines()) < 40  # was 2,400 lines of schema
+    # audit 90: the key meant, and the file the typo is in
+    assert "('x_kye': did you mean 'x_key'?)" in said and f"the config ({tmp_path / 'config.yaml'})" in said, said
 
 
 def test_one_model_integrates_its_own_way(tmp_path, tiny_config):
