@@ -76,17 +76,16 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
     elif _what.startswith("Additional properties are not allowed") and (
         _unexpected := re.findall(r"'([^']+)'", _what.partition("(")[2])
     ):  # audit 90: a typo got no suggestion
-
-        def _properties(node):
-            if isinstance(node, dict):
-                yield from node.get("properties", {}) if isinstance(node.get("properties"), dict) else ()
-                for value in node.values():
-                    yield from _properties(value)
-            elif isinstance(node, list):
-                for value in node:
-                    yield from _properties(value)
-
-        _known = sorted(set(_properties(yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text()))))
+        # every property name the schema defines, at any depth
+        _stack, _known = [yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())], set()
+        while _stack:
+            _node = _stack.pop()
+            if isinstance(_node, dict):
+                _known |= set(_node["properties"]) if isinstance(_node.get("properties"), dict) else set()
+                _stack += list(_node.values())
+            elif isinstance(_node, list):
+                _stack += _node
+        _known = sorted(_known)
         _meant = [f"{key!r}: did you mean {close[0]!r}?" for key in _unexpected
                   if (close := difflib.get_close_matches(key, _known, n=1))]  # fmt: skip
         _what += f" ({'; '.join(_meant)})" if _meant else ""
