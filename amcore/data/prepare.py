@@ -74,7 +74,7 @@ def _check_times(t_values: np.ndarray, holdout_times: list[float], where: str) -
         raise InputError(f"{where}: found {len(t_values)} time point(s) {t_values.tolist()}; at least two are needed")
     absent = [t for t in holdout_times if t not in t_values]
     if absent:
-        raise InputError(f"holdout_times: {absent} are not observed times; the data has {t_values.tolist()}")
+        raise InputError(f"holdout_times: {absent} are not observed times of {where}; it has {t_values.tolist()}")
     ends = sorted({t for t in holdout_times if t in (t_values[0], t_values[-1])})
     if ends:
         raise InputError(
