@@ -415,13 +415,18 @@ def _w1_blind(table: pd.DataFrame, reference: str) -> str | None:
     4.47), and sliced W1, on all cells, may still."""
     floors, copied = summary(table, "w1_subsample_noise"), summary(table, "w1").get("copy_prev", {})
     floor = floors.get(reference) or next(iter(floors.values()), {})
-    blind = [h for h in copied if h not in ("mean", "none") and h in floor
-             and np.nanmean(floor[h]) >= 0.9 * np.nanmean(copied[h])]  # fmt: skip
+
+    def finite_mean(values: np.ndarray) -> float:  # a failed seed's NaN says nothing of the floor
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if len(values) else math.nan
+
+    pairs = {h: (finite_mean(floor[h]), finite_mean(copied[h])) for h in copied if h not in ("mean", "none")
+             and h in floor}  # fmt: skip
+    blind = {h: pair for h, pair in pairs.items() if pair[0] >= 0.9 * pair[1]}  # NaN on either side: never
     if not blind:
         return None
     held = list(dict.fromkeys(table["holdout"]))
-    shown = ", ".join(f"t = {held_label(h, held)} ({np.nanmean(floor[h]):.4g} against {np.nanmean(copied[h]):.4g})"
-                      for h in blind)  # fmt: skip
+    shown = ", ".join(f"t = {held_label(h, held)} ({f:.4g} against {c:.4g})" for h, (f, c) in blind.items())
     return (
         f"**W1 cannot separate the methods** at {shown}: the noise floor is within 10 % of, or above, the W1 of "
         "copying the previous time's cells, so on these cells W1 tells no prediction from no motion; compare "

@@ -801,8 +801,10 @@ def _motion_note(snaps: Snapshots) -> str | None:
     """A note naming the training intervals over which the cells moved hardly farther than two samples of one time
     differ by chance: squared W2 between halves of the two times under ``MOTION_NOISE`` times that between two halves
     of one time. OT plans between finite samples then pair cells mostly by chance, and the field there is not
-    resolved by the data (benchmarks/chord_noise.py: the analytic processes with the largest velocity errors are the
-    ones at 1.2-1.7, and so are EB's day 2 to 3 and TIGON EMT's last interval)."""
+    resolved by the data (benchmarks/chord_noise.py, on halves of 1,000 cells: the analytic processes with the largest
+    velocity errors are the ones at 1.2-1.7). Halves of at most ``MOTION_CELLS`` cells here, which differ more than
+    larger ones; and a ratio of a few hundred cells moves with the draw of halves (EB's day 2 to 3, halves of 275
+    cells in both: 1.65 here, 1.45 there)."""
     from amcore import metrics  # POT: imported once a training has snapshots to read
 
     kept = snaps.training_snapshots()
