@@ -6,12 +6,18 @@ from amcore import Snapshots
 from amcore.models.objective import ObjectiveSpec
 from amcore.paths import interpolants
 from amcore.paths.interpolants import (
+    BEND_LIMIT,
     NoiseSchedule,
     SnapshotPath,
+    bend_limited,
+    bend_ratios,
+    chain_gram,
+    chain_points,
     chain_rows,
     choose_shape,
     entropic_pairs,
     ot_pairs,
+    spline_at,
     spline_coefficients,
     spline_weights,
 )
@@ -170,7 +176,7 @@ def test_noise_schedule_integral_is_exact():
 def test_spline_weights_reproduce_straight_lines_at_every_tension():
     """Both the hat functions and the natural cubic's cardinal functions reproduce affine motion exactly."""
     knots = np.array([0.0, 0.5, 2.0, 3.0, 5.0])
-    for tension in (0.0, 0.5, 1.0):
+    for tension in (0.0, 0.5, 1.0, np.array([0.2, 1.0, 0.0, 0.7])):  # one, or one per interval (bend_limited)
         coef = spline_coefficients(knots, tension)
         for t in np.linspace(0, 5, 23):
             w = spline_weights(coef, knots, t)
@@ -226,6 +232,46 @@ def test_auto_tension_prefers_the_spline_on_a_curved_path():
     assert max(scores.values()) < 1e-6
     # Three times leave two once the interior one is out: nothing to choose on, so half way, with no scores.
     assert choose_shape(clouds[:3], knots[:3], rng) == ((0.5, 0.0), {})
+
+
+def _slowing(times, n=150, seed=5):
+    """Clouds whose mean moves fast at first and then settles (audit 90's uneven course, made smaller)."""
+    rng = np.random.default_rng(seed)
+    s = 1 - np.exp(-np.asarray(times) / 4)
+    return [np.array([5 * u, 3 * np.sin(np.pi * u)]) + 0.2 * rng.standard_normal((n, 2)) for u in s]
+
+
+def test_bend_limit_holds_a_long_interval_near_its_chords():
+    """Times 0, 0.5, 1, 24: the natural spline carries the fast early motion across the 23-hour interval and
+    bulges off the path; the limit lowers that interval's tension alone, to a stray of BEND_LIMIT chords."""
+    knots = np.array([0.0, 0.5, 1.0, 24.0])
+    points, _ = chain_points(_slowing(knots), np.random.default_rng(0))
+    ratios = bend_ratios(chain_gram(points), knots)
+    assert ratios[2] > 2 * BEND_LIMIT and (ratios[:2] < BEND_LIMIT).all()
+    # The ratios are read from sums over chains: an offset of the data a million times its spread changes none.
+    np.testing.assert_allclose(bend_ratios(chain_gram(points + 1e6), knots), ratios, rtol=1e-6)
+    tensions = bend_limited(chain_gram(points), knots, 1.0)
+    assert tensions[:2].tolist() == [1.0, 1.0] and tensions[2] == pytest.approx(BEND_LIMIT / ratios[2])
+    # Read independently, point by point on a finer grid than the limit's: the stray is BEND_LIMIT chords at most.
+    grid = np.linspace(1.0, 24.0, 461)[1:-1]
+    stray = [np.sqrt(((spline_at(points, knots, t, 1.0) - spline_at(points, knots, t, 0.0)) ** 2).sum(1).mean())
+             for t in grid]  # fmt: skip
+    chord = np.sqrt(((points[:, 3] - points[:, 2]) ** 2).sum(1).mean())
+    assert max(stray) / chord == pytest.approx(BEND_LIMIT, rel=0.01)
+    # The cells at 8 h, never seen: the limited spline lands nearer them than the natural one would.
+    truth = _slowing([8.0], seed=6)[0]
+    natural = np.einsum("k,nkd->nd", spline_weights(spline_coefficients(knots, 1.0), knots, 8.0), points)
+    assert _w1(spline_at(points, knots, 8.0, 1.0), truth) < 0.5 * _w1(natural, truth)
+
+
+def test_bend_limit_leaves_evenly_spaced_curves_alone():
+    """A parabola through evenly spaced times: the spline is the path's own shape, and keeps its tension."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((200, 2)) * 0.3
+    knots = np.arange(6.0)
+    points, _ = chain_points([base + np.array([t, 0.5 * t**2]) for t in knots], rng)
+    assert (bend_ratios(chain_gram(points), knots) < 0.1).all()
+    assert bend_limited(chain_gram(points), knots, 1.0).tolist() == [1.0] * 5
 
 
 def test_pair_draws_stay_in_their_interval_with_many_times():
@@ -345,3 +391,9 @@ def test_auto_tension_leaves_out_at_most_a_dozen_times_of_dense_frames(monkeypat
     knots = np.linspace(0.0, 5.0, 40)
     (tension, _), _ = choose_shape([base + np.array([t, 0.5 * t**2]) for t in knots], knots, rng)
     assert built == [39] * interpolants.TENSION_CV_TIMES and tension >= 0.75
+
+
+def _w1(a: np.ndarray, b: np.ndarray) -> float:
+    from amcore.metrics import wasserstein
+
+    return wasserstein(a, b, p=1)

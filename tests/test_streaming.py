@@ -124,6 +124,8 @@ def test_streamed_spline_chooses_its_tension_once(tmp_path, capfd):
                       in_memory_max_mb=300 * 2 * 4 / 2**20)  # fmt: skip
     summary = train(open_store(path), cfg, tmp_path / "m.pt", tmp_path / "m.csv")
     assert isinstance(summary["spline_tension"], float) and 0 <= summary["spline_tension"] <= 1
+    assert len(summary["spline_tension_by_interval"]) == 4  # evenly spaced: no interval strays past the limit
+    assert summary["spline_tension_by_interval"] == [pytest.approx(summary["spline_tension"], abs=1e-4)] * 4
     assert capfd.readouterr().err.count("amcore: spline tension") == 1  # 4 refreshes, one choice
 
 

@@ -98,6 +98,12 @@ TENSION_CV_TIMES = 12
 # mean W1 on the held-out times of 4-time subsets of EB and TIGON EMT (benchmarks/tension_fallback.py).
 FALLBACK_TENSION = 0.5
 VELOCITY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# The farthest a spline may stray from its chords on one interval, over their length (root mean squares over the
+# chains): a half circle's. Where one interval is far longer than its neighbours, the natural spline carries their
+# speed across it and bulges off the data (times 0, 0.5, 1, 8, 24 h: 1.96 chords; TIGON EMT's 0.3 to 2.1: 1.44);
+# EB's intervals stray at most 0.28 (benchmarks/tension_fallback.py).
+BEND_LIMIT = 0.5
+BEND_GRID = 21  # points along each interval, ends included, where the stray is read
 
 
 @dataclass(frozen=True)
@@ -338,10 +344,11 @@ def check_dense_frames(snaps: Snapshots, max_rows: int, rng: np.random.Generator
     return rms
 
 
-def spline_coefficients(knots: np.ndarray, tension: float) -> np.ndarray:
+def spline_coefficients(knots: np.ndarray, tension) -> np.ndarray:
     """``c[k, p, j]``: on ``[t_k, t_{k+1}]`` the weight of knot ``j`` is ``sum_p c[k, p, j] (t - t_k)^(3 - p)``.
 
-    The natural cubic spline's cardinal functions, mixed with the piecewise-linear hat functions.
+    The natural cubic spline's cardinal functions, mixed with the piecewise-linear hat functions by ``tension``: one
+    value, or one per interval (``bend_limited``). Both pass through every knot, so any mix is continuous.
     """
     from scipy.interpolate import CubicSpline
 
@@ -352,10 +359,51 @@ def spline_coefficients(knots: np.ndarray, tension: float) -> np.ndarray:
     linear[np.arange(n - 1), 3, np.arange(n - 1)] = 1.0
     linear[np.arange(n - 1), 2, np.arange(n - 1)] = -1.0 / gaps
     linear[np.arange(n - 1), 2, np.arange(1, n)] = 1.0 / gaps
-    if n < 3 or tension == 0:
+    tension = np.broadcast_to(np.asarray(tension, dtype=np.float64), (n - 1,))[:, None, None]
+    if n < 3 or not tension.any():
         return linear
     cubic = CubicSpline(knots, np.eye(n), axis=0, bc_type="natural").c.transpose(1, 0, 2)
     return (1 - tension) * linear + tension * cubic
+
+
+def chain_gram(points: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """``(K, K)``: the mean over chains of ``x_k . x_j``, moved by ``center`` (by default their mean) so that no
+    offset of the data swamps their differences, from which the strays and chords of ``bend_ratios`` are read."""
+    x = points - (points.mean((0, 1)) if center is None else center)
+    return np.einsum("nkd,njd->kj", x, x) / len(points)
+
+
+def bend_ratios(gram: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """For each interval, how far the chains' natural spline strays from their chords at its farthest, over how far
+    the chords reach (root mean squares over chains, from their ``chain_gram``). A half circle strays half its
+    chord."""
+    n = len(knots)
+    if n < 3:
+        return np.zeros(n - 1)
+    gaps = np.diff(knots)
+    stray = spline_coefficients(knots, 1.0) - spline_coefficients(knots, 0.0)
+    s = np.linspace(0, 1, BEND_GRID)[1:-1]
+    powers = (s[None, :] * gaps[:, None])[:, :, None] ** np.arange(3, -1, -1)  # (interval, s, p)
+    w = np.einsum("ksp,kpj->ksj", powers, stray)
+    reach = np.einsum("ksj,jl,ksl->ks", w, gram, w).max(1)
+    ends = np.arange(n - 1)
+    chord = gram[ends, ends] + gram[ends + 1, ends + 1] - 2 * gram[ends, ends + 1]
+    return np.sqrt(np.maximum(reach, 0) / np.maximum(chord, np.finfo(float).tiny))
+
+
+def bend_limited(gram: np.ndarray, knots: np.ndarray, tension: float) -> np.ndarray:
+    """The tension on each interval: ``tension``, lowered where the spline would stray from the chords by more than
+    ``BEND_LIMIT`` of their reach (module docstring: an interval far longer than its neighbours)."""
+    return np.minimum(tension, BEND_LIMIT / np.maximum(bend_ratios(gram, knots), np.finfo(float).tiny))
+
+
+def say_bend_limit(knots: np.ndarray, tension: float, tensions: np.ndarray) -> None:
+    """Name on stderr the intervals whose tension ``bend_limited`` lowered."""
+    held = [f"t = {knots[k]:g} to {knots[k + 1]:g}: {tensions[k]:.2g}" for k in np.flatnonzero(tensions < tension)]
+    if held:
+        print(f"amcore: the spline's tension ({tension:g}) is lowered where it would stray from its chords by more "
+              f"than {BEND_LIMIT:g} of their length ({'; '.join(held)}): such an interval is far longer than its "
+              "neighbours, and their speed carried across it would bulge off the data", file=sys.stderr)  # fmt: skip
 
 
 def spline_weights(coef: np.ndarray, knots: np.ndarray, t: float) -> np.ndarray:
@@ -470,10 +518,10 @@ def spline_at(
     velocities: np.ndarray | None = None,
     velocity_weight: float = 0.0,
 ) -> np.ndarray:
-    """Each chain's spline (``spline_coefficients``) read at one time ``t``: ``(chains, d)``; turned towards the
-    chain cells' ``velocities`` (in the path's units: ``path_velocities``; module docstring) when
-    ``velocity_weight`` is not 0."""
-    coef = spline_coefficients(knots, tension)
+    """Each chain's spline (``spline_coefficients``, ``bend_limited``) read at one time ``t``: ``(chains, d)``;
+    turned towards the chain cells' ``velocities`` (in the path's units: ``path_velocities``; module docstring)
+    when ``velocity_weight`` is not 0."""
+    coef = spline_coefficients(knots, bend_limited(chain_gram(points), knots, tension))
     x = np.einsum("k,nkd->nd", spline_weights(coef, knots, t), points)
     if velocity_weight:
         k, a, b, slope_a, slope_b = hermite_terms(coef, knots, t)
@@ -718,9 +766,13 @@ class SnapshotPath:
             cap = velocity_cap(points, knots)
             given = torch.as_tensor(np.asarray(snaps.velocity), dtype=torch.float32, device=self.device)
             self.v = in_path_units(given, self.velocity_unit, cap)
+        center, block = np.mean([c.mean(0) for c in clouds], 0), 1 << 12  # blocks: chains x times x features
+        gram = sum(chain_gram(chain_gather(rows[i : i + block], clouds), center) * len(rows[i : i + block])
+                   for i in range(0, len(rows), block)) / len(rows)  # fmt: skip
+        self.tensions = bend_limited(gram, knots, self.tension)
         rows = np.stack([snaps.offsets[k] + subsets[k][rows[:, k]] for k in range(len(subsets))], axis=1)
         self.chains = torch.as_tensor(rows, device=self.device)
-        coef = spline_coefficients(knots, self.tension)
+        coef = spline_coefficients(knots, self.tensions)
         self.coef = torch.as_tensor(coef, dtype=torch.float32, device=self.device)
 
     @property

@@ -30,7 +30,7 @@ from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
 from amcore.models.potentials import PACE_RANGE, clock_rate_range, paced_clock
 from amcore.models.trained import build_network
-from amcore.paths.interpolants import MarginalPath, SnapshotPath
+from amcore.paths.interpolants import MarginalPath, SnapshotPath, say_bend_limit
 from amcore.paths.stream import RefreshedPath, training_path
 from amcore.training import choice
 from amcore.training.config import TrainConfig
@@ -403,6 +403,8 @@ class Run:
         self.path = path or training_path(snaps, self._snapshot_path, cfg.in_memory_max_mb, cfg.ot_max_size,
                                           cfg.stream_refresh_every, cfg.seed, rank, cfg.ot_refresh_every,
                                           cfg.path_coupling())  # fmt: skip
+        if self.cluster.leader and spline_tensions(self.path) is not None:
+            say_bend_limit(self.path.t_values.cpu().numpy(), self.tension, spline_tensions(self.path))
         if cfg.pathwise and isinstance(self.path, MarginalPath):
             raise ValueError("pathwise regresses on the velocities of pairs of cells; a simulator's exact marginals "
                              "pair none: set pathwise 0 or train on snapshots")  # fmt: skip
@@ -1125,8 +1127,15 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=T
         summary["train_times"] = [round(float(t), 6) for t in run.path.t_values]
         if cfg.interpolation == "spline":
             summary["spline_tension"] = run.tension
+            if spline_tensions(run.path) is not None:  # each interval's, where the bend limit lowered some
+                summary["spline_tension_by_interval"] = [round(float(v), 4) for v in spline_tensions(run.path)]
             summary["velocity_weight"] = run.velocity_weight
     return summary, payload
+
+
+def spline_tensions(path) -> np.ndarray | None:
+    """The spline path's tension on each interval (a streamed path's current one); None for other paths."""
+    return getattr(getattr(path, "current", path), "tensions", None)
 
 
 def divergence(history: list[tuple[int, float]], scale: float, factor: float) -> str | None:
