@@ -197,6 +197,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                   f"in the cells read ({shown}): another time or a batch label, not a measurement? They separate the "
                   "times by themselves; leave them out (dataset.feature_columns, preprocess.select)",
                   file=sys.stderr)  # fmt: skip
+        if unequal := snaps.attrs.get("unequal_spreads"):
+            (low, low_sd), (high, high_sd) = unequal["low"], unequal["high"]
+            print(f"amcore prepare: warning: the features' standard deviations over the training times' cells read "
+                  f"range from {low_sd:.3g} ({names[low]}) to {high_sd:.3g} ({names[high]}): with one length unit for "
+                  "all of them (the OT pairs, the scored distances, the network's inputs) the smallest hardly count; "
+                  "standardise them (preprocess.standardize: true) unless their units are meant to be compared",
+                  file=sys.stderr)  # fmt: skip
         if velocity := snaps.attrs.get("velocity"):
             said = f"amcore prepare: velocities ({velocity['v_key']}) measured for {velocity['measured_cells']} of "
             said += f"{velocity['cells']} cells; a cell whose velocity is 0 is unmeasured and keeps the path's own"

@@ -5,6 +5,7 @@ baseline at a time that was trained on, a summary of a metric no table has."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -388,6 +389,28 @@ def test_prepare_warns_of_cells_that_repeat_others(capsys, tmp_path):
         out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
         assert main(["prepare", "--dataset", json.dumps(spec), *out]) == 0
         assert warning in capsys.readouterr().err
+
+
+def test_prepare_warns_of_features_a_thousand_times_apart(capsys, tmp_path):
+    """Audit 90: minutes, one feature 1000 times the others, unstandardised: only train said so, after every
+    baseline had been scored on it. Prepare names the narrowest and widest feature; standardised, it is silent."""
+    from amcore.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0.0, 1.0, 2.0], 200)
+    cells = (rng.normal(size=(600, 3)) + labels[:, None]) * [1.0, 2000.0, 1.5]
+    np.savez(tmp_path / "wide.npz", X=cells, t=labels)
+    for name, preprocess, warned in (("raw", {}, True), ("standard", {"standardize": True}, False)):
+        spec = {"source": "npz", "path": str(tmp_path / "wide.npz")}
+        out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
+        assert main(["prepare", "--dataset", json.dumps(spec), "--preprocess", json.dumps(preprocess), *out]) == 0
+        said = capsys.readouterr().err
+        # sd sqrt(1 + 2/3) = 1.29 for x0 (unit noise, means 0, 1, 2), 2000 times that for x1
+        shown = re.search(r"training times' cells read range from ([0-9.e+]+) \(x0\) to ([0-9.e+]+) \(x1\)", said)
+        assert (shown is not None) is warned
+        if warned:
+            low, high = float(shown[1]), float(shown[2])
+            assert low == pytest.approx(1.29, abs=0.1) and high / low == pytest.approx(2000, rel=0.1)  # own noise
 
 
 def test_cells_copied_between_large_times_are_estimated_and_shared_values_are_not_scaled():

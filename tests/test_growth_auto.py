@@ -180,7 +180,9 @@ def test_what_auto_chose_reaches_the_prediction_the_scores_and_table_md(tmp_path
     rows = {r["method"]: r for r in json.loads((tmp_path / "scores.json").read_text())["results"]}
     growth, head = load(tmp_path / "uam.pt").config["growth"], load(tmp_path / "am.pt").config["head"]
     assert rows["uam"]["chosen"] == {"growth": growth} and rows["am"]["chosen"] == {"head": head}
-    tension = load(tmp_path / "spline.pt").info["interpolant"]["tension"]
+    shape = load(tmp_path / "spline.pt").info["interpolant"]
+    tension = shape["tension"]
+    assert shape["tension_by_interval"] and max(shape["tension_by_interval"]) <= tension + 1e-4  # the bend limit's
     assert rows["spline"]["chosen"] == {"tension": tension}
     assert "chosen" not in rows["fixed"]
     out = [str(tmp_path / n) for n in ("t.csv", "t.md", "t.png")]

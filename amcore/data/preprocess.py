@@ -25,6 +25,7 @@ DEFAULTS = {
     "whiten": False,
     "seed": 0,
 }
+FEATURE_SPREAD_RATIO = 1e3  # features whose spreads differ more ask to be standardised (prepare, train)
 POWER_ITERATIONS = 4  # QR-normalised: exact to float64 rounding even for the smallest kept component
 COUNTS_SAMPLE = 1000  # rows read to tell raw counts (integers) from normalised values, in blocks over the input
 COUNTS_BLOCKS = 10  # a file sorted by time, shallow times first, hid the counts of its later rows (audit 69)

@@ -13,8 +13,11 @@ A straight segment between two snapshots ignores what the other observed times s
 ``spline`` interpolation glues the OT plans of neighbouring snapshots into chains ``(x_0, ..., x_K)`` through
 every observed marginal and interpolates each chain by a cubic spline, relaxed towards the piecewise-linear
 path by a tension ``lam`` (``x_t = (1 - lam) linear + lam natural cubic``). Both are linear in the chain's
-points, so ``x_t = sum_k w_k(t) x_k`` with weights that depend on the observed times only. At observed times
-the path still passes through the observed cells, so its marginals are the snapshots exactly.
+points, so ``x_t = sum_k w_k(t) x_k`` with weights that every chain shares. At observed times
+the path still passes through the observed cells, so its marginals are the snapshots exactly. Across an interval far
+longer than its neighbours (hours 0, 0.5, 1, then 24) the natural spline carries their speed and bulges off the
+data; each interval's tension is lowered until the spline strays from the chords by at most ``BEND_LIMIT`` of their
+length (``bend_limited``: one number per interval from the chains' sums, so the path stays linear in their points).
 
 Where each cell's velocity was measured (RNA velocity: ``dataset.v_key``), the spline can follow it: on
 ``[t_k, t_{k+1}]``, with ``h = t_{k+1} - t_k`` and ``s = (t - t_k) / h``, each chain adds the cubic Hermite terms

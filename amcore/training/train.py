@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from amcore.atomic import damaged_member, leased, replacing
+from amcore.data.preprocess import FEATURE_SPREAD_RATIO
 from amcore.data.store import Snapshots, store_identity
 from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
@@ -214,9 +215,6 @@ def _moments(blocks: list) -> tuple[np.ndarray, np.ndarray]:
     x = da.concatenate([da.asarray(block, chunks=(UNITS_CHUNK_ROWS, -1)) for block in blocks])
     mean, var = dask.compute(x.mean(0, dtype="float64"), x.var(0, dtype="float64"))
     return np.asarray(mean), np.asarray(var)
-
-
-FEATURE_SPREAD_RATIO = 1e3  # features whose spreads differ more than this are flagged before training
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -555,10 +553,14 @@ class Run:
         return [lo, hi]
 
     def interpolant(self) -> dict | None:
-        """The spline path's shape as trained (``auto`` resolved on the training times); None for other paths."""
+        """The spline path's shape as trained (``auto`` resolved on the training times, and each interval's tension
+        after the bend limit); None for other paths."""
         if self.cfg.interpolation != "spline":
             return None
-        return {"tension": self.tension, "velocity_weight": self.velocity_weight}
+        shape = {"tension": self.tension, "velocity_weight": self.velocity_weight}
+        if (tensions := spline_tensions(self.path)) is not None:
+            shape["tension_by_interval"] = [round(float(v), 4) for v in tensions]
+        return shape
 
     def state(self, step: int) -> dict:
         """Everything a checkpoint holds (every rank's generators gathered)."""
@@ -1127,8 +1129,8 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=T
         summary["train_times"] = [round(float(t), 6) for t in run.path.t_values]
         if cfg.interpolation == "spline":
             summary["spline_tension"] = run.tension
-            if spline_tensions(run.path) is not None:  # each interval's, where the bend limit lowered some
-                summary["spline_tension_by_interval"] = [round(float(v), 4) for v in spline_tensions(run.path)]
+            if "tension_by_interval" in (shape := run.interpolant()):  # where the bend limit lowered some
+                summary["spline_tension_by_interval"] = shape["tension_by_interval"]
             summary["velocity_weight"] = run.velocity_weight
     return summary, payload
 
