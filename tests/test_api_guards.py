@@ -440,6 +440,31 @@ def test_uam_s_growth_range_reads_its_path_on_the_training_clock(tmp_path, monke
     assert len(drawn) and float((drawn < 0.02).double().mean()) > 1 / 3
 
 
+def test_a_uam_push_takes_the_growth_rates_of_the_interval_it_is_in(tmp_path):
+    """TIGON EMT (0.3 held out): a cell that left the data in the long last interval took the largest rate of the
+    path, 42 per unit time, which only the short first interval's cells reach, and carried 10^9 times the mass. The
+    rates a push is held in are now those its path took in the interval the particles are in."""
+    times = (0.0, 0.05, 2.0)
+    x, t = _cells(n=60, times=times)
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY, objective="uam"), tmp_path / "m.pt")
+    model = amcore.load(tmp_path / "m.pt")
+    ranges = np.asarray(model.growth_ranges["ranges"])
+    np.testing.assert_allclose(model.growth_ranges["knots"], times)
+    assert ranges.shape == (2, 2) and (ranges[:, 0] <= ranges[:, 1]).all()
+    assert ranges[:, 0].min() == pytest.approx(model.growth_range[0]) and ranges[:, 1].max() == pytest.approx(
+        model.growth_range[1])  # fmt: skip
+    # Each interval's own bounds: the first wide open, the last pinned to one rate, 0.25 (RK4 on log w is exact
+    # for a constant rate: exp(0.25) after one unit of time in the last interval).
+    cells = x[t == 0.05][:5].astype(np.float32)
+    model.growth_ranges["ranges"] = torch.tensor([[-100.0, 100.0], [0.25, 0.25]])
+    _, weights = model.push(cells, 1.0, 2.0, steps=10, with_weights=True)
+    np.testing.assert_allclose(weights, np.exp(0.25), rtol=1e-5)
+    _, first = model.push(cells, 0.0, 0.04, steps=10, with_weights=True)  # RK4 stages at a knot read the next interval
+    model.growth_ranges, model.growth_range = None, None  # the network's own rates, as in the first interval
+    _, free = model.push(cells, 0.0, 0.04, steps=10, with_weights=True)
+    np.testing.assert_allclose(first, free, rtol=1e-6)
+
+
 def test_pandas_rows_are_matched_by_label_and_a_time_column_or_a_list_of_arrays_is_named():
     """Audit 57: a DataFrame sorted by a gene beside its times as a Series paired cells with other cells' times (and
     the model's fields with other cells' times), in silence; the time left among the features trained a flow of

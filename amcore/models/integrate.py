@@ -175,6 +175,12 @@ class ParticleNoise:
         return torch.cat(blocks)[lo - first * self.BLOCK : hi - first * self.BLOCK]
 
 
+def interval_of(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Index ``k`` of the interval ``[t_k, t_{k+1}]`` between observed times ``knots`` that holds each ``t`` (the
+    first or last beyond them)."""
+    return (torch.searchsorted(knots, t.reshape(-1).to(knots.dtype), right=True) - 1).clamp(0, len(knots) - 2)
+
+
 def weighted_steps(
     velocity: Velocity, growth: Velocity, x0: torch.Tensor, grid: np.ndarray
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

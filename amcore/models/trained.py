@@ -90,6 +90,7 @@ class TrainedModel:
         info: dict | None = None,
         growth_unit: float = 1.0,
         growth_range: tuple[float, float] | None = None,
+        growth_ranges: dict | None = None,
     ) -> None:
         self.network = network.eval().requires_grad_(False)
         self.objective = objective
@@ -99,6 +100,10 @@ class TrainedModel:
         self.growth = float(self.config.get("growth", 1.0)) / float(growth_unit)
         # The growth rates uAM's training path took (``Run.growth_range``): weighted pushes stay within them.
         self.growth_range = None if growth_range is None else (float(growth_range[0]), float(growth_range[1]))
+        # The same within each interval between observed times (checkpoints from before them: the whole range).
+        self.growth_ranges = None if growth_ranges is None else {
+            "knots": torch.as_tensor(growth_ranges["knots"], dtype=torch.float32),
+            "ranges": torch.as_tensor(growth_ranges["ranges"], dtype=torch.float32)}  # fmt: skip
         self.model_args = dict(model_args)
         self.t_range = (float(model_args["t_range"][0]), float(model_args["t_range"][1]))
         self.dim = int(model_args["dim"])
@@ -150,7 +155,7 @@ class TrainedModel:
                 "data_sha256": payload.get("data_sha256")}  # fmt: skip
         return cls(
             network, payload["objective"], payload["config"], payload["model_args"], payload.get("feature_names"), info,
-            payload.get("growth_unit", 1.0), payload.get("growth_range"),
+            payload.get("growth_unit", 1.0), payload.get("growth_range"), payload.get("growth_ranges"),
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -487,7 +492,8 @@ class TrainedModel:
 
     def growth_rate(self, x, t) -> np.ndarray:
         """uAM's per-cell growth rate ``growth * s(x, t) / x_scale^2`` (``d log mass / dt``), as the network gives
-        it anywhere; weighted pushes hold it within ``growth_range``, the rates its training path's cells took."""
+        it anywhere; weighted pushes hold it within ``growth_ranges``, the rates its training path's cells took in
+        the interval between observed times they are in (``growth_range`` over all of them, for older checkpoints)."""
         self._require(("uam",), "growth rate")
         return self.growth * self.potential(x, t)
 
@@ -587,6 +593,10 @@ class TrainedModel:
         def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 rate = self.growth * self.network(points, t)
+            if self.growth_ranges is not None:  # the rates its path took in the interval the particles are in
+                ranges = self.growth_ranges["ranges"].to(rate.device)
+                bounds = ranges[integrate.interval_of(self.growth_ranges["knots"].to(rate.device), t)]
+                return torch.minimum(torch.maximum(rate, bounds[:, 0]), bounds[:, 1])
             return rate if self.growth_range is None else rate.clamp(*self.growth_range)
 
         ran_off, in_memory = [0, 0], isinstance(out_x, (np.ndarray, _LastStep))  # a store's writer: evaluate flags

@@ -29,6 +29,7 @@ from amcore.data.preprocess import FEATURE_SPREAD_RATIO
 from amcore.data.store import Snapshots, store_identity
 from amcore.data.times import uneven_times
 from amcore.errors import InputError, TrainingDiverged
+from amcore.models.integrate import interval_of
 from amcore.models.potentials import PACE_RANGE, clock_rate_range, paced_clock
 from amcore.models.trained import build_network
 from amcore.paths.interpolants import MarginalPath, SnapshotPath, say_bend_limit
@@ -529,18 +530,23 @@ class Run:
         if self.cluster.leader:
             print(f"amcore train: resuming from step {self.first_step} ({partial})", file=sys.stderr)
 
-    def growth_range(self, ema: dict, draws: int = GROWTH_RANGE_DRAWS) -> list[float]:
+    def growth_range(self, ema: dict, draws: int = GROWTH_RANGE_DRAWS) -> tuple[list[float], dict | None]:
         """The lowest and highest growth rate (``growth * s / x_scale^2``) of the ``ema`` weights at ``draws`` cells
         of the training path, at seeded times uniform on the training's clock (on ``t``'s, the fast first hours of
-        log-spaced times held 2 % of them): the rates the loss fitted. ``TrainedModel`` holds pushed
-        particles within them, since beyond the path's cells a growth rate is extrapolation (a heavy-tailed cell
-        that flew off the data took a rate 35 times the path's largest there, and the whole population's mass)."""
+        log-spaced times held 2 % of them): the rates the loss fitted; and the same within each interval between
+        observed times, ``{"knots": times, "ranges": [[lo, hi], ...]}`` (None on a simulator's path). ``TrainedModel``
+        holds pushed particles within the range of the interval they are in, since beyond the path's cells a growth
+        rate is extrapolation (a heavy-tailed cell that flew off the data took a rate 35 times the path's largest
+        there, and the whole population's mass; on TIGON EMT a cell that left the data in the long last interval
+        took the rate of the short first one, 42 per unit time, and ten thousand times the population's mass)."""
         network = copy.deepcopy(self.ema)
         network.load_state_dict(ema)
         gen = torch.Generator(self.gens[0].device).manual_seed(self.cfg.seed)
         times = TimeSampler("uniform", self.path.t0, self.path.t1, device=gen.device, knots=self.knots,
                             levels=self.levels)  # fmt: skip
-        lo, hi = float("inf"), float("-inf")
+        knots = getattr(self.path, "t_values", None)
+        lo, hi = torch.full((2, 1 if knots is None else len(knots) - 1), float("inf"), device=gen.device)
+        hi = -hi
         for start in range(0, draws, GROWTH_RANGE_BATCH):
             n = min(GROWTH_RANGE_BATCH, draws - start)
             t, _ = times.sample(n, gen)
@@ -549,8 +555,15 @@ class Run:
                 rate = self.spec.growth * network(x, t)
             if not torch.isfinite(rate).all():  # a bound of NaN would clamp every push to NaN, silently
                 raise TrainingDiverged("uam training ended with a growth rate that is NaN or inf on its own path")
-            lo, hi = min(lo, float(rate.min())), max(hi, float(rate.max()))
-        return [lo, hi]
+            k = torch.zeros_like(t, dtype=torch.long) if knots is None else interval_of(knots, t)
+            lo = lo.scatter_reduce(0, k, rate.reshape(-1), "amin")
+            hi = hi.scatter_reduce(0, k, rate.reshape(-1), "amax")
+        whole = [float(lo.min()), float(hi.max())]
+        if knots is None:
+            return whole, None
+        seen = torch.isfinite(lo)  # an interval no time fell in keeps the whole range
+        lo, hi = torch.where(seen, lo, whole[0]), torch.where(seen, hi, whole[1])
+        return whole, {"knots": [float(v) for v in knots], "ranges": torch.stack([lo, hi], 1).tolist()}
 
     def interpolant(self) -> dict | None:
         """The spline path's shape as trained (``auto`` resolved on the training times, and each interval's tension
@@ -1109,7 +1122,7 @@ def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=T
         payload["ema"] = run.best["ema"]
     if leader:
         if cfg.objective == "uam":
-            payload["growth_range"] = run.growth_range(payload["ema"])
+            payload["growth_range"], payload["growth_ranges"] = run.growth_range(payload["ema"])
         save_checkpoint(Path(checkpoint), payload)
         write_loss_csv(loss_csv, run.history)
         partial.unlink(missing_ok=True)
