@@ -545,8 +545,8 @@ class Run:
         times = TimeSampler("uniform", self.path.t0, self.path.t1, device=gen.device, knots=self.knots,
                             levels=self.levels)  # fmt: skip
         knots = getattr(self.path, "t_values", None)
-        lo, hi = torch.full((2, 1 if knots is None else len(knots) - 1), float("inf"), device=gen.device)
-        hi = -hi
+        lo = torch.full((1 if knots is None else len(knots) - 1,), float("inf"), device=gen.device)
+        hi = -lo
         for start in range(0, draws, GROWTH_RANGE_BATCH):
             n = min(GROWTH_RANGE_BATCH, draws - start)
             t, _ = times.sample(n, gen)
