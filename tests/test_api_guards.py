@@ -16,6 +16,7 @@ import amcore
 from amcore import Snapshots, TrainConfig, train
 from amcore.data.preprocess import to_float32
 from amcore.errors import InputError
+from amcore.models.integrate import neighbour_distance
 
 TINY = {"steps": 10, "width": 8, "depth": 1, "log_every": 5}
 
@@ -463,6 +464,34 @@ def test_a_uam_push_takes_the_growth_rates_of_the_interval_it_is_in(tmp_path):
     model.growth_ranges, model.growth_range = None, None  # the network's own rates, as in the first interval
     _, free = model.push(cells, 0.0, 0.04, steps=10, with_weights=True)
     np.testing.assert_allclose(first, free, rtol=1e-6)
+
+
+def test_a_uam_particle_that_left_the_training_path_grows_no_faster_than_its_population(tmp_path):
+    """TIGON EMT (0.3 held out): one of the first time's cells pushed off the data took its interval's fastest
+    rates all the way, grew 16,000-fold and carried 99 % of the mass (effective size 1.01). Beyond the path's
+    cells a particle's growth rate is now held to the population's (here the counts double in a unit of time:
+    log 2), a particle among them keeps the network's; death is untouched."""
+    x, t = _cells(n=60, times=(0.0, 1.0))
+    x, t = np.concatenate([x, x[t == 1] + 0.01]), np.concatenate([t, np.full(60, 1.0)])  # 60 cells, then 120
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY, objective="uam"), tmp_path / "m.pt")
+    model = amcore.load(tmp_path / "m.pt")
+    support = model.growth_support
+    assert support["cells"].shape == (1, 1024, 2) and float(support["radius"][0]) > 0
+    assert float(support["rate"][0]) == pytest.approx(np.log(2), rel=1e-5)
+    # A potential constant in space: nothing moves, and every particle's rate is 3 (within the bounds set wide).
+    model.network = lambda points, times: points.sum(1) * 0 + 3.0 / model.growth
+    model.growth_ranges["ranges"] = torch.tensor([[-100.0, 100.0]])
+    path = support["cells"][0]
+    near = path[neighbour_distance(path, path, among_themselves=True).argmin()]  # the one with the closest neighbours
+    far = path.max(0).values + 3 * support["radius"][0]  # three radii beyond every path cell
+    cells = torch.stack([near, far]).numpy()
+    traj = model.trajectories(cells, [0.0, 1.0], steps_per_interval=10)
+    np.testing.assert_allclose(np.log(traj.weight[-1]), [3.0, np.log(2)], rtol=1e-5)
+    assert traj.info["growth_held"] == 1
+    model.network = lambda points, times: points.sum(1) * 0 - 3.0 / model.growth  # dying: untouched anywhere
+    traj = model.trajectories(cells, [0.0, 1.0], steps_per_interval=10)
+    np.testing.assert_allclose(np.log(traj.weight[-1]), [-3.0, -3.0], rtol=1e-5)
+    assert traj.info["growth_held"] == 0
 
 
 def test_pandas_rows_are_matched_by_label_and_a_time_column_or_a_list_of_arrays_is_named():

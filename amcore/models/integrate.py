@@ -24,6 +24,8 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BATCH_SIZE = 2**16  # cells pushed at once (integrate.batch_size): the memory of a push does not grow with the cells
 CHUNK_BYTES = 32 * 2**20  # at most this much of one step per zarr chunk of a trajectories store
 PROGRESS_S = 10.0  # seconds between two progress lines of a long push
+SUPPORT_NEIGHBOURS = 5  # uAM: a particle's distance to the training path's cells is to its fifth nearest
+SUPPORT_BLOCK = 2**13  # points whose distances to the path's cells are held at once (8,192 x 1,024 floats: 32 MB)
 
 
 class Progress:
@@ -179,6 +181,16 @@ def interval_of(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Index ``k`` of the interval ``[t_k, t_{k+1}]`` between observed times ``knots`` that holds each ``t`` (the
     first or last beyond them)."""
     return (torch.searchsorted(knots, t.reshape(-1).to(knots.dtype), right=True) - 1).clamp(0, len(knots) - 2)
+
+
+def neighbour_distance(points: torch.Tensor, cells: torch.Tensor, among_themselves: bool = False) -> torch.Tensor:
+    """Each point's distance to its ``SUPPORT_NEIGHBOURS``-th nearest of ``cells`` (``among_themselves``: ``points``
+    are ``cells``, each not its own neighbour). The fifth, not the first: a path's cells repeat where a snapshot has
+    fewer cells than the path has chains, and the nearest of those copies is at distance 0."""
+    k, cells = min(SUPPORT_NEIGHBOURS + among_themselves, len(cells)), cells.float()
+    blocks = (torch.cdist(block.float(), cells).topk(k, dim=1, largest=False).values[:, -1]
+              for block in points.split(SUPPORT_BLOCK))  # fmt: skip
+    return torch.cat(list(blocks))
 
 
 def weighted_steps(

@@ -104,6 +104,13 @@ class TrainedModel:
         self.growth_ranges = None if growth_ranges is None else {
             "knots": torch.as_tensor(growth_ranges["knots"], dtype=torch.float32),
             "ranges": torch.as_tensor(growth_ranges["ranges"], dtype=torch.float32)}  # fmt: skip
+        # Where the training path's cells lie in each interval (``Run.growth_support``; absent before them): beyond
+        # them a particle's growth is held to the population's.
+        support = (growth_ranges or {}).get("support")
+        self.growth_support = None if support is None else {
+            "cells": torch.as_tensor(support["cells"], dtype=torch.float32),
+            "radius": torch.as_tensor(support["radius"], dtype=torch.float32),
+            "rate": torch.as_tensor(support["rate"], dtype=torch.float32)}  # fmt: skip
         self.model_args = dict(model_args)
         self.t_range = (float(model_args["t_range"][0]), float(model_args["t_range"][1]))
         self.dim = int(model_args["dim"])
@@ -493,7 +500,8 @@ class TrainedModel:
     def growth_rate(self, x, t) -> np.ndarray:
         """uAM's per-cell growth rate ``growth * s(x, t) / x_scale^2`` (``d log mass / dt``), as the network gives
         it anywhere; weighted pushes hold it within ``growth_ranges``, the rates its training path's cells took in
-        the interval between observed times they are in (``growth_range`` over all of them, for older checkpoints)."""
+        the interval between observed times they are in (``growth_range`` over all of them, for older checkpoints),
+        and beyond the path's cells (``growth_support``) at most the population's rate (``_growth_cap``)."""
         self._require(("uam",), "growth rate")
         return self.growth * self.potential(x, t)
 
@@ -539,9 +547,10 @@ class TrainedModel:
         """Push ``x0`` (cells at ``times[0]``) through every time in ``times``, ``steps_per_interval`` steps apart.
 
         ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``,
-        held within ``growth_range``),
-        RK4 otherwise; ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every
-        sub-step; ``time`` says when.
+        held within the rates of its training path: :meth:`growth_rate`; ``info["growth_held"]`` counts the
+        particles that left the path's cells and grew no faster than the population there), RK4 otherwise;
+        ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every sub-step; ``time``
+        says when.
 
         Cells are read and pushed ``batch_size`` at a time (``x0`` may be lazy, a dask array of a store's snapshot)
         and each step of each batch is written to ``out``, ``(x, weight)``: array-likes of shapes ``(steps, cells,
@@ -590,14 +599,23 @@ class TrainedModel:
         info: dict = {}
         report = integrate.Progress(n, len(grid) - 1, progress)
 
+        held = torch.zeros(0, dtype=torch.bool)  # the batch's particles whose growth left the path's cells held
+
         def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 rate = self.growth * self.network(points, t)
-            if self.growth_ranges is not None:  # the rates its path took in the interval the particles are in
-                ranges = self.growth_ranges["ranges"].to(rate.device)
-                bounds = ranges[integrate.interval_of(self.growth_ranges["knots"].to(rate.device), t)]
-                return torch.minimum(torch.maximum(rate, bounds[:, 0]), bounds[:, 1])
-            return rate if self.growth_range is None else rate.clamp(*self.growth_range)
+            if self.growth_ranges is None:
+                return rate if self.growth_range is None else rate.clamp(*self.growth_range)
+            # the rates its path took in the interval the particles are in, and beyond the path's cells no more than
+            # the population's
+            k = integrate.interval_of(self.growth_ranges["knots"].to(rate.device), t)
+            bounds = self.growth_ranges["ranges"].to(rate.device)[k]
+            rate = torch.minimum(torch.maximum(rate, bounds[:, 0]), bounds[:, 1])
+            if self.growth_support is None:
+                return rate
+            cap = self._growth_cap(points, k, bounds)
+            held.logical_or_(rate.cpu() > cap.cpu())
+            return torch.minimum(rate, cap)
 
         ran_off, in_memory = [0, 0], isinstance(out_x, (np.ndarray, _LastStep))  # a store's writer: evaluate flags
         for lo in range(0, n, int(batch_size)):
@@ -607,6 +625,7 @@ class TrainedModel:
                 batch_noise = lambda t, lo=lo, hi=hi: noise(t, lo, hi)  # noqa: E731
                 steps = integrate.sde_steps(self.flow, xb, grid, self._sigma_at, batch_noise)
             elif method == "weighted":
+                held = torch.zeros(hi - lo, dtype=torch.bool)
                 steps = integrate.weighted_steps(self.flow, growth, xb, grid)
             elif method == "euler":
                 steps = integrate.euler_steps(self.flow, xb, grid)
@@ -627,11 +646,30 @@ class TrainedModel:
                 ran_off = [a + b for a, b in zip(ran_off, self._ran_off(xb, state), strict=True)]
             if "accepted_steps" in stats:
                 info["accepted_steps"] = max(info.get("accepted_steps", 0), stats["accepted_steps"])
+            if weighted and self.growth_support is not None:
+                info["growth_held"] = info.get("growth_held", 0) + int(held.sum())
         if in_memory:
             self._warn_ran_off(ran_off, n, grid[-1])
         if isinstance(out_x, np.ndarray) and weighted:  # (push reads its own last step's weights)
             _warn_few_carriers(out_w[-1], grid[-1])
         return Trajectories(out_x, grid, out_w, method, info)
+
+    def _growth_cap(self, points: torch.Tensor, k: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+        """The highest growth rate each particle may take: its interval's highest (``bounds[:, 1]``) within the
+        path's cells there (``growth_support``'s radius), falling linearly to the population's rate at twice that
+        distance and beyond. Off the path the network's rate is extrapolation; a particle that left the data is not
+        known to outgrow its population, and with more than the population's mass it would hold a weighted
+        estimate alone. Death is left as it is: a dying particle only weighs less."""
+        support = self.growth_support
+        cap = bounds[:, 1].clone()
+        for j in k.unique().tolist():
+            rows, radius = k == j, float(support["radius"][j])
+            if not radius > 0:  # the path's cells coincide: no scale to judge leaving them by
+                continue
+            far = integrate.neighbour_distance(points[rows], support["cells"][j].to(points.device)) / radius
+            floor = torch.minimum(torch.maximum(support["rate"][j].to(cap.device), bounds[rows, 0]), bounds[rows, 1])
+            cap[rows] = bounds[rows, 1] - (bounds[rows, 1] - floor) * (far - 1).clamp(0, 1)
+        return cap
 
     def push(
         self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False,
