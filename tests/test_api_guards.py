@@ -129,9 +129,11 @@ def test_pushes_refuse_step_counts_and_times_that_mean_nothing(tmp_path):
     snaps = Snapshots.from_labels(*_cells())
     train(snaps, TrainConfig(**TINY), tmp_path / "m.pt", tmp_path / "m.csv")
     model, cells = amcore.load(tmp_path / "m.pt"), np.zeros((3, 2))
-    for steps in (-1, 0, 2.5):  # -1 returned the cells unmoved
-        with pytest.raises(ValueError, match="steps per interval must be a whole number >= 1"):
+    for steps in (-1, 0, 2.5):  # -1 returned the cells unmoved; audit 91: push's steps by its own name
+        with pytest.raises(ValueError, match="^steps must be a whole number >= 1"):
             model.push(cells, 0.0, 2.0, steps=steps)
+        with pytest.raises(ValueError, match="steps per interval must be a whole number >= 1"):
+            model.trajectories(cells, [0.0, 2.0], steps_per_interval=steps)
     with pytest.raises(ValueError, match="times must be a list of at least one time"):
         model.trajectories(cells, [])
     cells[1, 0] = np.nan  # a cell without coordinates came back as a NaN velocity row, silently
