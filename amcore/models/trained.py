@@ -556,7 +556,7 @@ class TrainedModel:
 
         ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``,
         held within the rates of its training path: :meth:`growth_rate`; ``info["growth_held"]`` counts the
-        particles that left the path's cells and grew no faster than the population there), RK4 otherwise;
+        particles that left the path's cells, where they grow no faster than the population), RK4 otherwise;
         ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every sub-step; ``time``
         says when.
 
@@ -606,23 +606,23 @@ class TrainedModel:
         info: dict = {}
         report = integrate.Progress(n, len(grid) - 1, progress)
 
-        held = torch.zeros(0, dtype=torch.bool)  # the batch's particles whose growth left the path's cells held
-
         def growth(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 rate = self.growth * self.network(points, t)
             if self.growth_ranges is None:
                 return rate if self.growth_range is None else rate.clamp(*self.growth_range)
-            # the rates its path took in the interval the particles are in, and beyond the path's cells no more than
-            # the population's
-            k = integrate.interval_of(self.growth_ranges["knots"].to(rate.device), t)
-            bounds = self.growth_ranges["ranges"].to(rate.device)[k]
-            rate = torch.minimum(torch.maximum(rate, bounds[:, 0]), bounds[:, 1])
-            if self.growth_support is None:
-                return rate
+            # the rates its path took in the interval the particles are in
+            bounds = self.growth_ranges["ranges"].to(rate.device)[self._interval(t)]
+            return torch.minimum(torch.maximum(rate, bounds[:, 0]), bounds[:, 1])
+
+        held = torch.zeros(0, dtype=torch.bool)  # the batch's particles that left the path's cells
+
+        def limit(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # beyond the path's cells
+            k = self._interval(t)
+            bounds = self.growth_ranges["ranges"].to(points.device)[k]
             cap = self._growth_cap(points, k, bounds)
-            held.logical_or_(rate.cpu() > cap.cpu())
-            return torch.minimum(rate, cap)
+            held.logical_or_((cap < bounds[:, 1]).cpu())
+            return cap
 
         ran_off, in_memory = [0, 0], isinstance(out_x, (np.ndarray, _LastStep))  # a store's writer: evaluate flags
         for lo in range(0, n, int(batch_size)):
@@ -633,7 +633,8 @@ class TrainedModel:
                 steps = integrate.sde_steps(self.flow, xb, grid, self._sigma_at, batch_noise)
             elif method == "weighted":
                 held = torch.zeros(hi - lo, dtype=torch.bool)
-                steps = integrate.weighted_steps(self.flow, growth, xb, grid)
+                capped = self.growth_ranges is not None and self.growth_support is not None
+                steps = integrate.weighted_steps(self.flow, growth, xb, grid, limit if capped else None)
             elif method == "euler":
                 steps = integrate.euler_steps(self.flow, xb, grid)
             elif method == "dopri5":
@@ -661,12 +662,16 @@ class TrainedModel:
             _warn_few_carriers(out_w[-1], grid[-1])
         return Trajectories(out_x, grid, out_w, method, info)
 
+    def _interval(self, t: torch.Tensor) -> torch.Tensor:
+        """The interval between observed times (of ``growth_ranges``) that each ``t`` is in."""
+        return integrate.interval_of(self.growth_ranges["knots"].to(t.device), t)
+
     def _growth_cap(self, points: torch.Tensor, k: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
         """The highest growth rate each particle may take: its interval's highest (``bounds[:, 1]``) within the
-        path's cells there (``growth_support``'s radius), falling linearly to the population's rate at twice that
-        distance and beyond. Off the path the network's rate is extrapolation; a particle that left the data is not
-        known to outgrow its population, and with more than the population's mass it would hold a weighted
-        estimate alone. Death is left as it is: a dying particle only weighs less."""
+        path's cells there (``growth_support``'s radius), falling linearly to the population's rate (held within
+        ``bounds``) at twice that distance and beyond. Off the path the network's rate is extrapolation; a particle
+        that left the data is not known to outgrow its population, and with more than the population's mass it
+        would hold a weighted estimate alone. Death is left as it is: a dying particle only weighs less."""
         support = self.growth_support
         cap = bounds[:, 1].clone()
         for j in k.unique().tolist():
@@ -674,8 +679,9 @@ class TrainedModel:
             if not radius > 0:  # the path's cells coincide: no scale to judge leaving them by
                 continue
             far = integrate.neighbour_distance(points[rows], support["cells"][j].to(points.device)) / radius
-            floor = torch.minimum(torch.maximum(support["rate"][j].to(cap.device), bounds[rows, 0]), bounds[rows, 1])
-            cap[rows] = bounds[rows, 1] - (bounds[rows, 1] - floor) * (far - 1).clamp(0, 1)
+            lo, hi = bounds[rows, 0], bounds[rows, 1]
+            floor = torch.minimum(torch.maximum(support["rate"][j].to(cap.device), lo), hi)
+            cap[rows] = hi - (hi - floor) * (far - 1).clamp(0, 1)
         return cap
 
     def push(
