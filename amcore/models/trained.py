@@ -556,9 +556,9 @@ class TrainedModel:
 
         ``auto``: Euler-Maruyama for eAM (seeded noise), weighted particles for uAM (``d log w/dt = growth rate``,
         held within the rates of its training path: :meth:`growth_rate`; ``info["growth_held"]`` counts the
-        particles that left the path's cells, where they grow no faster than the population), RK4 otherwise;
-        ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every sub-step; ``time``
-        says when.
+        particles that left the path's cells, twice its radius, where they grow no faster than the population),
+        RK4 otherwise; ``dopri5`` is adaptive, ``euler`` first order (the AM paper's pushes). ``x`` holds every
+        sub-step; ``time`` says when.
 
         Cells are read and pushed ``batch_size`` at a time (``x0`` may be lazy, a dask array of a store's snapshot)
         and each step of each batch is written to ``out``, ``(x, weight)``: array-likes of shapes ``(steps, cells,
@@ -615,13 +615,13 @@ class TrainedModel:
             bounds = self.growth_ranges["ranges"].to(rate.device)[self._interval(t)]
             return torch.minimum(torch.maximum(rate, bounds[:, 0]), bounds[:, 1])
 
-        held = torch.zeros(0, dtype=torch.bool)  # the batch's particles that left the path's cells
+        held = torch.zeros(0, dtype=torch.bool)  # the batch's particles that went twice the radius beyond the path
 
         def limit(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # beyond the path's cells
             k = self._interval(t)
             bounds = self.growth_ranges["ranges"].to(points.device)[k]
-            cap = self._growth_cap(points, k, bounds)
-            held.logical_or_((cap < bounds[:, 1]).cpu())
+            cap, off = self._growth_cap(points, k, bounds)
+            held.logical_or_(off.cpu())
             return cap
 
         ran_off, in_memory = [0, 0], isinstance(out_x, (np.ndarray, _LastStep))  # a store's writer: evaluate flags
@@ -666,14 +666,17 @@ class TrainedModel:
         """The interval between observed times (of ``growth_ranges``) that each ``t`` is in."""
         return integrate.interval_of(self.growth_ranges["knots"].to(t.device), t)
 
-    def _growth_cap(self, points: torch.Tensor, k: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    def _growth_cap(
+        self, points: torch.Tensor, k: torch.Tensor, bounds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The highest growth rate each particle may take: its interval's highest (``bounds[:, 1]``) within the
         path's cells there (``growth_support``'s radius), falling linearly to the population's rate (held within
-        ``bounds``) at twice that distance and beyond. Off the path the network's rate is extrapolation; a particle
-        that left the data is not known to outgrow its population, and with more than the population's mass it
-        would hold a weighted estimate alone. Death is left as it is: a dying particle only weighs less."""
+        ``bounds``) at twice that distance and beyond; and which particles are that far. Off the path the network's
+        rate is extrapolation; a particle that left the data is not known to outgrow its population, and with more
+        than the population's mass it would hold a weighted estimate alone. Death is left as it is: a dying
+        particle only weighs less."""
         support = self.growth_support
-        cap = bounds[:, 1].clone()
+        cap, off = bounds[:, 1].clone(), torch.zeros(len(points), dtype=torch.bool, device=points.device)
         for j in k.unique().tolist():
             rows, radius = k == j, float(support["radius"][j])
             if not radius > 0:  # the path's cells coincide: no scale to judge leaving them by
@@ -682,7 +685,8 @@ class TrainedModel:
             lo, hi = bounds[rows, 0], bounds[rows, 1]
             floor = torch.minimum(torch.maximum(support["rate"][j].to(cap.device), lo), hi)
             cap[rows] = hi - (hi - floor) * (far - 1).clamp(0, 1)
-        return cap
+            off[rows] = far >= 2
+        return cap, off
 
     def push(
         self, x, t0: float, t1: float, steps: int = 20, method: str = "auto", seed: int = 0, with_weights: bool = False,
