@@ -468,6 +468,24 @@ def test_a_uam_push_takes_the_growth_rates_of_the_interval_it_is_in(tmp_path):
     np.testing.assert_allclose(first, free, rtol=1e-6)
 
 
+def test_a_rare_far_cluster_of_the_training_cells_draws_no_warning_of_far_cells(tmp_path):
+    """Review of audit 91's fix: a few cells far out are warned of, but a rare cell type far off in the training
+    data itself is not "far beyond the training cells" (2 % of them at 6.6 times their root mean square here).
+    Chebyshev: no cells have more than 1 % of their number beyond 10 times their own root mean square."""
+    import warnings
+
+    x, t = _cells(n=200, times=(0.0, 1.0))
+    x[::50, 0] += 30.0  # 2 % of the cells, 30 units out
+    train(Snapshots.from_labels(x, t), TrainConfig(**TINY), tmp_path / "m.pt")
+    model = amcore.load(tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.velocity(x[t == 0], 0.0)
+    x[::50, 0] += 300.0  # now far beyond them
+    with pytest.warns(UserWarning, match="more than 1% of these cells lie more than 10 times as far"):
+        model.velocity(x[t == 0], 0.0)
+
+
 def test_a_uam_particle_that_left_the_training_path_grows_no_faster_than_its_population(tmp_path):
     """TIGON EMT (0.3 held out): one of the first time's cells pushed off the data took its interval's fastest
     rates all the way, grew 16,000-fold and carried 99 % of the mass (effective size 1.01). Beyond the path's

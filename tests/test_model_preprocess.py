@@ -240,5 +240,5 @@ def test_cells_far_beyond_the_training_ones_are_warned_of(trained):
     # Audit 91: a tenth of them far out left the median where it was, and nothing was said.
     few = adata.X[rows].toarray() if sp.issparse(adata.X) else np.array(adata.X[rows], dtype=np.float64)
     few[: len(few) // 10] *= 20
-    with pytest.warns(UserWarning, match=r"more than 1% of these cells lie more than 5 times as far"):
+    with pytest.warns(UserWarning, match=r"more than 1% of these cells lie more than 10 times as far"):
         model.preprocess(few)
