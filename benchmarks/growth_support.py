@@ -1,7 +1,7 @@
 """What uAM's growth cap beyond the training path's cells costs a weighted push, on the CPU.
 
-A weighted push measures each particle's distance to 1,024 of the path's cells per interval at every RK4 stage
-(``TrainedModel._growth_cap``). This trains a small uAM model on a growing Gaussian in each ``--dim`` and, in one
+A weighted push measures each particle's distance to 1,024 of the path's cells per interval once per integration
+step (``TrainedModel._growth_cap``). This trains a small uAM model on a growing Gaussian in each ``--dim`` and, in one
 process, alternates pushes of ``--cells`` cells with the cap and without it (``growth_support`` set to None) over
 ``--rounds`` rounds:
 

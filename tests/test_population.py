@@ -60,6 +60,25 @@ def test_sizes_that_do_not_fit_the_observed_times_are_refused(fixed, population,
         build_snapshots(fixed | {"population": population})
 
 
+def test_from_labels_takes_the_population_sizes_as_a_config_does(fixed):
+    """Audit 91 (F5): the API had weights only, and a time's size given as every cell's weight read as size x count.
+    ``population`` gives the sizes themselves, checked as a config's are; with weights as well it is refused."""
+    from amcore import Snapshots
+
+    data = np.load(fixed["path"])
+    x, t = data["X"][:-100], data["t"][:-100]  # 300, 300 and 200 cells: the counts do not follow the sizes
+    snaps = Snapshots.from_labels(x, t, population={0: 1.0e5, "1": 2.0e5, 2.0: 4.0e5})
+    np.testing.assert_allclose(snaps.masses(), [1.0e5, 2.0e5, 4.0e5])
+    np.testing.assert_allclose(snaps.weights[-200:], 4.0e5 / 200)
+    assert snaps.attrs["population"] == pytest.approx({"0.0": 1.0e5, "1.0": 2.0e5, "2.0": 4.0e5})
+    with pytest.raises(InputError, match=r"^population gives no size for times \[2\.0\]"):
+        Snapshots.from_labels(x, t, population={0: 1.0, 1: 2.0})
+    with pytest.raises(InputError, match=r"^population must map each time to the population's size then, got list"):
+        Snapshots.from_labels(x, t, population=[1.0, 2.0, 4.0])
+    with pytest.raises(InputError, match="give weights .one per cell. or population .one size per time., not both"):
+        Snapshots.from_labels(x, t, weights=np.ones(len(t)), population={0: 1.0, 1: 2.0, 2: 4.0})
+
+
 def test_a_simulator_keeps_its_own_masses():
     spec = {"source": "simulate", "simulator": "growing_gaussian", "times": TIMES, "n_per_time": 20, "seed": 0,
             "population": {"0": 1, "1": 2, "2": 4}}  # fmt: skip

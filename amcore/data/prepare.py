@@ -16,7 +16,6 @@ import numpy as np
 from amcore.data import preprocess
 from amcore.data.readers import (
     READERS,
-    as_number,
     available_memory,
     directory_format,
     format_bytes,
@@ -31,6 +30,7 @@ from amcore.data.store import (
     Snapshots,
     check_cells_per_time,
     check_time_resolution,
+    population_weights,
 )
 from amcore.data.times import simulated_times
 from amcore.errors import InputError
@@ -229,7 +229,9 @@ def build_snapshots(
         # obs_index: what export maps cells back with
         weights = None
         if spec.get("population"):
-            weights, sizes = population_weights(spec["population"], t_values, counts, provenance["path"])
+            weights, sizes = population_weights(
+                spec["population"], t_values, counts, f"{provenance['path']}: dataset.population"
+            )
             attrs["population"] = {str(float(t)): size for t, size in zip(t_values, sizes, strict=True)}
         snaps = Snapshots(x, t_values, offsets, attrs, weights, obs_index=rows[order], velocity=velocity)
         if counts_seen:
@@ -246,36 +248,6 @@ def build_snapshots(
     if spec["source"] != "simulate":
         snaps.attrs.update(sampled_cell_checks(snaps))
     return snaps
-
-
-def population_weights(
-    population: dict, t_values: np.ndarray, counts: np.ndarray, where: str
-) -> tuple[np.ndarray, list[float]]:
-    """Each cell's weight (cells sorted by time) from ``dataset.population``, time -> the population's size then
-    (any unit): the size shared among the time's cells; and the sizes, time by time. uAM's masses are the weights'
-    sum per time; without them they are the counts, which tell the population only where each time's cells are a
-    fixed share of it (audit 8: 600 cells a day of a population growing 5.7-fold taught uAM no growth at all)."""
-    observed = {float(t) for t in t_values}
-    sizes = {as_number(key): size for key, size in population.items()}
-    if len(sizes) < len(population):  # '2.1' and '2.10': one time, two sizes (the last one won, in silence)
-        times = Counter(as_number(key) for key in population)
-        twice = [key for key in population if times[as_number(key)] > 1]
-        raise InputError(f"{where}: dataset.population names one time twice: {twice}; give each time one size")
-    unknown = [key for key in population if as_number(key) not in observed]
-    if unknown:
-        raise InputError(f"{where}: dataset.population names {unknown}, which are not observed times "
-                         f"{t_values.tolist()} (after time_map)")  # fmt: skip
-    missing = [float(t) for t in t_values if float(t) not in sizes]
-    if missing:
-        raise InputError(f"{where}: dataset.population gives no size for times {missing}; give one for every observed "
-                         "time (held-out ones too: they score a prediction's mass)")  # fmt: skip
-    number = (int, float, np.number)
-    bad = {key: size for key, size in population.items()
-           if isinstance(size, bool) or not (isinstance(size, number) and 0 < size < np.inf)}  # fmt: skip
-    if bad:
-        raise InputError(f"{where}: dataset.population sizes must be finite numbers > 0, got {bad}")
-    ordered = [float(sizes[float(t)]) for t in t_values]
-    return np.repeat(np.divide(ordered, counts), counts), ordered
 
 
 def _previous_neighbours(a: np.ndarray, b: np.ndarray) -> float:

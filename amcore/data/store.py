@@ -45,6 +45,42 @@ def _check_even_weights(blocks: list[np.ndarray], t_values: np.ndarray) -> None:
                          "divides by; drop those times")  # fmt: skip
 
 
+def population_weights(
+    population: dict, t_values: np.ndarray, counts: np.ndarray, name: str
+) -> tuple[np.ndarray, list[float]]:
+    """Each cell's weight (cells sorted by time) from ``population``, time -> the population's size then (any unit):
+    the size shared among the time's cells; and the sizes, time by time. uAM's masses are the weights' sum per time;
+    without them they are the counts, which tell the population only where each time's cells are a fixed share of it
+    (audit 8: 600 cells a day of a population growing 5.7-fold taught uAM no growth at all). ``name``: what the
+    errors call the mapping (``dataset.population`` of a file, ``from_labels``' ``population``)."""
+    from collections import Counter
+
+    from amcore.data.readers import as_number
+
+    if not hasattr(population, "items"):
+        raise InputError(f"{name} must map each time to the population's size then, got {type(population).__name__}")
+    observed = {float(t) for t in t_values}
+    sizes = {as_number(key): size for key, size in population.items()}
+    if len(sizes) < len(population):  # '2.1' and '2.10': one time, two sizes (the last one won, in silence)
+        times = Counter(as_number(key) for key in population)
+        twice = [key for key in population if times[as_number(key)] > 1]
+        raise InputError(f"{name} names one time twice: {twice}; give each time one size")
+    unknown = [key for key in population if as_number(key) not in observed]
+    if unknown:
+        raise InputError(f"{name} names {unknown}, which are not observed times {t_values.tolist()}")
+    missing = [float(t) for t in t_values if float(t) not in sizes]
+    if missing:
+        raise InputError(f"{name} gives no size for times {missing}; give one for every observed time (held-out ones "
+                         "too: they score a prediction's mass)")  # fmt: skip
+    number = (int, float, np.number)
+    bad = {key: size for key, size in population.items()
+           if isinstance(size, bool) or not (isinstance(size, number) and 0 < size < np.inf)}  # fmt: skip
+    if bad:
+        raise InputError(f"{name} sizes must be finite numbers > 0, got {bad}")
+    ordered = [float(sizes[float(t)]) for t in t_values]
+    return np.repeat(np.divide(ordered, counts), counts), ordered
+
+
 MIN_CELLS_PER_TIME = 2  # every distance to or from a time, and its noise floor, needs two cells
 ONE_POINT_CELLS = 20  # cells a time needs to be named one point (two cells of small integers coincide by chance)
 ONE_POINT_TEXT = (
@@ -141,10 +177,13 @@ class Snapshots:
         attrs: dict | None = None,
         weights: np.ndarray | None = None,
         velocity: np.ndarray | None = None,
+        population: dict | None = None,
     ) -> Snapshots:
         """Group rows by their time label (stable sort), as the store lays them out. ``x`` is ``(cells, features)``
         (numpy, a list, a DataFrame: its columns name the features), ``time`` one number per cell, ``velocity``
-        (optional) one row per cell.
+        (optional) one row per cell. uAM's mass at a time is its cells' total ``weights`` (one number per cell, equal
+        within a time: the size over the count), or ``population[t]``, the population's size at ``t`` (a config's
+        ``dataset.population``); without either, the cell counts.
 
         The checks ``amcore prepare`` makes on a file are made here too: at least two cells per time, times that
         float32 tells apart (float32 labels read as the decimals written: 0.1), cells with NaN or inf (outside the
@@ -228,6 +267,9 @@ class Snapshots:
                 raise InputError(f"x: {len(bad)} cells of time{'s' * (',' in at)} {at} have a NaN or inf feature (the "
                                  f"first: row {bad[0]} of x): drop or impute them (amcore prepare drops them with "
                                  "dataset.drop_nonfinite: true)")  # fmt: skip
+        if weights is not None and population is not None:
+            raise InputError("give weights (one per cell) or population (one size per time), not both: a time's "
+                             "mass is its cells' total weight, or its population")  # fmt: skip
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float64)
             if weights.shape != time.shape:
@@ -272,6 +314,9 @@ class Snapshots:
         if weights is not None:
             weights = weights[order]
             _check_even_weights(np.split(weights, offsets[1:-1]), t_values)
+        if population is not None:
+            weights, sizes = population_weights(population, t_values, counts, "population")
+            attrs["population"] = {str(float(t)): size for t, size in zip(t_values, sizes, strict=True)}
         return cls(x, t_values, offsets, attrs, weights, order, velocity)
 
     def __repr__(self) -> str:
