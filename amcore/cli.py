@@ -325,6 +325,10 @@ def cmd_integrate(args: argparse.Namespace) -> None:
         if lost:
             print(f"amcore integrate: {lost} of {len(x0)} particles became NaN or inf (evaluate marks the run "
                   "as failed)", file=sys.stderr)  # fmt: skip
+        if held := pushed.info.get("growth_held"):
+            print(f"amcore integrate: {held} of {len(x0)} particles went twice the radius beyond the training path's "
+                  "cells, where their growth was held to the population's (docs/training.md)",
+                  file=sys.stderr)  # fmt: skip
         run.log_metrics({"n_particles": len(x0), "n_steps": len(grid), "nonfinite_particles": lost, **pushed.info})
     print(
         f"amcore integrate ({method}): {len(x0)} particles over {len(grid)} steps in batches of {batch} -> {args.out}",
@@ -1052,7 +1056,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("integrate", cmd_integrate, "push the first snapshot through the learned flow")
     p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
-    p.add_argument("--params", type=_json, required=True)
+    p.add_argument("--params", type=_json, required=True, help="JSON: steps_per_interval, and optionally method, seed, "
+                   "batch_size (the config's integrate section for this model, without its models key)")  # fmt: skip
     p.add_argument("--out", required=True, help="trajectories (.zarr)")
 
     p = stage("baseline", cmd_baseline, "a baseline's prediction at a held-out time")
@@ -1087,10 +1092,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default="", help="the training seed, for the table")
     p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
-    p.add_argument("--trajectories", required=True)
+    p.add_argument("--trajectories", required=True, help="the first time's cells pushed (.zarr, amcore integrate)")
     p.add_argument("--loss-csv", required=True, help="training loss history (.csv)")
-    p.add_argument("--params", type=_json, required=True)
-    p.add_argument("--metrics", required=True)
+    p.add_argument("--params", type=_json, required=True, help="the config's evaluate section (JSON)")
+    p.add_argument("--metrics", required=True, help="output metrics (.json)")
     p.add_argument("--plots", required=True, help="directory for PNG plots")
 
     p = stage("table", cmd_table, "every method, held-out time and seed in one table, with figures")
@@ -1100,7 +1105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
-    p.add_argument("--reference", default="am", help="the model every other method is paired against by seed")
+    p.add_argument("--reference", default="am", help="the model every other method is paired against by seed "
+                   "(default am; the pipeline passes its config's reference)")  # fmt: skip
 
     p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
     p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")
@@ -1112,7 +1118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="one table across experiments (each results/<experiment>/table.csv)")
     p.set_defaults(func=cmd_summary)
     p.add_argument("tables", nargs="+", help="table.csv of each experiment; named by its folder")
-    p.add_argument("--metric", default="w1")
+    p.add_argument("--metric", default="w1", help="the distance to summarise (default w1; any the tables hold)")
     p.add_argument(
         "--reference",
         nargs="+",

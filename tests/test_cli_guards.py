@@ -498,8 +498,8 @@ def test_prepare_warns_of_raw_counts_and_not_of_normalised_ones(capsys, tmp_path
         out = ["--out", str(tmp_path / f"{name}.zarr"), "--summary", str(tmp_path / f"{name}.json")]
         assert main(["prepare", "--dataset", json.dumps(spec), "--preprocess", '{"pca": 3}', *out]) == 0
         said = capsys.readouterr().err
-        assert ("looks like raw counts (non-negative integers, a median of 1002 per cell and 0% zeros in 300 cells "
-                "read across it)" in said) is warned, said  # fmt: skip
+        assert ("looks like raw counts (non-negative integers, a median of 1002 per cell and 0% zeros in the 300 "
+                "cells read)" in said) is warned, said  # fmt: skip
         assert ("scanpy.pp.normalize_total" in said) is warned
 
 

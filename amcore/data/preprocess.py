@@ -296,7 +296,7 @@ def raw_counts(x) -> dict | None:
 def counts_advice(counts: dict) -> str:
     """The warning for what :func:`raw_counts` found, and the step amcore leaves to the user."""
     return (f"the input looks like raw counts (non-negative integers, a median of {counts['median_total']:.0f} per "
-            f"cell and {counts['zeros']:.0%} zeros in {counts['cells_read']} cells read across it): amcore does not "
+            f"cell and {counts['zeros']:.0%} zeros in the {counts['cells_read']} cells read): amcore does not "
             "normalise them, and on raw counts AM moved cells far worse than on normalised ones (docs/anndata.md); "
             "normalise each cell's total and take log1p first (scanpy.pp.normalize_total, "
             "scanpy.pp.log1p)")  # fmt: skip
