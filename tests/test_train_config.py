@@ -79,6 +79,19 @@ def test_floats_accept_integers_and_the_schema_s_edges():
         TrainConfig(lr_final=-1e-5)
 
 
+def test_numpy_numbers_in_settings_give_a_model_that_loads(tmp_path):
+    """Audit 92: eAM's sigma as the docs' sqrt(2 D) (a np.float64) trained to the end, and the checkpoint it left
+    could not be loaded (numpy's types are refused by weights_only). Settings keep Python's own numbers."""
+    import numpy as np
+
+    from amcore import load
+
+    cfg = TrainConfig(objective="eam", sigma=np.sqrt(2 * 0.02), lr=np.float32(1e-3), **TINY | {"steps": np.int64(20)})
+    assert (type(cfg.sigma), type(cfg.lr), type(cfg.steps)) == (float, float, int)
+    train(_snaps(), cfg, tmp_path / "m.pt")
+    assert load(tmp_path / "m.pt").sigma(0.5) == pytest.approx(0.2)
+
+
 def test_a_wrong_type_through_the_cli_exits_2_before_anything_is_written(tmp_path):
     """`amcore train --params '{"width": 0}'` trained a degenerate network and exited 0."""
     store = tmp_path / "store.zarr"

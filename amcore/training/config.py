@@ -25,6 +25,17 @@ def _number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _plain(value):
+    """numpy's scalars (``np.sqrt(2 * D)``, ``np.int64``, ``np.str_``) as Python's own, in lists too: a checkpoint
+    keeps its config and is read back with ``weights_only``, which refuses numpy's types (audit 92: a finished
+    training whose sigma was a ``np.float64`` could not be loaded)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return str(value) if isinstance(value, str) else value
+
+
 def _in(lo: float, hi: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Callable:
     """A range test that refuses NaN (every comparison with it is false) and infinities."""
     return lambda v: math.isfinite(v) and (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
@@ -77,6 +88,8 @@ _CHOICES = {
 def _check_domains(cfg: TrainConfig) -> None:
     """Types and ranges first: a string, a bool or a float where an integer belongs would otherwise get past the
     config and fail deep in the training loop (or, as width 0, train a degenerate network without a word)."""
+    for field in fields(cfg):
+        setattr(cfg, field.name, _plain(getattr(cfg, field.name)))
     for name, (kind, what, test) in _DOMAINS.items():
         value = getattr(cfg, name)
         if value is None and kind == "number|null":
