@@ -343,6 +343,34 @@ def test_stage_labels_get_a_whole_time_map_to_start_from_and_numbers_as_text_are
         to_times(np.array(["01", "1", "2"], dtype=object), None, "w")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "h5ad"])
+def test_directory_files_with_the_features_in_another_order_are_matched_by_name(tmp_path, data, fmt):
+    """Audit 92: one file per time, the same genes, one file listing them in another order: stacked by position,
+    g2's values were stored under g0 at that time, in silence. Matched by name they land in the first file's
+    order; a file with another gene is refused, naming it."""
+    x, t = data
+    names = [f"g{i}" for i in range(x.shape[1])]
+    folder = tmp_path / fmt
+    folder.mkdir()
+    for k, tk in enumerate(TIMES):
+        order = list(range(x.shape[1]))[::-1] if k == 1 else list(range(x.shape[1]))  # the middle file reversed
+        frame = pd.DataFrame(x[t == tk][:, order], columns=[names[j] for j in order])
+        if fmt == "csv":
+            frame.to_csv(folder / f"t{tk}.csv", index=False)
+        else:
+            ad.AnnData(X=frame.to_numpy(), var=pd.DataFrame(index=frame.columns)).write_h5ad(folder / f"t{tk}.h5ad")
+    check_round_trip(tmp_path / "store", {"source": "directory", "path": str(folder)}, *by_file(x, t))
+    assert build_snapshots({"source": "directory", "path": str(folder)}).attrs["feature_names"] == names
+    frame = pd.DataFrame(x[t == 2.0], columns=[*names[:-1], "other"])
+    if fmt == "csv":
+        frame.to_csv(folder / "t2.0.csv", index=False)
+    else:
+        ad.AnnData(X=frame.to_numpy(), var=pd.DataFrame(index=frame.columns)).write_h5ad(folder / "t2.0.h5ad")
+    with pytest.raises(InputError, match=rf"t2\.0\.{fmt}: its features are not those of t0\.0\.{fmt}: it has "
+                                         rf"\['other'\] that t0\.0\.{fmt} lacks and lacks \['g4'\]"):  # fmt: skip
+        build_snapshots({"source": "directory", "path": str(folder)})
+
+
 def test_directory_files_must_share_feature_dims(tmp_path, data):
     x, t = data
     np.savez(tmp_path / "t0.npz", X=x[t == 0.0])

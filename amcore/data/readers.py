@@ -565,7 +565,7 @@ def read_directory(
             )
     if not files:
         raise InputError(f"{path}: no {FORMATS[fmt]} files")
-    blocks, rows = [], {}
+    blocks, rows, first_names = [], {}, None
     for file in files:
         kwargs = {k: v for k, v in options.items() if k in OPTIONS[fmt] and k != "t_key"}
         x, _, info = _read(fmt, file, t_key=None, **kwargs)
@@ -574,14 +574,45 @@ def read_directory(
                 f"{file}: {x.shape[1]} features but {files[0].name} has {blocks[0].shape[1]}; "
                 "every file of a directory must have the same features"
             )
+        names = _feature_names(info)
+        if first_names is None:
+            first_names = names
+        elif names is not None and names != first_names:
+            x = x[:, _same_order(file, names, files[0].name, first_names)]
         blocks.append(x)
         rows[file.name] = int(x.shape[0])
     per_row = np.repeat(np.array(labels, dtype=object), list(rows.values()))
     info = {**info, "t_key": None, "format": fmt, "files": rows, "file_labels": dict(zip(rows, labels, strict=True))}
+    for key in ("feature_names", "feature_columns"):  # the first file's order, which every file's columns now take
+        if key in info:
+            info[key] = first_names
     if file_times:  # said by prepare: a file of the folder that file_times does not name is not read
         found = (p.name for p in path.iterdir() if p.suffix == FORMATS[fmt])
         info["unlisted_files"] = sorted(name for name in found if name not in rows)
     return da.concatenate(blocks).rechunk((obs_chunk_rows(blocks[0].shape[1]), -1)), per_row, info
+
+
+def _feature_names(info: dict) -> list[str] | None:
+    """The feature names a reader found (h5ad's var_names, NetCDF's coordinate, a table's columns), or None (npz)."""
+    names = info.get("feature_names") or info.get("feature_columns")
+    return None if names is None else [str(name) for name in names]
+
+
+def _same_order(file: Path, names: list[str], first: str, first_names: list[str]) -> np.ndarray:
+    """The columns of ``file`` in the order of the folder's first file: files written one per time may list the
+    same genes in another order, and stacked by position they would mix the features in silence (audit 92: g2's
+    values under g0 at one time). Other names than the first file's are refused, naming them."""
+    if sorted(names) != sorted(first_names):
+        extra, lacking = sorted(set(names) - set(first_names)), sorted(set(first_names) - set(names))
+        raise InputError(f"{file}: its features are not those of {first}: it has {_first(extra)} that {first} "
+                         f"lacks and lacks {_first(lacking)}; every file of a directory must have the same "
+                         "features")  # fmt: skip
+    if len(set(names)) < len(names):
+        raise InputError(f"{file}: its features are those of {first} in another order, and some names repeat "
+                         f"({_first(sorted({n for n in names if names.count(n) > 1}))}): they cannot be matched; "
+                         "give each feature one name")  # fmt: skip
+    position = {name: j for j, name in enumerate(names)}
+    return np.array([position[name] for name in first_names])
 
 
 def _first(items: list, n: int = 10) -> str:
