@@ -90,7 +90,7 @@ def _dask_client(address: str | None):
 def cmd_prepare(args: argparse.Namespace) -> None:
     from amcore.data.prepare import FAR_SAMPLE, FAR_SPREADS, build_snapshots
     from amcore.data.preprocess import counts_advice
-    from amcore.data.store import ONE_POINT_TEXT, write_store
+    from amcore.data.store import ONE_POINT_TEXT, sparse_times, write_store
     from amcore.tracking import StageRun
 
     params = {**args.dataset, "preprocess": args.preprocess, "holdout_times": args.holdout_times}
@@ -114,6 +114,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"amcore prepare: columns {unnamed} have no header (a row index, as pandas' to_csv writes) and "
                   "were left out of the features (dataset.feature_columns lists the features to take)",
                   file=sys.stderr)  # fmt: skip
+        kept = snaps.training_snapshots()
+        if few := sparse_times(snaps.t_values[kept], snaps.counts()[kept]):
+            print(f"amcore prepare: warning: {few}", file=sys.stderr)
         if sizes := snaps.attrs.get("population"):  # audit 72: given, and said nowhere
             shown = ", ".join(f"t = {float(t):g}: {size:g}" for t, size in list(sizes.items())[:10])
             print(f"amcore prepare: population sizes (dataset.population): {shown}{' ...' if len(sizes) > 10 else ''}",
