@@ -317,6 +317,12 @@ class Snapshots:
         if (one := (low == high).all(1) & (counts >= ONE_POINT_CELLS)).any():  # audit 69: a placeholder in silence
             warnings.warn(f"time: every cell of t = {', '.join(f'{v:g}' for v in t_values[one][:10])} is one and the "
                           f"same point: {ONE_POINT_TEXT}", stacklevel=2)  # fmt: skip
+        if (constant := np.flatnonzero((low == high).all(0) & (low.min(0) == low.max(0)))).size:  # as prepare says
+            names = attrs.get("feature_names") or []
+            shown = [str(names[j]) if j < len(names) else int(j) for j in constant[:10]]
+            warnings.warn(f"x's columns {shown} hold one value in every cell: they say nothing about the motion, and "
+                          "eAM's noise, the same in every feature, spreads the cells along them (audit 92: a std of "
+                          "0.18 after a push); drop them from x", stacklevel=2)  # fmt: skip
         if timelike:  # audit 69: a batch label or another time among the features, said by prepare for CSV only
             names = attrs.get("feature_names") or []
             shown = [str(names[j]) if j < len(names) else int(j) for j in timelike[:10]]
