@@ -70,6 +70,7 @@ neighbouring frames are on average (root mean square) within ``NEAREST_MAX_STEP`
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -171,6 +172,7 @@ SLOW_BELOW = 0.05  # below this share of the costs, Sinkhorn takes thousands of 
 # cost (1,500 cells a side) 1e-5 stops after 330 iterations, the plan 3e-4 in L1 from the converged one, where 1e-7
 # ran 5,000 iterations (a minute) without converging (audit 20).
 SINKHORN_TOL = 1e-5
+SCALING_STAGE_ITERATIONS = 200  # Sinkhorn iterations at most at each reg above the one asked for (epsilon scaling)
 _said_exact: list[float] = []  # once per process
 _said_slow: list[float] = []
 
@@ -249,8 +251,6 @@ def entropic_pairs(
     ``reg`` under ``EXACT_BELOW`` of the pairs' median cost gives the exact OT plan, its limit: Sinkhorn would take
     minutes of iterations to find it (audit 9: eAM with sigma 0.01 sat 9 minutes before its first step).
     """
-    import ot
-
     ia = np.arange(len(xa)) if len(xa) <= max_size else rng.choice(len(xa), max_size, replace=False)
     ib = np.arange(len(xb)) if len(xb) <= max_size else rng.choice(len(xb), max_size, replace=False)
     a, b = torch.as_tensor(xa[ia], dtype=torch.float64), torch.as_tensor(xb[ib], dtype=torch.float64)
@@ -268,22 +268,42 @@ def entropic_pairs(
     if slow and not _said_slow:
         _said_slow.append(reg)
         print(f"amcore train: entropic_reg {reg:.3g} is {reg / typical:.2g} of the pairs' median cost {typical:.3g}: "
-              "Sinkhorn converges slowly there, up to 5,000 iterations per pair of snapshots (330 iterations, 2 s, "
-              "for 1,500 cells a side at 0.011: benchmarks/sinkhorn_stop.py; more as the cells grow and the reg "
-              f"falls); a larger entropic_reg or sigma, or a smaller ot_max_size, speeds it; under {EXACT_BELOW:g} the "
-              "exact plan stands in",
+              "Sinkhorn converges slowly there, reached by halving the reg from "
+              f"{SLOW_BELOW:g} of the cost (epsilon scaling: 15 s for 600 cells a side at 0.002: "
+              "benchmarks/sinkhorn_stop.py; more as the cells grow and the reg falls); a larger entropic_reg or "
+              f"sigma, or a smaller ot_max_size, speeds it; under {EXACT_BELOW:g} the exact plan stands in",
               file=sys.stderr)  # fmt: skip
     started = time.perf_counter()
-    plan, log = ot.sinkhorn(ot.unif(len(ia), type_as=cost), ot.unif(len(ib), type_as=cost), cost, reg,
-                            method="sinkhorn_log", numItermax=5000, stopThr=SINKHORN_TOL, log=True)  # fmt: skip
+    plan, iterations = entropic_plan(cost, reg, SLOW_BELOW * typical if slow else reg)
     if slow:  # a line per pair: a training that sits before its first step says why
-        print(f"amcore train: Sinkhorn pair of {len(ia)} x {len(ib)} cells: {int(log.get('niter', 0))} iterations, "
+        print(f"amcore train: Sinkhorn pair of {len(ia)} x {len(ib)} cells: {iterations} iterations, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)  # fmt: skip
     conditional = (plan / plan.sum(1, keepdim=True)).cumsum(1)
     u = torch.as_tensor(rng.random((len(ia), draws)), dtype=torch.float64)
     cols = torch.searchsorted(conditional, u).clamp_max(len(ib) - 1).numpy()
     rows = np.repeat(np.arange(len(ia)), draws)
     return ia[rows], ib[cols.reshape(-1)], np.full(len(rows), 1.0 / len(rows))
+
+
+def entropic_plan(cost: torch.Tensor, reg: float, start: float, tol: float = SINKHORN_TOL) -> tuple[torch.Tensor, int]:
+    """The entropic plan between uniform weights at ``reg`` (log-domain Sinkhorn, stopped at ``tol``) and the
+    iterations it took. Below ``start``, by epsilon scaling: regs halving from ``start`` to ``reg``, each stage's
+    potentials starting the next (at most ``SCALING_STAGE_ITERATIONS`` a stage), the last stage's stop as without
+    (benchmarks/sinkhorn_stop.py: 600 cells a side at 0.002 of the median cost, 20 s against 78 s; 1,500 in 5-d, 55 s
+    against 272 s; audit 92's pair at about 0.001 ran out its 5,000 iterations unconverged in 178 s)."""
+    import ot
+
+    a, b = (ot.unif(n, type_as=cost) for n in cost.shape)
+    halvings = math.floor(math.log2(start / reg)) if start > reg else 0  # regs from under start down to reg
+    warm, previous, iterations = None, None, 0
+    for j in range(halvings, -1, -1):
+        stage = reg * 2.0**j
+        if warm is not None:  # the duals f = eps log u carry over: log u scales by the ratio of the regs
+            warm = (warm[0] * previous / stage, warm[1] * previous / stage)
+        plan, log = ot.sinkhorn(a, b, cost, stage, method="sinkhorn_log", warmstart=warm, log=True,
+                                numItermax=SCALING_STAGE_ITERATIONS if j else 5000, stopThr=tol)  # fmt: skip
+        warm, previous, iterations = (log["log_u"], log["log_v"]), stage, iterations + int(log.get("niter", 0))
+    return plan, iterations
 
 
 def _psd_sqrt(c: np.ndarray) -> np.ndarray:
