@@ -894,8 +894,9 @@ def _sigma_spread(snaps: Snapshots, cfg: TrainConfig) -> str | None:
         return None
     return (f"amcore train: note: eAM's noise alone spreads a cell by sigma √(t_last - t_first) = {noise:.3g} over "
             f"the training times, {noise / spread:.3g} times the cells' spread ({spread:.3g}): the drift must pull "
-            "every cell back against it. Is sigma in the data's units, per square root of its time unit? "
-            "(docs/training.md, eAM's noise)")  # fmt: skip
+            "every cell back against it. Is sigma in the data's units, per square root of its time unit? (A process "
+            "that relaxes many times over the course does pull back: an OU process over theta T relaxation times "
+            "reads sqrt(2 theta T) here; docs/training.md, eAM's noise)")  # fmt: skip
 
 
 def _sigma_units(snaps: Snapshots) -> str:
