@@ -587,10 +587,17 @@ def test_a_training_time_of_a_few_cells_among_many_is_warned_of(tmp_path, capsys
     out = ["--out", str(tmp_path / "held.zarr"), "--summary", str(tmp_path / "held.json"), "--holdout-times", "1"]
     assert main(["prepare", "--dataset", json.dumps({"source": "npz", "path": str(tmp_path / "few.npz")}), *out]) == 0
     assert "few cells among many" not in capsys.readouterr().err
+    # a simulation's few cells are said once, by prepare, not by from_labels as well
+    shrinking = {"source": "simulate", "simulator": "growing_gaussian", "times": [0, 1, 2, 3], "n_per_time": 200,
+                 "seed": 0, "params": {"offset": -1.5, "growth": 1.0, "speed": [0.1, 0.1]}}  # fmt: skip
+    out = ["--out", str(tmp_path / "sim.zarr"), "--summary", str(tmp_path / "sim.json")]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert main(["prepare", "--dataset", json.dumps(shrinking), *out]) == 0
+        Snapshots.from_labels(x, times, {"holdout_times": [1.0]})  # a held-out time is only scored
         Snapshots.from_labels(rng.normal(size=(920, 2)), np.repeat([0.0, 1.0, 2.0, 3.0], [300, 20, 300, 300]))
         Snapshots.from_labels(x[:48], np.repeat([0.0, 1.0, 2.0, 3.0], 12))
+    assert capsys.readouterr().err.count("few cells among many (t = 3: 2;") == 1
 
 
 def test_float64_values_float32_would_flatten_are_centred_first_or_refused(tmp_path, data):

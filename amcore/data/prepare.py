@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import shutil
 import tempfile
+import warnings
 import weakref
 from collections import Counter
 from dataclasses import asdict
@@ -183,7 +184,9 @@ def build_snapshots(
             ) from err
         provenance = {"source": "simulate", "simulator": spec["simulator"], "seed": spec["seed"]}
         truth = {"simulator": spec["simulator"], "params": asdict(simulator)}
-        snaps = Snapshots.from_labels(x, t, {"provenance": provenance, "ground_truth": truth})
+        with warnings.catch_warnings():  # amcore prepare says it of the training times, once (it knows the held-out)
+            warnings.filterwarnings("ignore", message="time: times with a few cells among many")
+            snaps = Snapshots.from_labels(x, t, {"provenance": provenance, "ground_truth": truth})
         _check_times(snaps.t_values, holdout, "dataset")
         snaps.attrs["preprocess"] = {"config": config}
         snaps.attrs["row_order"] = {"within_time": "simulated"}  # independent draws: any chunks are a uniform sample

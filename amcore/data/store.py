@@ -301,7 +301,8 @@ class Snapshots:
         order = np.argsort(time, kind="stable")
         t_values, counts = np.unique(time[order], return_counts=True)
         check_cells_per_time(t_values, counts, "time")
-        if few := sparse_times(t_values, counts):
+        training = ~np.isin(t_values, attrs.get("holdout_times") or [])  # a held-out time is only scored
+        if few := sparse_times(t_values[training], counts[training]):
             warnings.warn(f"time: {few}", stacklevel=2)
         if len(t_values) < 2:  # as amcore prepare: a flow needs two times (train failed deep inside on one)
             raise InputError(f"time: found 1 time point ({t_values[0]:g}); at least two are needed")
