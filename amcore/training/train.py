@@ -661,7 +661,8 @@ class Run:
             self.path.seek(step)
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg)
-        torch.compiler.cudagraph_mark_step_begin()  # a new step: a compiled loss's CUDA graphs may reuse memory
+        if cfg.compile and self.action is not None:  # imported on demand: inductor costs 1.7 s to import on a CPU
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: a compiled loss's CUDA graphs may reuse memory
         with autocast(self.cluster.device, cfg.bf16):
             parts = [self.loss(gen) for gen in self.gens]
         self.times.commit(self.cluster.gather_tensor)  # every stream of every rank, as one process would
