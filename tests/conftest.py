@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,9 +101,35 @@ class MlflowServer:
         self.proc = None
 
 
+@pytest.fixture(scope="session")
+def migrated_tracker(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite database at MLflow's current schema, built once per test process: MLflow builds a new
+    one by running every schema migration (7.5 s here), which each test on a fresh tracker would repeat."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("migrated-tracker")
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts")).engine.dispose()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def mlflow_server(tmp_path):
+def fresh_tracker(migrated_tracker):
+    """``fresh_tracker(folder)`` puts an empty, migrated ``mlflow.db`` in ``folder`` (a pipeline's results folder
+    holds its tracker) and returns its URI. Creating a tracker from nothing stays tested where it is the point:
+    the README's run (tests/test_readme_commands.py) and the full disk (tests/test_tracking.py)."""
+
+    def place(folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(migrated_tracker, folder / "mlflow.db")
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    return place
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, fresh_tracker):
     server = MlflowServer(tmp_path / "mlflow-server")
+    fresh_tracker(server.root)  # its backend store
     server.start()
     yield server
     server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from types import SimpleNamespace
 
@@ -47,11 +48,12 @@ def _parent(uri: str, results_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, migrated_tracker):
     """The real ``amcore train`` stage under a parent run on a sqlite tracker, as the pipeline runs it."""
     root = tmp_path_factory.mktemp("mlflow-model")
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 300, seed=0)
     write_store(root / "store.zarr", Snapshots.from_labels(x, t))
+    shutil.copyfile(migrated_tracker, root / "mlflow.db")  # tests/conftest.py: a fresh one takes 7.5 s
     uri = f"sqlite:///{root / 'mlflow.db'}"
     coords = _parent(uri, root)
     cmd = [str(BIN / "amcore"), "train", "--store", str(root / "store.zarr"), "--params", json.dumps(PARAMS),
@@ -149,9 +151,9 @@ def test_an_eam_model_answers_its_drift_and_a_feature_named_t_moves_the_time_col
 
 
 def test_a_failed_model_upload_leaves_the_stage_green_and_no_half_logged_model(trained_run, tmp_path, capsys,
-                                                                            monkeypatch):  # fmt: skip
+                                                                            monkeypatch, fresh_tracker):  # fmt: skip
     """The tracker takes the run but cannot store files: the stage goes on, and no empty model is left behind."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_tracker(tmp_path)
     (tmp_path / "blocker").write_text("a file where the artifact directory should be")
     client = MlflowClient(uri)
     experiment = client.create_experiment("broken", artifact_location=(tmp_path / "blocker" / "art").as_uri())

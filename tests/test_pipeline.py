@@ -103,7 +103,8 @@ def check_tracking(uri: str, config: dict, metrics: dict) -> None:
     assert by_stage["prepare"].data.metrics["n_obs"] == 3 * config["dataset"]["n_per_time"]
 
 
-def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config):
+def test_tiny_pipeline_end_to_end_with_sqlite(tmp_path, tiny_config, fresh_tracker):
+    fresh_tracker(tmp_path / "results")
     result = snakemake(tmp_path, tiny_config)
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = check_outputs(tmp_path, tiny_config)
@@ -239,7 +240,9 @@ def test_bad_config_is_refused_before_any_job(tmp_path, tiny_config, patch, mess
         ),
     ],
 )
-def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tiny_config, simulator, model, expected):
+def test_entropic_and_unbalanced_variants_run_through_the_pipeline(tmp_path, tiny_config, simulator, model, expected,
+                                                                  fresh_tracker):  # fmt: skip
+    fresh_tracker(tmp_path / "results")
     config = copy.deepcopy(tiny_config)
     config["dataset"]["simulator"] = simulator
     config["models"] = {"m": {**tiny_config["models"]["am"], **model}}

@@ -21,7 +21,8 @@ def _npz(path, shift: float) -> None:
     np.savez(path, X=x, t=labels)
 
 
-def test_a_data_file_changed_in_place_reruns_prepare(tmp_path, tiny_config):
+def test_a_data_file_changed_in_place_reruns_prepare(tmp_path, tiny_config, fresh_tracker):
+    fresh_tracker(tmp_path / "results")
     _npz(tmp_path / "cells.npz", 1.0)
     config = {**tiny_config, "dataset": {"source": "npz", "path": "cells.npz"}}
     done = snakemake(tmp_path, config, "--until", "prepare")
@@ -36,9 +37,10 @@ def test_a_data_file_changed_in_place_reruns_prepare(tmp_path, tiny_config):
 
 
 @pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
-def test_a_data_file_replaced_by_an_older_one_reruns_prepare(tmp_path, tiny_config):
+def test_a_data_file_replaced_by_an_older_one_reruns_prepare(tmp_path, tiny_config, fresh_tracker):
     """cp -p or rsync -t keep the source's older mtime: Snakemake saw no newer input and kept the old store beside
     the new cells (audit 14). The file's size and mtime are a parameter of prepare."""
+    fresh_tracker(tmp_path / "results")
     _npz(tmp_path / "cells.npz", 1.0)
     config = {**tiny_config, "dataset": {"source": "npz", "path": "cells.npz"}}
     done = snakemake(tmp_path, config, "--until", "prepare")
@@ -49,13 +51,14 @@ def test_a_data_file_replaced_by_an_older_one_reruns_prepare(tmp_path, tiny_conf
     assert plan.returncode == 0 and "rule prepare" in plan.stdout + plan.stderr
 
 
-def test_a_path_with_the_simulator_and_a_typed_simulated_time(tmp_path, tiny_config):
+def test_a_path_with_the_simulator_and_a_typed_simulated_time(tmp_path, tiny_config, fresh_tracker):
     config = {**tiny_config, "data": "cells.npz"}  # the default source simulates: the file would be ignored
     refused = snakemake(tmp_path / "a", config, "-n")
     assert refused.returncode != 0 and "is read only from a file source" in refused.stdout + refused.stderr
     # n_times 11 from 0 to 1: the time 0.3 a user types is the time simulated (linspace gives 0.30000000000000004)
     dataset = {**tiny_config["dataset"], "times": [0.0, 1.0], "n_times": 11, "n_per_time": 20}
     config = {**tiny_config, "dataset": dataset, "holdout_times": [0.3]}
+    fresh_tracker(tmp_path / "b" / "results")
     done = snakemake(tmp_path / "b", config, "--until", "prepare")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "b" / "results" / "tiny" / "holdout-0.3" / "data" / "store.zarr").is_dir()
@@ -105,10 +108,11 @@ def test_a_number_where_a_list_belongs_gets_the_schema_s_one_line(tmp_path, tiny
 
 
 @pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
-def test_more_threads_retrain_nothing_and_reach_the_training(tmp_path, tiny_config):
+def test_more_threads_retrain_nothing_and_reach_the_training(tmp_path, tiny_config, fresh_tracker):
     """threads were a parameter of train: asking for two retrained every model to the same numbers (audit 14).
     They go as Snakemake's {threads}, each process its share."""
     tiny_config["models"]["am"]["steps"] = 20
+    fresh_tracker(tmp_path / "results")
     done = snakemake(tmp_path, tiny_config, "--until", "train")
     assert done.returncode == 0, done.stderr[-3000:]
     plan = snakemake(tmp_path, {**tiny_config, "threads": 2}, "-n", "--until", "train")
@@ -162,22 +166,24 @@ def test_growth_auto_on_several_processes_is_refused_before_any_job(tmp_path, ti
 
 
 @pytest.mark.slow  # in `pytest -m slow`: CI's suite stays under 20 minutes (1,190 s here)
-def test_a_held_out_time_typed_in_full_names_the_simulated_time(tmp_path, tiny_config):
+def test_a_held_out_time_typed_in_full_names_the_simulated_time(tmp_path, tiny_config, fresh_tracker):
     """n_times 4 from 0 to 1 simulates 0.333333333333 (12 digits); 1/3 typed in full passed the Snakefile's check and
     was refused by prepare (audit 17). The Snakefile now holds out the very time simulated, in every stage."""
     from amcore.data.store import read_store
 
     dataset = {**tiny_config["dataset"], "times": [0.0, 1.0], "n_times": 4, "n_per_time": 20}
     config = {**tiny_config, "dataset": dataset, "holdout_times": [1 / 3]}
+    fresh_tracker(tmp_path / "results")
     done = snakemake(tmp_path, config, "--until", "prepare")
     assert done.returncode == 0, done.stderr[-3000:]
     store = tmp_path / "results" / "tiny" / "holdout-0.333333333333" / "data" / "store.zarr"
     assert read_store(store).attrs["holdout_times"] == [0.333333333333]
 
 
-def test_settings_that_change_no_number_rerun_nothing(tmp_path, tiny_config):
+def test_settings_that_change_no_number_rerun_nothing(tmp_path, tiny_config, fresh_tracker):
     """Audit 17: preprocess.seed without PCA reran every job, integrate.seed with only RK4 pushes reran integrate
     and evaluate, evaluate.truth_samples on a file's data reran evaluate, all to the same numbers."""
+    fresh_tracker(tmp_path / "results")
     _npz(tmp_path / "cells.npz", 1.0)
     tiny_config["models"]["am"]["steps"] = 20
     config = {**tiny_config, "dataset": {"source": "npz", "path": "cells.npz"}}

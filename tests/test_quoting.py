@@ -30,8 +30,9 @@ def written(workdir: Path) -> list[str]:
     )
 
 
-def test_results_dir_with_a_space_runs(tmp_path, tiny_config):
+def test_results_dir_with_a_space_runs(tmp_path, tiny_config, fresh_tracker):
     config = {**tiny_config, "results_dir": SPACED}
+    fresh_tracker(tmp_path / SPACED)
     result = snakemake(tmp_path, config, "--until", "prepare")
     assert result.returncode == 0, result.stderr[-4000:]
     data = tmp_path / SPACED / "tiny" / "holdout-none" / "data"

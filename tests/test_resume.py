@@ -72,7 +72,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     )
 
 
-def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_path, monkeypatch):
+def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_path, monkeypatch, fresh_tracker):
     """Audit 86: scancel (SIGTERM, then SIGKILL after SLURM's KillWait) killed the training at once, and its stage's
     MLflow run stayed RUNNING for good, beside the resumed training's. Now the stage unwinds: the run is KILLED, the
     resumable state stays, nothing looks finished."""
@@ -85,7 +85,7 @@ def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_pat
     write_store(store, Snapshots.from_labels(x, t))
     for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
         monkeypatch.delenv(key, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_tracker(tmp_path)
     tracking.start_parent(uri, "stopped", tmp_path, {})
     env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
     proc = subprocess.Popen(_train_cmd(store, tmp_path), env=env, stderr=subprocess.PIPE, text=True)
@@ -110,7 +110,7 @@ def test_a_training_stopped_by_sigterm_closes_its_mlflow_run_and_resumes(tmp_pat
     assert statuses == ["FINISHED", "KILLED"]
 
 
-def test_a_second_training_of_one_checkpoint_is_refused_while_the_first_runs(tmp_path, monkeypatch):
+def test_a_second_training_of_one_checkpoint_is_refused_while_the_first_runs(tmp_path, monkeypatch, fresh_tracker):
     """kill -9 of Snakemake leaves its training running, and the rerun's training resumed from the same
     model.pt.partial beside it: two processes wrote one resumable state and one model.pt. The second is refused,
     naming the first and how to stop it, before it opens an MLflow run (audit 87: a FAILED training run stood
@@ -127,7 +127,7 @@ def test_a_second_training_of_one_checkpoint_is_refused_while_the_first_runs(tmp
     cmd = _train_cmd(store, tmp_path, PARAMS | {"steps": 100_000})  # far longer than the test
     for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
         monkeypatch.delenv(key, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_tracker(tmp_path)
     tracking.start_parent(uri, "refused", tmp_path, {})
     env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
     first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)

@@ -57,13 +57,14 @@ def submissions(tmp_path: Path) -> dict[str, dict[str, str]]:
     return calls
 
 
-def test_slurm_profile_asks_gpus_for_train_only(tmp_path, tiny_config):
+def test_slurm_profile_asks_gpus_for_train_only(tmp_path, tiny_config, fresh_tracker):
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     profile["set-resources"]["train"]["gpu"] = 2  # as the README says to raise it for DDP
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     env = fake_slurm(tmp_path)
     workdir = tmp_path / "work"
+    fresh_tracker(workdir / "results")
     slurm = ["--profile", str(tmp_path / "profile"), "--keep-going", "--slurm-init-seconds-before-status-checks", "1"]
 
     first = snakemake(workdir, tiny_config, *slurm, env=env)

@@ -87,13 +87,13 @@ def test_pipelines_started_together_share_a_fresh_sqlite_tracker(tmp_path, tiny_
         assert [run.data.tags["amcore.stage"] for run in children] == ["prepare"]
 
 
-def test_a_pipeline_stopped_by_ctrl_c_closes_its_runs_killed_not_failed(tmp_path, tiny_config):
+def test_a_pipeline_stopped_by_ctrl_c_closes_its_runs_killed_not_failed(tmp_path, tiny_config, fresh_tracker):
     """Audit 86: Snakemake's onerror is not told why a run ended, and a Ctrl-C read as FAILED in MLflow. Ctrl-C (a
     SIGINT to the terminal's process group) now closes the parent run and the stopped training's run KILLED, and
     the training leaves its resumable state, no model and no lease."""
     tiny_config["models"]["am"].update(steps=100_000, checkpoint_every=25)  # far longer than the test
     workdir = tmp_path / "work"
-    workdir.mkdir()
+    fresh_tracker(workdir / "results")
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config))
     # SIGINT as a terminal leaves it: a test run started in the background (`make test &`) ignores SIGINT, every
     # process it starts inherits that, and Python keeps it ignored (the pipeline then ran on and the test hung).
@@ -125,12 +125,13 @@ def test_a_pipeline_stopped_by_ctrl_c_closes_its_runs_killed_not_failed(tmp_path
     assert stopped.info.status == "KILLED"
 
 
-def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_closed(tmp_path, monkeypatch):
+def test_the_parent_run_holds_the_config_and_code_and_a_killed_invocation_is_closed(tmp_path, monkeypatch,
+                                                                                    fresh_tracker):  # fmt: skip
     """Audit 14: the parent run had no parameter, no run said which code ran, and a kill -9 left the parent and its
     stages RUNNING for good. The next invocation of the same results folder marks them KILLED once their process is
     gone; another folder's run, and a live one, are left alone. A config key MLflow cannot name (a time_map label
     with '=') stays in config.json and untracks nothing."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_tracker(tmp_path)
     for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
         monkeypatch.delenv(key, raising=False)
     config = {"experiment": "e", "models": {"am": {"objective": "am", "steps": 10}}, "time_map": {"day=3 (a)": 3}}
@@ -195,14 +196,14 @@ def test_a_tracking_database_on_a_full_disk_is_one_line_not_a_traceback_a_retry(
     assert len(said.splitlines()) <= 3, said[:3000]
 
 
-def test_what_an_auto_setting_chose_reaches_mlflow(tmp_path, monkeypatch):
+def test_what_an_auto_setting_chose_reaches_mlflow(tmp_path, monkeypatch, fresh_tracker):
     """The train run's params keep ``head: auto`` and ``growth: auto`` as given; what they chose goes beside them as
     ``head_chosen`` / ``growth_chosen`` (audit 82: the chosen head was in no param, tag or metric)."""
     x, t = simulate_snapshots(GaussianPath(), [0.0, 0.5, 1.0], 60, seed=0)
     write_store(tmp_path / "store.zarr", Snapshots.from_labels(x, t))
     for key in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT):
         monkeypatch.delenv(key, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_tracker(tmp_path)
     tracking.start_parent(uri, "chosen", tmp_path, {})
     env = cli_env(**{k: os.environ[k] for k in (tracking.ENV_URI, tracking.ENV_EXPERIMENT, tracking.ENV_PARENT)})
     small = {"steps": 30, "batch_size": 32, "width": 8, "depth": 1, "threads": 1, "log_every": 10}
