@@ -48,6 +48,13 @@ envvars:
     CONFIG_ALONE,
 
 
+# A config that names its models runs those alone. Laid over config/config.yaml key by key, the default's am and
+# otcfm trained beside them, the table paired every method with that am, and a model of the same name took the
+# default's steps (audit 94). The config's other sections still fill in from the default.
+if "models" in (workflow.config_settings.overwrite_config or {}):
+    config["models"] = copy.deepcopy(workflow.config_settings.overwrite_config["models"])
+
+
 # `--config 'holdout_times=[1, 2]'` arrives as ['1', '2']: Snakemake reads a list on the command line with YAML's
 # base loader, which keeps every item text. Numbers written so are numbers.
 for _key in ("holdout_times", "seeds"):

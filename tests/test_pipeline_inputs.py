@@ -140,6 +140,35 @@ def test_another_simulator_than_the_default_s_takes_only_the_params_written(tmp_
     assert dataset["simulator"] == "hydrogen" and dataset["params"] == config["dataset"]["params"]
 
 
+def test_a_config_laid_over_the_default_runs_the_models_it_names_and_no_other(tmp_path):
+    """Audit 94: laid over config/config.yaml (`make run CONFIG=my.yaml`), a file's models ran beside the default's
+    am and otcfm (twice the trainings), the table paired them all with that am, and a model named am took its 6,000
+    steps. The file's models now run alone; a file naming none runs the default's."""
+    import subprocess
+
+    import yaml
+    from conftest import BIN, ROOT, cli_env
+
+    def plan(config: dict) -> list[tuple[str, dict]]:
+        (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+        cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+               "--configfile", str(tmp_path / "my.yaml"), "-n", "-p", "--until", "train"]  # fmt: skip
+        done = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        trained = []
+        for line in done.stdout.splitlines():
+            if "amcore train" in line:
+                words = shlex.split(line.partition("&&")[2])
+                model = words[words.index("--checkpoint") + 1].split("/")[-3]  # results/<exp>/<split>/<model>/...
+                trained.append((model, json.loads(words[words.index("--params") + 1])))
+        return sorted(trained)
+
+    named = plan({"experiment": "mine", "models": {"am": {"objective": "am"}, "mine": {"objective": "fm"}}})
+    assert named == [("am", {"objective": "am", "seed": 0}), ("mine", {"objective": "fm", "seed": 0})]
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["models"]
+    assert [name for name, _ in plan({"experiment": "mine"})] == sorted(default)
+
+
 @pytest.mark.parametrize(
     ("models", "integrate", "said"),
     [({"am": {"objective": "am", "coupling": "entropic"}}, {}, "models.am: coupling 'entropic' needs entropic_reg"),
