@@ -444,3 +444,23 @@ def test_a_held_out_time_whose_noise_floor_reaches_copying_the_previous_cells_is
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "W1 cannot separate" not in markdown(long_table(rows))
+
+
+def test_a_held_out_time_where_w1_and_sliced_w1_put_different_methods_first_is_named():
+    """Audit 94: on EB in 50 PCs W1 put displacement interpolation first at every held-out time while sliced W1,
+    energy and MMD put AM first, and the table said nothing. Held-out 1 here (W1 favours the displacement, sliced W1
+    AM) is named; held-out 2 (both favour AM) is not; a failed seed takes its method out of the comparison."""
+    rows = []
+    for seed, (w1, sliced) in enumerate([(2.0, 0.10), (2.2, 0.12)]):
+        rows.append({"method": "am", "holdout": "1", "seed": str(seed), "table": {"w1": w1, "sliced_w1": sliced}})
+        rows.append({"method": "am", "holdout": "2", "seed": str(seed), "table": {"w1": 1.0, "sliced_w1": 0.05}})
+    for holdout, w1, sliced in (("1", 1.8, 0.15), ("2", 1.5, 0.09)):
+        rows.append({"method": "ot_displacement", "holdout": holdout, "seed": "", "table": {"w1": w1,
+                     "sliced_w1": sliced}})  # fmt: skip
+    text = markdown(long_table(rows))
+    line = next(line for line in text.splitlines() if line.startswith("**W1 and sliced W1"))
+    assert "t = 1: W1 ot_displacement (1.8 against 2.1), sliced W1 am (0.11 against 0.15)" in line
+    assert "t = 2" not in line
+    assert "W1 and sliced W1" not in markdown(long_table(_results()))  # no sliced W1, nothing said
+    rows[0]["table"] = {"w1": float("nan"), "sliced_w1": float("nan"), "nonfinite": 3}  # am fails at 1: one left
+    assert "W1 and sliced W1" not in markdown(long_table(rows))
