@@ -80,6 +80,14 @@ except WorkflowError as err:  # the first line and where, not the 2,000-line sch
         "['then']" in line for line in _lines if line.startswith("Failed validating")
     ):
         _what += " (a setting read only with another objective, interpolation or implementation: its description in the schema says which)"
+        _path = re.findall(r"\['([^']*)'\]", _where)
+        if len(_path) == 3 and _path[0] == "models":  # a model's: train's own words (audit 94: 'sigma: 0 was expected')
+            from amcore.training.config import TrainConfig
+
+            try:
+                TrainConfig.from_params(config["models"][_path[1]])
+            except (TypeError, ValueError) as _err:  # InputError is a ValueError
+                _what = str(_err)
     elif _what.startswith("Additional properties are not allowed") and (
         _unexpected := re.findall(r"'([^']+)'", _what.partition("(")[2])
     ):  # audit 90: a typo got no suggestion

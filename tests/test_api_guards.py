@@ -34,6 +34,9 @@ def test_snapshots_refuse_shapes_labels_and_weights_that_do_not_fit():
         Snapshots.from_labels(x[:, 0], t)
     with pytest.raises(InputError, match="time labels must be numbers.*time_map"):
         Snapshots.from_labels(x, np.array([f"d{int(v)}" for v in t]))
+    # numbers written as text are read as prepare reads them in a file (audit 94: refused here, read there)
+    spelled = Snapshots.from_labels(x, np.array([f"{v:g}" for v in t]))
+    assert spelled.t_values.tolist() == Snapshots.from_labels(x, t).t_values.tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(InputError, match="1 labels are NaN or inf"):
         Snapshots.from_labels(x, np.where(np.arange(120) == 7, np.nan, t))
     with pytest.raises(InputError, match=r"weights must be one number per cell \(120\), got shape \(119,\)"):

@@ -177,9 +177,9 @@ def check_export(out: Path, config: dict) -> None:
             {"models": {"am": {"objective": "am", "lr": "1e-3"}}},
             "YAML reads a number like 1e-3 or 1.0e5 as text: write 1.0e-3 or 1.0e+5",
         ),
-        (
+        (  # train's words, not the schema's 'sigma: 0 was expected' (audit 94)
             {"models": {"am": {"objective": "am", "sigma": 1.0}}},
-            "read only with another objective, interpolation or implementation",
+            "['models']['am']['sigma']: sigma / sigma_final (got 1.0 / None) set the diffusion of objective 'eam'",
         ),
         ({"models": {"e": {"objective": "eam"}}}, "'sigma' is a required property (eam needs sigma > 0"),
         ({"models": {"e": {"objective": "eam", "sigma": 0}}}, "minimum of 0 (eam needs sigma > 0, the noise of dX"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,7 @@ class Snapshots:
         does not normalise, a placeholder). Where ``x``
         and ``time`` (``weights``, ``velocity``) are pandas objects, rows are matched by label (``by_row_labels``)."""
         from amcore.data.preprocess import counts_advice, raw_counts, to_float32
-        from amcore.data.readers import to_times
+        from amcore.data.readers import PLAIN_NUMBER, to_times
 
         attrs = dict(attrs or {})
         time, weights, velocity = (by_row_labels(x, v, k) for k, v in (("time", time), ("weights", weights),
@@ -249,6 +250,9 @@ class Snapshots:
         time = np.asarray(time)
         if time.dtype.kind in "mM":  # durations in seconds, dates refused with the way to numbers (audit 58)
             time = to_times(time, None, "time")
+        elif time.dtype.kind in "USO" and all(isinstance(t, str) and re.fullmatch(PLAIN_NUMBER, t.strip())
+                                              for t in pd.unique(time.ravel())):  # fmt: skip
+            time = to_times(time, None, "time")  # numbers written as text ("6.5"), as prepare reads them (audit 94)
         if x.dtype == object:  # numbers held as Python objects: read as such, anything else refused
             try:
                 x = x.astype(np.float64)
