@@ -128,6 +128,8 @@ def test_to_input_without_pca_is_exact(tmp_path):
     back = model.to_input(model.preprocess(x))
     assert list(back.columns) == ["x0", "x1", "x2"]  # an npz names no features: their columns
     np.testing.assert_allclose(back.to_numpy(), x[:, :3], rtol=1e-5, atol=1e-5)
+    # and back again: the kept columns are all selection reads (audit 94: refused, 3 columns of the input's 5)
+    np.testing.assert_allclose(model.preprocess(back[["x2", "x0", "x1"]]), model.preprocess(x), atol=1e-5)
 
 
 def test_names_are_matched_wherever_both_sides_have_them_and_refused_where_they_cannot_be(tmp_path, trained):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import sys
 import warnings
 from collections import Counter
@@ -212,6 +213,13 @@ class TrainedModel:
         expected = fitted.input_names if fitted is not None else self.info.get("feature_names")
         if names is not None:
             names = [str(name) for name in names]
+            if (
+                expected is None
+                and fitted is not None
+                and fitted.n_input is not None
+                and all(re.fullmatch(r"x\d+", name) for name in names)
+            ):  # to_input's names of an input that named none: its column numbers (audit 94: the round trip failed)
+                expected = [f"x{i}" for i in range(fitted.n_input)]
             if getattr(x, "ndim", 0) != 2 or len(names) != x.shape[1]:
                 raise ValueError(f"{len(names)} feature names for x of shape {getattr(x, 'shape', None)}: one per "
                                  "column of (cells, features)")  # fmt: skip
