@@ -4,8 +4,8 @@ Every figure is the median wall time of fresh processes (``--rounds`` each, alte
 the imports of the heavy libraries on their own, ``amcore --help``, ``snakemake --dry-run`` on the default config
 (the Snakefile's own checks, which every ``snakemake`` call runs), loading a model and pushing 100 cells from
 Python, and real stages on a tiny store (they compute next to nothing, so their time is overhead): ``baseline
-copy_prev``, ``integrate`` and ``prepare``, untracked and tracked (a sqlite MLflow backend and parent run created
-first, as the pipeline's ``onstart`` does).
+copy_prev``, ``integrate``, ``prepare`` and a five-step ``train``, untracked and tracked (a sqlite MLflow backend
+and parent run created first, as the pipeline's ``onstart`` does).
 
     python benchmarks/job_overhead.py [--rounds 5] [--compare /path/to/other/checkout]
 
@@ -60,7 +60,8 @@ def main() -> None:
                 "seed": 0}  # fmt: skip
         store = work / "store.zarr"
         write_store(store, build_snapshots(spec, holdout_times=[0.5]))
-        cfg = TrainConfig(steps=5, width=8, depth=1, batch_size=32, log_every=5, coupling="independent")
+        tiny = {"steps": 5, "width": 8, "depth": 1, "batch_size": 32, "log_every": 5, "coupling": "independent"}
+        cfg = TrainConfig(**tiny)
         train(read_store(store), cfg, work / "m.pt", work / "m.csv")
         py = [sys.executable]
         amcore = [*py, "-m", "amcore"]
@@ -80,6 +81,8 @@ def main() -> None:
                           "--params", json.dumps({"steps_per_interval": 2}), "--out", out],
             "prepare": [*amcore, "prepare", "--dataset", json.dumps(spec), "--out", out, "--summary",
                         str(work / "s.json")],
+            "train": [*amcore, "train", "--store", str(store), "--params", json.dumps(tiny), "--checkpoint",
+                      f"{out}/model.pt", "--loss-csv", f"{out}/loss.csv"],
         }  # fmt: skip
         plain = {k: v for k, v in os.environ.items() if not k.startswith(("AMCORE_MLFLOW_", "MLFLOW_TRACKING"))}
         tracking.start_parent(f"sqlite:///{work / 'mlflow.db'}", "overhead", work, {})
