@@ -289,8 +289,8 @@ def entropic_plan(cost: torch.Tensor, reg: float, start: float, tol: float = SIN
     """The entropic plan between uniform weights at ``reg`` (log-domain Sinkhorn, stopped at ``tol``) and the
     iterations it took. Below ``start``, by epsilon scaling: regs halving from ``start`` to ``reg``, each stage's
     potentials starting the next (at most ``SCALING_STAGE_ITERATIONS`` a stage), the last stage's stop as without
-    (benchmarks/sinkhorn_stop.py: 600 cells a side at 0.002 of the median cost, 20 s against 78 s; 1,500 in 5-d, 55 s
-    against 272 s; audit 92's pair at about 0.001 ran out its 5,000 iterations unconverged in 178 s)."""
+    (docs/benchmarks.md, benchmarks/sinkhorn_stop.py: 600 cells a side at 0.002 of the median cost, 15 s against
+    45 s; audit 92's pair at about 0.001 ran out its 5,000 iterations unconverged in 178 s)."""
     import ot
 
     a, b = (ot.unif(n, type_as=cost) for n in cost.shape)
