@@ -265,12 +265,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         # numbers only, and finite: a growth candidate set aside scores inf in the summary, never as a metric
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and math.isfinite(v)})
         # what an auto setting chose, beside the param that says "auto" (audit 82: the head was in no param or metric)
-        run.log_params({f"{name}_chosen": summary[name] for name in ("head", "growth") if getattr(cfg, name) == "auto"})
+        run.log_params({f"{name}_chosen": summary[name] for name in ("head", "growth", "stride")
+                        if getattr(cfg, name) == "auto"})  # fmt: skip
         run.log_model(args.checkpoint, "model")  # an MLflow model (pyfunc) that ships the checkpoint
         run.log_artifact(args.loss_csv)
     kept = f"; head {summary['head']} (chosen on held-apart cells)" if cfg.head == "auto" else ""
     if cfg.growth == "auto":
         kept += f"; growth {summary['growth']:g} (chosen by its push through the training times)"
+    if cfg.stride == "auto" and summary["stride"] != 1:
+        kept += f"; stride {summary['stride']} (chosen on the training intervals' motion against sampling noise)"
     if "best_step" in summary:
         kept += f"; weights of step {summary['best_step']} (validation loss {summary['validation_loss']:.5g})"
     if os.environ.get("RANK", "0") == "0":  # one line for the job, not one per process
@@ -492,9 +495,11 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def _chosen(model) -> dict:
-    """What the ``auto`` settings (``head``, ``growth``, the spline's ``tension`` and ``velocity_weight``) chose for
-    ``model`` on its training times (audit 82: the table said none of them), empty where none chose."""
+    """What the ``auto`` settings (``head``, ``growth``, ``stride``, the spline's ``tension`` and ``velocity_weight``)
+    chose for ``model`` on its training times (audit 82: the table said none of them), empty where none chose."""
     chosen = {key: model.config[key] for key in ("head", "growth") if model.info.get(f"{key}_choice")}
+    if (model.info.get("stride_choice") or {}).get("median_ratio") is not None:  # where the data could choose 2
+        chosen["stride"] = model.config["stride"]
     shape = model.info.get("interpolant") or {}
     return chosen | {key: float(shape[key]) for key in ("tension", "velocity_weight")
                      if model.config.get(key) == "auto" and shape.get(key) is not None}  # fmt: skip

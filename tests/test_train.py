@@ -60,6 +60,58 @@ def test_a_stride_without_straight_coupled_paths_is_refused(settings):
         TrainConfig(**settings)
 
 
+def drifting(step: float, times: int = 8, cells: int = 300, seed: int = 0) -> Snapshots:
+    """A 2-d standard normal whose mean moves ``step`` along the first axis per time, at times 0, 1, ..."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.0, 1.0, (cells, 2)) + [step * k, 0.0] for k in range(times)])
+    return Snapshots.from_labels(x.astype(np.float32), np.repeat(np.arange(times, dtype=float), cells))
+
+
+def chosen_stride(tmp_path, snaps: Snapshots, **settings) -> tuple[int, dict | None]:
+    cfg = TrainConfig(steps=2, batch_size=32, width=8, depth=1, log_every=1, **settings)
+    train(snaps, cfg, tmp_path / "m.pt", tmp_path / "m.csv")
+    model = amcore.load(tmp_path / "m.pt")
+    return model.config["stride"], model.info["stride_choice"]
+
+
+def test_stride_auto_takes_chords_over_two_intervals_where_one_interval_is_pairing_noise(tmp_path, capfd):
+    """Cells that move a tenth of their spread per interval: OT between halves of 150 cells scatters them about as
+    far (median ratio 1.19: chords over two intervals), against two spreads per interval (ratio 50, far above
+    ``STRIDE_NOISE``: one). Decided on the training times alone, for AM and FM on straight OT paths."""
+    from amcore.training.train import STRIDE_NOISE
+
+    stride, record = chosen_stride(tmp_path, drifting(0.1))
+    assert stride == 2 and record["looked_at"] == 7 and record["median_ratio"] < 1.5
+    assert "amcore train: stride auto: 2 (over the median of 7 training intervals" in capfd.readouterr().err
+    stride, record = chosen_stride(tmp_path, drifting(2.0))
+    assert stride == 1 and record["median_ratio"] > 2 * STRIDE_NOISE
+    assert chosen_stride(tmp_path, drifting(0.1), objective="fm")[0] == 2
+    # a given stride is kept as given, and says nothing of a choice
+    assert chosen_stride(tmp_path, drifting(0.1), stride=1) == (1, None)
+    # not for spline, independent or uAM paths; not on four intervals (a chord over two is half the course)
+    for settings in ({"interpolation": "spline"}, {"coupling": "independent"}, {"objective": "uam"}):
+        assert chosen_stride(tmp_path, drifting(0.1), **settings)[0] == 1, settings
+    stride, record = chosen_stride(tmp_path, drifting(0.1, times=5))
+    assert stride == 1 and record["median_ratio"] is None and record["looked_at"] == 4
+    # the table says what it chose where the data could have chosen 2 (amcore.cli._chosen feeds table.md)
+    from amcore.cli import _chosen
+
+    assert _chosen(amcore.load(tmp_path / "m.pt")) == {}
+    chosen_stride(tmp_path, drifting(2.0))
+    assert _chosen(amcore.load(tmp_path / "m.pt")) == {"stride": 1}
+
+
+def test_held_out_cells_never_reach_stride_auto(tmp_path):
+    """The held-out time's cells made absurd (far off) and its interval dropped: the same choice, from the same
+    training intervals, as without that time."""
+    snaps = drifting(0.1, times=9)
+    held = Snapshots(snaps.x.copy(), snaps.t_values, snaps.offsets, {"holdout_times": [4.0]})
+    held.x[held.offsets[4] : held.offsets[5]] += 1e3
+    stride, record = chosen_stride(tmp_path, held)
+    assert (stride, record) == chosen_stride(tmp_path, snaps.drop_times([4.0]))
+    assert stride == 2 and record["looked_at"] == 7
+
+
 @pytest.mark.parametrize(
     "settings",
     [{"pathwise": -0.1}, {"pathwise": 1.5}, {"pathwise": 1, "objective": "fm"},

@@ -259,10 +259,12 @@ def _mark(marked: set[tuple[str, str]], method: str, holdout: str) -> str:
     return f" {FLAG_MARK}" if hit else ""
 
 
+CHOSEN = ("head", "growth", "stride", "tension", "velocity_weight")  # the auto settings a table says the choice of
+
+
 def chosen_lines(results: list[dict]) -> list[str]:
-    """What the ``auto`` settings chose (``head``, ``growth``, ``tension``, ``velocity_weight``), by method and
-    held-out time, each value with the seeds that chose it: each choice was made on its split's training times
-    alone. Empty where nothing chose."""
+    """What the ``auto`` settings chose (:data:`CHOSEN`), by method and held-out time, each value with the seeds
+    that chose it: each choice was made on its split's training times alone. Empty where nothing chose."""
     runs = [r for r in results if r.get("chosen")]
     if not runs:
         return []
@@ -272,7 +274,7 @@ def chosen_lines(results: list[dict]) -> list[str]:
                                                  for h in holdouts) + " |",
              "|" + "---|" * (len(holdouts) + 2)]  # fmt: skip
     methods = dict.fromkeys(r["method"] for r in runs)
-    for method, setting in ((m, k) for m in methods for k in ("head", "growth", "tension", "velocity_weight")):
+    for method, setting in ((m, k) for m in methods for k in CHOSEN):
         cells = []
         for h in holdouts:
             seeds: dict = {}

@@ -162,7 +162,7 @@ class TrainedModel:
         info = {"step": payload["step"], "data": payload["data"], "history": payload["history"], "path": str(path),
                 "trained_times": payload.get("times"), "store": payload.get("store"),
                 "preprocess": payload.get("preprocess"), "interpolant": payload.get("interpolant"),
-                "head_choice": payload.get("head_choice"),
+                "head_choice": payload.get("head_choice"), "stride_choice": payload.get("stride_choice"),
                 "growth_choice": payload.get("growth_choice"), "feature_names": payload.get("feature_names"),
                 "code": payload.get("code"), "input_key": payload.get("input_key"),
                 "data_sha256": payload.get("data_sha256")}  # fmt: skip

@@ -133,7 +133,7 @@ class TrainConfig:
     interpolation: str = "linear"
     tension: float | str = "auto"
     velocity_weight: float | str = 0.0
-    stride: int = 1
+    stride: int | str = "auto"
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -244,7 +244,7 @@ class TrainConfig:
             raise InputError(f"interpolation 'spline' chains exact OT plans: it needs coupling 'ot', not "
                              f"{self.coupling!r}")  # fmt: skip
         if self.coupling == "unbalanced" and (self.objective != "uam" or self.interpolation != "linear"
-                                              or self.stride != 1):  # fmt: skip
+                                              or self.stride not in (1, "auto")):  # fmt: skip
             raise InputError(f"coupling 'unbalanced' lets mass grow and die along uAM's path: it needs objective "
                              f"'uam', interpolation 'linear' and stride 1 (got {self.objective!r}, "
                              f"{self.interpolation!r}, {self.stride!r})")  # fmt: skip
@@ -259,14 +259,15 @@ class TrainConfig:
         if not 0 <= self.validation < 0.5 or self.validate_every < 1:
             raise ValueError(f"validation must be in [0, 0.5) (a fraction of each time's cells) and validate_every "
                              f">= 1, got {self.validation} and {self.validate_every}")  # fmt: skip
-        if self.stride != 1 and (
-            isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1
-            or self.interpolation != "linear" or self.path_coupling() == "independent"
+        whole = isinstance(self.stride, int) and not isinstance(self.stride, bool) and self.stride >= 1
+        if self.stride != "auto" and not whole or self.stride not in (1, "auto") and (
+            self.interpolation != "linear" or self.path_coupling() == "independent"
         ):  # fmt: skip
             raise ValueError(
-                f"stride (got {self.stride!r}) mixes that many interleaved straight OT paths: an integer >= 1, with "
-                f"interpolation 'linear' and coupling 'ot' or 'entropic' (got {self.interpolation!r} and "
-                f"{self.coupling!r}{', implementation torchcfm' if self.implementation == 'torchcfm' else ''})"
+                f"stride (got {self.stride!r}) mixes that many interleaved straight OT paths: 'auto' or an integer "
+                f">= 1, above 1 with interpolation 'linear' and coupling 'ot' or 'entropic' (got "
+                f"{self.interpolation!r} and {self.coupling!r}"
+                f"{', implementation torchcfm' if self.implementation == 'torchcfm' else ''})"
             )
         if self.pathwise != 0 and (
             not 0 <= self.pathwise <= 1 or self.objective not in ("am", "uam") or self.interpolation == "nearest"

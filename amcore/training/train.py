@@ -372,6 +372,9 @@ class Run:
     loss history; ``state`` is what a checkpoint holds and ``resume`` reads it back."""
 
     def __init__(self, snaps: Snapshots | None, cfg: TrainConfig, path: SnapshotPath | MarginalPath | None) -> None:
+        if cfg.stride == "auto":  # ``train`` decides it first, and says so; a Run built alone decides it here
+            ratios = _motion_ratios(snaps)[0] if snaps is not None else []
+            cfg = replace(cfg, stride=_auto_stride(cfg, ratios)["stride"])
         self.cfg, self.cluster = cfg, Cluster()
         device = self.cluster.device
         set_precision(device, cfg.tf32)
@@ -416,6 +419,7 @@ class Run:
             self.validation_path = self._snapshot_path(held.in_memory(), cfg.seed + VALIDATION_SEED)
         self.best: dict | None = None
         self.head_choice: dict | None = None  # how head 'auto' chose, where it did
+        self.stride_choice: dict | None = None  # how stride 'auto' chose, where it did
         self.data_key = self.path.fingerprint()  # a partial checkpoint resumes only the same data
         self.feature_names = snaps.attrs.get("feature_names") if snaps is not None else None
         # How the input's cells were brought into these coordinates: ``TrainedModel.preprocess`` applies it to new ones.
@@ -609,6 +613,7 @@ class Run:
             "generators": self.cluster.gather([gen.get_state() for gen in self.gens]),
             "time_sampler": (self.times.second_moment, self.times.seen), "history": self.history,
             "running": float(self.running), "best": self.best, "head_choice": self.head_choice,
+            "stride_choice": self.stride_choice,
             "code": code_version(), "data_sha256": self.data_sha256, "processes": self.cluster.world,
         }  # fmt: skip
 
@@ -735,8 +740,15 @@ def train(
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     if snaps is not None and (note := _mass_change(snaps) if cfg.objective != "uam" else _counts_note(snaps)):
         _say_once(note)
-    if snaps is not None and os.environ.get("RANK", "0") == "0" and (note := _motion_note(snaps)):
+    ratios, looked_at = _motion_ratios(snaps) if snaps is not None else ([], 0)
+    if note := _motion_note(ratios, looked_at):
         _say_once(note)
+    if stride_choice := _auto_stride(cfg, ratios):
+        cfg = replace(cfg, stride=stride_choice["stride"])  # every candidate and the model train on the same path
+        if (median := stride_choice["median_ratio"]) is not None:
+            _say_once(f"amcore train: stride auto: {cfg.stride} (over the median of {stride_choice['looked_at']} "
+                      f"training intervals looked at, OT pairs cells {median:.3g} times as far, squared, as it pairs "
+                      f"two halves of one time: chords over two intervals under {STRIDE_NOISE:g})")  # fmt: skip
     if snaps is not None and cfg.objective == "eam":
         _say_once(_sigma_units(snaps))
         if note := _sigma_spread(snaps, cfg):
@@ -752,15 +764,16 @@ def train(
                 chosen = _chosen_before(snaps, cfg, partial_path(checkpoint))
                 chosen = chosen or _choose_head(snaps, cfg, Path(checkpoint), path)
                 cfg = replace(cfg, head=chosen["head"])
+            stride = {"stride": cfg.stride} if stride_choice else {}
             if cfg.growth == "auto":
-                return _choose_growth(snaps, cfg, Path(checkpoint), Path(loss_csv), path)
-            summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen)[0] | (chosen or {})
+                return _choose_growth(snaps, cfg, Path(checkpoint), Path(loss_csv), path) | stride
+            summary = _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, chosen, stride_choice=stride_choice)[0]
             if os.environ.get("RANK", "0") == "0":  # an interrupted head or growth auto's candidates (review 81)
                 for head in HEAD_CANDIDATES:
                     partial_path(_candidate(Path(checkpoint), head)).unlink(missing_ok=True)
                 for growth in choice.GROWTHS:
                     _remove_candidate(*_growth_candidate(Path(checkpoint), growth))
-            return summary
+            return summary | (chosen or {}) | stride
         finally:
             torch.set_num_threads(threads)  # a notebook's torch keeps its own threads after train(threads=1)
 
@@ -849,38 +862,64 @@ def _paired_median(a: np.ndarray, b: np.ndarray) -> float:
     return float(squared[order][np.searchsorted(np.cumsum(weights[order]), 0.5)])
 
 
-def _motion_note(snaps: Snapshots) -> str | None:
-    """A note naming the training intervals over which the cells moved hardly farther than two samples of one time
-    differ by chance: the median squared length of the OT pairs between halves of the two times under
-    ``MOTION_NOISE`` times that between two halves of one time (:func:`_paired_median`). OT plans between finite
-    samples then pair cells mostly by chance, and the field there is not resolved by the data
-    (benchmarks/chord_noise.py, on halves of 500 cells: the analytic processes with the largest velocity errors are
-    the ones at 1.2-1.8). Halves of at most ``MOTION_CELLS`` cells, and a ratio of a few hundred cells moves
-    with the draw of halves."""
+def _motion_ratios(snaps: Snapshots) -> tuple[list[tuple[float, float, float]], int]:
+    """Over up to ``MOTION_INTERVALS`` training intervals (evenly spread), the median squared length of the OT pairs
+    between halves of the two times over that between two halves of one time (:func:`_paired_median`), as ``(t_a,
+    t_b, ratio)``; and how many intervals were looked at. The held-out times are dropped first: they never reach the
+    note or ``stride: auto``. Halves of at most ``MOTION_CELLS`` cells (an interval of under 5 cells a half is not
+    looked at: two halves of a few cells say nothing either way); a ratio of a few hundred cells moves with the draw."""
     kept = snaps.training_snapshots()
     if len(kept) < 2:
-        return None
-    rng, counts, slow = np.random.default_rng(0), snaps.counts(), []
+        return [], 0
+    rng, counts, ratios = np.random.default_rng(0), snaps.counts(), []
     chosen = np.unique(np.linspace(0, len(kept) - 2, min(MOTION_INTERVALS, len(kept) - 1)).round().astype(int))
     for j in chosen:
         a, b = kept[j], kept[j + 1]
         n = min(MOTION_CELLS, int(counts[a]) // 2, int(counts[b]) // 2)
-        if n < 5:  # two halves of a few cells say nothing either way
+        if n < 5:
             continue
         (a1, a2), (b1, b2) = (np.split(_uniform_cells(snaps, k, 2 * n, rng), 2) for k in (a, b))
         noise = (_paired_median(a1, a2) + _paired_median(b1, b2)) / 2
-        moved = _paired_median(a1, b1)
-        if moved < MOTION_NOISE * noise:
-            slow.append(f"t = {snaps.t_values[a]:g} to {snaps.t_values[b]:g}: {moved / noise:.2f}")
+        ratios.append((float(snaps.t_values[a]), float(snaps.t_values[b]), _paired_median(a1, b1) / noise))
+    return ratios, len(chosen)
+
+
+def _motion_note(ratios: list[tuple[float, float, float]], looked_at: int) -> str | None:
+    """A note naming the training intervals over which the cells moved hardly farther than two samples of one time
+    differ by chance (:func:`_motion_ratios` under ``MOTION_NOISE``). OT plans between finite samples then pair cells
+    mostly by chance, and the field there is not resolved by the data (benchmarks/chord_noise.py, on halves of 500
+    cells: the analytic processes with the largest velocity errors are the ones at 1.2-1.8)."""
+    slow = [f"t = {a:g} to {b:g}: {ratio:.2f}" for a, b, ratio in ratios if ratio < MOTION_NOISE]
     if not slow:
         return None
     shown = "; ".join(slow[:4]) + (f"; and {len(slow) - 4} more" if len(slow) > 4 else "")
-    return (f"amcore train: note: over {len(slow)} of the {len(chosen)} training intervals looked at, the cells of the "
+    return (f"amcore train: note: over {len(slow)} of the {looked_at} training intervals looked at, the cells of the "
             f"two times differ hardly more than two random halves of one time do (the median squared distance OT pairs "
             f"cells over, against that of the halves: under {MOTION_NOISE:g}, on up to {MOTION_CELLS} cells a side; "
             f"{shown}): OT pairs their cells "
             "mostly by chance, and the velocities learned there are not resolved by these cells. More cells per "
             "time, fewer features (preprocess: n_features or pca) or times farther apart resolve them")  # fmt: skip
+
+
+STRIDE_MIN_INTERVALS = 5  # stride auto takes chords over two intervals only on this many training intervals or more
+STRIDE_NOISE = 4.0  # ... and where the median interval's motion ratio (:func:`_motion_ratios`) is under this
+
+
+def _auto_stride(cfg: TrainConfig, ratios: list[tuple[float, float, float]]) -> dict | None:
+    """``stride: auto``: 2 where the cells over the median training interval move less than ``STRIDE_NOISE`` times
+    two random halves of one time differ (:func:`_motion_ratios`) and at least ``STRIDE_MIN_INTERVALS`` intervals
+    were looked at, else 1; None where the setting is not ``auto``. There a chord over one interval is mostly the
+    OT pairing's scatter, and a chord over two is as scattered for twice the motion (docs/training.md, "Intervals
+    the cells do not resolve"); over few, widely spaced times it would cut across a large share of the course. Only
+    AM and Flow Matching on straight coupled paths take a stride: 1 for the rest."""
+    if cfg.stride != "auto":
+        return None
+    straight = cfg.interpolation == "linear" and cfg.path_coupling() in ("ot", "entropic")
+    if not (cfg.objective in ("am", "fm") and cfg.implementation == "amcore" and straight):
+        return {"stride": 1, "median_ratio": None, "looked_at": len(ratios)}
+    median = float(np.median([ratio for _, _, ratio in ratios])) if len(ratios) >= STRIDE_MIN_INTERVALS else None
+    stride = 2 if median is not None and median < STRIDE_NOISE else 1
+    return {"stride": stride, "median_ratio": None if median is None else round(median, 4), "looked_at": len(ratios)}
 
 
 def _sigma_spread(snaps: Snapshots, cfg: TrainConfig) -> str | None:
@@ -1118,15 +1157,17 @@ def _check_training_inputs(snaps: Snapshots | None, cfg: TrainConfig, checkpoint
                              "to turn the path with; set velocity_weight 0")  # fmt: skip
 
 
-def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=True) -> tuple[dict, dict]:
-    """``train``'s loop and checkpoints (which keep ``head_choice``, how ``head: auto`` chose); its summary and the
+def _fit(snaps, cfg, checkpoint, loss_csv, on_metrics, path, head_choice, last=True,
+         stride_choice=None) -> tuple[dict, dict]:  # fmt: skip
+    """``train``'s loop and checkpoints (which keep ``head_choice`` and ``stride_choice``, how ``head`` and ``stride``
+    ``auto`` chose); its summary and the
     checkpoint's payload (the network's arguments and EMA weights among it). A training that is not the job's
     ``last`` leaves the process group up for the next: torchrun's rendezvous is not meant to be joined again after
     it was torn down (the third join hung)."""
     torch.set_num_threads(cpu_threads(cfg.threads))
     keep_freed_memory()
     run = Run(snaps, cfg, path)
-    run.head_choice = head_choice
+    run.head_choice, run.stride_choice = head_choice, stride_choice
     leader, partial = run.cluster.leader, partial_path(checkpoint)
     run.resume(partial)
     interactive = sys.stderr.isatty()
