@@ -824,6 +824,11 @@ def cmd_table(args: argparse.Namespace) -> None:
                              "would be averaged as one; give one run's files")  # fmt: skip
         seen[key] = path
     table = tables.long_table(results, variances)
+    methods = sorted(set(table["method"]))
+    if args.reference is None:  # audit 95: am was recorded as the reference of a table that had none
+        args.reference = "am" if "am" in methods else ""
+    elif args.reference not in methods:
+        raise InputError(f"--reference {args.reference}: no such method in the results ({methods})")
     shared = settings[0] if all(s == settings[0] for s in settings) else None  # the subsample sizes, where one
     markdown = tables.markdown(table, args.reference, shared, tables.chosen_lines(results))
     recorded = table.assign(reference=args.reference)  # what summary pairs against unless told otherwise
@@ -895,6 +900,10 @@ def cmd_summary(args: argparse.Namespace) -> None:
         metrics = sorted(m for m in set(table["metric"]) if not m.startswith(HELD_OUT_VAR))  # a pair's, not a metric
         if args.metric not in metrics:
             raise InputError(f"--metric {args.metric}: not in {name}'s table (it has {metrics})")
+        if not references[name]:
+            raise InputError(f"{name}'s table was made with no reference (no method named am, and no --reference "
+                             f"given to amcore table): give --reference {name}=MODEL, one of "
+                             f"{sorted(set(table['method']))}")  # fmt: skip
         if references[name] not in set(table["method"]):
             said = "--reference " if args.reference else f"the reference {name} was paired against, "
             raise InputError(f"{said}{references[name]}: no such method in {name}'s table "
@@ -964,8 +973,8 @@ def _recorded_reference(path: Path, table) -> str:
     written before it was recorded."""
     if "reference" not in table.columns:
         return "am"
-    names = sorted(set(table["reference"]))
-    if len(names) != 1 or not names[0]:
+    names = sorted(set(table["reference"].fillna("")))
+    if len(names) != 1:
         raise InputError(f"{path}: column 'reference' holds {names}; expected the one model amcore table paired "
                          "against, on every row")  # fmt: skip
     return names[0]
@@ -1113,8 +1122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True, help="output PNG: W1 per held-out time (or per time)")
     p.add_argument("--panels", type=_json, default=None, help="held-out predictions to draw (JSON)")
     p.add_argument("--predictions-figure", default=None, help="output PNG: true vs predicted cells")
-    p.add_argument("--reference", default="am", help="the model every other method is paired against by seed "
-                   "(default am; the pipeline passes its config's reference)")  # fmt: skip
+    p.add_argument("--reference", help="the model every other method is paired against by seed (default am "
+                   "where the results hold it, else none; the pipeline passes its config's reference)")  # fmt: skip
 
     p = stage("export", cmd_export, "AnnData (.h5ad) of the cells with each model's fields; held-out predictions")
     p.add_argument("--store", required=True, help="snapshot store (.zarr) from amcore prepare")

@@ -38,6 +38,7 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 ENV_URI = "AMCORE_MLFLOW_URI"
 ENV_EXPERIMENT = "AMCORE_MLFLOW_EXPERIMENT_ID"
 ENV_PARENT = "AMCORE_MLFLOW_PARENT_RUN_ID"
+ENV_NAME = "AMCORE_MLFLOW_RUN_PREFIX"  # the config's experiment: it names and tags every run of the invocation
 
 
 def _said(err: BaseException) -> str:
@@ -72,7 +73,7 @@ def start_parent(
 
     An unreachable backend is reported and leaves the pipeline untracked rather than stopped.
     """
-    for key in (ENV_URI, ENV_EXPERIMENT, ENV_PARENT):
+    for key in (ENV_URI, ENV_EXPERIMENT, ENV_PARENT, ENV_NAME):
         os.environ.pop(key, None)
     folder = str(Path(results_dir).resolve())
     tags = {"amcore.kind": "pipeline", "amcore.results_dir": folder, "amcore.host": socket.gethostname(),
@@ -86,11 +87,14 @@ def start_parent(
             if uri.startswith("sqlite:"):
                 location = (Path(results_dir) / "mlartifacts").resolve().as_uri()
             experiment_id = _experiment_id(client, experiment, location)
-        run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
+        # the config's experiment in every run's name and tags: two configs sharing a tracker ran stages of one name
+        # that only their parents told apart (audit 95)
+        prefix = tags.get("amcore.experiment", "")
+        run = client.create_run(experiment_id, run_name="/".join(filter(None, [prefix, "pipeline"])), tags=tags)
     except Exception as err:  # noqa: BLE001 - an unreachable tracker must not stop the pipeline
         print(f"amcore: MLflow at {uri} unavailable ({_said(err)}); this invocation is not tracked", file=sys.stderr)
         return
-    os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id})
+    os.environ.update({ENV_URI: uri, ENV_EXPERIMENT: experiment_id, ENV_PARENT: run.info.run_id, ENV_NAME: prefix})
     print(f"amcore: MLflow parent run {run.info.run_id} at {uri}", file=sys.stderr)
     try:  # what follows is a record of the invocation: its failure never untracks it
         _close_killed(client, experiment_id, tags, run.info.run_id)
@@ -257,6 +261,7 @@ def _read_state() -> dict | None:
         "uri": os.environ[ENV_URI],
         "experiment_id": os.environ[ENV_EXPERIMENT],
         "parent_run_id": os.environ[ENV_PARENT],
+        "prefix": os.environ.get(ENV_NAME, ""),
     }
 
 
@@ -270,7 +275,8 @@ class StageRun:
         self.state = _read_state() if int(os.environ.get("RANK", "0")) == 0 else None
         self.stage = stage
         code = code_version() if self.state is not None else {}  # git runs only for a tracked stage
-        self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **code, **tags}
+        named = {"amcore.experiment": self.state["prefix"]} if self.state and self.state["prefix"] else {}
+        self.tags = {"amcore.kind": "stage", "amcore.stage": stage, **named, **code, **tags}
         self.params = _flatten(params)
         self.run_id: str | None = None  # set once the run exists with its parameters and tags
         self._created: str | None = None  # the run, from its creation on: a retry never creates a second one
@@ -336,7 +342,7 @@ class StageRun:
             wildcards = [v for k, v in self.tags.items() if k.startswith("snakemake.wildcard.")]
             self._created = self.client.create_run(
                 self.state["experiment_id"],
-                run_name="/".join([self.stage, *wildcards]),
+                run_name="/".join(filter(None, [self.state["prefix"], self.stage, *wildcards])),
                 tags={"mlflow.parentRunId": self.state["parent_run_id"], **self.tags},
             ).info.run_id
         _log_params(self.client, self._created, self.params)  # the same values again on a retry

@@ -9,8 +9,9 @@ error under ``p_t`` of its field at the observed times (``evaluate.score_truth``
   ``S C + C S = C'``: the field AM identifies (the rotation itself moves no density). AM (straight and spline
   interpolants; straight with the former default of four time frequencies) against Flow Matching (amcore's, on the
   same fixed OT plans, one and four time frequencies; TorchCFM's minibatch OT-CFM takes 0.8 s a step here, an
-  hour a model on 2 cores); both on the mixture of two interleaved straight paths (``stride: 2``), there AM also
-  with the potential head ``inner`` and with the pathwise estimator.
+  hour a model on 2 cores); both at the default ``stride: auto``, at ``stride: 1`` (the former default) and on
+  the mixture of two interleaved straight paths (``stride: 2``), there AM also with the potential head ``inner``
+  and with the pathwise estimator.
 - ``ou``: eAM's drift on a 3-d Ornstein-Uhlenbeck process (rates, noise and start other than the built-in's).
 - ``growth``: uAM's growth rate on a growing, moving 3-d Gaussian, on the OT path and on the unbalanced one.
 
@@ -85,10 +86,12 @@ def snapshots(simulator, cells: int, seed: int) -> Snapshots:
 def models(case: str) -> dict[str, dict]:
     if case == "rotating":
         return {
-            "am_linear": {"objective": "am"},
+            "am_linear": {"objective": "am"},  # the defaults: stride auto (2 on these processes' noisier intervals)
+            "am_linear_s1": {"objective": "am", "stride": 1},  # the former default: chords over one interval
             "am_linear_t4": {"objective": "am", "time_frequencies": 4},  # the former default: a faster time dependence
             "am_spline": {"objective": "am", "interpolation": "spline"},
             "fm": {"objective": "fm"},
+            "fm_s1": {"objective": "fm", "stride": 1},
             "fm_t4": {"objective": "fm", "time_frequencies": 4},
             "am_linear_s2": {"objective": "am", "stride": 2},  # two interleaved paths, chords over two intervals
             "fm_s2": {"objective": "fm", "stride": 2},

@@ -642,3 +642,26 @@ def test_the_library_trains_and_loads_without_the_pipelines_packages(tmp_path):
     shape, said = done.stdout.strip().splitlines()
     assert shape == "(5, 2)" and said.endswith("needs mlflow, which amcore installs with its pipeline: pip install "
                                                "'amcore[pipeline]' (or mlflow alone)")  # fmt: skip
+
+
+def test_a_snapshot_store_and_a_trajectories_store_are_not_read_as_each_other(tmp_path):
+    """Audit 95: read_trajectories returned a snapshot store (its x has no steps: the error came later, elsewhere), and
+    read_store on a trajectories store raised a bare KeyError."""
+    import xarray as xr
+
+    from amcore.data.store import read_store, write_store
+    from amcore.errors import InputError
+
+    snaps = Snapshots.from_labels(np.zeros((20, 2), np.float32), np.repeat([0.0, 1.0], 10))
+    write_store(tmp_path / "store.zarr", snaps)
+    with pytest.raises(InputError, match="store.zarr: not a trajectories store .* a snapshot store: amcore.read_store"):
+        amcore.read_trajectories(tmp_path / "store.zarr")
+    pushed = xr.Dataset({"x": (("step", "particle", "feature"), np.zeros((2, 3, 2)))})
+    pushed.to_zarr(tmp_path / "t.zarr", consolidated=False)
+    assert amcore.read_trajectories(tmp_path / "t.zarr").x.shape == (2, 3, 2)
+    with pytest.raises(InputError, match=r"t.zarr: not a snapshot store \(it lacks \['offsets', 't_values'\]\): a "
+                                         "trajectories store or a held-out prediction"):  # fmt: skip
+        read_store(tmp_path / "t.zarr")
+    xr.Dataset({"y": ("n", np.zeros(3))}).to_zarr(tmp_path / "other.zarr", consolidated=False)
+    with pytest.raises(InputError, match="other.zarr: not a trajectories store .* not written by amcore integrate"):
+        amcore.read_trajectories(tmp_path / "other.zarr")

@@ -213,6 +213,15 @@ def test_a_prediction_resting_on_a_few_weighted_particles_is_scored_and_flagged(
     text = (tmp_path / "table.md").read_text()
     assert "- few, held-out 1, seed 0: effective size 2.8% of the particles" in text
     assert "- even, held-out 1, seed 0: effective size" not in text
+    # audit 95: with no method named am and no --reference, no reference is recorded (it was am), and summary asks
+    assert "No paired differences: no reference (no method named am;" in text
+    import pandas as pd
+
+    assert set(pd.read_csv(outputs[0], keep_default_na=False)["reference"]) == {""}
+    assert main(["summary", outputs[0]]) == 2
+    assert "made with no reference (no method named am" in capsys.readouterr().err
+    assert main([*args, "--figure", outputs[2], "--reference", "mine"]) == 2
+    assert "--reference mine: no such method in the results (['even', 'few'])" in capsys.readouterr().err
 
 
 def test_the_score_labels_its_split_with_every_digit_of_the_time(tmp_path):

@@ -87,6 +87,11 @@ def check_tracking(uri: str, config: dict, metrics: dict) -> None:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
     assert sorted(r.data.tags["amcore.stage"] for r in children) == STAGES
     assert all(r.info.status == "FINISHED" for r in children)
+    # audit 95: the config's experiment names and tags every run (two configs sharing a tracker had stage runs
+    # that only their parents told apart)
+    name = config["experiment"]
+    assert parents[0].info.run_name == f"{name}/pipeline"
+    assert all(r.data.tags["amcore.experiment"] == name and r.info.run_name.startswith(f"{name}/") for r in children)
     by_stage = {r.data.tags["amcore.stage"]: r for r in children}
     train = by_stage["train"]
     model_cfg = config["models"]["am"]

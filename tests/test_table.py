@@ -197,6 +197,8 @@ def test_one_summary_across_datasets_from_the_table_files(tmp_path, capsys):
     text = (tmp_path / "summary.md").read_text()
     assert "- tigon: 1 with escaped cells (am), 1 on under 20 cells (am) (listed in its table.md)" in text
     assert "| am | 2.5 ± 1.4 | 2.5 ± 1.4 ⚑ |" in text  # audit 68: the flagged method is marked where it is read
+    # audit 95: the legend stood between the header and the rows, and markdown read the rows as plain text
+    assert "|---|---|---|\n| am | 2.5 ± 1.4 | 2.5 ± 1.4 ⚑ |" in text and text.index("⚑:") < text.index("| method |")
     assert "eb_leaveout:" not in text
     # each dataset's own rule may choose the reference (uam where counts change): the pairs are taken against it
     rows = _results()
@@ -467,3 +469,12 @@ def test_a_held_out_time_where_w1_and_sliced_w1_put_different_methods_first_is_n
     assert "W1 and sliced W1" not in markdown(long_table(close))  # 0.5 % apart in W1: the seeds' spread, no order
     rows[0]["table"] = {"w1": float("nan"), "sliced_w1": float("nan"), "nonfinite": 3}  # am fails at 1: one left
     assert "W1 and sliced W1" not in markdown(long_table(rows))
+
+
+def test_the_chosen_section_is_left_out_where_no_setting_it_lists_chose():
+    """Audit 95: a choice of a setting the section does not list gave its header and no rows."""
+    from amcore.evaluation.table import chosen_lines
+
+    assert chosen_lines([{"method": "am", "holdout": "1", "seed": "0", "chosen": {"unlisted": 1}}]) == []
+    lines = chosen_lines([{"method": "am", "holdout": "1", "seed": "0", "chosen": {"stride": 2, "unlisted": 1}}])
+    assert lines[0].startswith("### Chosen") and "| am | stride | 2 (seed 0) |" in lines and len(lines) == 6

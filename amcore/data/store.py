@@ -529,7 +529,9 @@ def open_store(path: str | Path) -> Snapshots:
     ds = open_zarr(path)
     missing = {"x", "t_values", "offsets"} - set(ds.variables)
     if missing:
-        raise KeyError(f"{path}: snapshot store lacks {sorted(missing)}")
+        pushed = "t_values" not in ds and ("step" in ds.dims or "holdout_x" in ds)
+        kind = ": a trajectories store or a held-out prediction, amcore.read_trajectories reads it" if pushed else ""
+        raise InputError(f"{path}: not a snapshot store (it lacks {sorted(missing)}){kind}")
     attrs = {key: json.loads(value) for key, value in ds.attrs.items()}
     weights = ds["mass"].data if "mass" in ds else None
     obs_index = ds["obs_index"].data if "obs_index" in ds else None

@@ -266,13 +266,8 @@ def chosen_lines(results: list[dict]) -> list[str]:
     """What the ``auto`` settings chose (:data:`CHOSEN`), by method and held-out time, each value with the seeds
     that chose it: each choice was made on its split's training times alone. Empty where nothing chose."""
     runs = [r for r in results if r.get("chosen")]
-    if not runs:
-        return []
     holdouts = list(dict.fromkeys(str(r["holdout"]) for r in runs))
-    lines = ["### Chosen on the training times (the `auto` settings)", "",
-             "| method | setting | " + " | ".join(f"t = {held_label(h, holdouts)}" if h != "none" else "none held out"
-                                                 for h in holdouts) + " |",
-             "|" + "---|" * (len(holdouts) + 2)]  # fmt: skip
+    lines = []
     methods = dict.fromkeys(r["method"] for r in runs)
     for method, setting in ((m, k) for m in methods for k in CHOSEN):
         cells = []
@@ -284,7 +279,12 @@ def chosen_lines(results: list[dict]) -> list[str]:
             cells.append(", ".join(_chose(value, chose) for value, chose in sorted(seeds.items())) or "—")
         if any(cell != "—" for cell in cells):
             lines.append(f"| {method} | {setting} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    if not lines:  # a header without rows where only settings it does not list chose (audit 95)
+        return []
+    return ["### Chosen on the training times (the `auto` settings)", "",
+            "| method | setting | " + " | ".join(f"t = {held_label(h, holdouts)}" if h != "none" else "none held out"
+                                                for h in holdouts) + " |",
+            "|" + "---|" * (len(holdouts) + 2), *lines, ""]  # fmt: skip
 
 
 def _chose(value, seeds: list[str]) -> str:
@@ -550,6 +550,8 @@ def _unpaired(table: pd.DataFrame, metric: str, reference: str) -> str:
     part = table[(table["metric"] == metric) & (table["holdout"] != "none")]
     if part.empty:
         return "no held-out time"
+    if not reference:
+        return "no reference (no method named am; amcore table --reference MODEL names one)"
     if reference not in set(part["method"]):  # audit 41: said "0 seeds" of a model that has no such metric
         return f"{reference} has no {metric}"
     seeds = part.loc[part["method"] == reference, "seed"].nunique()
@@ -606,11 +608,12 @@ def across_datasets(tables: dict[str, pd.DataFrame], metric: str = "w1", referen
                   for runs, short, _, _ in flag_sections(table) if len(runs)]  # fmt: skip
         lines += [f"- {name}: " + ", ".join(counts) + " (listed in its table.md)"] if counts else []
     lines = ["**Failed and flagged predictions**", "", *lines, ""] if lines else []
-    lines += [f"### {metric}, mean over held-out times (± std over seeds)", "", header]
+    lines += [f"### {metric}, mean over held-out times (± std over seeds)", ""]
     marked = {name: marked_runs(t) for name, t in tables.items()}
-    if any(marked.values()):
+    if any(marked.values()):  # before the header: between it and the rows, it broke the table (audit 95)
         lines += [f"{FLAG_MARK}: a run of that method (any held-out time or seed) is failed or flagged in its "
                   "table.md.", ""]  # fmt: skip
+    lines.append(header)
     for method in methods:
         cells = [_cell(column(means[n][method])) + _mark(marked[n], method, "mean") if method in means[n] else "—"
                  for n in names]  # fmt: skip

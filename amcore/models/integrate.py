@@ -19,6 +19,7 @@ import torch
 import xarray as xr
 
 from amcore.atomic import replacing
+from amcore.errors import InputError
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BATCH_SIZE = 2**16  # cells pushed at once (integrate.batch_size): the memory of a push does not grow with the cells
@@ -305,10 +306,18 @@ class TrajectoryWriter:
 
 
 def read_trajectories(path: str | Path, load: bool = True) -> xr.Dataset:
-    """A trajectories store, loaded (``load=False``: lazily, for reading a few steps or particles of a big one)."""
+    """A trajectories store, loaded (``load=False``: lazily, for reading a few steps or particles of a big one), or a
+    baseline's held-out prediction (its ``holdout_x`` alone). Another zarr store is refused by name (audit 95: a
+    snapshot store was returned, and ``x`` without steps failed later, elsewhere)."""
     from amcore.data.store import open_zarr
 
+    ds = open_zarr(path)
+    if "t_values" in ds or not ("x" in ds and "step" in ds["x"].dims or "holdout_x" in ds):
+        kind = "a snapshot store: amcore.read_store reads it" if "t_values" in ds else "not written by amcore integrate"
+        ds.close()
+        raise InputError(f"{path}: not a trajectories store (x by step, particle, feature) or a held-out prediction "
+                         f"(holdout_x): {kind}")  # fmt: skip
     if not load:
-        return open_zarr(path)
-    with open_zarr(path) as ds:
+        return ds
+    with ds:
         return ds.load()
