@@ -59,6 +59,7 @@ def snapshot_path(training: Snapshots, cfg: TrainConfig, seed: int, device: torc
     """The path ``cfg`` trains on through ``training``'s cells, of the given (or ``auto``) spline shape; ``length``:
     the unbalanced coupling's (:func:`growth_length`)."""
     eam = cfg.objective == "eam"
+    cfg = _decided_stride(cfg, training)
     return SnapshotPath(
         training, cfg.path_coupling(), cfg.ot_max_size, seed=seed, device=device,
         # eAM's sigma_t schedule (the loss's and the integrator's) for the Brownian bridge and the entropic reg.
@@ -372,9 +373,7 @@ class Run:
     loss history; ``state`` is what a checkpoint holds and ``resume`` reads it back."""
 
     def __init__(self, snaps: Snapshots | None, cfg: TrainConfig, path: SnapshotPath | MarginalPath | None) -> None:
-        if cfg.stride == "auto":  # ``train`` decides it first, and says so; a Run built alone decides it here
-            ratios = _motion_ratios(snaps)[0] if snaps is not None else []
-            cfg = replace(cfg, stride=_auto_stride(cfg, ratios)["stride"])
+        cfg = _decided_stride(cfg, snaps)
         self.cfg, self.cluster = cfg, Cluster()
         device = self.cluster.device
         set_precision(device, cfg.tf32)
@@ -880,7 +879,8 @@ def _motion_ratios(snaps: Snapshots) -> tuple[list[tuple[float, float, float]], 
             continue
         (a1, a2), (b1, b2) = (np.split(_uniform_cells(snaps, k, 2 * n, rng), 2) for k in (a, b))
         noise = (_paired_median(a1, a2) + _paired_median(b1, b2)) / 2
-        ratios.append((float(snaps.t_values[a]), float(snaps.t_values[b]), _paired_median(a1, b1) / noise))
+        ratio = _paired_median(a1, b1) / noise if noise > 0 else math.inf  # cells of one point each: no pairing noise
+        ratios.append((float(snaps.t_values[a]), float(snaps.t_values[b]), ratio))
     return ratios, len(chosen)
 
 
@@ -903,6 +903,14 @@ def _motion_note(ratios: list[tuple[float, float, float]], looked_at: int) -> st
 
 STRIDE_MIN_INTERVALS = 5  # stride auto takes chords over two intervals only on this many training intervals or more
 STRIDE_NOISE = 4.0  # ... and where the median interval's motion ratio (:func:`_motion_ratios`) is under this
+
+
+def _decided_stride(cfg: TrainConfig, snaps: Snapshots | None) -> TrainConfig:
+    """``cfg`` with ``stride: auto`` decided on ``snaps``: ``train`` decides it first, and says so; a path or a
+    :class:`Run` built alone decides it here, the same way."""
+    if cfg.stride != "auto":
+        return cfg
+    return replace(cfg, stride=_auto_stride(cfg, _motion_ratios(snaps)[0] if snaps is not None else [])["stride"])
 
 
 def _auto_stride(cfg: TrainConfig, ratios: list[tuple[float, float, float]]) -> dict | None:
