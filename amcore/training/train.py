@@ -739,7 +739,9 @@ def train(
     _check_training_inputs(snaps, cfg, Path(checkpoint), Path(loss_csv))
     if snaps is not None and (note := _mass_change(snaps) if cfg.objective != "uam" else _counts_note(snaps)):
         _say_once(note)
-    ratios, looked_at = _motion_ratios(snaps) if snaps is not None else ([], 0)
+    # the note is the first rank's; stride auto is every rank's (each decides alike, from the same seeded halves)
+    wanted = snaps is not None and (os.environ.get("RANK", "0") == "0" or cfg.stride == "auto")
+    ratios, looked_at = _motion_ratios(snaps) if wanted else ([], 0)
     if note := _motion_note(ratios, looked_at):
         _say_once(note)
     if stride_choice := _auto_stride(cfg, ratios):
